@@ -1,0 +1,170 @@
+"""The MQTT wire contract: topics and payloads shared by edge agents, collector and API.
+
+Version 1. Every payload is UTF-8 JSON. The JSON Schema of each payload is generated from
+these models into ``docs/wire/`` (a test keeps it in step). This module depends on pydantic
+only, so the collector and the API never import edge internals.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+SCHEMA_VERSION: Literal[1] = 1
+TOPIC_ROOT = "citygw/v1"
+
+AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Measurement, field and tag names: safe as InfluxDB identifiers and SQL column values.
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+# Device ids and tag values: printable, no control characters, no quotes or backslashes.
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/+-]{0,127}$"
+
+AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
+FieldValue = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=256)]
+
+MAX_READINGS_PER_BATCH = 10_000
+MAX_FIELDS_PER_READING = 64
+MAX_TAGS_PER_READING = 16
+# Tags the collector adds itself; a reading may not set them.
+RESERVED_TAGS = frozenset({"agent", "device"})
+
+
+class Channel(StrEnum):
+    """The channels below ``citygw/v1/<agent_id>/``."""
+
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+    CONFIG = "config"
+    CONFIG_STATE = "config/state"
+    CMD = "cmd"
+    CMD_RESULT = "cmd/result"
+    HEALTH = "health"
+
+
+_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
+
+
+def topic(agent_id: str, channel: Channel) -> str:
+    """The topic of ``channel`` for ``agent_id``."""
+    if not _AGENT_ID_RE.match(agent_id):
+        raise ValueError(f"agent id {agent_id!r} does not match {AGENT_ID_PATTERN}")
+    return f"{TOPIC_ROOT}/{agent_id}/{channel.value}"
+
+
+def parse_topic(name: str) -> tuple[str, Channel] | None:
+    """Split a CityGW topic into (agent id, channel); None if it is not one."""
+    prefix = TOPIC_ROOT + "/"
+    if not name.startswith(prefix):
+        return None
+    agent_id, _, rest = name[len(prefix) :].partition("/")
+    if not _AGENT_ID_RE.match(agent_id):
+        return None
+    try:
+        return agent_id, Channel(rest)
+    except ValueError:
+        return None
+
+
+def subscription(channel: Channel, *, share_group: str | None = None) -> str:
+    """Wildcard subscription to ``channel`` of every agent, optionally as an MQTT shared subscription."""
+    pattern = f"{TOPIC_ROOT}/+/{channel.value}"
+    return f"$share/{share_group}/{pattern}" if share_group else pattern
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+
+class Reading(_Payload):
+    """One reading of one device: the values it reported at one instant."""
+
+    device: Label = Field(description="device id, unique within the agent's fleet")
+    measurement: Name = Field(description="measurement (device kind), e.g. air_quality, electricity")
+    ts: StrictInt = Field(ge=0, description="when the value was read: milliseconds since the Unix epoch, UTC")
+    fields: dict[Name, FieldValue] = Field(min_length=1, max_length=MAX_FIELDS_PER_READING)
+    tags: dict[Name, Label] = Field(default_factory=dict, max_length=MAX_TAGS_PER_READING)
+
+
+class TelemetryBatch(_Payload):
+    """Payload of ``citygw/v1/<agent>/telemetry`` (QoS 1)."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    seq: StrictInt = Field(ge=0, description="per-agent message sequence number; a gap means lost messages")
+    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+
+
+class AgentState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Status(_Payload):
+    """Payload of ``citygw/v1/<agent>/status`` (retained; the last will says offline)."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    state: AgentState
+    version: str | None = None
+    config_version: int | None = None
+    started_at: StrictInt | None = Field(default=None, description="ms since epoch")
+
+
+class DeviceState(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    EXCEPTION = "exception"
+    CRC_ERROR = "crc_error"
+    DECODE_ERROR = "decode_error"
+    NO_FIX = "no_fix"
+    UNKNOWN = "unknown"
+
+
+class DeviceHealth(_Payload):
+    state: DeviceState
+    last_ok: StrictInt | None = Field(default=None, description="ms since epoch of the last good read")
+    error: str | None = Field(default=None, max_length=512)
+    reads: StrictInt = 0
+    failures: StrictInt = 0
+
+
+class JournalHealth(_Payload):
+    backlog: StrictInt = Field(ge=0, description="readings on disk not yet acknowledged by the broker")
+    dropped: StrictInt = Field(ge=0, description="readings dropped by the quota policy since start")
+
+
+class Health(_Payload):
+    """Payload of ``citygw/v1/<agent>/health``."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    ts: StrictInt
+    devices: dict[Label, DeviceHealth]
+    journal: JournalHealth
+
+
+PAYLOADS: dict[Channel, type[_Payload]] = {
+    Channel.TELEMETRY: TelemetryBatch,
+    Channel.STATUS: Status,
+    Channel.HEALTH: Health,
+}
+
+
+def encode(payload: _Payload) -> bytes:
+    """Serialise a payload the way it goes on the wire."""
+    return payload.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every payload, keyed by file name (see docs/wire/)."""
+    return {
+        f"{channel.value.replace('/', '-')}-v{SCHEMA_VERSION}.schema.json": model.model_json_schema(
+            by_alias=True
+        )
+        for channel, model in PAYLOADS.items()
+    }

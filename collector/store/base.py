@@ -1,0 +1,112 @@
+"""The store interface: one shape for the embedded SQLite store and every InfluxDB generation.
+
+A point's identity is (measurement, tags, ts_ms): writing the same point twice changes nothing
+visible, which makes at-least-once delivery harmless (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+FieldValue = bool | int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One stored point: a reading with the collector's identity tags (device, agent) added."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    ts_ms: int
+    fields: Mapping[str, FieldValue]
+
+
+class Aggregate(StrEnum):
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    LAST = "last"
+    SUM = "sum"
+    COUNT = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of a range query: a window start (or a raw point's time) and its values."""
+
+    ts_ms: int
+    tags: Mapping[str, str]
+    values: Mapping[str, FieldValue | None] = field(default_factory=dict)
+
+
+class StoreError(Exception):
+    """Base of store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take writes now (down, overloaded, network); retrying later may succeed."""
+
+
+class PointsRejected(StoreError):
+    """Some points can never be written (e.g. field type conflict); the others were written.
+
+    ``rejected`` pairs each refused point with the store's reason.
+    """
+
+    def __init__(self, rejected: Sequence[tuple[Point, str]]) -> None:
+        super().__init__(f"{len(rejected)} point(s) rejected: {rejected[0][1] if rejected else ''}")
+        self.rejected = list(rejected)
+
+
+class PointWriter(Protocol):
+    def write(self, points: Sequence[Point]) -> None:
+        """Write all points or raise: StoreUnavailable (nothing certain, retry) or PointsRejected."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TelemetryReader(Protocol):
+    def latest(
+        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
+    ) -> list[Point]:
+        """The newest point of each series (measurement + tags), optionally filtered."""
+        ...
+
+    def range(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+        window_s: int | None = None,
+        aggregate: Aggregate = Aggregate.MEAN,
+    ) -> list[Row]:
+        """Points of ``measurement`` in [start_ms, end_ms); aggregated per device over windows when
+        ``window_s`` is given (windows aligned to the epoch, empty windows left out)."""
+        ...
+
+
+class Store(PointWriter, TelemetryReader, Protocol):
+    """A store that can be written and read."""
+
+
+Tags = Mapping[str, str]
+__all__ = [
+    "Aggregate",
+    "FieldValue",
+    "Point",
+    "PointWriter",
+    "PointsRejected",
+    "Row",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Tags",
+    "TelemetryReader",
+]

@@ -1,0 +1,42 @@
+"""The test harness itself starts the real services and can restart them."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from tests.services import InfluxDB, Mosquitto, VictoriaMetrics
+
+pytestmark = pytest.mark.integration
+
+
+def test_mosquitto_restarts_on_same_port(mosquitto: Mosquitto) -> None:
+    port = mosquitto.port
+    mosquitto.kill()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    mosquitto.start()
+    assert mosquitto.port == port
+    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+def test_influxdb_answers_influxql(influxdb: InfluxDB) -> None:
+    influxdb.create_database("harness")
+    result = influxdb.query("SHOW DATABASES")
+    names = [row[0] for row in result["results"][0]["series"][0]["values"]]  # type: ignore[index]
+    assert "harness" in names
+
+
+def test_victoria_metrics_takes_v2_write(victoria_metrics: VictoriaMetrics) -> None:
+    resp = httpx.post(
+        f"{victoria_metrics.url}/api/v2/write",
+        params={"org": "city", "bucket": "telemetry", "precision": "ms"},
+        content=b"harness,device=x value=1.5 1700000000000",
+    )
+    assert resp.status_code == 204
+    victoria_metrics.flush()
+    export = httpx.get(f"{victoria_metrics.url}/api/v1/export", params={"match[]": '{__name__=~"harness.*"}'})
+    assert '"harness_value"' in export.text
+    assert "1.5" in export.text
