@@ -168,3 +168,20 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         )
         for channel, model in PAYLOADS.items()
     }
+
+
+def write_json_schemas(folder: str = "docs/wire") -> list[str]:
+    """Regenerate the JSON Schema files of the wire contract (``python -m citygw.wire``)."""
+    import json
+    from pathlib import Path
+
+    written = []
+    for name, schema in json_schemas().items():
+        path = Path(folder) / name
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(str(path))
+    return written
+
+
+if __name__ == "__main__":
+    print("\n".join(write_json_schemas()))

@@ -1,0 +1,100 @@
+"""The wire contract: topics, payload validation and the published JSON Schema files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from citygw import wire
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _batch(**overrides: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "schema": 1,
+        "agent": "depot-1",
+        "seq": 7,
+        "readings": [
+            {
+                "device": "aq-1",
+                "measurement": "air_quality",
+                "ts": 1_763_870_400_000,
+                "fields": {"pm25": 12.5, "ok": True, "samples": 3, "state": "warm"},
+                "tags": {"district": "Halytskyi"},
+            }
+        ],
+    }
+    payload.update(overrides)
+    return payload
+
+
+def test_topics_round_trip() -> None:
+    name = wire.topic("depot-1", wire.Channel.CONFIG_STATE)
+    assert name == "citygw/v1/depot-1/config/state"
+    assert wire.parse_topic(name) == ("depot-1", wire.Channel.CONFIG_STATE)
+    assert wire.parse_topic("citygw/v1/depot-1/nonsense") is None
+    assert wire.parse_topic("citygw/v1/Bad Agent/telemetry") is None
+    assert wire.parse_topic("other/v1/depot-1/telemetry") is None
+    with pytest.raises(ValueError, match="agent id"):
+        wire.topic("../etc", wire.Channel.TELEMETRY)
+
+
+def test_shared_subscription() -> None:
+    assert wire.subscription(wire.Channel.TELEMETRY) == "citygw/v1/+/telemetry"
+    assert wire.subscription(wire.Channel.TELEMETRY, share_group="c") == "$share/c/citygw/v1/+/telemetry"
+
+
+def test_valid_batch_keeps_field_types() -> None:
+    batch = wire.TelemetryBatch.model_validate_json(json.dumps(_batch()))
+    fields = batch.readings[0].fields
+    assert [type(fields[k]) for k in ("pm25", "ok", "samples", "state")] == [float, bool, int, str]
+    assert json.loads(wire.encode(batch)) == _batch()
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (
+            '{"schema": 1, "agent": "a", "seq": 1, "readings": [{"device": "d", "measurement": "m", '
+            '"ts": 1, "fields": {"v": NaN}}]}',
+            "finite",
+        ),
+        (json.dumps(_batch(schema=2)), "schema"),
+        (json.dumps(_batch(agent="Depot 1")), "agent"),
+        (json.dumps(_batch(seq=-1)), "seq"),
+        (json.dumps(_batch(readings=[])), "readings"),
+        (json.dumps(_batch(extra=1)), "extra"),
+        (
+            json.dumps(
+                _batch(readings=[{"device": "d", "measurement": "Air Quality", "ts": 1, "fields": {"v": 1}}])
+            ),
+            "measurement",
+        ),
+        (
+            json.dumps(_batch(readings=[{"device": "d\n", "measurement": "m", "ts": 1, "fields": {"v": 1}}])),
+            "device",
+        ),
+        (json.dumps(_batch(readings=[{"device": "d", "measurement": "m", "ts": 1, "fields": {}}])), "fields"),
+        (
+            json.dumps(_batch(readings=[{"device": "d", "measurement": "m", "ts": "1", "fields": {"v": 1}}])),
+            "ts",
+        ),
+    ],
+)
+def test_invalid_batches_are_refused_with_a_reason(raw: str, needle: str) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        wire.TelemetryBatch.model_validate_json(raw)
+    assert needle in str(excinfo.value).lower()
+
+
+def test_published_schemas_match_the_models() -> None:
+    for name, schema in wire.json_schemas().items():
+        path = REPO / "docs" / "wire" / name
+        assert path.exists(), f"{path} missing: run `.venv/bin/python -m citygw.wire`"
+        assert json.loads(path.read_text()) == schema, (
+            f"{path} is stale: run `.venv/bin/python -m citygw.wire`"
+        )
