@@ -1,0 +1,135 @@
+"""The journal keeps readings on disk until the broker acknowledged the batch carrying them."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citygw import wire
+from edge.journal import FIRST_SEQ, Journal, JournalMismatch
+
+
+def reading(n: int, device: str = "aq-1") -> wire.Reading:
+    return wire.Reading(
+        device=device, measurement="air_quality", ts=1_700_000_000_000 + n, fields={"pm25": n}
+    )
+
+
+def decode(payload: bytes) -> wire.TelemetryBatch:
+    return wire.TelemetryBatch.model_validate_json(payload)
+
+
+def test_empty_journal_has_no_batch(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    assert journal.next_batch(10) is None
+    assert journal.backlog() == 0
+
+
+def test_batches_keep_reading_order_and_valid_wire_payload(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(5)])
+    journal.append([reading(n) for n in range(5, 7)])
+    got = journal.next_batch(4)
+    assert got is not None
+    seq, payload = got
+    batch = decode(payload)
+    assert (batch.agent, batch.seq) == ("pi-1", seq)
+    assert batch.readings == [reading(n) for n in range(4)]
+    assert payload == wire.encode(batch)
+    journal.ack(seq)
+    got = journal.next_batch(4)
+    assert got is not None
+    assert decode(got[1]).readings == [reading(n) for n in range(4, 7)]
+    assert got[0] == seq + 1
+
+
+def test_unacknowledged_batch_comes_back_unchanged(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(3)])
+    first = journal.next_batch(10)
+    journal.append([reading(9)])
+    assert journal.next_batch(10) == first, "a republish must carry the same seq and bytes"
+    assert journal.backlog() == 4
+
+
+def test_backlog_counts_until_ack(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(10)])
+    assert journal.backlog() == 10
+    got = journal.next_batch(6)
+    assert got is not None
+    assert journal.backlog() == 10, "forming a batch is not delivering it"
+    assert journal.ack(got[0]) == 6
+    assert journal.backlog() == 4
+    assert journal.ack(got[0]) == 0, "a second ack of the same seq changes nothing"
+    assert journal.backlog() == 4
+    assert journal.health() == wire.JournalHealth(backlog=4, dropped=0)
+
+
+def test_seq_is_monotonic_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, "pi-1")
+    seqs = []
+    for n in range(3):
+        journal.append([reading(n)])
+        got = journal.next_batch(10)
+        assert got is not None
+        seqs.append(got[0])
+        journal.ack(got[0])
+    journal.close()
+    journal = Journal(path, "pi-1", fsync="full")
+    journal.append([reading(99)])
+    got = journal.next_batch(10)
+    assert got is not None
+    assert seqs == [FIRST_SEQ, FIRST_SEQ + 1, FIRST_SEQ + 2]
+    assert got[0] == FIRST_SEQ + 3
+
+
+CRASHING_WRITER = """
+import os, signal, sys
+from citygw import wire
+from edge.journal import Journal
+journal = Journal(sys.argv[1], "pi-1")
+def reading(n):
+    return wire.Reading(device="aq-1", measurement="air_quality", ts=n, fields={"pm25": n})
+journal.append([reading(n) for n in range(3)])
+seq, payload = journal.next_batch(2)
+journal.append([reading(3)])
+sys.stdout.buffer.write(payload)
+sys.stdout.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_batch_survives_a_crash(tmp_path: Path) -> None:
+    """A process killed with SIGKILL before the ack: the next one republishes the same batch."""
+    path = tmp_path / "j.sqlite"
+    child = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(path)], capture_output=True, check=False, timeout=60
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    reopened = Journal(path, "pi-1")
+    assert reopened.backlog() == 4
+    formed = reopened.next_batch(10)
+    assert formed is not None
+    assert formed[1] == child.stdout
+    assert formed[0] == FIRST_SEQ
+    reopened.ack(formed[0])
+    rest = reopened.next_batch(10)
+    assert rest is not None
+    assert [r.ts for r in decode(rest[1]).readings] == [2, 3]
+    assert rest[0] == FIRST_SEQ + 1
+
+
+def test_journal_is_wal_and_refuses_another_agent(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    Journal(path, "pi-1").close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(JournalMismatch, match="belongs to agent 'pi-1'"):
+        Journal(path, "pi-2")
