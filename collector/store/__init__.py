@@ -1,0 +1,144 @@
+"""Stores for telemetry points, chosen by URL: embedded SQLite or an InfluxDB (v1 or v2 API)."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+
+from collector.store.base import (
+    Aggregate,
+    FieldValue,
+    Point,
+    PointsRejected,
+    PointWriter,
+    Row,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TelemetryReader,
+)
+
+TOKEN_ENV = "CITYGW_INFLUX_TOKEN"
+
+_FORMS = {
+    "sqlite": "sqlite:///abs/path.sqlite (or sqlite://relative/path.sqlite, sqlite:///:memory:)",
+    "influxdb": "influxdb://[user:pass@]host:port/database (influxdb+https:// for TLS)",
+    "influxdb2": "influxdb2://[:token@]host:port/?org=ORG&bucket=BUCKET (influxdb2+https:// for TLS; "
+    f"token from the URL password or ${TOKEN_ENV})",
+}
+_EXPECTED = "; ".join(_FORMS.values())
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def open_store(url: str) -> Store:
+    """The store named by ``url``; ValueError names the bad part and the expected form.
+
+    Opening does no network I/O; call ``InfluxV1Store.ensure_database()`` at start-up to create
+    the database of a v1 store.
+    """
+    scheme, _, rest = url.partition("://")
+    base, _, tls = scheme.partition("+")
+    if not rest or base not in _FORMS or tls not in ("", "https") or (base == "sqlite" and tls):
+        raise ValueError(
+            f"store URL {redact(url)!r}: unknown scheme {scheme!r}; expected one of: {_EXPECTED}"
+        )
+    if base == "sqlite":
+        return _open_sqlite(url, rest)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 8086
+    except ValueError as exc:
+        raise ValueError(
+            f"store URL {redact(url)!r}: bad host or port ({exc}); expected {_FORMS[base]}"
+        ) from exc
+    if not parts.hostname:
+        raise ValueError(f"store URL {redact(url)!r}: missing host; expected {_FORMS[base]}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    http_url = f"{'https' if tls else 'http'}://{host}:{port}"
+    if base == "influxdb":
+        return _open_influx_v1(url, parts, http_url)
+    return _open_influx_v2(url, parts, http_url)
+
+
+def _open_sqlite(url: str, path: str) -> Store:
+    from collector.store.sqlite import SqliteStore
+
+    if path == "/:memory:":
+        path = ":memory:"
+    if not path or path == "/" or "?" in path or "#" in path:
+        raise ValueError(f"store URL {redact(url)!r}: bad file path {path!r}; expected {_FORMS['sqlite']}")
+    return SqliteStore(path)
+
+
+def _open_influx_v1(url: str, parts: SplitResult, http_url: str) -> Store:
+    from collector.store.influx import InfluxV1Store
+
+    database = unquote(parts.path.strip("/"))
+    if not database or "/" in database:
+        raise ValueError(
+            f"store URL {redact(url)!r}: path must be one database name, not {parts.path!r}; "
+            f"expected {_FORMS['influxdb']}"
+        )
+    if parts.query:
+        raise ValueError(f"store URL {redact(url)!r}: unexpected query; expected {_FORMS['influxdb']}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return InfluxV1Store(http_url, database, username=username, password=password)
+
+
+def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
+    from collector.store.influx import InfluxV2Store
+
+    if parts.path not in ("", "/"):
+        raise ValueError(
+            f"store URL {redact(url)!r}: unexpected path {parts.path!r} (org and bucket go in the query); "
+            f"expected {_FORMS['influxdb2']}"
+        )
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"org", "bucket"})
+    if unknown:
+        raise ValueError(
+            f"store URL {redact(url)!r}: unknown parameter(s) {unknown}; expected {_FORMS['influxdb2']}"
+        )
+    values: dict[str, str] = {}
+    for name in ("org", "bucket"):
+        given = query.get(name, [""])
+        if len(given) != 1 or not given[0]:
+            raise ValueError(f"store URL {redact(url)!r}: missing {name}=; expected {_FORMS['influxdb2']}")
+        values[name] = given[0]
+    token = unquote(parts.password) if parts.password else os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ValueError(
+            f"store URL {redact(url)!r}: no token; put it in the URL password or ${TOKEN_ENV}; "
+            f"expected {_FORMS['influxdb2']}"
+        )
+    return InfluxV2Store(http_url, org=values["org"], bucket=values["bucket"], token=token)
+
+
+__all__ = [
+    "TOKEN_ENV",
+    "Aggregate",
+    "FieldValue",
+    "Point",
+    "PointWriter",
+    "PointsRejected",
+    "Row",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TelemetryReader",
+    "open_store",
+    "redact",
+]

@@ -1,0 +1,432 @@
+"""InfluxDB stores: line protocol writes over the v1 or v2 API, InfluxQL reads over ``/query``.
+
+Every InfluxDB generation answers InfluxQL (2.x through its v1-compatible ``/query``), so one
+reader serves both writers. Values go in as bound parameters; identifiers are checked against
+the wire contract's name pattern and double-quoted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write.point import Point as LineProtocolPoint
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from citygw.wire import NAME_PATTERN
+from collector.store.base import (
+    Aggregate,
+    FieldValue,
+    Point,
+    PointsRejected,
+    Row,
+    StoreError,
+    StoreUnavailable,
+)
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NS_PER_MS = 1_000_000
+_NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
+_MS: Any = WritePrecision.MS  # a str constant; WriteApi.write is annotated with the class
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+def to_line_protocol(point: Point) -> str:
+    """The point as one line of line protocol (escaping by influxdb_client); '' if it has no usable field."""
+    record = LineProtocolPoint.from_dict(
+        {"measurement": point.measurement, "tags": point.tags, "fields": point.fields, "time": point.ts_ms},
+        write_precision=_MS,
+    )
+    line: str = record.to_line_protocol()
+    return line
+
+
+def quote_identifier(name: str, what: str = "name") -> str:
+    """``name`` double-quoted for InfluxQL, after checking it against the wire contract's name pattern."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"{what} {name!r} does not match {NAME_PATTERN}")
+    return f'"{name}"'
+
+
+class _BadRequest(Exception):
+    """The server refused (part of) a batch for good (HTTP 400)."""
+
+
+class _TooLarge(Exception):
+    """The batch is larger than the server accepts (HTTP 413)."""
+
+
+def write_bisecting(points: Sequence[Point], send: Callable[[list[str]], None]) -> None:
+    """Send ``points`` through ``send``; on a refusal, find the bad points by writing halves.
+
+    Rewriting the points a partial write already stored is harmless (same identity). Raises
+    PointsRejected with exactly the refused points once all the others are written.
+    """
+    rejected: list[tuple[Point, str]] = []
+    lines: list[tuple[Point, str]] = []
+    for point in points:
+        line = to_line_protocol(point)
+        if line:
+            lines.append((point, line))
+        else:
+            rejected.append((point, "point has no field with a writable value (NaN or infinite?)"))
+    rejected += _send_halves(lines, send)
+    if rejected:
+        order = {id(point): i for i, point in enumerate(points)}
+        rejected.sort(key=lambda item: order[id(item[0])])
+        raise PointsRejected(rejected)
+
+
+def _send_halves(
+    lines: list[tuple[Point, str]], send: Callable[[list[str]], None]
+) -> list[tuple[Point, str]]:
+    if not lines:
+        return []
+    try:
+        send([line for _, line in lines])
+        return []
+    except _BadRequest as exc:
+        if len(lines) == 1:
+            return [(lines[0][0], str(exc))]
+    except _TooLarge:
+        if len(lines) == 1:
+            return [(lines[0][0], "point is larger than the server accepts (HTTP 413)")]
+    middle = len(lines) // 2
+    return _send_halves(lines[:middle], send) + _send_halves(lines[middle:], send)
+
+
+def _error_text(body: bytes | str | None) -> str:
+    """The server's reason from an error body (v1 says "error", v2 says "message")."""
+    if body is None:
+        return ""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    if isinstance(decoded, dict):
+        return str(decoded.get("error") or decoded.get("message") or decoded)[:500]
+    return text.strip()[:500]
+
+
+class InfluxQLReader:
+    """Latest points and ranges through InfluxQL on ``/query`` (1.x natively, 2.x/3.x v1-compatible)."""
+
+    def __init__(self, http: httpx.Client, database: str) -> None:
+        self._http = http
+        self._database = database
+
+    def query(self, statement: str, params: Mapping[str, object] | None = None) -> list[dict[str, Any]]:
+        """The series of one InfluxQL statement; values only through ``params`` ($name)."""
+        form = {"q": statement, "db": self._database, "epoch": "ms"}
+        if params:
+            form["params"] = json.dumps(params)
+        try:
+            response = self._http.post("/query", data=form)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"InfluxDB query at {self._http.base_url}: {exc!r}") from exc
+        if response.status_code in (401, 403):
+            raise StoreUnavailable(
+                f"InfluxDB at {self._http.base_url}: authentication failed ({_error_text(response.content)})"
+            )
+        if response.status_code != 200:
+            raise StoreUnavailable(
+                f"InfluxDB query at {self._http.base_url}: HTTP {response.status_code} "
+                f"{_error_text(response.content)}"
+            )
+        (result,) = response.json()["results"]
+        if "error" in result:
+            message = str(result["error"])
+            if message.startswith("database not found"):
+                raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: {message}")
+            raise StoreError(f"InfluxQL {statement!r}: {message}")
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
+
+    def field_types(self, measurement: str | None = None) -> dict[str, dict[str, str]]:
+        """{measurement: {field: type}} from SHOW FIELD KEYS (the first type wins on a conflict)."""
+        statement = "SHOW FIELD KEYS"
+        if measurement is not None:
+            statement += " FROM " + quote_identifier(measurement, "measurement")
+        types: dict[str, dict[str, str]] = {}
+        for series in self.query(statement):
+            known = types.setdefault(series["name"], {})
+            for name, kind in series.get("values", []):
+                known.setdefault(name, kind)
+        return types
+
+    def latest(
+        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
+    ) -> list[Point]:
+        """The newest point of each series (measurement + tags), optionally filtered."""
+        source = "/.*/" if measurement is None else quote_identifier(measurement, "measurement")
+        where, params = _conditions(device=device, start_ms=since_ms)
+        series_list = self.query(
+            f"SELECT * FROM {source}{where} GROUP BY * ORDER BY time DESC LIMIT 1", params
+        )
+        if not series_list:
+            return []
+        types = self.field_types(measurement)
+        points: list[Point] = []
+        for series in series_list:
+            name = series["name"]
+            for ts, values in _rows(series, types.get(name, {})):
+                if values:
+                    points.append(Point(name, _tags(series), ts, values))
+        points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
+        return points
+
+    def range(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+        window_s: int | None = None,
+        aggregate: Aggregate = Aggregate.MEAN,
+    ) -> list[Row]:
+        """Points of ``measurement`` in [start_ms, end_ms), raw or aggregated per device and window."""
+        if window_s is not None and window_s <= 0:
+            raise ValueError(f"window_s must be a positive number of seconds, not {window_s}")
+        source = quote_identifier(measurement, "measurement")
+        wanted = None if fields is None else [quote_identifier(name, "field") for name in fields]
+        where, params = _conditions(device=device, start_ms=start_ms, end_ms=end_ms)
+        types = self.field_types(measurement).get(measurement, {})
+        if not types or wanted == []:
+            return []
+        rows: list[Row] = []
+        if window_s is None:
+            selection = "*" if wanted is None else ", ".join(wanted)
+            for series in self.query(f"SELECT {selection} FROM {source}{where} GROUP BY *", params):
+                rows += [Row(ts, _tags(series), values) for ts, values in _rows(series, types) if values]
+        else:
+            chosen = [name for name in types if fields is None or name in fields]
+            if aggregate in _NUMERIC_ONLY:
+                chosen = [name for name in chosen if types[name] in ("integer", "float")]
+            if not chosen:
+                return []
+            function = aggregate.value
+            selection = ", ".join(f'{function}("{name}") AS "{name}"' for name in chosen)
+            statement = (
+                f'SELECT {selection} FROM {source}{where} GROUP BY time({window_s}s), "device" fill(none)'
+            )
+            result_types = {name: _aggregate_type(aggregate, types[name]) for name in chosen}
+            for series in self.query(statement, params):
+                rows += [
+                    Row(ts, _tags(series), values) for ts, values in _rows(series, result_types) if values
+                ]
+        rows.sort(key=lambda r: (r.ts_ms, sorted(r.tags.items())))
+        return rows
+
+
+def _conditions(
+    *, device: str | None, start_ms: int | None, end_ms: int | None = None
+) -> tuple[str, dict[str, object]]:
+    clauses: list[str] = []
+    params: dict[str, object] = {}
+    if start_ms is not None:
+        clauses.append("time >= $start")
+        params["start"] = start_ms * _NS_PER_MS
+    if end_ms is not None:
+        clauses.append("time < $end")
+        params["end"] = end_ms * _NS_PER_MS
+    if device is not None:
+        clauses.append('"device" = $device')
+        params["device"] = device
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _aggregate_type(aggregate: Aggregate, field_type: str) -> str:
+    if aggregate is Aggregate.MEAN:
+        return "float"
+    if aggregate is Aggregate.COUNT:
+        return "integer"
+    return field_type
+
+
+def _tags(series: Mapping[str, Any]) -> dict[str, str]:
+    # GROUP BY * lists every tag key of the measurement; a series without one shows it as "".
+    return {key: value for key, value in series.get("tags", {}).items() if value != ""}
+
+
+def _rows(series: Mapping[str, Any], types: Mapping[str, str]) -> list[tuple[int, dict[str, FieldValue]]]:
+    """(ts_ms, values) of a series, nulls left out and numbers given their stored type back.
+
+    InfluxDB's JSON writes the float 5.0 as 5; the field's type restores it.
+    """
+    columns: list[str] = series["columns"]
+    rows: list[tuple[int, dict[str, FieldValue]]] = []
+    for raw in series.get("values", []):
+        values: dict[str, FieldValue] = {}
+        for column, value in zip(columns[1:], raw[1:], strict=True):
+            if value is None:
+                continue
+            kind = types.get(column)
+            if kind == "float" and not isinstance(value, bool):
+                value = float(value)
+            elif kind == "integer" and not isinstance(value, bool):
+                value = int(value)
+            values[column] = value
+        rows.append((int(raw[0]), values))
+    return rows
+
+
+class _InfluxReads:
+    """The read half shared by both writers: delegates to one InfluxQLReader."""
+
+    reader: InfluxQLReader
+
+    def latest(
+        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
+    ) -> list[Point]:
+        """The newest point of each series (measurement + tags), optionally filtered."""
+        return self.reader.latest(measurement=measurement, device=device, since_ms=since_ms)
+
+    def range(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+        window_s: int | None = None,
+        aggregate: Aggregate = Aggregate.MEAN,
+    ) -> list[Row]:
+        """Points of ``measurement`` in [start_ms, end_ms), raw or aggregated per device and window."""
+        return self.reader.range(
+            measurement=measurement,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            device=device,
+            fields=fields,
+            window_s=window_s,
+            aggregate=aggregate,
+        )
+
+
+class InfluxV1Store(_InfluxReads):
+    """InfluxDB 1.x API: POST /write (gzip, ms precision) with user/password, InfluxQL reads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        database: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not _DATABASE_RE.match(database):
+            raise ValueError(f"InfluxDB database name {database!r} does not match {_DATABASE_RE.pattern}")
+        self.database = database
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        self._http = httpx.Client(base_url=base_url, auth=auth, timeout=timeout)
+        self.reader = InfluxQLReader(self._http, database)
+
+    def ensure_database(self) -> None:
+        """Create the database if it does not exist (CREATE DATABASE is idempotent); call at start-up."""
+        self.reader.query(f'CREATE DATABASE "{self.database}"')
+
+    def write(self, points: Sequence[Point]) -> None:
+        """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
+        write_bisecting(points, self._send)
+
+    def _send(self, lines: list[str]) -> None:
+        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
+        try:
+            response = self._http.post(
+                "/write",
+                params={"db": self.database, "precision": "ms"},
+                content=body,
+                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
+            )
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: {exc!r}") from exc
+        status = response.status_code
+        if status == 204:
+            return
+        reason = _error_text(response.content)
+        if status == 400:
+            raise _BadRequest(reason)
+        if status == 413:
+            raise _TooLarge(reason)
+        if status in (401, 403):
+            raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: authentication failed ({reason})")
+        if status == 404:
+            raise StoreUnavailable(
+                f"InfluxDB at {self._http.base_url}: database {self.database!r} not found ({reason}); "
+                "create it, e.g. with InfluxV1Store.ensure_database() at start-up"
+            )
+        raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: HTTP {status} {reason}")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class InfluxV2Store(_InfluxReads):
+    """InfluxDB v2 API (2.x, 3.x, Cloud, VictoriaMetrics): token, org and bucket.
+
+    Writes go through influxdb_client's synchronous WriteApi (gzip); reads through the
+    v1-compatible ``/query`` with ``db`` = bucket.
+    """
+
+    def __init__(
+        self, url: str, org: str, bucket: str, token: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = url
+        self.org = org
+        self.bucket = bucket
+        read_timeout = timeout.read if timeout.read is not None else 10.0
+        self._client = InfluxDBClient(
+            url=url, token=token, org=org, timeout=int(read_timeout * 1000), enable_gzip=True
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._http = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=timeout)
+        self.reader = InfluxQLReader(self._http, bucket)
+
+    def write(self, points: Sequence[Point]) -> None:
+        """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
+        write_bisecting(points, self._send)
+
+    def _send(self, lines: list[str]) -> None:
+        try:
+            self._write_api.write(bucket=self.bucket, org=self.org, record=lines, write_precision=_MS)
+        except ApiException as exc:
+            status = exc.status or 0
+            reason = _error_text(exc.body) or str(exc.reason)
+            if status == 400:
+                raise _BadRequest(reason) from exc
+            if status == 413:
+                raise _TooLarge(reason) from exc
+            if status in (401, 403):
+                raise StoreUnavailable(f"InfluxDB at {self.url}: authentication failed ({reason})") from exc
+            raise StoreUnavailable(f"InfluxDB at {self.url}: HTTP {status} {reason}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"InfluxDB at {self.url}: {exc!r}") from exc
+
+    def close(self) -> None:
+        self._write_api.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
+        self._http.close()
+
+
+__all__ = [
+    "InfluxQLReader",
+    "InfluxV1Store",
+    "InfluxV2Store",
+    "quote_identifier",
+    "to_line_protocol",
+    "write_bisecting",
+]

@@ -1,0 +1,289 @@
+"""The embedded store: one SQLite file (WAL), no server; same contract as the InfluxDB stores."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from collector.store.base import (
+    Aggregate,
+    FieldValue,
+    Point,
+    PointsRejected,
+    Row,
+    StoreUnavailable,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS points (
+    measurement TEXT NOT NULL,
+    tags_key TEXT NOT NULL,
+    device TEXT,
+    ts_ms INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    UNIQUE (measurement, tags_key, ts_ms)
+);
+CREATE INDEX IF NOT EXISTS points_by_time ON points (measurement, ts_ms);
+CREATE INDEX IF NOT EXISTS points_by_device ON points (device, ts_ms);
+CREATE TABLE IF NOT EXISTS field_types (
+    measurement TEXT NOT NULL,
+    field TEXT NOT NULL,
+    type TEXT NOT NULL,
+    PRIMARY KEY (measurement, field)
+);
+"""
+
+_UPSERT = """
+INSERT INTO points (measurement, tags_key, device, ts_ms, fields) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (measurement, tags_key, ts_ms) DO UPDATE SET fields = json_patch(fields, excluded.fields)
+"""
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+# Window start of ts_ms for a window of ? ms (the same ? bound twice), correct for negative times too.
+_WINDOW_START = "(ts_ms - (((ts_ms % ?) + ?) % ?))"
+
+_NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
+_SQL_AGGREGATE = {
+    Aggregate.MEAN: "AVG(j.value)",
+    Aggregate.MIN: "MIN(j.value)",
+    Aggregate.MAX: "MAX(j.value)",
+    Aggregate.SUM: "SUM(j.value)",
+    Aggregate.COUNT: "COUNT(j.value)",
+}
+
+
+def tags_key(tags: Iterable[tuple[str, str]]) -> str:
+    """Canonical encoding of a tag set: JSON object with sorted keys (the series identity)."""
+    return json.dumps(dict(sorted(tags)), separators=(",", ":"), ensure_ascii=False)
+
+
+def field_type(value: FieldValue) -> str:
+    """InfluxDB's name for the type of a field value (bool before int: bool is an int in Python)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    return "string"
+
+
+def _invalid(point: Point) -> str | None:
+    """Why a point can never be stored, or None."""
+    if not point.fields:
+        return "point has no fields"
+    for name, value in point.fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f'field "{name}" is not a finite number'
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            return f'field "{name}" is out of the 64-bit integer range'
+        if not isinstance(value, bool | int | float | str):
+            return f'field "{name}" has unsupported type {type(value).__name__}'
+    return None
+
+
+def _row_order(row: Row) -> tuple[int, list[tuple[str, str]]]:
+    return row.ts_ms, sorted(row.tags.items())
+
+
+class SqliteStore:
+    """Points in one SQLite table keyed by (measurement, tags, ts_ms); rewrites merge fields.
+
+    One connection shared by all threads behind a lock: the collector thread writes while the
+    API reads. Field types are fixed per measurement at first write, as in InfluxDB, so a type
+    conflict is rejected the same way by every store.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._types: dict[tuple[str, str], str] = {
+                (m, f): t for m, f, t in self._db.execute("SELECT measurement, field, type FROM field_types")
+            }
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def write(self, points: Sequence[Point]) -> None:
+        """Upsert all points in one transaction; points that can never be stored raise PointsRejected."""
+        rejected: list[tuple[Point, str]] = []
+        rows: list[tuple[str, str, str | None, int, str]] = []
+        new_types: dict[tuple[str, str], str] = {}
+        with self._lock:
+            for point in points:
+                reason = _invalid(point) or self._type_conflict(point, new_types)
+                if reason:
+                    rejected.append((point, reason))
+                    continue
+                for name, value in point.fields.items():
+                    new_types.setdefault((point.measurement, name), field_type(value))
+                rows.append(
+                    (
+                        point.measurement,
+                        tags_key(point.tags.items()),
+                        point.tags.get("device"),
+                        point.ts_ms,
+                        json.dumps(dict(point.fields), separators=(",", ":"), ensure_ascii=False),
+                    )
+                )
+            added = {key: t for key, t in new_types.items() if key not in self._types}
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO field_types (measurement, field, type) VALUES (?, ?, ?)",
+                        [(m, f, t) for (m, f), t in added.items()],
+                    )
+                    self._db.executemany(_UPSERT, rows)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+            self._types.update(added)
+        if rejected:
+            raise PointsRejected(rejected)
+
+    def _type_conflict(self, point: Point, new_types: dict[tuple[str, str], str]) -> str | None:
+        for name, value in point.fields.items():
+            key = (point.measurement, name)
+            known = self._types.get(key) or new_types.get(key)
+            actual = field_type(value)
+            if known is not None and known != actual:
+                return (
+                    f'field type conflict: input field "{name}" on measurement "{point.measurement}" '
+                    f"is type {actual}, already exists as type {known}"
+                )
+        return None
+
+    def latest(
+        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
+    ) -> list[Point]:
+        """The newest point of each series (measurement + tags), optionally filtered."""
+        where, params = self._filters(measurement=measurement, device=device)
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            params.append(since_ms)
+        # SQLite fills the bare columns of a MAX() aggregate from the row holding the maximum.
+        sql = (
+            "SELECT measurement, tags_key, MAX(ts_ms), fields FROM points"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY measurement, tags_key"
+        )
+        points = [
+            Point(m, json.loads(tags), ts, json.loads(fields))
+            for m, tags, ts, fields in self._query(sql, params)
+        ]
+        points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
+        return points
+
+    def range(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+        window_s: int | None = None,
+        aggregate: Aggregate = Aggregate.MEAN,
+    ) -> list[Row]:
+        """Points of ``measurement`` in [start_ms, end_ms), raw or aggregated per device and window.
+
+        Rows carry only the fields a point (or window) has; raw rows with none of the wanted
+        fields are left out, as InfluxDB does.
+        """
+        if window_s is not None and window_s <= 0:
+            raise ValueError(f"window_s must be a positive number of seconds, not {window_s}")
+        where, params = self._filters(measurement=measurement, device=device)
+        where.append("ts_ms >= ? AND ts_ms < ?")
+        params += [start_ms, end_ms]
+        if window_s is None:
+            return self._raw(where, params, fields)
+        return self._aggregated(where, params, fields, window_s * 1000, aggregate)
+
+    def _raw(self, where: list[str], params: list[object], fields: Sequence[str] | None) -> list[Row]:
+        sql = "SELECT ts_ms, tags_key, fields FROM points WHERE " + " AND ".join(where)
+        result: list[Row] = []
+        for ts, tags, encoded in self._query(sql, params):
+            values: dict[str, FieldValue] = json.loads(encoded)
+            if fields is not None:
+                values = {name: values[name] for name in fields if name in values}
+            if values:
+                result.append(Row(ts, json.loads(tags), values))
+        result.sort(key=_row_order)
+        return result
+
+    def _aggregated(
+        self,
+        where: list[str],
+        params: list[object],
+        fields: Sequence[str] | None,
+        window_ms: int,
+        aggregate: Aggregate,
+    ) -> list[Row]:
+        if fields is not None:
+            if not fields:
+                return []
+            where.append(f"j.key IN ({', '.join('?' for _ in fields)})")
+            params += list(fields)
+        if aggregate in _NUMERIC_ONLY:
+            where.append("j.type IN ('integer', 'real')")
+        if aggregate is Aggregate.LAST:
+            # Bare column j.value comes from the row with the newest ts_ms in the group.
+            select = f"{_WINDOW_START} AS win, device, j.key, MAX(ts_ms), j.value, j.type"
+        else:
+            select = f"{_WINDOW_START} AS win, device, j.key, NULL, {_SQL_AGGREGATE[aggregate]}, NULL"
+        sql = (
+            f"SELECT {select} FROM points, json_each(points.fields) AS j WHERE "
+            + " AND ".join(where)
+            + " GROUP BY win, device, j.key"
+        )
+        grouped: dict[tuple[int, str | None], dict[str, FieldValue | None]] = {}
+        for win, device, key, _, value, json_type in self._query(sql, [window_ms] * 3 + params):
+            if json_type in ("true", "false"):
+                value = json_type == "true"
+            grouped.setdefault((win, device), {})[key] = value
+        rows = [
+            Row(win, {} if device is None else {"device": device}, values)
+            for (win, device), values in grouped.items()
+        ]
+        rows.sort(key=_row_order)
+        return rows
+
+    @staticmethod
+    def _filters(*, measurement: str | None, device: str | None) -> tuple[list[str], list[object]]:
+        where: list[str] = []
+        params: list[object] = []
+        if measurement is not None:
+            where.append("measurement = ?")
+            params.append(measurement)
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        return where, params
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, params))
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+__all__ = ["SqliteStore", "field_type", "tags_key"]
