@@ -1,0 +1,217 @@
+"""InfluxDB specifics: faults, splitting and bisecting (real influxd), v2 writes (real VictoriaMetrics)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from collector.store import Point, PointsRejected, StoreUnavailable
+from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from tests.services import InfluxDB, VictoriaMetrics, free_port
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
+
+
+def points(n: int, measurement: str = "electricity", start: int = T0) -> list[Point]:
+    return [
+        Point(
+            measurement,
+            {"device": f"meter-{i % 3}", "agent": "agent-1"},
+            start + i,
+            {"kwh": float(i), "n": i},
+        )
+        for i in range(n)
+    ]
+
+
+def count(server: InfluxDB, database: str, measurement: str = "electricity") -> int:
+    result = server.query(f'SELECT count("kwh") FROM "{measurement}"', database)
+    series = result["results"][0].get("series")  # type: ignore[index]
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+class SmallBodyInfluxDB(InfluxDB):
+    """An influxd that refuses write bodies over a few KiB (HTTP 413)."""
+
+    def command(self) -> list[str]:
+        command = super().command()
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(conf.read_text().replace("max-body-size = 0", "max-body-size = 4000"))
+        return command
+
+
+@pytest.fixture
+def own_influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
+    """An influxd of this test alone, to kill and stop without disturbing the session's."""
+    server = InfluxDB(tmp_path / "influxdb")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_influxdb_down_is_unavailable_and_writes_work_again_after_restart(own_influxdb: InfluxDB) -> None:
+    store = InfluxV1Store(own_influxdb.url, "city")
+    store.ensure_database()
+    store.write(points(10))
+
+    own_influxdb.kill()
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1"):
+        store.write(points(10, start=T0 + 100))
+    with pytest.raises(StoreUnavailable):
+        store.latest()
+
+    own_influxdb.start()
+    store.write(points(10, start=T0 + 100))
+    assert count(own_influxdb, "city") == 20
+    store.close()
+
+
+def test_a_hung_influxdb_times_out_as_unavailable(own_influxdb: InfluxDB) -> None:
+    store = InfluxV1Store(own_influxdb.url, "city", timeout=httpx.Timeout(0.5))
+    store.ensure_database()
+    assert own_influxdb.proc is not None
+    own_influxdb.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.write(points(5))
+        assert time.monotonic() - started < 3
+    finally:
+        own_influxdb.proc.send_signal(signal.SIGCONT)
+    store.write(points(5))
+    assert count(own_influxdb, "city") == 5
+    store.close()
+
+
+def test_a_missing_database_is_unavailable_with_the_fix_in_the_message(influxdb: InfluxDB) -> None:
+    store = InfluxV1Store(influxdb.url, f"missing_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(StoreUnavailable, match=r"not found.*ensure_database"):
+        store.write(points(1))
+    store.ensure_database()
+    store.ensure_database()  # idempotent
+    store.write(points(1))
+    store.close()
+
+
+def test_a_batch_too_large_for_the_server_is_split_and_fully_written(tmp_path: Path) -> None:
+    server = SmallBodyInfluxDB(tmp_path / "influxdb")
+    server.start()
+    try:
+        store = InfluxV1Store(server.url, "city")
+        store.ensure_database()
+        # Random text compresses badly, so the gzip body stays far above the server's limit.
+        batch = [
+            Point(p.measurement, p.tags, p.ts_ms, {**p.fields, "note": os.urandom(20).hex()})
+            for p in points(400)
+        ]
+        whole = gzip.compress("\n".join(to_line_protocol(p) for p in batch).encode())
+        refused = httpx.post(
+            f"{server.url}/write", params={"db": "city"}, content=whole, headers={"Content-Encoding": "gzip"}
+        )
+        assert refused.status_code == 413, (
+            "the batch must be too large in one piece for this test to mean anything"
+        )
+        store.write(batch)
+        assert count(server, "city") == 400
+
+        huge = Point(
+            "electricity", {"device": "meter-x"}, T0 + 10_000, {"kwh": 1.0, "note": os.urandom(4000).hex()}
+        )
+        with pytest.raises(PointsRejected) as caught:
+            store.write([*points(3, start=T0 + 20_000), huge])
+        assert [p for p, _ in caught.value.rejected] == [huge]
+        assert "413" in caught.value.rejected[0][1]
+        assert count(server, "city") == 403
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_bisecting_finds_every_refused_point_with_the_servers_reason(influxdb: InfluxDB) -> None:
+    database = f"bisect_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    batch = points(200)
+    bad = {17, 18, 150}
+    mixed = [
+        Point(p.measurement, p.tags, p.ts_ms, {"kwh": "not a number", "n": p.fields["n"]}) if i in bad else p
+        for i, p in enumerate(batch)
+    ]
+    with pytest.raises(PointsRejected) as caught:
+        store.write(mixed)
+
+    assert [p for p, _ in caught.value.rejected] == [mixed[i] for i in sorted(bad)]
+    assert all("field type conflict" in reason for _, reason in caught.value.rejected)
+    assert count(influxdb, database) == 200 - len(bad)
+    store.close()
+    influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_points_without_a_writable_field_are_rejected_without_blocking_the_batch(influxdb: InfluxDB) -> None:
+    database = f"nan_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    nan_only = Point("electricity", {"device": "m"}, T0, {"kwh": float("nan")})
+    with pytest.raises(PointsRejected) as caught:
+        store.write([nan_only, *points(5, start=T0 + 1)])
+    assert [p for p, _ in caught.value.rejected] == [nan_only]
+    assert count(influxdb, database) == 5
+    store.close()
+
+
+def export(
+    vm: VictoriaMetrics, measurement: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, float]]]:
+    vm.flush()
+    response = httpx.get(f"{vm.url}/api/v1/export", params={"match[]": f'{{__name__=~"{measurement}_.*"}}'})
+    response.raise_for_status()
+    series = {}
+    for line in response.text.splitlines():
+        item = httpx.Response(200, content=line).json()
+        labels = dict(item["metric"])
+        name = labels.pop("__name__")
+        series[(name, tuple(sorted(labels.items())))] = list(
+            zip(item["timestamps"], item["values"], strict=True)
+        )
+    return series
+
+
+def test_v2_writes_reach_victoria_metrics_with_values_tags_and_ms_timestamps(
+    victoria_metrics: VictoriaMetrics,
+) -> None:
+    measurement = f"water_{uuid.uuid4().hex[:8]}"
+    store = InfluxV2Store(victoria_metrics.url, org="city", bucket="telemetry", token="secret")
+    tags = {"device": "meter 1, north=side", "agent": "agent-7"}
+    store.write(
+        [
+            Point(measurement, tags, T0 + 123, {"flow": 1.25, "total": 42}),
+            Point(measurement, tags, T0 + 1123, {"flow": 2.5, "total": 43}),
+        ]
+    )
+
+    label_set = tuple(sorted(tags.items()))
+    deadline = time.monotonic() + 5
+    while (series := export(victoria_metrics, measurement)) == {} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert series == {
+        (f"{measurement}_flow", label_set): [(T0 + 123, 1.25), (T0 + 1123, 2.5)],
+        (f"{measurement}_total", label_set): [(T0 + 123, 42), (T0 + 1123, 43)],
+    }
+    store.close()
+
+
+def test_v2_store_on_a_wrong_port_is_unavailable() -> None:
+    store = InfluxV2Store(f"http://127.0.0.1:{free_port()}", org="city", bucket="telemetry", token="secret")
+    with pytest.raises(StoreUnavailable, match="refused"):
+        store.write(points(3))
+    store.close()

@@ -1,0 +1,88 @@
+"""open_store(url): every accepted form, and errors that name the bad part without leaking secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.store import TOKEN_ENV, Point, open_store, redact
+from collector.store.influx import InfluxV1Store, InfluxV2Store
+from collector.store.sqlite import SqliteStore
+
+
+def test_sqlite_absolute_path(tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path}/telemetry.sqlite")
+    assert isinstance(store, SqliteStore)
+    store.write([Point("water", {"device": "m1"}, 1, {"flow": 1.0})])
+    store.close()
+    assert (tmp_path / "telemetry.sqlite").exists()
+
+
+def test_sqlite_relative_path_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite://telemetry.sqlite")
+    assert isinstance(store, SqliteStore)
+    assert store.path == "telemetry.sqlite"
+    store.close()
+    memory = open_store("sqlite:///:memory:")
+    assert isinstance(memory, SqliteStore)
+    assert memory.path == ":memory:"
+    memory.close()
+
+
+def test_influxdb_v1_with_credentials_and_tls() -> None:
+    store = open_store("influxdb://writer:p%40ss@influx.city.example:8087/city_telemetry")
+    assert isinstance(store, InfluxV1Store)
+    assert store.database == "city_telemetry"
+    assert str(store.reader._http.base_url) == "http://influx.city.example:8087"
+    store.close()
+    secure = open_store("influxdb+https://influx.city.example/city")
+    assert isinstance(secure, InfluxV1Store)
+    assert str(secure.reader._http.base_url) == "https://influx.city.example:8086"
+    secure.close()
+
+
+def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store("influxdb2+https://:tok3n@cloud.example:443/?org=city&bucket=telemetry")
+    assert isinstance(store, InfluxV2Store)
+    assert (store.url, store.org, store.bucket) == ("https://cloud.example:443", "city", "telemetry")
+    store.close()
+    monkeypatch.setenv(TOKEN_ENV, "from-env")
+    from_env = open_store("influxdb2://localhost:8086/?org=city&bucket=telemetry")
+    assert isinstance(from_env, InfluxV2Store)
+    from_env.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("postgres://db/x", "unknown scheme"),
+        ("sqlite+https:///x.sqlite", "unknown scheme"),
+        ("sqlite://", "unknown scheme"),
+        ("sqlite:///", "bad file path"),
+        ("influxdb://u:hunter2@host:8086/", "one database name"),
+        ("influxdb://u:hunter2@host:8086/a/b", "one database name"),
+        ("influxdb://u:hunter2@host:notaport/db", "bad host or port"),
+        ("influxdb://u:hunter2@:8086/db", "missing host"),
+        ("influxdb2://:hunter2@host:8086/?bucket=b", "missing org="),
+        ("influxdb2://:hunter2@host:8086/?org=o", "missing bucket="),
+        ("influxdb2://:hunter2@host:8086/?org=o&bucket=b&x=1", "unknown parameter"),
+        ("influxdb2://:hunter2@host:8086/api?org=o&bucket=b", "unexpected path"),
+        ("influxdb2://host:8086/?org=o&bucket=b", "no token"),
+    ],
+)
+def test_bad_urls_name_the_part_and_the_form_but_never_the_password(
+    url: str, names: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(ValueError, match=names) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert "://" in message.partition("expected")[2]
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("influxdb://user:secret@host:8086/db") == "influxdb://user:***@host:8086/db"
+    assert redact("influxdb://host:8086/db") == "influxdb://host:8086/db"
