@@ -1,0 +1,59 @@
+"""The FastAPI application: ``create_app(store)`` wires routes to the dependencies it is given."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from api.deps import AppContext, Clock, wall_clock_ms
+from api.routes import devices, health, summary, telemetry, transit
+from api.settings import ApiSettings
+from collector.store.base import StoreError, TelemetryReader
+
+log = logging.getLogger(__name__)
+STORE_RETRY_AFTER_S = 5
+
+
+def _version() -> str:
+    try:
+        return version("citygw")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The store's message can name hosts or URLs: log it, answer without it.
+    log.warning("%s %s: store error: %r", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "the telemetry store is unavailable; try again later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
+def create_app(
+    store: TelemetryReader, *, settings: ApiSettings | None = None, clock: Clock = wall_clock_ms
+) -> FastAPI:
+    """The API over ``store``, which the caller opens and closes; settings from the environment if None."""
+    settings = settings if settings is not None else ApiSettings()
+    app = FastAPI(
+        title="CityGW API",
+        version=_version(),
+        summary="Smart-city telemetry: GTFS-realtime vehicle positions, devices and their readings",
+    )
+    app.state.context = AppContext(store=store, settings=settings, clock=clock)
+    app.add_exception_handler(StoreError, _store_unavailable)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET"],
+            expose_headers=["ETag"],
+        )
+    for module in (health, devices, telemetry, summary, transit):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,58 @@
+"""What route handlers depend on, as ``Annotated`` aliases resolved from ``app.state``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.settings import ApiSettings
+from api.transit.vehicle_positions import HeaderClock
+from collector.store.base import TelemetryReader
+
+Clock = Callable[[], int]
+"""Now, in milliseconds since the epoch."""
+
+
+def wall_clock_ms() -> int:
+    """The system clock in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    """The app's dependencies, given to ``create_app`` and kept on ``app.state.context``."""
+
+    store: TelemetryReader
+    settings: ApiSettings
+    clock: Clock = wall_clock_ms
+    vehicle_positions: HeaderClock = field(default_factory=HeaderClock)
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_store(context: ContextDep) -> TelemetryReader:
+    return context.store
+
+
+def get_settings(context: ContextDep) -> ApiSettings:
+    return context.settings
+
+
+def get_now_ms(context: ContextDep) -> int:
+    """One reading of the clock per request, so every part of an answer agrees on 'now'."""
+    return context.clock()
+
+
+StoreDep = Annotated[TelemetryReader, Depends(get_store)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+NowMsDep = Annotated[int, Depends(get_now_ms)]

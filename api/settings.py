@@ -1,0 +1,91 @@
+"""API settings: environment variables prefixed ``CITYGW_``, validated once at start-up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CITYGW_"
+STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
+_STORE_URL_HELP = "expected sqlite:///path.sqlite, influxdb://[user:pass@]host:port/db or influxdb2://host:port/?org=O&bucket=B"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names each environment variable and what is wrong."""
+
+
+class ApiSettings(BaseSettings):
+    """Everything the API needs to know that is not code."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    store_url: str = Field(
+        default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="browser origins allowed to call the API, comma-separated; '*' for any"
+    )
+    feed_max_vehicle_age_s: float = Field(
+        default=90.0, gt=0, le=3600, description="vehicles whose last fix is older are left out of the feed"
+    )
+    feed_max_clock_ahead_s: float = Field(
+        default=30.0, ge=0, le=3600, description="fixes further in the future than this are left out"
+    )
+    feed_cache_max_age_s: int = Field(default=5, ge=0, le=300, description="Cache-Control max-age of feeds")
+    query_default_range_s: int = Field(
+        default=3600, gt=0, le=366 * 86400, description="range of a telemetry query without start"
+    )
+    query_max_points: int = Field(
+        default=100_000, gt=0, le=10_000_000, description="most rows one telemetry query may return"
+    )
+    query_max_windows: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="most time windows one aggregated query may span"
+    )
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in STORE_SCHEMES:
+            raise ValueError(f"unknown store scheme {parts.scheme!r} in {url!r}; {_STORE_URL_HELP}")
+        if parts.scheme == "sqlite" and not parts.path.strip("/"):
+            raise ValueError(f"sqlite store URL {url!r} has no file path; e.g. sqlite:///var/citygw.sqlite")
+        if parts.scheme != "sqlite" and not parts.hostname:
+            raise ValueError(f"store URL {url!r} has no host; {_STORE_URL_HELP}")
+        return url
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port] without a path,"
+                    " e.g. https://maps.example.org, or '*'"
+                )
+        return origins
+
+
+def load_settings(**overrides: object) -> ApiSettings:
+    """Settings from the environment (``overrides`` win), or SettingsError naming each bad variable."""
+    try:
+        return ApiSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            lines.append(f"{ENV_PREFIX}{name.upper()} ({name}): {error['msg']}")
+        raise SettingsError("invalid API settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""GTFS-realtime feeds built from stored telemetry."""

@@ -1,0 +1,120 @@
+"""Test objects for the API: points as the collector stores them, and a clock tests can move."""
+
+from __future__ import annotations
+
+from collector.store.base import FieldValue, Point
+
+NOW_MS = 1_800_000_000_000  # 2027-01-15T08:00:00.000Z
+NOW_ISO = "2027-01-15T08:00:00.000Z"
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, now_ms: int = NOW_MS) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def reading(
+    measurement: str,
+    device: str,
+    ts_ms: int,
+    fields: dict[str, FieldValue],
+    *,
+    agent: str = "edge-a",
+    **tags: str,
+) -> Point:
+    """A stored point: the reading's tags plus the identity tags the collector adds."""
+    return Point(measurement, {**tags, "device": device, "agent": agent}, ts_ms, fields)
+
+
+def bus_fix(
+    vehicle: str,
+    age_s: float,
+    *,
+    lat: float,
+    lon: float,
+    speed_mps: float = 0.0,
+    course_deg: float | None = None,
+    now_ms: int = NOW_MS,
+    **tags: str,
+) -> Point:
+    """A ``vehicle_position`` point of the GPS unit on ``vehicle``, ``age_s`` seconds before now."""
+    fields: dict[str, FieldValue] = {
+        "lat": lat,
+        "lon": lon,
+        "speed_mps": speed_mps,
+        "fix_quality": 1,
+        "satellites": 9,
+        "hdop": 0.9,
+    }
+    if course_deg is not None:
+        fields["course_deg"] = course_deg
+    return reading(
+        "vehicle_position",
+        f"gps-{vehicle}",
+        now_ms - round(age_s * 1000),
+        fields,
+        agent="depot-1",
+        vehicle=vehicle,
+        **tags,
+    )
+
+
+MINUTE_MS = 60_000
+
+
+def city() -> list[Point]:
+    """A small city: two air-quality stations, a meter, a ticket validator and three buses."""
+    return [
+        reading(
+            "air_quality",
+            "aq-harbour",
+            NOW_MS - 120 * MINUTE_MS,
+            {"pm25": 99.0, "no2": 99, "ok": True},
+            site="harbour",
+            district="north",
+        ),
+        reading(
+            "air_quality",
+            "aq-harbour",
+            NOW_MS - 50 * MINUTE_MS,
+            {"pm25": 10.0, "no2": 20, "ok": True},
+            site="harbour",
+            district="north",
+        ),
+        reading(
+            "air_quality",
+            "aq-harbour",
+            NOW_MS - 20 * MINUTE_MS,
+            {"pm25": 14.0, "no2": 24, "ok": True},
+            site="harbour",
+            district="north",
+        ),
+        reading(
+            "air_quality",
+            "aq-harbour",
+            NOW_MS - 10 * MINUTE_MS,
+            {"pm25": 12.5, "no2": 30, "ok": False},
+            site="harbour",
+            district="north",
+        ),
+        reading(
+            "air_quality", "aq-park", NOW_MS - 5 * MINUTE_MS, {"pm25": 3.0, "no2": 5, "ok": True}, site="park"
+        ),
+        reading(
+            "electricity",
+            "meter-7",
+            NOW_MS - 30_000,
+            {"kwh": 1234.5, "voltage": 231, "status": "normal"},
+            agent="edge-b",
+            site="depot",
+        ),
+        reading("validator", "stop/12", NOW_MS - 60_000, {"taps": 17}, agent="edge-b"),
+        bus_fix("1204", 5, lat=52.520008, lon=13.404954, speed_mps=8.5, course_deg=271.5, route="M41"),
+        bus_fix("0877", 40, lat=52.516275, lon=13.377704, vehicle_label="Line 100 #877"),
+        bus_fix("0999", 120, lat=52.5, lon=13.4, speed_mps=3.0, course_deg=90.0, route="M41"),
+    ]
