@@ -1,0 +1,305 @@
+"""Device profiles: a device model's register map as data, one YAML file per model.
+
+A profile says which registers hold which field, how to decode them and how often they are
+worth polling. Adding a device model is adding a file under ``profiles/``, not code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from citygw.wire import NAME_PATTERN
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+Table = Literal["coil", "discrete", "holding", "input"]
+DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
+WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+Poll = Literal["fast", "slow", "on_demand"]
+
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
+INTEGER_TYPES: frozenset[str] = frozenset({"u16", "i16", "u32", "i32", "u64", "i64"})
+FLOAT_TYPES: frozenset[str] = frozenset({"f32", "f64"})
+REGISTERS_PER_TYPE: dict[str, int] = {
+    "bit": 1,
+    "u16": 1,
+    "i16": 1,
+    "u32": 2,
+    "i32": 2,
+    "u64": 4,
+    "i64": 4,
+    "f32": 2,
+    "f64": 4,
+}
+MAX_ADDRESS = 0xFFFF
+
+
+def _address(value: Any) -> Any:
+    """Accept ``0x1A`` written as a string (JSON configs) as well as YAML's own hex integers."""
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            return value
+    return value
+
+
+Address = Annotated[int, BeforeValidator(_address), Field(ge=0, le=MAX_ADDRESS)]
+
+
+class ProfileError(ValueError):
+    """A profile file cannot be used; the message names the file, the field and the fix."""
+
+
+class RegisterSpec(BaseModel):
+    """Where one field of a device lives and how to turn its registers into an engineering value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    table: Table
+    address: Address
+    type: DataType
+    order: WordOrder = "ABCD"
+    count: int | None = Field(default=None, ge=1, le=125, description="registers of a string")
+    scale: float = 1
+    offset: float = 0
+    unit: str | None = None
+    poll: Poll = "fast"
+    writable: bool = False
+    min: float | None = None
+    max: float | None = None
+    typical: bool | int | float | str | None = Field(
+        default=None, description="a plausible value, the simulator's starting point"
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> RegisterSpec:
+        if (self.type == "bit") != (self.table in BIT_TABLES):
+            if self.type == "bit":
+                raise ValueError(f"type bit needs table coil or discrete, not {self.table}")
+            raise ValueError(f"table {self.table} holds single bits: use type bit, not {self.type}")
+        if self.type == "string" and self.count is None:
+            raise ValueError("type string needs count: the number of registers it occupies")
+        if self.type != "string" and self.count is not None:
+            raise ValueError(f"count is only for strings; a {self.type} has a fixed size, remove count")
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
+        if self.writable and self.table not in WRITABLE_TABLES:
+            raise ValueError(f"table {self.table} is read-only on the wire: set writable false")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        end = self.address + self.register_count - 1
+        if end > MAX_ADDRESS:
+            raise ValueError(
+                f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
+            )
+        return self
+
+    @property
+    def register_count(self) -> int:
+        """How many registers (or bits) the value occupies."""
+        return self.count if self.count is not None else REGISTERS_PER_TYPE[self.type]
+
+    @property
+    def end(self) -> int:
+        """Last address the value occupies (inclusive)."""
+        return self.address + self.register_count - 1
+
+    @property
+    def is_integer(self) -> bool:
+        """True when the engineering value stays an int (integer type, no scale, no offset)."""
+        return self.type in INTEGER_TYPES and self.scale == 1 and self.offset == 0
+
+    def allows(self, value: object) -> bool:
+        """True when a numeric value lies within min..max (values of other kinds are not limited)."""
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return True
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    @property
+    def decimals(self) -> int | None:
+        """Decimal places implied by scale and offset, e.g. 1 for scale 0.1; None for a float register."""
+        if self.type not in INTEGER_TYPES:
+            return None
+        places = [-int(Decimal(str(x)).normalize().as_tuple().exponent) for x in (self.scale, self.offset)]
+        return max(0, *places)
+
+
+class SerialSettings(BaseModel):
+    """The device's factory serial settings (a site config may override them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+
+
+class AddressRange(BaseModel):
+    """Registers a device answers badly or not at all: never read across them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: Table
+    start: Address
+    end: Address
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> AddressRange:
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}: swap them")
+        return self
+
+
+class Profile(BaseModel):
+    """The register map of one device model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["modbus"] = "modbus"
+    serial: SerialSettings = SerialSettings()
+    word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
+    max_registers: int = Field(default=125, ge=1, le=125, description="largest read the device accepts")
+    registers: list[RegisterSpec] = Field(min_length=1)
+    forbidden: list[AddressRange] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_order(cls, data: Any) -> Any:
+        """A register without ``order`` gets the profile's ``word_order``."""
+        if isinstance(data, dict) and isinstance(data.get("registers"), list):
+            order = data.get("word_order", "ABCD")
+            data = {
+                **data,
+                "registers": [
+                    {"order": order, **r} if isinstance(r, dict) and "order" not in r else r
+                    for r in data["registers"]
+                ],
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        seen: set[str] = set()
+        for spec in self.registers:
+            if spec.field in seen:
+                raise ValueError(f"field {spec.field} appears twice: give each register its own field name")
+            seen.add(spec.field)
+        for table in ("coil", "discrete", "holding", "input"):
+            specs = sorted((s for s in self.registers if s.table == table), key=lambda s: s.address)
+            for before, after in itertools.pairwise(specs):
+                if after.address <= before.end:
+                    raise ValueError(
+                        f"{after.field} at {table} {after.address} overlaps {before.field} "
+                        f"({before.address}..{before.end}): fix one of the addresses or types"
+                    )
+        for spec in self.registers:
+            for bad in self.forbidden:
+                if bad.table == spec.table and spec.address <= bad.end and bad.start <= spec.end:
+                    raise ValueError(
+                        f"{spec.field} at {spec.table} {spec.address} lies in a forbidden range "
+                        f"{bad.start}..{bad.end}: move the field or the range"
+                    )
+        return self
+
+    def register(self, field: str) -> RegisterSpec:
+        """The spec of ``field``; KeyError naming the known fields otherwise."""
+        for spec in self.registers:
+            if spec.field == field:
+                return spec
+        known = ", ".join(s.field for s in self.registers)
+        raise KeyError(f"profile {self.model} has no field {field!r} (fields: {known})")
+
+    def select(self, poll: Poll | Iterable[Poll] | None = None) -> list[RegisterSpec]:
+        """The registers of the given poll classes (all when None)."""
+        if poll is None:
+            return list(self.registers)
+        wanted = {poll} if isinstance(poll, str) else set(poll)
+        return [s for s in self.registers if s.poll in wanted]
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with CityGW."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load and validate a profile: a shipped model name (file stem) or a path to a YAML file."""
+    path = _resolve(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot be read ({exc.strerror}); check the path") from exc
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML ({exc}); fix the syntax at the marked line") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping with model, vendor, measurement, registers")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(error, data)}" for error in exc.errors())
+        raise ProfileError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from exc
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):
+        return Path(name_or_path)
+    path = PROFILES_DIR / f"{text}.yaml"
+    if not path.exists():
+        raise ProfileError(
+            f"{path}: no profile named {text!r}; shipped profiles: {', '.join(available_profiles())}"
+        )
+    return path
+
+
+def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
+    """One readable line: where (with the register's field name), what, and how to fix it."""
+    loc = list(error["loc"])
+    where = ""
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and "field" in node:
+                where += f" ({node['field']})"
+        else:
+            where += f".{part}" if where else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    message = error["msg"].removeprefix("Value error, ")
+    fix = _FIXES.get(error["type"], "")
+    where = where or "profile"
+    return f"{where}: {message}" + (f" — fix: {fix}" if fix else "")
+
+
+_FIXES: dict[str, str] = {
+    "missing": "add this key",
+    "extra_forbidden": "remove this key or check its spelling",
+    "literal_error": "use one of the listed values",
+    "string_pattern_mismatch": "use lower-case snake_case (letters, digits, _), starting with a letter",
+    "less_than_equal": "use an address of at most 65535 (0xFFFF)",
+    "greater_than_equal": "use a value that is not negative",
+    "int_parsing": "write a whole number, e.g. 12 or 0x0C",
+    "int_type": "write a whole number, e.g. 12 or 0x0C",
+    "float_parsing": "write a number",
+    "too_short": "list at least one entry",
+    "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+}

@@ -1,0 +1,104 @@
+"""Registers ↔ engineering values, with pymodbus's own converters doing the packing.
+
+Word orders, as vendors' manuals write them for the 32-bit value 0x11223344:
+ABCD ``[0x1122, 0x3344]`` (big-endian), CDAB ``[0x3344, 0x1122]`` (word-swapped),
+BADC ``[0x2211, 0x4433]`` (byte-swapped), DCBA ``[0x4433, 0x2211]`` (both).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Literal
+
+from pymodbus.client.mixin import ModbusClientMixin
+from pymodbus.exceptions import ModbusException
+
+from citygw.wire import FieldValue
+from firmware_bridge.errors import DecodeError
+from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, RegisterSpec
+
+_CONVERT = ModbusClientMixin.DATATYPE
+_DATATYPES: dict[str, ModbusClientMixin.DATATYPE] = {
+    "u16": _CONVERT.UINT16,
+    "i16": _CONVERT.INT16,
+    "u32": _CONVERT.UINT32,
+    "i32": _CONVERT.INT32,
+    "u64": _CONVERT.UINT64,
+    "i64": _CONVERT.INT64,
+    "f32": _CONVERT.FLOAT32,
+    "f64": _CONVERT.FLOAT64,
+    "string": _CONVERT.STRING,
+}
+
+
+def _word_order(spec: RegisterSpec) -> Literal["big", "little"]:
+    return "little" if spec.order in ("CDAB", "DCBA") else "big"
+
+
+def _swap_bytes(registers: Sequence[int]) -> list[int]:
+    return [((r & 0xFF) << 8) | (r >> 8) for r in registers]
+
+
+def decode_raw(spec: RegisterSpec, registers: Sequence[int]) -> bool | int | float | str:
+    """The value as the device stores it, before scale and offset."""
+    if len(registers) != spec.register_count:
+        raise DecodeError(f"{spec.field}: got {len(registers)} registers, expected {spec.register_count}")
+    if spec.type == "bit":
+        return bool(registers[0])
+    words = _swap_bytes(registers) if spec.order in ("BADC", "DCBA") else list(registers)
+    try:
+        value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[spec.type], _word_order(spec))
+    except (ModbusException, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{spec.field}: registers {list(registers)} do not decode as {spec.type}") from exc
+    if not isinstance(value, int | float | str):
+        raise DecodeError(f"{spec.field}: registers {list(registers)} decode to {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DecodeError(f"{spec.field}: the device reports {value} (no valid measurement)")
+    return value
+
+
+def decode(spec: RegisterSpec, registers: Sequence[int]) -> FieldValue:
+    """The engineering value: raw value * scale + offset (ints stay ints when unscaled)."""
+    raw = decode_raw(spec, registers)
+    if isinstance(raw, bool | str) or spec.is_integer:
+        return raw
+    value = raw * spec.scale + spec.offset
+    decimals = spec.decimals
+    # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
+    return round(value, decimals) if decimals is not None else float(value)
+
+
+def encode(spec: RegisterSpec, value: FieldValue) -> list[int]:
+    """The registers a device holds for an engineering value (the inverse of ``decode``)."""
+    if spec.type == "bit":
+        if not isinstance(value, bool | int):
+            raise ValueError(f"{spec.field}: a bit needs a bool, not {value!r}")
+        return [int(bool(value))]
+    if spec.type == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"{spec.field}: a string register needs a str, not {value!r}")
+        words = ModbusClientMixin.convert_to_registers(value, _CONVERT.STRING, "big")
+        if len(words) > spec.register_count:
+            raise ValueError(f"{spec.field}: {value!r} does not fit in {spec.register_count} registers")
+        words += [0] * (spec.register_count - len(words))
+        if _word_order(spec) == "little":
+            words.reverse()
+    else:
+        if isinstance(value, bool | str):
+            raise ValueError(f"{spec.field}: a {spec.type} register needs a number, not {value!r}")
+        # Unscaled integers stay exact: a float detour would corrupt 64-bit counters.
+        raw = value if spec.scale == 1 and spec.offset == 0 else (value - spec.offset) / spec.scale
+        number: int | float
+        if spec.type in INTEGER_TYPES:
+            number = round(raw)
+        elif spec.type in FLOAT_TYPES:
+            number = float(raw)
+        else:  # pragma: no cover - every type is handled above
+            raise AssertionError(spec.type)
+        try:
+            words = ModbusClientMixin.convert_to_registers(number, _DATATYPES[spec.type], _word_order(spec))
+        except (struct.error, OverflowError) as exc:
+            raise ValueError(f"{spec.field}: {value} does not fit in a {spec.type}") from exc
+    return _swap_bytes(words) if spec.order in ("BADC", "DCBA") else words

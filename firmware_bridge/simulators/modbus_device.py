@@ -1,0 +1,235 @@
+"""A Modbus field device that behaves like its firmware: the profile's register map, its word order,
+its exception responses and its silences.
+
+The simulator holds engineering values; the pymodbus datastore (``SimDevice``) only provides the
+address space, and its ``action`` hook refreshes the registers from those values on every access.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from citygw.wire import FieldValue
+from firmware_bridge.errors import DecodeError
+from firmware_bridge.profile import BIT_TABLES, INTEGER_TYPES, Profile, RegisterSpec, Table, load_profile
+from firmware_bridge.registers import decode, encode
+
+TABLE_OF_FUNCTION: Final[dict[int, Table]] = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    22: "holding",
+    23: "holding",
+    4: "input",
+}
+# Units of values that only grow (meter counters), and how fast per simulated hour.
+_COUNTER_RATE_PER_HOUR: Final[dict[str, float]] = {"kWh": 7.5, "Wh": 7500.0, "m³": 0.4}
+# Relative day/night swing of a value, by unit; anything else swings by _DEFAULT_SWING.
+_SWING: Final[dict[str, float]] = {"V": 0.01, "Hz": 0.001, "hPa": 0.002, "°C": 0.3, "%": 0.15}
+_DEFAULT_SWING: Final = 0.35
+_PEAK_HOUR: Final = 8.5  # morning rush hour: traffic pollution peaks
+
+
+class ModbusDeviceSimulator:
+    """One simulated device (one unit id) answering the registers of its profile."""
+
+    def __init__(
+        self,
+        profile: Profile | str,
+        *,
+        unit: int = 1,
+        values: Mapping[str, FieldValue] | None = None,
+        animate: bool = False,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        if not 0 <= unit <= 247:
+            raise ValueError(f"unit id {unit} is outside 0..247")
+        self.unit = unit
+        self.animate = animate
+        self.time_scale = time_scale
+        # Fault knobs: no answer at all, or a Modbus exception code for every request.
+        self.offline = False
+        self._exception_code: ExcCodes | None = None
+        self._clock_origin = (time.time(), time.monotonic())
+        # Every request that reached this device: (function code, address, count).
+        self.requests: list[tuple[int, int, int]] = []
+        self._values: dict[str, FieldValue] = {s.field: _default(s) for s in self.profile.registers}
+        self._anchors: dict[str, tuple[FieldValue, float]] = {}
+        for field, value in (values or {}).items():
+            self.set(field, value)
+        now = self._sim_time()
+        for field, value in self._values.items():
+            self._anchors.setdefault(field, (value, now))
+
+    @property
+    def exception_code(self) -> ExcCodes | None:
+        """When set, every request is answered with this Modbus exception code."""
+        return self._exception_code
+
+    @exception_code.setter
+    def exception_code(self, code: int | None) -> None:
+        self._exception_code = None if code is None else ExcCodes(code)
+
+    def set(self, field: str, value: FieldValue) -> None:
+        """Give ``field`` a new engineering value (ValueError when its register cannot hold it)."""
+        spec = self.profile.register(field)
+        encode(spec, value)
+        self._values[field] = value
+        self._anchors[field] = (value, self._sim_time())
+
+    def get(self, field: str) -> FieldValue:
+        """The engineering value the device currently holds."""
+        return self._values[self.profile.register(field).field]
+
+    def expected(self) -> dict[str, FieldValue]:
+        """What a correct reader decodes now (float32 rounding and scale steps included)."""
+        return {s.field: decode(s, encode(s, self._values[s.field])) for s in self.profile.registers}
+
+    def image(self, table: Table) -> dict[int, int]:
+        """The device's current registers (or bits as 0/1) of one table, by address."""
+        words: dict[int, int] = {}
+        for spec in self.profile.registers:
+            if spec.table == table:
+                for i, word in enumerate(encode(spec, self._values[spec.field])):
+                    words[spec.address + i] = word
+        return words
+
+    def advance(self) -> None:
+        """Move animated values to the present (counters grow, pollution follows the day)."""
+        if not self.animate:
+            return
+        now = self._sim_time()
+        for spec in self.profile.registers:
+            if spec.writable or spec.type in ("bit", "string"):
+                continue
+            base, then = self._anchors[spec.field]
+            if isinstance(base, bool | str):
+                continue
+            if spec.unit in _COUNTER_RATE_PER_HOUR:
+                value = base + _COUNTER_RATE_PER_HOUR[spec.unit] * (now - then) / 3600
+            else:
+                swing = _SWING.get(spec.unit or "", _DEFAULT_SWING if spec.unit else 0.02)
+                value = base * _diurnal(now, swing) / _diurnal(then, swing)
+            self._values[spec.field] = (
+                round(value) if spec.type in INTEGER_TYPES and spec.scale == 1 else value
+            )
+
+    def sim_device(self) -> SimDevice:
+        """This device as a pymodbus datastore device (address space plus access hook)."""
+        blocks = (self._block("coil"), self._block("discrete"), self._block("holding"), self._block("input"))
+        return SimDevice(id=self.unit, simdata=blocks, action=self.on_access)
+
+    async def on_access(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus datastore hook: fault knobs, address checks, writes, fresh registers for reads."""
+        self.requests.append((function_code, address, count))
+        if self.offline:
+            # The server answers NoSuchId with silence (ignore_missing_devices), like a dead device.
+            raise NoSuchIdException(f"unit {self.unit} is offline")
+        if self.exception_code is not None:
+            return self.exception_code
+        table = TABLE_OF_FUNCTION.get(function_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if not any(s.table == table for s in self.profile.registers) or any(
+            r.table == table and address <= r.end and r.start <= address + count - 1
+            for r in self.profile.forbidden
+        ):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if set_values is not None:
+            return self._write(table, address, [int(v) for v in set_values])
+        self.advance()
+        image = self.image(table)
+        if table in BIT_TABLES:
+            # Bit blocks are packed 16 to a register, bit 0 first, from address start_address*16.
+            first = start_address * 16
+            for i in range(len(registers) - 1):
+                registers[i] = sum(image.get(first + 16 * i + b, 0) << b for b in range(16))
+        else:
+            for i in range(len(registers) - 1):
+                registers[i] = image.get(start_address + i, 0)
+        return None
+
+    def _write(self, table: Table, address: int, words: list[int]) -> ExcCodes | None:
+        touched: dict[str, RegisterSpec] = {}
+        for a in range(address, address + len(words)):
+            spec = next(
+                (s for s in self.profile.registers if s.table == table and s.address <= a <= s.end), None
+            )
+            if spec is None or not spec.writable:
+                return ExcCodes.ILLEGAL_ADDRESS
+            touched[spec.field] = spec
+        image = self.image(table)
+        for a, word in enumerate(words, start=address):
+            image[a] = word
+        new_values: dict[str, FieldValue] = {}
+        for field, spec in touched.items():
+            try:
+                value = decode(spec, [image[a] for a in range(spec.address, spec.end + 1)])
+            except DecodeError:
+                return ExcCodes.ILLEGAL_VALUE
+            if not spec.allows(value):
+                return ExcCodes.ILLEGAL_VALUE
+            new_values[field] = value
+        for field, value in new_values.items():
+            self.set(field, value)
+        return None
+
+    def _block(self, table: Table) -> list[SimData]:
+        specs = [s for s in self.profile.registers if s.table == table]
+        if table in BIT_TABLES:
+            size = max((s.end for s in specs), default=0) + 1
+            return [SimData(address=0, values=[False] * (16 * math.ceil(size / 16)), datatype=DataType.BITS)]
+        if not specs:
+            return [SimData(address=0, datatype=DataType.INVALID)]
+        size = max(s.end for s in specs) + 1
+        return [SimData(address=0, count=size, values=0, datatype=DataType.REGISTERS)]
+
+    def _sim_time(self) -> float:
+        wall, mono = self._clock_origin
+        return wall + (time.monotonic() - mono) * self.time_scale
+
+
+def gateway_placeholder() -> SimDevice:
+    """Unit 0 of a TCP gateway: any unit id nobody simulates gets 0x0B, as real gateways answer."""
+
+    async def absent(*_: object) -> ExcCodes | None:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    return SimDevice(
+        id=0, simdata=[SimData(address=0, count=65535, values=0, datatype=DataType.REGISTERS)], action=absent
+    )
+
+
+def _default(spec: RegisterSpec) -> FieldValue:
+    if spec.typical is not None:
+        return spec.typical
+    if spec.type == "bit":
+        return False
+    if spec.type == "string":
+        return ""
+    return 0 if spec.is_integer else 0.0
+
+
+def _diurnal(t: float, swing: float) -> float:
+    hour = (t % 86400) / 3600
+    return 1 + swing * math.cos(2 * math.pi * (hour - _PEAK_HOUR) / 24)

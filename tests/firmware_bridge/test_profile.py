@@ -1,0 +1,167 @@
+"""Profiles: every shipped profile loads; a bad file is refused with file, field and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.profile import ProfileError, available_profiles, load_profile
+
+GOOD_HEAD = """\
+model: test_meter
+vendor: ACME
+measurement: electricity
+registers:
+"""
+
+
+def write(tmp_path: Path, registers: str, head: str = GOOD_HEAD) -> Path:
+    path = tmp_path / "test_meter.yaml"
+    path.write_text(head + registers, encoding="utf-8")
+    return path
+
+
+def problem(tmp_path: Path, registers: str, head: str = GOOD_HEAD) -> str:
+    path = write(tmp_path, registers, head)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["eastron_sdm630", "eastron_sdm120", "vaisala_aqt530", "jxbs_3001"])
+def test_shipped_profiles_load(name: str) -> None:
+    assert name in available_profiles()
+    profile = load_profile(name)
+    assert profile.model == name
+    assert profile.measurement in {"electricity", "air_quality"}
+
+
+def test_sdm630_is_float32_input_abcd() -> None:
+    profile = load_profile("eastron_sdm630")
+    measured = [s for s in profile.registers if s.table == "input"]
+    assert {s.type for s in measured} == {"f32"}
+    assert {s.order for s in measured} == {"ABCD"}
+    assert profile.register("total_energy_kwh").address == 0x156
+    assert profile.serial.baudrate == 9600
+
+
+def test_aqt530_scales_and_the_yaml_no_trap() -> None:
+    profile = load_profile("vaisala_aqt530")
+    assert profile.register("no").address == 0x06  # a bare `no` in YAML would be False
+    assert profile.register("pm25").scale == 0.1
+    assert profile.register("temperature").type == "i16"
+
+
+def test_hex_strings_are_addresses(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, '  - {field: a, table: holding, address: "0x1A", type: u16}\n'))
+    assert profile.registers[0].address == 26
+
+
+def test_register_order_defaults_to_profile_word_order(tmp_path: Path) -> None:
+    head = GOOD_HEAD.replace("registers:", "word_order: CDAB\nregisters:")
+    profile = load_profile(
+        write(
+            tmp_path,
+            "  - {field: a, table: holding, address: 0, type: u32}\n"
+            "  - {field: b, table: holding, address: 2, type: u32, order: ABCD}\n",
+            head,
+        )
+    )
+    assert [s.order for s in profile.registers] == ["CDAB", "ABCD"]
+
+
+def test_bit_type_in_a_register_table(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: relay, table: holding, address: 1, type: bit}\n")
+    assert "registers[0] (relay)" in message
+    assert "coil or discrete" in message
+
+
+def test_misspelt_key_names_key_and_fix(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: a, table: holding, adress: 1, type: u16}\n")
+    assert "registers[0] (a).adress" in message
+    assert "remove this key or check its spelling" in message
+    assert "registers[0] (a).address" in message
+    assert "add this key" in message
+
+
+def test_unknown_table_lists_the_choices(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: a, table: holdings, address: 1, type: u16}\n")
+    assert "registers[0] (a).table" in message
+    assert "'holding'" in message
+    assert "use one of the listed values" in message
+
+
+def test_address_beyond_65535(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: a, table: holding, address: 0x10000, type: u16}\n")
+    assert "registers[0] (a).address" in message
+    assert "65535" in message
+
+
+def test_value_running_past_the_last_address(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: a, table: input, address: 0xFFFF, type: f32}\n")
+    assert "beyond 65535" in message
+
+
+def test_overlapping_fields(tmp_path: Path) -> None:
+    message = problem(
+        tmp_path,
+        "  - {field: power, table: input, address: 0x0C, type: f32}\n"
+        "  - {field: power_b, table: input, address: 0x0D, type: u16}\n",
+    )
+    assert "power_b" in message
+    assert "overlaps power" in message
+
+
+def test_duplicate_field_names(tmp_path: Path) -> None:
+    message = problem(
+        tmp_path,
+        "  - {field: a, table: input, address: 0, type: u16}\n"
+        "  - {field: a, table: input, address: 1, type: u16}\n",
+    )
+    assert "appears twice" in message
+
+
+def test_bare_no_as_field_name_is_explained(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: no, table: holding, address: 6, type: i16}\n")
+    assert "registers[0] (False).field" in message
+    assert "quote the value" in message
+
+
+def test_field_name_must_be_snake_case(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: PM2.5, table: holding, address: 6, type: i16}\n")
+    assert "snake_case" in message
+
+
+def test_string_needs_count(tmp_path: Path) -> None:
+    message = problem(tmp_path, "  - {field: serial_number, table: holding, address: 0x40, type: string}\n")
+    assert "needs count" in message
+
+
+def test_field_in_forbidden_range(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "  - {field: a, table: holding, address: 5, type: u16}\n"
+        "forbidden:\n  - {table: holding, start: 4, end: 9, reason: firmware crashes}\n",
+    )
+    with pytest.raises(ProfileError, match=r"forbidden range 4\.\.9"):
+        load_profile(path)
+
+
+def test_unknown_profile_name_lists_shipped_ones() -> None:
+    with pytest.raises(ProfileError, match="eastron_sdm630"):
+        load_profile("no_such_meter")
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ProfileError, match=r"broken\.yaml: not valid YAML"):
+        load_profile(path)
+
+
+def test_unknown_field_lookup_names_known_fields() -> None:
+    with pytest.raises(KeyError, match="voltage_l1"):
+        load_profile("eastron_sdm630").register("voltage_l4")
