@@ -25,6 +25,8 @@ class ApiSettings(BaseSettings):
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
     )
+    api_host: str = Field(default="127.0.0.1", min_length=1, description="address the API listens on")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="TCP port the API listens on")
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="browser origins allowed to call the API, comma-separated; '*' for any"
     )

@@ -1,0 +1,72 @@
+"""ApiSettings: CITYGW_* environment variables, and clear refusals of nonsense."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.settings import ApiSettings, SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.store_url == "sqlite:///var/citygw.sqlite"
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
+    assert settings.cors_origins == ()
+    assert settings.feed_max_vehicle_age_s == 90.0
+    assert settings.feed_cache_max_age_s == 5
+    assert (settings.query_max_points, settings.query_max_windows) == (100_000, 10_000)
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYGW_STORE_URL", "influxdb://citygw:secret@influx.internal:8086/citygw")
+    monkeypatch.setenv("CITYGW_CORS_ORIGINS", "https://maps.example.org, http://localhost:5173")
+    monkeypatch.setenv("CITYGW_FEED_MAX_VEHICLE_AGE_S", "120")
+    monkeypatch.setenv("CITYGW_API_PORT", "9000")
+    monkeypatch.setenv("CITYGW_INFLUX_TOKEN", "not ours, ignored")
+    settings = load_settings()
+    assert settings.store_url == "influxdb://citygw:secret@influx.internal:8086/citygw"
+    assert settings.cors_origins == ("https://maps.example.org", "http://localhost:5173")
+    assert settings.feed_max_vehicle_age_s == 120.0
+    assert settings.api_port == 9000
+
+
+def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYGW_STORE_URL", "sqlite:///from/env.sqlite")
+    assert load_settings(store_url="sqlite:///given.sqlite").store_url == "sqlite:///given.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        (
+            "CITYGW_FEED_MAX_VEHICLE_AGE_S",
+            "-1",
+            "CITYGW_FEED_MAX_VEHICLE_AGE_S (feed_max_vehicle_age_s): Input should be greater than 0",
+        ),
+        ("CITYGW_FEED_MAX_VEHICLE_AGE_S", "soon", "CITYGW_FEED_MAX_VEHICLE_AGE_S"),
+        ("CITYGW_STORE_URL", "postgres://db/citygw", "unknown store scheme 'postgres'"),
+        ("CITYGW_STORE_URL", "sqlite://", "has no file path"),
+        ("CITYGW_STORE_URL", "influxdb:///citygw", "has no host"),
+        ("CITYGW_CORS_ORIGINS", "https://maps.example.org/app", "not an origin"),
+        ("CITYGW_CORS_ORIGINS", "maps.example.org", "scheme://host[:port]"),
+        ("CITYGW_API_PORT", "70000", "CITYGW_API_PORT"),
+        ("CITYGW_QUERY_MAX_POINTS", "0", "CITYGW_QUERY_MAX_POINTS"),
+    ],
+)
+def test_nonsense_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert words in str(raised.value)
+    assert variable in str(raised.value)
+
+
+def test_typos_in_arguments_are_refused() -> None:
+    with pytest.raises(SettingsError, match="CITYGW_FEED_MAX_AGE"):
+        load_settings(feed_max_age=90)
+
+
+def test_wildcard_origin_is_allowed() -> None:
+    assert ApiSettings(cors_origins="*").cors_origins == ("*",)
