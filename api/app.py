@@ -52,6 +52,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET"],
+            allow_headers=["If-None-Match"],
             expose_headers=["ETag"],
         )
     for module in (health, devices, telemetry, summary, transit):

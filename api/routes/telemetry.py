@@ -13,7 +13,7 @@ from api.deps import NowMsDep, SettingsDep, StoreDep
 from api.series import descriptive_tags
 from api.timespec import iso, parse_duration, parse_instant
 from citygw.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN
-from collector.store.base import Aggregate, FieldValue
+from collector.store.base import Aggregate, FieldValue, TelemetryReader
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 
@@ -60,6 +60,34 @@ def _fields(text: str) -> list[str]:
 
 def _bad_request(message: str) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, message)
+
+
+def _raw_rows_at_least(
+    store: TelemetryReader,
+    measurement: str,
+    start_ms: int,
+    end_ms: int,
+    device: str | None,
+    fields: list[str] | None,
+) -> int:
+    """A lower bound of the raw rows in the range, counted by the store instead of fetched.
+
+    One COUNT window spans the range (two when it straddles a window boundary); a row per
+    point has at least as many rows as its most-counted field.
+    """
+    counts = store.range(
+        measurement=measurement,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        device=device,
+        fields=fields,
+        window_s=-(-(end_ms - start_ms) // 1000),
+        aggregate=Aggregate.COUNT,
+    )
+    return sum(
+        max((v for v in row.values.values() if isinstance(v, int) and not isinstance(v, bool)), default=0)
+        for row in counts
+    )
 
 
 @router.get(
@@ -119,6 +147,14 @@ def telemetry(
                 f" use a window of at least {smallest} s or a shorter range"
             )
 
+    if window_s is None:
+        # Counted first so that a year of raw points is refused, not loaded into memory.
+        at_least = _raw_rows_at_least(store, measurement, start_ms, end_ms, device, field_names)
+        if at_least > settings.query_max_points:
+            raise _bad_request(
+                f"at least {at_least} rows in this range; at most {settings.query_max_points}:"
+                " use a window (e.g. window=1m), a shorter range, or one device"
+            )
     rows = store.range(
         measurement=measurement,
         start_ms=start_ms,

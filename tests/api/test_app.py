@@ -37,6 +37,16 @@ def test_cors_only_for_configured_origins(store: SqliteStore) -> None:
         allowed = client.get("/v1/transit/vehicle-positions", headers={"Origin": "https://maps.example.org"})
         assert allowed.headers["access-control-allow-origin"] == "https://maps.example.org"
         assert "etag" in allowed.headers["access-control-expose-headers"].lower()
+        preflight = client.options(
+            "/v1/transit/vehicle-positions",
+            headers={
+                "Origin": "https://maps.example.org",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "if-none-match",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "if-none-match" in preflight.headers["access-control-allow-headers"].lower()
         other = client.get("/v1/transit/vehicle-positions", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
 

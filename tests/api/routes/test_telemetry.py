@@ -149,11 +149,26 @@ def small_client(city_store: SqliteStore) -> Iterator[TestClient]:
         yield client
 
 
-def test_too_many_raw_points_ask_for_a_window(small_client: TestClient) -> None:
+def test_too_many_raw_points_are_counted_and_refused(small_client: TestClient) -> None:
     response = small_client.get("/v1/telemetry/air_quality")
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "4 rows in this range; at most 3: use a window (e.g. window=1m), a shorter range, or one device"
+        "at least 4 rows in this range; at most 3:"
+        " use a window (e.g. window=1m), a shorter range, or one device"
     )
-    assert small_client.get("/v1/telemetry/air_quality", params={"device": "aq-harbour"}).status_code == 200
+    assert rows(
+        small_client.get("/v1/telemetry/air_quality", params={"device": "aq-harbour", "fields": "pm25"})
+    ) == [
+        ("aq-harbour", NOW_MS - 50 * MINUTE_MS, {"pm25": 10.0}),
+        ("aq-harbour", NOW_MS - 20 * MINUTE_MS, {"pm25": 14.0}),
+        ("aq-harbour", NOW_MS - 10 * MINUTE_MS, {"pm25": 12.5}),
+    ]
     assert small_client.get("/v1/telemetry/air_quality", params={"window": "1h"}).status_code == 200
+
+
+def test_too_many_windowed_rows_ask_for_a_bigger_window(small_client: TestClient) -> None:
+    response = small_client.get("/v1/telemetry/air_quality", params={"window": "10m"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "4 rows in this range; at most 3: use a bigger window, a shorter range, or one device"
+    )
