@@ -146,8 +146,7 @@ def telemetry(
                 f"{windows} windows of {window_s} s in this range; at most {settings.query_max_windows}:"
                 f" use a window of at least {smallest} s or a shorter range"
             )
-
-    if window_s is None:
+    else:
         # Counted first so that a year of raw points is refused, not loaded into memory.
         at_least = _raw_rows_at_least(store, measurement, start_ms, end_ms, device, field_names)
         if at_least > settings.query_max_points:
