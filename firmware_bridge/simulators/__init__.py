@@ -1,6 +1,14 @@
 """Simulated field devices that behave like the real firmware, for tests and demos."""
 
+from firmware_bridge.simulators.gps import BusGpsSimulator
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
 from firmware_bridge.simulators.serve import RtuResponder, TcpEndpoint, serve_serial_pty, serve_tcp
 
-__all__ = ["ModbusDeviceSimulator", "RtuResponder", "TcpEndpoint", "serve_serial_pty", "serve_tcp"]
+__all__ = [
+    "BusGpsSimulator",
+    "ModbusDeviceSimulator",
+    "RtuResponder",
+    "TcpEndpoint",
+    "serve_serial_pty",
+    "serve_tcp",
+]

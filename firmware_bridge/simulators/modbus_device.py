@@ -59,8 +59,10 @@ class ModbusDeviceSimulator:
         self.unit = unit
         self.animate = animate
         self.time_scale = time_scale
-        # Fault knobs: no answer at all, or a Modbus exception code for every request.
+        # Fault knobs: no answer at all, a Modbus exception code for every request, or (on a
+        # serial line) answers with a wrong CRC.
         self.offline = False
+        self.crc_error = False
         self._exception_code: ExcCodes | None = None
         self._clock_origin = (time.time(), time.monotonic())
         # Every request that reached this device: (function code, address, count).

@@ -66,8 +66,8 @@ class RtuResponder:
     """
 
     def __init__(self, simulators: Iterable[ModbusDeviceSimulator], fd: int) -> None:
-        devices = _devices(simulators)
-        self._units = {d.id for d in devices}
+        self._simulators = {s.unit: s for s in simulators}
+        devices = _devices(self._simulators.values())
         self._core = SimCore(devices)
         self._framer = FramerRTU(DecodePDU(True))
         self._fd = fd
@@ -95,7 +95,7 @@ class RtuResponder:
             if not used:
                 return
             self._buffer = self._buffer[used:]
-            if pdu is not None and pdu.dev_id in self._units:
+            if pdu is not None and pdu.dev_id in self._simulators:
                 task = asyncio.create_task(self._answer(pdu), name=f"rtu-answer-{pdu.dev_id}")
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
@@ -107,7 +107,10 @@ class RtuResponder:
         except NoSuchIdException:
             return  # the device is offline: silence
         response.dev_id = pdu.dev_id
-        os.write(self._fd, self._framer.buildFrame(response))
+        frame = self._framer.buildFrame(response)
+        if self._simulators[pdu.dev_id].crc_error:
+            frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
+        os.write(self._fd, frame)
 
 
 @asynccontextmanager
