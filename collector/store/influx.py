@@ -35,6 +35,7 @@ from collector.store.base import (
 _NAME_RE = re.compile(NAME_PATTERN)
 _DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NS_PER_MS = 1_000_000
+_MAX_TIME_MS = (2**63 - 2) // _NS_PER_MS
 _NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
 _MS: Any = WritePrecision.MS  # a str constant; WriteApi.write is annotated with the class
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -138,6 +139,8 @@ class InfluxQLReader:
             raise StoreUnavailable(
                 f"InfluxDB at {self._http.base_url}: authentication failed ({_error_text(response.content)})"
             )
+        if response.status_code == 400:
+            raise StoreError(f"InfluxQL {statement!r} refused: {_error_text(response.content)}")
         if response.status_code != 200:
             raise StoreUnavailable(
                 f"InfluxDB query at {self._http.base_url}: HTTP {response.status_code} "
@@ -237,14 +240,19 @@ def _conditions(
     params: dict[str, object] = {}
     if start_ms is not None:
         clauses.append("time >= $start")
-        params["start"] = start_ms * _NS_PER_MS
+        params["start"] = _clamp(start_ms) * _NS_PER_MS
     if end_ms is not None:
         clauses.append("time < $end")
-        params["end"] = end_ms * _NS_PER_MS
+        params["end"] = _clamp(end_ms) * _NS_PER_MS
     if device is not None:
         clauses.append('"device" = $device')
         params["device"] = device
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _clamp(ts_ms: int) -> int:
+    """``ts_ms`` within the times InfluxDB can represent (int64 nanoseconds, about 1677 to 2262)."""
+    return max(-_MAX_TIME_MS, min(_MAX_TIME_MS, ts_ms))
 
 
 def _aggregate_type(aggregate: Aggregate, field_type: str) -> str:

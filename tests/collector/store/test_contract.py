@@ -227,6 +227,14 @@ def test_field_values_round_trip_with_their_types(store: Store) -> None:
         assert {k: type(v) for k, v in values.items()} == {k: type(v) for k, v in fields.items()}
 
 
+def test_ranges_may_reach_far_beyond_the_data(store: Store) -> None:
+    store.write([aq("d1", T0, pm10=1.0)])
+
+    assert len(store.range(measurement=AQ, start_ms=-(2**62), end_ms=2**62)) == 1
+    assert len(store.range(measurement=AQ, start_ms=0, end_ms=2**62, window_s=86_400 * 365)) == 1
+    assert len(store.latest(since_ms=-(2**62))) == 1
+
+
 def test_empty_results(store: Store) -> None:
     assert store.latest() == []
     assert store.range(measurement=AQ, start_ms=0, end_ms=T0) == []

@@ -1,0 +1,511 @@
+"""The collector: MQTT telemetry in, validated points out to the store, acknowledged only once stored.
+
+paho-mqtt runs the network loop in its own thread and queues every message; one writer thread
+batches, validates and writes them, then sends the PUBACKs (manual ack). While the store is
+down nothing is acknowledged, so the broker keeps the messages (persistent session) and stops
+sending beyond its in-flight window: backpressure instead of loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from citygw import wire
+from collector.store.base import Point, PointsRejected, PointWriter, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER = "dead_letter"
+MAX_PAYLOAD_BYTES = 1024 * 1024
+DEAD_LETTER_PAYLOAD_BYTES = 4096
+EARLIEST_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MAX_FUTURE_MS = 10 * 60 * 1000
+
+
+class Reason:
+    """Short codes of the dead-letter ``reason`` tag."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    AGENT_MISMATCH = "agent_mismatch"
+    TIMESTAMP = "timestamp"
+    TOO_LARGE = "too_large"
+    TOPIC = "topic"
+    REJECTED_BY_STORE = "rejected_by_store"
+
+
+@dataclass(slots=True)
+class CollectorStats:
+    """Counters since start: messages acknowledged, points stored, batches written, and trouble."""
+
+    messages: int = 0
+    points: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    store_retries: int = 0
+    seq_gaps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker is, parsed from ``mqtt://[user:pass@]host:port`` (``mqtts://`` for TLS)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        expected = "expected mqtt://[user:pass@]host:port or mqtts://[user:pass@]host:port"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"broker URL: bad host or port ({exc}); {expected}") from exc
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"broker URL: unknown scheme {parts.scheme!r}; {expected}")
+        if not parts.hostname:
+            raise ValueError(f"broker URL: missing host; {expected}")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"broker URL: unexpected path or query {parts.path!r}; {expected}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+    connection: int
+
+
+class Collector:
+    """Subscribes to every agent's telemetry and writes it to ``store``, at least once.
+
+    With ``share_group`` several collectors share the load (MQTT shared subscription); each then
+    sees only part of an agent's sequence, so gap detection is off.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        store: PointWriter,
+        *,
+        client_id: str = "citygw-collector",
+        share_group: str | None = None,
+        batch_max_points: int = 5000,
+        batch_max_seconds: float = 1.0,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+        keepalive: int = 30,
+    ) -> None:
+        self.broker = BrokerAddress.parse(broker_url)
+        self.client_id = client_id
+        self.share_group = share_group
+        self.batch_max_points = batch_max_points
+        self.batch_max_seconds = batch_max_seconds
+        self.retry_initial_seconds = retry_initial_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.keepalive = keepalive
+        self._store = store
+        self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
+        self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
+        self._stats = CollectorStats()
+        self._stats_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
+        self._last_seq: dict[str, int] = {}
+        self._last_dead_letter_ms = 0
+        self._writer: threading.Thread | None = None
+        self._client = self._make_client()
+
+    def _make_client(self) -> Client:
+        client = Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False, manual_ack=True
+        )
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def stats(self) -> CollectorStats:
+        """A snapshot of the counters."""
+        with self._stats_lock:
+            return replace(self._stats)
+
+    def start(self) -> None:
+        """Connect (retrying in the background until the broker answers) and start the writer; idempotent."""
+        if self._writer is not None:
+            return
+        self._stopping.clear()
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
+        self._writer.start()
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
+        self._client.loop_start()
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, with the telemetry subscription confirmed by the broker."""
+        return self._subscribed.is_set()
+
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        """True once the broker confirmed the subscription (then nothing published is missed)."""
+        return self._subscribed.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Store and acknowledge what is already queued (unless the store is down), then disconnect.
+
+        Whatever is not acknowledged stays in the broker's session for the next start.
+        """
+        self._stopping.set()
+        if self._writer is not None:
+            self._writer.join(timeout)
+            if self._writer.is_alive():
+                log.warning("collector %s: writer still busy after %.0f s; leaving", self.client_id, timeout)
+            self._writer = None
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._subscribed.clear()
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- paho callbacks (network thread) --
+
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("collector %s: broker refused the connection: %s", self.client_id, reason_code)
+            return
+        self._connection += 1
+        log.info(
+            "collector %s: connected to %s:%d (session present: %s)",
+            self.client_id,
+            self.broker.host,
+            self.broker.port,
+            flags.session_present,
+        )
+        client.subscribe(self._subscription, qos=1)
+
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._subscribed.clear()
+        if self._stopping.is_set():
+            log.info("collector %s: disconnected", self.client_id)
+        else:
+            log.warning("collector %s: connection lost (%s); reconnecting", self.client_id, reason_code)
+
+    def _on_subscribe(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error(
+                "collector %s: subscription to %s refused: %s",
+                self.client_id,
+                self._subscription,
+                reason_codes,
+            )
+            return
+        self._subscribed.set()
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker sends it again in the next session
+        self._inbox.put(
+            _Received(
+                message.topic, bytes(message.payload), message.mid, message.qos, _now_ms(), self._connection
+            )
+        )
+
+    # -- writer thread --
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch:
+                self._store_batch(batch)
+            elif self._stopping.is_set():
+                return
+
+    def _next_batch(self) -> list[tuple[_Received, list[Point], list[Point]]]:
+        """Validated messages until batch_max_points points or batch_max_seconds after the first one."""
+        try:
+            first = self._inbox.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [(first, *self._convert(first))]
+        size = len(batch[0][1]) + len(batch[0][2])
+        deadline = time.monotonic() + self.batch_max_seconds
+        while size < self.batch_max_points:
+            # Stopping: take only what is already queued.
+            wait = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
+            try:
+                message = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            good, bad = self._convert(message)
+            batch.append((message, good, bad))
+            size += len(good) + len(bad)
+        return batch
+
+    def _store_batch(self, converted: list[tuple[_Received, list[Point], list[Point]]]) -> None:
+        batch = [message for message, _, _ in converted]
+        points: list[Point] = []
+        dead: list[Point] = []
+        origin: dict[int, _Received] = {}
+        for message, good, bad in converted:
+            for point in good:
+                origin[id(point)] = message
+            points += good
+            dead += bad
+        stored = len(points)
+        pending = points + dead
+        attempt = 0
+        while pending:
+            try:
+                self._store.write(pending)
+                break
+            except PointsRejected as exc:
+                # The store wrote everything else; dead-letter what it refused (once: a refused
+                # dead letter cannot be dead-lettered again).
+                pending = []
+                for point, reason in exc.rejected:
+                    source = origin.get(id(point))
+                    if source is None:
+                        log.error(
+                            "collector %s: store refused a dead letter: %s (%s)",
+                            self.client_id,
+                            reason,
+                            point,
+                        )
+                        dead.remove(point)
+                        continue
+                    stored -= 1
+                    pending.append(
+                        self._dead_letter(
+                            source,
+                            Reason.REJECTED_BY_STORE,
+                            reason,
+                            _point_json(point),
+                            agent=point.tags.get("agent"),
+                        )
+                    )
+                dead += pending
+                log.warning(
+                    "collector %s: store refused %d point(s): %s", self.client_id, len(exc.rejected), exc
+                )
+            except Exception as exc:
+                # StoreUnavailable, or anything unexpected: keep the batch, acknowledge nothing, retry.
+                if self._stopping.is_set():
+                    log.warning(
+                        "collector %s: stopping with %d unstored message(s): %s",
+                        self.client_id,
+                        len(batch),
+                        exc,
+                    )
+                    return
+                delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+                delay = random.uniform(delay / 2, delay)
+                attempt += 1
+                with self._stats_lock:
+                    self._stats.store_retries += 1
+                if isinstance(exc, StoreUnavailable):
+                    log.warning(
+                        "collector %s: store unavailable, retry %d in %.1f s: %s",
+                        self.client_id,
+                        attempt,
+                        delay,
+                        exc,
+                    )
+                else:
+                    log.exception(
+                        "collector %s: write failed, retry %d in %.1f s", self.client_id, attempt, delay
+                    )
+                self._stopping.wait(delay)
+        self._acknowledge(batch)
+        with self._stats_lock:
+            self._stats.messages += len(batch)
+            self._stats.points += stored
+            self._stats.batches += 1
+            self._stats.dead_letters += len(dead)
+
+    def _acknowledge(self, batch: Sequence[_Received]) -> None:
+        for message in batch:
+            if message.qos == 0:
+                continue
+            if message.connection != self._connection:
+                continue  # received on an earlier connection: the broker sends it again on this one
+            self._client.ack(message.mid, message.qos)
+
+    def _convert(self, message: _Received) -> tuple[list[Point], list[Point]]:
+        """(points to store, dead letters) for one message."""
+        parsed = wire.parse_topic(message.topic)
+        topic_agent = parsed[0] if parsed else None
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            error = f"payload of {len(message.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+            return [], [self._dead_letter(message, Reason.TOO_LARGE, error, agent=topic_agent)]
+        if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
+            error = f"not a telemetry topic: {message.topic}"
+            return [], [self._dead_letter(message, Reason.TOPIC, error, agent=topic_agent)]
+        try:
+            batch = wire.TelemetryBatch.model_validate_json(message.payload)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(error["type"] == "json_invalid" for error in errors):
+                reason = Reason.INVALID_JSON
+            else:
+                reason = Reason.SCHEMA
+            return [], [self._dead_letter(message, reason, _describe(exc), agent=topic_agent)]
+        if batch.agent != topic_agent:
+            error = f"payload agent {batch.agent!r} differs from topic agent {topic_agent!r}"
+            return [], [self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent)]
+        self._check_sequence(batch.agent, batch.seq)
+        points: list[Point] = []
+        dead: list[Point] = []
+        latest_ok = message.received_ms + MAX_FUTURE_MS
+        for index, reading in enumerate(batch.readings):
+            reserved = sorted(wire.RESERVED_TAGS & reading.tags.keys())
+            if reserved:
+                error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
+                dead.append(
+                    self._dead_letter(message, Reason.SCHEMA, error, wire.encode(reading), agent=batch.agent)
+                )
+            elif not EARLIEST_TS_MS <= reading.ts <= latest_ok:
+                error = (
+                    f"reading {index}: ts {reading.ts} is outside [2000-01-01, receive time + 10 min] "
+                    f"(received at {message.received_ms})"
+                )
+                dead.append(
+                    self._dead_letter(
+                        message, Reason.TIMESTAMP, error, wire.encode(reading), agent=batch.agent
+                    )
+                )
+            else:
+                tags = {**reading.tags, "device": reading.device, "agent": batch.agent}
+                points.append(Point(reading.measurement, tags, reading.ts, dict(reading.fields)))
+        return points, dead
+
+    def _check_sequence(self, agent: str, seq: int) -> None:
+        if self.share_group is not None:
+            return
+        last = self._last_seq.get(agent)
+        if last is not None and seq > last + 1:
+            with self._stats_lock:
+                self._stats.seq_gaps += 1
+            log.warning(
+                "collector %s: agent %s skipped seq %d..%d (%d message(s) missing)",
+                self.client_id,
+                agent,
+                last + 1,
+                seq - 1,
+                seq - last - 1,
+            )
+        # A lower or equal seq is a redelivery (keep the high mark) or, at 0, an agent starting over.
+        if last is None or seq > last or seq == 0:
+            self._last_seq[agent] = seq
+
+    def _dead_letter(
+        self, message: _Received, reason: str, error: str, payload: bytes | None = None, *, agent: str | None
+    ) -> Point:
+        # Unique per collector (the collector tag makes it unique across collectors too).
+        ts = max(message.received_ms, self._last_dead_letter_ms + 1)
+        self._last_dead_letter_ms = ts
+        body = message.payload if payload is None else payload
+        log.warning(
+            "collector %s: dead letter (%s) from %s: %s", self.client_id, reason, message.topic, error
+        )
+        return Point(
+            DEAD_LETTER,
+            {"reason": reason, "agent": agent or "unknown", "collector": self.client_id},
+            ts,
+            {
+                "topic": message.topic,
+                "error": error[:2000],
+                "payload": body[:DEAD_LETTER_PAYLOAD_BYTES].decode(errors="replace"),
+            },
+        )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:10]:
+        location = ".".join(str(item) for item in error["loc"])
+        parts.append(f"{location}: {error['msg']}" if location else str(error["msg"]))
+    return "; ".join(parts)
+
+
+def _point_json(point: Point) -> bytes:
+    return json.dumps(
+        {
+            "measurement": point.measurement,
+            "tags": dict(point.tags),
+            "ts": point.ts_ms,
+            "fields": dict(point.fields),
+        }
+    ).encode()
+
+
+__all__ = ["DEAD_LETTER", "BrokerAddress", "Collector", "CollectorStats", "Reason"]

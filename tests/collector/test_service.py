@@ -1,0 +1,386 @@
+"""The collector against real Mosquitto and real stores: stored once, dead-lettered, never lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citygw import wire
+from collector.service import DEAD_LETTER, MAX_PAYLOAD_BYTES, BrokerAddress, Collector, Reason
+from collector.store import Point, Row, Store
+from collector.store.influx import InfluxV1Store
+from collector.store.sqlite import SqliteStore
+from tests.services import InfluxDB, Mosquitto
+
+pytestmark = pytest.mark.integration
+
+END = 2**62
+
+
+def fast(broker: Mosquitto, store: Store) -> Collector:
+    """A collector with short batch and retry timings, so the tests stay quick."""
+    return Collector(
+        broker.url, store, batch_max_seconds=0.05, retry_initial_seconds=0.05, retry_max_seconds=0.3
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Agent:
+    """A test publisher standing in for an edge agent: QoS 1, waits for each PUBACK."""
+
+    def __init__(self, broker: Mosquitto, agent_id: str = "agent-1") -> None:
+        self.agent_id = agent_id
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}-{uuid.uuid4().hex[:6]}")
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.seq = 0
+        self.t0 = now_ms() - 60_000
+
+    def readings(self, seq: int, count: int) -> list[wire.Reading]:
+        return [
+            wire.Reading(
+                device=f"meter-{i}",
+                measurement="electricity",
+                ts=self.t0 + seq * 100 + i,
+                fields={"kwh": seq + i / 10, "seq": seq, "ok": True},
+                tags={"site": "depot north"},
+            )
+            for i in range(count)
+        ]
+
+    def batch(self, count: int = 3, seq: int | None = None) -> bytes:
+        seq = self.seq if seq is None else seq
+        self.seq = seq + 1
+        return wire.encode(
+            wire.TelemetryBatch(agent=self.agent_id, seq=seq, readings=self.readings(seq, count))
+        )
+
+    def publish(self, payload: bytes, agent_id: str | None = None) -> None:
+        topic = wire.topic(agent_id or self.agent_id, wire.Channel.TELEMETRY)
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def agent(mosquitto: Mosquitto) -> Iterator[Agent]:
+    publisher = Agent(mosquitto)
+    yield publisher
+    publisher.close()
+
+
+@pytest.fixture(params=["sqlite", "influx_v1"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        sqlite = SqliteStore(tmp_path / "telemetry.sqlite")
+        yield sqlite
+        sqlite.close()
+        return
+    influxdb: InfluxDB = request.getfixturevalue("influxdb")
+    database = f"collector_{uuid.uuid4().hex[:12]}"
+    influx = InfluxV1Store(influxdb.url, database)
+    influx.ensure_database()
+    yield influx
+    influx.close()
+    influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def started(collector: Collector) -> Collector:
+    collector.start()
+    assert collector.wait_subscribed(10), "collector did not subscribe"
+    return collector
+
+
+def stored(store: Store, measurement: str = "electricity") -> list[Row]:
+    return store.range(measurement=measurement, start_ms=0, end_ms=END)
+
+
+def expected_rows(agent: Agent, seqs: range, count: int) -> list[Row]:
+    return sorted(
+        (
+            Row(r.ts, {"agent": agent.agent_id, "device": r.device, "site": "depot north"}, dict(r.fields))
+            for seq in seqs
+            for r in agent.readings(seq, count)
+        ),
+        key=lambda row: (row.ts_ms, sorted(row.tags.items())),
+    )
+
+
+def test_valid_batches_are_stored_exactly(mosquitto: Mosquitto, agent: Agent, store: Store) -> None:
+    with started(fast(mosquitto, store)) as collector:
+        for _ in range(20):
+            agent.publish(agent.batch(count=5))
+        wait_until(lambda: collector.stats.messages == 20, "20 messages")
+
+        assert stored(store) == expected_rows(agent, range(20), 5)
+        stats = collector.stats
+        assert (stats.points, stats.dead_letters, stats.seq_gaps, stats.store_retries) == (100, 0, 0, 0)
+        assert stored(store, DEAD_LETTER) == []
+
+
+def test_invalid_payloads_become_dead_letters_and_valid_ones_in_between_are_stored(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    good = agent.readings(0, 1)[0].model_copy(update={"device": "meter-extra"})
+    nan_payload = (
+        b'{"schema": 1, "agent": "agent-1", "seq": 99, "readings": [{"device": "d", "measurement": "m", '
+        b'"ts": 1700000000000, "fields": {"x": NaN}}]}'
+    )
+    future = good.model_copy(update={"ts": now_ms() + 11 * 60_000})
+    ancient = good.model_copy(update={"ts": 946_684_799_999})
+    reserved = good.model_copy(update={"tags": {"device": "spoofed"}})
+    bad: list[tuple[bytes, str, str, str]] = [
+        (b'{"schema": 1, "agent": "agent-1", "seq": ', "agent-1", Reason.INVALID_JSON, "Invalid JSON"),
+        (agent.batch(count=2), "agent-2", Reason.AGENT_MISMATCH, "differs from topic agent"),
+        (nan_payload, "agent-1", Reason.SCHEMA, "finite"),
+        (
+            b'{"schema": 1, "agent": "agent-1", "seq": 9, "readings": []}',
+            "agent-1",
+            Reason.SCHEMA,
+            "readings",
+        ),
+        (
+            wire.encode(wire.TelemetryBatch(agent="agent-1", seq=agent.seq, readings=[future, good])),
+            "agent-1",
+            Reason.TIMESTAMP,
+            "outside",
+        ),
+        (
+            wire.encode(wire.TelemetryBatch(agent="agent-1", seq=agent.seq + 1, readings=[ancient])),
+            "agent-1",
+            Reason.TIMESTAMP,
+            "outside",
+        ),
+        (
+            wire.encode(wire.TelemetryBatch(agent="agent-1", seq=agent.seq + 2, readings=[reserved])),
+            "agent-1",
+            Reason.SCHEMA,
+            "reserved",
+        ),
+        (b"x" * (MAX_PAYLOAD_BYTES + 1), "agent-1", Reason.TOO_LARGE, "exceeds"),
+    ]
+    agent.seq += 3
+    valid_seqs = []
+    with started(fast(mosquitto, store)) as collector:
+        for payload, topic_agent, _, _ in bad:
+            valid_seqs.append(agent.seq)
+            agent.publish(agent.batch(count=2))
+            agent.publish(payload, agent_id=topic_agent)
+        wait_until(lambda: collector.stats.messages == 2 * len(bad), "every message")
+
+        letters = stored(store, DEAD_LETTER)
+        assert [(r.tags["reason"], r.tags["agent"]) for r in letters] == [
+            (reason, a) for _, a, reason, _ in bad
+        ]
+        for row, (payload, topic_agent, _, error) in zip(letters, bad, strict=True):
+            assert error in str(row.values["error"])
+            assert row.values["topic"] == f"citygw/v1/{topic_agent}/telemetry"
+            assert row.tags["collector"] == "citygw-collector"
+            if row.tags["reason"] in (Reason.INVALID_JSON, Reason.TOO_LARGE, Reason.AGENT_MISMATCH):
+                assert row.values["payload"] == payload[:4096].decode()
+        assert len({r.ts_ms for r in letters}) == len(bad)
+        # The good reading next to the future one is kept; only the bad reading is dead-lettered.
+        rows = stored(store)
+        assert len(rows) == 2 * len(bad) + 1
+        assert {row.values["seq"] for row in rows} >= set(valid_seqs)
+        assert collector.stats.dead_letters == len(bad)
+        assert collector.stats.points == 2 * len(bad) + 1
+    store.close()
+
+
+def test_points_the_store_refuses_are_dead_lettered_and_the_rest_stored(
+    mosquitto: Mosquitto, agent: Agent, store: Store
+) -> None:
+    conflicting = agent.readings(1, 1)[0].model_copy(update={"fields": {"kwh": "lots"}, "ts": agent.t0 + 5})
+    with started(fast(mosquitto, store)) as collector:
+        agent.publish(agent.batch(count=2))
+        wait_until(lambda: collector.stats.messages == 1, "first message")
+        payload = wire.TelemetryBatch(
+            agent="agent-1", seq=agent.seq, readings=[*agent.readings(7, 2), conflicting]
+        )
+        agent.publish(wire.encode(payload))
+        wait_until(lambda: collector.stats.messages == 2, "second message")
+
+        (letter,) = stored(store, DEAD_LETTER)
+        assert letter.tags["reason"] == Reason.REJECTED_BY_STORE
+        assert "conflict" in str(letter.values["error"])
+        assert '"lots"' in str(letter.values["payload"])
+        assert len(stored(store)) == 4
+        assert (collector.stats.points, collector.stats.dead_letters) == (4, 1)
+
+
+def test_store_down_acknowledges_nothing_and_after_restart_every_reading_is_stored_once(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    influxdb = InfluxDB(tmp_path / "influxdb")
+    influxdb.start()
+    try:
+        store = InfluxV1Store(influxdb.url, "city")
+        store.ensure_database()
+        with started(fast(mosquitto, store)) as collector:
+            agent.publish(agent.batch(count=4))
+            wait_until(lambda: collector.stats.messages == 1, "first message")
+
+            influxdb.kill()
+            for _ in range(30):
+                agent.publish(agent.batch(count=4))
+            wait_until(lambda: collector.stats.store_retries >= 3, "retries")
+            assert collector.stats.messages == 1, "nothing may be acknowledged while the store is down"
+
+            influxdb.start()
+            wait_until(lambda: collector.stats.messages == 31, "every message after the restart")
+            assert stored(store) == expected_rows(agent, range(31), 4)
+            result = influxdb.query('SELECT count("kwh") FROM "electricity"', "city")
+            assert result["results"][0]["series"][0]["values"][0][1] == 31 * 4  # type: ignore[index]
+        store.close()
+    finally:
+        influxdb.stop()
+
+
+def test_unacknowledged_messages_come_back_to_the_next_collector_with_the_same_id(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    """The store stays down until the collector stops: the broker must keep and resend it all."""
+    influxdb = InfluxDB(tmp_path / "influxdb")
+    influxdb.start()
+    try:
+        store = InfluxV1Store(influxdb.url, "city")
+        store.ensure_database()
+        influxdb.stop()
+        first = started(fast(mosquitto, store))
+        for _ in range(10):
+            agent.publish(agent.batch(count=2))
+        wait_until(lambda: first.stats.store_retries >= 2, "retries")
+        first.stop(timeout=5)
+        assert first.stats.messages == 0
+
+        influxdb.start()
+        with started(fast(mosquitto, store)) as second:
+            wait_until(lambda: second.stats.messages >= 10, "the redelivered messages")
+            assert stored(store) == expected_rows(agent, range(10), 2)
+        store.close()
+    finally:
+        influxdb.stop()
+
+
+def test_collector_restarted_while_agents_publish_loses_nothing(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    total = 150
+    published = threading.Event()
+    halfway = threading.Event()
+
+    def publish_all() -> None:
+        for i in range(total):
+            agent.publish(agent.batch(count=2))
+            if i == total // 3:
+                halfway.set()
+            time.sleep(0.002)
+        published.set()
+
+    first = started(fast(mosquitto, store))
+    publisher = threading.Thread(target=publish_all)
+    publisher.start()
+    assert halfway.wait(10)
+    first.stop()
+    time.sleep(0.1)  # agents keep publishing while no collector is connected
+    second = started(fast(mosquitto, store))
+    publisher.join(30)
+    assert published.is_set()
+    try:
+        wait_until(lambda: len(stored(store)) == total * 2, "every reading")
+        assert stored(store) == expected_rows(agent, range(total), 2)
+        assert first.stats.messages + second.stats.messages >= total
+        assert 0 < first.stats.messages < total
+        assert second.stats.seq_gaps == 0
+    finally:
+        second.stop()
+        store.close()
+
+
+def test_collector_reconnects_after_the_broker_restarts(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    with started(fast(mosquitto, store)) as collector:
+        mosquitto.restart()
+        wait_until(lambda: not collector.subscribed, "the collector to notice the restart")
+        wait_until(lambda: collector.subscribed, "the collector to subscribe again", timeout=15)
+        agent = Agent(mosquitto)
+        try:
+            agent.publish(agent.batch(count=1))
+            wait_until(
+                lambda: collector.stats.messages == 1, "a message after the broker restart", timeout=15
+            )
+        finally:
+            agent.close()
+    assert len(stored(store)) == 1
+    store.close()
+
+
+def test_a_sequence_jump_counts_as_a_gap_but_redelivery_and_restart_do_not(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    with started(fast(mosquitto, store)) as collector:
+        for seq in (0, 1, 2, 5, 5, 3, 6, 0, 1, 9):
+            agent.publish(agent.batch(count=1, seq=seq))
+        wait_until(lambda: collector.stats.messages == 10, "every message")
+        assert collector.stats.seq_gaps == 2  # 2 -> 5 and 1 -> 9
+    store.close()
+
+
+def test_batches_respect_batch_max_points(mosquitto: Mosquitto, agent: Agent, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    collector = Collector(mosquitto.url, store, batch_max_points=10, batch_max_seconds=5)
+    with started(collector):
+        for _ in range(6):
+            agent.publish(agent.batch(count=5))
+        wait_until(lambda: collector.stats.messages == 6, "every message", timeout=3)
+        assert collector.stats.batches == 3
+    store.close()
+
+
+def test_broker_address_parsing() -> None:
+    assert BrokerAddress.parse("mqtt://broker.city:1884") == BrokerAddress("broker.city", 1884)
+    assert BrokerAddress.parse("mqtts://collector:s%3Acret@broker.city") == BrokerAddress(
+        "broker.city", 8883, tls=True, username="collector", password="s:cret"
+    )
+    for bad in ("http://broker:1883", "mqtt://:1883", "mqtt://broker:port", "mqtt://broker:1883/x"):
+        with pytest.raises(ValueError, match="expected mqtt://"):
+            BrokerAddress.parse(bad)
+
+
+def test_points_carry_device_and_agent_tags(mosquitto: Mosquitto, agent: Agent, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    with started(fast(mosquitto, store)) as collector:
+        agent.publish(agent.batch(count=1))
+        wait_until(lambda: collector.stats.messages == 1, "the message")
+    (point,) = store.latest()
+    assert point == Point(
+        "electricity",
+        {"agent": "agent-1", "device": "meter-0", "site": "depot north"},
+        agent.t0,
+        {"kwh": 0.0, "seq": 0, "ok": True},
+    )
+    store.close()
