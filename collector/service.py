@@ -363,7 +363,7 @@ class Collector:
                         exc,
                     )
                     return
-                delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+                delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2 ** min(attempt, 30))
                 delay = random.uniform(delay / 2, delay)
                 attempt += 1
                 with self._stats_lock:
