@@ -7,6 +7,7 @@ and can be stopped and started again on the same port (fault tests).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import signal
 import socket
@@ -115,6 +116,9 @@ class Mosquitto(Service):
     def command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
+            # Started as root, Mosquitto drops to user `mosquitto`, which cannot save its
+            # persistence file into our temp folder: stay the user we are.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
