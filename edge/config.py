@@ -1,0 +1,409 @@
+"""The agent's YAML config, validated at the edge of the program.
+
+Every problem is reported as ``FILE: FIELD: what is wrong; fix: what to do``, where FIELD
+is a dotted path such as ``devices[2].line``, so a field engineer can fix the file without
+reading this code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from citygw import wire
+
+BROKER_URL_ENV = "CITYGW_BROKER_URL"
+# Tags the agent sets on readings itself; a device's own tags may not use them.
+AGENT_TAGS = frozenset({"site"})
+VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
+VEHICLE_MEASUREMENT = "vehicle_position"
+
+Label = Annotated[str, Field(pattern=wire.LABEL_PATTERN)]
+Name = Annotated[str, Field(pattern=wire.NAME_PATTERN)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Section):
+    """Where the agent publishes: ``mqtt://[user:pass@]host:port`` or ``mqtts://``."""
+
+    url: str
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    publish_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a PUBACK")
+    reconnect_min: float = Field(default=0.5, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=30.0, gt=0, le=600, description="longest reconnect delay, seconds")
+    ca_file: Path | None = Field(default=None, description="CA bundle for mqtts:// (system CAs if unset)")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_mqtt(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"scheme must be mqtt:// or mqtts://, not {parts.scheme or 'none'}://")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError("the port is not a number") from exc
+        if not parts.hostname:
+            raise ValueError("no host in the URL")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError("the URL takes no path or query")
+        return url
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @property
+    def username(self) -> str | None:
+        user = urlsplit(self.url).username
+        return unquote(user) if user else None
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(self.url).password
+        return unquote(password) if password is not None else None
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without its password, safe for logs."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{urlsplit(self.url).scheme}://{user}{self.hostname}:{self.port}"
+
+
+class JournalConfig(_Section):
+    """The on-disk journal.
+
+    ``fsync: normal`` (SQLite synchronous=NORMAL in WAL mode) may lose the last few
+    transactions on power loss but never corrupts the file; ``full`` syncs every commit,
+    which costs SD-card wear and latency.
+    """
+
+    path: Path
+    fsync: Literal["normal", "full"] = "normal"
+
+
+class PublishConfig(_Section):
+    batch_max_readings: int = Field(default=500, ge=1, le=wire.MAX_READINGS_PER_BATCH)
+    interval: float = Field(
+        default=1.0, gt=0, le=3600, description="seconds readings may wait to share a batch"
+    )
+
+
+class HealthConfig(_Section):
+    interval: float = Field(default=10.0, gt=0, le=3600, description="seconds between health messages")
+
+
+class _Line(_Section):
+    id: Label
+    timeout: float = Field(default=1.0, gt=0, le=60, description="seconds to wait for an answer")
+
+
+class TcpLine(_Line):
+    """A Modbus TCP endpoint (a device or a serial gateway)."""
+
+    kind: Literal["tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class RtuLine(_Line):
+    """An RS-485 Modbus RTU bus on a serial port (device path or pyserial URL)."""
+
+    kind: Literal["rtu"]
+    port: str = Field(min_length=1)
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class NmeaLine(_Line):
+    """A GPS receiver speaking NMEA 0183 on a serial port (device path or pyserial URL)."""
+
+    kind: Literal["nmea"]
+    port: str = Field(min_length=1)
+    baudrate: int = Field(default=9600, gt=0)
+
+
+Line = Annotated[TcpLine | RtuLine | NmeaLine, Field(discriminator="kind")]
+
+
+class Location(_Section):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class Vehicle(_Section):
+    """The vehicle a GPS line rides in; becomes the tags of its positions."""
+
+    id: Label
+    label: Label
+    route: Label | None = None
+
+
+class Device(_Section):
+    id: Label
+    line: str
+    profile: str | None = Field(default=None, description="device profile name (Modbus lines)")
+    unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
+    poll_s: float = Field(gt=0, le=86400)
+    tags: dict[Name, Label] = Field(
+        default_factory=dict, max_length=wire.MAX_TAGS_PER_READING - len(AGENT_TAGS) - len(VEHICLE_TAGS)
+    )
+    location: Location | None = None
+    vehicle: Vehicle | None = None
+
+
+class AgentConfig(_Section):
+    agent_id: Annotated[str, Field(pattern=wire.AGENT_ID_PATTERN)]
+    site: Label
+    broker: BrokerConfig
+    journal: JournalConfig
+    publish: PublishConfig = PublishConfig()
+    health: HealthConfig = HealthConfig()
+    lines: list[Line] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list)
+
+    @field_validator("journal", mode="before")
+    @classmethod
+    def _journal_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine:
+        """The line called ``line_id``."""
+        for line in self.lines:
+            if line.id == line_id:
+                return line
+        raise KeyError(line_id)
+
+    def devices_on(self, line_id: str) -> list[Device]:
+        return [device for device in self.devices if device.line == line_id]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config file."""
+
+    field: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}; fix: {self.fix}"
+
+
+class AgentConfigError(ValueError):
+    """A config file that cannot be used; ``problems`` says where and how to fix each."""
+
+    def __init__(self, file: Path, problems: Sequence[Problem]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{file}: {problem}" for problem in self.problems))
+
+
+ProfileCheck = Callable[[str], object]
+
+
+def _default_profile_check(name: str) -> object:
+    from firmware_bridge.profile import load_profile
+
+    return load_profile(name)
+
+
+def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None) -> AgentConfig:
+    """Read, validate and cross-check an agent config file; raises AgentConfigError.
+
+    ``CITYGW_BROKER_URL`` in the environment replaces ``broker.url`` (so a URL with a
+    password need not sit in the file). ``profiles`` loads a profile by name (default:
+    ``firmware_bridge.profile.load_profile``) and raises if it does not exist.
+    """
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AgentConfigError(
+            file, [Problem("(file)", f"cannot read it: {exc.strerror}", "check the path")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise AgentConfigError(
+            file, [Problem(where, f"not valid YAML: {exc}", "fix the YAML syntax")]
+        ) from exc
+    if not isinstance(raw, dict):
+        raise AgentConfigError(
+            file, [Problem("(file)", "the top level is not a mapping", "start with agent_id: ...")]
+        )
+    env_url = os.environ.get(BROKER_URL_ENV)
+    if env_url:
+        broker = raw.get("broker")
+        raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}
+    try:
+        config = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
+    problems = check_references(config, profiles or _default_profile_check)
+    if problems:
+        raise AgentConfigError(file, problems)
+    return config
+
+
+def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
+    """What a schema cannot see: ids that must be unique, lines and profiles that must exist."""
+    problems: list[Problem] = []
+    line_ids = [line.id for line in config.lines]
+    defined = ", ".join(line_ids) or "none"
+    for i, line_id in enumerate(line_ids):
+        if line_id in line_ids[:i]:
+            problems.append(
+                Problem(f"lines[{i}].id", f"line id {line_id!r} is used twice", "give each line its own id")
+            )
+    device_ids = [device.id for device in config.devices]
+    units: dict[tuple[str, int], str] = {}
+    vehicles: dict[str, str] = {}
+    gps_lines: dict[str, str] = {}
+    checked_profiles: dict[str, str | None] = {}
+    for i, device in enumerate(config.devices):
+        at = f"devices[{i}]"
+        if device.id in device_ids[:i]:
+            problems.append(
+                Problem(f"{at}.id", f"device id {device.id!r} is used twice", "give each device its own id")
+            )
+        for tag in sorted(set(device.tags) & (wire.RESERVED_TAGS | AGENT_TAGS | VEHICLE_TAGS)):
+            problems.append(
+                Problem(f"{at}.tags.{tag}", f"tag {tag!r} is set by the agent or the collector", "remove it")
+            )
+        if device.line not in line_ids:
+            problems.append(
+                Problem(
+                    f"{at}.line", f"unknown line {device.line!r}; defined lines: {defined}", "use one of them"
+                )
+            )
+            continue
+        line = config.line(device.line)
+        if line.kind == "nmea":
+            if device.vehicle is None:
+                problems.append(
+                    Problem(
+                        f"{at}.vehicle",
+                        f"line {line.id!r} is a GPS line",
+                        "add vehicle: {id: ..., label: ...}",
+                    )
+                )
+            elif device.vehicle.id in vehicles:
+                problems.append(
+                    Problem(
+                        f"{at}.vehicle.id",
+                        f"vehicle {device.vehicle.id!r} is already on device {vehicles[device.vehicle.id]!r}",
+                        "give each vehicle its own id",
+                    )
+                )
+            else:
+                vehicles[device.vehicle.id] = device.id
+            for name in ("profile", "unit"):
+                if getattr(device, name) is not None:
+                    problems.append(
+                        Problem(f"{at}.{name}", f"line {line.id!r} is a GPS line", f"remove {name}")
+                    )
+            if line.id in gps_lines:
+                problems.append(
+                    Problem(
+                        f"{at}.line",
+                        f"GPS line {line.id!r} already feeds device {gps_lines[line.id]!r}",
+                        "a GPS receiver reports one vehicle: give this device its own line",
+                    )
+                )
+            gps_lines.setdefault(line.id, device.id)
+            continue
+        if device.vehicle is not None:
+            problems.append(Problem(f"{at}.vehicle", f"line {line.id!r} is not a GPS line", "remove vehicle"))
+        if device.unit is None:
+            problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a Modbus line", "add unit: <1-247>"))
+        elif (line.id, device.unit) in units:
+            problems.append(
+                Problem(
+                    f"{at}.unit",
+                    f"unit {device.unit} on line {line.id!r} is already {units[line.id, device.unit]!r}",
+                    "set the unit id the device answers to (each device on a line has its own)",
+                )
+            )
+        else:
+            units[(line.id, device.unit)] = device.id
+        if device.profile is None:
+            problems.append(
+                Problem(f"{at}.profile", "a Modbus device needs a profile", "add profile: <name>")
+            )
+            continue
+        if device.profile not in checked_profiles:
+            try:
+                profiles(device.profile)
+                checked_profiles[device.profile] = None
+            except Exception as exc:
+                checked_profiles[device.profile] = str(exc) or type(exc).__name__
+        error = checked_profiles[device.profile]
+        if error is not None:
+            known = ", ".join(known_profiles()) or "none"
+            problems.append(
+                Problem(
+                    f"{at}.profile",
+                    f"cannot load profile {device.profile!r}: {error}",
+                    f"use a profile name from firmware_bridge/profiles ({known}) or a path to a profile file",
+                )
+            )
+    return problems
+
+
+def known_profiles() -> list[str]:
+    """Names of the profiles shipped in ``firmware_bridge/profiles``."""
+    try:
+        import firmware_bridge
+    except ImportError:
+        return []
+    folder = Path(firmware_bridge.__file__).parent / "profiles"
+    return sorted(p.stem for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json", ".toml"))
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it or correct its spelling",
+    "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
+    "union_tag_invalid": "set kind to tcp, rtu or nmea",
+    "union_tag_not_found": "add kind: tcp, rtu or nmea",
+}
+
+
+def _problem(error: Any, env_url: str | None) -> Problem:
+    loc = [part for part in error["loc"] if part not in ("tcp", "rtu", "nmea") or error["loc"][0] != "lines"]
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field += ".kind"
+    if env_url and field.startswith("broker.url"):
+        field += f" (from {BROKER_URL_ENV})"
+    message = str(error["msg"])
+    secret = field.startswith("broker.url")  # may carry a password
+    if not secret and "input" in error and not isinstance(error["input"], dict | list):
+        message += f" (got {error['input']!r})"
+    fix = _FIXES.get(error["type"], "correct the value")
+    if error["type"] == "string_pattern_mismatch":
+        fix = f"match {error['ctx']['pattern']}"
+    return Problem(field or "(file)", message, fix)
