@@ -14,8 +14,9 @@ import queue
 import random
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
+from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import Point, PointsRejected, PointWriter, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,15 @@ class CollectorStats:
     dead_letters: int = 0
     store_retries: int = 0
     seq_gaps: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> CollectorStats:
+        return replace(
+            self,
+            dead_letters_by_reason=dict(self.dead_letters_by_reason),
+            seq_gaps_by_agent=dict(self.seq_gaps_by_agent),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,9 @@ class Collector:
 
     With ``share_group`` several collectors share the load (MQTT shared subscription); each then
     sees only part of an agent's sequence, so gap detection is off.
+
+    With ``metrics_port`` (0 for any free port) ``metrics_text()`` is also served on
+    ``http://metrics_host:metrics_port/metrics`` (loopback unless ``metrics_host`` says otherwise).
     """
 
     def __init__(
@@ -126,6 +140,8 @@ class Collector:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         keepalive: int = 30,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
         self.client_id = client_id
@@ -140,6 +156,13 @@ class Collector:
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         self._stats = CollectorStats()
         self._stats_lock = threading.Lock()
+        self._write_seconds = Histogram()
+        # Receive times (ms) of the messages taken in but not yet acknowledged, oldest first: the
+        # writer handles messages in arrival order, so the head is the oldest unacknowledged one.
+        self._unacked: deque[int] = deque()
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics_server: MetricsServer | None = None
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
@@ -167,13 +190,89 @@ class Collector:
     def stats(self) -> CollectorStats:
         """A snapshot of the counters."""
         with self._stats_lock:
-            return replace(self._stats)
+            return self._stats.copy()
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics endpoint while it runs (``metrics_port=0`` picks a free port)."""
+        return None if self._metrics_server is None else self._metrics_server.address
+
+    def lag_seconds(self) -> float:
+        """Now minus the receive time of the oldest message not yet acknowledged (0 when none)."""
+        try:
+            oldest = self._unacked[0]
+        except IndexError:
+            return 0.0
+        return max(0.0, (_now_ms() - oldest) / 1000)
+
+    def metrics_text(self) -> str:
+        """The collector's metrics in Prometheus text exposition format."""
+        with self._stats_lock:
+            stats = self._stats.copy()
+            write_seconds = self._write_seconds.copy()
+        prefix = "citygw_collector_"
+        out = Exposition()
+        out.single(
+            f"{prefix}messages",
+            "counter",
+            "Messages stored (or dead-lettered) and acknowledged.",
+            stats.messages,
+        )
+        out.single(f"{prefix}points", "counter", "Points written to the store.", stats.points)
+        out.single(f"{prefix}batches", "counter", "Batches written to the store.", stats.batches)
+        out.single(
+            f"{prefix}store_retries", "counter", "Store writes retried after a failure.", stats.store_retries
+        )
+        out.family(
+            f"{prefix}dead_letters",
+            "counter",
+            "Payloads or readings sent to the dead-letter store, by reason.",
+            [({"reason": reason}, count) for reason, count in sorted(stats.dead_letters_by_reason.items())],
+        )
+        out.family(
+            f"{prefix}seq_gaps",
+            "counter",
+            "Jumps in an agent's message sequence (lost messages upstream), by agent.",
+            [({"agent": agent}, count) for agent, count in sorted(stats.seq_gaps_by_agent.items())],
+        )
+        out.histogram(f"{prefix}write_seconds", "Duration of each store write call.", write_seconds)
+        out.single(
+            f"{prefix}lag_seconds",
+            "gauge",
+            "Now minus the receive time of the oldest unacknowledged message.",
+            self.lag_seconds(),
+        )
+        out.single(
+            f"{prefix}inbox_messages",
+            "gauge",
+            "Messages received and waiting for the writer.",
+            self._inbox.qsize(),
+        )
+        out.single(
+            f"{prefix}unacked_messages",
+            "gauge",
+            "Messages received and not yet acknowledged.",
+            len(self._unacked),
+        )
+        out.single(
+            f"{prefix}subscribed",
+            "gauge",
+            "1 while connected with the subscription confirmed.",
+            int(self.subscribed),
+        )
+        return out.text()
 
     def start(self) -> None:
         """Connect (retrying in the background until the broker answers) and start the writer; idempotent."""
         if self._writer is not None:
             return
         self._stopping.clear()
+        self._unacked.clear()
+        if self.metrics_port is not None and self._metrics_server is None:
+            self._metrics_server = MetricsServer(
+                self.metrics_text, host=self.metrics_host, port=self.metrics_port
+            )
+            self._metrics_server.start()
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
         self._writer.start()
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
@@ -202,6 +301,9 @@ class Collector:
         self._client.disconnect()
         self._client.loop_stop()
         self._subscribed.clear()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
 
     def __enter__(self) -> Collector:
         self.start()
@@ -270,9 +372,11 @@ class Collector:
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not acknowledged: the broker sends it again in the next session
+        received_ms = _now_ms()
+        self._unacked.append(received_ms)
         self._inbox.put(
             _Received(
-                message.topic, bytes(message.payload), message.mid, message.qos, _now_ms(), self._connection
+                message.topic, bytes(message.payload), message.mid, message.qos, received_ms, self._connection
             )
         )
 
@@ -321,10 +425,13 @@ class Collector:
         pending = points + dead
         attempt = 0
         while pending:
+            started = time.perf_counter()
             try:
                 self._store.write(pending)
+                self._observe_write(time.perf_counter() - started)
                 break
             except PointsRejected as exc:
+                self._observe_write(time.perf_counter() - started)
                 # The store wrote everything else; dead-letter what it refused (once: a refused
                 # dead letter cannot be dead-lettered again).
                 pending = []
@@ -355,6 +462,7 @@ class Collector:
                 )
             except Exception as exc:
                 # StoreUnavailable, or anything unexpected: keep the batch, acknowledge nothing, retry.
+                self._observe_write(time.perf_counter() - started)
                 if self._stopping.is_set():
                     log.warning(
                         "collector %s: stopping with %d unstored message(s): %s",
@@ -362,6 +470,7 @@ class Collector:
                         len(batch),
                         exc,
                     )
+                    self._forget(len(batch))  # left to the broker's session
                     return
                 delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2 ** min(attempt, 30))
                 delay = random.uniform(delay / 2, delay)
@@ -382,11 +491,25 @@ class Collector:
                     )
                 self._stopping.wait(delay)
         self._acknowledge(batch)
+        self._forget(len(batch))
+        reasons = Counter(point.tags["reason"] for point in dead)
         with self._stats_lock:
             self._stats.messages += len(batch)
             self._stats.points += stored
             self._stats.batches += 1
             self._stats.dead_letters += len(dead)
+            by_reason = self._stats.dead_letters_by_reason
+            for reason, count in reasons.items():
+                by_reason[reason] = by_reason.get(reason, 0) + count
+
+    def _observe_write(self, seconds: float) -> None:
+        with self._stats_lock:
+            self._write_seconds.observe(seconds)
+
+    def _forget(self, count: int) -> None:
+        """Drop the receive times of the ``count`` oldest messages (acknowledged or given up)."""
+        for _ in range(min(count, len(self._unacked))):
+            self._unacked.popleft()
 
     def _acknowledge(self, batch: Sequence[_Received]) -> None:
         for message in batch:
@@ -451,6 +574,8 @@ class Collector:
         if last is not None and seq > last + 1:
             with self._stats_lock:
                 self._stats.seq_gaps += 1
+                gaps = self._stats.seq_gaps_by_agent
+                gaps[agent] = gaps.get(agent, 0) + 1
             log.warning(
                 "collector %s: agent %s skipped seq %d..%d (%d message(s) missing)",
                 self.client_id,

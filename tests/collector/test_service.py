@@ -4,126 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from paho.mqtt.client import Client
-from paho.mqtt.enums import CallbackAPIVersion
 
 from citygw import wire
 from collector.service import DEAD_LETTER, MAX_PAYLOAD_BYTES, BrokerAddress, Collector, Reason
-from collector.store import Point, Row, Store
+from collector.store import Point, Store
 from collector.store.influx import InfluxV1Store
 from collector.store.sqlite import SqliteStore
+from tests.collector.helpers import Agent, expected_rows, fast, now_ms, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto
 
 pytestmark = pytest.mark.integration
-
-END = 2**62
-
-
-def fast(broker: Mosquitto, store: Store) -> Collector:
-    """A collector with short batch and retry timings, so the tests stay quick."""
-    return Collector(
-        broker.url, store, batch_max_seconds=0.05, retry_initial_seconds=0.05, retry_max_seconds=0.3
-    )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Agent:
-    """A test publisher standing in for an edge agent: QoS 1, waits for each PUBACK."""
-
-    def __init__(self, broker: Mosquitto, agent_id: str = "agent-1") -> None:
-        self.agent_id = agent_id
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}-{uuid.uuid4().hex[:6]}")
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-        self.seq = 0
-        self.t0 = now_ms() - 60_000
-
-    def readings(self, seq: int, count: int) -> list[wire.Reading]:
-        return [
-            wire.Reading(
-                device=f"meter-{i}",
-                measurement="electricity",
-                ts=self.t0 + seq * 100 + i,
-                fields={"kwh": seq + i / 10, "seq": seq, "ok": True},
-                tags={"site": "depot north"},
-            )
-            for i in range(count)
-        ]
-
-    def batch(self, count: int = 3, seq: int | None = None) -> bytes:
-        seq = self.seq if seq is None else seq
-        self.seq = seq + 1
-        return wire.encode(
-            wire.TelemetryBatch(agent=self.agent_id, seq=seq, readings=self.readings(seq, count))
-        )
-
-    def publish(self, payload: bytes, agent_id: str | None = None) -> None:
-        topic = wire.topic(agent_id or self.agent_id, wire.Channel.TELEMETRY)
-        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def agent(mosquitto: Mosquitto) -> Iterator[Agent]:
-    publisher = Agent(mosquitto)
-    yield publisher
-    publisher.close()
-
-
-@pytest.fixture(params=["sqlite", "influx_v1"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        sqlite = SqliteStore(tmp_path / "telemetry.sqlite")
-        yield sqlite
-        sqlite.close()
-        return
-    influxdb: InfluxDB = request.getfixturevalue("influxdb")
-    database = f"collector_{uuid.uuid4().hex[:12]}"
-    influx = InfluxV1Store(influxdb.url, database)
-    influx.ensure_database()
-    yield influx
-    influx.close()
-    influxdb.query(f'DROP DATABASE "{database}"')
-
-
-def started(collector: Collector) -> Collector:
-    collector.start()
-    assert collector.wait_subscribed(10), "collector did not subscribe"
-    return collector
-
-
-def stored(store: Store, measurement: str = "electricity") -> list[Row]:
-    return store.range(measurement=measurement, start_ms=0, end_ms=END)
-
-
-def expected_rows(agent: Agent, seqs: range, count: int) -> list[Row]:
-    return sorted(
-        (
-            Row(r.ts, {"agent": agent.agent_id, "device": r.device, "site": "depot north"}, dict(r.fields))
-            for seq in seqs
-            for r in agent.readings(seq, count)
-        ),
-        key=lambda row: (row.ts_ms, sorted(row.tags.items())),
-    )
 
 
 def test_valid_batches_are_stored_exactly(mosquitto: Mosquitto, agent: Agent, store: Store) -> None:
