@@ -29,6 +29,7 @@ BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
 INTEGER_TYPES: frozenset[str] = frozenset({"u16", "i16", "u32", "i32", "u64", "i64"})
 FLOAT_TYPES: frozenset[str] = frozenset({"f32", "f64"})
+UNSIGNED_TYPES: frozenset[str] = frozenset({"u16", "u32", "u64"})
 REGISTERS_PER_TYPE: dict[str, int] = {
     "bit": 1,
     "u16": 1,
@@ -76,10 +77,26 @@ class RegisterSpec(BaseModel):
     unit: str | None = None
     poll: Poll = "fast"
     writable: bool = False
+    # The device's valid range: writes outside it are refused, reads outside it are a DecodeError.
     min: float | None = None
     max: float | None = None
+    mask: int | None = Field(
+        default=None, ge=1, description="bits of the register that hold the value, after shifting right"
+    )
+    shift: int = Field(default=0, ge=0, le=63, description="bits to shift right before masking")
+    counter: bool = Field(
+        default=False, description="only grows (energy, volume, taps); a drop means a reset or a wrap"
+    )
     typical: bool | int | float | str | None = Field(
         default=None, description="a plausible value, the simulator's starting point"
+    )
+    typical_rate: float | None = Field(
+        default=None, ge=0, description="how much a counter grows per hour, for the simulator"
+    )
+    follows: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="the writable field this value follows (an actual level following its setpoint)",
     )
     description: str = ""
 
@@ -97,6 +114,20 @@ class RegisterSpec(BaseModel):
             raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.writable and self.table not in WRITABLE_TABLES:
             raise ValueError(f"table {self.table} is read-only on the wire: set writable false")
+        if self.mask is not None or self.shift:
+            if self.type not in UNSIGNED_TYPES:
+                raise ValueError(f"mask and shift need an unsigned type (u16, u32, u64), not {self.type}")
+            if self.writable:
+                raise ValueError(
+                    "a masked value shares its register: it cannot be writable, set writable false"
+                )
+            bits = 16 * self.register_count
+            if (self.bits >> bits) != 0:
+                raise ValueError(f"mask {self.mask} shifted by {self.shift} does not fit in a {self.type}")
+        if self.counter and self.type in ("bit", "string"):
+            raise ValueError(f"a {self.type} cannot count: remove counter")
+        if self.typical_rate is not None and not self.counter:
+            raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}: swap them")
         end = self.address + self.register_count - 1
@@ -115,6 +146,12 @@ class RegisterSpec(BaseModel):
     def end(self) -> int:
         """Last address the value occupies (inclusive)."""
         return self.address + self.register_count - 1
+
+    @property
+    def bits(self) -> int:
+        """The register bits the value occupies (all of them when the value has no mask)."""
+        mask = self.mask if self.mask is not None else (1 << (16 * self.register_count)) - 1
+        return mask << self.shift
 
     @property
     def is_integer(self) -> bool:
@@ -204,13 +241,15 @@ class Profile(BaseModel):
             seen.add(spec.field)
         for table in ("coil", "discrete", "holding", "input"):
             specs = sorted((s for s in self.registers if s.table == table), key=lambda s: s.address)
-            for before, after in itertools.pairwise(specs):
-                if after.address <= before.end:
+            for before, after in itertools.combinations(specs, 2):
+                if after.address <= before.end and not _share_register(before, after):
                     raise ValueError(
                         f"{after.field} at {table} {after.address} overlaps {before.field} "
                         f"({before.address}..{before.end}): fix one of the addresses or types"
                     )
         for spec in self.registers:
+            if spec.follows is not None and spec.follows not in seen:
+                raise ValueError(f"{spec.field} follows {spec.follows}, which is not a field of this profile")
             for bad in self.forbidden:
                 if bad.table == spec.table and spec.address <= bad.end and bad.start <= spec.end:
                     raise ValueError(
@@ -233,6 +272,16 @@ class Profile(BaseModel):
             return list(self.registers)
         wanted = {poll} if isinstance(poll, str) else set(poll)
         return [s for s in self.registers if s.poll in wanted]
+
+
+def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
+    """Two masked values may share a register when their bits do not overlap (status words)."""
+    return (
+        a.mask is not None
+        and b.mask is not None
+        and (a.address, a.register_count) == (b.address, b.register_count)
+        and a.bits & b.bits == 0
+    )
 
 
 def available_profiles() -> list[str]:

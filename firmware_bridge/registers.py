@@ -19,6 +19,10 @@ from citygw.wire import FieldValue
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, RegisterSpec
 
+# A float outside these magnitudes (other than 0) is no measurement: typically a value read
+# with the wrong word order, e.g. 12.5 word-swapped reads as 2.3e-41.
+PLAUSIBLE_FLOAT: tuple[float, float] = (1e-20, 1e15)
+
 _CONVERT = ModbusClientMixin.DATATYPE
 _DATATYPES: dict[str, ModbusClientMixin.DATATYPE] = {
     "u16": _CONVERT.UINT16,
@@ -56,18 +60,39 @@ def decode_raw(spec: RegisterSpec, registers: Sequence[int]) -> bool | int | flo
         raise DecodeError(f"{spec.field}: registers {list(registers)} decode to {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise DecodeError(f"{spec.field}: the device reports {value} (no valid measurement)")
+    if isinstance(value, float) and not is_plausible_float(value):
+        raise DecodeError(
+            f"{spec.field}: registers {list(registers)} decode to {value!r}, not a plausible "
+            f"measurement: check the word order ({spec.order})"
+        )
+    if isinstance(value, int) and (spec.mask is not None or spec.shift):
+        value = (value >> spec.shift) & (spec.mask if spec.mask is not None else -1)
     return value
+
+
+def is_plausible_float(value: float) -> bool:
+    """False for NaN, infinities and magnitudes no sensor measures (see ``PLAUSIBLE_FLOAT``)."""
+    if not math.isfinite(value):
+        return False
+    return value == 0 or PLAUSIBLE_FLOAT[0] <= abs(value) <= PLAUSIBLE_FLOAT[1]
 
 
 def decode(spec: RegisterSpec, registers: Sequence[int]) -> FieldValue:
     """The engineering value: raw value * scale + offset (ints stay ints when unscaled)."""
     raw = decode_raw(spec, registers)
     if isinstance(raw, bool | str) or spec.is_integer:
-        return raw
-    value = raw * spec.scale + spec.offset
-    decimals = spec.decimals
-    # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
-    return round(value, decimals) if decimals is not None else float(value)
+        value: FieldValue = raw
+    else:
+        scaled = raw * spec.scale + spec.offset
+        decimals = spec.decimals
+        # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
+        value = round(scaled, decimals) if decimals is not None else float(scaled)
+    if not spec.allows(value):
+        raise DecodeError(
+            f"{spec.field}: {value} is outside the device's range {spec.min}..{spec.max}: "
+            f"check the word order ({spec.order}) and the scale"
+        )
+    return value
 
 
 def encode(spec: RegisterSpec, value: FieldValue) -> list[int]:
@@ -93,6 +118,10 @@ def encode(spec: RegisterSpec, value: FieldValue) -> list[int]:
         number: int | float
         if spec.type in INTEGER_TYPES:
             number = round(raw)
+            if spec.mask is not None or spec.shift:
+                if number < 0 or (spec.mask is not None and number > spec.mask):
+                    raise ValueError(f"{spec.field}: {value} does not fit in mask {spec.mask}")
+                number <<= spec.shift
         elif spec.type in FLOAT_TYPES:
             number = float(raw)
         else:  # pragma: no cover - every type is handled above

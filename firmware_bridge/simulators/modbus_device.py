@@ -7,6 +7,7 @@ address space, and its ``action`` hook refreshes the registers from those values
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -18,7 +19,15 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from citygw.wire import FieldValue
 from firmware_bridge.errors import DecodeError
-from firmware_bridge.profile import BIT_TABLES, INTEGER_TYPES, Profile, RegisterSpec, Table, load_profile
+from firmware_bridge.profile import (
+    BIT_TABLES,
+    INTEGER_TYPES,
+    Profile,
+    RegisterSpec,
+    Table,
+    WordOrder,
+    load_profile,
+)
 from firmware_bridge.registers import decode, encode
 
 TABLE_OF_FUNCTION: Final[dict[int, Table]] = {
@@ -33,10 +42,21 @@ TABLE_OF_FUNCTION: Final[dict[int, Table]] = {
     23: "holding",
     4: "input",
 }
-# Units of values that only grow (meter counters), and how fast per simulated hour.
+# How fast a counter without its own typical_rate grows per simulated hour, by unit.
 _COUNTER_RATE_PER_HOUR: Final[dict[str, float]] = {"kWh": 7.5, "Wh": 7500.0, "m³": 0.4}
+_DEFAULT_COUNTER_RATE: Final = 60.0
 # Relative day/night swing of a value, by unit; anything else swings by _DEFAULT_SWING.
-_SWING: Final[dict[str, float]] = {"V": 0.01, "Hz": 0.001, "hPa": 0.002, "°C": 0.3, "%": 0.15}
+_SWING: Final[dict[str, float]] = {
+    "V": 0.01,
+    "mV": 0.01,
+    "Hz": 0.001,
+    "hPa": 0.002,
+    "°C": 0.3,
+    "%": 0.15,
+    "pH": 0.02,
+}
+# What a device that mixes up its word order sends instead.
+_SWAPPED: Final[dict[WordOrder, WordOrder]] = {"ABCD": "CDAB", "CDAB": "ABCD", "BADC": "DCBA", "DCBA": "BADC"}
 _DEFAULT_SWING: Final = 0.35
 _PEAK_HOUR: Final = 8.5  # morning rush hour: traffic pollution peaks
 
@@ -59,21 +79,29 @@ class ModbusDeviceSimulator:
         self.unit = unit
         self.animate = animate
         self.time_scale = time_scale
-        # Fault knobs: no answer at all, a Modbus exception code for every request, or (on a
-        # serial line) answers with a wrong CRC.
+        # Fault knobs: no answer at all, a Modbus exception code for every request, (on a serial
+        # line) answers with a wrong CRC, answers after ``delay`` seconds, 32-bit values sent in
+        # the other word order (a misconfigured device). ``reboot()`` is the last one.
         self.offline = False
         self.crc_error = False
+        self.delay = 0.0
+        self.word_swapped = False
+        self._booting_until = 0.0
         self._exception_code: ExcCodes | None = None
         self._clock_origin = (time.time(), time.monotonic())
         # Every request that reached this device: (function code, address, count).
         self.requests: list[tuple[int, int, int]] = []
         self._values: dict[str, FieldValue] = {s.field: _default(s) for s in self.profile.registers}
         self._anchors: dict[str, tuple[FieldValue, float]] = {}
+        for spec in self.profile.registers:
+            if spec.follows is not None:
+                self._values[spec.field] = self._values[spec.follows]
         for field, value in (values or {}).items():
             self.set(field, value)
         now = self._sim_time()
         for field, value in self._values.items():
             self._anchors.setdefault(field, (value, now))
+        self._start_values = dict(self._values)
 
     @property
     def exception_code(self) -> ExcCodes | None:
@@ -88,8 +116,38 @@ class ModbusDeviceSimulator:
         """Give ``field`` a new engineering value (ValueError when its register cannot hold it)."""
         spec = self.profile.register(field)
         encode(spec, value)
+        now = self._sim_time()
         self._values[field] = value
-        self._anchors[field] = (value, self._sim_time())
+        self._anchors[field] = (value, now)
+        for follower in self.profile.registers:
+            if follower.follows == field:
+                self._values[follower.field] = value
+                self._anchors[follower.field] = (value, now)
+
+    def load_image(self, table: Table, words: Mapping[int, int]) -> None:
+        """Hold these registers (bits as 0/1), as captured from a real device, decoded into values."""
+        specs = [s for s in self.profile.registers if s.table == table]
+        stray = [a for a in words if not any(s.address <= a <= s.end for s in specs)]
+        if stray:
+            raise ValueError(f"{self.profile.model} has no {table} field at address(es) {stray}")
+        for spec in specs:
+            addresses = range(spec.address, spec.end + 1)
+            if all(a in words for a in addresses):
+                self.set(spec.field, decode(spec, [words[a] for a in addresses]))
+
+    def reboot(self, *, downtime: float = 0.0) -> None:
+        """Restart the device: silent for ``downtime`` seconds, counters from 0, the rest as at start."""
+        now = self._sim_time()
+        for spec in self.profile.registers:
+            value = 0 if spec.counter else self._start_values[spec.field]
+            self._values[spec.field] = value
+            self._anchors[spec.field] = (value, now)
+        self._booting_until = time.monotonic() + downtime
+
+    @property
+    def booting(self) -> bool:
+        """True while the device is still starting after ``reboot``."""
+        return time.monotonic() < self._booting_until
 
     def get(self, field: str) -> FieldValue:
         """The engineering value the device currently holds."""
@@ -104,8 +162,12 @@ class ModbusDeviceSimulator:
         words: dict[int, int] = {}
         for spec in self.profile.registers:
             if spec.table == table:
-                for i, word in enumerate(encode(spec, self._values[spec.field])):
-                    words[spec.address + i] = word
+                sent = spec
+                if self.word_swapped and spec.register_count > 1 and spec.type != "string":
+                    sent = spec.model_copy(update={"order": _SWAPPED[spec.order]})
+                for i, word in enumerate(encode(sent, self._values[spec.field])):
+                    # Masked values share their register with others: their bits add up.
+                    words[spec.address + i] = words.get(spec.address + i, 0) | word
         return words
 
     def advance(self) -> None:
@@ -114,19 +176,24 @@ class ModbusDeviceSimulator:
             return
         now = self._sim_time()
         for spec in self.profile.registers:
-            if spec.writable or spec.type in ("bit", "string"):
+            if not _animated(spec):
                 continue
             base, then = self._anchors[spec.field]
             if isinstance(base, bool | str):
                 continue
-            if spec.unit in _COUNTER_RATE_PER_HOUR:
-                value = base + _COUNTER_RATE_PER_HOUR[spec.unit] * (now - then) / 3600
+            if spec.counter:
+                rate = spec.typical_rate
+                if rate is None:
+                    rate = _COUNTER_RATE_PER_HOUR.get(spec.unit or "", _DEFAULT_COUNTER_RATE)
+                value = base + rate * (now - then) / 3600
             else:
                 swing = _SWING.get(spec.unit or "", _DEFAULT_SWING if spec.unit else 0.02)
                 value = base * _diurnal(now, swing) / _diurnal(then, swing)
-            self._values[spec.field] = (
-                round(value) if spec.type in INTEGER_TYPES and spec.scale == 1 else value
-            )
+                value = _clamp(spec, value)
+            if spec.type in INTEGER_TYPES and spec.scale == 1:
+                # A counter shows only what has fully happened: 41.9 taps are 41.
+                value = math.floor(value) if spec.counter else round(value)
+            self._values[spec.field] = value
 
     def sim_device(self) -> SimDevice:
         """This device as a pymodbus datastore device (address space plus access hook)."""
@@ -144,9 +211,11 @@ class ModbusDeviceSimulator:
     ) -> ExcCodes | None:
         """pymodbus datastore hook: fault knobs, address checks, writes, fresh registers for reads."""
         self.requests.append((function_code, address, count))
-        if self.offline:
+        if self.offline or self.booting:
             # The server answers NoSuchId with silence (ignore_missing_devices), like a dead device.
             raise NoSuchIdException(f"unit {self.unit} is offline")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.exception_code is not None:
             return self.exception_code
         table = TABLE_OF_FUNCTION.get(function_code)
@@ -230,6 +299,21 @@ def _default(spec: RegisterSpec) -> FieldValue:
     if spec.type == "string":
         return ""
     return 0 if spec.is_integer else 0.0
+
+
+def _animated(spec: RegisterSpec) -> bool:
+    """Measurements move by themselves; setpoints, status words and text stay as they are set."""
+    if spec.writable or spec.follows is not None or spec.mask is not None or spec.type in ("bit", "string"):
+        return False
+    return spec.counter or spec.type not in INTEGER_TYPES or spec.unit is not None
+
+
+def _clamp(spec: RegisterSpec, value: float) -> float:
+    if spec.min is not None:
+        value = max(value, spec.min)
+    if spec.max is not None:
+        value = min(value, spec.max)
+    return value
 
 
 def _diurnal(t: float, swing: float) -> float:

@@ -31,12 +31,75 @@ def problem(tmp_path: Path, registers: str, head: str = GOOD_HEAD) -> str:
     return message
 
 
-@pytest.mark.parametrize("name", ["eastron_sdm630", "eastron_sdm120", "vaisala_aqt530", "jxbs_3001"])
-def test_shipped_profiles_load(name: str) -> None:
+SHIPPED = {
+    "eastron_sdm630": "electricity",
+    "eastron_sdm120": "electricity",
+    "vaisala_aqt530": "air_quality",
+    "jxbs_3001": "air_quality",
+    "tuf_2000m": "water",
+    "ecodim_dali_gw2": "lighting",
+    "ticket_validator": "validator",
+    "waste_bin_fill": "waste_bin",
+    "water_quality_probe": "water_quality",
+    "parking_bay": "parking",
+}
+
+
+@pytest.mark.parametrize(("name", "measurement"), SHIPPED.items())
+def test_shipped_profiles_load(name: str, measurement: str) -> None:
     assert name in available_profiles()
     profile = load_profile(name)
     assert profile.model == name
-    assert profile.measurement in {"electricity", "air_quality"}
+    assert profile.measurement == measurement
+
+
+@pytest.mark.parametrize("name", ["ticket_validator", "waste_bin_fill", "water_quality_probe", "parking_bay"])
+def test_invented_register_maps_say_so(name: str) -> None:
+    assert "verify against the vendor manual" in load_profile(name).description
+
+
+def test_tuf_2000m_is_cdab_with_a_byte_register() -> None:
+    profile = load_profile("tuf_2000m")
+    assert {s.order for s in profile.registers if s.register_count == 2} == {"CDAB"}
+    quality, step = profile.register("signal_quality"), profile.register("working_step")
+    assert (quality.address, quality.mask, quality.shift) == (91, 0xFF, 0)
+    assert (step.address, step.mask, step.shift) == (91, 0xFF, 8)
+
+
+def test_masked_values_may_share_a_register_when_their_bits_differ(tmp_path: Path) -> None:
+    profile = load_profile(
+        write(
+            tmp_path,
+            "  - {field: a, table: holding, address: 3, type: u16, mask: 1}\n"
+            "  - {field: b, table: holding, address: 3, type: u16, mask: 1, shift: 1}\n"
+            "  - {field: c, table: holding, address: 3, type: u16, mask: 0x3F, shift: 2}\n",
+        )
+    )
+    assert [s.bits for s in profile.registers] == [0b1, 0b10, 0b11111100]
+
+
+def test_masked_values_with_common_bits_overlap(tmp_path: Path) -> None:
+    message = problem(
+        tmp_path,
+        "  - {field: a, table: holding, address: 3, type: u16, mask: 3}\n"
+        "  - {field: b, table: holding, address: 3, type: u16, mask: 1, shift: 1}\n",
+    )
+    assert "b at holding 3 overlaps a" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("{field: a, table: holding, address: 0, type: i16, mask: 1}", "unsigned type"),
+        ("{field: a, table: holding, address: 0, type: u16, mask: 0xFF, shift: 9}", "does not fit in a u16"),
+        ("{field: a, table: holding, address: 0, type: u16, mask: 1, writable: true}", "cannot be writable"),
+        ("{field: a, table: holding, address: 0, type: u16, typical_rate: 3}", "set counter true"),
+        ("{field: a, table: coil, address: 0, type: bit, counter: true}", "cannot count"),
+        ("{field: a, table: holding, address: 0, type: u16, follows: b}", "follows b, which is not a field"),
+    ],
+)
+def test_register_feature_misuse(tmp_path: Path, line: str, says: str) -> None:
+    assert says in problem(tmp_path, f"  - {line}\n")
 
 
 def test_sdm630_is_float32_input_abcd() -> None:

@@ -124,3 +124,23 @@ def test_float32_round_trip_shows_float32_precision() -> None:
     assert isinstance(value, float)
     assert value != 231.2
     assert math.isclose(value, 231.2, rel_tol=1e-7)
+
+
+def test_mask_and_shift_pick_bytes_of_a_register() -> None:
+    assert decode(spec("u16", mask=0xFF), [0x0252]) == 0x52
+    assert decode(spec("u16", mask=0xFF, shift=8), [0x0252]) == 0x02
+    assert encode(spec("u16", mask=0xFF, shift=8), 2) == [0x0200]
+    assert decode(spec("u32", mask=0xF, shift=16), [0x0003, 0x0000]) == 3
+
+
+def test_word_swapped_float_is_a_decode_error_naming_the_order() -> None:
+    # 12.5 is 0x41480000; sent with the other word order it reads as 2.3e-41.
+    with pytest.raises(DecodeError, match=r"check the word order \(ABCD\)"):
+        decode(spec("f32"), [0x0000, 0x4148])
+    assert decode(spec("f32"), [0x0000, 0x0000]) == 0.0
+
+
+def test_value_outside_the_device_range_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match=r"outside the device's range 0\.0\.\.99\.0"):
+        decode(spec("u16", min=0, max=99), [100])
+    assert decode(spec("u16", min=0, max=99), [99]) == 99

@@ -1,0 +1,44 @@
+"""Device behaviour the golden cases cannot show: lamps following a write, counters growing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from firmware_bridge.simulators import ModbusDeviceSimulator
+from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_dimming_a_street_lamp_changes_its_actual_level(transport: Transport) -> None:
+    cabinet = ModbusDeviceSimulator("ecodim_dali_gw2", unit=5)
+    async with line_to(transport, [cabinet]) as line:
+        assert await line.write(5, cabinet.profile, "lamp1_brightness", 85) == 85
+        values = await line.read(5, cabinet.profile, poll="fast")
+        assert values["lamp1_level"] == 85
+        assert values["lamp0_level"] == 254
+        with pytest.raises(ValueError, match=r"outside the allowed range 0.0..254.0"):
+            await line.write(5, cabinet.profile, "lamp1_brightness", 255)
+        with pytest.raises(ValueError, match="read-only"):
+            await line.write(5, cabinet.profile, "lamp1_level", 10)
+    assert cabinet.requests[0] == (6, 3005, 1)  # one register: FC06, as the gateway expects
+
+
+async def test_tap_counters_grow_and_the_status_word_stays() -> None:
+    validator = ModbusDeviceSimulator("ticket_validator", animate=True, time_scale=360_000)
+    async with line_to("tcp", [validator]) as line:
+        first = await line.read(1, validator.profile)
+        await asyncio.sleep(0.05)
+        second = await line.read(1, validator.profile)
+    for card in ("resident", "student", "pupil", "concession"):
+        assert second[f"taps_{card}"] > first[f"taps_{card}"]  # type: ignore[operator]
+        assert isinstance(second[f"taps_{card}"], int)
+    assert second["status"] == first["status"] == 0
+
+
+def test_masked_values_share_their_register_in_the_device() -> None:
+    bin_sensor = ModbusDeviceSimulator("waste_bin_fill", values={"tilt_alarm": 1, "fire_alarm": 1})
+    assert bin_sensor.image("holding")[3] == 0b11
+    with pytest.raises(ValueError, match="does not fit in mask 1"):
+        bin_sensor.set("tilt_alarm", 2)
