@@ -3,7 +3,28 @@
 paho-mqtt runs the network loop in its own thread and queues every message; one writer thread
 batches, validates and writes them, then sends the PUBACKs (manual ack). While the store is
 down nothing is acknowledged, so the broker keeps the messages (persistent session) and stops
-sending beyond its in-flight window: backpressure instead of loss.
+sending beyond the in-flight window: backpressure instead of loss.
+
+Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` as its Receive
+Maximum, so the broker never has more than that many unacknowledged messages out to it; the
+inbox therefore holds at most ``inflight_window`` messages of at most ``MAX_PAYLOAD_BYTES``
+(in practice a few hundred readings each). Everything else waits in the broker's session.
+
+What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
+
+- ``persistence true`` (and a ``persistence_location``): the sessions and their queued
+  messages survive a broker restart.
+- ``max_queued_messages 0`` (or a value sized for the longest store outage): messages queued
+  for a collector that is not acknowledging. Mosquitto's default of 1000 silently drops QoS 1
+  messages beyond it — data loss during an outage. ``max_queued_bytes`` likewise.
+- ``max_inflight_messages``: applies to MQTT v3.1.1 clients only; for this (v5) collector the
+  Receive Maximum it sends wins. Keep it at or above ``inflight_window`` if an older collector
+  is still around.
+- ``persistent_client_expiration`` unset (or long): a collector session that expires is a
+  session whose queued messages are thrown away. The collector asks for a session that never
+  expires (Session Expiry Interval 0xFFFFFFFF).
+- ``message_size_limit``: at least the agents' largest batch; payloads larger than
+  ``MAX_PAYLOAD_BYTES`` reach the dead-letter store, not the database.
 """
 
 from __future__ import annotations
@@ -23,7 +44,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
@@ -39,6 +61,7 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 DEAD_LETTER_PAYLOAD_BYTES = 4096
 EARLIEST_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MAX_FUTURE_MS = 10 * 60 * 1000
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 class Reason:
@@ -140,6 +163,7 @@ class Collector:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         keepalive: int = 30,
+        inflight_window: int = 1000,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
@@ -151,6 +175,11 @@ class Collector:
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
         self.keepalive = keepalive
+        if not 1 <= inflight_window <= 65535:
+            raise ValueError(
+                f"inflight_window must be within 1..65535 (MQTT Receive Maximum), not {inflight_window}"
+            )
+        self.inflight_window = inflight_window
         self._store = store
         self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
@@ -173,7 +202,10 @@ class Collector:
 
     def _make_client(self) -> Client:
         client = Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False, manual_ack=True
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
         )
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
@@ -275,7 +307,16 @@ class Collector:
             self._metrics_server.start()
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
         self._writer.start()
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        properties.ReceiveMaximum = self.inflight_window
+        self._client.connect_async(
+            self.broker.host,
+            self.broker.port,
+            keepalive=self.keepalive,
+            clean_start=False,
+            properties=properties,
+        )
         self._client.loop_start()
 
     @property
@@ -391,7 +432,8 @@ class Collector:
                 return
 
     def _next_batch(self) -> list[tuple[_Received, list[Point], list[Point]]]:
-        """Validated messages until batch_max_points points or batch_max_seconds after the first one."""
+        """Validated messages until batch_max_points points, inflight_window messages (no more can come
+        before an acknowledgement) or batch_max_seconds after the first one."""
         try:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
@@ -399,7 +441,7 @@ class Collector:
         batch = [(first, *self._convert(first))]
         size = len(batch[0][1]) + len(batch[0][2])
         deadline = time.monotonic() + self.batch_max_seconds
-        while size < self.batch_max_points:
+        while size < self.batch_max_points and len(batch) < self.inflight_window:
             # Stopping: take only what is already queued.
             wait = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
             try:
@@ -472,8 +514,7 @@ class Collector:
                     )
                     self._forget(len(batch))  # left to the broker's session
                     return
-                delay = min(self.retry_max_seconds, self.retry_initial_seconds * 2 ** min(attempt, 30))
-                delay = random.uniform(delay / 2, delay)
+                delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
                 attempt += 1
                 with self._stats_lock:
                     self._stats.store_retries += 1
@@ -610,6 +651,16 @@ class Collector:
         )
 
 
+def retry_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with "equal jitter".
+
+    The jitter (a random point in the upper half) keeps collectors that failed together from
+    retrying together against a store that is just coming back.
+    """
+    ceiling = min(maximum, initial * 2 ** min(attempt, 30))
+    return random.uniform(ceiling / 2, ceiling)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -633,4 +684,4 @@ def _point_json(point: Point) -> bytes:
     ).encode()
 
 
-__all__ = ["DEAD_LETTER", "BrokerAddress", "Collector", "CollectorStats", "Reason"]
+__all__ = ["DEAD_LETTER", "BrokerAddress", "Collector", "CollectorStats", "Reason", "retry_delay"]

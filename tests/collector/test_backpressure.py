@@ -1,0 +1,127 @@
+"""Batching and backpressure: gzip on the wire, backoff with jitter, a bounded in-flight window."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from collector.service import Collector, retry_delay
+from collector.store import Point
+from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from collector.store.sqlite import SqliteStore
+from tests.collector.helpers import (
+    Agent,
+    ByteCountingRelay,
+    expected_rows,
+    fast,
+    started,
+    stored,
+    wait_until,
+)
+from tests.services import InfluxDB, Mosquitto, VictoriaMetrics
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
+
+
+def compressible_points(count: int) -> list[Point]:
+    return [
+        Point("electricity", {"device": f"meter-{i % 10}", "agent": "agent-1"}, T0 + i, {"kwh": float(i)})
+        for i in range(count)
+    ]
+
+
+def test_writes_to_influxdb_v1_are_gzipped_on_the_wire(influxdb: InfluxDB) -> None:
+    points = compressible_points(5000)
+    raw = sum(len(to_line_protocol(p)) + 1 for p in points)
+    relay = ByteCountingRelay(influxdb.port)
+    database = f"gzip_{uuid.uuid4().hex[:8]}"
+    influxdb.create_database(database)
+    store = InfluxV1Store(f"http://127.0.0.1:{relay.port}", database)
+    try:
+        store.write(points)
+        assert relay.sent < raw / 5, f"{relay.sent} bytes sent for {raw} bytes of line protocol"
+        assert len(store.range(measurement="electricity", start_ms=0, end_ms=2**62)) == 5000
+    finally:
+        store.close()
+        relay.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_writes_through_the_v2_api_are_gzipped_on_the_wire(victoria_metrics: VictoriaMetrics) -> None:
+    points = compressible_points(5000)
+    raw = sum(len(to_line_protocol(p)) + 1 for p in points)
+    relay = ByteCountingRelay(victoria_metrics.port)
+    store = InfluxV2Store(f"http://127.0.0.1:{relay.port}", org="city", bucket="telemetry", token="t")
+    try:
+        store.write(points)
+        assert 0 < relay.sent < raw / 5, f"{relay.sent} bytes sent for {raw} bytes of line protocol"
+    finally:
+        store.close()
+        relay.close()
+
+
+def test_retry_delays_grow_exponentially_up_to_the_cap_with_jitter() -> None:
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (10_000, 30.0)]:
+        delays = [retry_delay(attempt, 0.5, 30.0) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, min(delays), max(delays))
+        assert len(set(delays)) > 100, "no jitter"
+
+
+def test_the_in_flight_window_bounds_what_the_collector_holds_while_the_store_is_down(
+    mosquitto: Mosquitto, agent: Agent, influxdb: InfluxDB
+) -> None:
+    """The database does not exist yet (404: unavailable); the broker keeps all but the window."""
+    database = f"window_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    window = 5
+    collector = started(fast(mosquitto, store, inflight_window=window))
+    try:
+        for _ in range(40):
+            agent.publish(agent.batch(count=2))
+        wait_until(lambda: collector.stats.store_retries >= 3, "retries")
+        time.sleep(0.3)
+        text = collector.metrics_text()
+        assert f"citygw_collector_unacked_messages {window}" in text.splitlines()
+        assert collector.stats.messages == 0
+
+        store.ensure_database()
+        wait_until(lambda: collector.stats.messages == 40, "every message once the store is back")
+        assert stored(store) == expected_rows(agent, range(40), 2)
+        assert collector.stats.batches >= 40 // window
+    finally:
+        collector.stop()
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_a_batch_closes_when_the_in_flight_window_is_full_without_waiting_for_the_timer(
+    mosquitto: Mosquitto, agent: Agent, influxdb: InfluxDB
+) -> None:
+    """One reading per message: no more messages can come before an ack, so waiting is pointless."""
+    database = f"window_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    collector = started(fast(mosquitto, store, inflight_window=3, batch_max_seconds=30))
+    try:
+        started_at = time.monotonic()
+        for _ in range(6):
+            agent.publish(agent.batch(count=1))
+        wait_until(lambda: collector.stats.messages == 6, "every message", timeout=5)
+        assert time.monotonic() - started_at < 5
+        assert collector.stats.batches == 2
+    finally:
+        collector.stop()
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_inflight_window_must_fit_mqtt_receive_maximum(mosquitto: Mosquitto) -> None:
+    store = SqliteStore(":memory:")
+    for bad in (0, 65536):
+        with pytest.raises(ValueError, match="inflight_window"):
+            Collector(mosquitto.url, store, inflight_window=bad)
+    store.close()
