@@ -141,6 +141,7 @@ class NmeaLine(_Line):
     kind: Literal["nmea"]
     port: str = Field(min_length=1)
     baudrate: int = Field(default=9600, gt=0)
+    timeout: float = Field(default=5.0, gt=0, le=600, description="seconds of silence before a timeout")
 
 
 Line = Annotated[TcpLine | RtuLine | NmeaLine, Field(discriminator="kind")]
@@ -373,12 +374,9 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
 
 def known_profiles() -> list[str]:
     """Names of the profiles shipped in ``firmware_bridge/profiles``."""
-    try:
-        import firmware_bridge
-    except ImportError:
-        return []
-    folder = Path(firmware_bridge.__file__).parent / "profiles"
-    return sorted(p.stem for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json", ".toml"))
+    from firmware_bridge.profile import available_profiles
+
+    return available_profiles()
 
 
 _FIXES = {

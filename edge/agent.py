@@ -1,0 +1,107 @@
+"""The edge agent: lines, pollers, journal and publisher in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from citygw import wire
+from edge.config import AgentConfig, NmeaLine, load_agent_config
+from edge.journal import Journal
+from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
+from edge.publisher import Publisher
+from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.profile import Profile, load_profile
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """One Raspberry Pi's agent; ``run()`` until cancelled."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        profiles: Callable[[str], Profile] = load_profile,
+        version: str | None = None,
+    ) -> None:
+        self.config = config
+        self.board = HealthBoard()
+        self.profiles = {d.profile: profiles(d.profile) for d in config.devices if d.profile is not None}
+        self.version = version
+        self.journal: Journal | None = None
+        self.publisher: Publisher | None = None
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        """Poll, journal and publish until cancelled; then close the lines and the journal."""
+        config = self.config
+        journal = Journal(config.journal.path, config.agent_id, fsync=config.journal.fsync)
+        self.journal = journal
+        publisher = Publisher(config, journal, version=self.version)
+        self.publisher = publisher
+        try:
+            async with contextlib.AsyncExitStack() as lines, asyncio.TaskGroup() as tasks:
+                tasks.create_task(publisher.run(), name="publisher")
+                tasks.create_task(self._publish_health(publisher, journal), name="health")
+                for line in config.lines:
+                    devices = config.devices_on(line.id)
+                    if not devices:
+                        continue
+                    if isinstance(line, NmeaLine):
+                        gps = GpsPoller(line, devices[0], journal=journal, board=self.board, site=config.site)
+                        tasks.create_task(gps.run(), name=f"line:{line.id}")
+                        continue
+                    if line.kind == "tcp":
+                        modbus = ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
+                    else:
+                        modbus = ModbusLine.rtu(
+                            port=line.port,
+                            baudrate=line.baudrate,
+                            parity=line.parity,
+                            stopbits=line.stopbits,
+                            bytesize=line.bytesize,
+                            timeout=line.timeout,
+                        )
+                    await lines.enter_async_context(modbus)
+                    poller = ModbusPoller(
+                        modbus,
+                        [(d, self.profiles[d.profile or ""]) for d in devices],
+                        journal=journal,
+                        board=self.board,
+                        site=config.site,
+                    )
+                    tasks.create_task(poller.run(), name=f"line:{line.id}")
+                log.info(
+                    "agent %s polling %d devices on %d lines, publishing to %s",
+                    config.agent_id,
+                    len(config.devices),
+                    len(config.lines),
+                    config.broker.redacted_url,
+                )
+                self.started.set()
+        finally:
+            journal.close()
+
+    def health(self) -> wire.Health:
+        assert self.journal is not None
+        return wire.Health(
+            agent=self.config.agent_id,
+            ts=now_ms(),
+            devices=self.board.snapshot(),
+            journal=self.journal.health(),
+        )
+
+    async def _publish_health(self, publisher: Publisher, journal: Journal) -> None:
+        while True:
+            await asyncio.sleep(self.config.health.interval)
+            await publisher.publish_health(self.health())
+
+
+async def run_agent(config_path: str | Path) -> None:
+    """Load the config file and run the agent until cancelled (the CLI's entry point)."""
+    await Agent(load_agent_config(config_path)).run()

@@ -1,0 +1,157 @@
+"""The whole agent against real Mosquitto and the firmware simulators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from citygw import wire
+from edge.agent import Agent
+from firmware_bridge.nmea import GpsFix
+from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_tcp
+from tests.edge.conftest import Watcher, agent_config, watching
+from tests.services import Mosquitto
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(agent.run(), name="agent")
+    try:
+        await asyncio.wait_for(agent.started.wait(), 10)
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def readings_of(watcher: Watcher, device: str) -> list[wire.Reading]:
+    return [r for batch in watcher.batches() for r in batch.readings if r.device == device]
+
+
+def modbus_devices(port: int, *units: tuple[str, str, int]) -> dict[str, Any]:
+    return {
+        "lines": [{"id": "tcp-sim", "kind": "tcp", "host": "127.0.0.1", "port": port, "timeout": 0.2}],
+        "devices": [
+            {
+                "id": device,
+                "profile": profile,
+                "line": "tcp-sim",
+                "unit": unit,
+                "poll_s": 0.2,
+                "tags": {"district": "d1"},
+            }
+            for device, profile, unit in units
+        ],
+    }
+
+
+async def test_agent_publishes_what_the_devices_hold(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1, values={"pm25": 12.3, "no2": 41})
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=2)
+    async with serve_tcp([aq, meter]) as endpoint:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            **modbus_devices(endpoint.port, ("aq-1", "vaisala_aqt530", 1), ("meter-1", "eastron_sdm120", 2)),
+        )
+        agent = Agent(config)
+        before = time.time_ns() // 1_000_000
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for(
+                "both devices", lambda: bool(readings_of(watcher, "aq-1") and readings_of(watcher, "meter-1"))
+            )
+        after = time.time_ns() // 1_000_000
+    first_aq = readings_of(watcher, "aq-1")[0]
+    assert first_aq.fields == aq.expected()
+    assert first_aq.measurement == "air_quality"
+    assert first_aq.tags == {"district": "d1", "site": "test-site"}
+    assert before <= first_aq.ts <= after
+    assert readings_of(watcher, "meter-1")[0].fields == meter.expected()
+    assert readings_of(watcher, "meter-1")[0].measurement == meter.profile.measurement
+
+
+async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    dead = ModbusDeviceSimulator("eastron_sdm120", unit=2)
+    dead.offline = True
+    async with serve_tcp([aq, dead]) as endpoint:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            **modbus_devices(
+                endpoint.port, ("aq-1", "vaisala_aqt530", 1), ("meter-dead", "eastron_sdm120", 2)
+            ),
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await asyncio.sleep(3.0)
+            await watcher.wait_for("health", lambda: bool(watcher.on(wire.Channel.HEALTH)))
+            health = wire.Health.model_validate_json(watcher.on(wire.Channel.HEALTH)[-1].payload)
+            dead_attempts = len(dead.requests)
+
+    live = readings_of(watcher, "aq-1")
+    assert len(live) >= 8, f"only {len(live)} readings of the live device in 3 s at 0.2 s"
+    assert not readings_of(watcher, "meter-dead")
+    assert health.devices["meter-dead"].state is wire.DeviceState.TIMEOUT
+    assert health.devices["meter-dead"].last_ok is None
+    assert health.devices["aq-1"].state is wire.DeviceState.OK
+    assert health.devices["aq-1"].reads >= 8
+    # Without backoff it would be tried 15 times in 3 s; doubling from 0.2 s allows about 4.
+    assert 2 <= dead_attempts <= 6, dead_attempts
+
+
+async def test_gps_positions_at_most_every_poll_s(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    route = [(48.8566, 2.3522), (48.8606, 2.3376)]
+    async with BusGpsSimulator(route, period=0.1, vehicle_id="bus-7") as gps:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            lines=[{"id": "gps", "kind": "nmea", "port": gps.port, "timeout": 1.0}],
+            devices=[
+                {
+                    "id": "bus-7-gps",
+                    "line": "gps",
+                    "poll_s": 0.5,
+                    "vehicle": {"id": "bus-7", "label": "Bus 7", "route": "12"},
+                }
+            ],
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("4 positions", lambda: len(readings_of(watcher, "bus-7-gps")) >= 4)
+            gps.inject(b"$GPRMC,garbage*00\r\n\x00\xff noise\r\n")
+            emitted = {fix.ts_ms: fix for fix in gps.emitted}
+            await asyncio.sleep(0.3)
+            assert agent.board.devices["bus-7-gps"].failures >= 1
+            gps.no_fix = True
+            await watcher.wait_for(
+                "no_fix", lambda: agent.board.devices["bus-7-gps"].state is wire.DeviceState.NO_FIX
+            )
+
+    positions = readings_of(watcher, "bus-7-gps")
+    assert all(p.measurement == "vehicle_position" for p in positions)
+    assert positions[0].tags == {
+        "vehicle": "bus-7",
+        "vehicle_label": "Bus 7",
+        "route": "12",
+        "site": "test-site",
+    }
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(positions)]
+    assert all(gap >= 500 for gap in gaps), gaps
+    fix = emitted[positions[1].ts]
+    assert isinstance(fix, GpsFix)
+    assert positions[1].fields == {
+        "lat": fix.lat,
+        "lon": fix.lon,
+        "speed_mps": fix.speed_mps,
+        "course_deg": fix.course_deg,
+        "fix_quality": 1,
+        "satellites": fix.satellites,
+        "hdop": fix.hdop,
+    }
