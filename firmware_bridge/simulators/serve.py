@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerRTU
-from pymodbus.pdu import DecodePDU, ModbusPDU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import SimDevice
 from pymodbus.simulator.simcore import SimCore
 
@@ -38,6 +40,45 @@ def _devices(simulators: Iterable[ModbusDeviceSimulator]) -> list[SimDevice]:
     return list(devices.values())
 
 
+class _GatewayConnection(ServerRequestHandler):
+    """One client connection of the simulated gateway, answering each request under its own id.
+
+    pymodbus 3.16's handler reads ``last_pdu`` again after awaiting the datastore, so a slow
+    device's late answer would go out under the next request's transaction and unit id. Here each
+    answer task holds on to its own request.
+    """
+
+    _answers: set[asyncio.Task[None]]
+
+    def handle_later(self) -> None:
+        request, addr = self.last_pdu, self.last_addr
+        if request is None:
+            return
+        if not hasattr(self, "_answers"):
+            self._answers = set()
+        task = asyncio.get_running_loop().create_task(self._answer(request, addr))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, request: ModbusPDU, addr: tuple[str, int] | None) -> None:
+        try:
+            response = await request.datastore_update(self.server.context, request.dev_id)
+        except NoSuchIdException:
+            return  # an offline device: silence, the client times out
+        except Exception:  # a simulator bug answers as a failing device, as pymodbus does
+            response = ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+        response.transaction_id = request.transaction_id
+        response.dev_id = request.dev_id
+        self.server_send(response, addr)  # type: ignore[no-untyped-call]
+
+
+class _Gateway(ModbusTcpServer):
+    def callback_new_connection(self) -> _GatewayConnection:
+        return _GatewayConnection(  # type: ignore[no-untyped-call]
+            self, self.trace_packet, self.trace_pdu, self.trace_connect
+        )
+
+
 @asynccontextmanager
 async def serve_tcp(
     simulators: Iterable[ModbusDeviceSimulator], *, host: str = "127.0.0.1", port: int = 0
@@ -46,7 +87,7 @@ async def serve_tcp(
     devices = _devices(simulators)
     if all(d.id != 0 for d in devices):
         devices.append(gateway_placeholder())
-    server = ModbusTcpServer(devices, address=(host, port), ignore_missing_devices=True)
+    server = _Gateway(devices, address=(host, port), ignore_missing_devices=True)
     await server.serve_forever(background=True)
     listener = server.transport
     if not isinstance(listener, asyncio.Server):  # pragma: no cover - pymodbus listens with a Server
