@@ -603,6 +603,11 @@ class Collector:
                         message, Reason.TIMESTAMP, error, wire.encode(reading), agent=batch.agent
                     )
                 )
+            elif (too_big := _first_out_of_int64(reading.fields)) is not None:
+                error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
+                dead.append(
+                    self._dead_letter(message, Reason.SCHEMA, error, wire.encode(reading), agent=batch.agent)
+                )
             else:
                 tags = {**reading.tags, "device": reading.device, "agent": batch.agent}
                 points.append(Point(reading.measurement, tags, reading.ts, dict(reading.fields)))
@@ -659,6 +664,17 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
     """
     ceiling = min(maximum, initial * 2 ** min(attempt, 30))
     return random.uniform(ceiling / 2, ceiling)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:
+    """The name of the first integer field no store can hold (JSON integers are unbounded)."""
+    for name, value in fields.items():
+        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            return name
+    return None
 
 
 def _now_ms() -> int:
