@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -104,6 +106,21 @@ async def watching(url: str, topic_filter: str = f"citygw/v1/{AGENT}/#", **kw: A
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def save_sessions(mosquitto: Mosquitto) -> None:
+    """Make Mosquitto write its persistence file now (SIGUSR1) and wait until it did."""
+    db = mosquitto.workdir / "mosquitto.db"
+    before = db.stat().st_mtime_ns if db.exists() else 0
+    assert mosquitto.proc is not None
+    os.kill(mosquitto.proc.pid, signal.SIGUSR1)
+    for _ in range(250):
+        if db.exists() and db.stat().st_mtime_ns != before:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("Mosquitto did not save its persistence file")
+    await asyncio.sleep(0.1)  # written via a temporary file and a rename; let the rename land
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from citygw import wire
 from edge.agent import Agent
 from firmware_bridge.nmea import GpsFix
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_tcp
-from tests.edge.conftest import Watcher, agent_config, watching
+from tests.edge.conftest import Watcher, agent_config, save_sessions, watching
 from tests.services import Mosquitto
 
 
@@ -155,3 +155,36 @@ async def test_gps_positions_at_most_every_poll_s(tmp_path: Path, mosquitto: Mos
         "satellites": fix.satellites,
         "hdop": fix.hdop,
     }
+
+
+async def test_polling_goes_on_through_a_broker_outage(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with serve_tcp([aq]) as endpoint:
+        config = agent_config(
+            tmp_path, mosquitto.url, **modbus_devices(endpoint.port, ("aq-1", "vaisala_aqt530", 1))
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("first readings", lambda: len(readings_of(watcher, "aq-1")) >= 3)
+            await save_sessions(mosquitto)
+            mosquitto.kill()
+            assert agent.journal is not None
+            backlog = agent.journal.backlog()
+            await asyncio.sleep(1.5)
+            assert agent.journal.backlog() >= backlog + 5, "polling must go on while the link is down"
+            mosquitto.start()
+            await watcher.wait_for(
+                "reconnect", lambda: agent.publisher is not None and agent.publisher.connected.is_set()
+            )
+            await asyncio.sleep(0.5)
+            await watcher.wait_for(
+                "the backlog", lambda: agent.journal is not None and agent.journal.backlog() < 3
+            )
+            await asyncio.sleep(0.5)
+
+    timestamps = [r.ts for r in readings_of(watcher, "aq-1")]
+    assert timestamps == sorted(timestamps)
+    unique = sorted(set(timestamps))
+    gaps = [b - a for a, b in itertools.pairwise(unique)]
+    assert max(gaps) < 800, f"a hole in the data: {max(gaps)} ms between readings"
+    assert unique[-1] - unique[0] > 2500

@@ -13,7 +13,7 @@ from citygw import wire
 from edge.config import AgentConfig
 from edge.journal import Journal
 from edge.publisher import Publisher
-from tests.edge.conftest import AGENT, Watcher, agent_config, watching
+from tests.edge.conftest import AGENT, Watcher, agent_config, save_sessions, watching
 from tests.services import Mosquitto
 
 
@@ -50,21 +50,6 @@ async def running(publisher: Publisher) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def save_sessions(mosquitto: Mosquitto) -> None:
-    """Make Mosquitto write its persistence file now (SIGUSR1) and wait until it did."""
-    db = mosquitto.workdir / "mosquitto.db"
-    before = db.stat().st_mtime_ns if db.exists() else 0
-    assert mosquitto.proc is not None
-    os.kill(mosquitto.proc.pid, signal.SIGUSR1)
-    for _ in range(250):
-        if db.exists() and db.stat().st_mtime_ns != before:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("Mosquitto did not save its persistence file")
-    await asyncio.sleep(0.1)  # written via a temporary file and a rename; let the rename land
 
 
 def setup(tmp_path: Path, url: str) -> tuple[AgentConfig, Journal, Publisher]:
