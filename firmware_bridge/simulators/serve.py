@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import os
 import pty
+import time
 import tty
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -21,6 +23,7 @@ from pymodbus.simulator import SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator, gateway_placeholder
+from firmware_bridge.timing import SerialLine
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,25 @@ class RtuResponder:
     """The device end of an RS-485 line: answers RTU frames from a file descriptor (a pty master).
 
     Built from pymodbus's RTU framer, request decoder and datastore; units that are not simulated
-    stay silent, as on a real bus.
+    stay silent, as on a real bus. With a ``line`` (baud rate and character format) the wire is
+    simulated too: a request occupies the line for its bytes' time, a device answers only after
+    the 3.5-character silence that ends the request, and its answer leaves byte by byte at the
+    baud rate. Without one, answers go out at memory speed.
     """
 
-    def __init__(self, simulators: Iterable[ModbusDeviceSimulator], fd: int) -> None:
+    def __init__(
+        self, simulators: Iterable[ModbusDeviceSimulator], fd: int, *, line: SerialLine | None = None
+    ) -> None:
         self._simulators = {s.unit: s for s in simulators}
         devices = _devices(self._simulators.values())
         self._core = SimCore(devices)
         self._framer = FramerRTU(DecodePDU(True))
         self._fd = fd
+        self._line = line
         self._buffer = b""
+        self._first_byte_at = 0.0
+        # When the last frame on the simulated wire ends (monotonic seconds).
+        self._wire_free_at = 0.0
         self._pending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -128,20 +140,35 @@ class RtuResponder:
 
     def _on_readable(self) -> None:
         try:
-            self._buffer += os.read(self._fd, 4096)
+            data = os.read(self._fd, 4096)
         except OSError:  # EIO: no one has the other end open right now
             return
+        if not self._buffer:
+            self._first_byte_at = time.monotonic()
+        self._buffer += data
         while self._buffer:
             used, pdu = self._framer.handleFrame(self._buffer, 0, 0)
             if not used:
                 return
+            answer_at = self._request_on_wire(used)
             self._buffer = self._buffer[used:]
             if pdu is not None and pdu.dev_id in self._simulators:
-                task = asyncio.create_task(self._answer(pdu), name=f"rtu-answer-{pdu.dev_id}")
+                task = asyncio.create_task(self._answer(pdu, answer_at), name=f"rtu-answer-{pdu.dev_id}")
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
-    async def _answer(self, pdu: ModbusPDU) -> None:
+    def _request_on_wire(self, size: int) -> float:
+        """Put a request of ``size`` bytes on the simulated wire; when a device may start answering."""
+        if self._line is None:
+            return 0.0
+        # The master's frame starts once the line has been silent for t3.5 after the last frame.
+        start = max(self._first_byte_at, self._wire_free_at + self._line.silence)
+        self._wire_free_at = start + self._line.frame_time(size)
+        self._first_byte_at = self._wire_free_at
+        return self._wire_free_at + self._line.silence
+
+    async def _answer(self, pdu: ModbusPDU, answer_at: float) -> None:
+        await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
         try:
             # SimCore is the datastore pymodbus's own servers hand to datastore_update.
             response = await pdu.datastore_update(self._core, pdu.dev_id)  # type: ignore[arg-type]
@@ -151,20 +178,45 @@ class RtuResponder:
         frame = self._framer.buildFrame(response)
         if self._simulators[pdu.dev_id].crc_error:
             frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
-        os.write(self._fd, frame)
+        if self._line is None:
+            os.write(self._fd, frame)
+            return
+        start = max(time.monotonic(), self._wire_free_at + self._line.silence)
+        self._wire_free_at = start + self._line.frame_time(len(frame))
+        await self._transmit(frame, start, self._line.character_time)
+
+    async def _transmit(self, frame: bytes, start: float, character_time: float) -> None:
+        """Hand the frame to the pty byte by byte, each when its last bit would have left the wire."""
+        sent = 0
+        while sent < len(frame):
+            now = time.monotonic()
+            due = min(len(frame), int((now - start) / character_time))
+            if due > sent:
+                os.write(self._fd, frame[sent:due])
+                sent = due
+            if sent < len(frame):
+                await asyncio.sleep(max(0.0, start + (sent + 1) * character_time - time.monotonic()))
 
 
 @asynccontextmanager
-async def serve_serial_pty(simulators: Iterable[ModbusDeviceSimulator]) -> AsyncIterator[str]:
+async def serve_serial_pty(
+    simulators: Iterable[ModbusDeviceSimulator],
+    *,
+    baudrate: int | None = None,
+    parity: Literal["N", "E", "O"] = "N",
+    stopbits: Literal[1, 2] = 1,
+) -> AsyncIterator[str]:
     """Serve the simulators as Modbus RTU devices behind a pseudo-terminal; yields the port to open.
 
-    ptys ignore the baud rate: answers arrive at memory speed, not at 9600 baud.
+    ptys ignore the baud rate the client sets. With ``baudrate`` the responder paces the line
+    itself (see ``RtuResponder``), so bus timing can be measured; None answers at memory speed.
     """
     master, slave = pty.openpty()
     # Raw mode before any client opens it: no echo, no line editing of binary frames.
     tty.setraw(slave)
     os.set_blocking(master, False)
-    responder = RtuResponder(simulators, master)
+    line = None if baudrate is None else SerialLine(baudrate, parity=parity, stopbits=stopbits)
+    responder = RtuResponder(simulators, master, line=line)
     responder.start()
     try:
         yield os.ttyname(slave)
