@@ -7,6 +7,9 @@ message and the collector can tell a duplicate from a gap.
 
 ``fsync="normal"`` (synchronous=NORMAL) may lose the last transactions on power loss but
 never corrupts the file; ``fsync="full"`` syncs every commit.
+
+Calls are synchronous on the event loop: with synchronous=NORMAL a WAL commit does not wait
+for the disk (only checkpoints do); with ``full`` every commit waits for an fsync.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ class Journal:
         return seq, payload
 
     def ack(self, seq: int) -> int:
-        """The broker has the batch ``seq``: forget it and its readings; returns how many readings left."""
+        """The broker has the batch ``seq``: forget it and its readings; returns how many were forgotten."""
         with self._transaction():
             gone = self._db.execute("DELETE FROM readings WHERE batch_seq = ?", (seq,)).rowcount
             batches = self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,)).rowcount
