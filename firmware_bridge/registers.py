@@ -17,7 +17,7 @@ from pymodbus.exceptions import ModbusException
 
 from citygw.wire import FieldValue
 from firmware_bridge.errors import DecodeError
-from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, RegisterSpec
+from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, DataType, RegisterSpec, WordOrder
 
 # A float outside these magnitudes (other than 0) is no measurement: typically a value read
 # with the wrong word order, e.g. 12.5 word-swapped reads as 2.3e-41.
@@ -51,13 +51,10 @@ def decode_raw(spec: RegisterSpec, registers: Sequence[int]) -> bool | int | flo
         raise DecodeError(f"{spec.field}: got {len(registers)} registers, expected {spec.register_count}")
     if spec.type == "bit":
         return bool(registers[0])
-    words = _swap_bytes(registers) if spec.order in ("BADC", "DCBA") else list(registers)
     try:
-        value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[spec.type], _word_order(spec))
-    except (ModbusException, UnicodeDecodeError) as exc:
-        raise DecodeError(f"{spec.field}: registers {list(registers)} do not decode as {spec.type}") from exc
-    if not isinstance(value, int | float | str):
-        raise DecodeError(f"{spec.field}: registers {list(registers)} decode to {value!r}")
+        value = convert(registers, spec.type, spec.order)
+    except ValueError as exc:
+        raise DecodeError(f"{spec.field}: {exc}") from exc
     if isinstance(value, float) and not math.isfinite(value):
         raise DecodeError(f"{spec.field}: the device reports {value} (no valid measurement)")
     if isinstance(value, float) and not is_plausible_float(value):
@@ -67,6 +64,21 @@ def decode_raw(spec: RegisterSpec, registers: Sequence[int]) -> bool | int | flo
         )
     if isinstance(value, int) and (spec.mask is not None or spec.shift):
         value = (value >> spec.shift) & (spec.mask if spec.mask is not None else -1)
+    return value
+
+
+def convert(registers: Sequence[int], type_: DataType, order: WordOrder) -> int | float | str:
+    """Registers as one value of ``type_`` under ``order``, no checks (ValueError if impossible)."""
+    if type_ == "bit":
+        raise ValueError("a bit is not made of registers")
+    words = _swap_bytes(registers) if order in ("BADC", "DCBA") else list(registers)
+    word_order: Literal["big", "little"] = "little" if order in ("CDAB", "DCBA") else "big"
+    try:
+        value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[type_], word_order)
+    except (ModbusException, UnicodeDecodeError) as exc:
+        raise ValueError(f"registers {list(registers)} do not decode as {type_}") from exc
+    if not isinstance(value, int | float | str):
+        raise ValueError(f"registers {list(registers)} decode to {value!r}")
     return value
 
 

@@ -1,0 +1,147 @@
+"""A field engineer's probe: raw registers of a live device and every plausible reading of them.
+
+Writing a profile for an unknown device starts here: read a range, find the known value (the
+meter's display says 230.5 V) in the table, and the row names type, word order and address.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+from citygw.wire import FieldValue
+from firmware_bridge.errors import DecodeError
+from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.planner import MAX_BITS, MAX_REGISTERS, ReadRequest, plan_requests
+from firmware_bridge.profile import BIT_TABLES, DataType, Profile, Table, WordOrder
+from firmware_bridge.registers import convert, decode, is_plausible_float
+
+WORD_ORDERS: tuple[WordOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
+SINGLE_TYPES: tuple[DataType, ...] = ("u16", "i16")
+DOUBLE_TYPES: tuple[DataType, ...] = ("u32", "i32", "f32")
+
+ProbedValue = FieldValue | DecodeError
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reading of the registers starting at ``address``: type, word order and value.
+
+    ``value`` is None when the registers cannot be that type in earnest (NaN, infinity, or a
+    float no sensor measures); ``note`` then says why, and ``registers`` still shows the raw words.
+    """
+
+    address: int
+    registers: tuple[int, ...]
+    type: DataType
+    order: WordOrder | None
+    value: int | float | None
+    note: str = ""
+
+
+async def probe_registers(line: ModbusLine, unit: int, table: Table, address: int, count: int) -> list[int]:
+    """Raw registers (bits as 0/1) of ``count`` addresses from ``address``, in one read."""
+    limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
+    if not 1 <= count <= limit:
+        raise ValueError(f"count {count} is outside 1..{limit}, what one {table} read may ask for")
+    if not 0 <= address <= 0xFFFF - count + 1:
+        raise ValueError(f"addresses {address}..{address + count - 1} run outside 0..65535")
+    return await line.read_request(unit, ReadRequest(table, address, count, ()))
+
+
+def interpretations(words: Sequence[int], address: int) -> list[Row]:
+    """Per starting register: u16 and i16, then u32, i32 and f32 under each word order."""
+    rows: list[Row] = []
+    for i, word in enumerate(words):
+        start = address + i
+        rows.extend(Row(start, (word,), t, None, _number(convert([word], t, "ABCD"))) for t in SINGLE_TYPES)
+        if i + 1 >= len(words):
+            continue
+        pair = (word, words[i + 1])
+        for order in WORD_ORDERS:
+            for type_ in DOUBLE_TYPES:
+                rows.append(_reading(start, pair, type_, order))
+    return rows
+
+
+def _reading(start: int, pair: tuple[int, int], type_: DataType, order: WordOrder) -> Row:
+    value = _number(convert(pair, type_, order))
+    if isinstance(value, float) and not is_plausible_float(value):
+        note = "nan" if math.isnan(value) else "inf" if math.isinf(value) else f"implausible ({value:.3g})"
+        return Row(start, pair, type_, order, None, note)
+    return Row(start, pair, type_, order, value)
+
+
+def _number(value: int | float | str) -> int | float:
+    if isinstance(value, str):  # pragma: no cover - only the string type converts to str
+        raise TypeError(value)
+    return value
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A terminal table: one block per starting address, one line per word order."""
+    header = (
+        f"{'addr':>5}  {'hex':>6}  {'raw':<9}  {'u16':>5}  {'i16':>6}  order  {'u32':>10}  {'i32':>11}  f32"
+    )
+    lines = [header, "-" * len(header)]
+    for address, group in groupby(rows, key=lambda r: r.address):
+        block = list(group)
+        singles = {r.type: r for r in block if r.order is None}
+        pairs = [r for r in block if r.order is not None]
+        raw = " ".join(f"{w:04X}" for w in (pairs[0].registers if pairs else singles["u16"].registers))
+        head = (
+            f"{address:>5}  {address:#06x}  {raw:<9}  {_cell(singles['u16']):>5}  {_cell(singles['i16']):>6}"
+        )
+        if not pairs:
+            lines.append(head)
+            continue
+        for n, (order, readings) in enumerate(groupby(pairs, key=lambda r: r.order)):
+            by_type = {r.type: r for r in readings}
+            prefix = head if n == 0 else " " * len(head)
+            lines.append(
+                f"{prefix}  {order}   {_cell(by_type['u32']):>10}  {_cell(by_type['i32']):>11}  "
+                f"{_cell(by_type['f32'])}"
+            )
+    return "\n".join(lines)
+
+
+def _cell(row: Row) -> str:
+    if row.value is None:
+        return row.note
+    if isinstance(row.value, float):
+        return f"{row.value:.7g}"
+    return str(row.value)
+
+
+async def probe_profile(line: ModbusLine, unit: int, profile: Profile) -> dict[str, ProbedValue]:
+    """Every field of ``profile`` read from the device; a field that does not decode keeps its error.
+
+    A device that does not answer raises (``DeviceError``) as for any read.
+    """
+    requests = plan_requests(
+        profile.registers, max_registers=profile.max_registers, forbidden=profile.forbidden
+    )
+    values: dict[str, ProbedValue] = {}
+    for request in requests:
+        words = await line.read_request(unit, request)
+        for spec in request.specs:
+            try:
+                values[spec.field] = decode(spec, request.slice_for(spec, words))
+            except DecodeError as exc:
+                values[spec.field] = exc
+    return {spec.field: values[spec.field] for spec in profile.registers}
+
+
+def format_values(profile: Profile, values: dict[str, ProbedValue]) -> str:
+    """Decoded fields for a terminal: field, value and unit, where it lives, and decode errors."""
+    width = max(len(s.field) for s in profile.registers)
+    lines = []
+    for spec in profile.registers:
+        value = values.get(spec.field)
+        where = f"{spec.table} {spec.address} {spec.type} {spec.order}"
+        unit = f" {spec.unit}" if spec.unit else ""
+        shown = f"ERROR {value}" if isinstance(value, DecodeError) else f"{value}{unit}"
+        lines.append(f"{spec.field:<{width}}  {shown:<24}  ({where})")
+    return "\n".join(lines)

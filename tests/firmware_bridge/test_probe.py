@@ -1,0 +1,114 @@
+"""The field engineer's probe against the simulators: a known value shows up under its word order."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge.errors import DecodeError, DeviceTimeout
+from firmware_bridge.probe import (
+    Row,
+    format_table,
+    format_values,
+    interpretations,
+    probe_profile,
+    probe_registers,
+)
+from firmware_bridge.simulators import ModbusDeviceSimulator
+from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
+
+
+def reading(rows: list[Row], address: int, type_: str, order: str | None) -> Row:
+    (row,) = [r for r in rows if (r.address, r.type, r.order) == (address, type_, order)]
+    return row
+
+
+def orders_reading(rows: list[Row], type_: str, value: float) -> set[tuple[int, str | None]]:
+    return {(r.address, r.order) for r in rows if r.type == type_ and r.value == value}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_cdab_float_and_long_of_the_water_meter(transport: Transport) -> None:
+    meter = ModbusDeviceSimulator(
+        "tuf_2000m", unit=3, values={"flow_rate": 12.5, "positive_accumulator": 148213}
+    )
+    async with line_to(transport, [meter]) as line:
+        words = await probe_registers(line, 3, "holding", 0, 10)
+    assert words == [meter.image("holding").get(a, 0) for a in range(10)]
+    rows = interpretations(words, 0)
+    assert orders_reading(rows, "f32", 12.5) == {(0, "CDAB"), (1, "ABCD")}
+    assert (8, "CDAB") in orders_reading(rows, "u32", 148213)
+    assert reading(rows, 8, "i32", "CDAB").value == 148213
+    # The same words read big-endian are no measurement: shown raw, not as a value.
+    swapped = reading(rows, 0, "f32", "ABCD")
+    assert swapped.value is None
+    assert swapped.note.startswith("implausible")
+    assert swapped.registers == (0x0000, 0x4148)
+    lines = format_table(rows).splitlines()
+    (at,) = [i for i, t in enumerate(lines) if t.rstrip().endswith(" 12.5") and "CDAB" in t]
+    # The CDAB line follows the block head of address 0, which shows the raw words.
+    assert lines[at - 1].split()[:5] == ["0", "0x0000", "0000", "4148", "0"]
+
+
+async def test_abcd_float_of_the_energy_meter_in_input_registers() -> None:
+    meter = ModbusDeviceSimulator("eastron_sdm630", values={"voltage_l1": 230.5})
+    async with line_to("tcp", [meter]) as line:
+        words = await probe_registers(line, 1, "input", 0, 4)
+    rows = interpretations(words, 0)
+    assert reading(rows, 0, "f32", "ABCD").value == 230.5
+    assert reading(rows, 0, "f32", "DCBA").value != 230.5
+
+
+def test_single_registers_and_the_last_one() -> None:
+    rows = interpretations([0xFFE7, 0x0370], 100)
+    assert reading(rows, 100, "u16", None).value == 0xFFE7
+    assert reading(rows, 100, "i16", None).value == -25
+    assert {r.type for r in rows if r.address == 101} == {"u16", "i16"}  # no pair starts at the end
+    assert len([r for r in rows if r.address == 100]) == 2 + 4 * 3
+    assert format_table(rows).splitlines()[-1].split()[:5] == ["101", "0x0065", "0370", "880", "880"]
+
+
+def test_nan_and_infinity_are_named() -> None:
+    rows = interpretations([0x7FC0, 0x0000, 0x7F80, 0x0000], 0)
+    assert reading(rows, 0, "f32", "ABCD").note == "nan"
+    assert reading(rows, 2, "f32", "ABCD").note == "inf"
+    assert reading(rows, 0, "u32", "ABCD").value == 0x7FC00000
+
+
+async def test_counts_outside_one_read_are_refused() -> None:
+    async with line_to("tcp", [ModbusDeviceSimulator("jxbs_3001")]) as line:
+        with pytest.raises(ValueError, match=r"1\.\.125"):
+            await probe_registers(line, 1, "holding", 0, 126)
+        with pytest.raises(ValueError, match=r"1\.\.2000"):
+            await probe_registers(line, 1, "coil", 0, 0)
+        with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+            await probe_registers(line, 1, "holding", 0xFFFF, 2)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_probe_through_a_profile(transport: Transport) -> None:
+    bin_sensor = ModbusDeviceSimulator("waste_bin_fill", unit=21, values={"tilt_alarm": 1})
+    async with line_to(transport, [bin_sensor]) as line:
+        values = await probe_profile(line, 21, bin_sensor.profile)
+    assert values == bin_sensor.expected()
+    text = format_values(bin_sensor.profile, values)
+    assert "fill_level   63.5 %" in text
+    assert "tilt_alarm   1" in text
+
+
+async def test_probe_keeps_going_past_a_field_that_does_not_decode() -> None:
+    meter = ModbusDeviceSimulator("tuf_2000m")
+    meter.word_swapped = True
+    async with line_to("tcp", [meter]) as line:
+        values = await probe_profile(line, 1, meter.profile)
+    assert isinstance(values["flow_rate"], DecodeError)
+    assert values["signal_quality"] == 87
+    assert "flow_rate" in format_values(meter.profile, values).splitlines()[0]
+    assert "ERROR" in format_values(meter.profile, values).splitlines()[0]
+
+
+async def test_probe_of_a_silent_device_raises() -> None:
+    meter = ModbusDeviceSimulator("tuf_2000m")
+    meter.offline = True
+    async with line_to("tcp", [meter]) as line:
+        with pytest.raises(DeviceTimeout):
+            await probe_profile(line, 1, meter.profile)
