@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from citygw import wire
-from edge.config import AgentConfig, NmeaLine, load_agent_config
+from edge.config import AgentConfig, NmeaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
@@ -17,6 +17,8 @@ from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import Profile, load_profile
 
 log = logging.getLogger(__name__)
+
+LINE_RETRY_S = 10.0
 
 
 class Agent:
@@ -45,7 +47,7 @@ class Agent:
         publisher = Publisher(config, journal, version=self.version)
         self.publisher = publisher
         try:
-            async with contextlib.AsyncExitStack() as lines, asyncio.TaskGroup() as tasks:
+            async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(publisher.run(), name="publisher")
                 tasks.create_task(self._publish_health(publisher, journal), name="health")
                 for line in config.lines:
@@ -55,27 +57,8 @@ class Agent:
                     if isinstance(line, NmeaLine):
                         gps = GpsPoller(line, devices[0], journal=journal, board=self.board, site=config.site)
                         tasks.create_task(gps.run(), name=f"line:{line.id}")
-                        continue
-                    if line.kind == "tcp":
-                        modbus = ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
                     else:
-                        modbus = ModbusLine.rtu(
-                            port=line.port,
-                            baudrate=line.baudrate,
-                            parity=line.parity,
-                            stopbits=line.stopbits,
-                            bytesize=line.bytesize,
-                            timeout=line.timeout,
-                        )
-                    await lines.enter_async_context(modbus)
-                    poller = ModbusPoller(
-                        modbus,
-                        [(d, self.profiles[d.profile or ""]) for d in devices],
-                        journal=journal,
-                        board=self.board,
-                        site=config.site,
-                    )
-                    tasks.create_task(poller.run(), name=f"line:{line.id}")
+                        tasks.create_task(self._own_modbus_line(line, journal), name=f"line:{line.id}")
                 log.info(
                     "agent %s polling %d devices on %d lines, publishing to %s",
                     config.agent_id,
@@ -86,6 +69,27 @@ class Agent:
                 self.started.set()
         finally:
             journal.close()
+
+    async def _own_modbus_line(self, line: TcpLine | RtuLine, journal: Journal) -> None:
+        """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
+        devices = self.config.devices_on(line.id)
+        while True:
+            modbus = _modbus_line(line)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(modbus)
+                except Exception as exc:  # serial drivers raise OSError, termios.error, ValueError...
+                    error = f"line {line.id} cannot be opened: {exc!r}"
+                    log.warning("%s; retrying in %.0f s", error, LINE_RETRY_S)
+                    for device in devices:
+                        self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
+                else:
+                    profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+                    poller = ModbusPoller(
+                        modbus, profiled, journal=journal, board=self.board, site=self.config.site
+                    )
+                    await poller.run()
+            await asyncio.sleep(LINE_RETRY_S)
 
     def health(self) -> wire.Health:
         assert self.journal is not None
@@ -100,6 +104,19 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.health.interval)
             await publisher.publish_health(self.health())
+
+
+def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
+    if isinstance(line, TcpLine):
+        return ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
+    return ModbusLine.rtu(
+        port=line.port,
+        baudrate=line.baudrate,
+        parity=line.parity,
+        stopbits=line.stopbits,
+        bytesize=line.bytesize,
+        timeout=line.timeout,
+    )
 
 
 async def run_agent(config_path: str | Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from citygw import wire
 from edge.agent import Agent
 from firmware_bridge.nmea import GpsFix
-from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_tcp
+from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp
 from tests.edge.conftest import Watcher, agent_config, save_sessions, watching
 from tests.services import Mosquitto
 
@@ -188,3 +188,34 @@ async def test_polling_goes_on_through_a_broker_outage(tmp_path: Path, mosquitto
     gaps = [b - a for a, b in itertools.pairwise(unique)]
     assert max(gaps) < 800, f"a hole in the data: {max(gaps)} ms between readings"
     assert unique[-1] - unique[0] > 2500
+
+
+async def test_rs485_line_and_lines_that_cannot_open(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A missing USB adapter or a mistyped port URL costs its own devices only."""
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=11)
+    async with serve_serial_pty([meter]) as port:
+        lines = [
+            {"id": "rs485-1", "kind": "rtu", "port": port, "baudrate": 19200, "timeout": 0.3},
+            {"id": "rs485-unplugged", "kind": "rtu", "port": "/dev/ttyCITYGW-missing", "timeout": 0.3},
+            {"id": "rs485-typo", "kind": "rtu", "port": "bogus://adapter", "timeout": 0.3},
+        ]
+        devices = [
+            {"id": "meter-11", "profile": "eastron_sdm120", "line": "rs485-1", "unit": 11, "poll_s": 0.2},
+            {
+                "id": "meter-gone",
+                "profile": "eastron_sdm120",
+                "line": "rs485-unplugged",
+                "unit": 1,
+                "poll_s": 0.2,
+            },
+            {"id": "meter-typo", "profile": "eastron_sdm120", "line": "rs485-typo", "unit": 1, "poll_s": 0.2},
+        ]
+        agent = Agent(agent_config(tmp_path, mosquitto.url, lines=lines, devices=devices))
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("3 meter readings", lambda: len(readings_of(watcher, "meter-11")) >= 3)
+            await watcher.wait_for("health", lambda: bool(watcher.on(wire.Channel.HEALTH)))
+            health = wire.Health.model_validate_json(watcher.on(wire.Channel.HEALTH)[-1].payload)
+    assert readings_of(watcher, "meter-11")[0].fields == meter.expected()
+    assert health.devices["meter-gone"].state is wire.DeviceState.TIMEOUT
+    assert health.devices["meter-typo"].state is wire.DeviceState.TIMEOUT
+    assert "cannot be opened" in (health.devices["meter-typo"].error or "")
