@@ -345,6 +345,15 @@ class Collector:
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
+        stats = self.stats
+        log.info(
+            "collector %s: stopped after %d message(s), %d point(s), %d batch(es), %d dead letter(s)",
+            self.client_id,
+            stats.messages,
+            stats.points,
+            stats.batches,
+            stats.dead_letters,
+        )
 
     def __enter__(self) -> Collector:
         self.start()
@@ -408,6 +417,7 @@ class Collector:
                 reason_codes,
             )
             return
+        log.info("collector %s: subscribed to %s", self.client_id, self._subscription)
         self._subscribed.set()
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
