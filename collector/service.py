@@ -166,8 +166,12 @@ class Collector:
         inflight_window: int = 1000,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        mqtt_v5: bool = True,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
+        # MQTT 3.1.1 only for brokers that lack v5 (the demo's embedded amqtt): the in-flight
+        # window is then the broker's own setting (Mosquitto: max_inflight_messages).
+        self.mqtt_v5 = mqtt_v5
         self.client_id = client_id
         self.share_group = share_group
         self.batch_max_points = batch_max_points
@@ -201,12 +205,21 @@ class Collector:
         self._client = self._make_client()
 
     def _make_client(self) -> Client:
-        client = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
+        if self.mqtt_v5:
+            client = Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=MQTTProtocolVersion.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=MQTTProtocolVersion.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls:
@@ -307,16 +320,19 @@ class Collector:
             self._metrics_server.start()
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
         self._writer.start()
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-        properties.ReceiveMaximum = self.inflight_window
-        self._client.connect_async(
-            self.broker.host,
-            self.broker.port,
-            keepalive=self.keepalive,
-            clean_start=False,
-            properties=properties,
-        )
+        if self.mqtt_v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            properties.ReceiveMaximum = self.inflight_window
+            self._client.connect_async(
+                self.broker.host,
+                self.broker.port,
+                keepalive=self.keepalive,
+                clean_start=False,
+                properties=properties,
+            )
+        else:
+            self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
         self._client.loop_start()
 
     @property
@@ -597,8 +613,8 @@ class Collector:
         dead: list[Point] = []
         latest_ok = message.received_ms + MAX_FUTURE_MS
         for index, reading in enumerate(batch.readings):
-            reserved = sorted(wire.RESERVED_TAGS & reading.tags.keys())
-            if reserved:
+            if not _RESERVED_TAGS.isdisjoint(reading.tags):
+                reserved = sorted(_RESERVED_TAGS.intersection(reading.tags))
                 error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
                 dead.append(
                     self._dead_letter(message, Reason.SCHEMA, error, wire.encode(reading), agent=batch.agent)
@@ -620,7 +636,7 @@ class Collector:
                 )
             else:
                 tags = {**reading.tags, "device": reading.device, "agent": batch.agent}
-                points.append(Point(reading.measurement, tags, reading.ts, dict(reading.fields)))
+                points.append(Point(reading.measurement, tags, reading.ts, reading.fields))
         return points, dead
 
     def _check_sequence(self, agent: str, seq: int) -> None:
@@ -677,6 +693,7 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_RESERVED_TAGS = wire.RESERVED_TAGS
 
 
 def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:

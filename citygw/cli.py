@@ -1,0 +1,156 @@
+"""The ``citygw`` command: demo, edge agent, collector and API.
+
+Each subcommand imports its room only when it runs, so ``citygw --help`` stays fast on a Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from citygw.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collector.store.base import Store
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from citygw.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        broker_url=args.broker,
+        store_url=args.store,
+        api_host=args.host,
+        api_port=args.port,
+        workdir=Path(args.workdir).resolve(),
+        duration_s=args.duration,
+    )
+    return asyncio.run(run_demo(options))
+
+
+def _edge_run(args: argparse.Namespace) -> int:
+    from edge.agent import run_agent
+
+    asyncio.run(run_agent(args.config))
+    return 0
+
+
+def open_store_for_service(url: str) -> Store:
+    """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing)."""
+    from collector.store import open_store
+    from collector.store.influx import InfluxV1Store
+
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
+    if isinstance(store, InfluxV1Store):
+        store.ensure_database()
+    return store
+
+
+def _collector_run(args: argparse.Namespace) -> int:
+    from collector.service import Collector
+
+    store = open_store_for_service(args.store)
+    try:
+        collector = Collector(args.broker, store, client_id=args.client_id, share_group=args.share_group)
+    except ValueError as exc:
+        raise ConfigError(f"--broker / CITYGW_BROKER_URL: {exc}") from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with collector, contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    store.close()
+    return 0
+
+
+def _api_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    store = open_store_for_service(args.store)
+    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="citygw", description="CityGW smart-city telemetry gateway")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run simulated devices, agents, collector and API on this machine")
+    demo.add_argument("--broker", help="MQTT broker URL (mqtt://HOST:PORT); default: an embedded broker")
+    demo.add_argument("--store", help="store URL (influxdb://HOST:PORT/DB, ...); default: embedded SQLite")
+    demo.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    demo.add_argument("--workdir", default="var/demo", help="folder for journals, store and configs")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
+    demo.set_defaults(func=_demo)
+
+    edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
+    edge_run = edge.add_parser("run", help="run an edge agent")
+    edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    edge_run.set_defaults(func=_edge_run)
+
+    collector = sub.add_parser("collector", help="MQTT → store collector").add_subparsers(
+        dest="action", required=True
+    )
+    collector_run = collector.add_parser("run", help="run a collector")
+    collector_run.add_argument("--broker", default=_env("CITYGW_BROKER_URL", DEFAULT_BROKER))
+    collector_run.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE))
+    collector_run.add_argument(
+        "--share-group", default=os.environ.get("CITYGW_SHARE_GROUP"), help="MQTT shared subscription group"
+    )
+    collector_run.add_argument("--client-id", default=_env("CITYGW_COLLECTOR_ID", "citygw-collector"))
+    collector_run.set_defaults(func=_collector_run)
+
+    api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
+    api_run = api.add_parser("run", help="serve the HTTP API")
+    api_run.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE))
+    api_run.add_argument("--host", default=_env("CITYGW_API_HOST", "127.0.0.1"))
+    api_run.add_argument("--port", type=int, default=int(_env("CITYGW_API_PORT", "8000")))
+    api_run.set_defaults(func=_api_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Chatty libraries: their INFO lines drown the demo's own output.
+        for name in ("transitions", "pymodbus"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("amqtt").setLevel(logging.ERROR)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

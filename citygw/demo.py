@@ -1,0 +1,236 @@
+"""``citygw demo``: simulated field devices, edge agents, broker, collector, store and API on one machine.
+
+With no options nothing external is needed: an embedded broker and the embedded SQLite store.
+``--broker`` and ``--store`` swap in real Mosquitto and InfluxDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from api.app import create_app
+from citygw.embedded_broker import EmbeddedBroker
+from collector.service import Collector
+from collector.store import open_store
+from collector.store.base import TelemetryReader
+from edge.agent import Agent
+from edge.config import AgentConfig
+from firmware_bridge.profile import load_profile
+from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp
+
+log = logging.getLogger(__name__)
+
+# Ploshcha Rynok → Prospekt Svobody → Lviv Opera → Pidzamche: a bus route through the centre of Lviv.
+ROUTE_1A = [
+    (49.84180, 24.03160),
+    (49.84120, 24.02890),
+    (49.84230, 24.02720),
+    (49.84410, 24.02620),
+    (49.84580, 24.02590),
+    (49.84770, 24.02690),
+    (49.84960, 24.02870),
+    (49.85180, 24.03090),
+    (49.85410, 24.03240),
+]
+# Station → (district, starting values): the city centre has more traffic than the suburb.
+AIR_QUALITY_STATIONS = {
+    "aq-rynok": ("halytskyi", {"no2": 38.0, "pm25": 14.2, "pm10": 27.5}),
+    "aq-sykhiv": ("sykhivskyi", {"no2": 17.0, "pm25": 8.9, "pm10": 16.1}),
+}
+BUSES = {"bus-101": 0, "bus-102": 3, "bus-103": 6}  # vehicle id → the route point it starts from
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    workdir: Path
+    broker_url: str | None = None
+    store_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    duration_s: float | None = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[AgentConfig]]:
+    """Start the simulated field devices; yield the configs of the edge agents that read them."""
+    agents: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        aqt530 = load_profile("vaisala_aqt530")
+        aq_agent: dict[str, Any] = {"lines": [], "devices": []}
+        for device_id, (district, values) in AIR_QUALITY_STATIONS.items():
+            station = ModbusDeviceSimulator(aqt530, unit=1, values=values, animate=True)
+            endpoint = await stack.enter_async_context(serve_tcp([station]))
+            aq_agent["lines"].append(
+                {"id": f"tcp-{device_id}", "kind": "tcp", "host": endpoint.host, "port": endpoint.port}
+            )
+            aq_agent["devices"].append(
+                {
+                    "id": device_id,
+                    "profile": "vaisala_aqt530",
+                    "line": f"tcp-{device_id}",
+                    "unit": 1,
+                    "poll_s": 2,
+                    "tags": {"district": district},
+                }
+            )
+        agents.append({"agent_id": "lviv-air", "site": "lviv-air-network", **aq_agent})
+
+        meter = ModbusDeviceSimulator(load_profile("eastron_sdm630"), unit=1, animate=True)
+        serial_port = await stack.enter_async_context(serve_serial_pty([meter]))
+        agents.append(
+            {
+                "agent_id": "lviv-depot",
+                "site": "depot-1",
+                "lines": [{"id": "rs485-1", "kind": "rtu", "port": serial_port, "baudrate": 9600}],
+                "devices": [
+                    {
+                        "id": "meter-depot-1",
+                        "profile": "eastron_sdm630",
+                        "line": "rs485-1",
+                        "unit": 1,
+                        "poll_s": 2,
+                        "tags": {"district": "zaliznychnyi"},
+                    }
+                ],
+            }
+        )
+
+        for vehicle, start in BUSES.items():
+            route = ROUTE_1A[start:] + ROUTE_1A[:start]
+            gps = await stack.enter_async_context(BusGpsSimulator(route, speed_mps=8.0, vehicle_id=vehicle))
+            agents.append(
+                {
+                    "agent_id": vehicle,
+                    "site": "bus",
+                    "lines": [{"id": "gps", "kind": "nmea", "port": gps.port, "baudrate": 9600}],
+                    "devices": [
+                        {
+                            "id": f"{vehicle}-gps",
+                            "line": "gps",
+                            "poll_s": 1,
+                            "vehicle": {"id": vehicle.removeprefix("bus-"), "label": vehicle, "route": "1A"},
+                        }
+                    ],
+                }
+            )
+
+        configs = []
+        for agent in agents:
+            agent.update(
+                broker={"url": broker_url}, journal=str(workdir / f"{agent['agent_id']}.journal.sqlite")
+            )
+            path = workdir / f"{agent['agent_id']}.yaml"
+            path.write_text(yaml.safe_dump(agent, sort_keys=False))
+            configs.append(AgentConfig.model_validate(agent))
+        yield configs
+
+
+def summary(store: TelemetryReader, now_ms: int) -> str:
+    """A few lines: each device, its age and its latest values."""
+    lines = [f"{'device':<16} {'measurement':<17} {'age':>5}  values"]
+    for point in sorted(store.latest(), key=lambda p: (p.measurement, p.tags.get("device", ""))):
+        if point.measurement == "dead_letter":
+            continue
+        values = ", ".join(
+            f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(point.fields.items())[:5]
+        )
+        age = (now_ms - point.ts_ms) / 1000
+        lines.append(f"{point.tags.get('device', '?'):<16} {point.measurement:<17} {age:>4.0f}s  {values}")
+    return "\n".join(lines)
+
+
+async def _print_summaries(store: TelemetryReader, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        text = await asyncio.to_thread(summary, store, int(time.time() * 1000))
+        print(f"\n{time.strftime('%H:%M:%S')} latest readings\n{text}", flush=True)
+
+
+async def run_demo(options: DemoOptions) -> int:
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_url = options.store_url or f"sqlite:///{workdir / 'citygw.sqlite'}"
+    base = f"http://{options.api_host}:{options.api_port}"
+    async with contextlib.AsyncExitStack() as stack:
+        broker_url = options.broker_url
+        if broker_url is None:
+            broker = await stack.enter_async_context(EmbeddedBroker(port=_free_port()))
+            broker_url = broker.url
+        configs = await stack.enter_async_context(simulated_city(workdir, broker_url))
+        store = open_store(store_url)
+        stack.callback(store.close)
+        # The embedded broker speaks MQTT 3.1.1 only.
+        collector = Collector(
+            broker_url, store, client_id="citygw-demo-collector", mqtt_v5=options.broker_url is not None
+        )
+        collector.start()
+        stack.callback(collector.stop)
+        server = _ApiServer(
+            uvicorn.Config(
+                create_app(store), host=options.api_host, port=options.api_port, log_level="warning"
+            )
+        )
+        print(
+            f"CityGW demo: {len(configs)} edge agents, broker {broker_url}, store {store_url}\n"
+            f"  API docs:           {base}/docs\n"
+            f"  live summary:       {base}/v1/summary\n"
+            f"  devices:            {base}/v1/devices\n"
+            f"  transport feed:     {base}/v1/transit/vehicle-positions (GTFS-realtime protobuf)\n"
+            f"                      {base}/v1/transit/vehicle-positions?format=json\n"
+            f"  agent configs:      {workdir}/*.yaml\n"
+            "Ctrl-C stops.",
+            flush=True,
+        )
+        background = [asyncio.create_task(Agent(c).run(), name=f"agent-{c.agent_id}") for c in configs]
+        background.append(asyncio.create_task(_print_summaries(store, 5.0), name="summary"))
+        serving = asyncio.create_task(server.serve(), name="api")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        stopping = asyncio.create_task(stop.wait(), name="ctrl-c")
+        try:
+            done, _ = await asyncio.wait(
+                [serving, stopping, *background],
+                timeout=options.duration_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done - {serving, stopping}:
+                log.error("%s stopped: %r", task.get_name(), task.exception())
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            server.should_exit = True
+            stopping.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(serving, *background, return_exceptions=True)
+    print("CityGW demo stopped.", flush=True)
+    return 0
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the demo stops the API together with everything else."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
