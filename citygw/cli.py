@@ -91,6 +91,47 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from firmware_bridge.errors import DeviceError
+    from firmware_bridge.modbus import ModbusLine
+    from firmware_bridge.probe import (
+        format_table,
+        format_values,
+        interpretations,
+        probe_profile,
+        probe_registers,
+    )
+    from firmware_bridge.profile import ProfileError, load_profile
+
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--tcp {args.tcp!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
+        line = ModbusLine.tcp(host=host, port=int(port), timeout=args.timeout)
+    else:
+        line = ModbusLine.rtu(
+            port=args.serial, baudrate=args.baudrate, parity=args.parity, timeout=args.timeout
+        )
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    async def probe() -> str:
+        async with line:
+            if profile is not None:
+                return format_values(profile, await probe_profile(line, args.unit, profile))
+            words = await probe_registers(line, args.unit, args.table, args.address, args.count)
+            return format_table(interpretations(words, args.address))
+
+    try:
+        print(asyncio.run(probe()))
+    except DeviceError as exc:
+        print(f"citygw probe: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="citygw", description="CityGW smart-city telemetry gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -104,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default="var/demo", help="folder for journals, store and configs")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
     demo.set_defaults(func=_demo)
+
+    probe = sub.add_parser(
+        "probe", help="read a live device's registers and show every plausible decoding (or decode a profile)"
+    )
+    where = probe.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
+    where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port (e.g. /dev/ttyUSB0)")
+    probe.add_argument("--baudrate", type=int, default=9600)
+    probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
+    probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    probe.add_argument("--table", choices=("holding", "input", "coil", "discrete"), default="holding")
+    probe.add_argument(
+        "--address", type=lambda v: int(v, 0), default=0, help="first register, 0-based (0x.. ok)"
+    )
+    probe.add_argument("--count", type=int, default=10, help="how many registers (default 10)")
+    probe.add_argument("--profile", help="decode through this profile (name or file) instead")
+    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer")
+    probe.set_defaults(func=_probe)
 
     edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
     edge_run = edge.add_parser("run", help="run an edge agent")

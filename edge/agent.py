@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,5 +121,15 @@ def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
 
 
 async def run_agent(config_path: str | Path) -> None:
-    """Load the config file and run the agent until cancelled (the CLI's entry point)."""
-    await Agent(load_agent_config(config_path)).run()
+    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``)."""
+    agent = Agent(load_agent_config(config_path))
+    task = asyncio.current_task()
+    assert task is not None
+    # systemd stops with SIGTERM: shut down like Ctrl-C (say offline, close the journal).
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await agent.run()
+    except asyncio.CancelledError:
+        log.info("agent %s stopped", agent.config.agent_id)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from citygw import wire
+from citygw.errors import ConfigError
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -211,7 +212,7 @@ class Problem:
         return f"{self.field}: {self.message}; fix: {self.fix}"
 
 
-class AgentConfigError(ValueError):
+class AgentConfigError(ConfigError, ValueError):
     """A config file that cannot be used; ``problems`` says where and how to fix each."""
 
     def __init__(self, file: Path, problems: Sequence[Problem]) -> None:

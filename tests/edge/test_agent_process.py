@@ -28,7 +28,7 @@ def start_agent(tmp_path: Path, url: str) -> subprocess.Popen[bytes]:
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "CITYGW_BROKER_URL"}
     return subprocess.Popen(
-        [sys.executable, "-m", "edge", "--config", str(path)],
+        [sys.executable, "-m", "citygw.cli", "edge", "run", "--config", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -87,7 +87,7 @@ def test_config_error_exits_2_naming_file_and_field(tmp_path: Path) -> None:
         "agent_id: pi-1\nsite: s\nbroker: {url: 'mqtt://h:1'}\njournal: j.sqlite\n"
         "devices: [{id: d1, line: nowhere, poll_s: 1}]\n"
     )
-    command = [sys.executable, "-m", "edge", "--config", str(path)]
+    command = [sys.executable, "-m", "citygw.cli", "edge", "run", "--config", str(path)]
     done = subprocess.run(command, capture_output=True, timeout=60, check=False)
     assert done.returncode == 2
     assert f"{path}: devices[0].line: unknown line 'nowhere'; defined lines: none" in done.stderr.decode()

@@ -1,0 +1,79 @@
+"""The citygw command line: probe against a simulated device, and config errors exit with a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
+
+
+def _citygw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citygw.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_probe_shows_a_cdab_float_under_cdab() -> None:
+    meter = ModbusDeviceSimulator("tuf_2000m", unit=3, values={"flow_rate": 12.5})
+    async with serve_tcp([meter]) as endpoint:
+        raw = await asyncio.to_thread(
+            _citygw,
+            "probe",
+            "--tcp",
+            f"127.0.0.1:{endpoint.port}",
+            "--unit",
+            "3",
+            "--address",
+            "0",
+            "--count",
+            "2",
+        )
+        decoded = await asyncio.to_thread(
+            _citygw, "probe", "--tcp", f"127.0.0.1:{endpoint.port}", "--unit", "3", "--profile", "tuf_2000m"
+        )
+    assert raw.returncode == 0, raw.stderr
+    [cdab_line] = [line for line in raw.stdout.splitlines() if "CDAB" in line]
+    assert cdab_line.split()[-1] == "12.5"
+    assert decoded.returncode == 0, decoded.stderr
+    assert any("flow_rate" in line and "12.5" in line for line in decoded.stdout.splitlines()), decoded.stdout
+
+
+def test_probe_of_a_dead_endpoint_says_so() -> None:
+    from tests.services import free_port
+
+    result = _citygw("probe", "--tcp", f"127.0.0.1:{free_port()}", "--timeout", "0.3")
+    assert result.returncode == 1
+    assert "citygw probe:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("probe", "--tcp", "nonsense"), "expected HOST:PORT"),
+        (("probe", "--tcp", "127.0.0.1:502", "--profile", "no_such_device"), "no_such_device"),
+        (("collector", "run", "--store", "mysql://x"), "CITYGW_STORE_URL"),
+    ],
+)
+def test_bad_settings_exit_2_with_the_fix(args: tuple[str, ...], needle: str) -> None:
+    result = _citygw(*args)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_edge_run_names_file_field_and_fix(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "agent_id: depot-1\nsite: depot\nbroker: {url: mqtt://127.0.0.1:1}\njournal: j.sqlite\n"
+        "lines: []\ndevices: [{id: m1, line: rs485-9, unit: 1, profile: eastron_sdm630, poll_s: 1}]\n"
+    )
+    result = _citygw("edge", "run", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: devices[0].line: unknown line 'rs485-9'" in result.stderr
+    assert "fix:" in result.stderr
