@@ -53,15 +53,13 @@ def _edge_run(args: argparse.Namespace) -> int:
 
 def open_store_for_service(url: str) -> Store:
     """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing)."""
-    from collector.store import open_store
-    from collector.store.influx import InfluxV1Store
+    from collector.store import open_store, prepare
 
     try:
         store = open_store(url)
     except ValueError as exc:
         raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
-    if isinstance(store, InfluxV1Store):
-        store.ensure_database()
+    prepare(store)
     return store
 
 
@@ -198,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # Chatty libraries: their INFO lines drown the demo's own output.
-        for name in ("transitions", "pymodbus"):
+        for name in ("transitions", "pymodbus", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("amqtt").setLevel(logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func

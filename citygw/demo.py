@@ -22,8 +22,8 @@ import yaml
 from api.app import create_app
 from citygw.embedded_broker import EmbeddedBroker
 from collector.service import Collector
-from collector.store import open_store
-from collector.store.base import TelemetryReader
+from collector.store import open_store, prepare
+from collector.store.base import StoreError, TelemetryReader
 from edge.agent import Agent
 from edge.config import AgentConfig
 from firmware_bridge.profile import load_profile
@@ -161,7 +161,10 @@ def summary(store: TelemetryReader, now_ms: int) -> str:
 async def _print_summaries(store: TelemetryReader, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
-        text = await asyncio.to_thread(summary, store, int(time.time() * 1000))
+        try:
+            text = await asyncio.to_thread(summary, store, int(time.time() * 1000))
+        except StoreError as exc:
+            text = f"the store is unavailable: {exc}"
         print(f"\n{time.strftime('%H:%M:%S')} latest readings\n{text}", flush=True)
 
 
@@ -178,6 +181,7 @@ async def run_demo(options: DemoOptions) -> int:
         configs = await stack.enter_async_context(simulated_city(workdir, broker_url))
         store = open_store(store_url)
         stack.callback(store.close)
+        await asyncio.to_thread(prepare, store)
         # The embedded broker speaks MQTT 3.1.1 only.
         collector = Collector(
             broker_url, store, client_id="citygw-demo-collector", mqtt_v5=options.broker_url is not None
@@ -226,6 +230,11 @@ async def run_demo(options: DemoOptions) -> int:
             await asyncio.gather(serving, *background, return_exceptions=True)
     print("CityGW demo stopped.", flush=True)
     return 0
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception())
 
 
 class _ApiServer(uvicorn.Server):

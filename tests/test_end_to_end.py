@@ -171,9 +171,18 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
     store.close()
 
 
-def test_make_demo_shows_every_device_and_the_three_buses(tmp_path: Path) -> None:
-    """`citygw demo` with nothing external: readings from every device within 15 s, a parsable feed."""
+@pytest.mark.parametrize("services", ["embedded", "mosquitto+influxdb"])
+def test_demo_shows_every_device_and_the_three_buses(
+    tmp_path: Path, services: str, request: pytest.FixtureRequest
+) -> None:
+    """`citygw demo`: readings from every device within 15 s and a parsable feed, with nothing external
+    (embedded broker and store) and with `--broker` / `--store` on real Mosquitto and InfluxDB."""
     port = free_port()
+    real: list[str] = []
+    if services != "embedded":
+        mosquitto: Mosquitto = request.getfixturevalue("mosquitto")
+        influxdb: InfluxDB = request.getfixturevalue("influxdb")
+        real = ["--broker", mosquitto.url, "--store", f"influxdb://127.0.0.1:{influxdb.port}/demo"]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -186,6 +195,7 @@ def test_make_demo_shows_every_device_and_the_three_buses(tmp_path: Path) -> Non
             str(tmp_path),
             "--duration",
             "60",
+            *real,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

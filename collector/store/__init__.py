@@ -72,6 +72,14 @@ def open_store(url: str) -> Store:
     return _open_influx_v2(url, parts, http_url)
 
 
+def prepare(store: Store) -> None:
+    """Start-up work a service does once: an InfluxDB v1 database is created if missing."""
+    from collector.store.influx import InfluxV1Store
+
+    if isinstance(store, InfluxV1Store):
+        store.ensure_database()
+
+
 def _open_sqlite(url: str, path: str) -> Store:
     from collector.store.sqlite import SqliteStore
 
