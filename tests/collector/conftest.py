@@ -22,7 +22,7 @@ def agent(mosquitto: Mosquitto) -> Iterator[Agent]:
     publisher.close()
 
 
-@pytest.fixture(params=["sqlite", "influx_v1"])
+@pytest.fixture(params=["sqlite", pytest.param("influx_v1", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         sqlite = SqliteStore(tmp_path / "telemetry.sqlite")

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from collector.store import Aggregate, FieldValue, Point, PointsRejected, Row, Store
-from collector.store.influx import InfluxV1Store
-from collector.store.sqlite import SqliteStore
-from tests.services import InfluxDB
 
 T0 = 1_700_000_040_000  # a multiple of 60 s, so windows of 60 s start at T0
 AQ = "air_quality"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("influx_v1", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        sqlite = SqliteStore(tmp_path / "telemetry.sqlite")
-        yield sqlite
-        sqlite.close()
-        return
-    influxdb: InfluxDB = request.getfixturevalue("influxdb")
-    database = f"contract_{uuid.uuid4().hex[:12]}"
-    influx = InfluxV1Store(influxdb.url, database)
-    influx.ensure_database()
-    yield influx
-    influx.close()
-    influxdb.query(f'DROP DATABASE "{database}"')
 
 
 def aq(device: str, ts_ms: int, **fields: FieldValue) -> Point:
