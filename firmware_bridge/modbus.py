@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self, cast
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -22,9 +23,16 @@ from firmware_bridge.errors import (
     DeviceTimeout,
     LineUnavailable,
 )
-from firmware_bridge.planner import DEFAULT_MAX_GAP, ReadRequest, plan_requests
-from firmware_bridge.profile import Poll, Profile
+from firmware_bridge.planner import (
+    ILLEGAL_DATA_ADDRESS,
+    ReadRequest,
+    gap_between,
+    plan_reads,
+    split_request,
+)
+from firmware_bridge.profile import AddressRange, Poll, Profile
 from firmware_bridge.registers import decode, encode
+from firmware_bridge.timing import SerialLine
 
 DEFAULT_TIMEOUT = 1.0
 
@@ -35,6 +43,11 @@ class ModbusLine:
     Build it with ``ModbusLine.tcp(...)`` or ``ModbusLine.rtu(...)`` and use it as an async
     context manager. Entering does not fail when the line is down: each read reconnects and
     raises ``LineUnavailable`` while it stays down.
+
+    On a serial line ``timeout`` is the device's turnaround: a request waits that long plus the
+    wire time of its own frames at the line's baud rate, and the next frame leaves only after
+    the RTU inter-frame silence (t3.5). Holes a device reveals (exception 02 on a merged read)
+    are remembered per unit and planned around from then on.
     """
 
     def __init__(self, make_client: Callable[[], ModbusBaseClient], *, name: str, timeout: float) -> None:
@@ -44,8 +57,11 @@ class ModbusLine:
         self._client: ModbusBaseClient | None = None
         self._lock = asyncio.Lock()
         self._received = bytearray()
-        self._serial = False
+        self.serial: SerialLine | None = None
         self._lost = asyncio.Event()
+        # When the line has been silent long enough for the next frame (monotonic seconds).
+        self._quiet_at = 0.0
+        self._holes: dict[int, list[AddressRange]] = {}
 
     @classmethod
     def tcp(cls, *, host: str, port: int = 502, timeout: float = DEFAULT_TIMEOUT) -> ModbusLine:
@@ -76,6 +92,8 @@ class ModbusLine:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ModbusLine:
         """A serial RS-485 line; ``port`` is a device path or a pyserial URL."""
+        if parity not in ("N", "E", "O") or stopbits not in (1, 2) or bytesize not in (7, 8):
+            raise ValueError(f"{port}: serial format {bytesize}{parity}{stopbits} is not 7/8 N/E/O 1/2")
         line: ModbusLine
 
         def make() -> ModbusBaseClient:
@@ -93,7 +111,12 @@ class ModbusLine:
             )
 
         line = cls(make, name=f"{port}@{baudrate}", timeout=timeout)
-        line._serial = True
+        line.serial = SerialLine(
+            baudrate,
+            parity=cast(Literal["N", "E", "O"], parity),
+            stopbits=cast(Literal[1, 2], stopbits),
+            bytesize=cast(Literal[7, 8], bytesize),
+        )
         return line
 
     async def __aenter__(self) -> Self:
@@ -113,18 +136,46 @@ class ModbusLine:
         self, unit: int, profile: Profile, poll: Poll | Iterable[Poll] | None = None
     ) -> dict[str, FieldValue]:
         """Engineering values of every field of ``profile`` (or of the given poll classes)."""
-        requests = plan_requests(
-            profile.select(poll),
-            max_registers=profile.max_registers,
-            max_gap=DEFAULT_MAX_GAP,
-            forbidden=profile.forbidden,
-        )
         values: dict[str, FieldValue] = {}
-        for request in requests:
-            words = await self.read_request(unit, request)
-            for spec in request.specs:
-                values[spec.field] = decode(spec, request.slice_for(spec, words))
+        for request in self.plan(unit, profile, poll):
+            for part, words in await self._read_around_holes(unit, request):
+                for spec in part.specs:
+                    values[spec.field] = decode(spec, part.slice_for(spec, words))
         return values
+
+    def plan(
+        self, unit: int, profile: Profile, poll: Poll | Iterable[Poll] | None = None
+    ) -> list[ReadRequest]:
+        """The reads ``read`` sends for this unit now (profile plus the holes learned from it)."""
+        return plan_reads(profile, poll, learned=self._holes.get(unit, ()))
+
+    def learned_holes(self, unit: int) -> list[AddressRange]:
+        """Registers this unit refused (exception 02) inside merged reads, in the order found."""
+        return list(self._holes.get(unit, ()))
+
+    async def _read_around_holes(
+        self, unit: int, request: ReadRequest
+    ) -> list[tuple[ReadRequest, list[int]]]:
+        """Read ``request``; if the device refuses an address in it, split it to find and learn the hole."""
+        try:
+            return [(request, await self.read_request(unit, request))]
+        except DeviceExceptionResponse as exc:
+            halves = split_request(request) if exc.code == ILLEGAL_DATA_ADDRESS else None
+            if halves is None:
+                if exc.code == ILLEGAL_DATA_ADDRESS:
+                    fields = ", ".join(s.field for s in request.specs)
+                    raise DeviceExceptionResponse(
+                        exc.code, f"{exc}; the device refuses the registers of {fields}: check the profile"
+                    ) from exc
+                raise
+        left, right = halves
+        answered = [*await self._read_around_holes(unit, left), *await self._read_around_holes(unit, right)]
+        if answered[0][0] is left and answered[-1][0] is right:
+            # Each half read whole, the union did not: the device refuses something between them.
+            hole = gap_between(left, right, reason="answered exception 02 (learned)")
+            if hole is not None:
+                self._holes.setdefault(unit, []).append(hole)
+        return answered
 
     async def read_request(self, unit: int, request: ReadRequest) -> list[int]:
         """Raw registers (bits as 0/1) of one planned read."""
@@ -142,7 +193,8 @@ class ModbusLine:
                 case "input":
                     return await client.read_input_registers(address, count=count, device_id=unit)
 
-        response = await self._execute(what, send)
+        wire = self.serial.read_time(request) if self.serial is not None else 0.0
+        response = await self._execute(what, send, wire=wire)
         if request.table in ("coil", "discrete"):
             return [int(b) for b in response.bits[: request.count]]
         if len(response.registers) != request.count:
@@ -167,14 +219,22 @@ class ModbusLine:
                 return await client.write_register(spec.address, words[0], device_id=unit)
             return await client.write_registers(spec.address, words, device_id=unit)
 
-        await self._execute(what, send)
+        wire = 0.0
+        if self.serial is not None:
+            # unit, function, address, count, byte count, data, CRC; the echo is 8 bytes
+            wire = self.serial.frame_time(9 + 2 * len(words) + 8) + 2 * self.serial.silence
+        await self._execute(what, send, wire=wire)
         request = ReadRequest(spec.table, spec.address, spec.register_count, (spec,))
         return decode(spec, await self.read_request(unit, request))
 
     async def _execute(
-        self, what: str, send: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
+        self, what: str, send: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]], *, wire: float = 0.0
     ) -> ModbusPDU:
-        """Send one request with the line to ourselves; pymodbus errors become ``DeviceError``s."""
+        """Send one request with the line to ourselves; pymodbus errors become ``DeviceError``s.
+
+        ``wire`` is the time the request's frames take on the wire: the answer may take that
+        long on top of the device's turnaround.
+        """
         if self._client is None:
             raise RuntimeError(f"{self.name}: use the line inside 'async with'")
         client = self._client
@@ -183,12 +243,18 @@ class ModbusLine:
                 raise LineUnavailable(f"{self.name}: line unavailable (cannot open port or connect)")
             self._received.clear()
             self._lost.clear()
+            client.comm_params.timeout_connect = self.timeout + wire
+            quiet = self._quiet_at - time.monotonic()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
             request = asyncio.ensure_future(send(client))
             lost = asyncio.ensure_future(self._lost.wait())
             try:
                 await asyncio.wait((request, lost), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 lost.cancel()
+                if self.serial is not None:
+                    self._quiet_at = time.monotonic() + self.serial.silence
             if not request.done():
                 # pymodbus would wait for the full timeout on a connection that is already gone.
                 request.cancel()
@@ -198,7 +264,7 @@ class ModbusLine:
             try:
                 response = request.result()
             except ModbusIOException as exc:
-                if self._serial and self._received and not _valid_rtu_frame(bytes(self._received)):
+                if self.serial is not None and self._received and not _valid_rtu_frame(bytes(self._received)):
                     raise DeviceCrcError(f"{what} on {self.name}: corrupted answer (CRC mismatch)") from exc
                 raise DeviceTimeout(f"{what} on {self.name}: no answer within {self.timeout} s") from exc
             except ConnectionException as exc:

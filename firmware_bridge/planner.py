@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from firmware_bridge.profile import BIT_TABLES, AddressRange, RegisterSpec, Table
+from firmware_bridge.profile import BIT_TABLES, AddressRange, Poll, Profile, RegisterSpec, Table
 
+ILLEGAL_DATA_ADDRESS = 0x02  # the exception a device answers for a register it does not have
+UNLIMITED_GAP = 0xFFFF
 MAX_REGISTERS = 125  # Modbus limit of FC03/FC04
 MAX_BITS = 2000  # Modbus limit of FC01/FC02
 DEFAULT_MAX_GAP = 16
@@ -77,3 +79,60 @@ def plan_requests(
 
 def _crosses(blocked: list[AddressRange], table: str, first: int, last: int) -> bool:
     return any(r.table == table and first <= r.end and r.start <= last for r in blocked)
+
+
+def plan_reads(
+    profile: Profile, poll: Poll | Iterable[Poll] | None = None, *, learned: Iterable[AddressRange] = ()
+) -> list[ReadRequest]:
+    """The reads of one device's poll: its profile's limits and forbidden ranges plus the holes learned."""
+    return plan_requests(
+        profile.select(poll),
+        max_registers=profile.max_registers,
+        max_gap=DEFAULT_MAX_GAP,
+        forbidden=[*profile.forbidden, *learned],
+    )
+
+
+def fewest_reads(profile: Profile, poll: Poll | Iterable[Poll] | None = None) -> list[ReadRequest]:
+    """The fewest reads any planner could send: gaps of any width filled (a lower bound, not a good plan).
+
+    Greedy merging is optimal for covering sorted ranges with reads of bounded size.
+    """
+    return plan_requests(
+        profile.select(poll),
+        max_registers=profile.max_registers,
+        max_gap=UNLIMITED_GAP,
+        forbidden=profile.forbidden,
+    )
+
+
+def split_request(request: ReadRequest) -> tuple[ReadRequest, ReadRequest] | None:
+    """Two reads that deliver the request's fields without its middle; None when it holds one register run.
+
+    Used to find a hole the profile does not declare: the halves are read and the gap between
+    them is what the device refused.
+    """
+    starts = sorted({s.address for s in request.specs})
+    if len(starts) < 2:
+        return None
+    pivot = starts[len(starts) // 2]
+    left = [s for s in request.specs if s.address < pivot]
+    right = [s for s in request.specs if s.address >= pivot]
+    if max(s.end for s in left) >= pivot:  # masked fields overlapping the pivot: no clean cut
+        return None
+    return covering(left), covering(right)
+
+
+def covering(specs: Sequence[RegisterSpec]) -> ReadRequest:
+    """One read over exactly the registers of ``specs`` (all of one table)."""
+    start = min(s.address for s in specs)
+    end = max(s.end for s in specs)
+    return ReadRequest(specs[0].table, start, end - start + 1, tuple(specs))
+
+
+def gap_between(left: ReadRequest, right: ReadRequest, reason: str = "") -> AddressRange | None:
+    """The registers between two reads of one table, if any."""
+    first, last = left.address + left.count, right.address - 1
+    if first > last:
+        return None
+    return AddressRange(table=left.table, start=first, end=last, reason=reason)

@@ -22,6 +22,7 @@ from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import (
     BIT_TABLES,
     INTEGER_TYPES,
+    AddressRange,
     Profile,
     RegisterSpec,
     Table,
@@ -87,6 +88,8 @@ class ModbusDeviceSimulator:
         self.delay = 0.0
         self.word_swapped = False
         self._booting_until = 0.0
+        # Registers the firmware refuses with exception 02 although the profile does not say so.
+        self.holes: list[AddressRange] = []
         self._exception_code: ExcCodes | None = None
         self._clock_origin = (time.time(), time.monotonic())
         # Every request that reached this device: (function code, address, count).
@@ -223,7 +226,7 @@ class ModbusDeviceSimulator:
             return ExcCodes.ILLEGAL_FUNCTION
         if not any(s.table == table for s in self.profile.registers) or any(
             r.table == table and address <= r.end and r.start <= address + count - 1
-            for r in self.profile.forbidden
+            for r in [*self.profile.forbidden, *self.holes]
         ):
             return ExcCodes.ILLEGAL_ADDRESS
         if set_values is not None:
