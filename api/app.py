@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from api.deps import AppContext, Clock, wall_clock_ms
+from api.registry import Registry, open_registry
 from api.routes import devices, health, summary, telemetry, transit
+from api.security import telemetry_reader
 from api.settings import ApiSettings
 from collector.store.base import StoreError, TelemetryReader
 
@@ -36,16 +40,36 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    store: TelemetryReader, *, settings: ApiSettings | None = None, clock: Clock = wall_clock_ms
+    store: TelemetryReader,
+    *,
+    settings: ApiSettings | None = None,
+    clock: Clock = wall_clock_ms,
+    registry: Registry | None = None,
 ) -> FastAPI:
-    """The API over ``store``, which the caller opens and closes; settings from the environment if None."""
+    """The API over ``store``, which the caller opens and closes; settings from the environment if None.
+
+    Without ``registry`` the app opens (and migrates) the one at ``settings.registry_url`` and closes
+    it when its lifespan ends.
+    """
     settings = settings if settings is not None else ApiSettings()
+    owned_registry = registry is None
+    registry = registry if registry is not None else open_registry(settings.registry_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned_registry:
+                registry.close()
+
     app = FastAPI(
         title="CityGW API",
         version=_version(),
         summary="Smart-city telemetry: GTFS-realtime vehicle positions, devices and their readings",
+        lifespan=lifespan,
     )
-    app.state.context = AppContext(store=store, settings=settings, clock=clock)
+    app.state.context = AppContext(store=store, settings=settings, registry=registry, clock=clock)
     app.add_exception_handler(StoreError, _store_unavailable)
     if settings.cors_origins:
         app.add_middleware(
@@ -55,6 +79,8 @@ def create_app(
             allow_headers=["If-None-Match"],
             expose_headers=["ETag"],
         )
-    for module in (health, devices, telemetry, summary, transit):
+    for module in (health, transit):
         app.include_router(module.router)
+    for module in (devices, telemetry, summary):
+        app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
     return app

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
+from api.registry import Registry
+from api.security import VerifiedKeys
 from api.settings import ApiSettings
 from api.transit.vehicle_positions import HeaderClock
 from collector.store.base import TelemetryReader
@@ -28,7 +31,9 @@ class AppContext:
 
     store: TelemetryReader
     settings: ApiSettings
+    registry: Registry
     clock: Clock = wall_clock_ms
+    verified_keys: VerifiedKeys = field(default_factory=VerifiedKeys)
     vehicle_positions: HeaderClock = field(default_factory=HeaderClock)
 
 
@@ -56,3 +61,12 @@ def get_now_ms(context: ContextDep) -> int:
 StoreDep = Annotated[TelemetryReader, Depends(get_store)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 NowMsDep = Annotated[int, Depends(get_now_ms)]
+
+
+def get_session(context: ContextDep) -> Iterator[Session]:
+    """A registry session per request; handlers commit what they mean to keep."""
+    with context.registry.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -25,6 +25,14 @@ class ApiSettings(BaseSettings):
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
     )
+    registry_url: str = Field(
+        default="sqlite:///var/citygw-registry.sqlite",
+        min_length=1,
+        description="registry database (keys, audit, agents, devices): sqlite:///path or postgresql+psycopg://…",
+    )
+    open_telemetry: bool = Field(
+        default=False, description="devices, summary and telemetry readable without a key (demo, open city)"
+    )
     api_host: str = Field(default="127.0.0.1", min_length=1, description="address the API listens on")
     api_port: int = Field(default=8000, ge=1, le=65535, description="TCP port the API listens on")
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(

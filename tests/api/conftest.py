@@ -1,4 +1,8 @@
-"""A real SqliteStore in tmp_path and a TestClient of the API over it, on a clock tests control."""
+"""A real SqliteStore and registry in tmp_path and TestClients of the API over them, on a clock tests control.
+
+``client`` calls with a utility's key (telemetry reads); ``anonymous`` with none; ``keys`` holds a
+bearer token per role (the engineer is granted the site ``lviv-depot``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry, open_registry
+from api.security import Role
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import FakeClock, city
+from tests.api.factories import ENGINEER_SITE, FakeClock, bearer, city, insert_key
 
 
 @pytest.fixture
@@ -36,14 +42,44 @@ def no_citygw_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def settings() -> ApiSettings:
-    return ApiSettings()
+def settings(tmp_path: Path) -> ApiSettings:
+    return ApiSettings(registry_url=f"sqlite:///{tmp_path}/registry.sqlite")
 
 
 @pytest.fixture
-def client(store: SqliteStore, settings: ApiSettings, clock: FakeClock) -> Iterator[TestClient]:
-    with TestClient(create_app(store, settings=settings, clock=clock)) as client:
+def registry(settings: ApiSettings) -> Iterator[Registry]:
+    registry = open_registry(settings.registry_url)
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def keys(registry: Registry) -> dict[Role, str]:
+    """A bearer token per role with a key; the engineer's key is granted ENGINEER_SITE."""
+    with registry.session() as session:
+        tokens = {
+            Role.UTILITY: insert_key(session, Role.UTILITY),
+            Role.ENGINEER: insert_key(session, Role.ENGINEER, sites=[ENGINEER_SITE]),
+            Role.ADMIN: insert_key(session, Role.ADMIN),
+        }
+        session.commit()
+    return tokens
+
+
+@pytest.fixture
+def anonymous(
+    store: SqliteStore, settings: ApiSettings, clock: FakeClock, registry: Registry
+) -> Iterator[TestClient]:
+    """The API as a resident's app sees it: no key."""
+    with TestClient(create_app(store, settings=settings, clock=clock, registry=registry)) as client:
         yield client
+
+
+@pytest.fixture
+def client(anonymous: TestClient, keys: dict[Role, str]) -> TestClient:
+    """The API called with a utility's key."""
+    anonymous.headers.update(bearer(keys[Role.UTILITY]))
+    return anonymous
 
 
 @pytest.fixture

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from api.security import Role, format_api_key, hash_secret
 from collector.store.base import FieldValue, Point
 
 NOW_MS = 1_800_000_000_000  # 2027-01-15T08:00:00.000Z
@@ -118,3 +124,36 @@ def city() -> list[Point]:
         bus_fix("0877", 40, lat=52.516275, lon=13.377704, vehicle_label="Line 100 #877"),
         bus_fix("0999", 120, lat=52.5, lon=13.4, speed_mps=3.0, course_deg=90.0, route="M41"),
     ]
+
+
+ENGINEER_SITE = "lviv-depot"
+_HASHED: dict[str, tuple[str, str]] = {}
+
+
+def insert_key(session: Session, role: Role, *, name: str | None = None, sites: Sequence[str] = ()) -> str:
+    """Add an API key row and return its bearer token; the scrypt hash is computed once per session."""
+    from api.registry.models import ApiKey
+
+    if role.value not in _HASHED:
+        secret = secrets.token_urlsafe(32)
+        _HASHED[role.value] = (secret, hash_secret(secret))
+    secret, secret_hash = _HASHED[role.value]
+    key_id = secrets.token_hex(6)
+    session.add(
+        ApiKey(
+            id=key_id,
+            name=name or f"test {role.value}",
+            role=role.value,
+            sites=list(sites),
+            secret_hash=secret_hash,
+            created_at=NOW_MS - 86_400_000,
+            created_by="tests",
+            expires_at=None,
+            revoked_at=None,
+        )
+    )
+    return format_api_key(key_id, secret)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -7,6 +7,7 @@ from importlib.metadata import version
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import FakeClock
@@ -31,9 +32,9 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert "swagger" in docs.text.lower()
 
 
-def test_cors_only_for_configured_origins(store: SqliteStore) -> None:
+def test_cors_only_for_configured_origins(store: SqliteStore, registry: Registry) -> None:
     settings = ApiSettings(cors_origins=("https://maps.example.org",))
-    with TestClient(create_app(store, settings=settings, clock=FakeClock())) as client:
+    with TestClient(create_app(store, settings=settings, clock=FakeClock(), registry=registry)) as client:
         allowed = client.get("/v1/transit/vehicle-positions", headers={"Origin": "https://maps.example.org"})
         assert allowed.headers["access-control-allow-origin"] == "https://maps.example.org"
         assert "etag" in allowed.headers["access-control-expose-headers"].lower()

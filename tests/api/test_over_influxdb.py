@@ -9,22 +9,27 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry
+from api.security import Role
 from api.settings import ApiSettings
 from collector.store.influx import InfluxV1Store
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import FakeClock, city
+from tests.api.factories import FakeClock, bearer, city
 from tests.services import InfluxDB
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def influx_client(influxdb: InfluxDB, settings: ApiSettings) -> Iterator[TestClient]:
+def influx_client(
+    influxdb: InfluxDB, settings: ApiSettings, registry: Registry, keys: dict[Role, str]
+) -> Iterator[TestClient]:
     database = f"api_{uuid.uuid4().hex[:12]}"
     store = InfluxV1Store(influxdb.url, database)
     store.ensure_database()
     store.write(city())
-    with TestClient(create_app(store, settings=settings, clock=FakeClock())) as client:
+    app = create_app(store, settings=settings, clock=FakeClock(), registry=registry)
+    with TestClient(app, headers=bearer(keys[Role.UTILITY])) as client:
         yield client
     store.close()
     influxdb.query(f'DROP DATABASE "{database}"')

@@ -9,11 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry
+from api.security import Role
 from api.settings import ApiSettings
 from collector.store import open_store
 from collector.store.base import TelemetryReader
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import FakeClock, city
+from tests.api.factories import FakeClock, bearer, city
 from tests.services import free_port
 
 
@@ -38,10 +40,15 @@ def _closed_sqlite(tmp_path: Path) -> TelemetryReader:
     params=[_influx_at_a_closed_port, _closed_sqlite], ids=["influx-closed-port", "sqlite-closed"]
 )
 def down_client(
-    request: pytest.FixtureRequest, tmp_path: Path, settings: ApiSettings
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    settings: ApiSettings,
+    registry: Registry,
+    keys: dict[Role, str],
 ) -> Iterator[TestClient]:
     store = request.param(tmp_path)
-    with TestClient(create_app(store, settings=settings, clock=FakeClock())) as client:
+    app = create_app(store, settings=settings, clock=FakeClock(), registry=registry)
+    with TestClient(app, headers=bearer(keys[Role.UTILITY])) as client:
         yield client
 
 

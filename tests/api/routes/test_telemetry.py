@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import MINUTE_MS, NOW_ISO, NOW_MS, FakeClock
@@ -143,9 +144,12 @@ def test_empty_or_oversized_ranges_are_400(
 
 
 @pytest.fixture
-def small_client(city_store: SqliteStore) -> Iterator[TestClient]:
-    settings = ApiSettings(query_max_points=3)
-    with TestClient(create_app(city_store, settings=settings, clock=FakeClock())) as client:
+def small_client(city_store: SqliteStore, registry: Registry) -> Iterator[TestClient]:
+    """Telemetry open to anybody (CITYGW_OPEN_TELEMETRY), at most 3 rows an answer."""
+    settings = ApiSettings(query_max_points=3, open_telemetry=True)
+    with TestClient(
+        create_app(city_store, settings=settings, clock=FakeClock(), registry=registry)
+    ) as client:
         yield client
 
 

@@ -1,0 +1,123 @@
+"""The registry's tables: API keys, the audit log, agents, devices, config versions, commands.
+
+Times are integers, milliseconds since the epoch (UTC), as everywhere else in CityGW.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, int: BigInteger}
+
+
+class ApiKey(Base):
+    """A bearer key: only its scrypt hash is kept; ``id`` is the public prefix used to find it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[list[str]] = mapped_column(default=list)
+    secret_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[int]
+    created_by: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[int | None]
+    revoked_at: Mapped[int | None]
+
+
+class AuditEntry(Base):
+    """One write through the API or the CLI; rows are only ever inserted (triggers refuse the rest)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[int] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(256))
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Agent(Base):
+    """An edge agent at a site; its base config (lines) and its last known live state."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(128), index=True)
+    lat: Mapped[float | None]
+    lon: Mapped[float | None]
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[int]
+    # Live state, from the agent's own MQTT messages.
+    state: Mapped[str | None] = mapped_column(String(16))
+    version: Mapped[str | None] = mapped_column(String(64))
+    last_seen: Mapped[int | None]
+    applied_config_version: Mapped[int | None]
+    journal_backlog: Mapped[int | None]
+    journal_dropped: Mapped[int | None]
+    device_health: Mapped[dict[str, Any] | None]
+
+
+class Device(Base):
+    """A field device on one of an agent's lines; retired devices stay for the record."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("agent_id", "device_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[int]
+    updated_at: Mapped[int]
+    retired_at: Mapped[int | None]
+
+
+class ConfigVersion(Base):
+    """A desired config pushed to an agent, and what the agent said about it."""
+
+    __tablename__ = "config_versions"
+    __table_args__ = (UniqueConstraint("agent_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    version: Mapped[int]
+    body: Mapped[dict[str, Any]]
+    pushed_at: Mapped[int]
+    pushed_by: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state_at: Mapped[int | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Command(Base):
+    """A command to a lamp, group or cabinet: sent now or on a schedule, then its result."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_due", "status", "due_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    target: Mapped[dict[str, Any]]
+    action: Mapped[str] = mapped_column(String(16))
+    level: Mapped[int | None]
+    schedule: Mapped[dict[str, Any] | None]
+    due_at: Mapped[int]
+    created_at: Mapped[int]
+    created_by: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    sent_at: Mapped[int | None]
+    result_at: Mapped[int | None]
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,239 @@
+"""Who is calling: roles, bearer API keys (stored as scrypt hashes) and the dependencies that check them.
+
+Roles: ``public`` (no key: transit feeds, open data), ``utility`` (telemetry, exports),
+``engineer`` (registry, config, commands at the sites granted to the key), ``admin`` (keys, audit
+log, everything). A key is ``cgw_<id>.<secret>``; ``<id>`` finds the row, the secret is checked
+against its salted scrypt hash in constant time. Keys are made with ``citygw keys create``.
+
+How a route uses it::
+
+    from api.security import AdminDep, EngineerDep, Role, require_role
+
+    @router.post("/alerts")
+    def create_alert(principal: EngineerDep, ...) -> ...:   # engineers and admins
+        ...  # principal.actor names the caller for the audit log
+
+    @router.delete("/x", dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
+    def ...
+
+``require_role(*roles)`` lets those roles and ``admin`` through; no key (or the public role)
+answers 401 with ``WWW-Authenticate: Bearer``, a valid key of another role 403. Site checks for
+engineers: ``principal.may_manage(site)`` or ``ensure_site(principal, site)`` (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from threading import Lock
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.registry.models import ApiKey
+
+if TYPE_CHECKING:
+    from api.deps import AppContext
+
+TOKEN_PREFIX = "cgw_"
+KEY_ID_PATTERN = r"^[0-9a-f]{12}$"
+_TOKEN_RE = re.compile(r"^cgw_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
+# scrypt cost: about 16 MiB and tens of milliseconds per check; verified tokens are remembered.
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+
+
+class Role(StrEnum):
+    PUBLIC = "public"
+    UTILITY = "utility"
+    ENGINEER = "engineer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one request: a role, a name for the audit log and (engineers) granted sites."""
+
+    role: Role
+    actor: str
+    sites: frozenset[str] = field(default_factory=frozenset)
+    key_id: str | None = None
+
+    def may_manage(self, site: str) -> bool:
+        """Admins manage every site, engineers the sites granted to them, nobody else any."""
+        return self.role is Role.ADMIN or (self.role is Role.ENGINEER and site in self.sites)
+
+
+ANONYMOUS = Principal(Role.PUBLIC, "anonymous")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_secret(secret: str) -> str:
+    """``scrypt$N$r$p$salt$digest`` with a fresh 16-byte salt."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_DKLEN
+    )
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` hashes to ``stored`` (constant-time comparison of the digests)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = _unb64(digest)
+        actual = hashlib.scrypt(
+            secret.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def format_api_key(key_id: str, secret: str) -> str:
+    return f"{TOKEN_PREFIX}{key_id}.{secret}"
+
+
+def parse_api_key(token: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed token, else None."""
+    match = _TOKEN_RE.match(token)
+    return (match.group(1), match.group(2)) if match else None
+
+
+# Checked against when the key id is unknown, so that answering takes as long as for a known one.
+_DUMMY_HASH = hash_secret("not-a-key")
+
+
+class VerifiedKeys:
+    """Tokens whose scrypt check passed, by key id, so a key costs one scrypt per process.
+
+    Only a SHA-256 of the token is kept; revocation and expiry are still read from the registry
+    on every request.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = Lock()
+
+    def check(self, key_id: str, secret: str, stored_hash: str) -> bool:
+        digest = hashlib.sha256(f"{key_id}.{secret}.{stored_hash}".encode()).digest()
+        with self._lock:
+            known = self._digests.get(key_id)
+        if known is not None and hmac.compare_digest(known, digest):
+            return True
+        if not verify_secret(secret, stored_hash):
+            return False
+        with self._lock:
+            self._digests[key_id] = digest
+            self._digests.move_to_end(key_id)
+            while len(self._digests) > self._size:
+                self._digests.popitem(last=False)
+        return True
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key, `cgw_<id>.<secret>` (citygw keys create)")
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def _context(request: Request) -> AppContext:
+    # Not api.deps.ContextDep: deps imports this module for VerifiedKeys.
+    context: AppContext = request.app.state.context
+    return context
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller: ANONYMOUS without a key, the key's principal with a valid one, 401 with a bad one."""
+    if credentials is None:
+        return ANONYMOUS
+    context = _context(request)
+    parsed = parse_api_key(credentials.credentials)
+    if parsed is None:
+        raise _unauthorized("not a CityGW API key; expected Authorization: Bearer cgw_<id>.<secret>")
+    key_id, secret = parsed
+    with context.registry.session() as session:
+        key = session.get(ApiKey, key_id)
+    if key is None:
+        verify_secret(secret, _DUMMY_HASH)
+        raise _unauthorized("unknown or wrong API key")
+    if not context.verified_keys.check(key_id, secret, key.secret_hash):
+        raise _unauthorized("unknown or wrong API key")
+    now_ms = context.clock()
+    if key.revoked_at is not None:
+        raise _unauthorized("this API key was revoked")
+    if key.expires_at is not None and key.expires_at <= now_ms:
+        raise _unauthorized("this API key has expired")
+    try:
+        role = Role(key.role)
+    except ValueError:
+        raise _unauthorized("this API key has an unknown role") from None
+    return Principal(role, f"key:{key.id} ({key.name})", frozenset(key.sites), key.id)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency letting ``roles`` and admins through: 401 without a key, 403 with another role."""
+    allowed = frozenset(roles) | {Role.ADMIN}
+    names = ", ".join(sorted(role.value for role in allowed))
+
+    def dependency(principal: PrincipalDep) -> Principal:
+        if principal.role in allowed:
+            return principal
+        if principal.role is Role.PUBLIC:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"an API key is needed (role {names})",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not; needs {names}")
+
+    return dependency
+
+
+def ensure_site(principal: Principal, site: str) -> None:
+    """403 unless ``principal`` may manage ``site``."""
+    if not principal.may_manage(site):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"site {site!r} is not granted to {principal.actor}")
+
+
+UtilityDep = Annotated[Principal, Depends(require_role(Role.UTILITY, Role.ENGINEER))]
+"""Telemetry readers: utilities, engineers, admins."""
+EngineerDep = Annotated[Principal, Depends(require_role(Role.ENGINEER))]
+"""Field engineers and admins; check the site with ``ensure_site``."""
+AdminDep = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+
+def telemetry_reader(request: Request, principal: PrincipalDep) -> Principal:
+    """Telemetry reads: utilities and up, or anybody when ``CITYGW_OPEN_TELEMETRY`` is set."""
+    if _context(request).settings.open_telemetry:
+        return principal
+    return require_role(Role.UTILITY, Role.ENGINEER)(principal)
+
+
+TelemetryReaderDep = Annotated[Principal, Depends(telemetry_reader)]
