@@ -148,10 +148,110 @@ class Health(_Payload):
     journal: JournalHealth
 
 
+MAX_REASONS = 100
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9-]{8,64}$"
+
+
+class DesiredConfig(_Payload):
+    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices.
+
+    ``lines`` and ``devices`` are the sections of the agent's YAML config (see edge/config.py);
+    broker and journal stay local to the agent.
+    """
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    version: StrictInt = Field(
+        ge=1, description="increases with every push; the same version twice is a no-op"
+    )
+    issued_at: StrictInt = Field(ge=0, description="ms since epoch")
+    site: Label
+    lines: list[dict[str, Any]]
+    devices: list[dict[str, Any]]
+
+
+class ConfigOutcome(StrEnum):
+    APPLIED = "applied"
+    REFUSED = "refused"
+    ROLLED_BACK = "rolled_back"
+
+
+class ConfigState(_Payload):
+    """Payload of ``citygw/v1/<agent>/config/state``: what the agent did with a config version."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    version: StrictInt = Field(ge=0)
+    state: ConfigOutcome
+    ts: StrictInt = Field(ge=0)
+    reasons: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_REASONS)
+
+
+class CommandAction(StrEnum):
+    ON = "on"
+    OFF = "off"
+    DIM = "dim"
+
+
+class TargetKind(StrEnum):
+    LAMP = "lamp"
+    GROUP = "group"
+    CABINET = "cabinet"
+
+
+class CommandTarget(_Payload):
+    """What in a lighting controller a command addresses: one lamp, a group, or the whole cabinet."""
+
+    kind: TargetKind
+    address: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=63,
+        description="DALI short address (lamp, 0-63) or group (0-15); none for cabinet",
+    )
+
+
+class Command(_Payload):
+    """Payload of ``citygw/v1/<agent>/cmd`` (QoS 1): one command to one device, idempotent by id."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    id: str = Field(pattern=COMMAND_ID_PATTERN)
+    device: Label
+    target: CommandTarget
+    action: CommandAction
+    level: StrictInt | None = Field(default=None, ge=0, le=100, description="dim level in percent (dim only)")
+    issued_at: StrictInt = Field(ge=0)
+    expires_at: StrictInt = Field(ge=0, description="ms since epoch; a command not run by then is refused")
+
+
+class CommandOutcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+
+
+class CommandResult(_Payload):
+    """Payload of ``citygw/v1/<agent>/cmd/result``: how a command ended."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    id: str = Field(pattern=COMMAND_ID_PATTERN)
+    outcome: CommandOutcome
+    ts: StrictInt = Field(ge=0)
+    level: StrictInt | None = Field(default=None, description="the level read back after the write, percent")
+    detail: str | None = Field(default=None, max_length=512)
+
+
 PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.TELEMETRY: TelemetryBatch,
     Channel.STATUS: Status,
     Channel.HEALTH: Health,
+    Channel.CONFIG: DesiredConfig,
+    Channel.CONFIG_STATE: ConfigState,
+    Channel.CMD: Command,
+    Channel.CMD_RESULT: CommandResult,
 }
 
 
