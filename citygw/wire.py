@@ -131,6 +131,20 @@ class DeviceHealth(_Payload):
     error: str | None = Field(default=None, max_length=512)
     reads: StrictInt = 0
     failures: StrictInt = 0
+    exception_code: StrictInt | None = Field(
+        default=None, description="the Modbus exception code of the last failure, when it was one"
+    )
+    last_error_at: StrictInt | None = Field(default=None, description="ms since epoch of the last failure")
+    response_ms_buckets: dict[str, StrictInt] | None = Field(
+        default=None,
+        description="answers by response time since start, not cumulative: le_50, le_100, ..., gt_1000 (ms)",
+    )
+    quarantined: StrictBool | None = Field(
+        default=None, description="not answering: tried once per backoff period, after the other devices"
+    )
+    counter_resets: StrictInt | None = Field(
+        default=None, description="times a counter field went down (device reboot or wrap) since start"
+    )
 
 
 class JournalHealth(_Payload):

@@ -38,6 +38,8 @@ class Agent:
         self.version = version
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
+        # One per Modbus line, the only way onto it: commands go through submit_priority().
+        self.pollers: dict[str, ModbusPoller] = {}
         self.started = asyncio.Event()
 
     async def run(self) -> None:
@@ -59,7 +61,10 @@ class Agent:
                         gps = GpsPoller(line, devices[0], journal=journal, board=self.board, site=config.site)
                         tasks.create_task(gps.run(), name=f"line:{line.id}")
                     else:
-                        tasks.create_task(self._own_modbus_line(line, journal), name=f"line:{line.id}")
+                        profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+                        poller = ModbusPoller(profiled, journal=journal, board=self.board, site=config.site)
+                        self.pollers[line.id] = poller
+                        tasks.create_task(self._own_modbus_line(line, poller), name=f"line:{line.id}")
                 log.info(
                     "agent %s polling %d devices on %d lines, publishing to %s",
                     config.agent_id,
@@ -71,7 +76,7 @@ class Agent:
         finally:
             journal.close()
 
-    async def _own_modbus_line(self, line: TcpLine | RtuLine, journal: Journal) -> None:
+    async def _own_modbus_line(self, line: TcpLine | RtuLine, poller: ModbusPoller) -> None:
         """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
         devices = self.config.devices_on(line.id)
         while True:
@@ -85,11 +90,7 @@ class Agent:
                     for device in devices:
                         self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
                 else:
-                    profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
-                    poller = ModbusPoller(
-                        modbus, profiled, journal=journal, board=self.board, site=self.config.site
-                    )
-                    await poller.run()
+                    await poller.run(modbus)
             await asyncio.sleep(LINE_RETRY_S)
 
     def health(self) -> wire.Health:

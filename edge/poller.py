@@ -2,26 +2,32 @@
 
 A Modbus line carries one request at a time, so one task owns it and serves its devices
 from a schedule: each device every ``poll_s`` at a phase taken from its id (so a hundred
-meters do not all fire at :00), and a device that keeps failing backs off so a dead meter
-does not steal the line from its neighbours. A GPS line is read continuously and yields
-at most one position per vehicle every ``poll_s``.
+meters do not all fire at :00). When several things are due the owner picks by priority:
+commands first (``ModbusPoller.submit_priority``), then fast points, then polls that also
+carry slow points, then devices in quarantine. A device that stops answering goes into
+quarantine: it is tried once per backoff period, only when nothing else is waiting (or when
+it has waited a whole backoff period more), so it costs at most one timeout per period and
+its neighbours keep their rate. Anything that waited longer than its own period competes
+as a fast poll, so nothing starves on a saturated line. A GPS line is read continuously and
+yields at most one position per vehicle every ``poll_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import contextlib
 import logging
 import math
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from citygw import wire
 from edge.config import VEHICLE_MEASUREMENT, Device, NmeaLine
 from edge.journal import Journal
-from firmware_bridge.errors import DeviceError
+from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.nmea import FixAssembler, GpsFix, NmeaError, NoFix, parse_sentence, read_lines
 from firmware_bridge.profile import Poll, Profile
@@ -32,6 +38,11 @@ MAX_BACKOFF_S = 60.0
 # Slow registers (totals, configuration) are read on the first poll and every this many polls.
 SLOW_EVERY = 10
 GPS_REOPEN_S = 2.0
+# Upper bounds (ms) of the response-time histogram; slower answers count as gt_<last>.
+RESPONSE_BUCKETS_MS = (50, 100, 250, 500, 1000)
+RESET_SUFFIX = "_reset"
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -48,6 +59,18 @@ def backoff(period: float, consecutive_failures: int) -> float:
     return max(period, min(MAX_BACKOFF_S, period * 2.0 ** min(consecutive_failures, 16)))
 
 
+def response_bucket(ms: float) -> str:
+    """The histogram bucket of one response time."""
+    for bound in RESPONSE_BUCKETS_MS:
+        if ms <= bound:
+            return f"le_{bound}"
+    return f"gt_{RESPONSE_BUCKETS_MS[-1]}"
+
+
+def _empty_buckets() -> dict[str, int]:
+    return {response_bucket(b): 0 for b in (*RESPONSE_BUCKETS_MS, math.inf)}
+
+
 @dataclass
 class DeviceRecord:
     """What the agent knows about one device's health."""
@@ -58,6 +81,15 @@ class DeviceRecord:
     reads: int = 0
     failures: int = 0
     consecutive_failures: int = 0
+    exception_code: int | None = None
+    last_error_at: int | None = None
+    response_ms: dict[str, int] = field(default_factory=_empty_buckets)
+    quarantined: bool = False
+    counter_resets: int = 0
+
+    def answered_in(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self.response_ms[response_bucket(seconds * 1000)] += 1
 
     def snapshot(self) -> wire.DeviceHealth:
         return wire.DeviceHealth(
@@ -66,6 +98,11 @@ class DeviceRecord:
             error=self.error[:512] if self.error else None,
             reads=self.reads,
             failures=self.failures,
+            exception_code=self.exception_code,
+            last_error_at=self.last_error_at,
+            response_ms_buckets=dict(self.response_ms) if any(self.response_ms.values()) else None,
+            quarantined=self.quarantined or None,
+            counter_resets=self.counter_resets or None,
         )
 
 
@@ -78,25 +115,42 @@ class HealthBoard:
     def record(self, device_id: str) -> DeviceRecord:
         return self.devices.setdefault(device_id, DeviceRecord())
 
-    def ok(self, device_id: str, at_ms: int) -> None:
+    def ok(self, device_id: str, at_ms: int, *, response_s: float | None = None) -> None:
         record = self.record(device_id)
         record.state = wire.DeviceState.OK
         record.last_ok = at_ms
         record.error = None
+        record.exception_code = None
         record.reads += 1
         record.consecutive_failures = 0
+        record.quarantined = False
+        record.answered_in(response_s)
 
-    def failed(self, device_id: str, state: wire.DeviceState, error: str) -> None:
+    def failed(
+        self,
+        device_id: str,
+        state: wire.DeviceState,
+        error: str,
+        *,
+        exception_code: int | None = None,
+        response_s: float | None = None,
+    ) -> None:
+        """A failed read; ``response_s`` when the device did answer (an exception, a bad frame)."""
         record = self.record(device_id)
         record.state = state
         record.error = error
+        record.exception_code = exception_code
+        record.last_error_at = now_ms()
         record.failures += 1
         record.consecutive_failures += 1
+        record.quarantined = state is wire.DeviceState.TIMEOUT
+        record.answered_in(response_s)
 
     def noted(self, device_id: str, error: str) -> None:
         """A problem that does not change the device's state (a garbled NMEA line)."""
         record = self.record(device_id)
         record.error = error
+        record.last_error_at = now_ms()
         record.failures += 1
 
     def snapshot(self) -> dict[str, wire.DeviceHealth]:
@@ -124,14 +178,30 @@ class _Slot:
     profile: Profile
     tags: dict[str, str]
     polls: int = 0
+    due: float = 0.0
+    # How long this slot may wait past ``due`` before it competes as a fast poll.
+    patience: float = 0.0
+    counters: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def next_polls(self) -> tuple[Poll, ...]:
+        """The poll classes of this slot's next read: slow points on the first and every SLOW_EVERY-th."""
+        return ("fast", "slow") if self.polls % SLOW_EVERY == 0 else ("fast",)
+
+
+# Ranks when several things are due at once (commands always go first).
+FAST, WITH_SLOW, QUARANTINED = 1, 2, 3
 
 
 class ModbusPoller:
-    """Owns one Modbus line and polls its devices on their schedules."""
+    """Owns one Modbus line and polls its devices on their schedules; the one way onto the line.
+
+    The poller outlives a line that is reopened: ``run(line)`` serves one open line until
+    cancelled; commands submitted while no line is open wait for the next ``run``.
+    """
 
     def __init__(
         self,
-        line: ModbusLine,
         devices: list[tuple[Device, Profile]],
         *,
         journal: Journal,
@@ -139,59 +209,145 @@ class ModbusPoller:
         site: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.line = line
         self.journal = journal
         self.board = board
         self._clock = clock
         self._slots = [_Slot(device, profile, reading_tags(device, site)) for device, profile in devices]
+        self._commands: list[tuple[Callable[[ModbusLine], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
         for slot in self._slots:
             board.record(slot.device.id)
 
-    async def run(self) -> None:
-        start = self._clock()
-        # (when due, tie-breaker, slot index)
-        due = [(start + phase(s.device.id, s.device.poll_s), i, i) for i, s in enumerate(self._slots)]
-        heapq.heapify(due)
-        while due:
-            when, _, index = heapq.heappop(due)
-            delay = when - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            slot = self._slots[index]
-            ok = await self.poll(slot)
-            period = slot.device.poll_s
-            if ok:
-                # Keep the cadence; if the line fell behind by a whole period, skip rather than burst.
-                next_due = when + period
-                if next_due < self._clock():
-                    next_due = self._clock() + period
-            else:
-                failures = self.board.record(slot.device.id).consecutive_failures
-                next_due = self._clock() + backoff(period, failures - 1)
-            heapq.heappush(due, (next_due, index, index))
+    async def submit_priority(self, job: Callable[[ModbusLine], Awaitable[T]]) -> T:
+        """Run ``job(line)`` on this line before any waiting poll and return its result.
 
-    async def poll(self, slot: _Slot) -> bool:
+        A poll already on the wire finishes first (one device's read). Example:
+        ``await poller.submit_priority(lambda line: line.write(unit, profile, "level", 128))``.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._commands.append((job, future))
+        self._wake.set()
+        return await future
+
+    async def run(self, line: ModbusLine) -> None:
+        """Serve the line until cancelled."""
+        start = self._clock()
+        for slot in self._slots:
+            slot.due = start + phase(slot.device.id, slot.device.poll_s)
+            slot.patience = slot.device.poll_s
+        while True:
+            await self._run_commands(line)
+            now = self._clock()
+            ready = self._next_ready(now)
+            if ready is None:
+                wait = min((s.due for s in self._slots), default=now + 3600.0) - now
+                self._wake.clear()
+                if not self._commands:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                continue
+            ok = await self.poll(ready, line)
+            self._reschedule(ready, ok)
+
+    def _rank(self, slot: _Slot, now: float) -> int:
+        if now - slot.due > slot.patience:
+            return FAST  # waited a whole period more: no longer outranked
+        if self.board.record(slot.device.id).quarantined:
+            return QUARANTINED
+        return WITH_SLOW if "slow" in slot.next_polls else FAST
+
+    def _next_ready(self, now: float) -> _Slot | None:
+        ready = [s for s in self._slots if s.due <= now]
+        if not ready:
+            return None
+        return min(ready, key=lambda s: (self._rank(s, now), s.due))
+
+    def _reschedule(self, slot: _Slot, ok: bool) -> None:
+        period = slot.device.poll_s
+        now = self._clock()
+        if ok:
+            # Keep the cadence; if the line fell behind by a whole period, skip rather than burst.
+            slot.due += period
+            if slot.due < now:
+                slot.due = now + period
+            slot.patience = period
+        else:
+            failures = self.board.record(slot.device.id).consecutive_failures
+            slot.patience = backoff(period, failures - 1)
+            slot.due = now + slot.patience
+
+    async def _run_commands(self, line: ModbusLine) -> None:
+        while self._commands:
+            job, future = self._commands.pop(0)
+            if future.cancelled():
+                continue
+            try:
+                result = await job(line)
+            except Exception as exc:  # the submitter gets the error; the line goes on
+                if not future.cancelled():
+                    future.set_exception(exc)
+            else:
+                if not future.cancelled():
+                    future.set_result(result)
+
+    async def poll(self, slot: _Slot, line: ModbusLine) -> bool:
         """Read one device once; True when a reading was journaled."""
         device = slot.device
-        polls: tuple[Poll, ...] = ("fast", "slow") if slot.polls % SLOW_EVERY == 0 else ("fast",)
+        polls = slot.next_polls
         slot.polls += 1
+        started = self._clock()
         try:
-            values = await self.line.read(device.unit or 0, slot.profile, polls)
+            values = await line.read(device.unit or 0, slot.profile, polls)
         except DeviceError as exc:
-            self.board.failed(device.id, exc.state, str(exc) or type(exc).__name__)
+            took = self._clock() - started
+            answered = exc.state is not wire.DeviceState.TIMEOUT
+            self.board.failed(
+                device.id,
+                exc.state,
+                str(exc) or type(exc).__name__,
+                exception_code=exc.code if isinstance(exc, DeviceExceptionResponse) else None,
+                response_s=took if answered else None,
+            )
             log.debug("%s: %s", device.id, exc)
             return False
+        took = self._clock() - started
         at = now_ms()
         fields = _finite(values)
         if not fields:
-            self.board.failed(device.id, wire.DeviceState.DECODE_ERROR, "no finite value in the answer")
+            self.board.failed(
+                device.id, wire.DeviceState.DECODE_ERROR, "no finite value in the answer", response_s=took
+            )
             return False
+        fields.update(self._counter_resets(slot, fields))
         reading = wire.Reading(
             device=device.id, measurement=slot.profile.measurement, ts=at, fields=fields, tags=slot.tags
         )
         self.journal.append([reading])
-        self.board.ok(device.id, at)
+        self.board.ok(device.id, at, response_s=took)
         return True
+
+    def _counter_resets(self, slot: _Slot, fields: Mapping[str, wire.FieldValue]) -> dict[str, bool]:
+        """``<field>_reset: true`` for each counter that went down since the last reading (reboot or wrap).
+
+        A consumer summing consumption takes the new value itself as the increment of such a
+        reading, not new minus old. Counters are remembered in memory, from the agent's start.
+        """
+        flags: dict[str, bool] = {}
+        for spec in slot.profile.registers:
+            value = fields.get(spec.field)
+            if not spec.counter or isinstance(value, bool | str) or value is None:
+                continue
+            before = slot.counters.get(spec.field)
+            if before is not None and value < before:
+                flags[reset_field(spec.field)] = True
+                self.board.record(slot.device.id).counter_resets += 1
+            slot.counters[spec.field] = value
+        return flags
+
+
+def reset_field(counter: str) -> str:
+    """The flag field set on a reading whose counter went down (kept within the 64-character name limit)."""
+    return counter[: 64 - len(RESET_SUFFIX)] + RESET_SUFFIX
 
 
 class GpsPoller:

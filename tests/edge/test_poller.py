@@ -1,0 +1,237 @@
+"""The line owner: priorities, quarantine of a dead device, truthful health, counter resets.
+
+Devices are simulators on a pseudo-terminal RS-485 line; where bus time matters the line is
+paced at 9600 baud like real wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from citygw import wire
+from edge.config import Device
+from edge.journal import Journal
+from edge.poller import FAST, QUARANTINED, WITH_SLOW, HealthBoard, ModbusPoller, reset_field
+from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty
+
+TIMEOUT = 0.1
+
+
+class Recorder(Journal):
+    """A real journal that also keeps what was appended, in order."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "pi-test")
+        self.readings: list[wire.Reading] = []
+
+    def append(self, readings: Sequence[wire.Reading]) -> int:
+        self.readings.extend(readings)
+        return super().append(readings)
+
+
+def device(sim: ModbusDeviceSimulator, poll_s: float) -> Device:
+    return Device(
+        id=f"dev-{sim.unit}", line="rs485-1", profile=sim.profile.model, unit=sim.unit, poll_s=poll_s
+    )
+
+
+@asynccontextmanager
+async def polling(
+    sims: Sequence[ModbusDeviceSimulator], tmp_path: Path, *, poll_s: float, baudrate: int | None = 9600
+) -> AsyncIterator[tuple[ModbusPoller, Recorder, HealthBoard, ModbusLine]]:
+    """A poller serving the simulators on one (baud-paced) pty line, running in the background."""
+    journal = Recorder(tmp_path / f"journal-{time.monotonic_ns()}.sqlite")
+    board = HealthBoard()
+    poller = ModbusPoller(
+        [(device(s, poll_s), s.profile) for s in sims], journal=journal, board=board, site="test"
+    )
+    async with (
+        serve_serial_pty(sims, baudrate=baudrate) as port,
+        ModbusLine.rtu(port=port, baudrate=9600, timeout=TIMEOUT) as line,
+    ):
+        task = asyncio.create_task(poller.run(line))
+        try:
+            yield poller, journal, board, line
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            journal.close()
+
+
+async def live_reads(sims: list[ModbusDeviceSimulator], tmp_path: Path, seconds: float) -> dict[str, int]:
+    async with polling(sims, tmp_path, poll_s=0.2) as (_, _, board, _):
+        await asyncio.sleep(seconds)
+    return {d: r.reads for d, r in board.devices.items()}
+
+
+async def test_a_dead_device_costs_its_live_neighbours_under_10_percent(tmp_path: Path) -> None:
+    def live() -> list[ModbusDeviceSimulator]:
+        return [ModbusDeviceSimulator("jxbs_3001", unit=u) for u in (1, 2, 3)]
+
+    dead = ModbusDeviceSimulator("jxbs_3001", unit=9)
+    dead.offline = True
+    alone = await live_reads(live(), tmp_path, 3.0)
+    with_dead = await live_reads([*live(), dead], tmp_path, 3.0)
+    live_ids = ["dev-1", "dev-2", "dev-3"]
+    before, after = sum(alone[d] for d in live_ids), sum(with_dead[d] for d in live_ids)
+    assert before >= 3 * 12, alone  # ~15 polls each in 3 s at 0.2 s
+    assert after >= 0.9 * before, (alone, with_dead)
+    # Quarantine: one timeout per backoff period (0.2, 0.4, 0.8, 1.6 s ...), not one per poll.
+    assert 2 <= len(dead.requests) <= 6, dead.requests
+
+
+async def test_quarantined_device_is_reported_and_recovers(tmp_path: Path) -> None:
+    live, dead = ModbusDeviceSimulator("jxbs_3001", unit=1), ModbusDeviceSimulator("jxbs_3001", unit=2)
+    dead.offline = True
+    async with polling([live, dead], tmp_path, poll_s=0.1) as (_, _, board, _):
+        await asyncio.sleep(0.5)
+        health = board.snapshot()["dev-2"]
+        assert (health.state, health.quarantined, health.last_ok) == (wire.DeviceState.TIMEOUT, True, None)
+        assert health.last_error_at is not None
+        assert health.response_ms_buckets is None, "a timeout is no response time"
+        dead.offline = False
+        deadline = time.monotonic() + 3.0
+        while board.devices["dev-2"].state is not wire.DeviceState.OK:
+            assert time.monotonic() < deadline, "never probed again"
+            await asyncio.sleep(0.05)
+        assert board.snapshot()["dev-2"].quarantined is None
+
+
+async def test_commands_go_before_waiting_polls(tmp_path: Path) -> None:
+    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=1)
+    meters = [ModbusDeviceSimulator("eastron_sdm630", unit=u) for u in (2, 3, 4, 5)]
+
+    async def dim(line: ModbusLine, level: int) -> wire.FieldValue:
+        return await line.write(1, gateway.profile, "lamp0_brightness", level)
+
+    # poll_s far below what the line can do: every device is always due, the line is saturated.
+    async with polling([gateway, *meters], tmp_path, poll_s=0.01) as (poller, _, board, _):
+        await asyncio.sleep(0.5)
+        for level in (10, 200, 77):
+            started = time.monotonic()
+            read_back = await poller.submit_priority(partial(dim, level=level))
+            took = time.monotonic() - started
+            assert read_back == level == gateway.get("lamp0_brightness")
+            # At most the one device read already on the wire (an SDM630: ~0.15 s) plus the command;
+            # behind four saturated meters it would wait ~0.6 s.
+            assert took < 0.3, took
+        assert all(r.state is wire.DeviceState.OK for r in board.devices.values())
+
+
+async def test_a_failing_command_reaches_its_sender_and_the_line_goes_on(tmp_path: Path) -> None:
+    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=1)
+    async with polling([gateway], tmp_path, poll_s=0.05, baudrate=None) as (poller, _, board, _):
+        with pytest.raises(ValueError, match="outside the allowed range"):
+            await poller.submit_priority(lambda line: line.write(1, gateway.profile, "lamp0_brightness", 999))
+        reads = board.devices["dev-1"].reads
+        await asyncio.sleep(0.2)
+        assert board.devices["dev-1"].reads > reads
+
+
+async def test_fast_points_before_slow_points_before_quarantine(tmp_path: Path) -> None:
+    sims = [ModbusDeviceSimulator("jxbs_3001", unit=u) for u in (1, 2, 3)]
+    now = 100.0
+    journal = Journal(tmp_path / "j.sqlite", "pi-test")
+    board = HealthBoard()
+    poller = ModbusPoller(
+        [(device(s, 1.0), s.profile) for s in sims], journal=journal, board=board, site="t", clock=lambda: now
+    )
+    with_slow, fast, quarantined = poller._slots
+    fast.polls = 1  # its next poll is fast points only
+    quarantined.polls = 1
+    board.failed("dev-3", wire.DeviceState.TIMEOUT, "no answer")
+    for slot in poller._slots:
+        slot.due, slot.patience = now - 0.5, 1.0
+    ranks = [poller._rank(s, now) for s in (fast, with_slow, quarantined)]
+    assert ranks == [FAST, WITH_SLOW, QUARANTINED]
+    assert poller._next_ready(now) is fast
+    fast.due = now + 1
+    assert poller._next_ready(now) is with_slow
+    with_slow.due = now + 1
+    assert poller._next_ready(now) is quarantined
+    # Whatever waited a whole period past its due time is no longer outranked: nothing starves.
+    quarantined.due, fast.due = now - 1.5, now - 0.1
+    assert poller._rank(quarantined, now) == FAST
+    assert poller._next_ready(now) is quarantined
+    journal.close()
+
+
+async def test_health_tells_each_failure_apart(tmp_path: Path) -> None:
+    ok = ModbusDeviceSimulator("jxbs_3001", unit=1)
+    refusing = ModbusDeviceSimulator("jxbs_3001", unit=2)
+    refusing.exception_code = 4
+    garbled = ModbusDeviceSimulator("jxbs_3001", unit=3)
+    garbled.crc_error = True
+    swapped = ModbusDeviceSimulator("eastron_sdm120", unit=4)
+    swapped.word_swapped = True
+    silent = ModbusDeviceSimulator("jxbs_3001", unit=5)
+    silent.offline = True
+    async with polling([ok, refusing, garbled, swapped, silent], tmp_path, poll_s=0.1, baudrate=None) as (
+        _,
+        _,
+        board,
+        _,
+    ):
+        await asyncio.sleep(0.6)
+    health = board.snapshot()
+    assert {d: h.state for d, h in health.items()} == {
+        "dev-1": wire.DeviceState.OK,
+        "dev-2": wire.DeviceState.EXCEPTION,
+        "dev-3": wire.DeviceState.CRC_ERROR,
+        "dev-4": wire.DeviceState.DECODE_ERROR,
+        "dev-5": wire.DeviceState.TIMEOUT,
+    }
+    assert health["dev-2"].exception_code == 4
+    assert health["dev-3"].exception_code is None
+    assert health["dev-1"].last_ok is not None
+    assert health["dev-1"].last_error_at is None
+    buckets = health["dev-1"].response_ms_buckets
+    assert buckets is not None
+    assert set(buckets) == {
+        "le_50",
+        "le_100",
+        "le_250",
+        "le_500",
+        "le_1000",
+        "gt_1000",
+    }
+    assert sum(buckets.values()) == health["dev-1"].reads
+    assert buckets["le_50"] > 0
+    assert health["dev-2"].response_ms_buckets is not None, "an exception is an answer"
+    assert [h.quarantined for h in health.values()] == [None, None, None, None, True]
+    wire.Health(
+        agent="pi-test", ts=1, devices=health, journal=wire.JournalHealth(backlog=0, dropped=0)
+    ).model_dump_json()
+
+
+async def test_a_counter_that_goes_down_is_flagged_once(tmp_path: Path) -> None:
+    validator = ModbusDeviceSimulator("ticket_validator", unit=1)
+    async with polling([validator], tmp_path, poll_s=0.05, baudrate=None) as (_, journal, board, _):
+        await asyncio.sleep(0.3)
+        validator.reboot()
+        await asyncio.sleep(0.3)
+        validator.set("taps_student", 7)  # climbing again after the reboot: no new flag
+        await asyncio.sleep(0.2)
+    flag = reset_field("taps_resident")
+    flagged = [r for r in journal.readings if flag in r.fields]
+    assert len(flagged) == 1, [r.fields for r in journal.readings]
+    first_after = flagged[0]
+    assert first_after.fields[flag] is True
+    assert first_after.fields["taps_resident"] == 0
+    assert reset_field("taps_student") in first_after.fields
+    before = journal.readings[: journal.readings.index(first_after)]
+    assert before
+    assert all(r.fields["taps_resident"] == 18342 for r in before)
+    assert board.snapshot()["dev-1"].counter_resets == 4  # the validator's four tap counters
+    assert not any(reset_field("taps_student") in r.fields for r in journal.readings if r is not first_after)
+    assert reset_field("x" * 64) == "x" * 58 + "_reset"
