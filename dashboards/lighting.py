@@ -1,0 +1,150 @@
+"""Street lighting: lamps lit, not lit and failed per cabinet from the DALI gateways' status bytes."""
+
+from __future__ import annotations
+
+import re
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard
+
+from dashboards.influxql import InfluxQL, matches, tag_values
+from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
+from firmware_bridge.profile import load_profile
+
+UID = "citygw-street-lighting"
+MEASUREMENT = "lighting"
+PROFILE = "ecodim_dali_gw2"
+WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
+# DALI status byte: b0 ballast failure, b1 lamp failure, b2 lamp on.
+BALLAST_FAIL, LAMP_FAIL, LAMP_ON = 1, 2, 4
+
+
+def lamp_status_fields(profile: str = PROFILE) -> list[str]:
+    """The per-lamp status fields the gateway's profile reads (lamp0_status, lamp1_status, ...)."""
+    return [r.field for r in load_profile(profile).registers if re.fullmatch(r"lamp\d+_status", r.field)]
+
+
+def _lit(status: str) -> str:
+    return f"({status} & {LAMP_ON}) / {LAMP_ON}"
+
+
+def _failed(status: str) -> str:
+    # 1 when either failure bit is set: a + b - a·b on the two bits.
+    ballast, lamp = f"({status} & {BALLAST_FAIL})", f"({status} & {LAMP_FAIL}) / {LAMP_FAIL}"
+    return f"({ballast} + {lamp} - {ballast} * {lamp})"
+
+
+def _per_cabinet(expression: str, by_time: bool) -> str:
+    """Lamps of every cabinet in the state ``expression`` picks out, from the newest status."""
+    lamps = " + ".join(expression.replace("STATUS", f'last("{f}")') for f in lamp_status_fields())
+    group = 'time($__interval), "device" fill(none)' if by_time else '"device"'
+    return f'SELECT {lamps} AS "lamps" FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY {group}'
+
+
+def dashboard() -> Dashboard:
+    count = len(lamp_status_fields())
+    lit, failed = _lit("STATUS"), _failed("STATUS")
+    not_lit = f"(1 - {lit})"
+    return (
+        city_dashboard(
+            UID,
+            "Street lighting",
+            "Lamps from the DALI gateways in the lighting cabinets: lit, not lit, failed; DALI bus load.",
+            [
+                tag_values("district", "District", MEASUREMENT, "district"),
+                tag_values(
+                    "cabinet", "Cabinet", MEASUREMENT, "device", where=matches("district", "district")
+                ),
+            ],
+        )
+        .with_panel(
+            big_number(
+                "Lamps lit",
+                InfluxQL(f'SELECT sum("lamps") AS "lit" FROM ({_per_cabinet(lit, False)})'),
+                unit="none",
+            )
+        )
+        .with_panel(
+            big_number(
+                "Lamps not lit",
+                InfluxQL(f'SELECT sum("lamps") AS "not_lit" FROM ({_per_cabinet(not_lit, False)})'),
+                unit="none",
+                steps=((None, OK), (1, WARN)),
+                description="Off by schedule or not lit by a fault; compare with the schedule.",
+            )
+        )
+        .with_panel(
+            big_number(
+                "Lamps failed",
+                InfluxQL(f'SELECT sum("lamps") AS "failed" FROM ({_per_cabinet(failed, False)})'),
+                unit="none",
+                steps=((None, OK), (1, BAD)),
+                description="Lamp or ballast failure reported in the DALI status byte.",
+            )
+        )
+        .with_panel(
+            big_number(
+                "Cabinets with a gateway fault",
+                InfluxQL(
+                    'SELECT count("fault") AS "cabinets" FROM (SELECT last("device_fault") AS "fault" '
+                    f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "device") WHERE "fault" > 0'
+                ),
+                unit="none",
+                steps=((None, OK), (1, BAD)),
+            )
+        )
+        .with_panel(
+            time_series(
+                "Lamps lit per cabinet",
+                [InfluxQL(_per_cabinet(lit, True)).alias("$tag_device")],
+                unit="none",
+                stacked=True,
+                description=f"Each gateway profile reads {count} lamps.",
+            )
+        )
+        .with_panel(
+            time_series(
+                "DALI bus load",
+                [
+                    InfluxQL(
+                        f'SELECT max("bus_load") AS "bus_load" FROM "{MEASUREMENT}" WHERE {WHERE} '
+                        'GROUP BY time($__interval), "device" fill(none)'
+                    ).alias("$tag_device")
+                ],
+                unit="percent",
+                steps=((None, OK), (70, WARN), (90, BAD)),
+            )
+        )
+        .with_panel(
+            time_series(
+                "Energy of lighting circuits per interval",
+                [
+                    InfluxQL(
+                        'SELECT non_negative_difference(last("import_energy_kwh")) AS "energy" '
+                        """FROM "electricity" WHERE $timeFilter AND "circuit" = 'street_lighting' """
+                        f"AND {matches('district', 'district')} "
+                        'GROUP BY time($__interval), "device" fill(none)'
+                    ).alias("$tag_device")
+                ],
+                unit="kwatth",
+                bars=True,
+                stacked=True,
+                description="Meters in lighting cabinets, tagged circuit: street_lighting in the agent's "
+                "configuration.",
+            )
+        )
+        .with_panel(
+            rows(
+                "Cabinets",
+                InfluxQL(
+                    'SELECT last("bus_status") AS "bus_status", last("bus_load") AS "bus_load", '
+                    f'last("device_fault") AS "device_fault" FROM "{MEASUREMENT}" WHERE {WHERE} '
+                    'GROUP BY "district", "device"'
+                ),
+                units={"bus_load": "percent"},
+                column_steps={
+                    "bus_status": ((None, OK), (1, BAD)),
+                    "device_fault": ((None, OK), (1, BAD)),
+                },
+            )
+        )
+    )
