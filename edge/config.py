@@ -263,6 +263,10 @@ def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None)
     except ValidationError as exc:
         raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
     problems = check_references(config, profiles or _default_profile_check)
+    if not problems:
+        from edge.bus_plan import check_bus_time  # it needs the poller, which needs this module
+
+        problems = check_bus_time(config, profiles or _default_profile_check)
     if problems:
         raise AgentConfigError(file, problems)
     return config
