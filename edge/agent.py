@@ -45,7 +45,7 @@ class Agent:
     async def run(self) -> None:
         """Poll, journal and publish until cancelled; then close the lines and the journal."""
         config = self.config
-        journal = Journal(config.journal.path, config.agent_id, fsync=config.journal.fsync)
+        journal = open_journal(config)
         self.journal = journal
         publisher = Publisher(config, journal, version=self.version)
         self.publisher = publisher
@@ -118,6 +118,19 @@ def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
         stopbits=line.stopbits,
         bytesize=line.bytesize,
         timeout=line.timeout,
+    )
+
+
+def open_journal(config: AgentConfig) -> Journal:
+    """The journal the config describes (quota, policy, which devices count as slow)."""
+    settings = config.journal
+    return Journal(
+        settings.path,
+        config.agent_id,
+        fsync=settings.fsync,
+        quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
+        policy=settings.on_full,
+        slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
     )
 
 

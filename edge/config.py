@@ -94,17 +94,30 @@ class JournalConfig(_Section):
 
     ``fsync: normal`` (SQLite synchronous=NORMAL in WAL mode) may lose the last few
     transactions on power loss but never corrupts the file; ``full`` syncs every commit,
-    which costs SD-card wear and latency.
+    which costs SD-card wear and latency (worst cases: see ``edge.journal``).
     """
 
     path: Path
     fsync: Literal["normal", "full"] = "normal"
+    quota_mb: float | None = Field(
+        default=None, gt=0, description="disk quota of the backlog; none: the disk"
+    )
+    on_full: Literal["drop_oldest", "drop_newest", "stop_slow"] = Field(
+        default="drop_oldest", description="what gives way when the quota is reached"
+    )
+    slow_poll_s: float = Field(
+        default=60.0, gt=0, description="stop_slow: devices polled this rarely or less are refused first"
+    )
 
 
 class PublishConfig(_Section):
     batch_max_readings: int = Field(default=500, ge=1, le=wire.MAX_READINGS_PER_BATCH)
     interval: float = Field(
         default=1.0, gt=0, le=3600, description="seconds readings may wait to share a batch"
+    )
+    inflight: int = Field(default=4, ge=1, le=100, description="telemetry batches awaiting PUBACK at once")
+    backlog_rate: float | None = Field(
+        default=2000.0, gt=0, description="readings/s of backlog after an outage (live data is not capped)"
     )
 
 

@@ -5,8 +5,26 @@ batch that carries it (``ack``). A batch, once formed, keeps its sequence number
 exact bytes until acknowledged, so a republish after a reconnect or a restart is the same
 message and the collector can tell a duplicate from a gap.
 
-``fsync="normal"`` (synchronous=NORMAL) may lose the last transactions on power loss but
-never corrupts the file; ``fsync="full"`` syncs every commit.
+``fsync="normal"`` (synchronous=NORMAL) never corrupts the file, but on power loss it may lose
+the transactions not yet synced: at worst the readings journaled since the last checkpoint
+(``wal_autocheckpoint`` pages, set here to about 1 MB, a few thousand readings) and in
+practice the last seconds the kernel had not written back. A lost ack only means a
+duplicate later. ``fsync="full"`` syncs every commit: nothing acknowledged to the poller
+is lost, at the price of one fsync per append (an SD card does a few hundred a second).
+
+A quota (``quota_bytes``, counted as the readings' JSON plus a fixed per-row overhead) bounds
+the file; when it is reached the policy decides what gives way, and every reading given up
+is counted in ``counters.dropped`` (published on ``health``):
+
+- ``drop_oldest``: the oldest readings not yet in a batch make room for the new ones;
+- ``drop_newest``: new readings are refused until the backlog drains;
+- ``stop_slow``: from the moment the quota is reached until the backlog is back under 90 % of
+  it, readings of slow devices (``slow_devices``: polled rarely, e.g. meter totals) are
+  refused; the others make room as with ``drop_oldest``.
+
+After an outage, live data goes first: ``mark_live()`` (called on each connect) draws a line
+in the journal; ``form_batch(live=True)`` takes readings above it, ``form_batch(live=False)``
+the backlog below it, oldest first, so the publisher can interleave the two.
 
 Calls are synchronous on the event loop: with synchronous=NORMAL a WAL commit does not wait
 for the disk (only checkpoints do); with ``full`` every commit waits for an fsync.
@@ -19,9 +37,18 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from citygw import wire
+
+QuotaPolicy = Literal["drop_oldest", "drop_newest", "stop_slow"]
+# Per-row cost on disk beyond the JSON (rowid, index entry, page slack), for the quota.
+ROW_OVERHEAD_BYTES = 48
+# When dropping the oldest, free this share of the quota at once rather than a row per append.
+DROP_SLACK = 0.01
+CHECKPOINT_PAGES = 256
+# stop_slow: slow devices are taken again once the backlog fell below this share of the quota.
+RESUME_SLOW_SHARE = 0.9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -40,6 +67,14 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 FIRST_SEQ = 1
+
+
+class Batch(NamedTuple):
+    """A formed telemetry message: its seq, its exact bytes and how many readings it carries."""
+
+    seq: int
+    payload: bytes
+    size: int
 
 
 class JournalMismatch(RuntimeError):
@@ -61,16 +96,28 @@ class Journal:
     """Readings waiting for a PUBACK, on disk, in the order they were read."""
 
     def __init__(
-        self, path: str | Path, agent_id: str, *, fsync: Literal["normal", "full"] = "normal"
+        self,
+        path: str | Path,
+        agent_id: str,
+        *,
+        fsync: Literal["normal", "full"] = "normal",
+        quota_bytes: int | None = None,
+        policy: QuotaPolicy = "drop_oldest",
+        slow_devices: frozenset[str] = frozenset(),
     ) -> None:
         self.path = Path(path)
         self.agent_id = agent_id
+        self.quota_bytes = quota_bytes
+        self.policy: QuotaPolicy = policy
+        self.slow_devices = slow_devices
         self.counters = JournalCounters()
+        self.slow_stopped = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         self._db.executescript(_SCHEMA)
         with self._transaction():
             owner = self._meta("agent")
@@ -83,21 +130,68 @@ class Journal:
                 )
             if self._meta("next_seq") is None:
                 self._set_meta("next_seq", str(FIRST_SEQ))
-        (count,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
+        count, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM readings"
+        ).fetchone()
         self._backlog = int(count)
+        self._bytes = int(size) + ROW_OVERHEAD_BYTES * self._backlog
+        (top,) = self._db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
+        self._live_from = int(top)
 
     def close(self) -> None:
         self._db.close()
 
-    def append(self, readings: Sequence[wire.Reading]) -> None:
-        """Write readings to disk in one transaction."""
-        if not readings:
-            return
-        rows = [(wire.encode(reading).decode(),) for reading in readings]
+    def append(self, readings: Sequence[wire.Reading]) -> int:
+        """Write readings to disk in one transaction; returns how many the quota let in."""
+        rows = [
+            (wire.encode(reading).decode(),)
+            for reading in readings
+            if not (self.slow_stopped and reading.device in self.slow_devices)
+        ]
+        refused = len(readings) - len(rows)
+        size = sum(len(row[0]) + ROW_OVERHEAD_BYTES for row in rows)
         with self._transaction():
+            if self.quota_bytes is not None and self._bytes + size > self.quota_bytes:
+                if self.policy == "drop_newest":
+                    while rows and self._bytes + size > self.quota_bytes:
+                        size -= len(rows.pop()[0]) + ROW_OVERHEAD_BYTES
+                        refused += 1
+                else:
+                    self.slow_stopped = self.policy == "stop_slow"
+                    self._drop_oldest(self._bytes + size - self.quota_bytes)
             self._db.executemany("INSERT INTO readings (payload) VALUES (?)", rows)
+        self._bytes += size
         self._backlog += len(rows)
         self.counters.appended += len(rows)
+        self.counters.dropped += refused
+        return len(rows)
+
+    def size_bytes(self) -> int:
+        """What the readings on disk count against the quota."""
+        return self._bytes
+
+    def _drop_oldest(self, excess: int) -> None:
+        """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free."""
+        assert self.quota_bytes is not None
+        goal = excess + int(self.quota_bytes * DROP_SLACK)
+        freed = dropped = 0
+        last_id = None
+        rows = self._db.execute(
+            "SELECT id, length(payload) FROM readings WHERE batch_seq IS NULL ORDER BY id"
+        )
+        for row_id, length in rows:
+            if freed >= goal:
+                break
+            freed += int(length) + ROW_OVERHEAD_BYTES
+            dropped += 1
+            last_id = int(row_id)
+        rows.close()
+        if last_id is None:
+            return
+        self._db.execute("DELETE FROM readings WHERE batch_seq IS NULL AND id <= ?", (last_id,))
+        self._bytes -= freed
+        self._backlog -= dropped
+        self.counters.dropped += dropped
 
     def next_batch(self, max_readings: int) -> tuple[int, bytes] | None:
         """The batch to publish next: the oldest unacknowledged one, else a new one; None if empty."""
@@ -111,26 +205,71 @@ class Journal:
             ).fetchall()
             if not rows:
                 return None
-            seq = int(self._meta("next_seq") or FIRST_SEQ)
-            # Built from the stored reading JSON rather than re-validated models: same bytes
-            # as wire.encode(TelemetryBatch(...)), without parsing every reading again.
-            payload = (
-                f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},'
-                f'"readings":[{",".join(r[1] for r in rows)}]}}'
-            ).encode()
-            self._db.execute("INSERT INTO batches (seq, payload) VALUES (?, ?)", (seq, payload))
-            self._db.execute(
-                "UPDATE readings SET batch_seq = ? WHERE batch_seq IS NULL AND id <= ?", (seq, rows[-1][0])
-            )
-            self._set_meta("next_seq", str(seq + 1))
+            seq, payload, _ = self._seal(rows)
+            return seq, payload
+
+    def _seal(self, rows: list[tuple[int, str]]) -> Batch:
+        """Turn consecutive unbatched rows into batch ``next_seq`` (inside a transaction)."""
+        seq = int(self._meta("next_seq") or FIRST_SEQ)
+        # Built from the stored reading JSON rather than re-validated models: same bytes
+        # as wire.encode(TelemetryBatch(...)), without parsing every reading again.
+        payload = (
+            f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},'
+            f'"readings":[{",".join(r[1] for r in rows)}]}}'
+        ).encode()
+        self._db.execute("INSERT INTO batches (seq, payload) VALUES (?, ?)", (seq, payload))
+        self._db.execute(
+            "UPDATE readings SET batch_seq = ? WHERE batch_seq IS NULL AND id BETWEEN ? AND ?",
+            (seq, rows[0][0], rows[-1][0]),
+        )
+        self._set_meta("next_seq", str(seq + 1))
         self.counters.batches_formed += 1
-        return seq, payload
+        return Batch(seq, payload, len(rows))
+
+    def mark_live(self) -> None:
+        """Readings journaled from now on are live; those already on disk are backlog."""
+        (top,) = self._db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
+        self._live_from = int(top)
+
+    def formed_batches(self) -> list[Batch]:
+        """Batches formed but not yet acknowledged, in seq order (to republish after a reconnect)."""
+        rows = self._db.execute(
+            "SELECT b.seq, b.payload, (SELECT count(*) FROM readings r WHERE r.batch_seq = b.seq) "
+            "FROM batches b ORDER BY b.seq"
+        ).fetchall()
+        return [Batch(int(seq), bytes(payload), int(size)) for seq, payload, size in rows]
+
+    def form_batch(self, max_readings: int, *, live: bool) -> Batch | None:
+        """A new batch of live readings (above the ``mark_live`` line) or of backlog; None if none."""
+        where = "id > ?" if live else "id <= ?"
+        with self._transaction():
+            rows = self._db.execute(
+                f"SELECT id, payload FROM readings WHERE batch_seq IS NULL AND {where} ORDER BY id LIMIT ?",
+                (self._live_from, min(max_readings, wire.MAX_READINGS_PER_BATCH)),
+            ).fetchall()
+            if not rows:
+                return None
+            return self._seal(rows)
+
+    def has_live(self) -> bool:
+        """True when live readings wait for a batch."""
+        row = self._db.execute(
+            "SELECT 1 FROM readings WHERE batch_seq IS NULL AND id > ? LIMIT 1", (self._live_from,)
+        ).fetchone()
+        return row is not None
 
     def ack(self, seq: int) -> int:
         """The broker has the batch ``seq``: forget it and its readings; returns how many were forgotten."""
         with self._transaction():
-            gone = self._db.execute("DELETE FROM readings WHERE batch_seq = ?", (seq,)).rowcount
+            gone, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM readings WHERE batch_seq = ?", (seq,)
+            ).fetchone()
+            self._db.execute("DELETE FROM readings WHERE batch_seq = ?", (seq,))
             batches = self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,)).rowcount
+        gone = int(gone)
+        self._bytes -= int(size) + ROW_OVERHEAD_BYTES * gone
+        if self.slow_stopped and self.quota_bytes and self._bytes < self.quota_bytes * RESUME_SLOW_SHARE:
+            self.slow_stopped = False
         self._backlog -= gone
         self.counters.readings_acked += gone
         self.counters.batches_acked += batches

@@ -1,9 +1,15 @@
 """The agent's one MQTT session: drains the journal to ``telemetry`` and keeps ``status`` true.
 
 A batch leaves the journal only after ``client.publish(..., qos=1)`` returned, which in
-aiomqtt means the broker's PUBACK arrived. Any MQTT failure ends the session; the next
-session (after exponential backoff with jitter) republishes the same unacknowledged batch
-with the same seq, so the collector may see a duplicate but never a gap.
+aiomqtt means the broker's PUBACK arrived. Up to ``publish.inflight`` batches await their
+PUBACK at once, each acknowledged on its own. Any MQTT failure ends the session; the next
+session (after exponential backoff with jitter) republishes the same unacknowledged batches
+with the same seqs, so the collector may see a duplicate but never a gap.
+
+Live first: on each connect the journal's backlog is fenced off (``mark_live``); readings
+journaled since then go out as soon as a slot is free, the backlog in between at most
+``publish.backlog_rate`` readings a second, so a bus position is never stuck behind an
+hour of meter readings.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import aiomqtt
 
 from citygw import wire
 from edge.config import AgentConfig
-from edge.journal import Journal
+from edge.journal import Batch, Journal
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +149,7 @@ class Publisher:
             keepalive=broker.keepalive,
             timeout=broker.publish_timeout,
             tls_context=tls_context,
+            max_inflight_messages=max(20, self.config.publish.inflight + 2),
         )
 
     async def _session(self) -> None:
@@ -173,21 +180,49 @@ class Publisher:
             pass  # nothing subscribed yet; config and commands arrive here later
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        topic = self._topics[wire.Channel.TELEMETRY]
         publish = self.config.publish
-        while True:
-            batch = self.journal.next_batch(publish.batch_max_readings)
-            if batch is None:
-                await asyncio.sleep(publish.interval)
-                continue
-            seq, payload = batch
-            await client.publish(topic, payload, qos=1, timeout=self.config.broker.publish_timeout)
-            readings = self.journal.ack(seq)
-            self.counters.batches_published += 1
-            self.counters.readings_published += readings
-            if self.journal.backlog() < publish.batch_max_readings:
-                # Caught up: let new readings gather into one batch instead of one message each.
-                await asyncio.sleep(publish.interval)
+        journal = self.journal
+        window = asyncio.Semaphore(publish.inflight)
+        loop = asyncio.get_running_loop()
+        journal.mark_live()
+        async with asyncio.TaskGroup() as flights:
+            for pending in journal.formed_batches():
+                await window.acquire()
+                flights.create_task(self._fly(client, pending, window), name=f"publish:{pending.seq}")
+            live_due = backlog_due = loop.time()
+            while True:
+                await window.acquire()
+                now = loop.time()
+                batch: Batch | None = None
+                if now >= live_due:
+                    batch = journal.form_batch(publish.batch_max_readings, live=True)
+                    if batch is not None and batch.size < publish.batch_max_readings:
+                        # Caught up: let new readings gather into one batch instead of one message each.
+                        live_due = now + publish.interval
+                if batch is None and now >= backlog_due:
+                    batch = journal.form_batch(publish.batch_max_readings, live=False)
+                    if batch is not None and publish.backlog_rate is not None:
+                        backlog_due = now + batch.size / publish.backlog_rate
+                if batch is None:
+                    window.release()
+                    wake = min(live_due, backlog_due)
+                    await asyncio.sleep(wake - now if wake > now else publish.interval)
+                    continue
+                flights.create_task(self._fly(client, batch, window), name=f"publish:{batch.seq}")
+
+    async def _fly(self, client: aiomqtt.Client, batch: Batch, window: asyncio.Semaphore) -> None:
+        """Publish one batch and forget it once the broker acknowledged it."""
+        try:
+            await client.publish(
+                self._topics[wire.Channel.TELEMETRY],
+                batch.payload,
+                qos=1,
+                timeout=self.config.broker.publish_timeout,
+            )
+        finally:
+            window.release()
+        self.counters.readings_published += self.journal.ack(batch.seq)
+        self.counters.batches_published += 1
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown, say offline ourselves: a clean DISCONNECT makes the broker discard the will."""

@@ -133,3 +133,92 @@ def test_journal_is_wal_and_refuses_another_agent(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(JournalMismatch, match="belongs to agent 'pi-1'"):
         Journal(path, "pi-2")
+
+
+def quota_for(count: int) -> int:
+    """Bytes the quota counts for ``count`` readings like ``reading(n)``."""
+    from edge.journal import ROW_OVERHEAD_BYTES
+
+    return count * (len(wire.encode(reading(100))) + ROW_OVERHEAD_BYTES)
+
+
+def drained(journal: Journal) -> list[wire.Reading]:
+    """Every reading in the journal, in order, acknowledged on the way."""
+    found: list[wire.Reading] = []
+    while (got := journal.next_batch(1000)) is not None:
+        found += decode(got[1]).readings
+        journal.ack(got[0])
+    return found
+
+
+def journaled(journal: Journal) -> list[int]:
+    return [int(r.fields["pm25"]) for r in drained(journal)]
+
+
+def test_drop_oldest_makes_room_and_counts(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(100), policy="drop_oldest")
+    for n in range(100, 400):
+        journal.append([reading(n)])
+    assert journal.size_bytes() <= quota_for(100)
+    kept = journaled(journal)
+    assert journal.counters.dropped == 300 - len(kept)
+    assert journal.health().dropped == journal.counters.dropped
+    assert kept == list(range(400 - len(kept), 400)), "the newest survive, in order, without holes"
+    assert len(kept) >= 98
+
+
+def test_drop_newest_refuses_and_counts(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(100), policy="drop_newest")
+    taken = sum(journal.append([reading(n), reading(n + 500)]) for n in range(100, 200))
+    assert taken == 100
+    assert journal.counters.dropped == 100
+    kept = journaled(journal)
+    assert kept == [n + k for n in range(100, 150) for k in (0, 500)], "the first 100 were kept"
+    journal.append([reading(500)])
+    assert journal.counters.dropped == 100, "room again once the backlog drained"
+
+
+def test_stop_slow_refuses_slow_devices_first(tmp_path: Path) -> None:
+    journal = Journal(
+        tmp_path / "j.sqlite",
+        "pi-1",
+        quota_bytes=quota_for(100),
+        policy="stop_slow",
+        slow_devices=frozenset({"meter-1"}),
+    )
+    for n in range(100, 300):
+        journal.append([reading(n, device="bus-1"), reading(n, device="meter-1")])
+    assert journal.counters.dropped == 400 - journal.backlog()
+    devices = [r.device for r in drained(journal)]
+    assert devices.count("meter-1") < 60, "slow readings stop once the quota is reached"
+    assert devices[-50:] == ["bus-1"] * 50, "fast readings keep coming"
+
+
+def test_quota_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, "pi-1", quota_bytes=quota_for(50))
+    journal.append([reading(n) for n in range(100, 140)])
+    size = journal.size_bytes()
+    journal.close()
+    again = Journal(path, "pi-1", quota_bytes=quota_for(50))
+    assert again.size_bytes() == size
+    again.append([reading(n) for n in range(140, 160)])
+    assert again.counters.dropped > 0
+
+
+def test_live_and_backlog_batches(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(10)])
+    journal.mark_live()
+    journal.append([reading(n) for n in range(10, 13)])
+    live = journal.form_batch(100, live=True)
+    old = journal.form_batch(4, live=False)
+    assert live is not None
+    assert old is not None
+    assert [r.fields["pm25"] for r in decode(live.payload).readings] == [10, 11, 12]
+    assert [r.fields["pm25"] for r in decode(old.payload).readings] == [0, 1, 2, 3]
+    assert (live.size, old.size, old.seq) == (3, 4, live.seq + 1)
+    assert journal.form_batch(100, live=True) is None
+    assert [b.seq for b in journal.formed_batches()] == [live.seq, old.seq]
+    journal.ack(old.seq)
+    assert journal.backlog() == 9

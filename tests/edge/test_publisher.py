@@ -113,9 +113,55 @@ async def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path, mosqu
         journal.append(readings(230, 5))
         await watcher.wait_for("all 235", lambda: len(delivered(watcher)) == 235, within=30)
         await watcher.wait_for("empty journal", lambda: journal.backlog() == 0)
-        assert delivered(watcher) == list(range(235)), "readings out of order or lost"
+        got = delivered(watcher)
+        assert sorted(got) == list(range(235)), "readings lost or duplicated"
+        backlog = [n for n in got if n < 230]
+        assert backlog == sorted(backlog), "the backlog drains in order"
         assert_seq_continuous(watcher)
         assert publisher.counters.connects == 2
+
+
+async def test_live_readings_overtake_a_rate_capped_backlog(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = agent_config(
+        tmp_path, mosquitto.url, publish={"batch_max_readings": 100, "interval": 0.1, "backlog_rate": 1000}
+    )
+    journal = Journal(config.journal.path, AGENT)
+    journal.append(readings(0, 3000))  # the outage's backlog: 3 s at 1000 readings/s
+    publisher = Publisher(config, journal)
+    async with watching(mosquitto.url) as watcher, running(publisher):
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        await asyncio.sleep(0.3)
+        journal.append(readings(10_000, 1))  # a bus position, journaled while the backlog drains
+        await watcher.wait_for("the live reading", lambda: 10_000 in delivered(watcher), within=2)
+        backlog_sent = len([n for n in delivered(watcher) if n < 10_000])
+        assert 100 <= backlog_sent < 3000, "live data must not wait for the whole backlog"
+        await watcher.wait_for("all", lambda: len(delivered(watcher)) == 3001, within=15)
+        backlog = [n for n in delivered(watcher) if n < 10_000]
+        assert backlog == list(range(3000))
+        assert_seq_continuous(watcher)
+        assert journal.backlog() == 0
+
+
+async def test_several_batches_in_flight_each_acked_alone(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With the broker frozen, `inflight` batches are formed and sent; none leaves the journal."""
+    config = agent_config(tmp_path, mosquitto.url, publish={"batch_max_readings": 10, "inflight": 3})
+    journal = Journal(config.journal.path, AGENT)
+    publisher = Publisher(config, journal)
+    async with watching(mosquitto.url) as watcher, running(publisher):
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        assert mosquitto.proc is not None
+        os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+        try:
+            journal.append(readings(0, 100))
+            await asyncio.sleep(1.0)
+            assert len(journal.formed_batches()) == 3, "the window is 3 batches"
+            assert journal.backlog() == 100
+        finally:
+            os.kill(mosquitto.proc.pid, signal.SIGCONT)
+        await watcher.wait_for("all 100", lambda: len(delivered(watcher)) == 100)
+        await watcher.wait_for("empty journal", lambda: journal.backlog() == 0)
+        assert sorted(delivered(watcher)) == list(range(100))
+        assert_seq_continuous(watcher)
 
 
 async def test_cancel_says_offline(tmp_path: Path, mosquitto: Mosquitto) -> None:
