@@ -1,27 +1,31 @@
-"""GTFS-realtime feeds for residents' apps: public, cacheable, protobuf or JSON."""
+"""Transit for residents' apps and journey planners: GTFS-realtime feeds, the static GTFS, alerts.
+
+Feeds are public and cacheable (ETag / If-None-Match, Last-Modified / If-Modified-Since,
+Cache-Control); writes (operator alerts, a new GTFS zip) need an operator.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import datetime as dt
 import json
-from enum import StrEnum
+import threading
+from collections.abc import AsyncIterator
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, NowMsDep
-from api.transit.vehicle_positions import MEASUREMENT
+from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
+from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
+from api.transit.gtfs import GtfsError, GtfsProblem
 
 router = APIRouter(prefix="/v1/transit", tags=["transit"])
-
-PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
-
-
-class FeedFormat(StrEnum):
-    PB = "pb"
-    JSON = "json"
-
+_service_lock = threading.Lock()
 
 _FEED_RESPONSES: dict[int | str, dict[str, Any]] = {
     status.HTTP_200_OK: {
@@ -31,9 +35,36 @@ _FEED_RESPONSES: dict[int | str, dict[str, Any]] = {
             "application/json": {"schema": {"type": "object"}},
         },
     },
-    status.HTTP_304_NOT_MODIFIED: {"description": "unchanged since the ETag given in If-None-Match"},
+    status.HTTP_304_NOT_MODIFIED: {"description": "unchanged since the ETag / date the client has"},
 }
 IfNoneMatch = Annotated[str | None, Header(description="an ETag of an earlier answer")]
+IfModifiedSince = Annotated[str | None, Header(description="the Last-Modified of an earlier answer")]
+FormatQuery = Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")]
+
+
+def transit_service(request: Request) -> TransitService:
+    """The app's transit service; made from ``CITYGW_TRANSIT_*`` settings on first use unless installed."""
+    state = request.app.state
+    with _service_lock:
+        if getattr(state, "transit", None) is None:
+            state.transit = TransitService()
+    service: TransitService = state.transit
+    return service
+
+
+TransitDep = Annotated[TransitService, Depends(transit_service)]
+
+
+def alert_operator() -> str:
+    """Who may write alerts and timetables. Placeholder: refuses everyone until API keys are wired in."""
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "operator authentication is not available yet: transit writes are refused",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+OperatorDep = Annotated[str, Depends(alert_operator)]
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -44,53 +75,217 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _vehicle_positions(
-    context: ContextDep, now_ms: int, fmt: FeedFormat, if_none_match: str | None
+def _not_modified_since(if_modified_since: str | None, timestamp_s: int) -> bool:
+    if not if_modified_since:
+        return False
+    try:
+        return timestamp_s <= parsedate_to_datetime(if_modified_since).timestamp()
+    except (TypeError, ValueError):
+        return False  # an unreadable date is ignored, as RFC 9110 asks
+
+
+def _cached_answer(
+    body: bytes,
+    media_type: str,
+    etag: str,
+    timestamp_s: int,
+    max_age_s: int,
+    inm: str | None,
+    ims: str | None,
 ) -> Response:
-    settings = context.settings
-    points = context.store.latest(
-        measurement=MEASUREMENT, since_ms=now_ms - int(settings.feed_max_vehicle_age_s * 1000)
-    )
-    feed = context.vehicle_positions.build(
-        points,
-        now_ms=now_ms,
-        max_age_s=settings.feed_max_vehicle_age_s,
-        max_ahead_s=settings.feed_max_clock_ahead_s,
-    )
-    if fmt is FeedFormat.PB:
-        body, media_type = feed.SerializeToString(deterministic=True), PROTOBUF_MEDIA_TYPE
-    else:
-        as_dict = json_format.MessageToDict(feed, preserving_proto_field_name=True)
-        body, media_type = json.dumps(as_dict, separators=(",", ":")).encode(), "application/json"
-    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    headers = {"ETag": etag, "Cache-Control": f"public, max-age={settings.feed_cache_max_age_s}"}
-    if _matches(if_none_match, etag):
+    headers = {
+        "ETag": etag,
+        "Last-Modified": format_datetime(dt.datetime.fromtimestamp(timestamp_s, dt.UTC), usegmt=True),
+        "Cache-Control": f"public, max-age={max_age_s}",
+    }
+    # If-None-Match wins over If-Modified-Since when both are sent (RFC 9110 13.2.2).
+    if _matches(inm, etag) or (inm is None and _not_modified_since(ims, timestamp_s)):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
 
 
-@router.get("/vehicle-positions", response_class=Response, responses=_FEED_RESPONSES)
-def vehicle_positions(
+def _snapshot(context: ContextDep, service: TransitService, now_ms: int) -> Snapshot:
+    settings = context.settings
+    return service.snapshot(
+        context.store,
+        now_ms=now_ms,
+        max_age_s=settings.feed_max_vehicle_age_s,
+        max_ahead_s=settings.feed_max_clock_ahead_s,
+    )
+
+
+def _feed(
+    kind: FeedKind,
+    fmt: FeedFormat,
     context: ContextDep,
-    now_ms: NowMsDep,
-    format: Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")] = FeedFormat.PB,
-    if_none_match: IfNoneMatch = None,
+    service: TransitService,
+    now_ms: int,
+    inm: str | None,
+    ims: str | None,
 ) -> Response:
-    """Where each bus is now: GTFS-realtime VehiclePositions of vehicles heard from recently."""
-    return _vehicle_positions(context, now_ms, format, if_none_match)
+    feed: EncodedFeed = _snapshot(context, service, now_ms).encoded(kind, fmt)
+    return _cached_answer(
+        feed.body,
+        feed.media_type,
+        feed.etag,
+        feed.timestamp_s,
+        context.settings.feed_cache_max_age_s,
+        inm,
+        ims,
+    )
 
 
-@router.get("/vehicle-positions.pb", response_class=Response, responses=_FEED_RESPONSES)
-def vehicle_positions_pb(
-    context: ContextDep, now_ms: NowMsDep, if_none_match: IfNoneMatch = None
+def _add_feed_routes(kind: FeedKind, summary: str) -> None:
+    def any_format(
+        context: ContextDep,
+        service: TransitDep,
+        now_ms: NowMsDep,
+        format: FormatQuery = FeedFormat.PB,
+        if_none_match: IfNoneMatch = None,
+        if_modified_since: IfModifiedSince = None,
+    ) -> Response:
+        return _feed(kind, format, context, service, now_ms, if_none_match, if_modified_since)
+
+    def protobuf(
+        context: ContextDep,
+        service: TransitDep,
+        now_ms: NowMsDep,
+        if_none_match: IfNoneMatch = None,
+        if_modified_since: IfModifiedSince = None,
+    ) -> Response:
+        return _feed(kind, FeedFormat.PB, context, service, now_ms, if_none_match, if_modified_since)
+
+    def as_json(
+        context: ContextDep,
+        service: TransitDep,
+        now_ms: NowMsDep,
+        if_none_match: IfNoneMatch = None,
+        if_modified_since: IfModifiedSince = None,
+    ) -> Response:
+        return _feed(kind, FeedFormat.JSON, context, service, now_ms, if_none_match, if_modified_since)
+
+    path = f"/{kind.value}"
+    common: dict[str, Any] = {"response_class": Response, "responses": _FEED_RESPONSES}
+    router.add_api_route(path, any_format, summary=summary, name=f"{kind.name.lower()}", **common)
+    router.add_api_route(
+        path + ".pb", protobuf, summary=summary + " (protobuf)", name=f"{kind.name.lower()}_pb", **common
+    )
+    router.add_api_route(
+        path + ".json", as_json, summary=summary + " (JSON)", name=f"{kind.name.lower()}_json", **common
+    )
+
+
+_add_feed_routes(FeedKind.VEHICLE_POSITIONS, "Where each bus is now: GTFS-realtime VehiclePositions")
+_add_feed_routes(FeedKind.TRIP_UPDATES, "When buses will reach their next stops: GTFS-realtime TripUpdates")
+_add_feed_routes(FeedKind.ALERTS, "Service alerts: GTFS-realtime Alerts")
+
+
+@router.get(
+    "/gtfs.zip",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}},
+        304: {},
+        404: {"description": "no static GTFS loaded"},
+    },
+)
+def gtfs_zip(
+    service: TransitDep, if_none_match: IfNoneMatch = None, if_modified_since: IfModifiedSince = None
 ) -> Response:
-    """The VehiclePositions feed as protobuf, for consumers that go by file suffix."""
-    return _vehicle_positions(context, now_ms, FeedFormat.PB, if_none_match)
+    """The static GTFS the feeds refer to, byte for byte (journey planners need both)."""
+    published = service.source.current()
+    if published is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, "no static GTFS is loaded (set CITYGW_TRANSIT_GTFS_PATH)"
+        )
+    answer = _cached_answer(
+        published.zip_bytes,
+        "application/zip",
+        published.etag,
+        int(published.loaded_at_s),
+        300,
+        if_none_match,
+        if_modified_since,
+    )
+    answer.headers["Content-Disposition"] = 'attachment; filename="gtfs.zip"'
+    return answer
 
 
-@router.get("/vehicle-positions.json", response_class=Response, responses=_FEED_RESPONSES)
-def vehicle_positions_json(
-    context: ContextDep, now_ms: NowMsDep, if_none_match: IfNoneMatch = None
-) -> Response:
-    """The VehiclePositions feed as JSON (protobuf JSON mapping, proto field names)."""
-    return _vehicle_positions(context, now_ms, FeedFormat.JSON, if_none_match)
+@router.put(
+    "/gtfs.zip",
+    status_code=status.HTTP_200_OK,
+    openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
+)
+async def replace_gtfs_zip(request: Request, operator: OperatorDep, service: TransitDep) -> dict[str, Any]:
+    """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem."""
+    data = await request.body()
+    try:
+        published = await run_in_threadpool(service.source.publish, data)
+    except GtfsError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {"message": str(exc), "problems": [_problem(p) for p in exc.problems]},
+        ) from None
+    timetable = published.timetable
+    return {
+        "trips": len(timetable.trips),
+        "stops": len(timetable.stops),
+        "routes": len(timetable.routes),
+        "by": operator,
+    }
+
+
+def _problem(problem: GtfsProblem) -> dict[str, Any]:
+    return {"file": problem.file, "row": problem.row, "field": problem.field, "reason": problem.reason}
+
+
+@router.post("/alerts", status_code=status.HTTP_201_CREATED)
+def create_alert(
+    alert: Annotated[AlertCreate, Body()], operator: OperatorDep, service: TransitDep, now_ms: NowMsDep
+) -> AlertPublic:
+    """Publish an operator's alert (in the Alerts feed from the next build)."""
+    published = service.source.current()
+    if published is not None and (problems := unknown_ids(alert, published.timetable)):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
+    return service.alerts.create(alert, actor=operator, now_s=now_ms // 1000)
+
+
+@router.post("/alerts/{alert_id}/end")
+def end_alert(alert_id: str, operator: OperatorDep, service: TransitDep, now_ms: NowMsDep) -> AlertPublic:
+    """End an operator's alert now; it leaves the feed and stays on record."""
+    ended = service.alerts.end(alert_id, now_s=now_ms // 1000)
+    if ended is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+    return ended
+
+
+@router.get(
+    "/vehicles/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def vehicle_stream(request: Request, context: ContextDep, service: TransitDep) -> StreamingResponse:
+    """Server-sent events: ``vehicle`` (an entity as JSON) when a bus changes, ``gone`` when it leaves."""
+
+    async def events() -> AsyncIterator[bytes]:
+        sent: dict[str, str] = {}
+        yield b": citygw vehicle stream\n\n"
+        while not await request.is_disconnected():
+            snapshot = await run_in_threadpool(_snapshot, context, service, context.clock())
+            feed = snapshot.feeds[FeedKind.VEHICLE_POSITIONS]
+            current: dict[str, str] = {}
+            for entity in feed.entity:
+                data = json.dumps(
+                    json_format.MessageToDict(entity, preserving_proto_field_name=True),
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+                current[entity.id] = data
+                if sent.get(entity.id) != data:
+                    yield f"event: vehicle\nid: {feed.header.timestamp}\ndata: {data}\n\n".encode()
+            for gone in sorted(set(sent) - set(current)):
+                yield f"event: gone\ndata: {json.dumps({'id': gone})}\n\n".encode()
+            sent = current
+            await asyncio.sleep(service.settings.stream_period_s)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

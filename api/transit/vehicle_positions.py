@@ -3,18 +3,22 @@
 A point's tags name the vehicle (``vehicle``, else ``device``), its ``vehicle_label`` and,
 when known, its ``route`` and ``trip``; its fields carry the fix (``lat``, ``lon``,
 ``speed_mps``, ``course_deg``, ``fix_quality``, ...). ``build_feed`` is pure: same points and
-clock, same bytes.
+clock, same bytes. With a timetable, the trip of a vehicle comes from trip matching
+(``placements``) and only ids the timetable knows are published.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from google.transit import gtfs_realtime_pb2
 
+from api.transit.matching import TripMatch
+from api.transit.occupancy import Occupancy
+from api.transit.trip_updates import trip_descriptor
 from collector.store.base import FieldValue, Point
 
 MEASUREMENT = "vehicle_position"
@@ -22,7 +26,17 @@ GTFS_REALTIME_VERSION = "2.0"
 
 
 @dataclass(frozen=True, slots=True)
-class _Fix:
+class Placement:
+    """A matched vehicle's run and where it is on it."""
+
+    match: TripMatch
+    stop_sequence: int
+    stop_id: str
+    status: int  # VehiclePosition.VehicleStopStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
     vehicle_id: str
     label: str | None
     route_id: str | None
@@ -42,7 +56,7 @@ def _number(fields: Mapping[str, FieldValue], name: str) -> float | None:
     return float(value)
 
 
-def _fix(point: Point) -> _Fix | None:
+def fix_of(point: Point) -> Fix | None:
     """The fix a point describes, or None when it cannot be placed on a map."""
     vehicle_id = point.tags.get("vehicle") or point.tags.get("device")
     lat, lon = _number(point.fields, "lat"), _number(point.fields, "lon")
@@ -52,7 +66,7 @@ def _fix(point: Point) -> _Fix | None:
         return None
     speed = _number(point.fields, "speed_mps")
     course = _number(point.fields, "course_deg")
-    return _Fix(
+    return Fix(
         vehicle_id=vehicle_id,
         label=point.tags.get("vehicle_label"),
         route_id=point.tags.get("route"),
@@ -72,29 +86,27 @@ def build_feed(
     max_age_s: float,
     max_ahead_s: float = 30.0,
     not_before_s: int = 0,
+    placements: Mapping[str, Placement] | None = None,
+    occupancies: Mapping[str, Occupancy] | None = None,
+    known_routes: Container[str] | None = None,
 ) -> gtfs_realtime_pb2.FeedMessage:
     """A FULL_DATASET FeedMessage with one entity per vehicle whose newest fix is fresh.
 
     Fixes older than ``max_age_s`` or more than ``max_ahead_s`` ahead of ``now_ms`` are left
     out; of several fixes of one vehicle the newest wins. The header timestamp is the newest
     fix time (``now_ms`` when there is none), never earlier than ``not_before_s``.
+    ``placements`` and ``occupancies`` are keyed by vehicle id. When ``known_routes`` is given
+    (a timetable is in use) trips come only from ``placements`` and a route tag is published only
+    if the timetable has that route.
     """
-    newest: dict[str, _Fix] = {}
-    for point in points:
-        if point.measurement != MEASUREMENT:
-            continue
-        fix = _fix(point)
-        if fix is None or not -max_ahead_s * 1000 <= now_ms - fix.ts_ms <= max_age_s * 1000:
-            continue
-        known = newest.get(fix.vehicle_id)
-        if known is None or fix.ts_ms > known.ts_ms:
-            newest[fix.vehicle_id] = fix
-
+    newest = newest_fixes(points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
     feed = gtfs_realtime_pb2.FeedMessage()
     feed.header.gtfs_realtime_version = GTFS_REALTIME_VERSION
     feed.header.incrementality = gtfs_realtime_pb2.FeedHeader.FULL_DATASET
     newest_ms = max((fix.ts_ms for fix in newest.values()), default=now_ms)
     feed.header.timestamp = max(newest_ms // 1000, not_before_s)
+    placements = placements or {}
+    occupancies = occupancies or {}
 
     for vehicle_id in sorted(newest):
         fix = newest[vehicle_id]
@@ -105,17 +117,47 @@ def build_feed(
         vehicle.vehicle.id = vehicle_id
         if fix.label:
             vehicle.vehicle.label = fix.label
-        if fix.route_id:
+        placement = placements.get(vehicle_id)
+        if placement is not None:
+            trip_descriptor(placement.match, vehicle.trip)
+            vehicle.current_stop_sequence = placement.stop_sequence
+            vehicle.stop_id = placement.stop_id
+            vehicle.current_status = placement.status  # type: ignore[assignment]
+        elif known_routes is None:
+            if fix.route_id:
+                vehicle.trip.route_id = fix.route_id
+            if fix.trip_id:
+                vehicle.trip.trip_id = fix.trip_id
+        elif fix.route_id and fix.route_id in known_routes:
             vehicle.trip.route_id = fix.route_id
-        if fix.trip_id:
-            vehicle.trip.trip_id = fix.trip_id
         vehicle.position.latitude = fix.lat
         vehicle.position.longitude = fix.lon
         if fix.bearing_deg is not None:
             vehicle.position.bearing = fix.bearing_deg
         if fix.speed_mps is not None:
             vehicle.position.speed = fix.speed_mps
+        occupancy = occupancies.get(vehicle_id)
+        if occupancy is not None:
+            vehicle.occupancy_status = occupancy.status  # type: ignore[assignment]
+            vehicle.occupancy_percentage = occupancy.percentage
     return feed
+
+
+def newest_fixes(
+    points: Iterable[Point], *, now_ms: int, max_age_s: float, max_ahead_s: float = 30.0
+) -> dict[str, Fix]:
+    """The newest placeable fix of each vehicle within [now - max_age_s, now + max_ahead_s]."""
+    newest: dict[str, Fix] = {}
+    for point in points:
+        if point.measurement != MEASUREMENT:
+            continue
+        fix = fix_of(point)
+        if fix is None or not -max_ahead_s * 1000 <= now_ms - fix.ts_ms <= max_age_s * 1000:
+            continue
+        known = newest.get(fix.vehicle_id)
+        if known is None or fix.ts_ms > known.ts_ms:
+            newest[fix.vehicle_id] = fix
+    return newest
 
 
 class HeaderClock:

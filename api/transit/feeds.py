@@ -1,0 +1,319 @@
+"""The transit feeds of one API process: timetable, trip matching, the three feeds, their clocks.
+
+``TransitService.snapshot`` reads the store once and builds VehiclePositions, TripUpdates and
+Alerts together, so the feeds agree with each other (same vehicles on the same runs). A snapshot
+is reused for ``rebuild_interval_s``, which bounds the store queries however many apps poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from google.protobuf import json_format
+from google.transit import gtfs_realtime_pb2
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
+from api.transit.matching import MatchRules, Sighting, TripMatch, match_bus
+from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
+from api.transit.source import TimetableSource
+from api.transit.timetable import Timetable
+from api.transit.trip_updates import TripProgress, add_trip_updates
+from api.transit.vehicle_positions import (
+    GTFS_REALTIME_VERSION,
+    MEASUREMENT,
+    Fix,
+    Placement,
+    build_feed,
+    fix_of,
+    newest_fixes,
+)
+from collector.store.base import Point, Row, TelemetryReader
+
+PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
+_VP = gtfs_realtime_pb2.VehiclePosition
+
+
+class TransitSettings(BaseSettings):
+    """Transit settings: environment variables ``CITYGW_TRANSIT_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYGW_TRANSIT_", extra="forbid", frozen=True)
+
+    gtfs_path: Path | None = Field(
+        default=None, description="the static GTFS zip in use (replace it to reload)"
+    )
+    alerts_path: Path | None = Field(
+        default=None, description="SQLite file of operator alerts (memory if unset)"
+    )
+    rebuild_interval_s: float = Field(
+        default=0.0, ge=0, le=60, description="reuse a built feed this long; 1 s suits a busy city"
+    )
+    match_window_s: float = Field(
+        default=120.0, ge=10, le=900, description="fixes considered by trip matching"
+    )
+    vehicle_capacity: int = Field(
+        default=90, ge=1, le=400, description="passengers per vehicle, for occupancy"
+    )
+    ride_minutes: int = Field(default=20, ge=1, le=120, description="taps of this long count as on board")
+    silent_route_alerts: bool = Field(
+        default=True, description="alert when a running route has no bus reporting"
+    )
+    stream_period_s: float = Field(default=1.0, gt=0, le=60, description="how often the vehicle stream looks")
+
+
+class FeedFormat(StrEnum):
+    PB = "pb"
+    JSON = "json"
+
+
+class FeedKind(StrEnum):
+    VEHICLE_POSITIONS = "vehicle-positions"
+    TRIP_UPDATES = "trip-updates"
+    ALERTS = "alerts"
+
+
+class FeedClock:
+    """Header timestamps that never go back and move on when the content changes (thread-safe).
+
+    The candidate is the newest fix in the feed (or now); a changed feed is stamped at least one
+    second after the previous one unless that would run ahead of both the clock and the newest fix.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_s = 0
+        self._last_digest = b""
+
+    def stamp(self, feed: gtfs_realtime_pb2.FeedMessage, *, now_s: int) -> None:
+        digest = hashlib.sha256(
+            b"".join(e.SerializeToString(deterministic=True) for e in feed.entity)
+        ).digest()
+        with self._lock:
+            candidate = feed.header.timestamp
+            if digest == self._last_digest:
+                stamp = self._last_s
+            else:
+                stamp = max(candidate, min(self._last_s + 1, max(now_s, candidate)), self._last_s)
+            feed.header.timestamp = stamp
+            self._last_s, self._last_digest = stamp, digest
+
+
+@dataclass
+class EncodedFeed:
+    body: bytes
+    media_type: str
+    etag: str
+    timestamp_s: int
+
+
+@dataclass
+class Snapshot:
+    """The three feeds as of ``built_at_ms``, encoded on first use per format."""
+
+    built_at_ms: int
+    feeds: dict[FeedKind, gtfs_realtime_pb2.FeedMessage]
+    matches: dict[str, TripMatch] = field(default_factory=dict)
+    _encoded: dict[tuple[FeedKind, FeedFormat], EncodedFeed] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def encoded(self, kind: FeedKind, fmt: FeedFormat) -> EncodedFeed:
+        with self._lock:
+            known = self._encoded.get((kind, fmt))
+            if known is None:
+                known = self._encoded[(kind, fmt)] = encode(self.feeds[kind], fmt)
+            return known
+
+
+def encode(feed: gtfs_realtime_pb2.FeedMessage, fmt: FeedFormat) -> EncodedFeed:
+    """Protobuf (deterministic bytes) or the protobuf JSON mapping with proto field names."""
+    if fmt is FeedFormat.PB:
+        body, media_type = feed.SerializeToString(deterministic=True), PROTOBUF_MEDIA_TYPE
+    else:
+        as_dict = json_format.MessageToDict(feed, preserving_proto_field_name=True)
+        body, media_type = (
+            json.dumps(as_dict, separators=(",", ":"), ensure_ascii=False).encode(),
+            "application/json",
+        )
+    return EncodedFeed(body, media_type, f'"{hashlib.sha256(body).hexdigest()[:32]}"', feed.header.timestamp)
+
+
+def _empty_feed(now_ms: int) -> gtfs_realtime_pb2.FeedMessage:
+    feed = gtfs_realtime_pb2.FeedMessage()
+    feed.header.gtfs_realtime_version = GTFS_REALTIME_VERSION
+    feed.header.incrementality = gtfs_realtime_pb2.FeedHeader.FULL_DATASET
+    feed.header.timestamp = now_ms // 1000
+    return feed
+
+
+def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
+    """Stop sequence, stop and status of a matched vehicle: STOPPED_AT within 30 m and slow."""
+    path = timetable.path(match.run.trip.trip_id)
+    stop_time = match.run.trip.stop_times[match.next_stop]
+    gap = path.stop_along_m[match.next_stop] - match.along_m
+    slow = fix.speed_mps is None or fix.speed_mps < 1.5
+    if abs(gap) <= 30 and slow:
+        status = _VP.STOPPED_AT
+    elif gap <= 150:
+        status = _VP.INCOMING_AT
+    else:
+        status = _VP.IN_TRANSIT_TO
+    return Placement(match, stop_time.stop_sequence, stop_time.stop_id, status)
+
+
+def match_fleet(
+    points: list[Point], newest: dict[str, Fix], timetable: Timetable, *, window_s: float, rules: MatchRules
+) -> dict[str, TripMatch]:
+    """Matches of every fresh vehicle; a run claimed by several goes to the surest, the others to none."""
+    tracks: dict[str, list[Fix]] = defaultdict(list)
+    for point in points:
+        fix = fix_of(point)
+        if fix is not None and fix.vehicle_id in newest:
+            latest = newest[fix.vehicle_id]
+            if latest.ts_ms - window_s * 1000 <= fix.ts_ms <= latest.ts_ms:
+                tracks[fix.vehicle_id].append(fix)
+    matches: dict[str, TripMatch] = {}
+    for vehicle_id, fixes in tracks.items():
+        fixes.sort(key=lambda f: f.ts_ms)
+        latest = newest[vehicle_id]
+        sightings = [Sighting(f.ts_ms / 1000, f.lat, f.lon, f.speed_mps, f.bearing_deg) for f in fixes]
+        match = match_bus(
+            sightings,
+            timetable,
+            route_id=latest.route_id if latest.route_id in timetable.routes else None,
+            trip_id=latest.trip_id if latest.trip_id in timetable.trips else None,
+            rules=rules,
+        )
+        if match is not None:
+            matches[vehicle_id] = match
+    owners: dict[str, str] = {}
+    for vehicle_id in sorted(matches):
+        key = matches[vehicle_id].run.key
+        rival = owners.get(key)
+        if rival is None or matches[vehicle_id].confidence > matches[rival].confidence:
+            owners[key] = vehicle_id
+    return {vehicle_id: matches[vehicle_id] for vehicle_id in owners.values()}
+
+
+def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
+    by_vehicle: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        vehicle_id = row.tags.get("vehicle")
+        if vehicle_id:
+            by_vehicle[vehicle_id].append(row)
+    found = {}
+    for vehicle_id, vehicle_rows in by_vehicle.items():
+        vehicle_rows.sort(key=lambda row: row.ts_ms)
+        occupancy = estimate(vehicle_rows, capacity=capacity)
+        if occupancy is not None:
+            found[vehicle_id] = occupancy
+    return found
+
+
+class TransitService:
+    """Timetable source, alert board and feed clocks of one API process."""
+
+    def __init__(self, settings: TransitSettings | None = None, *, rules: MatchRules | None = None) -> None:
+        self.settings = settings if settings is not None else TransitSettings()
+        self.source = TimetableSource(self.settings.gtfs_path)
+        self.alerts = AlertBoard(self.settings.alerts_path)
+        self.rules = rules or MatchRules()
+        self.clocks = {kind: FeedClock() for kind in FeedKind}
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    def snapshot(
+        self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float
+    ) -> Snapshot:
+        """The feeds as of ``now_ms``; one built less than ``rebuild_interval_s`` ago is reused."""
+        with self._lock:
+            known = self._snapshot
+            interval_ms = self.settings.rebuild_interval_s * 1000
+            if known is not None and 0 <= now_ms - known.built_at_ms < interval_ms:
+                return known
+            snapshot = self.build(store, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
+            for kind, feed in snapshot.feeds.items():
+                self.clocks[kind].stamp(feed, now_s=now_ms // 1000)
+            self._snapshot = snapshot
+            return snapshot
+
+    def build(self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float) -> Snapshot:
+        """All three feeds from the store as of ``now_ms`` (header timestamps not yet stamped)."""
+        published = self.source.current()
+        now_s = now_ms // 1000
+        alerts = _empty_feed(now_ms)
+        add_operator_alerts(alerts, self.alerts.in_force(now_s))
+        if published is None:
+            points = store.latest(measurement=MEASUREMENT, since_ms=now_ms - int(max_age_s * 1000))
+            vehicle_positions = build_feed(
+                points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s
+            )
+            return Snapshot(
+                now_ms,
+                {
+                    FeedKind.VEHICLE_POSITIONS: vehicle_positions,
+                    FeedKind.TRIP_UPDATES: _empty_feed(now_ms),
+                    FeedKind.ALERTS: alerts,
+                },
+            )
+        timetable = published.timetable
+        window_s = max(self.settings.match_window_s, max_age_s)
+        rows = store.range(
+            measurement=MEASUREMENT,
+            start_ms=now_ms - int(window_s * 1000),
+            end_ms=now_ms + int(max_ahead_s * 1000) + 1,
+        )
+        points = [
+            Point(MEASUREMENT, row.tags, row.ts_ms, {k: v for k, v in row.values.items() if v is not None})
+            for row in rows
+        ]
+        newest = newest_fixes(points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
+        matches = match_fleet(
+            points, newest, timetable, window_s=self.settings.match_window_s, rules=self.rules
+        )
+        validator_rows = store.range(
+            measurement=VALIDATOR_MEASUREMENT,
+            start_ms=now_ms - self.settings.ride_minutes * 60_000,
+            end_ms=now_ms + 1,
+        )
+        vehicle_positions = build_feed(
+            points,
+            now_ms=now_ms,
+            max_age_s=max_age_s,
+            max_ahead_s=max_ahead_s,
+            placements={v: place(m, timetable, newest[v]) for v, m in matches.items()},
+            occupancies=occupancies(validator_rows, capacity=self.settings.vehicle_capacity),
+            known_routes=timetable.routes,
+        )
+        trip_updates = _empty_feed(now_ms)
+        trip_updates.header.timestamp = vehicle_positions.header.timestamp
+        add_trip_updates(
+            trip_updates,
+            (
+                TripProgress(
+                    v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id)
+                )
+                for v, m in matches.items()
+            ),
+        )
+        if self.settings.silent_route_alerts:
+            running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}
+            heard = {m.run.trip.route_id for m in matches.values()} | {
+                fix.route_id for fix in newest.values() if fix.route_id
+            }
+            add_silent_route_alerts(alerts, timetable, running - heard)
+        return Snapshot(
+            now_ms,
+            {
+                FeedKind.VEHICLE_POSITIONS: vehicle_positions,
+                FeedKind.TRIP_UPDATES: trip_updates,
+                FeedKind.ALERTS: alerts,
+            },
+            matches,
+        )

@@ -1,0 +1,215 @@
+"""Which trip a bus is driving, from its recent fixes alone (or checked against what its console says).
+
+A bus is put on a run of a trip only when its recent fixes, all of them, lie on that trip's
+line, move forward along it, and agree with the run's schedule within a believable delay. The
+run whose schedule fits best wins; when two runs fit about equally the confidence drops. Below
+``min_confidence``, off the line, or at the end of its trip the bus is left unassigned: a
+feed that says "unknown" is better than one that guesses.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from api.transit.geometry import OnLine
+from api.transit.timetable import Timetable, TripPath, TripRun
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One fix of one bus."""
+
+    ts_s: float
+    lat: float
+    lon: float
+    speed_mps: float | None = None
+    course_deg: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRules:
+    """How sure the matcher must be, and what it believes of buses."""
+
+    off_line_m: float = 45.0  # GPS noise plus street width
+    min_fixes: int = 3
+    min_span_s: float = 10.0
+    max_late_s: float = 30 * 60
+    max_early_s: float = 5 * 60
+    max_layover_early_s: float = 25 * 60  # waiting at the first stop long before departure
+    back_jitter_m: float = 25.0
+    max_course_error_deg: float = 60.0  # a moving bus's course against the line's direction
+    delay_spread_s: float = 240.0
+    min_confidence: float = 0.7
+    ambiguity_s: float = 120.0  # two runs whose delays differ by less than this are confusable
+    early_weight: float = 2.0  # a minute early mid-trip counts as two minutes late when ranking runs
+    end_of_trip_m: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TripMatch:
+    """A bus on a run: where along the run's line it is, how late, and how sure we are."""
+
+    run: TripRun
+    along_m: float
+    delay_s: float
+    confidence: float
+    next_stop: int  # index in the trip's stop_times of the stop the bus is at or heading to
+
+
+def scheduled_time(run: TripRun, path: TripPath, along_m: float) -> float:
+    """When the run is scheduled to pass ``along_m`` (epoch seconds; dwell counts as arriving)."""
+    stops = path.stop_along_m
+    index = bisect.bisect_right(stops, along_m) - 1
+    if index < 0:
+        return float(run.departure(0))
+    if index >= len(stops) - 1:
+        return float(run.arrival(len(stops) - 1))
+    start, end = stops[index], stops[index + 1]
+    leave, reach = run.departure(index), run.arrival(index + 1)
+    fraction = (along_m - start) / (end - start) if end > start else 1.0
+    return leave + fraction * (reach - leave)
+
+
+def next_stop_index(path: TripPath, along_m: float, *, at_stop_m: float = 25.0) -> int:
+    """The stop the bus is at (within ``at_stop_m``) or heading to."""
+    index = bisect.bisect_left(path.stop_along_m, along_m - at_stop_m)
+    return min(index, len(path.stop_along_m) - 1)
+
+
+@dataclass(slots=True)
+class _Fit:
+    run: TripRun
+    along_m: float
+    delay_s: float
+    rank_s: float  # how far off its schedule the bus is, early waiting included: smaller fits better
+    on_line: int
+    delays: list[float]
+
+
+def match_bus(
+    fixes: Sequence[Sighting],
+    timetable: Timetable,
+    *,
+    route_id: str | None = None,
+    trip_id: str | None = None,
+    rules: MatchRules = MatchRules(),
+) -> TripMatch | None:
+    """The run the bus whose recent ``fixes`` (oldest first) are given is driving, or None."""
+    if len(fixes) < rules.min_fixes or fixes[-1].ts_s - fixes[0].ts_s < rules.min_span_s:
+        return None
+    newest = fixes[-1]
+    if trip_id is not None:
+        trip = timetable.trips.get(trip_id)
+        candidates = (
+            []
+            if trip is None
+            else [
+                run
+                for run in timetable.runs_between(
+                    newest.ts_s - rules.max_late_s,
+                    newest.ts_s + rules.max_layover_early_s,
+                    route_id=trip.route_id,
+                )
+                if run.trip.trip_id == trip_id
+            ]
+        )
+    else:
+        candidates = list(
+            timetable.runs_between(
+                newest.ts_s - rules.max_late_s, newest.ts_s + rules.max_layover_early_s, route_id=route_id
+            )
+        )
+    by_path: dict[int, list[TripRun]] = defaultdict(list)
+    paths: dict[int, TripPath] = {}
+    for run in candidates:
+        path = timetable.path(run.trip.trip_id)
+        by_path[id(path)].append(run)
+        paths[id(path)] = path
+    points = [timetable.plane.to_xy(fix.lat, fix.lon) for fix in fixes]
+    fits: list[_Fit] = []
+    for key, runs in by_path.items():
+        path = paths[key]
+        projections = [
+            _heading_along(path, fix, path.line.project(x, y, within_m=rules.off_line_m), rules)
+            for fix, (x, y) in zip(fixes, points, strict=True)
+        ]
+        if not projections[-1]:
+            continue  # the bus is not on this line now
+        for run in runs:
+            fit = _fit(run, path, fixes, projections, rules)
+            if fit is not None:
+                fits.append(fit)
+    if not fits:
+        return None
+    fits.sort(key=lambda fit: (fit.rank_s, fit.run.key))
+    best = fits[0]
+    confidence = best.on_line / len(fixes)
+    if max(best.delays) - min(best.delays) > rules.delay_spread_s:
+        confidence *= 0.5
+    rivals = [fit for fit in fits[1:] if fit.run.key != best.run.key]
+    if rivals:
+        margin = rivals[0].rank_s - best.rank_s
+        confidence *= min(1.0, 0.5 + margin / (2 * rules.ambiguity_s))
+    if confidence < rules.min_confidence:
+        return None
+    path = timetable.path(best.run.trip.trip_id)
+    return TripMatch(
+        best.run, best.along_m, best.delay_s, round(confidence, 3), next_stop_index(path, best.along_m)
+    )
+
+
+def _heading_along(path: TripPath, fix: Sighting, found: list[OnLine], rules: MatchRules) -> list[OnLine]:
+    """Projections where a moving bus heads the way the line runs (not the opposite direction)."""
+    if fix.course_deg is None or fix.speed_mps is None or fix.speed_mps < 2.0:
+        return found
+    kept = []
+    for on in found:
+        heading = path.line.point_at(on.along_m)[2]
+        if abs((fix.course_deg - heading + 180) % 360 - 180) <= rules.max_course_error_deg:
+            kept.append(on)
+    return kept
+
+
+def _fit(
+    run: TripRun,
+    path: TripPath,
+    fixes: Sequence[Sighting],
+    projections: list[list[OnLine]],
+    rules: MatchRules,
+) -> _Fit | None:
+    newest = fixes[-1]
+    last_stop_m = path.stop_along_m[-1]
+    best: tuple[float, float] | None = None
+    for on in projections[-1]:
+        along = on.along_m
+        if along >= last_stop_m - rules.end_of_trip_m:
+            continue  # at the end of the trip: it is over, the bus's next trip is not known yet
+        delay = newest.ts_s - scheduled_time(run, path, along)
+        at_first_stop = along <= path.stop_along_m[0] + 25.0
+        early_limit = rules.max_layover_early_s if at_first_stop else rules.max_early_s
+        if not -early_limit <= delay <= rules.max_late_s:
+            continue
+        if best is None or abs(delay) < abs(best[1]):
+            best = (along, delay)
+    if best is None:
+        return None
+    along_now, raw_s = best
+    waiting = along_now <= path.stop_along_m[0] + 25.0
+    # Waiting at the first stop to leave on time is not being early; elsewhere running early is
+    # rarer than running late, so a late run fits better than an equally early one.
+    delay_now = max(0.0, raw_s) if waiting else raw_s
+    rank_s = abs(raw_s) if waiting or raw_s >= 0 else rules.early_weight * -raw_s
+    on_line, delays, ahead = 1, [raw_s], along_now
+    for fix, options in zip(reversed(fixes[:-1]), reversed(projections[:-1]), strict=True):
+        # Going back in time the bus was behind (or, parked, at) where it was later.
+        behind = [on.along_m for on in options if on.along_m <= ahead + rules.back_jitter_m]
+        if not behind:
+            continue
+        along = max(behind)
+        on_line += 1
+        delays.append(fix.ts_s - scheduled_time(run, path, along))
+        ahead = along
+    return _Fit(run, along_now, delay_now, rank_s, on_line, delays)
