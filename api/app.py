@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,14 +13,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from api.deps import AppContext, Clock, wall_clock_ms
+from api.mqtt_link import AgentLink
 from api.registry import Registry, open_registry
-from api.routes import devices, health, summary, telemetry, transit
+from api.registry.commands import send_due_commands
+from api.routes import agents, audit, commands, devices, health, keys, summary, telemetry, transit
 from api.security import telemetry_reader
 from api.settings import ApiSettings
 from collector.store.base import StoreError, TelemetryReader
 
 log = logging.getLogger(__name__)
 STORE_RETRY_AFTER_S = 5
+COMMAND_TICK_S = 1.0
 
 
 def _version() -> str:
@@ -39,6 +43,16 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _send_commands(registry: Registry, link: AgentLink, clock: Clock, ttl_ms: int) -> None:
+    """Send due commands (scheduled ones included) once a second, for as long as the app runs."""
+    while True:
+        try:
+            await asyncio.to_thread(send_due_commands, registry, link, now_ms=clock(), ttl_ms=ttl_ms)
+        except Exception:
+            log.exception("sending due commands failed; trying again")
+        await asyncio.sleep(COMMAND_TICK_S)
+
+
 def create_app(
     store: TelemetryReader,
     *,
@@ -55,11 +69,27 @@ def create_app(
     owned_registry = registry is None
     registry = registry if registry is not None else open_registry(settings.registry_url)
 
+    agent_link = AgentLink(settings.broker_url, registry, clock) if settings.broker_url else None
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            if agent_link is None:
+                yield
+                return
+            agent_link.start()
+            async with asyncio.TaskGroup() as tasks:
+                dispatcher = tasks.create_task(
+                    _send_commands(registry, agent_link, clock, settings.command_ttl_s * 1000),
+                    name="command-dispatcher",
+                )
+                try:
+                    yield
+                finally:
+                    dispatcher.cancel()
         finally:
+            if agent_link is not None:
+                agent_link.stop()
             if owned_registry:
                 registry.close()
 
@@ -69,7 +99,9 @@ def create_app(
         summary="Smart-city telemetry: GTFS-realtime vehicle positions, devices and their readings",
         lifespan=lifespan,
     )
-    app.state.context = AppContext(store=store, settings=settings, registry=registry, clock=clock)
+    app.state.context = AppContext(
+        store=store, settings=settings, registry=registry, clock=clock, agent_link=agent_link
+    )
     app.add_exception_handler(StoreError, _store_unavailable)
     if settings.cors_origins:
         app.add_middleware(
@@ -83,4 +115,6 @@ def create_app(
         app.include_router(module.router)
     for module in (devices, telemetry, summary):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
+    for module in (agents, commands, keys, audit):
+        app.include_router(module.router)
     return app

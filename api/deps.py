@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.mqtt_link import AgentLink
 from api.registry import Registry
 from api.security import VerifiedKeys
 from api.settings import ApiSettings
@@ -34,6 +35,7 @@ class AppContext:
     registry: Registry
     clock: Clock = wall_clock_ms
     verified_keys: VerifiedKeys = field(default_factory=VerifiedKeys)
+    agent_link: AgentLink | None = None
     vehicle_positions: HeaderClock = field(default_factory=HeaderClock)
 
 

@@ -30,6 +30,13 @@ class ApiSettings(BaseSettings):
         min_length=1,
         description="registry database (keys, audit, agents, devices): sqlite:///path or postgresql+psycopg://…",
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="MQTT broker of the agents, mqtt://[user:pass@]host:port; none: no config push",
+    )
+    command_ttl_s: int = Field(
+        default=300, ge=10, le=86400, description="a command not run this long after it was due is refused"
+    )
     open_telemetry: bool = Field(
         default=False, description="devices, summary and telemetry readable without a key (demo, open city)"
     )

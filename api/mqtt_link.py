@@ -1,0 +1,130 @@
+"""The API's MQTT session: hears agents (status, health, config/state, cmd/result), writes config and cmd.
+
+One paho client per app, started and stopped by the app's lifespan; paho's network thread applies
+what agents say to the registry. Publishing waits for the broker's PUBACK, so "pushed" means the
+broker has it (retained, for config).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from api.registry import Registry, live
+from citygw import wire
+from edge.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+LISTENED = (wire.Channel.STATUS, wire.Channel.HEALTH, wire.Channel.CONFIG_STATE, wire.Channel.CMD_RESULT)
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class LinkUnavailable(RuntimeError):
+    """The broker did not take a message (not connected, or no PUBACK in time)."""
+
+
+class AgentLink:
+    """The API's connection to the agents through the broker."""
+
+    def __init__(
+        self, broker_url: str, registry: Registry, clock: Any, *, client_id: str = "citygw-api"
+    ) -> None:
+        self._broker = BrokerConfig(url=broker_url, reconnect_min=0.5, reconnect_max=10)
+        self._registry = registry
+        self._clock = clock
+        self._connected = threading.Event()
+        self.rejected = 0
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        if self._broker.username:
+            client.username_pw_set(self._broker.username, self._broker.password)
+        if self._broker.tls:
+            client.tls_set(ca_certs=str(self._broker.ca_file) if self._broker.ca_file else None)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._client.connect_async(self._broker.hostname, self._broker.port, keepalive=self._broker.keepalive)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT link to %s refused: %s", self._broker.redacted_url, reason)
+            return
+        client.subscribe([(wire.subscription(channel), 1) for channel in LISTENED])
+        self._connected.set()
+        log.info("MQTT link to %s up", self._broker.redacted_url)
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._connected.clear()
+        log.info("MQTT link to %s down: %s", self._broker.redacted_url, reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parsed = wire.parse_topic(message.topic)
+        if parsed is None or parsed[1] not in LISTENED:
+            return
+        agent_id, channel = parsed
+        if not message.payload:
+            return  # a cleared retained message
+        try:
+            payload = wire.PAYLOADS[channel].model_validate_json(message.payload)
+        except ValidationError as exc:
+            self.rejected += 1
+            log.warning("%s: invalid %s payload: %s", message.topic, channel.value, exc.errors()[:3])
+            return
+        if getattr(payload, "agent", None) != agent_id:
+            self.rejected += 1
+            log.warning("%s: payload names another agent; ignored", message.topic)
+            return
+        now_ms = self._clock()
+        try:
+            with self._registry.session() as session:
+                if isinstance(payload, wire.Status):
+                    live.apply_status(session, payload, now_ms=now_ms)
+                elif isinstance(payload, wire.Health):
+                    live.apply_health(session, payload, now_ms=now_ms)
+                elif isinstance(payload, wire.ConfigState):
+                    live.apply_config_state(session, payload, now_ms=now_ms)
+                elif isinstance(payload, wire.CommandResult):
+                    live.apply_command_result(session, payload, now_ms=now_ms)
+                session.commit()
+        except Exception:
+            log.exception("%s: could not record it in the registry", message.topic)
+
+    def _publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        if not self.connected:
+            raise LinkUnavailable(f"not connected to the broker at {self._broker.redacted_url}")
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(PUBLISH_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:
+            raise LinkUnavailable(f"the broker did not take {topic}: {exc}") from None
+        if not info.is_published():
+            raise LinkUnavailable(f"no PUBACK for {topic} within {PUBLISH_TIMEOUT_S} s")
+
+    def push_config(self, config: wire.DesiredConfig) -> None:
+        """Publish the desired config, retained, so the agent gets it whenever it connects."""
+        self._publish(wire.topic(config.agent, wire.Channel.CONFIG), wire.encode(config), retain=True)
+
+    def send_command(self, command: wire.Command) -> None:
+        self._publish(wire.topic(command.agent, wire.Channel.CMD), wire.encode(command), retain=False)

@@ -1,0 +1,451 @@
+"""Field engineers' registry: agents with live status, their devices, and config pushed as versions.
+
+Every change is checked the way the agent checks its config (``api.registry.fleet``) before it is
+stored, and audited; a push publishes the retained ``config`` and shows what the agent said.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import ContextDep, NowMsDep, SessionDep
+from api.mqtt_link import LinkUnavailable
+from api.registry import audit
+from api.registry.fleet import (
+    FleetProblems,
+    active_devices,
+    check_config,
+    desired_config,
+    next_config_version,
+)
+from api.registry.models import Agent, ConfigVersion, Device
+from api.security import EngineerDep, Principal, ensure_site
+from api.timespec import iso
+from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
+from edge.config import Device as DeviceSpec
+from edge.config import Line, Location
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+AgentPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="agent id")]
+DevicePath = Annotated[str, Path(pattern=LABEL_PATTERN, description="device id (may contain '/')")]
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=AGENT_ID_PATTERN)
+    site: str = Field(pattern=LABEL_PATTERN)
+    location: Location | None = None
+    lines: list[Line] = Field(default_factory=list, max_length=64)
+
+
+class AgentPublic(BaseModel):
+    id: str
+    site: str
+    location: Location | None
+    lines: list[dict[str, Any]]
+    state: str = Field(description="online, offline, or unknown (never heard)")
+    last_seen: str | None
+    version: str | None
+    desired_config_version: int | None
+    applied_config_version: int | None
+    journal_backlog: int | None
+    journal_dropped: int | None
+    device_health: dict[str, Any]
+
+
+class DeviceMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(pattern=LABEL_PATTERN)
+    to_agent: str = Field(pattern=AGENT_ID_PATTERN)
+    line: str = Field(pattern=LABEL_PATTERN)
+    unit: int | None = Field(default=None, ge=1, le=247)
+
+
+class DevicePublic(BaseModel):
+    agent: str
+    spec: dict[str, Any]
+    created_at: str
+    updated_at: str
+    retired_at: str | None
+
+
+class ConfigVersionPublic(BaseModel):
+    agent: str
+    version: int
+    pushed_at: str
+    pushed_by: str
+    state: str = Field(description="pending, applied, refused or rolled_back")
+    state_at: str | None
+    reason: str | None
+    body: dict[str, Any]
+
+
+def _agent_public(session: Session, agent: Agent) -> AgentPublic:
+    desired = session.scalars(
+        select(ConfigVersion.version)
+        .where(ConfigVersion.agent_id == agent.id)
+        .order_by(ConfigVersion.version.desc())
+        .limit(1)
+    ).first()
+    return AgentPublic(
+        id=agent.id,
+        site=agent.site,
+        location=Location(lat=agent.lat, lon=agent.lon)
+        if agent.lat is not None and agent.lon is not None
+        else None,
+        lines=agent.lines,
+        state=agent.state or "unknown",
+        last_seen=iso(agent.last_seen) if agent.last_seen is not None else None,
+        version=agent.version,
+        desired_config_version=desired,
+        applied_config_version=agent.applied_config_version,
+        journal_backlog=agent.journal_backlog,
+        journal_dropped=agent.journal_dropped,
+        device_health=agent.device_health or {},
+    )
+
+
+def _device_public(device: Device) -> DevicePublic:
+    return DevicePublic(
+        agent=device.agent_id,
+        spec=device.spec,
+        created_at=iso(device.created_at),
+        updated_at=iso(device.updated_at),
+        retired_at=iso(device.retired_at) if device.retired_at is not None else None,
+    )
+
+
+def _managed_agent(session: Session, principal: Principal, agent_id: str) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the registry")
+    ensure_site(principal, agent.site)
+    return agent
+
+
+def _refused(
+    session: Session, principal: Principal, now_ms: int, action: str, target: str, exc: FleetProblems
+) -> HTTPException:
+    """Roll the change back, audit the refusal, and answer 422 naming every problem."""
+    session.rollback()
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action=action,
+        target=target,
+        result="refused",
+        detail=str(exc),
+    )
+    session.commit()
+    problems = [{"field": p.field, "message": p.message, "fix": p.fix} for p in exc.problems]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "refused", "problems": problems})
+
+
+def _spec(device: DeviceSpec) -> dict[str, Any]:
+    return device.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+@router.get("", response_model=list[AgentPublic])
+def agents(principal: EngineerDep, session: SessionDep) -> list[AgentPublic]:
+    """Agents at the caller's sites (every agent for admins) with their live status."""
+    found = session.scalars(select(Agent).order_by(Agent.id))
+    return [_agent_public(session, agent) for agent in found if principal.may_manage(agent.site)]
+
+
+@router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)
+def register_agent(
+    body: AgentCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> AgentPublic:
+    """Register an agent at a site the caller manages, with its lines."""
+    ensure_site(principal, body.site)
+    known = session.get(Agent, body.id)
+    if known is not None and known.site:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"agent {body.id!r} is already registered")
+    lines = [line.model_dump(mode="json") for line in body.lines]
+    agent = known or Agent(id=body.id, created_at=now_ms, lines=[], site=body.site)
+    agent.site, agent.lines = body.site, lines
+    agent.lat, agent.lon = (body.location.lat, body.location.lon) if body.location else (None, None)
+    session.add(agent)
+    try:
+        check_config(agent, [])
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, "agent.register", f"agent:{body.id}", exc) from None
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="agent.register",
+        target=f"agent:{body.id}",
+        after=body.model_dump(mode="json"),
+    )
+    session.commit()
+    return _agent_public(session, agent)
+
+
+@router.get("/{agent_id}", response_model=AgentPublic)
+def agent_detail(agent_id: AgentPath, principal: EngineerDep, session: SessionDep) -> AgentPublic:
+    return _agent_public(session, _managed_agent(session, principal, agent_id))
+
+
+@router.get("/{agent_id}/devices", response_model=list[DevicePublic])
+def agent_devices(
+    agent_id: AgentPath, principal: EngineerDep, session: SessionDep, include_retired: bool = False
+) -> list[DevicePublic]:
+    _managed_agent(session, principal, agent_id)
+    query = select(Device).where(Device.agent_id == agent_id).order_by(Device.created_at, Device.id)
+    if not include_retired:
+        query = query.where(Device.retired_at.is_(None))
+    return [_device_public(device) for device in session.scalars(query)]
+
+
+def _find_device(session: Session, agent_id: str, device_id: str) -> Device:
+    device = session.scalars(
+        select(Device).where(
+            Device.agent_id == agent_id, Device.device_id == device_id, Device.retired_at.is_(None)
+        )
+    ).first()
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} on agent {agent_id!r}")
+    return device
+
+
+def _check_agent(session: Session, agent: Agent) -> None:
+    session.flush()
+    check_config(agent, [device.spec for device in active_devices(session, agent.id)])
+
+
+@router.post("/{agent_id}/devices", response_model=DevicePublic, status_code=status.HTTP_201_CREATED)
+def add_device(
+    agent_id: AgentPath, body: DeviceSpec, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> DevicePublic:
+    """Add a device to an agent's config (validated; pushed with the next config push)."""
+    agent = _managed_agent(session, principal, agent_id)
+    target = f"device:{agent_id}/{body.id}"
+    if session.scalars(
+        select(Device).where(Device.agent_id == agent_id, Device.device_id == body.id)
+    ).first():
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} is already on agent {agent_id!r}")
+    device = Device(
+        agent_id=agent_id, device_id=body.id, spec=_spec(body), created_at=now_ms, updated_at=now_ms
+    )
+    session.add(device)
+    try:
+        _check_agent(session, agent)
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, "device.create", target, exc) from None
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="device.create",
+        target=target,
+        after=device.spec,
+    )
+    session.commit()
+    return _device_public(device)
+
+
+@router.put("/{agent_id}/devices/{device_id:path}", response_model=DevicePublic)
+def update_device(
+    agent_id: AgentPath,
+    device_id: DevicePath,
+    body: DeviceSpec,
+    principal: EngineerDep,
+    session: SessionDep,
+    now_ms: NowMsDep,
+) -> DevicePublic:
+    """Replace a device's settings (line, unit, profile, poll period, tags), validated."""
+    agent = _managed_agent(session, principal, agent_id)
+    if body.id != device_id:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "the body's id must be the device in the path"
+        )
+    device = _find_device(session, agent_id, device_id)
+    before, target = device.spec, f"device:{agent_id}/{device_id}"
+    device.spec, device.updated_at = _spec(body), now_ms
+    try:
+        _check_agent(session, agent)
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, "device.update", target, exc) from None
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="device.update",
+        target=target,
+        before=before,
+        after=device.spec,
+    )
+    session.commit()
+    return _device_public(device)
+
+
+@router.delete("/{agent_id}/devices/{device_id:path}", response_model=DevicePublic)
+def retire_device(
+    agent_id: AgentPath, device_id: DevicePath, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> DevicePublic:
+    """Retire a device: it leaves the agent's config at the next push and stays on record."""
+    _managed_agent(session, principal, agent_id)
+    device = _find_device(session, agent_id, device_id)
+    device.retired_at = now_ms
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="device.retire",
+        target=f"device:{agent_id}/{device_id}",
+        before=device.spec,
+    )
+    session.commit()
+    return _device_public(device)
+
+
+@router.post("/{agent_id}/device-moves", response_model=DevicePublic)
+def move_device(
+    agent_id: AgentPath, body: DeviceMove, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> DevicePublic:
+    """Move a device to another line or agent (both must be managed by the caller), validated on both."""
+    source = _managed_agent(session, principal, agent_id)
+    destination = _managed_agent(session, principal, body.to_agent)
+    device = _find_device(session, agent_id, body.device)
+    before, target = {"agent": agent_id, **device.spec}, f"device:{agent_id}/{body.device}"
+    spec = {**device.spec, "line": body.line}
+    if body.unit is not None:
+        spec["unit"] = body.unit
+    if destination.id == source.id:
+        device.spec, device.updated_at = spec, now_ms
+        moved = device
+    else:
+        if session.scalars(
+            select(Device).where(Device.agent_id == destination.id, Device.device_id == body.device)
+        ).first():
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"agent {destination.id!r} already has {body.device!r}"
+            )
+        device.retired_at = now_ms
+        moved = Device(
+            agent_id=destination.id, device_id=body.device, spec=spec, created_at=now_ms, updated_at=now_ms
+        )
+        session.add(moved)
+    try:
+        _check_agent(session, source)
+        _check_agent(session, destination)
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, "device.move", target, exc) from None
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="device.move",
+        target=target,
+        before=before,
+        after={"agent": destination.id, **spec},
+    )
+    session.commit()
+    return _device_public(moved)
+
+
+def _version_public(version: ConfigVersion) -> ConfigVersionPublic:
+    return ConfigVersionPublic(
+        agent=version.agent_id,
+        version=version.version,
+        pushed_at=iso(version.pushed_at),
+        pushed_by=version.pushed_by,
+        state=version.state,
+        state_at=iso(version.state_at) if version.state_at is not None else None,
+        reason=version.reason,
+        body=version.body,
+    )
+
+
+@router.get("/{agent_id}/config", response_model=list[ConfigVersionPublic])
+def config_versions(
+    agent_id: AgentPath, principal: EngineerDep, session: SessionDep
+) -> list[ConfigVersionPublic]:
+    """Config versions pushed to the agent, newest first, each with what the agent said."""
+    _managed_agent(session, principal, agent_id)
+    query = (
+        select(ConfigVersion)
+        .where(ConfigVersion.agent_id == agent_id)
+        .order_by(ConfigVersion.version.desc())
+        .limit(100)
+    )
+    return [_version_public(version) for version in session.scalars(query)]
+
+
+@router.post(
+    "/{agent_id}/config",
+    response_model=ConfigVersionPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "the broker did not take it"}},
+)
+def push_config(
+    agent_id: AgentPath, principal: EngineerDep, session: SessionDep, context: ContextDep, now_ms: NowMsDep
+) -> ConfigVersionPublic:
+    """Push the agent's lines and active devices as a new config version (retained ``config``)."""
+    agent = _managed_agent(session, principal, agent_id)
+    version = next_config_version(session, agent_id)
+    target = f"agent:{agent_id}"
+    try:
+        desired = desired_config(session, agent, version=version, now_ms=now_ms)
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, "config.push", target, exc) from None
+    body = desired.model_dump(mode="json", by_alias=True)
+    # Stored before it is published, so that the agent's answer always finds its version.
+    pushed = ConfigVersion(
+        agent_id=agent_id,
+        version=version,
+        body=body,
+        pushed_at=now_ms,
+        pushed_by=principal.actor,
+        state="pending",
+    )
+    session.add(pushed)
+    session.commit()
+    try:
+        if context.agent_link is None:
+            raise LinkUnavailable("the API has no MQTT link (set CITYGW_BROKER_URL)")
+        context.agent_link.push_config(desired)
+    except LinkUnavailable as exc:
+        pushed.state, pushed.reason = "unsent", str(exc)
+        audit.record(
+            session,
+            ts_ms=now_ms,
+            actor=principal.actor,
+            role=principal.role.value,
+            action="config.push",
+            target=target,
+            after=body,
+            result="failed",
+            detail=str(exc),
+        )
+        session.commit()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
+        ) from None
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="config.push",
+        target=target,
+        after=body,
+    )
+    session.commit()
+    return _version_public(pushed)

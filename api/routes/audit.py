@@ -1,0 +1,73 @@
+"""The audit log, for admins: newest first, filtered, paged with ``before_id``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api.deps import SessionDep
+from api.registry import audit
+from api.registry.models import AuditEntry
+from api.security import AdminDep
+from api.timespec import iso
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+ACTION_PATTERN = r"^[a-z_]{1,32}\.[a-z_]{1,32}$"
+TEXT = r"^[\x20-\x7e]{1,256}$"
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    ts: str
+    ts_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    result: str
+    detail: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryPublic:
+        return cls(
+            id=entry.id,
+            ts=iso(entry.ts),
+            ts_ms=entry.ts,
+            actor=entry.actor,
+            role=entry.role,
+            action=entry.action,
+            target=entry.target,
+            before=entry.before,
+            after=entry.after,
+            result=entry.result,
+            detail=entry.detail,
+        )
+
+
+@router.get("", response_model=list[AuditEntryPublic])
+def audit_log(
+    principal: AdminDep,
+    session: SessionDep,
+    action: Annotated[str | None, Query(pattern=ACTION_PATTERN, description="e.g. config.push")] = None,
+    actor: Annotated[str | None, Query(pattern=TEXT)] = None,
+    target: Annotated[str | None, Query(pattern=TEXT, description="e.g. agent:lviv-depot-1")] = None,
+    since_ms: Annotated[int | None, Query(ge=0, le=253_402_300_799_999)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntryPublic]:
+    """Who changed what, when, with what result."""
+    found = audit.entries(
+        session,
+        action=action,
+        actor=actor,
+        target=target,
+        since_ms=since_ms,
+        before_id=before_id,
+        limit=limit,
+    )
+    return [AuditEntryPublic.of(entry) for entry in found]

@@ -1,0 +1,192 @@
+"""Lighting commands: lamp, group or cabinet on, off or dimmed, now, at a time, or at dusk/dawn.
+
+A command is checked (device on the agent, a lighting controller, address and level in range),
+stored and audited; the app's dispatcher sends it on ``cmd`` when due, and the agent's
+``cmd/result`` ends it (done, failed, refused, expired).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from api.deps import NowMsDep, SessionDep
+from api.registry import audit
+from api.registry.commands import COMMANDABLE_MEASUREMENTS, check_command, command_public, create_command
+from api.registry.fleet import active_devices
+from api.registry.models import Agent, Command
+from api.security import EngineerDep, ensure_site
+from api.sun import SunEvent, next_sun_event
+from api.timespec import iso, parse_instant
+from citygw import wire
+from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
+from firmware_bridge.profile import load_profile
+
+router = APIRouter(prefix="/v1/agents", tags=["commands"])
+
+AgentPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="agent id")]
+
+
+class SunSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: SunEvent
+    offset_min: int = Field(default=0, ge=-180, le=180, description="minutes after (or before, negative)")
+
+
+class CommandCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(pattern=LABEL_PATTERN, description="the lighting controller (cabinet)")
+    target: wire.CommandTarget
+    action: wire.CommandAction
+    level: int | None = Field(default=None, ge=0, le=100)
+    at: str | None = Field(
+        default=None, max_length=64, description="when: ISO 8601, epoch ms or +30m; default now"
+    )
+    sun: SunSchedule | None = Field(
+        default=None, description="at the next dusk/dawn/sunrise/sunset of the site"
+    )
+
+
+class CommandPublic(BaseModel):
+    id: str
+    agent: str
+    device: str
+    target: dict[str, Any]
+    action: str
+    level: int | None
+    due_at: str
+    created_by: str
+    status: str = Field(description="scheduled, sent, done, failed, refused or expired")
+    sent_at: str | None
+    result_at: str | None
+    detail: str | None
+
+
+def _public(command: Command) -> CommandPublic:
+    return CommandPublic(
+        id=command.id,
+        agent=command.agent_id,
+        device=command.device_id,
+        target=command.target,
+        action=command.action,
+        level=command.level,
+        due_at=iso(command.due_at),
+        created_by=command.created_by,
+        status=command.status,
+        sent_at=iso(command.sent_at) if command.sent_at is not None else None,
+        result_at=iso(command.result_at) if command.result_at is not None else None,
+        detail=command.detail,
+    )
+
+
+def _unprocessable(problems: list[str]) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "refused", "problems": problems})
+
+
+def _due_at(body: CommandCreate, agent: Agent, now_ms: int) -> tuple[int, dict[str, Any] | None]:
+    if body.at is not None and body.sun is not None:
+        raise _unprocessable(["give either at or sun, not both"])
+    if body.sun is not None:
+        if agent.lat is None or agent.lon is None:
+            raise _unprocessable([f"sun: agent {agent.id!r} has no location; register it with one"])
+        after = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        moment = next_sun_event(after, body.sun.event, lat=agent.lat, lon=agent.lon)
+        if moment is None:
+            raise _unprocessable([f"sun: no {body.sun.event.value} at this site within a year"])
+        return int(moment.timestamp() * 1000) + body.sun.offset_min * 60_000, body.sun.model_dump(mode="json")
+    if body.at is not None:
+        try:
+            due = parse_instant(body.at, now_ms=now_ms)
+        except ValueError as exc:
+            raise _unprocessable([f"at: {exc}"]) from None
+        return max(due, now_ms), {"at": iso(due)}
+    return now_ms, None
+
+
+@router.post("/{agent_id}/commands", response_model=CommandPublic, status_code=status.HTTP_202_ACCEPTED)
+def send_command(
+    agent_id: AgentPath, body: CommandCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> CommandPublic:
+    """Queue a command: sent on ``cmd`` when due; follow it with GET .../commands/{id}."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the registry")
+    ensure_site(principal, agent.site)
+    problems = check_command(body.target, body.action, body.level)
+    device = next((d for d in active_devices(session, agent_id) if d.device_id == body.device), None)
+    if device is None:
+        problems.append(f"device: no device {body.device!r} on agent {agent_id!r}")
+    elif load_profile(str(device.spec.get("profile"))).measurement not in COMMANDABLE_MEASUREMENTS:
+        problems.append(f"device: {body.device!r} is not a lighting controller")
+    target = f"device:{agent_id}/{body.device}"
+    request = body.model_dump(mode="json", exclude_none=True)
+    if problems:
+        audit.record(
+            session,
+            ts_ms=now_ms,
+            actor=principal.actor,
+            role=principal.role.value,
+            action="command.send",
+            target=target,
+            after=request,
+            result="refused",
+            detail="; ".join(problems),
+        )
+        session.commit()
+        raise _unprocessable(problems)
+    due_at, schedule = _due_at(body, agent, now_ms)
+    command = create_command(
+        session,
+        agent_id=agent_id,
+        device_id=body.device,
+        target=body.target,
+        action=body.action,
+        level=body.level,
+        due_at=due_at,
+        schedule=schedule,
+        now_ms=now_ms,
+        actor=principal.actor,
+    )
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=principal.actor,
+        role=principal.role.value,
+        action="command.send",
+        target=target,
+        after=command_public(command),
+    )
+    session.commit()
+    return _public(command)
+
+
+@router.get("/{agent_id}/commands", response_model=list[CommandPublic])
+def commands(agent_id: AgentPath, principal: EngineerDep, session: SessionDep) -> list[CommandPublic]:
+    """The agent's newest 200 commands, newest first."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the registry")
+    ensure_site(principal, agent.site)
+    query = select(Command).where(Command.agent_id == agent_id).order_by(Command.created_at.desc()).limit(200)
+    return [_public(command) for command in session.scalars(query)]
+
+
+@router.get("/{agent_id}/commands/{command_id}", response_model=CommandPublic)
+def command_detail(
+    agent_id: AgentPath,
+    command_id: Annotated[str, Path(pattern=wire.COMMAND_ID_PATTERN)],
+    principal: EngineerDep,
+    session: SessionDep,
+) -> CommandPublic:
+    command = session.get(Command, command_id)
+    agent = session.get(Agent, agent_id)
+    if command is None or agent is None or command.agent_id != agent_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command_id!r} of agent {agent_id!r}")
+    ensure_site(principal, agent.site)
+    return _public(command)

@@ -1,0 +1,267 @@
+"""Field engineers' registry on a real Mosquitto: agents, devices checked before a push, config versions,
+commands tracked to their result, live status from the agent's own messages."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api import create_app
+from api.registry import Registry
+from api.security import Role
+from api.settings import ApiSettings
+from citygw import wire
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer, insert_key
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+AGENT = "lviv-depot-1"
+LVIV = {"lat": 49.8397, "lon": 24.0297}
+LINES = [
+    {"kind": "rtu", "id": "bus1", "port": "/dev/ttyUSB0", "baudrate": 9600},
+    {"kind": "tcp", "id": "cabinet", "host": "10.20.0.15", "port": 502},
+]
+METER = {"id": "meter-1", "line": "bus1", "profile": "eastron_sdm630", "unit": 1, "poll_s": 10}
+CABINET = {"id": "cab-rynok", "line": "cabinet", "profile": "ecodim_dali_gw2", "unit": 1, "poll_s": 30}
+
+
+class FieldAgent:
+    """Plays the edge agent on the broker: hears config and cmd, answers on config/state and cmd/result."""
+
+    def __init__(self, url: str) -> None:
+        self.heard: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="field-agent")
+        self.client.on_message = lambda _c, _u, m: self.heard.put((m.topic, m.payload, m.retain))
+        port = int(url.rsplit(":", 1)[1])
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(
+            [(wire.topic(AGENT, wire.Channel.CONFIG), 1), (wire.topic(AGENT, wire.Channel.CMD), 1)]
+        )
+
+    def next(self, channel: wire.Channel, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            topic, payload, _ = self.heard.get(timeout=deadline - time.monotonic())
+            if topic == wire.topic(AGENT, channel):
+                parsed: dict[str, Any] = json.loads(payload)
+                return parsed
+        raise AssertionError(f"nothing on {channel.value}")
+
+    def say(self, channel: wire.Channel, payload: wire.BaseModel, *, retain: bool = False) -> None:
+        self.client.publish(
+            wire.topic(AGENT, channel), wire.encode(payload), qos=1, retain=retain
+        ).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time limit"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fleet(
+    mosquitto: Mosquitto, store: SqliteStore, settings: ApiSettings, registry: Registry, keys: dict[Role, str]
+) -> Iterator[TestClient]:
+    """The API linked to the broker, called by an engineer granted ENGINEER_SITE."""
+    linked = settings.model_copy(update={"broker_url": mosquitto.url})
+    app = create_app(store, settings=linked, clock=FakeClock(), registry=registry)
+    with TestClient(app, headers=bearer(keys[Role.ENGINEER])) as client:
+        assert app.state.context.agent_link.wait_connected(10)
+        response = client.post(
+            "/v1/agents", json={"id": AGENT, "site": ENGINEER_SITE, "location": LVIV, "lines": LINES}
+        )
+        assert response.status_code == 201, response.text
+        yield client
+
+
+@pytest.fixture
+def field_agent(mosquitto: Mosquitto) -> Iterator[FieldAgent]:
+    agent = FieldAgent(mosquitto.url)
+    yield agent
+    agent.close()
+
+
+def audit_log(registry: Registry, action: str) -> list[dict[str, Any]]:
+    from api.registry.audit import entries
+
+    with registry.session() as session:
+        return [
+            {"actor": e.actor, "result": e.result, "before": e.before, "after": e.after, "detail": e.detail}
+            for e in entries(session, action=action)
+        ]
+
+
+def test_device_checked_against_the_line_before_anything_is_stored(
+    fleet: TestClient, registry: Registry
+) -> None:
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=METER).status_code == 201
+    clash = fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-2"})
+    assert clash.status_code == 422
+    assert [p["field"] for p in clash.json()["detail"]["problems"]] == ["devices[1].unit"]
+    assert "already 'meter-1'" in clash.json()["detail"]["problems"][0]["message"]
+    too_fast = fleet.post(
+        f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-3", "unit": 3, "poll_s": 0.05}
+    )
+    assert too_fast.status_code == 422
+    assert "poll plan" in too_fast.json()["detail"]["problems"][0]["message"]
+    no_profile = fleet.post(
+        f"/v1/agents/{AGENT}/devices", json={**METER, "id": "m4", "unit": 4, "profile": "nope"}
+    )
+    assert no_profile.json()["detail"]["problems"][0]["field"] == "devices[1].profile"
+    devices = fleet.get(f"/v1/agents/{AGENT}/devices").json()
+    assert [d["spec"]["id"] for d in devices] == ["meter-1"]
+    refused = audit_log(registry, "device.create")
+    assert [e["result"] for e in refused] == ["refused", "refused", "refused", "ok"]
+    assert refused[-1]["after"]["unit"] == 1
+    assert refused[-1]["actor"].startswith("key:")
+
+
+def test_update_move_and_retire_are_validated_and_audited(fleet: TestClient, registry: Registry) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+    fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-2", "unit": 2})
+    assert (
+        fleet.put(
+            f"/v1/agents/{AGENT}/devices/meter-2", json={**METER, "id": "meter-2", "unit": 1}
+        ).status_code
+        == 422
+    )
+    updated = fleet.put(
+        f"/v1/agents/{AGENT}/devices/meter-2", json={**METER, "id": "meter-2", "unit": 5, "poll_s": 20}
+    )
+    assert updated.status_code == 200
+    assert audit_log(registry, "device.update")[0]["before"]["unit"] == 2
+    move = fleet.post(
+        f"/v1/agents/{AGENT}/device-moves", json={"device": "meter-2", "to_agent": AGENT, "line": "nowhere"}
+    )
+    assert move.status_code == 422
+    assert fleet.delete(f"/v1/agents/{AGENT}/devices/meter-2").status_code == 200
+    assert [d["spec"]["id"] for d in fleet.get(f"/v1/agents/{AGENT}/devices").json()] == ["meter-1"]
+    assert [e["result"] for e in audit_log(registry, "device.move")] == ["refused"]
+
+
+def test_config_push_is_retained_and_the_agents_answer_is_shown(
+    fleet: TestClient, field_agent: FieldAgent, registry: Registry
+) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+    pushed = fleet.post(f"/v1/agents/{AGENT}/config")
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.json()["version"] == 1
+    config = field_agent.next(wire.Channel.CONFIG)
+    assert config["version"] == 1
+    assert [d["id"] for d in config["devices"]] == ["meter-1"]
+    assert wire.DesiredConfig.model_validate(config).lines[0]["id"] == "bus1"
+    field_agent.say(
+        wire.Channel.CONFIG_STATE,
+        wire.ConfigState(
+            agent=AGENT,
+            version=1,
+            state=wire.ConfigOutcome.REFUSED,
+            ts=NOW_MS,
+            reasons=["bus1: no such port"],
+        ),
+    )
+    eventually(lambda: fleet.get(f"/v1/agents/{AGENT}/config").json()[0]["state"] == "refused")
+    assert fleet.get(f"/v1/agents/{AGENT}/config").json()[0]["reason"] == "bus1: no such port"
+    assert fleet.post(f"/v1/agents/{AGENT}/config").json()["version"] == 2
+    field_agent.next(wire.Channel.CONFIG)
+    field_agent.say(
+        wire.Channel.CONFIG_STATE,
+        wire.ConfigState(agent=AGENT, version=2, state=wire.ConfigOutcome.APPLIED, ts=NOW_MS),
+    )
+    eventually(lambda: fleet.get(f"/v1/agents/{AGENT}").json()["applied_config_version"] == 2)
+    assert [e["result"] for e in audit_log(registry, "config.push")] == ["ok", "ok"]
+
+
+def test_live_status_comes_from_the_agents_messages(fleet: TestClient, field_agent: FieldAgent) -> None:
+    assert fleet.get(f"/v1/agents/{AGENT}").json()["state"] == "unknown"
+    field_agent.say(
+        wire.Channel.STATUS,
+        wire.Status(agent=AGENT, state=wire.AgentState.ONLINE, version="1.2.0"),
+        retain=True,
+    )
+    field_agent.say(
+        wire.Channel.HEALTH,
+        wire.Health(
+            agent=AGENT,
+            ts=NOW_MS,
+            journal=wire.JournalHealth(backlog=42, dropped=0),
+            devices={"meter-1": wire.DeviceHealth(state=wire.DeviceState.TIMEOUT, failures=3)},
+        ),
+    )
+    eventually(lambda: fleet.get(f"/v1/agents/{AGENT}").json()["journal_backlog"] == 42)
+    agent = fleet.get(f"/v1/agents/{AGENT}").json()
+    assert (agent["state"], agent["version"]) == ("online", "1.2.0")
+    assert agent["device_health"]["meter-1"]["state"] == "timeout"
+    field_agent.say(wire.Channel.STATUS, wire.Status(agent=AGENT, state=wire.AgentState.OFFLINE), retain=True)
+    eventually(lambda: fleet.get(f"/v1/agents/{AGENT}").json()["state"] == "offline")
+
+
+def test_a_command_is_sent_and_tracked_to_its_result(
+    fleet: TestClient, field_agent: FieldAgent, registry: Registry
+) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET)
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+    bad = fleet.post(
+        f"/v1/agents/{AGENT}/commands",
+        json={"device": "meter-1", "target": {"kind": "group", "address": 20}, "action": "on", "level": 5},
+    )
+    assert bad.status_code == 422
+    assert len(bad.json()["detail"]["problems"]) == 3  # address, level with on, not a lighting controller
+    sent = fleet.post(
+        f"/v1/agents/{AGENT}/commands",
+        json={"device": "cab-rynok", "target": {"kind": "group", "address": 2}, "action": "dim", "level": 40},
+    )
+    assert sent.status_code == 202, sent.text
+    command = field_agent.next(wire.Channel.CMD)
+    assert (command["id"], command["action"], command["level"]) == (sent.json()["id"], "dim", 40)
+    assert command["target"] == {"kind": "group", "address": 2}
+    field_agent.say(
+        wire.Channel.CMD_RESULT,
+        wire.CommandResult(
+            agent=AGENT, id=command["id"], outcome=wire.CommandOutcome.DONE, ts=NOW_MS, level=40
+        ),
+    )
+    url = f"/v1/agents/{AGENT}/commands/{command['id']}"
+    eventually(lambda: fleet.get(url).json()["status"] == "done")
+    assert fleet.get(url).json()["detail"] == "level read back: 40 %"
+    assert [e["result"] for e in audit_log(registry, "command.send")] == ["ok", "refused"]
+
+
+def test_a_dusk_command_waits_for_dusk_at_the_site(fleet: TestClient) -> None:
+    scheduled = fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET)
+    assert scheduled.status_code == 201
+    response = fleet.post(
+        f"/v1/agents/{AGENT}/commands",
+        json={"device": "cab-rynok", "target": {"kind": "cabinet"}, "action": "on", "sun": {"event": "dusk"}},
+    )
+    # NOW_MS is 2027-01-15 08:00 UTC; civil dusk in Lviv that day is 17:27 local (15:27 UTC).
+    assert response.json()["due_at"].startswith("2027-01-15T15:27")
+    assert response.json()["status"] == "scheduled"
+
+
+def test_engineers_manage_only_their_sites(fleet: TestClient, registry: Registry) -> None:
+    with registry.session() as session:
+        other = insert_key(session, Role.ENGINEER, sites=["ternopil-center"])
+        session.commit()
+    headers = bearer(other)
+    assert fleet.get(f"/v1/agents/{AGENT}", headers=headers).status_code == 403
+    assert fleet.get("/v1/agents", headers=headers).json() == []
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=METER, headers=headers).status_code == 403
+    assert fleet.post(f"/v1/agents/{AGENT}/config", headers=headers).status_code == 403
