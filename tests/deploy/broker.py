@@ -1,0 +1,141 @@
+"""Mosquitto started with deploy/mosquitto's files, a throwaway CA and mosquitto_passwd users."""
+
+from __future__ import annotations
+
+import getpass
+import queue
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.services import Mosquitto, find_binary, free_port
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
+PASSWORD = "correct horse battery staple"
+
+
+def make_certificates(folder: Path, host: str = "127.0.0.1") -> None:
+    """ca.crt, server.crt and server.key in ``folder`` (openssl CLI; nothing leaves the test)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=CityGW test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
+            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    (folder / "san.ext").write_text(f"subjectAltName=IP:{host}\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+
+
+class SecuredMosquitto(Mosquitto):
+    """The production configuration with test ports and paths; ``port`` is the loopback listener."""
+
+    def __init__(self, workdir: Path, users: list[str]) -> None:
+        super().__init__(workdir)
+        self.tls_port = free_port()
+        self.users = users
+
+    def command(self) -> list[str]:
+        files = self.workdir / "citygw"
+        if not files.exists():
+            files.mkdir()
+            make_certificates(files)
+            (files / "acl").write_text((DEPLOY / "acl").read_text())
+            for i, user in enumerate(self.users):
+                create = ["-c"] if i == 0 else []
+                subprocess.run(
+                    [find_binary("mosquitto_passwd"), *create, "-b", str(files / "passwd"), user, PASSWORD],
+                    check=True,
+                    capture_output=True,
+                )
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"user {getpass.getuser()}\n" + self.production_config())
+        return [find_binary("mosquitto"), "-c", str(conf)]
+
+    def production_config(self) -> str:
+        """deploy/mosquitto/mosquitto.conf with only ports, paths and the log destination changed."""
+        text = (DEPLOY / "mosquitto.conf").read_text()
+        changes = {
+            "listener 1883 127.0.0.1\n": f"listener {self.port} 127.0.0.1\n",
+            "listener 8883\n": f"listener {self.tls_port} 127.0.0.1\n",
+            "/etc/mosquitto/citygw/": f"{self.workdir}/citygw/",
+            "persistence_location /var/lib/mosquitto/": f"persistence_location {self.workdir}/",
+            "log_dest syslog": "log_dest stdout",
+        }
+        for old, new in changes.items():
+            assert old in text, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
+            text = text.replace(old, new)
+        return text
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.workdir / "citygw" / "ca.crt")
+
+
+class Session:
+    """One MQTT client: connects (raising with the broker's reason when refused) and collects messages."""
+
+    def __init__(
+        self,
+        broker: SecuredMosquitto,
+        username: str | None,
+        password: str = PASSWORD,
+        *,
+        tls: bool = False,
+        client_id: str | None = None,
+    ) -> None:
+        self.messages: queue.Queue[MQTTMessage] = queue.Queue()
+        self._connected = threading.Event()
+        self.dropped = threading.Event()
+        self.reason: Any = None
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{username}")
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(ca_certs=broker.ca_file)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_args: self.dropped.set()
+        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.client.connect("127.0.0.1", broker.tls_port if tls else broker.port)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise TimeoutError("no CONNACK")
+        if self.reason.is_failure:
+            self.close()
+            raise PermissionError(str(self.reason))
+
+    def _on_connect(self, _client: Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.reason = reason
+        self._connected.set()
+
+    def subscribe(self, *topics: str) -> None:
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        for topic in topics:
+            subscribed.clear()
+            self.client.subscribe(topic, qos=1)
+            assert subscribed.wait(5), f"no SUBACK for {topic}"
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def publish_refused(self, topic: str, payload: bytes) -> None:
+        """Publish where this user may not; Mosquitto 2.0 answers by closing the connection (measured)."""
+        self.client.reconnect_delay_set(60, 60)  # stay down, so the test sees the refusal
+        self.client.publish(topic, payload, qos=1)
+        assert self.dropped.wait(5), f"{topic}: the broker neither refused nor closed the connection"
+        self.close()
+
+    def received(self, timeout: float = 5.0) -> tuple[str, bytes]:
+        message = self.messages.get(timeout=timeout)
+        return message.topic, message.payload
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
