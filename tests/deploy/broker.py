@@ -106,9 +106,10 @@ class Session:
         self.client.loop_start()
         if not self._connected.wait(10):
             raise TimeoutError("no CONNACK")
-        if self.reason.is_failure:
+        reason: Any = self.reason
+        if reason.is_failure:
             self.close()
-            raise PermissionError(str(self.reason))
+            raise PermissionError(str(reason))
 
     def _on_connect(self, _client: Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.reason = reason
@@ -134,7 +135,7 @@ class Session:
 
     def received(self, timeout: float = 5.0) -> tuple[str, bytes]:
         message = self.messages.get(timeout=timeout)
-        return message.topic, message.payload
+        return message.topic, bytes(message.payload)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -82,12 +82,12 @@ def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker:
     ]
     # The collector may not publish commands, nor the API telemetry.
     api = Session(broker, "svc.api")
-    agent = Session(broker, NORTH, client_id="test-north-cmd")
-    agent.subscribe(f"citygw/v1/{NORTH}/cmd")
+    north = Session(broker, NORTH, client_id="test-north-cmd")
+    north.subscribe(f"citygw/v1/{NORTH}/cmd")
     collector.publish_refused(f"citygw/v1/{NORTH}/cmd", b"from the collector")
     api.publish(f"citygw/v1/{NORTH}/cmd", b"from the api")
-    assert agent.received() == (f"citygw/v1/{NORTH}/cmd", b"from the api")
-    assert agent.messages.empty()
+    assert north.received() == (f"citygw/v1/{NORTH}/cmd", b"from the api")
+    assert north.messages.empty()
 
 
 def test_agents_connect_over_the_documented_tls_listener(broker: SecuredMosquitto) -> None:
