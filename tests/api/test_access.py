@@ -1,0 +1,93 @@
+"""Every endpoint and every role: allowed, 401 without a key, 403 with a key of another role."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.security import Role
+from tests.api.factories import bearer
+
+PUBLIC, UTILITY, ENGINEER, ADMIN = Role.PUBLIC, Role.UTILITY, Role.ENGINEER, Role.ADMIN
+EVERYONE = {PUBLIC, UTILITY, ENGINEER, ADMIN}
+READERS = {UTILITY, ENGINEER, ADMIN}
+FIELD = {ENGINEER, ADMIN}
+
+# (method, route path) -> who may call it. Transit feeds are public and owned by api/routes/transit.py.
+ACCESS: dict[tuple[str, str], set[Role]] = {
+    ("GET", "/health"): EVERYONE,
+    ("GET", "/v1/devices"): READERS,
+    ("GET", "/v1/devices/{device}/latest"): READERS,
+    ("GET", "/v1/telemetry/{measurement}"): READERS,
+    ("GET", "/v1/summary"): READERS,
+    ("GET", "/v1/agents"): FIELD,
+    ("POST", "/v1/agents"): FIELD,
+    ("GET", "/v1/agents/{agent_id}"): FIELD,
+    ("GET", "/v1/agents/{agent_id}/devices"): FIELD,
+    ("POST", "/v1/agents/{agent_id}/devices"): FIELD,
+    ("PUT", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
+    ("DELETE", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
+    ("POST", "/v1/agents/{agent_id}/device-moves"): FIELD,
+    ("GET", "/v1/agents/{agent_id}/config"): FIELD,
+    ("POST", "/v1/agents/{agent_id}/config"): FIELD,
+    ("GET", "/v1/agents/{agent_id}/commands"): FIELD,
+    ("POST", "/v1/agents/{agent_id}/commands"): FIELD,
+    ("GET", "/v1/agents/{agent_id}/commands/{command_id}"): FIELD,
+    ("GET", "/v1/keys"): {ADMIN},
+    ("POST", "/v1/keys"): {ADMIN},
+    ("DELETE", "/v1/keys/{key_id}"): {ADMIN},
+    ("GET", "/v1/audit"): {ADMIN},
+}
+SAMPLE = {
+    "device": "aq-park",
+    "measurement": "air_quality",
+    "agent_id": "nobody-here",
+    "device_id": "meter-1",
+    "command_id": "00000000-0000-0000-0000-000000000000",
+    "key_id": "0123456789ab",
+}
+
+
+def _url(path: str) -> str:
+    for name, value in SAMPLE.items():
+        path = path.replace(f"{{{name}}}", value).replace(f"{{{name}:path}}", value)
+    return path
+
+
+def _routes(client: TestClient) -> set[tuple[str, str]]:
+    """Every (method, path) the OpenAPI schema declares, transit feeds aside."""
+    paths = client.get("/openapi.json").json()["paths"]
+    return {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if not path.startswith("/v1/transit")
+        for method in operations
+    }
+
+
+def test_the_table_names_every_endpoint(anonymous: TestClient) -> None:
+    assert _routes(anonymous) == set(ACCESS)
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize(("method", "path"), sorted(ACCESS))
+def test_access(anonymous: TestClient, keys: dict[Role, str], method: str, path: str, role: Role) -> None:
+    headers = bearer(keys[role]) if role is not PUBLIC else {}
+    response = anonymous.request(
+        method, _url(path), headers=headers, json={} if method in ("POST", "PUT") else None
+    )
+    if role in ACCESS[(method, path)]:
+        assert response.status_code not in (401, 403), response.text
+        assert response.status_code < 500
+    elif role is PUBLIC:
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    else:
+        assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/transit/vehicle-positions", "/v1/transit/vehicle-positions?format=json"]
+)
+def test_transit_feeds_stay_public(anonymous: TestClient, path: str) -> None:
+    assert anonymous.get(path).status_code == 200
