@@ -11,7 +11,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 TOPIC_ROOT = "citygw/v1"
@@ -198,13 +207,21 @@ class ConfigState(_Payload):
     version: StrictInt = Field(ge=0)
     state: ConfigOutcome
     ts: StrictInt = Field(ge=0)
-    reasons: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_REASONS)
+    reasons: list[Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=list,
+        max_length=MAX_REASONS,
+        description="why it was refused or rolled back: 'config vN: FIELD: what is wrong; fix: what to do'",
+    )
+    applied_version: StrictInt | None = Field(
+        default=None, ge=0, description="the version the agent runs now (0: its local file)"
+    )
 
 
 class CommandAction(StrEnum):
     ON = "on"
     OFF = "off"
     DIM = "dim"
+    SET_FIELD = "set_field"
 
 
 class TargetKind(StrEnum):
@@ -232,11 +249,29 @@ class Command(_Payload):
     agent: AgentId
     id: str = Field(pattern=COMMAND_ID_PATTERN)
     device: Label
-    target: CommandTarget
+    target: CommandTarget | None = Field(
+        default=None, description="on, off and dim: the lamp, group or cabinet"
+    )
     action: CommandAction
     level: StrictInt | None = Field(default=None, ge=0, le=100, description="dim level in percent (dim only)")
+    field: Name | None = Field(
+        default=None, description="set_field: a writable field of the device's profile"
+    )
+    value: FieldValue | None = Field(default=None, description="set_field: the engineering value to write")
     issued_at: StrictInt = Field(ge=0)
     expires_at: StrictInt = Field(ge=0, description="ms since epoch; a command not run by then is refused")
+    requested_by: Label | None = Field(default=None, description="who asked, for the audit trail")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Command:
+        if self.action is CommandAction.SET_FIELD:
+            if self.field is None or self.value is None:
+                raise ValueError("set_field needs field and value")
+        elif self.target is None:
+            raise ValueError(f"{self.action.value} needs a target (lamp, group or cabinet)")
+        if (self.action is CommandAction.DIM) != (self.level is not None):
+            raise ValueError("level goes with dim, and dim needs a level")
+        return self
 
 
 class CommandOutcome(StrEnum):
@@ -255,7 +290,10 @@ class CommandResult(_Payload):
     outcome: CommandOutcome
     ts: StrictInt = Field(ge=0)
     level: StrictInt | None = Field(default=None, description="the level read back after the write, percent")
-    detail: str | None = Field(default=None, max_length=512)
+    value: FieldValue | None = Field(
+        default=None, description="the engineering value read back after the write"
+    )
+    detail: str | None = Field(default=None, max_length=512, description="why it was refused or failed")
 
 
 PAYLOADS: dict[Channel, type[_Payload]] = {

@@ -187,6 +187,15 @@ class Device(_Section):
     vehicle: Vehicle | None = None
 
 
+class RemoteConfigSettings(_Section):
+    """Configs pushed on the ``config`` topic."""
+
+    enabled: bool = True
+    grace_s: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds a changed line has to answer before rollback"
+    )
+
+
 class AgentConfig(_Section):
     agent_id: Annotated[str, Field(pattern=wire.AGENT_ID_PATTERN)]
     site: Label
@@ -194,6 +203,7 @@ class AgentConfig(_Section):
     journal: JournalConfig
     publish: PublishConfig = PublishConfig()
     health: HealthConfig = HealthConfig()
+    remote: RemoteConfigSettings = RemoteConfigSettings()
     lines: list[Line] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
 
@@ -271,6 +281,14 @@ def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None)
     if env_url:
         broker = raw.get("broker")
         raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}
+    return validate_agent_config(raw, file, profiles=profiles, env_url=env_url)
+
+
+def validate_agent_config(
+    raw: dict[str, Any], source: Path, *, profiles: ProfileCheck | None = None, env_url: str | None = None
+) -> AgentConfig:
+    """Validate and cross-check a config already parsed (a file, or a remote ``config`` message)."""
+    file = source
     try:
         config = AgentConfig.model_validate(raw)
     except ValidationError as exc:
