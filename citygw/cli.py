@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
+DEFAULT_REGISTRY = "sqlite:///var/citygw-registry.sqlite"
 
 
 def _env(name: str, default: str) -> str:
@@ -76,6 +78,60 @@ def _collector_run(args: argparse.Namespace) -> int:
     with collector, contextlib.suppress(KeyboardInterrupt):
         stop.wait()
     store.close()
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """citygw keys create|list|revoke: API keys in the registry, audited as the local OS user."""
+    import getpass
+
+    from api.registry import RegistryError, open_registry
+    from api.registry.keys import UnknownKey, create_key, list_keys, revoke_key
+    from api.security import Role
+    from api.timespec import iso
+
+    try:
+        registry = open_registry(args.registry)
+    except RegistryError as exc:
+        raise ConfigError(f"--registry / CITYGW_REGISTRY_URL: {exc}") from exc
+    actor = f"cli:{getpass.getuser()}"
+    now_ms = int(time.time() * 1000)
+    try:
+        with registry.session() as session:
+            if args.action == "create":
+                expires = now_ms + args.expires_days * 86_400_000 if args.expires_days else None
+                try:
+                    key, token = create_key(
+                        session,
+                        name=args.name,
+                        role=Role(args.role),
+                        sites=args.site,
+                        expires_at=expires,
+                        now_ms=now_ms,
+                        actor=actor,
+                        actor_role="admin",
+                    )
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from exc
+                session.commit()
+                print(f"created key {key.id} ({key.role}) for {key.name}; the token is shown only now:")
+                print(token)
+            elif args.action == "list":
+                for key in list_keys(session, include_revoked=args.all):
+                    revoked = f" revoked {iso(key.revoked_at)}" if key.revoked_at is not None else ""
+                    sites = f" sites={','.join(key.sites)}" if key.sites else ""
+                    print(
+                        f"{key.id}  {key.role:<8} {key.name}{sites}  created {iso(key.created_at)}{revoked}"
+                    )
+            else:
+                try:
+                    revoke_key(session, args.key_id, now_ms=now_ms, actor=actor, actor_role="admin")
+                except UnknownKey as exc:
+                    raise ConfigError(str(exc)) from exc
+                session.commit()
+                print(f"revoked key {args.key_id}")
+    finally:
+        registry.close()
     return 0
 
 
@@ -166,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     edge_run = edge.add_parser("run", help="run an edge agent")
     edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
     edge_run.set_defaults(func=_edge_run)
+
+    keys = sub.add_parser("keys", help="API keys (stored hashed in the registry)").add_subparsers(
+        dest="action", required=True
+    )
+    registry_url = _env("CITYGW_REGISTRY_URL", DEFAULT_REGISTRY)
+    keys_create = keys.add_parser("create", help="make a key and print its token once")
+    keys_create.add_argument("--name", required=True, help="who holds it, e.g. 'Lvivvodokanal SCADA'")
+    keys_create.add_argument("--role", required=True, choices=["utility", "engineer", "admin"])
+    keys_create.add_argument(
+        "--site", action="append", default=[], help="a site an engineer manages (repeat)"
+    )
+    keys_create.add_argument("--expires-days", type=int, default=None)
+    keys_list = keys.add_parser("list", help="keys without their secrets")
+    keys_list.add_argument("--all", action="store_true", help="revoked keys too")
+    keys_revoke = keys.add_parser("revoke", help="revoke a key at once")
+    keys_revoke.add_argument("key_id")
+    for keys_parser in (keys_create, keys_list, keys_revoke):
+        keys_parser.add_argument("--registry", default=registry_url, help="registry database URL")
+        keys_parser.set_defaults(func=_keys)
 
     collector = sub.add_parser("collector", help="MQTT → store collector").add_subparsers(
         dest="action", required=True

@@ -1,0 +1,56 @@
+"""citygw keys create|list|revoke against a registry file, and the key working (then not) in the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.registry import Registry, open_registry
+from api.registry.audit import entries
+from citygw.cli import main
+from tests.api.factories import bearer
+
+
+def test_create_list_revoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], anonymous: TestClient, registry: Registry
+) -> None:
+    url = str(registry.engine.url)
+    assert main(["keys", "create", "--name", "Lvivvodokanal", "--role", "utility", "--registry", url]) == 0
+    token = capsys.readouterr().out.splitlines()[-1]
+    assert token.startswith("cgw_")
+    assert anonymous.get("/v1/summary", headers=bearer(token)).status_code == 200
+
+    assert main(["keys", "list", "--registry", url]) == 0
+    listing = capsys.readouterr().out
+    key_id = token[4:16]
+    assert key_id in listing
+    assert "utility" in listing
+    assert token[17:] not in listing
+
+    assert main(["keys", "revoke", key_id, "--registry", url]) == 0
+    assert capsys.readouterr().out == f"revoked key {key_id}\n"
+    assert anonymous.get("/v1/summary", headers=bearer(token)).status_code == 401
+    assert main(["keys", "list", "--registry", url]) == 0
+    assert key_id not in capsys.readouterr().out
+
+    with registry.session() as session:
+        actions = [(e.action, e.actor.split(":")[0], e.result) for e in entries(session)]
+    assert actions == [("key.revoke", "cli", "ok"), ("key.create", "cli", "ok")]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "create", "--name", "x", "--role", "utility", "--site", "lviv-depot"],
+        ["keys", "revoke", "0123456789ab"],
+    ],
+)
+def test_mistakes_exit_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/registry.sqlite"
+    assert main([*argv, "--registry", url]) == 2
+    assert "citygw:" in capsys.readouterr().err
+    open_registry(url).close()
