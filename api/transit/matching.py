@@ -43,7 +43,7 @@ class MatchRules:
     max_course_error_deg: float = 60.0  # a moving bus's course against the line's direction
     delay_spread_s: float = 240.0
     min_confidence: float = 0.7
-    ambiguity_s: float = 120.0  # two runs whose delays differ by less than this are confusable
+    ambiguity_s: float = 180.0  # two runs whose delays differ by less than this are confusable
     early_weight: float = 2.0  # a minute early mid-trip counts as two minutes late when ranking runs
     end_of_trip_m: float = 30.0
 

@@ -129,6 +129,7 @@ class BusState:
     """Where a bus truly is (before GPS noise), and whether its receiver sees the sky."""
 
     ride: Ride
+    along_m: float
     lat: float
     lon: float
     heading_deg: float
@@ -179,7 +180,7 @@ def _on_ride(timetable: Timetable, ride: Ride, at_s: float) -> BusState:
     lat, lon = timetable.plane.to_lat_lon(x, y)
     route, tunnel_from, tunnel_to = TUNNEL
     has_fix = not (ride.run.trip.route_id == route and tunnel_from <= along <= tunnel_to)
-    return BusState(ride, lat, lon, heading, speed, has_fix, off_line)
+    return BusState(ride, along, lat, lon, heading, speed, has_fix, off_line)
 
 
 def gps_point(timetable: Timetable, bus: Bus, at_s: int) -> Point | None:

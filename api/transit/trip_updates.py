@@ -71,6 +71,13 @@ def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescript
         descriptor.direction_id = trip.direction_id
     descriptor.start_date = match.run.start_date
     descriptor.start_time = match.run.start_time
+    frequency = match.run.frequency
+    # A headway run without exact times has no schedule to be on (GTFS-realtime: UNSCHEDULED).
+    descriptor.schedule_relationship = (
+        gtfs_realtime_pb2.TripDescriptor.UNSCHEDULED
+        if frequency is not None and not frequency.exact_times
+        else gtfs_realtime_pb2.TripDescriptor.SCHEDULED
+    )
 
 
 def add_trip_updates(feed: gtfs_realtime_pb2.FeedMessage, buses: Iterable[TripProgress]) -> None:
