@@ -145,6 +145,12 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboards_push(args: argparse.Namespace) -> int:
+    from dashboards.push import main as push
+
+    return push(dry_run=args.dry_run)
+
+
 def _probe(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import DeviceError
     from firmware_bridge.modbus import ModbusLine
@@ -260,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     api_run.add_argument("--host", default=_env("CITYGW_API_HOST", "127.0.0.1"))
     api_run.add_argument("--port", type=int, default=int(_env("CITYGW_API_PORT", "8000")))
     api_run.set_defaults(func=_api_run)
+
+    dashboards = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
+        dest="action", required=True
+    )
+    push = dashboards.add_parser(
+        "push", help="create or update the dashboards in $CITYGW_GRAFANA_URL (token: $CITYGW_GRAFANA_TOKEN)"
+    )
+    push.add_argument("--dry-run", action="store_true", help="print the diff against Grafana, change nothing")
+    push.set_defaults(func=_dashboards_push)
     return parser
 
 

@@ -66,7 +66,6 @@ class SecuredMosquitto(Mosquitto):
             "listener 8883\n": f"listener {self.tls_port} 127.0.0.1\n",
             "/etc/mosquitto/citygw/": f"{self.workdir}/citygw/",
             "persistence_location /var/lib/mosquitto/": f"persistence_location {self.workdir}/",
-            "log_dest syslog": "log_dest stdout",
         }
         for old, new in changes.items():
             assert old in text, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
