@@ -1,7 +1,7 @@
 """Transit for residents' apps and journey planners: GTFS-realtime feeds, the static GTFS, alerts.
 
 Feeds are public and cacheable (ETag / If-None-Match, Last-Modified / If-Modified-Since,
-Cache-Control); writes (operator alerts, a new GTFS zip) need an operator.
+Cache-Control); writes (operator alerts, a new GTFS zip) need an engineer's (or admin's) key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, NowMsDep
+from api.security import EngineerDep
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
@@ -53,18 +54,6 @@ def transit_service(request: Request) -> TransitService:
 
 
 TransitDep = Annotated[TransitService, Depends(transit_service)]
-
-
-def alert_operator() -> str:
-    """Who may write alerts and timetables. Placeholder: refuses everyone until API keys are wired in."""
-    raise HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "operator authentication is not available yet: transit writes are refused",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-OperatorDep = Annotated[str, Depends(alert_operator)]
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -216,7 +205,7 @@ def gtfs_zip(
     status_code=status.HTTP_200_OK,
     openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
 )
-async def replace_gtfs_zip(request: Request, operator: OperatorDep, service: TransitDep) -> dict[str, Any]:
+async def replace_gtfs_zip(request: Request, operator: EngineerDep, service: TransitDep) -> dict[str, Any]:
     """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem."""
     data = await request.body()
     try:
@@ -231,7 +220,7 @@ async def replace_gtfs_zip(request: Request, operator: OperatorDep, service: Tra
         "trips": len(timetable.trips),
         "stops": len(timetable.stops),
         "routes": len(timetable.routes),
-        "by": operator,
+        "by": operator.actor,
     }
 
 
@@ -241,17 +230,17 @@ def _problem(problem: GtfsProblem) -> dict[str, Any]:
 
 @router.post("/alerts", status_code=status.HTTP_201_CREATED)
 def create_alert(
-    alert: Annotated[AlertCreate, Body()], operator: OperatorDep, service: TransitDep, now_ms: NowMsDep
+    alert: Annotated[AlertCreate, Body()], operator: EngineerDep, service: TransitDep, now_ms: NowMsDep
 ) -> AlertPublic:
     """Publish an operator's alert (in the Alerts feed from the next build)."""
     published = service.source.current()
     if published is not None and (problems := unknown_ids(alert, published.timetable)):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
-    return service.alerts.create(alert, actor=operator, now_s=now_ms // 1000)
+    return service.alerts.create(alert, actor=operator.actor, now_s=now_ms // 1000)
 
 
 @router.post("/alerts/{alert_id}/end")
-def end_alert(alert_id: str, operator: OperatorDep, service: TransitDep, now_ms: NowMsDep) -> AlertPublic:
+def end_alert(alert_id: str, _operator: EngineerDep, service: TransitDep, now_ms: NowMsDep) -> AlertPublic:
     """End an operator's alert now; it leaves the feed and stays on record."""
     ended = service.alerts.end(alert_id, now_s=now_ms // 1000)
     if ended is None:

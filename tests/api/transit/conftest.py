@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
+from api.registry import Registry
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService, TransitSettings
 from api.transit.fixtures import network_zip
@@ -52,9 +53,10 @@ def transit(gtfs_path: Path) -> TransitService:
 
 @pytest.fixture
 def transit_client(
-    store: SqliteStore, settings: ApiSettings, clock: FakeClock, transit: TransitService
+    store: SqliteStore, settings: ApiSettings, clock: FakeClock, registry: Registry, transit: TransitService
 ) -> Iterator[TestClient]:
-    app = create_app(store, settings=settings, clock=clock)
+    """A resident's view (no key) of an app serving the fixture network."""
+    app = create_app(store, settings=settings, clock=clock, registry=registry)
     app.state.transit = transit
     with TestClient(app) as client:
         yield client

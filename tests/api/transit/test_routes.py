@@ -9,11 +9,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from google.transit import gtfs_realtime_pb2 as rt
 
+from api.security import Role
 from api.transit.feeds import TransitService
 from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import NOW_MS, FakeClock
+from tests.api.factories import NOW_MS, FakeClock, bearer
 
 NOW_S = NOW_MS // 1000
 
@@ -93,46 +94,66 @@ def test_trip_updates_as_json_name_trips_and_stops(
     assert transit_client.get("/v1/transit/trip-updates", params={"format": "json"}).json() == feed
 
 
-def test_alert_writes_are_refused_until_operators_can_sign_in(transit_client: TestClient) -> None:
-    alert = {"header_text": "Ремонт колії", "informed_entities": [{"route_id": "T1"}], "effect": "DETOUR"}
-    response = transit_client.post("/v1/transit/alerts", json=alert)
-    assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
-    assert transit_client.put("/v1/transit/gtfs.zip", content=b"x").status_code == 401
-
-
-def test_operator_alerts_and_silent_routes_reach_the_feed(
-    transit_client: TestClient, transit: TransitService, clock: FakeClock
+def test_alerts_are_written_by_engineers_and_reach_the_feed(
+    transit_client: TestClient, keys: dict[Role, str], clock: FakeClock
 ) -> None:
-    from api.transit.alerts import AlertCreate
-
-    created = transit.alerts.create(
-        AlertCreate.model_validate(
-            {
-                "header_text": "Ремонт колії на Городоцькій",
-                "header_text_en": "Track works on Horodotska",
-                "cause": "CONSTRUCTION",
-                "effect": "DETOUR",
-                "active_periods": [{"start": NOW_S - 60, "end": NOW_S + 3600}],
-                "informed_entities": [{"route_id": "T1"}, {"stop_id": "T1-0-02"}],
-            }
-        ),
-        actor="test",
-        now_s=NOW_S,
+    alert = {
+        "header_text": "Ремонт колії на Городоцькій",
+        "header_text_en": "Track works on Horodotska",
+        "cause": "CONSTRUCTION",
+        "effect": "DETOUR",
+        "active_periods": [{"start": NOW_S - 60, "end": NOW_S + 3600}],
+        "informed_entities": [{"route_id": "T1"}, {"stop_id": "T1-0-02"}],
+    }
+    refused = transit_client.post("/v1/transit/alerts", json=alert)
+    assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
+    assert (
+        transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.UTILITY])).status_code
+        == 403
     )
+    unknown = {**alert, "informed_entities": [{"route_id": "T99"}]}
+    response = transit_client.post("/v1/transit/alerts", json=unknown, headers=bearer(keys[Role.ENGINEER]))
+    assert response.status_code == 422
+    assert response.json()["detail"] == ["informed_entities[0].route_id: 'T99' is not in the GTFS in use"]
+    bad = {**alert, "effect": "FLOOD", "informed_entities": [{}]}
+    problems = transit_client.post("/v1/transit/alerts", json=bad, headers=bearer(keys[Role.ENGINEER])).json()
+    assert {tuple(p["loc"][1:]) for p in problems["detail"]} == {("effect",), ("informed_entities", 0)}
+
+    created = transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.ENGINEER]))
+    assert created.status_code == 201
+    alert_id = created.json()["id"]
+    assert created.json()["created_by"].startswith("key:")
+
     feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/alerts").content)
     by_id = {entity.id: entity.alert for entity in feed.entity}
-    assert set(by_id) == {
-        created.id,
-        "auto-no-vehicles-A29",
-        "auto-no-vehicles-A3",
-        "auto-no-vehicles-T1",
-        "auto-no-vehicles-T6",
-    }
-    works = by_id[created.id]
+    silent = {f"auto-no-vehicles-{route}" for route in ("A29", "A3", "T1", "T6")}  # no bus reports here
+    assert set(by_id) == {alert_id} | silent
+    works = by_id[alert_id]
     assert (works.effect, works.cause) == (rt.Alert.DETOUR, rt.Alert.CONSTRUCTION)
     assert [t.language for t in works.header_text.translation] == ["uk", "en"]
-    transit.alerts.end(created.id, now_s=NOW_S + 1)
+    assert [(p.start, p.end) for p in works.active_period] == [(NOW_S - 60, NOW_S + 3600)]
+    assert [(i.route_id, i.stop_id) for i in works.informed_entity] == [("T1", ""), ("", "T1-0-02")]
+
+    ended = transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=bearer(keys[Role.ENGINEER]))
+    assert ended.json()["ended_at"] == NOW_S
     clock.now_ms += 1000
     feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/alerts").content)
-    assert created.id not in {entity.id for entity in feed.entity}
+    assert alert_id not in {entity.id for entity in feed.entity}
+    missing = transit_client.post("/v1/transit/alerts/op-999/end", headers=bearer(keys[Role.ENGINEER]))
+    assert missing.status_code == 404
+
+
+def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
+    transit_client: TestClient, keys: dict[Role, str], gtfs_path: Path, gtfs_zip: bytes
+) -> None:
+    engineer = bearer(keys[Role.ENGINEER])
+    assert transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip).status_code == 401
+    broken = transit_client.put("/v1/transit/gtfs.zip", content=b"nope", headers=engineer)
+    assert broken.status_code == 422
+    assert broken.json()["detail"]["problems"] == [
+        {"file": "(zip)", "row": None, "field": None, "reason": "not a zip archive (File is not a zip file)"}
+    ]
+    assert gtfs_path.read_bytes() == gtfs_zip  # the zip in use is untouched
+    accepted = transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip, headers=engineer)
+    assert accepted.status_code == 200
+    assert accepted.json()["trips"] == 902

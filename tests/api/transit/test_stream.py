@@ -1,0 +1,83 @@
+"""The vehicle stream (server-sent events) over a real socket: uvicorn on loopback, httpx streaming."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from api import create_app
+from api.registry import Registry
+from api.settings import ApiSettings
+from api.transit.feeds import TransitService, TransitSettings
+from api.transit.simulated_buses import Bus, fixes_between
+from api.transit.timetable import Timetable
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import NOW_MS, FakeClock
+from tests.services import free_port
+
+NOW_S = NOW_MS // 1000
+
+
+@pytest.fixture
+def served(
+    store: SqliteStore, settings: ApiSettings, clock: FakeClock, registry: Registry, gtfs_path: Path
+) -> Iterator[str]:
+    app = create_app(store, settings=settings, clock=clock, registry=registry)
+    app.state.transit = TransitService(TransitSettings(gtfs_path=gtfs_path, stream_period_s=0.05))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def events(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, object]]]:
+    found: list[tuple[str, dict[str, object]]] = []
+    kind = ""
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            found.append((kind, json.loads(line.removeprefix("data: "))))
+            if len(found) == count:
+                break
+    return found
+
+
+def test_stream_sends_each_vehicle_then_only_changes(
+    served: str, store: SqliteStore, clock: FakeClock, timetable: Timetable, friday: list[Bus]
+) -> None:
+    points = list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1))
+    store.write(points)
+    vehicles = {p.tags["vehicle"] for p in points if p.ts_ms >= NOW_MS - 90_000}
+    moved = sorted(vehicles)[0]
+    with (
+        httpx.Client(base_url=served, timeout=10) as http,
+        http.stream("GET", "/v1/transit/vehicles/stream") as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        first = events(lines, len(vehicles))
+        assert {kind for kind, _ in first} == {"vehicle"}
+        assert {data["id"] for _, data in first} == vehicles
+        later = next(p for p in points if p.tags["vehicle"] == moved)
+        store.write(
+            [type(later)(later.measurement, later.tags, NOW_MS + 1000, {**later.fields, "lat": 49.85})]
+        )
+        clock.now_ms += 1000
+        ((kind, data),) = events(lines, 1)
+        assert (kind, data["id"]) == ("vehicle", moved)
+        assert data["vehicle"]["timestamp"] == str(NOW_S + 1)  # type: ignore[index]
