@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from citygw import wire
-from edge.config import AgentConfig, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.commands import Commands, Refused
+from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
+from edge.remote_config import RemoteConfig
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import Profile, load_profile
 
@@ -32,39 +34,49 @@ class Agent:
         profiles: Callable[[str], Profile] = load_profile,
         version: str | None = None,
     ) -> None:
-        self.config = config
+        self.base_config = config  # the local file: broker, journal, and the fallback lines and devices
+        self.config = config  # what runs now (the file's, or the last applied remote config)
         self.board = HealthBoard()
-        self.profiles = {d.profile: profiles(d.profile) for d in config.devices if d.profile is not None}
+        self._load_profile = profiles
+        self.profiles: dict[str, Profile] = {}
         self.version = version
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
+        self.remote: RemoteConfig | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
+        self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
 
     async def run(self) -> None:
         """Poll, journal and publish until cancelled; then close the lines and the journal."""
-        config = self.config
-        journal = open_journal(config)
+        base = self.base_config
+        journal = open_journal(base)
         self.journal = journal
-        publisher = Publisher(config, journal, version=self.version)
+        publisher = Publisher(base, journal, version=self.version)
         self.publisher = publisher
+        commands = Commands(self, base.journal.path.with_name("commands.sqlite"), self._send_result)
+        publisher.listen(wire.Channel.CMD, commands.receive)
+        if base.remote.enabled:
+            self.remote = RemoteConfig(
+                base,
+                apply=self.reconfigure,
+                current=lambda: self.config,
+                board=self.board,
+                report=self._send_config_state,
+                profiles=self._load_profile,
+            )
+            self.config = self.remote.startup_config()
+            publisher.config_version = self.remote.applied_version
+            publisher.listen(wire.Channel.CONFIG, self.remote.receive)
         try:
             async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
                 tasks.create_task(publisher.run(), name="publisher")
                 tasks.create_task(self._publish_health(publisher, journal), name="health")
-                for line in config.lines:
-                    devices = config.devices_on(line.id)
-                    if not devices:
-                        continue
-                    if isinstance(line, NmeaLine):
-                        gps = GpsPoller(line, devices[0], journal=journal, board=self.board, site=config.site)
-                        tasks.create_task(gps.run(), name=f"line:{line.id}")
-                    else:
-                        profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
-                        poller = ModbusPoller(profiled, journal=journal, board=self.board, site=config.site)
-                        self.pollers[line.id] = poller
-                        tasks.create_task(self._own_modbus_line(line, poller), name=f"line:{line.id}")
+                self.reconfigure(self.config, initial=True)
+                config = self.config
                 log.info(
                     "agent %s polling %d devices on %d lines, publishing to %s",
                     config.agent_id,
@@ -74,7 +86,76 @@ class Agent:
                 )
                 self.started.set()
         finally:
+            self._tasks = None
+            commands.close()
             journal.close()
+
+    def reconfigure(self, config: AgentConfig, *, initial: bool = False) -> set[str]:
+        """Run ``config``'s lines: restart only those whose settings or devices changed; returns their ids."""
+        assert self._tasks is not None
+        assert self.journal is not None
+        self.config = config
+        for name in {d.profile for d in config.devices if d.profile is not None} - self.profiles.keys():
+            self.profiles[name] = self._load_profile(name)
+        wanted = {
+            line.id: (_signature(config, line.id), line)
+            for line in config.lines
+            if config.devices_on(line.id)
+        }
+        changed: set[str] = set()
+        for line_id, (signature, task) in list(self._lines.items()):
+            if line_id not in wanted or wanted[line_id][0] != signature:
+                task.cancel()
+                del self._lines[line_id]
+                self.pollers.pop(line_id, None)
+                changed.add(line_id)
+        for line_id, (signature, line) in wanted.items():
+            if line_id not in self._lines:
+                self._lines[line_id] = (signature, self._start_line(line, config))
+                changed.add(line_id)
+        device_ids = {d.id for d in config.devices}
+        for gone in set(self.board.devices) - device_ids:
+            del self.board.devices[gone]
+        settings = config.journal
+        self.journal.slow_devices = frozenset(
+            d.id for d in config.devices if d.poll_s >= settings.slow_poll_s
+        )
+        if not initial and self.publisher is not None and self.remote is not None:
+            self.publisher.config_version = self.remote.applied_version
+        return changed
+
+    def _start_line(self, line: TcpLine | RtuLine | NmeaLine, config: AgentConfig) -> asyncio.Task[None]:
+        assert self._tasks is not None
+        assert self.journal is not None
+        devices = config.devices_on(line.id)
+        if isinstance(line, NmeaLine):
+            gps = GpsPoller(line, devices[0], journal=self.journal, board=self.board, site=config.site)
+            return self._tasks.create_task(gps.run(), name=f"line:{line.id}")
+        profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+        poller = ModbusPoller(profiled, journal=self.journal, board=self.board, site=config.site)
+        self.pollers[line.id] = poller
+        return self._tasks.create_task(self._own_modbus_line(line, poller), name=f"line:{line.id}")
+
+    def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
+        """The device a command names, its profile and its line's poller; raises Refused."""
+        for device in self.config.devices:
+            if device.id == device_id:
+                poller = self.pollers.get(device.line)
+                if device.profile is None or poller is None:
+                    raise Refused(f"device {device_id} is not on a Modbus line")
+                return device, self.profiles[device.profile], poller
+        raise Refused(f"no device {device_id} on agent {self.config.agent_id}")
+
+    async def _send_result(self, result: wire.CommandResult) -> None:
+        assert self.publisher is not None
+        await self.publisher.send(wire.Channel.CMD_RESULT, result)
+
+    async def _send_config_state(self, state: wire.ConfigState) -> None:
+        assert self.publisher is not None
+        await self.publisher.send(wire.Channel.CONFIG_STATE, state, retain=True)
+        if self.remote is not None:
+            self.publisher.config_version = self.remote.applied_version
+            self.publisher.announce()
 
     async def _own_modbus_line(self, line: TcpLine | RtuLine, poller: ModbusPoller) -> None:
         """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
@@ -119,6 +200,12 @@ def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
         bytesize=line.bytesize,
         timeout=line.timeout,
     )
+
+
+def _signature(config: AgentConfig, line_id: str) -> str:
+    """Everything that shapes a line's task: its settings, its devices and the site tag."""
+    devices = ",".join(d.model_dump_json() for d in config.devices_on(line_id))
+    return f"{config.line(line_id).model_dump_json()}|{devices}|{config.site}"
 
 
 def open_journal(config: AgentConfig) -> Journal:

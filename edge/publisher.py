@@ -20,6 +20,8 @@ import logging
 import random
 import ssl
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -32,6 +34,14 @@ from edge.journal import Batch, Journal
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
+
+
+async def _logged(handler: Callable[[bytes], Awaitable[None]], payload: bytes) -> None:
+    """Run a message handler; its failure is logged, it never ends the session."""
+    try:
+        await handler(payload)
+    except Exception:
+        log.exception("handling a message failed")
 
 
 def agent_version() -> str:
@@ -92,20 +102,44 @@ class Publisher:
         self._backoff = Backoff(config.broker.reconnect_min, config.broker.reconnect_max)
         agent = config.agent_id
         self._topics = {channel: wire.topic(agent, channel) for channel in wire.Channel}
+        self.config_version: int | None = None
+        self._listeners: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        # QoS 1 messages other than telemetry (config/state, cmd/result, status updates), kept
+        # in memory until the broker acknowledged them; a later session sends what is left.
+        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._outbox_ready = asyncio.Event()
+
+    def listen(self, channel: wire.Channel, handler: Callable[[bytes], Awaitable[None]]) -> None:
+        """Subscribe (QoS 1) to ``channel`` of this agent; each message runs ``handler`` in its own task."""
+        self._listeners[self._topics[channel]] = handler
+
+    async def send(
+        self, channel: wire.Channel, payload: wire.ConfigState | wire.CommandResult, *, retain: bool = False
+    ) -> None:
+        """Queue a QoS 1 message; it goes out now or in the next session."""
+        self._outbox.append((self._topics[channel], wire.encode(payload), retain))
+        self._outbox_ready.set()
+
+    def announce(self) -> None:
+        """Queue a fresh retained ``status`` (after the config version changed)."""
+        self._outbox.append((self._topics[wire.Channel.STATUS], self._status(wire.AgentState.ONLINE), True))
+        self._outbox_ready.set()
 
     async def run(self) -> None:
         """Connect, publish, and reconnect after every MQTT failure, forever."""
-        while True:
-            try:
-                await self._session()
-            except* aiomqtt.MqttError as group:
-                log.warning(
-                    "MQTT link to %s lost: %s; journal backlog %d",
-                    self.config.broker.redacted_url,
-                    "; ".join(str(e) for e in group.exceptions),
-                    self.journal.backlog(),
-                )
-            await asyncio.sleep(self._backoff.next())
+        async with asyncio.TaskGroup() as handlers:
+            self._handlers = handlers
+            while True:
+                try:
+                    await self._session()
+                except* aiomqtt.MqttError as group:
+                    log.warning(
+                        "MQTT link to %s lost: %s; journal backlog %d",
+                        self.config.broker.redacted_url,
+                        "; ".join(str(e) for e in group.exceptions),
+                        self.journal.backlog(),
+                    )
+                await asyncio.sleep(self._backoff.next())
 
     async def publish_health(self, health: wire.Health) -> bool:
         """Send health now, QoS 0 and not retained; False when the link is down.
@@ -129,6 +163,7 @@ class Publisher:
                 agent=self.config.agent_id,
                 state=state,
                 version=self.version if state is wire.AgentState.ONLINE else None,
+                config_version=self.config_version if state is wire.AgentState.ONLINE else None,
                 started_at=self.started_at if state is wire.AgentState.ONLINE else None,
             )
         )
@@ -166,6 +201,9 @@ class Publisher:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._watch(client), name="mqtt-watch")
                     tasks.create_task(self._drain(client), name="mqtt-drain")
+                    tasks.create_task(self._flush_outbox(client), name="mqtt-outbox")
+                    if self._listeners:
+                        await client.subscribe([(t, 1) for t in self._listeners])
             except asyncio.CancelledError:
                 await self._goodbye(client)
                 raise
@@ -175,9 +213,23 @@ class Publisher:
                 self.counters.disconnects += 1
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Raise MqttError as soon as the connection drops, which ends the session."""
-        async for _message in client.messages:
-            pass  # nothing subscribed yet; config and commands arrive here later
+        """Hand config and commands to their handlers; raise MqttError as soon as the connection drops."""
+        async for message in client.messages:
+            handler = self._listeners.get(str(message.topic))
+            if handler is None or not isinstance(message.payload, bytes):
+                continue
+            self._handlers.create_task(_logged(handler, message.payload), name=f"on:{message.topic}")
+
+    async def _flush_outbox(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            while self._outbox:
+                topic, payload, retain = self._outbox[0]
+                await client.publish(
+                    topic, payload, qos=1, retain=retain, timeout=self.config.broker.publish_timeout
+                )
+                self._outbox.popleft()
+            self._outbox_ready.clear()
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         publish = self.config.publish

@@ -1,0 +1,277 @@
+"""Commands from the ``cmd`` topic become Modbus writes on the device's line, read back and answered.
+
+A command is range-checked against the device's profile before anything touches the line,
+runs ahead of waiting polls (``ModbusPoller.submit_priority``), and is answered on
+``cmd/result``. Ids are remembered on disk (``commands.sqlite`` next to the journal) for a
+week: a redelivered command is answered again with its first result, never run twice. A
+command that cannot start before ``expires_at`` is answered ``expired`` and never runs late.
+
+Lighting actions map onto the profile's writable ``*_brightness`` fields (DALI arc level):
+``lamp`` A → ``lamp{A}_brightness``, ``group`` G → ``group{G}_brightness``, ``cabinet`` →
+every ``*_brightness`` field; ``on`` writes the field's max, ``off`` its min, ``dim`` the
+level in percent of min..max (rounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from citygw import wire
+from edge.poller import now_ms
+from firmware_bridge.errors import DeviceError
+from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.profile import Profile, RegisterSpec
+
+if TYPE_CHECKING:
+    from edge.agent import Agent
+
+log = logging.getLogger(__name__)
+
+REMEMBER_S = 7 * 24 * 3600
+BRIGHTNESS = "_brightness"
+
+
+class Refused(ValueError):
+    """The command cannot be run as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Write:
+    field: str
+    value: wire.FieldValue
+    spec: RegisterSpec
+
+
+class CommandLog:
+    """Ids of recent commands and their results, on disk, so a redelivery is answered, not re-run."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS commands "
+            "(id TEXT PRIMARY KEY, received_at REAL NOT NULL, result BLOB)"
+        )
+        self._db.execute("DELETE FROM commands WHERE received_at < ?", (time.time() - REMEMBER_S,))
+
+    def seen(self, command_id: str) -> tuple[bool, bytes | None]:
+        """(known, its result if it has one)."""
+        row = self._db.execute("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return (False, None) if row is None else (True, None if row[0] is None else bytes(row[0]))
+
+    def started(self, command_id: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO commands (id, received_at) VALUES (?, ?)", (command_id, time.time())
+        )
+
+    def finished(self, command_id: str, result: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO commands (id, received_at, result) VALUES (?, ?, ?)",
+            (command_id, time.time(), result),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def plan_writes(command: wire.Command, profile: Profile) -> list[Write]:
+    """The field writes a command means for this profile; raises Refused (no such field, out of range)."""
+    if command.action is wire.CommandAction.SET_FIELD:
+        assert command.field is not None
+        assert command.value is not None
+        spec = _writable(profile, command.field)
+        if not spec.allows(command.value):
+            raise Refused(
+                f"{command.field}={command.value} is outside {spec.min}..{spec.max} of {profile.model}"
+            )
+        return [Write(command.field, command.value, spec)]
+    target = command.target
+    assert target is not None
+    if target.kind is wire.TargetKind.CABINET:
+        fields = [s.field for s in profile.registers if s.writable and s.field.endswith(BRIGHTNESS)]
+        if not fields:
+            raise Refused(f"profile {profile.model} has no writable *{BRIGHTNESS} field to switch")
+    else:
+        fields = [f"{target.kind.value}{target.address}{BRIGHTNESS}"]
+    writes = []
+    for field in fields:
+        spec = _writable(profile, field)
+        low, high = spec.min or 0, spec.max if spec.max is not None else 254
+        if command.action is wire.CommandAction.ON:
+            value = high
+        elif command.action is wire.CommandAction.OFF:
+            value = low
+        else:
+            value = low + (high - low) * (command.level or 0) / 100
+        writes.append(Write(field, round(value), spec))
+    return writes
+
+
+def level_percent(spec: RegisterSpec, value: wire.FieldValue) -> int | None:
+    """A brightness read back, in percent of the field's range."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or spec.max is None:
+        return None
+    low = spec.min or 0
+    return round(100 * (value - low) / (spec.max - low)) if spec.max > low else None
+
+
+def _writable(profile: Profile, field: str) -> RegisterSpec:
+    try:
+        spec = profile.register(field)
+    except KeyError:
+        raise Refused(f"profile {profile.model} has no field {field}") from None
+    if not spec.writable:
+        raise Refused(f"{field} is read-only in profile {profile.model}")
+    return spec
+
+
+class Commands:
+    """Receives ``cmd`` messages for one agent and answers each on ``cmd/result``."""
+
+    def __init__(
+        self, agent: Agent, path: Path, send: Callable[[wire.CommandResult], Awaitable[None]]
+    ) -> None:
+        self.agent = agent
+        self.log = CommandLog(path)
+        self._send = send
+        self._running: set[str] = set()
+
+    def close(self) -> None:
+        self.log.close()
+
+    async def receive(self, payload: bytes) -> None:
+        """Handle one ``cmd`` message (a bad one is answered ``refused`` when it has an id)."""
+        try:
+            command = wire.Command.model_validate_json(payload)
+        except ValidationError as exc:
+            command_id = _id_of(payload)
+            log.warning("refused a command that does not validate: %s", exc)
+            if command_id is not None:
+                await self._answer(command_id, wire.CommandOutcome.REFUSED, detail=_first_error(exc))
+            return
+        known, result = self.log.seen(command.id)
+        if command.id in self._running:
+            return  # a redelivery while it runs: its result is on the way
+        if result is not None:
+            await self._send(wire.CommandResult.model_validate_json(result))
+            return
+        if known:
+            await self._answer(
+                command.id,
+                wire.CommandOutcome.FAILED,
+                detail="interrupted by an agent restart; not run again",
+            )
+            return
+        self._running.add(command.id)
+        try:
+            await self._run(command)
+        finally:
+            self._running.discard(command.id)
+
+    async def _run(self, command: wire.Command) -> None:
+        agent_id = self.agent.config.agent_id
+        if command.agent != agent_id:
+            await self._answer(command.id, wire.CommandOutcome.REFUSED, detail=f"sent to {command.agent}")
+            return
+        if now_ms() > command.expires_at:
+            await self._answer(command.id, wire.CommandOutcome.EXPIRED, detail="arrived after expires_at")
+            return
+        try:
+            device, profile, poller = self.agent.commandable(command.device)
+            writes = plan_writes(command, profile)
+        except Refused as exc:
+            await self._answer(command.id, wire.CommandOutcome.REFUSED, detail=str(exc))
+            return
+        self.log.started(command.id)
+        log.info("command %s from %s: %s on %s", command.id, command.requested_by, command.action, device.id)
+        unit = device.unit or 0
+        started = asyncio.Event()
+
+        async def job(line: ModbusLine) -> list[wire.FieldValue]:
+            if now_ms() > command.expires_at:
+                raise TimeoutError("expired while waiting for the line")
+            started.set()
+            return [await line.write(unit, profile, w.field, w.value) for w in writes]
+
+        run = asyncio.ensure_future(poller.submit_priority(job))
+        await asyncio.wait({run}, timeout=max(0.0, (command.expires_at - now_ms()) / 1000))
+        if not run.done() and not started.is_set():
+            run.cancel()  # never started: the poller skips it, it cannot run late
+            await self._answer(
+                command.id, wire.CommandOutcome.EXPIRED, detail="line busy or down until expires_at"
+            )
+            return
+        try:
+            values = await run
+        except TimeoutError:
+            await self._answer(
+                command.id, wire.CommandOutcome.EXPIRED, detail="line busy or down until expires_at"
+            )
+            return
+        except (DeviceError, ValueError) as exc:
+            await self._answer(command.id, wire.CommandOutcome.FAILED, detail=str(exc) or type(exc).__name__)
+            return
+        wrong = [
+            f"{w.field} reads back {v} after writing {w.value}"
+            for w, v in zip(writes, values, strict=True)
+            if v != w.value
+        ]
+        levels = {level_percent(w.spec, v) for w, v in zip(writes, values, strict=True)}
+        await self._answer(
+            command.id,
+            wire.CommandOutcome.FAILED if wrong else wire.CommandOutcome.DONE,
+            detail="; ".join(wrong) or None,
+            value=values[0] if len(values) == 1 else None,
+            level=levels.pop() if command.target is not None and len(levels) == 1 else None,
+        )
+
+    async def _answer(
+        self,
+        command_id: str,
+        outcome: wire.CommandOutcome,
+        *,
+        detail: str | None = None,
+        value: wire.FieldValue | None = None,
+        level: int | None = None,
+    ) -> None:
+        result = wire.CommandResult(
+            agent=self.agent.config.agent_id,
+            id=command_id,
+            outcome=outcome,
+            ts=now_ms(),
+            detail=detail[:512] if detail else None,
+            value=value,
+            level=level,
+        )
+        self.log.finished(command_id, wire.encode(result))
+        await self._send(result)
+
+
+def _id_of(payload: bytes) -> str | None:
+    import json
+    import re
+
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    command_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(command_id, str) and re.match(wire.COMMAND_ID_PATTERN, command_id):
+        return command_id
+    return None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(message)"
+    return f"{where}: {error['msg']}"

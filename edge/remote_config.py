@@ -1,0 +1,198 @@
+"""Configs pushed by the API on the retained ``config`` topic: validated, applied, verified, reported.
+
+A ``DesiredConfig`` carries the site, lines and devices; the rest (broker, journal, publish)
+stays as the local file says. It is validated by the same code as the file
+(``edge.config.validate_agent_config``), applied without touching lines whose settings and
+devices did not change, and reported on ``config/state`` (retained). Versions only go up: a
+redelivery of a version already handled (applied, refused or rolled back) is a no-op.
+
+After applying, every device on a changed line that was answering before (or is new) must
+answer within ``remote.grace_s``; if one does not, the previous config comes back and the
+version is reported ``rolled_back`` with the devices that stayed silent.
+
+The last applied config is kept in ``remote-config.json`` next to the journal, so an agent
+that reboots without a broker runs it rather than the file; the file is the fallback when
+nothing was ever applied or the kept config no longer validates against the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from citygw import wire
+from edge.config import AgentConfig, AgentConfigError, ProfileCheck, validate_agent_config
+from edge.poller import HealthBoard, now_ms
+
+log = logging.getLogger(__name__)
+
+REMOTE_SECTIONS = ("site", "lines", "devices")
+CHECK_EVERY_S = 0.1
+
+
+class RemoteConfig:
+    """Applies pushed configs to a running agent; ``receive`` is the ``config`` topic's handler."""
+
+    def __init__(
+        self,
+        base: AgentConfig,
+        *,
+        apply: Callable[[AgentConfig], set[str]],
+        current: Callable[[], AgentConfig],
+        board: HealthBoard,
+        report: Callable[[wire.ConfigState], Awaitable[None]],
+        profiles: ProfileCheck | None = None,
+    ) -> None:
+        self.base = base
+        self.path = base.journal.path.with_name("remote-config.json")
+        self._apply = apply
+        self._current = current
+        self._board = board
+        self._report = report
+        self._profiles = profiles
+        self._lock = asyncio.Lock()
+        kept = self._read()
+        self.handled_version = int(kept.get("handled", 0))
+        self.applied_version = int(kept.get("applied", 0))
+        self._applied_body: dict[str, Any] | None = kept.get("body")
+
+    def startup_config(self) -> AgentConfig:
+        """The kept remote config merged into the file's, or the file's alone."""
+        if self._applied_body is None:
+            return self.base
+        try:
+            return self._merge(self._applied_body, f"{self.path} (config v{self.applied_version})")
+        except AgentConfigError as exc:
+            log.warning(
+                "kept remote config v%d no longer valid, using the file: %s", self.applied_version, exc
+            )
+            self.applied_version, self._applied_body = 0, None
+            return self.base
+
+    async def receive(self, payload: bytes) -> None:
+        """Handle one ``config`` message."""
+        async with self._lock:
+            try:
+                desired = wire.DesiredConfig.model_validate_json(payload)
+            except ValidationError as exc:
+                version = _version_of(payload)
+                if version is not None and version <= self.handled_version:
+                    return
+                reasons = [
+                    f"config: {'.'.join(map(str, e['loc'])) or '(message)'}: {e['msg']}" for e in exc.errors()
+                ]
+                await self._state(version or 0, wire.ConfigOutcome.REFUSED, reasons)
+                return
+            if desired.version <= self.handled_version:
+                return  # redelivered (retained) or older: already handled
+            if desired.agent != self.base.agent_id:
+                await self._state(
+                    desired.version, wire.ConfigOutcome.REFUSED, [f"config is for {desired.agent}"]
+                )
+                return
+            await self._take(desired)
+
+    async def _take(self, desired: wire.DesiredConfig) -> None:
+        version = desired.version
+        body = desired.model_dump(mode="json", include=set(REMOTE_SECTIONS))
+        try:
+            config = self._merge(body, f"config v{version}")
+        except AgentConfigError as exc:
+            self._handled(version)
+            await self._state(version, wire.ConfigOutcome.REFUSED, [str(p) for p in exc.problems], exc.file)
+            return
+        previous = self._current()
+        answering_before = {d for d, r in self._board.devices.items() if r.state is wire.DeviceState.OK}
+        since = now_ms()
+        changed = self._apply(config)
+        watched = [
+            d.id
+            for line_id in changed
+            for d in config.devices_on(line_id)
+            if d.id in answering_before or d.id not in {p.id for p in previous.devices}
+        ]
+        silent = await self._silent_after(watched, since, self.base.remote.grace_s)
+        if silent:
+            self._apply(previous)
+            self._handled(version)
+            reasons = [
+                f"config v{version}: devices[{d}]: no answer within {self.base.remote.grace_s:g} s "
+                "with the new settings; fix: check the line and unit settings of this device"
+                for d in silent
+            ]
+            log.warning("config v%d rolled back: %s", version, "; ".join(silent))
+            await self._state(version, wire.ConfigOutcome.ROLLED_BACK, reasons)
+            return
+        self.applied_version, self._applied_body = version, body
+        self._handled(version)
+        log.info("config v%d applied; lines restarted: %s", version, ", ".join(sorted(changed)) or "none")
+        await self._state(version, wire.ConfigOutcome.APPLIED, [])
+
+    async def _silent_after(self, devices: list[str], since_ms: int, grace_s: float) -> list[str]:
+        """Devices that gave no good read after ``since_ms`` within ``grace_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while True:
+            silent = [d for d in devices if (self._board.record(d).last_ok or 0) < since_ms]
+            if not silent or loop.time() >= deadline:
+                return silent
+            await asyncio.sleep(CHECK_EVERY_S)
+
+    def _merge(self, body: dict[str, Any], source: str) -> AgentConfig:
+        raw = self.base.model_dump(mode="json", exclude_none=True)
+        raw.update({key: body[key] for key in REMOTE_SECTIONS if key in body})
+        return validate_agent_config(raw, Path(source), profiles=self._profiles)
+
+    def _handled(self, version: int) -> None:
+        self.handled_version = version
+        self._write({"handled": version, "applied": self.applied_version, "body": self._applied_body})
+
+    async def _state(
+        self, version: int, outcome: wire.ConfigOutcome, reasons: list[str], source: Path | None = None
+    ) -> None:
+        prefix = f"{source}: " if source is not None else ""
+        await self._report(
+            wire.ConfigState(
+                agent=self.base.agent_id,
+                version=version,
+                state=outcome,
+                ts=now_ms(),
+                reasons=[(prefix + r)[:512] for r in reasons][: wire.MAX_REASONS],
+                applied_version=self.applied_version,
+            )
+        )
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            kept = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s, starting from the file's config: %s", self.path, exc)
+            return {}
+        return kept if isinstance(kept, dict) else {}
+
+    def _write(self, kept: dict[str, Any]) -> None:
+        """Atomically: a power cut leaves the old file or the new one, never half of one."""
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(kept, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+
+
+def _version_of(payload: bytes) -> int | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    version = data.get("version") if isinstance(data, dict) else None
+    return version if isinstance(version, int) and version >= 0 else None

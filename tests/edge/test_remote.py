@@ -1,0 +1,203 @@
+"""Remote config and commands on a real Mosquitto, with simulated devices (ECOdim DALI gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from citygw import wire
+from edge.agent import Agent
+from edge.poller import now_ms
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
+from tests.edge.conftest import AGENT, Watcher, agent_config, watching
+from tests.edge.test_agent import readings_of, running
+from tests.services import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+
+def line(port: int, line_id: str = "tcp-sim", timeout: float = 0.2) -> dict[str, Any]:
+    return {"id": line_id, "kind": "tcp", "host": "127.0.0.1", "port": port, "timeout": timeout}
+
+
+def device(device_id: str, profile: str, unit: int, line_id: str = "tcp-sim") -> dict[str, Any]:
+    return {"id": device_id, "profile": profile, "line": line_id, "unit": unit, "poll_s": 0.2}
+
+
+async def say(url: str, channel: wire.Channel, payload: bytes, *, retain: bool = False) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"api-{uuid.uuid4().hex[:6]}") as client:
+        await client.publish(wire.topic(AGENT, channel), payload, qos=1, retain=retain)
+
+
+def desired(version: int, lines: list[dict[str, Any]], devices: list[dict[str, Any]]) -> bytes:
+    return wire.encode(
+        wire.DesiredConfig(
+            agent=AGENT, version=version, issued_at=now_ms(), site="test-site", lines=lines, devices=devices
+        )
+    )
+
+
+def states(watcher: Watcher) -> list[wire.ConfigState]:
+    return [wire.ConfigState.model_validate_json(m.payload) for m in watcher.on(wire.Channel.CONFIG_STATE)]
+
+
+def results(watcher: Watcher) -> list[wire.CommandResult]:
+    return [wire.CommandResult.model_validate_json(m.payload) for m in watcher.on(wire.Channel.CMD_RESULT)]
+
+
+async def test_remote_config_applied_refused_redelivered_rolled_back_and_kept(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=2)
+    async with serve_tcp([aq]) as aq_end, serve_tcp([meter]) as meter_end:
+        file_lines = [line(aq_end.port)]
+        file_devices = [device("aq-1", "vaisala_aqt530", 1)]
+        config = agent_config(
+            tmp_path, mosquitto.url, lines=file_lines, devices=file_devices, remote={"grace_s": 1.5}
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("aq readings", lambda: bool(readings_of(watcher, "aq-1")))
+            aq_task = agent._lines["tcp-sim"][1]
+
+            # v1 adds a meter on a new line; the aq line keeps running untouched.
+            v1_lines = [*file_lines, line(meter_end.port, "tcp-meter")]
+            v1_devices = [*file_devices, device("meter-1", "eastron_sdm120", 2, "tcp-meter")]
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(1, v1_lines, v1_devices), retain=True)
+            await watcher.wait_for("v1 applied", lambda: len(states(watcher)) == 1)
+            assert states(watcher)[0].state is wire.ConfigOutcome.APPLIED
+            assert states(watcher)[0].applied_version == 1
+            assert agent._lines["tcp-sim"][1] is aq_task, "an untouched line must not restart"
+            assert readings_of(watcher, "meter-1")
+
+            # v2 names a line that does not exist: refused with file/field/fix reasons.
+            bad = [*v1_devices, device("meter-2", "eastron_sdm120", 3, "nowhere")]
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(2, v1_lines, bad), retain=True)
+            await watcher.wait_for("v2 refused", lambda: len(states(watcher)) == 2)
+            refused = states(watcher)[1]
+            assert (refused.version, refused.state, refused.applied_version) == (
+                2,
+                wire.ConfigOutcome.REFUSED,
+                1,
+            )
+            assert refused.reasons == [
+                "config v2: devices[2].line: unknown line 'nowhere'; defined lines: tcp-sim, tcp-meter; "
+                "fix: use one of them"
+            ]
+
+            # v3 points the meter at a unit that does not answer: rolled back after the grace period.
+            wrong_unit = [*file_devices, device("meter-1", "eastron_sdm120", 9, "tcp-meter")]
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(3, v1_lines, wrong_unit), retain=True)
+            await watcher.wait_for("v3 rolled back", lambda: len(states(watcher)) == 3, within=10)
+            rolled = states(watcher)[2]
+            assert (rolled.state, rolled.applied_version) == (wire.ConfigOutcome.ROLLED_BACK, 1)
+            assert "meter-1" in rolled.reasons[0]
+            served = len(meter.requests)
+            await asyncio.sleep(0.6)
+            assert len(meter.requests) > served, "the meter is polled again with the v1 settings"
+            assert agent.config.devices[1].unit == 2
+
+            # A redelivery of v3 (the retained message on a new subscription) changes nothing.
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(3, v1_lines, wrong_unit), retain=True)
+            await asyncio.sleep(0.5)
+            assert len(states(watcher)) == 3
+            status = wire.Status.model_validate_json(watcher.on(wire.Channel.STATUS)[-1].payload)
+            assert status.config_version == 1
+
+        # Restarted without a broker, the agent runs the kept v1, not the file.
+        mosquitto.stop()
+        again = Agent(config)
+        async with running(again):
+            assert [d.id for d in again.config.devices] == ["aq-1", "meter-1"]
+            assert set(again._lines) == {"tcp-sim", "tcp-meter"}
+
+
+def command(action: str, **kw: Any) -> dict[str, Any]:
+    now = now_ms()
+    return {
+        "agent": AGENT,
+        "id": str(uuid.uuid4()),
+        "device": "lights-1",
+        "action": action,
+        "issued_at": now,
+        "expires_at": now + 10_000,
+        "requested_by": "engineer-olena",
+        **kw,
+    }
+
+
+async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=1)
+    async with serve_tcp([gateway]) as endpoint:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            lines=[line(endpoint.port)],
+            devices=[device("lights-1", "ecodim_dali_gw2", 1)],
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("readings", lambda: bool(readings_of(watcher, "lights-1")))
+
+            async def send(body: dict[str, Any], count: int) -> wire.CommandResult:
+                await say(mosquitto.url, wire.Channel.CMD, json.dumps(body).encode())
+                await watcher.wait_for(f"result {count}", lambda: len(results(watcher)) == count)
+                result = results(watcher)[-1]
+                assert result.id == body["id"]
+                return result
+
+            dim = command("dim", target={"kind": "group", "address": 1}, level=50)
+            result = await send(dim, 1)
+            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, 50, 127)
+            assert gateway.get("group1_brightness") == 127
+
+            off = command("off", target={"kind": "lamp", "address": 2})
+            assert (await send(off, 2)).outcome is wire.CommandOutcome.DONE
+            assert gateway.get("lamp2_brightness") == 0
+
+            field = command("set_field", field="lamp3_brightness", value=200)
+            result = await send(field, 3)
+            assert (result.outcome, result.value) == (wire.CommandOutcome.DONE, 200)
+
+            too_bright = command("set_field", field="lamp3_brightness", value=300)
+            result = await send(too_bright, 4)
+            assert result.outcome is wire.CommandOutcome.REFUSED
+            assert "outside 0.0..254.0" in (result.detail or "")
+            read_only = command("set_field", field="bus_load", value=3)
+            assert (await send(read_only, 5)).outcome is wire.CommandOutcome.REFUSED
+            no_lamp = command("on", target={"kind": "lamp", "address": 40})
+            assert "no field lamp40_brightness" in ((await send(no_lamp, 6)).detail or "")
+
+            late = command("on", target={"kind": "lamp", "address": 2})
+            late["expires_at"] = now_ms() - 1
+            assert (await send(late, 7)).outcome is wire.CommandOutcome.EXPIRED
+            assert gateway.get("lamp2_brightness") == 0, "an expired command never runs"
+
+            # The same id again: answered with the first result, not run again.
+            gateway.set("group1_brightness", 10)
+            again = await send(dim, 8)
+            assert again == results(watcher)[0]
+            assert gateway.get("group1_brightness") == 10
+
+            not_json = b'{"id": "0123456789", "action": "on"'
+            await say(mosquitto.url, wire.Channel.CMD, not_json)
+            incomplete = command("dim", target={"kind": "cabinet"})
+            result = await send(incomplete, 9)
+            assert result.outcome is wire.CommandOutcome.REFUSED
+            assert "dim needs a level" in (result.detail or "")
+
+        # Ids are remembered across a restart: a redelivery after a reboot is not run again.
+        again_agent = Agent(config)
+        async with watching(mosquitto.url, client_id="w2") as watcher2, running(again_agent):
+            await say(mosquitto.url, wire.Channel.CMD, json.dumps(dim).encode())
+            await watcher2.wait_for("result", lambda: bool(results(watcher2)))
+            assert results(watcher2)[0].ts == results(watcher)[0].ts
+            assert gateway.get("group1_brightness") == 10
