@@ -20,6 +20,7 @@ import uvicorn
 import yaml
 
 from api.app import create_app
+from api.settings import ApiSettings, load_settings
 from citygw.embedded_broker import EmbeddedBroker
 from collector.service import Collector
 from collector.store import open_store, prepare
@@ -190,7 +191,10 @@ async def run_demo(options: DemoOptions) -> int:
         stack.callback(collector.stop)
         server = _ApiServer(
             uvicorn.Config(
-                create_app(store), host=options.api_host, port=options.api_port, log_level="warning"
+                create_app(store, settings=_demo_api_settings(workdir, broker_url)),
+                host=options.api_host,
+                port=options.api_port,
+                log_level="warning",
             )
         )
         print(
@@ -230,6 +234,13 @@ async def run_demo(options: DemoOptions) -> int:
             await asyncio.gather(serving, *background, return_exceptions=True)
     print("CityGW demo stopped.", flush=True)
     return 0
+
+
+def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
+    """The demo's API: telemetry readable without a key on loopback, its registry in the demo's folder."""
+    return load_settings(
+        open_telemetry=True, registry_url=f"sqlite:///{workdir / 'registry.sqlite'}", broker_url=broker_url
+    )
 
 
 def _report_end(task: asyncio.Task[None]) -> None:

@@ -22,6 +22,7 @@ import pytest
 from google.transit import gtfs_realtime_pb2
 
 from api.app import create_app
+from api.settings import load_settings
 from collector.service import Collector
 from collector.store import open_store
 from collector.store.influx import InfluxV1Store
@@ -118,7 +119,10 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
         BusGpsSimulator(ROUTE, speed_mps=10.0, vehicle_id="7", period=0.2) as gps,
     ):
         config = _agent_config(tmp_path, mosquitto.url, endpoint.port, serial_port, gps.port)
-        app = create_app(store)
+        settings = load_settings(
+            open_telemetry=True, registry_url=f"sqlite:///{tmp_path / 'registry.sqlite'}"
+        )
+        app = create_app(store, settings=settings)
         transport = httpx.ASGITransport(app=app)
         with Collector(mosquitto.url, store, client_id="e2e-collector", batch_max_seconds=0.2) as collector:
             async with (
