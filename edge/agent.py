@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from citygw import wire
+from edge import systemd
 from edge.commands import Commands, Refused
 from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
@@ -85,6 +86,8 @@ class Agent:
                     config.broker.redacted_url,
                 )
                 self.started.set()
+                systemd.notify("READY=1")
+                tasks.create_task(systemd.keep_watchdog_fed(), name="watchdog")
         finally:
             self._tasks = None
             commands.close()
