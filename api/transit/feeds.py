@@ -179,6 +179,11 @@ def match_fleet(
             if latest.ts_ms - window_s * 1000 <= fix.ts_ms <= latest.ts_ms:
                 tracks[fix.vehicle_id].append(fix)
     matches: dict[str, TripMatch] = {}
+    if not tracks:
+        return matches
+    newest_s = max(fix.ts_ms for fix in newest.values()) / 1000
+    oldest_s = min(fix.ts_ms for fix in newest.values()) / 1000
+    runs = list(timetable.runs_between(oldest_s - rules.max_late_s, newest_s + rules.max_layover_early_s))
     for vehicle_id, fixes in tracks.items():
         fixes.sort(key=lambda f: f.ts_ms)
         latest = newest[vehicle_id]
@@ -189,6 +194,7 @@ def match_fleet(
             route_id=latest.route_id if latest.route_id in timetable.routes else None,
             trip_id=latest.trip_id if latest.trip_id in timetable.trips else None,
             rules=rules,
+            runs=runs,
         )
         if match is not None:
             matches[vehicle_id] = match

@@ -96,32 +96,30 @@ def match_bus(
     route_id: str | None = None,
     trip_id: str | None = None,
     rules: MatchRules = MatchRules(),
+    runs: Sequence[TripRun] | None = None,
 ) -> TripMatch | None:
-    """The run the bus whose recent ``fixes`` (oldest first) are given is driving, or None."""
+    """The run the bus whose recent ``fixes`` (oldest first) are given is driving, or None.
+
+    ``runs`` are the candidates (a fleet's matcher looks them up once for all its buses);
+    by default the runs on the road around the newest fix.
+    """
     if len(fixes) < rules.min_fixes or fixes[-1].ts_s - fixes[0].ts_s < rules.min_span_s:
         return None
     newest = fixes[-1]
-    if trip_id is not None:
-        trip = timetable.trips.get(trip_id)
-        candidates = (
-            []
-            if trip is None
-            else [
-                run
-                for run in timetable.runs_between(
-                    newest.ts_s - rules.max_late_s,
-                    newest.ts_s + rules.max_layover_early_s,
-                    route_id=trip.route_id,
-                )
-                if run.trip.trip_id == trip_id
-            ]
-        )
-    else:
-        candidates = list(
+    if runs is None:
+        runs = list(
             timetable.runs_between(
                 newest.ts_s - rules.max_late_s, newest.ts_s + rules.max_layover_early_s, route_id=route_id
             )
         )
+    candidates = [
+        run
+        for run in runs
+        if (route_id is None or run.trip.route_id == route_id)
+        and (trip_id is None or run.trip.trip_id == trip_id)
+        and run.arrival(0) - rules.max_layover_early_s <= newest.ts_s
+        and newest.ts_s <= run.departure(len(run.trip.stop_times) - 1) + rules.max_late_s
+    ]
     by_path: dict[int, list[TripRun]] = defaultdict(list)
     paths: dict[int, TripPath] = {}
     for run in candidates:
@@ -130,15 +128,19 @@ def match_bus(
         paths[id(path)] = path
     points = [timetable.plane.to_xy(fix.lat, fix.lon) for fix in fixes]
     fits: list[_Fit] = []
-    for key, runs in by_path.items():
+    for key, path_runs in by_path.items():
         path = paths[key]
+        now_on = _heading_along(
+            path, newest, path.line.project(*points[-1], within_m=rules.off_line_m), rules
+        )
+        if not now_on:
+            continue  # the bus is not on this line now: no need to look at its past
         projections = [
             _heading_along(path, fix, path.line.project(x, y, within_m=rules.off_line_m), rules)
-            for fix, (x, y) in zip(fixes, points, strict=True)
+            for fix, (x, y) in zip(fixes[:-1], points[:-1], strict=True)
         ]
-        if not projections[-1]:
-            continue  # the bus is not on this line now
-        for run in runs:
+        projections.append(now_on)
+        for run in path_runs:
             fit = _fit(run, path, fixes, projections, rules)
             if fit is not None:
                 fits.append(fit)

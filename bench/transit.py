@@ -1,0 +1,303 @@
+"""Transit benchmark: fix-to-feed latency, feed build cost, cached feed rate, ETA accuracy.
+
+    .venv/bin/python bench/transit.py [--fixes 200] [--vehicles 2000] [--requests 3000]
+
+1. fix to feed: a bus agent publishes positions (TelemetryBatch, QoS 1) to a real Mosquitto; a
+   Collector writes them to a SqliteStore; the API (uvicorn on loopback) serves VehiclePositions
+   from it; a poller takes the time each fix first shows in the feed. p50/p99 in seconds
+   (target p99 < 1 s).
+2. build ratio: TransitService building all feeds (trip matching included) for ``--vehicles``
+   vehicles from points already in memory, against just serialising the VehiclePositions and
+   TripUpdates it built.
+3. cached requests per second: httpx against uvicorn with If-None-Match (answers 304) and a 1 s
+   rebuild interval; the baseline in the same run is GET /health.
+4. ETA accuracy on the simulated Friday (every 5 min, 06:00-22:00): share of predictions whose
+   real arrival lies in the TransitApp window for their horizon (0-3 min ahead: 30 s early to
+   90 s late; 3-6: 60/150; 6-10: 60/210; 10-15: 90/270), against the timetable alone.
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from paho.mqtt.client import Client  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from api import create_app  # noqa: E402
+from api.registry import open_registry  # noqa: E402
+from api.settings import ApiSettings  # noqa: E402
+from api.transit.feeds import FeedKind, TransitService, TransitSettings  # noqa: E402
+from api.transit.fixtures import network_zip  # noqa: E402
+from api.transit.gtfs import load_gtfs  # noqa: E402
+from api.transit.simulated_buses import Bus, fixes_between, simulate_day  # noqa: E402
+from api.transit.timetable import Timetable  # noqa: E402
+from api.transit.trip_updates import predict  # noqa: E402
+from citygw import wire  # noqa: E402
+from collector.service import Collector  # noqa: E402
+from collector.store.base import Aggregate, Point, Row  # noqa: E402
+from collector.store.sqlite import SqliteStore  # noqa: E402
+from tests.services import Mosquitto, free_port  # noqa: E402
+
+FRIDAY = dt.date(2027, 1, 15)
+WINDOWS = ((180, 30, 90), (360, 60, 150), (600, 60, 210), (900, 90, 270))  # horizon, early, late (s)
+
+
+class PointsInMemory:
+    """A TelemetryReader over a list of points: the build cost without a database's."""
+
+    def __init__(self, points: Sequence[Point]) -> None:
+        self.points = points
+
+    def latest(
+        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
+    ) -> list[Point]:
+        return [p for p in self.points if p.measurement == measurement and p.ts_ms >= (since_ms or 0)]
+
+    def range(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+        window_s: int | None = None,
+        aggregate: Aggregate = Aggregate.MEAN,
+    ) -> list[Row]:
+        return [
+            Row(p.ts_ms, p.tags, dict(p.fields))
+            for p in self.points
+            if p.measurement == measurement and start_ms <= p.ts_ms < end_ms
+        ]
+
+
+def serve(app: object) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def fix_to_feed(folder: Path, gtfs: Path, fixes: int) -> list[float]:
+    """Seconds from publishing each fix to its first appearance in the VehiclePositions feed."""
+    broker = Mosquitto(folder / "mosquitto")
+    broker.start()
+    store = SqliteStore(folder / "citygw.sqlite")
+    registry = open_registry(f"sqlite:///{folder}/registry.sqlite")
+    collector = Collector(broker.url, store, batch_max_seconds=0.02)
+    collector.start()
+    collector.wait_subscribed()
+    app = create_app(
+        store, settings=ApiSettings(registry_url=f"sqlite:///{folder}/registry.sqlite"), registry=registry
+    )
+    app.state.transit = TransitService(TransitSettings(gtfs_path=gtfs, rebuild_interval_s=0.05))
+    server, thread, url = serve(app)
+    published: dict[float, float] = {}  # latitude -> publish time
+    seen: dict[float, float] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=url) as http:
+            while not done.is_set():
+                feed = http.get("/v1/transit/vehicle-positions.json").json()
+                now = time.perf_counter()
+                for entity in feed.get("entity", []):
+                    lat = round(entity["vehicle"]["position"]["latitude"], 4)
+                    if lat in published and lat not in seen:
+                        seen[lat] = now - published[lat]
+                time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    agent = Client(CallbackAPIVersion.VERSION2, client_id="bench-bus")
+    agent.connect("127.0.0.1", broker.port)
+    agent.loop_start()
+    try:
+        for seq in range(fixes):
+            vehicle = f"bench-{seq % 10}"
+            lat = round(49.80 + seq * 0.0005, 4)  # a latitude per fix: the poller recognises it
+            reading = wire.Reading(
+                device=f"gps-{vehicle}",
+                measurement="vehicle_position",
+                ts=time.time_ns() // 1_000_000,
+                fields={"lat": lat, "lon": 24.03, "speed_mps": 8.0, "fix_quality": 1},
+                tags={"vehicle": vehicle, "vehicle_label": vehicle},
+            )
+            batch = wire.TelemetryBatch(agent="bench-bus", seq=seq, readings=[reading])
+            published[lat] = time.perf_counter()
+            agent.publish(wire.topic("bench-bus", wire.Channel.TELEMETRY), wire.encode(batch), qos=1)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while len(seen) < fixes and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        poller.join(timeout=5)
+        agent.loop_stop()
+        agent.disconnect()
+        server.should_exit = True
+        thread.join(timeout=10)
+        collector.stop()
+        registry.close()
+        store.close()
+        broker.stop()
+    missing = fixes - len(seen)
+    return sorted(seen.values()) + [float("inf")] * missing
+
+
+def build_ratio(
+    timetable: Timetable, buses: list[Bus], gtfs: Path, vehicles: int
+) -> tuple[float, float, float]:
+    """(build seconds, serialise seconds, ratio) for ``vehicles`` vehicles at 10:00."""
+    now_s = int(dt.datetime.combine(FRIDAY, dt.time(10), tzinfo=timetable._zone).timestamp())
+    base = list(fixes_between(timetable, buses, now_s - 120, now_s + 1))
+    points: list[Point] = []
+    copies = vehicles // len({p.tags["vehicle"] for p in base if p.ts_ms >= (now_s - 90) * 1000}) + 1
+    for copy in range(copies):
+        for p in base:
+            tags = {
+                **p.tags,
+                "vehicle": f"{p.tags['vehicle']}-{copy}",
+                "device": f"{p.tags['device']}-{copy}",
+            }
+            points.append(Point(p.measurement, tags, p.ts_ms, p.fields))
+    fresh = sorted({p.tags["vehicle"] for p in points if p.ts_ms >= (now_s - 90) * 1000})[:vehicles]
+    keep = set(fresh)
+    reader = PointsInMemory([p for p in points if p.tags["vehicle"] in keep])
+    service = TransitService(TransitSettings(gtfs_path=gtfs))
+    service.source.current()
+    started = time.perf_counter()
+    snapshot = service.build(reader, now_ms=now_s * 1000, max_age_s=90, max_ahead_s=30)
+    build_s = time.perf_counter() - started
+    feeds = (snapshot.feeds[FeedKind.VEHICLE_POSITIONS], snapshot.feeds[FeedKind.TRIP_UPDATES])
+    assert len(feeds[0].entity) == vehicles, len(feeds[0].entity)
+    started = time.perf_counter()
+    for feed in feeds:
+        feed.SerializeToString(deterministic=True)
+    serialise_s = time.perf_counter() - started
+    return build_s, serialise_s, build_s / serialise_s
+
+
+def cached_rps(folder: Path, gtfs: Path, requests: int) -> tuple[float, float]:
+    """(304 answers per second of the VehiclePositions feed, GET /health per second)."""
+    store = SqliteStore(folder / "cached.sqlite")
+    registry = open_registry(f"sqlite:///{folder}/cached-registry.sqlite")
+    app = create_app(
+        store,
+        settings=ApiSettings(registry_url=f"sqlite:///{folder}/cached-registry.sqlite"),
+        registry=registry,
+    )
+    app.state.transit = TransitService(TransitSettings(gtfs_path=gtfs, rebuild_interval_s=1.0))
+    server, thread, url = serve(app)
+    try:
+        with httpx.Client(base_url=url) as http:
+            etag = http.get("/v1/transit/vehicle-positions").headers["etag"]
+            started = time.perf_counter()
+            for _ in range(requests):
+                answer = http.get("/v1/transit/vehicle-positions", headers={"If-None-Match": etag})
+                if answer.status_code != 304:
+                    etag = answer.headers["etag"]
+            feed_rate = requests / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for _ in range(requests):
+                http.get("/health")
+            health_rate = requests / (time.perf_counter() - started)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        registry.close()
+        store.close()
+    return feed_rate, health_rate
+
+
+def eta_accuracy(timetable: Timetable, buses: list[Bus], gtfs: Path) -> tuple[float, float, int]:
+    """(share within windows, the same for the timetable alone, predictions scored)."""
+    truth = {ride.run.key: ride for bus in buses for ride in bus.rides}
+    service = TransitService(TransitSettings(gtfs_path=gtfs, silent_route_alerts=False))
+    day = dt.datetime.combine(FRIDAY, dt.time(6), tzinfo=timetable._zone).timestamp()
+    good = good_schedule = scored = 0
+    for now_s in range(int(day), int(day) + 16 * 3600, 300):
+        reader = PointsInMemory(list(fixes_between(timetable, buses, now_s - 130, now_s + 1)))
+        snapshot = service.build(reader, now_ms=now_s * 1000, max_age_s=90, max_ahead_s=30)
+        for match in snapshot.matches.values():
+            ride = truth.get(match.run.key)
+            if ride is None:
+                continue
+            for prediction in predict(match):
+                actual = ride.actual_arrivals[prediction.index]
+                ahead = actual - now_s
+                window = next((w for w in WINDOWS if 0 < ahead <= w[0]), None)
+                if window is None:
+                    continue
+                _, early, late = window
+                scored += 1
+                good += -early <= actual - prediction.arrival_s <= late
+                good_schedule += -early <= actual - match.run.arrival(prediction.index) <= late
+    return good / scored, good_schedule / scored, scored
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--fixes", type=int, default=200, help="fixes published for the latency (default 200)"
+    )
+    parser.add_argument("--vehicles", type=int, default=2000, help="vehicles in the build benchmark")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per cached-rate measurement")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="citygw-transit-bench-") as name:
+        folder = Path(name)
+        gtfs = folder / "lviv.zip"
+        gtfs.write_bytes(network_zip())
+        timetable = load_gtfs(gtfs.read_bytes())
+        buses = simulate_day(timetable, FRIDAY)
+        latencies = fix_to_feed(folder, gtfs, args.fixes)
+        build_s, serialise_s, ratio = build_ratio(timetable, buses, gtfs, args.vehicles)
+        feed_rate, health_rate = cached_rps(folder, gtfs, args.requests)
+        accuracy, schedule_only, scored = eta_accuracy(timetable, buses, gtfs)
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    print(f"fix to feed over {len(latencies)} fixes: p50 {p50:.3f} s, p99 {p99:.3f} s (target p99 < 1 s)")
+    print(f"build for {args.vehicles} vehicles {build_s:.3f} s, serialise {serialise_s:.4f} s")
+    print(f"cached feed {feed_rate:.0f} req/s (304), /health baseline {health_rate:.0f} req/s")
+    print(
+        f"ETA within TransitApp windows: {accuracy:.3f} vs timetable alone {schedule_only:.3f}"
+        f" ({scored} predictions)"
+    )
+    print(
+        json.dumps(
+            {
+                "fix_to_feed_p50_s": round(p50, 4),
+                "fix_to_feed_p99_s": round(p99, 4),
+                "build_ratio": round(ratio, 1),
+                "cached_rps": round(feed_rate),
+                "eta_accuracy": round(accuracy, 3),
+                "eta_accuracy_schedule_only": round(schedule_only, 3),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
