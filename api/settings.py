@@ -61,6 +61,18 @@ class ApiSettings(BaseSettings):
     query_max_windows: int = Field(
         default=10_000, gt=0, le=1_000_000, description="most time windows one aggregated query may span"
     )
+    export_max_range_s: int = Field(
+        default=366 * 86400, gt=0, le=10 * 366 * 86400, description="longest range one export may span"
+    )
+    export_chunk_s: int = Field(
+        default=86400,
+        ge=60,
+        le=31 * 86400,
+        description="an export is read from the store this much at a time",
+    )
+    export_max_rows: int = Field(
+        default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
+    )
 
     @field_validator("store_url")
     @classmethod

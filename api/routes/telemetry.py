@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
+from api.across_devices import GroupBy, combine, group_of_devices
+from api.consumption import consumption, reset_flag
 from api.deps import NowMsDep, SettingsDep, StoreDep
+from api.query import (
+    AggregateQuery,
+    DeviceQuery,
+    EndQuery,
+    FieldsQuery,
+    StartQuery,
+    TimeRange,
+    WindowQuery,
+    bad_request,
+    check_raw_rows,
+    check_windows,
+    duration_s,
+    field_names,
+    time_range,
+    window_seconds,
+)
 from api.series import descriptive_tags
-from api.timespec import iso, parse_duration, parse_instant
-from citygw.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN
-from collector.store.base import Aggregate, FieldValue, TelemetryReader
+from api.timespec import iso
+from citygw.wire import NAME_PATTERN
+from collector.store.base import Aggregate, FieldValue
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 
-_NAME_RE = re.compile(NAME_PATTERN)
+MeasurementPath = Annotated[str, Path(pattern=NAME_PATTERN, description="e.g. air_quality, electricity")]
 
 
 class RowPublic(BaseModel):
@@ -40,56 +58,6 @@ class TelemetryPublic(BaseModel):
     rows: list[RowPublic]
 
 
-def _invalid(param: str, value: str, message: str) -> RequestValidationError:
-    """A 422 shaped like FastAPI's own, for checks a type annotation cannot express."""
-    error: dict[str, Any] = {"type": "value_error", "loc": ("query", param), "msg": message, "input": value}
-    return RequestValidationError([error])
-
-
-def _fields(text: str) -> list[str]:
-    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names:
-        raise _invalid("fields", text, "give one or more field names, comma-separated, e.g. pm25,no2")
-    bad = [name for name in names if not _NAME_RE.match(name)]
-    if bad:
-        raise _invalid("fields", text, f"field names must match {NAME_PATTERN}: {', '.join(map(repr, bad))}")
-    if len(names) > MAX_FIELDS_PER_READING:
-        raise _invalid("fields", text, f"at most {MAX_FIELDS_PER_READING} fields")
-    return names
-
-
-def _bad_request(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, message)
-
-
-def _raw_rows_at_least(
-    store: TelemetryReader,
-    measurement: str,
-    start_ms: int,
-    end_ms: int,
-    device: str | None,
-    fields: list[str] | None,
-) -> int:
-    """A lower bound of the raw rows in the range, counted by the store instead of fetched.
-
-    One COUNT window spans the range (two when it straddles a window boundary); a row per
-    point has at least as many rows as its most-counted field.
-    """
-    counts = store.range(
-        measurement=measurement,
-        start_ms=start_ms,
-        end_ms=end_ms,
-        device=device,
-        fields=fields,
-        window_s=-(-(end_ms - start_ms) // 1000),
-        aggregate=Aggregate.COUNT,
-    )
-    return sum(
-        max((v for v in row.values.values() if isinstance(v, int) and not isinstance(v, bool)), default=0)
-        for row in counts
-    )
-
-
 @router.get(
     "/{measurement}",
     response_model=TelemetryPublic,
@@ -101,80 +69,46 @@ def telemetry(
     store: StoreDep,
     settings: SettingsDep,
     now_ms: NowMsDep,
-    measurement: Annotated[str, Path(pattern=NAME_PATTERN, description="e.g. air_quality, electricity")],
-    start: Annotated[
-        str | None, Query(description="ISO 8601, epoch ms or relative (-1h); default: one hour before end")
-    ] = None,
-    end: Annotated[
-        str | None, Query(description="exclusive; ISO 8601, epoch ms or relative; default: now")
-    ] = None,
-    device: Annotated[str | None, Query(pattern=LABEL_PATTERN, description="only this device")] = None,
-    fields: Annotated[str | None, Query(description="comma-separated field names; default: all")] = None,
-    window: Annotated[str | None, Query(description="aggregate over windows of 10s, 5m, 1h, 1d ...")] = None,
-    aggregate: Annotated[
-        Aggregate | None, Query(description="how a window is summarised; default mean")
-    ] = None,
+    measurement: MeasurementPath,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    device: DeviceQuery = None,
+    fields: FieldsQuery = None,
+    window: WindowQuery = None,
+    aggregate: AggregateQuery = None,
 ) -> TelemetryPublic:
     """Rows of one measurement in [start, end): raw points, or one row per device and window."""
-    try:
-        end_ms = parse_instant(end, now_ms=now_ms) if end is not None else now_ms
-    except ValueError as exc:
-        raise _invalid("end", end or "", str(exc)) from None
-    try:
-        start_ms = (
-            parse_instant(start, now_ms=now_ms)
-            if start is not None
-            else end_ms - settings.query_default_range_s * 1000
-        )
-    except ValueError as exc:
-        raise _invalid("start", start or "", str(exc)) from None
-    try:
-        window_s = parse_duration(window) if window is not None else None
-    except ValueError as exc:
-        raise _invalid("window", window or "", str(exc)) from None
-    field_names = _fields(fields) if fields is not None else None
-
-    if start_ms >= end_ms:
-        raise _bad_request(f"start ({iso(start_ms)}) must be before end ({iso(end_ms)})")
+    span = time_range(start, end, now_ms=now_ms, settings=settings)
+    window_s = window_seconds(window)
+    names = field_names(fields) if fields is not None else None
     if window_s is None and aggregate is not None:
-        raise _bad_request(f"aggregate={aggregate.value} needs a window, e.g. window=1m")
+        raise bad_request(f"aggregate={aggregate.value} needs a window, e.g. window=1m")
     if window_s is not None:
-        windows = -(-(end_ms - start_ms) // (window_s * 1000))
-        if windows > settings.query_max_windows:
-            smallest = -(-(end_ms - start_ms) // (settings.query_max_windows * 1000))
-            raise _bad_request(
-                f"{windows} windows of {window_s} s in this range; at most {settings.query_max_windows}:"
-                f" use a window of at least {smallest} s or a shorter range"
-            )
+        check_windows(span, window_s, settings.query_max_windows)
     else:
         # Counted first so that a year of raw points is refused, not loaded into memory.
-        at_least = _raw_rows_at_least(store, measurement, start_ms, end_ms, device, field_names)
-        if at_least > settings.query_max_points:
-            raise _bad_request(
-                f"at least {at_least} rows in this range; at most {settings.query_max_points}:"
-                " use a window (e.g. window=1m), a shorter range, or one device"
-            )
+        check_raw_rows(store, measurement, span, device, names, settings.query_max_points)
     rows = store.range(
         measurement=measurement,
-        start_ms=start_ms,
-        end_ms=end_ms,
+        start_ms=span.start_ms,
+        end_ms=span.end_ms,
         device=device,
-        fields=field_names,
+        fields=names,
         window_s=window_s,
         aggregate=aggregate or Aggregate.MEAN,
     )
     if len(rows) > settings.query_max_points:
         advice = "a bigger window" if window_s is not None else "a window (e.g. window=1m)"
-        raise _bad_request(
+        raise bad_request(
             f"{len(rows)} rows in this range; at most {settings.query_max_points}:"
             f" use {advice}, a shorter range, or one device"
         )
     return TelemetryPublic(
         measurement=measurement,
-        start=iso(start_ms),
-        start_ms=start_ms,
-        end=iso(end_ms),
-        end_ms=end_ms,
+        start=iso(span.start_ms),
+        start_ms=span.start_ms,
+        end=iso(span.end_ms),
+        end_ms=span.end_ms,
         window_s=window_s,
         aggregate=(aggregate or Aggregate.MEAN) if window_s is not None else None,
         rows=[
@@ -187,5 +121,174 @@ def telemetry(
                 values=dict(row.values),
             )
             for row in rows
+        ],
+    )
+
+
+class GroupRowPublic(BaseModel):
+    group: str | None = Field(description="the district or site (null: devices without that tag), or 'city'")
+    ts: str = Field(description="the window's start, ISO 8601 UTC")
+    ts_ms: int
+    devices: int = Field(description="devices that reported in the window")
+    values: dict[str, float]
+
+
+class GroupsPublic(BaseModel):
+    measurement: str
+    by: GroupBy
+    start: str
+    end: str = Field(description="exclusive")
+    window_s: int
+    aggregate: Aggregate
+    rows: list[GroupRowPublic]
+
+
+@router.get(
+    "/{measurement}/groups",
+    response_model=GroupsPublic,
+    responses={status.HTTP_400_BAD_REQUEST: {"description": "the range is empty or has too many windows"}},
+)
+def telemetry_by_group(
+    store: StoreDep,
+    settings: SettingsDep,
+    now_ms: NowMsDep,
+    measurement: MeasurementPath,
+    by: Annotated[GroupBy, Query(description="district, site, or city (all devices of the kind)")],
+    window: Annotated[str, Query(max_length=16, description="window: 10s, 5m, 1h, 1d ...")] = "1h",
+    aggregate: Annotated[Aggregate, Query(description="mean, min, max, sum, count; last: mean of lasts")] = (
+        Aggregate.MEAN
+    ),
+    start: StartQuery = None,
+    end: EndQuery = None,
+    fields: FieldsQuery = None,
+) -> GroupsPublic:
+    """One measurement summarised per window across the devices of each district, site, or the city."""
+    span = time_range(start, end, now_ms=now_ms, settings=settings)
+    window_s = duration_s("window", window)
+    check_windows(span, window_s, settings.query_max_windows)
+    names = field_names(fields) if fields is not None else None
+    rows = combine(
+        store,
+        measurement,
+        span,
+        window_s=window_s,
+        aggregate=aggregate,
+        fields=names,
+        group_of=group_of_devices(store, measurement, by),
+    )
+    if len(rows) > settings.query_max_points:
+        raise bad_request(f"{len(rows)} rows; at most {settings.query_max_points}: use a bigger window")
+    return GroupsPublic(
+        measurement=measurement,
+        by=by,
+        start=iso(span.start_ms),
+        end=iso(span.end_ms),
+        window_s=window_s,
+        aggregate=aggregate,
+        rows=[
+            GroupRowPublic(
+                group=row.group,
+                ts=iso(row.ts_ms),
+                ts_ms=row.ts_ms,
+                devices=len(row.devices),
+                values=row.values,
+            )
+            for row in rows
+        ],
+    )
+
+
+class ConsumptionBy(StrEnum):
+    DEVICE = "device"
+    DISTRICT = "district"
+    SITE = "site"
+    CITY = "city"
+
+
+class IntervalPublic(BaseModel):
+    group: str | None = Field(description="the device, district or site (null: without that tag), or 'city'")
+    ts: str = Field(description="the interval's start, ISO 8601 UTC")
+    ts_ms: int
+    consumption: float = Field(description="in the counter's unit (kWh, m³)")
+    readings: int
+    resets: int = Field(description="counter resets (reboot, wrap) counted from zero")
+    replacements: int = Field(description="meters replaced (counter restarted lower): consumption unknown")
+
+
+class ConsumptionPublic(BaseModel):
+    measurement: str
+    field: str
+    by: ConsumptionBy
+    start: str
+    end: str = Field(description="exclusive")
+    interval_s: int
+    intervals: list[IntervalPublic]
+
+
+@router.get(
+    "/{measurement}/consumption",
+    response_model=ConsumptionPublic,
+    responses={status.HTTP_400_BAD_REQUEST: {"description": "the range is empty or too large"}},
+)
+def meter_consumption(
+    store: StoreDep,
+    settings: SettingsDep,
+    now_ms: NowMsDep,
+    measurement: MeasurementPath,
+    field: Annotated[
+        str,
+        Query(
+            pattern=NAME_PATTERN, description="a cumulative counter: import_energy_kwh, positive_total ..."
+        ),
+    ],
+    interval: Annotated[str, Query(max_length=16, description="10m, 1h, 1d ...")] = "1h",
+    by: Annotated[ConsumptionBy, Query(description="per device, district, site or the city")] = (
+        ConsumptionBy.DEVICE
+    ),
+    start: StartQuery = None,
+    end: EndQuery = None,
+    device: DeviceQuery = None,
+) -> ConsumptionPublic:
+    """Consumption per interval from a cumulative counter, counter resets and meter replacements handled."""
+    span = time_range(start, end, now_ms=now_ms, settings=settings)
+    interval_s = duration_s("interval", interval)
+    check_windows(span, interval_s, settings.query_max_windows)
+    # One interval earlier gives each meter the reading its first increment starts from.
+    fetched = TimeRange(max(0, span.start_ms - interval_s * 1000), span.end_ms)
+    wanted = [field, reset_flag(field)]
+    check_raw_rows(store, measurement, fetched, device, wanted, settings.query_max_points)
+    rows = store.range(
+        measurement=measurement,
+        start_ms=fetched.start_ms,
+        end_ms=fetched.end_ms,
+        device=device,
+        fields=wanted,
+    )
+    group_of: Callable[[str], str | None] = (
+        (lambda name: name)
+        if by is ConsumptionBy.DEVICE
+        else group_of_devices(store, measurement, GroupBy(by.value))
+    )
+    intervals = consumption(
+        rows, field, start_ms=span.start_ms, interval_ms=interval_s * 1000, group_of=group_of
+    )
+    return ConsumptionPublic(
+        measurement=measurement,
+        field=field,
+        by=by,
+        start=iso(span.start_ms),
+        end=iso(span.end_ms),
+        interval_s=interval_s,
+        intervals=[
+            IntervalPublic(
+                group=i.group,
+                ts=iso(i.ts_ms),
+                ts_ms=i.ts_ms,
+                consumption=round(i.consumption, 6),
+                readings=i.readings,
+                resets=i.resets,
+                replacements=i.replacements,
+            )
+            for i in intervals
         ],
     )
