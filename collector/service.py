@@ -1,14 +1,19 @@
 """The collector: MQTT telemetry in, validated points out to the store, acknowledged only once stored.
 
-paho-mqtt runs the network loop in its own thread and queues every message; one writer thread
-batches, validates and writes them, then sends the PUBACKs (manual ack). While the store is
-down nothing is acknowledged, so the broker keeps the messages (persistent session) and stops
-sending beyond the in-flight window: backpressure instead of loss.
+paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
+validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (line protocol
+straight from the validated readings when the store takes it), batch after batch; a writer
+thread writes each batch, then sends its PUBACKs (manual ack). Both keep arrival order, so the
+PUBACKs go out in the order the PUBLISHes came. The pipeline is one batch deep: while batch N is
+on its way to the store (waiting on the network, without the GIL), batch N+1 is validated.
+While the store is down nothing is acknowledged, so the broker keeps the messages (persistent
+session) and stops sending beyond the in-flight window: backpressure instead of loss.
 
 Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` as its Receive
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
-inbox therefore holds at most ``inflight_window`` messages of at most ``MAX_PAYLOAD_BYTES``
-(in practice a few hundred readings each). Everything else waits in the broker's session.
+inbox and the two batches in the pipeline therefore hold at most ``inflight_window`` messages of
+at most ``MAX_PAYLOAD_BYTES`` (in practice a few hundred readings each), plus the encoded form of
+two batches. Everything else waits in the broker's session.
 
 What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
@@ -29,7 +34,6 @@ What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
@@ -52,7 +56,15 @@ from pydantic import ValidationError
 
 from citygw import wire
 from collector.metrics import Exposition, Histogram, MetricsServer
-from collector.store.base import Point, PointsRejected, PointWriter, StoreUnavailable
+from collector.store.base import (
+    LinesRejected,
+    LineWriter,
+    Point,
+    PointsRejected,
+    PointWriter,
+    StoreUnavailable,
+)
+from collector.store.influx import LineEncoder
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +153,25 @@ class _Received:
     connection: int
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Messages converted for one store write, in arrival order.
+
+    Each stored reading is a line (stores that take line protocol) or a Point (the others), with
+    its origin (message, index of the reading) to dead-letter it if the store refuses it.
+    """
+
+    messages: list[_Received] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    origins: list[tuple[_Received, int]] = field(default_factory=list)
+    dead: list[Point] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.origins) + len(self.dead)
+
+
 class Collector:
     """Subscribes to every agent's telemetry and writes it to ``store``, at least once.
 
@@ -185,8 +216,12 @@ class Collector:
             )
         self.inflight_window = inflight_window
         self._store = store
+        self._encoder = LineEncoder() if isinstance(store, LineWriter) else None
         self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
+        # Converted batches for the writer; None tells it to stop.
+        self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._handed = 0  # messages in batches handed to the writer and not yet acknowledged
         self._stats = CollectorStats()
         self._stats_lock = threading.Lock()
         self._write_seconds = Histogram()
@@ -201,6 +236,8 @@ class Collector:
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
         self._last_seq: dict[str, int] = {}
         self._last_dead_letter_ms = 0
+        self._dead_letter_lock = threading.Lock()
+        self._converter: threading.Thread | None = None
         self._writer: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -318,7 +355,13 @@ class Collector:
                 self.metrics_text, host=self.metrics_host, port=self.metrics_port
             )
             self._metrics_server.start()
+        self._batches = queue.Queue(maxsize=1)
+        self._handed = 0
+        self._converter = threading.Thread(
+            target=self._convert_loop, name=f"{self.client_id}-converter", daemon=True
+        )
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
+        self._converter.start()
         self._writer.start()
         if self.mqtt_v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -350,11 +393,13 @@ class Collector:
         Whatever is not acknowledged stays in the broker's session for the next start.
         """
         self._stopping.set()
-        if self._writer is not None:
-            self._writer.join(timeout)
-            if self._writer.is_alive():
-                log.warning("collector %s: writer still busy after %.0f s; leaving", self.client_id, timeout)
-            self._writer = None
+        deadline = time.monotonic() + timeout
+        for thread in (self._converter, self._writer):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    log.warning("collector %s: %s still busy; leaving", self.client_id, thread.name)
+        self._converter = self._writer = None
         self._client.disconnect()
         self._client.loop_stop()
         self._subscribed.clear()
@@ -447,87 +492,113 @@ class Collector:
             )
         )
 
-    # -- writer thread --
+    # -- converter thread --
 
-    def _write_loop(self) -> None:
+    def _convert_loop(self) -> None:
         while True:
             batch = self._next_batch()
-            if batch:
-                self._store_batch(batch)
+            if batch.messages:
+                with self._stats_lock:
+                    self._handed += len(batch.messages)
+                self._batches.put(batch)
             elif self._stopping.is_set():
+                self._batches.put(None)
                 return
 
-    def _next_batch(self) -> list[tuple[_Received, list[Point], list[Point]]]:
-        """Validated messages until batch_max_points points, inflight_window messages (no more can come
-        before an acknowledgement) or batch_max_seconds after the first one."""
+    def _next_batch(self) -> _Batch:
+        """Converted messages until batch_max_points points, batch_max_seconds after the first one, or
+        the in-flight window is full (no more can come before an acknowledgement)."""
+        batch = _Batch()
         try:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
-            return []
-        batch = [(first, *self._convert(first))]
-        size = len(batch[0][1]) + len(batch[0][2])
+            return batch
+        self._convert(first, batch)
         deadline = time.monotonic() + self.batch_max_seconds
-        while size < self.batch_max_points and len(batch) < self.inflight_window:
+        while (
+            batch.size < self.batch_max_points and len(batch.messages) + self._handed < self.inflight_window
+        ):
             # Stopping: take only what is already queued.
             wait = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
             try:
                 message = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
             except queue.Empty:
                 break
-            good, bad = self._convert(message)
-            batch.append((message, good, bad))
-            size += len(good) + len(bad)
+            self._convert(message, batch)
         return batch
 
-    def _store_batch(self, converted: list[tuple[_Received, list[Point], list[Point]]]) -> None:
-        batch = [message for message, _, _ in converted]
-        points: list[Point] = []
-        dead: list[Point] = []
-        origin: dict[int, _Received] = {}
-        for message, good, bad in converted:
-            for point in good:
-                origin[id(point)] = message
-            points += good
-            dead += bad
-        stored = len(points)
-        pending = points + dead
+    def _convert(self, message: _Received, batch: _Batch) -> None:
+        """Add ``message`` to ``batch``: its readings to store, or dead letters."""
+        batch.messages.append(message)
+        parsed = wire.parse_topic(message.topic)
+        topic_agent = parsed[0] if parsed else None
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            error = f"payload of {len(message.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+            batch.dead.append(self._dead_letter(message, Reason.TOO_LARGE, error, agent=topic_agent))
+            return
+        if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
+            error = f"not a telemetry topic: {message.topic}"
+            batch.dead.append(self._dead_letter(message, Reason.TOPIC, error, agent=topic_agent))
+            return
+        try:
+            payload = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(error["type"] == "json_invalid" for error in errors):
+                reason = Reason.INVALID_JSON
+            else:
+                reason = Reason.SCHEMA
+            batch.dead.append(self._dead_letter(message, reason, _describe(exc), agent=topic_agent))
+            return
+        agent = payload["agent"]
+        if agent != topic_agent:
+            error = f"payload agent {agent!r} differs from topic agent {topic_agent!r}"
+            batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent))
+            return
+        self._check_sequence(agent, payload["seq"])
+        latest_ok = message.received_ms + MAX_FUTURE_MS
+        encoder = self._encoder
+        for index, reading in enumerate(payload["readings"]):
+            tags = reading.get("tags")
+            ts = reading["ts"]
+            if tags and not _RESERVED_TAGS.isdisjoint(tags):
+                reserved = sorted(_RESERVED_TAGS.intersection(tags))
+                error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
+                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif not EARLIEST_TS_MS <= ts <= latest_ok:
+                error = (
+                    f"reading {index}: ts {ts} is outside [2000-01-01, receive time + 10 min] "
+                    f"(received at {message.received_ms})"
+                )
+                batch.dead.append(self._reading_letter(message, Reason.TIMESTAMP, error, agent, reading))
+            elif (too_big := _first_out_of_int64(reading["fields"])) is not None:
+                error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
+                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            else:
+                if encoder is not None:
+                    batch.lines.append(encoder.reading_line(agent, reading))
+                else:
+                    all_tags = {**(tags or {}), "device": reading["device"], "agent": agent}
+                    batch.points.append(Point(reading["measurement"], all_tags, ts, reading["fields"]))
+                batch.origins.append((message, index))
+
+    # -- writer thread --
+
+    def _write_loop(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            self._store_batch(batch)
+
+    def _store_batch(self, batch: _Batch) -> None:
+        lines, points = batch.lines, batch.points
+        dead = list(batch.dead)  # every dead letter of the batch that gets written
+        pending = batch.dead  # the dead letters of the next write
+        stored = len(batch.origins)
         attempt = 0
-        while pending:
+        while True:
             started = time.perf_counter()
             try:
-                self._store.write(pending)
+                rejected = self._write(lines, points, pending)
                 self._observe_write(time.perf_counter() - started)
-                break
-            except PointsRejected as exc:
-                self._observe_write(time.perf_counter() - started)
-                # The store wrote everything else; dead-letter what it refused (once: a refused
-                # dead letter cannot be dead-lettered again).
-                pending = []
-                for point, reason in exc.rejected:
-                    source = origin.get(id(point))
-                    if source is None:
-                        log.error(
-                            "collector %s: store refused a dead letter: %s (%s)",
-                            self.client_id,
-                            reason,
-                            point,
-                        )
-                        dead.remove(point)
-                        continue
-                    stored -= 1
-                    pending.append(
-                        self._dead_letter(
-                            source,
-                            Reason.REJECTED_BY_STORE,
-                            reason,
-                            _point_json(point),
-                            agent=point.tags.get("agent"),
-                        )
-                    )
-                dead += pending
-                log.warning(
-                    "collector %s: store refused %d point(s): %s", self.client_id, len(exc.rejected), exc
-                )
             except Exception as exc:
                 # StoreUnavailable, or anything unexpected: keep the batch, acknowledge nothing, retry.
                 self._observe_write(time.perf_counter() - started)
@@ -535,10 +606,10 @@ class Collector:
                     log.warning(
                         "collector %s: stopping with %d unstored message(s): %s",
                         self.client_id,
-                        len(batch),
+                        len(batch.messages),
                         exc,
                     )
-                    self._forget(len(batch))  # left to the broker's session
+                    self._release(len(batch.messages))  # left to the broker's session
                     return
                 delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
                 attempt += 1
@@ -557,11 +628,34 @@ class Collector:
                         "collector %s: write failed, retry %d in %.1f s", self.client_id, attempt, delay
                     )
                 self._stopping.wait(delay)
-        self._acknowledge(batch)
-        self._forget(len(batch))
+                continue
+            if not rejected:
+                break
+            # The store wrote everything else; dead-letter what it refused (once: a refused dead
+            # letter cannot be dead-lettered again), then write only those dead letters.
+            log.warning("collector %s: store refused %d point(s)", self.client_id, len(rejected))
+            records = len(lines) + len(points)
+            refused_readings = []
+            for index, reason in rejected:
+                if index < records:
+                    refused_readings.append((batch.origins[index], reason))
+                    continue
+                letter = pending[index - records]
+                log.error(
+                    "collector %s: store refused a dead letter: %s (%s)", self.client_id, reason, letter
+                )
+                dead.remove(letter)
+            stored -= len(refused_readings)
+            pending = self._refused_letters(refused_readings)
+            dead += pending
+            lines, points = [], []
+            if not pending:
+                break
+        self._acknowledge(batch.messages)
+        self._release(len(batch.messages))
         reasons = Counter(point.tags["reason"] for point in dead)
         with self._stats_lock:
-            self._stats.messages += len(batch)
+            self._stats.messages += len(batch.messages)
             self._stats.points += stored
             self._stats.batches += 1
             self._stats.dead_letters += len(dead)
@@ -569,12 +663,45 @@ class Collector:
             for reason, count in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + count
 
+    def _refused_letters(self, refused: list[tuple[tuple[_Received, int], str]]) -> list[Point]:
+        """Dead letters for the readings the store refused (each message parsed again once: rare path)."""
+        parsed: dict[int, wire.TelemetryBatchDict] = {}
+        letters = []
+        for (message, index), reason in refused:
+            payload = parsed.get(id(message))
+            if payload is None:
+                payload = parsed[id(message)] = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
+            reading = payload["readings"][index]
+            letters.append(
+                self._reading_letter(message, Reason.REJECTED_BY_STORE, reason, payload["agent"], reading)
+            )
+        return letters
+
+    def _write(self, lines: list[str], points: list[Point], dead: list[Point]) -> list[tuple[int, str]]:
+        """One store write of the records (lines or points) then ``dead``; the refused ones by index."""
+        if self._encoder is not None:
+            assert isinstance(self._store, LineWriter)
+            try:
+                self._store.write_lines(lines + [self._encoder.line(letter) for letter in dead])
+            except LinesRejected as exc:
+                return exc.rejected
+            return []
+        everything = points + dead
+        try:
+            self._store.write(everything)
+        except PointsRejected as exc:
+            position = {id(point): index for index, point in enumerate(everything)}
+            return [(position[id(point)], reason) for point, reason in exc.rejected]
+        return []
+
     def _observe_write(self, seconds: float) -> None:
         with self._stats_lock:
             self._write_seconds.observe(seconds)
 
-    def _forget(self, count: int) -> None:
-        """Drop the receive times of the ``count`` oldest messages (acknowledged or given up)."""
+    def _release(self, count: int) -> None:
+        """The writer is done with the ``count`` oldest messages (acknowledged or left to the broker)."""
+        with self._stats_lock:
+            self._handed -= count
         for _ in range(min(count, len(self._unacked))):
             self._unacked.popleft()
 
@@ -585,59 +712,6 @@ class Collector:
             if message.connection != self._connection:
                 continue  # received on an earlier connection: the broker sends it again on this one
             self._client.ack(message.mid, message.qos)
-
-    def _convert(self, message: _Received) -> tuple[list[Point], list[Point]]:
-        """(points to store, dead letters) for one message."""
-        parsed = wire.parse_topic(message.topic)
-        topic_agent = parsed[0] if parsed else None
-        if len(message.payload) > MAX_PAYLOAD_BYTES:
-            error = f"payload of {len(message.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
-            return [], [self._dead_letter(message, Reason.TOO_LARGE, error, agent=topic_agent)]
-        if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
-            error = f"not a telemetry topic: {message.topic}"
-            return [], [self._dead_letter(message, Reason.TOPIC, error, agent=topic_agent)]
-        try:
-            batch = wire.TelemetryBatch.model_validate_json(message.payload)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if any(error["type"] == "json_invalid" for error in errors):
-                reason = Reason.INVALID_JSON
-            else:
-                reason = Reason.SCHEMA
-            return [], [self._dead_letter(message, reason, _describe(exc), agent=topic_agent)]
-        if batch.agent != topic_agent:
-            error = f"payload agent {batch.agent!r} differs from topic agent {topic_agent!r}"
-            return [], [self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent)]
-        self._check_sequence(batch.agent, batch.seq)
-        points: list[Point] = []
-        dead: list[Point] = []
-        latest_ok = message.received_ms + MAX_FUTURE_MS
-        for index, reading in enumerate(batch.readings):
-            if not _RESERVED_TAGS.isdisjoint(reading.tags):
-                reserved = sorted(_RESERVED_TAGS.intersection(reading.tags))
-                error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
-                dead.append(
-                    self._dead_letter(message, Reason.SCHEMA, error, wire.encode(reading), agent=batch.agent)
-                )
-            elif not EARLIEST_TS_MS <= reading.ts <= latest_ok:
-                error = (
-                    f"reading {index}: ts {reading.ts} is outside [2000-01-01, receive time + 10 min] "
-                    f"(received at {message.received_ms})"
-                )
-                dead.append(
-                    self._dead_letter(
-                        message, Reason.TIMESTAMP, error, wire.encode(reading), agent=batch.agent
-                    )
-                )
-            elif (too_big := _first_out_of_int64(reading.fields)) is not None:
-                error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
-                dead.append(
-                    self._dead_letter(message, Reason.SCHEMA, error, wire.encode(reading), agent=batch.agent)
-                )
-            else:
-                tags = {**reading.tags, "device": reading.device, "agent": batch.agent}
-                points.append(Point(reading.measurement, tags, reading.ts, reading.fields))
-        return points, dead
 
     def _check_sequence(self, agent: str, seq: int) -> None:
         if self.share_group is not None:
@@ -660,12 +734,20 @@ class Collector:
         if last is None or seq > last or seq == 0:
             self._last_seq[agent] = seq
 
+    def _reading_letter(
+        self, message: _Received, reason: str, error: str, agent: str, reading: wire.ReadingDict
+    ) -> Point:
+        """A dead letter for one reading of a valid message, the reading as the wire carries it."""
+        payload = wire.encode(wire.Reading.model_validate(reading))
+        return self._dead_letter(message, reason, error, payload, agent=agent)
+
     def _dead_letter(
         self, message: _Received, reason: str, error: str, payload: bytes | None = None, *, agent: str | None
     ) -> Point:
         # Unique per collector (the collector tag makes it unique across collectors too).
-        ts = max(message.received_ms, self._last_dead_letter_ms + 1)
-        self._last_dead_letter_ms = ts
+        with self._dead_letter_lock:
+            ts = max(message.received_ms, self._last_dead_letter_ms + 1)
+            self._last_dead_letter_ms = ts
         body = message.payload if payload is None else payload
         log.warning(
             "collector %s: dead letter (%s) from %s: %s", self.client_id, reason, message.topic, error
@@ -714,17 +796,6 @@ def _describe(exc: ValidationError) -> str:
         location = ".".join(str(item) for item in error["loc"])
         parts.append(f"{location}: {error['msg']}" if location else str(error["msg"]))
     return "; ".join(parts)
-
-
-def _point_json(point: Point) -> bytes:
-    return json.dumps(
-        {
-            "measurement": point.measurement,
-            "tags": dict(point.tags),
-            "ts": point.ts_ms,
-            "fields": dict(point.fields),
-        }
-    ).encode()
 
 
 __all__ = ["DEAD_LETTER", "BrokerAddress", "Collector", "CollectorStats", "Reason", "retry_delay"]

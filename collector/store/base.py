@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 FieldValue = bool | int | float | str
 
@@ -61,12 +61,32 @@ class PointsRejected(StoreError):
         self.rejected = list(rejected)
 
 
+class LinesRejected(StoreError):
+    """Some lines of line protocol can never be written; the others were written.
+
+    ``rejected`` pairs the index of each refused line with the store's reason.
+    """
+
+    def __init__(self, rejected: Sequence[tuple[int, str]]) -> None:
+        super().__init__(f"{len(rejected)} line(s) rejected: {rejected[0][1] if rejected else ''}")
+        self.rejected = list(rejected)
+
+
 class PointWriter(Protocol):
     def write(self, points: Sequence[Point]) -> None:
         """Write all points or raise: StoreUnavailable (nothing certain, retry) or PointsRejected."""
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LineWriter(Protocol):
+    """A store that also takes InfluxDB line protocol (ms precision) as is: the collector's fast path."""
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write all lines or raise: StoreUnavailable (nothing certain, retry) or LinesRejected."""
+        ...
 
 
 class TelemetryReader(Protocol):
@@ -100,6 +120,8 @@ Tags = Mapping[str, str]
 __all__ = [
     "Aggregate",
     "FieldValue",
+    "LineWriter",
+    "LinesRejected",
     "Point",
     "PointWriter",
     "PointsRejected",

@@ -23,10 +23,11 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from citygw.wire import NAME_PATTERN
+from citygw.wire import NAME_PATTERN, ReadingDict
 from collector.store.base import (
     Aggregate,
     FieldValue,
+    LinesRejected,
     Point,
     PointsRejected,
     Row,
@@ -58,24 +59,62 @@ class LineEncoder:
 
     The escaping is the library's own (its translation tables; a test pins the output to
     ``library_line_protocol``). What makes it fast: the escaped series prefix (measurement and
-    sorted tags) and the escaped field keys are computed once and cached, and no intermediate
-    object is built per point. Anything unusual (a subclass of a field type) goes to the library.
+    sorted tags) and the sorted, escaped field keys are computed once per series and per set of
+    field names and cached, and no intermediate object is built per point. Anything unusual (a
+    subclass of a field type) goes to the library.
     """
 
     def __init__(self, max_cached: int = 100_000) -> None:
         self.max_cached = max_cached
-        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._keys: dict[str, str] = {}
+        self._prefixes: dict[tuple[Any, ...], str] = {}
+        self._layouts: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
     def line(self, point: Point) -> str:
         """One line (no newline); '' if the point has no writable field (all NaN or infinite)."""
         series = (point.measurement, tuple(point.tags.items()))
+        prefix = self._prefixes.get(series) or self._prefix(series, point.measurement, point.tags)
+        fields = self._fields(point.fields)
+        if fields is None:
+            return library_line_protocol(point)
+        return f"{prefix}{fields} {point.ts_ms}" if fields else ""
+
+    def reading_line(self, agent: str, reading: ReadingDict) -> str:
+        """The line of ``Point(measurement, {**tags, "device": device, "agent": agent}, ts, fields)``."""
+        tags = reading.get("tags")
+        measurement, device = reading["measurement"], reading["device"]
+        series = (measurement, device, agent, tuple(tags.items()) if tags else ())
         prefix = self._prefixes.get(series)
-        if prefix is None:
-            prefix = self._prefix(point)
+        fields = self._fields(reading["fields"])
+        if prefix is None or not fields:
+            all_tags = {**(tags or {}), "device": device, "agent": agent}
+            if not fields:  # nothing writable, or a value for the library
+                return self.line(Point(measurement, all_tags, reading["ts"], reading["fields"]))
+            prefix = self._prefix(series, measurement, all_tags)
+        return f"{prefix}{fields} {reading['ts']}"
+
+    def _prefix(self, series: tuple[Any, ...], measurement: str, tags: Mapping[str, str]) -> str:
+        escaped_tags = []
+        for key, value in sorted(tags.items()):
+            escaped_key = str(key).translate(library_point._ESCAPE_KEY)
+            escaped_value = str(value).translate(library_point._ESCAPE_KEY)
+            if escaped_value.endswith("\\"):
+                escaped_value += " "
+            if escaped_key and escaped_value:
+                escaped_tags.append(f"{escaped_key}={escaped_value}")
+        escaped = measurement.translate(library_point._ESCAPE_MEASUREMENT)
+        prefix = f"{escaped}{',' if escaped_tags else ''}{','.join(escaped_tags)} "
+        if len(self._prefixes) >= self.max_cached:
+            self._prefixes.clear()
+        self._prefixes[series] = prefix
+        return prefix
+
+    def _fields(self, fields: Mapping[str, FieldValue]) -> str | None:
+        """The field set ('' if no value is writable), or None if a value needs the library."""
+        names = tuple(fields)
+        layout = self._layouts.get(names) or self._layout(names)
         parts = []
-        for name, value in sorted(point.fields.items()):
-            key = self._keys.get(name) or self._key(name)
+        for name, key in layout:
+            value = fields[name]
             kind = type(value)
             if kind is float:
                 if not math.isfinite(cast(float, value)):
@@ -89,33 +128,16 @@ class LineEncoder:
             elif kind is str:
                 parts.append(f'{key}"{cast(str, value).translate(library_point._ESCAPE_STRING)}"')
             else:
-                return library_line_protocol(point)
-        if not parts:
-            return ""
-        return f"{prefix}{','.join(parts)} {point.ts_ms}"
+                return None
+        return ",".join(parts)
 
-    def _prefix(self, point: Point) -> str:
-        tags = []
-        for key, value in sorted(point.tags.items()):
-            escaped_key = str(key).translate(library_point._ESCAPE_KEY)
-            escaped_value = str(value).translate(library_point._ESCAPE_KEY)
-            if escaped_value.endswith("\\"):
-                escaped_value += " "
-            if escaped_key and escaped_value:
-                tags.append(f"{escaped_key}={escaped_value}")
-        measurement = point.measurement.translate(library_point._ESCAPE_MEASUREMENT)
-        prefix = f"{measurement}{',' if tags else ''}{','.join(tags)} "
-        if len(self._prefixes) >= self.max_cached:
-            self._prefixes.clear()
-        self._prefixes[(point.measurement, tuple(point.tags.items()))] = prefix
-        return prefix
-
-    def _key(self, name: str) -> str:
-        key = str(name).translate(library_point._ESCAPE_KEY) + "="
-        if len(self._keys) >= self.max_cached:
-            self._keys.clear()
-        self._keys[name] = key
-        return key
+    def _layout(self, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """(name, escaped key with '=') in the library's order (sorted by name)."""
+        layout = tuple((name, str(name).translate(library_point._ESCAPE_KEY) + "=") for name in sorted(names))
+        if len(self._layouts) >= self.max_cached:
+            self._layouts.clear()
+        self._layouts[names] = layout
+        return layout
 
 
 _ENCODER = LineEncoder()
@@ -142,42 +164,46 @@ class _TooLarge(Exception):
 
 
 def write_bisecting(points: Sequence[Point], send: Callable[[list[str]], None]) -> None:
-    """Send ``points`` through ``send``; on a refusal, find the bad points by writing halves.
+    """``write_lines_bisecting`` for points: raises PointsRejected with exactly the refused points."""
+    try:
+        write_lines_bisecting([to_line_protocol(point) for point in points], send)
+    except LinesRejected as exc:
+        raise PointsRejected([(points[index], reason) for index, reason in exc.rejected]) from None
 
-    Rewriting the points a partial write already stored is harmless (same identity). Raises
-    PointsRejected with exactly the refused points once all the others are written.
+
+def write_lines_bisecting(lines: Sequence[str], send: Callable[[list[str]], None]) -> None:
+    """Send ``lines`` through ``send``; on a refusal, find the bad lines by writing halves.
+
+    Rewriting the lines a partial write already stored is harmless (same identity). Raises
+    LinesRejected with exactly the refused lines (by index, in order) once all the others are
+    written; an empty line stands for a point without a writable field.
     """
-    rejected: list[tuple[Point, str]] = []
-    lines: list[tuple[Point, str]] = []
-    for point in points:
-        line = to_line_protocol(point)
-        if line:
-            lines.append((point, line))
-        else:
-            rejected.append((point, "point has no field with a writable value (NaN or infinite?)"))
-    rejected += _send_halves(lines, send)
+    rejected = [(index, _NO_FIELD) for index, line in enumerate(lines) if not line]
+    usable = [index for index, line in enumerate(lines) if line] if rejected else range(len(lines))
+    rejected += _send_halves(lines, usable, send)
     if rejected:
-        order = {id(point): i for i, point in enumerate(points)}
-        rejected.sort(key=lambda item: order[id(item[0])])
-        raise PointsRejected(rejected)
+        raise LinesRejected(sorted(rejected))
+
+
+_NO_FIELD = "point has no field with a writable value (NaN or infinite?)"
 
 
 def _send_halves(
-    lines: list[tuple[Point, str]], send: Callable[[list[str]], None]
-) -> list[tuple[Point, str]]:
-    if not lines:
+    lines: Sequence[str], indices: Sequence[int], send: Callable[[list[str]], None]
+) -> list[tuple[int, str]]:
+    if not indices:
         return []
     try:
-        send([line for _, line in lines])
+        send([lines[index] for index in indices])
         return []
     except _BadRequest as exc:
-        if len(lines) == 1:
-            return [(lines[0][0], str(exc))]
+        if len(indices) == 1:
+            return [(indices[0], str(exc))]
     except _TooLarge:
-        if len(lines) == 1:
-            return [(lines[0][0], "point is larger than the server accepts (HTTP 413)")]
-    middle = len(lines) // 2
-    return _send_halves(lines[:middle], send) + _send_halves(lines[middle:], send)
+        if len(indices) == 1:
+            return [(indices[0], "point is larger than the server accepts (HTTP 413)")]
+    middle = len(indices) // 2
+    return _send_halves(lines, indices[:middle], send) + _send_halves(lines, indices[middle:], send)
 
 
 def _error_text(body: bytes | str | None) -> str:
@@ -426,6 +452,10 @@ class InfluxV1Store(_InfluxReads):
         """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
         write_bisecting(points, self._send)
 
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write all lines or raise StoreUnavailable (retry later) or LinesRejected (the rest written)."""
+        write_lines_bisecting(lines, self._send)
+
     def _send(self, lines: list[str]) -> None:
         body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
         try:
@@ -483,6 +513,10 @@ class InfluxV2Store(_InfluxReads):
         """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
         write_bisecting(points, self._send)
 
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write all lines or raise StoreUnavailable (retry later) or LinesRejected (the rest written)."""
+        write_lines_bisecting(lines, self._send)
+
     def _send(self, lines: list[str]) -> None:
         try:
             self._write_api.write(bucket=self.bucket, org=self.org, record=lines, write_precision=_MS)
@@ -514,4 +548,5 @@ __all__ = [
     "quote_identifier",
     "to_line_protocol",
     "write_bisecting",
+    "write_lines_bisecting",
 ]

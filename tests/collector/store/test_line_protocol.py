@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from citygw.wire import TELEMETRY_BATCH_DICT, ReadingDict
 from collector.store import Point
 from collector.store.influx import LineEncoder, library_line_protocol
 
@@ -33,4 +34,29 @@ def test_caches_stay_bounded_and_correct() -> None:
     for _ in range(2):
         assert [encoder.line(p) for p in points] == [library_line_protocol(p) for p in points]
     assert len(encoder._prefixes) <= 10
-    assert len(encoder._keys) <= 10
+    assert len(encoder._layouts) <= 10
+
+
+READINGS: list[ReadingDict] = [
+    {"device": "meter-1", "measurement": "electricity", "ts": T0, "fields": {"kwh": 1.5, "n": 3, "ok": True}},
+    {
+        "device": "lamp 7/a:b+c.d",
+        "measurement": "lighting",
+        "ts": T0,
+        "fields": {"z": 'x" OR 1=1 \\ \n a,b=c d=e', "a": -(2**63), "level": 5.0},
+        "tags": {"site": "Depot North 2", "zone": "a/b"},
+    },
+]
+
+
+@pytest.mark.parametrize("reading", READINGS)
+def test_reading_lines_equal_the_librarys_for_the_point_with_identity_tags(reading: ReadingDict) -> None:
+    (validated,) = TELEMETRY_BATCH_DICT.validate_python(
+        {"agent": "agent-1", "seq": 0, "readings": [reading]}
+    )["readings"]
+    tags = {**validated.get("tags", {}), "device": validated["device"], "agent": "agent-1"}
+    point = Point(validated["measurement"], tags, validated["ts"], validated["fields"])
+    encoder = LineEncoder()
+    for _ in range(2):  # the second time from the caches
+        assert encoder.reading_line("agent-1", validated) == library_line_protocol(point)
+        assert encoder.reading_line("agent-2", validated) != library_line_protocol(point)
