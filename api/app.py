@@ -16,7 +16,19 @@ from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
-from api.routes import agents, audit, commands, devices, exports, health, keys, summary, telemetry, transit
+from api.routes import (
+    agents,
+    air_quality,
+    audit,
+    commands,
+    devices,
+    exports,
+    health,
+    keys,
+    summary,
+    telemetry,
+    transit,
+)
 from api.security import telemetry_reader
 from api.settings import ApiSettings
 from collector.store.base import StoreError, TelemetryReader
@@ -111,7 +123,7 @@ def create_app(
             allow_headers=["If-None-Match"],
             expose_headers=["ETag"],
         )
-    for module in (health, transit):
+    for module in (health, transit, air_quality):
         app.include_router(module.router)
     for module in (devices, telemetry, summary, exports):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])

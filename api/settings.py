@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from citygw import air_quality
+
 ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
 _STORE_URL_HELP = "expected sqlite:///path.sqlite, influxdb://[user:pass@]host:port/db or influxdb2://host:port/?org=O&bucket=B"
@@ -70,6 +72,15 @@ class ApiSettings(BaseSettings):
         le=31 * 86400,
         description="an export is read from the store this much at a time",
     )
+    aq_table: str = Field(
+        default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
+    )
+    aq_max_age_s: int = Field(
+        default=7200,
+        gt=0,
+        le=86400,
+        description="a station whose newest reading is older has no current index",
+    )
     export_max_rows: int = Field(
         default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
     )
@@ -85,6 +96,13 @@ class ApiSettings(BaseSettings):
         if parts.scheme != "sqlite" and not parts.hostname:
             raise ValueError(f"store URL {url!r} has no host; {_STORE_URL_HELP}")
         return url
+
+    @field_validator("aq_table")
+    @classmethod
+    def _known_table(cls, table: str) -> str:
+        if table not in air_quality.TABLES:
+            raise ValueError(f"no index table {table!r}; known: {', '.join(air_quality.TABLES)}")
+        return table
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -16,6 +16,8 @@ FIELD = {ENGINEER, ADMIN}
 # (method, route path) -> who may call it. Transit feeds are public and owned by api/routes/transit.py.
 ACCESS: dict[tuple[str, str], set[Role]] = {
     ("GET", "/health"): EVERYONE,
+    ("GET", "/v1/air-quality/stations"): EVERYONE,
+    ("GET", "/v1/air-quality/city"): EVERYONE,
     ("GET", "/v1/devices"): READERS,
     ("GET", "/v1/devices/{device}/latest"): READERS,
     ("GET", "/v1/telemetry/{measurement}"): READERS,

@@ -1,0 +1,48 @@
+"""What the registry knows about devices that readings do not carry: their profile and where they stand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.registry.models import Agent, Device
+from firmware_bridge.profile import ProfileError, load_profile
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredDevice:
+    device: str
+    agent: str
+    profile: str | None
+    lat: float | None
+    lon: float | None
+
+
+def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
+    """Active devices by id: profile name and position (the device's own, else its agent's)."""
+    query = select(Device, Agent).join(Agent, Device.agent_id == Agent.id).where(Device.retired_at.is_(None))
+    found: dict[str, RegisteredDevice] = {}
+    for device, agent in session.execute(query):
+        location = device.spec.get("location") or {}
+        lat, lon = location.get("lat", agent.lat), location.get("lon", agent.lon)
+        profile = device.spec.get("profile")
+        found[device.device_id] = RegisteredDevice(
+            device.device_id,
+            agent.id,
+            profile if isinstance(profile, str) else None,
+            lat if isinstance(lat, int | float) else None,
+            lon if isinstance(lon, int | float) else None,
+        )
+    return found
+
+
+@cache
+def field_units(profile: str) -> dict[str, str]:
+    """Unit of each field of a shipped profile ({} for an unknown one)."""
+    try:
+        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
+    except ProfileError:
+        return {}

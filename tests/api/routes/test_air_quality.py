@@ -1,0 +1,114 @@
+"""GET /v1/air-quality/{stations,city}: the EEA index from the newest points, ppb converted by profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.registry import Registry
+from api.registry.models import Agent, Device
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import MINUTE_MS, NOW_MS, reading
+
+
+def register(
+    registry: Registry, device: str, profile: str, *, lat: float = 49.84, lon: float = 24.03
+) -> None:
+    with registry.session() as session:
+        if session.get(Agent, "edge-a") is None:
+            session.add(
+                Agent(id="edge-a", site="lviv-centre", lat=49.8397, lon=24.0297, lines=[], created_at=0)
+            )
+        spec = {"id": device, "line": "rs485-1", "profile": profile, "unit": 1, "poll_s": 60}
+        spec["location"] = {"lat": lat, "lon": lon}
+        session.add(Device(agent_id="edge-a", device_id=device, spec=spec, created_at=0, updated_at=0))
+        session.commit()
+
+
+@pytest.fixture
+def stations(store: SqliteStore, registry: Registry) -> SqliteStore:
+    register(registry, "aq-rynok", "vaisala_aqt530")
+    register(registry, "aq-park", "jxbs_3001")
+    store.write(
+        [
+            # AQT530: no2 in ppb, 50 ppb = 95.5 µg/m³ (Poor in 2024, Fair in 2017); pm in µg/m³.
+            reading(
+                "air_quality",
+                "aq-rynok",
+                NOW_MS - 5 * MINUTE_MS,
+                {"no2": 50, "o3": 20, "so2": 1, "pm25": 8.0, "pm10": 12.0, "co": 300},
+                district="halytskyi",
+            ),
+            reading(
+                "air_quality",
+                "aq-park",
+                NOW_MS - MINUTE_MS,
+                {"pm25": 12.0, "pm10": -1.0},
+                district="halytskyi",
+            ),
+            # Not registered: its µg/m³ variant wins over the bare field.
+            reading(
+                "air_quality",
+                "aq-lych",
+                NOW_MS - MINUTE_MS,
+                {"no2": 999, "no2_ugm3": 30.0},
+                district="lychakiv",
+            ),
+            # Silent for three hours: listed, no index, not in the city's.
+            reading("air_quality", "aq-old", NOW_MS - 180 * MINUTE_MS, {"pm25": 500.0}, district="sykhiv"),
+        ]
+    )
+    return store
+
+
+def get(client: TestClient, path: str, **params: str) -> dict[str, Any]:
+    response = client.get(f"/v1/air-quality/{path}", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_each_station_in_ugm3(anonymous: TestClient, stations: SqliteStore) -> None:
+    body = get(anonymous, "stations")
+    assert body["table"] == "eea-2024"
+    by_device = {s["device"]: s for s in body["stations"]}
+    rynok = by_device["aq-rynok"]
+    assert rynok["concentrations_ugm3"] == {"pm25": 8.0, "pm10": 12.0, "no2": 95.5, "o3": 40.0, "so2": 2.66}
+    assert rynok["index"] == {"band": 4, "level": "Poor", "pollutant": "no2"}
+    assert by_device["aq-park"]["concentrations_ugm3"] == {"pm25": 12.0}
+    assert by_device["aq-park"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm25"}
+    assert by_device["aq-lych"]["index"] == {"band": 3, "level": "Moderate", "pollutant": "no2"}
+    assert by_device["aq-old"]["stale"] is True
+    assert by_device["aq-old"]["index"] is None
+
+
+def test_city_and_districts_take_their_worst_station(anonymous: TestClient, stations: SqliteStore) -> None:
+    body = get(anonymous, "city")
+    assert body["city"] == {
+        "name": "city",
+        "station": "aq-rynok",
+        "index": {"band": 4, "level": "Poor", "pollutant": "no2"},
+    }
+    assert [(d["name"], d["station"], d["index"]["band"]) for d in body["districts"]] == [
+        ("halytskyi", "aq-rynok", 4),
+        ("lychakiv", "aq-lych", 3),
+    ]
+
+
+def test_older_table_by_query(anonymous: TestClient, stations: SqliteStore) -> None:
+    body = get(anonymous, "city", table="eea-2017")
+    assert body["levels"] == ["Good", "Fair", "Moderate", "Poor", "Very poor"]
+    assert body["city"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm25"}
+    assert anonymous.get("/v1/air-quality/city", params={"table": "caqi' OR 1=1"}).status_code == 422
+
+
+def test_no_station_no_index(anonymous: TestClient) -> None:
+    assert get(anonymous, "city") == {
+        "table": "eea-2024",
+        "levels": ["Good", "Fair", "Moderate", "Poor", "Very poor", "Extremely poor"],
+        "generated_at": "2027-01-15T08:00:00.000Z",
+        "city": None,
+        "districts": [],
+    }
