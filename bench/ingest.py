@@ -13,6 +13,10 @@ Starts its own Mosquitto and InfluxDB (tests/services.py) in a temporary folder 
 3. worst case: one reading per message, against the broker's own delivery rate to a
    do-nothing paho subscriber (QoS 1) for the same messages.
 
+Each phase also reports the CPU time (user + system, from /proc) that InfluxDB, Mosquitto,
+the collector and this process spent per point: on a machine whose cores are shared, the sum
+tells whether the target is reachable at all. The load average is printed at start and end.
+
 The last line printed is one JSON object with the figures.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import inspect
 import json
 import os
 import subprocess
@@ -37,6 +42,7 @@ from paho.mqtt.client import Client, MQTTMessage  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from citygw import wire  # noqa: E402
+from collector.service import Collector  # noqa: E402
 from collector.store import Point  # noqa: E402
 from collector.store.influx import to_line_protocol  # noqa: E402
 from tests.services import InfluxDB, Mosquitto, free_port  # noqa: E402
@@ -91,6 +97,36 @@ def make_messages(readings: list[tuple[str, wire.Reading]], per_message: int) ->
     return messages
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time per point of named processes over a phase: ``with CpuMeter(pids) as meter: ...``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.used: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+
+    def per_point(self, points: int) -> dict[str, float]:
+        """Microseconds of CPU per point, per process."""
+        return {name: round(seconds / points * 1e6, 2) for name, seconds in self.used.items()}
+
+
+def pid_of(service: InfluxDB | Mosquitto) -> int:
+    assert service.proc is not None, "service not started"
+    return service.proc.pid
+
+
 def baseline(influxdb: InfluxDB, readings: list[tuple[str, wire.Reading]], batch: int) -> float:
     """Points/s of prebuilt line protocol POSTed in ``batch``-point requests by one writer."""
     lines = [
@@ -101,7 +137,8 @@ def baseline(influxdb: InfluxDB, readings: list[tuple[str, wire.Reading]], batch
     ]
     bodies = ["\n".join(lines[i : i + batch]).encode() for i in range(0, len(lines), batch)]
     influxdb.create_database("baseline")
-    with httpx.Client(base_url=influxdb.url, timeout=60) as http:
+    meter = CpuMeter({"influxdb": pid_of(influxdb), "bench": os.getpid()})
+    with httpx.Client(base_url=influxdb.url, timeout=60) as http, meter:
         started = time.perf_counter()
         for body in bodies:
             response = http.post("/write", params={"db": "baseline", "precision": "ms"}, content=body)
@@ -109,6 +146,7 @@ def baseline(influxdb: InfluxDB, readings: list[tuple[str, wire.Reading]], batch
         elapsed = time.perf_counter() - started
     gz = sum(len(gzip.compress(b, compresslevel=1)) for b in bodies[:3]) / sum(len(b) for b in bodies[:3])
     print(f"baseline: {len(lines)} points in {elapsed:.2f} s (gzip level 1 would send {gz:.0%} of the bytes)")
+    print(f"  CPU us/point: {meter.per_point(len(lines))}")
     return len(lines) / elapsed
 
 
@@ -135,7 +173,9 @@ class Publisher:
 class CollectorProcess:
     """The collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
 
-    def __init__(self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str) -> None:
+    def __init__(
+        self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str, inflight_window: int
+    ) -> None:
         self.metrics_port = free_port()
         influxdb.create_database(database)
         command = [
@@ -146,6 +186,7 @@ class CollectorProcess:
             f"influxdb://127.0.0.1:{influxdb.port}/{database}",
             client_id,
             str(self.metrics_port),
+            str(inflight_window),
         ]
         self.proc = subprocess.Popen(command, cwd=REPO)
         deadline = time.monotonic() + 20
@@ -183,24 +224,40 @@ class CollectorProcess:
 
 
 def end_to_end(
-    broker: Mosquitto, influxdb: InfluxDB, messages: list[tuple[str, bytes]], points: int, database: str
+    broker: Mosquitto,
+    influxdb: InfluxDB,
+    messages: list[tuple[str, bytes]],
+    points: int,
+    database: str,
+    inflight_window: int,
 ) -> tuple[float, float]:
     """(points/s, collector peak RSS in MB) for ``messages`` through the broker and a collector."""
-    collector = CollectorProcess(broker, influxdb, database, f"bench-{database}")
+    collector = CollectorProcess(broker, influxdb, database, f"bench-{database}", inflight_window)
     publisher = Publisher(broker)
+    meter = CpuMeter(
+        {
+            "influxdb": pid_of(influxdb),
+            "mosquitto": pid_of(broker),
+            "collector": collector.proc.pid,
+            "bench (publisher)": os.getpid(),
+        }
+    )
     try:
-        started = time.perf_counter()
-        publishing = threading.Thread(target=publisher.publish_all, args=(messages,))
-        publishing.start()
-        collector.wait_points(points)
-        elapsed = time.perf_counter() - started
-        publishing.join()
+        with meter:
+            started = time.perf_counter()
+            publishing = threading.Thread(target=publisher.publish_all, args=(messages,))
+            publishing.start()
+            collector.wait_points(points)
+            elapsed = time.perf_counter() - started
+            publishing.join()
         rss = collector.peak_rss_mb()
         print(
             f"collector ({database}): {points} points in {len(messages)} messages, {elapsed:.2f} s, "
             f"{collector.metric('batches_total'):.0f} batches, "
             f"{collector.metric('write_seconds_sum'):.2f} s in store writes, peak RSS {rss:.0f} MB"
         )
+        used = meter.per_point(points)
+        print(f"  CPU us/point: {used}, {sum(meter.used.values()) / elapsed:.2f} cores busy")
     finally:
         publisher.close()
         collector.stop()
@@ -241,11 +298,10 @@ def broker_rate(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
     return len(messages) / elapsed
 
 
-def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port: str) -> int:
-    """The collector process of the benchmark: default settings, metrics on ``metrics_port``."""
+def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port: str, window: str) -> int:
+    """The benchmark's collector process: default settings but the window, metrics on ``metrics_port``."""
     import signal
 
-    from collector.service import Collector
     from collector.store import open_store
     from collector.store.influx import InfluxV1Store
 
@@ -253,14 +309,16 @@ def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port:
     assert isinstance(store, InfluxV1Store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Collector(broker_url, store, client_id=client_id, metrics_port=int(metrics_port)):
+    with Collector(
+        broker_url, store, client_id=client_id, metrics_port=int(metrics_port), inflight_window=int(window)
+    ):
         stop.wait()
     store.close()
     return 0
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "_collector":
+    if len(sys.argv) == 7 and sys.argv[1] == "_collector":
         return run_collector(*sys.argv[2:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,8 +327,13 @@ def main() -> int:
     parser.add_argument("--per-message", type=int, default=500, help="readings per message (default 500)")
     parser.add_argument("--single", type=int, default=50_000, help="messages of the one-reading case")
     parser.add_argument("--baseline-batch", type=int, default=5000, help="points per baseline write")
+    parser.add_argument(
+        "--inflight-window", type=int, default=None, help="the collector's inflight_window (default: its own)"
+    )
     args = parser.parse_args()
 
+    window = args.inflight_window or inspect.signature(Collector).parameters["inflight_window"].default
+    print(f"load average at start: {os.getloadavg()}; collector inflight_window {window}")
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
     readings = make_readings(args.readings, t0)
     messages = make_messages(readings, args.per_message)
@@ -287,8 +350,10 @@ def main() -> int:
         influxdb.start()
         try:
             baseline_rate = baseline(influxdb, readings, args.baseline_batch)
-            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched")
-            single_rate, single_rss = end_to_end(broker, influxdb, single_messages, len(single), "single")
+            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", window)
+            single_rate, single_rss = end_to_end(
+                broker, influxdb, single_messages, len(single), "single", window
+            )
             delivery_rate = broker_rate(broker, single_messages)
         finally:
             broker.stop()
@@ -304,6 +369,7 @@ def main() -> int:
     print(
         f"one reading per message: collector {single_rate:.0f} msg/s, broker alone {delivery_rate:.0f} msg/s"
     )
+    print(f"load average at end: {os.getloadavg()}")
     print(json.dumps(result))
     return 0
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from math import isfinite as _isfinite
+from typing import Any
 
 import httpx
 import urllib3
@@ -115,18 +115,18 @@ class LineEncoder:
         parts = []
         for name, key in layout:
             value = fields[name]
-            kind = type(value)
-            if kind is float:
-                if not math.isfinite(cast(float, value)):
+            # type() is, not isinstance: a bool is an int, and subclasses go to the library.
+            if type(value) is float:
+                if not _isfinite(value):
                     continue
                 text = repr(value)
-                parts.append(key + (text[:-2] if text.endswith(".0") else text))
-            elif kind is int:
+                parts.append(key + (text[:-2] if text[-2:] == ".0" else text))
+            elif type(value) is int:
                 parts.append(f"{key}{value}i")
-            elif kind is bool:
+            elif type(value) is bool:
                 parts.append(key + ("true" if value else "false"))
-            elif kind is str:
-                parts.append(f'{key}"{cast(str, value).translate(library_point._ESCAPE_STRING)}"')
+            elif type(value) is str:
+                parts.append(f'{key}"{value.translate(library_point._ESCAPE_STRING)}"')
             else:
                 return None
         return ",".join(parts)
