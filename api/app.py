@@ -12,6 +12,8 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from api.alerts.delivery import AlertDelivery
+from api.alerts.engine import evaluate
 from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
 from api.registry import Registry, open_registry
@@ -19,6 +21,7 @@ from api.registry.commands import send_due_commands
 from api.routes import (
     agents,
     air_quality,
+    alerts,
     audit,
     commands,
     devices,
@@ -65,6 +68,20 @@ async def _send_commands(registry: Registry, link: AgentLink, clock: Clock, ttl_
         await asyncio.sleep(COMMAND_TICK_S)
 
 
+async def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
+    """Run the alert rules every ``alert_interval_s`` and deliver what was raised or ended."""
+    while True:
+        await asyncio.sleep(context.settings.alert_interval_s)
+        try:
+            events = await asyncio.to_thread(
+                evaluate, context.registry, context.store, context.settings, context.clock()
+            )
+            for event in events:
+                await asyncio.to_thread(delivery.deliver, event)
+        except Exception:
+            log.exception("evaluating alert rules failed; trying again")
+
+
 def create_app(
     store: TelemetryReader,
     *,
@@ -86,19 +103,29 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            if agent_link is None:
-                yield
-                return
-            agent_link.start()
+            if agent_link is not None:
+                agent_link.start()
             async with asyncio.TaskGroup() as tasks:
-                dispatcher = tasks.create_task(
-                    _send_commands(registry, agent_link, clock, settings.command_ttl_s * 1000),
-                    name="command-dispatcher",
-                )
+                background = []
+                if agent_link is not None:
+                    background.append(
+                        tasks.create_task(
+                            _send_commands(registry, agent_link, clock, settings.command_ttl_s * 1000),
+                            name="command-dispatcher",
+                        )
+                    )
+                if settings.alert_interval_s > 0:
+                    background.append(
+                        tasks.create_task(
+                            _evaluate_alerts(_app.state.context, AlertDelivery(settings, agent_link)),
+                            name="alert-rules",
+                        )
+                    )
                 try:
                     yield
                 finally:
-                    dispatcher.cancel()
+                    for task in background:
+                        task.cancel()
         finally:
             if agent_link is not None:
                 agent_link.stop()
@@ -127,6 +154,6 @@ def create_app(
         app.include_router(module.router)
     for module in (devices, telemetry, summary, exports):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
-    for module in (agents, commands, keys, audit):
+    for module in (agents, commands, keys, audit, alerts):
         app.include_router(module.router)
     return app

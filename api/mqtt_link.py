@@ -128,3 +128,7 @@ class AgentLink:
 
     def send_command(self, command: wire.Command) -> None:
         self._publish(wire.topic(command.agent, wire.Channel.CMD), wire.encode(command), retain=False)
+
+    def publish_alert(self, topic: str, payload: bytes) -> None:
+        """An alert event on ``citygw/v1/alerts/<rule>`` (QoS 1, not retained)."""
+        self._publish(topic, payload, retain=False)

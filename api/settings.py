@@ -81,6 +81,31 @@ class ApiSettings(BaseSettings):
         le=86400,
         description="a station whose newest reading is older has no current index",
     )
+    alert_interval_s: float = Field(
+        default=60, ge=0, le=3600, description="seconds between evaluations of the alert rules; 0: rules off"
+    )
+    alert_aq_band: int = Field(
+        default=4, ge=2, le=6, description="an AQ station at this band or worse alerts"
+    )
+    alert_leak_window_s: int = Field(
+        default=4 * 3600, ge=60, le=7 * 86400, description="flow that never stops this long is a leak"
+    )
+    alert_leak_min_flow: float = Field(
+        default=0.02, gt=0, description="m³/h: the flow a leak never drops below in its window"
+    )
+    alert_no_flow_window_s: int = Field(
+        default=86400,
+        ge=60,
+        le=30 * 86400,
+        description="no flow at all this long alerts (stuck meter, closed main)",
+    )
+    alert_webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON")
+    alert_webhook_secret: str | None = Field(
+        default=None, description="HMAC-SHA256 key: the body's signature goes in X-CityGW-Signature"
+    )
+    alert_webhook_attempts: int = Field(
+        default=4, ge=1, le=10, description="tries per alert before giving up"
+    )
     export_max_rows: int = Field(
         default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
     )
@@ -103,6 +128,13 @@ class ApiSettings(BaseSettings):
         if table not in air_quality.TABLES:
             raise ValueError(f"no index table {table!r}; known: {', '.join(air_quality.TABLES)}")
         return table
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+            raise ValueError(f"{url!r} is not an http(s) URL; e.g. https://scada.example.org/citygw-alerts")
+        return url
 
     @field_validator("cors_origins", mode="before")
     @classmethod

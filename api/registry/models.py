@@ -121,3 +121,23 @@ class Command(Base):
     sent_at: Mapped[int | None]
     result_at: Mapped[int | None]
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Alert(Base):
+    """A rule's finding about one subject (device, lamp, agent): active until the rule no longer finds it."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "state", "rule", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str | None] = mapped_column(String(128))
+    district: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]
+    started_at: Mapped[int] = mapped_column(index=True)
+    ended_at: Mapped[int | None]
+    acknowledged_at: Mapped[int | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(256))

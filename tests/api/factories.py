@@ -157,3 +157,23 @@ def insert_key(session: Session, role: Role, *, name: str | None = None, sites: 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def register_device(
+    session: Session,
+    device: str,
+    profile: str,
+    *,
+    agent: str = "edge-a",
+    site: str = ENGINEER_SITE,
+    lat: float = 49.8397,
+    lon: float = 24.0297,
+) -> None:
+    """An agent (added once) and an active device of ``profile`` on it, standing at (lat, lon)."""
+    from api.registry.models import Agent, Device
+
+    if session.get(Agent, agent) is None:
+        session.add(Agent(id=agent, site=site, lat=lat, lon=lon, lines=[], created_at=0))
+    spec = {"id": device, "line": "rs485-1", "profile": profile, "unit": 1, "poll_s": 60}
+    spec["location"] = {"lat": lat, "lon": lon}
+    session.add(Device(agent_id=agent, device_id=device, spec=spec, created_at=0, updated_at=0))

@@ -42,6 +42,9 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("POST", "/v1/keys"): {ADMIN},
     ("DELETE", "/v1/keys/{key_id}"): {ADMIN},
     ("GET", "/v1/audit"): {ADMIN},
+    ("GET", "/v1/alerts"): READERS,
+    ("GET", "/v1/alerts/{alert_id}"): READERS,
+    ("POST", "/v1/alerts/{alert_id}/acknowledge"): FIELD,
 }
 SAMPLE = {
     "device": "aq-park",
@@ -50,6 +53,7 @@ SAMPLE = {
     "device_id": "meter-1",
     "command_id": "00000000-0000-0000-0000-000000000000",
     "key_id": "0123456789ab",
+    "alert_id": "1",
 }
 
 

@@ -41,7 +41,7 @@ class FieldAgent:
     def __init__(self, url: str) -> None:
         self.heard: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="field-agent")
-        self.client.on_message = lambda _c, _u, m: self.heard.put((m.topic, m.payload, m.retain))
+        self.client.on_message = lambda _c, _u, m: self.heard.put((m.topic, bytes(m.payload), m.retain))
         port = int(url.rsplit(":", 1)[1])
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -58,7 +58,13 @@ class FieldAgent:
                 return parsed
         raise AssertionError(f"nothing on {channel.value}")
 
-    def say(self, channel: wire.Channel, payload: wire.BaseModel, *, retain: bool = False) -> None:
+    def say(
+        self,
+        channel: wire.Channel,
+        payload: wire.Status | wire.Health | wire.ConfigState | wire.CommandResult,
+        *,
+        retain: bool = False,
+    ) -> None:
         self.client.publish(
             wire.topic(AGENT, channel), wire.encode(payload), qos=1, retain=retain
         ).wait_for_publish(5)

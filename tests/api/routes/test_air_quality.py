@@ -8,29 +8,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.registry import Registry
-from api.registry.models import Agent, Device
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import MINUTE_MS, NOW_MS, reading
-
-
-def register(
-    registry: Registry, device: str, profile: str, *, lat: float = 49.84, lon: float = 24.03
-) -> None:
-    with registry.session() as session:
-        if session.get(Agent, "edge-a") is None:
-            session.add(
-                Agent(id="edge-a", site="lviv-centre", lat=49.8397, lon=24.0297, lines=[], created_at=0)
-            )
-        spec = {"id": device, "line": "rs485-1", "profile": profile, "unit": 1, "poll_s": 60}
-        spec["location"] = {"lat": lat, "lon": lon}
-        session.add(Device(agent_id="edge-a", device_id=device, spec=spec, created_at=0, updated_at=0))
-        session.commit()
+from tests.api.factories import MINUTE_MS, NOW_MS, reading, register_device
 
 
 @pytest.fixture
 def stations(store: SqliteStore, registry: Registry) -> SqliteStore:
-    register(registry, "aq-rynok", "vaisala_aqt530")
-    register(registry, "aq-park", "jxbs_3001")
+    with registry.session() as session:
+        register_device(session, "aq-rynok", "vaisala_aqt530")
+        register_device(session, "aq-park", "jxbs_3001")
+        session.commit()
     store.write(
         [
             # AQT530: no2 in ppb, 50 ppb = 95.5 µg/m³ (Poor in 2024, Fair in 2017); pm in µg/m³.

@@ -1,0 +1,167 @@
+"""Alert rules over a real SqliteStore and registry: raised, kept, ended, audited; the API over them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.alerts.engine import evaluate
+from api.registry import Registry
+from api.registry.models import Agent, AuditEntry
+from api.security import Role
+from api.settings import ApiSettings
+from collector.store.base import Point
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, reading
+
+HOUR_MS = 60 * MINUTE_MS
+
+
+def water(device: str, flows: list[float], *, every_min: int = 20, end_ms: int = NOW_MS) -> list[Point]:
+    return [
+        reading("water", device, end_ms - (len(flows) - i) * every_min * MINUTE_MS, {"flow_rate": flow})
+        for i, flow in enumerate(flows)
+    ]
+
+
+def city_in_trouble() -> list[Point]:
+    return [
+        # 60 µg/m³ of PM2.5: Poor (band 4).
+        reading("air_quality", "aq-rynok", NOW_MS - MINUTE_MS, {"pm25": 60.0}, district="halytskyi"),
+        reading("air_quality", "aq-park", NOW_MS - MINUTE_MS, {"pm25": 6.0}),
+        # DALI status: lamp1 on with a lamp failure (b1), lamp2 ballast failure (b0), lamp0 fine.
+        reading(
+            "lighting",
+            "cab-rynok",
+            NOW_MS - MINUTE_MS,
+            {"lamp0_status": 4, "lamp1_status": 6, "lamp2_status": 1, "group0_status": 2, "bus_load": 3},
+            site=ENGINEER_SITE,
+        ),
+        # Never below 0.1 m³/h for 4 h: a leak. A house that sleeps at night: not one.
+        *water("w-leak", [0.3, 0.1, 0.2, 0.15] * 3 + [0.4]),
+        *water("w-house", [0.3, 0.0, 0.0, 0.2] * 3 + [0.4]),
+        # Nothing for a day: no flow.
+        *water("w-stuck", [0.0] * 25, every_min=60),
+    ]
+
+
+def subjects(events: list[Any]) -> set[tuple[str, str, str]]:
+    return {(e.event, e.rule, e.subject) for e in events}
+
+
+def add_agents(registry: Registry) -> None:
+    with registry.session() as session:
+        session.add(Agent(id="edge-off", site="sykhiv", lines=[], created_at=0, state="offline"))
+        session.add(
+            Agent(
+                id="edge-on",
+                site=ENGINEER_SITE,
+                lines=[],
+                created_at=0,
+                state="online",
+                device_health={
+                    "meter-9": {"state": "timeout", "quarantined": True, "last_ok": NOW_MS - HOUR_MS},
+                    "meter-1": {"state": "ok"},
+                    "aq-x": {"state": "crc_error"},
+                },
+            )
+        )
+        session.commit()
+
+
+def test_every_rule_raises_then_ends_when_cured(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    store.write(city_in_trouble())
+    add_agents(registry)
+    raised = evaluate(registry, store, settings, NOW_MS)
+    assert subjects(raised) == {
+        ("raised", "aq_band", "aq-rynok"),
+        ("raised", "lamp_failure", "cab-rynok:lamp1"),
+        ("raised", "lamp_failure", "cab-rynok:lamp2"),
+        ("raised", "water_leak", "w-leak"),
+        ("raised", "water_no_flow", "w-stuck"),
+        ("raised", "device_offline", "meter-9"),
+        ("raised", "agent_offline", "edge-off"),
+    }
+    aq = next(e for e in raised if e.rule == "aq_band")
+    assert aq.district == "halytskyi"
+    assert aq.data == {"band": 4, "level": "Poor", "pollutant": "pm25"}
+    assert evaluate(registry, store, settings, NOW_MS + MINUTE_MS) == []  # still true: nothing new
+
+    later = NOW_MS + 2 * MINUTE_MS
+    store.write(
+        [
+            reading("air_quality", "aq-rynok", later, {"pm25": 20.0}, district="halytskyi"),
+            reading(
+                "lighting", "cab-rynok", later, {"lamp1_status": 4, "lamp2_status": 1}, site=ENGINEER_SITE
+            ),
+            reading("water", "w-leak", later, {"flow_rate": 0.0}),
+        ]
+    )
+    with registry.session() as session:
+        session.get_one(Agent, "edge-off").state = "online"
+        session.commit()
+    ended = evaluate(registry, store, settings, later)
+    assert subjects(ended) == {
+        ("ended", "aq_band", "aq-rynok"),
+        ("ended", "lamp_failure", "cab-rynok:lamp1"),
+        ("ended", "water_leak", "w-leak"),
+        ("ended", "agent_offline", "edge-off"),
+    }
+    with registry.session() as session:
+        actions = [(a.action, a.target, a.actor) for a in session.scalars(select(AuditEntry))]
+    assert ("alert.raise", "aq_band:aq-rynok", "system:alert-rules") in actions
+    assert ("alert.end", "water_leak:w-leak", "system:alert-rules") in actions
+    assert len(actions) == 11
+
+
+def test_a_store_that_cannot_answer_ends_nothing(
+    tmp_path: Any, registry: Registry, settings: ApiSettings
+) -> None:
+    store = SqliteStore(tmp_path / "down.sqlite")
+    store.write(city_in_trouble())
+    add_agents(registry)
+    assert len(evaluate(registry, store, settings, NOW_MS)) == 7
+    store.close()
+    # The store's rules cannot run: their alerts stay; the registry's rules still run.
+    assert evaluate(registry, store, settings, NOW_MS + MINUTE_MS) == []
+
+
+def test_alerts_through_the_api(
+    anonymous: TestClient,
+    store: SqliteStore,
+    registry: Registry,
+    settings: ApiSettings,
+    keys: dict[Role, str],
+) -> None:
+    store.write(city_in_trouble())
+    add_agents(registry)
+    evaluate(registry, store, settings, NOW_MS)
+    utility, engineer, admin = (bearer(keys[r]) for r in (Role.UTILITY, Role.ENGINEER, Role.ADMIN))
+
+    active = anonymous.get("/v1/alerts", headers=utility).json()
+    assert len(active) == 7
+    assert (
+        anonymous.get("/v1/alerts", params={"rule": "water_leak"}, headers=utility).json()[0]["subject"]
+        == "w-leak"
+    )
+    assert anonymous.get("/v1/alerts", params={"state": "ended"}, headers=utility).json() == []
+    assert anonymous.get("/v1/alerts", params={"rule": "' OR 1=1"}, headers=utility).status_code == 422
+
+    lamp = next(a for a in active if a["subject"] == "cab-rynok:lamp1")
+    offline = next(a for a in active if a["subject"] == "edge-off")
+    assert anonymous.post(f"/v1/alerts/{lamp['id']}/acknowledge", headers=utility).status_code == 403
+    assert (
+        anonymous.post(f"/v1/alerts/{offline['id']}/acknowledge", headers=engineer).status_code == 403
+    )  # sykhiv
+    acked = anonymous.post(f"/v1/alerts/{lamp['id']}/acknowledge", headers=engineer)
+    assert acked.status_code == 200
+    assert acked.json()["acknowledged_by"].startswith("key:")
+    assert anonymous.get(f"/v1/alerts/{lamp['id']}", headers=utility).json()["acknowledged_at"] is not None
+    assert anonymous.get("/v1/alerts/999999", headers=utility).status_code == 404
+
+    audit = anonymous.get("/v1/audit", params={"action": "alert.acknowledge"}, headers=admin).json()
+    assert [(e["target"], e["result"]) for e in audit] == [("lamp_failure:cab-rynok:lamp1", "ok")]
