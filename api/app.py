@@ -28,6 +28,7 @@ from api.routes import (
     exports,
     health,
     keys,
+    open_data,
     summary,
     telemetry,
     transit,
@@ -150,7 +151,7 @@ def create_app(
             allow_headers=["If-None-Match"],
             expose_headers=["ETag"],
         )
-    for module in (health, transit, air_quality):
+    for module in (health, transit, air_quality, open_data):
         app.include_router(module.router)
     for module in (devices, telemetry, summary, exports):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])

@@ -72,6 +72,11 @@ class ApiSettings(BaseSettings):
         le=31 * 86400,
         description="an export is read from the store this much at a time",
     )
+    city: str = Field(
+        default="lviv",
+        pattern=r"^[a-z][a-z0-9-]{0,63}$",
+        description="the city's name in open-data entity ids",
+    )
     aq_table: str = Field(
         default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
     )

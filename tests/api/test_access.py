@@ -18,6 +18,8 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("GET", "/health"): EVERYONE,
     ("GET", "/v1/air-quality/stations"): EVERYONE,
     ("GET", "/v1/air-quality/city"): EVERYONE,
+    ("GET", "/v1/open-data"): EVERYONE,
+    ("GET", "/v1/open-data/{dataset}"): EVERYONE,
     ("GET", "/v1/devices"): READERS,
     ("GET", "/v1/devices/{device}/latest"): READERS,
     ("GET", "/v1/telemetry/{measurement}"): READERS,
@@ -54,6 +56,7 @@ SAMPLE = {
     "command_id": "00000000-0000-0000-0000-000000000000",
     "key_id": "0123456789ab",
     "alert_id": "1",
+    "dataset": "air-quality",
 }
 
 
