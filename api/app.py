@@ -16,6 +16,7 @@ from api.alerts.delivery import AlertDelivery
 from api.alerts.engine import evaluate
 from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
+from api.rate_limit import ClientRateLimiter, rate_limited
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
 from api.routes import (
@@ -143,16 +144,22 @@ def create_app(
         store=store, settings=settings, registry=registry, clock=clock, agent_link=agent_link
     )
     app.add_exception_handler(StoreError, _store_unavailable)
+    if settings.rate_limit_per_s > 0:
+        app.state.rate_limiter = ClientRateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     if settings.cors_origins:
+        # Bearer keys travel in the Authorization header, never in cookies: no credentials mode.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET"],
-            allow_headers=["If-None-Match"],
-            expose_headers=["ETag"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "If-Modified-Since"],
+            expose_headers=["ETag", "Last-Modified", "Retry-After", "Content-Disposition"],
+            allow_credentials=False,
+            max_age=600,
         )
-    for module in (health, transit, air_quality, open_data):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (transit, air_quality, open_data):
+        app.include_router(module.router, dependencies=[Depends(rate_limited)])
     for module in (devices, telemetry, summary, exports):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
     for module in (agents, commands, keys, audit, alerts):

@@ -47,6 +47,10 @@ class ApiSettings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="browser origins allowed to call the API, comma-separated; '*' for any"
     )
+    rate_limit_per_s: float = Field(
+        default=10.0, ge=0, le=100_000, description="public requests a second per client address; 0: no limit"
+    )
+    rate_limit_burst: int = Field(default=60, ge=1, le=1_000_000, description="requests a client may burst")
     feed_max_vehicle_age_s: float = Field(
         default=90.0, gt=0, le=3600, description="vehicles whose last fix is older are left out of the feed"
     )
