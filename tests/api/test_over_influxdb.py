@@ -50,6 +50,13 @@ def influx_client(
         "/v1/telemetry/air_quality?window=30m&fields=pm25",
         "/v1/telemetry/air_quality?window=1h&aggregate=max&start=-2h",
         "/v1/telemetry/electricity?window=1m&aggregate=last",
+        "/v1/telemetry/air_quality/groups?by=district&window=30m&start=-3h",
+        "/v1/telemetry/air_quality/groups?by=city&window=1h&aggregate=last&start=-3h&fields=pm25,no2",
+        "/v1/telemetry/electricity/consumption?field=kwh&by=city&start=-1h",
+        "/v1/exports/air_quality?format=json&start=-3h",
+        "/v1/air-quality/stations",
+        "/v1/air-quality/city?table=eea-2017",
+        "/v1/open-data/air-quality",
         "/v1/transit/vehicle-positions.json",
     ],
 )
