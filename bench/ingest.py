@@ -195,22 +195,27 @@ class CollectorProcess:
                 raise RuntimeError("the collector process did not come up")
             time.sleep(0.1)
 
-    def metric(self, name: str) -> float:
+    def metrics(self) -> dict[str, float]:
         try:
             text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
         except httpx.HTTPError:
-            return -1
-        for line in text.splitlines():
-            if line.startswith(f"citygw_collector_{name} "):
-                return float(line.split()[1])
-        return -1
+            return {}
+        samples = (line.split() for line in text.splitlines() if line.startswith("citygw_collector_"))
+        return {name.removeprefix("citygw_collector_"): float(value) for name, value in samples}
 
-    def wait_points(self, count: int, timeout: float = 600) -> None:
+    def metric(self, name: str) -> float:
+        return self.metrics().get(name, -1)
+
+    def wait_points(self, count: int, timeout: float = 600) -> int:
+        """Wait until ``count`` points are stored; the most messages seen waiting in the inbox."""
         deadline = time.monotonic() + timeout
-        while self.metric("points_total") < count:
+        most_waiting = 0
+        while (metrics := self.metrics()).get("points_total", -1) < count:
+            most_waiting = max(most_waiting, int(metrics.get("inbox_messages", 0)))
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the collector stored {self.metric('points_total')} of {count} points")
+                raise RuntimeError(f"the collector stored {metrics.get('points_total')} of {count} points")
             time.sleep(0.05)
+        return most_waiting
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -247,14 +252,15 @@ def end_to_end(
             started = time.perf_counter()
             publishing = threading.Thread(target=publisher.publish_all, args=(messages,))
             publishing.start()
-            collector.wait_points(points)
+            most_waiting = collector.wait_points(points)
             elapsed = time.perf_counter() - started
             publishing.join()
         rss = collector.peak_rss_mb()
         print(
             f"collector ({database}): {points} points in {len(messages)} messages, {elapsed:.2f} s, "
             f"{collector.metric('batches_total'):.0f} batches, "
-            f"{collector.metric('write_seconds_sum'):.2f} s in store writes, peak RSS {rss:.0f} MB"
+            f"{collector.metric('write_seconds_sum'):.2f} s in store writes, peak RSS {rss:.0f} MB, "
+            f"up to {most_waiting} messages waiting in its inbox"
         )
         used = meter.per_point(points)
         print(f"  CPU us/point: {used}, {sum(meter.used.values()) / elapsed:.2f} cores busy")

@@ -13,7 +13,8 @@ Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` a
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
 inbox and the two batches in the pipeline therefore hold at most ``inflight_window`` messages of
 at most ``MAX_PAYLOAD_BYTES`` (in practice a few hundred readings each), plus the encoded form of
-two batches. Everything else waits in the broker's session.
+two batches. Everything else waits in the broker's session. (Mosquitto 2.0.11 keeps to the
+Receive Maximum only while nothing is acknowledged, see collector/README.md.)
 
 What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
