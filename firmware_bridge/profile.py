@@ -155,8 +155,12 @@ class RegisterSpec(BaseModel):
 
     @property
     def is_integer(self) -> bool:
-        """True when the engineering value stays an int (integer type, no scale, no offset)."""
-        return self.type in INTEGER_TYPES and self.scale == 1 and self.offset == 0
+        """True when the engineering value is an int: an unscaled integer register holding a counter
+        or a code (no unit). A physical quantity is always a float, whatever the register type, so
+        two device models reporting the same field agree on its type (InfluxDB keeps one type per field).
+        """
+        plain = self.type in INTEGER_TYPES and self.scale == 1 and self.offset == 0
+        return plain and (self.counter or self.unit is None)
 
     def allows(self, value: object) -> bool:
         """True when a numeric value lies within min..max (values of other kinds are not limited)."""

@@ -98,7 +98,7 @@ def decode(spec: RegisterSpec, registers: Sequence[int]) -> FieldValue:
         scaled = raw * spec.scale + spec.offset
         decimals = spec.decimals
         # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
-        value = round(scaled, decimals) if decimals is not None else float(scaled)
+        value = float(round(scaled, decimals) if decimals is not None else scaled)
     if not spec.allows(value):
         raise DecodeError(
             f"{spec.field}: {value} is outside the device's range {spec.min}..{spec.max}: "
