@@ -237,9 +237,12 @@ async def run_demo(options: DemoOptions) -> int:
 
 
 def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
-    """The demo's API: telemetry readable without a key on loopback, its registry in the demo's folder."""
+    """The demo's API on loopback: telemetry without a key, no rate limit, registry in the demo's folder."""
     return load_settings(
-        open_telemetry=True, registry_url=f"sqlite:///{workdir / 'registry.sqlite'}", broker_url=broker_url
+        open_telemetry=True,
+        registry_url=f"sqlite:///{workdir / 'registry.sqlite'}",
+        broker_url=broker_url,
+        rate_limit_per_s=0,
     )
 
 

@@ -82,6 +82,11 @@ def parse_topic(name: str) -> tuple[str, Channel] | None:
         return None
 
 
+def alert_topic(rule: str) -> str:
+    """Where the API announces a raised or ended alert: below ``_alerts``, which no agent id can be."""
+    return f"{TOPIC_ROOT}/_alerts/{rule}"
+
+
 def subscription(channel: Channel, *, share_group: str | None = None) -> str:
     """Wildcard subscription to ``channel`` of every agent, optionally as an MQTT shared subscription."""
     pattern = f"{TOPIC_ROOT}/+/{channel.value}"

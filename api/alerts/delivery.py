@@ -54,10 +54,6 @@ class AlertEvent(BaseModel):
         )
 
 
-def alert_topic(rule: str) -> str:
-    return f"{wire.TOPIC_ROOT}/alerts/{rule}"
-
-
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -79,7 +75,7 @@ class AlertDelivery:
             self._post(self._settings.alert_webhook_url, body)
         if self._link is not None:
             try:
-                self._link.publish_alert(alert_topic(event.rule), body)
+                self._link.publish_alert(wire.alert_topic(event.rule), body)
             except LinkUnavailable as exc:
                 self.failed += 1
                 log.warning("alert %s not published on MQTT: %s", event.id, exc)

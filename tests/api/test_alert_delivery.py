@@ -77,7 +77,7 @@ def test_raised_and_ended_alerts_are_posted_and_published(
     listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="city-dispatch")
     listener.on_message = lambda _c, _u, m: heard.put((m.topic, bytes(m.payload)))
     listener.connect("127.0.0.1", mosquitto.port)
-    listener.subscribe("citygw/v1/alerts/#", qos=1)
+    listener.subscribe("citygw/v1/_alerts/#", qos=1)
     listener.loop_start()
     store.write(
         [reading("air_quality", "aq-rynok", clock.now_ms - MINUTE_MS, {"pm25": 150.0}, district="halytskyi")]
@@ -101,7 +101,7 @@ def test_raised_and_ended_alerts_are_posted_and_published(
             assert raised["subject"] == "aq-rynok"
             assert raised["data"]["level"] == "Extremely poor"
             topic, payload = heard.get(timeout=10)
-            assert topic == "citygw/v1/alerts/aq_band"
+            assert topic == "citygw/v1/_alerts/aq_band"
             assert json.loads(payload) == raised
 
             clock.now_ms += MINUTE_MS
