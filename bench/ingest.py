@@ -174,7 +174,13 @@ class CollectorProcess:
     """The collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
 
     def __init__(
-        self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str, inflight_window: int
+        self,
+        broker: Mosquitto,
+        influxdb: InfluxDB,
+        database: str,
+        client_id: str,
+        inflight_window: int,
+        switch_interval: float,
     ) -> None:
         self.metrics_port = free_port()
         influxdb.create_database(database)
@@ -187,6 +193,7 @@ class CollectorProcess:
             client_id,
             str(self.metrics_port),
             str(inflight_window),
+            str(switch_interval),
         ]
         self.proc = subprocess.Popen(command, cwd=REPO)
         deadline = time.monotonic() + 20
@@ -235,9 +242,12 @@ def end_to_end(
     points: int,
     database: str,
     inflight_window: int,
+    switch_interval: float,
 ) -> tuple[float, float]:
     """(points/s, collector peak RSS in MB) for ``messages`` through the broker and a collector."""
-    collector = CollectorProcess(broker, influxdb, database, f"bench-{database}", inflight_window)
+    collector = CollectorProcess(
+        broker, influxdb, database, f"bench-{database}", inflight_window, switch_interval
+    )
     publisher = Publisher(broker)
     meter = CpuMeter(
         {
@@ -304,8 +314,10 @@ def broker_rate(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
     return len(messages) / elapsed
 
 
-def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port: str, window: str) -> int:
-    """The benchmark's collector process: default settings but the window, metrics on ``metrics_port``."""
+def run_collector(
+    broker_url: str, store_url: str, client_id: str, metrics_port: str, window: str, switch_interval: str
+) -> int:
+    """The benchmark's collector process: default settings but these, metrics on ``metrics_port``."""
     import signal
 
     from collector.store import open_store
@@ -316,7 +328,12 @@ def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Collector(
-        broker_url, store, client_id=client_id, metrics_port=int(metrics_port), inflight_window=int(window)
+        broker_url,
+        store,
+        client_id=client_id,
+        metrics_port=int(metrics_port),
+        inflight_window=int(window),
+        gil_switch_interval_s=float(switch_interval) or None,
     ):
         stop.wait()
     store.close()
@@ -324,7 +341,7 @@ def run_collector(broker_url: str, store_url: str, client_id: str, metrics_port:
 
 
 def main() -> int:
-    if len(sys.argv) == 7 and sys.argv[1] == "_collector":
+    if len(sys.argv) == 8 and sys.argv[1] == "_collector":
         return run_collector(*sys.argv[2:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -336,10 +353,20 @@ def main() -> int:
     parser.add_argument(
         "--inflight-window", type=int, default=None, help="the collector's inflight_window (default: its own)"
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="the collector's gil_switch_interval_s (default: its own; 0: leave Python's 5 ms)",
+    )
     args = parser.parse_args()
 
-    window = args.inflight_window or inspect.signature(Collector).parameters["inflight_window"].default
-    print(f"load average at start: {os.getloadavg()}; collector inflight_window {window}")
+    defaults = inspect.signature(Collector).parameters
+    window = args.inflight_window or defaults["inflight_window"].default
+    switch = (
+        defaults["gil_switch_interval_s"].default if args.switch_interval is None else args.switch_interval
+    )
+    print(f"load average at start: {os.getloadavg()}; collector window {window}, switch interval {switch}")
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
     readings = make_readings(args.readings, t0)
     messages = make_messages(readings, args.per_message)
@@ -356,9 +383,9 @@ def main() -> int:
         influxdb.start()
         try:
             baseline_rate = baseline(influxdb, readings, args.baseline_batch)
-            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", window)
+            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", window, switch)
             single_rate, single_rss = end_to_end(
-                broker, influxdb, single_messages, len(single), "single", window
+                broker, influxdb, single_messages, len(single), "single", window, switch
             )
             delivery_rate = broker_rate(broker, single_messages)
         finally:

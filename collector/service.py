@@ -5,7 +5,10 @@ validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (l
 straight from the validated readings when the store takes it), batch after batch; a writer
 thread writes each batch, then sends its PUBACKs (manual ack). Both keep arrival order, so the
 PUBACKs go out in the order the PUBLISHes came. The pipeline is one batch deep: while batch N is
-on its way to the store (waiting on the network, without the GIL), batch N+1 is validated.
+on its way to the store (waiting on the network, without the GIL), batch N+1 is validated. Each
+time the store answers, the writer needs the GIL back from the converter; with Python's default
+5 ms switch interval it waits up to that long, several times per write, so ``start()`` lowers the
+process's switch interval to ``gil_switch_interval_s`` (1 ms; see "Speed" in collector/README.md).
 While the store is down nothing is acknowledged, so the broker keeps the messages (persistent
 session) and stops sending beyond the in-flight window: backpressure instead of loss.
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -199,6 +203,7 @@ class Collector:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         mqtt_v5: bool = True,
+        gil_switch_interval_s: float | None = 0.001,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
         # MQTT 3.1.1 only for brokers that lack v5 (the demo's embedded amqtt): the in-flight
@@ -216,6 +221,7 @@ class Collector:
                 f"inflight_window must be within 1..65535 (MQTT Receive Maximum), not {inflight_window}"
             )
         self.inflight_window = inflight_window
+        self.gil_switch_interval_s = gil_switch_interval_s
         self._store = store
         self._encoder = LineEncoder() if isinstance(store, LineWriter) else None
         self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
@@ -356,6 +362,8 @@ class Collector:
                 self.metrics_text, host=self.metrics_host, port=self.metrics_port
             )
             self._metrics_server.start()
+        if self.gil_switch_interval_s is not None and sys.getswitchinterval() > self.gil_switch_interval_s:
+            sys.setswitchinterval(self.gil_switch_interval_s)  # process-wide; never raised again
         self._batches = queue.Queue(maxsize=1)
         self._handed = 0
         self._converter = threading.Thread(
