@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -117,6 +118,30 @@ class ApiSettings(BaseSettings):
     )
     export_max_rows: int = Field(
         default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
+    )
+    transit_gtfs_path: Path | None = Field(
+        default=None, description="the static GTFS zip in use (replace the file to reload)"
+    )
+    transit_alerts_path: Path | None = Field(
+        default=None, description="SQLite file of operator transit alerts (memory if unset)"
+    )
+    transit_rebuild_interval_s: float = Field(
+        default=1.0, ge=0, le=60, description="reuse built transit feeds this long; 0: build per request"
+    )
+    transit_match_window_s: float = Field(
+        default=120.0, ge=10, le=900, description="seconds of fixes trip matching starts a bus from"
+    )
+    transit_vehicle_capacity: int = Field(
+        default=90, ge=1, le=400, description="passengers per vehicle, for occupancy"
+    )
+    transit_ride_minutes: int = Field(
+        default=20, ge=1, le=120, description="validator taps this recent count as on board"
+    )
+    transit_silent_route_alerts: bool = Field(
+        default=True, description="alert when a running route has no bus reporting"
+    )
+    transit_stream_period_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often the vehicle stream looks for changes"
     )
 
     @field_validator("store_url")

@@ -43,12 +43,12 @@ IfModifiedSince = Annotated[str | None, Header(description="the Last-Modified of
 FormatQuery = Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")]
 
 
-def transit_service(request: Request) -> TransitService:
-    """The app's transit service; made from ``CITYGW_TRANSIT_*`` settings on first use unless installed."""
+def transit_service(request: Request, context: ContextDep) -> TransitService:
+    """The app's transit service; made from the app's settings on first use unless installed."""
     state = request.app.state
     with _service_lock:
         if getattr(state, "transit", None) is None:
-            state.transit = TransitService()
+            state.transit = TransitService(context.settings)
     service: TransitService = state.transit
     return service
 
@@ -275,6 +275,6 @@ async def vehicle_stream(request: Request, context: ContextDep, service: Transit
             for gone in sorted(set(sent) - set(current)):
                 yield f"event: gone\ndata: {json.dumps({'id': gone})}\n\n".encode()
             sent = current
-            await asyncio.sleep(service.settings.stream_period_s)
+            await asyncio.sleep(service.settings.transit_stream_period_s)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -13,15 +13,14 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 from google.protobuf import json_format
 from google.transit import gtfs_realtime_pb2
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.settings import ApiSettings
 from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
-from api.transit.matching import MatchRules, Sighting, TripMatch, match_bus
+from api.transit.fleet import Fleet
+from api.transit.matching import MatchRules, TripMatch
 from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
 from api.transit.source import TimetableSource
 from api.transit.timetable import Timetable
@@ -31,41 +30,12 @@ from api.transit.vehicle_positions import (
     MEASUREMENT,
     Fix,
     Placement,
-    build_feed,
-    fix_of,
-    newest_fixes,
+    vehicle_feed,
 )
 from collector.store.base import Point, Row, TelemetryReader
 
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
 _VP = gtfs_realtime_pb2.VehiclePosition
-
-
-class TransitSettings(BaseSettings):
-    """Transit settings: environment variables ``CITYGW_TRANSIT_*``."""
-
-    model_config = SettingsConfigDict(env_prefix="CITYGW_TRANSIT_", extra="forbid", frozen=True)
-
-    gtfs_path: Path | None = Field(
-        default=None, description="the static GTFS zip in use (replace it to reload)"
-    )
-    alerts_path: Path | None = Field(
-        default=None, description="SQLite file of operator alerts (memory if unset)"
-    )
-    rebuild_interval_s: float = Field(
-        default=0.0, ge=0, le=60, description="reuse a built feed this long; 1 s suits a busy city"
-    )
-    match_window_s: float = Field(
-        default=120.0, ge=10, le=900, description="fixes considered by trip matching"
-    )
-    vehicle_capacity: int = Field(
-        default=90, ge=1, le=400, description="passengers per vehicle, for occupancy"
-    )
-    ride_minutes: int = Field(default=20, ge=1, le=120, description="taps of this long count as on board")
-    silent_route_alerts: bool = Field(
-        default=True, description="alert when a running route has no bus reporting"
-    )
-    stream_period_s: float = Field(default=1.0, gt=0, le=60, description="how often the vehicle stream looks")
 
 
 class FeedFormat(StrEnum):
@@ -167,46 +137,6 @@ def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
     return Placement(match, stop_time.stop_sequence, stop_time.stop_id, status)
 
 
-def match_fleet(
-    points: list[Point], newest: dict[str, Fix], timetable: Timetable, *, window_s: float, rules: MatchRules
-) -> dict[str, TripMatch]:
-    """Matches of every fresh vehicle; a run claimed by several goes to the surest, the others to none."""
-    tracks: dict[str, list[Fix]] = defaultdict(list)
-    for point in points:
-        fix = fix_of(point)
-        if fix is not None and fix.vehicle_id in newest:
-            latest = newest[fix.vehicle_id]
-            if latest.ts_ms - window_s * 1000 <= fix.ts_ms <= latest.ts_ms:
-                tracks[fix.vehicle_id].append(fix)
-    matches: dict[str, TripMatch] = {}
-    if not tracks:
-        return matches
-    newest_s = max(fix.ts_ms for fix in newest.values()) / 1000
-    oldest_s = min(fix.ts_ms for fix in newest.values()) / 1000
-    runs = list(timetable.runs_between(oldest_s - rules.max_late_s, newest_s + rules.max_layover_early_s))
-    for vehicle_id, fixes in tracks.items():
-        fixes.sort(key=lambda f: f.ts_ms)
-        latest = newest[vehicle_id]
-        sightings = [Sighting(f.ts_ms / 1000, f.lat, f.lon, f.speed_mps, f.bearing_deg) for f in fixes]
-        match = match_bus(
-            sightings,
-            timetable,
-            route_id=latest.route_id if latest.route_id in timetable.routes else None,
-            trip_id=latest.trip_id if latest.trip_id in timetable.trips else None,
-            rules=rules,
-            runs=runs,
-        )
-        if match is not None:
-            matches[vehicle_id] = match
-    owners: dict[str, str] = {}
-    for vehicle_id in sorted(matches):
-        key = matches[vehicle_id].run.key
-        rival = owners.get(key)
-        if rival is None or matches[vehicle_id].confidence > matches[rival].confidence:
-            owners[key] = vehicle_id
-    return {vehicle_id: matches[vehicle_id] for vehicle_id in owners.values()}
-
-
 def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
     by_vehicle: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
@@ -225,11 +155,12 @@ def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
 class TransitService:
     """Timetable source, alert board and feed clocks of one API process."""
 
-    def __init__(self, settings: TransitSettings | None = None, *, rules: MatchRules | None = None) -> None:
-        self.settings = settings if settings is not None else TransitSettings()
-        self.source = TimetableSource(self.settings.gtfs_path)
-        self.alerts = AlertBoard(self.settings.alerts_path)
+    def __init__(self, settings: ApiSettings | None = None, *, rules: MatchRules | None = None) -> None:
+        self.settings = settings if settings is not None else ApiSettings()
+        self.source = TimetableSource(self.settings.transit_gtfs_path)
+        self.alerts = AlertBoard(self.settings.transit_alerts_path)
         self.rules = rules or MatchRules()
+        self.fleet = Fleet(window_s=self.settings.transit_match_window_s, rules=self.rules)
         self.clocks = {kind: FeedClock() for kind in FeedKind}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
@@ -240,7 +171,7 @@ class TransitService:
         """The feeds as of ``now_ms``; one built less than ``rebuild_interval_s`` ago is reused."""
         with self._lock:
             known = self._snapshot
-            interval_ms = self.settings.rebuild_interval_s * 1000
+            interval_ms = self.settings.transit_rebuild_interval_s * 1000
             if known is not None and 0 <= now_ms - known.built_at_ms < interval_ms:
                 return known
             snapshot = self.build(store, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
@@ -250,51 +181,51 @@ class TransitService:
             return snapshot
 
     def build(self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float) -> Snapshot:
-        """All three feeds from the store as of ``now_ms`` (header timestamps not yet stamped)."""
+        """All three feeds from the store as of ``now_ms`` (header timestamps not yet stamped).
+
+        Only fixes newer than the previous build are read: the fleet keeps the rest.
+        """
         published = self.source.current()
+        timetable = published.timetable if published is not None else None
         now_s = now_ms // 1000
         alerts = _empty_feed(now_ms)
         add_operator_alerts(alerts, self.alerts.in_force(now_s))
-        if published is None:
-            points = store.latest(measurement=MEASUREMENT, since_ms=now_ms - int(max_age_s * 1000))
-            vehicle_positions = build_feed(
-                points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s
-            )
+        rows = store.range(
+            measurement=MEASUREMENT,
+            start_ms=self.fleet.read_from_ms(now_ms, timetable),
+            end_ms=now_ms + int(max_ahead_s * 1000) + 1,
+        )
+        newest, matches = self.fleet.update(
+            (
+                Point(
+                    MEASUREMENT, row.tags, row.ts_ms, {k: v for k, v in row.values.items() if v is not None}
+                )
+                for row in rows
+            ),
+            timetable,
+            now_ms=now_ms,
+            max_age_s=max_age_s,
+            max_ahead_s=max_ahead_s,
+        )
+        if timetable is None:
             return Snapshot(
                 now_ms,
                 {
-                    FeedKind.VEHICLE_POSITIONS: vehicle_positions,
+                    FeedKind.VEHICLE_POSITIONS: vehicle_feed(newest, now_ms=now_ms),
                     FeedKind.TRIP_UPDATES: _empty_feed(now_ms),
                     FeedKind.ALERTS: alerts,
                 },
             )
-        timetable = published.timetable
-        window_s = max(self.settings.match_window_s, max_age_s)
-        rows = store.range(
-            measurement=MEASUREMENT,
-            start_ms=now_ms - int(window_s * 1000),
-            end_ms=now_ms + int(max_ahead_s * 1000) + 1,
-        )
-        points = [
-            Point(MEASUREMENT, row.tags, row.ts_ms, {k: v for k, v in row.values.items() if v is not None})
-            for row in rows
-        ]
-        newest = newest_fixes(points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
-        matches = match_fleet(
-            points, newest, timetable, window_s=self.settings.match_window_s, rules=self.rules
-        )
         validator_rows = store.range(
             measurement=VALIDATOR_MEASUREMENT,
-            start_ms=now_ms - self.settings.ride_minutes * 60_000,
+            start_ms=now_ms - self.settings.transit_ride_minutes * 60_000,
             end_ms=now_ms + 1,
         )
-        vehicle_positions = build_feed(
-            points,
+        vehicle_positions = vehicle_feed(
+            newest,
             now_ms=now_ms,
-            max_age_s=max_age_s,
-            max_ahead_s=max_ahead_s,
             placements={v: place(m, timetable, newest[v]) for v, m in matches.items()},
-            occupancies=occupancies(validator_rows, capacity=self.settings.vehicle_capacity),
+            occupancies=occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity),
             known_routes=timetable.routes,
         )
         trip_updates = _empty_feed(now_ms)
@@ -308,7 +239,7 @@ class TransitService:
                 for v, m in matches.items()
             ),
         )
-        if self.settings.silent_route_alerts:
+        if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}
             heard = {m.run.trip.route_id for m in matches.values()} | {
                 fix.route_id for fix in newest.values() if fix.route_id

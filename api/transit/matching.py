@@ -215,3 +215,40 @@ def _fit(
         delays.append(fix.ts_s - scheduled_time(run, path, along))
         ahead = along
     return _Fit(run, along_now, delay_now, rank_s, on_line, delays)
+
+
+def follow(
+    match: TripMatch,
+    fixes: Sequence[Sighting],
+    timetable: Timetable,
+    *,
+    rules: MatchRules = MatchRules(),
+) -> TripMatch | None:
+    """``match`` carried on through ``fixes`` (newer ones, oldest first), or None when they do not fit it.
+
+    Every fix must lie on the run's line, no further back than GPS jitter, heading its way; the
+    newest must be short of the end of the trip and at a believable delay. Anything else means
+    the bus left the run, finished it or was never on it: match it again from scratch.
+    """
+    run = match.run
+    path = timetable.path(run.trip.trip_id)
+    along = match.along_m
+    for fix in fixes:
+        x, y = timetable.plane.to_xy(fix.lat, fix.lon)
+        ahead = [
+            on.along_m
+            for on in _heading_along(path, fix, path.line.project(x, y, within_m=rules.off_line_m), rules)
+            if on.along_m >= along - rules.back_jitter_m
+        ]
+        if not ahead:
+            return None
+        along = max(along, min(ahead))
+    if not fixes or along >= path.stop_along_m[-1] - rules.end_of_trip_m:
+        return None
+    raw_s = fixes[-1].ts_s - scheduled_time(run, path, along)
+    waiting = along <= path.stop_along_m[0] + 25.0
+    early_limit = rules.max_layover_early_s if waiting else rules.max_early_s
+    if not -early_limit <= raw_s <= rules.max_late_s:
+        return None
+    delay_s = max(0.0, raw_s) if waiting else raw_s
+    return TripMatch(run, along, delay_s, match.confidence, next_stop_index(path, along))

@@ -100,6 +100,26 @@ def build_feed(
     if the timetable has that route.
     """
     newest = newest_fixes(points, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
+    return vehicle_feed(
+        newest,
+        now_ms=now_ms,
+        not_before_s=not_before_s,
+        placements=placements,
+        occupancies=occupancies,
+        known_routes=known_routes,
+    )
+
+
+def vehicle_feed(
+    newest: Mapping[str, Fix],
+    *,
+    now_ms: int,
+    not_before_s: int = 0,
+    placements: Mapping[str, Placement] | None = None,
+    occupancies: Mapping[str, Occupancy] | None = None,
+    known_routes: Container[str] | None = None,
+) -> gtfs_realtime_pb2.FeedMessage:
+    """``build_feed`` from each vehicle's newest fix, already chosen."""
     feed = gtfs_realtime_pb2.FeedMessage()
     feed.header.gtfs_realtime_version = GTFS_REALTIME_VERSION
     feed.header.incrementality = gtfs_realtime_pb2.FeedHeader.FULL_DATASET

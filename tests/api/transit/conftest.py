@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from api import create_app
 from api.registry import Registry
 from api.settings import ApiSettings
-from api.transit.feeds import TransitService, TransitSettings
+from api.transit.feeds import TransitService
 from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
 from api.transit.simulated_buses import Bus, simulate_day
@@ -47,8 +47,8 @@ def gtfs_path(tmp_path: Path, gtfs_zip: bytes) -> Path:
 
 
 @pytest.fixture
-def transit(gtfs_path: Path) -> TransitService:
-    return TransitService(TransitSettings(gtfs_path=gtfs_path))
+def transit(settings: ApiSettings, gtfs_path: Path) -> TransitService:
+    return TransitService(settings.model_copy(update={"transit_gtfs_path": gtfs_path}))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import uvicorn
 from api import create_app
 from api.registry import Registry
 from api.settings import ApiSettings
-from api.transit.feeds import TransitService, TransitSettings
+from api.transit.feeds import TransitService
 from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
@@ -30,7 +30,9 @@ def served(
     store: SqliteStore, settings: ApiSettings, clock: FakeClock, registry: Registry, gtfs_path: Path
 ) -> Iterator[str]:
     app = create_app(store, settings=settings, clock=clock, registry=registry)
-    app.state.transit = TransitService(TransitSettings(gtfs_path=gtfs_path, stream_period_s=0.05))
+    app.state.transit = TransitService(
+        settings.model_copy(update={"transit_gtfs_path": gtfs_path, "transit_stream_period_s": 0.05})
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
