@@ -19,8 +19,9 @@ from fastapi.responses import StreamingResponse
 from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ContextDep, NowMsDep
-from api.security import EngineerDep
+from api.deps import ContextDep, NowMsDep, SessionDep
+from api.registry import audit
+from api.security import EngineerDep, Principal
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
@@ -228,23 +229,76 @@ def _problem(problem: GtfsProblem) -> dict[str, Any]:
     return {"file": problem.file, "row": problem.row, "field": problem.field, "reason": problem.reason}
 
 
+def _audit(
+    session: SessionDep,
+    operator: Principal,
+    now_ms: int,
+    action: str,
+    target: str,
+    **change: Any,
+) -> None:
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=operator.actor,
+        role=operator.role.value,
+        action=action,
+        target=target,
+        **change,
+    )
+    session.commit()
+
+
 @router.post("/alerts", status_code=status.HTTP_201_CREATED)
 def create_alert(
-    alert: Annotated[AlertCreate, Body()], operator: EngineerDep, service: TransitDep, now_ms: NowMsDep
+    alert: Annotated[AlertCreate, Body()],
+    operator: EngineerDep,
+    service: TransitDep,
+    session: SessionDep,
+    now_ms: NowMsDep,
 ) -> AlertPublic:
-    """Publish an operator's alert (in the Alerts feed from the next build)."""
+    """Publish an operator's alert (in the Alerts feed from the next build); audited, refusals too."""
     published = service.source.current()
     if published is not None and (problems := unknown_ids(alert, published.timetable)):
+        _audit(
+            session,
+            operator,
+            now_ms,
+            "transit.alert.create",
+            "transit-alert:new",
+            after=alert.model_dump(mode="json"),
+            result="refused",
+            detail="; ".join(problems),
+        )
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
-    return service.alerts.create(alert, actor=operator.actor, now_s=now_ms // 1000)
+    created = service.alerts.create(alert, actor=operator.actor, now_s=now_ms // 1000)
+    _audit(
+        session,
+        operator,
+        now_ms,
+        "transit.alert.create",
+        f"transit-alert:{created.id}",
+        after=created.model_dump(mode="json"),
+    )
+    return created
 
 
 @router.post("/alerts/{alert_id}/end")
-def end_alert(alert_id: str, _operator: EngineerDep, service: TransitDep, now_ms: NowMsDep) -> AlertPublic:
-    """End an operator's alert now; it leaves the feed and stays on record."""
+def end_alert(
+    alert_id: str, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+) -> AlertPublic:
+    """End an operator's alert now; it leaves the feed and stays on record (audited)."""
     ended = service.alerts.end(alert_id, now_s=now_ms // 1000)
     if ended is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+    _audit(
+        session,
+        operator,
+        now_ms,
+        "transit.alert.end",
+        f"transit-alert:{alert_id}",
+        after={"ended_at": ended.ended_at},
+    )
     return ended
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from google.transit import gtfs_realtime_pb2 as rt
 
+from api.registry import Registry
+from api.registry.audit import entries
 from api.security import Role
 from api.transit.feeds import TransitService
 from api.transit.simulated_buses import Bus, fixes_between
@@ -94,8 +96,8 @@ def test_trip_updates_as_json_name_trips_and_stops(
     assert transit_client.get("/v1/transit/trip-updates", params={"format": "json"}).json() == feed
 
 
-def test_alerts_are_written_by_engineers_and_reach_the_feed(
-    transit_client: TestClient, keys: dict[Role, str], clock: FakeClock
+def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
+    transit_client: TestClient, keys: dict[Role, str], clock: FakeClock, registry: Registry
 ) -> None:
     alert = {
         "header_text": "Ремонт колії на Городоцькій",
@@ -141,6 +143,19 @@ def test_alerts_are_written_by_engineers_and_reach_the_feed(
     assert alert_id not in {entity.id for entity in feed.entity}
     missing = transit_client.post("/v1/transit/alerts/op-999/end", headers=bearer(keys[Role.ENGINEER]))
     assert missing.status_code == 404
+
+    with registry.session() as session:
+        log = [
+            (e.action, e.target, e.result, e.actor)
+            for e in entries(session)
+            if e.action.startswith("transit.")
+        ]
+    actor = created.json()["created_by"]
+    assert sorted(log) == [
+        ("transit.alert.create", "transit-alert:new", "refused", actor),  # the unknown route
+        ("transit.alert.create", f"transit-alert:{alert_id}", "ok", actor),
+        ("transit.alert.end", f"transit-alert:{alert_id}", "ok", actor),
+    ]
 
 
 def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
