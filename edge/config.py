@@ -167,7 +167,7 @@ class Location(_Section):
 
 
 class Vehicle(_Section):
-    """The vehicle a GPS line rides in; becomes the tags of its positions."""
+    """The vehicle a device rides in; becomes the tags of its readings (a GPS device's, a validator's)."""
 
     id: Label
     label: Label
@@ -316,6 +316,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     device_ids = [device.id for device in config.devices]
     units: dict[tuple[str, int], str] = {}
     vehicles: dict[str, str] = {}
+    on_board: list[tuple[str, Vehicle]] = []  # Modbus devices riding in a vehicle (a bus's validator)
     gps_lines: dict[str, str] = {}
     checked_profiles: dict[str, str | None] = {}
     for i, device in enumerate(config.devices):
@@ -371,7 +372,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             gps_lines.setdefault(line.id, device.id)
             continue
         if device.vehicle is not None:
-            problems.append(Problem(f"{at}.vehicle", f"line {line.id!r} is not a GPS line", "remove vehicle"))
+            on_board.append((at, device.vehicle))
         if device.unit is None:
             problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a Modbus line", "add unit: <1-247>"))
         elif (line.id, device.unit) in units:
@@ -403,6 +404,15 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
                     f"{at}.profile",
                     f"cannot load profile {device.profile!r}: {error}",
                     f"use a profile name from firmware_bridge/profiles ({known}) or a path to a profile file",
+                )
+            )
+    for at, vehicle in on_board:
+        if vehicle.id not in vehicles:
+            problems.append(
+                Problem(
+                    f"{at}.vehicle.id",
+                    f"no GPS device of this agent rides in vehicle {vehicle.id!r}",
+                    f"use the vehicle of the GPS device ({', '.join(sorted(vehicles)) or 'none defined'})",
                 )
             )
     return problems

@@ -38,6 +38,9 @@ MAX_BACKOFF_S = 60.0
 # Slow registers (totals, configuration) are read on the first poll and every this many polls.
 SLOW_EVERY = 10
 GPS_REOPEN_S = 2.0
+STANDING_MPS = 0.5  # slower than this a bus stands (GPS speed jitters around 0.1-0.3 m/s)
+TURNING_MPS = 2.0  # a course means something only when the bus moves
+TURN_DEG = 30.0  # a course change this big is a turn
 # Upper bounds (ms) of the response-time histogram; slower answers count as gt_<last>.
 RESPONSE_BUCKETS_MS = (50, 100, 250, 500, 1000)
 RESET_SUFFIX = "_reset"
@@ -350,8 +353,26 @@ def reset_field(counter: str) -> str:
     return counter[: 64 - len(RESET_SUFFIX)] + RESET_SUFFIX
 
 
+def significant_change(before: GpsFix, now: GpsFix) -> bool:
+    """Whether a bus arrived at or left a stop (speed crossed standstill) or turned (course > 30°)."""
+    if (before.speed_mps is None) != (now.speed_mps is None):
+        return True
+    if before.speed_mps is None or now.speed_mps is None:
+        return False
+    if (before.speed_mps < STANDING_MPS) != (now.speed_mps < STANDING_MPS):
+        return True
+    if before.course_deg is None or now.course_deg is None:
+        return False
+    moving = before.speed_mps >= TURNING_MPS and now.speed_mps >= TURNING_MPS
+    return moving and abs((now.course_deg - before.course_deg + 180) % 360 - 180) > TURN_DEG
+
+
 class GpsPoller:
-    """Reads one GPS receiver and journals the vehicle's position at most every ``poll_s``."""
+    """Reads one GPS receiver and journals the vehicle's position every ``poll_s``, and at once on a change.
+
+    A change is a stop arrival or departure, or a turn (``significant_change``): residents' apps
+    see the bus stop at the stop and round the corner when it does, not up to ``poll_s`` later.
+    """
 
     def __init__(
         self, line: NmeaLine, device: Device, *, journal: Journal, board: HealthBoard, site: str
@@ -363,6 +384,7 @@ class GpsPoller:
         self.tags = reading_tags(device, site)
         self.assembler = FixAssembler()
         self._last_ts: int | None = None
+        self._last_sent: GpsFix | None = None
         self._last_line = time.monotonic()
         board.record(device.id)
 
@@ -413,8 +435,10 @@ class GpsPoller:
             return
         self.board.ok(device_id, result.ts_ms)
         if self._last_ts is not None and 0 <= result.ts_ms - self._last_ts < self.device.poll_s * 1000:
-            return
-        self._last_ts = result.ts_ms
+            sent = self._last_sent
+            if result.ts_ms == self._last_ts or sent is None or not significant_change(sent, result):
+                return
+        self._last_ts, self._last_sent = result.ts_ms, result
         self.journal.append([self.position(result)])
 
     def position(self, fix: GpsFix) -> wire.Reading:

@@ -8,7 +8,6 @@ import datetime as dt
 import math
 import os
 import pty
-import time
 import tty
 from collections import deque
 from collections.abc import Sequence
@@ -51,12 +50,14 @@ class BusGpsSimulator:
         self.altitude_m = altitude_m
         # Fault knob: the receiver lost the sky (RMC status V, GGA quality 0).
         self.no_fix = False
+        # Set ``speed_mps`` to 0 to stand at a stop and back to drive on: the bus moves from where it is.
+        self._travelled_m = 0.0
+        self._last_at: dt.datetime | None = None
         self.last_fix: GpsFix | NoFix | None = None
         self.emitted: deque[GpsFix | NoFix] = deque(maxlen=64)
         self.port = ""
         self._fds: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._started = 0.0
 
     async def __aenter__(self) -> Self:
         master, slave = pty.openpty()
@@ -64,7 +65,6 @@ class BusGpsSimulator:
         os.set_blocking(master, False)
         self._fds = (master, slave)
         self.port = os.ttyname(slave)
-        self._started = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"gps-{self.vehicle_id}")
         return self
 
@@ -95,7 +95,10 @@ class BusGpsSimulator:
             )
             self._remember(NoFix(ts_ms, "no fix"))
             return [str(rmc), str(gga)]
-        lat, lon, course = self.position(time.monotonic() - self._started)
+        if self._last_at is not None:
+            self._travelled_m += self.speed_mps * max(0.0, (now - self._last_at).total_seconds())
+        self._last_at = now
+        lat, lon, course = self.at_distance(self._travelled_m)
         lat_text, lat_dir, lat_printed = _degrees_minutes(lat, 2, "NS")
         lon_text, lon_dir, lon_printed = _degrees_minutes(lon, 3, "EW")
         knots = f"{self.speed_mps / KNOT_MPS:.3f}"
@@ -147,11 +150,15 @@ class BusGpsSimulator:
         os.write(self._fds[0], data)
 
     def position(self, elapsed_s: float) -> tuple[float, float, float]:
-        """Latitude, longitude and course after ``elapsed_s`` seconds, looping over the route."""
+        """Latitude, longitude and course after ``elapsed_s`` s at ``speed_mps``, looping over the route."""
+        return self.at_distance(self.speed_mps * elapsed_s)
+
+    def at_distance(self, travelled_m: float) -> tuple[float, float, float]:
+        """Latitude, longitude and course ``travelled_m`` metres along the route (looping over it)."""
         legs = list(zip(self.route, self.route[1:], strict=False))
         lengths = [_distance_m(a, b) for a, b in legs]
         total = sum(lengths) or 1.0
-        travelled = (self.speed_mps * elapsed_s) % total
+        travelled = travelled_m % total
         for (a, b), length in zip(legs, lengths, strict=True):
             if travelled <= length and length > 0:
                 f = travelled / length

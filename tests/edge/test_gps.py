@@ -1,0 +1,86 @@
+"""A bus's GPS positions: every poll_s, and at once when it stops, leaves a stop or turns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from citygw import wire
+from edge.config import AgentConfigError, Device, NmeaLine, Vehicle, load_agent_config
+from edge.journal import Journal
+from edge.poller import GpsPoller, HealthBoard, reading_tags
+from firmware_bridge.nmea import GpsFix
+from firmware_bridge.simulators import BusGpsSimulator
+
+BUS_EXAMPLE = Path(__file__).parents[2] / "edge" / "examples" / "bus.yaml"
+START = dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.UTC)
+# 400 m east along Horodotska, then a right-angle turn north (Lviv).
+CORNER = (49.8390, 24.0200)
+ROUTE = [(49.8390, 24.0144), CORNER, (49.8426, 24.0200)]
+
+
+class _Positions:
+    """Stands in for the journal: keeps what the poller journals."""
+
+    def __init__(self) -> None:
+        self.readings: list[wire.Reading] = []
+
+    def append(self, readings: Sequence[wire.Reading]) -> int:
+        self.readings.extend(readings)
+        return len(readings)
+
+
+def test_positions_every_poll_s_and_at_once_on_a_turn_a_stop_and_a_departure() -> None:
+    gps = BusGpsSimulator(ROUTE, speed_mps=8.0, vehicle_id="bus-7")
+    positions = _Positions()
+    poller = GpsPoller(
+        NmeaLine(id="gps", kind="nmea", port="/dev/null"),
+        Device(id="bus-7-gps", line="gps", poll_s=30, vehicle=Vehicle(id="bus-7", label="7", route="A3")),
+        journal=cast(Journal, positions),
+        board=HealthBoard(),
+        site="depot-north",
+    )
+    fixes: dict[int, GpsFix] = {}
+    for second in range(76):
+        gps.speed_mps = 0.0 if 60 <= second < 70 else 8.0  # stands at a stop for 10 s
+        for line in gps.sentences(START + dt.timedelta(seconds=second)):
+            poller.take(line)
+        assert isinstance(gps.last_fix, GpsFix)
+        fixes[second] = gps.last_fix
+    turned = next(s for s in fixes if abs(fixes[s].course_deg or 0.0) < 1.0)  # heading north now
+    sent = [round((r.ts - START.timestamp() * 1000) / 1000) for r in positions.readings]
+    # 0 and 30: the period; the turn; 60 arrival; 70 departure (the next period would be at 100).
+    assert sent == [0, 30, turned, 60, 70]
+    assert 45 <= turned <= 55
+    assert [r.fields["speed_mps"] for r in positions.readings][-2:] == [0.0, fixes[70].speed_mps]
+    assert positions.readings[0].tags == {
+        "site": "depot-north",
+        "vehicle": "bus-7",
+        "vehicle_label": "7",
+        "route": "A3",
+    }
+
+
+def test_the_bus_example_tags_the_validator_with_the_vehicle_of_the_gps(tmp_path: Path) -> None:
+    config = load_agent_config(BUS_EXAMPLE)
+    gps, validator = config.devices
+    assert validator.profile == "ticket_validator"
+    assert validator.vehicle == gps.vehicle is not None
+    assert reading_tags(validator, config.site)["vehicle"] == "bus-4711"
+    wrong = tmp_path / "bus.yaml"
+    wrong.write_text(
+        BUS_EXAMPLE.read_text().replace(
+            'vehicle: {id: bus-4711, label: "4711", route: "A3"}   #',
+            'vehicle: {id: bus-4712, label: "4712"}   #',
+        )
+    )
+    with pytest.raises(
+        AgentConfigError,
+        match=re.escape("devices[1].vehicle.id: no GPS device of this agent rides in vehicle 'bus-4712'"),
+    ):
+        load_agent_config(wrong)
