@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -69,7 +69,9 @@ from collector.store.base import (
     PointWriter,
     StoreUnavailable,
 )
-from collector.store.influx import LineEncoder
+
+if TYPE_CHECKING:
+    from collector.store.influx import LineEncoder
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +225,15 @@ class Collector:
         self.inflight_window = inflight_window
         self.gil_switch_interval_s = gil_switch_interval_s
         self._store = store
-        self._encoder = LineEncoder() if isinstance(store, LineWriter) else None
+        self._encoder: LineEncoder | None = None
+        if isinstance(store, LineWriter):
+            from collector.store.influx import LineEncoder  # only InfluxDB stores take lines
+
+            self._encoder = LineEncoder()
         self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
         self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
-        self._handed = 0  # messages in batches handed to the writer and not yet acknowledged
         self._stats = CollectorStats()
         self._stats_lock = threading.Lock()
         self._write_seconds = Histogram()
@@ -365,7 +370,6 @@ class Collector:
         if self.gil_switch_interval_s is not None and sys.getswitchinterval() > self.gil_switch_interval_s:
             sys.setswitchinterval(self.gil_switch_interval_s)  # process-wide; never raised again
         self._batches = queue.Queue(maxsize=1)
-        self._handed = 0
         self._converter = threading.Thread(
             target=self._convert_loop, name=f"{self.client_id}-converter", daemon=True
         )
@@ -507,16 +511,18 @@ class Collector:
         while True:
             batch = self._next_batch()
             if batch.messages:
-                with self._stats_lock:
-                    self._handed += len(batch.messages)
                 self._batches.put(batch)
             elif self._stopping.is_set():
                 self._batches.put(None)
                 return
 
     def _next_batch(self) -> _Batch:
-        """Converted messages until batch_max_points points, batch_max_seconds after the first one, or
-        the in-flight window is full (no more can come before an acknowledgement)."""
+        """Converted messages until batch_max_points points, inflight_window messages (no more can come
+        before an acknowledgement) or batch_max_seconds after the first one.
+
+        While the writer stores the previous batch, this one fills up to what the window leaves; the
+        acknowledgements of the previous batch let the rest come.
+        """
         batch = _Batch()
         try:
             first = self._inbox.get(timeout=0.1)
@@ -524,9 +530,7 @@ class Collector:
             return batch
         self._convert(first, batch)
         deadline = time.monotonic() + self.batch_max_seconds
-        while (
-            batch.size < self.batch_max_points and len(batch.messages) + self._handed < self.inflight_window
-        ):
+        while batch.size < self.batch_max_points and len(batch.messages) < self.inflight_window:
             # Stopping: take only what is already queued.
             wait = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
             try:
@@ -709,8 +713,6 @@ class Collector:
 
     def _release(self, count: int) -> None:
         """The writer is done with the ``count`` oldest messages (acknowledged or left to the broker)."""
-        with self._stats_lock:
-            self._handed -= count
         for _ in range(min(count, len(self._unacked))):
             self._unacked.popleft()
 
