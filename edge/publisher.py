@@ -193,6 +193,8 @@ class Publisher:
                 self._topics[wire.Channel.STATUS], self._status(wire.AgentState.ONLINE), qos=1, retain=True
             )
             self._client = client
+            # Fence the backlog now, before anyone hears we are connected: what comes next is live.
+            self.journal.mark_live()
             self.counters.connects += 1
             self._backoff.reset()
             self.connected.set()
@@ -236,7 +238,6 @@ class Publisher:
         journal = self.journal
         window = asyncio.Semaphore(publish.inflight)
         loop = asyncio.get_running_loop()
-        journal.mark_live()
         async with asyncio.TaskGroup() as flights:
             for pending in journal.formed_batches():
                 await window.acquire()
