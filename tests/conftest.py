@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import InfluxDB, Mosquitto, VictoriaMetrics
+from tests.services import InfluxDB, Mosquitto, PostgreSQL, VictoriaMetrics
 
 
 @pytest.fixture
@@ -34,3 +34,12 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victo
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
+    """One PostgreSQL cluster for the session; tests create their own databases."""
+    server = PostgreSQL(tmp_path_factory.mktemp("postgresql"))
+    server.start()
+    yield server
+    server.remove()

@@ -1,4 +1,4 @@
-"""Real services for integration tests: Mosquitto, InfluxDB 1.x and VictoriaMetrics.
+"""Real services for integration tests: Mosquitto, InfluxDB 1.x, VictoriaMetrics and PostgreSQL.
 
 Each runs as a child process on a free loopback port with its data in a temporary folder,
 and can be stopped and started again on the same port (fault tests).
@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 
 
 def free_port() -> int:
@@ -203,4 +207,107 @@ class VictoriaMetrics(Service):
         httpx.get(f"{self.url}/internal/force_flush", timeout=10)
 
 
-__all__ = ["InfluxDB", "Mosquitto", "Service", "VictoriaMetrics", "free_port"]
+class PostgreSQL(Service):
+    """A throw-away PostgreSQL cluster (Debian's ``postgresql``), TCP on loopback only, trusting local users.
+
+    PostgreSQL refuses to run as root: under root, the cluster belongs to the ``postgres`` system user
+    the Debian package creates, in a folder of its own under the system temp dir (pytest's temp
+    folders are private to root), and the binaries are started through ``setpriv``.
+    """
+
+    name = "postgres"
+    user = "citygw"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.bin = self._bin_dir()
+        self.owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self.datadir = Path(tempfile.mkdtemp(prefix="citygw-postgres-")) / "data"
+        if self.owner is not None:
+            os.chown(self.datadir.parent, self.owner.pw_uid, self.owner.pw_gid)
+        subprocess.run(
+            [
+                *self._as_owner(),
+                f"{self.bin}/initdb",
+                f"--pgdata={self.datadir}",
+                f"--username={self.user}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    @staticmethod
+    def _bin_dir() -> str:
+        # Debian keeps the server binaries out of PATH, one folder per major version.
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+        return str(versions[-1].parent) if versions else str(Path(find_binary("postgres")).parent)
+
+    def _as_owner(self) -> list[str]:
+        if self.owner is None:
+            return []
+        return [
+            "setpriv",
+            f"--reuid={self.owner.pw_uid}",
+            f"--regid={self.owner.pw_gid}",
+            "--init-groups",
+            "--",
+        ]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def command(self) -> list[str]:
+        return [
+            *self._as_owner(),
+            f"{self.bin}/postgres",
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            # A test cluster: speed over durability.
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+
+    def connect(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname=database, autocommit=True
+        )
+
+    def ready(self) -> bool:
+        try:
+            with self.connect() as connection:
+                connection.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its SQLAlchemy URL."""
+        with self.connect() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        with self.connect() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def remove(self) -> None:
+        """Stop the server and delete its cluster."""
+        self.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+__all__ = ["InfluxDB", "Mosquitto", "PostgreSQL", "Service", "VictoriaMetrics", "free_port"]

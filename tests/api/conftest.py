@@ -1,12 +1,14 @@
 """A real SqliteStore and registry in tmp_path and TestClients of the API over them, on a clock tests control.
 
 ``client`` calls with a utility's key (telemetry reads); ``anonymous`` with none; ``keys`` holds a
-bearer token per role (the engineer is granted the site ``lviv-depot``).
+bearer token per role (the engineer is granted the site ``lviv-depot``). The registry is SQLite; tests
+marked ``factories.on_every_registry`` run once on SQLite and once on a fresh PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from api.security import Role
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, FakeClock, bearer, city, insert_key
+from tests.services import PostgreSQL
 
 
 @pytest.fixture
@@ -47,10 +50,19 @@ def settings(tmp_path: Path) -> ApiSettings:
 
 
 @pytest.fixture
-def registry(settings: ApiSettings) -> Iterator[Registry]:
-    registry = open_registry(settings.registry_url)
+def registry(request: pytest.FixtureRequest, settings: ApiSettings) -> Iterator[Registry]:
+    """The migrated registry: SQLite in tmp_path, or (param ``postgresql``) a new PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        registry = open_registry(settings.registry_url)
+        yield registry
+        registry.close()
+        return
+    server: PostgreSQL = request.getfixturevalue("postgresql")
+    database = f"registry_{uuid.uuid4().hex[:12]}"
+    registry = open_registry(server.create_database(database))
     yield registry
     registry.close()
+    server.drop_database(database)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy.orm import Session
 
 from api.security import Role, format_api_key, hash_secret
@@ -12,6 +13,11 @@ from collector.store.base import FieldValue, Point
 
 NOW_MS = 1_800_000_000_000  # 2027-01-15T08:00:00.000Z
 NOW_ISO = "2027-01-15T08:00:00.000Z"
+
+on_every_registry = pytest.mark.parametrize(
+    "registry", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)], indirect=True
+)
+"""Run the test once on a SQLite registry and once on a fresh PostgreSQL database (the contract suite)."""
 
 
 class FakeClock:

@@ -14,7 +14,9 @@ from api.security import Role
 from api.settings import ApiSettings
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, reading
+from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, on_every_registry, reading
+
+pytestmark = on_every_registry
 
 HOUR_MS = 60 * MINUTE_MS
 

@@ -23,7 +23,7 @@ from api.registry.models import AuditEntry
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import FakeClock, bearer, city
+from tests.api.factories import FakeClock, bearer, city, on_every_registry
 
 INJECTIONS = [
     '"; DROP TABLE audit_log; --',
@@ -176,6 +176,7 @@ def check(response: Any, op: Operation, url: str, query: dict[str, str]) -> None
     )
 
 
+@on_every_registry
 @settings(
     max_examples=700,
     deadline=None,
@@ -198,6 +199,7 @@ def test_generated_requests_never_5xx(
         assert audit_count(registry) > before, f"{op.method} {url} succeeded without an audit entry"
 
 
+@on_every_registry
 def test_every_string_parameter_takes_every_injection(api: tuple[TestClient, dict[str, str]]) -> None:
     client, admin = api
     for op in operations(client.app.openapi()):  # type: ignore[attr-defined]

@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 from api.registry import Registry, open_registry
 from api.registry.audit import entries
 from citygw.cli import main
-from tests.api.factories import bearer
+from tests.api.factories import bearer, on_every_registry
 
 
+@on_every_registry
 def test_create_list_revoke(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], anonymous: TestClient, registry: Registry
 ) -> None:

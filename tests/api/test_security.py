@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from api.registry import Registry
 from api.registry.keys import create_key, revoke_key
 from api.security import Role, format_api_key, hash_secret, parse_api_key, verify_secret
-from tests.api.factories import NOW_MS, FakeClock, bearer
+from tests.api.factories import NOW_MS, FakeClock, bearer, on_every_registry
 
 
 def test_a_secret_verifies_only_against_its_own_salted_hash() -> None:
@@ -58,6 +58,7 @@ def test_bad_keys_are_401(anonymous: TestClient, authorization: str) -> None:
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@on_every_registry
 def test_a_right_id_with_a_wrong_secret_is_401(anonymous: TestClient, keys: dict[Role, str]) -> None:
     key_id, _ = parse_api_key(keys[Role.UTILITY]) or ("", "")
     assert anonymous.get("/v1/summary", headers=bearer(keys[Role.UTILITY])).status_code == 200
@@ -66,6 +67,7 @@ def test_a_right_id_with_a_wrong_secret_is_401(anonymous: TestClient, keys: dict
     assert anonymous.get("/v1/summary", headers=bearer(wrong)).status_code == 401
 
 
+@on_every_registry
 def test_a_revoked_key_stops_working_at_once(
     anonymous: TestClient, registry: Registry, keys: dict[Role, str]
 ) -> None:
@@ -80,6 +82,7 @@ def test_a_revoked_key_stops_working_at_once(
     assert response.json()["detail"] == "this API key was revoked"
 
 
+@on_every_registry
 def test_an_expired_key_is_401(anonymous: TestClient, registry: Registry, clock: FakeClock) -> None:
     with registry.session() as session:
         _, token = create_key(
@@ -97,6 +100,7 @@ def test_an_expired_key_is_401(anonymous: TestClient, registry: Registry, clock:
     assert anonymous.get("/v1/summary", headers=bearer(token)).status_code == 401
 
 
+@on_every_registry
 def test_only_the_hash_is_stored(registry: Registry) -> None:
     from api.registry.models import ApiKey
 
@@ -112,6 +116,7 @@ def test_only_the_hash_is_stored(registry: Registry) -> None:
         assert verify_secret(secret, stored.secret_hash)
 
 
+@on_every_registry
 @pytest.mark.parametrize(
     ("role", "sites", "message"),
     [

@@ -20,10 +20,10 @@ from api.security import Role
 from api.settings import ApiSettings
 from citygw import wire
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer, insert_key
+from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer, insert_key, on_every_registry
 from tests.services import Mosquitto
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, on_every_registry]
 
 AGENT = "lviv-depot-1"
 LVIV = {"lat": 49.8397, "lon": 24.0297}
