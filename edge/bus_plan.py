@@ -1,10 +1,11 @@
 """Bus time of a poll plan: what each RS-485 line's devices need of the wire, against what the baud allows.
 
 A device's load is the wire time of its planned reads (frames plus RTU silences at the
-line's baud rate, ``firmware_bridge.timing``) per second of its ``poll_s``, with its slow
-points counted once every ``SLOW_EVERY`` polls. That is a lower bound: the devices'
-turnaround comes on top, so a line planned beyond 1 s of wire time per second can never
-keep its schedule and the config is refused.
+line's baud rate, or the longer guard interval its profile's ``timing`` declares;
+``firmware_bridge.timing``) per second of its ``poll_s``, with its slow points counted once
+every ``SLOW_EVERY`` polls. That is a lower bound: the devices' turnaround comes on top, so
+a line planned beyond 1 s of wire time per second can never keep its schedule and the config
+is refused.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def serial_line(line: RtuLine) -> SerialLine:
 
 def poll_wire_time(profile: Profile, wire: SerialLine) -> float:
     """Average wire time of one poll of a device: fast points every time, slow ones every SLOW_EVERY-th."""
-    fast = sum(wire.read_time(r) for r in plan_reads(profile, "fast"))
-    both = sum(wire.read_time(r) for r in plan_reads(profile, ("fast", "slow")))
+    fast = sum(wire.read_time(r, profile.timing) for r in plan_reads(profile, "fast"))
+    both = sum(wire.read_time(r, profile.timing) for r in plan_reads(profile, ("fast", "slow")))
     return (fast * (SLOW_EVERY - 1) + both) / SLOW_EVERY
 
 
@@ -67,7 +68,7 @@ def check_bus_time(config: AgentConfig, profiles: Callable[[str], object]) -> li
             Problem(
                 f"lines[{i}]",
                 f"line {line.id} needs {need:.2f} s of bus time per 1.0 s at {line.baudrate} baud "
-                f"(wire time alone, device turnaround comes on top)",
+                f"(wire time and guard intervals, device turnaround comes on top)",
                 _fix(loads, need),
             )
         )

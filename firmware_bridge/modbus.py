@@ -30,7 +30,7 @@ from firmware_bridge.planner import (
     plan_reads,
     split_request,
 )
-from firmware_bridge.profile import AddressRange, Poll, Profile
+from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile
 from firmware_bridge.registers import decode, encode
 from firmware_bridge.timing import SerialLine
 
@@ -46,7 +46,10 @@ class ModbusLine:
 
     On a serial line ``timeout`` is the device's turnaround: a request waits that long plus the
     wire time of its own frames at the line's baud rate, and the next frame leaves only after
-    the RTU inter-frame silence (t3.5). Holes a device reveals (exception 02 on a merged read)
+    the RTU inter-frame silence (t3.5). A profile's ``timing`` is the device's own: its response
+    timeout replaces the line's on a serial line (on TCP it may only lengthen it, since the line's
+    timeout also covers the network and a gateway's serial side), and a frame to it leaves only
+    after its guard interval of silence. Holes a device reveals (exception 02 on a merged read)
     are remembered per unit and planned around from then on.
     """
 
@@ -59,8 +62,8 @@ class ModbusLine:
         self._received = bytearray()
         self.serial: SerialLine | None = None
         self._lost = asyncio.Event()
-        # When the line has been silent long enough for the next frame (monotonic seconds).
-        self._quiet_at = 0.0
+        # When the last frame on the line ended (monotonic seconds): the next waits its gap after it.
+        self._last_frame_at = 0.0
         self._holes: dict[int, list[AddressRange]] = {}
 
     @classmethod
@@ -138,7 +141,7 @@ class ModbusLine:
         """Engineering values of every field of ``profile`` (or of the given poll classes)."""
         values: dict[str, FieldValue] = {}
         for request in self.plan(unit, profile, poll):
-            for part, words in await self._read_around_holes(unit, request):
+            for part, words in await self._read_around_holes(unit, request, profile.timing):
                 for spec in part.specs:
                     values[spec.field] = decode(spec, part.slice_for(spec, words))
         return values
@@ -154,11 +157,11 @@ class ModbusLine:
         return list(self._holes.get(unit, ()))
 
     async def _read_around_holes(
-        self, unit: int, request: ReadRequest
+        self, unit: int, request: ReadRequest, timing: DeviceTiming
     ) -> list[tuple[ReadRequest, list[int]]]:
         """Read ``request``; if the device refuses an address in it, split it to find and learn the hole."""
         try:
-            return [(request, await self.read_request(unit, request))]
+            return [(request, await self.read_request(unit, request, timing=timing))]
         except DeviceExceptionResponse as exc:
             halves = split_request(request) if exc.code == ILLEGAL_DATA_ADDRESS else None
             if halves is None:
@@ -169,7 +172,10 @@ class ModbusLine:
                     ) from exc
                 raise
         left, right = halves
-        answered = [*await self._read_around_holes(unit, left), *await self._read_around_holes(unit, right)]
+        answered = [
+            *await self._read_around_holes(unit, left, timing),
+            *await self._read_around_holes(unit, right, timing),
+        ]
         if answered[0][0] is left and answered[-1][0] is right:
             # Each half read whole, the union did not: the device refuses something between them.
             hole = gap_between(left, right, reason="answered exception 02 (learned)")
@@ -177,8 +183,10 @@ class ModbusLine:
                 self._holes.setdefault(unit, []).append(hole)
         return answered
 
-    async def read_request(self, unit: int, request: ReadRequest) -> list[int]:
-        """Raw registers (bits as 0/1) of one planned read."""
+    async def read_request(
+        self, unit: int, request: ReadRequest, *, timing: DeviceTiming | None = None
+    ) -> list[int]:
+        """Raw registers (bits as 0/1) of one planned read, with the device's ``timing`` if known."""
         what = f"unit {unit} {request.table} {request.address}+{request.count}"
 
         async def send(client: ModbusBaseClient) -> ModbusPDU:
@@ -194,7 +202,7 @@ class ModbusLine:
                     return await client.read_input_registers(address, count=count, device_id=unit)
 
         wire = self.serial.read_time(request) if self.serial is not None else 0.0
-        response = await self._execute(what, send, wire=wire)
+        response = await self._execute(what, send, wire=wire, timing=timing)
         if request.table in ("coil", "discrete"):
             return [int(b) for b in response.bits[: request.count]]
         if len(response.registers) != request.count:
@@ -223,12 +231,17 @@ class ModbusLine:
         if self.serial is not None:
             # unit, function, address, count, byte count, data, CRC; the echo is 8 bytes
             wire = self.serial.frame_time(9 + 2 * len(words) + 8) + 2 * self.serial.silence
-        await self._execute(what, send, wire=wire)
+        await self._execute(what, send, wire=wire, timing=profile.timing)
         request = ReadRequest(spec.table, spec.address, spec.register_count, (spec,))
-        return decode(spec, await self.read_request(unit, request))
+        return decode(spec, await self.read_request(unit, request, timing=profile.timing))
 
     async def _execute(
-        self, what: str, send: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]], *, wire: float = 0.0
+        self,
+        what: str,
+        send: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]],
+        *,
+        wire: float = 0.0,
+        timing: DeviceTiming | None = None,
     ) -> ModbusPDU:
         """Send one request with the line to ourselves; pymodbus errors become ``DeviceError``s.
 
@@ -243,8 +256,10 @@ class ModbusLine:
                 raise LineUnavailable(f"{self.name}: line unavailable (cannot open port or connect)")
             self._received.clear()
             self._lost.clear()
-            client.comm_params.timeout_connect = self.timeout + wire
-            quiet = self._quiet_at - time.monotonic()
+            timeout = self.reply_timeout(timing)
+            # The transaction manager waits with its own copy of the parameters, not the client's.
+            client.ctx.comm_params.timeout_connect = timeout + wire
+            quiet = self._last_frame_at + self._gap_before(timing) - time.monotonic()
             if quiet > 0:
                 await asyncio.sleep(quiet)
             request = asyncio.ensure_future(send(client))
@@ -253,8 +268,7 @@ class ModbusLine:
                 await asyncio.wait((request, lost), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 lost.cancel()
-                if self.serial is not None:
-                    self._quiet_at = time.monotonic() + self.serial.silence
+                self._last_frame_at = time.monotonic()
             if not request.done():
                 # pymodbus would wait for the full timeout on a connection that is already gone.
                 request.cancel()
@@ -266,7 +280,7 @@ class ModbusLine:
             except ModbusIOException as exc:
                 if self.serial is not None and self._received and not _valid_rtu_frame(bytes(self._received)):
                     raise DeviceCrcError(f"{what} on {self.name}: corrupted answer (CRC mismatch)") from exc
-                raise DeviceTimeout(f"{what} on {self.name}: no answer within {self.timeout} s") from exc
+                raise DeviceTimeout(f"{what} on {self.name}: no answer within {timeout:g} s") from exc
             except ConnectionException as exc:
                 raise LineUnavailable(f"{self.name}: line unavailable ({exc})") from exc
         if not isinstance(response, ModbusPDU):
@@ -274,6 +288,19 @@ class ModbusLine:
         if isinstance(response, ExceptionResponse) or response.isError():
             raise DeviceExceptionResponse(response.exception_code, f"{what} on {self.name}")
         return response
+
+    def reply_timeout(self, timing: DeviceTiming | None = None) -> float:
+        """Seconds to wait for a device's answer (plus its frames' wire time on a serial line)."""
+        device = timing.response_timeout if timing is not None else None
+        if device is None:
+            return self.timeout
+        return device if self.serial is not None else max(self.timeout, device)
+
+    def _gap_before(self, timing: DeviceTiming | None) -> float:
+        """Silence before a frame to this device: t3.5 on a serial line, or the device's longer guard."""
+        if self.serial is not None:
+            return self.serial.gap_before(timing)
+        return timing.guard if timing is not None else 0.0
 
     def _trace_connect(self, connected: bool) -> None:
         if not connected:

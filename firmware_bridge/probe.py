@@ -125,7 +125,7 @@ async def probe_profile(line: ModbusLine, unit: int, profile: Profile) -> dict[s
     )
     values: dict[str, ProbedValue] = {}
     for request in requests:
-        words = await line.read_request(unit, request)
+        words = await line.read_request(unit, request, timing=profile.timing)
         for spec in request.specs:
             try:
                 values[spec.field] = decode(spec, request.slice_for(spec, words))

@@ -205,6 +205,35 @@ class AddressRange(BaseModel):
         return self
 
 
+class DeviceTiming(BaseModel):
+    """What a device's firmware needs of the line's timing beyond the RTU defaults (milliseconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    response_timeout_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=60_000,
+        description="how long to wait for the device's answer; replaces the line's timeout for it",
+    )
+    guard_ms: float = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="silence the device needs on the line before a frame addressed to it",
+    )
+
+    @property
+    def response_timeout(self) -> float | None:
+        """The response timeout in seconds, None when the device takes the line's."""
+        return None if self.response_timeout_ms is None else self.response_timeout_ms / 1000
+
+    @property
+    def guard(self) -> float:
+        """The guard interval in seconds."""
+        return self.guard_ms / 1000
+
+
 class Profile(BaseModel):
     """The register map of one device model."""
 
@@ -220,6 +249,7 @@ class Profile(BaseModel):
     max_registers: int = Field(default=125, ge=1, le=125, description="largest read the device accepts")
     registers: list[RegisterSpec] = Field(min_length=1)
     forbidden: list[AddressRange] = Field(default_factory=list)
+    timing: DeviceTiming = DeviceTiming()
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from firmware_bridge.planner import ReadRequest
-from firmware_bridge.profile import BIT_TABLES
+from firmware_bridge.profile import BIT_TABLES, DeviceTiming
 
 FAST_LINE_BAUD = 19200
 FAST_LINE_SILENCE = 0.00175  # seconds: the fixed t3.5 above 19200 baud
@@ -54,10 +54,14 @@ class SerialLine:
         """Seconds a frame of ``size`` bytes takes on the wire (without the silence after it)."""
         return size * self.character_time
 
-    def read_time(self, request: ReadRequest) -> float:
-        """Wire time of one read: request, silence, response, silence (no device turnaround)."""
+    def gap_before(self, timing: DeviceTiming | None = None) -> float:
+        """Silence the line needs before a frame to a device: t3.5, or the device's longer guard."""
+        return max(self.silence, timing.guard if timing is not None else 0.0)
+
+    def read_time(self, request: ReadRequest, timing: DeviceTiming | None = None) -> float:
+        """Wire time of one read: request, t3.5, response, then t3.5 or the device's guard (no turnaround)."""
         sent, answered = read_frame_sizes(request)
-        return self.frame_time(sent + answered) + 2 * self.silence
+        return self.frame_time(sent + answered) + self.silence + self.gap_before(timing)
 
 
 def read_frame_sizes(request: ReadRequest) -> tuple[int, int]:

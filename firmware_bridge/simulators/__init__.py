@@ -2,13 +2,20 @@
 
 from firmware_bridge.simulators.gps import BusGpsSimulator
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
-from firmware_bridge.simulators.serve import RtuResponder, TcpEndpoint, serve_serial_pty, serve_tcp
+from firmware_bridge.simulators.serve import (
+    RtuResponder,
+    TcpEndpoint,
+    WireFrame,
+    serve_serial_pty,
+    serve_tcp,
+)
 
 __all__ = [
     "BusGpsSimulator",
     "ModbusDeviceSimulator",
     "RtuResponder",
     "TcpEndpoint",
+    "WireFrame",
     "serve_serial_pty",
     "serve_tcp",
 ]

@@ -27,6 +27,17 @@ from firmware_bridge.timing import SerialLine
 
 
 @dataclass(frozen=True)
+class WireFrame:
+    """One frame on a simulated serial line: who sent it to or from which unit, and when (monotonic s)."""
+
+    unit: int
+    function: int
+    start: float
+    end: float
+    answer: bool
+
+
+@dataclass(frozen=True)
 class TcpEndpoint:
     """Where a simulated Modbus TCP endpoint listens."""
 
@@ -110,10 +121,19 @@ class RtuResponder:
     simulated too: a request occupies the line for its bytes' time, a device answers only after
     the 3.5-character silence that ends the request, and its answer leaves byte by byte at the
     baud rate. Without one, answers go out at memory speed.
+
+    On a paced line every frame is appended to ``frames``, and a device whose profile declares a
+    guard interval ignores a request that starts sooner than that after the previous frame, as
+    its firmware does.
     """
 
     def __init__(
-        self, simulators: Iterable[ModbusDeviceSimulator], fd: int, *, line: SerialLine | None = None
+        self,
+        simulators: Iterable[ModbusDeviceSimulator],
+        fd: int,
+        *,
+        line: SerialLine | None = None,
+        frames: list[WireFrame] | None = None,
     ) -> None:
         self._simulators = {s.unit: s for s in simulators}
         devices = _devices(self._simulators.values())
@@ -125,6 +145,7 @@ class RtuResponder:
         self._first_byte_at = 0.0
         # When the last frame on the simulated wire ends (monotonic seconds).
         self._wire_free_at = 0.0
+        self.frames: list[WireFrame] = frames if frames is not None else []
         self._pending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -150,21 +171,28 @@ class RtuResponder:
             used, pdu = self._framer.handleFrame(self._buffer, 0, 0)
             if not used:
                 return
-            answer_at = self._request_on_wire(used)
+            answer_at = self._request_on_wire(used, pdu)
             self._buffer = self._buffer[used:]
-            if pdu is not None and pdu.dev_id in self._simulators:
+            if pdu is not None and pdu.dev_id in self._simulators and answer_at is not None:
                 task = asyncio.create_task(self._answer(pdu, answer_at), name=f"rtu-answer-{pdu.dev_id}")
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
-    def _request_on_wire(self, size: int) -> float:
-        """Put a request of ``size`` bytes on the simulated wire; when a device may start answering."""
+    def _request_on_wire(self, size: int, pdu: ModbusPDU | None) -> float | None:
+        """Put a request on the simulated wire; when its device may answer, None if it missed it (guard)."""
         if self._line is None:
             return 0.0
         # The master's frame starts once the line has been silent for t3.5 after the last frame.
-        start = max(self._first_byte_at, self._wire_free_at + self._line.silence)
+        previous_end = self._wire_free_at
+        start = max(self._first_byte_at, previous_end + self._line.silence)
         self._wire_free_at = start + self._line.frame_time(size)
         self._first_byte_at = self._wire_free_at
+        if pdu is None:
+            return None
+        self.frames.append(WireFrame(pdu.dev_id, pdu.function_code, start, self._wire_free_at, answer=False))
+        sim = self._simulators.get(pdu.dev_id)
+        if sim is not None and start - previous_end < sim.profile.timing.guard:
+            return None
         return self._wire_free_at + self._line.silence
 
     async def _answer(self, pdu: ModbusPDU, answer_at: float) -> None:
@@ -183,6 +211,8 @@ class RtuResponder:
             return
         start = max(time.monotonic(), self._wire_free_at + self._line.silence)
         self._wire_free_at = start + self._line.frame_time(len(frame))
+        answer = WireFrame(pdu.dev_id, response.function_code, start, self._wire_free_at, answer=True)
+        self.frames.append(answer)
         await self._transmit(frame, start, self._line.character_time)
 
     async def _transmit(self, frame: bytes, start: float, character_time: float) -> None:
@@ -205,18 +235,20 @@ async def serve_serial_pty(
     baudrate: int | None = None,
     parity: Literal["N", "E", "O"] = "N",
     stopbits: Literal[1, 2] = 1,
+    frames: list[WireFrame] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the simulators as Modbus RTU devices behind a pseudo-terminal; yields the port to open.
 
     ptys ignore the baud rate the client sets. With ``baudrate`` the responder paces the line
-    itself (see ``RtuResponder``), so bus timing can be measured; None answers at memory speed.
+    itself (see ``RtuResponder``), so bus timing can be measured, and logs its frames to
+    ``frames``; None answers at memory speed.
     """
     master, slave = pty.openpty()
     # Raw mode before any client opens it: no echo, no line editing of binary frames.
     tty.setraw(slave)
     os.set_blocking(master, False)
     line = None if baudrate is None else SerialLine(baudrate, parity=parity, stopbits=stopbits)
-    responder = RtuResponder(simulators, master, line=line)
+    responder = RtuResponder(simulators, master, line=line, frames=frames)
     responder.start()
     try:
         yield os.ttyname(slave)

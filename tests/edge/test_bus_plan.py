@@ -15,7 +15,7 @@ from edge.config import AgentConfigError, Device, RtuLine, load_agent_config
 from edge.poller import SLOW_EVERY
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.planner import plan_reads
-from firmware_bridge.profile import load_profile
+from firmware_bridge.profile import DeviceTiming, load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty
 from firmware_bridge.timing import SerialLine
 
@@ -114,3 +114,21 @@ def test_one_greedy_device_is_named_alone(tmp_path: Path) -> None:
         load(tmp_path, data)
     data["devices"][0]["poll_s"] = 0.15
     load(tmp_path, data)
+
+
+def test_guard_intervals_count_in_the_budget(tmp_path: Path) -> None:
+    """Six DALI cabinets polled every second fit the wire at 9600 baud, but not with their 5 ms guards."""
+    dali = load_profile("ecodim_dali_gw2")
+    wire = SerialLine(9600)
+    unguarded = dali.model_copy(update={"timing": DeviceTiming()})
+    extra = poll_wire_time(dali, wire) - poll_wire_time(unguarded, wire)
+    assert extra == pytest.approx(len(plan_reads(dali, "fast")) * (0.005 - wire.silence))
+    data = config(meters=0, poll_s=1.0)
+    data["devices"] = [
+        {"id": f"cabinet-{n}", "profile": "ecodim_dali_gw2", "line": "rs485-1", "unit": n, "poll_s": 1.0}
+        for n in range(1, 7)
+    ]
+    assert 6 * poll_wire_time(unguarded, wire) < 1.0
+    with pytest.raises(AgentConfigError) as caught:
+        load(tmp_path, data)
+    assert f"needs {6 * poll_wire_time(dali, wire):.2f} s of bus time" in caught.value.problems[0].message
