@@ -16,6 +16,7 @@ from api.alerts.delivery import AlertDelivery
 from api.alerts.engine import evaluate
 from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
+from api.oidc import OidcVerifier
 from api.rate_limit import ClientRateLimiter, rate_limited
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
@@ -140,6 +141,7 @@ def create_app(
         summary="Smart-city telemetry: GTFS-realtime vehicle positions, devices and their readings",
         lifespan=lifespan,
     )
+    app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     app.state.context = AppContext(
         store=store, settings=settings, registry=registry, clock=clock, agent_link=agent_link
     )

@@ -3,7 +3,9 @@
 Roles: ``public`` (no key: transit feeds, open data), ``utility`` (telemetry, exports),
 ``engineer`` (registry, config, commands at the sites granted to the key), ``admin`` (keys, audit
 log, everything). A key is ``cgw_<id>.<secret>``; ``<id>`` finds the row, the secret is checked
-against its salted scrypt hash in constant time. Keys are made with ``citygw keys create``.
+against its salted scrypt hash in constant time. Keys are made with ``citygw keys create``. With a
+single sign-on configured (``CITYGW_OIDC_*``), a bearer token that looks like a JWT is checked by
+``api.oidc`` instead; its role and sites come from the token's claims.
 
 How a route uses it::
 
@@ -16,8 +18,8 @@ How a route uses it::
     @router.delete("/x", dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
     def ...
 
-``require_role(*roles)`` lets those roles and ``admin`` through; no key (or the public role)
-answers 401 with ``WWW-Authenticate: Bearer``, a valid key of another role 403. Site checks for
+``require_role(*roles)`` lets those roles and ``admin`` through; no key answers 401 with
+``WWW-Authenticate: Bearer``, a valid key or token of another role (or of none) 403. Site checks for
 engineers: ``principal.may_manage(site)`` or ``ensure_site(principal, site)`` (403 otherwise).
 """
 
@@ -42,6 +44,7 @@ from api.registry.models import ApiKey
 
 if TYPE_CHECKING:
     from api.deps import AppContext
+    from api.oidc import OidcVerifier
 
 TOKEN_PREFIX = "cgw_"
 KEY_ID_PATTERN = r"^[0-9a-f]{12}$"
@@ -72,6 +75,14 @@ class Principal:
 
 
 ANONYMOUS = Principal(Role.PUBLIC, "anonymous")
+
+
+class TokenRefused(Exception):
+    """A bearer token that is not accepted: ``status`` 401, or 503 when it cannot be checked now."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _b64(data: bytes) -> str:
@@ -148,7 +159,10 @@ class VerifiedKeys:
         return True
 
 
-_bearer = HTTPBearer(auto_error=False, description="an API key, `cgw_<id>.<secret>` (citygw keys create)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="an API key, `cgw_<id>.<secret>` (citygw keys create), or the city's sign-on JWT (if set up)",
+)
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -171,7 +185,11 @@ def current_principal(
     if credentials is None:
         return ANONYMOUS
     context = _context(request)
-    parsed = parse_api_key(credentials.credentials)
+    token = credentials.credentials
+    oidc: OidcVerifier | None = getattr(request.app.state, "oidc", None)
+    if oidc is not None and not token.startswith(TOKEN_PREFIX):
+        return _sign_on_principal(oidc, token, context.clock())
+    parsed = parse_api_key(token)
     if parsed is None:
         raise _unauthorized("not a CityGW API key; expected Authorization: Bearer cgw_<id>.<secret>")
     key_id, secret = parsed
@@ -194,6 +212,15 @@ def current_principal(
     return Principal(role, f"key:{key.id} ({key.name})", frozenset(key.sites), key.id)
 
 
+def _sign_on_principal(oidc: OidcVerifier, token: str, now_ms: int) -> Principal:
+    try:
+        return oidc.principal(token, now_ms)
+    except TokenRefused as exc:
+        if exc.status == status.HTTP_401_UNAUTHORIZED:
+            raise _unauthorized(str(exc)) from None
+        raise HTTPException(exc.status, str(exc), headers={"Retry-After": "30"}) from None
+
+
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
@@ -205,11 +232,15 @@ def require_role(*roles: Role) -> Callable[[Principal], Principal]:
     def dependency(principal: PrincipalDep) -> Principal:
         if principal.role in allowed:
             return principal
-        if principal.role is Role.PUBLIC:
+        if principal == ANONYMOUS:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 f"an API key is needed (role {names})",
                 headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role is Role.PUBLIC:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"{principal.actor} has no CityGW role; needs {names}"
             )
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not; needs {names}")
 

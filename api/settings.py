@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
@@ -119,6 +119,26 @@ class ApiSettings(BaseSettings):
     export_max_rows: int = Field(
         default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
     )
+    oidc_issuer: str | None = Field(
+        default=None, description="single sign-on: the tokens' issuer (iss); none: API keys only"
+    )
+    oidc_audience: str | None = Field(default=None, description="the tokens' audience (aud) for this API")
+    oidc_jwks_url: str | None = Field(default=None, description="the issuer's JWKS, fetched and cached")
+    oidc_jwks_file: Path | None = Field(
+        default=None, description="the issuer's keys from a file instead: a JWKS document or a PEM public key"
+    )
+    oidc_jwks_cache_s: float = Field(default=600, ge=30, le=86400, description="keep fetched keys this long")
+    oidc_role_claim: str = Field(
+        default="citygw_role",
+        pattern=r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$",
+        description="claim naming the CityGW role (a string or a list; dots reach nested claims)",
+    )
+    oidc_sites_claim: str = Field(
+        default="citygw_sites",
+        pattern=r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$",
+        description="claim listing an engineer's sites",
+    )
+    oidc_leeway_s: float = Field(default=30, ge=0, le=300, description="clock skew allowed on exp and nbf")
     transit_gtfs_path: Path | None = Field(
         default=None, description="the static GTFS zip in use (replace the file to reload)"
     )
@@ -169,6 +189,29 @@ class ApiSettings(BaseSettings):
         if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
             raise ValueError(f"{url!r} is not an http(s) URL; e.g. https://scada.example.org/citygw-alerts")
         return url
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_is_https(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+            raise ValueError(f"{url!r} is not an http(s) URL; e.g. https://sso.example.org/realms/city/certs")
+        return url
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> ApiSettings:
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_audience:
+            raise ValueError(
+                "oidc_issuer is set but not oidc_audience (CITYGW_OIDC_AUDIENCE): both are checked"
+            )
+        if (self.oidc_jwks_url is None) == (self.oidc_jwks_file is None):
+            raise ValueError(
+                "with oidc_issuer, set exactly one of CITYGW_OIDC_JWKS_URL and CITYGW_OIDC_JWKS_FILE"
+            )
+        if self.oidc_jwks_file is not None and not self.oidc_jwks_file.is_file():
+            raise ValueError(f"CITYGW_OIDC_JWKS_FILE {self.oidc_jwks_file} is not a readable file")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod
