@@ -1,5 +1,8 @@
 """The collector: MQTT telemetry in, validated points out to the store, acknowledged only once stored.
 
+Agents' ``health`` and ``status`` messages take the same way (same session, QoS 1, same batches)
+and become ``agent_health`` points (collector/health.py); they are rare beside telemetry.
+
 paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
 validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (line protocol
 straight from the validated readings when the store takes it), batch after batch; a writer
@@ -60,6 +63,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
+from collector.health import health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import (
     LinesRejected,
@@ -180,7 +184,7 @@ class _Batch:
 
 
 class Collector:
-    """Subscribes to every agent's telemetry and writes it to ``store``, at least once.
+    """Subscribes to every agent's telemetry, health and status and writes them to ``store``, at least once.
 
     With ``share_group`` several collectors share the load (MQTT shared subscription); each then
     sees only part of an agent's sequence, so gap detection is off.
@@ -230,7 +234,7 @@ class Collector:
             from collector.store.influx import LineEncoder  # only InfluxDB stores take lines
 
             self._encoder = LineEncoder()
-        self._subscription = wire.subscription(wire.Channel.TELEMETRY, share_group=share_group)
+        self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
         self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
@@ -247,6 +251,7 @@ class Collector:
         self._subscribed = threading.Event()
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
         self._last_seq: dict[str, int] = {}
+        self._sites: dict[str, str] = {}  # agent -> the site tag of its telemetry, for its health points
         self._last_dead_letter_ms = 0
         self._dead_letter_lock = threading.Lock()
         self._converter: threading.Thread | None = None
@@ -393,7 +398,7 @@ class Collector:
 
     @property
     def subscribed(self) -> bool:
-        """Connected, with the telemetry subscription confirmed by the broker."""
+        """Connected, with the subscriptions confirmed by the broker."""
         return self._subscribed.is_set()
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
@@ -459,7 +464,7 @@ class Collector:
             self.broker.port,
             flags.session_present,
         )
-        client.subscribe(self._subscription, qos=1)
+        client.subscribe([(name, 1) for name in self._subscriptions])
 
     def _on_disconnect(
         self,
@@ -487,11 +492,11 @@ class Collector:
             log.error(
                 "collector %s: subscription to %s refused: %s",
                 self.client_id,
-                self._subscription,
+                self._subscriptions,
                 reason_codes,
             )
             return
-        log.info("collector %s: subscribed to %s", self.client_id, self._subscription)
+        log.info("collector %s: subscribed to %s", self.client_id, ", ".join(self._subscriptions))
         self._subscribed.set()
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
@@ -549,9 +554,12 @@ class Collector:
             error = f"payload of {len(message.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
             batch.dead.append(self._dead_letter(message, Reason.TOO_LARGE, error, agent=topic_agent))
             return
-        if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
-            error = f"not a telemetry topic: {message.topic}"
+        if parsed is None or parsed[1] not in _CHANNELS:
+            error = f"not a telemetry, health or status topic: {message.topic}"
             batch.dead.append(self._dead_letter(message, Reason.TOPIC, error, agent=topic_agent))
+            return
+        if parsed[1] is not wire.Channel.TELEMETRY:
+            self._convert_agent_message(message, parsed[0], parsed[1], batch)
             return
         try:
             payload = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
@@ -569,6 +577,8 @@ class Collector:
             batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent))
             return
         self._check_sequence(agent, payload["seq"])
+        if (first_tags := payload["readings"][0].get("tags")) and (site := first_tags.get("site")):
+            self._sites[agent] = site
         latest_ok = message.received_ms + MAX_FUTURE_MS
         encoder = self._encoder
         for index, reading in enumerate(payload["readings"]):
@@ -594,6 +604,43 @@ class Collector:
                     all_tags = {**(tags or {}), "device": reading["device"], "agent": agent}
                     batch.points.append(Point(reading["measurement"], all_tags, ts, reading["fields"]))
                 batch.origins.append((message, index))
+
+    def _convert_agent_message(
+        self, message: _Received, agent: str, channel: wire.Channel, batch: _Batch
+    ) -> None:
+        """Add a health or status message to ``batch`` as ``agent_health`` points, or a dead letter."""
+        if not message.payload and channel is wire.Channel.STATUS:
+            return  # a retained status being cleared: nothing to store, not a bad payload
+        model = wire.Health if channel is wire.Channel.HEALTH else wire.Status
+        try:
+            payload = model.model_validate_json(message.payload)
+        except ValidationError as exc:
+            invalid_json = any(error["type"] == "json_invalid" for error in exc.errors(include_url=False))
+            reason = Reason.INVALID_JSON if invalid_json else Reason.SCHEMA
+            batch.dead.append(self._dead_letter(message, reason, _describe(exc), agent=agent))
+            return
+        if payload.agent != agent:
+            error = f"payload agent {payload.agent!r} differs from topic agent {agent!r}"
+            batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=agent))
+            return
+        site = self._sites.get(agent)
+        if isinstance(payload, wire.Status):
+            points = [status_point(payload, message.received_ms, site)]
+        elif not EARLIEST_TS_MS <= payload.ts <= message.received_ms + MAX_FUTURE_MS:
+            error = (
+                f"ts {payload.ts} is outside [2000-01-01, receive time + 10 min] "
+                f"(received at {message.received_ms})"
+            )
+            batch.dead.append(self._dead_letter(message, Reason.TIMESTAMP, error, agent=agent))
+            return
+        else:
+            points = health_points(payload, site)
+        for point in points:
+            if self._encoder is not None:
+                batch.lines.append(self._encoder.line(point))
+            else:
+                batch.points.append(point)
+            batch.origins.append((message, _WHOLE_MESSAGE))
 
     # -- writer thread --
 
@@ -677,10 +724,20 @@ class Collector:
                 by_reason[reason] = by_reason.get(reason, 0) + count
 
     def _refused_letters(self, refused: list[tuple[tuple[_Received, int], str]]) -> list[Point]:
-        """Dead letters for the readings the store refused (each message parsed again once: rare path)."""
+        """Dead letters for the readings the store refused (each message parsed again once: rare path).
+
+        A health or status message is dead-lettered whole, once, whichever of its points were refused.
+        """
         parsed: dict[int, wire.TelemetryBatchDict] = {}
         letters = []
+        whole: set[int] = set()
         for (message, index), reason in refused:
+            if index == _WHOLE_MESSAGE:
+                if id(message) not in whole:
+                    whole.add(id(message))
+                    agent = (wire.parse_topic(message.topic) or ("unknown",))[0]
+                    letters.append(self._dead_letter(message, Reason.REJECTED_BY_STORE, reason, agent=agent))
+                continue
             payload = parsed.get(id(message))
             if payload is None:
                 payload = parsed[id(message)] = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
@@ -787,6 +844,9 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RESERVED_TAGS = wire.RESERVED_TAGS
+# What the collector subscribes to; everything but telemetry becomes agent_health points.
+_CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
+_WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
 
 
 def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:

@@ -73,9 +73,17 @@ class Agent:
             wire.TelemetryBatch(agent=self.agent_id, seq=seq, readings=self.readings(seq, count))
         )
 
-    def publish(self, payload: bytes, agent_id: str | None = None) -> None:
-        topic = wire.topic(agent_id or self.agent_id, wire.Channel.TELEMETRY)
-        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+    def publish(
+        self,
+        payload: bytes,
+        agent_id: str | None = None,
+        channel: wire.Channel = wire.Channel.TELEMETRY,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        topic = wire.topic(agent_id or self.agent_id, channel)
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
 
     def close(self) -> None:
         self.client.disconnect()

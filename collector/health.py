@@ -1,0 +1,78 @@
+"""Agents' ``health`` and ``status`` messages as ``agent_health`` points.
+
+One measurement, two kinds of series (tags are identity only, every value is a field):
+
+- per agent, tags ``agent`` (and ``site`` once the agent's telemetry told it): fields
+  ``journal_backlog``, ``journal_dropped``, ``devices_total``, ``devices_ok``,
+  ``devices_failing``, ``devices_quarantined`` at the health message's ``ts``; and ``online``
+  (1/0) from each ``status`` message, at the time the collector received it (a status carries
+  no time of its own; the retained one comes again whenever the collector subscribes);
+- per device, tags ``agent``, ``device`` (and ``site``): fields ``state`` (the text),
+  ``state_code`` (``STATE_CODES``, for graphs and thresholds), ``ok`` and ``quarantined``
+  (1/0), ``reads``, ``failures``, and when known ``last_ok_age_s`` (seconds between the last
+  good read and the message), ``exception_code``, ``counter_resets``.
+"""
+
+from __future__ import annotations
+
+from citygw import wire
+from collector.store.base import FieldValue, Point
+
+AGENT_HEALTH = "agent_health"
+# Stable codes for the device states: new states get new numbers, none is ever reused.
+STATE_CODES: dict[wire.DeviceState, int] = {
+    wire.DeviceState.OK: 0,
+    wire.DeviceState.TIMEOUT: 1,
+    wire.DeviceState.EXCEPTION: 2,
+    wire.DeviceState.CRC_ERROR: 3,
+    wire.DeviceState.DECODE_ERROR: 4,
+    wire.DeviceState.NO_FIX: 5,
+    wire.DeviceState.UNKNOWN: 6,
+}
+
+
+def _tags(agent: str, site: str | None, device: str | None = None) -> dict[str, str]:
+    tags = {"agent": agent}
+    if site is not None:
+        tags["site"] = site
+    if device is not None:
+        tags["device"] = device
+    return tags
+
+
+def health_points(health: wire.Health, site: str | None = None) -> list[Point]:
+    """The agent's point, then one point per device, all at ``health.ts``."""
+    devices = health.devices.values()
+    ok = sum(1 for device in devices if device.state is wire.DeviceState.OK)
+    agent: dict[str, FieldValue] = {
+        "journal_backlog": health.journal.backlog,
+        "journal_dropped": health.journal.dropped,
+        "devices_total": len(health.devices),
+        "devices_ok": ok,
+        "devices_failing": len(health.devices) - ok,
+        "devices_quarantined": sum(1 for device in devices if device.quarantined),
+    }
+    points = [Point(AGENT_HEALTH, _tags(health.agent, site), health.ts, agent)]
+    for device_id, device in health.devices.items():
+        fields: dict[str, FieldValue] = {
+            "state": device.state.value,
+            "state_code": STATE_CODES[device.state],
+            "ok": int(device.state is wire.DeviceState.OK),
+            "quarantined": int(bool(device.quarantined)),
+            "reads": device.reads,
+            "failures": device.failures,
+        }
+        if device.last_ok is not None:
+            fields["last_ok_age_s"] = max(0, health.ts - device.last_ok) / 1000
+        if device.exception_code is not None:
+            fields["exception_code"] = device.exception_code
+        if device.counter_resets is not None:
+            fields["counter_resets"] = device.counter_resets
+        points.append(Point(AGENT_HEALTH, _tags(health.agent, site, device_id), health.ts, fields))
+    return points
+
+
+def status_point(status: wire.Status, received_ms: int, site: str | None = None) -> Point:
+    """``online`` 1 or 0 for the agent, at the time the status was received."""
+    online = int(status.state is wire.AgentState.ONLINE)
+    return Point(AGENT_HEALTH, _tags(status.agent, site), received_ms, {"online": online})
