@@ -25,6 +25,7 @@ BROKER_URL_ENV = "CITYGW_BROKER_URL"
 AGENT_TAGS = frozenset({"site"})
 VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
 VEHICLE_MEASUREMENT = "vehicle_position"
+DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
 
 Label = Annotated[str, Field(pattern=wire.LABEL_PATTERN)]
 Name = Annotated[str, Field(pattern=wire.NAME_PATTERN)]
@@ -177,7 +178,9 @@ class Vehicle(_Section):
 class Device(_Section):
     id: Label
     line: str
-    profile: str | None = Field(default=None, description="device profile name (Modbus lines)")
+    profile: str | None = Field(
+        default=None, description="device profile name (Modbus lines; GPS lines default to gps_nmea)"
+    )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
     poll_s: float = Field(gt=0, le=86400)
     tags: dict[Name, Label] = Field(
@@ -356,11 +359,10 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
                 )
             else:
                 vehicles[device.vehicle.id] = device.id
-            for name in ("profile", "unit"):
-                if getattr(device, name) is not None:
-                    problems.append(
-                        Problem(f"{at}.{name}", f"line {line.id!r} is a GPS line", f"remove {name}")
-                    )
+            if device.unit is not None:
+                problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a GPS line", "remove unit"))
+            if device.profile is not None:
+                problems += _nmea_profile_problems(f"{at}.profile", device.profile)
             if line.id in gps_lines:
                 problems.append(
                     Problem(
@@ -419,10 +421,23 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
 
 
 def known_profiles() -> list[str]:
-    """Names of the profiles shipped in ``firmware_bridge/profiles``."""
+    """Names of the Modbus profiles shipped in ``firmware_bridge/profiles``."""
     from firmware_bridge.profile import available_profiles
 
     return available_profiles()
+
+
+def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
+    """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
+    from firmware_bridge.profile import available_profiles, load_nmea_profile
+
+    try:
+        load_nmea_profile(name)
+    except Exception as exc:
+        known = ", ".join(available_profiles("nmea")) or "none"
+        fix = f"use an nmea profile ({known}) or a path to one; without profile: {DEFAULT_GPS_PROFILE}"
+        return [Problem(at, f"cannot load GPS profile {name!r}: {exc}", fix)]
+    return []
 
 
 _FIXES = {

@@ -25,12 +25,20 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from citygw import wire
-from edge.config import VEHICLE_MEASUREMENT, Device, NmeaLine
+from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.nmea import FixAssembler, GpsFix, NmeaError, NoFix, parse_sentence, read_lines
-from firmware_bridge.profile import Poll, Profile
+from firmware_bridge.nmea import (
+    FixAssembler,
+    GpsFix,
+    NmeaError,
+    NoFix,
+    fix_fields,
+    parse_sentence,
+    read_lines,
+)
+from firmware_bridge.profile import NmeaProfile, Poll, Profile, load_nmea_profile
 
 log = logging.getLogger(__name__)
 
@@ -372,17 +380,27 @@ class GpsPoller:
 
     A change is a stop arrival or departure, or a turn (``significant_change``): residents' apps
     see the bus stop at the stop and round the corner when it does, not up to ``poll_s`` later.
+    The measurement, the fields and the sentences used come from the device's NMEA profile
+    (``gps_nmea`` when the device names none).
     """
 
     def __init__(
-        self, line: NmeaLine, device: Device, *, journal: Journal, board: HealthBoard, site: str
+        self,
+        line: NmeaLine,
+        device: Device,
+        *,
+        journal: Journal,
+        board: HealthBoard,
+        site: str,
+        profile: NmeaProfile | None = None,
     ) -> None:
         self.line = line
         self.device = device
+        self.profile = profile or load_nmea_profile(device.profile or DEFAULT_GPS_PROFILE)
         self.journal = journal
         self.board = board
         self.tags = reading_tags(device, site)
-        self.assembler = FixAssembler()
+        self.assembler = FixAssembler.for_profile(self.profile)
         self._last_ts: int | None = None
         self._last_sent: GpsFix | None = None
         self._last_line = time.monotonic()
@@ -442,19 +460,10 @@ class GpsPoller:
         self.journal.append([self.position(result)])
 
     def position(self, fix: GpsFix) -> wire.Reading:
-        optional = {
-            "speed_mps": fix.speed_mps,
-            "course_deg": fix.course_deg,
-            "fix_quality": fix.fix_quality,
-            "satellites": fix.satellites,
-            "hdop": fix.hdop,
-        }
-        fields: dict[str, wire.FieldValue] = {"lat": fix.lat, "lon": fix.lon}
-        fields.update({k: v for k, v in optional.items() if v is not None})
         return wire.Reading(
             device=self.device.id,
-            measurement=VEHICLE_MEASUREMENT,
+            measurement=self.profile.measurement,
             ts=fix.ts_ms,
-            fields=fields,
+            fields=fix_fields(fix, self.profile),
             tags=self.tags,
         )

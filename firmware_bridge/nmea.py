@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 import pynmea2
 import serial_asyncio
+
+from citygw.wire import FieldValue
+from firmware_bridge.profile import NmeaProfile
 
 KNOT_MPS = 1852 / 3600
 # Mode indicator (NMEA 2.3+): N means "data not valid"; A, D, E, F, R, P, M, S carry a position.
@@ -59,18 +62,39 @@ def parse_sentence(line: str | bytes) -> pynmea2.NMEASentence:
         raise NmeaError(f"not an NMEA sentence: {text[:82]!r} ({exc.__class__.__name__})") from exc
 
 
-class FixAssembler:
-    """Combines RMC, GGA and VTG of the same receiver into one fix per RMC."""
+def fix_fields(fix: GpsFix, profile: NmeaProfile) -> dict[str, FieldValue]:
+    """The profile's fields of a fix, without those the receiver did not give."""
+    values = {name: getattr(fix, name) for name in profile.field_names}
+    return {name: value for name, value in values.items() if value is not None}
 
-    def __init__(self) -> None:
+
+class FixAssembler:
+    """Combines RMC, GGA and VTG of the same receiver into one fix per RMC.
+
+    Sentences of other talkers or kinds than the given ones (a profile's) are ignored.
+    """
+
+    def __init__(
+        self, *, sentences: Collection[str] = ("RMC", "GGA", "VTG"), talkers: Collection[str] | None = None
+    ) -> None:
         self._gga: pynmea2.NMEASentence | None = None
         self._vtg: pynmea2.NMEASentence | None = None
+        self._sentences = frozenset(sentences)
+        self._talkers = None if talkers is None else frozenset(talkers)
+
+    @classmethod
+    def for_profile(cls, profile: NmeaProfile) -> FixAssembler:
+        """An assembler using the profile's sentences and talkers."""
+        return cls(sentences=profile.sentences, talkers=profile.talkers)
 
     def feed(self, sentence: pynmea2.NMEASentence | str) -> GpsFix | NoFix | None:
-        """A fix (or NoFix) on each RMC; None for sentences that only add detail."""
+        """A fix (or NoFix) on each RMC; None for sentences that only add detail or are not used."""
         if isinstance(sentence, str):
             sentence = parse_sentence(sentence)
         kind = getattr(sentence, "sentence_type", "")
+        talker = getattr(sentence, "talker", "")
+        if kind not in self._sentences or (self._talkers is not None and talker not in self._talkers):
+            return None
         try:
             if kind == "GGA":
                 self._gga = sentence

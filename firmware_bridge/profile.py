@@ -1,7 +1,8 @@
-"""Device profiles: a device model's register map as data, one YAML file per model.
+"""Device profiles: a device model as data, one YAML file per model.
 
-A profile says which registers hold which field, how to decode them and how often they are
-worth polling. Adding a device model is adding a file under ``profiles/``, not code.
+A ``modbus`` profile says which registers hold which field, how to decode them and how often
+they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
+the sentences used. Adding a device model is adding a file under ``profiles/``, not code.
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ import itertools
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
@@ -24,6 +33,12 @@ Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
+Protocol = Literal["modbus", "nmea"]
+NmeaSentence = Literal["RMC", "GGA", "VTG"]
+# What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
+NMEA_FIX_FIELDS: frozenset[str] = frozenset(
+    {"lat", "lon", "speed_mps", "course_deg", "fix_quality", "satellites", "hdop", "altitude_m"}
+)
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding"})
@@ -308,6 +323,63 @@ class Profile(BaseModel):
         return [s for s in self.registers if s.poll in wanted]
 
 
+class NmeaField(BaseModel):
+    """One field of a GPS fix that goes into the reading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    unit: str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> NmeaField:
+        if self.field not in NMEA_FIX_FIELDS:
+            known = ", ".join(sorted(NMEA_FIX_FIELDS))
+            raise ValueError(f"a fix has no field {self.field}: use one of {known}")
+        return self
+
+
+class NmeaProfile(BaseModel):
+    """A GPS receiver speaking NMEA 0183: the measurement, the fields of a fix, the sentences used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["nmea"]
+    serial: SerialSettings = SerialSettings()
+    sentences: list[NmeaSentence] = Field(min_length=1)
+    talkers: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
+        min_length=1, description="talker ids accepted (GP: GPS, GN: combined GNSS); others are ignored"
+    )
+    fields: list[NmeaField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> NmeaProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: list each field once")
+        if not {"lat", "lon"} <= set(names):
+            raise ValueError("a position needs the fields lat and lon: add them")
+        if "RMC" not in self.sentences:
+            raise ValueError("a fix is made on each RMC sentence: add RMC to sentences")
+        return self
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The fix's fields that go into a reading, in profile order."""
+        return tuple(f.field for f in self.fields)
+
+
+AnyProfile = Annotated[Profile | NmeaProfile, Field(discriminator="protocol")]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile)
+
+
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
     """Two masked values may share a register when their bits do not overlap (status words)."""
     return (
@@ -318,13 +390,39 @@ def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
     )
 
 
-def available_profiles() -> list[str]:
-    """Names of the profiles shipped with CityGW."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+def available_profiles(protocol: Protocol | None = "modbus") -> list[str]:
+    """Names of the profiles shipped with CityGW that speak ``protocol`` (all when None)."""
+    return sorted(
+        p.stem for p in PROFILES_DIR.glob("*.yaml") if protocol is None or _protocol_of(p) == protocol
+    )
+
+
+def _protocol_of(path: Path) -> object:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data.get("protocol", "modbus") if isinstance(data, dict) else None
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load and validate a profile: a shipped model name (file stem) or a path to a YAML file."""
+    """Load and validate a Modbus profile: a shipped model name (file stem) or a path to a YAML file."""
+    return _expect(Profile, name_or_path, "a device on a Modbus line (tcp or rtu) needs a modbus profile")
+
+
+def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
+    """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
+    return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
+
+
+def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
+    profile = load_any_profile(name_or_path)
+    if not isinstance(profile, kind):
+        wanted: Protocol = "nmea" if kind is NmeaProfile else "modbus"
+        names = ", ".join(available_profiles(wanted)) or "none"
+        raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
+    return profile
+
+
+def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile:
+    """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -335,7 +433,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping with model, vendor, measurement, registers")
     try:
-        return Profile.model_validate(data)
+        return _ANY_PROFILE.validate_python({"protocol": "modbus", **data})
     except ValidationError as exc:
         problems = "\n".join(f"  - {_describe(error, data)}" for error in exc.errors())
         raise ProfileError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from exc
@@ -356,6 +454,8 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
+    if loc and loc[0] in ("modbus", "nmea"):
+        loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
     for part in loc:

@@ -84,3 +84,55 @@ def test_the_bus_example_tags_the_validator_with_the_vehicle_of_the_gps(tmp_path
         match=re.escape("devices[1].vehicle.id: no GPS device of this agent rides in vehicle 'bus-4712'"),
     ):
         load_agent_config(wrong)
+
+
+def gps_poller(profile: str | None, positions: _Positions) -> GpsPoller:
+    device = Device(
+        id="bus-7-gps", line="gps", profile=profile, poll_s=30, vehicle=Vehicle(id="bus-7", label="7")
+    )
+    board = HealthBoard()
+    line = NmeaLine(id="gps", kind="nmea", port="/dev/null")
+    return GpsPoller(line, device, journal=cast(Journal, positions), board=board, site="depot-north")
+
+
+def test_measurement_and_fields_come_from_the_nmea_profile(tmp_path: Path) -> None:
+    """A profile naming another measurement and fewer fields changes the readings, with no code change."""
+    gps = BusGpsSimulator(ROUTE, speed_mps=8.0, vehicle_id="bus-7")
+    lean = tmp_path / "lean_gps.yaml"
+    lean.write_text(
+        "model: lean_gps\nvendor: ACME\nmeasurement: tram_position\nprotocol: nmea\n"
+        "sentences: [RMC]\ntalkers: [GN]\nfields: [{field: lat, unit: deg}, {field: lon, unit: deg}]\n"
+    )
+    default, custom = _Positions(), _Positions()
+    for poller in (gps_poller(None, default), gps_poller(str(lean), custom)):
+        rmc, gga = gps.sentences(START)
+        for line in (gga, rmc):  # the GGA first, so the RMC's fix has its quality
+            poller.take(line)
+    [full], [short] = default.readings, custom.readings
+    assert full.measurement == "vehicle_position"
+    assert set(full.fields) == {
+        "lat",
+        "lon",
+        "speed_mps",
+        "course_deg",
+        "fix_quality",
+        "satellites",
+        "hdop",
+        "altitude_m",
+    }
+    assert short.measurement == "tram_position"
+    assert short.fields == {"lat": full.fields["lat"], "lon": full.fields["lon"]}
+
+
+def test_a_gps_device_may_name_an_nmea_profile_but_not_a_modbus_one(tmp_path: Path) -> None:
+    text = BUS_EXAMPLE.read_text()
+    gps_device = "  - id: bus-4711-gps\n"
+    assert text.count(gps_device) == 1
+    named = tmp_path / "bus.yaml"
+    named.write_text(text.replace(gps_device, gps_device + "    profile: gps_nmea\n"))
+    assert load_agent_config(named).devices[0].profile == "gps_nmea"
+    named.write_text(text.replace(gps_device, gps_device + "    profile: eastron_sdm630\n"))
+    with pytest.raises(
+        AgentConfigError, match=r"devices\[0\]\.profile: cannot load GPS profile 'eastron_sdm630'"
+    ):
+        load_agent_config(named)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.profile import ProfileError, available_profiles, load_profile
+from firmware_bridge.profile import ProfileError, available_profiles, load_nmea_profile, load_profile
 
 GOOD_HEAD = """\
 model: test_meter
@@ -228,3 +228,59 @@ def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
 def test_unknown_field_lookup_names_known_fields() -> None:
     with pytest.raises(KeyError, match="voltage_l1"):
         load_profile("eastron_sdm630").register("voltage_l4")
+
+
+NMEA_HEAD = """\
+model: test_gps
+vendor: ACME
+measurement: vehicle_position
+protocol: nmea
+talkers: [GP]
+"""
+
+
+def test_the_gps_profile_names_its_measurement_fields_and_sentences() -> None:
+    gps = load_nmea_profile("gps_nmea")
+    assert gps.measurement == "vehicle_position"
+    assert {f.field: f.unit for f in gps.fields} == {
+        "lat": "deg",
+        "lon": "deg",
+        "speed_mps": "m/s",
+        "course_deg": "deg",
+        "fix_quality": None,
+        "satellites": None,
+        "hdop": None,
+        "altitude_m": "m",
+    }
+    assert (gps.sentences, gps.talkers) == (["RMC", "GGA", "VTG"], ["GP", "GN"])
+    assert "gps_nmea" not in available_profiles()  # the Modbus ones
+    assert available_profiles("nmea") == ["gps_nmea"]
+
+
+def test_a_profile_of_the_other_protocol_is_refused_saying_which_is_needed() -> None:
+    with pytest.raises(ProfileError, match=r"gps_nmea.yaml: speaks nmea; a device on a Modbus line"):
+        load_profile("gps_nmea")
+    with pytest.raises(ProfileError, match=r"speaks modbus; a device on a GPS line \(nmea\) needs an nmea"):
+        load_nmea_profile("eastron_sdm630")
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (
+            "sentences: [RMC]\nfields: [{field: lat}, {field: lon}]\nregisters: []\n",
+            "registers: Extra inputs",
+        ),
+        ("sentences: [GGA]\nfields: [{field: lat}, {field: lon}]\n", "add RMC to sentences"),
+        ("sentences: [RMC]\nfields: [{field: lat}]\n", "needs the fields lat and lon"),
+        ("sentences: [RMC]\nfields: [{field: lat}, {field: lon}, {field: heading}]\n", "fields[2] (heading)"),
+        ("sentences: [GSV]\nfields: [{field: lat}, {field: lon}]\n", "sentences[0]: Input should be"),
+    ],
+)
+def test_a_bad_nmea_profile_is_refused_naming_the_field(tmp_path: Path, body: str, says: str) -> None:
+    path = tmp_path / "test_gps.yaml"
+    path.write_text(NMEA_HEAD + body, encoding="utf-8")
+    with pytest.raises(ProfileError) as caught:
+        load_nmea_profile(path)
+    assert str(path) in str(caught.value)
+    assert says in str(caught.value)
