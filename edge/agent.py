@@ -18,7 +18,7 @@ from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.profile import Profile, load_profile
+from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class Agent:
         assert self._tasks is not None
         assert self.journal is not None
         self.config = config
-        for name in {d.profile for d in config.devices if d.profile is not None} - self.profiles.keys():
+        modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
+        names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
+        for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
         wanted = {
             line.id: (_signature(config, line.id), line)
@@ -132,7 +134,11 @@ class Agent:
         assert self.journal is not None
         devices = config.devices_on(line.id)
         if isinstance(line, NmeaLine):
-            gps = GpsPoller(line, devices[0], journal=self.journal, board=self.board, site=config.site)
+            device = devices[0]
+            profile = load_nmea_profile(device.profile) if device.profile else None
+            gps = GpsPoller(
+                line, device, journal=self.journal, board=self.board, site=config.site, profile=profile
+            )
             return self._tasks.create_task(gps.run(), name=f"line:{line.id}")
         profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
         poller = ModbusPoller(profiled, journal=self.journal, board=self.board, site=config.site)

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from citygw import wire
 from edge.agent import Agent
 from firmware_bridge.nmea import GpsFix
@@ -106,8 +108,11 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, mosquitto:
     assert 2 <= dead_attempts <= 6, dead_attempts
 
 
-async def test_gps_positions_at_most_every_poll_s(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    route = [(48.8566, 2.3522), (48.8606, 2.3376)]
+@pytest.mark.parametrize("profile", [None, "gps_nmea"])
+async def test_gps_positions_at_most_every_poll_s(
+    tmp_path: Path, mosquitto: Mosquitto, profile: str | None
+) -> None:
+    route = [(49.8418, 24.0316), (49.8412, 24.0289)]
     async with BusGpsSimulator(route, period=0.1, vehicle_id="bus-7") as gps:
         config = agent_config(
             tmp_path,
@@ -119,6 +124,7 @@ async def test_gps_positions_at_most_every_poll_s(tmp_path: Path, mosquitto: Mos
                     "line": "gps",
                     "poll_s": 0.5,
                     "vehicle": {"id": "bus-7", "label": "Bus 7", "route": "12"},
+                    **({"profile": profile} if profile else {}),
                 }
             ],
         )
@@ -154,6 +160,7 @@ async def test_gps_positions_at_most_every_poll_s(tmp_path: Path, mosquitto: Mos
         "fix_quality": 1,
         "satellites": fix.satellites,
         "hdop": fix.hdop,
+        "altitude_m": fix.altitude_m,
     }
 
 
