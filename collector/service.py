@@ -63,7 +63,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
-from collector.health import health_points, status_point
+from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import (
     LinesRejected,
@@ -189,6 +189,8 @@ class Collector:
     With ``share_group`` several collectors share the load (MQTT shared subscription); each then
     sees only part of an agent's sequence, so gap detection is off.
 
+    A device's health is stored when its state changes, else every ``device_health_every_s``.
+
     With ``metrics_port`` (0 for any free port) ``metrics_text()`` is also served on
     ``http://metrics_host:metrics_port/metrics`` (loopback unless ``metrics_host`` says otherwise).
     """
@@ -210,6 +212,7 @@ class Collector:
         metrics_host: str = "127.0.0.1",
         mqtt_v5: bool = True,
         gil_switch_interval_s: float | None = 0.001,
+        device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
         # MQTT 3.1.1 only for brokers that lack v5 (the demo's embedded amqtt): the in-flight
@@ -252,6 +255,7 @@ class Collector:
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
         self._last_seq: dict[str, int] = {}
         self._sites: dict[str, str] = {}  # agent -> the site tag of its telemetry, for its health points
+        self._device_health = DeviceHealthGate(device_health_every_s)
         self._last_dead_letter_ms = 0
         self._dead_letter_lock = threading.Lock()
         self._converter: threading.Thread | None = None
@@ -634,7 +638,7 @@ class Collector:
             batch.dead.append(self._dead_letter(message, Reason.TIMESTAMP, error, agent=agent))
             return
         else:
-            points = health_points(payload, site)
+            points = health_points(payload, site, self._device_health)
         for point in points:
             if self._encoder is not None:
                 batch.lines.append(self._encoder.line(point))

@@ -112,7 +112,7 @@ def test_bad_health_and_status_are_dead_lettered_and_good_ones_stored(
         (HEALTH, wire.encode(health("agent-1", 946_684_799_999)), "agent-1", Reason.TIMESTAMP),
         (HEALTH, wire.encode(health("agent-1", ts + 11 * 60_000)), "agent-1", Reason.TIMESTAMP),
     ]
-    with started(fast(mosquitto, store)) as collector:
+    with started(fast(mosquitto, store, device_health_every_s=0)) as collector:
         for i, (channel, payload, topic_agent, _) in enumerate(bad):
             agent.publish(wire.encode(health("agent-1", ts + i)), channel=HEALTH)
             agent.publish(payload, topic_agent, channel)
@@ -151,3 +151,34 @@ def test_health_is_acknowledged_only_once_stored(mosquitto: Mosquitto, agent: Ag
         store.close()
     finally:
         influxdb.stop()
+
+
+def test_unchanged_devices_are_stored_every_device_health_every_s_changed_ones_at_once(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    t0 = now_ms() - 20 * 60_000
+    first = health("agent-1", t0)
+    failing = wire.DeviceHealth(state=wire.DeviceState.CRC_ERROR, reads=11, failures=1)
+    changed = first.model_copy(update={"ts": t0 + 1_000, "devices": first.devices | {"meter-1": failing}})
+    later = changed.model_copy(update={"ts": t0 + 900_000})
+    with started(fast(mosquitto, store, device_health_every_s=900)) as collector:
+        for message in (first, changed, later):
+            agent.publish(wire.encode(message), channel=HEALTH)
+        wait_until(lambda: collector.stats.messages == 3, "three health messages")
+    rows = stored(store, AGENT_HEALTH)
+    devices = {
+        ts: sorted(r.tags["device"] for r in rows if r.ts_ms == ts and "device" in r.tags)
+        for ts in (
+            t0,
+            t0 + 1_000,
+            t0 + 900_000,
+        )
+    }
+    assert devices == {
+        t0: ["meter-1", "meter-2", "meter-3"],
+        t0 + 1_000: ["meter-1"],
+        t0 + 900_000: ["meter-2", "meter-3"],
+    }
+    assert len([r for r in rows if "journal_backlog" in r.values]) == 3
+    store.close()
