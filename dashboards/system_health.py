@@ -1,20 +1,22 @@
-"""System health: agents and their journals, devices reporting, dead letters.
+"""System health: agents online, their journals and devices, what is stored, dead letters.
 
-Agents' ``health`` messages are expected in the ``agent_health`` measurement, one point per
-message: tag ``agent``; fields ``journal_backlog``, ``journal_dropped``, ``devices`` and
-``devices_failing`` (integers). The collector's own lag and write latency are Prometheus
-metrics (``/metrics``), not InfluxDB data; see docs/deploy.md.
+Reads ``agent_health`` as the collector writes it (collector/health.py, collector/README.md):
+per agent (tag ``agent``) ``journal_backlog``, ``journal_dropped``, ``devices_total``,
+``devices_failing`` at each health message and ``online`` at each status message; per device
+(tags ``agent``, ``device``) ``state``, ``ok``, ``quarantined``, ``failures``, ``last_ok_age_s``.
+The collector's own lag and write latency are Prometheus metrics (``/metrics``), not InfluxDB
+data; see docs/deploy.md.
 """
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
+from collector.health import AGENT_HEALTH
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
 
 UID = "citygw-system-health"
-AGENT_HEALTH = "agent_health"
 DEAD_LETTER = "dead_letter"
 AGENTS = f"{matches('agent', 'agent')}"
 # A field every point of the measurement carries, to count its points and devices.
@@ -58,12 +60,27 @@ def dashboard() -> Dashboard:
             big_number(
                 "Agents online",
                 InfluxQL(
+                    'SELECT sum("online") AS "agents" FROM (SELECT last("online") AS "online" '
+                    f'FROM "{AGENT_HEALTH}" WHERE time > now() - 7d AND {AGENTS} GROUP BY "agent")'
+                ),
+                unit="none",
+                steps=((None, BAD), (1, OK)),
+                description="Agents whose latest status (birth message or last will, as the broker "
+                "delivered it) in the last 7 days says online. Stored when it changes and at every "
+                "collector start, hence the long look-back, independent of the time range.",
+            )
+        )
+        .with_panel(
+            big_number(
+                "Agents sending health",
+                InfluxQL(
                     'SELECT count("backlog") AS "agents" FROM (SELECT last("journal_backlog") AS "backlog" '
                     f'FROM "{AGENT_HEALTH}" WHERE time > now() - 5m AND {AGENTS} GROUP BY "agent")'
                 ),
                 unit="none",
                 steps=((None, BAD), (1, OK)),
-                description="Agents that sent a health message in the last 5 minutes.",
+                description="Agents that sent a health message in the last 5 minutes "
+                "(every 10 s by default).",
             )
         )
         .with_panel(
@@ -129,6 +146,21 @@ def dashboard() -> Dashboard:
         .with_panel(time_series("Devices reporting", devices, unit="none", bars=True))
         .with_panel(
             time_series(
+                "Devices failing per agent",
+                [
+                    InfluxQL(
+                        f'SELECT max("devices_failing") AS "failing" FROM "{AGENT_HEALTH}" '
+                        f'WHERE $timeFilter AND {AGENTS} GROUP BY time($__interval), "agent" fill(none)'
+                    ).alias("$tag_agent")
+                ],
+                unit="none",
+                steps=((None, OK), (1, BAD)),
+                description="Devices whose last read failed "
+                "(timeout, Modbus exception, CRC, decode, no fix).",
+            )
+        )
+        .with_panel(
+            time_series(
                 "Dead letters by reason",
                 [
                     InfluxQL(
@@ -143,13 +175,40 @@ def dashboard() -> Dashboard:
         )
         .with_panel(
             rows(
-                "Devices failing per agent",
+                "Agents",
                 InfluxQL(
-                    'SELECT last("devices") AS "devices", last("devices_failing") AS "failing", '
-                    'last("journal_backlog") AS "backlog", last("journal_dropped") AS "dropped" '
+                    'SELECT last("online") AS "online", last("devices_total") AS "devices", '
+                    'last("devices_failing") AS "failing", last("journal_backlog") AS "backlog", '
+                    'last("journal_dropped") AS "dropped" '
                     f'FROM "{AGENT_HEALTH}" WHERE $timeFilter AND {AGENTS} GROUP BY "agent"'
                 ),
-                column_steps={"failing": ((None, OK), (1, BAD)), "dropped": ((None, OK), (1, BAD))},
+                description="Latest values in the time range; online is empty when no status came in it.",
+                column_steps={
+                    "online": ((None, BAD), (1, OK)),
+                    "failing": ((None, OK), (1, BAD)),
+                    "dropped": ((None, OK), (1, BAD)),
+                },
+                width=12,
+            )
+        )
+        .with_panel(
+            rows(
+                "Devices",
+                InfluxQL(
+                    'SELECT last("state") AS "state", last("ok") AS "ok", '
+                    'last("quarantined") AS "quarantined", last("failures") AS "failures", '
+                    'last("last_ok_age_s") AS "last_ok_age" '
+                    f'FROM "{AGENT_HEALTH}" WHERE $timeFilter AND {AGENTS} GROUP BY "agent", "device"'
+                ),
+                description="Each device's latest health: state of the last read, failures since the agent "
+                "started, time since its last good read at that moment; quarantined devices are tried once "
+                "per backoff period.",
+                units={"last_ok_age": "s"},
+                column_steps={
+                    "ok": ((None, BAD), (1, OK)),
+                    "quarantined": ((None, OK), (1, WARN)),
+                    "last_ok_age": ((None, OK), (300, WARN), (3600, BAD)),
+                },
                 width=12,
             )
         )

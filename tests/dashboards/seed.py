@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from citygw import wire
 from citygw.wire import FieldValue
+from collector.health import health_points, status_point
 from collector.service import DEAD_LETTER, Reason
 from collector.store import Point, open_store, prepare
 from firmware_bridge.profile import load_profile
@@ -122,14 +124,10 @@ def points(now_ms: int) -> list[Point]:
             }
             result.append(Point("vehicle_position", tags, ts, position))
     for i, agent in enumerate(AGENTS):
+        result.append(status_point(wire.Status(agent=agent, state=wire.AgentState.ONLINE), times[0], agent))
         for step, ts in enumerate(times):
-            health: dict[str, FieldValue] = {
-                "journal_backlog": 40 * i,
-                "journal_dropped": step if i == 1 else 0,
-                "devices": 5,
-                "devices_failing": i % 2,
-            }
-            result.append(Point("agent_health", {"agent": agent}, ts, health))
+            result.extend(health_points(agent_health(agent, i, step, ts), agent))
+    result.append(status_point(wire.Status(agent=AGENTS[2], state=wire.AgentState.OFFLINE), times[-1]))
     for step, reason in enumerate((Reason.SCHEMA, Reason.INVALID_JSON, Reason.SCHEMA)):
         tags = {"reason": reason, "agent": AGENTS[step % 2], "collector": "collector-1"}
         letter: dict[str, FieldValue] = {
@@ -139,6 +137,31 @@ def points(now_ms: int) -> list[Point]:
         }
         result.append(Point(DEAD_LETTER, tags, times[-1 - step], letter))
     return result
+
+
+def agent_health(agent: str, i: int, step: int, ts: int) -> wire.Health:
+    """The health message agent number ``i`` sends at ``ts``, as received: its first device times out."""
+    devices: dict[str, wire.DeviceHealth] = {}
+    for n, device in enumerate(d for d in DEVICES if d.agent == agent):
+        if n == 0 and i == 1:
+            devices[device.id] = wire.DeviceHealth(
+                state=wire.DeviceState.TIMEOUT,
+                last_ok=ts - 3_600_000,
+                reads=step,
+                failures=step + 1,
+                quarantined=True,
+            )
+        else:
+            devices[device.id] = wire.DeviceHealth(
+                state=wire.DeviceState.OK, last_ok=ts - 1_000, reads=step + 1
+            )
+    health = wire.Health(
+        agent=agent,
+        ts=ts,
+        devices=devices,
+        journal=wire.JournalHealth(backlog=40 * i, dropped=step if i == 1 else 0),
+    )
+    return wire.Health.model_validate_json(wire.encode(health))
 
 
 def seed(url: str, now_ms: int) -> None:

@@ -93,3 +93,32 @@ def test_consumption_is_the_growth_of_the_energy_counters(influxql: Query, city:
     # inside the first 10-minute interval has no earlier interval to differ from: 21 to 23 steps count.
     per_step = 3 * 120 * 5 / 60
     assert 21 * per_step - 0.01 <= series["values"][0][1] <= 23 * per_step + 0.01
+
+
+def test_system_health_reads_what_the_collector_makes_of_health_and_status(
+    influxql: Query, city: TimeRange
+) -> None:
+    board = BOARDS["citygw-system-health"]
+    chosen = all_values(board, influxql)
+    queries = {panel["title"]: target["query"] for panel, target in targets(board)}
+    numbers = {
+        title: influxql(render(queries[title], chosen, city))[0]["values"][0][1]
+        for title in ("Agents online", "Agents sending health", "Devices failing")
+    }
+    # Three agents sent health; bus-4711's last will came after its birth message; depot-south-1's
+    # first device (aq-sykhiv) times out.
+    assert numbers == {"Agents online": 2, "Agents sending health": 3, "Devices failing": 1}
+    devices = {
+        s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True))
+        for s in influxql(render(queries["Devices"], chosen, city))
+    }
+    assert len(devices) == 10
+    assert devices["aq-sykhiv"] | {"time": 0} == {
+        "time": 0,
+        "state": "timeout",
+        "ok": 0,
+        "quarantined": 1,
+        "failures": 24,
+        "last_ok_age": 3600,
+    }
+    assert devices["aq-rynok"]["state"] == "ok"
