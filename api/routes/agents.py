@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +24,8 @@ from api.registry.fleet import (
     next_config_version,
 )
 from api.registry.models import Agent, ConfigVersion, Device
-from api.security import EngineerDep, Principal, ensure_site
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
+from api.security import EngineerDep, Principal, Role, ensure_site
 from api.timespec import iso
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
 from edge.config import Device as DeviceSpec
@@ -156,10 +157,25 @@ def _spec(device: DeviceSpec) -> dict[str, Any]:
 
 
 @router.get("", response_model=list[AgentPublic])
-def agents(principal: EngineerDep, session: SessionDep) -> list[AgentPublic]:
-    """Agents at the caller's sites (every agent for admins) with their live status."""
-    found = session.scalars(select(Agent).order_by(Agent.id))
-    return [_agent_public(session, agent) for agent in found if principal.may_manage(agent.site)]
+def agents(
+    request: Request,
+    response: Response,
+    principal: EngineerDep,
+    session: SessionDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> list[AgentPublic]:
+    """Agents at the caller's sites (every agent for admins) with their live status, by id, paged."""
+    query = select(Agent).order_by(Agent.id).limit(limit + 1)
+    if principal.role is not Role.ADMIN:
+        query = query.where(Agent.site.in_(sorted(principal.sites)))
+    after = decode_cursor(cursor, ("agent",))
+    if after is not None:
+        query = query.where(Agent.id > after[0])
+    found = trim(
+        list(session.scalars(query)), lambda a: (a.id,), limit=limit, request=request, response=response
+    )
+    return [_agent_public(session, agent) for agent in found]
 
 
 @router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)

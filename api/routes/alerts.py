@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -12,6 +12,7 @@ from api.alerts.rules import Rule
 from api.deps import NowMsDep, SessionDep
 from api.registry import audit
 from api.registry.models import Alert
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import EngineerDep, Role, UtilityDep, ensure_site
 from api.timespec import iso
 
@@ -60,22 +61,32 @@ def _alert(session: SessionDep, alert_id: int) -> Alert:
 
 @router.get("", response_model=list[AlertPublic])
 def list_alerts(
+    request: Request,
+    response: Response,
     _principal: UtilityDep,
     session: SessionDep,
     state: Annotated[Literal["active", "ended", "all"], Query(description="default active")] = "active",
     rule: Annotated[Rule | None, Query(description="only this rule")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**62, description="page back from this id")] = None,
 ) -> list[AlertPublic]:
-    """Alerts, newest first."""
-    query = select(Alert).order_by(Alert.id.desc()).limit(limit)
+    """Alerts, newest first, a page at a time."""
+    query = select(Alert).order_by(Alert.id.desc()).limit(limit + 1)
+    after = decode_cursor(cursor, (0,))
+    if after is not None:
+        query = query.where(Alert.id < after[0])
     if state != "all":
         query = query.where(Alert.state == state)
     if rule is not None:
         query = query.where(Alert.rule == rule.value)
     if before_id is not None:
         query = query.where(Alert.id < before_id)
-    return [AlertPublic.of(alert) for alert in session.scalars(query)]
+    found = list(session.scalars(query))
+    return [
+        AlertPublic.of(alert)
+        for alert in trim(found, lambda alert: (alert.id,), limit=limit, request=request, response=response)
+    ]
 
 
 @router.get("/{alert_id}", response_model=AlertPublic, responses={404: {"description": "no such alert"}})

@@ -1,15 +1,16 @@
-"""The audit log, for admins: newest first, filtered, paged with ``before_id``."""
+"""The audit log, for admins: newest first, filtered, paged with ``cursor`` (or ``before_id``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from api.deps import SessionDep
 from api.registry import audit
 from api.registry.models import AuditEntry
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import AdminDep
 from api.timespec import iso
 
@@ -51,6 +52,8 @@ class AuditEntryPublic(BaseModel):
 
 @router.get("", response_model=list[AuditEntryPublic])
 def audit_log(
+    request: Request,
+    response: Response,
     principal: AdminDep,
     session: SessionDep,
     action: Annotated[str | None, Query(pattern=ACTION_PATTERN, description="e.g. config.push")] = None,
@@ -58,9 +61,13 @@ def audit_log(
     target: Annotated[str | None, Query(pattern=TEXT, description="e.g. agent:lviv-depot-1")] = None,
     since_ms: Annotated[int | None, Query(ge=0, le=253_402_300_799_999)] = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> list[AuditEntryPublic]:
-    """Who changed what, when, with what result."""
+    """Who changed what, when, with what result: newest first, a page at a time."""
+    after = decode_cursor(cursor, (0,))
+    if after is not None:
+        before_id = int(after[0]) if before_id is None else min(before_id, int(after[0]))
     found = audit.entries(
         session,
         action=action,
@@ -68,6 +75,7 @@ def audit_log(
         target=target,
         since_ms=since_ms,
         before_id=before_id,
-        limit=limit,
+        limit=limit + 1,
     )
-    return [AuditEntryPublic.of(entry) for entry in found]
+    page = trim(found, lambda entry: (entry.id,), limit=limit, request=request, response=response)
+    return [AuditEntryPublic.of(entry) for entry in page]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import StoreDep
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, Key, LimitQuery, page_of
 from api.series import descriptive_tags, newest_per_device
 from api.timespec import iso
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
@@ -46,11 +47,20 @@ class DeviceLatestPublic(BaseModel):
 
 @router.get("", response_model=list[DevicePublic])
 def list_devices(
-    store: StoreDep, measurement: MeasurementFilter = None, agent: AgentFilter = None
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    measurement: MeasurementFilter = None,
+    agent: AgentFilter = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> list[DevicePublic]:
-    """Every device that ever reported, with its newest reading time, one entry per measurement."""
+    """Every device that ever reported, with its newest reading time, one entry per measurement.
+
+    By agent, device and measurement, a page at a time (``Link: rel=next``).
+    """
     points = newest_per_device(store.latest(measurement=measurement))
-    return [
+    listed = [
         DevicePublic(
             device=point.tags["device"],
             agent=point.tags.get("agent"),
@@ -62,6 +72,26 @@ def list_devices(
         for point in points
         if agent is None or point.tags.get("agent") == agent
     ]
+    return page_of(
+        listed, device_key, limit=limit, cursor=cursor, like=DEVICE_KEY, request=request, response=response
+    )
+
+
+DEVICE_KEY: Key = ("agent", "device", "measurement")
+
+
+class DeviceEntry(Protocol):
+    @property
+    def device(self) -> str: ...
+    @property
+    def measurement(self) -> str: ...
+    @property
+    def agent(self) -> str | None: ...
+
+
+def device_key(device: DeviceEntry) -> Key:
+    """The order of device lists: agent, device, measurement."""
+    return (device.agent or "", device.device, device.measurement)
 
 
 @router.get(

@@ -8,12 +8,13 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from api.deps import ContextDep, SettingsDep, StoreDep
 from api.open_data import DATASETS, DatasetName, entities, flat_row
 from api.registry.catalogue import registered_devices
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, page_of
 
 router = APIRouter(prefix="/v1/open-data", tags=["open data"])
 NGSI_LD_JSON = "application/ld+json"
@@ -46,20 +47,32 @@ def datasets() -> list[DatasetPublic]:
     responses={200: {"content": {NGSI_LD_JSON: {}, "text/csv": {}}, "description": "the entities"}},
 )
 def dataset(
+    request: Request,
     context: ContextDep,
     store: StoreDep,
     settings: SettingsDep,
     dataset: DatasetName,
     format: Annotated[OpenDataFormat, Query(description="ngsi-ld (JSON-LD) or csv")] = OpenDataFormat.NGSI_LD,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> Response:
-    """Every public device's newest state as entities of the dataset's Smart Data Model."""
+    """Every public device's newest state as entities of the dataset's Smart Data Model, by id, paged."""
     chosen = DATASETS[dataset]
     with context.registry.session() as session:
         devices = registered_devices(session)
-    found: list[dict[str, Any]] = sorted(
-        entities(chosen, store, devices, settings.city), key=lambda entity: str(entity["id"])
+    paging = Response()
+    found: list[dict[str, Any]] = page_of(
+        entities(chosen, store, devices, settings.city),
+        lambda entity: (str(entity["id"]),),
+        limit=limit,
+        cursor=cursor,
+        like=("id",),
+        request=request,
+        response=paging,
     )
     headers = {"Cache-Control": f"public, max-age={settings.feed_cache_max_age_s}"}
+    if "link" in paging.headers:
+        headers["Link"] = paging.headers["link"]
     if format is OpenDataFormat.CSV:
         rows = [flat_row(entity) for entity in found]
         columns = list(dict.fromkeys(name for row in rows for name in row)) or ["id", "type"]

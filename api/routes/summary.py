@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import NowMsDep, StoreDep
+from api.routes.devices import DEVICE_KEY, device_key
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, page_of
 from api.series import newest_per_device
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
@@ -33,25 +35,36 @@ class SummaryPublic(BaseModel):
 
 @router.get("", response_model=SummaryPublic)
 def summary(
+    request: Request,
+    response: Response,
     store: StoreDep,
     now_ms: NowMsDep,
     measurement: Annotated[
         str | None, Query(pattern=NAME_PATTERN, description="only this measurement")
     ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> SummaryPublic:
-    """The newest values of every device and measurement, with their age."""
-    return SummaryPublic(
-        generated_at=iso(now_ms),
-        devices=[
-            DeviceSummaryPublic(
-                device=point.tags["device"],
-                agent=point.tags.get("agent"),
-                measurement=point.measurement,
-                last_seen=iso(point.ts_ms),
-                age_s=(now_ms - point.ts_ms) / 1000,
-                field_count=len(point.fields),
-                values=dict(sorted(point.fields.items())),
-            )
-            for point in newest_per_device(store.latest(measurement=measurement))
-        ],
+    """The newest values of every device and measurement, with their age; devices a page at a time."""
+    devices = [
+        DeviceSummaryPublic(
+            device=point.tags["device"],
+            agent=point.tags.get("agent"),
+            measurement=point.measurement,
+            last_seen=iso(point.ts_ms),
+            age_s=(now_ms - point.ts_ms) / 1000,
+            field_count=len(point.fields),
+            values=dict(sorted(point.fields.items())),
+        )
+        for point in newest_per_device(store.latest(measurement=measurement))
+    ]
+    page = page_of(
+        devices,
+        device_key,
+        limit=limit,
+        cursor=cursor,
+        like=DEVICE_KEY,
+        request=request,
+        response=response,
     )
+    return SummaryPublic(generated_at=iso(now_ms), devices=page)
