@@ -1,32 +1,25 @@
 """Agents and their devices in the registry, checked as the agent would check its config before a push.
 
-A change is validated against the edge agent's own rules (``edge.config``: schema, unique ids,
-unit id clashes on a line, profiles that load) and against what an RS-485 line can carry (the
-poll plan's wire time per second), and refused with every problem named; nothing is pushed then.
+A change is validated by the edge agent's own code (``edge.config.validate_agent_config``: schema,
+unique ids, unit id clashes on a line, profiles that load, the bus time an RS-485 line can carry),
+so the API refuses exactly what the agent would, with every problem named; nothing is pushed then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, ConfigVersion, Device
 from citygw import wire
-from edge.config import AgentConfig, Problem, RtuLine, check_references
-from firmware_bridge.planner import fewest_reads
-from firmware_bridge.profile import Profile, load_profile
-from firmware_bridge.timing import SerialLine
+from edge.config import AgentConfig, AgentConfigError, Problem, validate_agent_config
 
 # The agent's broker and journal stay local to it; the check needs placeholders for them.
 _LOCAL_SECTIONS = {"broker": {"url": "mqtt://agent.invalid"}, "journal": {"path": "journal.sqlite"}}
-# Device turnaround and guard time per Modbus transaction on a serial line, seconds (typical meters).
-TURNAROUND_S = 0.02
-# Share of a line's time the poll plan may take; the rest absorbs retries and commands.
-LINE_BUDGET = 0.8
 
 
 class FleetProblems(ValueError):
@@ -46,40 +39,8 @@ def active_devices(session: Session, agent_id: str) -> list[Device]:
     return list(session.scalars(query))
 
 
-def _field(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(config)"
-
-
-def _line_load(config: AgentConfig, profiles: dict[str, Profile]) -> list[Problem]:
-    """Serial lines whose poll plan needs more wire time per second than LINE_BUDGET of it."""
-    problems = []
-    for line in config.lines:
-        if not isinstance(line, RtuLine):
-            continue
-        serial = SerialLine(line.baudrate, line.parity, line.stopbits, line.bytesize)
-        busy = 0.0
-        for device in config.devices_on(line.id):
-            profile = profiles.get(device.profile or "")
-            if profile is not None:
-                reads = fewest_reads(profile)
-                busy += sum(serial.read_time(read) + TURNAROUND_S for read in reads) / device.poll_s
-        if busy > LINE_BUDGET:
-            problems.append(
-                Problem(
-                    f"lines[{line.id}]",
-                    f"the poll plan needs {busy:.2f} s of every second at {line.baudrate} baud"
-                    f" (at most {LINE_BUDGET:.2f})",
-                    "poll less often (poll_s), move devices to another line, or raise the baud rate",
-                )
-            )
-    return problems
-
-
 def check_config(agent: Agent, devices: Sequence[dict[str, Any]]) -> AgentConfig:
-    """The agent's config with ``devices``, or FleetProblems with everything that is wrong."""
+    """The agent's config with ``devices``, or FleetProblems with everything the agent would refuse."""
     raw = {
         "agent_id": agent.id,
         "site": agent.site,
@@ -88,22 +49,9 @@ def check_config(agent: Agent, devices: Sequence[dict[str, Any]]) -> AgentConfig
         "devices": devices,
     }
     try:
-        config = AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise FleetProblems(
-            [Problem(_field(error["loc"]), error["msg"], "correct the value") for error in exc.errors()]
-        ) from None
-    profiles: dict[str, Profile] = {}
-
-    def load(name: str) -> Profile:
-        profiles[name] = load_profile(name)
-        return profiles[name]
-
-    problems = check_references(config, load)
-    problems += _line_load(config, profiles)
-    if problems:
-        raise FleetProblems(problems)
-    return config
+        return validate_agent_config(raw, Path(f"registry:{agent.id}"))
+    except AgentConfigError as exc:
+        raise FleetProblems(exc.problems) from None
 
 
 def desired_config(session: Session, agent: Agent, *, version: int, now_ms: int) -> wire.DesiredConfig:

@@ -126,7 +126,12 @@ def test_device_checked_against_the_line_before_anything_is_stored(
         f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-3", "unit": 3, "poll_s": 0.05}
     )
     assert too_fast.status_code == 422
-    assert "poll plan" in too_fast.json()["detail"]["problems"][0]["message"]
+    # The same check as the agent's own (edge.bus_plan): wire time, guard intervals, per line.
+    [overload] = too_fast.json()["detail"]["problems"]
+    assert overload["field"] == "lines[0]"
+    assert "line bus1 needs" in overload["message"]
+    assert "bus time per 1.0 s at 9600 baud" in overload["message"]
+    assert "meter-3" in overload["fix"]
     no_profile = fleet.post(
         f"/v1/agents/{AGENT}/devices", json={**METER, "id": "m4", "unit": 4, "profile": "nope"}
     )
