@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 
 from citygw.air_quality import CURRENT, IndexTable
 from dashboards.influxql import InfluxQL, matches, tag_values
-from dashboards.panels import Steps, city_dashboard, rows, time_series
+from dashboards.panels import Steps, city_dashboard, positions_map, rows, time_series
 
 UID = "citygw-air-quality"
 MEASUREMENT = "air_quality"
@@ -26,26 +26,41 @@ def band_steps(pollutant: str, table: IndexTable = CURRENT) -> Steps:
 
 def dashboard() -> Dashboard:
     selection = ", ".join(f'mean("{field}") AS "{p}"' for p, field in FIELDS.items())
-    board = city_dashboard(
-        UID,
-        "Air quality",
-        f"Concentrations in µg/m³ coloured by the bands of the {CURRENT.version} index "
-        "(the station's index is its worst band).",
-        [
-            tag_values("district", "District", MEASUREMENT, "district"),
-            tag_values("station", "Station", MEASUREMENT, "device", where=matches("district", "district")),
-        ],
-    ).with_panel(
-        rows(
-            "Stations, last hour",
-            InfluxQL(
-                f'SELECT {selection} FROM "{MEASUREMENT}" WHERE time > now() - 1h AND {WHERE} '
-                'GROUP BY "district", "device"'
-            ),
-            description="Hourly mean per station; each cell has the colour of its EEA band. "
-            "Stations' coordinates are not stored with readings yet, so this is a table, not a map.",
-            units={p: "conμgm3" for p in FIELDS},
-            column_steps={p: band_steps(p) for p in FIELDS},
+    last_hour = f'FROM "{MEASUREMENT}" WHERE time > now() - 1h AND {WHERE} GROUP BY "district", "device"'
+    board = (
+        city_dashboard(
+            UID,
+            "Air quality",
+            f"Concentrations in µg/m³ coloured by the bands of the {CURRENT.version} index "
+            "(the station's index is its worst band).",
+            [
+                tag_values("district", "District", MEASUREMENT, "district"),
+                tag_values(
+                    "station", "Station", MEASUREMENT, "device", where=matches("district", "district")
+                ),
+            ],
+        )
+        .with_panel(
+            positions_map(
+                "Station map",
+                InfluxQL(f'SELECT last("lat") AS "lat", last("lon") AS "lon", {selection} {last_hour}'),
+                description="Stations with a location in their agent's configuration (readings carry it as "
+                "lat/lon fields), coloured by the EEA band of their hourly PM2.5 mean; the tooltip has every "
+                "pollutant.",
+                colour_by=("pm25", band_steps("pm25")),
+            )
+        )
+        .with_panel(
+            rows(
+                "Stations, last hour",
+                InfluxQL(f"SELECT {selection} {last_hour}"),
+                description="Hourly mean per station; each cell has the colour of its EEA band. "
+                "Stations without a location show here only.",
+                units={p: "conμgm3" for p in FIELDS},
+                column_steps={p: band_steps(p) for p in FIELDS},
+                width=12,
+                height=12,
+            )
         )
     )
     for pollutant, field in FIELDS.items():

@@ -164,10 +164,14 @@ def positions_map(
     query: InfluxQL,
     *,
     description: str = "",
+    colour_by: tuple[str, Steps] | None = None,
     width: int = 12,
     height: int = 12,
 ) -> geomap.Panel:
-    """Markers at the ``lat``/``lon`` columns of a table query; the view fits the markers."""
+    """Markers at the ``lat``/``lon`` columns of a table query; the view fits the markers.
+
+    With ``colour_by`` (column, steps) each marker has the colour of its value's step.
+    """
     markers = (
         common_builders.MapLayerOptions()
         .type("markers")
@@ -180,13 +184,17 @@ def positions_map(
         )
         .tooltip(True)
     )
-    return (
+    panel = (
         geomap.Panel()
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
         .with_target(query.table())
         .view(geomap.MapViewConfig().id("fit").padding(10))
-        .layers([markers])
         .grid_pos(_place(width, height))
     )
+    if colour_by is None:
+        return panel.layers([markers])
+    column, steps = colour_by
+    style = {"color": {"field": column, "fixed": OK}, "size": {"fixed": 10}}
+    return panel.layers([markers.config({"style": style, "showLegend": True})]).thresholds(thresholds(steps))

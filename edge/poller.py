@@ -178,6 +178,16 @@ def reading_tags(device: Device, site: str) -> dict[str, str]:
     return tags
 
 
+def with_location(device: Device, fields: dict[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
+    """A located device's ``lat``/``lon`` as fields of its reading (maps; never tags: no new series).
+
+    Only when the reading has room for them; a field of the device's own with those names wins.
+    """
+    if device.location is None or len(fields) + 2 > wire.MAX_FIELDS_PER_READING:
+        return fields
+    return {"lat": device.location.lat, "lon": device.location.lon} | fields
+
+
 def _finite(values: Mapping[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
     """Drop NaN and infinity (a sensor's "no value"): the wire contract refuses them."""
     return {k: v for k, v in values.items() if not (isinstance(v, float) and not math.isfinite(v))}
@@ -331,7 +341,11 @@ class ModbusPoller:
             return False
         fields.update(self._counter_resets(slot, fields))
         reading = wire.Reading(
-            device=device.id, measurement=slot.profile.measurement, ts=at, fields=fields, tags=slot.tags
+            device=device.id,
+            measurement=slot.profile.measurement,
+            ts=at,
+            fields=with_location(device, fields),
+            tags=slot.tags,
         )
         self.journal.append([reading])
         self.board.ok(device.id, at, response_s=took)

@@ -14,6 +14,9 @@ from citygw.wire import FieldValue
 from collector.health import health_points, status_point
 from collector.service import DEAD_LETTER, Reason
 from collector.store import Point, open_store, prepare
+from edge.config import Device as AgentDevice
+from edge.config import Location
+from edge.poller import with_location
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator
 
@@ -28,10 +31,18 @@ class Device:
     agent: str
     tags: dict[str, str] = field(default_factory=dict)
     values: dict[str, FieldValue] = field(default_factory=dict)
+    location: Location | None = None
 
 
 DEVICES = (
-    Device("aq-rynok", "vaisala_aqt530", "depot-north-1", {"district": "halytskyi"}, {"pm25": 21.7}),
+    Device(
+        "aq-rynok",
+        "vaisala_aqt530",
+        "depot-north-1",
+        {"district": "halytskyi"},
+        {"pm25": 21.7},
+        Location(lat=49.8419, lon=24.0316),
+    ),
     Device("aq-sykhiv", "jxbs_3001", "depot-south-1", {"district": "sykhivskyi"}),
     Device("meter-opera", "eastron_sdm630", "depot-north-1", {"district": "halytskyi"}),
     Device("meter-sykhiv-1", "eastron_sdm120", "depot-south-1", {"district": "sykhivskyi"}),
@@ -99,6 +110,7 @@ def points(now_ms: int) -> list[Point]:
         simulator = ModbusDeviceSimulator(profile, values=device.values or None)
         base = simulator.expected()
         tags = {**device.tags, "agent": device.agent, "device": device.id, "site": device.agent}
+        configured = AgentDevice(id=device.id, line="seed", poll_s=STEP_MS / 1000, location=device.location)
         for step, ts in enumerate(times):
             fields = dict(base)
             for spec in profile.registers:
@@ -108,7 +120,7 @@ def points(now_ms: int) -> list[Point]:
                     fields[spec.field] = int(grown) if isinstance(start, int) else grown
             for name in floats[profile.measurement] & fields.keys():
                 fields[name] = float(fields[name])
-            result.append(Point(profile.measurement, tags, ts, fields))
+            result.append(Point(profile.measurement, tags, ts, with_location(configured, fields)))
     for vehicle, route, lat, lon, speed in VEHICLES:
         tags = {"vehicle": vehicle, "vehicle_label": vehicle, "route": route, "agent": vehicle}
         tags |= {"device": f"{vehicle}-gps", "site": vehicle}

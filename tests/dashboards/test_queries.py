@@ -122,3 +122,13 @@ def test_system_health_reads_what_the_collector_makes_of_health_and_status(
         "last_ok_age": 3600,
     }
     assert devices["aq-rynok"]["state"] == "ok"
+
+
+def test_the_station_map_places_the_located_station(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-air-quality"]
+    ((panel, target),) = [(p, t) for p, t in targets(board) if p["type"] == "geomap"]
+    series = influxql(render(target["query"], all_values(board, influxql), city))
+    places = {s["tags"]["device"]: tuple(s["values"][0][1:3]) for s in series}
+    # Only aq-rynok has a location in its agent's configuration; the map leaves the other out.
+    assert places == {"aq-rynok": (49.8419, 24.0316), "aq-sykhiv": (None, None)}
+    assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] == "#50F0E6"
