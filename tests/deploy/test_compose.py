@@ -7,12 +7,15 @@ service missing, a secret in the file) is checked here.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+from sqlalchemy.engine import make_url
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose"
+ACL = Path(__file__).parents[2] / "deploy" / "mosquitto" / "acl"
 
 
 def compose() -> dict[str, Any]:
@@ -35,7 +38,10 @@ def test_mounted_and_built_files_exist() -> None:
             context = COMPOSE / service["build"]["context"]
             assert (context / service["build"]["dockerfile"]).is_file(), name
             assert (context / "pyproject.toml").is_file(), name
-    assert (COMPOSE / "citygw.env.example").is_file()
+    env_files = {service.get("env_file") for service in services.values()} - {None}
+    assert env_files == {"citygw.env", "collector.env", "api.env"}
+    for env_file in env_files:
+        assert (COMPOSE / f"{env_file}.example").is_file(), env_file
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
@@ -43,5 +49,41 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
         for key, value in (service.get("environment") or {}).items():
             assert not re.search(r"PASSWORD|TOKEN|SECRET", key), f"{name}: {key} belongs in citygw.env"
             assert "@" not in str(value), f"{name}: {key} has credentials in a URL"
-    example = (COMPOSE / "citygw.env.example").read_text()
-    assert all(line.endswith("=") for line in example.splitlines() if "PASSWORD=" in line)
+    for example in COMPOSE.glob("*.env.example"):
+        lines = example.read_text().splitlines()
+        assert all(line.endswith("=") for line in lines if "PASSWORD=" in line), example.name
+        for url in (line.partition("=")[2] for line in lines if "://" in line):
+            assert urlsplit(url).password == "PASSWORD", f"{example.name}: {url} has a real password"
+
+
+def example(service: str) -> dict[str, str]:
+    """The settings of a service's env file example."""
+    env_file = compose()["services"][service]["env_file"]
+    lines = (COMPOSE / f"{env_file}.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_collector_and_api_each_have_their_own_broker_user_and_store_rights() -> None:
+    acl_users = re.findall(r"^user (\S+)$", ACL.read_text(), re.MULTILINE)
+    expected = {"collector": ("svc.collector", "citygw_writer"), "api": ("svc.api", "citygw_reader")}
+    for service, (broker_user, store_user) in expected.items():
+        settings = example(service)
+        assert urlsplit(settings["CITYGW_BROKER_URL"]).username == broker_user, service
+        assert urlsplit(settings["CITYGW_STORE_URL"]).username == store_user, service
+        assert broker_user in acl_users, f"{broker_user} has no rights in deploy/mosquitto/acl"
+    assert "CITYGW_BROKER_URL" not in example("grafana"), (
+        "broker URLs belong to the collector's and API's files"
+    )
+
+
+def test_the_api_registry_is_on_a_named_volume() -> None:
+    data = compose()
+    api = data["services"]["api"]
+    database = make_url(api["environment"]["CITYGW_REGISTRY_URL"]).database
+    assert database is not None
+    path = PurePosixPath(database)
+    assert path.is_absolute(), "a relative SQLite path lands in the container's working directory"
+    mounts = [volume.split(":") for volume in api["volumes"]]
+    (volume,) = [source for source, target, *_ in mounts if path.is_relative_to(target)]
+    assert volume in data["volumes"], f"{volume} is not a named volume"
+    assert str(path.parent) in (COMPOSE / "Dockerfile").read_text(), "the image must own the volume's folder"
