@@ -5,6 +5,16 @@ batch that carries it (``ack``). A batch, once formed, keeps its sequence number
 exact bytes until acknowledged, so a republish after a reconnect or a restart is the same
 message and the collector can tell a duplicate from a gap.
 
+Each reading is stored once, as its wire JSON, at append, under an id that only grows. A
+batch is a span of consecutive ids (table ``spans``: seq, first id, last id) and its payload
+is those stored fragments joined under the batch header: forming a batch writes one small
+row, no copy of the readings, and nothing is parsed or encoded again. Readings live in
+segment tables of ``SEGMENT_READINGS`` consecutive ids; an ack writes nothing, and a segment
+none of whose readings waits for a PUBACK any more is dropped whole (SQLite frees its pages
+without rewriting them, where deleting rows writes every page they were on). Until then its
+acknowledged spans stay on disk (``close`` deletes them): after a crash they are republished
+with their seqs and bytes, as duplicates the store absorbs.
+
 ``fsync="normal"`` (synchronous=NORMAL) never corrupts the file, but on power loss it may lose
 the transactions not yet synced: at worst the readings journaled since the last checkpoint
 (``wal_autocheckpoint`` pages, set here to about 1 MB, a few thousand readings) and in
@@ -12,8 +22,9 @@ practice the last seconds the kernel had not written back. A lost ack only means
 duplicate later. ``fsync="full"`` syncs every commit: nothing acknowledged to the poller
 is lost, at the price of one fsync per append (an SD card does a few hundred a second).
 
-A quota (``quota_bytes``, counted as the readings' JSON plus a fixed per-row overhead) bounds
-the file; when it is reached the policy decides what gives way, and every reading given up
+A quota (``quota_bytes``, counted as the unacknowledged readings' JSON plus a fixed per-row
+overhead) bounds the file, give or take the acknowledged readings of segments not yet
+dropped; when it is reached the policy decides what gives way, and every reading given up
 is counted in ``counters.dropped`` (published on ``health``):
 
 - ``drop_oldest``: the oldest readings not yet in a batch make room for the new ones;
@@ -34,10 +45,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from citygw import wire
 
@@ -49,17 +60,15 @@ DROP_SLACK = 0.01
 CHECKPOINT_PAGES = 256
 # stop_slow: slow devices are taken again once the backlog fell below this share of the quota.
 RESUME_SLOW_SHARE = 0.9
+# Readings per segment table (about 2 MB of JSON): the unit in which acknowledged readings leave the disk.
+SEGMENT_READINGS = 8192
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_seq INTEGER NULL,
-    payload TEXT NOT NULL
-);
-DROP INDEX IF EXISTS readings_by_batch;
-CREATE TABLE IF NOT EXISTS batches (
+CREATE TABLE IF NOT EXISTS spans (
     seq INTEGER PRIMARY KEY,
-    payload BLOB NOT NULL
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    legacy_payload BLOB NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -67,6 +76,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 FIRST_SEQ = 1
+_NO_ID = 1 << 62  # above any reading id: "no upper bound"
 
 
 class Batch(NamedTuple):
@@ -75,6 +85,18 @@ class Batch(NamedTuple):
     seq: int
     payload: bytes
     size: int
+
+
+@dataclass
+class _Span:
+    """A formed batch in memory: its id range, what it counts against the quota, its bytes once built."""
+
+    first: int
+    last: int
+    size: int
+    nbytes: int
+    payload: bytes | None = None
+    acked: bool = False
 
 
 class JournalMismatch(RuntimeError):
@@ -90,6 +112,14 @@ class JournalCounters:
     batches_acked: int = 0
     readings_acked: int = 0
     dropped: int = 0
+
+
+def _segment(reading_id: int) -> int:
+    return reading_id // SEGMENT_READINGS
+
+
+def _table(segment: int) -> str:
+    return f"readings_{segment}"
 
 
 class Journal:
@@ -112,14 +142,16 @@ class Journal:
         self.slow_devices = slow_devices
         self.counters = JournalCounters()
         self.slow_stopped = False
-        self._batch_cost: dict[int, tuple[int, int, int, int]] = {}  # seq -> readings, bytes, first/last id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+        # Debian builds SQLite with secure_delete on: it would write zeros over every freed page.
+        self._db.execute("PRAGMA secure_delete=OFF")
         self._db.executescript(_SCHEMA)
+        self._segments: set[int] = set()
         with self._transaction():
             owner = self._meta("agent")
             if owner is None:
@@ -129,163 +161,287 @@ class Journal:
                     f"journal {self.path} belongs to agent {owner!r}, not {agent_id!r}: "
                     "set journal.path to a file of this agent or move this one aside"
                 )
-            if self._meta("next_seq") is None:
-                self._set_meta("next_seq", str(FIRST_SEQ))
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM readings"
-        ).fetchone()
-        self._backlog = int(count)
-        self._bytes = int(size) + ROW_OVERHEAD_BYTES * self._backlog
-        (top,) = self._db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
-        self._live_from = int(top)
+            self._segments = {
+                int(name.removeprefix("readings_"))
+                for (name,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'readings_[0-9]*'"
+                )
+            }
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'readings'").fetchone():
+                self._migrate_single_table()
+            # meta's next_seq is written when spans are deleted; until then the spans hold the top seq.
+            (top_seq,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM spans").fetchone()
+            self._next_seq = max(int(self._meta("next_seq") or FIRST_SEQ), int(top_seq) + 1)
+        self._spans: dict[int, _Span] = {}
+        self._bytes = self._backlog = 0
+        top = 0
+        for segment in sorted(self._segments):
+            count, size, high = self._db.execute(
+                f"SELECT count(*), coalesce(sum(length(payload)), 0), max(id) FROM {_table(segment)}"
+            ).fetchone()
+            self._backlog += int(count)
+            self._bytes += int(size) + ROW_OVERHEAD_BYTES * int(count)
+            top = max(top, int(high or 0), segment * SEGMENT_READINGS - 1)
+        self._next_id = top + 1
+        for seq, first, last, legacy in self._db.execute(
+            "SELECT seq, first_id, last_id, legacy_payload FROM spans ORDER BY seq"
+        ).fetchall():
+            lengths = [row[0] for row in self._select("length(payload)", first - 1, last + 1)]
+            payload = None if legacy is None else bytes(legacy)
+            self._spans[seq] = _Span(first, last, len(lengths), sum(lengths), payload)
+        self._live_from = top
+
+    def _migrate_single_table(self) -> None:
+        """Journals from before segments (one ``readings`` table, ``batches`` with their bytes): move them."""
+        for (segment,) in self._db.execute(
+            f"SELECT DISTINCT id / {SEGMENT_READINGS} FROM readings"
+        ).fetchall():
+            self._create_segment(int(segment))
+            self._db.execute(
+                f"INSERT INTO {_table(segment)} (id, payload) SELECT id, payload FROM readings "
+                "WHERE id / ? = ?",
+                (SEGMENT_READINGS, segment),
+            )
+        self._db.execute(
+            "INSERT INTO spans (seq, first_id, last_id, legacy_payload) "
+            "SELECT b.seq, min(r.id), max(r.id), b.payload FROM batches b "
+            "JOIN readings r ON r.batch_seq = b.seq GROUP BY b.seq"
+        )
+        self._db.execute("DROP TABLE readings")
+        self._db.execute("DROP TABLE IF EXISTS batches")
 
     def close(self) -> None:
+        """Forget the acknowledged batches still on disk (a restart would republish them), then close."""
+        self._forget(set(), [seq for seq, span in self._spans.items() if span.acked])
         self._db.close()
 
     def append(self, readings: Sequence[wire.Reading]) -> int:
         """Write readings to disk in one transaction; returns how many the quota let in."""
-        rows = [
-            (wire.encode(reading).decode(),)
-            for reading in readings
-            if not (self.slow_stopped and reading.device in self.slow_devices)
-        ]
-        refused = len(readings) - len(rows)
-        size = sum(len(row[0]) + ROW_OVERHEAD_BYTES for row in rows)
+        fragments = [wire.encode(r).decode() for r in readings if not self.refuses(r.device)]
+        refused = len(readings) - len(fragments)
+        size = sum(len(f) + ROW_OVERHEAD_BYTES for f in fragments)
         with self._transaction():
             if self.quota_bytes is not None and self._bytes + size > self.quota_bytes:
                 if self.policy == "drop_newest":
-                    while rows and self._bytes + size > self.quota_bytes:
-                        size -= len(rows.pop()[0]) + ROW_OVERHEAD_BYTES
+                    while fragments and self._bytes + size > self.quota_bytes:
+                        size -= len(fragments.pop()) + ROW_OVERHEAD_BYTES
                         refused += 1
                 else:
                     self.slow_stopped = self.policy == "stop_slow"
                     self._drop_oldest(self._bytes + size - self.quota_bytes)
-            self._db.executemany("INSERT INTO readings (payload) VALUES (?)", rows)
+            first = self._next_id
+            while fragments[first - self._next_id :]:
+                segment = _segment(first)
+                end = min((segment + 1) * SEGMENT_READINGS, self._next_id + len(fragments))
+                self._create_segment(segment)
+                self._db.executemany(
+                    f"INSERT INTO {_table(segment)} (id, payload) VALUES (?, ?)",
+                    zip(
+                        range(first, end), fragments[first - self._next_id : end - self._next_id], strict=True
+                    ),
+                )
+                first = end
+        self._next_id += len(fragments)
         self._bytes += size
-        self._backlog += len(rows)
-        self.counters.appended += len(rows)
+        self._backlog += len(fragments)
+        self.counters.appended += len(fragments)
         self.counters.dropped += refused
-        return len(rows)
+        return len(fragments)
+
+    def _create_segment(self, segment: int) -> None:
+        if segment not in self._segments:
+            self._db.execute(
+                f"CREATE TABLE {_table(segment)} (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)"
+            )
+            self._segments.add(segment)
+
+    def refuses(self, device_id: str) -> bool:
+        """True while stop_slow keeps ``device_id``'s readings out: its polls can be skipped."""
+        return self.slow_stopped and device_id in self.slow_devices
 
     def size_bytes(self) -> int:
-        """What the readings on disk count against the quota."""
+        """What the unacknowledged readings on disk count against the quota."""
         return self._bytes
+
+    def _select(self, columns: str, after: int, before: int, limit: int = 0) -> list[tuple[Any, ...]]:
+        """``columns`` of the readings with after < id < before in id order, at most ``limit`` if > 0."""
+        found: list[tuple[Any, ...]] = []
+        if after + 1 >= min(before, self._next_id):  # nothing journaled there: no query
+            return found
+        for segment in sorted(self._segments):
+            if (segment + 1) * SEGMENT_READINGS <= after + 1 or segment * SEGMENT_READINGS >= before:
+                continue
+            found += self._db.execute(
+                f"SELECT {columns} FROM {_table(segment)} WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                (after, before, limit - len(found) if limit > 0 else -1),
+            ).fetchall()
+            if 0 < limit <= len(found):
+                break
+        return found
+
+    def _gaps(self, after: int, upto: int) -> Iterator[tuple[int, int]]:
+        """Id windows (exclusive bounds) in (after, upto] that no formed batch covers, lowest first."""
+        for span in sorted(self._spans.values(), key=lambda s: s.first):
+            if span.last <= after:
+                continue
+            if span.first > upto:
+                break
+            if span.first > after + 1:
+                yield after, span.first
+            after = max(after, span.last)
+        if after < upto:
+            yield after, upto + 1
 
     def _drop_oldest(self, excess: int) -> None:
         """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free."""
         assert self.quota_bytes is not None
         goal = excess + int(self.quota_bytes * DROP_SLACK)
         freed = dropped = 0
-        last_id = None
-        rows = self._db.execute(
-            "SELECT id, length(payload) FROM readings WHERE batch_seq IS NULL ORDER BY id"
-        )
-        for row_id, length in rows:
+        for after, before in list(self._gaps(0, _NO_ID)):
+            last_id = None
+            for row_id, length in self._select("id, length(payload)", after, before):
+                if freed >= goal:
+                    break
+                freed += int(length) + ROW_OVERHEAD_BYTES
+                dropped += 1
+                last_id = int(row_id)
+            if last_id is not None:
+                self._delete_rows(after, last_id)
             if freed >= goal:
                 break
-            freed += int(length) + ROW_OVERHEAD_BYTES
-            dropped += 1
-            last_id = int(row_id)
-        rows.close()
-        if last_id is None:
-            return
-        self._db.execute("DELETE FROM readings WHERE batch_seq IS NULL AND id <= ?", (last_id,))
         self._bytes -= freed
         self._backlog -= dropped
         self.counters.dropped += dropped
 
     def next_batch(self, max_readings: int) -> tuple[int, bytes] | None:
         """The batch to publish next: the oldest unacknowledged one, else a new one; None if empty."""
-        row = self._db.execute("SELECT seq, payload FROM batches ORDER BY seq LIMIT 1").fetchone()
-        if row is not None:
-            return int(row[0]), bytes(row[1])
-        with self._transaction():
-            rows = self._db.execute(
-                "SELECT id, payload FROM readings WHERE batch_seq IS NULL ORDER BY id LIMIT ?",
-                (min(max_readings, wire.MAX_READINGS_PER_BATCH),),
-            ).fetchall()
-            if not rows:
-                return None
-            seq, payload, _ = self._seal(rows)
-            return seq, payload
+        formed = self.formed_batches()
+        if formed:
+            return formed[0].seq, formed[0].payload
+        batch = self._form(max_readings, 0, _NO_ID)
+        return None if batch is None else (batch.seq, batch.payload)
 
-    def _seal(self, rows: list[tuple[int, str]]) -> Batch:
-        """Turn consecutive unbatched rows into batch ``next_seq`` (inside a transaction)."""
-        seq = int(self._meta("next_seq") or FIRST_SEQ)
-        # Built from the stored reading JSON rather than re-validated models: same bytes
-        # as wire.encode(TelemetryBatch(...)), without parsing every reading again.
-        payload = (
-            f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},'
-            f'"readings":[{",".join(r[1] for r in rows)}]}}'
-        ).encode()
-        self._db.execute("INSERT INTO batches (seq, payload) VALUES (?, ?)", (seq, payload))
-        self._db.execute(
-            "UPDATE readings SET batch_seq = ? WHERE batch_seq IS NULL AND id BETWEEN ? AND ?",
-            (seq, rows[0][0], rows[-1][0]),
-        )
-        self._set_meta("next_seq", str(seq + 1))
+    def _form(self, max_readings: int, after: int, upto: int) -> Batch | None:
+        """Seal the oldest unbatched readings in (after, upto], consecutive ids, into a batch."""
+        limit = min(max_readings, wire.MAX_READINGS_PER_BATCH)
+        for low, high in self._gaps(after, upto):
+            rows = self._select("id, payload", low, high, limit)
+            if rows:
+                return self._seal(rows)
+        return None
+
+    def _seal(self, rows: list[tuple[Any, ...]]) -> Batch:
+        """Make ``rows`` (consecutive unbatched ids) batch ``next_seq``, durably: one row of ``spans``."""
+        seq = self._next_seq
+        first, last = int(rows[0][0]), int(rows[-1][0])
+        fragments = [row[1] for row in rows]
+        self._db.execute("INSERT INTO spans (seq, first_id, last_id) VALUES (?, ?, ?)", (seq, first, last))
+        self._next_seq = seq + 1
+        payload = self._payload(seq, fragments)
+        self._spans[seq] = _Span(first, last, len(rows), sum(map(len, fragments)), payload)
         self.counters.batches_formed += 1
-        self._batch_cost[seq] = (len(rows), sum(len(r[1]) for r in rows), rows[0][0], rows[-1][0])
         return Batch(seq, payload, len(rows))
+
+    def _payload(self, seq: int, fragments: list[str]) -> bytes:
+        # The stored reading JSON joined under the header: the same bytes as
+        # wire.encode(TelemetryBatch(...)), without parsing or encoding a reading again.
+        return (
+            f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},'
+            f'"readings":[{",".join(fragments)}]}}'
+        ).encode()
 
     def mark_live(self) -> None:
         """Readings journaled from now on are live; those already on disk are backlog."""
-        (top,) = self._db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
-        self._live_from = int(top)
+        self._live_from = self._next_id - 1
 
     def formed_batches(self) -> list[Batch]:
         """Batches formed but not yet acknowledged, in seq order (to republish after a reconnect)."""
-        rows = self._db.execute(
-            "SELECT b.seq, b.payload, (SELECT count(*) FROM readings r WHERE r.batch_seq = b.seq) "
-            "FROM batches b ORDER BY b.seq"
-        ).fetchall()
-        return [Batch(int(seq), bytes(payload), int(size)) for seq, payload, size in rows]
+        batches = []
+        for seq in sorted(self._spans):
+            span = self._spans[seq]
+            if span.acked:
+                continue
+            if span.payload is None:  # formed before a restart: rebuilt from its rows, same bytes
+                rows = self._select("payload", span.first - 1, span.last + 1)
+                span.payload = self._payload(seq, [row[0] for row in rows])
+            batches.append(Batch(seq, span.payload, span.size))
+        return batches
 
     def form_batch(self, max_readings: int, *, live: bool) -> Batch | None:
         """A new batch of live readings (above the ``mark_live`` line) or of backlog; None if none."""
-        where = "id > ?" if live else "id <= ?"
-        with self._transaction():
-            rows = self._db.execute(
-                f"SELECT id, payload FROM readings WHERE batch_seq IS NULL AND {where} ORDER BY id LIMIT ?",
-                (self._live_from, min(max_readings, wire.MAX_READINGS_PER_BATCH)),
-            ).fetchall()
-            if not rows:
-                return None
-            return self._seal(rows)
+        if live:
+            return self._form(max_readings, self._live_from, _NO_ID)
+        return self._form(max_readings, 0, self._live_from)
 
     def has_live(self) -> bool:
         """True when live readings wait for a batch."""
-        row = self._db.execute(
-            "SELECT 1 FROM readings WHERE batch_seq IS NULL AND id > ? LIMIT 1", (self._live_from,)
-        ).fetchone()
-        return row is not None
+        return any(self._select("1", low, high, 1) for low, high in self._gaps(self._live_from, _NO_ID))
 
     def ack(self, seq: int) -> int:
         """The broker has the batch ``seq``: forget it and its readings; returns how many were forgotten."""
-        with self._transaction():
-            cost = self._batch_cost.pop(seq, None)
-            if cost is None:  # formed before a restart
-                gone, size, first, last = self._db.execute(
-                    "SELECT count(*), coalesce(sum(length(payload)), 0), min(id), max(id) "
-                    "FROM readings WHERE batch_seq = ?",
-                    (seq,),
-                ).fetchone()
-            else:
-                gone, size, first, last = cost
-            # A batch is a range of ids: deleting by rowid range needs no index on batch_seq.
-            self._db.execute(
-                "DELETE FROM readings WHERE id BETWEEN ? AND ? AND batch_seq = ?",
-                (first or 0, last or 0, seq),
-            )
-            batches = self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,)).rowcount
-        gone = int(gone)
-        self._bytes -= int(size) + ROW_OVERHEAD_BYTES * gone
+        span = self._spans.get(seq)
+        if span is None or span.acked:
+            return 0
+        span.acked = True
+        span.payload = None
+        self._bytes -= span.nbytes + ROW_OVERHEAD_BYTES * span.size
         if self.slow_stopped and self.quota_bytes and self._bytes < self.quota_bytes * RESUME_SLOW_SHARE:
             self.slow_stopped = False
-        self._backlog -= gone
-        self.counters.readings_acked += gone
-        self.counters.batches_acked += batches
-        return gone
+        self._backlog -= span.size
+        self.counters.readings_acked += span.size
+        self.counters.batches_acked += 1
+        self._reclaim(range(_segment(span.first), _segment(span.last) + 1))
+        return span.size
+
+    def _reclaim(self, segments: Iterable[int]) -> None:
+        """Empty those of ``segments`` that hold no unacknowledged reading any more."""
+        settled = {s for s in segments if s in self._segments and self._settled(s)}
+        if settled:
+            touched = [
+                seq
+                for seq, span in self._spans.items()
+                if span.acked and settled.intersection(range(_segment(span.first), _segment(span.last) + 1))
+            ]
+            self._forget(settled, touched)
+
+    def _forget(self, settled: set[int], seqs: list[int]) -> None:
+        """Drop the ``settled`` segments and the acknowledged batches ``seqs`` with all their readings.
+
+        The segment appends go to is emptied rather than dropped. A batch's readings in other
+        segments go too, so that a batch on disk always has all its readings (same bytes).
+        """
+        current = _segment(self._next_id)
+        with self._transaction():
+            for segment in sorted(settled):
+                if segment == current:
+                    self._db.execute(f"DELETE FROM {_table(segment)}")
+                else:
+                    self._db.execute(f"DROP TABLE {_table(segment)}")
+                    self._segments.discard(segment)
+            for seq in seqs:
+                self._delete_rows(self._spans[seq].first - 1, self._spans[seq].last)
+            self._db.executemany("DELETE FROM spans WHERE seq = ?", [(seq,) for seq in seqs])
+            self._set_meta("next_seq", str(self._next_seq))
+        for seq in seqs:
+            del self._spans[seq]
+
+    def _delete_rows(self, after: int, upto: int) -> None:
+        """Delete the readings with after < id <= upto (row by row: SQLite writes each page they were on)."""
+        for segment in range(_segment(after + 1), _segment(upto) + 1):
+            if segment in self._segments:
+                self._db.execute(f"DELETE FROM {_table(segment)} WHERE id > ? AND id <= ?", (after, upto))
+
+    def _settled(self, segment: int) -> bool:
+        """True when every reading of ``segment`` is in an acknowledged batch."""
+        low, high = segment * SEGMENT_READINGS - 1, (segment + 1) * SEGMENT_READINGS
+        if any(not s.acked and s.first < high and s.last > low for s in self._spans.values()):
+            return False
+        return not any(
+            self._db.execute(
+                f"SELECT 1 FROM {_table(segment)} WHERE id > ? AND id < ? LIMIT 1", gap
+            ).fetchone()
+            for gap in self._gaps(low, high - 1)
+        )
 
     def backlog(self) -> int:
         """Readings on disk not yet acknowledged by the broker."""

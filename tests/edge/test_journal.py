@@ -222,3 +222,59 @@ def test_live_and_backlog_batches(tmp_path: Path) -> None:
     assert [b.seq for b in journal.formed_batches()] == [live.seq, old.seq]
     journal.ack(old.seq)
     assert journal.backlog() == 9
+
+
+def tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return sorted(n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE name GLOB 'readings*'"))
+
+
+def test_segments_leave_whole_and_batches_keep_their_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches across segment boundaries; a segment goes once all its readings are acknowledged."""
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 10)
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, "pi-1")
+    journal.append([reading(n) for n in range(25)])  # ids 1..25: segments 0, 1, 2
+    batches = [journal.form_batch(8, live=True) for _ in range(3)]
+    assert None not in batches
+    first, second, third = (batch for batch in batches if batch is not None)
+    assert journal.ack(second.seq) == 8
+    assert tables(path) == ["readings_0", "readings_1", "readings_2"], "segment 0 still has unacked readings"
+    assert journal.ack(first.seq) == 8
+    assert tables(path) == ["readings_1", "readings_2"]
+    assert journal.backlog() == 9
+    journal.close()
+    reopened = Journal(path, "pi-1")
+    assert reopened.formed_batches() == [third], "only the unacknowledged batch comes back, same bytes"
+    assert reopened.backlog() == 9
+    assert [int(r.fields["pm25"]) for r in drained(reopened)] == list(range(16, 25))
+    assert drained(reopened) == []
+
+
+def test_journal_from_before_segments_is_migrated(tmp_path: Path) -> None:
+    """A journal with one readings table and batches stored whole keeps its batches' seqs and bytes."""
+    path = tmp_path / "j.sqlite"
+    fragments = [wire.encode(reading(n)).decode() for n in range(5)]
+    payload = b'{"legacy batch": true}'
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, batch_seq INTEGER, payload TEXT);"
+            "CREATE TABLE batches (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('agent', 'pi-1'), ('next_seq', '8');"
+        )
+        db.executemany(
+            "INSERT INTO readings (batch_seq, payload) VALUES (?, ?)",
+            [(7 if n < 2 else None, f) for n, f in enumerate(fragments)],
+        )
+        db.execute("INSERT INTO batches VALUES (7, ?)", (payload,))
+    journal = Journal(path, "pi-1")
+    assert journal.formed_batches() == [(7, payload, 2)]
+    assert journal.backlog() == 5
+    journal.ack(7)
+    rest = journal.next_batch(10)
+    assert rest is not None
+    assert rest[0] == 8
+    assert [int(r.fields["pm25"]) for r in decode(rest[1]).readings] == [2, 3, 4]
