@@ -12,12 +12,12 @@ from api.alerts.rules import Rule
 from api.deps import NowMsDep, SessionDep
 from api.registry import audit
 from api.registry.models import Alert
-from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
+from api.routes.paging import DEFAULT_LIMIT, ID_MAX, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import EngineerDep, Role, UtilityDep, ensure_site
 from api.timespec import iso
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
-AlertPath = Annotated[int, Path(ge=1, le=2**62, description="alert id")]
+AlertPath = Annotated[int, Path(ge=1, le=ID_MAX, description="alert id")]
 
 
 class AlertPublic(BaseModel):
@@ -69,13 +69,13 @@ def list_alerts(
     rule: Annotated[Rule | None, Query(description="only this rule")] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
-    before_id: Annotated[int | None, Query(ge=1, le=2**62, description="page back from this id")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=ID_MAX, description="page back from this id")] = None,
 ) -> list[AlertPublic]:
     """Alerts, newest first, a page at a time."""
     query = select(Alert).order_by(Alert.id.desc()).limit(limit + 1)
     after = decode_cursor(cursor, (0,))
     if after is not None:
-        query = query.where(Alert.id < after[0])
+        query = query.where(Alert.id < min(int(after[0]), ID_MAX))
     if state != "all":
         query = query.where(Alert.state == state)
     if rule is not None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.deps import SessionDep
 from api.registry import audit
 from api.registry.models import AuditEntry
-from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
+from api.routes.paging import DEFAULT_LIMIT, ID_MAX, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import AdminDep
 from api.timespec import iso
 
@@ -60,14 +60,14 @@ def audit_log(
     actor: Annotated[str | None, Query(pattern=TEXT)] = None,
     target: Annotated[str | None, Query(pattern=TEXT, description="e.g. agent:lviv-depot-1")] = None,
     since_ms: Annotated[int | None, Query(ge=0, le=253_402_300_799_999)] = None,
-    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> list[AuditEntryPublic]:
     """Who changed what, when, with what result: newest first, a page at a time."""
     after = decode_cursor(cursor, (0,))
     if after is not None:
-        before_id = int(after[0]) if before_id is None else min(before_id, int(after[0]))
+        before_id = min(int(after[0]), before_id or ID_MAX, ID_MAX)
     found = audit.entries(
         session,
         action=action,

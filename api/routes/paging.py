@@ -18,6 +18,8 @@ from fastapi import HTTPException, Query, Request, Response, status
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
+# Row ids of the registry are INTEGER columns: PostgreSQL refuses a larger number outright.
+ID_MAX = 2**31 - 1
 
 Key = tuple[str | int, ...]
 T = TypeVar("T")

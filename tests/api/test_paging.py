@@ -15,7 +15,15 @@ from api.registry.models import Agent, Alert
 from api.routes.paging import DEFAULT_LIMIT, MAX_LIMIT, encode_cursor
 from api.security import Role
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, reading, register_device
+from tests.api.factories import (
+    ENGINEER_SITE,
+    MINUTE_MS,
+    NOW_MS,
+    bearer,
+    on_every_registry,
+    reading,
+    register_device,
+)
 
 AGENTS = [
     ("depot-1", ENGINEER_SITE),
@@ -127,3 +135,23 @@ def test_without_parameters_the_first_page_has_the_default_size(
     rest = client.get(next_link(first) or "")
     assert [d["device"] for d in rest.json()] == [f"w-{DEFAULT_LIMIT:04d}"]
     assert next_link(rest) is None
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/alerts/2147483648", "/v1/alerts?before_id=2147483648", "/v1/audit?before_id=2147483648"]
+)
+def test_ids_beyond_the_registrys_integer_columns_are_422(
+    anonymous: TestClient, keys: dict[Role, str], path: str
+) -> None:
+    assert anonymous.get(path, headers=bearer(keys[Role.ADMIN])).status_code == 422
+
+
+@on_every_registry
+@pytest.mark.parametrize("path", ["/v1/alerts", "/v1/audit"])
+def test_a_cursor_beyond_the_integer_columns_is_no_5xx(
+    anonymous: TestClient, keys: dict[Role, str], path: str
+) -> None:
+    response = anonymous.get(
+        path, params={"cursor": encode_cursor((2**40,))}, headers=bearer(keys[Role.ADMIN])
+    )
+    assert response.status_code == 200, response.text
