@@ -196,6 +196,10 @@ class DeviceHealth(_Payload):
     counter_resets: StrictInt | None = Field(
         default=None, description="times a counter field went down (device reboot or wrap) since start"
     )
+    skipped_polls: StrictInt | None = Field(
+        default=None,
+        description="polls not made since start: journal quota reached under policy stop_slow, a slow device",
+    )
 
 
 class JournalHealth(_Payload):

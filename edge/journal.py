@@ -31,7 +31,8 @@ is counted in ``counters.dropped`` (published on ``health``):
 - ``drop_newest``: new readings are refused until the backlog drains;
 - ``stop_slow``: from the moment the quota is reached until the backlog is back under 90 % of
   it, readings of slow devices (``slow_devices``: polled rarely, e.g. meter totals) are
-  refused; the others make room as with ``drop_oldest``.
+  refused (``refuses(device)``: ModbusPoller skips their polls meanwhile); the others make
+  room as with ``drop_oldest``.
 
 After an outage, live data goes first: ``mark_live()`` (called on each connect) draws a line
 in the journal; ``form_batch(live=True)`` takes readings above it, ``form_batch(live=False)``

@@ -97,6 +97,7 @@ class DeviceRecord:
     response_ms: dict[str, int] = field(default_factory=_empty_buckets)
     quarantined: bool = False
     counter_resets: int = 0
+    skipped_polls: int = 0
 
     def answered_in(self, seconds: float | None) -> None:
         if seconds is not None:
@@ -114,6 +115,7 @@ class DeviceRecord:
             response_ms_buckets=dict(self.response_ms) if any(self.response_ms.values()) else None,
             quarantined=self.quarantined or None,
             counter_resets=self.counter_resets or None,
+            skipped_polls=self.skipped_polls or None,
         )
 
 
@@ -218,7 +220,9 @@ class ModbusPoller:
     """Owns one Modbus line and polls its devices on their schedules; the one way onto the line.
 
     The poller outlives a line that is reopened: ``run(line)`` serves one open line until
-    cancelled; commands submitted while no line is open wait for the next ``run``.
+    cancelled; commands submitted while no line is open wait for the next ``run``. While the
+    journal refuses a device's readings (quota policy stop_slow), its polls are skipped and
+    counted (``skipped_polls`` on health) instead of spending line time on them.
     """
 
     def __init__(
@@ -266,6 +270,10 @@ class ModbusPoller:
                 if not self._commands:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                continue
+            if self.journal.refuses(ready.device.id):  # stop_slow: the reading would be refused
+                self.board.record(ready.device.id).skipped_polls += 1
+                self._reschedule(ready, True)
                 continue
             ok = await self.poll(ready, line)
             self._reschedule(ready, ok)

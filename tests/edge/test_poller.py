@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -18,7 +18,7 @@ import pytest
 
 from citygw import wire
 from edge.config import Device
-from edge.journal import Journal
+from edge.journal import ROW_OVERHEAD_BYTES, Journal
 from edge.poller import FAST, QUARANTINED, WITH_SLOW, HealthBoard, ModbusPoller, reset_field
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty
@@ -235,3 +235,31 @@ async def test_a_counter_that_goes_down_is_flagged_once(tmp_path: Path) -> None:
     assert board.snapshot()["dev-1"].counter_resets == 4  # the validator's four tap counters
     assert not any(reset_field("taps_student") in r.fields for r in journal.readings if r is not first_after)
     assert reset_field("x" * 64) == "x" * 58 + "_reset"
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_stop_slow_skips_slow_devices_until_the_backlog_drains(tmp_path: Path) -> None:
+    """Quota reached under stop_slow: the slow device is not polled (counted), until under 90 %."""
+    slow, fast = ModbusDeviceSimulator("jxbs_3001", unit=1), ModbusDeviceSimulator("jxbs_3001", unit=2)
+    async with polling([slow, fast], tmp_path, poll_s=0.05, baudrate=None) as (_, journal, board, _):
+        await until(lambda: bool(journal.readings))
+        journal.policy, journal.slow_devices = "stop_slow", frozenset({"dev-1"})
+        each = len(wire.encode(journal.readings[0])) + ROW_OVERHEAD_BYTES
+        journal.quota_bytes = journal.size_bytes() + 40 * each
+        await until(lambda: journal.slow_stopped)
+        asked, fast_reads = len(slow.requests), board.devices["dev-2"].reads
+        await asyncio.sleep(0.5)
+        assert len(slow.requests) <= asked + 1, "a poll already on the wire may finish, no more"
+        assert board.devices["dev-2"].reads > fast_reads + 3, "fast devices keep their rate"
+        assert (board.snapshot()["dev-1"].skipped_polls or 0) >= 5
+        while (batch := journal.form_batch(500, live=True)) is not None:
+            journal.ack(batch.seq)
+        assert not journal.slow_stopped
+        await asyncio.sleep(0.3)
+        assert len(slow.requests) > asked + 1, "polled again once the backlog is under 90 % of the quota"
