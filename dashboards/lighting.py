@@ -23,6 +23,15 @@ def lamp_status_fields(profile: str = PROFILE) -> list[str]:
     return [r.field for r in load_profile(profile).registers if re.fullmatch(r"lamp\d+_status", r.field)]
 
 
+def _deviation() -> str:
+    """Sum over the lamps of |actual level - set point| (DALI arc levels, 0-254), newest values.
+
+    ``* 1.0``: InfluxDB 1.6's abs() returns an integer expression unchanged, negative or not.
+    """
+    lamps = [field.removesuffix("_status") for field in lamp_status_fields()]
+    return " + ".join(f'abs(last("{lamp}_level") * 1.0 - last("{lamp}_brightness"))' for lamp in lamps)
+
+
 def _lit(status: str) -> str:
     return f"({status} & {LAMP_ON}) / {LAMP_ON}"
 
@@ -130,6 +139,22 @@ def dashboard() -> Dashboard:
                 stacked=True,
                 description="Meters in lighting cabinets, tagged circuit: street_lighting in the agent's "
                 "configuration.",
+            )
+        )
+        .with_panel(
+            rows(
+                "Lamps off their set point",
+                InfluxQL(
+                    f'SELECT {_deviation()} AS "deviation" FROM "{MEASUREMENT}" WHERE {WHERE} '
+                    'GROUP BY "district", "device"'
+                ),
+                description="Per cabinet, the sum over its lamps of |actual level - set point| in DALI arc "
+                "levels (0-254), from the newest values in the time range: 0 when every lamp does what it "
+                "was last told. Schedule adherence itself (was the sunset command sent, and on time?) "
+                "is not in InfluxDB: commands and their scheduled and sent times are in the API's "
+                "registry (GET /v1/agents/{id}/commands), so this panel cannot compare them.",
+                column_steps={"deviation": ((None, OK), (1, WARN), (254, BAD))},
+                width=12,
             )
         )
         .with_panel(

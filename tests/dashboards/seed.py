@@ -55,13 +55,13 @@ DEVICES = (
     Device("water-zboishcha", "tuf_2000m", "depot-north-1", {"district": "shevchenkivskyi"}),
     Device("water-sykhiv", "tuf_2000m", "depot-south-1", {"district": "sykhivskyi"}, {"flow_rate": 3.5}),
     Device("cabinet-17", "ecodim_dali_gw2", "depot-north-1", {"district": "halytskyi"}),
-    # Lamp 1 reports a lamp failure (status bit 1) and the gateway a fault.
+    # Lamp 1 reports a lamp failure (status bit 1) and is dark whatever its set point; the gateway a fault.
     Device(
         "cabinet-42",
         "ecodim_dali_gw2",
         "depot-south-1",
         {"district": "sykhivskyi"},
-        {"lamp1_status": 2, "device_fault": 1},
+        {"lamp1_status": 2, "lamp1_level": 0, "device_fault": 1},
     ),
     Device(
         "validator-4711-front",

@@ -132,3 +132,11 @@ def test_the_station_map_places_the_located_station(influxql: Query, city: TimeR
     # Only aq-rynok has a location in its agent's configuration; the map leaves the other out.
     assert places == {"aq-rynok": (49.8419, 24.0316), "aq-sykhiv": (None, None)}
     assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] == "#50F0E6"
+
+
+def test_lamps_off_their_set_point_are_the_failed_dark_lamp(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-street-lighting"]
+    (target,) = [t for p, t in targets(board) if p["title"] == "Lamps off their set point"]
+    series = influxql(render(target["query"], all_values(board, influxql), city))
+    # cabinet-42's lamp 1 is set to full (254) but dark; every other lamp is at its set point.
+    assert {s["tags"]["device"]: s["values"][0][1] for s in series} == {"cabinet-17": 0, "cabinet-42": 254}
