@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from collector.store.base import (
@@ -21,7 +22,7 @@ from collector.store.base import (
 TOKEN_ENV = "CITYGW_INFLUX_TOKEN"
 
 _FORMS = {
-    "sqlite": "sqlite:///abs/path.sqlite (or sqlite://relative/path.sqlite, sqlite:///:memory:)",
+    "sqlite": "sqlite:///relative/path.sqlite or sqlite:////absolute/path.sqlite (as SQLAlchemy), sqlite:///:memory:",
     "influxdb": "influxdb://[user:pass@]host:port/database (influxdb+https:// for TLS)",
     "influxdb2": "influxdb2://[:token@]host:port/?org=ORG&bucket=BUCKET (influxdb2+https:// for TLS; "
     f"token from the URL password or ${TOKEN_ENV})",
@@ -80,13 +81,15 @@ def prepare(store: Store) -> None:
         store.ensure_database()
 
 
-def _open_sqlite(url: str, path: str) -> Store:
+def _open_sqlite(url: str, rest: str) -> Store:
+    """SQLAlchemy's convention, as the API's registry URL: three slashes relative, four absolute."""
     from collector.store.sqlite import SqliteStore
 
-    if path == "/:memory:":
-        path = ":memory:"
+    path = rest[1:] if rest.startswith("/") else ""
     if not path or path == "/" or "?" in path or "#" in path:
-        raise ValueError(f"store URL {redact(url)!r}: bad file path {path!r}; expected {_FORMS['sqlite']}")
+        raise ValueError(f"store URL {redact(url)!r}: bad file path {rest!r}; expected {_FORMS['sqlite']}")
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     return SqliteStore(path)
 
 

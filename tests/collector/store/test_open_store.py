@@ -12,7 +12,7 @@ from collector.store.sqlite import SqliteStore
 
 
 def test_sqlite_absolute_path(tmp_path: Path) -> None:
-    store = open_store(f"sqlite://{tmp_path}/telemetry.sqlite")
+    store = open_store(f"sqlite:///{tmp_path}/telemetry.sqlite")  # four slashes: tmp_path starts with /
     assert isinstance(store, SqliteStore)
     store.write([Point("water", {"device": "m1"}, 1, {"flow": 1.0})])
     store.close()
@@ -21,10 +21,11 @@ def test_sqlite_absolute_path(tmp_path: Path) -> None:
 
 def test_sqlite_relative_path_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    store = open_store("sqlite://telemetry.sqlite")
+    store = open_store("sqlite:///var/telemetry.sqlite")  # three slashes: relative, folder made
     assert isinstance(store, SqliteStore)
-    assert store.path == "telemetry.sqlite"
+    assert store.path == "var/telemetry.sqlite"
     store.close()
+    assert (tmp_path / "var" / "telemetry.sqlite").exists()
     memory = open_store("sqlite:///:memory:")
     assert isinstance(memory, SqliteStore)
     assert memory.path == ":memory:"
@@ -61,6 +62,7 @@ def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPat
         ("sqlite+https:///x.sqlite", "unknown scheme"),
         ("sqlite://", "unknown scheme"),
         ("sqlite:///", "bad file path"),
+        ("sqlite://relative.sqlite", "bad file path"),
         ("influxdb://u:hunter2@host:8086/", "one database name"),
         ("influxdb://u:hunter2@host:8086/a/b", "one database name"),
         ("influxdb://u:hunter2@host:notaport/db", "bad host or port"),
