@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics postgresql
 SYSTEM_TOOLS := python3-venv python3-dev gcc
+# The suite mostly waits on real services (outage tests run for minutes): three workers share 2 cores well.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test venv system-deps services lint typecheck unit bench clean
 
@@ -14,7 +16,7 @@ demo: venv
 
 ## test: install what the tests need (Debian's mosquitto, influxdb, victoria-metrics, postgresql) and run the suite
 test: venv services lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=10
 
 venv: $(BIN)/.installed
 
