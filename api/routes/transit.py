@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -206,23 +207,32 @@ def gtfs_zip(
     status_code=status.HTTP_200_OK,
     openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
 )
-async def replace_gtfs_zip(request: Request, operator: EngineerDep, service: TransitDep) -> dict[str, Any]:
-    """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem."""
+async def replace_gtfs_zip(
+    request: Request, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+) -> dict[str, Any]:
+    """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem.
+
+    Audited either way, with the zip's SHA-256 so the file in use can be traced to who sent it.
+    """
     data = await request.body()
+    upload = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     try:
         published = await run_in_threadpool(service.source.publish, data)
     except GtfsError as exc:
+        await run_in_threadpool(
+            _audit, session, operator, now_ms, "transit.gtfs.replace", "transit-gtfs",
+            after=upload, result="refused", detail=str(exc),
+        )  # fmt: skip
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             {"message": str(exc), "problems": [_problem(p) for p in exc.problems]},
         ) from None
     timetable = published.timetable
-    return {
-        "trips": len(timetable.trips),
-        "stops": len(timetable.stops),
-        "routes": len(timetable.routes),
-        "by": operator.actor,
-    }
+    answer = {"trips": len(timetable.trips), "stops": len(timetable.stops), "routes": len(timetable.routes)}
+    await run_in_threadpool(
+        _audit, session, operator, now_ms, "transit.gtfs.replace", "transit-gtfs", after={**upload, **answer}
+    )
+    return {**answer, "by": operator.actor}
 
 
 def _problem(problem: GtfsProblem) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
 
 
 def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
-    transit_client: TestClient, keys: dict[Role, str], gtfs_path: Path, gtfs_zip: bytes
+    transit_client: TestClient, keys: dict[Role, str], gtfs_path: Path, gtfs_zip: bytes, registry: Registry
 ) -> None:
     engineer = bearer(keys[Role.ENGINEER])
     assert transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip).status_code == 401
@@ -172,3 +173,9 @@ def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
     accepted = transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip, headers=engineer)
     assert accepted.status_code == 200
     assert accepted.json()["trips"] == 902
+    with registry.session() as session:
+        replaced = [e for e in entries(session) if e.action == "transit.gtfs.replace"]
+    assert [(e.result, e.after["bytes"]) for e in replaced] == [("ok", len(gtfs_zip)), ("refused", 4)]
+    assert replaced[0].after["sha256"] == hashlib.sha256(gtfs_zip).hexdigest()
+    assert replaced[0].after["trips"] == 902
+    assert "not a zip archive" in (replaced[1].detail or "")
