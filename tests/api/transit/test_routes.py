@@ -175,7 +175,8 @@ def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
     assert accepted.json()["trips"] == 902
     with registry.session() as session:
         replaced = [e for e in entries(session) if e.action == "transit.gtfs.replace"]
-    assert [(e.result, e.after["bytes"]) for e in replaced] == [("ok", len(gtfs_zip)), ("refused", 4)]
-    assert replaced[0].after["sha256"] == hashlib.sha256(gtfs_zip).hexdigest()
-    assert replaced[0].after["trips"] == 902
+    uploads = [(e.result, e.after or {}) for e in replaced]
+    assert [(result, after["bytes"]) for result, after in uploads] == [("ok", len(gtfs_zip)), ("refused", 4)]
+    assert uploads[0][1]["sha256"] == hashlib.sha256(gtfs_zip).hexdigest()
+    assert uploads[0][1]["trips"] == 902
     assert "not a zip archive" in (replaced[1].detail or "")
