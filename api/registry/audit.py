@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +10,16 @@ from sqlalchemy.orm import Session
 from api.registry.models import AuditEntry
 
 Result = Literal["ok", "refused", "failed"]
+
+
+class Caller(Protocol):
+    """Who made a change: an API principal (key or sign-on), the CLI, or a system task."""
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
 
 
 def record(
@@ -38,6 +48,35 @@ def record(
         detail=detail,
     )
     session.add(entry)
+    return entry
+
+
+def commit(
+    session: Session,
+    *,
+    by: Caller,
+    ts_ms: int,
+    action: str,
+    target: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    result: Result = "ok",
+    detail: str | None = None,
+) -> AuditEntry:
+    """Record ``by``'s change and commit it: the entry and the change it describes land together."""
+    entry = record(
+        session,
+        ts_ms=ts_ms,
+        actor=by.actor,
+        role=str(by.role),
+        action=action,
+        target=target,
+        before=before,
+        after=after,
+        result=result,
+        detail=detail,
+    )
+    session.commit()
     return entry
 
 

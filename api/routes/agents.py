@@ -137,17 +137,15 @@ def _refused(
 ) -> HTTPException:
     """Roll the change back, audit the refusal, and answer 422 naming every problem."""
     session.rollback()
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action=action,
         target=target,
         result="refused",
         detail=str(exc),
     )
-    session.commit()
     problems = [{"field": p.field, "message": p.message, "fix": p.fix} for p in exc.problems]
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "refused", "problems": problems})
 
@@ -196,16 +194,14 @@ def register_agent(
         check_config(agent, [])
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "agent.register", f"agent:{body.id}", exc) from None
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="agent.register",
         target=f"agent:{body.id}",
         after=body.model_dump(mode="json"),
     )
-    session.commit()
     return _agent_public(session, agent)
 
 
@@ -260,16 +256,14 @@ def add_device(
         _check_agent(session, agent)
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "device.create", target, exc) from None
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="device.create",
         target=target,
         after=device.spec,
     )
-    session.commit()
     return _device_public(device)
 
 
@@ -295,17 +289,15 @@ def update_device(
         _check_agent(session, agent)
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "device.update", target, exc) from None
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="device.update",
         target=target,
         before=before,
         after=device.spec,
     )
-    session.commit()
     return _device_public(device)
 
 
@@ -317,16 +309,14 @@ def retire_device(
     _managed_agent(session, principal, agent_id)
     device = _find_device(session, agent_id, device_id)
     device.retired_at = now_ms
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="device.retire",
         target=f"device:{agent_id}/{device_id}",
         before=device.spec,
     )
-    session.commit()
     return _device_public(device)
 
 
@@ -362,17 +352,15 @@ def move_device(
         _check_agent(session, destination)
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "device.move", target, exc) from None
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="device.move",
         target=target,
         before=before,
         after={"agent": destination.id, **spec},
     )
-    session.commit()
     return _device_public(moved)
 
 
@@ -439,29 +427,25 @@ def push_config(
         context.agent_link.push_config(desired)
     except LinkUnavailable as exc:
         pushed.state, pushed.reason = "unsent", str(exc)
-        audit.record(
+        audit.commit(
             session,
+            by=principal,
             ts_ms=now_ms,
-            actor=principal.actor,
-            role=principal.role.value,
             action="config.push",
             target=target,
             after=body,
             result="failed",
             detail=str(exc),
         )
-        session.commit()
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="config.push",
         target=target,
         after=body,
     )
-    session.commit()
     return _version_public(pushed)

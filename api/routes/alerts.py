@@ -110,15 +110,13 @@ def acknowledge_alert(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "an alert without a site is acknowledged by admins")
     if alert.acknowledged_at is None:
         alert.acknowledged_at, alert.acknowledged_by = now_ms, principal.actor
-        audit.record(
+        audit.commit(
             session,
+            by=principal,
             ts_ms=now_ms,
-            actor=principal.actor,
-            role=principal.role.value,
             action="alert.acknowledge",
             target=f"{alert.rule}:{alert.subject}",
             before={"acknowledged_by": None},
             after={"acknowledged_by": principal.actor},
         )
-        session.commit()
     return AlertPublic.of(alert)

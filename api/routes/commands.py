@@ -127,18 +127,16 @@ def send_command(
     target = f"device:{agent_id}/{body.device}"
     request = body.model_dump(mode="json", exclude_none=True)
     if problems:
-        audit.record(
+        audit.commit(
             session,
+            by=principal,
             ts_ms=now_ms,
-            actor=principal.actor,
-            role=principal.role.value,
             action="command.send",
             target=target,
             after=request,
             result="refused",
             detail="; ".join(problems),
         )
-        session.commit()
         raise _unprocessable(problems)
     due_at, schedule = _due_at(body, agent, now_ms)
     command = create_command(
@@ -153,16 +151,14 @@ def send_command(
         now_ms=now_ms,
         actor=principal.actor,
     )
-    audit.record(
+    audit.commit(
         session,
+        by=principal,
         ts_ms=now_ms,
-        actor=principal.actor,
-        role=principal.role.value,
         action="command.send",
         target=target,
         after=command_public(command),
     )
-    session.commit()
     return _public(command)
 
 

@@ -247,16 +247,14 @@ def _audit(
     target: str,
     **change: Any,
 ) -> None:
-    audit.record(
+    audit.commit(
         session,
+        by=operator,
         ts_ms=now_ms,
-        actor=operator.actor,
-        role=operator.role.value,
         action=action,
         target=target,
         **change,
     )
-    session.commit()
 
 
 @router.post("/alerts", status_code=status.HTTP_201_CREATED)
