@@ -76,7 +76,8 @@ async def test_remote_config_applied_refused_redelivered_rolled_back_and_kept(
             assert states(watcher)[0].state is wire.ConfigOutcome.APPLIED
             assert states(watcher)[0].applied_version == 1
             assert agent._lines["tcp-sim"][1] is aq_task, "an untouched line must not restart"
-            assert readings_of(watcher, "meter-1")
+            # The meter's first reading may still be crossing the broker when `applied` arrives.
+            await watcher.wait_for("meter readings", lambda: bool(readings_of(watcher, "meter-1")))
 
             # v2 names a line that does not exist: refused with file/field/fix reasons.
             bad = [*v1_devices, device("meter-2", "eastron_sdm120", 3, "nowhere")]
