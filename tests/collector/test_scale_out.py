@@ -111,8 +111,14 @@ def stored_count(influxdb: InfluxDB, database: str) -> int:
 def kill_mid_stream(
     collector: CollectorProcess, publisher: threading.Thread, influxdb: InfluxDB, database: str
 ) -> None:
-    """SIGKILL ``collector`` once some readings are stored and the agent is still publishing."""
+    """SIGKILL ``collector`` mid-stream, once it has acknowledged something.
+
+    The writer acknowledges a batch before it writes the next, so a second stored batch means the
+    first one's PUBACKs are out; killing earlier could leave everything to the restarted process.
+    """
     wait_until(lambda: stored_count(influxdb, database) > 0, "the first stored batch", timeout=15)
+    first = stored_count(influxdb, database)
+    wait_until(lambda: stored_count(influxdb, database) > first, "a second stored batch", timeout=15)
     assert publisher.is_alive(), "the stream ended before the kill: publish more"
     collector.kill()
 
@@ -140,7 +146,7 @@ def test_a_collector_sigkilled_mid_stream_and_restarted_loses_nothing(
     """Fault test 2. Unacknowledged messages stay in the persistent session and come back to the
     restarted process (same client id); what was stored but not acknowledged is written twice,
     which changes nothing (same identity)."""
-    messages, per_message = 1000, 10
+    messages, per_message = 1500, 10
     store_url = f"influxdb://127.0.0.1:{influxdb.port}/{database}"
     collector = CollectorProcess(mosquitto, store_url, "solo", tmp_path, group=None)
     collector.start()
