@@ -145,11 +145,15 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
         yield configs
 
 
+# What the collector stores about the system itself, not readings of a device.
+_SYSTEM_MEASUREMENTS = frozenset({"dead_letter", "agent_health"})
+
+
 def summary(store: TelemetryReader, now_ms: int) -> str:
     """A few lines: each device, its age and its latest values."""
     lines = [f"{'device':<16} {'measurement':<17} {'age':>5}  values"]
     for point in sorted(store.latest(), key=lambda p: (p.measurement, p.tags.get("device", ""))):
-        if point.measurement == "dead_letter":
+        if point.measurement in _SYSTEM_MEASUREMENTS:
             continue
         values = ", ".join(
             f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(point.fields.items())[:5]
