@@ -6,6 +6,7 @@ stored, and audited; a push publishes the retained ``config`` and shows what the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
@@ -237,6 +238,24 @@ def _check_agent(session: Session, agent: Agent) -> None:
     check_config(agent, [device.spec for device in active_devices(session, agent.id)])
 
 
+def _commit_checked(
+    session: Session,
+    principal: Principal,
+    now_ms: int,
+    action: str,
+    target: str,
+    agents: Sequence[Agent],
+    **change: Any,
+) -> None:
+    """Check each agent's config with the pending change; refuse it (audited, 422) or commit it."""
+    try:
+        for agent in agents:
+            _check_agent(session, agent)
+    except FleetProblems as exc:
+        raise _refused(session, principal, now_ms, action, target, exc) from None
+    audit.commit(session, by=principal, ts_ms=now_ms, action=action, target=target, **change)
+
+
 @router.post("/{agent_id}/devices", response_model=DevicePublic, status_code=status.HTTP_201_CREATED)
 def add_device(
     agent_id: AgentPath, body: DeviceSpec, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
@@ -252,18 +271,7 @@ def add_device(
         agent_id=agent_id, device_id=body.id, spec=_spec(body), created_at=now_ms, updated_at=now_ms
     )
     session.add(device)
-    try:
-        _check_agent(session, agent)
-    except FleetProblems as exc:
-        raise _refused(session, principal, now_ms, "device.create", target, exc) from None
-    audit.commit(
-        session,
-        by=principal,
-        ts_ms=now_ms,
-        action="device.create",
-        target=target,
-        after=device.spec,
-    )
+    _commit_checked(session, principal, now_ms, "device.create", target, [agent], after=device.spec)
     return _device_public(device)
 
 
@@ -285,18 +293,8 @@ def update_device(
     device = _find_device(session, agent_id, device_id)
     before, target = device.spec, f"device:{agent_id}/{device_id}"
     device.spec, device.updated_at = _spec(body), now_ms
-    try:
-        _check_agent(session, agent)
-    except FleetProblems as exc:
-        raise _refused(session, principal, now_ms, "device.update", target, exc) from None
-    audit.commit(
-        session,
-        by=principal,
-        ts_ms=now_ms,
-        action="device.update",
-        target=target,
-        before=before,
-        after=device.spec,
+    _commit_checked(
+        session, principal, now_ms, "device.update", target, [agent], before=before, after=device.spec
     )
     return _device_public(device)
 
@@ -347,19 +345,9 @@ def move_device(
             agent_id=destination.id, device_id=body.device, spec=spec, created_at=now_ms, updated_at=now_ms
         )
         session.add(moved)
-    try:
-        _check_agent(session, source)
-        _check_agent(session, destination)
-    except FleetProblems as exc:
-        raise _refused(session, principal, now_ms, "device.move", target, exc) from None
-    audit.commit(
-        session,
-        by=principal,
-        ts_ms=now_ms,
-        action="device.move",
-        target=target,
-        before=before,
-        after={"agent": destination.id, **spec},
+    after = {"agent": destination.id, **spec}
+    _commit_checked(
+        session, principal, now_ms, "device.move", target, [source, destination], before=before, after=after
     )
     return _device_public(moved)
 
