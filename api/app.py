@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -18,6 +18,7 @@ from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
 from api.oidc import OidcVerifier
 from api.rate_limit import ClientRateLimiter, rate_limited
+from api.recorder import Recorder, StoreWriter
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
 from api.routes import (
@@ -37,6 +38,7 @@ from api.routes import (
 )
 from api.security import telemetry_reader
 from api.settings import ApiSettings
+from api.transit.feeds import TransitService
 from collector.store.base import StoreError, TelemetryReader
 
 log = logging.getLogger(__name__)
@@ -71,18 +73,40 @@ async def _send_commands(registry: Registry, link: AgentLink, clock: Clock, ttl_
         await asyncio.sleep(COMMAND_TICK_S)
 
 
-async def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
-    """Run the alert rules every ``alert_interval_s`` and deliver what was raised or ended."""
+async def _every(interval_s: float, job: Callable[[], object], what: str) -> None:
+    """Run ``job`` in a worker thread every ``interval_s``, for as long as the app runs."""
     while True:
-        await asyncio.sleep(context.settings.alert_interval_s)
+        await asyncio.sleep(interval_s)
         try:
-            events = await asyncio.to_thread(
-                evaluate, context.registry, context.store, context.settings, context.clock()
-            )
-            for event in events:
-                await asyncio.to_thread(delivery.deliver, event)
+            await asyncio.to_thread(job)
+        except StoreError as exc:
+            log.warning("%s failed, the store is unavailable (%s); trying again", what, exc)
         except Exception:
-            log.exception("evaluating alert rules failed; trying again")
+            log.exception("%s failed; trying again", what)
+
+
+def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
+    """Run the alert rules once and deliver what was raised or ended."""
+    for event in evaluate(context.registry, context.store, context.settings, context.clock()):
+        delivery.deliver(event)
+
+
+def _recorder(app: FastAPI, context: AppContext) -> Recorder | None:
+    """The recorder of the app's derived series, when the store it was given can be written."""
+    if not isinstance(context.store, StoreWriter):
+        log.warning(
+            "the API's store cannot be written: delays, occupancy and command outcomes are not recorded"
+        )
+        return None
+    if getattr(app.state, "transit", None) is None:
+        app.state.transit = TransitService(context.settings)
+    return Recorder(
+        context.store,
+        reader=context.store,
+        registry=context.registry,
+        transit=app.state.transit,
+        settings=context.settings,
+    )
 
 
 def create_app(
@@ -117,11 +141,29 @@ def create_app(
                             name="command-dispatcher",
                         )
                     )
+                context: AppContext = _app.state.context
                 if settings.alert_interval_s > 0:
+                    delivery = AlertDelivery(settings, agent_link)
                     background.append(
                         tasks.create_task(
-                            _evaluate_alerts(_app.state.context, AlertDelivery(settings, agent_link)),
+                            _every(
+                                settings.alert_interval_s,
+                                lambda: _evaluate_alerts(context, delivery),
+                                "evaluating alert rules",
+                            ),
                             name="alert-rules",
+                        )
+                    )
+                recorder = _recorder(_app, context) if settings.record_interval_s > 0 else None
+                if recorder is not None:
+                    background.append(
+                        tasks.create_task(
+                            _every(
+                                settings.record_interval_s,
+                                lambda: recorder.record(clock()),
+                                "recording derived series into the store",
+                            ),
+                            name="recorder",
                         )
                     )
                 try:

@@ -139,6 +139,13 @@ class ApiSettings(BaseSettings):
         description="claim listing an engineer's sites",
     )
     oidc_leeway_s: float = Field(default=30, ge=0, le=300, description="clock skew allowed on exp and nbf")
+    record_interval_s: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="seconds between writes of what the API derives (transit delays and occupancy, how"
+        " lighting commands ended) into the store, for the dashboards; 0: off",
+    )
     transit_gtfs_path: Path | None = Field(
         default=None, description="the static GTFS zip in use (replace the file to reload)"
     )

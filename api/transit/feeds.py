@@ -90,6 +90,8 @@ class Snapshot:
     built_at_ms: int
     feeds: dict[FeedKind, gtfs_realtime_pb2.FeedMessage]
     matches: dict[str, TripMatch] = field(default_factory=dict)
+    vehicles: dict[str, Fix] = field(default_factory=dict)  # each vehicle's newest fix in the feeds
+    occupancies: dict[str, Occupancy] = field(default_factory=dict)
     _encoded: dict[tuple[FeedKind, FeedFormat], EncodedFeed] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -215,17 +217,19 @@ class TransitService:
                     FeedKind.TRIP_UPDATES: _empty_feed(now_ms),
                     FeedKind.ALERTS: alerts,
                 },
+                vehicles=newest,
             )
         validator_rows = store.range(
             measurement=VALIDATOR_MEASUREMENT,
             start_ms=now_ms - self.settings.transit_ride_minutes * 60_000,
             end_ms=now_ms + 1,
         )
+        loads = occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity)
         vehicle_positions = vehicle_feed(
             newest,
             now_ms=now_ms,
             placements={v: place(m, timetable, newest[v]) for v, m in matches.items()},
-            occupancies=occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity),
+            occupancies=loads,
             known_routes=timetable.routes,
         )
         trip_updates = _empty_feed(now_ms)
@@ -253,4 +257,6 @@ class TransitService:
                 FeedKind.ALERTS: alerts,
             },
             matches,
+            newest,
+            loads,
         )
