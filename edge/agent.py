@@ -17,6 +17,7 @@ from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
+from edge.vehicles import Vehicles
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
 
@@ -38,6 +39,7 @@ class Agent:
         self.base_config = config  # the local file: broker, journal, and the fallback lines and devices
         self.config = config  # what runs now (the file's, or the last applied remote config)
         self.board = HealthBoard()
+        self.vehicles = Vehicles()  # the consoles' log-ins, shared by the pollers of every line
         self._load_profile = profiles
         self.profiles: dict[str, Profile] = {}
         self.version = version
@@ -98,6 +100,7 @@ class Agent:
         assert self._tasks is not None
         assert self.journal is not None
         self.config = config
+        self.vehicles.configure(config.devices)
         modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
@@ -137,11 +140,19 @@ class Agent:
             device = devices[0]
             profile = load_nmea_profile(device.profile) if device.profile else None
             gps = GpsPoller(
-                line, device, journal=self.journal, board=self.board, site=config.site, profile=profile
+                line,
+                device,
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                profile=profile,
+                vehicles=self.vehicles,
             )
             return self._tasks.create_task(gps.run(), name=f"line:{line.id}")
         profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
-        poller = ModbusPoller(profiled, journal=self.journal, board=self.board, site=config.site)
+        poller = ModbusPoller(
+            profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
+        )
         self.pollers[line.id] = poller
         return self._tasks.create_task(self._own_modbus_line(line, poller), name=f"line:{line.id}")
 

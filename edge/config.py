@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from citygw import wire
 from citygw.errors import ConfigError
@@ -23,7 +23,10 @@ from citygw.errors import ConfigError
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
 AGENT_TAGS = frozenset({"site"})
-VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
+VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route", "trip"})
+# What an on-board console's profile reads: the GTFS ids of the driver's log-in (empty: nobody).
+CONSOLE_FIELDS = ("route_id", "trip_id")
+CONSOLE_PROFILE = "onboard_console"
 VEHICLE_MEASUREMENT = "vehicle_position"
 DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
 
@@ -168,11 +171,28 @@ class Location(_Section):
 
 
 class Vehicle(_Section):
-    """The vehicle a device rides in; becomes the tags of its readings (a GPS device's, a validator's)."""
+    """The vehicle a device rides in; becomes the tags of its readings (a GPS device's, a validator's).
+
+    ``console`` names the device of this agent that is the vehicle's on-board console: the route
+    and trip the driver logged in to there tag the readings of every device in the vehicle.
+    """
 
     id: Label
     label: Label
-    route: Label | None = None
+    route: Label | None = Field(default=None, description="the route when the console names none")
+    console: Label | None = Field(default=None, description="device id of the vehicle's on-board console")
+    console_expiry_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="a console silent this long no longer says the route and trip (the trip may be over)",
+    )
+
+    @model_validator(mode="after")
+    def _expiry_needs_console(self) -> Vehicle:
+        if self.console is None and "console_expiry_s" in self.model_fields_set:
+            raise ValueError("console_expiry_s is for a vehicle with a console: add console or remove it")
+        return self
 
 
 class Device(_Section):
@@ -298,6 +318,8 @@ def validate_agent_config(
         raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
     problems = check_references(config, profiles or _default_profile_check)
     if not problems:
+        problems = check_consoles(config, profiles or _default_profile_check)
+    if not problems:
         from edge.bus_plan import check_bus_time  # it needs the poller, which needs this module
 
         problems = check_bus_time(config, profiles or _default_profile_check)
@@ -417,6 +439,78 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
                     f"use the vehicle of the GPS device ({', '.join(sorted(vehicles)) or 'none defined'})",
                 )
             )
+    return problems
+
+
+def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
+    """Each ``vehicle.console`` names a Modbus device of this agent reading the route and trip.
+
+    One console per vehicle (named alike on every device of the vehicle that names it) and one
+    vehicle per console; a console that rides in a vehicle rides in that one.
+    """
+    from firmware_bridge.profile import Profile
+
+    devices = {device.id: device for device in config.devices}
+    problems: list[Problem] = []
+    of_vehicle: dict[str, tuple[str, Vehicle]] = {}  # vehicle id -> (where it was named, its block)
+    serves: dict[str, str] = {}  # console device id -> vehicle id
+    for i, device in enumerate(config.devices):
+        vehicle = device.vehicle
+        if vehicle is None or vehicle.console is None:
+            continue
+        at = f"devices[{i}].vehicle.console"
+        first = of_vehicle.setdefault(vehicle.id, (at, vehicle))
+        if (first[1].console, first[1].console_expiry_s) != (vehicle.console, vehicle.console_expiry_s):
+            problems.append(
+                Problem(
+                    at,
+                    f"vehicle {vehicle.id!r} already has console {first[1].console!r} "
+                    f"(expiry {first[1].console_expiry_s:g} s) at {first[0]}",
+                    "give the vehicle one console, named alike on each of its devices",
+                )
+            )
+            continue
+        if serves.setdefault(vehicle.console, vehicle.id) != vehicle.id:
+            problems.append(
+                Problem(
+                    at,
+                    f"device {vehicle.console!r} is the console of vehicle {serves[vehicle.console]!r}",
+                    "a console serves one vehicle: name the console of this vehicle",
+                )
+            )
+            continue
+        console = devices.get(vehicle.console)
+        fix = (
+            f"name the device of this agent that is the vehicle's on-board console "
+            f"(a Modbus device whose profile reads {' and '.join(CONSOLE_FIELDS)}, e.g. {CONSOLE_PROFILE})"
+        )
+        if console is None:
+            problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
+        elif console.profile is None or config.line(console.line).kind == "nmea":
+            problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
+        elif console.vehicle is not None and console.vehicle.id != vehicle.id:
+            problems.append(
+                Problem(
+                    at,
+                    f"device {console.id!r} rides in vehicle {console.vehicle.id!r}, not {vehicle.id!r}",
+                    f"name the console riding in {vehicle.id!r}, or set that device's vehicle to it",
+                )
+            )
+        else:
+            profile = profiles(console.profile)  # a stand-in that is no Profile (tests) is taken on trust
+            read = (
+                {spec.field for spec in profile.registers} if isinstance(profile, Profile) else CONSOLE_FIELDS
+            )
+            missing = [name for name in CONSOLE_FIELDS if name not in read]
+            if missing:
+                problems.append(
+                    Problem(
+                        at,
+                        f"device {console.id!r} has profile {console.profile!r}, "
+                        f"which reads no {', '.join(missing)}",
+                        fix,
+                    )
+                )
     return problems
 
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from citygw import wire
 from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
+from edge.vehicles import Vehicles
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.nmea import (
@@ -170,13 +171,11 @@ class HealthBoard:
         return {device_id: record.snapshot() for device_id, record in self.devices.items()}
 
 
-def reading_tags(device: Device, site: str) -> dict[str, str]:
+def reading_tags(device: Device, site: str, vehicles: Vehicles | None = None) -> dict[str, str]:
+    """The tags of a reading of ``device`` taken now: its own, the site and its vehicle's (route, trip)."""
     tags = {**device.tags, "site": site}
     if device.vehicle is not None:
-        tags["vehicle"] = device.vehicle.id
-        tags["vehicle_label"] = device.vehicle.label
-        if device.vehicle.route is not None:
-            tags["route"] = device.vehicle.route
+        tags.update((vehicles or Vehicles()).tags(device.vehicle))
     return tags
 
 
@@ -199,7 +198,6 @@ def _finite(values: Mapping[str, wire.FieldValue]) -> dict[str, wire.FieldValue]
 class _Slot:
     device: Device
     profile: Profile
-    tags: dict[str, str]
     polls: int = 0
     due: float = 0.0
     # How long this slot may wait past ``due`` before it competes as a fast poll.
@@ -232,12 +230,15 @@ class ModbusPoller:
         journal: Journal,
         board: HealthBoard,
         site: str,
+        vehicles: Vehicles | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal = journal
         self.board = board
+        self.site = site
+        self.vehicles = vehicles or Vehicles()
         self._clock = clock
-        self._slots = [_Slot(device, profile, reading_tags(device, site)) for device, profile in devices]
+        self._slots = [_Slot(device, profile) for device, profile in devices]
         self._commands: list[tuple[Callable[[ModbusLine], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         for slot in self._slots:
@@ -348,15 +349,18 @@ class ModbusPoller:
             )
             return False
         fields.update(self._counter_resets(slot, fields))
+        unusable = self.vehicles.heard(device.id, fields)  # a console's log-in tags its own reading too
         reading = wire.Reading(
             device=device.id,
             measurement=slot.profile.measurement,
             ts=at,
             fields=with_location(device, fields),
-            tags=slot.tags,
+            tags=reading_tags(device, self.site, self.vehicles),
         )
         self.journal.append([reading])
         self.board.ok(device.id, at, response_s=took)
+        if unusable:
+            self.board.noted(device.id, unusable)
         return True
 
     def _counter_resets(self, slot: _Slot, fields: Mapping[str, wire.FieldValue]) -> dict[str, bool]:
@@ -415,13 +419,15 @@ class GpsPoller:
         board: HealthBoard,
         site: str,
         profile: NmeaProfile | None = None,
+        vehicles: Vehicles | None = None,
     ) -> None:
         self.line = line
         self.device = device
         self.profile = profile or load_nmea_profile(device.profile or DEFAULT_GPS_PROFILE)
         self.journal = journal
         self.board = board
-        self.tags = reading_tags(device, site)
+        self.site = site
+        self.vehicles = vehicles or Vehicles()
         self.assembler = FixAssembler.for_profile(self.profile)
         self._last_ts: int | None = None
         self._last_sent: GpsFix | None = None
@@ -487,5 +493,5 @@ class GpsPoller:
             measurement=self.profile.measurement,
             ts=fix.ts_ms,
             fields=fix_fields(fix, self.profile),
-            tags=self.tags,
+            tags=reading_tags(self.device, self.site, self.vehicles),
         )
