@@ -71,10 +71,12 @@ class InfluxQL(cogbuilder.Builder[cogvariants.Dataquery]):
 
 
 def tag_values(
-    name: str, label: str, measurement: str, key: str, *, where: str | None = None
+    name: str, label: str, measurement: str | tuple[str, ...], key: str, *, where: str | None = None
 ) -> QueryVariable:
-    """A multi-value template variable (with All) listing the values of one tag of one measurement."""
-    query = f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "{key}"'
+    """A multi-value template variable (with All) listing the values of one tag of some measurements."""
+    measurements = (measurement,) if isinstance(measurement, str) else measurement
+    sources = ", ".join(f'"{one}"' for one in measurements)
+    query = f'SHOW TAG VALUES FROM {sources} WITH KEY = "{key}"'
     if where:
         query += f" WHERE {where}"
     return (

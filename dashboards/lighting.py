@@ -1,4 +1,6 @@
-"""Street lighting: lamps lit, not lit and failed per cabinet from the DALI gateways' status bytes."""
+"""Street lighting: lamps lit, not lit and failed per cabinet from the DALI gateways' status bytes,
+and whether the scheduled switchings ran on time (the API's ``command`` series, api/recorder.py).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +18,17 @@ PROFILE = "ecodim_dali_gw2"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
 # DALI status byte: b0 ballast failure, b1 lamp failure, b2 lamp on.
 BALLAST_FAIL, LAMP_FAIL, LAMP_ON = 1, 2, 4
+COMMANDS = "command"
+# Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
+SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("device", "cabinet")}"""
+ON_TIME_S = 60  # a switching this late (or less) is on time
+LATENESS_STEPS = ((None, OK), (ON_TIME_S, WARN), (300, BAD))
+# Legend name → which ended switchings it counts.
+SWITCHINGS = (
+    ("on time", f""""outcome" = 'done' AND "lateness_s" <= {ON_TIME_S}"""),
+    ("late", f""""outcome" = 'done' AND "lateness_s" > {ON_TIME_S}"""),
+    ("failed", """"outcome" != 'done'"""),
+)
 
 
 def lamp_status_fields(profile: str = PROFILE) -> list[str]:
@@ -49,6 +62,17 @@ def _per_cabinet(expression: str, by_time: bool) -> str:
     return f'SELECT {lamps} AS "lamps" FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY {group}'
 
 
+def _switchings(name: str, condition: str, ref_id: str) -> InfluxQL:
+    return (
+        InfluxQL(
+            f'SELECT count("command_id") AS "switchings" FROM "{COMMANDS}" WHERE {SCHEDULED} AND {condition} '
+            'GROUP BY time($__interval), "device" fill(none)'
+        )
+        .ref_id(ref_id)
+        .alias(f"$tag_device {name}")
+    )
+
+
 def dashboard() -> Dashboard:
     count = len(lamp_status_fields())
     lit, failed = _lit("STATUS"), _failed("STATUS")
@@ -57,7 +81,9 @@ def dashboard() -> Dashboard:
         city_dashboard(
             UID,
             "Street lighting",
-            "Lamps from the DALI gateways in the lighting cabinets: lit, not lit, failed; DALI bus load.",
+            "Lamps from the DALI gateways in the lighting cabinets: lit, not lit, failed; DALI bus load; "
+            "whether the switchings scheduled at dusk, dawn or a set time ran on time (written by the API, "
+            "measurement command, when each command ends).",
             [
                 tag_values("district", "District", MEASUREMENT, "district"),
                 tag_values(
@@ -150,10 +176,40 @@ def dashboard() -> Dashboard:
                 ),
                 description="Per cabinet, the sum over its lamps of |actual level - set point| in DALI arc "
                 "levels (0-254), from the newest values in the time range: 0 when every lamp does what it "
-                "was last told. Schedule adherence itself (was the sunset command sent, and on time?) "
-                "is not in InfluxDB: commands and their scheduled and sent times are in the API's "
-                "registry (GET /v1/agents/{id}/commands), so this panel cannot compare them.",
+                "was last told. Whether the scheduled switching itself ran, and when, is in the panels "
+                "on scheduled switchings.",
                 column_steps={"deviation": ((None, OK), (1, WARN), (254, BAD))},
+                width=12,
+            )
+        )
+        .with_panel(
+            time_series(
+                "Scheduled switchings",
+                [
+                    _switchings(name, condition, chr(ord("A") + i))
+                    for i, (name, condition) in enumerate(SWITCHINGS)
+                ],
+                unit="none",
+                bars=True,
+                stacked=True,
+                description=f"Switchings scheduled at dusk, dawn or a set time, by how they ended: on time "
+                f"(ran at most {ON_TIME_S} s after they were due), late, or failed (the controller failed or "
+                "refused, or the command expired before it ran). Counted at their due time.",
+            )
+        )
+        .with_panel(
+            rows(
+                "Schedule adherence per cabinet",
+                InfluxQL(
+                    'SELECT count("command_id") AS "switchings", mean("lateness_s") AS "mean_lateness", '
+                    f'max("lateness_s") AS "worst_lateness" FROM "{COMMANDS}" WHERE {SCHEDULED} '
+                    'GROUP BY "device", "outcome"'
+                ),
+                description="Scheduled switchings in the time range per cabinet and outcome (done, failed, "
+                "refused, expired); lateness: when the controller ran the command minus when it was due. "
+                "Each command: GET /v1/agents/{agent}/commands.",
+                units={"mean_lateness": "s", "worst_lateness": "s"},
+                column_steps={"worst_lateness": LATENESS_STEPS},
                 width=12,
             )
         )

@@ -1,8 +1,13 @@
-"""Transport: vehicles reporting, their positions and speeds per route, boardings from validators."""
+"""Transport: vehicles reporting, positions, speeds, delays and occupancy per route, boardings.
+
+Delays and occupancy come from the API's recorder (``transit_vehicle``, api/recorder.py): the API
+matches buses to the timetable and estimates occupancy from validator taps, then writes both here.
+"""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
+from grafana_foundation_sdk.builders.stat import Panel
 
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, positions_map, rows, time_series
@@ -10,8 +15,29 @@ from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, positio
 UID = "citygw-transport"
 POSITIONS = "vehicle_position"
 VALIDATORS = "validator"
+TRANSIT = "transit_vehicle"
 WHERE = f"$timeFilter AND {matches('route', 'route')}"
 TAPS = ("taps_resident", "taps_student", "taps_pupil", "taps_concession")
+# Delay colours: a bus 3 minutes late is noticed at the stop, 5 minutes late breaks connections.
+LATE_S, VERY_LATE_S = 180, 300
+DELAY_STEPS = ((None, OK), (LATE_S, WARN), (VERY_LATE_S, BAD))
+# Occupancy colours at the GTFS-realtime levels the API uses: few seats, then standing room only.
+OCCUPANCY_STEPS = ((None, OK), (65, WARN), (90, BAD))
+
+
+def _late_now(over_s: int, colour: str) -> Panel:
+    """How many vehicles' newest delay (last 5 minutes) is over ``over_s``."""
+    return big_number(
+        f"Vehicles over {over_s // 60} min late",
+        InfluxQL(
+            'SELECT count("delay") AS "vehicles" FROM (SELECT last("delay_s") AS "delay" '
+            f'FROM "{TRANSIT}" WHERE time > now() - 5m AND {WHERE} GROUP BY "vehicle") '
+            f'WHERE "delay" > {over_s}'
+        ),
+        unit="none",
+        steps=((None, OK), (1, colour)),
+        description="Vehicles on a matched trip whose newest delay is over this; no data: none is.",
+    )
 
 
 def dashboard() -> Dashboard:
@@ -20,9 +46,11 @@ def dashboard() -> Dashboard:
         city_dashboard(
             UID,
             "Transport",
-            "Buses and trams: who reports, where they are, how fast they go, how many board. "
-            "Delays and occupancy need the timetable (GTFS) and are not here yet.",
-            [tag_values("route", "Route", POSITIONS, "route")],
+            "Buses and trams: who reports, where they are, how fast they go, how late they are against "
+            "the timetable, how full they are and how many board. Delays and occupancy are written by "
+            "the API (measurement transit_vehicle) for vehicles it matched to a trip of the GTFS "
+            "timetable, every CITYGW_RECORD_INTERVAL_S.",
+            [tag_values("route", "Route", (POSITIONS, TRANSIT), "route")],
         )
         .with_panel(
             big_number(
@@ -50,6 +78,53 @@ def dashboard() -> Dashboard:
                 unit="none",
                 stacked=True,
                 width=18,
+            )
+        )
+        .with_panel(_late_now(LATE_S, WARN))
+        .with_panel(_late_now(VERY_LATE_S, BAD))
+        .with_panel(
+            time_series(
+                "Mean delay per route",
+                [
+                    InfluxQL(
+                        f'SELECT mean("delay_s") AS "delay" FROM "{TRANSIT}" WHERE {WHERE} '
+                        'GROUP BY time($__interval), "route" fill(none)'
+                    ).alias("route $tag_route")
+                ],
+                unit="s",
+                steps=DELAY_STEPS,
+                description="Mean delay of the route's vehicles on a matched trip; negative: early.",
+                width=12,
+            )
+        )
+        .with_panel(
+            time_series(
+                "Occupancy per route",
+                [
+                    InfluxQL(
+                        f'SELECT mean("occupancy_percentage") AS "occupancy" FROM "{TRANSIT}" WHERE {WHERE} '
+                        'GROUP BY time($__interval), "route" fill(none)'
+                    ).alias("route $tag_route")
+                ],
+                unit="percent",
+                steps=OCCUPANCY_STEPS,
+                description="Mean load of the route's vehicles, estimated from validator taps of about one "
+                "ride against the vehicle capacity (CITYGW_TRANSIT_VEHICLE_CAPACITY), in tens of percent.",
+                width=12,
+            )
+        )
+        .with_panel(
+            rows(
+                "Delay per vehicle",
+                InfluxQL(
+                    'SELECT last("delay_s") AS "delay", last("trip_id") AS "trip", '
+                    'last("confidence") AS "confidence", last("occupancy_percentage") AS "occupancy" '
+                    f'FROM "{TRANSIT}" WHERE {WHERE} GROUP BY "route", "vehicle"'
+                ),
+                description="Newest delay, trip and occupancy of each vehicle in the time range; "
+                "confidence: how sure the trip matching is (0-1).",
+                units={"delay": "s", "occupancy": "percent", "confidence": "percentunit"},
+                column_steps={"delay": DELAY_STEPS, "occupancy": OCCUPANCY_STEPS},
             )
         )
         .with_panel(

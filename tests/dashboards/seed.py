@@ -2,13 +2,19 @@
 
 Field values are what the simulators say a correct reader decodes from each profile
 (``ModbusDeviceSimulator.expected()``), so a dashboard that names a field no profile reads
-gets an empty panel and its test fails. Counters grow between readings.
+gets an empty panel and its test fails. Counters grow between readings. What the API derives
+(delays, occupancy, command outcomes) is made into points by the API's own recorder functions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from google.transit.gtfs_realtime_pb2 import VehiclePosition
+
+from api.recorder import VehicleState, command_point, vehicle_point
+from api.registry.models import Command
+from api.transit.occupancy import Occupancy
 from citygw import wire
 from citygw.wire import FieldValue
 from collector.health import health_points, status_point
@@ -77,6 +83,23 @@ VEHICLES = (
     ("tram-7", "T7", 49.8085, 24.0132, 8.2),
 )
 AGENTS = ("depot-north-1", "depot-south-1", "bus-4711")
+# Vehicle → (delay at the first reading, its growth per reading, s); trip; occupancy (%, status) or None.
+# At the newest reading bus-4711 is 7 min late, bus-4712 just over 3 min, tram-7 early.
+DELAYS = {
+    "bus-4711": ((-20.0, 20.0), "12-weekday-31", (70, VehiclePosition.STANDING_ROOM_ONLY)),
+    "bus-4712": ((200.0, 0.0), "12-weekday-32", None),
+    "tram-7": ((-45.0, 0.0), "T7-weekday-8", (30, VehiclePosition.MANY_SEATS_AVAILABLE)),
+}
+# Lighting commands that ended: (cabinet, agent, action, schedule, outcome, ran this late in s or None,
+# reading index of the due time). Scheduled on time: 2, late: 1, failed/expired: 2; one sent "now".
+COMMANDS = (
+    ("cabinet-17", "depot-north-1", "on", {"event": "dusk", "offset_min": 0}, "done", 20.0, 3),
+    ("cabinet-17", "depot-north-1", "dim", {"at": "22:00"}, "done", 4.0, 9),
+    ("cabinet-17", "depot-north-1", "off", {"event": "dawn", "offset_min": 15}, "done", 150.0, 20),
+    ("cabinet-17", "depot-north-1", "on", None, "done", 1.0, 12),
+    ("cabinet-42", "depot-south-1", "on", {"event": "dusk", "offset_min": 0}, "failed", 5.0, 3),
+    ("cabinet-42", "depot-south-1", "off", {"event": "dawn", "offset_min": 15}, "expired", None, 20),
+)
 
 
 def _float_fields() -> dict[str, set[str]]:
@@ -135,6 +158,8 @@ def points(now_ms: int) -> list[Point]:
                 "hdop": 0.9,
             }
             result.append(Point("vehicle_position", tags, ts, position))
+    result.extend(transit_points(times))
+    result.extend(command_points(times))
     for i, agent in enumerate(AGENTS):
         result.append(status_point(wire.Status(agent=agent, state=wire.AgentState.ONLINE), times[0], agent))
         for step, ts in enumerate(times):
@@ -148,6 +173,52 @@ def points(now_ms: int) -> list[Point]:
             "payload": "{}",
         }
         result.append(Point(DEAD_LETTER, tags, times[-1 - step], letter))
+    return result
+
+
+def transit_points(times: list[int]) -> list[Point]:
+    """What the API's recorder writes of each vehicle at each of its fixes."""
+    result = []
+    for vehicle, route, *_ in VEHICLES:
+        (delay, growth), trip, load = DELAYS[vehicle]
+        occupancy = Occupancy(load[1], load[0]) if load else None
+        for step, ts in enumerate(times):
+            state = VehicleState(
+                vehicle,
+                ts,
+                route=route,
+                direction=0,
+                trip_id=trip,
+                delay_s=delay + growth * step,
+                confidence=0.9,
+                occupancy=occupancy,
+            )
+            point = vehicle_point(state)
+            assert point is not None
+            result.append(point)
+    return result
+
+
+def command_points(times: list[int]) -> list[Point]:
+    """What the API's recorder writes of each ended lighting command."""
+    result = []
+    for n, (cabinet, agent, action, schedule, outcome, late_s, at) in enumerate(COMMANDS):
+        due_at = times[at]
+        command = Command(
+            id=f"00000000-0000-4000-8000-{n:012d}",
+            agent_id=agent,
+            device_id=cabinet,
+            target={"kind": "cabinet"},
+            action=action,
+            level=50 if action == "dim" else None,
+            schedule=schedule,
+            due_at=due_at,
+            created_at=due_at - 86_400_000,
+            created_by="engineer:seed",
+            status=outcome,
+            result_at=None if late_s is None else due_at + int(late_s * 1000),
+        )
+        result.append(command_point(command))
     return result
 
 

@@ -140,3 +140,50 @@ def test_lamps_off_their_set_point_are_the_failed_dark_lamp(influxql: Query, cit
     series = influxql(render(target["query"], all_values(board, influxql), city))
     # cabinet-42's lamp 1 is set to full (254) but dark; every other lamp is at its set point.
     assert {s["tags"]["device"]: s["values"][0][1] for s in series} == {"cabinet-17": 0, "cabinet-42": 254}
+
+
+def test_delays_and_occupancy_are_what_the_api_recorded(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-transport"]
+    chosen = all_values(board, influxql)
+    queries = {panel["title"]: target["query"] for panel, target in targets(board)}
+    late = {
+        title: influxql(render(queries[title], chosen, city))[0]["values"][0][1]
+        for title in ("Vehicles over 3 min late", "Vehicles over 5 min late")
+    }
+    # Newest delays (tests/dashboards/seed.py): bus-4711 440 s, bus-4712 200 s, tram-7 early.
+    assert late == {"Vehicles over 3 min late": 2, "Vehicles over 5 min late": 1}
+    table = {
+        s["tags"]["vehicle"]: dict(zip(s["columns"][1:], s["values"][0][1:], strict=True))
+        for s in influxql(render(queries["Delay per vehicle"], chosen, city))
+    }
+    assert table == {
+        "bus-4711": {"delay": 440.0, "trip": "12-weekday-31", "confidence": 0.9, "occupancy": 70},
+        "bus-4712": {"delay": 200.0, "trip": "12-weekday-32", "confidence": 0.9, "occupancy": None},
+        "tram-7": {"delay": -45.0, "trip": "T7-weekday-8", "confidence": 0.9, "occupancy": 30},
+    }
+    occupancy = influxql(render(queries["Occupancy per route"], chosen, city))
+    # Route 12's mean is bus-4711's alone: bus-4712 has no validator, so no occupancy.
+    assert {s["tags"]["route"]: s["values"][-1][1] for s in occupancy} == {"12": 70, "T7": 30}
+
+
+def test_scheduled_switchings_are_on_time_late_or_failed(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-street-lighting"]
+    chosen = all_values(board, influxql)
+    counts = {}
+    for panel, target in targets(board):
+        if panel["title"] == "Scheduled switchings":
+            for series in influxql(render(target["query"], chosen, city)):
+                total = sum(row[1] for row in series["values"])
+                counts[(target["alias"].split(" ", 1)[1], series["tags"]["device"])] = total
+    # seed.COMMANDS: the engineer's "now" command on cabinet-17 is no scheduled switching.
+    assert counts == {("on time", "cabinet-17"): 2, ("late", "cabinet-17"): 1, ("failed", "cabinet-42"): 2}
+    (adherence,) = [t for p, t in targets(board) if p["title"] == "Schedule adherence per cabinet"]
+    rows = {
+        (s["tags"]["device"], s["tags"]["outcome"]): s["values"][0][1:]
+        for s in influxql(render(adherence["query"], chosen, city))
+    }
+    assert rows == {
+        ("cabinet-17", "done"): [3, 58.0, 150.0],
+        ("cabinet-42", "expired"): [1, None, None],
+        ("cabinet-42", "failed"): [1, 5.0, 5.0],
+    }
