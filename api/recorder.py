@@ -33,6 +33,7 @@ ENDED = tuple(outcome.value for outcome in wire.CommandOutcome)
 # A command's result can reach the API long after it ran (the agent was offline meanwhile):
 # ended commands due this long before the command TTL are still looked for.
 RESULT_GRACE_MS = 86_400_000
+COMMANDS_PER_ROUND = 1000  # after a restart the day's commands are written again, a round at a time
 _OCCUPANCY = gtfs_realtime_pb2.VehiclePosition.OccupancyStatus
 
 
@@ -83,10 +84,9 @@ def vehicle_point(state: VehicleState) -> Point | None:
     return Point(VEHICLE_MEASUREMENT, tags, state.fix_ts_ms, fields)
 
 
-def vehicle_states(
-    service: TransitService, store: TelemetryReader, settings: ApiSettings, now_ms: int
-) -> list[VehicleState]:
+def vehicle_states(service: TransitService, store: TelemetryReader, now_ms: int) -> list[VehicleState]:
     """Every vehicle in the transit feeds as of ``now_ms`` (the feeds' snapshot, shared with the routes)."""
+    settings = service.settings
     snapshot = service.snapshot(
         store,
         now_ms=now_ms,
@@ -171,9 +171,7 @@ class Recorder:
 
     def record(self, now_ms: int) -> int:
         """Write what the API knows as of ``now_ms``; how many points the store took."""
-        vehicles = [
-            vehicle_point(s) for s in vehicle_states(self._transit, self._reader, self._settings, now_ms)
-        ]
+        vehicles = [vehicle_point(s) for s in vehicle_states(self._transit, self._reader, now_ms)]
         commands = self._ended_commands(now_ms)
         points = [p for p in vehicles if p is not None] + [command_point(c) for c in commands]
         if not points:
@@ -184,13 +182,17 @@ class Recorder:
         return taken
 
     def _ended_commands(self, now_ms: int) -> list[Command]:
+        """Commands that ended and are not written yet, at most ``COMMANDS_PER_ROUND`` of them."""
         since = now_ms - self._settings.command_ttl_s * 1000 - RESULT_GRACE_MS
         self._written = {id_: due for id_, due in self._written.items() if due >= since}
-        query = select(Command).where(Command.status.in_(ENDED), Command.due_at >= since)
+        ended = select(Command.id).where(Command.status.in_(ENDED), Command.due_at >= since)
         with self._registry.session() as session:
-            ended = session.scalars(query).all()
+            new = [id_ for id_ in session.scalars(ended) if id_ not in self._written][:COMMANDS_PER_ROUND]
+            if not new:
+                return []
+            commands = list(session.scalars(select(Command).where(Command.id.in_(new))))
             session.expunge_all()
-        return [command for command in ended if command.id not in self._written]
+        return commands
 
     def _write(self, points: Sequence[Point]) -> int:
         """Write ``points``; StoreUnavailable goes up (nothing is marked written, all is retried)."""
