@@ -126,6 +126,8 @@ def scheduled_by(command: Command) -> str:
 def command_point(command: Command) -> Point:
     """The ``command`` point of an ended command, at its due time.
 
+    The controller is tagged ``cabinet``, not ``device``: a command is no reading of the device, and
+    the API lists as a device's readings what carries a ``device`` tag.
     ``lateness_s`` (when it ran minus when it was due) only for commands that ran (done or failed).
     """
     target = command.target.get("kind", "")
@@ -133,7 +135,7 @@ def command_point(command: Command) -> Point:
         target = f"{target}-{command.target['address']}"
     tags = {
         "agent": command.agent_id,
-        "device": command.device_id,
+        "cabinet": command.device_id,
         "target": target,
         "action": command.action,
         "outcome": command.status,

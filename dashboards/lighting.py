@@ -20,7 +20,7 @@ WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device
 BALLAST_FAIL, LAMP_FAIL, LAMP_ON = 1, 2, 4
 COMMANDS = "command"
 # Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
-SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("device", "cabinet")}"""
+SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("cabinet", "cabinet")}"""
 ON_TIME_S = 60  # a switching this late (or less) is on time
 LATENESS_STEPS = ((None, OK), (ON_TIME_S, WARN), (300, BAD))
 # Legend name → which ended switchings it counts.
@@ -66,10 +66,10 @@ def _switchings(name: str, condition: str, ref_id: str) -> InfluxQL:
     return (
         InfluxQL(
             f'SELECT count("command_id") AS "switchings" FROM "{COMMANDS}" WHERE {SCHEDULED} AND {condition} '
-            'GROUP BY time($__interval), "device" fill(none)'
+            'GROUP BY time($__interval), "cabinet" fill(none)'
         )
         .ref_id(ref_id)
-        .alias(f"$tag_device {name}")
+        .alias(f"$tag_cabinet {name}")
     )
 
 
@@ -203,7 +203,7 @@ def dashboard() -> Dashboard:
                 InfluxQL(
                     'SELECT count("command_id") AS "switchings", mean("lateness_s") AS "mean_lateness", '
                     f'max("lateness_s") AS "worst_lateness" FROM "{COMMANDS}" WHERE {SCHEDULED} '
-                    'GROUP BY "device", "outcome"'
+                    'GROUP BY "cabinet", "outcome"'
                 ),
                 description="Scheduled switchings in the time range per cabinet and outcome (done, failed, "
                 "refused, expired); lateness: when the controller ran the command minus when it was due. "

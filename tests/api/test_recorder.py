@@ -175,7 +175,7 @@ def test_commands_are_recorded_once_they_end_with_their_lateness(
 
     recorded = {row.values["command_id"]: row for row in rows(store, COMMAND_MEASUREMENT)}
     assert set(recorded) == {late, failed, never_sent}  # pending has no outcome yet
-    common = {"agent": "edge-light", "device": "cabinet-42", "target": "group-3"}
+    common = {"agent": "edge-light", "cabinet": "cabinet-42", "target": "group-3"}
     assert recorded[late] == Row(
         dusk,
         common | {"action": "on", "outcome": "done", "scheduled": "sun"},
@@ -238,17 +238,21 @@ def test_the_app_records_in_the_background_every_interval(
     command = _command(registry, due_at=NOW_MS - 60_000, schedule=None)
     send_due_commands(registry, _Sent(), now_ms=NOW_MS - 60_000, ttl_ms=TTL_MS)
     _result(registry, command, wire.CommandOutcome.DONE, NOW_MS - 58_500)
-    fast = settings.model_copy(update={"record_interval_s": 0.05, "alert_interval_s": 0})
+    fast = settings.model_copy(
+        update={"record_interval_s": 0.05, "alert_interval_s": 0, "open_telemetry": True}
+    )
     app = create_app(store, settings=fast, clock=FakeClock(), registry=registry)
 
-    with TestClient(app):
+    with TestClient(app) as client:
         deadline = time.monotonic() + 10
         while not rows(store, COMMAND_MEASUREMENT):
             assert time.monotonic() < deadline, "the app recorded nothing"
             time.sleep(0.05)
+        devices = client.get("/v1/devices")
 
     (row,) = rows(store, COMMAND_MEASUREMENT)
     assert row.values == {"command_id": command, "lateness_s": 1.5}
+    assert devices.json() == []  # a command is no reading of its cabinet
 
 
 def test_recording_is_off_at_interval_zero(store: Store, registry: Registry, settings: ApiSettings) -> None:

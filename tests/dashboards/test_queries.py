@@ -174,12 +174,12 @@ def test_scheduled_switchings_are_on_time_late_or_failed(influxql: Query, city: 
         if panel["title"] == "Scheduled switchings":
             for series in influxql(render(target["query"], chosen, city)):
                 total = sum(row[1] for row in series["values"])
-                counts[(target["alias"].split(" ", 1)[1], series["tags"]["device"])] = total
+                counts[(target["alias"].split(" ", 1)[1], series["tags"]["cabinet"])] = total
     # seed.COMMANDS: the engineer's "now" command on cabinet-17 is no scheduled switching.
     assert counts == {("on time", "cabinet-17"): 2, ("late", "cabinet-17"): 1, ("failed", "cabinet-42"): 2}
     (adherence,) = [t for p, t in targets(board) if p["title"] == "Schedule adherence per cabinet"]
     rows = {
-        (s["tags"]["device"], s["tags"]["outcome"]): s["values"][0][1:]
+        (s["tags"]["cabinet"], s["tags"]["outcome"]): s["values"][0][1:]
         for s in influxql(render(adherence["query"], chosen, city))
     }
     assert rows == {
