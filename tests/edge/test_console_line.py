@@ -2,6 +2,7 @@
 
 Positions and validator taps carry the trip the driver logged in to on the console; after the
 log-out, and once a console that stopped answering has expired, they carry the configured route only.
+A trip id no tag can carry is left out and said on the console's health.
 """
 
 from __future__ import annotations
@@ -121,12 +122,18 @@ async def test_positions_and_taps_carry_the_consoles_trip_until_log_out_or_silen
             for field, value in (("trip_id", TRIP), ("route_id", "A3"), ("login", 1)):
                 console.set(field, value)
             back = await next_reading(journal, lambda r: position(r) and on_trip(r), after=later)
+
+            console.set("trip_id", "#42 late")  # typed in by hand: no id a tag can carry
+            garbled = await next_reading(journal, lambda r: r.fields.get("trip_id") == "#42 late", after=back)
+            assert not on_trip(journal.readings[await next_reading(journal, position, after=garbled)])
+            assert "trip_id '#42 late' cannot be a tag" in (board.devices["console-4711"].error or "")
+            console.set("trip_id", TRIP)
+            back = await next_reading(journal, lambda r: position(r) and on_trip(r), after=garbled)
             console.offline = True
             silent_since = time.monotonic()
             dropped = await next_reading(journal, lambda r: position(r) and not on_trip(r), after=back)
-            assert (
-                time.monotonic() - silent_since >= EXPIRY_S - 0.3
-            )  # the last answer was up to a poll before
+            # Kept for the expiry from the console's last answer, up to a poll (0.2 s) before it fell silent.
+            assert time.monotonic() - silent_since >= EXPIRY_S - 0.3
             assert board.devices["console-4711"].state is wire.DeviceState.TIMEOUT
             assert not any(on_trip(r) for r in journal.readings[dropped:])
     journal.close()
