@@ -459,13 +459,13 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         if vehicle is None or vehicle.console is None:
             continue
         at = f"devices[{i}].vehicle.console"
-        first = of_vehicle.setdefault(vehicle.id, (at, vehicle))
-        if (first[1].console, first[1].console_expiry_s) != (vehicle.console, vehicle.console_expiry_s):
+        named_at, named = of_vehicle.setdefault(vehicle.id, (at, vehicle))
+        if (named.console, named.console_expiry_s) != (vehicle.console, vehicle.console_expiry_s):
             problems.append(
                 Problem(
                     at,
-                    f"vehicle {vehicle.id!r} already has console {first[1].console!r} "
-                    f"(expiry {first[1].console_expiry_s:g} s) at {first[0]}",
+                    f"vehicle {vehicle.id!r} already has console {named.console!r} "
+                    f"(expiry {named.console_expiry_s:g} s) at {named_at}",
                     "give the vehicle one console, named alike on each of its devices",
                 )
             )
