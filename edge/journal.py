@@ -58,7 +58,9 @@ QuotaPolicy = Literal["drop_oldest", "drop_newest", "stop_slow"]
 ROW_OVERHEAD_BYTES = 48
 # When dropping the oldest, free this share of the quota at once rather than a row per append.
 DROP_SLACK = 0.01
-CHECKPOINT_PAGES = 256
+# Pages of 16 KiB (new journals): a batch of 500 readings is read in a handful of pages, not dozens.
+PAGE_BYTES = 16384
+CHECKPOINT_PAGES = 64
 # stop_slow: slow devices are taken again once the backlog fell below this share of the quota.
 RESUME_SLOW_SHARE = 0.9
 # Readings per segment table (about 2 MB of JSON): the unit in which acknowledged readings leave the disk.
@@ -77,6 +79,8 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 FIRST_SEQ = 1
+# A stored reading's size in bytes: new rows are BLOBs of UTF-8 JSON, journals of earlier versions hold TEXT.
+_BYTES = "length(CAST(payload AS BLOB))"
 _NO_ID = 1 << 62  # above any reading id: "no upper bound"
 
 
@@ -98,6 +102,16 @@ class _Span:
     nbytes: int
     payload: bytes | None = None
     acked: bool = False
+
+
+class _Run(NamedTuple):
+    """Readings read for a batch: id range, count, JSON bytes, and their JSON joined by commas."""
+
+    first: int
+    last: int
+    size: int
+    nbytes: int
+    body: bytes
 
 
 class JournalMismatch(RuntimeError):
@@ -146,6 +160,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute(f"PRAGMA page_size={PAGE_BYTES}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
@@ -178,7 +193,7 @@ class Journal:
         top = 0
         for segment in sorted(self._segments):
             count, size, high = self._db.execute(
-                f"SELECT count(*), coalesce(sum(length(payload)), 0), max(id) FROM {_table(segment)}"
+                f"SELECT count(*), coalesce(sum({_BYTES}), 0), max(id) FROM {_table(segment)}"
             ).fetchone()
             self._backlog += int(count)
             self._bytes += int(size) + ROW_OVERHEAD_BYTES * int(count)
@@ -187,9 +202,9 @@ class Journal:
         for seq, first, last, legacy in self._db.execute(
             "SELECT seq, first_id, last_id, legacy_payload FROM spans ORDER BY seq"
         ).fetchall():
-            lengths = [row[0] for row in self._select("length(payload)", first - 1, last + 1)]
+            run = self._run(first - 1, last + 1)
             payload = None if legacy is None else bytes(legacy)
-            self._spans[seq] = _Span(first, last, len(lengths), sum(lengths), payload)
+            self._spans[seq] = _Span(first, last, run.size if run else 0, run.nbytes if run else 0, payload)
         self._live_from = top
 
     def _migrate_single_table(self) -> None:
@@ -218,7 +233,7 @@ class Journal:
 
     def append(self, readings: Sequence[wire.Reading]) -> int:
         """Write readings to disk in one transaction; returns how many the quota let in."""
-        fragments = [wire.encode(r).decode() for r in readings if not self.refuses(r.device)]
+        fragments = [wire.encode(r) for r in readings if not self.refuses(r.device)]
         refused = len(readings) - len(fragments)
         size = sum(len(f) + ROW_OVERHEAD_BYTES for f in fragments)
         with self._transaction():
@@ -300,7 +315,7 @@ class Journal:
         freed = dropped = 0
         for after, before in list(self._gaps(0, _NO_ID)):
             last_id = None
-            for row_id, length in self._select("id, length(payload)", after, before):
+            for row_id, length in self._select(f"id, {_BYTES}", after, before):
                 if freed >= goal:
                     break
                 freed += int(length) + ROW_OVERHEAD_BYTES
@@ -326,30 +341,67 @@ class Journal:
         """Seal the oldest unbatched readings in (after, upto], consecutive ids, into a batch."""
         limit = min(max_readings, wire.MAX_READINGS_PER_BATCH)
         for low, high in self._gaps(after, upto):
-            rows = self._select("id, payload", low, high, limit)
-            if rows:
-                return self._seal(rows)
+            run = self._run(low, high, limit)
+            if run is not None:
+                return self._seal(run)
         return None
 
-    def _seal(self, rows: list[tuple[Any, ...]]) -> Batch:
-        """Make ``rows`` (consecutive unbatched ids) batch ``next_seq``, durably: one row of ``spans``."""
-        seq = self._next_seq
-        first, last = int(rows[0][0]), int(rows[-1][0])
-        fragments = [row[1] for row in rows]
-        self._db.execute("INSERT INTO spans (seq, first_id, last_id) VALUES (?, ?, ?)", (seq, first, last))
-        self._next_seq = seq + 1
-        payload = self._payload(seq, fragments)
-        self._spans[seq] = _Span(first, last, len(rows), sum(map(len, fragments)), payload)
-        self.counters.batches_formed += 1
-        return Batch(seq, payload, len(rows))
+    def _run(self, after: int, before: int, limit: int = 0) -> _Run | None:
+        """The readings with after < id < before (at most ``limit`` if > 0) joined in id order, or None.
 
-    def _payload(self, seq: int, fragments: list[str]) -> bytes:
+        SQLite joins them (``group_concat`` over the id-ordered rows): one bytes object per
+        segment instead of a Python string per reading, the bulk of the cost of forming a batch.
+        """
+        if after + 1 >= min(before, self._next_id):
+            return None
+        first = last = count = nbytes = 0
+        parts: list[bytes] = []
+        for segment in sorted(self._segments):
+            if (segment + 1) * SEGMENT_READINGS <= after + 1 or segment * SEGMENT_READINGS >= before:
+                continue
+            table = _table(segment)
+            while limit <= 0 or count < limit:
+                # Skip ids without a row (readings dropped by the quota), then take a range of
+                # ids: they only grow, so the next ``limit - count`` readings lie below ``below``.
+                (start,) = self._db.execute(
+                    f"SELECT min(id) FROM {table} WHERE id > ? AND id < ?", (after, before)
+                ).fetchone()
+                if start is None:
+                    break
+                end = min(before, (segment + 1) * SEGMENT_READINGS)
+                below = end if limit <= 0 else min(end, start + limit - count)
+                low, high, n, size, body = self._db.execute(
+                    f"SELECT min(id), max(id), count(*), sum({_BYTES}), "
+                    f"CAST(group_concat(payload, ',') AS BLOB) FROM {table} WHERE id >= ? AND id < ?",
+                    (start, below),
+                ).fetchone()
+                first = first or int(low)
+                last, count, nbytes = int(high), count + int(n), nbytes + int(size)
+                parts.append(body)
+                after = below - 1
+            if 0 < limit <= count:
+                break
+        return _Run(first, last, count, nbytes, b",".join(parts)) if count else None
+
+    def _seal(self, run: _Run) -> Batch:
+        """Make ``run`` (consecutive unbatched ids) batch ``next_seq``, durably: one row of ``spans``."""
+        seq = self._next_seq
+        self._db.execute(
+            "INSERT INTO spans (seq, first_id, last_id) VALUES (?, ?, ?)", (seq, run.first, run.last)
+        )
+        self._next_seq = seq + 1
+        payload = self._payload(seq, run.body)
+        self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
+        self.counters.batches_formed += 1
+        return Batch(seq, payload, run.size)
+
+    def _payload(self, seq: int, body: bytes) -> bytes:
         # The stored reading JSON joined under the header: the same bytes as
         # wire.encode(TelemetryBatch(...)), without parsing or encoding a reading again.
-        return (
-            f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},'
-            f'"readings":[{",".join(fragments)}]}}'
-        ).encode()
+        header = (
+            f'{{"schema":{wire.SCHEMA_VERSION},"agent":{json.dumps(self.agent_id)},"seq":{seq},"readings":['
+        )
+        return b"".join((header.encode(), body, b"]}"))
 
     def mark_live(self) -> None:
         """Readings journaled from now on are live; those already on disk are backlog."""
@@ -363,8 +415,8 @@ class Journal:
             if span.acked:
                 continue
             if span.payload is None:  # formed before a restart: rebuilt from its rows, same bytes
-                rows = self._select("payload", span.first - 1, span.last + 1)
-                span.payload = self._payload(seq, [row[0] for row in rows])
+                run = self._run(span.first - 1, span.last + 1)
+                span.payload = self._payload(seq, b"" if run is None else run.body)
             batches.append(Batch(seq, span.payload, span.size))
         return batches
 

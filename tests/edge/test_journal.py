@@ -167,6 +167,26 @@ def test_drop_oldest_makes_room_and_counts(tmp_path: Path) -> None:
     assert len(kept) >= 98
 
 
+def test_batches_stay_full_after_the_quota_dropped_more_than_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids the quota freed are skipped: the next batch is as full as its limit, across segments, in order."""
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 16)
+    journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(40), policy="drop_oldest")
+    for n in range(100, 200):
+        journal.append([reading(n)])
+    assert journal.counters.dropped > 10, "more ids freed than a batch holds"
+    sizes, kept = [], []
+    while (batch := journal.next_batch(10)) is not None:
+        readings = decode(batch[1]).readings
+        sizes.append(len(readings))
+        kept += [int(r.fields["pm25"]) for r in readings]
+        journal.ack(batch[0])
+    assert kept == list(range(200 - len(kept), 200))
+    assert journal.counters.dropped == 100 - len(kept)
+    assert all(size == 10 for size in sizes[:-1]), sizes
+
+
 def test_drop_newest_refuses_and_counts(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(100), policy="drop_newest")
     taken = sum(journal.append([reading(n), reading(n + 500)]) for n in range(100, 200))
