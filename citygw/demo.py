@@ -20,6 +20,7 @@ import uvicorn
 import yaml
 
 from api.app import create_app
+from api.recorder import COMMAND_MEASUREMENT, VEHICLE_MEASUREMENT
 from api.settings import ApiSettings, load_settings
 from citygw.embedded_broker import EmbeddedBroker
 from collector.service import Collector
@@ -145,8 +146,8 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
         yield configs
 
 
-# What the collector stores about the system itself, not readings of a device.
-_SYSTEM_MEASUREMENTS = frozenset({"dead_letter", "agent_health"})
+# What the collector stores about the system itself and what the API derives: not readings of a device.
+_SYSTEM_MEASUREMENTS = frozenset({"dead_letter", "agent_health", VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT})
 
 
 def summary(store: TelemetryReader, now_ms: int) -> str:
