@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from citygw import wire
 from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
-from edge.vehicles import Vehicles
+from edge.vehicles import TRIP_FIELD, Vehicles
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.nmea import (
@@ -172,21 +172,58 @@ class HealthBoard:
 
 
 def reading_tags(device: Device, site: str, vehicles: Vehicles | None = None) -> dict[str, str]:
-    """The tags of a reading of ``device`` taken now: its own, the site and its vehicle's (route, trip)."""
+    """The tags of a reading of ``device`` taken now: its own, the site and its vehicle's and route."""
     tags = {**device.tags, "site": site}
     if device.vehicle is not None:
         tags.update((vehicles or Vehicles()).tags(device.vehicle))
     return tags
 
 
-def with_location(device: Device, fields: dict[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
-    """A located device's ``lat``/``lon`` as fields of its reading (maps; never tags: no new series).
-
-    Only when the reading has room for them; a field of the device's own with those names wins.
-    """
-    if device.location is None or len(fields) + 2 > wire.MAX_FIELDS_PER_READING:
+def _with_fields(
+    fields: dict[str, wire.FieldValue], more: Mapping[str, wire.FieldValue]
+) -> dict[str, wire.FieldValue]:
+    """``more`` added to a reading's ``fields``, all or none: only when the reading has room for all of
+    them; a field of the device's own of the same name wins."""
+    if len(fields) + len(more) > wire.MAX_FIELDS_PER_READING:
         return fields
-    return {"lat": device.location.lat, "lon": device.location.lon} | fields
+    return {**more, **fields}
+
+
+def with_location(device: Device, fields: dict[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
+    """A located device's ``lat``/``lon`` as fields of its reading (maps; never tags: no new series)."""
+    if device.location is None:
+        return fields
+    return _with_fields(fields, {"lat": device.location.lat, "lon": device.location.lon})
+
+
+def with_trip(
+    device: Device, fields: dict[str, wire.FieldValue], vehicles: Vehicles
+) -> dict[str, wire.FieldValue]:
+    """The trip the device's vehicle is on (its console's log-in) as the string field ``trip_id``.
+
+    A field, never a tag: a bus makes some 30 trips a day, each would be a new series.
+    """
+    trip = vehicles.trip(device.vehicle) if device.vehicle is not None else None
+    return fields if trip is None else _with_fields(fields, {TRIP_FIELD: trip})
+
+
+def device_reading(
+    device: Device,
+    site: str,
+    vehicles: Vehicles,
+    *,
+    measurement: str,
+    ts: int,
+    fields: dict[str, wire.FieldValue],
+) -> wire.Reading:
+    """The one way a reading of ``device`` is built: its fields, its location and vehicle's trip, its tags."""
+    return wire.Reading(
+        device=device.id,
+        measurement=measurement,
+        ts=ts,
+        fields=with_trip(device, with_location(device, fields), vehicles),
+        tags=reading_tags(device, site, vehicles),
+    )
 
 
 def _finite(values: Mapping[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
@@ -349,13 +386,9 @@ class ModbusPoller:
             )
             return False
         fields.update(self._counter_resets(slot, fields))
-        unusable = self.vehicles.heard(device.id, fields)  # a console's log-in tags its own reading too
-        reading = wire.Reading(
-            device=device.id,
-            measurement=slot.profile.measurement,
-            ts=at,
-            fields=with_location(device, fields),
-            tags=reading_tags(device, self.site, self.vehicles),
+        unusable = self.vehicles.heard(device.id, fields)  # a console's log-in applies to its own reading too
+        reading = device_reading(
+            device, self.site, self.vehicles, measurement=slot.profile.measurement, ts=at, fields=fields
         )
         self.journal.append([reading])
         self.board.ok(device.id, at, response_s=took)
@@ -488,10 +521,11 @@ class GpsPoller:
         self.journal.append([self.position(result)])
 
     def position(self, fix: GpsFix) -> wire.Reading:
-        return wire.Reading(
-            device=self.device.id,
+        return device_reading(
+            self.device,
+            self.site,
+            self.vehicles,
             measurement=self.profile.measurement,
             ts=fix.ts_ms,
             fields=fix_fields(fix, self.profile),
-            tags=reading_tags(self.device, self.site, self.vehicles),
         )

@@ -1,9 +1,11 @@
-"""The tags of a reading of a device in a vehicle: which vehicle, and the route and trip it is on.
+"""What a reading of a device in a vehicle says of it: which vehicle, and the route and trip it is on.
 
-The route and trip come from the vehicle's on-board console (``vehicle.console``) while a
-driver is logged in there, else the route comes from the config and there is no trip. A
-console that stops answering keeps its last log-in for ``vehicle.console_expiry_s`` only: a
-bus that drove on without it must not be published for ever on a trip it has left.
+The vehicle and route are tags; the trip is the string field ``trip_id``, never a tag (a bus
+makes some 30 trips a day: a series each). The route and trip come from the vehicle's on-board
+console (``vehicle.console``) while a driver is logged in there, else the route comes from the
+config and there is no trip. A console that stops answering keeps its last log-in for
+``vehicle.console_expiry_s`` only: a bus that drove on without it must not be published for
+ever on a trip it has left.
 """
 
 from __future__ import annotations
@@ -13,10 +15,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from pydantic import TypeAdapter, ValidationError
+
 from citygw import wire
 from edge.config import CONSOLE_FIELDS, Device, Vehicle
 
 _TAG_VALUE = re.compile(wire.LABEL_PATTERN)
+_FIELD_VALUE: TypeAdapter[wire.FieldValue] = TypeAdapter(wire.FieldValue)
+TRIP_FIELD = "trip_id"  # the field of a reading that names the trip its vehicle is on
+
+
+def _fits_a_field(text: str) -> bool:
+    """Whether the wire carries ``text`` as a field's value (``wire.FieldValue``: a string not too long)."""
+    try:
+        _FIELD_VALUE.validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +77,29 @@ class Vehicles:
     def heard(self, device_id: str, fields: Mapping[str, wire.FieldValue]) -> str | None:
         """Take a reading of ``device_id``; when it is a console, its log-in. Returns what was wrong with it.
 
-        An id that cannot be a tag (``wire.LABEL_PATTERN``) counts as not given.
+        A ``route_id`` that cannot be a tag (``wire.LABEL_PATTERN``) or a ``trip_id`` that cannot
+        be a field's value counts as not given.
         """
         console = self._consoles.get(device_id)
         if console is None or not any(name in fields for name in CONSOLE_FIELDS):
             return None
-        ids: list[str | None] = []
+        route_id, trip_id = (fields.get(name) for name in CONSOLE_FIELDS)
+        route = route_id.strip() if isinstance(route_id, str) else ""
+        trip = trip_id.strip() if isinstance(trip_id, str) else ""
         problems = []
-        for name in CONSOLE_FIELDS:
-            value = fields.get(name)
-            text = value.strip() if isinstance(value, str) else ""
-            if text and not _TAG_VALUE.fullmatch(text):
-                problems.append(f"{name} {text!r} cannot be a tag (it must match {wire.LABEL_PATTERN})")
-                text = ""
-            ids.append(text or None)
-        route, trip = ids
-        if route is None and trip is None:
+        if route and not _TAG_VALUE.fullmatch(route):
+            problems.append(f"route_id {route!r} cannot be a tag (it must match {wire.LABEL_PATTERN})")
+            route = ""
+        if trip and not _fits_a_field(trip):
+            problems.append(f"trip_id of {len(trip)} characters is too long for a field of a reading")
+            trip = ""
+        if not route and not trip:
             self._assignments.pop(console.vehicle_id, None)  # nobody logged in
         else:
             expires_at = self._clock() + console.expiry_s
-            self._assignments[console.vehicle_id] = Assignment(device_id, route, trip, expires_at)
+            self._assignments[console.vehicle_id] = Assignment(
+                device_id, route or None, trip or None, expires_at
+            )
         return "; ".join(problems) or None
 
     def assignment(self, vehicle_id: str) -> Assignment | None:
@@ -90,12 +108,15 @@ class Vehicles:
         return known if known is not None and self._clock() <= known.expires_at else None
 
     def tags(self, vehicle: Vehicle) -> dict[str, str]:
-        """Tags ``vehicle``, ``vehicle_label``, ``route`` (console, else config) and ``trip`` (console)."""
+        """Tags ``vehicle``, ``vehicle_label`` and ``route`` (console's, else config's); never the trip."""
         tags = {"vehicle": vehicle.id, "vehicle_label": vehicle.label}
         assignment = self.assignment(vehicle.id)
         route = (assignment.route if assignment else None) or vehicle.route
         if route is not None:
             tags["route"] = route
-        if assignment is not None and assignment.trip is not None:
-            tags["trip"] = assignment.trip
         return tags
+
+    def trip(self, vehicle: Vehicle) -> str | None:
+        """The trip the driver logged in to on the vehicle's console (field ``TRIP_FIELD``), else None."""
+        assignment = self.assignment(vehicle.id)
+        return assignment.trip if assignment is not None else None

@@ -168,7 +168,12 @@ async def test_the_feed_shows_the_bus_on_its_console_trip_with_occupancy_from_it
 
                 vehicle = await _eventually(on_console_trip, within_s=25)
         assert collector.stats.dead_letters == 0
+    stored = [point for name in ("vehicle_position", "validator") for point in store.latest(measurement=name)]
     store.close()
+    assert sorted(point.tags["device"] for point in stored) == ["gps-4711", "validator-4711"]
+    for point in stored:  # the trip is a field of every reading of the bus, never a tag
+        assert point.fields["trip_id"] == CONSOLE_TRIP
+        assert "trip" not in point.tags
     assert vehicle["vehicle"] == {"id": "bus-4711", "label": "4711"}
     assert vehicle["trip"] == {
         "trip_id": CONSOLE_TRIP,

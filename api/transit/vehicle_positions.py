@@ -1,10 +1,11 @@
 """GTFS-realtime VehiclePositions from the newest ``vehicle_position`` points.
 
 A point's tags name the vehicle (``vehicle``, else ``device``), its ``vehicle_label`` and,
-when known, its ``route`` and ``trip``; its fields carry the fix (``lat``, ``lon``,
-``speed_mps``, ``course_deg``, ``fix_quality``, ...). ``build_feed`` is pure: same points and
-clock, same bytes. With a timetable, the trip of a vehicle comes from trip matching
-(``placements``) and only ids the timetable knows are published.
+when known, its ``route``; its fields carry the fix (``lat``, ``lon``, ``speed_mps``,
+``course_deg``, ``fix_quality``, ...) and, while the driver is logged in to one on the
+console, the trip (``trip_id``, a string: a field, as trips would make a series each).
+``build_feed`` is pure: same points and clock, same bytes. With a timetable, the trip of a
+vehicle comes from trip matching (``placements``) and only ids the timetable knows are published.
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ def fix_of(point: Point) -> Fix | None:
         return None
     speed = _number(point.fields, "speed_mps")
     course = _number(point.fields, "course_deg")
+    trip = point.fields.get("trip_id")
     return Fix(
         vehicle_id=vehicle_id,
         label=point.tags.get("vehicle_label"),
         route_id=point.tags.get("route"),
-        trip_id=point.tags.get("trip"),
+        trip_id=trip if isinstance(trip, str) and trip else None,
         ts_ms=point.ts_ms,
         lat=lat,
         lon=lon,

@@ -1,4 +1,4 @@
-"""A bus's on-board console: which configs name one correctly, and the route/trip tags it gives."""
+"""A bus's on-board console: which configs name one correctly, and the route tag and trip field it gives."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from citygw import wire
 from edge.config import AgentConfig, AgentConfigError, Device, validate_agent_config
-from edge.poller import reading_tags
+from edge.poller import device_reading
 from edge.vehicles import Vehicles
 
 SOURCE = Path("bus.yaml")
@@ -189,54 +190,87 @@ def on_the_bus(clock: Clock, *, expiry_s: int = 300) -> tuple[Vehicles, Device, 
     return Vehicles(loaded.devices, clock=clock), gps, validator
 
 
+def said(
+    device: Device, vehicles: Vehicles, fields: dict[str, wire.FieldValue] | None = None
+) -> tuple[dict[str, str], wire.FieldValue | None]:
+    """The tags and the ``trip_id`` field of a reading of ``device`` taken now; no reading has a trip tag."""
+    reading = device_reading(
+        device, "depot-north", vehicles, measurement="test", ts=0, fields=fields or {"x": 1}
+    )
+    assert "trip" not in reading.tags
+    return reading.tags, reading.fields.get("trip_id")
+
+
 def test_without_a_log_in_the_configured_route_and_no_trip() -> None:
     vehicles, gps, _ = on_the_bus(Clock())
-    assert reading_tags(gps, "depot-north", vehicles) == BUS | {"route": "A3"}
+    assert said(gps, vehicles) == (BUS | {"route": "A3"}, None)
 
 
-def test_the_consoles_route_and_trip_tag_every_device_of_the_vehicle_until_the_driver_logs_out() -> None:
+def test_every_device_of_the_vehicle_has_the_consoles_route_tag_and_trip_field_until_log_out() -> None:
     vehicles, gps, validator = on_the_bus(Clock())
     assert vehicles.heard("console-4711", {"route_id": "T1", "trip_id": TRIP, "login": 1}) is None
     for device in (gps, validator):  # the console's route wins over the config's
-        assert reading_tags(device, "depot-north", vehicles) == BUS | {"route": "T1", "trip": TRIP}
+        assert said(device, vehicles) == (BUS | {"route": "T1"}, TRIP)
     vehicles.heard("console-4711", {"route_id": "A29", "trip_id": "", "login": 2})
-    assert reading_tags(validator, "depot-north", vehicles) == BUS | {"route": "A29"}
+    assert said(validator, vehicles) == (BUS | {"route": "A29"}, None)
     vehicles.heard("console-4711", {"route_id": "", "trip_id": "", "login": 0})
-    assert reading_tags(gps, "depot-north", vehicles) == BUS | {"route": "A3"}
+    assert said(gps, vehicles) == (BUS | {"route": "A3"}, None)
 
 
-def test_a_silent_console_expires_instead_of_tagging_for_ever() -> None:
+def test_a_silent_console_expires_instead_of_giving_its_trip_for_ever() -> None:
     clock = Clock()
     vehicles, gps, _ = on_the_bus(clock, expiry_s=60)
     vehicles.heard("console-4711", {"route_id": "A3", "trip_id": TRIP})
     clock.now += 60
-    assert reading_tags(gps, "depot-north", vehicles).get("trip") == TRIP
+    assert said(gps, vehicles)[1] == TRIP
     vehicles.heard("console-4711", {"route_id": "A3", "trip_id": TRIP})  # it answered again
     clock.now += 60
-    assert reading_tags(gps, "depot-north", vehicles).get("trip") == TRIP
+    assert said(gps, vehicles)[1] == TRIP
     clock.now += 0.1
-    assert reading_tags(gps, "depot-north", vehicles) == BUS | {"route": "A3"}
+    assert said(gps, vehicles) == (BUS | {"route": "A3"}, None)
 
 
-def test_an_id_that_cannot_be_a_tag_is_dropped_and_said() -> None:
+def test_a_route_id_that_cannot_be_a_tag_is_dropped_and_said() -> None:
     vehicles, gps, _ = on_the_bus(Clock())
-    problem = vehicles.heard("console-4711", {"route_id": "T6", "trip_id": "#42 (late)"})
+    problem = vehicles.heard("console-4711", {"route_id": "#6 (night)", "trip_id": TRIP})
     assert problem is not None
-    assert problem.startswith("trip_id '#42 (late)' cannot be a tag (it must match ^[A-Za-z0-9]")
-    assert reading_tags(gps, "depot-north", vehicles) == BUS | {"route": "T6"}
+    assert problem.startswith("route_id '#6 (night)' cannot be a tag (it must match ^[A-Za-z0-9]")
+    assert said(gps, vehicles) == (BUS | {"route": "A3"}, TRIP)
+
+
+def test_a_trip_id_is_any_text_a_field_can_carry() -> None:
+    vehicles, gps, _ = on_the_bus(Clock())
+    assert vehicles.heard("console-4711", {"route_id": "T6", "trip_id": " #42 (late) "}) is None
+    assert said(gps, vehicles) == (BUS | {"route": "T6"}, "#42 (late)")
+    longest = "T" * 256
+    assert vehicles.heard("console-4711", {"route_id": "T6", "trip_id": longest}) is None
+    assert said(gps, vehicles)[1] == longest
+    problem = vehicles.heard("console-4711", {"route_id": "T6", "trip_id": longest + "7"})
+    assert problem == "trip_id of 257 characters is too long for a field of a reading"
+    assert said(gps, vehicles) == (BUS | {"route": "T6"}, None)
+
+
+def test_the_devices_own_trip_id_and_a_full_reading_keep_their_fields() -> None:
+    vehicles, gps, _ = on_the_bus(Clock())
+    vehicles.heard("console-4711", {"route_id": "A3", "trip_id": TRIP})
+    assert said(gps, vehicles, {"trip_id": "its own", "x": 1})[1] == "its own"
+    room_for_one = {f"f{i}": i for i in range(wire.MAX_FIELDS_PER_READING - 1)}
+    assert said(gps, vehicles, room_for_one)[1] == TRIP
+    full = room_for_one | {"x": 1}
+    assert said(gps, vehicles, full)[1] is None
 
 
 def test_readings_of_other_devices_say_nothing_of_the_trip() -> None:
     vehicles, gps, _ = on_the_bus(Clock())
     assert vehicles.heard("validator-4711", {"route_id": "T1", "trip_id": TRIP}) is None
-    assert reading_tags(gps, "depot-north", vehicles) == BUS | {"route": "A3"}
+    assert said(gps, vehicles) == (BUS | {"route": "A3"}, None)
 
 
 def test_a_new_config_keeps_the_log_in_of_a_kept_console_only() -> None:
     vehicles, gps, _ = on_the_bus(Clock())
     vehicles.heard("console-4711", {"route_id": "A3", "trip_id": TRIP})
     vehicles.configure(config(bus(console="console-4711")).devices)
-    assert reading_tags(gps, "depot-north", vehicles).get("trip") == TRIP
+    assert said(gps, vehicles)[1] == TRIP
     vehicles.configure(config(bus()).devices)
     vehicles.configure(config(bus(console="console-4711")).devices)
-    assert "trip" not in reading_tags(gps, "depot-north", vehicles)
+    assert said(gps, vehicles)[1] is None

@@ -1,8 +1,9 @@
 """On a simulated bus: the driver's console on a real RS-485 Modbus line (pty), the GPS on its own pty.
 
-Positions and validator taps carry the trip the driver logged in to on the console; after the
-log-out, and once a console that stopped answering has expired, they carry the configured route only.
-A trip id no tag can carry is left out and said on the console's health.
+Positions and validator taps carry the trip the driver logged in to on the console as the field
+``trip_id`` (never a tag: a trip would make a series); after the log-out, and once a console that
+stopped answering has expired, they carry the configured route only. A trip id typed in by hand
+is carried as it is; a route id no tag can carry is left out and said on the console's health.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def position(reading: wire.Reading) -> bool:
     return reading.measurement == "vehicle_position"
 
 
-def on_trip(reading: wire.Reading) -> bool:
-    return reading.tags.get("trip") == TRIP
+def on_trip(reading: wire.Reading, trip: str = TRIP) -> bool:
+    return reading.fields.get("trip_id") == trip
 
 
 async def test_positions_and_taps_carry_the_consoles_trip_until_log_out_or_silence(tmp_path: Path) -> None:
@@ -105,7 +106,6 @@ async def test_positions_and_taps_carry_the_consoles_trip_until_log_out_or_silen
                 "vehicle": "bus-4711",
                 "vehicle_label": "4711",
                 "route": "A3",
-                "trip": TRIP,
             }
             await next_reading(journal, lambda r: r.measurement == "validator" and on_trip(r))
             assignment = await next_reading(journal, lambda r: r.device == "console-4711")
@@ -123,12 +123,19 @@ async def test_positions_and_taps_carry_the_consoles_trip_until_log_out_or_silen
                 console.set(field, value)
             back = await next_reading(journal, lambda r: position(r) and on_trip(r), after=later)
 
-            console.set("trip_id", "#42 late")  # typed in by hand: no id a tag can carry
-            garbled = await next_reading(journal, lambda r: r.fields.get("trip_id") == "#42 late", after=back)
-            assert not on_trip(journal.readings[await next_reading(journal, position, after=garbled)])
-            assert "trip_id '#42 late' cannot be a tag" in (board.devices["console-4711"].error or "")
+            console.set("trip_id", "#42 late")  # typed in by hand: no tag could carry it, a field can
+            typed = await next_reading(journal, lambda r: position(r) and on_trip(r, "#42 late"), after=back)
+            console.set("route_id", "#6 night")  # no tag can carry it
+            garbled = await next_reading(
+                journal, lambda r: r.fields.get("route_id") == "#6 night", after=typed
+            )
+            assert "route_id '#6 night' cannot be a tag" in (board.devices["console-4711"].error or "")
+            later = await next_reading(journal, position, after=garbled)
+            assert journal.readings[later].tags["route"] == "A3"  # the configured route
+            assert on_trip(journal.readings[later], "#42 late")
+            console.set("route_id", "A3")
             console.set("trip_id", TRIP)
-            back = await next_reading(journal, lambda r: position(r) and on_trip(r), after=garbled)
+            back = await next_reading(journal, lambda r: position(r) and on_trip(r), after=later)
             console.offline = True
             silent_since = time.monotonic()
             dropped = await next_reading(journal, lambda r: position(r) and not on_trip(r), after=back)
@@ -137,3 +144,4 @@ async def test_positions_and_taps_carry_the_consoles_trip_until_log_out_or_silen
             assert board.devices["console-4711"].state is wire.DeviceState.TIMEOUT
             assert not any(on_trip(r) for r in journal.readings[dropped:])
     journal.close()
+    assert not [r for r in journal.readings if "trip" in r.tags]

@@ -95,6 +95,15 @@ def test_device_id_names_the_vehicle_when_no_vehicle_tag() -> None:
     assert not entity.vehicle.position.HasField("speed")
 
 
+def test_the_trip_comes_from_the_string_field_trip_id_never_from_a_tag() -> None:
+    tagged = bus_fix("1204", 5, lat=52.52, lon=13.40, route="M41", trip="M41-weekday-7")
+    for trip_id, published in (("M41-weekday-7", "M41-weekday-7"), (7, ""), ("", ""), (None, "")):
+        fields = {**tagged.fields, "trip_id": trip_id} if trip_id is not None else tagged.fields
+        point = Point(tagged.measurement, tagged.tags, tagged.ts_ms, fields)
+        (entity,) = build_feed([point], now_ms=NOW_MS, max_age_s=90).entity
+        assert (entity.vehicle.trip.route_id, entity.vehicle.trip.trip_id) == ("M41", published), trip_id
+
+
 def test_empty_feed_is_stamped_now_and_the_header_never_goes_back() -> None:
     assert build_feed([], now_ms=NOW_MS, max_age_s=90).header.timestamp == NOW_MS // 1000
     late = build_feed(
