@@ -23,7 +23,7 @@ from citygw.errors import ConfigError
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
 AGENT_TAGS = frozenset({"site"})
-VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route", "trip"})
+VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
 # What an on-board console's profile reads: the GTFS ids of the driver's log-in (empty: nobody).
 CONSOLE_FIELDS = ("route_id", "trip_id")
 CONSOLE_PROFILE = "onboard_console"

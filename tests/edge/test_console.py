@@ -162,15 +162,6 @@ def test_a_console_riding_in_another_vehicle_of_the_agent_is_refused() -> None:
         config(data)
 
 
-def test_a_device_may_not_set_the_trip_tag_itself() -> None:
-    data = bus()
-    data["devices"][1]["tags"] = {"trip": "A3-weekday-0-1000"}
-    with pytest.raises(
-        AgentConfigError, match=re.escape("devices[1].tags.trip: tag 'trip' is set by the agent")
-    ):
-        config(data)
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
