@@ -58,9 +58,7 @@ QuotaPolicy = Literal["drop_oldest", "drop_newest", "stop_slow"]
 ROW_OVERHEAD_BYTES = 48
 # When dropping the oldest, free this share of the quota at once rather than a row per append.
 DROP_SLACK = 0.01
-# Pages of 16 KiB (new journals): a batch of 500 readings is read in a handful of pages, not dozens.
-PAGE_BYTES = 16384
-CHECKPOINT_PAGES = 64
+CHECKPOINT_PAGES = 256
 # stop_slow: slow devices are taken again once the backlog fell below this share of the quota.
 RESUME_SLOW_SHARE = 0.9
 # Readings per segment table (about 2 MB of JSON): the unit in which acknowledged readings leave the disk.
@@ -160,7 +158,6 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute(f"PRAGMA page_size={PAGE_BYTES}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
