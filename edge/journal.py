@@ -92,7 +92,7 @@ class Batch(NamedTuple):
 
 @dataclass
 class _Span:
-    """A formed batch in memory: its id range, what it counts against the quota, its bytes once built."""
+    """A formed batch in memory: its id range, what it counts against the quota, its bytes till acked."""
 
     first: int
     last: int
@@ -199,8 +199,9 @@ class Journal:
         for seq, first, last, legacy in self._db.execute(
             "SELECT seq, first_id, last_id, legacy_payload FROM spans ORDER BY seq"
         ).fetchall():
+            # Formed before the restart: rebuilt from its rows (same bytes), republished on the next connect.
             run = self._run(first - 1, last + 1)
-            payload = None if legacy is None else bytes(legacy)
+            payload = bytes(legacy) if legacy is not None else self._payload(seq, run.body if run else b"")
             self._spans[seq] = _Span(first, last, run.size if run else 0, run.nbytes if run else 0, payload)
         self._live_from = top
 
@@ -409,12 +410,8 @@ class Journal:
         batches = []
         for seq in sorted(self._spans):
             span = self._spans[seq]
-            if span.acked:
-                continue
-            if span.payload is None:  # formed before a restart: rebuilt from its rows, same bytes
-                run = self._run(span.first - 1, span.last + 1)
-                span.payload = self._payload(seq, b"" if run is None else run.body)
-            batches.append(Batch(seq, span.payload, span.size))
+            if span.payload is not None:  # None once acknowledged
+                batches.append(Batch(seq, span.payload, span.size))
         return batches
 
     def form_batch(self, max_readings: int, *, live: bool) -> Batch | None:
