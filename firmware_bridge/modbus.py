@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Literal, Self, cast
+from typing import Any, Literal, Self, cast
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -35,6 +35,12 @@ from firmware_bridge.registers import decode, encode
 from firmware_bridge.timing import SerialLine
 
 DEFAULT_TIMEOUT = 1.0
+
+
+def _forget_outcome(future: asyncio.Future[Any]) -> None:
+    """Take an abandoned request's outcome so that asyncio does not log it as an unretrieved error."""
+    if not future.cancelled():
+        future.exception()
 
 
 class ModbusLine:
@@ -266,6 +272,11 @@ class ModbusLine:
             lost = asyncio.ensure_future(self._lost.wait())
             try:
                 await asyncio.wait((request, lost), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # The poller is stopping: the request goes too, and its end is nobody's error.
+                request.cancel()
+                request.add_done_callback(_forget_outcome)
+                raise
             finally:
                 lost.cancel()
                 self._last_frame_at = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -143,3 +144,28 @@ async def test_rebooted_counters_grow_again_from_zero() -> None:
     validator.advance()
     assert 0 < validator.get("taps_student") < 900  # type: ignore[operator]
     assert validator.get("status") == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_read_cancelled_while_waiting_leaves_no_stray_error_and_the_line_reads_on(
+    transport: Transport,
+) -> None:
+    """Stopping a poller mid-request (Ctrl-C, a config change) abandons the request quietly."""
+    meter, validator = street()
+    meter.offline = True
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with line_to(transport, [meter, validator]) as line:
+            read = asyncio.create_task(line.read(meter.unit, meter.profile))
+            await asyncio.sleep(TIMEOUT / 4)
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+            await asyncio.sleep(TIMEOUT + 0.3)  # the abandoned request's own timeout has passed
+            gc.collect()  # an unretrieved task exception is reported when the task is collected
+            await neighbour_reads(line, validator)
+    finally:
+        loop.set_exception_handler(None)
+    assert [str(c.get("message")) for c in reported] == []
