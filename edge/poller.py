@@ -306,8 +306,11 @@ class ModbusPoller:
                 wait = min((s.due for s in self._slots), default=now + 3600.0) - now
                 self._wake.clear()
                 if not self._commands:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+                    # arriving with the wake-up (CPython gh-86296), and the line would never stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                        async with asyncio.timeout(max(wait, 0.0)):
+                            await self._wake.wait()
                 continue
             if self.journal.refuses(ready.device.id):  # stop_slow: the reading would be refused
                 self.board.record(ready.device.id).skipped_polls += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
@@ -24,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
 import aiomqtt
 
@@ -34,6 +36,26 @@ from edge.journal import Batch, Journal
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
+T = TypeVar("T")
+
+
+class MqttClient(aiomqtt.Client):
+    """aiomqtt's client, whose waits (connect, publish, subscribe, disconnect) never lose a cancellation.
+
+    aiomqtt waits with ``asyncio.wait_for``, which on Python 3.11 returns the result and drops
+    the cancellation when both arrive in the same loop turn (CPython gh-86296, fixed in 3.12):
+    a task stopped just as its PUBACK came kept running, and an agent told to stop hung for ever.
+    ``asyncio.timeout`` has no such race.
+    """
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
 
 async def _logged(handler: Callable[[bytes], Awaitable[None]], payload: bytes) -> None:
@@ -171,7 +193,7 @@ class Publisher:
     def _client_for_session(self) -> aiomqtt.Client:
         broker = self.config.broker
         tls_context = ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None
-        return aiomqtt.Client(
+        return MqttClient(
             broker.hostname,
             broker.port,
             username=broker.username,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import queue
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -40,6 +41,13 @@ class SecuredMosquitto(Mosquitto):
         super().__init__(workdir)
         self.tls_port = free_port()
         self.users = users
+        self.sessions: list[Session] = []
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Close every session the test opened (their network threads would retry for ever), then stop."""
+        for session in self.sessions:
+            session.close()
+        super().stop(sig)
 
     def command(self) -> list[str]:
         files = self.workdir / "citygw"
@@ -101,6 +109,7 @@ class Session:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_args: self.dropped.set()
         self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        broker.sessions.append(self)
         self.client.connect("127.0.0.1", broker.tls_port if tls else broker.port)
         self.client.loop_start()
         if not self._connected.wait(10):

@@ -18,6 +18,7 @@ import pytest
 
 from citygw import wire
 from edge.config import AgentConfig
+from edge.publisher import MqttClient
 from tests.services import Mosquitto
 
 AGENT = "pi-test"
@@ -65,7 +66,7 @@ class Watcher:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(
+                async with MqttClient(
                     self.host, self.port, identifier=self.client_id, clean_session=False, keepalive=5
                 ) as client:
                     await client.subscribe(self.topic_filter, qos=1)

@@ -263,3 +263,21 @@ async def test_stop_slow_skips_slow_devices_until_the_backlog_drains(tmp_path: P
         assert not journal.slow_stopped
         await asyncio.sleep(0.3)
         assert len(slow.requests) > asked + 1, "polled again once the backlog is under 90 % of the quota"
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_a_line_told_to_stop_as_it_wakes_stops(tmp_path: Path, turns: int) -> None:
+    """A cancellation arriving in the loop turn of a wake-up is never lost (3.11's wait_for lost it)."""
+    journal = Journal(tmp_path / "journal.sqlite", "pi-test")
+    poller = ModbusPoller([], journal=journal, board=HealthBoard(), site="test")
+    line = ModbusLine.tcp(host="127.0.0.1", port=9)  # never opened: nothing is due
+    task = asyncio.create_task(poller.run(line))
+    await asyncio.sleep(0.05)  # waiting for a due poll or a command
+    poller._wake.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    journal.close()
+    assert done, "the line went on serving after it was cancelled"
+    assert task.cancelled()

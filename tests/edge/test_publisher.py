@@ -9,10 +9,12 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from citygw import wire
 from edge.config import AgentConfig
 from edge.journal import Journal
-from edge.publisher import Publisher
+from edge.publisher import MqttClient, Publisher
 from tests.edge.conftest import AGENT, Watcher, agent_config, save_sessions, watching
 from tests.services import Mosquitto
 
@@ -188,3 +190,29 @@ async def test_health_is_sent_only_when_connected(tmp_path: Path, mosquitto: Mos
         received = watcher.on(wire.Channel.HEALTH)[0]
         assert wire.Health.model_validate_json(received.payload) == health
         assert not received.retain
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_a_wait_told_to_stop_as_its_answer_comes_stops(turns: int) -> None:
+    """A task cancelled in the loop turn its PUBACK (or CONNACK, SUBACK) arrives is cancelled.
+
+    aiomqtt's own wait (``asyncio.wait_for``) returns the answer and drops the cancellation on
+    Python 3.11: a health or outbox loop cancelled so went on for ever and the agent never stopped.
+    """
+    client = MqttClient("127.0.0.1", 9)
+    answer = asyncio.Event()
+
+    async def keep_waiting() -> None:  # like the health loop: wait for an answer, again and again
+        while True:
+            await client._wait_for(answer.wait(), timeout=5)
+            answer.clear()
+
+    task = asyncio.create_task(keep_waiting())
+    await asyncio.sleep(0.01)
+    answer.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done, "the answer was returned and the cancellation lost"
+    assert task.cancelled()
