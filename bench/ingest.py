@@ -1,23 +1,26 @@
 """Ingest benchmark: readings through real Mosquitto and the collector into real InfluxDB.
 
     .venv/bin/python bench/ingest.py [--readings 1000000] [--per-message 500] [--single 50000]
+                                     [--collectors N] [--gc-young-threshold 0] [--switch-interval 0]
 
 Starts its own Mosquitto and InfluxDB (tests/services.py) in a temporary folder and measures:
 
 1. baseline: the same points, as prebuilt line protocol, POSTed straight to InfluxDB in
    batches of ``--baseline-batch`` (one writer, like the collector);
 2. end to end: an agent-like publisher sends the readings in batches of ``--per-message``
-   (QoS 1) while a collector *process* stores them; timed from the first publish until the
-   collector's own metrics say every point is stored and acknowledged; its peak RSS is
-   VmHWM from /proc;
+   (QoS 1) while one collector *process* stores them, then again while ``--collectors``
+   processes (default: one per CPU) share them on an MQTT shared subscription, as a city
+   scales out; timed from the first publish until the collectors' own metrics say every
+   point is stored and acknowledged; peak RSS is VmHWM from /proc;
 3. worst case: one reading per message, against the broker's own delivery rate to a
    do-nothing paho subscriber (QoS 1) for the same messages.
 
 Each phase also reports the CPU time (user + system, from /proc) that InfluxDB, Mosquitto,
-the collector and this process spent per point: on a machine whose cores are shared, the sum
-tells whether the target is reachable at all. The load average is printed at start and end.
+the collectors and this process spent per point: on a machine whose cores are shared, the
+sum tells whether the target is reachable at all. The load average is printed at start and end.
 
-The last line printed is one JSON object with the figures.
+The last line printed is one JSON object with the figures: ``ratio_to_baseline`` is that of
+the ``collectors`` processes, ``ratio_one_collector`` that of one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -171,16 +175,10 @@ class Publisher:
 
 
 class CollectorProcess:
-    """The collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
+    """A collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
 
     def __init__(
-        self,
-        broker: Mosquitto,
-        influxdb: InfluxDB,
-        database: str,
-        client_id: str,
-        inflight_window: int,
-        switch_interval: float,
+        self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str, settings: dict[str, Any]
     ) -> None:
         self.metrics_port = free_port()
         # One keep-alive connection: a new client per scrape costs the benchmark's own process
@@ -193,10 +191,7 @@ class CollectorProcess:
             "_collector",
             broker.url,
             f"influxdb://127.0.0.1:{influxdb.port}/{database}",
-            client_id,
-            str(self.metrics_port),
-            str(inflight_window),
-            str(switch_interval),
+            json.dumps({**settings, "client_id": client_id, "metrics_port": self.metrics_port}),
         ]
         self.proc = subprocess.Popen(command, cwd=REPO)
         deadline = time.monotonic() + 20
@@ -216,17 +211,6 @@ class CollectorProcess:
     def metric(self, name: str) -> float:
         return self.metrics().get(name, -1)
 
-    def wait_points(self, count: int, timeout: float = 600) -> int:
-        """Wait until ``count`` points are stored; the most messages seen waiting in the inbox."""
-        deadline = time.monotonic() + timeout
-        most_waiting = 0
-        while (metrics := self.metrics()).get("points_total", -1) < count:
-            most_waiting = max(most_waiting, int(metrics.get("inbox_messages", 0)))
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the collector stored {metrics.get('points_total')} of {count} points")
-            time.sleep(0.05)
-        return most_waiting
-
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -239,48 +223,65 @@ class CollectorProcess:
         self.proc.wait(30)
 
 
+def wait_points(collectors: list[CollectorProcess], count: int, timeout: float = 600) -> int:
+    """Wait until the collectors stored ``count`` points together; the most messages seen waiting."""
+    deadline = time.monotonic() + timeout
+    most_waiting = 0
+    while True:
+        metrics = [collector.metrics() for collector in collectors]
+        stored = sum(m.get("points_total", 0) for m in metrics)
+        if stored >= count:
+            return most_waiting
+        most_waiting = max(most_waiting, sum(int(m.get("inbox_messages", 0)) for m in metrics))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the collectors stored {stored} of {count} points")
+        time.sleep(0.05)
+
+
 def end_to_end(
     broker: Mosquitto,
     influxdb: InfluxDB,
     messages: list[tuple[str, bytes]],
     points: int,
     database: str,
-    inflight_window: int,
-    switch_interval: float,
+    settings: dict[str, Any],
+    processes: int,
 ) -> tuple[float, float]:
-    """(points/s, collector peak RSS in MB) for ``messages`` through the broker and a collector."""
-    collector = CollectorProcess(
-        broker, influxdb, database, f"bench-{database}", inflight_window, switch_interval
-    )
+    """(points/s, largest collector peak RSS in MB) for ``messages`` through the broker and collectors.
+
+    More than one process share the stream on an MQTT shared subscription, as a city scales out.
+    """
+    if processes > 1:
+        settings = {**settings, "share_group": "bench"}
+    collectors = [
+        CollectorProcess(broker, influxdb, database, f"bench-{database}-{n}", settings)
+        for n in range(processes)
+    ]
     publisher = Publisher(broker)
-    meter = CpuMeter(
-        {
-            "influxdb": pid_of(influxdb),
-            "mosquitto": pid_of(broker),
-            "collector": collector.proc.pid,
-            "bench (publisher)": os.getpid(),
-        }
-    )
+    pids = {"influxdb": pid_of(influxdb), "mosquitto": pid_of(broker), "bench (publisher)": os.getpid()}
+    meter = CpuMeter(pids | {f"collector {n}": c.proc.pid for n, c in enumerate(collectors)})
     try:
         with meter:
             started = time.perf_counter()
             publishing = threading.Thread(target=publisher.publish_all, args=(messages,))
             publishing.start()
-            most_waiting = collector.wait_points(points)
+            most_waiting = wait_points(collectors, points)
             elapsed = time.perf_counter() - started
             publishing.join()
-        rss = collector.peak_rss_mb()
+        rss = max(collector.peak_rss_mb() for collector in collectors)
+        batches = sum(c.metric("batches_total") for c in collectors)
+        writing = sum(c.metric("write_seconds_sum") for c in collectors)
         print(
-            f"collector ({database}): {points} points in {len(messages)} messages, {elapsed:.2f} s, "
-            f"{collector.metric('batches_total'):.0f} batches, "
-            f"{collector.metric('write_seconds_sum'):.2f} s in store writes, peak RSS {rss:.0f} MB, "
-            f"up to {most_waiting} messages waiting in its inbox"
+            f"{processes} collector(s) ({database}): {points} points in {len(messages)} messages, "
+            f"{elapsed:.2f} s, {batches:.0f} batches, {writing:.2f} s in store writes, "
+            f"peak RSS {rss:.0f} MB, up to {most_waiting} messages waiting in inboxes"
         )
         used = meter.per_point(points)
         print(f"  CPU us/point: {used}, {sum(meter.used.values()) / elapsed:.2f} cores busy")
     finally:
         publisher.close()
-        collector.stop()
+        for collector in collectors:
+            collector.stop()
     return points / elapsed, rss
 
 
@@ -318,10 +319,8 @@ def broker_rate(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
     return len(messages) / elapsed
 
 
-def run_collector(
-    broker_url: str, store_url: str, client_id: str, metrics_port: str, window: str, switch_interval: str
-) -> int:
-    """The benchmark's collector process: default settings but these, metrics on ``metrics_port``."""
+def run_collector(broker_url: str, store_url: str, settings: str) -> int:
+    """The benchmark's collector process: default settings but ``settings`` (JSON keyword arguments)."""
     import signal
 
     from collector.store import open_store
@@ -331,21 +330,14 @@ def run_collector(
     assert isinstance(store, InfluxV1Store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Collector(
-        broker_url,
-        store,
-        client_id=client_id,
-        metrics_port=int(metrics_port),
-        inflight_window=int(window),
-        gil_switch_interval_s=float(switch_interval) or None,
-    ):
+    with Collector(broker_url, store, **json.loads(settings)):
         stop.wait()
     store.close()
     return 0
 
 
 def main() -> int:
-    if len(sys.argv) == 8 and sys.argv[1] == "_collector":
+    if len(sys.argv) == 5 and sys.argv[1] == "_collector":
         return run_collector(*sys.argv[2:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -355,22 +347,30 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=50_000, help="messages of the one-reading case")
     parser.add_argument("--baseline-batch", type=int, default=5000, help="points per baseline write")
     parser.add_argument(
-        "--inflight-window", type=int, default=None, help="the collector's inflight_window (default: its own)"
+        "--collectors",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="collector processes on a shared subscription, measured beside one (default: one per CPU)",
+    )
+    parser.add_argument("--inflight-window", type=int, help="the collectors' inflight_window")
+    parser.add_argument(
+        "--switch-interval", type=float, help="the collectors' gil_switch_interval_s (0: Python's 5 ms)"
     )
     parser.add_argument(
-        "--switch-interval",
-        type=float,
-        default=None,
-        help="the collector's gil_switch_interval_s (default: its own; 0: leave Python's 5 ms)",
+        "--gc-young-threshold", type=int, help="the collectors' gc_young_threshold (0: Python's own GC)"
     )
     args = parser.parse_args()
 
-    defaults = inspect.signature(Collector).parameters
-    window = args.inflight_window or defaults["inflight_window"].default
-    switch = (
-        defaults["gil_switch_interval_s"].default if args.switch_interval is None else args.switch_interval
-    )
-    print(f"load average at start: {os.getloadavg()}; collector window {window}, switch interval {switch}")
+    # Collector settings given on the command line (0 for a Python knob: leave Python's); else its defaults.
+    given = {
+        "inflight_window": args.inflight_window,
+        "gil_switch_interval_s": args.switch_interval,
+        "gc_young_threshold": args.gc_young_threshold,
+    }
+    settings: dict[str, Any] = {name: value or None for name, value in given.items() if value is not None}
+    defaults = {name: p.default for name, p in inspect.signature(Collector).parameters.items()}
+    shown = {name: settings.get(name, defaults[name]) for name in given}
+    print(f"load average at start: {os.getloadavg()}; collector settings {shown}")
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
     readings = make_readings(args.readings, t0)
     messages = make_messages(readings, args.per_message)
@@ -387,9 +387,15 @@ def main() -> int:
         influxdb.start()
         try:
             baseline_rate = baseline(influxdb, readings, args.baseline_batch)
-            rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", window, switch)
+            one_rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", settings, 1)
+            rate = one_rate
+            if args.collectors > 1:
+                rate, rss_n = end_to_end(
+                    broker, influxdb, messages, len(readings), "scaled", settings, args.collectors
+                )
+                rss = max(rss, rss_n)
             single_rate, single_rss = end_to_end(
-                broker, influxdb, single_messages, len(single), "single", window, switch
+                broker, influxdb, single_messages, len(single), "single", settings, 1
             )
             delivery_rate = broker_rate(broker, single_messages)
         finally:
@@ -399,6 +405,8 @@ def main() -> int:
         "ratio_to_baseline": round(rate / baseline_rate, 3),
         "points_per_s": round(rate),
         "baseline_points_per_s": round(baseline_rate),
+        "collectors": args.collectors,
+        "ratio_one_collector": round(one_rate / baseline_rate, 3),
         "peak_rss_mb": round(max(rss, single_rss), 1),
         "single_reading_ratio_to_broker": round(single_rate / delivery_rate, 3),
         "target_ratio": TARGET_RATIO,
