@@ -593,7 +593,7 @@ class Collector:
         if (first_tags := payload["readings"][0].get("tags")) and (site := first_tags.get("site")):
             self._sites[agent] = site
         latest_ok = message.received_ms + MAX_FUTURE_MS
-        encoder = self._encoder
+        valid: list[wire.ReadingDict] = []
         for index, reading in enumerate(payload["readings"]):
             tags = reading.get("tags")
             ts = reading["ts"]
@@ -611,12 +611,14 @@ class Collector:
                 error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
             else:
-                if encoder is not None:
-                    batch.lines.append(encoder.reading_line(agent, reading))
-                else:
-                    all_tags = {**(tags or {}), "device": reading["device"], "agent": agent}
-                    batch.points.append(Point(reading["measurement"], all_tags, ts, reading["fields"]))
+                valid.append(reading)
                 batch.origins.append((message, index))
+        if self._encoder is not None:
+            batch.lines += self._encoder.reading_lines(agent, valid)
+        else:
+            for reading in valid:
+                all_tags = {**reading.get("tags", {}), "device": reading["device"], "agent": agent}
+                batch.points.append(Point(reading["measurement"], all_tags, reading["ts"], reading["fields"]))
 
     def _convert_agent_message(
         self, message: _Received, agent: str, channel: wire.Channel, batch: _Batch

@@ -299,3 +299,35 @@ def test_start_tunes_the_process_for_the_converter(tmp_path: Path) -> None:
     finally:
         sys.setswitchinterval(before[0])
         gc.set_threshold(*before[1])
+
+
+EXTREME_FIELDS: dict[str, wire.FieldValue] = {
+    "whole": 5.0,
+    "big": 1e16,
+    "huge": 1.7976931348623157e308,
+    "tiny": 1e-7,
+    "subnormal": 5e-324,
+    "negative": -2.5e-300,
+    "inexact": 0.1 + 0.2,
+    "zero": -0.0,
+    "int_min": -(2**63),
+    "int_max": 2**63 - 1,
+    "flag": False,
+}
+
+
+def test_extreme_numbers_are_stored_exactly(mosquitto: Mosquitto, agent: Agent, store: Store) -> None:
+    """Every float as its shortest round-trip text (1e16, 5e-324 ...), every int64, both in one message."""
+    readings = [
+        wire.Reading(device="meter-x", measurement="electricity", ts=agent.t0 + n, fields=EXTREME_FIELDS)
+        for n in range(3)
+    ]
+    with started(fast(mosquitto, store)) as collector:
+        agent.publish(wire.encode(wire.TelemetryBatch(agent=agent.agent_id, seq=0, readings=readings)))
+        wait_until(lambda: collector.stats.messages == 1, "the message")
+        assert collector.stats.dead_letters == 0
+    rows = stored(store)
+    assert [row.ts_ms for row in rows] == [agent.t0 + n for n in range(3)]
+    for row in rows:
+        assert row.values == EXTREME_FIELDS
+        assert all(type(row.values[name]) is type(value) for name, value in EXTREME_FIELDS.items())
