@@ -170,6 +170,14 @@ def fill_journal(path: Path, readings: int) -> list[bytes]:
     return payloads
 
 
+def copy_to_disk(source: Path, target: Path) -> None:
+    """Copy the journal and write it out: the journal of a real outage is not 45 MB of dirty pages
+    that the first fdatasync of the drain would have to flush (50 ms here)."""
+    shutil.copyfile(source, target)
+    with target.open("rb+") as copy:
+        os.fsync(copy.fileno())
+
+
 async def drain(folder: Path, broker: Mosquitto, readings: int) -> tuple[float, list[float]]:
     """Seconds to drain the journal through the Publisher; ages of the live positions meanwhile."""
     cfg = config(folder, broker.url)
@@ -332,7 +340,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             plain_runs, drain_runs, ages = [], [], []
             for round_no in range(1, args.rounds + 1):
                 plain_runs.append(await plain_loop(broker, payloads, args.readings))
-                shutil.copyfile(pristine, folder / "journal.sqlite")
+                copy_to_disk(pristine, folder / "journal.sqlite")
                 drain_s, round_ages = await drain(folder, broker, args.readings)
                 drain_runs.append(drain_s)
                 ages += round_ages

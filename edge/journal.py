@@ -44,6 +44,7 @@ for the disk (only checkpoints do); with ``full`` every commit waits for an fsyn
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -110,6 +111,10 @@ class _Run(NamedTuple):
     size: int
     nbytes: int
     body: bytes
+
+
+def _first(span: _Span) -> int:
+    return span.first
 
 
 class JournalMismatch(RuntimeError):
@@ -186,16 +191,26 @@ class Journal:
             (top_seq,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM spans").fetchone()
             self._next_seq = max(int(self._meta("next_seq") or FIRST_SEQ), int(top_seq) + 1)
         self._spans: dict[int, _Span] = {}
+        self._by_first: list[_Span] = []  # the spans in id order, for _gaps
         self._bytes = self._backlog = 0
         top = 0
+        ranges: list[tuple[int, int, int]] = []
         for segment in sorted(self._segments):
-            count, size, high = self._db.execute(
-                f"SELECT count(*), coalesce(sum({_BYTES}), 0), max(id) FROM {_table(segment)}"
+            count, size, low, high = self._db.execute(
+                f"SELECT count(*), coalesce(sum({_BYTES}), 0), min(id), max(id) FROM {_table(segment)}"
             ).fetchone()
             self._backlog += int(count)
             self._bytes += int(size) + ROW_OVERHEAD_BYTES * int(count)
             top = max(top, int(high or 0), segment * SEGMENT_READINGS - 1)
+            if count:
+                ranges.append((int(low), int(high), int(count)))
         self._next_id = top + 1
+        # Every id from _whole_from up to _next_id has its row: no query needed to know it is there.
+        self._whole_from = self._next_id
+        for low, high, count in reversed(ranges):
+            if high != self._whole_from - 1 or count != high - low + 1:
+                break
+            self._whole_from = low
         for seq, first, last, legacy in self._db.execute(
             "SELECT seq, first_id, last_id, legacy_payload FROM spans ORDER BY seq"
         ).fetchall():
@@ -203,6 +218,7 @@ class Journal:
             run = self._run(first - 1, last + 1)
             payload = bytes(legacy) if legacy is not None else self._payload(seq, run.body if run else b"")
             self._spans[seq] = _Span(first, last, run.size if run else 0, run.nbytes if run else 0, payload)
+        self._by_first = sorted(self._spans.values(), key=_first)
         self._live_from = top
 
     def _migrate_single_table(self) -> None:
@@ -295,7 +311,7 @@ class Journal:
 
     def _gaps(self, after: int, upto: int) -> Iterator[tuple[int, int]]:
         """Id windows (exclusive bounds) in (after, upto] that no formed batch covers, lowest first."""
-        for span in sorted(self._spans.values(), key=lambda s: s.first):
+        for span in self._by_first:
             if span.last <= after:
                 continue
             if span.first > upto:
@@ -361,20 +377,23 @@ class Journal:
             while limit <= 0 or count < limit:
                 # Skip ids without a row (readings dropped by the quota), then take a range of
                 # ids: they only grow, so the next ``limit - count`` readings lie below ``below``.
-                (start,) = self._db.execute(
-                    f"SELECT min(id) FROM {table} WHERE id > ? AND id < ?", (after, before)
-                ).fetchone()
-                if start is None:
+                end = min(before, (segment + 1) * SEGMENT_READINGS, self._next_id)
+                start = after + 1
+                if start < self._whole_from:
+                    (start,) = self._db.execute(
+                        f"SELECT min(id) FROM {table} WHERE id > ? AND id < ?", (after, end)
+                    ).fetchone()
+                if start is None or start >= end:
                     break
-                end = min(before, (segment + 1) * SEGMENT_READINGS)
                 below = end if limit <= 0 else min(end, start + limit - count)
-                low, high, n, size, body = self._db.execute(
-                    f"SELECT min(id), max(id), count(*), sum({_BYTES}), "
-                    f"CAST(group_concat(payload, ',') AS BLOB) FROM {table} WHERE id >= ? AND id < ?",
+                low, high, n, body = self._db.execute(
+                    "SELECT min(id), max(id), count(*), CAST(group_concat(payload, ',') AS BLOB) "
+                    f"FROM {table} WHERE id >= ? AND id < ?",
                     (start, below),
                 ).fetchone()
                 first = first or int(low)
-                last, count, nbytes = int(high), count + int(n), nbytes + int(size)
+                # Their bytes: the joined ones less the commas.
+                last, count, nbytes = int(high), count + int(n), nbytes + len(body) - (int(n) - 1)
                 parts.append(body)
                 after = below - 1
             if 0 < limit <= count:
@@ -389,7 +408,8 @@ class Journal:
         )
         self._next_seq = seq + 1
         payload = self._payload(seq, run.body)
-        self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
+        span = self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
+        bisect.insort(self._by_first, span, key=_first)
         self.counters.batches_formed += 1
         return Batch(seq, payload, run.size)
 
@@ -465,15 +485,17 @@ class Journal:
                 else:
                     self._db.execute(f"DROP TABLE {_table(segment)}")
                     self._segments.discard(segment)
+                self._whole_from = max(self._whole_from, min((segment + 1) * SEGMENT_READINGS, self._next_id))
             for seq in seqs:
                 self._delete_rows(self._spans[seq].first - 1, self._spans[seq].last)
             self._db.executemany("DELETE FROM spans WHERE seq = ?", [(seq,) for seq in seqs])
             self._set_meta("next_seq", str(self._next_seq))
-        for seq in seqs:
-            del self._spans[seq]
+        gone = {id(self._spans.pop(seq)) for seq in seqs}
+        self._by_first = [span for span in self._by_first if id(span) not in gone]
 
     def _delete_rows(self, after: int, upto: int) -> None:
         """Delete the readings with after < id <= upto (row by row: SQLite writes each page they were on)."""
+        self._whole_from = max(self._whole_from, min(upto + 1, self._next_id))
         for segment in range(_segment(after + 1), _segment(upto) + 1):
             if segment in self._segments:
                 self._db.execute(f"DELETE FROM {_table(segment)} WHERE id > ? AND id <= ?", (after, upto))
@@ -483,11 +505,14 @@ class Journal:
         low, high = segment * SEGMENT_READINGS - 1, (segment + 1) * SEGMENT_READINGS
         if any(not s.acked and s.first < high and s.last > low for s in self._spans.values()):
             return False
+        gaps = list(self._gaps(low, high - 1))
+        if any(max(after + 1, self._whole_from) < min(before, self._next_id) for after, before in gaps):
+            return False  # readings not yet in a batch, known to be there
         return not any(
             self._db.execute(
                 f"SELECT 1 FROM {_table(segment)} WHERE id > ? AND id < ? LIMIT 1", gap
             ).fetchone()
-            for gap in self._gaps(low, high - 1)
+            for gap in gaps
         )
 
     def backlog(self) -> int:

@@ -273,6 +273,59 @@ def test_segments_leave_whole_and_batches_keep_their_bytes(
     assert drained(reopened) == []
 
 
+@pytest.mark.parametrize("reopen", [False, True], ids=["running", "reopened"])
+def test_holes_the_quota_made_are_skipped_and_their_segments_reclaimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopen: bool
+) -> None:
+    """Readings dropped between a formed batch and newer ones: the rest come out whole, in order, once.
+
+    The journal knows which ids surely have their row (no query); below that line it asks
+    SQLite, so a hole must neither stop a batch short nor leave a segment on disk for ever.
+    """
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 16)
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, "pi-1", quota_bytes=quota_for(40), policy="drop_oldest")
+    journal.append([reading(n) for n in range(100, 110)])  # ids 1..10
+    held = journal.form_batch(10, live=True)  # formed, not yet acknowledged: never dropped
+    assert held is not None
+    for n in range(110, 160):  # ids 11..60: the quota drops the oldest unbatched ones
+        journal.append([reading(n)])
+    dropped = journal.counters.dropped
+    assert 0 < dropped < 50
+    if reopen:
+        journal.close()
+        journal = Journal(path, "pi-1", quota_bytes=quota_for(40), policy="drop_oldest")
+        assert journal.formed_batches() == [held]
+    out: list[int] = []
+    sizes: list[int] = []
+    while (got := journal.next_batch(7)) is not None:
+        readings = decode(got[1]).readings
+        out += [int(r.fields["pm25"]) for r in readings]
+        sizes.append(len(readings))
+        journal.ack(got[0])
+    assert out == list(range(100, 110)) + list(range(110 + dropped, 160))
+    assert all(size == 7 for size in sizes[1:-1]), sizes
+    assert journal.backlog() == 0
+    assert tables(path) == ["readings_3"], "every segment but the one appends go to is gone"
+    journal.append([reading(160)])
+    assert journaled(journal) == [160]
+
+
+def test_a_segment_with_readings_not_yet_in_a_batch_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 16)
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, "pi-1")
+    journal.append([reading(n) for n in range(40)])  # ids 1..40: segments 0, 1, 2
+    for _ in range(2):  # ids 1..10, 11..20: segment 0 fully batched, segment 1 in part
+        batch = journal.form_batch(10, live=True)
+        assert batch is not None
+        journal.ack(batch.seq)
+    assert tables(path) == ["readings_1", "readings_2"], "segment 1 keeps ids 21..31, not yet in a batch"
+    assert journaled(journal) == list(range(20, 40))
+
+
 def test_journal_from_before_segments_is_migrated(tmp_path: Path) -> None:
     """A journal with one readings table and batches stored whole keeps its batches' seqs and bytes."""
     path = tmp_path / "j.sqlite"
