@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,30 @@ import httpx
 import psycopg
 
 
+def _ephemeral_ports() -> range:
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    return range(32768, 61000)
+
+
+# Below the kernel's ephemeral range: a port the kernel hands out as the source port of some
+# test's outgoing connection cannot be, between our check and the server's bind, the one we chose.
+_PORTS = range(20000, min(32768, _ephemeral_ports().start))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, outside the range of outgoing connections' source ports."""
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    raise OSError("no free loopback port")
+
+
+class _Exited(Exception):
+    """The server process ended while we waited for it to come up."""
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -63,9 +84,14 @@ class Service:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"{self.name}.log"
+        self.choose_ports()
+        self._started = False
+
+    def choose_ports(self) -> None:
+        """Pick the ports to listen on (again, if another process took one before the first start)."""
+        self.port = free_port()
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -74,16 +100,34 @@ class Service:
         return _port_open(self.port)
 
     def start(self) -> None:
+        """Start the server; the first start picks other ports if one was taken meanwhile (3 tries)."""
         if self.proc is not None and self.proc.poll() is None:
             return
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
-            )
-        try:
-            _wait(self.ready, f"{self.name} on port {self.port}")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; log: {self.log_path.read_text(errors='replace')[-2000:]}") from exc
+        for attempt in range(3):
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    start_new_session=True,
+                )
+            try:
+                _wait(self._up, f"{self.name} on port {self.port}")
+            except (TimeoutError, _Exited) as exc:
+                self.stop()
+                log_text = self.log_path.read_text(errors="replace")
+                if self._started or attempt == 2 or "in use" not in log_text:
+                    raise TimeoutError(f"{exc}; log: {log_text[-2000:]}") from exc
+                self.choose_ports()
+            else:
+                self._started = True
+                return
+
+    def _up(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise _Exited(f"{self.name} on port {self.port} exited")
+        return self.ready()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the process (SIGKILL for a crash) and wait until the port is free."""
@@ -141,8 +185,8 @@ class InfluxDB(Service):
 
     name = "influxd"
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir)
+    def choose_ports(self) -> None:
+        super().choose_ports()
         self.rpc_port = free_port()
 
     @property

@@ -39,9 +39,12 @@ class SecuredMosquitto(Mosquitto):
 
     def __init__(self, workdir: Path, users: list[str]) -> None:
         super().__init__(workdir)
-        self.tls_port = free_port()
         self.users = users
         self.sessions: list[Session] = []
+
+    def choose_ports(self) -> None:
+        super().choose_ports()
+        self.tls_port = free_port()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Close every session the test opened (their network threads would retry for ever), then stop."""
