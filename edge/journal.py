@@ -485,7 +485,7 @@ class Journal:
                 else:
                     self._db.execute(f"DROP TABLE {_table(segment)}")
                     self._segments.discard(segment)
-                self._whole_from = max(self._whole_from, min((segment + 1) * SEGMENT_READINGS, self._next_id))
+                self._rows_gone_below((segment + 1) * SEGMENT_READINGS)
             for seq in seqs:
                 self._delete_rows(self._spans[seq].first - 1, self._spans[seq].last)
             self._db.executemany("DELETE FROM spans WHERE seq = ?", [(seq,) for seq in seqs])
@@ -495,10 +495,14 @@ class Journal:
 
     def _delete_rows(self, after: int, upto: int) -> None:
         """Delete the readings with after < id <= upto (row by row: SQLite writes each page they were on)."""
-        self._whole_from = max(self._whole_from, min(upto + 1, self._next_id))
+        self._rows_gone_below(upto + 1)
         for segment in range(_segment(after + 1), _segment(upto) + 1):
             if segment in self._segments:
                 self._db.execute(f"DELETE FROM {_table(segment)} WHERE id > ? AND id <= ?", (after, upto))
+
+    def _rows_gone_below(self, bound: int) -> None:
+        """Rows below ``bound`` may have been deleted: only ids from there on surely have theirs."""
+        self._whole_from = max(self._whole_from, min(bound, self._next_id))
 
     def _settled(self, segment: int) -> bool:
         """True when every reading of ``segment`` is in an acknowledged batch."""

@@ -24,16 +24,15 @@ import httpx
 import psycopg
 
 
-def _ephemeral_ports() -> range:
+def _first_ephemeral_port() -> int:
     with contextlib.suppress(OSError, ValueError):
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return range(low, high + 1)
-    return range(32768, 61000)
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
 
 
 # Below the kernel's ephemeral range: a port the kernel hands out as the source port of some
 # test's outgoing connection cannot be, between our check and the server's bind, the one we chose.
-_PORTS = range(20000, min(32768, _ephemeral_ports().start))
+_PORTS = range(max(1024, _first_ephemeral_port() - 12000), _first_ephemeral_port())
 
 
 def free_port() -> int:
