@@ -41,7 +41,7 @@ SigningKey = jwt.PyJWK | RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKe
 
 def looks_like_jwt(token: str) -> bool:
     """Three base64url parts, the first a JSON object: what a JWS in compact form looks like."""
-    return _JWT_RE.match(token) is not None
+    return _JWT_RE.fullmatch(token) is not None
 
 
 class IssuerKeys:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -11,10 +10,8 @@ from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
 from api.timespec import iso, parse_duration, parse_instant
-from citygw.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN
+from citygw.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN, is_name
 from collector.store.base import Aggregate, TelemetryReader
-
-_NAME_RE = re.compile(NAME_PATTERN)
 
 StartQuery = Annotated[
     str | None,
@@ -48,7 +45,7 @@ def field_names(text: str, param: str = "fields") -> list[str]:
     names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not names:
         raise invalid(param, text, "give one or more field names, comma-separated, e.g. pm25,no2")
-    bad = [name for name in names if not _NAME_RE.match(name)]
+    bad = [name for name in names if not is_name(name)]
     if bad:
         raise invalid(param, text, f"field names must match {NAME_PATTERN}: {', '.join(map(repr, bad))}")
     if len(names) > MAX_FIELDS_PER_READING:

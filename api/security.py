@@ -123,7 +123,7 @@ def format_api_key(key_id: str, secret: str) -> str:
 
 def parse_api_key(token: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed token, else None."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     return (match.group(1), match.group(2)) if match else None
 
 

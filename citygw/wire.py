@@ -58,12 +58,16 @@ class Channel(StrEnum):
     HEALTH = "health"
 
 
-_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
+# Whole-string checks with the models' verdicts: fullmatch, as ``$`` alone also matches before
+# a trailing newline in Python (not in pydantic's regex engine).
+is_agent_id = re.compile(AGENT_ID_PATTERN).fullmatch
+is_name = re.compile(NAME_PATTERN).fullmatch
+is_label = re.compile(LABEL_PATTERN).fullmatch
 
 
 def topic(agent_id: str, channel: Channel) -> str:
     """The topic of ``channel`` for ``agent_id``."""
-    if not _AGENT_ID_RE.match(agent_id):
+    if not is_agent_id(agent_id):
         raise ValueError(f"agent id {agent_id!r} does not match {AGENT_ID_PATTERN}")
     return f"{TOPIC_ROOT}/{agent_id}/{channel.value}"
 
@@ -74,7 +78,7 @@ def parse_topic(name: str) -> tuple[str, Channel] | None:
     if not name.startswith(prefix):
         return None
     agent_id, _, rest = name[len(prefix) :].partition("/")
-    if not _AGENT_ID_RE.match(agent_id):
+    if not is_agent_id(agent_id):
         return None
     try:
         return agent_id, Channel(rest)

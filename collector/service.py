@@ -5,7 +5,8 @@ and become ``agent_health`` points (collector/health.py); they are rare beside t
 
 paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
 validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (line protocol
-straight from the validated readings when the store takes it), batch after batch; a writer
+straight from the validated readings when the store takes it; well-formed telemetry goes
+straight from JSON to lines, collector/fastpath.py), batch after batch; a writer
 thread writes each batch, then sends its PUBACKs (manual ack). Both keep arrival order, so the
 PUBACKs go out in the order the PUBLISHes came. The pipeline is one batch deep: while batch N is
 on its way to the store (waiting on the network, without the GIL), batch N+1 is validated. Each
@@ -55,6 +56,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -79,6 +81,7 @@ from collector.store.base import (
 )
 
 if TYPE_CHECKING:
+    from collector.fastpath import TelemetryFastPath
     from collector.store.influx import LineEncoder
 
 log = logging.getLogger(__name__)
@@ -239,10 +242,13 @@ class Collector:
         self.gc_young_threshold = gc_young_threshold
         self._store = store
         self._encoder: LineEncoder | None = None
+        self._fast: TelemetryFastPath | None = None  # well-formed telemetry straight to lines
         if isinstance(store, LineWriter):
-            from collector.store.influx import LineEncoder  # only InfluxDB stores take lines
+            from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
+            from collector.store.influx import LineEncoder
 
             self._encoder = LineEncoder()
+            self._fast = TelemetryFastPath()
         self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
@@ -574,6 +580,16 @@ class Collector:
         if parsed[1] is not wire.Channel.TELEMETRY:
             self._convert_agent_message(message, parsed[0], parsed[1], batch)
             return
+        latest_ok = message.received_ms + MAX_FUTURE_MS
+        if self._fast is not None:
+            taken = self._fast.convert(message.payload, parsed[0], EARLIEST_TS_MS, latest_ok)
+            if taken is not None:
+                self._check_sequence(parsed[0], taken.seq)
+                if taken.site:
+                    self._sites[parsed[0]] = taken.site
+                batch.lines += taken.lines
+                batch.origins += zip(repeat(message), range(len(taken.lines)))
+                return
         try:
             payload = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
         except ValidationError as exc:
@@ -592,7 +608,6 @@ class Collector:
         self._check_sequence(agent, payload["seq"])
         if (first_tags := payload["readings"][0].get("tags")) and (site := first_tags.get("site")):
             self._sites[agent] = site
-        latest_ok = message.received_ms + MAX_FUTURE_MS
         valid: list[wire.ReadingDict] = []
         for index, reading in enumerate(payload["readings"]):
             tags = reading.get("tags")

@@ -10,7 +10,6 @@ ever on a trip it has left.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pydantic import TypeAdapter, ValidationError
 from citygw import wire
 from edge.config import CONSOLE_FIELDS, Device, Vehicle
 
-_TAG_VALUE = re.compile(wire.LABEL_PATTERN)
 _FIELD_VALUE: TypeAdapter[wire.FieldValue] = TypeAdapter(wire.FieldValue)
 TRIP_FIELD = "trip_id"  # the field of a reading that names the trip its vehicle is on
 
@@ -87,7 +85,7 @@ class Vehicles:
         route = route_id.strip() if isinstance(route_id, str) else ""
         trip = trip_id.strip() if isinstance(trip_id, str) else ""
         problems = []
-        if route and not _TAG_VALUE.fullmatch(route):
+        if route and not wire.is_label(route):
             problems.append(f"route_id {route!r} cannot be a tag (it must match {wire.LABEL_PATTERN})")
             route = ""
         if trip and not _fits_a_field(trip):

@@ -24,7 +24,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from citygw.wire import NAME_PATTERN, ReadingDict
+from citygw.wire import NAME_PATTERN, ReadingDict, is_name
 from collector.store.base import (
     Aggregate,
     FieldValue,
@@ -36,7 +36,6 @@ from collector.store.base import (
     StoreUnavailable,
 )
 
-_NAME_RE = re.compile(NAME_PATTERN)
 _DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NS_PER_MS = 1_000_000
 _MAX_TIME_MS = (2**63 - 2) // _NS_PER_MS
@@ -141,16 +140,7 @@ class LineEncoder:
         return prefix
 
     def _prefix(self, series: tuple[Any, ...], measurement: str, tags: Mapping[str, str]) -> str:
-        escaped_tags = []
-        for key, value in sorted(tags.items()):
-            escaped_key = str(key).translate(library_point._ESCAPE_KEY)
-            escaped_value = str(value).translate(library_point._ESCAPE_KEY)
-            if escaped_value.endswith("\\"):
-                escaped_value += " "
-            if escaped_key and escaped_value:
-                escaped_tags.append(f"{escaped_key}={escaped_value}")
-        escaped = measurement.translate(library_point._ESCAPE_MEASUREMENT)
-        prefix = f"{escaped}{',' if escaped_tags else ''}{','.join(escaped_tags)} "
+        prefix = _series_prefix(measurement, tags)
         if len(self._prefixes) >= self.max_cached:
             self._prefixes.clear()
         self._prefixes[series] = prefix
@@ -182,12 +172,42 @@ class LineEncoder:
     def _layout(self, names: tuple[str, ...]) -> _Layout:
         """The names and their escaped keys with '=' in the library's order (sorted by name)."""
         ordered = tuple(sorted(names))
-        keys = tuple(str(name).translate(library_point._ESCAPE_KEY) + "=" for name in ordered)
+        keys = tuple(map(_field_key, ordered))
         layout = _Layout(ordered, keys, tuple(zip(ordered, keys, strict=True)))
         if len(self._layouts) >= self.max_cached:
             self._layouts.clear()
         self._layouts[names] = layout
         return layout
+
+
+def line_template(measurement: str, tags: Mapping[str, str], names: Sequence[str]) -> str:
+    """The lines of a series with these field names, to fill in twice with ``%``.
+
+    ``template % field_texts`` puts each field's text (in the order of ``names``, ints already
+    with their ``i``), then ``% ts_ms`` the time: ``m,t=v a=%s,b=%s %%d``. The escaping is the
+    library's, as in ``LineEncoder``; a ``%`` in a name or tag is doubled.
+    """
+    prefix = _series_prefix(measurement, tags).replace("%", "%%%%")
+    fields = ",".join(_field_key(name).replace("%", "%%%%") + "%s" for name in names)
+    return f"{prefix}{fields} %%d"
+
+
+def _series_prefix(measurement: str, tags: Mapping[str, str]) -> str:
+    """Escaped measurement and tags (sorted by key, as the library writes them), then a space."""
+    escaped_tags = []
+    for key, value in sorted(tags.items()):
+        escaped_key = str(key).translate(library_point._ESCAPE_KEY)
+        escaped_value = str(value).translate(library_point._ESCAPE_KEY)
+        if escaped_value.endswith("\\"):
+            escaped_value += " "
+        if escaped_key and escaped_value:
+            escaped_tags.append(f"{escaped_key}={escaped_value}")
+    escaped = measurement.translate(library_point._ESCAPE_MEASUREMENT)
+    return f"{escaped}{',' if escaped_tags else ''}{','.join(escaped_tags)} "
+
+
+def _field_key(name: str) -> str:
+    return str(name).translate(library_point._ESCAPE_KEY) + "="
 
 
 _ENCODER = LineEncoder()
@@ -200,7 +220,7 @@ def to_line_protocol(point: Point) -> str:
 
 def quote_identifier(name: str, what: str = "name") -> str:
     """``name`` double-quoted for InfluxQL, after checking it against the wire contract's name pattern."""
-    if not _NAME_RE.match(name):
+    if not is_name(name):
         raise ValueError(f"{what} {name!r} does not match {NAME_PATTERN}")
     return f'"{name}"'
 
@@ -487,7 +507,7 @@ class InfluxV1Store(_InfluxReads):
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
-        if not _DATABASE_RE.match(database):
+        if not _DATABASE_RE.fullmatch(database):
             raise ValueError(f"InfluxDB database name {database!r} does not match {_DATABASE_RE.pattern}")
         self.database = database
         auth = httpx.BasicAuth(username, password or "") if username else None
@@ -595,6 +615,7 @@ __all__ = [
     "InfluxV2Store",
     "LineEncoder",
     "library_line_protocol",
+    "line_template",
     "quote_identifier",
     "to_line_protocol",
     "write_bisecting",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,16 @@ def test_published_schemas_match_the_models() -> None:
         assert json.loads(path.read_text()) == schema, (
             f"{path} is stale: run `.venv/bin/python -m citygw.wire`"
         )
+
+
+@pytest.mark.parametrize("check", [wire.is_agent_id, wire.is_name, wire.is_label])
+def test_name_checks_refuse_a_trailing_newline_as_the_models_do(check: Callable[[str], object]) -> None:
+    assert check("abc")
+    assert not check("abc\n")
+
+
+def test_a_topic_whose_agent_ends_in_a_newline_is_not_a_citygw_topic() -> None:
+    assert wire.parse_topic("citygw/v1/agent-1\n/telemetry") is None
+    assert wire.parse_topic("citygw/v1/agent-1/telemetry") == ("agent-1", wire.Channel.TELEMETRY)
+    with pytest.raises(ValueError, match="agent id"):
+        wire.topic("agent-1\n", wire.Channel.TELEMETRY)
