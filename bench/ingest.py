@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--readings 1000000] [--per-message 500] [--single 50000]
                                      [--collectors N] [--gc-young-threshold 0] [--switch-interval 0]
+                                     [--gzip]
 
 Starts its own Mosquitto and InfluxDB (tests/services.py) in a temporary folder and measures:
 
@@ -10,7 +11,9 @@ Starts its own Mosquitto and InfluxDB (tests/services.py) in a temporary folder 
 2. end to end: an agent-like publisher sends the readings in batches of ``--per-message``
    (QoS 1) while one collector *process* stores them, then again while ``--collectors``
    processes (default: one per CPU) share them on an MQTT shared subscription, as a city
-   scales out; timed from the first publish until the collectors' own metrics say every
+   scales out; the collectors write as the baseline does, uncompressed (``?gzip=false``: the
+   setting for an InfluxDB on the same host), or gzipped with ``--gzip``; timed from the first
+   publish until the collectors' own metrics say every
    point is stored and acknowledged; peak RSS is VmHWM from /proc;
 3. worst case: one reading per message, against the broker's own delivery rate to a
    do-nothing paho subscriber (QoS 1) for the same messages.
@@ -178,7 +181,13 @@ class CollectorProcess:
     """A collector in its own process (``bench/ingest.py _collector``), read through its metrics."""
 
     def __init__(
-        self, broker: Mosquitto, influxdb: InfluxDB, database: str, client_id: str, settings: dict[str, Any]
+        self,
+        broker: Mosquitto,
+        influxdb: InfluxDB,
+        database: str,
+        client_id: str,
+        settings: dict[str, Any],
+        gzip: bool,
     ) -> None:
         self.metrics_port = free_port()
         # One keep-alive connection: a new client per scrape costs the benchmark's own process
@@ -190,7 +199,7 @@ class CollectorProcess:
             str(Path(__file__).resolve()),
             "_collector",
             broker.url,
-            f"influxdb://127.0.0.1:{influxdb.port}/{database}",
+            f"influxdb://127.0.0.1:{influxdb.port}/{database}?gzip={'true' if gzip else 'false'}",
             json.dumps({**settings, "client_id": client_id, "metrics_port": self.metrics_port}),
         ]
         self.proc = subprocess.Popen(command, cwd=REPO)
@@ -246,6 +255,7 @@ def end_to_end(
     database: str,
     settings: dict[str, Any],
     processes: int,
+    gzip: bool,
 ) -> tuple[float, float]:
     """(points/s, largest collector peak RSS in MB) for ``messages`` through the broker and collectors.
 
@@ -254,7 +264,7 @@ def end_to_end(
     if processes > 1:
         settings = {**settings, "share_group": "bench"}
     collectors = [
-        CollectorProcess(broker, influxdb, database, f"bench-{database}-{n}", settings)
+        CollectorProcess(broker, influxdb, database, f"bench-{database}-{n}", settings, gzip)
         for n in range(processes)
     ]
     publisher = Publisher(broker)
@@ -352,6 +362,11 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="collector processes on a shared subscription, measured beside one (default: one per CPU)",
     )
+    parser.add_argument(
+        "--gzip",
+        action="store_true",
+        help="the collectors gzip their writes (default: not, as the baseline: InfluxDB is on this host)",
+    )
     parser.add_argument("--inflight-window", type=int, help="the collectors' inflight_window")
     parser.add_argument(
         "--switch-interval", type=float, help="the collectors' gil_switch_interval_s (0: Python's 5 ms)"
@@ -370,7 +385,7 @@ def main() -> int:
     settings: dict[str, Any] = {name: value or None for name, value in given.items() if value is not None}
     defaults = {name: p.default for name, p in inspect.signature(Collector).parameters.items()}
     shown = {name: settings.get(name, defaults[name]) for name in given}
-    print(f"load average at start: {os.getloadavg()}; collector settings {shown}")
+    print(f"load average at start: {os.getloadavg()}; collector settings {shown}, gzip {args.gzip}")
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
     readings = make_readings(args.readings, t0)
     messages = make_messages(readings, args.per_message)
@@ -387,15 +402,17 @@ def main() -> int:
         influxdb.start()
         try:
             baseline_rate = baseline(influxdb, readings, args.baseline_batch)
-            one_rate, rss = end_to_end(broker, influxdb, messages, len(readings), "batched", settings, 1)
+            one_rate, rss = end_to_end(
+                broker, influxdb, messages, len(readings), "batched", settings, 1, args.gzip
+            )
             rate = one_rate
             if args.collectors > 1:
                 rate, rss_n = end_to_end(
-                    broker, influxdb, messages, len(readings), "scaled", settings, args.collectors
+                    broker, influxdb, messages, len(readings), "scaled", settings, args.collectors, args.gzip
                 )
                 rss = max(rss, rss_n)
             single_rate, single_rss = end_to_end(
-                broker, influxdb, single_messages, len(single), "single", settings, 1
+                broker, influxdb, single_messages, len(single), "single", settings, 1, args.gzip
             )
             delivery_rate = broker_rate(broker, single_messages)
         finally:

@@ -23,7 +23,7 @@ TOKEN_ENV = "CITYGW_INFLUX_TOKEN"
 
 _FORMS = {
     "sqlite": "sqlite:///relative/path.sqlite or sqlite:////absolute/path.sqlite (as SQLAlchemy), sqlite:///:memory:",
-    "influxdb": "influxdb://[user:pass@]host:port/database (influxdb+https:// for TLS)",
+    "influxdb": "influxdb://[user:pass@]host:port/database[?gzip=false] (influxdb+https:// for TLS)",
     "influxdb2": "influxdb2://[:token@]host:port/?org=ORG&bucket=BUCKET (influxdb2+https:// for TLS; "
     f"token from the URL password or ${TOKEN_ENV})",
 }
@@ -102,11 +102,16 @@ def _open_influx_v1(url: str, parts: SplitResult, http_url: str) -> Store:
             f"store URL {redact(url)!r}: path must be one database name, not {parts.path!r}; "
             f"expected {_FORMS['influxdb']}"
         )
-    if parts.query:
-        raise ValueError(f"store URL {redact(url)!r}: unexpected query; expected {_FORMS['influxdb']}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    gzip = query.pop("gzip", ["true"])
+    if query or len(gzip) != 1 or gzip[0] not in ("true", "false"):
+        raise ValueError(
+            f"store URL {redact(url)!r}: unexpected query {parts.query!r} (only gzip=true or gzip=false); "
+            f"expected {_FORMS['influxdb']}"
+        )
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
-    return InfluxV1Store(http_url, database, username=username, password=password)
+    return InfluxV1Store(http_url, database, username=username, password=password, gzip=gzip[0] == "true")
 
 
 def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:

@@ -496,7 +496,11 @@ class _InfluxReads:
 
 
 class InfluxV1Store(_InfluxReads):
-    """InfluxDB 1.x API: POST /write (gzip, ms precision) with user/password, InfluxQL reads."""
+    """InfluxDB 1.x API: POST /write (ms precision) with user/password, InfluxQL reads.
+
+    Writes are gzip-compressed unless ``gzip=False``: for an InfluxDB on the same host, where
+    compressing costs both sides CPU and saves no network (see collector/README.md, "Speed").
+    """
 
     def __init__(
         self,
@@ -505,11 +509,13 @@ class InfluxV1Store(_InfluxReads):
         username: str | None = None,
         password: str | None = None,
         *,
+        gzip: bool = True,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         if not _DATABASE_RE.fullmatch(database):
             raise ValueError(f"InfluxDB database name {database!r} does not match {_DATABASE_RE.pattern}")
         self.database = database
+        self.gzip = gzip
         auth = httpx.BasicAuth(username, password or "") if username else None
         self._http = httpx.Client(base_url=base_url, auth=auth, timeout=timeout)
         self.reader = InfluxQLReader(self._http, database)
@@ -527,13 +533,14 @@ class InfluxV1Store(_InfluxReads):
         write_lines_bisecting(lines, self._send)
 
     def _send(self, lines: list[str]) -> None:
-        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
+        body = "\n".join(lines).encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
         try:
             response = self._http.post(
-                "/write",
-                params={"db": self.database, "precision": "ms"},
-                content=body,
-                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
+                "/write", params={"db": self.database, "precision": "ms"}, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: {exc!r}") from exc

@@ -22,7 +22,13 @@ def agent(mosquitto: Mosquitto) -> Iterator[Agent]:
     publisher.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influx_v1", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("influx_v1", marks=pytest.mark.integration),
+        pytest.param("influx_v1_plain", marks=pytest.mark.integration),  # gzip=false
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         sqlite = SqliteStore(tmp_path / "telemetry.sqlite")
@@ -31,7 +37,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         return
     influxdb: InfluxDB = request.getfixturevalue("influxdb")
     database = f"collector_{uuid.uuid4().hex[:12]}"
-    influx = InfluxV1Store(influxdb.url, database)
+    influx = InfluxV1Store(influxdb.url, database, gzip=request.param != "influx_v1_plain")
     influx.ensure_database()
     yield influx
     influx.close()

@@ -215,3 +215,22 @@ def test_v2_store_on_a_wrong_port_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match="refused"):
         store.write(points(3))
     store.close()
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gzip", "plain"])
+def test_writes_are_gzipped_unless_told_not_to(influxdb: InfluxDB, compress: bool) -> None:
+    database = f"gzip_{compress}".lower()
+    store = InfluxV1Store(influxdb.url, database, gzip=compress)
+    sent: list[httpx.Request] = []
+    store._http.event_hooks["request"].append(sent.append)
+    try:
+        store.ensure_database()
+        point = Point("water", {"device": "meter-1"}, 1_700_000_000_000, {"m3": 1.5})
+        store.write([point])
+        assert store.latest(measurement="water") == [point]
+    finally:
+        store.close()
+    (write,) = [request for request in sent if request.url.path == "/write"]
+    assert (write.headers.get("Content-Encoding") == "gzip") is compress
+    body = gzip.decompress(write.content) if compress else write.content
+    assert body == to_line_protocol(point).encode()

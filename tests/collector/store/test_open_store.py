@@ -41,7 +41,12 @@ def test_influxdb_v1_with_credentials_and_tls() -> None:
     secure = open_store("influxdb+https://influx.city.example/city")
     assert isinstance(secure, InfluxV1Store)
     assert str(secure.reader._http.base_url) == "https://influx.city.example:8086"
+    assert secure.gzip
     secure.close()
+    local = open_store("influxdb://127.0.0.1:8086/city?gzip=false")
+    assert isinstance(local, InfluxV1Store)
+    assert (local.database, local.gzip) == ("city", False)
+    local.close()
 
 
 def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +72,9 @@ def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPat
         ("influxdb://u:hunter2@host:8086/a/b", "one database name"),
         ("influxdb://u:hunter2@host:notaport/db", "bad host or port"),
         ("influxdb://u:hunter2@:8086/db", "missing host"),
+        ("influxdb://u:hunter2@host:8086/db?gzip=no", "only gzip=true or gzip=false"),
+        ("influxdb://u:hunter2@host:8086/db?gzip=false&x=1", "unexpected query"),
+        ("influxdb://u:hunter2@host:8086/db?gzip=true&gzip=false", "unexpected query"),
         ("influxdb2://:hunter2@host:8086/?bucket=b", "missing org="),
         ("influxdb2://:hunter2@host:8086/?org=o", "missing bucket="),
         ("influxdb2://:hunter2@host:8086/?org=o&bucket=b&x=1", "unknown parameter"),
