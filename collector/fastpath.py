@@ -29,10 +29,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from citygw import wire
-from collector.store.influx import line_template
+from collector.store.influx import line_template, number_texts
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_NUMBERS = frozenset({float, int, bool})
 _BATCH_KEYS = frozenset({"schema", "agent", "seq", "readings"})
 
 
@@ -87,19 +85,9 @@ class TelemetryFastPath:
             return None
         if not set(map(type, times)) <= {int} or not earliest_ms <= min(times) <= max(times) <= latest_ms:
             return None
-        kinds = set(map(type, values))
-        if not kinds <= _NUMBERS:
-            return None  # a string field (the exact path checks its length), or not a value at all
-        text = orjson.dumps(values)
-        if b"e+" in text:
+        texts = number_texts(values, large=False)  # None for a string field: the exact path checks it
+        if texts is None:
             return None
-        texts = text.decode()[1:-1].split(",")
-        if int in kinds:
-            for index, value in enumerate(values):
-                if type(value) is int:
-                    if not _INT64_MIN <= value <= _INT64_MAX:
-                        return None
-                    texts[index] += "i"
         lines = ("\n".join(templates) % tuple(texts) % tuple(times)).split("\n")
         first_tags = readings[0].get("tags")
         return TelemetryLines(batch["seq"], first_tags.get("site") if first_tags else None, lines)

@@ -72,6 +72,8 @@ from citygw import wire
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import (
+    INT64_MAX,
+    INT64_MIN,
     LinesRejected,
     LineWriter,
     Point,
@@ -872,7 +874,6 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RESERVED_TAGS = wire.RESERVED_TAGS
 # What the collector subscribes to; everything but telemetry becomes agent_health points.
 _CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
@@ -882,7 +883,7 @@ _WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
 def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:
     """The name of the first integer field no store can hold (JSON integers are unbounded)."""
     for name, value in fields.items():
-        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
             return name
     return None
 

@@ -12,6 +12,8 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 FieldValue = bool | int | float | str
+# The integers every store holds (InfluxDB's and SQLite's 64-bit integers); JSON's are unbounded.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,8 @@ class Store(PointWriter, TelemetryReader, Protocol):
 
 Tags = Mapping[str, str]
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "Aggregate",
     "FieldValue",
     "LineWriter",

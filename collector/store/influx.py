@@ -26,6 +26,8 @@ from influxdb_client.rest import ApiException
 
 from citygw.wire import NAME_PATTERN, ReadingDict, is_name
 from collector.store.base import (
+    INT64_MAX,
+    INT64_MIN,
     Aggregate,
     FieldValue,
     LinesRejected,
@@ -40,7 +42,7 @@ _DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NS_PER_MS = 1_000_000
 _MAX_TIME_MS = (2**63 - 2) // _NS_PER_MS
 _NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
-_NUMBERS = frozenset({float, int, bool})
+NUMBER_TYPES = frozenset({float, int, bool})  # what orjson writes as line protocol does
 _MS: Any = WritePrecision.MS  # a str constant; WriteApi.write is annotated with the class
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -110,17 +112,9 @@ class LineEncoder:
             layout = self._layouts.get(names) or self._layout(names)
             layouts.append(layout)
             values.extend(map(fields.__getitem__, layout.names))
-        kinds = set(map(type, values))
-        try:
-            texts = orjson.dumps(values).decode()[1:-1].split(",") if kinds <= _NUMBERS else ["null"]
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits
-            texts = ["null"]
-        if "null" in texts:
+        texts = number_texts(values)
+        if texts is None:
             return [self.reading_line(agent, reading) for reading in readings]
-        if int in kinds:
-            for index, value in enumerate(values):
-                if type(value) is int:
-                    texts[index] += "i"
         lines = []
         start = 0
         for reading, layout in zip(readings, layouts, strict=True):
@@ -178,6 +172,32 @@ class LineEncoder:
             self._layouts.clear()
         self._layouts[names] = layout
         return layout
+
+
+def number_texts(values: list[FieldValue], *, large: bool = True) -> list[str] | None:
+    """Each value as line protocol writes it (an int with its ``i``), all formatted by one
+    ``orjson.dumps``: the shortest round-trip digits, as ``repr``. None if a value is not a number
+    or a boolean, is NaN or infinite (orjson writes null) or is an integer beyond 64 bits; with
+    ``large=False`` also if one is 1e16 or more (written with an exponent: for values orjson parsed,
+    perhaps an integer beyond 64 bits read as a float). The caller then takes another way.
+    """
+    kinds = set(map(type, values))
+    if not kinds <= NUMBER_TYPES:
+        return None
+    try:
+        text = orjson.dumps(values)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        return None
+    if b"null" in text or (not large and b"e+" in text):
+        return None
+    texts = text.decode()[1:-1].split(",")
+    if int in kinds:
+        for index, value in enumerate(values):
+            if type(value) is int:
+                if not INT64_MIN <= value <= INT64_MAX:
+                    return None
+                texts[index] += "i"
+    return texts
 
 
 def line_template(measurement: str, tags: Mapping[str, str], names: Sequence[str]) -> str:
@@ -623,6 +643,7 @@ __all__ = [
     "LineEncoder",
     "library_line_protocol",
     "line_template",
+    "number_texts",
     "quote_identifier",
     "to_line_protocol",
     "write_bisecting",

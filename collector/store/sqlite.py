@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from collector.store.base import (
+    INT64_MAX,
+    INT64_MIN,
     Aggregate,
     FieldValue,
     Point,
@@ -43,7 +45,6 @@ INSERT INTO points (measurement, tags_key, device, ts_ms, fields) VALUES (?, ?, 
 ON CONFLICT (measurement, tags_key, ts_ms) DO UPDATE SET fields = json_patch(fields, excluded.fields)
 """
 
-_INT64 = (-(2**63), 2**63 - 1)
 
 # Window start of ts_ms for a window of ? ms (the same ? bound twice), correct for negative times too.
 _WINDOW_START = "(ts_ms - (((ts_ms % ?) + ?) % ?))"
@@ -81,7 +82,7 @@ def _invalid(point: Point) -> str | None:
     for name, value in point.fields.items():
         if isinstance(value, float) and not math.isfinite(value):
             return f'field "{name}" is not a finite number'
-        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
             return f'field "{name}" is out of the 64-bit integer range'
         if not isinstance(value, bool | int | float | str):
             return f'field "{name}" has unsupported type {type(value).__name__}'
