@@ -1,8 +1,8 @@
 """Ingest benchmark: readings through real Mosquitto and the collector into real InfluxDB.
 
     .venv/bin/python bench/ingest.py [--readings 1000000] [--per-message 500] [--single 50000]
-                                     [--collectors N] [--gc-young-threshold 0] [--switch-interval 0]
-                                     [--gzip]
+                                     [--collectors N] [--store-writers N] [--gc-young-threshold 0]
+                                     [--switch-interval 0] [--gzip]
 
 Starts its own Mosquitto (with deploy/mosquitto/mosquitto.conf's queue and persistence settings)
 and InfluxDB (tests/services.py) in a temporary folder and measures:
@@ -389,6 +389,7 @@ def main() -> int:
         help="the collectors gzip their writes (default: not, as the baseline: InfluxDB is on this host)",
     )
     parser.add_argument("--inflight-window", type=int, help="the collectors' inflight_window")
+    parser.add_argument("--store-writers", type=int, help="the collectors' store_writers")
     parser.add_argument(
         "--switch-interval", type=float, help="the collectors' gil_switch_interval_s (0: Python's 5 ms)"
     )
@@ -400,6 +401,7 @@ def main() -> int:
     # Collector settings given on the command line (0 for a Python knob: leave Python's); else its defaults.
     given = {
         "inflight_window": args.inflight_window,
+        "store_writers": args.store_writers,
         "gil_switch_interval_s": args.switch_interval,
         "gc_young_threshold": args.gc_young_threshold,
     }

@@ -6,13 +6,16 @@ and become ``agent_health`` points (collector/health.py); they are rare beside t
 paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
 validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (line protocol
 straight from the validated readings when the store takes it; well-formed telemetry goes
-straight from JSON to lines, collector/fastpath.py), batch after batch; a writer
-thread writes each batch, then sends its PUBACKs (manual ack). Both keep arrival order, so the
-PUBACKs go out in the order the PUBLISHes came. The pipeline is one batch deep: while batch N is
-on its way to the store (waiting on the network, without the GIL), batch N+1 is validated. Each
-time the store answers, the writer needs the GIL back from the converter; with Python's default
-5 ms switch interval it waits up to that long, several times per write, so ``start()`` lowers the
-process's switch interval to ``gil_switch_interval_s`` (1 ms; see "Speed" in collector/README.md).
+straight from JSON to lines, collector/fastpath.py), batch after batch; ``store_writers``
+writer threads (2) each take the next batch, write it, and hand it back; a batch's PUBACKs
+(manual ack) go out once it and every batch before it are done, so they leave in the order the
+PUBLISHes came (MQTT asks for that) even when a later write finishes first. While batches are on
+their way to the store (waiting on the network, without the GIL), the next one is validated;
+two writes at once let the database work on one while it answers the other (a single writer
+kept InfluxDB waiting between requests: "Speed" in collector/README.md). Each time the store
+answers, a writer needs the GIL back from the converter; with Python's default 5 ms switch
+interval it waits up to that long, several times per write, so ``start()`` lowers the
+process's switch interval to ``gil_switch_interval_s`` (1 ms).
 The converter allocates some thousand dicts per message and frees them at once (no cycles), so
 Python's cyclic garbage collector, run every 700 allocations, only costs time there (about 15 %
 of the converter's): ``start()`` runs it every ``gc_young_threshold`` allocations instead.
@@ -21,9 +24,9 @@ session) and stops sending beyond the in-flight window: backpressure instead of 
 
 Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` as its Receive
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
-inbox and the two batches in the pipeline therefore hold at most ``inflight_window`` messages of
+inbox and the batches in the pipeline therefore hold at most ``inflight_window`` messages of
 at most ``MAX_PAYLOAD_BYTES`` (in practice a few hundred readings each), plus the encoded form of
-two batches. Everything else waits in the broker's session. (Mosquitto 2.0.11 keeps to the
+``store_writers`` + 2 batches. Everything else waits in the broker's session. (Mosquitto 2.0.11 keeps to the
 Receive Maximum only while nothing is acknowledged, see collector/README.md.)
 
 What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
@@ -46,6 +49,7 @@ What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import queue
 import random
@@ -175,12 +179,13 @@ class _Received:
 
 @dataclass(slots=True)
 class _Batch:
-    """Messages converted for one store write, in arrival order.
+    """Messages converted for one store write, in arrival order (``number``: the batch's, from 0).
 
     Each stored reading is a line (stores that take line protocol) or a Point (the others), with
     its origin (message, index of the reading) to dead-letter it if the store refuses it.
     """
 
+    number: int = 0
     messages: list[_Received] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
@@ -190,6 +195,17 @@ class _Batch:
     @property
     def size(self) -> int:
         return len(self.origins) + len(self.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A batch a writer is done with: ``written`` (``stored`` points and the ``dead`` letters
+    written with them), or not (stopping while the store is down: left to the broker)."""
+
+    batch: _Batch
+    written: bool
+    stored: int = 0
+    dead: list[Point] = field(default_factory=list)
 
 
 class Collector:
@@ -217,6 +233,7 @@ class Collector:
         retry_max_seconds: float = 30.0,
         keepalive: int = 30,
         inflight_window: int = 1000,
+        store_writers: int = 2,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         mqtt_v5: bool = True,
@@ -240,6 +257,9 @@ class Collector:
                 f"inflight_window must be within 1..65535 (MQTT Receive Maximum), not {inflight_window}"
             )
         self.inflight_window = inflight_window
+        if store_writers < 1:
+            raise ValueError(f"store_writers must be at least 1, not {store_writers}")
+        self.store_writers = store_writers
         self.gil_switch_interval_s = gil_switch_interval_s
         self.gc_young_threshold = gc_young_threshold
         self._store = store
@@ -273,7 +293,12 @@ class Collector:
         self._last_dead_letter_ms = 0
         self._dead_letter_lock = threading.Lock()
         self._converter: threading.Thread | None = None
-        self._writer: threading.Thread | None = None
+        self._writers: list[threading.Thread] = []
+        self._batch_numbers = itertools.count()
+        # Batches written but waiting for an earlier one, by number, with what to do once it is done.
+        self._done: dict[int, _Outcome] = {}
+        self._next_done = 0
+        self._done_lock = threading.Lock()
         self._client = self._make_client()
 
     def _make_client(self) -> Client:
@@ -362,7 +387,7 @@ class Collector:
         out.single(
             f"{prefix}inbox_messages",
             "gauge",
-            "Messages received and waiting for the writer.",
+            "Messages received and waiting for the converter.",
             self._inbox.qsize(),
         )
         out.single(
@@ -380,8 +405,8 @@ class Collector:
         return out.text()
 
     def start(self) -> None:
-        """Connect (retrying in the background until the broker answers) and start the writer; idempotent."""
-        if self._writer is not None:
+        """Connect (retrying until the broker answers), start the converter and writers; idempotent."""
+        if self._converter is not None:
             return
         self._stopping.clear()
         self._unacked.clear()
@@ -396,12 +421,19 @@ class Collector:
         if self.gc_young_threshold is not None and young < self.gc_young_threshold:
             gc.set_threshold(self.gc_young_threshold, *older)  # process-wide, like the switch interval
         self._batches = queue.Queue(maxsize=1)
+        self._batch_numbers = itertools.count()
+        self._done.clear()
+        self._next_done = 0
         self._converter = threading.Thread(
             target=self._convert_loop, name=f"{self.client_id}-converter", daemon=True
         )
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer-{n}", daemon=True)
+            for n in range(self.store_writers)
+        ]
         self._converter.start()
-        self._writer.start()
+        for writer in self._writers:
+            writer.start()
         if self.mqtt_v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
@@ -433,12 +465,12 @@ class Collector:
         """
         self._stopping.set()
         deadline = time.monotonic() + timeout
-        for thread in (self._converter, self._writer):
+        for thread in (self._converter, *self._writers):
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.warning("collector %s: %s still busy; leaving", self.client_id, thread.name)
-        self._converter = self._writer = None
+        self._converter, self._writers = None, []
         self._client.disconnect()
         self._client.loop_stop()
         self._subscribed.clear()
@@ -536,24 +568,25 @@ class Collector:
     def _convert_loop(self) -> None:
         while True:
             batch = self._next_batch()
-            if batch.messages:
+            if batch is not None:
                 self._batches.put(batch)
             elif self._stopping.is_set():
-                self._batches.put(None)
+                for _ in self._writers:
+                    self._batches.put(None)
                 return
 
-    def _next_batch(self) -> _Batch:
+    def _next_batch(self) -> _Batch | None:
         """Converted messages until batch_max_points points, inflight_window messages (no more can come
-        before an acknowledgement) or batch_max_seconds after the first one.
+        before an acknowledgement) or batch_max_seconds after the first one; None if none came.
 
-        While the writer stores the previous batch, this one fills up to what the window leaves; the
-        acknowledgements of the previous batch let the rest come.
+        While the writers store the previous batches, this one fills up to what the window leaves;
+        their acknowledgements let the rest come.
         """
-        batch = _Batch()
         try:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
-            return batch
+            return None
+        batch = _Batch(next(self._batch_numbers))
         self._convert(first, batch)
         deadline = time.monotonic() + self.batch_max_seconds
         while batch.size < self.batch_max_points and len(batch.messages) < self.inflight_window:
@@ -674,7 +707,7 @@ class Collector:
                 batch.points.append(point)
             batch.origins.append((message, _WHOLE_MESSAGE))
 
-    # -- writer thread --
+    # -- writer threads --
 
     def _write_loop(self) -> None:
         while (batch := self._batches.get()) is not None:
@@ -701,7 +734,7 @@ class Collector:
                         len(batch.messages),
                         exc,
                     )
-                    self._release(len(batch.messages))  # left to the broker's session
+                    self._done_with(_Outcome(batch, written=False))  # left to the broker's session
                     return
                 delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
                 attempt += 1
@@ -743,14 +776,30 @@ class Collector:
             lines, points = [], []
             if not pending:
                 break
-        self._acknowledge(batch.messages)
+        self._done_with(_Outcome(batch, written=True, stored=stored, dead=dead))
+
+    def _done_with(self, outcome: _Outcome) -> None:
+        """Finish the batches that are done in order: ``outcome``'s, once every batch before it is."""
+        with self._done_lock:
+            self._done[outcome.batch.number] = outcome
+            while (ready := self._done.pop(self._next_done, None)) is not None:
+                self._next_done += 1
+                self._finish(ready)
+
+    def _finish(self, outcome: _Outcome) -> None:
+        """Acknowledge a written batch's messages and count it, or leave them to the broker."""
+        batch = outcome.batch
+        if outcome.written:
+            self._acknowledge(batch.messages)
         self._release(len(batch.messages))
-        reasons = Counter(point.tags["reason"] for point in dead)
+        if not outcome.written:
+            return
+        reasons = Counter(point.tags["reason"] for point in outcome.dead)
         with self._stats_lock:
             self._stats.messages += len(batch.messages)
-            self._stats.points += stored
+            self._stats.points += outcome.stored
             self._stats.batches += 1
-            self._stats.dead_letters += len(dead)
+            self._stats.dead_letters += len(outcome.dead)
             by_reason = self._stats.dead_letters_by_reason
             for reason, count in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + count

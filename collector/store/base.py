@@ -76,7 +76,10 @@ class LinesRejected(StoreError):
 
 class PointWriter(Protocol):
     def write(self, points: Sequence[Point]) -> None:
-        """Write all points or raise: StoreUnavailable (nothing certain, retry) or PointsRejected."""
+        """Write all points or raise: StoreUnavailable (nothing certain, retry) or PointsRejected.
+
+        Called from several threads at once (the collector's ``store_writers``).
+        """
         ...
 
     def close(self) -> None: ...
@@ -87,7 +90,10 @@ class LineWriter(Protocol):
     """A store that also takes InfluxDB line protocol (ms precision) as is: the collector's fast path."""
 
     def write_lines(self, lines: Sequence[str]) -> None:
-        """Write all lines or raise: StoreUnavailable (nothing certain, retry) or LinesRejected."""
+        """Write all lines or raise: StoreUnavailable (nothing certain, retry) or LinesRejected.
+
+        Called from several threads at once, like ``write``.
+        """
         ...
 
 

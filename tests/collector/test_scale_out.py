@@ -113,12 +113,15 @@ def kill_mid_stream(
 ) -> None:
     """SIGKILL ``collector`` mid-stream, once it has acknowledged something.
 
-    The writer acknowledges a batch before it writes the next, so a second stored batch means the
-    first one's PUBACKs are out; killing earlier could leave everything to the restarted process.
+    A collector writes at most two batches at once (``store_writers``), so a third stored batch
+    means a writer was done with one of the first two and its PUBACKs (or those of both) are out;
+    killing earlier could leave everything to the restarted process.
     """
     wait_until(lambda: stored_count(influxdb, database) > 0, "the first stored batch", timeout=15)
     first = stored_count(influxdb, database)
     wait_until(lambda: stored_count(influxdb, database) > first, "a second stored batch", timeout=15)
+    second = stored_count(influxdb, database)
+    wait_until(lambda: stored_count(influxdb, database) > second, "a third stored batch", timeout=15)
     assert publisher.is_alive(), "the stream ended before the kill: publish more"
     collector.kill()
 

@@ -6,9 +6,11 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 
 from citygw import wire
 from collector.service import DEAD_LETTER, MAX_PAYLOAD_BYTES, BrokerAddress, Collector, Reason
@@ -253,6 +255,67 @@ def test_batches_respect_batch_max_points(mosquitto: Mosquitto, agent: Agent, tm
             agent.publish(agent.batch(count=5))
         wait_until(lambda: collector.stats.messages == 6, "every message", timeout=3)
         assert collector.stats.batches == 3
+    store.close()
+
+
+class FirstWriteWaits:
+    """A SQLite store whose first write waits until a later write has returned (and a little
+    more), noting then what ``observe()`` says: writes overlap and finish out of order."""
+
+    def __init__(self, path: Path, observe: Callable[[], object]) -> None:
+        self.store = SqliteStore(path)
+        self.observe = observe
+        self.first_started = threading.Event()
+        self.later_done = threading.Event()
+        self.seen_while_first_waited: object = None
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def write(self, points: Sequence[Point]) -> None:
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+        if not first:
+            self.store.write(points)
+            self.later_done.set()
+            return
+        self.first_started.set()
+        assert self.later_done.wait(10), "no second write while the first one was busy"
+        time.sleep(0.3)  # time for the later batch's PUBACKs, were they not held back
+        self.seen_while_first_waited = self.observe()
+        self.store.write(points)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def test_batches_are_written_at_once_and_acknowledged_in_arrival_order(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path
+) -> None:
+    """Two writers: the second batch is written while the first waits, but its PUBACK waits for the
+    first's (MQTT wants them in the order the PUBLISHes came; the broker's message ids rise)."""
+    acked: list[int] = []
+    store = FirstWriteWaits(tmp_path / "telemetry.sqlite", lambda: (list(acked), collector.stats.messages))
+    collector = fast(mosquitto, store, batch_max_points=5, store_writers=2)
+    ack = collector._client.ack
+
+    def recording_ack(mid: int, qos: int) -> MQTTErrorCode:
+        acked.append(mid)
+        return ack(mid, qos)
+
+    collector._client.ack = recording_ack  # type: ignore[method-assign]
+    with started(collector):
+        agent.publish(agent.batch(count=5))
+        assert store.first_started.wait(5), "the first batch was not written"
+        agent.publish(agent.batch(count=5))
+        agent.publish(agent.batch(count=5))
+        wait_until(lambda: collector.stats.messages == 3, "every message")
+
+        assert store.seen_while_first_waited == ([], 0), "a later batch was acknowledged first"
+        assert len(acked) == 3
+        assert acked == sorted(acked), "PUBACKs out of arrival order"
+        assert stored(store.store) == expected_rows(agent, range(3), 5)
+        assert (collector.stats.points, collector.stats.batches) == (15, 3)
     store.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from collector.store import Aggregate, FieldValue, Point, PointsRejected, Row, Store
@@ -239,4 +241,21 @@ def test_a_field_type_conflict_rejects_exactly_the_bad_points_and_stores_the_res
     stored = store.range(measurement=AQ, start_ms=T0, end_ms=T0 + 10_000)
     assert [(row.ts_ms, row.values["level"]) for row in stored] == [(T0, 1)] + [
         (p.ts_ms, p.fields["level"]) for p in good
+    ]
+
+
+def test_writes_from_several_threads_at_once_all_land(store: Store) -> None:
+    """The collector's writers share one store (``store_writers``)."""
+
+    def write_device(device: str) -> None:
+        for batch in range(10):
+            store.write([aq(device, T0 + (batch * 50 + i) * 1000, pm10=float(i)) for i in range(50)])
+
+    devices = [f"d{n}" for n in range(4)]
+    with ThreadPoolExecutor(len(devices)) as pool:
+        list(pool.map(write_device, devices))
+
+    rows = store.range(measurement=AQ, start_ms=T0, end_ms=T0 + 500_000, fields=["pm10"])
+    assert sorted((row.tags["device"], row.ts_ms) for row in rows) == [
+        (device, T0 + n * 1000) for device in devices for n in range(500)
     ]
