@@ -27,6 +27,7 @@ from api.routes import (
     alerts,
     audit,
     commands,
+    dead_letters,
     devices,
     exports,
     health,
@@ -204,7 +205,7 @@ def create_app(
     app.include_router(health.router)
     for module in (transit, air_quality, open_data):
         app.include_router(module.router, dependencies=[Depends(rate_limited)])
-    for module in (devices, telemetry, summary, exports):
+    for module in (devices, telemetry, summary, exports, dead_letters):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
     for module in (agents, commands, keys, audit, alerts):
         app.include_router(module.router)

@@ -23,6 +23,8 @@ from api.app import create_app
 from api.recorder import COMMAND_MEASUREMENT, VEHICLE_MEASUREMENT
 from api.settings import ApiSettings, load_settings
 from citygw.embedded_broker import EmbeddedBroker
+from collector.dead_letter import DEAD_LETTER
+from collector.health import AGENT_HEALTH
 from collector.service import Collector
 from collector.store import open_store, prepare
 from collector.store.base import StoreError, TelemetryReader
@@ -147,7 +149,7 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
 
 
 # What the collector stores about the system itself and what the API derives: not readings of a device.
-_SYSTEM_MEASUREMENTS = frozenset({"dead_letter", "agent_health", VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT})
+_SYSTEM_MEASUREMENTS = frozenset({DEAD_LETTER, AGENT_HEALTH, VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT})
 
 
 def summary(store: TelemetryReader, now_ms: int) -> str:

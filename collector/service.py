@@ -73,6 +73,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
+from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, Reason
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import (
@@ -92,24 +93,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER = "dead_letter"
 MAX_PAYLOAD_BYTES = 1024 * 1024
-DEAD_LETTER_PAYLOAD_BYTES = 4096
 EARLIEST_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MAX_FUTURE_MS = 10 * 60 * 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
-
-
-class Reason:
-    """Short codes of the dead-letter ``reason`` tag."""
-
-    INVALID_JSON = "invalid_json"
-    SCHEMA = "schema"
-    AGENT_MISMATCH = "agent_mismatch"
-    TIMESTAMP = "timestamp"
-    TOO_LARGE = "too_large"
-    TOPIC = "topic"
-    REJECTED_BY_STORE = "rejected_by_store"
 
 
 @dataclass(slots=True)
@@ -907,8 +894,8 @@ class Collector:
             ts,
             {
                 "topic": message.topic,
-                "error": error[:2000],
-                "payload": body[:DEAD_LETTER_PAYLOAD_BYTES].decode(errors="replace"),
+                "error": error[:ERROR_CHARS],
+                "payload": body[:PAYLOAD_BYTES].decode(errors="replace"),
             },
         )
 
@@ -949,4 +936,4 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["DEAD_LETTER", "BrokerAddress", "Collector", "CollectorStats", "Reason", "retry_delay"]
+__all__ = ["BrokerAddress", "Collector", "CollectorStats", "retry_delay"]

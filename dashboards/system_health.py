@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
+from collector.dead_letter import DEAD_LETTER
 from collector.health import AGENT_HEALTH
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
 
 UID = "citygw-system-health"
-DEAD_LETTER = "dead_letter"
 AGENTS = f"{matches('agent', 'agent')}"
 # A field every point of the measurement carries, to count its points and devices.
 ALWAYS_PRESENT = {

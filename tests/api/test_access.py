@@ -27,6 +27,7 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/telemetry/{measurement}/consumption"): READERS,
     ("GET", "/v1/exports/{measurement}"): READERS,
     ("GET", "/v1/summary"): READERS,
+    ("GET", "/v1/dead-letters"): READERS,
     ("GET", "/v1/agents"): FIELD,
     ("POST", "/v1/agents"): FIELD,
     ("GET", "/v1/agents/{agent_id}"): FIELD,

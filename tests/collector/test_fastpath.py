@@ -19,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citygw import wire
+from collector.dead_letter import Reason
 from collector.fastpath import TelemetryFastPath
-from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector, Reason, _Batch, _Received
+from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector, _Batch, _Received
 from collector.store.influx import InfluxV1Store
 from tests.collector.helpers import now_ms
 from tests.collector.test_wire_fast import CORPUS

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from citygw import wire
+from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import AGENT_HEALTH, STATE_CODES
-from collector.service import DEAD_LETTER, Reason
 from collector.store import Store
 from collector.store.influx import InfluxV1Store
 from collector.store.sqlite import SqliteStore

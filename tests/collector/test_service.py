@@ -13,7 +13,8 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
 from citygw import wire
-from collector.service import DEAD_LETTER, MAX_PAYLOAD_BYTES, BrokerAddress, Collector, Reason
+from collector.dead_letter import DEAD_LETTER, Reason
+from collector.service import MAX_PAYLOAD_BYTES, BrokerAddress, Collector
 from collector.store import Point, Store
 from collector.store.influx import InfluxV1Store
 from collector.store.sqlite import SqliteStore

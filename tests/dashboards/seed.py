@@ -17,8 +17,8 @@ from api.registry.models import Command
 from api.transit.occupancy import Occupancy
 from citygw import wire
 from citygw.wire import FieldValue
+from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import health_points, status_point
-from collector.service import DEAD_LETTER, Reason
 from collector.store import Point, open_store, prepare
 from edge.config import Device as AgentDevice
 from edge.config import Location
