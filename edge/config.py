@@ -27,11 +27,10 @@ VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
 # What an on-board console's profile reads: the GTFS ids of the driver's log-in (empty: nobody).
 CONSOLE_FIELDS = ("route_id", "trip_id")
 CONSOLE_PROFILE = "onboard_console"
-VEHICLE_MEASUREMENT = "vehicle_position"
 DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
 
-Label = Annotated[str, Field(pattern=wire.LABEL_PATTERN)]
-Name = Annotated[str, Field(pattern=wire.NAME_PATTERN)]
+Label = wire.Label
+Name = wire.Name
 
 
 class _Section(BaseModel):
@@ -220,7 +219,7 @@ class RemoteConfigSettings(_Section):
 
 
 class AgentConfig(_Section):
-    agent_id: Annotated[str, Field(pattern=wire.AGENT_ID_PATTERN)]
+    agent_id: wire.AgentId
     site: Label
     broker: BrokerConfig
     journal: JournalConfig

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from api.deps import NowMsDep, StoreDep
+from collector.health import AGENT_HEALTH
 from collector.store.base import StoreError
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
-PROBE_MEASUREMENT = "agent_health"
 
 
 class HealthPublic(BaseModel):
@@ -32,7 +32,7 @@ def health(store: StoreDep, now_ms: NowMsDep, response: Response) -> HealthPubli
     """Answers 200 when the store answers a cheap query, 503 when it does not."""
     try:
         # One measurement, only points from now on: an indexed look-up that returns (next to) nothing.
-        store.latest(measurement=PROBE_MEASUREMENT, since_ms=now_ms)
+        store.latest(measurement=AGENT_HEALTH, since_ms=now_ms)
     except StoreError as exc:
         log.warning("health: store unavailable: %s", exc)
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -12,7 +12,7 @@ from api.registry.keys import UnknownKey, create_key, list_keys, revoke_key
 from api.registry.models import ApiKey
 from api.security import KEY_ID_PATTERN, AdminDep, Role
 from api.timespec import iso
-from citygw.wire import LABEL_PATTERN
+from citygw.wire import LABEL_PATTERN, Label
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -22,7 +22,7 @@ class KeyCreate(BaseModel):
 
     name: str = Field(pattern=LABEL_PATTERN, description="who holds it, e.g. 'Lvivvodokanal SCADA'")
     role: Role
-    sites: list[Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
+    sites: list[Label] = Field(
         default_factory=list, max_length=256, description="sites an engineer may manage"
     )
     expires_in_days: int | None = Field(default=None, ge=1, le=3660)
