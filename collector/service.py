@@ -26,8 +26,9 @@ Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` a
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
 inbox and the batches in the pipeline therefore hold at most ``inflight_window`` messages of
 at most ``MAX_PAYLOAD_BYTES`` (in practice a few hundred readings each), plus the encoded form of
-``store_writers`` + 2 batches. Everything else waits in the broker's session. (Mosquitto 2.0.11 keeps to the
-Receive Maximum only while nothing is acknowledged, see collector/README.md.)
+``store_writers`` + 2 batches. Everything else waits in the broker's session. Mosquitto 2.0.11 keeps to
+the Receive Maximum only while nothing is acknowledged, so the collector keeps to it too: past the
+window its MQTT thread waits for room before it reads on (``_on_message``).
 
 What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
@@ -109,6 +110,7 @@ class CollectorStats:
     dead_letters: int = 0
     store_retries: int = 0
     seq_gaps: int = 0
+    window_overruns: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
 
@@ -268,6 +270,9 @@ class Collector:
         # Receive times (ms) of the messages taken in but not yet acknowledged, oldest first: the
         # writer handles messages in arrival order, so the head is the oldest unacknowledged one.
         self._unacked: deque[int] = deque()
+        # One unit per message the collector may take in before earlier ones are done with: the
+        # in-flight window kept by the collector itself, whatever the broker does (see _on_message).
+        self._room = threading.Semaphore(self.inflight_window)
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self._metrics_server: MetricsServer | None = None
@@ -352,6 +357,12 @@ class Collector:
         out.single(
             f"{prefix}store_retries", "counter", "Store writes retried after a failure.", stats.store_retries
         )
+        out.single(
+            f"{prefix}window_overruns",
+            "counter",
+            "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
+            stats.window_overruns,
+        )
         out.family(
             f"{prefix}dead_letters",
             "counter",
@@ -397,6 +408,7 @@ class Collector:
             return
         self._stopping.clear()
         self._unacked.clear()
+        self._room = threading.Semaphore(self.inflight_window)
         if self.metrics_port is not None and self._metrics_server is None:
             self._metrics_server = MetricsServer(
                 self.metrics_text, host=self.metrics_host, port=self.metrics_port
@@ -540,6 +552,16 @@ class Collector:
         self._subscribed.set()
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        # A broker that sends beyond the Receive Maximum (Mosquitto 2.0 while PUBACKs flow) waits
+        # here, in TCP's flow control: the rest stays in its session, not in this process's memory.
+        # Nothing is sent meanwhile, keepalives included: a broker that gives up on the connection
+        # sends the unacknowledged messages again on the next one.
+        if not self._room.acquire(blocking=False):
+            with self._stats_lock:
+                self._stats.window_overruns += 1
+            while not self._room.acquire(timeout=0.1):
+                if self._stopping.is_set():
+                    return
         if self._stopping.is_set():
             return  # not acknowledged: the broker sends it again in the next session
         received_ms = _now_ms()
@@ -840,6 +862,7 @@ class Collector:
         """The writer is done with the ``count`` oldest messages (acknowledged or left to the broker)."""
         for _ in range(min(count, len(self._unacked))):
             self._unacked.popleft()
+        self._room.release(count)
 
     def _acknowledge(self, batch: Sequence[_Received]) -> None:
         for message in batch:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from citygw import wire
 from collector.service import Collector, retry_delay
-from collector.store import Point
+from collector.store import Point, StoreUnavailable
 from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import (
@@ -137,33 +139,60 @@ class SlowStore:
     def __init__(self, store: SqliteStore, delay: float) -> None:
         self.store = store
         self.delay = delay
+        self.down = threading.Event()
 
     def write(self, points: Sequence[Point]) -> None:
         time.sleep(self.delay)
+        if self.down.is_set():
+            raise StoreUnavailable("down for the test")
         self.store.write(points)
 
     def close(self) -> None:
         self.store.close()
 
 
+UNACKED = "citygw_collector_unacked_messages "
 _PUBLISH_TO = re.compile(r"Sending PUBLISH to (\S+) \(d\d, q1, r\d, m(\d+),")
 _PUBACK_FROM = re.compile(r"Received PUBACK from (\S+) \(Mid: (\d+)")
 
 
-def flow_through_slow_store(tmp_path: Path, *, messages: int, window: int) -> list[tuple[str, int]]:
-    """Publish ``messages`` to a collector whose store answers slowly; the broker's log of what it sent
-    the collector and what the collector acknowledged: ("publish" | "puback", message id), in order."""
+class Flow(NamedTuple):
+    events: list[tuple[str, int]]
+    most_held: int
+    overruns: int
+    stored: int
+
+
+def flow_through_slow_store(tmp_path: Path, *, messages: int, window: int) -> Flow:
+    """Publish ``messages`` to a collector whose store answers slowly. The broker's log of what it sent
+    the collector and what the collector acknowledged: ("publish" | "puback", message id), in order;
+    the most unacknowledged messages the collector held at once (its gauge, sampled); how often the
+    broker sent past the window; rows stored."""
     broker = Mosquitto(tmp_path / "mosquitto", extra_config="log_type debug\n")
     broker.start()
     agent = Agent(broker)
     store = SlowStore(SqliteStore(":memory:"), delay=0.05)
     collector = started(fast(broker, store, inflight_window=window, client_id="slow-store"))
     topic = wire.topic(agent.agent_id, wire.Channel.TELEMETRY)
+    held: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            gauge = [line for line in collector.metrics_text().splitlines() if line.startswith(UNACKED)]
+            held.append(int(float(gauge[0].split()[1])))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     try:
         for info in [agent.client.publish(topic, agent.batch(count=2), qos=1) for _ in range(messages)]:
             info.wait_for_publish(10)
         wait_until(lambda: collector.stats.messages == messages, "every message", timeout=60)
+        rows = len(stored(store.store))
+        overruns = collector.stats.window_overruns
     finally:
+        done.set()
+        sampler.join()
         collector.stop()
         agent.close()
         store.close()
@@ -173,11 +202,11 @@ def flow_through_slow_store(tmp_path: Path, *, messages: int, window: int) -> li
         for kind, pattern in (("publish", _PUBLISH_TO), ("puback", _PUBACK_FROM)):
             if (found := pattern.search(line)) and found[1] == "slow-store":
                 events.append((kind, int(found[2])))
-    return events
+    return Flow(events, max(held), overruns, rows)
 
 
 def test_pubacks_leave_in_the_order_the_publishes_came_through_the_pipeline(tmp_path: Path) -> None:
-    events = flow_through_slow_store(tmp_path, messages=60, window=1000)
+    events = flow_through_slow_store(tmp_path, messages=60, window=1000).events
     published = [mid for kind, mid in events if kind == "publish"]
     acknowledged = [mid for kind, mid in events if kind == "puback"]
     assert len(published) == 60
@@ -192,7 +221,45 @@ def test_pubacks_leave_in_the_order_the_publishes_came_through_the_pipeline(tmp_
 )
 def test_the_broker_keeps_to_the_in_flight_window_while_acknowledgements_flow(tmp_path: Path) -> None:
     unacknowledged = most = 0
-    for kind, _ in flow_through_slow_store(tmp_path, messages=100, window=5):
+    for kind, _ in flow_through_slow_store(tmp_path, messages=100, window=5).events:
         unacknowledged += 1 if kind == "publish" else -1
         most = max(most, unacknowledged)
     assert 0 < most <= 5
+
+
+def test_the_collector_holds_at_most_its_window_even_when_the_broker_sends_beyond_it(tmp_path: Path) -> None:
+    """Mosquitto 2.0 sends beyond the Receive Maximum once PUBACKs flow (the expected failure above):
+    the collector then stops reading until it is done with earlier messages, and loses none."""
+    flow = flow_through_slow_store(tmp_path, messages=100, window=5)
+    assert 0 < flow.most_held <= 5
+    assert flow.overruns > 0
+    assert flow.stored == 200
+
+
+def test_a_store_outage_while_the_collector_waits_for_room_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the window the MQTT thread waits for room and sends no keepalive: during a store outage the
+    broker drops the collector; when the store is back it reconnects and everything is stored once."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    agent = Agent(broker)
+    store = SlowStore(SqliteStore(":memory:"), delay=0.05)
+    collector = started(fast(broker, store, inflight_window=5, keepalive=1, client_id="waits-for-room"))
+    try:
+        for _ in range(100):
+            agent.publish(agent.batch(count=2))
+        wait_until(lambda: collector.stats.window_overruns > 0, "the broker past the window")
+        store.down.set()
+        # Mosquitto gives up on a silent client after 1.5 keepalives, checked every few seconds.
+        time.sleep(10)
+        store.down.clear()
+        wait_until(lambda: len(stored(store.store)) == 200, "every reading", timeout=60)
+        assert stored(store.store) == expected_rows(agent, range(100), 2)
+        # The case this test is for: the broker dropped the collector while it waited.
+        wait_until(lambda: "waits-for-room: connection lost" in caplog.text, "the dropped connection seen")
+    finally:
+        collector.stop()
+        agent.close()
+        store.close()
+        broker.stop()
