@@ -78,11 +78,18 @@ def sun_event(day: date, event: SunEvent, *, lat: float, lon: float) -> datetime
     return midnight + timedelta(minutes=minutes)
 
 
-def next_sun_event(after: datetime, event: SunEvent, *, lat: float, lon: float) -> datetime | None:
-    """The first ``event`` strictly after ``after`` (looking a year ahead), in UTC."""
-    start = after.astimezone(UTC).date() - timedelta(days=1)
-    for offset in range(367):
-        moment = sun_event(start + timedelta(days=offset), event, lat=lat, lon=lon)
-        if moment is not None and moment > after:
-            return moment
+def next_sun_event(
+    after: datetime, event: SunEvent, *, lat: float, lon: float, offset: timedelta = timedelta(0)
+) -> datetime | None:
+    """The first ``event`` + ``offset`` strictly after ``after`` (looking a year ahead), in UTC.
+
+    The offset moves the moment before the search: with sunset at 17:10, "three hours before
+    sunset" asked at 13:00 is today's 14:10, asked at 15:00 tomorrow's; "two hours after sunset"
+    asked at 18:00 is today's 19:10, not tomorrow's.
+    """
+    start = (after - offset).astimezone(UTC).date() - timedelta(days=1)
+    for day in range(368):
+        moment = sun_event(start + timedelta(days=day), event, lat=lat, lon=lon)
+        if moment is not None and moment + offset > after:
+            return moment + offset
     return None

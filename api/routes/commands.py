@@ -7,7 +7,7 @@ stored and audited; the app's dispatcher sends it on ``cmd`` when due, and the a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
@@ -96,10 +96,11 @@ def _due_at(body: CommandCreate, agent: Agent, now_ms: int) -> tuple[int, dict[s
         if agent.lat is None or agent.lon is None:
             raise _unprocessable([f"sun: agent {agent.id!r} has no location; register it with one"])
         after = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-        moment = next_sun_event(after, body.sun.event, lat=agent.lat, lon=agent.lon)
+        offset = timedelta(minutes=body.sun.offset_min)
+        moment = next_sun_event(after, body.sun.event, lat=agent.lat, lon=agent.lon, offset=offset)
         if moment is None:
             raise _unprocessable([f"sun: no {body.sun.event.value} at this site within a year"])
-        return int(moment.timestamp() * 1000) + body.sun.offset_min * 60_000, body.sun.model_dump(mode="json")
+        return int(moment.timestamp() * 1000), body.sun.model_dump(mode="json")
     if body.at is not None:
         try:
             due = parse_instant(body.at, now_ms=now_ms)

@@ -51,3 +51,22 @@ def test_next_event_is_after_the_given_moment() -> None:
     moment = next_sun_event(after, SunEvent.SUNSET, lat=LVIV[0], lon=LVIV[1])
     assert moment is not None
     assert moment.date() == date(2024, 6, 22)
+
+
+@pytest.mark.parametrize(
+    ("asked", "offset_min", "due"),
+    [
+        # Lviv's sunset on 2024-06-21 is 18:36 UTC, on the 22nd a few seconds later.
+        (datetime(2024, 6, 21, 13, 0, tzinfo=UTC), -180, date(2024, 6, 21)),  # 15:36 today, ahead
+        (datetime(2024, 6, 21, 16, 0, tzinfo=UTC), -180, date(2024, 6, 22)),  # 15:36 today has passed
+        (datetime(2024, 6, 21, 19, 0, tzinfo=UTC), 120, date(2024, 6, 21)),  # 20:36 today, after sunset
+        (datetime(2024, 6, 21, 21, 0, tzinfo=UTC), 120, date(2024, 6, 22)),
+    ],
+)
+def test_an_offset_moves_the_moment_before_the_search(asked: datetime, offset_min: int, due: date) -> None:
+    offset = timedelta(minutes=offset_min)
+    moment = next_sun_event(asked, SunEvent.SUNSET, lat=LVIV[0], lon=LVIV[1], offset=offset)
+    sunset = sun_event(due, SunEvent.SUNSET, lat=LVIV[0], lon=LVIV[1])
+    assert sunset is not None
+    assert moment == sunset + offset
+    assert moment > asked
