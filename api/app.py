@@ -37,7 +37,7 @@ from api.routes import (
     telemetry,
     transit,
 )
-from api.security import telemetry_reader
+from api.security import Role, require_role, telemetry_reader
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
 from collector.store.base import StoreError, TelemetryReader
@@ -205,8 +205,11 @@ def create_app(
     app.include_router(health.router)
     for module in (transit, air_quality, open_data):
         app.include_router(module.router, dependencies=[Depends(rate_limited)])
-    for module in (devices, telemetry, summary, exports, dead_letters):
+    for module in (devices, telemetry, summary):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
+    # Never opened by CITYGW_OPEN_TELEMETRY: year-long bulk reads, and payloads as agents sent them.
+    for module in (exports, dead_letters):
+        app.include_router(module.router, dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
     for module in (agents, commands, keys, audit, alerts):
         app.include_router(module.router)
     return app

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
+from api.registry import Registry
 from api.security import Role
+from api.settings import ApiSettings
+from collector.store.sqlite import SqliteStore
 from tests.api.factories import bearer
 
 PUBLIC, UTILITY, ENGINEER, ADMIN = Role.PUBLIC, Role.UTILITY, Role.ENGINEER, Role.ADMIN
@@ -104,3 +108,27 @@ def test_access(anonymous: TestClient, keys: dict[Role, str], method: str, path:
 )
 def test_transit_feeds_stay_public(anonymous: TestClient, path: str) -> None:
     assert anonymous.get(path).status_code == 200
+
+
+# What CITYGW_OPEN_TELEMETRY opens to anybody: the readings, not bulk exports or dead letters.
+OPENED = {path for (method, path), roles in ACCESS.items() if roles == READERS and method == "GET"} - {
+    "/v1/exports/{measurement}",
+    "/v1/dead-letters",
+    "/v1/alerts",
+    "/v1/alerts/{alert_id}",
+}
+
+
+@pytest.mark.parametrize(
+    "path", sorted(path for method, path in ACCESS if method == "GET" and ACCESS[(method, path)] == READERS)
+)
+def test_open_telemetry_opens_the_readings_only(
+    store: SqliteStore, settings: ApiSettings, registry: Registry, path: str
+) -> None:
+    opened = settings.model_copy(update={"open_telemetry": True})
+    with TestClient(create_app(store, settings=opened, registry=registry)) as anybody:
+        status = anybody.get(_url(path)).status_code
+    if path in OPENED:
+        assert status not in (401, 403)
+    else:
+        assert status == 401
