@@ -53,6 +53,7 @@ def decode_cursor(cursor: str | None, like: Key) -> Key | None:
         not isinstance(key, list)
         or len(key) != len(like)
         or any(type(part) is not type(sample) for part, sample in zip(key, like, strict=True))
+        or any(isinstance(part, int) and not 0 <= part < 2**63 for part in key)  # ids: never negative
     ):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, "cursor is not one this API gave; start again without it"

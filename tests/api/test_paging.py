@@ -155,3 +155,15 @@ def test_a_cursor_beyond_the_integer_columns_is_no_5xx(
         path, params={"cursor": encode_cursor((2**40,))}, headers=bearer(keys[Role.ADMIN])
     )
     assert response.status_code == 200, response.text
+
+
+@on_every_registry
+@pytest.mark.parametrize("path", ["/v1/alerts", "/v1/audit"])
+@pytest.mark.parametrize("number", [-1, -(10**30), 2**63])
+def test_a_cursor_no_page_could_end_at_is_refused(
+    anonymous: TestClient, keys: dict[Role, str], path: str, number: int
+) -> None:
+    response = anonymous.get(
+        path, params={"cursor": encode_cursor((number,))}, headers=bearer(keys[Role.ADMIN])
+    )
+    assert response.status_code == 400, response.text
