@@ -309,7 +309,7 @@ class Command(_Payload):
     )
     value: FieldValue | None = Field(default=None, description="set_field: the engineering value to write")
     issued_at: StrictInt = Field(ge=0)
-    expires_at: StrictInt = Field(ge=0, description="ms since epoch; a command not run by then is refused")
+    expires_at: StrictInt = Field(ge=0, description="ms since epoch; a command not started by then is answered expired")
     requested_by: Label | None = Field(default=None, description="who asked, for the audit trail")
 
     @model_validator(mode="after")
