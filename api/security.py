@@ -1,9 +1,13 @@
-"""Who is calling: roles, bearer API keys (stored as scrypt hashes) and the dependencies that check them.
+"""Who is calling: roles, bearer API keys (stored as SHA-256 hashes) and the dependencies that check them.
 
 Roles: ``public`` (no key: transit feeds, open data), ``utility`` (telemetry, exports),
 ``engineer`` (registry, config, commands at the sites granted to the key), ``admin`` (keys, audit
 log, everything). A key is ``cgw_<id>.<secret>``; ``<id>`` finds the row, the secret is checked
-against its salted scrypt hash in constant time. Keys are made with ``citygw keys create``. With a
+against its hash in constant time. The secret is 256 random bits, so a plain SHA-256 of it is as
+hard to reverse as the secret is to guess: a slow password hash would only make every request with a
+wrong key cost the server tens of milliseconds of CPU. Keys made before kept a salted scrypt hash; it
+still verifies and is replaced by the SHA-256 the first time the key is used. Keys are made with
+``citygw keys create``. With a
 single sign-on configured (``CITYGW_OIDC_*``), a bearer token that looks like a JWT is checked by
 ``api.oidc`` instead; its role and sites come from the token's claims.
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,6 +43,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.registry.models import ApiKey
 
@@ -46,11 +52,12 @@ if TYPE_CHECKING:
     from api.deps import AppContext
     from api.oidc import OidcVerifier
 
+log = logging.getLogger(__name__)
 TOKEN_PREFIX = "cgw_"
 KEY_ID_PATTERN = r"^[0-9a-f]{12}$"
 _TOKEN_RE = re.compile(r"^cgw_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
-# scrypt cost: about 16 MiB and tens of milliseconds per check; verified tokens are remembered.
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
+HASH_SCHEME = "sha256"
+LEGACY_SCHEME = "scrypt"  # keys made before: about 16 MiB and tens of milliseconds per check
 
 
 class Role(StrEnum):
@@ -94,24 +101,29 @@ def _unb64(text: str) -> bytes:
 
 
 def hash_secret(secret: str) -> str:
-    """``scrypt$N$r$p$salt$digest`` with a fresh 16-byte salt."""
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_DKLEN
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    """``sha256$digest``: fit for a high-entropy random secret (not for a password)."""
+    return f"{HASH_SCHEME}${_b64(hashlib.sha256(secret.encode()).digest())}"
+
+
+def is_legacy_hash(stored: str) -> bool:
+    """Whether ``stored`` is a slow scrypt hash of a key made before, ``scrypt$N$r$p$salt$digest``."""
+    return stored.startswith(f"{LEGACY_SCHEME}$")
 
 
 def verify_secret(secret: str, stored: str) -> bool:
-    """Whether ``secret`` hashes to ``stored`` (constant-time comparison of the digests)."""
+    """Whether ``secret`` hashes to ``stored``, of either scheme (constant-time comparison of the digests)."""
+    scheme, _, rest = stored.partition("$")
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
+        if scheme == HASH_SCHEME:
+            expected, actual = _unb64(rest), hashlib.sha256(secret.encode()).digest()
+        elif scheme == LEGACY_SCHEME:
+            n, r, p, salt, digest = rest.split("$")
+            expected = _unb64(digest)
+            actual = hashlib.scrypt(
+                secret.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+            )
+        else:
             return False
-        expected = _unb64(digest)
-        actual = hashlib.scrypt(
-            secret.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)
@@ -127,15 +139,12 @@ def parse_api_key(token: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-# Checked against when the key id is unknown, so that answering takes as long as for a known one.
-_DUMMY_HASH = hash_secret("not-a-key")
-
-
 class VerifiedKeys:
-    """Tokens whose scrypt check passed, by key id, so a key costs one scrypt per process.
+    """Checks a key's secret; remembers tokens whose (slow) legacy scrypt check passed, by key id.
 
-    Only a SHA-256 of the token is kept; revocation and expiry are still read from the registry
-    on every request.
+    A legacy key's hash is upgraded on first use, so this matters only while that cannot be
+    written: such a key still costs one scrypt per process. Only a SHA-256 of the token is kept;
+    revocation and expiry are still read from the registry on every request.
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -144,6 +153,8 @@ class VerifiedKeys:
         self._lock = Lock()
 
     def check(self, key_id: str, secret: str, stored_hash: str) -> bool:
+        if not is_legacy_hash(stored_hash):
+            return verify_secret(secret, stored_hash)
         digest = hashlib.sha256(f"{key_id}.{secret}.{stored_hash}".encode()).digest()
         with self._lock:
             known = self._digests.get(key_id)
@@ -195,11 +206,11 @@ def current_principal(
     key_id, secret = parsed
     with context.registry.session() as session:
         key = session.get(ApiKey, key_id)
-    if key is None:
-        verify_secret(secret, _DUMMY_HASH)
+    # An unknown id costs no hash at all: ids are not secret (listings and the audit log show them).
+    if key is None or not context.verified_keys.check(key_id, secret, key.secret_hash):
         raise _unauthorized("unknown or wrong API key")
-    if not context.verified_keys.check(key_id, secret, key.secret_hash):
-        raise _unauthorized("unknown or wrong API key")
+    if is_legacy_hash(key.secret_hash):
+        _upgrade_hash(context, key, secret)
     now_ms = context.clock()
     if key.revoked_at is not None:
         raise _unauthorized("this API key was revoked")
@@ -210,6 +221,21 @@ def current_principal(
     except ValueError:
         raise _unauthorized("this API key has an unknown role") from None
     return Principal(role, f"key:{key.id} ({key.name})", frozenset(key.sites), key.id)
+
+
+def _upgrade_hash(context: AppContext, key: ApiKey, secret: str) -> None:
+    """Replace a key's verified legacy scrypt hash by the fast one (a failure only logs: next time)."""
+    try:
+        with context.registry.session() as session:
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key.id, ApiKey.secret_hash == key.secret_hash)
+                .values(secret_hash=hash_secret(secret))
+            )
+            session.commit()
+    except SQLAlchemyError as exc:  # not the statement: its parameters hold the hashes
+        reason = getattr(exc, "orig", None) or type(exc).__name__
+        log.warning("API key %s keeps its scrypt hash for now: %s", key.id, reason)
 
 
 def _sign_on_principal(oidc: OidcVerifier, token: str, now_ms: int) -> Principal:
