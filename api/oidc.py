@@ -1,7 +1,9 @@
 """OIDC bearer tokens for cities with a single sign-on: JWTs checked against the identity provider's keys.
 
 The keys come from a JWKS URL (fetched with httpx, kept ``oidc_jwks_cache_s``, fetched again early
-when a token names a key id not seen yet, at most every ``JWKS_REFETCH_S``) or from a file
+when a token names a key id not seen yet, at most every ``JWKS_REFETCH_S``; a failed fetch is tried
+again after ``JWKS_RETRY_S``, one fetch at a time, and while it runs only requests that have no key
+to check with wait for it) or from a file
 (``CITYGW_OIDC_JWKS_FILE``: a JWKS document or one PEM public key). Only asymmetric algorithms are
 accepted, so a token can never be signed with a public key as an HMAC secret. Issuer, audience and
 expiry are required and checked against the app's clock; the role and the granted sites come from
@@ -31,6 +33,7 @@ from api.settings import ApiSettings
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 JWKS_REFETCH_S = 30.0
+JWKS_RETRY_S = 5.0
 _JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 # Highest first: a token naming several CityGW roles gets the strongest one it names.
 _ROLES_BY_RANK = (Role.ADMIN, Role.ENGINEER, Role.UTILITY)
@@ -58,9 +61,11 @@ class IssuerKeys:
         self._url = jwks_url
         self._cache_s = cache_s
         self._monotonic = monotonic
-        self._lock = Lock()
+        # Held by the one request fetching; the state below changes only under it (and wholesale).
+        self._fetching = Lock()
         self._keys: dict[str | None, SigningKey] = {}
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None  # the last fetch that brought keys
+        self._retry_at = 0.0  # after a failed fetch, none is tried before this
         self.fetches = 0
         if jwks_file is not None:
             self._keys = _parse_keys(jwks_file.read_bytes(), str(jwks_file))
@@ -69,35 +74,52 @@ class IssuerKeys:
         """The key a token's ``kid`` names (a lone key without kid serves every token)."""
         if self._url is not None:
             self._refresh(kid)
-        if kid in self._keys:
-            return self._keys[kid]
-        if len(self._keys) == 1 and None in self._keys:
-            return self._keys[None]
+        key = self._lookup(kid)
+        if key is not None:
+            return key
+        if not self._keys:
+            raise TokenRefused("the sign-on's keys cannot be fetched; try again later", status=503)
         raise TokenRefused(f"the token's key id {kid!r} is not one of the issuer's keys")
 
+    def _lookup(self, kid: str | None) -> SigningKey | None:
+        keys = self._keys
+        if kid in keys:
+            return keys[kid]
+        return keys[None] if len(keys) == 1 and None in keys else None
+
+    def _due(self, kid: str | None, now: float) -> bool:
+        """Whether to fetch: no keys yet, the cache expired, or an unseen kid long enough after a fetch."""
+        if now < self._retry_at:
+            return False
+        if self._fetched_at is None:
+            return True
+        age = now - self._fetched_at
+        return age >= self._cache_s or (self._lookup(kid) is None and age >= JWKS_REFETCH_S)
+
     def _refresh(self, kid: str | None) -> None:
+        if not self._due(kid, self._monotonic()):
+            return
+        # A request that has its key goes on with it while another fetches; the others wait for it.
+        if not self._fetching.acquire(blocking=self._lookup(kid) is None):
+            return
+        try:
+            now = self._monotonic()
+            if self._due(kid, now):  # unless the fetch just waited for did it
+                self._fetch(now)
+        finally:
+            self._fetching.release()
+
+    def _fetch(self, now: float) -> None:
         assert self._url is not None
-        now = self._monotonic()
-        with self._lock:
-            age = None if self._fetched_at is None else now - self._fetched_at
-            stale = age is None or age >= self._cache_s
-            unknown = kid not in self._keys and (age is None or age >= JWKS_REFETCH_S)
-            if not (stale or unknown):
-                return
-            try:
-                response = httpx.get(self._url, timeout=5, follow_redirects=False)
-                response.raise_for_status()
-                keys = _parse_keys(response.content, self._url)
-            except (httpx.HTTPError, ValueError) as exc:
-                if not self._keys:
-                    raise TokenRefused(
-                        "the sign-on's keys cannot be fetched; try again later", status=503
-                    ) from exc
-                return  # keep the keys we have; try again next time
-            finally:
-                self._fetched_at = now
-                self.fetches += 1
-            self._keys = keys
+        self.fetches += 1
+        try:
+            response = httpx.get(self._url, timeout=5, follow_redirects=False)
+            response.raise_for_status()
+            self._keys = _parse_keys(response.content, self._url)
+        except (httpx.HTTPError, ValueError):
+            self._retry_at = now + JWKS_RETRY_S  # keep the keys we have
+            return
+        self._fetched_at = now
 
 
 def _parse_keys(document: bytes, where: str) -> dict[str | None, SigningKey]:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api import create_app
-from api.oidc import IssuerKeys, OidcVerifier
+from api.oidc import JWKS_RETRY_S, IssuerKeys, OidcVerifier
 from api.registry import Registry
 from api.registry.models import AuditEntry
 from api.security import Role, TokenRefused
@@ -43,16 +44,27 @@ def jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str)
 
 
 class Jwks:
-    """The identity provider's key endpoint on loopback, counting fetches; ``keys`` can be rotated."""
+    """The identity provider's key endpoint on loopback, counting fetches; ``keys`` can be rotated.
+
+    ``down``: it answers 503; ``stall`` (while not set): it answers only once the event is set.
+    """
 
     def __init__(self) -> None:
         self.keys = [jwk(RSA_KEY, "rsa-1", "RS256"), jwk(EC_KEY, "ec-1", "ES256")]
         self.fetches = 0
+        self.down = False
+        self.stall = threading.Event()
+        self.stall.set()
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 jwks.fetches += 1
+                jwks.stall.wait(10)
+                if jwks.down:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 body = json.dumps({"keys": jwks.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -208,6 +220,50 @@ def test_the_jwks_is_cached_and_fetched_again_for_a_new_key(sso_settings: ApiSet
     now[0] = 700  # the cache expired, the provider is down: the keys we have still serve
     jwks.close()
     assert verifier.principal(fresh, NOW_MS).role is Role.UTILITY
+
+
+def test_a_failed_first_fetch_is_503_and_the_issuer_back_serves_within_seconds(
+    sso_settings: ApiSettings, jwks: Jwks
+) -> None:
+    now = [0.0]
+    keys = IssuerKeys(jwks_url=jwks.url, jwks_file=None, cache_s=600, monotonic=lambda: now[0])
+    verifier = OidcVerifier(sso_settings, keys)
+    valid = token(citygw_role="utility")
+    jwks.down = True
+    for now[0] in (0.0, 1.0):  # the fetch fails; a second later it is not tried again, still no keys
+        with pytest.raises(TokenRefused) as refused:
+            verifier.principal(valid, NOW_MS)
+        assert refused.value.status == 503, refused.value
+    assert jwks.fetches == 1
+    jwks.down = False
+    now[0] = JWKS_RETRY_S  # back: not 30 s later
+    assert verifier.principal(valid, NOW_MS).role is Role.UTILITY
+    assert jwks.fetches == 2
+
+
+def test_a_token_whose_key_is_in_hand_does_not_wait_for_a_fetch(
+    sso_settings: ApiSettings, jwks: Jwks
+) -> None:
+    now = [0.0]
+    keys = IssuerKeys(jwks_url=jwks.url, jwks_file=None, cache_s=600, monotonic=lambda: now[0])
+    verifier = OidcVerifier(sso_settings, keys)
+    valid = token(citygw_role="utility")
+    verifier.principal(valid, NOW_MS)
+    jwks.stall.clear()  # the provider hangs
+    now[0] = 700  # the cache expired: the next request fetches
+    fetching = threading.Thread(target=verifier.principal, args=(valid, NOW_MS))
+    fetching.start()
+    deadline = time.monotonic() + 5
+    while jwks.fetches < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert jwks.fetches == 2
+        assert verifier.principal(valid, NOW_MS).role is Role.UTILITY
+        assert fetching.is_alive()  # answered while the fetch still hangs
+    finally:
+        jwks.stall.set()
+        fetching.join()
+    assert jwks.fetches == 2
 
 
 def test_no_keys_yet_and_the_provider_down_is_503(
