@@ -13,6 +13,7 @@ import io
 import itertools
 import re
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ REQUIRED_FILES = ("agency.txt", "stops.txt", "routes.txt", "trips.txt", "stop_ti
 _TIME = re.compile(r"^(\d{1,3}):([0-5]\d):([0-5]\d)$")
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 T = TypeVar("T")
+# What zipfile raises for a damaged zip: bad CRC-32 or header, encrypted member, a zip version or
+# compression method it lacks, damaged or truncated compressed data.
+UNREADABLE_ZIP = (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +120,26 @@ class _Reader:
         """(line number, row with stripped values) of ``file``; missing columns are one problem each."""
         if file not in self.names:
             return
-        with self.archive.open(self.names[file]) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            reader = csv.DictReader(text)
-            columns = [name.strip() for name in reader.fieldnames or []]
-            missing = [name for name in required if name not in columns]
-            for name in missing:
-                self.problem(file, 1, name, "required column is missing from the header")
-            if missing:
-                return
-            try:
-                for row in reader:
-                    if None in row:
-                        self.problem(file, reader.line_num, None, "more values than header columns")
-                        continue
-                    yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            except (UnicodeDecodeError, csv.Error) as exc:
-                self.problem(file, reader.line_num, None, f"not readable as UTF-8 CSV ({exc})")
+        try:
+            with self.archive.open(self.names[file]) as raw:
+                reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+                try:
+                    columns = [name.strip() for name in reader.fieldnames or []]
+                    missing = [name for name in required if name not in columns]
+                    for name in missing:
+                        self.problem(file, 1, name, "required column is missing from the header")
+                    if missing:
+                        return
+                    for row in reader:
+                        if None in row:
+                            self.problem(file, reader.line_num, None, "more values than header columns")
+                            continue
+                        yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                except (UnicodeDecodeError, csv.Error) as exc:
+                    self.problem(file, reader.line_num or 1, None, f"not readable as UTF-8 CSV ({exc})")
+        except UNREADABLE_ZIP as exc:
+            self.problem(file, None, None, f"cannot be read from the zip ({exc})")
+            raise _Refused from None  # a damaged zip: what else would be found follows from it
 
     def field(
         self, file: str, row: int, values: Mapping[str, str], name: str, parse: Callable[[str], T]
@@ -160,7 +167,7 @@ def load_gtfs(data: bytes) -> Timetable:
         raise GtfsError([GtfsProblem("(zip)", None, None, f"larger than {MAX_ZIP_BYTES} bytes")])
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except UNREADABLE_ZIP as exc:
         raise GtfsError([GtfsProblem("(zip)", None, None, f"not a zip archive ({exc})")]) from None
     reader = _Reader(archive)
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import struct
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from api import create_app
 from api.registry import Registry
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_zip
+from api.transit.fixtures import network_files, network_zip
 from api.transit.gtfs import load_gtfs
 from api.transit.simulated_buses import Bus, simulate_day
 from api.transit.timetable import Timetable
@@ -21,6 +24,31 @@ from collector.store.sqlite import SqliteStore
 from tests.api.factories import FakeClock
 
 FRIDAY = dt.date(2027, 1, 15)  # tests.api.factories.NOW_MS is 10:00 in Lviv that day
+# Fields of a zip's central directory entry: offset and struct format.
+_CENTRAL_DIRECTORY = {
+    "extract_version": (6, "<B"),
+    "flag_bits": (8, "<H"),
+    "compress_type": (10, "<H"),
+    "crc": (16, "<I"),
+}
+
+
+def damaged_zip(member: str = "stops.txt", content: bytes | None = None, **central: int) -> bytes:
+    """The fixture network stored uncompressed, with ``member``'s content and central directory fields set."""
+    files = network_files()
+    if content is not None:
+        files[member] = content
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name in sorted(files):
+            archive.writestr(name, files[name])
+    data = bytearray(out.getvalue())
+    entry = data.rindex(member.encode()) - 46  # the name follows the 46 bytes of the entry's header
+    assert data[entry : entry + 4] == b"PK\x01\x02"
+    for field, value in central.items():
+        offset, layout = _CENTRAL_DIRECTORY[field]
+        struct.pack_into(layout, data, entry + offset, value)
+    return bytes(data)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import Any
 
 import pytest
 
 from api.transit.fixtures import network_files, network_zip, zip_files
 from api.transit.gtfs import GtfsError, load_gtfs
 from api.transit.timetable import Timetable
+from tests.api.transit.conftest import damaged_zip
 
 
 def test_fixture_network_is_the_same_bytes_every_time(gtfs_zip: bytes) -> None:
@@ -49,6 +51,37 @@ def refusal(data: bytes) -> list[str]:
 
 def test_not_a_zip() -> None:
     assert refusal(b"PK not really") == ["(zip): not a zip archive (File is not a zip file)"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ({"crc": 0}, "stops.txt: cannot be read from the zip (Bad CRC-32 for file 'stops.txt')"),
+        (
+            {"flag_bits": 1},  # encrypted
+            "stops.txt: cannot be read from the zip"
+            " (File 'stops.txt' is encrypted, password required for extraction)",
+        ),
+        (
+            {"compress_type": 99},
+            "stops.txt: cannot be read from the zip (That compression method is not supported)",
+        ),
+        (
+            {"compress_type": zipfile.ZIP_DEFLATED, "content": b"\xff" * 64},
+            "stops.txt: cannot be read from the zip (Error -3 while decompressing data: invalid block type)",
+        ),
+        ({"extract_version": 240}, "(zip): not a zip archive (zip file version 24.0)"),
+    ],
+    ids=["bad-crc", "encrypted", "unknown-compression", "bad-deflate", "future-zip-version"],
+)
+def test_a_damaged_zip_is_refused_with_the_member_and_why(damage: dict[str, Any], problem: str) -> None:
+    assert refusal(damaged_zip(**damage)) == [problem]
+
+
+def test_a_header_that_is_not_utf8_names_file_and_row() -> None:
+    stops = network_files()["stops.txt"].replace(b"stop_name", b"stop_name\xff", 1)
+    problems = refusal(broken(stops_txt=stops))
+    assert problems[0].startswith("stops.txt row 1: not readable as UTF-8 CSV")
 
 
 def test_missing_required_file() -> None:

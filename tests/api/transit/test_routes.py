@@ -18,6 +18,7 @@ from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, FakeClock, bearer
+from tests.api.transit.conftest import damaged_zip
 
 NOW_S = NOW_MS // 1000
 
@@ -58,6 +59,37 @@ def test_a_replaced_zip_is_swapped_in_and_a_broken_one_refused(
     assert second is not None
     assert second is not first
     assert transit.source.last_refusal is None
+
+
+def test_a_damaged_zip_is_refused_on_upload_and_on_reload(
+    transit_client: TestClient,
+    transit: TransitService,
+    keys: dict[Role, str],
+    gtfs_path: Path,
+    gtfs_zip: bytes,
+) -> None:
+    bad_crc = transit_client.put(
+        "/v1/transit/gtfs.zip", content=damaged_zip(crc=0), headers=bearer(keys[Role.ENGINEER])
+    )
+    assert bad_crc.status_code == 422
+    assert bad_crc.json()["detail"]["problems"] == [
+        {
+            "file": "stops.txt",
+            "row": None,
+            "field": None,
+            "reason": "cannot be read from the zip (Bad CRC-32 for file 'stops.txt')",
+        }
+    ]
+    assert gtfs_path.read_bytes() == gtfs_zip
+
+    transit.source.check_every_s = 0
+    in_use = transit.source.current()
+    assert in_use is not None
+    gtfs_path.write_bytes(damaged_zip(flag_bits=1))  # encrypted
+    assert transit.source.current() is in_use
+    assert "stops.txt: cannot be read from the zip (File 'stops.txt' is encrypted" in str(
+        transit.source.last_refusal
+    )
 
 
 def test_feeds_answer_304_by_etag_and_by_date(
