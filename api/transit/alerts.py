@@ -8,6 +8,7 @@ bus reporting: riders learn that the map is blind there, not that the service st
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ _ALERT = gtfs_realtime_pb2.Alert
 CAUSES = tuple(_ALERT.Cause.keys())
 EFFECTS = tuple(_ALERT.Effect.keys())
 SEVERITIES = tuple(_ALERT.SeverityLevel.keys())
+_OPERATOR_ALERT_ID = re.compile(r"op-([1-9][0-9]{0,17})")
 
 
 def _one_of(names: tuple[str, ...]) -> AfterValidator:
@@ -179,8 +181,9 @@ class AlertBoard:
 
 
 def _number(alert_id: str) -> int:
-    prefix, _, number = alert_id.partition("-")
-    return int(number) if prefix == "op" and number.isdigit() else -1
+    """The row of ``op-<n>`` as issued (ASCII digits, within SQLite's integers), or -1, which no row has."""
+    match = _OPERATOR_ALERT_ID.fullmatch(alert_id)
+    return int(match[1]) if match else -1
 
 
 def _public(row: tuple[int, str, str, int, int | None]) -> AlertPublic:

@@ -7,6 +7,7 @@ import hashlib
 from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from google.transit import gtfs_realtime_pb2 as rt
 
@@ -189,6 +190,31 @@ def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
         ("transit.alert.create", f"transit-alert:{alert_id}", "ok", actor),
         ("transit.alert.end", f"transit-alert:{alert_id}", "ok", actor),
     ]
+
+
+@pytest.mark.parametrize(
+    "alert_id",
+    [
+        "op-\u00b2",
+        "op-\uff11",
+        "op-01",
+        "op-99999999999999999999999",
+        "op-",
+        "op--1",
+        "op-1x",
+        "auto-1",
+        "op-1%0A",
+    ],
+)
+def test_only_an_issued_alert_id_ends_an_alert(
+    transit_client: TestClient, keys: dict[Role, str], alert_id: str
+) -> None:
+    engineer = bearer(keys[Role.ENGINEER])
+    alert = {"header_text": "Ремонт колії", "informed_entities": [{"route_id": "T1"}]}
+    assert transit_client.post("/v1/transit/alerts", json=alert, headers=engineer).json()["id"] == "op-1"
+    assert transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=engineer).status_code == 404
+    feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/alerts").content)
+    assert "op-1" in {entity.id for entity in feed.entity}  # still in force
 
 
 def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
