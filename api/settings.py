@@ -20,10 +20,23 @@ class SettingsError(ValueError):
     """Settings that cannot work; the message names each environment variable and what is wrong."""
 
 
+def redact_url(url: str) -> str:
+    """``url`` for logs and error messages: without user, password, query and fragment (secrets)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    rest = parts.netloc.rpartition("@")[2] + parts.path
+    return f"{parts.scheme}://{rest}" if parts.scheme else rest
+
+
 class ApiSettings(BaseSettings):
     """Everything the API needs to know that is not code."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # Inputs stay out of a ValidationError's text: URLs may carry passwords and tokens.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
@@ -176,11 +189,15 @@ class ApiSettings(BaseSettings):
     def _known_store(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in STORE_SCHEMES:
-            raise ValueError(f"unknown store scheme {parts.scheme!r} in {url!r}; {_STORE_URL_HELP}")
+            raise ValueError(
+                f"unknown store scheme {parts.scheme!r} in {redact_url(url)!r}; {_STORE_URL_HELP}"
+            )
         if parts.scheme == "sqlite" and not parts.path.strip("/"):
-            raise ValueError(f"sqlite store URL {url!r} has no file path; e.g. sqlite:///var/citygw.sqlite")
+            raise ValueError(
+                f"sqlite store URL {redact_url(url)!r} has no file path; e.g. sqlite:///var/citygw.sqlite"
+            )
         if parts.scheme != "sqlite" and not parts.hostname:
-            raise ValueError(f"store URL {url!r} has no host; {_STORE_URL_HELP}")
+            raise ValueError(f"store URL {redact_url(url)!r} has no host; {_STORE_URL_HELP}")
         return url
 
     @field_validator("aq_table")
@@ -194,14 +211,18 @@ class ApiSettings(BaseSettings):
     @classmethod
     def _webhook_is_http(cls, url: str | None) -> str | None:
         if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
-            raise ValueError(f"{url!r} is not an http(s) URL; e.g. https://scada.example.org/citygw-alerts")
+            raise ValueError(
+                f"{redact_url(url)!r} is not an http(s) URL; e.g. https://scada.example.org/citygw-alerts"
+            )
         return url
 
     @field_validator("oidc_jwks_url")
     @classmethod
     def _jwks_is_https(cls, url: str | None) -> str | None:
         if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
-            raise ValueError(f"{url!r} is not an http(s) URL; e.g. https://sso.example.org/realms/city/certs")
+            raise ValueError(
+                f"{redact_url(url)!r} is not an http(s) URL; e.g. https://sso.example.org/realms/city/certs"
+            )
         return url
 
     @model_validator(mode="after")

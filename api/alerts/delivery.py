@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.mqtt_link import AgentLink, LinkUnavailable
 from api.registry.models import Alert
-from api.settings import ApiSettings
+from api.settings import ApiSettings, redact_url
 from citygw import wire
 
 log = logging.getLogger(__name__)
@@ -100,4 +100,4 @@ class AlertDelivery:
                 if attempt + 1 < attempts:
                     self._sleep(FIRST_RETRY_S * 2**attempt)
         self.failed += 1
-        log.warning("alert webhook gave up after %s: %s", problem, httpx.URL(url).copy_with(query=None))
+        log.warning("alert webhook gave up after %s: %s", problem, redact_url(url))

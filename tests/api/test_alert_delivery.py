@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -15,11 +16,11 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api import create_app
-from api.alerts.delivery import SIGNATURE_HEADER, signature
+from api.alerts.delivery import SIGNATURE_HEADER, AlertDelivery, AlertEvent, signature
 from api.registry import Registry
 from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import MINUTE_MS, FakeClock, reading
+from tests.api.factories import MINUTE_MS, NOW_MS, FakeClock, reading
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -117,3 +118,36 @@ def test_raised_and_ended_alerts_are_posted_and_published(
     finally:
         listener.loop_stop()
         listener.disconnect()
+
+
+def test_a_webhook_given_up_on_is_logged_without_its_credentials_or_query(
+    settings: ApiSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = Webhook(fail_first=1)
+    port = hook.server.server_port
+    url = f"http://scada-user:s3cret@127.0.0.1:{port}/citygw-alerts?site=lviv&token=t0ken"
+    delivery = AlertDelivery(
+        settings.model_copy(update={"alert_webhook_url": url, "alert_webhook_attempts": 1}), None
+    )
+    event = AlertEvent(
+        event="raised",
+        id=1,
+        rule="aq_band",
+        subject="aq-rynok",
+        site=None,
+        district=None,
+        detail="Poor",
+        data={},
+        started_at=NOW_MS,
+        ended_at=None,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="api.alerts.delivery"):
+            delivery.deliver(event)
+    finally:
+        hook.close()
+    assert (hook.attempts, delivery.failed) == (1, 1)
+    assert f"gave up after HTTP 503: http://127.0.0.1:{port}/citygw-alerts" in caplog.text
+    assert "s3cret" not in caplog.text
+    assert "scada-user" not in caplog.text
+    assert "t0ken" not in caplog.text

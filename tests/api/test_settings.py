@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from api.settings import ApiSettings, SettingsError, load_settings
+from api.settings import ApiSettings, SettingsError, load_settings, redact_url
 
 
 def test_defaults() -> None:
@@ -61,6 +62,57 @@ def test_nonsense_is_refused_naming_the_variable(
         load_settings()
     assert words in str(raised.value)
     assert variable in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        (
+            "CITYGW_STORE_URL",
+            "postgres://citygw:s3cret@db:5432/citygw?token=t0ken",
+            "'postgres://db:5432/citygw'",
+        ),
+        ("CITYGW_STORE_URL", "influxdb://citygw:s3cret@/citygw?token=t0ken", "'influxdb:///citygw'"),
+        (
+            "CITYGW_ALERT_WEBHOOK_URL",
+            "ftp://hook:s3cret@scada.example/x?token=t0ken",
+            "'ftp://scada.example/x'",
+        ),
+        (
+            "CITYGW_OIDC_JWKS_URL",
+            "ldap://sso:s3cret@sso.example/certs?token=t0ken",
+            "'ldap://sso.example/certs'",
+        ),
+    ],
+)
+def test_a_refused_url_is_shown_without_its_secrets(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, shown: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert shown in str(raised.value)
+    with pytest.raises(ValidationError) as invalid:
+        ApiSettings()  # as create_app makes them
+    for text in (str(raised.value), str(invalid.value)):
+        assert "s3cret" not in text
+        assert "t0ken" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("https://hook:s3cret@scada.example:8443/x/y?token=t0ken#frag", "https://scada.example:8443/x/y"),
+        ("https://hook@scada.example/x", "https://scada.example/x"),
+        ("https://scada.example/x", "https://scada.example/x"),
+        ("influxdb2://:t0ken@[::1]:8086/?org=city&bucket=b", "influxdb2://[::1]:8086/"),
+        ("sqlite:///var/citygw.sqlite", "sqlite:///var/citygw.sqlite"),
+        ("scada.example/x?token=t0ken", "scada.example/x"),
+        ("http://[::1/x", "<unparseable URL>"),
+    ],
+)
+def test_redact_url_keeps_scheme_host_and_path_only(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
 
 
 def test_typos_in_arguments_are_refused() -> None:
