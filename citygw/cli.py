@@ -54,14 +54,25 @@ def _edge_run(args: argparse.Namespace) -> int:
 
 
 def open_store_for_service(url: str) -> Store:
-    """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing)."""
-    from collector.store import open_store, prepare
+    """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing).
+
+    A store that cannot serve this user (no database, no privilege to create it) is a ConfigError;
+    an unreachable one (StoreUnavailable) goes up as is, for the supervisor's restart to retry.
+    """
+    from collector.store import StoreError, StoreUnavailable, open_store, prepare
 
     try:
         store = open_store(url)
     except ValueError as exc:
         raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
-    prepare(store)
+    try:
+        prepare(store)
+    except StoreUnavailable:
+        store.close()
+        raise
+    except StoreError as exc:
+        store.close()
+        raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
     return store
 
 

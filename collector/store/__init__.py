@@ -74,7 +74,11 @@ def open_store(url: str) -> Store:
 
 
 def prepare(store: Store) -> None:
-    """Start-up work a service does once: an InfluxDB v1 database is created if missing."""
+    """Start-up work a service does once: an InfluxDB v1 database is created if missing.
+
+    A least-privilege InfluxDB user (not admin) whose database exists carries on; one whose database
+    is missing gets a StoreError naming the admin's step (``InfluxV1Store.ensure_database``).
+    """
     from collector.store.influx import InfluxV1Store
 
     if isinstance(store, InfluxV1Store):

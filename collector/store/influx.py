@@ -541,8 +541,26 @@ class InfluxV1Store(_InfluxReads):
         self.reader = InfluxQLReader(self._http, database)
 
     def ensure_database(self) -> None:
-        """Create the database if it does not exist (CREATE DATABASE is idempotent); call at start-up."""
-        self.reader.query(f'CREATE DATABASE "{self.database}"')
+        """Create the database if this user cannot see it yet; call at start-up.
+
+        With auth on, CREATE DATABASE needs an admin, while SHOW DATABASES lists to any user the
+        databases it has a privilege on: a least-privilege writer or reader whose database exists
+        carries on; one whose database is missing gets a StoreError naming the admin's step.
+        """
+        listed = self.reader.query("SHOW DATABASES")
+        if any(row[0] == self.database for series in listed for row in series.get("values", [])):
+            return
+        try:
+            self.reader.query(f'CREATE DATABASE "{self.database}"')
+        except StoreUnavailable as exc:
+            if "privilege" not in str(exc):
+                raise
+            raise StoreError(
+                f"InfluxDB at {self._http.base_url}: database {self.database!r} does not exist or this "
+                f"user has no privilege on it, and only an admin may create it: as an admin run "
+                f'CREATE DATABASE "{self.database}" and GRANT WRITE (collector, API) or READ (Grafana) '
+                f'ON "{self.database}" TO the user (docs/deploy.md, step 3); the server said: {exc}'
+            ) from exc
 
     def write(self, points: Sequence[Point]) -> None:
         """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""

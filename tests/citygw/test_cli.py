@@ -77,3 +77,30 @@ def test_edge_run_names_file_field_and_fix(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{config}: devices[0].line: unknown line 'rs485-9'" in result.stderr
     assert "fix:" in result.stderr
+
+
+@pytest.mark.integration
+def test_services_start_as_the_documented_least_privilege_influxdb_users(tmp_path: Path) -> None:
+    """docs/deploy.md: a writer for the collector, a reader for Grafana; not admins (CREATE DATABASE)."""
+    from citygw.cli import open_store_for_service
+    from citygw.errors import ConfigError
+    from tests.collector.store.auth_influxdb import WRITER, AuthInfluxDB
+
+    server = AuthInfluxDB(tmp_path / "influxdb")
+    server.start()
+    try:
+        server.create_users()
+        server.create_database("citygw")
+        server.grant("citygw")
+        open_store_for_service(server.store_url("citygw", WRITER)).close()
+        with pytest.raises(
+            ConfigError, match='only an admin may create it: as an admin run CREATE DATABASE "gone"'
+        ):
+            open_store_for_service(server.store_url("gone", WRITER))
+        result = _citygw("collector", "run", "--store", server.store_url("gone", WRITER))
+    finally:
+        server.stop()
+    assert result.returncode == 2, result.stderr
+    assert "CITYGW_STORE_URL" in result.stderr
+    assert "GRANT WRITE" in result.stderr
+    assert "Traceback" not in result.stderr

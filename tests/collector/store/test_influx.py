@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.store import Point, PointsRejected, StoreUnavailable
+from collector.store import Point, PointsRejected, StoreError, StoreUnavailable, open_store, prepare
 from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from tests.collector.store.auth_influxdb import ADMIN, READER, WRITER, AuthInfluxDB
 from tests.services import InfluxDB, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,49 @@ def test_writes_are_gzipped_unless_told_not_to(influxdb: InfluxDB, compress: boo
     assert (write.headers.get("Content-Encoding") == "gzip") is compress
     body = gzip.decompress(write.content) if compress else write.content
     assert body == to_line_protocol(point).encode()
+
+
+@pytest.fixture(scope="module")
+def auth_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthInfluxDB]:
+    """influxd with auth on, an admin, a writer and a reader (docs/deploy.md, step 3)."""
+    server = AuthInfluxDB(tmp_path_factory.mktemp("auth-influxdb"))
+    server.start()
+    server.create_users()
+    yield server
+    server.stop()
+
+
+def test_least_privilege_users_start_on_a_database_an_admin_created(auth_influxdb: AuthInfluxDB) -> None:
+    database = f"t_{uuid.uuid4().hex[:8]}"
+    auth_influxdb.create_database(database)
+    auth_influxdb.grant(database)
+    for user in (WRITER, READER):
+        store = open_store(auth_influxdb.store_url(database, user))
+        prepare(store)  # CREATE DATABASE would be refused: admin only
+        store.close()
+    writer = open_store(auth_influxdb.store_url(database, WRITER))
+    writer.write(points(3))
+    writer.close()
+    assert count(auth_influxdb, database) == 3
+
+
+def test_a_missing_database_without_admin_rights_names_the_admins_step(auth_influxdb: AuthInfluxDB) -> None:
+    database = f"t_{uuid.uuid4().hex[:8]}"
+    store = open_store(auth_influxdb.store_url(database, WRITER))
+    with pytest.raises(StoreError) as caught:
+        prepare(store)
+    store.close()
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert f'CREATE DATABASE "{database}"' in str(caught.value)
+    assert "GRANT WRITE" in str(caught.value)
+    admin = open_store(auth_influxdb.store_url(database, ADMIN))
+    prepare(admin)  # an admin creates it
+    admin.close()
+    assert [database] in auth_influxdb.query("SHOW DATABASES")["results"][0]["series"][0]["values"]  # type: ignore[index]
+
+
+def test_a_wrong_password_is_unavailable_not_a_missing_database(auth_influxdb: AuthInfluxDB) -> None:
+    store = open_store(auth_influxdb.store_url("citygw", (WRITER[0], "wrong")))
+    with pytest.raises(StoreUnavailable, match="authentication failed"):
+        prepare(store)
+    store.close()
