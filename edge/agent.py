@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from citygw import wire
@@ -136,10 +137,11 @@ class Agent:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
+        run: Callable[[], Awaitable[None]]
         if isinstance(line, NmeaLine):
             device = devices[0]
             profile = load_nmea_profile(device.profile) if device.profile else None
-            gps = GpsPoller(
+            run = GpsPoller(
                 line,
                 device,
                 journal=self.journal,
@@ -147,14 +149,33 @@ class Agent:
                 site=config.site,
                 profile=profile,
                 vehicles=self.vehicles,
+            ).run
+        else:
+            profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+            poller = ModbusPoller(
+                profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
             )
-            return self._tasks.create_task(gps.run(), name=f"line:{line.id}")
-        profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
-        poller = ModbusPoller(
-            profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
-        )
-        self.pollers[line.id] = poller
-        return self._tasks.create_task(self._own_modbus_line(line, poller), name=f"line:{line.id}")
+            self.pollers[line.id] = poller
+            run = partial(self._own_modbus_line, line, poller)
+        return self._tasks.create_task(self._supervise(line.id, devices, run), name=f"line:{line.id}")
+
+    async def _supervise(
+        self, line_id: str, devices: list[Device], run: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run one line's task; an unexpected error stops that line only, never the agent.
+
+        The error is logged with its traceback and put on the health of the line's devices, and
+        the line starts again after ``LINE_RETRY_S``: the other lines and publishing go on.
+        """
+        while True:
+            try:
+                await run()
+            except Exception as exc:
+                error = f"line {line_id} stopped on an unexpected error: {exc!r}"
+                log.exception("%s; restarting it in %.0f s", error, LINE_RETRY_S)
+                for device in devices:
+                    self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
+            await asyncio.sleep(LINE_RETRY_S)
 
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""

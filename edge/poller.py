@@ -478,7 +478,8 @@ class GpsPoller:
     async def _read(self) -> None:
         while True:
             try:
-                async for line in read_lines(self.line.port, self.line.baudrate):
+                lines = read_lines(self.line.port, self.line.baudrate, discarded=self._discarded)
+                async for line in lines:
                     self._last_line = time.monotonic()
                     self.take(line)
             except OSError as exc:  # pyserial's SerialException is an OSError
@@ -486,6 +487,11 @@ class GpsPoller:
                     self.device.id, wire.DeviceState.TIMEOUT, f"cannot read {self.line.port}: {exc}"
                 )
             await asyncio.sleep(GPS_REOPEN_S)
+
+    def _discarded(self, why: str) -> None:
+        """Bytes dropped from the line (no line end within the limit): a line fault, like a garbled line."""
+        log.warning("%s: %s", self.device.id, why)
+        self.board.noted(self.device.id, why)
 
     async def _watch_silence(self) -> None:
         """A receiver that stops talking is a timeout, even though no read ever fails."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
 import pynmea2
@@ -147,12 +147,23 @@ class FixAssembler:
         )
 
 
-async def read_lines(port_url: str, baudrate: int = 9600) -> AsyncIterator[str]:
-    """Text lines from a serial port or pyserial URL; garbled bytes become U+FFFD, never an error."""
+async def read_lines(
+    port_url: str, baudrate: int = 9600, *, discarded: Callable[[str], None] | None = None
+) -> AsyncIterator[str]:
+    """Text lines from a serial port or pyserial URL; garbled bytes become U+FFFD, never an error.
+
+    A run of bytes longer than the stream's limit (64 KiB) without a line end, as a floating or
+    shorted RX line sends, is dropped: ``discarded`` is told why, and reading goes on.
+    """
     reader, writer = await serial_asyncio.open_serial_connection(url=port_url, baudrate=baudrate)
     try:
         while True:
-            raw = await reader.readline()
+            try:
+                raw = await reader.readline()
+            except ValueError as exc:  # asyncio's limit overrun: readline already dropped the chunk
+                if discarded is not None:
+                    discarded(f"{port_url}: dropped a run of bytes without a line end ({exc})")
+                continue
             if not raw:
                 return
             line = raw.decode("ascii", errors="replace").strip()

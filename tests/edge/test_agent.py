@@ -226,3 +226,73 @@ async def test_rs485_line_and_lines_that_cannot_open(tmp_path: Path, mosquitto: 
     assert health.devices["meter-gone"].state is wire.DeviceState.TIMEOUT
     assert health.devices["meter-typo"].state is wire.DeviceState.TIMEOUT
     assert "cannot be opened" in (health.devices["meter-typo"].error or "")
+
+
+def gps_and_meter(gps_port: str, meter_port: int) -> dict[str, Any]:
+    """A GPS line and a Modbus line with one meter: what one line does must not stop the other."""
+    config = modbus_devices(meter_port, ("meter-1", "eastron_sdm120", 2))
+    config["lines"].append({"id": "gps", "kind": "nmea", "port": gps_port, "timeout": 1.0})
+    config["devices"].append(
+        {"id": "bus-7-gps", "line": "gps", "poll_s": 0.5, "vehicle": {"id": "bus-7", "label": "Bus 7"}}
+    )
+    return config
+
+
+async def test_80_kb_without_a_line_end_on_the_gps_line_is_a_line_fault(
+    tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A floating RX line (NUL bytes, no newline) is dropped and counted; the agent polls on."""
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=2)
+    async with (
+        BusGpsSimulator([(49.84, 24.03), (49.85, 24.04)], period=0.1) as gps,
+        serve_tcp([meter]) as end,
+    ):
+        agent = Agent(agent_config(tmp_path, mosquitto.url, **gps_and_meter(gps.port, end.port)))
+        async with watching(mosquitto.url) as watcher, running(agent) as task:
+            await watcher.wait_for("a position", lambda: bool(readings_of(watcher, "bus-7-gps")))
+            gps.period = 1.0  # a quiet second after its next fix, so nothing breaks the run of NULs
+            last = gps.last_fix
+            await watcher.wait_for("a fix", lambda: gps.last_fix is not last)
+            for _ in range(20):  # 80 KB
+                gps.inject(b"\x00" * 4096)
+                await asyncio.sleep(0.01)
+            gps.period = 0.1
+            positions, meter_readings = (
+                len(readings_of(watcher, "bus-7-gps")),
+                len(readings_of(watcher, "meter-1")),
+            )
+            await watcher.wait_for(
+                "positions and readings after the flood",
+                lambda: (
+                    len(readings_of(watcher, "bus-7-gps")) > positions + 2
+                    and len(readings_of(watcher, "meter-1")) > meter_readings + 2
+                ),
+            )
+            assert not task.done()
+            record = agent.board.devices["bus-7-gps"]
+            assert record.failures >= 1
+            assert record.state is wire.DeviceState.OK
+    assert any("without a line end" in r.getMessage() for r in caplog.records), "counted where it was read"
+    assert not any("stopped on an unexpected error" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_line_that_fails_unexpectedly_is_restarted_alone(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistyped GPS port URL makes pyserial raise ValueError: that line stops, is reported and retried."""
+    monkeypatch.setattr("edge.agent.LINE_RETRY_S", 0.2)
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=2)
+    async with serve_tcp([meter]) as end:
+        agent = Agent(agent_config(tmp_path, mosquitto.url, **gps_and_meter("bogus://gps", end.port)))
+        async with watching(mosquitto.url) as watcher, running(agent) as task:
+            await watcher.wait_for("5 meter readings", lambda: len(readings_of(watcher, "meter-1")) >= 5)
+            await watcher.wait_for("health", lambda: bool(watcher.on(wire.Channel.HEALTH)))
+            health = wire.Health.model_validate_json(watcher.on(wire.Channel.HEALTH)[-1].payload)
+            assert not task.done()
+    gps_health = health.devices["bus-7-gps"]
+    assert gps_health.state is wire.DeviceState.TIMEOUT
+    assert "line gps stopped on an unexpected error" in (gps_health.error or "")
+    assert "protocol 'bogus' not known" in (gps_health.error or "")
+    restarts = [r for r in caplog.records if "line gps stopped" in r.getMessage()]
+    assert len(restarts) >= 2, "restarted after its back-off"
+    assert restarts[0].exc_info is not None, "logged with its traceback"

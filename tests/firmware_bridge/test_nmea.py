@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import pty
+import tty
+from collections.abc import AsyncGenerator
 from functools import reduce
 
 import pytest
@@ -177,3 +181,31 @@ async def test_read_lines_tolerates_garbled_bytes() -> None:
     with pytest.raises(NmeaError):
         parse_sentence(garbled)
     assert parse_sentence(seen[-1]).sentence_type == "GGA"
+
+
+async def test_read_lines_drops_a_run_without_line_end_and_goes_on() -> None:
+    """A floating or shorted RX line: 80 KB of NUL with no line end is dropped, not a crash."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    dropped: list[str] = []
+    rmc = "$GPRMC,120000.00,A,4950.508,N,02401.896,E,0.0,0.0,010124,,,A*6B"
+    try:
+        lines = read_lines(os.ttyname(slave), 9600, discarded=dropped.append)
+        assert isinstance(lines, AsyncGenerator)
+        async with asyncio.timeout(5):
+            reading = asyncio.ensure_future(anext(lines))
+            for _ in range(20):  # 80 KB, a pty buffer at a time
+                os.write(master, b"\x00" * 4096)
+                await asyncio.sleep(0.01)
+            os.write(master, f"\r\n{rmc}\r\n".encode())
+            rest = await reading  # what came after the dropped run, up to the line end
+            assert set(rest) == {"\x00"}
+            assert len(rest) < 80 * 1024 - 64 * 1024
+            assert await anext(lines) == rmc
+        await lines.aclose()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert len(dropped) == 1
+    assert "without a line end" in dropped[0]
