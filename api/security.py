@@ -244,7 +244,9 @@ def _sign_on_principal(oidc: OidcVerifier, token: str, now_ms: int) -> Principal
     except TokenRefused as exc:
         if exc.status == status.HTTP_401_UNAUTHORIZED:
             raise _unauthorized(str(exc)) from None
-        raise HTTPException(exc.status, str(exc), headers={"Retry-After": "30"}) from None
+        from api.oidc import JWKS_RETRY_S  # not at import: api.oidc is loaded only with sign-on
+
+        raise HTTPException(exc.status, str(exc), headers={"Retry-After": f"{JWKS_RETRY_S:.0f}"}) from None
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

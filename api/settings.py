@@ -51,7 +51,10 @@ class ApiSettings(BaseSettings):
         description="MQTT broker of the agents, mqtt://[user:pass@]host:port; none: no config push",
     )
     command_ttl_s: int = Field(
-        default=300, ge=10, le=86400, description="a command not run this long after it was due is refused"
+        default=300,
+        ge=10,
+        le=86400,
+        description="a command not started this long after it was due is answered expired",
     )
     open_telemetry: bool = Field(
         default=False, description="devices, summary and telemetry readable without a key (demo, open city)"
