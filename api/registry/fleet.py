@@ -64,6 +64,13 @@ def desired_config(session: Session, agent: Agent, *, version: int, now_ms: int)
 
 
 def next_config_version(session: Session, agent_id: str) -> int:
+    """The version after the agent's newest, with the agent's row locked until the session ends.
+
+    On PostgreSQL the lock (``SELECT ... FOR UPDATE``) makes pushes to one agent wait for each other;
+    SQLite has no row locks, so a push that commits first may take this version: the caller retries
+    when ``UniqueConstraint(agent_id, version)`` refuses it.
+    """
+    session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
     newest = session.scalars(
         select(ConfigVersion.version)
         .where(ConfigVersion.agent_id == agent_id)

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -69,11 +80,26 @@ class Agent(Base):
     device_health: Mapped[dict[str, Any] | None]
 
 
+ACTIVE_DEVICE = text("retired_at IS NULL")
+
+
 class Device(Base):
-    """A field device on one of an agent's lines; retired devices stay for the record."""
+    """A field device on one of an agent's lines; retired devices stay for the record.
+
+    One active device per id on an agent; a retired id may be added (or moved) there again, as a new row.
+    """
 
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("agent_id", "device_id"),)
+    __table_args__ = (
+        Index(
+            "uq_devices_active",
+            "agent_id",
+            "device_id",
+            unique=True,
+            sqlite_where=ACTIVE_DEVICE,
+            postgresql_where=ACTIVE_DEVICE,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)

@@ -6,12 +6,14 @@ stored, and audited; a push publishes the retained ``config`` and shows what the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import ContextDep, NowMsDep, SessionDep
@@ -24,15 +26,19 @@ from api.registry.fleet import (
     desired_config,
     next_config_version,
 )
+from api.registry.live import UNASSIGNED_SITE
 from api.registry.models import Agent, ConfigVersion, Device
 from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import EngineerDep, Principal, Role, ensure_site
 from api.timespec import iso
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
+from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, DesiredConfig
 from edge.config import Device as DeviceSpec
 from edge.config import Line, Location
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+PUSH_ATTEMPTS = 100
+"""Versions a push tries: on SQLite (no row locks) pushes at once may read the same newest version."""
 
 AgentPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="agent id")]
 DevicePath = Annotated[str, Path(pattern=LABEL_PATTERN, description="device id (may contain '/')")]
@@ -151,6 +157,16 @@ def _refused(
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"message": "refused", "problems": problems})
 
 
+@contextmanager
+def _conflict_on_duplicate(session: Session, message: str) -> Iterator[None]:
+    """A unique id taken by a request that committed first is the client's conflict: 409 with ``message``."""
+    try:
+        yield
+    except IntegrityError:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, message) from None
+
+
 def _spec(device: DeviceSpec) -> dict[str, Any]:
     return device.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
 
@@ -181,11 +197,21 @@ def agents(
 def register_agent(
     body: AgentCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
 ) -> AgentPublic:
-    """Register an agent at a site the caller manages, with its lines."""
+    """Register an agent at a site the caller manages, with its lines.
+
+    An agent heard on the broker before it was registered has no site yet: only an admin assigns it.
+    """
     ensure_site(principal, body.site)
     known = session.get(Agent, body.id)
-    if known is not None and known.site:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"agent {body.id!r} is already registered")
+    conflict = f"agent {body.id!r} is already registered"
+    if known is not None and known.site != UNASSIGNED_SITE:
+        raise HTTPException(status.HTTP_409_CONFLICT, conflict)
+    if known is not None and principal.role is not Role.ADMIN:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"agent {body.id!r} was heard on the broker before it was registered;"
+            " only an admin can assign it to a site",
+        )
     lines = [line.model_dump(mode="json") for line in body.lines]
     agent = known or Agent(id=body.id, created_at=now_ms, lines=[], site=body.site)
     agent.site, agent.lines = body.site, lines
@@ -195,14 +221,16 @@ def register_agent(
         check_config(agent, [])
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "agent.register", f"agent:{body.id}", exc) from None
-    audit.commit(
-        session,
-        by=principal,
-        ts_ms=now_ms,
-        action="agent.register",
-        target=f"agent:{body.id}",
-        after=body.model_dump(mode="json"),
-    )
+    with _conflict_on_duplicate(session, conflict):
+        audit.commit(
+            session,
+            by=principal,
+            ts_ms=now_ms,
+            action="agent.register",
+            target=f"agent:{body.id}",
+            before={"site": UNASSIGNED_SITE} if known is not None else None,
+            after=body.model_dump(mode="json"),
+        )
     return _agent_public(session, agent)
 
 
@@ -222,12 +250,17 @@ def agent_devices(
     return [_device_public(device) for device in session.scalars(query)]
 
 
-def _find_device(session: Session, agent_id: str, device_id: str) -> Device:
-    device = session.scalars(
+def _active_device(session: Session, agent_id: str, device_id: str) -> Device | None:
+    """The device on the agent now; retired ones are history and leave the id free to be added again."""
+    return session.scalars(
         select(Device).where(
             Device.agent_id == agent_id, Device.device_id == device_id, Device.retired_at.is_(None)
         )
     ).first()
+
+
+def _find_device(session: Session, agent_id: str, device_id: str) -> Device:
+    device = _active_device(session, agent_id, device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} on agent {agent_id!r}")
     return device
@@ -262,16 +295,15 @@ def add_device(
 ) -> DevicePublic:
     """Add a device to an agent's config (validated; pushed with the next config push)."""
     agent = _managed_agent(session, principal, agent_id)
-    target = f"device:{agent_id}/{body.id}"
-    if session.scalars(
-        select(Device).where(Device.agent_id == agent_id, Device.device_id == body.id)
-    ).first():
-        raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} is already on agent {agent_id!r}")
+    target, conflict = f"device:{agent_id}/{body.id}", f"device {body.id!r} is already on agent {agent_id!r}"
+    if _active_device(session, agent_id, body.id) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, conflict)
     device = Device(
         agent_id=agent_id, device_id=body.id, spec=_spec(body), created_at=now_ms, updated_at=now_ms
     )
     session.add(device)
-    _commit_checked(session, principal, now_ms, "device.create", target, [agent], after=device.spec)
+    with _conflict_on_duplicate(session, conflict):
+        _commit_checked(session, principal, now_ms, "device.create", target, [agent], after=device.spec)
     return _device_public(device)
 
 
@@ -327,6 +359,7 @@ def move_device(
     destination = _managed_agent(session, principal, body.to_agent)
     device = _find_device(session, agent_id, body.device)
     before, target = {"agent": agent_id, **device.spec}, f"device:{agent_id}/{body.device}"
+    conflict = f"agent {destination.id!r} already has {body.device!r}"
     spec = {**device.spec, "line": body.line}
     if body.unit is not None:
         spec["unit"] = body.unit
@@ -334,21 +367,25 @@ def move_device(
         device.spec, device.updated_at = spec, now_ms
         moved = device
     else:
-        if session.scalars(
-            select(Device).where(Device.agent_id == destination.id, Device.device_id == body.device)
-        ).first():
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"agent {destination.id!r} already has {body.device!r}"
-            )
+        if _active_device(session, destination.id, body.device) is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, conflict)
         device.retired_at = now_ms
         moved = Device(
             agent_id=destination.id, device_id=body.device, spec=spec, created_at=now_ms, updated_at=now_ms
         )
         session.add(moved)
     after = {"agent": destination.id, **spec}
-    _commit_checked(
-        session, principal, now_ms, "device.move", target, [source, destination], before=before, after=after
-    )
+    with _conflict_on_duplicate(session, conflict):
+        _commit_checked(
+            session,
+            principal,
+            now_ms,
+            "device.move",
+            target,
+            [source, destination],
+            before=before,
+            after=after,
+        )
     return _device_public(moved)
 
 
@@ -362,6 +399,36 @@ def _version_public(version: ConfigVersion) -> ConfigVersionPublic:
         state_at=iso(version.state_at) if version.state_at is not None else None,
         reason=version.reason,
         body=version.body,
+    )
+
+
+def _store_push(
+    session: Session, principal: Principal, agent: Agent, now_ms: int
+) -> tuple[ConfigVersion, DesiredConfig]:
+    """Store the agent's config as its next version, before it is published (so that the agent's
+    answer always finds its version); a version another push committed first is not taken twice."""
+    for _ in range(PUSH_ATTEMPTS):
+        version = next_config_version(session, agent.id)
+        desired = desired_config(session, agent, version=version, now_ms=now_ms)
+        pushed = ConfigVersion(
+            agent_id=agent.id,
+            version=version,
+            body=desired.model_dump(mode="json", by_alias=True),
+            pushed_at=now_ms,
+            pushed_by=principal.actor,
+            state="pending",
+        )
+        session.add(pushed)
+        try:
+            session.commit()
+        except IntegrityError:  # SQLite: another push committed this version first; take the next
+            session.rollback()
+            continue
+        return pushed, desired
+    raise HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"too many config pushes to {agent.id!r} at once; try again",
+        headers={"Retry-After": "1"},
     )
 
 
@@ -384,31 +451,23 @@ def config_versions(
     "/{agent_id}/config",
     response_model=ConfigVersionPublic,
     status_code=status.HTTP_201_CREATED,
-    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "the broker did not take it"}},
+    responses={
+        status.HTTP_503_SERVICE_UNAVAILABLE: {
+            "description": "the broker did not take it, or too many pushes to the agent at once"
+        }
+    },
 )
 def push_config(
     agent_id: AgentPath, principal: EngineerDep, session: SessionDep, context: ContextDep, now_ms: NowMsDep
 ) -> ConfigVersionPublic:
     """Push the agent's lines and active devices as a new config version (retained ``config``)."""
     agent = _managed_agent(session, principal, agent_id)
-    version = next_config_version(session, agent_id)
     target = f"agent:{agent_id}"
     try:
-        desired = desired_config(session, agent, version=version, now_ms=now_ms)
+        pushed, desired = _store_push(session, principal, agent, now_ms)
     except FleetProblems as exc:
         raise _refused(session, principal, now_ms, "config.push", target, exc) from None
-    body = desired.model_dump(mode="json", by_alias=True)
-    # Stored before it is published, so that the agent's answer always finds its version.
-    pushed = ConfigVersion(
-        agent_id=agent_id,
-        version=version,
-        body=body,
-        pushed_at=now_ms,
-        pushed_by=principal.actor,
-        state="pending",
-    )
-    session.add(pushed)
-    session.commit()
+    body = pushed.body
     try:
         if context.agent_link is None:
             raise LinkUnavailable("the API has no MQTT link (set CITYGW_BROKER_URL)")

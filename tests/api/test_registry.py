@@ -17,7 +17,7 @@ from tests.api.factories import on_every_registry
 def test_migrations_build_the_models_schema(registry: Registry) -> None:
     with registry.engine.connect() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == "r0002"
+        assert context.get_current_revision() == "r0003"
         assert compare_metadata(context, Base.metadata) == []
     assert set(inspect(registry.engine).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
 
@@ -26,7 +26,7 @@ def test_migrations_build_the_models_schema(registry: Registry) -> None:
 def test_migrating_again_changes_nothing(registry: Registry) -> None:
     migrate(registry.engine)
     with registry.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "r0002"
+        assert MigrationContext.configure(connection).get_current_revision() == "r0003"
 
 
 @pytest.mark.parametrize("url", ["not a url", "mysql+nosuchdriver://x/y", "oracle+nosuchdriver://host/db"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +35,7 @@ LINES = [
 ]
 METER = {"id": "meter-1", "line": "bus1", "profile": "eastron_sdm630", "unit": 1, "poll_s": 10}
 CABINET = {"id": "cab-rynok", "line": "cabinet", "profile": "ecodim_dali_gw2", "unit": 1, "poll_s": 30}
+NEIGHBOUR = {"id": "lviv-depot-2", "site": ENGINEER_SITE, "lines": LINES}
 
 
 class FieldAgent:
@@ -165,6 +168,90 @@ def test_update_move_and_retire_are_validated_and_audited(fleet: TestClient, reg
     assert fleet.delete(f"/v1/agents/{AGENT}/devices/meter-2").status_code == 200
     assert [d["spec"]["id"] for d in fleet.get(f"/v1/agents/{AGENT}/devices").json()] == ["meter-1"]
     assert [e["result"] for e in audit_log(registry, "device.move")] == ["refused"]
+
+
+def at_once(requests: int, send: Callable[[], Any]) -> list[Any]:
+    """``send`` from ``requests`` threads released together, each answer in the order they were sent."""
+    start = threading.Barrier(requests)
+
+    def sent() -> Any:
+        start.wait(10)
+        return send()
+
+    with ThreadPoolExecutor(requests) as threads:
+        return list(threads.map(lambda _: sent(), range(requests)))
+
+
+def test_concurrent_config_pushes_each_get_their_own_version(fleet: TestClient, registry: Registry) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+    pushes = at_once(24, lambda: fleet.post(f"/v1/agents/{AGENT}/config"))
+    assert [p.status_code for p in pushes] == [201] * 24, [p.text for p in pushes if p.status_code != 201]
+    assert sorted(p.json()["version"] for p in pushes) == list(range(1, 25))
+    assert [v["version"] for v in fleet.get(f"/v1/agents/{AGENT}/config").json()] == list(range(24, 0, -1))
+    assert [e["result"] for e in audit_log(registry, "config.push")] == ["ok"] * 24
+
+
+def test_one_id_registered_twice_at_once_is_a_conflict_not_an_error(fleet: TestClient) -> None:
+    agents = at_once(8, lambda: fleet.post("/v1/agents", json=NEIGHBOUR))
+    assert sorted(a.status_code for a in agents) == [201] + [409] * 7
+    assert {a.json()["detail"] for a in agents if a.status_code == 409} == {
+        "agent 'lviv-depot-2' is already registered"
+    }
+    devices = at_once(8, lambda: fleet.post(f"/v1/agents/{AGENT}/devices", json=METER))
+    assert sorted(d.status_code for d in devices) == [201] + [409] * 7
+    assert {d.json()["detail"] for d in devices if d.status_code == 409} == {
+        f"device 'meter-1' is already on agent '{AGENT}'"
+    }
+    assert [d["spec"]["id"] for d in fleet.get(f"/v1/agents/{AGENT}/devices").json()] == ["meter-1"]
+
+
+def test_a_retired_device_id_can_be_added_again_and_its_history_stays(
+    fleet: TestClient, registry: Registry
+) -> None:
+    devices = f"/v1/agents/{AGENT}/devices"
+    assert fleet.post(devices, json=METER).status_code == 201
+    assert fleet.delete(f"{devices}/meter-1").status_code == 200
+    again = fleet.post(devices, json={**METER, "poll_s": 20})
+    assert again.status_code == 201, again.text
+    assert fleet.post(devices, json=METER).status_code == 409
+    history = fleet.get(devices, params={"include_retired": True}).json()
+    assert [(d["spec"]["poll_s"], d["retired_at"] is None) for d in history] == [(10, False), (20, True)]
+    # A device moved to another agent and back: each stay is a row of its own.
+    assert fleet.post("/v1/agents", json=NEIGHBOUR).status_code == 201
+    for source, destination in [(AGENT, "lviv-depot-2"), ("lviv-depot-2", AGENT)]:
+        move = fleet.post(
+            f"/v1/agents/{source}/device-moves",
+            json={"device": "meter-1", "to_agent": destination, "line": "bus1"},
+        )
+        assert move.status_code == 200, move.text
+        assert move.json()["agent"] == destination
+    history = fleet.get(devices, params={"include_retired": True}).json()
+    assert [d["retired_at"] is None for d in history] == [False, False, True]
+    assert [e["result"] for e in audit_log(registry, "device.create")] == ["ok", "ok"]
+    assert [e["result"] for e in audit_log(registry, "device.move")] == ["ok", "ok"]
+
+
+def test_an_agent_heard_before_registration_is_assigned_by_an_admin_only(
+    fleet: TestClient, field_agent: FieldAgent, keys: dict[Role, str]
+) -> None:
+    field_agent.client.publish(
+        wire.topic("depot-9", wire.Channel.STATUS),
+        wire.encode(wire.Status(agent="depot-9", state=wire.AgentState.ONLINE)),
+        qos=1,
+    ).wait_for_publish(5)
+    admin = bearer(keys[Role.ADMIN])
+    eventually(lambda: fleet.get("/v1/agents/depot-9", headers=admin).status_code == 200)
+    assert fleet.get("/v1/agents/depot-9", headers=admin).json()["site"] == ""
+    claim = {"id": "depot-9", "site": ENGINEER_SITE, "lines": LINES}
+    refused = fleet.post("/v1/agents", json=claim)
+    assert refused.status_code == 403
+    assert "only an admin" in refused.json()["detail"]
+    assert fleet.post("/v1/agents/depot-9/config").status_code == 403
+    assigned = fleet.post("/v1/agents", json=claim, headers=admin)
+    assert assigned.status_code == 201, assigned.text
+    assert (assigned.json()["site"], assigned.json()["state"]) == (ENGINEER_SITE, "online")
+    assert fleet.get("/v1/agents/depot-9").status_code == 200
+    assert fleet.post("/v1/agents", json=claim, headers=admin).status_code == 409
 
 
 def test_config_push_is_retained_and_the_agents_answer_is_shown(
