@@ -65,7 +65,8 @@ def example(service: str) -> dict[str, str]:
 
 def test_collector_and_api_each_have_their_own_broker_user_and_store_rights() -> None:
     acl_users = re.findall(r"^user (\S+)$", ACL.read_text(), re.MULTILINE)
-    expected = {"collector": ("svc.collector", "citygw_writer"), "api": ("svc.api", "citygw_reader")}
+    # The API writes transit_vehicle and command (docs/deploy.md): a read-only user would be refused.
+    expected = {"collector": ("svc.collector", "citygw_writer"), "api": ("svc.api", "citygw_api")}
     for service, (broker_user, store_user) in expected.items():
         settings = example(service)
         assert urlsplit(settings["CITYGW_BROKER_URL"]).username == broker_user, service
@@ -74,6 +75,15 @@ def test_collector_and_api_each_have_their_own_broker_user_and_store_rights() ->
     assert "CITYGW_BROKER_URL" not in example("grafana"), (
         "broker URLs belong to the collector's and API's files"
     )
+
+
+def test_the_influxdb_image_creates_the_users_the_services_connect_as() -> None:
+    """influxdb:1.x creates INFLUXDB_WRITE_USER (WRITE on INFLUXDB_DB) and INFLUXDB_USER (READ and WRITE)."""
+    users = example("influxdb")
+    assert compose()["services"]["influxdb"]["environment"]["INFLUXDB_DB"] == "citygw"
+    assert urlsplit(example("collector")["CITYGW_STORE_URL"]).username == users["INFLUXDB_WRITE_USER"]
+    assert urlsplit(example("api")["CITYGW_STORE_URL"]).username == users["INFLUXDB_USER"]
+    assert users["CITYGW_INFLUX_READER"] == users["INFLUXDB_READ_USER"], "Grafana reads as the reader"
 
 
 def test_the_api_registry_is_on_a_named_volume() -> None:
