@@ -26,8 +26,9 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    rest = parts.netloc.rpartition("@")[2] + parts.path
-    return f"{parts.scheme}://{rest}" if parts.scheme else rest
+    if not parts.scheme or not parts.netloc:  # not a URL as urlsplit reads it: keep what follows any '@'
+        return url.rpartition("@")[2].partition("?")[0]
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class ApiSettings(BaseSettings):

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.settings import redact_url
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -51,7 +53,7 @@ def _engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise RegistryError(
-            f"{url!r} is not a database URL; e.g. sqlite:///var/citygw-registry.sqlite"
+            f"{redact_url(url)!r} is not a database URL; e.g. sqlite:///var/citygw-registry.sqlite"
             " or postgresql+psycopg://user@host/citygw"
         ) from None
     if parsed.get_backend_name() == "sqlite":

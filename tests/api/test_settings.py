@@ -109,6 +109,7 @@ def test_a_refused_url_is_shown_without_its_secrets(
         ("sqlite:///var/citygw.sqlite", "sqlite:///var/citygw.sqlite"),
         ("scada.example/x?token=t0ken", "scada.example/x"),
         ("http://[::1/x", "<unparseable URL>"),
+        ("postgres ql://u:s3cret@db.example/citygw", "db.example/citygw"),  # no scheme urlsplit accepts
     ],
 )
 def test_redact_url_keeps_scheme_host_and_path_only(url: str, redacted: str) -> None:
