@@ -27,7 +27,7 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """A bearer key: only its scrypt hash is kept; ``id`` is the public prefix used to find it."""
+    """A bearer key: only a hash of its secret is kept; ``id`` is the public prefix used to find it."""
 
     __tablename__ = "api_keys"
 

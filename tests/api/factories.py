@@ -137,7 +137,7 @@ _HASHED: dict[str, tuple[str, str]] = {}
 
 
 def insert_key(session: Session, role: Role, *, name: str | None = None, sites: Sequence[str] = ()) -> str:
-    """Add an API key row and return its bearer token; the scrypt hash is computed once per session."""
+    """Add an API key row and return its bearer token; its hash is computed once per session."""
     from api.registry.models import ApiKey
 
     if role.value not in _HASHED:
