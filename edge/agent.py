@@ -116,7 +116,9 @@ class Agent:
             if line_id not in wanted or wanted[line_id][0] != signature:
                 task.cancel()
                 del self._lines[line_id]
-                self.pollers.pop(line_id, None)
+                poller = self.pollers.pop(line_id, None)
+                if poller is not None:
+                    poller.close()
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from citygw import wire
-from edge.poller import now_ms
+from edge.poller import LineStopped, now_ms
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import Profile, RegisterSpec
@@ -217,6 +217,9 @@ class Commands:
             await self._answer(
                 command.id, wire.CommandOutcome.EXPIRED, detail="line busy or down until expires_at"
             )
+            return
+        except LineStopped as exc:
+            await self._answer(command.id, wire.CommandOutcome.FAILED, detail=str(exc))
             return
         except (DeviceError, ValueError) as exc:
             await self._answer(command.id, wire.CommandOutcome.FAILED, detail=str(exc) or type(exc).__name__)

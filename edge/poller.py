@@ -247,6 +247,15 @@ class _Slot:
         return ("fast", "slow") if self.polls % SLOW_EVERY == 0 else ("fast",)
 
 
+class LineStopped(Exception):
+    """A command's line stopped (restarted by a new config, or the agent stopped) before it answered."""
+
+
+def _fail(future: asyncio.Future[Any], error: LineStopped) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 # Ranks when several things are due at once (commands always go first).
 FAST, WITH_SLOW, QUARANTINED = 1, 2, 3
 
@@ -291,6 +300,11 @@ class ModbusPoller:
         self._commands.append((job, future))
         self._wake.set()
         return await future
+
+    def close(self) -> None:
+        """This poller is discarded (its line restarts or goes): fail the commands still waiting for it."""
+        while self._commands:
+            _fail(self._commands.pop(0)[1], LineStopped("the line restarted before the command ran; not run"))
 
     async def run(self, line: ModbusLine) -> None:
         """Serve the line until cancelled."""
@@ -353,6 +367,12 @@ class ModbusPoller:
                 continue
             try:
                 result = await job(line)
+            except asyncio.CancelledError:  # the line stops mid-command: its submitter must still hear
+                _fail(
+                    future,
+                    LineStopped("the line restarted while the command was on the wire; it may have run"),
+                )
+                raise
             except Exception as exc:  # the submitter gets the error; the line goes on
                 if not future.cancelled():
                     future.set_exception(exc)

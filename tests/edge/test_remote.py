@@ -13,6 +13,7 @@ import pytest
 
 from citygw import wire
 from edge.agent import Agent
+from edge.config import AgentConfig
 from edge.poller import now_ms
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
@@ -202,3 +203,44 @@ async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: 
             await watcher2.wait_for("result", lambda: bool(results(watcher2)))
             assert results(watcher2)[0].ts == results(watcher)[0].ts
             assert gateway.get("group1_brightness") == 10
+
+
+async def test_commands_on_a_line_that_restarts_are_answered_failed(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A new config restarts the line while one command is on the wire and one waits: both are answered."""
+    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=1)
+    async with serve_tcp([gateway]) as endpoint:
+
+        def config(timeout: float) -> AgentConfig:
+            return agent_config(
+                tmp_path,
+                mosquitto.url,
+                lines=[line(endpoint.port, timeout=timeout)],
+                devices=[device("lights-1", "ecodim_dali_gw2", 1)],
+            )
+
+        agent = Agent(config(5.0))
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("readings", lambda: bool(readings_of(watcher, "lights-1")))
+            gateway.delay = 2.0  # a slow answer: the write stays on the wire
+            on_wire = command("set_field", field="lamp3_brightness", value=200)
+            await say(mosquitto.url, wire.Channel.CMD, json.dumps(on_wire).encode())
+            await watcher.wait_for("the write on the wire", lambda: any(r[0] == 6 for r in gateway.requests))
+            waiting = command("off", target={"kind": "lamp", "address": 2})
+            await say(mosquitto.url, wire.Channel.CMD, json.dumps(waiting).encode())
+            await asyncio.sleep(0.3)  # queued behind the write
+
+            assert agent.reconfigure(config(4.0)) == {"tcp-sim"}
+            await watcher.wait_for("both results", lambda: len(results(watcher)) == 2, within=3)
+            by_id = {r.id: r for r in results(watcher)}
+            assert by_id[on_wire["id"]].outcome is wire.CommandOutcome.FAILED
+            assert "line restarted while the command was on the wire" in (by_id[on_wire["id"]].detail or "")
+            assert by_id[waiting["id"]].outcome is wire.CommandOutcome.FAILED
+            assert "line restarted before the command ran; not run" in (by_id[waiting["id"]].detail or "")
+
+            # Redelivered, each is answered with its result: the ids are no longer running.
+            gateway.delay = 0.0
+            await say(mosquitto.url, wire.Channel.CMD, json.dumps(on_wire).encode())
+            await watcher.wait_for("the redelivery answered", lambda: len(results(watcher)) == 3)
+            assert results(watcher)[2] == by_id[on_wire["id"]]
