@@ -37,6 +37,12 @@ def make_certificates(folder: Path, host: str = "127.0.0.1") -> None:
 class SecuredMosquitto(Mosquitto):
     """The production configuration with test ports and paths; ``port`` is the loopback listener."""
 
+    config_file = DEPLOY / "mosquitto.conf"
+    # The services' listener as written in config_file, and as the test runs it.
+    services_listener = "listener 1883 127.0.0.1\n"
+    services_listener_address = " 127.0.0.1"
+    persistence_location = "persistence_location /var/lib/mosquitto/"
+
     def __init__(self, workdir: Path, users: list[str]) -> None:
         super().__init__(workdir)
         self.users = users
@@ -70,22 +76,31 @@ class SecuredMosquitto(Mosquitto):
         return [find_binary("mosquitto"), "-c", str(conf)]
 
     def production_config(self) -> str:
-        """deploy/mosquitto/mosquitto.conf with only ports, paths and the log destination changed."""
-        text = (DEPLOY / "mosquitto.conf").read_text()
+        """config_file with only ports, paths and the log destination changed."""
+        text = self.config_file.read_text()
         changes = {
-            "listener 1883 127.0.0.1\n": f"listener {self.port} 127.0.0.1\n",
+            self.services_listener: f"listener {self.port}{self.services_listener_address}\n",
             "listener 8883\n": f"listener {self.tls_port} 127.0.0.1\n",
             "/etc/mosquitto/citygw/": f"{self.workdir}/citygw/",
-            "persistence_location /var/lib/mosquitto/": f"persistence_location {self.workdir}/",
+            self.persistence_location: f"persistence_location {self.workdir}/",
         }
         for old, new in changes.items():
-            assert old in text, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
+            assert old in text, f"{self.config_file} no longer has {old!r}"
             text = text.replace(old, new)
         return text
 
     @property
     def ca_file(self) -> str:
         return str(self.workdir / "citygw" / "ca.crt")
+
+
+class ComposeMosquitto(SecuredMosquitto):
+    """deploy/compose/mosquitto.conf: its services' listener on every interface, as in the container."""
+
+    config_file = DEPLOY.parent / "compose" / "mosquitto.conf"
+    services_listener = "listener 1883\n"
+    services_listener_address = ""
+    persistence_location = "persistence_location /mosquitto/data/"
 
 
 class Session:
@@ -99,6 +114,7 @@ class Session:
         *,
         tls: bool = False,
         client_id: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.messages: queue.Queue[MQTTMessage] = queue.Queue()
         self._connected = threading.Event()
@@ -113,7 +129,7 @@ class Session:
         self.client.on_disconnect = lambda *_args: self.dropped.set()
         self.client.on_message = lambda _c, _u, message: self.messages.put(message)
         broker.sessions.append(self)
-        self.client.connect("127.0.0.1", broker.tls_port if tls else broker.port)
+        self.client.connect(host, broker.tls_port if tls else broker.port)
         self.client.loop_start()
         if not self._connected.wait(10):
             raise TimeoutError("no CONNACK")

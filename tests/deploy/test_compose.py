@@ -7,12 +7,16 @@ service missing, a secret in the file) is checked here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 from sqlalchemy.engine import make_url
+
+from tests.deploy.broker import ComposeMosquitto, Session
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose"
 ACL = Path(__file__).parents[2] / "deploy" / "mosquitto" / "acl"
@@ -97,3 +101,52 @@ def test_the_api_registry_is_on_a_named_volume() -> None:
     (volume,) = [source for source, target, *_ in mounts if path.is_relative_to(target)]
     assert volume in data["volumes"], f"{volume} is not a named volume"
     assert str(path.parent) in (COMPOSE / "Dockerfile").read_text(), "the image must own the volume's folder"
+
+
+def mounted(service: str, target: str) -> Path:
+    """The file of this repository a service mounts at ``target``."""
+    for volume in compose()["services"][service]["volumes"]:
+        source, mount, *_ = str(volume).split(":")
+        if mount == target:
+            return (COMPOSE / source).resolve()
+    raise AssertionError(f"{service} mounts nothing at {target}")
+
+
+def settings_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_the_containers_broker_listens_to_the_stack_and_publishes_only_tls() -> None:
+    """The collector and API connect to mosquitto:1883: not the broker container's loopback."""
+    config = mounted("mosquitto", "/mosquitto/config/mosquitto.conf")
+    assert "listener 1883" in settings_lines(config), f"{config}: 1883 must listen beyond loopback"
+    assert compose()["services"]["mosquitto"]["ports"] == ["8883:8883"], "1883 must not reach the host"
+    for service in ("collector", "api"):
+        assert urlsplit(example(service)["CITYGW_BROKER_URL"]).port == 1883, service
+    persistence = next(line for line in settings_lines(config) if line.startswith("persistence_location"))
+    mounted("mosquitto", persistence.split()[1].rstrip("/"))  # on the named volume
+    production = settings_lines(COMPOSE.parent / "mosquitto" / "mosquitto.conf")
+    differing = set(production) ^ set(settings_lines(config))
+    assert differing == {
+        "listener 1883 127.0.0.1",
+        "listener 1883",
+        "persistence_location /var/lib/mosquitto/",
+        "persistence_location /mosquitto/data/",
+    }, "the compose broker must keep deploy/mosquitto/mosquitto.conf's settings"
+
+
+@pytest.fixture
+def compose_broker(tmp_path: Path) -> Iterator[ComposeMosquitto]:
+    server = ComposeMosquitto(tmp_path / "mosquitto", ["svc.collector"])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.integration
+def test_a_service_reaches_the_compose_broker_from_another_address(compose_broker: ComposeMosquitto) -> None:
+    """127.0.0.2 stands for the collector's container: the listener of 1883 is not loopback-only."""
+    session = Session(compose_broker, "svc.collector", host="127.0.0.2")
+    session.subscribe("citygw/v1/+/telemetry")
+    with pytest.raises(PermissionError, match="Not authorized"):
+        Session(compose_broker, None, host="127.0.0.2")
