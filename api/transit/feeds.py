@@ -30,6 +30,7 @@ from api.transit.vehicle_positions import (
     MEASUREMENT,
     Fix,
     Placement,
+    vehicle_extra,
     vehicle_feed,
 )
 from collector.store.base import Point, Row, TelemetryReader
@@ -148,7 +149,7 @@ def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
     found = {}
     for vehicle_id, vehicle_rows in by_vehicle.items():
         vehicle_rows.sort(key=lambda row: row.ts_ms)
-        occupancy = estimate(vehicle_rows, capacity=capacity)
+        occupancy = vehicle_extra(vehicle_id, "occupancy", estimate, vehicle_rows, capacity=capacity)
         if occupancy is not None:
             found[vehicle_id] = occupancy
     return found
@@ -225,10 +226,17 @@ class TransitService:
             end_ms=now_ms + 1,
         )
         loads = occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity)
+        placements = {}
+        for vehicle_id, match in matches.items():
+            placement = vehicle_extra(
+                vehicle_id, "trip placement", place, match, timetable, newest[vehicle_id]
+            )
+            if placement is not None:
+                placements[vehicle_id] = placement
         vehicle_positions = vehicle_feed(
             newest,
             now_ms=now_ms,
-            placements={v: place(m, timetable, newest[v]) for v, m in matches.items()},
+            placements=placements,
             occupancies=loads,
             known_routes=timetable.routes,
         )

@@ -7,16 +7,18 @@ which is all a coarse occupancy_status promises. Percentages are rounded to tens
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.transit import gtfs_realtime_pb2
 
-from collector.store.base import Row
+from api.consumption import reset_flag
+from collector.store.base import FieldValue, Row
 
 VALIDATOR_MEASUREMENT = "validator"
 TAP_FIELD_PREFIX = "taps_"
+# occupancy_percentage is unsigned and may pass 100 (more on board than the vehicle is built for).
+MAX_PERCENTAGE = 200
 _VP = gtfs_realtime_pb2.VehiclePosition
 # (below this share of capacity, status); FULL beyond the last.
 _LEVELS = (
@@ -34,19 +36,37 @@ class Occupancy:
     percentage: int
 
 
+def _count(value: FieldValue | None) -> int | None:
+    """A tap counter's reading: a whole number >= 0 (a bool is an int in Python, but no count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def boardings(rows: Sequence[Row]) -> int | None:
-    """Taps counted over ``rows`` of one validator (oldest first); a counter that restarted counts from 0."""
-    if len(rows) < 2:
-        return None
+    """Taps counted over one bus's validator ``rows`` (oldest first); None without two readings of a counter.
+
+    Counters are read as meters are (``api.consumption``): a reading flagged ``<field>_reset`` (the
+    agent saw the counter restart from 0) counts its own value; a counter lower than before without
+    the flag is a new baseline. A value that is not a whole number >= 0 is no reading.
+    """
     total = 0
-    for before, after in itertools.pairwise(rows):
-        for name, value in after.values.items():
-            old = before.values.get(name)
-            if not name.startswith(TAP_FIELD_PREFIX) or not isinstance(value, int) or isinstance(value, bool):
+    counted = False
+    last: dict[tuple[str, str], int] = {}  # by device (a bus may have a validator at each door) and field
+    for row in rows:
+        for name, reading in row.values.items():
+            value = _count(reading)
+            if value is None or not name.startswith(TAP_FIELD_PREFIX):
                 continue
-            if isinstance(old, int) and not isinstance(old, bool):
-                total += value - old if value >= old else value  # a reboot restarts the counter
-    return total
+            counter = (row.tags.get("device", ""), name)
+            before = last.get(counter)
+            last[counter] = value
+            if before is None:
+                continue
+            counted = True
+            if row.values.get(reset_flag(name)) is True:
+                total += value
+            elif value >= before:
+                total += value - before
+    return total if counted else None
 
 
 def estimate(rows: Sequence[Row], *, capacity: int) -> Occupancy | None:
@@ -56,4 +76,4 @@ def estimate(rows: Sequence[Row], *, capacity: int) -> Occupancy | None:
         return None
     share = taps / capacity
     status = next((level for limit, level in _LEVELS if share < limit), _VP.FULL)
-    return Occupancy(status, min(round(share * 10) * 10, 200))
+    return Occupancy(status, min(max(round(share * 10) * 10, 0), MAX_PERCENTAGE))

@@ -10,10 +10,12 @@ vehicle comes from trip matching (``placements``) and only ids the timetable kno
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from google.transit import gtfs_realtime_pb2
 
@@ -24,6 +26,9 @@ from collector.store.base import FieldValue, Point
 
 MEASUREMENT = "vehicle_position"
 GTFS_REALTIME_VERSION = "2.0"
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +145,13 @@ def vehicle_feed(
         if fix.label:
             vehicle.vehicle.label = fix.label
         placement = placements.get(vehicle_id)
-        if placement is not None:
-            trip_descriptor(placement.match, vehicle.trip)
-            vehicle.current_stop_sequence = placement.stop_sequence
-            vehicle.stop_id = placement.stop_id
-            vehicle.current_status = placement.status  # type: ignore[assignment]
+        placed = (
+            None
+            if placement is None
+            else vehicle_extra(vehicle_id, "trip placement", _placement_part, placement)
+        )
+        if placed is not None:
+            vehicle.MergeFrom(placed)
         elif known_routes is None:
             if fix.route_id:
                 vehicle.trip.route_id = fix.route_id
@@ -159,10 +166,39 @@ def vehicle_feed(
         if fix.speed_mps is not None:
             vehicle.position.speed = fix.speed_mps
         occupancy = occupancies.get(vehicle_id)
-        if occupancy is not None:
-            vehicle.occupancy_status = occupancy.status  # type: ignore[assignment]
-            vehicle.occupancy_percentage = occupancy.percentage
+        load = (
+            None if occupancy is None else vehicle_extra(vehicle_id, "occupancy", _occupancy_part, occupancy)
+        )
+        if load is not None:
+            vehicle.MergeFrom(load)
     return feed
+
+
+def vehicle_extra(
+    vehicle_id: str, what: str, make: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T | None:
+    """``make(*args, **kwargs)``, or None (logged) when it fails: one vehicle's extra never fails a feed."""
+    try:
+        return make(*args, **kwargs)
+    except Exception:
+        log.exception("vehicle %s: %s left out of the feeds", vehicle_id, what)
+        return None
+
+
+def _placement_part(placement: Placement) -> gtfs_realtime_pb2.VehiclePosition:
+    part = gtfs_realtime_pb2.VehiclePosition()
+    trip_descriptor(placement.match, part.trip)
+    part.current_stop_sequence = placement.stop_sequence
+    part.stop_id = placement.stop_id
+    part.current_status = placement.status  # type: ignore[assignment]
+    return part
+
+
+def _occupancy_part(occupancy: Occupancy) -> gtfs_realtime_pb2.VehiclePosition:
+    part = gtfs_realtime_pb2.VehiclePosition()
+    part.occupancy_status = occupancy.status  # type: ignore[assignment]
+    part.occupancy_percentage = occupancy.percentage
+    return part
 
 
 def newest_fixes(

@@ -15,8 +15,9 @@ from api.registry import Registry
 from api.registry.audit import entries
 from api.security import Role
 from api.transit.feeds import TransitService
-from api.transit.simulated_buses import Bus, fixes_between
+from api.transit.simulated_buses import Bus, bus_tags, fixes_between
 from api.transit.timetable import Timetable
+from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, FakeClock, bearer
 from tests.api.transit.conftest import damaged_zip
@@ -110,6 +111,34 @@ def test_feeds_answer_304_by_etag_and_by_date(
         assert (by_tag.status_code, by_date.status_code) == (304, 304)
         older = format_datetime(dt.datetime.fromtimestamp(stamp - 1, dt.UTC), usegmt=True)
         assert transit_client.get(path, headers={"If-Modified-Since": older}).status_code == 200
+
+
+def test_a_validator_counter_gone_negative_leaves_out_that_bus_occupancy_only(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
+    first = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    heard = {entity.id for entity in first.entity}
+    broken, counting = [bus for bus in friday if bus.vehicle_id in heard][:2]
+    store.write(
+        [
+            Point(
+                "validator",
+                bus_tags(bus, f"validator-{bus.vehicle_id}"),
+                NOW_MS - at_s * 1000,
+                {"taps_resident": taps},
+            )
+            for bus, counts in ((broken, (100, -50)), (counting, (100, 127)))
+            for at_s, taps in zip((120, 60), counts, strict=True)
+        ]
+    )
+    clock.now_ms += 1000  # past the snapshot in use
+    for path in ("/v1/transit/trip-updates", "/v1/transit/alerts", "/v1/transit/vehicle-positions"):
+        assert transit_client.get(path).status_code == 200, path
+    feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    vehicles = {entity.id: entity.vehicle for entity in feed.entity}
+    assert not vehicles[broken.vehicle_id].HasField("occupancy_percentage")
+    assert vehicles[counting.vehicle_id].occupancy_percentage == 30
 
 
 def test_trip_updates_as_json_name_trips_and_stops(

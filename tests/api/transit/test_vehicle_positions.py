@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from google.transit import gtfs_realtime_pb2
 
-from api.transit.vehicle_positions import HeaderClock, build_feed
-from collector.store.base import Point
+from api.transit.matching import TripMatch
+from api.transit.occupancy import Occupancy, boardings, estimate
+from api.transit.timetable import Timetable
+from api.transit.vehicle_positions import HeaderClock, Placement, build_feed
+from collector.store.base import FieldValue, Point, Row
 from tests.api.factories import NOW_MS, bus_fix, reading
+
+_VP = gtfs_realtime_pb2.VehiclePosition
 
 
 def f32(value: float) -> float:
@@ -135,3 +141,75 @@ def test_same_points_same_bytes() -> None:
     assert first == again
     parsed = gtfs_realtime_pb2.FeedMessage.FromString(first)
     assert len(parsed.entity) == 20
+
+
+def taps(*readings: dict[str, FieldValue], device: str = "validator-1") -> list[Row]:
+    """Rows of one bus's validator, a minute apart, oldest first."""
+    return [
+        Row(NOW_MS - (len(readings) - n) * 60_000, {"vehicle": "bus-1", "device": device}, values)
+        for n, values in enumerate(readings)
+    ]
+
+
+def test_tap_counters_are_read_as_meters_are() -> None:
+    assert boardings(taps({"taps_resident": 100}, {"taps_resident": 130, "taps_student": 5})) == 30
+    # Lower without the agent's reset flag: a new baseline. With it: restarted from 0.
+    assert boardings(taps({"taps_resident": 100}, {"taps_resident": 40}, {"taps_resident": 45})) == 5
+    assert boardings(taps({"taps_resident": 100}, {"taps_resident": 40, "taps_resident_reset": True})) == 40
+    # A negative or non-integer value is no reading; the next one counts from the last good one.
+    bad = taps({"taps_resident": 100}, {"taps_resident": -50}, {"taps_resident": 2.5}, {"taps_resident": 110})
+    assert boardings(bad) == 10
+    assert boardings(taps({"taps_resident": 100}, {"taps_resident": -50})) is None
+    assert boardings(taps({"taps_resident": True}, {"taps_resident": False})) is None
+    # Two validators on one bus (a door each) count apart.
+    doors = sorted(
+        taps({"taps_resident": 100}, {"taps_resident": 104})
+        + taps({"taps_resident": 7}, {"taps_resident": 9}, device="validator-2"),
+        key=lambda row: row.ts_ms,
+    )
+    assert boardings(doors) == 6
+
+
+def test_occupancy_percentage_stays_within_what_the_feed_can_carry() -> None:
+    assert estimate(taps({"taps_resident": 100}, {"taps_resident": -50}), capacity=90) is None
+    assert estimate(taps({"taps_resident": 0}, {"taps_resident": 2**32 - 1}), capacity=90) == Occupancy(
+        _VP.FULL, 200
+    )
+    assert estimate(taps({"taps_resident": 100}, {"taps_resident": 127}), capacity=90) == Occupancy(
+        _VP.MANY_SEATS_AVAILABLE, 30
+    )
+
+
+def test_an_extra_that_cannot_be_written_is_left_out_for_that_vehicle_only(
+    timetable: Timetable, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = next(timetable.runs_between(NOW_MS / 1000, NOW_MS / 1000))
+    match = TripMatch(run, along_m=0.0, delay_s=0.0, confidence=1.0, next_stop=0)
+    stop = run.trip.stop_times[0]
+    points = [bus_fix(name, 5, lat=49.84, lon=24.03, route=run.trip.route_id) for name in ("bad", "good")]
+    feed = build_feed(
+        points,
+        now_ms=NOW_MS,
+        max_age_s=90,
+        placements={
+            "bad": Placement(match, -1, stop.stop_id, _VP.STOPPED_AT),  # no stop sequence is negative
+            "good": Placement(match, stop.stop_sequence, stop.stop_id, _VP.STOPPED_AT),
+        },
+        occupancies={"bad": Occupancy(_VP.EMPTY, -10), "good": Occupancy(_VP.FEW_SEATS_AVAILABLE, 50)},
+        known_routes=timetable.routes,
+    )
+    bad, good = entities(feed)["bad"], entities(feed)["good"]
+    assert (good.trip.trip_id, good.stop_id, good.occupancy_percentage) == (
+        run.trip.trip_id,
+        stop.stop_id,
+        50,
+    )
+    assert (bad.trip.trip_id, bad.trip.route_id) == ("", run.trip.route_id)  # as an unmatched bus
+    assert not bad.HasField("stop_id")
+    assert not bad.HasField("occupancy_status")
+    assert not bad.HasField("occupancy_percentage")
+    assert bad.position.latitude == f32(49.84)
+    assert [r.getMessage() for r in caplog.records] == [
+        "vehicle bad: trip placement left out of the feeds",
+        "vehicle bad: occupancy left out of the feeds",
+    ]
