@@ -1,15 +1,15 @@
 """Per-line polling: one owner task per line turns what devices say into journaled Readings.
 
-A Modbus line carries one request at a time, so one task owns it and serves its devices
-from a schedule: each device every ``poll_s`` at a phase taken from its id (so a hundred
-meters do not all fire at :00). When several things are due the owner picks by priority:
-commands first (``ModbusPoller.submit_priority``), then fast points, then polls that also
-carry slow points, then devices in quarantine. A device that stops answering goes into
-quarantine: it is tried once per backoff period, only when nothing else is waiting (or when
-it has waited a whole backoff period more), so it costs at most one timeout per period and
-its neighbours keep their rate. Anything that waited longer than its own period competes
-as a fast poll, so nothing starves on a saturated line. A GPS line is read continuously and
-yields at most one position per vehicle every ``poll_s``.
+A Modbus line carries one request at a time, so one task owns it and serves its devices from
+a schedule: each device once as the line starts, then every ``poll_s`` at a phase taken from
+its id (so a hundred meters do not all fire at :00). When several things are due the owner
+picks by priority: commands first (``ModbusPoller.submit_priority``), then fast points, then
+polls that also carry slow points, then devices in quarantine. A device that stops answering
+goes into quarantine: it is tried once per backoff period, only when nothing else is waiting
+(or when it has waited a whole backoff period more), so it costs at most one timeout per
+period and its neighbours keep their rate. Anything that waited longer than its own period
+competes as a fast poll, so nothing starves on a saturated line. A GPS line is read
+continuously and yields at most one position per vehicle every ``poll_s``.
 """
 
 from __future__ import annotations
@@ -310,7 +310,9 @@ class ModbusPoller:
         """Serve the line until cancelled."""
         start = self._clock()
         for slot in self._slots:
-            slot.due = start + phase(slot.device.id, slot.device.poll_s)
+            # Due now, as if last polled one period before its phase: each device is read once as
+            # the line starts (a new config learns at once whether it answers), then at its phase.
+            slot.due = start + phase(slot.device.id, slot.device.poll_s) - slot.device.poll_s
             slot.patience = slot.device.poll_s
         while True:
             await self._run_commands(line)

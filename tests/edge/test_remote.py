@@ -244,3 +244,34 @@ async def test_commands_on_a_line_that_restarts_are_answered_failed(
             await say(mosquitto.url, wire.Channel.CMD, json.dumps(on_wire).encode())
             await watcher.wait_for("the redelivery answered", lambda: len(results(watcher)) == 3)
             assert results(watcher)[2] == by_id[on_wire["id"]]
+
+
+async def test_a_push_to_a_device_polled_every_15_min_is_verified_at_once(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A restarted line reads each device once at once, then keeps its phase (aq-1 at 900 s: ~471 s in)."""
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with serve_tcp([aq]) as endpoint:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            lines=[line(endpoint.port)],
+            devices=[device("aq-1", "vaisala_aqt530", 1)],
+            remote={"grace_s": 1.5},
+        )
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("aq readings", lambda: bool(readings_of(watcher, "aq-1")))
+            every_15_min = [{**device("aq-1", "vaisala_aqt530", 1), "poll_s": 900}]
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(1, [line(endpoint.port)], every_15_min))
+            await watcher.wait_for("v1", lambda: len(states(watcher)) == 1)
+            assert states(watcher)[0].state is wire.ConfigOutcome.APPLIED, states(watcher)[0].reasons
+
+            # A harmless change (the line's timeout) on the 900 s meter: verified, not rolled back.
+            slower = [line(endpoint.port, timeout=0.5)]
+            await say(mosquitto.url, wire.Channel.CONFIG, desired(2, slower, every_15_min))
+            await watcher.wait_for("v2", lambda: len(states(watcher)) == 2)
+            assert states(watcher)[1].state is wire.ConfigOutcome.APPLIED, states(watcher)[1].reasons
+            asked = len(aq.requests)
+            await asyncio.sleep(1.0)
+            assert len(aq.requests) == asked, "after its first read the meter waits for its phase"
