@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
@@ -31,10 +32,14 @@ from firmware_bridge.planner import (
     split_request,
 )
 from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile
-from firmware_bridge.registers import decode, encode
+from firmware_bridge.registers import BadFieldValue, decode, encode
 from firmware_bridge.timing import SerialLine
 
 DEFAULT_TIMEOUT = 1.0
+# A field that stops decoding is logged at warning at most this often (seconds), per unit and field.
+FIELD_WARNING_INTERVAL = 300.0
+
+log = logging.getLogger(__name__)
 
 
 def _forget_outcome(future: asyncio.Future[Any]) -> None:
@@ -57,6 +62,12 @@ class ModbusLine:
     timeout also covers the network and a gateway's serial side), and a frame to it leaves only
     after its guard interval of silence. Holes a device reveals (exception 02 on a merged read)
     are remembered per unit and planned around from then on.
+
+    A field whose value is no measurement (NaN, infinity, outside the profile's range:
+    ``BadFieldValue``) is left out of the reading and the other fields are returned;
+    ``field_errors(unit)`` tells which fields are left out and why. ``read`` raises
+    ``DecodeError`` when no field is left, or for a float no sensor measures (a wrong word
+    order makes every value of the device suspect).
     """
 
     def __init__(self, make_client: Callable[[], ModbusBaseClient], *, name: str, timeout: float) -> None:
@@ -71,6 +82,9 @@ class ModbusLine:
         # When the last frame on the line ended (monotonic seconds): the next waits its gap after it.
         self._last_frame_at = 0.0
         self._holes: dict[int, list[AddressRange]] = {}
+        self._field_errors: dict[int, dict[str, BadFieldValue]] = {}
+        # (unit, field) -> when its last warning was logged (monotonic seconds).
+        self._warned_at: dict[tuple[int, str], float] = {}
 
     @classmethod
     def tcp(cls, *, host: str, port: int = 502, timeout: float = DEFAULT_TIMEOUT) -> ModbusLine:
@@ -144,13 +158,61 @@ class ModbusLine:
     async def read(
         self, unit: int, profile: Profile, poll: Poll | Iterable[Poll] | None = None
     ) -> dict[str, FieldValue]:
-        """Engineering values of every field of ``profile`` (or of the given poll classes)."""
+        """Engineering values of every field of ``profile`` (or of the given poll classes).
+
+        A field whose value is no measurement is left out (see ``field_errors``);
+        ``DecodeError`` when none is left or the registers do not decode at all.
+        """
         values: dict[str, FieldValue] = {}
+        bad: dict[str, tuple[BadFieldValue, Sequence[int]]] = {}
         for request in self.plan(unit, profile, poll):
             for part, words in await self._read_around_holes(unit, request, profile.timing):
                 for spec in part.specs:
-                    values[spec.field] = decode(spec, part.slice_for(spec, words))
+                    registers = part.slice_for(spec, words)
+                    try:
+                        values[spec.field] = decode(spec, registers)
+                    except BadFieldValue as exc:
+                        bad[spec.field] = (exc, registers)
+        self._note_field_errors(unit, profile, values, bad)
+        if bad and not values:
+            first, *others = (error for error, _ in bad.values())
+            if not others:
+                raise first
+            raise BadFieldValue(f"{first}; {len(others)} other fields are no measurement either") from first
         return values
+
+    def field_errors(self, unit: int) -> dict[str, BadFieldValue]:
+        """Fields of this unit left out of its readings: why each did not decode when last read."""
+        return dict(self._field_errors.get(unit, {}))
+
+    def _note_field_errors(
+        self,
+        unit: int,
+        profile: Profile,
+        decoded: Iterable[str],
+        bad: dict[str, tuple[BadFieldValue, Sequence[int]]],
+    ) -> None:
+        """Remember which fields were left out; warn when one starts failing (rate-limited)."""
+        errors = self._field_errors.setdefault(unit, {})
+        for field in decoded:
+            if errors.pop(field, None) is not None:
+                log.info("%s unit %d (%s): %s decodes again", self.name, unit, profile.model, field)
+        now = time.monotonic()
+        for field, (error, registers) in bad.items():
+            fresh = field not in errors
+            errors[field] = error
+            warned = self._warned_at.get((unit, field))
+            if fresh and (warned is None or now - warned >= FIELD_WARNING_INTERVAL):
+                self._warned_at[unit, field] = now
+                log.warning(
+                    "%s unit %d (%s): %s left out of the reading, registers %s: %s",
+                    self.name,
+                    unit,
+                    profile.model,
+                    field,
+                    list(registers),
+                    error,
+                )
 
     def plan(
         self, unit: int, profile: Profile, poll: Poll | Iterable[Poll] | None = None

@@ -23,6 +23,16 @@ from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, DataType, Regist
 # with the wrong word order, e.g. 12.5 word-swapped reads as 2.3e-41.
 PLAUSIBLE_FLOAT: tuple[float, float] = (1e-20, 1e15)
 
+
+class BadFieldValue(DecodeError):
+    """The registers decode, but not to a measurement (NaN, infinity, outside the profile's range).
+
+    Only this field is unusable: a reader leaves it out and keeps the device's other fields. Any
+    other ``DecodeError`` (a float no sensor measures: a wrong word order) makes every value of the
+    device suspect.
+    """
+
+
 _CONVERT = ModbusClientMixin.DATATYPE
 _DATATYPES: dict[str, ModbusClientMixin.DATATYPE] = {
     "u16": _CONVERT.UINT16,
@@ -56,7 +66,7 @@ def decode_raw(spec: RegisterSpec, registers: Sequence[int]) -> bool | int | flo
     except ValueError as exc:
         raise DecodeError(f"{spec.field}: {exc}") from exc
     if isinstance(value, float) and not math.isfinite(value):
-        raise DecodeError(f"{spec.field}: the device reports {value} (no valid measurement)")
+        raise BadFieldValue(f"{spec.field}: the device reports {value} (no valid measurement)")
     if isinstance(value, float) and not is_plausible_float(value):
         raise DecodeError(
             f"{spec.field}: registers {list(registers)} decode to {value!r}, not a plausible "
@@ -100,7 +110,7 @@ def decode(spec: RegisterSpec, registers: Sequence[int]) -> FieldValue:
         # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
         value = float(round(scaled, decimals) if decimals is not None else scaled)
     if not spec.allows(value):
-        raise DecodeError(
+        raise BadFieldValue(
             f"{spec.field}: {value} is outside the device's range {spec.min}..{spec.max}: "
             f"check the word order ({spec.order}) and the scale"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 
@@ -121,14 +122,48 @@ async def test_unit_nobody_simulates_gets_gateway_exception() -> None:
             await line.read(42, meter.profile)
 
 
-async def test_nan_from_the_device_is_a_decode_error() -> None:
-    meter = ModbusDeviceSimulator("eastron_sdm630", values={"frequency": float("nan")})
+async def test_a_field_that_does_not_decode_is_left_out_and_the_rest_is_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    meter = ModbusDeviceSimulator("tuf_2000m", values={"flow_rate": float("nan"), "signal_quality": 120})
+    healthy = ModbusDeviceSimulator("tuf_2000m").expected()
     async with (
         serve_tcp([meter]) as endpoint,
         ModbusLine.tcp(host=endpoint.host, port=endpoint.port, timeout=TIMEOUT) as line,
     ):
-        with pytest.raises(DecodeError, match="frequency") as caught:
-            await line.read(1, meter.profile)
+        with caplog.at_level(logging.WARNING, logger="firmware_bridge.modbus"):
+            first = await line.read(1, meter.profile)
+            second = await line.read(1, meter.profile)
+        errors = line.field_errors(1)
+        meter.set("flow_rate", 3.5)
+        third = await line.read(1, meter.profile)
+    left_out = {"flow_rate", "signal_quality"}
+    assert first == second == {k: v for k, v in healthy.items() if k not in left_out}
+    assert set(errors) == left_out
+    assert errors["flow_rate"].state is DeviceState.DECODE_ERROR
+    assert "nan" in str(errors["flow_rate"])
+    assert "outside the device's range 0.0..99.0" in str(errors["signal_quality"])
+    # One warning per field while it stays bad, naming line, unit, field and the raw registers.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert any(
+        "unit 1 (tuf_2000m): flow_rate left out" in w and "registers [0, 32704]" in w for w in warnings
+    )
+    assert any("signal_quality left out" in w and "registers [120]" in w for w in warnings)
+    assert third["flow_rate"] == 3.5
+    assert set(line.field_errors(1)) == {"signal_quality"}
+
+
+async def test_a_read_where_no_field_decodes_is_a_decode_error() -> None:
+    meter = ModbusDeviceSimulator("water_quality_probe", values={"ph": 20.0})
+    async with (
+        serve_tcp([meter]) as endpoint,
+        ModbusLine.tcp(host=endpoint.host, port=endpoint.port, timeout=TIMEOUT) as line,
+    ):
+        only_ph = meter.profile.model_copy(update={"registers": [meter.profile.register("ph")]})
+        with pytest.raises(DecodeError, match=r"ph: 20\.0 is outside") as caught:
+            await line.read(1, only_ph)
+        assert set(await line.read(1, meter.profile)) == {"turbidity", "free_chlorine", "temperature"}
     assert caught.value.state is DeviceState.DECODE_ERROR
 
 

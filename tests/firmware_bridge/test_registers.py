@@ -9,7 +9,7 @@ import pytest
 from citygw.wire import FieldValue
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import RegisterSpec
-from firmware_bridge.registers import decode, decode_raw, encode
+from firmware_bridge.registers import BadFieldValue, decode, decode_raw, encode
 
 
 def spec(type_: str, order: str = "ABCD", **extra: object) -> RegisterSpec:
@@ -96,8 +96,8 @@ def test_unscaled_integer_stays_int_and_scaled_becomes_float() -> None:
 
 
 @pytest.mark.parametrize("wire", ["7F C0 00 00", "7F 80 00 00", "FF 80 00 00"])
-def test_nan_and_infinity_are_decode_errors(wire: str) -> None:
-    with pytest.raises(DecodeError, match="no valid measurement"):
+def test_nan_and_infinity_are_bad_values_of_their_field_only(wire: str) -> None:
+    with pytest.raises(BadFieldValue, match="no valid measurement"):
         decode(spec("f32"), registers(wire))
 
 
@@ -135,12 +135,13 @@ def test_mask_and_shift_pick_bytes_of_a_register() -> None:
 
 def test_word_swapped_float_is_a_decode_error_naming_the_order() -> None:
     # 12.5 is 0x41480000; sent with the other word order it reads as 2.3e-41.
-    with pytest.raises(DecodeError, match=r"check the word order \(ABCD\)"):
+    with pytest.raises(DecodeError, match=r"check the word order \(ABCD\)") as caught:
         decode(spec("f32"), [0x0000, 0x4148])
+    assert not isinstance(caught.value, BadFieldValue)  # every value of the device is suspect
     assert decode(spec("f32"), [0x0000, 0x0000]) == 0.0
 
 
-def test_value_outside_the_device_range_is_a_decode_error() -> None:
-    with pytest.raises(DecodeError, match=r"outside the device's range 0\.0\.\.99\.0"):
+def test_value_outside_the_device_range_is_a_bad_value_of_its_field_only() -> None:
+    with pytest.raises(BadFieldValue, match=r"outside the device's range 0\.0\.\.99\.0"):
         decode(spec("u16", min=0, max=99), [100])
     assert decode(spec("u16", min=0, max=99), [99]) == 99
