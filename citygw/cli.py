@@ -32,6 +32,13 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _port(value: str) -> int:
+    """A TCP port number (0: any free port); argparse applies it to a string default (the env) too."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is no TCP port (0-65535)")
+    return int(value)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from citygw.demo import DemoOptions, run_demo
 
@@ -81,7 +88,14 @@ def _collector_run(args: argparse.Namespace) -> int:
 
     store = open_store_for_service(args.store)
     try:
-        collector = Collector(args.broker, store, client_id=args.client_id, share_group=args.share_group)
+        collector = Collector(
+            args.broker,
+            store,
+            client_id=args.client_id,
+            share_group=args.share_group,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     except ValueError as exc:
         raise ConfigError(f"--broker / CITYGW_BROKER_URL: {exc}") from exc
     stop = threading.Event()
@@ -269,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--share-group", default=os.environ.get("CITYGW_SHARE_GROUP"), help="MQTT shared subscription group"
     )
     collector_run.add_argument("--client-id", default=_env("CITYGW_COLLECTOR_ID", "citygw-collector"))
+    collector_run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=os.environ.get("CITYGW_METRICS_PORT") or None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics, $CITYGW_METRICS_PORT (default: off)",
+    )
+    collector_run.add_argument(
+        "--metrics-host",
+        default=_env("CITYGW_METRICS_HOST", "127.0.0.1"),
+        help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
+from tests.services import Mosquitto, free_port
 
 
 def _citygw(*args: str) -> subprocess.CompletedProcess[str]:
@@ -103,4 +109,41 @@ def test_services_start_as_the_documented_least_privilege_influxdb_users(tmp_pat
     assert result.returncode == 2, result.stderr
     assert "CITYGW_STORE_URL" in result.stderr
     assert "GRANT WRITE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_collector_run_serves_its_metrics_on_the_port_asked(
+    mosquitto: Mosquitto, tmp_path: Path, how: str
+) -> None:
+    """docs/deploy.md: scrape the collector's /metrics; `--metrics-port` or CITYGW_METRICS_PORT serves it."""
+    port = free_port()
+    args = ["collector", "run", "--broker", mosquitto.url, "--store", f"sqlite:///{tmp_path}/store.sqlite"]
+    env = dict(os.environ, CITYGW_METRICS_HOST="127.0.0.1")
+    if how == "option":
+        args += ["--metrics-port", str(port)]
+    else:
+        env["CITYGW_METRICS_PORT"] = str(port)
+    proc = subprocess.Popen([sys.executable, "-m", "citygw.cli", *args], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no /metrics within 30 s"
+            time.sleep(0.2)
+        assert response.status_code == 200
+        assert "citygw_collector_" in response.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_a_bad_metrics_port_exits_2() -> None:
+    result = _citygw("collector", "run", "--metrics-port", "http")
+    assert result.returncode == 2
+    assert "--metrics-port" in result.stderr
     assert "Traceback" not in result.stderr
