@@ -6,7 +6,10 @@ service missing, a secret in the file) is checked here.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from tests.collector.store.auth_influxdb import ADMIN, AuthInfluxDB
 from tests.deploy.broker import ComposeMosquitto, Session
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose"
@@ -28,7 +32,10 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_stack_has_every_server_service() -> None:
-    assert set(compose()["services"]) == {"mosquitto", "influxdb", "grafana", "collector", "api"}
+    services = compose()["services"]
+    started = {name for name, service in services.items() if "profiles" not in service}
+    assert started == {"mosquitto", "influxdb", "grafana", "collector", "api"}
+    assert services["retention"]["profiles"] == ["tools"], "run once by hand, not by `up`"
 
 
 def test_mounted_and_built_files_exist() -> None:
@@ -150,3 +157,42 @@ def test_a_service_reaches_the_compose_broker_from_another_address(compose_broke
     session.subscribe("citygw/v1/+/telemetry")
     with pytest.raises(PermissionError, match="Not authorized"):
         Session(compose_broker, None, host="127.0.0.2")
+
+
+@pytest.mark.integration
+def test_the_retention_script_runs_in_the_citygw_image_on_the_stacks_network(tmp_path: Path) -> None:
+    """docs/deploy.md: `docker compose run --rm retention` (the influxdb image has no Python)."""
+    services = compose()["services"]
+    retention = services["retention"]
+    assert retention["build"] == services["collector"]["build"], "the CityGW image, which has Python"
+    assert "ports" not in services["influxdb"]
+    assert "INFLUXDB_ADMIN_PASSWORD" in example("influxdb")
+    shell, flag, script, name = retention["entrypoint"]
+    assert (shell, flag) == ("sh", "-c")
+    assert "http://influxdb:8086" in script, "InfluxDB by its service name on the stack's network"
+    folder = str(mounted("retention", "/citygw-influxdb"))
+    # What the container runs, with this machine's Python, folder and InfluxDB ($$ is compose's $).
+    server = AuthInfluxDB(tmp_path / "influxdb")
+    server.start()
+    try:
+        server.create_users()
+        command = (
+            script.replace("$$", "$")
+            .replace("exec python ", f"exec {sys.executable} ")
+            .replace("/citygw-influxdb", folder)
+            .replace("http://influxdb:8086", server.url)
+        )
+        env = dict(os.environ, INFLUXDB_ADMIN_USER=ADMIN[0], INFLUXDB_ADMIN_PASSWORD=ADMIN[1])
+        done = subprocess.run(
+            ["sh", "-c", command, name, "--backfill-days", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        policies = server.query('SHOW RETENTION POLICIES ON "citygw"')["results"][0]["series"][0]["values"]  # type: ignore[index]
+    finally:
+        server.stop()
+    assert {row[0] for row in policies} == {"autogen", "hourly"}
