@@ -29,7 +29,8 @@ from citygw import wire
 from edge.poller import LineStopped, now_ms
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.profile import Profile, RegisterSpec
+from firmware_bridge.profile import INTEGER_TYPES, Profile, RegisterSpec
+from firmware_bridge.registers import decode, encode
 
 if TYPE_CHECKING:
     from edge.agent import Agent
@@ -123,6 +124,27 @@ def level_percent(spec: RegisterSpec, value: wire.FieldValue) -> int | None:
         return None
     low = spec.min or 0
     return round(100 * (value - low) / (spec.max - low)) if spec.max > low else None
+
+
+def holds(spec: RegisterSpec, written: wire.FieldValue, read_back: wire.FieldValue) -> bool:
+    """Whether ``read_back`` is ``written`` as the register can hold it.
+
+    That is what the profile's codec makes of it (7.3 in an f32 reads back 7.300000190734863,
+    21.55 on a scale-0.1 register 21.5), or within half a step of a scaled integer register,
+    where the device rounded its own way (21.6).
+    """
+    if read_back == written:
+        return True
+    numbers = [v for v in (written, read_back) if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) < 2:
+        return False
+    try:
+        if read_back == decode(spec, encode(spec, written)):
+            return True
+    except (ValueError, DeviceError):
+        return False
+    step = abs(spec.scale) if spec.type in INTEGER_TYPES else 0.0
+    return abs(numbers[1] - numbers[0]) <= step * (0.5 + 1e-9)
 
 
 def _writable(profile: Profile, field: str) -> RegisterSpec:
@@ -227,7 +249,7 @@ class Commands:
         wrong = [
             f"{w.field} reads back {v} after writing {w.value}"
             for w, v in zip(writes, values, strict=True)
-            if v != w.value
+            if not holds(w.spec, w.value, v)
         ]
         levels = {level_percent(w.spec, v) for w, v in zip(writes, values, strict=True)}
         await self._answer(

@@ -13,8 +13,10 @@ import pytest
 
 from citygw import wire
 from edge.agent import Agent
+from edge.commands import holds
 from edge.config import AgentConfig
 from edge.poller import now_ms
+from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
 from tests.edge.test_agent import readings_of, running
@@ -275,3 +277,47 @@ async def test_a_push_to_a_device_polled_every_15_min_is_verified_at_once(
             asked = len(aq.requests)
             await asyncio.sleep(1.0)
             assert len(aq.requests) == asked, "after its first read the meter waits for its phase"
+
+
+SETPOINT_PROFILE = """\
+model: test_setpoint
+vendor: CityGW tests
+measurement: heating
+protocol: modbus
+word_order: ABCD
+registers:
+  - {field: setpoint_c, table: holding, address: 0x10, type: u16, scale: 0.1, unit: °C,
+     writable: true, min: 5, max: 30, typical: 20.0}
+"""
+
+
+async def test_set_field_is_done_when_the_device_holds_the_value_at_its_resolution(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """7.3 in an f32 reads back 7.300000190734863, 21.55 on a 0.1 °C register 21.6: done, as read back."""
+    profile = tmp_path / "test_setpoint.yaml"
+    profile.write_text(SETPOINT_PROFILE, encoding="utf-8")
+    meter = ModbusDeviceSimulator("eastron_sdm630", unit=1)
+    thermostat = ModbusDeviceSimulator(load_profile(profile), unit=2)
+    async with serve_tcp([meter, thermostat]) as endpoint:
+        devices = [device("meter-1", "eastron_sdm630", 1), device("heat-1", str(profile), 2)]
+        agent = Agent(agent_config(tmp_path, mosquitto.url, lines=[line(endpoint.port)], devices=devices))
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("readings", lambda: bool(readings_of(watcher, "heat-1")))
+            f32 = command("set_field", device="meter-1", field="demand_period_min", value=7.3)
+            scaled = command("set_field", device="heat-1", field="setpoint_c", value=21.55)
+            for body in (f32, scaled):
+                await say(mosquitto.url, wire.Channel.CMD, json.dumps(body).encode())
+            await watcher.wait_for("two results", lambda: len(results(watcher)) == 2)
+        by_id = {r.id: r for r in results(watcher)}
+        done_f32, done_scaled = by_id[f32["id"]], by_id[scaled["id"]]
+        assert (done_f32.outcome, done_f32.value, done_f32.detail) == (
+            wire.CommandOutcome.DONE,
+            7.300000190734863,
+            None,
+        )
+        assert (done_scaled.outcome, done_scaled.value) == (wire.CommandOutcome.DONE, 21.6)
+        spec = thermostat.profile.register("setpoint_c")
+        assert holds(spec, 21.55, 21.5), "a device rounding its own way is within half a step"
+        assert not holds(spec, 21.55, 21.7)
+        assert not holds(meter.profile.register("demand_period_min"), 7.3, 7.31)
