@@ -49,3 +49,18 @@ def test_the_collector_keeps_its_client_id_and_restarts() -> None:
     unit = (UNITS / "citygw-collector@.service").read_text()
     assert "--client-id %i" in unit  # collector/README.md: same client id after a crash
     assert "\nRestart=always\n" in unit
+
+
+def test_the_api_registry_is_in_the_state_directory_docs_back_up() -> None:
+    """Without CITYGW_REGISTRY_URL the default relative path lands in /var/lib/citygw/var/."""
+    from sqlalchemy.engine import make_url
+
+    unit = (UNITS / "citygw-api.service").read_text()
+    (url,) = re.findall(r"^Environment=CITYGW_REGISTRY_URL=(\S+)$", unit, re.MULTILINE)
+    path = make_url(url).database
+    assert path is not None
+    assert path.startswith("/"), "a relative path depends on WorkingDirectory"
+    (state,) = re.findall(r"^StateDirectory=(\S+)$", unit, re.MULTILINE)
+    assert path.startswith(f"/var/lib/{state}/"), "the only place the unit may write (ProtectSystem=strict)"
+    deploy_md = (UNITS.parents[1] / "docs" / "deploy.md").read_text()
+    assert f'sqlite3 {path} ".backup' in deploy_md, "docs/deploy.md backs up another file"
