@@ -59,6 +59,8 @@ QuotaPolicy = Literal["drop_oldest", "drop_newest", "stop_slow"]
 ROW_OVERHEAD_BYTES = 48
 # When dropping the oldest, free this share of the quota at once rather than a row per append.
 DROP_SLACK = 0.01
+# Rows read at a time while looking for the oldest readings to drop: bounds the memory it takes.
+DROP_CHUNK = 1024
 CHECKPOINT_PAGES = 256
 # stop_slow: slow devices are taken again once the backlog fell below this share of the quota.
 RESUME_SLOW_SHARE = 0.9
@@ -250,6 +252,7 @@ class Journal:
         fragments = [wire.encode(r) for r in readings if not self.refuses(r.device)]
         refused = len(readings) - len(fragments)
         size = sum(len(f) + ROW_OVERHEAD_BYTES for f in fragments)
+        freed = dropped = 0
         with self._transaction():
             if self.quota_bytes is not None and self._bytes + size > self.quota_bytes:
                 if self.policy == "drop_newest":
@@ -258,7 +261,7 @@ class Journal:
                         refused += 1
                 else:
                     self.slow_stopped = self.policy == "stop_slow"
-                    self._drop_oldest(self._bytes + size - self.quota_bytes)
+                    freed, dropped = self._drop_oldest(self._bytes + size - self.quota_bytes)
             first = self._next_id
             while fragments[first - self._next_id :]:
                 segment = _segment(first)
@@ -272,10 +275,10 @@ class Journal:
                 )
                 first = end
         self._next_id += len(fragments)
-        self._bytes += size
-        self._backlog += len(fragments)
+        self._bytes += size - freed
+        self._backlog += len(fragments) - dropped
         self.counters.appended += len(fragments)
-        self.counters.dropped += refused
+        self.counters.dropped += refused + dropped
         return len(fragments)
 
     def _create_segment(self, segment: int) -> None:
@@ -293,8 +296,8 @@ class Journal:
         """What the unacknowledged readings on disk count against the quota."""
         return self._bytes
 
-    def _select(self, columns: str, after: int, before: int, limit: int = 0) -> list[tuple[Any, ...]]:
-        """``columns`` of the readings with after < id < before in id order, at most ``limit`` if > 0."""
+    def _select(self, columns: str, after: int, before: int, limit: int) -> list[tuple[Any, ...]]:
+        """``columns`` of at most ``limit`` readings with after < id < before, in id order."""
         found: list[tuple[Any, ...]] = []
         if after + 1 >= min(before, self._next_id):  # nothing journaled there: no query
             return found
@@ -303,9 +306,9 @@ class Journal:
                 continue
             found += self._db.execute(
                 f"SELECT {columns} FROM {_table(segment)} WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
-                (after, before, limit - len(found) if limit > 0 else -1),
+                (after, before, limit - len(found)),
             ).fetchall()
-            if 0 < limit <= len(found):
+            if len(found) >= limit:
                 break
         return found
 
@@ -322,26 +325,32 @@ class Journal:
         if after < upto:
             yield after, upto + 1
 
-    def _drop_oldest(self, excess: int) -> None:
-        """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free."""
+    def _drop_oldest(self, excess: int) -> tuple[int, int]:
+        """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free.
+
+        Walks the ids ``DROP_CHUNK`` rows at a time, so memory stays bounded whatever the backlog.
+        Returns the bytes freed and the readings dropped, for the caller to count once committed.
+        """
         assert self.quota_bytes is not None
         goal = excess + int(self.quota_bytes * DROP_SLACK)
         freed = dropped = 0
         for after, before in list(self._gaps(0, _NO_ID)):
-            last_id = None
-            for row_id, length in self._select(f"id, {_BYTES}", after, before):
-                if freed >= goal:
+            last_id = after
+            while freed < goal:
+                chunk = self._select(f"id, {_BYTES}", last_id, before, DROP_CHUNK)
+                for row_id, length in chunk:
+                    freed += int(length) + ROW_OVERHEAD_BYTES
+                    dropped += 1
+                    last_id = int(row_id)
+                    if freed >= goal:
+                        break
+                if len(chunk) < DROP_CHUNK:
                     break
-                freed += int(length) + ROW_OVERHEAD_BYTES
-                dropped += 1
-                last_id = int(row_id)
-            if last_id is not None:
+            if last_id > after:
                 self._delete_rows(after, last_id)
             if freed >= goal:
                 break
-        self._bytes -= freed
-        self._backlog -= dropped
-        self.counters.dropped += dropped
+        return freed, dropped
 
     def next_batch(self, max_readings: int) -> tuple[int, bytes] | None:
         """The batch to publish next: the oldest unacknowledged one, else a new one; None if empty."""

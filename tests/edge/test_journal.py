@@ -187,6 +187,58 @@ def test_batches_stay_full_after_the_quota_dropped_more_than_a_batch(
     assert all(size == 10 for size in sizes[:-1]), sizes
 
 
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_drop_oldest_walks_past_batches_and_chunks_and_frees_exactly_enough(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Oldest unbatched readings go first, across formed batches, segments and chunk boundaries;
+    exactly as many as free the excess plus the slack, and the counters agree with the disk."""
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 16)
+    monkeypatch.setattr("edge.journal.DROP_CHUNK", chunk)
+    monkeypatch.setattr("edge.journal.DROP_SLACK", 0.1)
+    path = tmp_path / "j.sqlite"
+    per_reading = quota_for(1)
+    journal = Journal(path, "pi-1", quota_bytes=quota_for(100), policy="drop_oldest")
+    journal.append([reading(n) for n in range(100, 105)])  # ids 1..5: backlog, the oldest
+    journal.mark_live()
+    journal.append([reading(n) for n in range(105, 110)])  # ids 6..10
+    batch = journal.form_batch(5, live=True)  # ids 6..10: in a batch, never dropped
+    assert batch is not None
+    assert batch.size == 5
+    journal.append([reading(n) for n in range(110, 200)])  # ids 11..100: the quota is full
+    assert journal.counters.dropped == 0
+    journal.append([reading(200)])  # 1 reading over: frees it plus 10 % of the quota
+    assert journal.counters.dropped == 11  # ids 1..5, then past the batch ids 11..16
+    assert journal.health().dropped == 11
+    assert journal.backlog() == 90
+    assert journal.size_bytes() == 90 * per_reading
+    journal.close()
+    reopened = Journal(path, "pi-1")  # what is on disk agrees with the counters
+    assert reopened.size_bytes() == 90 * per_reading
+    assert reopened.formed_batches() == [batch]
+    assert journaled(reopened) == list(range(105, 110)) + list(range(116, 201))
+
+
+def test_drop_oldest_reads_a_bounded_number_of_rows_whatever_the_backlog(tmp_path: Path) -> None:
+    """Hitting the quota with a large backlog reads the few rows it drops, not the whole backlog."""
+    import tracemalloc
+
+    journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(40_000), policy="drop_oldest")
+    for _ in range(20):
+        journal.append([reading(100)] * 2_000)
+    assert journal.counters.dropped == 0
+    tracemalloc.start()
+    try:
+        journal.append([reading(100)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert journal.counters.dropped == 401  # 1 % of the quota plus the new reading's room
+    # A row fetched costs Python ~100 bytes; the 40 000 rows of the backlog would be ~4 MB.
+    assert peak < 400_000, f"{peak} bytes allocated to drop 401 readings"
+    journal.close()
+
+
 def test_drop_newest_refuses_and_counts(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(100), policy="drop_newest")
     taken = sum(journal.append([reading(n), reading(n + 500)]) for n in range(100, 200))
