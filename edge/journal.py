@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from citygw import wire
+
+log = logging.getLogger(__name__)
 
 QuotaPolicy = Literal["drop_oldest", "drop_newest", "stop_slow"]
 # Per-row cost on disk beyond the JSON (rowid, index entry, page slack), for the quota.
@@ -162,6 +165,7 @@ class Journal:
         self.slow_devices = slow_devices
         self.counters = JournalCounters()
         self.slow_stopped = False
+        self._refused_while_full = 0  # readings refused since the disk became full (0: it has room)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -181,12 +185,7 @@ class Journal:
                     f"journal {self.path} belongs to agent {owner!r}, not {agent_id!r}: "
                     "set journal.path to a file of this agent or move this one aside"
                 )
-            self._segments = {
-                int(name.removeprefix("readings_"))
-                for (name,) in self._db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'readings_[0-9]*'"
-                )
-            }
+            self._segments = self._stored_segments()
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'readings'").fetchone():
                 self._migrate_single_table()
             # meta's next_seq is written when spans are deleted; until then the spans hold the top seq.
@@ -253,33 +252,69 @@ class Journal:
         refused = len(readings) - len(fragments)
         size = sum(len(f) + ROW_OVERHEAD_BYTES for f in fragments)
         freed = dropped = 0
-        with self._transaction():
-            if self.quota_bytes is not None and self._bytes + size > self.quota_bytes:
-                if self.policy == "drop_newest":
-                    while fragments and self._bytes + size > self.quota_bytes:
-                        size -= len(fragments.pop()) + ROW_OVERHEAD_BYTES
-                        refused += 1
-                else:
-                    self.slow_stopped = self.policy == "stop_slow"
-                    freed, dropped = self._drop_oldest(self._bytes + size - self.quota_bytes)
-            first = self._next_id
-            while fragments[first - self._next_id :]:
-                segment = _segment(first)
-                end = min((segment + 1) * SEGMENT_READINGS, self._next_id + len(fragments))
-                self._create_segment(segment)
-                self._db.executemany(
-                    f"INSERT INTO {_table(segment)} (id, payload) VALUES (?, ?)",
-                    zip(
-                        range(first, end), fragments[first - self._next_id : end - self._next_id], strict=True
-                    ),
-                )
-                first = end
+        try:
+            with self._transaction():
+                if self.quota_bytes is not None and self._bytes + size > self.quota_bytes:
+                    if self.policy == "drop_newest":
+                        while fragments and self._bytes + size > self.quota_bytes:
+                            size -= len(fragments.pop()) + ROW_OVERHEAD_BYTES
+                            refused += 1
+                    else:
+                        self.slow_stopped = self.policy == "stop_slow"
+                        freed, dropped = self._drop_oldest(self._bytes + size - self.quota_bytes)
+                first = self._next_id
+                while fragments[first - self._next_id :]:
+                    segment = _segment(first)
+                    end = min((segment + 1) * SEGMENT_READINGS, self._next_id + len(fragments))
+                    self._create_segment(segment)
+                    self._db.executemany(
+                        f"INSERT INTO {_table(segment)} (id, payload) VALUES (?, ?)",
+                        zip(
+                            range(first, end),
+                            fragments[first - self._next_id : end - self._next_id],
+                            strict=True,
+                        ),
+                    )
+                    first = end
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            self._refuse_for_full_disk(len(readings), exc)
+            return 0
+        if self._refused_while_full:
+            log.warning(
+                "journal %s: the disk has room again; %d readings were refused while it was full",
+                self.path,
+                self._refused_while_full,
+            )
+            self._refused_while_full = 0
         self._next_id += len(fragments)
         self._bytes += size - freed
         self._backlog += len(fragments) - dropped
         self.counters.appended += len(fragments)
         self.counters.dropped += refused + dropped
         return len(fragments)
+
+    def _refuse_for_full_disk(self, count: int, exc: sqlite3.Error) -> None:
+        """SQLite rolled the append back (SQLITE_FULL): its readings are dropped, as by drop_newest."""
+        self._segments = self._stored_segments()  # a table created by the append is gone with it
+        self.counters.dropped += count
+        if not self._refused_while_full:
+            log.warning(
+                "journal %s: the disk is full (%s): new readings are refused, counted in health "
+                "journal.dropped, until there is room again",
+                self.path,
+                exc,
+            )
+        self._refused_while_full += count
+
+    def _stored_segments(self) -> set[int]:
+        return {
+            int(name.removeprefix("readings_"))
+            for (name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'readings_[0-9]*'"
+            )
+        }
 
     def _create_segment(self, segment: int) -> None:
         if segment not in self._segments:
@@ -547,7 +582,7 @@ class Journal:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (unless SQLite rolled back itself)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -556,4 +591,17 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a ROLLBACK then would
+        # raise "no transaction is active" and hide the error that matters.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -237,6 +238,33 @@ def test_drop_oldest_reads_a_bounded_number_of_rows_whatever_the_backlog(tmp_pat
     # A row fetched costs Python ~100 bytes; the 40 000 rows of the backlog would be ~4 MB.
     assert peak < 400_000, f"{peak} bytes allocated to drop 401 readings"
     journal.close()
+
+
+def test_a_full_disk_refuses_readings_and_counts_them_instead_of_raising(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_FULL (no quota): SQLite rolled the append back; it is refused like drop_newest, logged once."""
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 64)  # full disks also strike creating a segment
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
+    journal._db.execute(f"PRAGMA max_page_count={pages + 8}")  # a disk with 8 pages (32 kB) left
+    taken = refused = 0
+    with caplog.at_level(logging.WARNING, logger="edge.journal"):
+        for n in range(1000, 2000, 20):
+            got = journal.append([reading(k) for k in range(n, n + 20)])
+            taken += got
+            refused += 20 - got
+    assert 0 < taken < 1000
+    assert refused == 1000 - taken
+    assert journal.counters.dropped == refused
+    assert journal.health() == wire.JournalHealth(backlog=taken, dropped=refused)
+    full = [r.getMessage() for r in caplog.records if "disk is full" in r.getMessage()]
+    assert len(full) == 1, full
+    assert "database or disk is full" in full[0]
+    journal._db.execute("PRAGMA max_page_count=1000000")  # room again: appends go on, nothing lost
+    assert journal.append([reading(2000)]) == 1
+    assert f"{refused} readings were refused while it was full" in caplog.text
+    assert journaled(journal) == [*range(1000, 1000 + taken), 2000]
 
 
 def test_drop_newest_refuses_and_counts(tmp_path: Path) -> None:
