@@ -303,7 +303,31 @@ def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None)
     if env_url:
         broker = raw.get("broker")
         raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}
-    return validate_agent_config(raw, file, profiles=profiles, env_url=env_url)
+    config = validate_agent_config(raw, file, profiles=profiles, env_url=env_url)
+    problems = check_files(config)
+    if problems:
+        raise AgentConfigError(file, problems)
+    return config
+
+
+def check_files(config: AgentConfig) -> list[Problem]:
+    """Files the config names that the agent must read later (TLS): readable now, or a problem."""
+    ca_file = config.broker.ca_file
+    if ca_file is None:
+        return []
+    try:
+        with ca_file.open("rb"):
+            pass
+    except OSError as exc:
+        return [
+            Problem(
+                "broker.ca_file",
+                f"cannot read {ca_file}: {exc.strerror}",
+                "give the path of a PEM CA bundle the agent's user can read (relative to the agent's "
+                "working directory), or remove ca_file to trust the system CAs",
+            )
+        ]
+    return []
 
 
 def validate_agent_config(

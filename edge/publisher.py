@@ -103,6 +103,10 @@ class Backoff:
         self.attempt = 0
 
 
+class TlsSetupError(Exception):
+    """The TLS context for the broker cannot be built: the CA file is missing, unreadable or not PEM."""
+
+
 class Publisher:
     """Owns the agent's MQTT connection; ``run()`` reconnects until cancelled."""
 
@@ -154,6 +158,12 @@ class Publisher:
             while True:
                 try:
                     await self._session()
+                except* TlsSetupError as group:
+                    log.error(
+                        "%s; trying again with back-off (the file may be replaced); journal backlog %d",
+                        group.exceptions[0],
+                        self.journal.backlog(),
+                    )
                 except* aiomqtt.MqttError as group:
                     log.warning(
                         "MQTT link to %s lost: %s; journal backlog %d",
@@ -192,7 +202,6 @@ class Publisher:
 
     def _client_for_session(self) -> aiomqtt.Client:
         broker = self.config.broker
-        tls_context = ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None
         return MqttClient(
             broker.hostname,
             broker.port,
@@ -205,9 +214,21 @@ class Publisher:
             ),
             keepalive=broker.keepalive,
             timeout=broker.publish_timeout,
-            tls_context=tls_context,
+            tls_context=self._tls_context(),
             max_inflight_messages=max(20, self.config.publish.inflight + 2),
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """A fresh context per session (the CA file may have been replaced); TlsSetupError if impossible."""
+        broker = self.config.broker
+        if not broker.tls:
+            return None
+        try:
+            return ssl.create_default_context(cafile=broker.ca_file)
+        except OSError as exc:  # ssl.SSLError (not PEM) is one too
+            raise TlsSetupError(
+                f"cannot set up TLS to {broker.redacted_url} with ca_file {broker.ca_file}: {exc}"
+            ) from exc
 
     async def _session(self) -> None:
         async with self._client_for_session() as client:

@@ -81,6 +81,21 @@ def test_unknown_line_names_field_and_defined_lines(tmp_path: Path) -> None:
     assert "devices[1].line: unknown line 'rs485-9'; defined lines: rs485-1, tcp-aq, gps" in text
 
 
+def test_a_ca_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    data = base()
+    data["broker"] = {"url": "mqtts://broker.city.example", "ca_file": str(tmp_path / "missing-ca.pem")}
+    text = errors(tmp_path, data)
+    assert (
+        f"broker.ca_file: cannot read {tmp_path / 'missing-ca.pem'}: No such file or directory; fix: " in text
+    )
+    data["broker"]["ca_file"] = str(tmp_path)
+    assert "broker.ca_file: cannot read" in errors(tmp_path, data)  # a directory
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    data["broker"]["ca_file"] = str(ca)
+    assert load_agent_config(write(tmp_path, data), profiles=accept_aq).broker.ca_file == ca
+
+
 def test_schema_errors_have_dotted_paths(tmp_path: Path) -> None:
     data = base()
     data["devices"][0]["unit"] = 300

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -125,3 +126,29 @@ async def test_refused_session_keeps_the_journal(
         await asyncio.sleep(1.5)  # several reconnect attempts
         assert publisher.counters.connects == 0, what
         assert publisher.journal.backlog() == 1
+
+
+@pytest.mark.parametrize("damage", ["missing", "not PEM"])
+async def test_a_ca_file_gone_at_connect_is_retried_until_replaced(
+    tmp_path: Path,
+    secure_broker: tuple[Mosquitto, int, Path],
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
+    """The CA file was there at config load, is missing or damaged at connect: logged, retried, not fatal."""
+    _, tls_port, ca = secure_broker
+    replaced = tmp_path / "ca-replaced.pem"
+    if damage == "not PEM":
+        replaced.write_text("this is no certificate\n")
+    with caplog.at_level(logging.ERROR, logger="edge.publisher"):
+        async with publishing(tmp_path, url(tls_port), replaced) as publisher:
+            await asyncio.sleep(1.0)  # several attempts, reconnect_max 0.5 s
+            attempts = [r.getMessage() for r in caplog.records if "cannot set up TLS" in r.getMessage()]
+            assert len(attempts) >= 2, attempts
+            assert f"with ca_file {replaced}" in attempts[0]
+            assert "trying again with back-off" in attempts[0]
+            assert publisher.counters.connects == 0
+            replaced.write_bytes(ca.read_bytes())  # the file is put back: the next attempt connects
+            async with asyncio.timeout(10):
+                await publisher.connected.wait()
+            assert publisher.counters.connects == 1
