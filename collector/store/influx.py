@@ -245,6 +245,12 @@ def quote_identifier(name: str, what: str = "name") -> str:
     return f'"{name}"'
 
 
+def _refused(server: object, status: int, reason: str) -> StoreUnavailable:
+    """401: who we are was not accepted; 403: it was, and may not do this (e.g. a read-only user writing)."""
+    what = "authentication failed" if status == 401 else "permission denied"
+    return StoreUnavailable(f"InfluxDB at {server}: {what} ({reason})")
+
+
 class _BadRequest(Exception):
     """The server refused (part of) a batch for good (HTTP 400)."""
 
@@ -327,9 +333,7 @@ class InfluxQLReader:
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"InfluxDB query at {self._http.base_url}: {exc!r}") from exc
         if response.status_code in (401, 403):
-            raise StoreUnavailable(
-                f"InfluxDB at {self._http.base_url}: authentication failed ({_error_text(response.content)})"
-            )
+            raise _refused(self._http.base_url, response.status_code, _error_text(response.content))
         if response.status_code == 400:
             raise StoreError(f"InfluxQL {statement!r} refused: {_error_text(response.content)}")
         if response.status_code != 200:
@@ -591,7 +595,7 @@ class InfluxV1Store(_InfluxReads):
         if status == 413:
             raise _TooLarge(reason)
         if status in (401, 403):
-            raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: authentication failed ({reason})")
+            raise _refused(self._http.base_url, status, reason)
         if status == 404:
             raise StoreUnavailable(
                 f"InfluxDB at {self._http.base_url}: database {self.database!r} not found ({reason}); "
@@ -643,7 +647,7 @@ class InfluxV2Store(_InfluxReads):
             if status == 413:
                 raise _TooLarge(reason) from exc
             if status in (401, 403):
-                raise StoreUnavailable(f"InfluxDB at {self.url}: authentication failed ({reason})") from exc
+                raise _refused(self.url, status, reason) from exc
             raise StoreUnavailable(f"InfluxDB at {self.url}: HTTP {status} {reason}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailable(f"InfluxDB at {self.url}: {exc!r}") from exc
