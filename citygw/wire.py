@@ -204,6 +204,11 @@ class DeviceHealth(_Payload):
         default=None,
         description="polls not made since start: journal quota reached under policy stop_slow, a slow device",
     )
+    fields_left_out: dict[Name, Annotated[StrictStr, Field(max_length=512)]] | None = Field(
+        default=None,
+        description="fields left out of the device's readings as last read (no measurement: NaN, infinity, "
+        "outside the profile's min..max), each with why; a field leaves when it decodes again",
+    )
 
 
 class JournalHealth(_Payload):
@@ -309,7 +314,9 @@ class Command(_Payload):
     )
     value: FieldValue | None = Field(default=None, description="set_field: the engineering value to write")
     issued_at: StrictInt = Field(ge=0)
-    expires_at: StrictInt = Field(ge=0, description="ms since epoch; a command not started by then is answered expired")
+    expires_at: StrictInt = Field(
+        ge=0, description="ms since epoch; a command not started by then is answered expired"
+    )
     requested_by: Label | None = Field(default=None, description="who asked, for the audit trail")
 
     @model_validator(mode="after")

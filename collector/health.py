@@ -9,9 +9,11 @@ One measurement, two kinds of series (tags are identity only, every value is a f
   no time of its own; the retained one comes again whenever the collector subscribes);
 - per device, tags ``agent``, ``device`` (and ``site``): fields ``state`` (the text),
   ``state_code`` (``STATE_CODES``, for graphs and thresholds), ``ok`` and ``quarantined``
-  (1/0), ``reads``, ``failures``, and when known ``last_ok_age_s`` (seconds between the last
-  good read and the message), ``exception_code``, ``counter_resets``. Written when the device's
-  state or quarantine changed, else at most every ``DEVICE_HEALTH_EVERY_S`` (``DeviceHealthGate``):
+  (1/0), ``reads``, ``failures``, ``fields_left_out`` (how many fields its readings leave out now:
+  no measurement; the names and reasons are on the message), and when known ``last_ok_age_s``
+  (seconds between the last good read and the message), ``exception_code``, ``counter_resets``. Written when
+  the device's state, quarantine or fields left out changed, else at most every
+  ``DEVICE_HEALTH_EVERY_S`` (``DeviceHealthGate``):
   a city's 200 000 meters behind concentrators would otherwise cost 20 000 points a second.
 """
 
@@ -52,14 +54,15 @@ class DeviceHealthGate:
 
     def __init__(self, every_s: float = DEVICE_HEALTH_EVERY_S) -> None:
         self.every_ms = every_s * 1000
-        self._last: dict[tuple[str, str], tuple[wire.DeviceState, bool, int]] = {}
+        self._last: dict[tuple[str, str], tuple[tuple[object, ...], int]] = {}
 
     def due(self, agent: str, device: str, health: wire.DeviceHealth, ts: int) -> bool:
-        key, quarantined = (agent, device), bool(health.quarantined)
+        key = (agent, device)
+        now = (health.state, bool(health.quarantined), sorted(health.fields_left_out or ()))
         last = self._last.get(key)
-        if last is not None and last[:2] == (health.state, quarantined) and ts - last[2] < self.every_ms:
+        if last is not None and last[0] == now and ts - last[1] < self.every_ms:
             return False
-        self._last[key] = (health.state, quarantined, ts)
+        self._last[key] = (now, ts)
         return True
 
 
@@ -88,6 +91,7 @@ def health_points(
             "quarantined": int(bool(device.quarantined)),
             "reads": device.reads,
             "failures": device.failures,
+            "fields_left_out": len(device.fields_left_out or ()),  # 0 once they decode again
         }
         if device.last_ok is not None:
             fields["last_ok_age_s"] = max(0, health.ts - device.last_ok) / 1000

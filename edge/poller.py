@@ -99,6 +99,8 @@ class DeviceRecord:
     quarantined: bool = False
     counter_resets: int = 0
     skipped_polls: int = 0
+    # Fields left out of the readings as last read (no measurement), each with why.
+    fields_left_out: dict[str, str] = field(default_factory=dict)
 
     def answered_in(self, seconds: float | None) -> None:
         if seconds is not None:
@@ -117,6 +119,7 @@ class DeviceRecord:
             quarantined=self.quarantined or None,
             counter_resets=self.counter_resets or None,
             skipped_polls=self.skipped_polls or None,
+            fields_left_out={f: why[:512] for f, why in self.fields_left_out.items()} or None,
         )
 
 
@@ -166,6 +169,10 @@ class HealthBoard:
         record.error = error
         record.last_error_at = now_ms()
         record.failures += 1
+
+    def left_out(self, device_id: str, errors: Mapping[str, Exception]) -> None:
+        """The fields left out of the device's readings now (``ModbusLine.field_errors``), with why."""
+        self.record(device_id).fields_left_out = {name: str(error) for name, error in errors.items()}
 
     def snapshot(self) -> dict[str, wire.DeviceHealth]:
         return {device_id: record.snapshot() for device_id, record in self.devices.items()}
@@ -224,11 +231,6 @@ def device_reading(
         fields=with_trip(device, with_location(device, fields), vehicles),
         tags=reading_tags(device, site, vehicles),
     )
-
-
-def _finite(values: Mapping[str, wire.FieldValue]) -> dict[str, wire.FieldValue]:
-    """Drop NaN and infinity (a sensor's "no value"): the wire contract refuses them."""
-    return {k: v for k, v in values.items() if not (isinstance(v, float) and not math.isfinite(v))}
 
 
 @dataclass
@@ -383,13 +385,18 @@ class ModbusPoller:
                     future.set_result(result)
 
     async def poll(self, slot: _Slot, line: ModbusLine) -> bool:
-        """Read one device once; True when a reading was journaled."""
+        """Read one device once; True when a reading was journaled.
+
+        The line leaves out fields that are no measurement (NaN, infinity, out of range) and says
+        which (``field_errors``): they go on the device's health as ``fields_left_out``.
+        """
         device = slot.device
         polls = slot.next_polls
         slot.polls += 1
         started = self._clock()
+        unit = device.unit or 0
         try:
-            values = await line.read(device.unit or 0, slot.profile, polls)
+            fields = await line.read(unit, slot.profile, polls)
         except DeviceError as exc:
             took = self._clock() - started
             answered = exc.state is not wire.DeviceState.TIMEOUT
@@ -402,12 +409,13 @@ class ModbusPoller:
             )
             log.debug("%s: %s", device.id, exc)
             return False
+        finally:
+            self.board.left_out(device.id, line.field_errors(unit))
         took = self._clock() - started
         at = now_ms()
-        fields = _finite(values)
-        if not fields:
+        if not fields:  # nothing of this poll class to read (a profile of slow points only)
             self.board.failed(
-                device.id, wire.DeviceState.DECODE_ERROR, "no finite value in the answer", response_s=took
+                device.id, wire.DeviceState.DECODE_ERROR, "no field in the answer", response_s=took
             )
             return False
         fields.update(self._counter_resets(slot, fields))

@@ -109,6 +109,8 @@ def decode(spec: RegisterSpec, registers: Sequence[int]) -> FieldValue:
         decimals = spec.decimals
         # Scale 0.1 on an integer register means one decimal: 231 → 23.1, not 23.100000000000001.
         value = float(round(scaled, decimals) if decimals is not None else scaled)
+        if not math.isfinite(value):  # a finite raw value under an extreme scale or offset
+            raise BadFieldValue(f"{spec.field}: {raw} scaled is {value} (no valid measurement)")
     if not spec.allows(value):
         raise BadFieldValue(
             f"{spec.field}: {value} is outside the device's range {spec.min}..{spec.max}: "

@@ -8,7 +8,7 @@ import pytest
 
 from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
-from collector.health import AGENT_HEALTH, STATE_CODES
+from collector.health import AGENT_HEALTH, STATE_CODES, DeviceHealthGate, health_points
 from collector.store import Store
 from collector.store.influx import InfluxV1Store
 from collector.store.sqlite import SqliteStore
@@ -50,6 +50,30 @@ def test_every_device_state_has_a_code_of_its_own() -> None:
     assert len(set(STATE_CODES.values())) == len(STATE_CODES)
 
 
+def test_fields_left_out_are_counted_and_a_change_in_them_is_written_at_once() -> None:
+    gate, ts = DeviceHealthGate(every_s=900), now_ms()
+
+    def device_points(left_out: dict[str, str] | None, at: int) -> list[int]:
+        device = wire.DeviceHealth(state=wire.DeviceState.OK, reads=10, fields_left_out=left_out)
+        message = wire.Health(
+            agent="agent-1",
+            ts=at,
+            devices={"meter-1": device},
+            journal=wire.JournalHealth(backlog=0, dropped=0),
+        )
+        return [
+            int(p.fields["fields_left_out"]) for p in health_points(message, gate=gate) if "device" in p.tags
+        ]
+
+    nan = {"flow_rate": "flow_rate: the device reports nan (no valid measurement)"}
+    assert device_points(None, ts) == [0]
+    assert device_points(None, ts + 10_000) == []  # nothing changed: not written again yet
+    assert device_points(nan, ts + 20_000) == [1]  # a field left out: written at once
+    assert device_points(nan, ts + 30_000) == []
+    assert device_points(nan | {"signal_quality": "out of range"}, ts + 40_000) == [2]
+    assert device_points(None, ts + 50_000) == [0]  # all decode again: written at once, as 0
+
+
 def test_health_and_status_are_stored_per_agent_and_per_device(
     mosquitto: Mosquitto, agent: Agent, store: Store
 ) -> None:
@@ -85,6 +109,7 @@ def test_health_and_status_are_stored_per_agent_and_per_device(
         "quarantined": 1,
         "reads": 5,
         "failures": 7,
+        "fields_left_out": 0,
         "last_ok_age_s": 600.0,
     }
     assert at_ts["meter-3"].values["exception_code"] == 2

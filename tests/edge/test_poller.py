@@ -281,3 +281,25 @@ async def test_a_line_told_to_stop_as_it_wakes_stops(tmp_path: Path, turns: int)
     journal.close()
     assert done, "the line went on serving after it was cancelled"
     assert task.cancelled()
+
+
+async def test_a_field_left_out_shows_on_health_until_it_decodes_again(tmp_path: Path) -> None:
+    """A dead sensor channel (NaN): the other fields are journaled, health names the field and why."""
+    meter = ModbusDeviceSimulator("tuf_2000m", unit=1, values={"flow_rate": float("nan")})
+    async with polling([meter], tmp_path, poll_s=0.05, baudrate=None) as (_, journal, board, _):
+        await until(lambda: len(journal.readings) >= 2)
+        sick = board.snapshot()["dev-1"]
+        meter.set("flow_rate", 3.5)
+        await until(lambda: "flow_rate" in journal.readings[-1].fields)
+        await until(lambda: board.snapshot()["dev-1"].fields_left_out is None)
+    before = journal.readings[0].fields
+    assert "flow_rate" not in before
+    assert before["velocity"] == meter.expected()["velocity"]
+    assert sick.state is wire.DeviceState.OK
+    assert sick.fields_left_out is not None
+    assert set(sick.fields_left_out) == {"flow_rate"}
+    assert "nan" in sick.fields_left_out["flow_rate"]
+    wire.Health(
+        agent="pi-test", ts=1, devices={"dev-1": sick}, journal=wire.JournalHealth(backlog=0, dropped=0)
+    )
+    assert journal.readings[-1].fields["flow_rate"] == 3.5

@@ -101,6 +101,12 @@ def test_nan_and_infinity_are_bad_values_of_their_field_only(wire: str) -> None:
         decode(spec("f32"), registers(wire))
 
 
+def test_a_value_scaled_beyond_a_float_is_a_bad_value_of_its_field_only() -> None:
+    """A finite register under an extreme scale: never an infinity in a reading (the poller relies on it)."""
+    with pytest.raises(BadFieldValue, match="scaled is inf"):
+        decode(spec("f32", scale=1e300), encode(spec("f32"), 1e10))
+
+
 def test_wrong_register_count_is_a_decode_error() -> None:
     with pytest.raises(DecodeError, match="expected 2"):
         decode_raw(spec("f32"), [1])
