@@ -187,6 +187,9 @@ class ApiSettings(BaseSettings):
     transit_stream_period_s: float = Field(
         default=1.0, gt=0, le=60, description="how often the vehicle stream looks for changes"
     )
+    transit_stream_max_clients: int = Field(
+        default=500, ge=1, le=100_000, description="vehicle streams open at once; more are answered 503"
+    )
 
     @field_validator("store_url")
     @classmethod

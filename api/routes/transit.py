@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, NowMsDep, SessionDep
@@ -313,30 +312,39 @@ def end_alert(
 @router.get(
     "/vehicles/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "transit_stream_max_clients streams are open"},
+    },
 )
 async def vehicle_stream(request: Request, context: ContextDep, service: TransitDep) -> StreamingResponse:
     """Server-sent events: ``vehicle`` (an entity as JSON) when a bus changes, ``gone`` when it leaves."""
+    state = request.app.state
+    if getattr(state, "vehicle_streams", 0) >= context.settings.transit_stream_max_clients:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "too many vehicle streams open; poll /v1/transit/vehicle-positions instead, or retry later",
+            headers={"Retry-After": "30"},
+        )
 
     async def events() -> AsyncIterator[bytes]:
-        sent: dict[str, str] = {}
-        yield b": citygw vehicle stream\n\n"
-        while not await request.is_disconnected():
-            snapshot = await run_in_threadpool(_snapshot, context, service, context.clock())
-            feed = snapshot.feeds[FeedKind.VEHICLE_POSITIONS]
-            current: dict[str, str] = {}
-            for entity in feed.entity:
-                data = json.dumps(
-                    json_format.MessageToDict(entity, preserving_proto_field_name=True),
-                    separators=(",", ":"),
-                    ensure_ascii=False,
-                )
-                current[entity.id] = data
-                if sent.get(entity.id) != data:
-                    yield f"event: vehicle\nid: {feed.header.timestamp}\ndata: {data}\n\n".encode()
-            for gone in sorted(set(sent) - set(current)):
-                yield f"event: gone\ndata: {json.dumps({'id': gone})}\n\n".encode()
-            sent = current
-            await asyncio.sleep(service.settings.transit_stream_period_s)
+        # Counted while the body runs (the event loop's thread only: no lock needed).
+        state.vehicle_streams = getattr(state, "vehicle_streams", 0) + 1
+        try:
+            sent: dict[str, str] = {}
+            yield b": citygw vehicle stream\n\n"
+            while not await request.is_disconnected():
+                snapshot = await run_in_threadpool(_snapshot, context, service, context.clock())
+                timestamp = snapshot.feeds[FeedKind.VEHICLE_POSITIONS].header.timestamp
+                current = await run_in_threadpool(snapshot.vehicle_entities)
+                for vehicle, data in current.items():
+                    if sent.get(vehicle) != data:
+                        yield f"event: vehicle\nid: {timestamp}\ndata: {data}\n\n".encode()
+                for gone in sorted(set(sent) - set(current)):
+                    yield f"event: gone\ndata: {json.dumps({'id': gone})}\n\n".encode()
+                sent = current
+                await asyncio.sleep(service.settings.transit_stream_period_s)
+        finally:
+            state.vehicle_streams -= 1
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -94,6 +94,7 @@ class Snapshot:
     vehicles: dict[str, Fix] = field(default_factory=dict)  # each vehicle's newest fix in the feeds
     occupancies: dict[str, Occupancy] = field(default_factory=dict)
     _encoded: dict[tuple[FeedKind, FeedFormat], EncodedFeed] = field(default_factory=dict)
+    _entities: dict[str, str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def encoded(self, kind: FeedKind, fmt: FeedFormat) -> EncodedFeed:
@@ -102,6 +103,20 @@ class Snapshot:
             if known is None:
                 known = self._encoded[(kind, fmt)] = encode(self.feeds[kind], fmt)
             return known
+
+    def vehicle_entities(self) -> dict[str, str]:
+        """Each VehiclePositions entity as compact JSON by id, made once per snapshot for every stream."""
+        with self._lock:
+            if self._entities is None:
+                self._entities = {
+                    entity.id: json.dumps(
+                        json_format.MessageToDict(entity, preserving_proto_field_name=True),
+                        separators=(",", ":"),
+                        ensure_ascii=False,
+                    )
+                    for entity in self.feeds[FeedKind.VEHICLE_POSITIONS].entity
+                }
+            return self._entities
 
 
 def encode(feed: gtfs_realtime_pb2.FeedMessage, fmt: FeedFormat) -> EncodedFeed:

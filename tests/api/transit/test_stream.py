@@ -29,9 +29,10 @@ NOW_S = NOW_MS // 1000
 def served(
     store: SqliteStore, settings: ApiSettings, clock: FakeClock, registry: Registry, gtfs_path: Path
 ) -> Iterator[str]:
-    app = create_app(store, settings=settings, clock=clock, registry=registry)
+    streams = {"transit_stream_period_s": 0.05, "transit_stream_max_clients": 2}
+    app = create_app(store, settings=settings.model_copy(update=streams), clock=clock, registry=registry)
     app.state.transit = TransitService(
-        settings.model_copy(update={"transit_gtfs_path": gtfs_path, "transit_stream_period_s": 0.05})
+        settings.model_copy(update={"transit_gtfs_path": gtfs_path, **streams})
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -83,3 +84,29 @@ def test_stream_sends_each_vehicle_then_only_changes(
         ((kind, data),) = events(lines, 1)
         assert (kind, data["id"]) == ("vehicle", moved)
         assert data["vehicle"]["timestamp"] == str(NOW_S + 1)  # type: ignore[index]
+
+
+def test_streams_beyond_the_cap_are_503_until_one_closes(served: str) -> None:
+    def first_line(http: httpx.Client) -> str:
+        with http.stream("GET", "/v1/transit/vehicles/stream") as response:
+            assert response.status_code == 200
+            return next(response.iter_lines())
+
+    with httpx.Client(base_url=served, timeout=10) as http:
+        with (
+            http.stream("GET", "/v1/transit/vehicles/stream") as one,
+            http.stream("GET", "/v1/transit/vehicles/stream") as two,
+        ):
+            assert next(one.iter_lines()) == next(two.iter_lines()) == ": citygw vehicle stream"
+            refused = http.get("/v1/transit/vehicles/stream")
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "30"
+        deadline = time.monotonic() + 5  # the server notices the closed streams within a period
+        while http.get("/v1/transit/vehicle-positions").status_code == 200 and time.monotonic() < deadline:
+            try:
+                assert first_line(http) == ": citygw vehicle stream"
+                break
+            except AssertionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("no stream accepted after the others closed")
