@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 REMEMBER_S = 7 * 24 * 3600
 BRIGHTNESS = "_brightness"
+# A *_brightness field of range 0..254 is a DALI arc power level (IEC 62386-102): 0 is off, 1..254
+# follow the standard logarithmic curve from 0.1 % to 100 % of light output, so 127 gives 3 %.
+DALI_ARC_MAX = 254
+_DALI_STEPS_PER_DECADE = 253 / 3
 
 
 class Refused(ValueError):
@@ -107,21 +112,41 @@ def plan_writes(command: wire.Command, profile: Profile) -> list[Write]:
     writes = []
     for field in fields:
         spec = _writable(profile, field)
-        low, high = spec.min or 0, spec.max if spec.max is not None else 254
+        low, high = spec.min or 0, spec.max if spec.max is not None else DALI_ARC_MAX
         if command.action is wire.CommandAction.ON:
             value = high
         elif command.action is wire.CommandAction.OFF:
             value = low
+        elif _is_dali_arc(spec):
+            value = dali_arc_level(command.level or 0)
         else:
-            value = low + (high - low) * (command.level or 0) / 100
-        writes.append(Write(field, round(value), spec))
+            value = round(low + (high - low) * (command.level or 0) / 100)
+        writes.append(Write(field, value, spec))
     return writes
 
 
+def _is_dali_arc(spec: RegisterSpec) -> bool:
+    return (spec.min or 0) == 0 and spec.max == DALI_ARC_MAX
+
+
+def dali_arc_level(percent: float) -> int:
+    """The DALI arc power level that gives ``percent`` of full light output (0: off)."""
+    if percent <= 0:
+        return 0
+    return max(1, min(DALI_ARC_MAX, round(1 + _DALI_STEPS_PER_DECADE * (math.log10(percent) + 1))))
+
+
+def dali_percent(arc: float) -> float:
+    """Light output in percent at DALI arc power level ``arc`` (0: off)."""
+    return 0.0 if arc <= 0 else 10 ** ((arc - 1) / _DALI_STEPS_PER_DECADE - 1)
+
+
 def level_percent(spec: RegisterSpec, value: wire.FieldValue) -> int | None:
-    """A brightness read back, in percent of the field's range."""
+    """A brightness read back, in percent of light output (DALI) or of the field's range."""
     if not isinstance(value, int | float) or isinstance(value, bool) or spec.max is None:
         return None
+    if _is_dali_arc(spec):
+        return round(dali_percent(value))
     low = spec.min or 0
     return round(100 * (value - low) / (spec.max - low)) if spec.max > low else None
 

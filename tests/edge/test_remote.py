@@ -13,7 +13,7 @@ import pytest
 
 from citygw import wire
 from edge.agent import Agent
-from edge.commands import holds
+from edge.commands import dali_arc_level, dali_percent, holds
 from edge.config import AgentConfig
 from edge.poller import now_ms
 from firmware_bridge.profile import load_profile
@@ -160,8 +160,10 @@ async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: 
 
             dim = command("dim", target={"kind": "group", "address": 1}, level=50)
             result = await send(dim, 1)
-            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, 50, 127)
-            assert gateway.get("group1_brightness") == 127
+            # Half the light is arc level 229 on DALI's logarithmic curve (127 would give 3 %); the level
+            # read back is what that arc level gives: 50.5 %.
+            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, 51, 229)
+            assert gateway.get("group1_brightness") == 229
 
             off = command("off", target={"kind": "lamp", "address": 2})
             assert (await send(off, 2)).outcome is wire.CommandOutcome.DONE
@@ -321,3 +323,14 @@ async def test_set_field_is_done_when_the_device_holds_the_value_at_its_resoluti
         assert holds(spec, 21.55, 21.5), "a device rounding its own way is within half a step"
         assert not holds(spec, 21.55, 21.7)
         assert not holds(meter.profile.register("demand_period_min"), 7.3, 7.31)
+
+
+@pytest.mark.parametrize(
+    ("percent", "arc"),
+    # IEC 62386-102's curve: 254 is 100 %, 1 is 0.1 %, every 253/3 steps a decade; 0 is off.
+    [(100, 254), (10, 170), (1, 85), (0.1, 1), (50, 229), (0, 0), (0.01, 1)],
+)
+def test_dim_levels_follow_the_dali_logarithmic_curve(percent: float, arc: int) -> None:
+    assert dali_arc_level(percent) == arc
+    if percent >= 0.1 or percent == 0:
+        assert abs(dali_percent(arc) - percent) <= 0.015 * percent
