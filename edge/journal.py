@@ -165,7 +165,9 @@ class Journal:
         self.slow_devices = slow_devices
         self.counters = JournalCounters()
         self.slow_stopped = False
-        self._refused_while_full = 0  # readings refused since the disk became full (0: it has room)
+        self._full = False  # the last write failed for a full disk (SQLITE_FULL)
+        self._refused_while_full = 0  # readings refused since the disk became full
+        self._unreclaimed: set[int] = set()  # segments whose reclaim a full disk refused: retried
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -242,9 +244,17 @@ class Journal:
         self._db.execute("DROP TABLE IF EXISTS batches")
 
     def close(self) -> None:
-        """Forget the acknowledged batches still on disk (a restart would republish them), then close."""
-        self._forget(set(), [seq for seq, span in self._spans.items() if span.acked])
-        self._db.close()
+        """Forget the acknowledged batches still on disk (a restart would republish them), then close.
+
+        On a full disk they stay: a restart republishes them (duplicates).
+        """
+        try:
+            self._forget(set(), [seq for seq, span in self._spans.items() if span.acked])
+        except sqlite3.OperationalError as exc:
+            if not self._disk_full(exc):
+                raise
+        finally:
+            self._db.close()
 
     def append(self, readings: Sequence[wire.Reading]) -> int:
         """Write readings to disk in one transaction; returns how many the quota let in."""
@@ -277,17 +287,12 @@ class Journal:
                     )
                     first = end
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+            if not self._disk_full(exc):
                 raise
-            self._refuse_for_full_disk(len(readings), exc)
+            self.counters.dropped += len(readings)  # refused, as by drop_newest
+            self._refused_while_full += len(readings)
             return 0
-        if self._refused_while_full:
-            log.warning(
-                "journal %s: the disk has room again; %d readings were refused while it was full",
-                self.path,
-                self._refused_while_full,
-            )
-            self._refused_while_full = 0
+        self._room_again()
         self._next_id += len(fragments)
         self._bytes += size - freed
         self._backlog += len(fragments) - dropped
@@ -295,18 +300,34 @@ class Journal:
         self.counters.dropped += refused + dropped
         return len(fragments)
 
-    def _refuse_for_full_disk(self, count: int, exc: sqlite3.Error) -> None:
-        """SQLite rolled the append back (SQLITE_FULL): its readings are dropped, as by drop_newest."""
-        self._segments = self._stored_segments()  # a table created by the append is gone with it
-        self.counters.dropped += count
-        if not self._refused_while_full:
+    def _disk_full(self, exc: sqlite3.OperationalError) -> bool:
+        """True when ``exc`` is SQLITE_FULL: SQLite rolled the write back, which is retried later.
+
+        The first of an episode is logged; ``_room_again`` ends it.
+        """
+        if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+            return False
+        self._segments = self._stored_segments()  # a table created or dropped by the write is back as it was
+        if not self._full:
+            self._full = True
             log.warning(
                 "journal %s: the disk is full (%s): new readings are refused, counted in health "
-                "journal.dropped, until there is room again",
+                "journal.dropped, no batch is formed and acknowledged ones stay on disk (sent again "
+                "after a restart) until there is room again",
                 self.path,
                 exc,
             )
-        self._refused_while_full += count
+        return True
+
+    def _room_again(self) -> None:
+        """A write that takes space went through (deletes may succeed on a full disk): the episode is over."""
+        if self._full:
+            log.warning(
+                "journal %s: the disk has room again; %d readings were refused while it was full",
+                self.path,
+                self._refused_while_full,
+            )
+            self._full, self._refused_while_full = False, 0
 
     def _stored_segments(self) -> set[int]:
         return {
@@ -400,8 +421,16 @@ class Journal:
         limit = min(max_readings, wire.MAX_READINGS_PER_BATCH)
         for low, high in self._gaps(after, upto):
             run = self._run(low, high, limit)
-            if run is not None:
-                return self._seal(run)
+            if run is None:
+                continue
+            try:
+                batch = self._seal(run)
+            except sqlite3.OperationalError as exc:
+                if not self._disk_full(exc):
+                    raise
+                return None  # not sent now: formed on a later call, once the disk has room
+            self._room_again()
+            return batch
         return None
 
     def _run(self, after: int, before: int, limit: int = 0) -> _Run | None:
@@ -505,15 +534,25 @@ class Journal:
         return span.size
 
     def _reclaim(self, segments: Iterable[int]) -> None:
-        """Empty those of ``segments`` that hold no unacknowledged reading any more."""
-        settled = {s for s in segments if s in self._segments and self._settled(s)}
+        """Empty those of ``segments`` (and of those a full disk kept) that hold no unacknowledged reading.
+
+        On a full disk they stay as they are, acknowledged batches included (sent again after a
+        restart: duplicates), and are tried again on the next ack.
+        """
+        candidates, self._unreclaimed = {*segments, *self._unreclaimed}, set()
+        settled = {s for s in candidates if s in self._segments and self._settled(s)}
         if settled:
             touched = [
                 seq
                 for seq, span in self._spans.items()
                 if span.acked and settled.intersection(range(_segment(span.first), _segment(span.last) + 1))
             ]
-            self._forget(settled, touched)
+            try:
+                self._forget(settled, touched)
+            except sqlite3.OperationalError as exc:
+                if not self._disk_full(exc):
+                    raise
+                self._unreclaimed = settled
 
     def _forget(self, settled: set[int], seqs: list[int]) -> None:
         """Drop the ``settled`` segments and the acknowledged batches ``seqs`` with all their readings.

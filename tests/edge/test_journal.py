@@ -267,6 +267,60 @@ def test_a_full_disk_refuses_readings_and_counts_them_instead_of_raising(
     assert journaled(journal) == [*range(1000, 1000 + taken), 2000]
 
 
+def test_a_full_disk_defers_batches_and_acks_instead_of_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_FULL forming a batch: none now, formed once there is room; acks go on; logged once."""
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(1000)])
+    (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
+    journal._db.execute(f"PRAGMA max_page_count={pages}")  # not one page left
+    formed: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="edge.journal"):
+        while (batch := journal.form_batch(1, live=True)) is not None:  # a page of spans, then full
+            formed.append(batch.seq)
+        assert 0 < len(formed) < 1000
+        assert journal.has_live()
+        assert journal.form_batch(1, live=True) is None  # still full: tried again, still none
+        assert sum(journal.ack(seq) for seq in formed) == len(formed)
+        journal._db.execute("PRAGMA max_page_count=1000000")  # room again
+        rest = journal.form_batch(1000, live=True)
+    full = [r.getMessage() for r in caplog.records if "disk is full" in r.getMessage()]
+    assert len(full) == 1, full
+    assert "room again" in caplog.text
+    assert rest is not None
+    assert [int(r.fields["pm25"]) for r in decode(rest.payload).readings] == list(range(len(formed), 1000))
+    assert rest.seq == formed[-1] + 1  # no seq lost to the refused attempts
+    assert journal.backlog() == 1000 - len(formed)
+    journal.close()
+
+
+def test_an_ack_a_full_disk_cannot_write_leaves_the_batch_on_disk_and_is_reclaimed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting frees pages, so max_page_count never refuses an ack: a real disk (WAL growth) can."""
+    monkeypatch.setattr("edge.journal.SEGMENT_READINGS", 64)
+    journal = Journal(tmp_path / "j.sqlite", "pi-1")
+    journal.append([reading(n) for n in range(200)])
+    first, second = journal.form_batch(64, live=True), journal.form_batch(64, live=True)
+    assert first is not None
+    assert second is not None
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    forget = journal._forget
+
+    def refused(*_: object) -> None:
+        raise full
+
+    monkeypatch.setattr(journal, "_forget", refused)
+    assert journal.ack(first.seq) == 64  # the broker has it; its segment stays on disk for now
+    assert journal.formed_batches() == [second]
+    monkeypatch.setattr(journal, "_forget", forget)
+    assert journal.ack(second.seq) == 64  # room again: both segments go
+    assert journal._segments.isdisjoint({0, 1})
+    assert journaled(journal) == list(range(128, 200))
+
+
 def test_drop_newest_refuses_and_counts(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite", "pi-1", quota_bytes=quota_for(100), policy="drop_newest")
     taken = sum(journal.append([reading(n), reading(n + 500)]) for n in range(100, 200))
