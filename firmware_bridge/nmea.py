@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
@@ -134,12 +135,13 @@ class FixAssembler:
                 speed_kn = float(self._vtg.spd_over_grnd_kts)
             if course is None:
                 course = self._vtg.true_track
+        speed_kn, course = _float(speed_kn), _float(course)
         return GpsFix(
             ts_ms=ts_ms,
-            lat=round(float(rmc.latitude), 8),
-            lon=round(float(rmc.longitude), 8),
+            lat=round(_float(rmc.latitude) or 0.0, 8),
+            lon=round(_float(rmc.longitude) or 0.0, 8),
             speed_mps=speed_kn * KNOT_MPS if speed_kn is not None else None,
-            course_deg=float(course) if course is not None else None,
+            course_deg=course,
             fix_quality=quality,
             satellites=_int(gga.num_sats) if gga is not None else None,
             hdop=_float(gga.horizontal_dil) if gga is not None else None,
@@ -201,4 +203,10 @@ def _int(text: object) -> int | None:
 
 
 def _float(text: object) -> float | None:
-    return float(text) if text not in (None, "") else None  # type: ignore[arg-type]
+    """A number field of a sentence (None when empty); 'nan' or 'inf' is no reading: ValueError."""
+    if text in (None, ""):
+        return None
+    value = float(text)  # type: ignore[arg-type]
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value

@@ -134,6 +134,23 @@ def test_garbage_raises_nmea_error_only(garbage: str | bytes) -> None:
         parse_sentence(garbage)
 
 
+@pytest.mark.parametrize(
+    ("gga", "rmc"),
+    [
+        ("GNGGA,083559.00,4717.11437,N,00833.91522,E,1,08,nan,499.6,M,48.0,M,,", UBLOX_RMC),
+        ("GNGGA,083559.00,4717.11437,N,00833.91522,E,1,08,1.01,inf,M,48.0,M,,", UBLOX_RMC),
+        (UBLOX_GGA, "GNRMC,083559.00,A,4717.11437,N,00833.91522,E,nan,77.52,091202,,,A,V"),
+        (UBLOX_GGA, "GNRMC,083559.00,A,4717.11437,N,00833.91522,E,0.004,-inf,091202,,,A,V"),
+    ],
+)
+def test_a_number_that_is_nan_or_infinite_is_an_unreadable_sentence(gga: str, rmc: str) -> None:
+    """With a right checksum, 'nan' would pass float() and make a fix the wire contract refuses."""
+    fixes = FixAssembler()
+    fixes.feed(parse_sentence(gga if gga.startswith("$") else with_checksum(gga)))
+    with pytest.raises(NmeaError, match="finite"):
+        fixes.feed(parse_sentence(rmc if rmc.startswith("$") else with_checksum(rmc)))
+
+
 def test_unreadable_fields_raise_nmea_error() -> None:
     rmc = with_checksum("GNRMC,08xx59.00,A,4717.11437,N,00833.91522,E,fast,77.52,091202,,,A,V")
     with pytest.raises(NmeaError):
