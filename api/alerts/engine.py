@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.alerts.delivery import AlertEvent
@@ -26,7 +27,8 @@ def evaluate(
 ) -> list[AlertEvent]:
     """Run the rules once; the alerts raised and ended, committed, for delivery.
 
-    A rule that cannot run (store down) ends none of its alerts: nothing is known about them.
+    A rule that cannot run (store down) ends none of its alerts: nothing is known about them. Replicas
+    running this at once raise and end each alert once: only the one whose write wins returns its event.
     """
     with registry.session() as session:
         agents = list(session.scalars(select(Agent)))
@@ -48,34 +50,58 @@ def evaluate(
         evaluated.update(rules)
         found.update(((f.rule.value, f.subject), f) for f in findings)
 
-    changed: list[Alert] = []
     with registry.session() as session:
-        active = {(a.rule, a.subject): a for a in session.scalars(select(Alert).where(Alert.state == ACTIVE))}
-        for key, finding in found.items():
-            alert = active.get(key)
-            if alert is not None:
-                alert.detail, alert.data = finding.detail, finding.data
-                continue
-            alert = Alert(
-                rule=finding.rule.value,
-                subject=finding.subject,
-                state=ACTIVE,
-                site=finding.site,
-                district=finding.district,
-                detail=finding.detail,
-                data=finding.data,
-                started_at=now_ms,
-            )
-            session.add(alert)
-            changed.append(alert)
-            _audit(session, "alert.raise", alert, now_ms)
+        active = {
+            (a.rule, a.subject): a for a in session.scalars(select(Alert).where(Alert.ended_at.is_(None)))
+        }
         for key, alert in active.items():
-            if key not in found and alert.rule in evaluated:
-                alert.state, alert.ended_at = ENDED, now_ms
-                changed.append(alert)
-                _audit(session, "alert.end", alert, now_ms)
+            if key in found:
+                alert.detail, alert.data = found[key].detail, found[key].data
         session.commit()
-        return [AlertEvent.of(alert) for alert in changed]
+    # Each raise and end is a transaction of its own: another replica may win any of them.
+    changes = [_raise(registry, finding, now_ms) for key, finding in found.items() if key not in active]
+    changes += [
+        _end(registry, alert, now_ms)
+        for key, alert in active.items()
+        if key not in found and alert.rule in evaluated
+    ]
+    return [event for event in changes if event is not None]
+
+
+def _raise(registry: Registry, finding: Finding, now_ms: int) -> AlertEvent | None:
+    """The event of ``finding`` raised, or None when another replica raised it first (uq_alerts_active)."""
+    alert = Alert(
+        rule=finding.rule.value,
+        subject=finding.subject,
+        state=ACTIVE,
+        site=finding.site,
+        district=finding.district,
+        detail=finding.detail,
+        data=finding.data,
+        started_at=now_ms,
+    )
+    with registry.session() as session:
+        session.add(alert)
+        _audit(session, "alert.raise", alert, now_ms)
+        try:
+            session.commit()
+        except IntegrityError:
+            log.debug("alert %s:%s was raised by another replica", alert.rule, alert.subject)
+            return None
+    return AlertEvent.of(alert)
+
+
+def _end(registry: Registry, alert: Alert, now_ms: int) -> AlertEvent | None:
+    """The event of ``alert`` ended, or None when another replica ended it first."""
+    with registry.session() as session:
+        ending = update(Alert).where(Alert.id == alert.id, Alert.ended_at.is_(None))
+        if session.connection().execute(ending.values(state=ENDED, ended_at=now_ms)).rowcount == 0:
+            log.debug("alert %s was ended by another replica", alert.id)
+            return None
+        alert.state, alert.ended_at = ENDED, now_ms
+        _audit(session, "alert.end", alert, now_ms)
+        session.commit()
+    return AlertEvent.of(alert)
 
 
 def _audit(session: Session, action: str, alert: Alert, now_ms: int) -> None:

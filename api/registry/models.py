@@ -149,11 +149,27 @@ class Command(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
+ACTIVE_ALERT = text("ended_at IS NULL")
+
+
 class Alert(Base):
-    """A rule's finding about one subject (device, lamp, agent): active until the rule no longer finds it."""
+    """A rule's finding about one subject (device, lamp, agent): active until the rule no longer finds it.
+
+    One active alert per rule and subject, however many API replicas run the rules; ended ones stay.
+    """
 
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_open", "state", "rule", "subject"),)
+    __table_args__ = (
+        Index("ix_alerts_open", "state", "rule", "subject"),
+        Index(
+            "uq_alerts_active",
+            "rule",
+            "subject",
+            unique=True,
+            sqlite_where=ACTIVE_ALERT,
+            postgresql_where=ACTIVE_ALERT,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     rule: Mapped[str] = mapped_column(String(32))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
+from api.alerts.delivery import AlertEvent
 from api.alerts.engine import evaluate
-from api.registry import Registry
-from api.registry.models import Agent, AuditEntry
+from api.registry import Registry, open_registry
+from api.registry.models import Agent, Alert, AuditEntry
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store.base import Point
@@ -118,6 +121,68 @@ def test_every_rule_raises_then_ends_when_cured(
     assert ("alert.raise", "aq_band:aq-rynok", "system:alert-rules") in actions
     assert ("alert.end", "water_leak:w-leak", "system:alert-rules") in actions
     assert len(actions) == 11
+
+
+class FirstWritesMeet:
+    """Holds each replica's first write to the registry until the other's: both have read the alerts and
+    decided before either changes one, the race two API replicas run on every tick."""
+
+    def __init__(self) -> None:
+        self._barrier = threading.Barrier(2, timeout=10)
+        self._waited: set[int] = set()
+
+    def __call__(self, _connection: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().startswith(("INSERT", "UPDATE")) and threading.get_ident() not in self._waited:
+            self._waited.add(threading.get_ident())
+            self._barrier.wait()
+
+
+def side_by_side(
+    replicas: list[Registry], store: SqliteStore, settings: ApiSettings, now_ms: int
+) -> list[AlertEvent]:
+    """What both replicas' evaluate() at ``now_ms``, run at once in two threads, give to delivery."""
+    meet = FirstWritesMeet()
+    for replica in replicas:
+        event.listen(replica.engine, "before_cursor_execute", meet)
+    try:
+        with ThreadPoolExecutor(len(replicas)) as pool:
+            runs = list(pool.map(lambda replica: evaluate(replica, store, settings, now_ms), replicas))
+    finally:
+        for replica in replicas:
+            event.remove(replica.engine, "before_cursor_execute", meet)
+    return [e for events in runs for e in events]
+
+
+def test_two_replicas_raise_and_end_each_alert_once(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    store.write(city_in_trouble())
+    add_agents(registry)
+    other = open_registry(registry.engine.url.render_as_string(hide_password=False))
+    replicas = [registry, other]
+    try:
+        raised = side_by_side(replicas, store, settings, NOW_MS)
+        assert len(raised) == len(subjects(raised)) == 7  # each delivered once, by one replica or the other
+        with registry.session() as session:
+            active = session.execute(
+                select(Alert.rule, Alert.subject, func.count())
+                .where(Alert.state == "active")
+                .group_by(Alert.rule, Alert.subject)
+            ).all()
+        assert sorted((rule, subject) for rule, subject, _ in active) == sorted(
+            (e.rule, e.subject) for e in raised
+        )
+        assert {count for *_, count in active} == {1}
+
+        store.write([reading("air_quality", "aq-rynok", NOW_MS + MINUTE_MS, {"pm25": 20.0})])
+        ended = side_by_side(replicas, store, settings, NOW_MS + MINUTE_MS)
+        assert subjects(ended) == {("ended", "aq_band", "aq-rynok")}
+        assert len(ended) == 1
+        with registry.session() as session:
+            actions = list(session.scalars(select(AuditEntry.action)))
+        assert sorted(actions) == ["alert.end"] + ["alert.raise"] * 7
+    finally:
+        other.close()
 
 
 def test_a_store_that_cannot_answer_ends_nothing(
