@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -110,6 +111,47 @@ def check_windows(span: TimeRange, window_s: int, max_windows: int) -> int:
             f" use a window of at least {smallest} s or a shorter range"
         )
     return windows
+
+
+def check_windowed_rows(
+    store: TelemetryReader,
+    measurement: str,
+    span: TimeRange,
+    window_s: int,
+    fields: Sequence[str] | None,
+    *,
+    device: str | None,
+    max_windows: int,
+    max_rows: int,
+    offers_device: bool = True,
+) -> None:
+    """400 when a windowed read of the range could load more than ``max_rows`` rows from the store.
+
+    ``range`` gives a row per device and window: the windows are counted here, the devices by the
+    store (not fetched), before any row is loaded. ``offers_device``: the route has ``device=``.
+    """
+    check_windows(span, window_s, max_windows)
+    window_ms = window_s * 1000
+    windows = (span.end_ms - 1) // window_ms - span.start_ms // window_ms + 1  # epoch-aligned, as stored
+    devices = store.count_devices(
+        measurement=measurement, start_ms=span.start_ms, end_ms=span.end_ms, device=device, fields=fields
+    )
+    if windows * devices <= max_rows:
+        return
+    ways = []
+    fitting = max_rows // devices  # windows per device that fit; one more may start before span.start
+    if fitting > 1:
+        ways.append(f"a window of at least {-(-span.span_ms // ((fitting - 1) * 1000))} s")
+    elif fitting == 1:
+        ways.append("a larger window")
+    ways.append("a shorter range")
+    if offers_device and device is None:
+        ways.append("one device (device=...)")
+    advice = f"{', '.join(ways[:-1])} or {ways[-1]}" if len(ways) > 1 else ways[0]
+    raise bad_request(
+        f"{windows} windows of {window_s} s for {devices} devices in this range: up to"
+        f" {windows * devices} rows; at most {max_rows}: use {advice}"
+    )
 
 
 def raw_rows_at_least(

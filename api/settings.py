@@ -80,7 +80,10 @@ class ApiSettings(BaseSettings):
         default=3600, gt=0, le=366 * 86400, description="range of a telemetry query without start"
     )
     query_max_points: int = Field(
-        default=100_000, gt=0, le=10_000_000, description="most rows one telemetry query may return"
+        default=100_000,
+        gt=0,
+        le=10_000_000,
+        description="most rows a telemetry query may return; windowed (groups too): windows times devices",
     )
     query_max_windows: int = Field(
         default=10_000, gt=0, le=1_000_000, description="most time windows one aggregated query may span"
@@ -134,7 +137,10 @@ class ApiSettings(BaseSettings):
         default=4, ge=1, le=10, description="tries per alert before giving up"
     )
     export_max_rows: int = Field(
-        default=5_000_000, gt=0, le=1_000_000_000, description="most rows (or windows) one export may stream"
+        default=5_000_000,
+        gt=0,
+        le=1_000_000_000,
+        description="most rows (raw, or windows times devices) one export may stream",
     )
     oidc_issuer: str | None = Field(
         default=None, description="single sign-on: the tokens' issuer (iss); none: API keys only"

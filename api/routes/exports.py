@@ -27,7 +27,7 @@ from api.query import (
     WindowQuery,
     bad_request,
     check_raw_rows,
-    check_windows,
+    check_windowed_rows,
     field_names,
     time_range,
     window_seconds,
@@ -137,7 +137,16 @@ def export(
     if window_s is None and aggregate is not None:
         raise bad_request(f"aggregate={aggregate.value} needs a window, e.g. window=1h")
     if window_s is not None:
-        check_windows(span, window_s, settings.export_max_rows)
+        check_windowed_rows(
+            store,
+            measurement,
+            span,
+            window_s,
+            names,
+            device=device,
+            max_windows=settings.export_max_rows,
+            max_rows=settings.export_max_rows,
+        )
     else:
         check_raw_rows(store, measurement, span, device, names, settings.export_max_rows)
     columns = _columns(store, measurement, names)

@@ -22,6 +22,7 @@ from api.query import (
     WindowQuery,
     bad_request,
     check_raw_rows,
+    check_windowed_rows,
     check_windows,
     duration_s,
     field_names,
@@ -83,10 +84,19 @@ def telemetry(
     names = field_names(fields) if fields is not None else None
     if window_s is None and aggregate is not None:
         raise bad_request(f"aggregate={aggregate.value} needs a window, e.g. window=1m")
+    # Counted first so that a year of raw points, or windows of every meter, is refused, not loaded.
     if window_s is not None:
-        check_windows(span, window_s, settings.query_max_windows)
+        check_windowed_rows(
+            store,
+            measurement,
+            span,
+            window_s,
+            names,
+            device=device,
+            max_windows=settings.query_max_windows,
+            max_rows=settings.query_max_points,
+        )
     else:
-        # Counted first so that a year of raw points is refused, not loaded into memory.
         check_raw_rows(store, measurement, span, device, names, settings.query_max_points)
     rows = store.range(
         measurement=measurement,
@@ -97,11 +107,10 @@ def telemetry(
         window_s=window_s,
         aggregate=aggregate or Aggregate.MEAN,
     )
-    if len(rows) > settings.query_max_points:
-        advice = "a bigger window" if window_s is not None else "a window (e.g. window=1m)"
+    if len(rows) > settings.query_max_points:  # raw: check_raw_rows counted at least this many
         raise bad_request(
             f"{len(rows)} rows in this range; at most {settings.query_max_points}:"
-            f" use {advice}, a shorter range, or one device"
+            " use a window (e.g. window=1m), a shorter range, or one device"
         )
     return TelemetryPublic(
         measurement=measurement,
@@ -146,7 +155,9 @@ class GroupsPublic(BaseModel):
 @router.get(
     "/{measurement}/groups",
     response_model=GroupsPublic,
-    responses={status.HTTP_400_BAD_REQUEST: {"description": "the range is empty or has too many windows"}},
+    responses={
+        status.HTTP_400_BAD_REQUEST: {"description": "the range is empty or has too many windows or devices"}
+    },
 )
 def telemetry_by_group(
     store: StoreDep,
@@ -165,8 +176,19 @@ def telemetry_by_group(
     """One measurement summarised per window across the devices of each district, site, or the city."""
     span = time_range(start, end, now_ms=now_ms, settings=settings)
     window_s = duration_s("window", window)
-    check_windows(span, window_s, settings.query_max_windows)
     names = field_names(fields) if fields is not None else None
+    # combine() reads a row per device and window: bounded before the first is loaded.
+    check_windowed_rows(
+        store,
+        measurement,
+        span,
+        window_s,
+        names,
+        device=None,
+        max_windows=settings.query_max_windows,
+        max_rows=settings.query_max_points,
+        offers_device=False,
+    )
     rows = combine(
         store,
         measurement,
@@ -176,8 +198,6 @@ def telemetry_by_group(
         fields=names,
         group_of=group_of_devices(store, measurement, by),
     )
-    if len(rows) > settings.query_max_points:
-        raise bad_request(f"{len(rows)} rows; at most {settings.query_max_points}: use a bigger window")
     return GroupsPublic(
         measurement=measurement,
         by=by,

@@ -119,6 +119,20 @@ class TelemetryReader(Protocol):
         ``window_s`` is given (windows aligned to the epoch, empty windows left out)."""
         ...
 
+    def count_devices(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> int:
+        """How many devices have points (with one of ``fields``) in [start_ms, end_ms), counted by the
+        store, not fetched: the most rows one window of ``range`` can have. Points without a device
+        count as one more, as ``range`` gives them a row of their own."""
+        ...
+
 
 class Store(PointWriter, TelemetryReader, Protocol):
     """A store that can be written and read."""

@@ -427,6 +427,42 @@ class InfluxQLReader:
         rows.sort(key=lambda r: (r.ts_ms, sorted(r.tags.items())))
         return rows
 
+    def count_devices(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> int:
+        """Devices with points (with one of ``fields``) in [start_ms, end_ms), counted inside InfluxDB.
+
+        The inner query has a row per device ("" for points without one); fill(0) gives every column
+        of such a row a value, so the outer COUNT of any column is the number of devices: one row
+        comes back, however many devices there are.
+        """
+        if fields is not None and not fields:
+            return 0
+        source = quote_identifier(measurement, "measurement")
+        counted = (
+            "COUNT(*)"
+            if fields is None
+            else ", ".join(f"COUNT({quote_identifier(name, 'field')})" for name in fields)
+        )
+        where, params = _conditions(device=device, start_ms=start_ms, end_ms=end_ms)
+        statement = f'SELECT COUNT(*) FROM (SELECT {counted} FROM {source}{where} GROUP BY "device" fill(0))'
+        return max(
+            (
+                int(value)
+                for series in self.query(statement, params)
+                for row in series.get("values", [])
+                for value in row[1:]
+                if value is not None
+            ),
+            default=0,
+        )
+
 
 def _conditions(
     *, device: str | None, start_ms: int | None, end_ms: int | None = None
@@ -516,6 +552,20 @@ class _InfluxReads:
             fields=fields,
             window_s=window_s,
             aggregate=aggregate,
+        )
+
+    def count_devices(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> int:
+        """Devices with points (with one of ``fields``) in [start_ms, end_ms), counted inside InfluxDB."""
+        return self.reader.count_devices(
+            measurement=measurement, start_ms=start_ms, end_ms=end_ms, device=device, fields=fields
         )
 
 

@@ -214,6 +214,30 @@ class SqliteStore:
             return self._raw(where, params, fields)
         return self._aggregated(where, params, fields, window_s * 1000, aggregate)
 
+    def count_devices(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> int:
+        """Devices with points (with one of ``fields``) in [start_ms, end_ms); no device counts as one."""
+        if fields is not None and not fields:
+            return 0
+        where, params = self._filters(measurement=measurement, device=device)
+        where.append("ts_ms >= ? AND ts_ms < ?")
+        params += [start_ms, end_ms]
+        if fields is not None:
+            keys = ", ".join("?" for _ in fields)
+            where.append(f"EXISTS (SELECT 1 FROM json_each(points.fields) WHERE key IN ({keys}))")
+            params += list(fields)
+        # DISTINCT keeps one NULL: the points without a device, one more row per window in range().
+        sql = "SELECT COUNT(*) FROM (SELECT DISTINCT device FROM points WHERE " + " AND ".join(where) + ")"
+        ((count,),) = self._query(sql, params)
+        return int(count)
+
     def _raw(self, where: list[str], params: list[object], fields: Sequence[str] | None) -> list[Row]:
         sql = "SELECT ts_ms, tags_key, fields FROM points WHERE " + " AND ".join(where)
         result: list[Row] = []

@@ -174,5 +174,7 @@ def test_too_many_windowed_rows_ask_for_a_bigger_window(small_client: TestClient
     response = small_client.get("/v1/telemetry/air_quality", params={"window": "10m"})
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "4 rows in this range; at most 3: use a bigger window, a shorter range, or one device"
+        "6 windows of 600 s for 2 devices in this range: up to 12 rows; at most 3:"
+        " use a larger window, a shorter range or one device (device=...)"
     )
+    assert small_client.get("/v1/telemetry/air_quality", params={"window": "1h"}).status_code == 200

@@ -259,3 +259,34 @@ def test_writes_from_several_threads_at_once_all_land(store: Store) -> None:
     assert sorted((row.tags["device"], row.ts_ms) for row in rows) == [
         (device, T0 + n * 1000) for device in devices for n in range(500)
     ]
+
+
+def test_count_devices_counts_the_devices_with_points_in_the_range(store: Store) -> None:
+    store.write(
+        [
+            aq("d1", T0, pm10=1.0),
+            aq("d1", T0 + 1000, pm10=2.0, ok=True),
+            aq("d2", T0 + 500, ok=False),
+            aq("d3", T0 + 60_000, pm10=3.0),
+            Point(AQ, {"agent": "agent-1"}, T0 + 700, {"pm10": 4.0}),  # no device: a row of its own
+            Point("electricity", {"device": "m1", "agent": "agent-2"}, T0, {"kwh": 1}),
+        ]
+    )
+
+    def count(end_ms: int = T0 + 60_000, device: str | None = None, fields: list[str] | None = None) -> int:
+        return store.count_devices(measurement=AQ, start_ms=T0, end_ms=end_ms, device=device, fields=fields)
+
+    assert count() == 3  # d1, d2 and the point without a device; d3 is at the (exclusive) end
+    one_window = store.range(
+        measurement=AQ, start_ms=T0, end_ms=T0 + 60_000, window_s=60, aggregate=Aggregate.COUNT
+    )
+    assert count() == len(one_window)
+    assert count(end_ms=T0 + 60_001) == 4
+    assert count(fields=["pm10"]) == 2
+    assert count(fields=["ok"]) == 2
+    assert count(fields=["ok", "pm10"]) == 3
+    assert count(fields=["nope"]) == 0
+    assert count(fields=[]) == 0
+    assert count(device="d2") == 1
+    assert count(device="d9") == 0
+    assert store.count_devices(measurement="water", start_ms=0, end_ms=2**62) == 0
