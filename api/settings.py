@@ -20,15 +20,20 @@ class SettingsError(ValueError):
     """Settings that cannot work; the message names each environment variable and what is wrong."""
 
 
-def redact_url(url: str) -> str:
-    """``url`` for logs and error messages: without user, password, query and fragment (secrets)."""
+def redact_url(url: str, *, keep_path: bool = True) -> str:
+    """``url`` for logs and error messages: without user, password, query and fragment (secrets).
+
+    ``keep_path=False`` also hides the path, for webhooks whose path is their secret (Slack, Teams).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
     if not parts.scheme or not parts.netloc:  # not a URL as urlsplit reads it: keep what follows any '@'
-        return url.rpartition("@")[2].partition("?")[0]
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        rest = url.rpartition("@")[2].partition("?")[0]
+        return rest if keep_path else rest.partition("/")[0] + "/…"
+    path = parts.path if keep_path or parts.path in ("", "/") else "/…"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}"
 
 
 class ApiSettings(BaseSettings):
@@ -225,7 +230,8 @@ class ApiSettings(BaseSettings):
     def _webhook_is_http(cls, url: str | None) -> str | None:
         if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
             raise ValueError(
-                f"{redact_url(url)!r} is not an http(s) URL; e.g. https://scada.example.org/citygw-alerts"
+                f"{redact_url(url, keep_path=False)!r} is not an http(s) URL; "
+                "e.g. https://scada.example.org/citygw-alerts"
             )
         return url
 

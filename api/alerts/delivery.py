@@ -100,4 +100,4 @@ class AlertDelivery:
                 if attempt + 1 < attempts:
                     self._sleep(FIRST_RETRY_S * 2**attempt)
         self.failed += 1
-        log.warning("alert webhook gave up after %s: %s", problem, redact_url(url))
+        log.warning("alert webhook gave up after %s: %s", problem, redact_url(url, keep_path=False))

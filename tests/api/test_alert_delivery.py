@@ -147,7 +147,8 @@ def test_a_webhook_given_up_on_is_logged_without_its_credentials_or_query(
     finally:
         hook.close()
     assert (hook.attempts, delivery.failed) == (1, 1)
-    assert f"gave up after HTTP 503: http://127.0.0.1:{port}/citygw-alerts" in caplog.text
+    assert f"gave up after HTTP 503: http://127.0.0.1:{port}/…" in caplog.text
+    assert "citygw-alerts" not in caplog.text  # a webhook's path may be its secret (Slack, Teams)
     assert "s3cret" not in caplog.text
     assert "scada-user" not in caplog.text
     assert "t0ken" not in caplog.text

@@ -76,7 +76,7 @@ def test_nonsense_is_refused_naming_the_variable(
         (
             "CITYGW_ALERT_WEBHOOK_URL",
             "ftp://hook:s3cret@scada.example/x?token=t0ken",
-            "'ftp://scada.example/x'",
+            "'ftp://scada.example/…'",  # a webhook's path may be its secret
         ),
         (
             "CITYGW_OIDC_JWKS_URL",
@@ -114,6 +114,18 @@ def test_a_refused_url_is_shown_without_its_secrets(
 )
 def test_redact_url_keeps_scheme_host_and_path_only(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXXsecret", "https://hooks.slack.com/…"),
+        ("https://scada.example/", "https://scada.example/"),
+        ("hooks.example/services/secret", "hooks.example/…"),
+    ],
+)
+def test_a_webhook_url_is_shown_without_its_path(url: str, redacted: str) -> None:
+    assert redact_url(url, keep_path=False) == redacted
 
 
 def test_typos_in_arguments_are_refused() -> None:
