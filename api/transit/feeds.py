@@ -20,6 +20,7 @@ from google.transit import gtfs_realtime_pb2
 from api.settings import ApiSettings
 from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
 from api.transit.fleet import Fleet
+from api.transit.isolation import vehicle_extra
 from api.transit.matching import MatchRules, TripMatch
 from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
 from api.transit.source import TimetableSource
@@ -30,7 +31,6 @@ from api.transit.vehicle_positions import (
     MEASUREMENT,
     Fix,
     Placement,
-    vehicle_extra,
     vehicle_feed,
 )
 from collector.store.base import Point, Row, TelemetryReader

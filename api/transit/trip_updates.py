@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from google.transit import gtfs_realtime_pb2
 
+from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
 from api.transit.timetable import TripPath
 
@@ -83,21 +84,28 @@ def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescript
 def add_trip_updates(feed: gtfs_realtime_pb2.FeedMessage, buses: Iterable[TripProgress]) -> None:
     """One TripUpdate entity per run, id ``<trip_id>@<start_date>`` (stable while the run lasts)."""
     for bus in sorted(buses, key=lambda b: b.match.run.key):
-        predictions = predict(bus.match)
-        if not predictions:
-            continue
-        entity = feed.entity.add()
-        entity.id = bus.match.run.key
-        update = entity.trip_update
-        trip_descriptor(bus.match, update.trip)
-        update.vehicle.id = bus.vehicle_id
-        if bus.label:
-            update.vehicle.label = bus.label
-        update.timestamp = bus.fix_ts_s
-        for prediction in predictions:
-            stop_update = update.stop_time_update.add()
-            stop_update.stop_sequence = prediction.stop_sequence
-            stop_update.stop_id = prediction.stop_id
-            stop_update.arrival.time = prediction.arrival_s
-            stop_update.departure.time = prediction.departure_s
-            stop_update.schedule_relationship = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate.SCHEDULED
+        entity = vehicle_extra(bus.vehicle_id, "trip update", _trip_update_entity, bus)
+        if entity is not None:
+            feed.entity.append(entity)
+
+
+def _trip_update_entity(bus: TripProgress) -> gtfs_realtime_pb2.FeedEntity | None:
+    """The bus's TripUpdate, built apart so that a failure leaves the feed as it was."""
+    predictions = predict(bus.match)
+    if not predictions:
+        return None
+    entity = gtfs_realtime_pb2.FeedEntity(id=bus.match.run.key)
+    update = entity.trip_update
+    trip_descriptor(bus.match, update.trip)
+    update.vehicle.id = bus.vehicle_id
+    if bus.label:
+        update.vehicle.label = bus.label
+    update.timestamp = bus.fix_ts_s
+    for prediction in predictions:
+        stop_update = update.stop_time_update.add()
+        stop_update.stop_sequence = prediction.stop_sequence
+        stop_update.stop_id = prediction.stop_id
+        stop_update.arrival.time = prediction.arrival_s
+        stop_update.departure.time = prediction.departure_s
+        stop_update.schedule_relationship = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate.SCHEDULED
+    return entity

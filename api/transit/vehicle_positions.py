@@ -10,15 +10,14 @@ vehicle comes from trip matching (``placements``) and only ids the timetable kno
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 from google.transit import gtfs_realtime_pb2
 
+from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
 from api.transit.occupancy import Occupancy
 from api.transit.trip_updates import trip_descriptor
@@ -26,9 +25,6 @@ from collector.store.base import FieldValue, Point
 
 MEASUREMENT = "vehicle_position"
 GTFS_REALTIME_VERSION = "2.0"
-P = ParamSpec("P")
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +168,6 @@ def vehicle_feed(
         if load is not None:
             vehicle.MergeFrom(load)
     return feed
-
-
-def vehicle_extra(
-    vehicle_id: str, what: str, make: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> T | None:
-    """``make(*args, **kwargs)``, or None (logged) when it fails: one vehicle's extra never fails a feed."""
-    try:
-        return make(*args, **kwargs)
-    except Exception:
-        log.exception("vehicle %s: %s left out of the feeds", vehicle_id, what)
-        return None
 
 
 def _placement_part(placement: Placement) -> gtfs_realtime_pb2.VehiclePosition:

@@ -10,6 +10,7 @@ from google.transit import gtfs_realtime_pb2
 from api.transit.matching import TripMatch
 from api.transit.occupancy import Occupancy, boardings, estimate
 from api.transit.timetable import Timetable
+from api.transit.trip_updates import TripProgress, add_trip_updates
 from api.transit.vehicle_positions import HeaderClock, Placement, build_feed
 from collector.store.base import FieldValue, Point, Row
 from tests.api.factories import NOW_MS, bus_fix, reading
@@ -213,3 +214,23 @@ def test_an_extra_that_cannot_be_written_is_left_out_for_that_vehicle_only(
         "vehicle bad: trip placement left out of the feeds",
         "vehicle bad: occupancy left out of the feeds",
     ]
+
+
+def test_a_trip_update_that_cannot_be_computed_is_left_out_for_that_bus_only(
+    timetable: Timetable, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = next(timetable.runs_between(NOW_MS / 1000, NOW_MS / 1000))
+    good = TripMatch(run, along_m=0.0, delay_s=60.0, confidence=1.0, next_stop=0)
+    broken = TripMatch(run, along_m=0.0, delay_s=float("nan"), confidence=1.0, next_stop=0)
+    path = timetable.path(run.trip.trip_id)
+    feed = gtfs_realtime_pb2.FeedMessage()
+    add_trip_updates(
+        feed,
+        [
+            TripProgress(bus, None, NOW_MS // 1000, match, path)
+            for bus, match in (("bad", broken), ("good", good))
+        ],
+    )
+    assert [entity.trip_update.vehicle.id for entity in feed.entity] == ["good"]
+    assert len(feed.entity[0].trip_update.stop_time_update) == len(run.trip.stop_times)
+    assert [r.getMessage() for r in caplog.records] == ["vehicle bad: trip update left out of the feeds"]
