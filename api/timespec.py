@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from citygw.wire import MAX_TS_MS
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _RELATIVE = re.compile(r"^(?:now)?(?:([+-])(\d{1,12})(ms|s|m|h|d|w))?$")
 _DURATION = re.compile(r"^(\d{1,9})(s|m|h|d|w)$")
 # Far enough either way for any telemetry; keeps datetime arithmetic inside its range.
 _MIN_MS = 0
-_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MAX_MS = MAX_TS_MS
 
 
 def parse_instant(text: str, *, now_ms: int) -> int:

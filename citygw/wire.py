@@ -44,6 +44,9 @@ MAX_FIELDS_PER_READING = 64
 MAX_TAGS_PER_READING = 16
 # Tags the collector adds itself; a reading may not set them.
 RESERVED_TAGS = frozenset({"agent", "device"})
+# Measurements CityGW writes itself (dead letters, agent health, the API's records): a reading in one
+# would fix its fields' types in the store and make CityGW's own records refused.
+RESERVED_MEASUREMENTS = frozenset({"dead_letter", "agent_health", "transit_vehicle", "command"})
 
 
 class Channel(StrEnum):
@@ -98,7 +101,8 @@ def subscription(channel: Channel, *, share_group: str | None = None) -> str:
 
 
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
-Timestamp = Annotated[StrictInt, Field(ge=0)]
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it no time is a time
+Timestamp = Annotated[StrictInt, Field(ge=0, le=MAX_TS_MS)]
 Fields = Annotated[dict[Name, FieldValue], Field(min_length=1, max_length=MAX_FIELDS_PER_READING)]
 Tags = Annotated[dict[Name, Label], Field(max_length=MAX_TAGS_PER_READING)]
 
@@ -182,14 +186,14 @@ class DeviceState(StrEnum):
 
 class DeviceHealth(_Payload):
     state: DeviceState
-    last_ok: StrictInt | None = Field(default=None, description="ms since epoch of the last good read")
+    last_ok: Timestamp | None = Field(default=None, description="ms since epoch of the last good read")
     error: str | None = Field(default=None, max_length=512)
     reads: StrictInt = 0
     failures: StrictInt = 0
     exception_code: StrictInt | None = Field(
         default=None, description="the Modbus exception code of the last failure, when it was one"
     )
-    last_error_at: StrictInt | None = Field(default=None, description="ms since epoch of the last failure")
+    last_error_at: Timestamp | None = Field(default=None, description="ms since epoch of the last failure")
     response_ms_buckets: dict[str, StrictInt] | None = Field(
         default=None,
         description="answers by response time since start, not cumulative: le_50, le_100, ..., gt_1000 (ms)",
@@ -221,7 +225,7 @@ class Health(_Payload):
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
-    ts: StrictInt
+    ts: Timestamp
     devices: dict[Label, DeviceHealth]
     journal: JournalHealth
 

@@ -24,6 +24,7 @@ class Reason:
     TOO_LARGE = "too_large"
     TOPIC = "topic"
     REJECTED_BY_STORE = "rejected_by_store"
+    COLLECTOR_ERROR = "collector_error"  # the collector failed on it (a bug: its log has the traceback)
 
 
 REASONS = tuple(value for name, value in vars(Reason).items() if name.isupper())

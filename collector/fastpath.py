@@ -98,6 +98,7 @@ class TelemetryFastPath:
         if not (
             type(measurement) is str
             and wire.is_name(measurement)
+            and measurement not in wire.RESERVED_MEASUREMENTS
             and type(device) is str
             and wire.is_label(device)
             and len(tags) <= wire.MAX_TAGS_PER_READING

@@ -596,7 +596,7 @@ class Collector:
         except queue.Empty:
             return None
         batch = _Batch(next(self._batch_numbers))
-        self._convert(first, batch)
+        self._convert_or_dead_letter(first, batch)
         deadline = time.monotonic() + self.batch_max_seconds
         while batch.size < self.batch_max_points and len(batch.messages) < self.inflight_window:
             # Stopping: take only what is already queued.
@@ -605,8 +605,22 @@ class Collector:
                 message = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
             except queue.Empty:
                 break
-            self._convert(message, batch)
+            self._convert_or_dead_letter(message, batch)
         return batch
+
+    def _convert_or_dead_letter(self, message: _Received, batch: _Batch) -> None:
+        """``_convert``; a message it fails on (a bug) becomes a dead letter, never the converter's end."""
+        parts: tuple[list[Any], ...] = (batch.messages, batch.lines, batch.points, batch.origins, batch.dead)
+        sizes = [len(part) for part in parts]
+        try:
+            self._convert(message, batch)
+        except Exception as exc:
+            log.exception("collector %s: failed on a message of %s", self.client_id, message.topic)
+            for part, size in zip(parts, sizes, strict=True):
+                del part[size:]  # what it added before failing
+            batch.messages.append(message)
+            agent = (wire.parse_topic(message.topic) or ("unknown",))[0]
+            batch.dead.append(self._dead_letter(message, Reason.COLLECTOR_ERROR, repr(exc), agent=agent))
 
     def _convert(self, message: _Received, batch: _Batch) -> None:
         """Add ``message`` to ``batch``: its readings to store, or dead letters."""
@@ -659,6 +673,10 @@ class Collector:
             if tags and not _RESERVED_TAGS.isdisjoint(tags):
                 reserved = sorted(_RESERVED_TAGS.intersection(tags))
                 error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
+                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif reading["measurement"] in wire.RESERVED_MEASUREMENTS:
+                name = reading["measurement"]
+                error = f"reading {index}: measurement {name!r} holds CityGW's own records, not readings"
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
             elif not EARLIEST_TS_MS <= ts <= latest_ok:
                 error = (

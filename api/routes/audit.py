@@ -13,6 +13,7 @@ from api.registry.models import AuditEntry
 from api.routes.paging import DEFAULT_LIMIT, ID_MAX, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import AdminDep
 from api.timespec import iso
+from citygw.wire import MAX_TS_MS
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -59,7 +60,7 @@ def audit_log(
     action: Annotated[str | None, Query(pattern=ACTION_PATTERN, description="e.g. config.push")] = None,
     actor: Annotated[str | None, Query(pattern=TEXT)] = None,
     target: Annotated[str | None, Query(pattern=TEXT, description="e.g. agent:lviv-depot-1")] = None,
-    since_ms: Annotated[int | None, Query(ge=0, le=253_402_300_799_999)] = None,
+    since_ms: Annotated[int | None, Query(ge=0, le=MAX_TS_MS)] = None,
     before_id: Annotated[int | None, Query(ge=1, le=ID_MAX)] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,

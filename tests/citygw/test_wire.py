@@ -112,3 +112,20 @@ def test_a_topic_whose_agent_ends_in_a_newline_is_not_a_citygw_topic() -> None:
     assert wire.parse_topic("citygw/v1/agent-1/telemetry") == ("agent-1", wire.Channel.TELEMETRY)
     with pytest.raises(ValueError, match="agent id"):
         wire.topic("agent-1\n", wire.Channel.TELEMETRY)
+
+
+def test_the_reserved_measurements_are_those_citygw_writes_itself() -> None:
+    from api.recorder import COMMAND_MEASUREMENT, VEHICLE_MEASUREMENT
+    from collector.dead_letter import DEAD_LETTER
+    from collector.health import AGENT_HEALTH
+
+    assert {DEAD_LETTER, AGENT_HEALTH, VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT} == wire.RESERVED_MEASUREMENTS
+
+
+def test_times_beyond_any_calendar_are_refused() -> None:
+    with pytest.raises(ValidationError, match="last_ok"):
+        wire.DeviceHealth(state=wire.DeviceState.OK, last_ok=-(10**400))
+    with pytest.raises(ValidationError, match="ts"):
+        wire.Health(
+            agent="a", ts=wire.MAX_TS_MS + 1, devices={}, journal=wire.JournalHealth(backlog=0, dropped=0)
+        )

@@ -109,6 +109,29 @@ def hostile_payloads() -> list[tuple[str, str, bytes, str, str]]:
             "reserved",
         ),
         (
+            "a dead letter posing as a reading",
+            own,
+            batch_json(readings=[{"measurement": "dead_letter", "fields": {"topic": 1.5}}]),
+            Reason.SCHEMA,
+            "CityGW's own records",
+        ),
+        (
+            "agent health posing as a reading",
+            own,
+            batch_json(readings=[{"measurement": "agent_health", "fields": {"online": 0.5}}]),
+            Reason.SCHEMA,
+            "CityGW's own records",
+        ),
+        (
+            "health with a time beyond any calendar",
+            wire.topic("agent-1", wire.Channel.HEALTH),
+            b'{"agent":"agent-1","ts":1700000000000,"devices":{"d":{"state":"ok","last_ok":-1'
+            + b"0" * 400
+            + b'}},"journal":{"backlog":0,"dropped":0}}',
+            Reason.SCHEMA,
+            "last_ok",
+        ),
+        (
             "measurement injection",
             own,
             batch_json(readings=[{"measurement": "electricity,agent=evil kwh=1"}]),

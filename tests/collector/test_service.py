@@ -395,3 +395,32 @@ def test_extreme_numbers_are_stored_exactly(mosquitto: Mosquitto, agent: Agent, 
     for row in rows:
         assert row.values == EXTREME_FIELDS
         assert all(type(row.values[name]) is type(value) for name, value in EXTREME_FIELDS.items())
+
+
+def test_a_message_the_converter_fails_on_is_a_dead_letter_and_the_collector_goes_on(
+    mosquitto: Mosquitto, agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in converting one message (here: health points that raise) must not end the converter
+    thread, which would leave the collector subscribed and storing nothing."""
+    import collector.service
+
+    def broken(*args: object) -> list[Point]:
+        raise OverflowError("a bug")
+
+    monkeypatch.setattr(collector.service, "health_points", broken)
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    health = wire.Health(
+        agent="agent-1", ts=now_ms(), devices={}, journal=wire.JournalHealth(backlog=0, dropped=0)
+    )
+    with started(fast(mosquitto, store)) as running:
+        agent.publish(agent.batch(count=2))
+        agent.client.publish(
+            wire.topic("agent-1", wire.Channel.HEALTH), wire.encode(health), qos=1
+        ).wait_for_publish(5)
+        agent.publish(agent.batch(count=2))
+        wait_until(lambda: running.stats.messages == 3, "every message")
+        assert stored(store) == expected_rows(agent, range(2), 2)
+        (letter,) = stored(store, DEAD_LETTER)
+        assert letter.tags["reason"] == Reason.COLLECTOR_ERROR
+        assert "OverflowError('a bug')" in str(letter.values["error"])
+    store.close()
