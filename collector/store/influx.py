@@ -692,7 +692,9 @@ class InfluxV2Store(_InfluxReads):
         except ApiException as exc:
             status = exc.status or 0
             reason = _error_text(exc.body) or str(exc.reason)
-            if status == 400:
+            # InfluxDB 2.x answers 422 for points it can never take (a field's type conflict, a time
+            # outside the bucket's retention): dead letters, like 1.x's 400, not a retry for ever.
+            if status in (400, 422):
                 raise _BadRequest(reason) from exc
             if status == 413:
                 raise _TooLarge(reason) from exc

@@ -281,3 +281,60 @@ def test_a_wrong_password_is_unavailable_not_a_missing_database(auth_influxdb: A
     with pytest.raises(StoreUnavailable, match="authentication failed"):
         prepare(store)
     store.close()
+
+
+class Influx2Refusing:
+    """What InfluxDB 2.x answers (not packaged for Debian, so played here on a loopback socket):
+    204 for lines it takes, 422 with its JSON error for a batch holding a line it never will."""
+
+    def __init__(self, refused_marker: str) -> None:
+        import http.server
+        import threading
+
+        taken: list[str] = []
+        self.taken = taken
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                lines = body.decode().splitlines()
+                if any(refused_marker in line for line in lines):
+                    answer = b'{"code":"unprocessable entity","message":"field type conflict"}'
+                    self.send_response(422)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
+                taken.extend(lines)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_v2_server_refusing_a_point_for_ever_422_dead_letters_it_and_stores_the_rest() -> None:
+    """A type conflict or a time outside the bucket's retention is 422 on InfluxDB 2.x: retrying it would
+    hold every later batch's acknowledgement for ever."""
+    server = Influx2Refusing("kwh=3")
+    store = InfluxV2Store(server.url, org="city", bucket="telemetry", token="t")
+    try:
+        with pytest.raises(PointsRejected) as caught:
+            store.write(points(6))
+        assert [p.fields for p, _ in caught.value.rejected] == [{"kwh": 3.0, "n": 3}]
+        assert "field type conflict" in caught.value.rejected[0][1]
+        assert len(server.taken) == 5
+    finally:
+        store.close()
+        server.close()
