@@ -139,9 +139,15 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
 
         configs = []
         for agent in agents:
-            agent.update(
-                broker={"url": broker_url}, journal=str(workdir / f"{agent['agent_id']}.journal.sqlite")
-            )
+            # Each agent its own folder: the journal, commands.sqlite and remote-config.json (kept
+            # beside the journal) of one agent must not be another's.
+            folder = workdir / agent["agent_id"]
+            folder.mkdir(exist_ok=True)
+            # The simulators' ports change every run, so a remote config kept from an earlier run
+            # (pushed through the API) would point the agent at devices that are gone: every run
+            # starts each agent from the config written here.
+            (folder / "remote-config.json").unlink(missing_ok=True)
+            agent.update(broker={"url": broker_url}, journal=str(folder / "journal.sqlite"))
             path = workdir / f"{agent['agent_id']}.yaml"
             path.write_text(yaml.safe_dump(agent, sort_keys=False))
             configs.append(AgentConfig.model_validate(agent))
