@@ -34,7 +34,7 @@ def _env(name: str, default: str) -> str:
 
 def _port(value: str) -> int:
     """A TCP port number (0: any free port); argparse applies it to a string default (the env) too."""
-    if not value.isdigit() or int(value) > 65535:
+    if not (value.isascii() and value.isdigit()) or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is no TCP port (0-65535)")
     return int(value)
 
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", help="MQTT broker URL (mqtt://HOST:PORT); default: an embedded broker")
     demo.add_argument("--store", help="store URL (influxdb://HOST:PORT/DB, ...); default: embedded SQLite")
     demo.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    demo.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
     demo.add_argument("--workdir", default="var/demo", help="folder for journals, store and configs")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
     demo.set_defaults(func=_demo)
@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     api_run = api.add_parser("run", help="serve the HTTP API")
     api_run.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE))
     api_run.add_argument("--host", default=_env("CITYGW_API_HOST", "127.0.0.1"))
-    api_run.add_argument("--port", type=int, default=int(_env("CITYGW_API_PORT", "8000")))
+    api_run.add_argument(
+        "--port",
+        type=_port,
+        default=_env("CITYGW_API_PORT", "8000"),
+        help="API port, $CITYGW_API_PORT (default 8000)",
+    )
     api_run.set_defaults(func=_api_run)
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(

@@ -18,9 +18,14 @@ from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.services import Mosquitto, free_port
 
 
-def _citygw(*args: str) -> subprocess.CompletedProcess[str]:
+def _citygw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "citygw.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "citygw.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
 
 
@@ -146,4 +151,21 @@ def test_a_bad_metrics_port_exits_2() -> None:
     result = _citygw("collector", "run", "--metrics-port", "http")
     assert result.returncode == 2
     assert "--metrics-port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_api_port_in_the_environment_fails_only_the_api_and_says_so() -> None:
+    env = dict(os.environ, CITYGW_API_PORT="abc")
+    helped = _citygw("--help", env=env)
+    assert helped.returncode == 0, helped.stderr
+    result = _citygw("api", "run", env=env)
+    assert result.returncode == 2
+    assert "--port: 'abc' is no TCP port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_api_port_out_of_range_exits_2() -> None:
+    result = _citygw("api", "run", "--port", "99999")
+    assert result.returncode == 2
+    assert "--port: '99999' is no TCP port" in result.stderr
     assert "Traceback" not in result.stderr
