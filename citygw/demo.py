@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 import yaml
 
-from api.app import create_app
-from api.recorder import COMMAND_MEASUREMENT, VEHICLE_MEASUREMENT
-from api.settings import ApiSettings, load_settings
 from citygw.embedded_broker import EmbeddedBroker
 from collector.dead_letter import DEAD_LETTER
 from collector.health import AGENT_HEALTH
@@ -32,6 +32,12 @@ from edge.agent import Agent
 from edge.config import AgentConfig
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp
+
+if TYPE_CHECKING:
+    from api.settings import ApiSettings
+
+# The api package is imported where it is used: importing it logs (alembic's plugins at INFO), and
+# a demo that refuses to start says so in one line.
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,6 @@ class DemoOptions:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -155,14 +159,18 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
 
 
 # What the collector stores about the system itself and what the API derives: not readings of a device.
-_SYSTEM_MEASUREMENTS = frozenset({DEAD_LETTER, AGENT_HEALTH, VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT})
+def _system_measurements() -> frozenset[str]:
+    from api.recorder import COMMAND_MEASUREMENT, VEHICLE_MEASUREMENT
+
+    return frozenset({DEAD_LETTER, AGENT_HEALTH, VEHICLE_MEASUREMENT, COMMAND_MEASUREMENT})
 
 
 def summary(store: TelemetryReader, now_ms: int) -> str:
     """A few lines: each device, its age and its latest values."""
+    system = _system_measurements()
     lines = [f"{'device':<16} {'measurement':<17} {'age':>5}  values"]
     for point in sorted(store.latest(), key=lambda p: (p.measurement, p.tags.get("device", ""))):
-        if point.measurement in _SYSTEM_MEASUREMENTS:
+        if point.measurement in system:
             continue
         values = ", ".join(
             f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(point.fields.items())[:5]
@@ -182,7 +190,37 @@ async def _print_summaries(store: TelemetryReader, every_s: float) -> None:
         print(f"\n{time.strftime('%H:%M:%S')} latest readings\n{text}", flush=True)
 
 
+def _refuse(reason: str) -> int:
+    print(f"citygw demo: {reason}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the API could not listen on ``host:port`` (bound and closed again at once), or None."""
+    if not 1 <= port <= 65535:
+        return f"--port {port} is no TCP port the demo can serve on (1-65535)"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}; use --host"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use; use --port N"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 async def run_demo(options: DemoOptions) -> int:
+    # Before anything starts: the API binds last, and a busy port found then stops everything.
+    problem = _listen_problem(options.api_host, options.api_port)
+    if problem is not None:
+        return _refuse(problem)
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     store_url = options.store_url or f"sqlite:///{workdir / 'citygw.sqlite'}"
@@ -202,6 +240,8 @@ async def run_demo(options: DemoOptions) -> int:
         )
         collector.start()
         stack.callback(collector.stop)
+        from api.app import create_app
+
         server = _ApiServer(
             uvicorn.Config(
                 create_app(store, settings=_demo_api_settings(workdir, broker_url)),
@@ -223,7 +263,7 @@ async def run_demo(options: DemoOptions) -> int:
         )
         background = [asyncio.create_task(Agent(c).run(), name=f"agent-{c.agent_id}") for c in configs]
         background.append(asyncio.create_task(_print_summaries(store, 5.0), name="summary"))
-        serving = asyncio.create_task(server.serve(), name="api")
+        serving = asyncio.create_task(_serve(server), name="api")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -251,6 +291,8 @@ async def run_demo(options: DemoOptions) -> int:
 
 def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
     """The demo's API on loopback: telemetry without a key, no rate limit, registry in the demo's folder."""
+    from api.settings import load_settings
+
     return load_settings(
         open_telemetry=True,
         registry_url=f"sqlite:///{workdir / 'registry.sqlite'}",
@@ -262,6 +304,14 @@ def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
 def _report_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    """uvicorn raises SystemExit when it cannot listen, which would escape the event loop: an error here."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise RuntimeError(f"the API could not listen on {server.config.host}:{server.config.port}") from exc
 
 
 class _ApiServer(uvicorn.Server):
