@@ -98,6 +98,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 EARLIEST_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MAX_FUTURE_MS = 10 * 60 * 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+# While the broker cannot be reached: the first failure is logged, then at most one line this often.
+CONNECT_FAIL_LOG_EVERY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -279,6 +281,8 @@ class Collector:
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
+        self._connect_fail_logged_at: float | None = None  # monotonic; None: none logged in this outage
+        self._connect_failures = 0  # failed attempts since the last one logged
         self._last_seq: dict[str, int] = {}
         self._sites: dict[str, str] = {}  # agent -> the site tag of its telemetry, for its health points
         self._device_health = DeviceHealthGate(device_health_every_s)
@@ -316,6 +320,7 @@ class Collector:
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
@@ -509,6 +514,7 @@ class Collector:
             log.error("collector %s: broker refused the connection: %s", self.client_id, reason_code)
             return
         self._connection += 1
+        self._connect_fail_logged_at, self._connect_failures = None, 0
         log.info(
             "collector %s: connected to %s:%d (session present: %s)",
             self.client_id,
@@ -517,6 +523,28 @@ class Collector:
             flags.session_present,
         )
         client.subscribe([(name, 1) for name in self._subscriptions])
+
+    def _on_connect_fail(self, client: Client, userdata: Any) -> None:
+        """A connection attempt failed (paho retries): the first one logged, then one a minute."""
+        # paho calls this in its ``except OSError`` block: that exception is the reason.
+        error = sys.exc_info()[1]
+        self._connect_failures += 1
+        now = time.monotonic()
+        last = self._connect_fail_logged_at
+        if last is not None and now - last < CONNECT_FAIL_LOG_EVERY_S:
+            return
+        again = (
+            f"; {self._connect_failures} failed attempt(s) since the last report" if last is not None else ""
+        )
+        log.warning(
+            "collector %s: cannot connect to the broker at %s:%d: %s (retrying%s)",
+            self.client_id,
+            self.broker.host,
+            self.broker.port,
+            error or "connection failed",
+            again,
+        )
+        self._connect_fail_logged_at, self._connect_failures = now, 0
 
     def _on_disconnect(
         self,

@@ -169,3 +169,32 @@ def test_an_api_port_out_of_range_exits_2() -> None:
     assert result.returncode == 2
     assert "--port: '99999' is no TCP port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_collector_run_says_once_why_it_cannot_reach_the_broker(tmp_path: Path) -> None:
+    """Paho retries every 1-10 s in silence: the first failure is logged, with host, port and reason."""
+    port = free_port()
+    stderr = tmp_path / "stderr"
+    args = [
+        "collector",
+        "run",
+        "--broker",
+        f"mqtt://127.0.0.1:{port}",
+        "--store",
+        f"sqlite:///{tmp_path}/s.sqlite",
+    ]
+    with stderr.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "citygw.cli", *args], stderr=sink)
+    try:
+        needle = f"cannot connect to the broker at 127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while needle not in stderr.read_text():
+            assert proc.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, f"nothing said within 10 s: {stderr.read_text()!r}"
+            time.sleep(0.1)
+        time.sleep(3)  # paho retries after 1 s, 2 s, ...: still one line (at most one a minute)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    [line] = [line for line in stderr.read_text().splitlines() if needle in line]
+    assert "Connection refused" in line
