@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
 DEFAULT_REGISTRY = "sqlite:///var/citygw-registry.sqlite"
+EX_CONFIG = 2  # fix the settings first: systemd units say RestartPreventExitStatus=2
+EX_TEMPFAIL = 75  # sysexits.h: down or unreachable for now; a restart later may succeed
 
 
 def _env(name: str, default: str) -> str:
@@ -37,6 +40,68 @@ def _port(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is no TCP port (0-65535)")
     return int(value)
+
+
+class CommandFailed(Exception):
+    """A known failure: main prints ``citygw: <what>: <why>`` (no traceback) and exits with ``code``."""
+
+    def __init__(self, line: str, code: int) -> None:
+        super().__init__(line)
+        self.code = code
+
+
+def _why(exc: BaseException) -> tuple[str, int] | None:
+    """One line on why ``exc`` happened and the exit code, for failures the operator can act on.
+
+    None for anything else: a bug, whose traceback is wanted.
+    """
+    from grafana_client.client import GrafanaClientError, GrafanaException
+    from niquests.exceptions import ConnectionError as HttpConnectionError
+    from niquests.exceptions import Timeout as HttpTimeout
+    from sqlalchemy.exc import OperationalError
+
+    from collector.store import StoreUnavailable
+
+    if isinstance(exc, StoreUnavailable):
+        return str(exc), EX_TEMPFAIL
+    if isinstance(exc, OperationalError):  # the database (server or file) could not be used
+        temporary = not type(exc.orig).__module__.startswith("sqlite3")
+        return str(exc.orig).strip().splitlines()[0], EX_TEMPFAIL if temporary else EX_CONFIG
+    if isinstance(exc, GrafanaException):
+        hint = {
+            401: ": the token was refused; set CITYGW_GRAFANA_TOKEN to a valid service account token",
+            403: ": the token's service account needs the Editor role",
+        }.get(exc.status_code, "")
+        message = str(exc.message)
+        status = f"HTTP {exc.status_code} " if exc.status_code and str(exc.status_code) not in message else ""
+        temporary = not isinstance(exc, GrafanaClientError)  # 5xx, timeout
+        return f"{status}{message}{hint}", EX_TEMPFAIL if temporary else EX_CONFIG
+    if isinstance(exc, OSError):  # files, sockets, and every HTTP client error (niquests' are OSErrors)
+        text = str(exc)
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # the cause, out of urllib3's wrappings
+        why = errno.group(0) if errno and isinstance(exc, HttpConnectionError) else text
+        temporary = isinstance(exc, ConnectionError | TimeoutError | HttpConnectionError | HttpTimeout)
+        return why, EX_TEMPFAIL if temporary else EX_CONFIG
+    return None
+
+
+@contextlib.contextmanager
+def _failing_as(what: str, *also: type[Exception]) -> Iterator[None]:
+    """Known failures in the block become ``CommandFailed("<what>: <why>")``; ``also``: exit-2 kinds.
+
+    ``what`` names the thing that failed, e.g. ``store at influxdb://host:8086/citygw``: pass its
+    URL through a redaction first, it is printed as is.
+    """
+    try:
+        yield
+    except (ConfigError, CommandFailed):
+        raise
+    except Exception as exc:
+        known = (str(exc), EX_CONFIG) if isinstance(exc, also) else _why(exc)
+        if known is None:
+            raise
+        why, code = known
+        raise CommandFailed(f"{what}: {why}", code) from exc
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -64,7 +129,8 @@ def open_store_for_service(url: str) -> Store:
     """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing).
 
     A store that cannot serve this user (no database, no privilege to create it) is a ConfigError;
-    an unreachable one (StoreUnavailable) goes up as is, for the supervisor's restart to retry.
+    an unreachable one (StoreUnavailable) goes up as is: the commands exit 75 (EX_TEMPFAIL), and the
+    supervisor restarts them.
     """
     from collector.store import StoreError, StoreUnavailable, open_store, prepare
 
@@ -85,8 +151,10 @@ def open_store_for_service(url: str) -> Store:
 
 def _collector_run(args: argparse.Namespace) -> int:
     from collector.service import Collector
+    from collector.store import redact
 
-    store = open_store_for_service(args.store)
+    with _failing_as(f"store at {redact(args.store)}"):
+        store = open_store_for_service(args.store)
     try:
         collector = Collector(
             args.broker,
@@ -108,6 +176,13 @@ def _collector_run(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     """citygw keys create|list|revoke: API keys in the registry, audited as the local OS user."""
+    from api.settings import redact_url
+
+    with _failing_as(f"registry at {redact_url(args.registry)}"):
+        return _keys_in_registry(args)
+
+
+def _keys_in_registry(args: argparse.Namespace) -> int:
     import getpass
 
     from api.registry import RegistryError, open_registry
@@ -164,16 +239,21 @@ def _api_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from collector.store import redact
 
-    store = open_store_for_service(args.store)
+    with _failing_as(f"store at {redact(args.store)}"):
+        store = open_store_for_service(args.store)
     uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info")
     return 0
 
 
 def _dashboards_push(args: argparse.Namespace) -> int:
+    from collector.store import redact
+    from dashboards.push import URL_ENV
     from dashboards.push import main as push
 
-    return push(dry_run=args.dry_run)
+    with _failing_as(f"Grafana at {redact(os.environ.get(URL_ENV, ''))}"):
+        return push(dry_run=args.dry_run)
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -210,7 +290,8 @@ def _probe(args: argparse.Namespace) -> int:
             return format_table(interpretations(words, args.address))
 
     try:
-        print(asyncio.run(probe()))
+        with _failing_as("probe", ValueError):  # a count or address outside what one read may ask
+            print(asyncio.run(probe()))
     except DeviceError as exc:
         print(f"citygw probe: {exc}", file=sys.stderr)
         return 1
@@ -327,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # Chatty libraries: their INFO lines drown the demo's own output.
-        for name in ("transitions", "pymodbus", "httpx"):
+        for name in ("transitions", "pymodbus", "httpx", "alembic.runtime.plugins"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("amqtt").setLevel(logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -335,7 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ConfigError as exc:
         print(f"citygw: {exc}", file=sys.stderr)
-        return 2
+        return EX_CONFIG
+    except CommandFailed as exc:
+        print(f"citygw: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         return 130
 

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
 from citygw.errors import ConfigError
+from collector.store import redact
 from dashboards.build import build_all, text
 
 URL_ENV = "CITYGW_GRAFANA_URL"
@@ -48,6 +50,11 @@ def grafana_from_environment() -> GrafanaApi:
         raise ConfigError(
             f"{' and '.join(missing)} not set: export the Grafana URL (e.g. https://grafana.city.example) "
             "and a service account token with the Editor role"
+        )
+    if not (url.startswith(("http://", "https://")) and urlsplit(url).hostname):
+        raise ConfigError(
+            f"{URL_ENV}={redact(url)!r} is not an http(s) URL: "
+            "give the scheme and host, e.g. https://grafana.city.example"
         )
     api: GrafanaApi = GrafanaApi.from_url(url, credential=token)
     return api

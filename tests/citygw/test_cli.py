@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from citygw.cli import main
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.services import Mosquitto, free_port
 
@@ -198,3 +199,45 @@ def test_collector_run_says_once_why_it_cannot_reach_the_broker(tmp_path: Path) 
         assert proc.wait(30) == 0
     [line] = [line for line in stderr.read_text().splitlines() if needle in line]
     assert "Connection refused" in line
+
+
+def _one_line(result: subprocess.CompletedProcess[str], code: int, start: str) -> str:
+    """The command exited ``code`` with one ``citygw: …`` line starting with ``start``, no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("citygw: ")]
+    assert line.startswith(start), line
+    return line
+
+
+@pytest.mark.parametrize("command", ["api", "collector"])
+def test_an_unreachable_store_is_one_line_and_exit_75_without_the_password(command: str) -> None:
+    port = free_port()
+    result = _citygw(command, "run", "--store", f"influxdb://writer:s3cret@127.0.0.1:{port}/citygw")
+    line = _one_line(result, 75, f"citygw: store at influxdb://writer:***@127.0.0.1:{port}/citygw: ")
+    assert "Connection refused" in line
+    assert "s3cret" not in result.stderr
+
+
+def test_an_unreachable_postgresql_registry_is_one_line_and_exit_75() -> None:
+    port = free_port()
+    result = _citygw(
+        "keys", "list", "--registry", f"postgresql+psycopg://admin:s3cret@127.0.0.1:{port}/citygw"
+    )
+    line = _one_line(result, 75, f"citygw: registry at postgresql+psycopg://127.0.0.1:{port}/citygw: ")
+    assert "Connection refused" in line
+    assert "s3cret" not in result.stderr
+
+
+def test_a_sqlite_registry_whose_folder_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # stands where the folder should be (root may make any folder)
+    result = _citygw("keys", "list", "--registry", f"sqlite:///{tmp_path}/a-file/keys/registry.sqlite")
+    line = _one_line(result, 2, f"citygw: registry at sqlite:///{tmp_path}/a-file/keys/registry.sqlite: ")
+    assert "Not a directory" in line
+
+
+def test_probe_of_a_count_no_read_may_ask_for_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--tcp", f"127.0.0.1:{free_port()}", "--count", "0", "--timeout", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "citygw: probe: count 0 is outside 1..125" in err
+    assert "Traceback" not in err

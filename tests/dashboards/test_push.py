@@ -23,6 +23,7 @@ from dashboards import build_all
 from dashboards.push import Action, push
 
 TOKEN = "glsa_test_token"
+VIEWER_TOKEN = "glsa_viewer_token"  # a service account without the Editor role: reads, cannot save
 
 
 class FakeGrafana:
@@ -40,9 +41,15 @@ class FakeGrafana:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _authorised(self) -> bool:
-                if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+            def _authorised(self, *, save: bool = False) -> bool:
+                token = self.headers.get("Authorization")
+                if token == f"Bearer {TOKEN}":
                     return True
+                if token == f"Bearer {VIEWER_TOKEN}":
+                    if not save:
+                        return True
+                    self._answer(403, {"message": "Access denied to save dashboard"})
+                    return False
                 self._answer(401, {"message": "Unauthorized"})
                 return False
 
@@ -60,7 +67,7 @@ class FakeGrafana:
                 self._answer(200, {"dashboard": board, "meta": {"folderUid": ""}})
 
             def do_POST(self) -> None:
-                if not self._authorised():
+                if not self._authorised(save=True):
                     return
                 if self.path != "/api/dashboards/db":
                     self._answer(404, {"message": "Not found"})
@@ -144,3 +151,57 @@ def test_a_wrong_token_is_refused(grafana: FakeGrafana) -> None:
     with pytest.raises(GrafanaUnauthorizedError):
         push(grafana.api("wrong"), build_all())
     assert grafana.saves == []
+
+
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        ("wrong", "HTTP 401 Unauthorized: the token was refused; set CITYGW_GRAFANA_TOKEN"),
+        (
+            VIEWER_TOKEN,
+            "Client Error 403: Access denied to save dashboard: "
+            "the token's service account needs the Editor role",
+        ),
+    ],
+)
+def test_a_refused_token_is_one_line_and_exit_2(
+    grafana: FakeGrafana,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    token: str,
+    why: str,
+) -> None:
+    monkeypatch.setenv("CITYGW_GRAFANA_URL", grafana.url)
+    monkeypatch.setenv("CITYGW_GRAFANA_TOKEN", token)
+    assert main(["dashboards", "push"]) == 2
+    err = capsys.readouterr().err
+    assert f"citygw: Grafana at {grafana.url}: {why}" in err
+    assert "Traceback" not in err
+    assert grafana.saves == []
+
+
+def test_an_unreachable_grafana_is_one_line_and_exit_75(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.services import free_port
+
+    port = free_port()
+    monkeypatch.setenv("CITYGW_GRAFANA_URL", f"http://admin:s3cret@127.0.0.1:{port}")
+    monkeypatch.setenv("CITYGW_GRAFANA_TOKEN", TOKEN)
+    assert main(["dashboards", "push", "--dry-run"]) == 75
+    err = capsys.readouterr().err
+    assert f"citygw: Grafana at http://admin:***@127.0.0.1:{port}: [Errno 111] Connection refused" in err
+    assert "s3cret" not in err
+    assert "Traceback" not in err
+
+
+def test_a_grafana_url_without_a_scheme_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CITYGW_GRAFANA_URL", "grafana.city.example:3000")
+    monkeypatch.setenv("CITYGW_GRAFANA_TOKEN", TOKEN)
+    assert main(["dashboards", "push"]) == 2
+    err = capsys.readouterr().err
+    assert "citygw: CITYGW_GRAFANA_URL='grafana.city.example:3000' is not an http(s) URL" in err
+    assert "e.g. https://grafana.city.example" in err
+    assert "Traceback" not in err
