@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import signal
 import socket
@@ -216,13 +217,36 @@ def _listen_problem(host: str, port: int) -> str | None:
     return None
 
 
-async def run_demo(options: DemoOptions) -> int:
-    # Before anything starts: the API binds last, and a busy port found then stops everything.
-    problem = _listen_problem(options.api_host, options.api_port)
-    if problem is not None:
-        return _refuse(problem)
-    workdir = options.workdir
+@contextlib.contextmanager
+def _only_demo_in(workdir: Path) -> Iterator[bool]:
+    """Hold ``workdir/.lock`` (flock, released when the process ends however it ends); False if held."""
     workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+async def run_demo(options: DemoOptions) -> int:
+    """Run until Ctrl-C or ``duration_s``: 0 if all ran, 1 if a part stopped, 2 if it could not start."""
+    workdir = options.workdir
+    # One demo per folder: two would share the journals, the store and the registry.
+    with _only_demo_in(workdir) as alone:
+        if not alone:
+            return _refuse(f"another demo uses {workdir}; use --workdir")
+        # Before anything starts: the API binds last, and a busy port found then stops everything.
+        problem = _listen_problem(options.api_host, options.api_port)
+        if problem is not None:
+            return _refuse(problem)
+        return await _run_demo(options)
+
+
+async def _run_demo(options: DemoOptions) -> int:
+    workdir = options.workdir
+    failed = False
     store_url = options.store_url or f"sqlite:///{workdir / 'citygw.sqlite'}"
     base = f"http://{options.api_host}:{options.api_port}"
     async with contextlib.AsyncExitStack() as stack:
@@ -275,7 +299,8 @@ async def run_demo(options: DemoOptions) -> int:
                 timeout=options.duration_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            for task in done - {serving, stopping}:
+            for task in done - {stopping}:  # the API or a background task: none ends by itself
+                failed = True
                 log.error("%s stopped: %r", task.get_name(), task.exception())
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -284,9 +309,16 @@ async def run_demo(options: DemoOptions) -> int:
             stopping.cancel()
             for task in background:
                 task.cancel()
-            await asyncio.gather(serving, *background, return_exceptions=True)
-    print("CityGW demo stopped.", flush=True)
-    return 0
+            ends = await asyncio.gather(serving, *background, return_exceptions=True)
+            for task, end in zip([serving, *background], ends, strict=True):
+                if isinstance(end, Exception) and task not in done:
+                    failed = True
+                    log.error("%s failed while stopping: %r", task.get_name(), end)
+    print(
+        "CityGW demo stopped." if not failed else "CityGW demo stopped: a part of it failed (see above).",
+        flush=True,
+    )
+    return 1 if failed else 0
 
 
 def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from citygw import demo
+from tests.services import free_port
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,3 +40,25 @@ def test_port_0_is_refused(tmp_path: Path) -> None:
     done = _demo(tmp_path, "--port", "0")
     assert done.returncode == 2, done.stderr
     assert done.stderr == "citygw demo: --port 0 is no TCP port the demo can serve on (1-65535)\n"
+
+
+def test_a_second_demo_in_the_same_workdir_is_refused(tmp_path: Path) -> None:
+    with open(tmp_path / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first demo holds it
+        done = _demo(tmp_path, "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"citygw demo: another demo uses {tmp_path.resolve()}; use --workdir\n"
+    assert "CityGW demo:" not in done.stdout
+
+
+async def test_a_part_that_stops_makes_the_demo_exit_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_summaries(store: object, every_s: float) -> None:
+        await asyncio.sleep(3)  # once everything runs
+        raise RuntimeError("the summary broke")
+
+    monkeypatch.setattr(demo, "_print_summaries", broken_summaries)
+    options = demo.DemoOptions(workdir=tmp_path, api_port=free_port(), duration_s=30)
+    async with asyncio.timeout(60):
+        assert await demo.run_demo(options) == 1
