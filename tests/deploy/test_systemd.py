@@ -64,3 +64,11 @@ def test_the_api_registry_is_in_the_state_directory_docs_back_up() -> None:
     assert path.startswith(f"/var/lib/{state}/"), "the only place the unit may write (ProtectSystem=strict)"
     deploy_md = (UNITS.parents[1] / "docs" / "deploy.md").read_text()
     assert f'sqlite3 {path} ".backup' in deploy_md, "docs/deploy.md backs up another file"
+
+
+@pytest.mark.parametrize("name", ["citygw-collector@.service", "citygw-api.service"])
+def test_a_settings_error_is_not_restarted_for_ever_but_an_unreachable_server_is(name: str) -> None:
+    """citygw exits 2 for wrong settings (no restart helps) and 75 for a server not reachable yet."""
+    unit = (UNITS / name).read_text()
+    assert "\nRestart=always\n" in unit
+    assert "\nRestartPreventExitStatus=2\n" in unit
