@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 import yaml
 
+import edge
 from citygw.embedded_broker import EmbeddedBroker
 from collector.dead_letter import DEAD_LETTER
 from collector.health import AGENT_HEALTH
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 # a demo that refuses to start says so in one line.
 
 log = logging.getLogger(__name__)
+
+_EDGE = Path(edge.__file__).parent
 
 # Ploshcha Rynok → Prospekt Svobody → Lviv Opera → Pidzamche: a bus route through the centre of Lviv.
 ROUTE_1A = [
@@ -309,6 +312,7 @@ async def _run_demo(options: DemoOptions) -> int:
             stopping.cancel()
             for task in background:
                 task.cancel()
+            await _stopped([serving, *background])
             ends = await asyncio.gather(serving, *background, return_exceptions=True)
             for task, end in zip([serving, *background], ends, strict=True):
                 if isinstance(end, Exception) and task not in done:
@@ -336,6 +340,44 @@ def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
 def _report_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+STOP_GRACE_S = 3.0
+
+
+async def _stopped(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for cancelled ``tasks``, cancelling again what a cancellation did not stop.
+
+    pymodbus's connect() uses asyncio.wait_for, which on Python 3.11 drops a cancellation that
+    arrives as it completes (CPython gh-86296, see edge.poller): a line task asked to stop in the
+    first moments goes on polling, and its agent's TaskGroup waits for it for ever. A second
+    cancellation reaches only the tasks themselves, not the agent (its TaskGroup is already
+    aborting), so every task of the edge package still running is cancelled again.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(3):
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        if not pending:
+            return
+        stuck = [t for t in asyncio.all_tasks() if not t.done() and _is_edge_task(t)]
+        log.warning(
+            "still stopping after %.0f s: %s; cancelling %s again",
+            STOP_GRACE_S,
+            ", ".join(sorted(t.get_name() for t in pending)),
+            ", ".join(sorted(t.get_name() for t in stuck)) or "them",
+        )
+        for task in {*pending, *stuck}:
+            task.cancel()
+    if pending:
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        raise RuntimeError(f"{names} did not stop")
+
+
+def _is_edge_task(task: asyncio.Task[Any]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and Path(code.co_filename).is_relative_to(_EDGE)
 
 
 async def _serve(server: uvicorn.Server) -> None:
