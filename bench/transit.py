@@ -89,6 +89,18 @@ class PointsInMemory:
             if p.measurement == measurement
         ]
 
+    def count_devices(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        device: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> int:
+        rows = self.range(measurement=measurement, start_ms=start_ms, end_ms=end_ms)
+        return len({row.tags.get("device") for row in rows if device in (None, row.tags.get("device"))})
+
 
 def transit_settings(folder: Path, gtfs: Path, **overrides: object) -> ApiSettings:
     """Settings of a benchmark app serving ``gtfs`` (registry in ``folder``)."""
