@@ -10,7 +10,7 @@ import os
 import pty
 import tty
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -21,17 +21,23 @@ from firmware_bridge.nmea import KNOT_MPS, GpsFix, NoFix
 EARTH_RADIUS_M = 6_371_000.0
 
 
+Track = Callable[[float], "tuple[float, float, float, float] | None"]
+"""Where the vehicle is at a UNIX time: (lat, lon, speed m/s, course degrees), or None (no sky)."""
+
+
 class BusGpsSimulator:
     """Drives along ``route`` at ``speed_mps`` and prints one RMC + GGA pair every ``period`` seconds.
 
-    Use as an async context manager; ``port`` is the serial device a reader opens. ``last_fix``
-    is what it last printed, after rounding to the printed precision.
+    With ``track`` the vehicle is wherever ``track`` says at each instant instead (a bus driving a
+    timetable). Use as an async context manager; ``port`` is the serial device a reader opens.
+    ``last_fix`` is what it last printed, after rounding to the printed precision.
     """
 
     def __init__(
         self,
         route: Sequence[tuple[float, float]],
         *,
+        track: Track | None = None,
         speed_mps: float = 8.0,
         vehicle_id: str = "bus",
         period: float = 1.0,
@@ -39,9 +45,10 @@ class BusGpsSimulator:
         hdop: float = 0.8,
         altitude_m: float = 112.4,
     ) -> None:
-        if len(route) < 2:
+        if track is None and len(route) < 2:
             raise ValueError("a route needs at least two points")
         self.route = list(route)
+        self.track = track
         self.speed_mps = speed_mps
         self.vehicle_id = vehicle_id
         self.period = period
@@ -88,20 +95,25 @@ class BusGpsSimulator:
         ddmmyy = f"{now:%d%m%y}"
         printed_time = now.replace(microsecond=now.microsecond // 10_000 * 10_000)
         ts_ms = round(printed_time.timestamp() * 1000)
-        if self.no_fix:
+        state = None if self.track is None else self.track(now.timestamp())
+        if self.no_fix or (self.track is not None and state is None):
             rmc = pynmea2.RMC("GN", "RMC", (hhmmss, "V", "", "", "", "", "", "", ddmmyy, "", "", "N", "V"))
             gga = pynmea2.GGA(
                 "GN", "GGA", (hhmmss, "", "", "", "", "0", "00", "99.99", "", "", "", "", "", "")
             )
             self._remember(NoFix(ts_ms, "no fix"))
             return [str(rmc), str(gga)]
-        if self._last_at is not None:
-            self._travelled_m += self.speed_mps * max(0.0, (now - self._last_at).total_seconds())
-        self._last_at = now
-        lat, lon, course = self.at_distance(self._travelled_m)
+        if state is not None:
+            lat, lon, speed_mps, course = state
+        else:
+            if self._last_at is not None:
+                self._travelled_m += self.speed_mps * max(0.0, (now - self._last_at).total_seconds())
+            self._last_at = now
+            lat, lon, course = self.at_distance(self._travelled_m)
+            speed_mps = self.speed_mps
         lat_text, lat_dir, lat_printed = _degrees_minutes(lat, 2, "NS")
         lon_text, lon_dir, lon_printed = _degrees_minutes(lon, 3, "EW")
-        knots = f"{self.speed_mps / KNOT_MPS:.3f}"
+        knots = f"{speed_mps / KNOT_MPS:.3f}"
         course_text = f"{course:.2f}"
         rmc = pynmea2.RMC(
             "GN",
