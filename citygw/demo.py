@@ -121,6 +121,48 @@ async def simulated_city(
             }
         )
 
+        # Street lighting: a DALI gateway in a cabinet on the square, on the cabinet's Modbus TCP link.
+        dali = ModbusDeviceSimulator(load_profile("ecodim_dali_gw2"), unit=1)
+        cabinet = await stack.enter_async_context(serve_tcp([dali]))
+        agents.append(
+            {
+                "agent_id": "lviv-lighting",
+                "site": "lighting-rynok",
+                "lines": [{"id": "tcp-cabinet", "kind": "tcp", "host": cabinet.host, "port": cabinet.port}],
+                "devices": [
+                    {
+                        "id": "cabinet-rynok",
+                        "profile": "ecodim_dali_gw2",
+                        "line": "tcp-cabinet",
+                        "unit": 1,
+                        "poll_s": 5,
+                        "tags": {"district": "halytskyi"},
+                        "location": {"lat": 49.84165, "lon": 24.03175},
+                    }
+                ],
+            }
+        )
+        # Water: an ultrasonic flow meter at a pumping station, on RS-485.
+        flow = ModbusDeviceSimulator(load_profile("tuf_2000m"), unit=1, animate=True)
+        water_port = await stack.enter_async_context(serve_serial_pty([flow]))
+        agents.append(
+            {
+                "agent_id": "lviv-water",
+                "site": "pumping-station-1",
+                "lines": [{"id": "rs485-1", "kind": "rtu", "port": water_port, "baudrate": 9600}],
+                "devices": [
+                    {
+                        "id": "water-main-1",
+                        "profile": "tuf_2000m",
+                        "line": "rs485-1",
+                        "unit": 1,
+                        "poll_s": 5,
+                        "tags": {"district": "shevchenkivskyi"},
+                    }
+                ],
+            }
+        )
+
         if transit is not None:
             from citygw.demo_transit import vehicle_agents
 
@@ -273,6 +315,11 @@ async def _run_demo(options: DemoOptions) -> int:
         from api.transit.feeds import TransitService
 
         settings = _demo_api_settings(workdir, broker_url, gtfs_path)
+        from citygw.demo_registry import register_city
+
+        admin_token = await asyncio.to_thread(
+            register_city, settings.registry_url, configs, now_ms=int(time.time() * 1000)
+        )
         app = create_app(store, settings=settings)
         app.state.transit = transit = TransitService(settings)
         now_s = int(time.time())
@@ -298,6 +345,10 @@ async def _run_demo(options: DemoOptions) -> int:
             f"  static timetable:   {base}/v1/transit/gtfs.zip ({len(fleet)} trams and buses of the"
             " generated Lviv network, running round the clock)\n"
             f"  agent configs:      {workdir}/*.yaml\n"
+            f"  registry:           {settings.registry_url} (agents and devices registered at their sites)\n"
+            f"  admin key:          {admin_token}\n"
+            "                      (valid until the next demo starts; more keys: .venv/bin/citygw keys"
+            f" create --registry {settings.registry_url} --name NAME --role engineer --site SITE)\n"
             "Ctrl-C stops.",
             flush=True,
         )
