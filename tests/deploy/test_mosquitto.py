@@ -15,10 +15,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.deploy.broker import SecuredMosquitto, Session
+from citygw import wire
+from collector.service import Collector
+from collector.store.sqlite import SqliteStore
+from tests.collector.helpers import END, now_ms, wait_until
+from tests.deploy.broker import PASSWORD, SecuredMosquitto, Session
 from tests.services import find_binary
 
 pytestmark = pytest.mark.integration
@@ -233,3 +238,45 @@ def test_the_broker_listens_only_on_the_configured_listeners(broker: SecuredMosq
     mine = [line for line in sockets.splitlines() if f"pid={broker.proc.pid}," in line]
     ports = {line.split()[3].rsplit(":", 1)[1] for line in mine}
     assert ports == {str(broker.port), str(broker.tls_port)}
+
+
+def test_the_collector_stores_every_reading_while_an_agent_tries_its_client_id(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """Issue 21.1 measured 0 of 500 stored while an agent held the collector's id; now all 500 are,
+    with the attacker reconnecting under the collector's id every 10 batches (3.1.1 and 5, clean
+    and persistent) while the real collector runs on its shared subscription."""
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    url = f"mqtt://{COLLECTOR}:{quote(PASSWORD, safe='')}@127.0.0.1:{broker.port}"
+    collector = Collector(
+        url, store, client_id="collector-1", share_group="collectors", batch_max_seconds=0.05
+    )
+    collector.start()
+    try:
+        assert collector.wait_subscribed(10), "collector did not subscribe"
+        south = Session(broker, SOUTH)
+        t0 = now_ms() - 60_000
+        attempts = [(mqtt5, clean) for mqtt5 in (False, True) for clean in (True, False)]
+        for seq in range(100):
+            readings = [
+                wire.Reading(
+                    device=f"meter-{i}", measurement="electricity", ts=t0 + seq * 10 + i, fields={"kwh": i}
+                )
+                for i in range(5)
+            ]
+            south.publish(
+                wire.topic(SOUTH, wire.Channel.TELEMETRY),
+                wire.encode(wire.TelemetryBatch(agent=SOUTH, seq=seq, readings=readings)),
+            )
+            if seq % 10 == 0:
+                mqtt5, clean = attempts[seq // 10 % len(attempts)]
+                victim = ("collector-1", COLLECTOR)[seq // 40 % 2]
+                Session(broker, NORTH, client_id=victim, mqtt5=mqtt5, clean=clean, tls=True).close()
+
+        def count() -> int:
+            return len(store.range(measurement="electricity", start_ms=0, end_ms=END))
+
+        wait_until(lambda: count() == 500, "500 readings stored", timeout=30)
+    finally:
+        collector.stop()
+        store.close()
