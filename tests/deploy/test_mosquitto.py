@@ -219,6 +219,9 @@ def test_the_users_script_refuses_names_the_acl_would_misread(broker: SecuredMos
         ("agent", "svc.thing", "is no agent id"),
         ("collector", "collector-3", "needs a dot"),
         ("robot", "x", "unknown kind"),
+        ("collector", NORTH, "needs a dot"),
+        ("agent", NORTH, "exists"),
+        ("collector", COLLECTOR_2, "exists"),
     ):
         done = broker.users_script("add", kind, user)
         assert done.returncode == 2, (kind, user, done.stderr)
