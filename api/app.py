@@ -17,6 +17,7 @@ from api.alerts.engine import evaluate
 from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
 from api.oidc import OidcVerifier
+from api.openapi import document_common_answers
 from api.rate_limit import ClientRateLimiter, rate_limited
 from api.recorder import Recorder, StoreWriter
 from api.registry import Registry, open_registry
@@ -212,4 +213,5 @@ def create_app(
         app.include_router(module.router, dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
     for module in (agents, commands, keys, audit, alerts):
         app.include_router(module.router)
+    document_common_answers(app)
     return app

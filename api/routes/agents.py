@@ -193,7 +193,12 @@ def agents(
     return [_agent_public(session, agent) for agent in found]
 
 
-@router.post("", response_model=AgentPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=AgentPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_409_CONFLICT: {"description": "an agent with this id is registered already"}},
+)
 def register_agent(
     body: AgentCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
 ) -> AgentPublic:
@@ -289,7 +294,12 @@ def _commit_checked(
     audit.commit(session, by=principal, ts_ms=now_ms, action=action, target=target, **change)
 
 
-@router.post("/{agent_id}/devices", response_model=DevicePublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{agent_id}/devices",
+    response_model=DevicePublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_409_CONFLICT: {"description": "a device with this id is on the agent already"}},
+)
 def add_device(
     agent_id: AgentPath, body: DeviceSpec, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
 ) -> DevicePublic:
@@ -350,7 +360,11 @@ def retire_device(
     return _device_public(device)
 
 
-@router.post("/{agent_id}/device-moves", response_model=DevicePublic)
+@router.post(
+    "/{agent_id}/device-moves",
+    response_model=DevicePublic,
+    responses={status.HTTP_409_CONFLICT: {"description": "a device with this id is on the target already"}},
+)
 def move_device(
     agent_id: AgentPath, body: DeviceMove, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
 ) -> DevicePublic:
