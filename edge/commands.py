@@ -248,7 +248,14 @@ class Commands:
             if now_ms() > command.expires_at:
                 raise TimeoutError("expired while waiting for the line")
             started.set()
-            return [await line.write(unit, profile, w.field, w.value) for w in writes]
+            read: list[wire.FieldValue] = []
+            for w in writes:
+                value = await line.write(unit, profile, w.field, w.value)
+                follower = profile.follower(w.field)
+                if value is None and follower is not None:
+                    value = await line.read_field(unit, profile, follower.field)  # write-only setpoint
+                read.append(value if value is not None else w.value)
+            return read
 
         run = asyncio.ensure_future(poller.submit_priority(job))
         await asyncio.wait({run}, timeout=max(0.0, (command.expires_at - now_ms()) / 1000))

@@ -277,8 +277,12 @@ class ModbusLine:
             raise DeviceError(f"{what} on {self.name}: answered {len(response.registers)} registers")
         return list(response.registers)
 
-    async def write(self, unit: int, profile: Profile, field: str, value: FieldValue) -> FieldValue:
-        """Write one field (range-checked against the profile) and return the value read back."""
+    async def write(self, unit: int, profile: Profile, field: str, value: FieldValue) -> FieldValue | None:
+        """Write one field (range-checked against the profile) and return the value read back.
+
+        None for a write-only register: what the device made of it is in another field (its
+        ``follows``), which the caller reads when the device had time to act.
+        """
         spec = profile.register(field)
         if not spec.writable:
             raise ValueError(f"{field} is read-only in profile {profile.model}")
@@ -300,6 +304,13 @@ class ModbusLine:
             # unit, function, address, count, byte count, data, CRC; the echo is 8 bytes
             wire = self.serial.frame_time(9 + 2 * len(words) + 8) + 2 * self.serial.silence
         await self._execute(what, send, wire=wire, timing=profile.timing)
+        if not spec.readable:
+            return None
+        return await self.read_field(unit, profile, field)
+
+    async def read_field(self, unit: int, profile: Profile, field: str) -> FieldValue:
+        """One field read on its own (a read-back after a write); DecodeError when it does not decode."""
+        spec = profile.register(field)
         request = ReadRequest(spec.table, spec.address, spec.register_count, (spec,))
         return decode(spec, await self.read_request(unit, request, timing=profile.timing))
 

@@ -158,13 +158,14 @@ class ModbusDeviceSimulator:
 
     def expected(self) -> dict[str, FieldValue]:
         """What a correct reader decodes now (float32 rounding and scale steps included)."""
-        return {s.field: decode(s, encode(s, self._values[s.field])) for s in self.profile.registers}
+        return {s.field: decode(s, encode(s, self._values[s.field])) for s in self.profile.select()}
 
     def image(self, table: Table) -> dict[int, int]:
         """The device's current registers (or bits as 0/1) of one table, by address."""
         words: dict[int, int] = {}
         for spec in self.profile.registers:
-            if spec.table == table:
+            # A write-only register (a setpoint) is never reported: it reads as 0.
+            if spec.table == table and spec.readable:
                 sent = spec
                 if self.word_swapped and spec.register_count > 1 and spec.type != "string":
                     sent = spec.model_copy(update={"order": _SWAPPED[spec.order]})

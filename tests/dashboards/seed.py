@@ -136,7 +136,7 @@ def points(now_ms: int) -> list[Point]:
         configured = AgentDevice(id=device.id, line="seed", poll_s=STEP_MS / 1000, location=device.location)
         for step, ts in enumerate(times):
             fields = dict(base)
-            for spec in profile.registers:
+            for spec in profile.select():
                 start = fields[spec.field]
                 if spec.counter and isinstance(start, int | float) and not isinstance(start, bool):
                     grown = start + _growth(spec.typical_rate, step)

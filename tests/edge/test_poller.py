@@ -112,7 +112,8 @@ async def test_commands_go_before_waiting_polls(tmp_path: Path) -> None:
     meters = [ModbusDeviceSimulator("eastron_sdm630", unit=u) for u in (2, 3, 4, 5)]
 
     async def dim(line: ModbusLine, level: int) -> wire.FieldValue:
-        return await line.write(1, gateway.profile, "lamp0_brightness", level)
+        await line.write(1, gateway.profile, "lamp0_brightness", level)  # write-only: no read-back
+        return await line.read_field(1, gateway.profile, "lamp0_level")
 
     # poll_s far below what the line can do: every device is always due, the line is saturated.
     async with polling([gateway, *meters], tmp_path, poll_s=0.01) as (poller, _, board, _):

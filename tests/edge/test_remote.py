@@ -284,6 +284,8 @@ async def test_a_push_to_a_device_polled_every_15_min_is_verified_at_once(
 SETPOINT_PROFILE = """\
 model: test_setpoint
 vendor: CityGW tests
+source: test fixture
+verified: modelled
 measurement: heating
 protocol: modbus
 word_order: ABCD

@@ -14,7 +14,9 @@ from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
 async def test_dimming_a_street_lamp_changes_its_actual_level(transport: Transport) -> None:
     cabinet = ModbusDeviceSimulator("ecodim_dali_gw2", unit=5)
     async with line_to(transport, [cabinet]) as line:
-        assert await line.write(5, cabinet.profile, "lamp1_brightness", 85) == 85
+        # The brightness register is write-only: nothing to read back from it.
+        assert await line.write(5, cabinet.profile, "lamp1_brightness", 85) is None
+        assert cabinet.requests[-1] == (6, 3005, 1)
         values = await line.read(5, cabinet.profile, poll="fast")
         assert values["lamp1_level"] == 85
         assert values["lamp0_level"] == 254

@@ -147,6 +147,19 @@ def test_device_checked_against_the_line_before_anything_is_stored(
     assert refused[-1]["actor"].startswith("key:")
 
 
+def test_the_agent_shows_where_each_device_profile_comes_from(fleet: TestClient) -> None:
+    """A modelled map (the DALI gateway's) is marked so, next to a map checked against its datasheet."""
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=METER).status_code == 201
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET).status_code == 201
+    devices = {d["id"]: d for d in fleet.get(f"/v1/agents/{AGENT}").json()["devices"]}
+    assert devices["meter-1"]["profile"] == "eastron_sdm630"
+    assert devices["meter-1"]["verified"] == "datasheet"
+    assert devices["meter-1"]["source"].startswith("Eastron SDM630Modbus smart meter user manual")
+    assert devices["cab-rynok"]["verified"] == "modelled"
+    assert "was not found" in devices["cab-rynok"]["source"]
+    assert devices["cab-rynok"]["line"] == "cabinet"
+
+
 def test_update_move_and_retire_are_validated_and_audited(fleet: TestClient, registry: Registry) -> None:
     fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
     fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-2", "unit": 2})
