@@ -10,14 +10,13 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
+from firmware_bridge.dali import BALLAST_FAIL, LAMP_FAIL, LAMP_ON
 from firmware_bridge.profile import load_profile
 
 UID = "citygw-street-lighting"
 MEASUREMENT = "lighting"
 PROFILE = "ecodim_dali_gw2"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
-# DALI status byte: b0 ballast failure, b1 lamp failure, b2 lamp on.
-BALLAST_FAIL, LAMP_FAIL, LAMP_ON = 1, 2, 4
 COMMANDS = "command"
 # Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
 SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("cabinet", "cabinet")}"""

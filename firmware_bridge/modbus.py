@@ -29,6 +29,7 @@ from firmware_bridge.planner import (
     ReadRequest,
     gap_between,
     plan_reads,
+    plan_requests,
     split_request,
 )
 from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile
@@ -310,9 +311,23 @@ class ModbusLine:
 
     async def read_field(self, unit: int, profile: Profile, field: str) -> FieldValue:
         """One field read on its own (a read-back after a write); DecodeError when it does not decode."""
-        spec = profile.register(field)
-        request = ReadRequest(spec.table, spec.address, spec.register_count, (spec,))
-        return decode(spec, await self.read_request(unit, request, timing=profile.timing))
+        return (await self.read_fields(unit, profile, [field]))[field]
+
+    async def read_fields(self, unit: int, profile: Profile, fields: Iterable[str]) -> dict[str, FieldValue]:
+        """Just these fields, in as few reads as the profile allows (what a command looks at afterwards).
+
+        Unlike ``read``, a field that does not decode raises (``DecodeError``): it is no answer.
+        """
+        specs = [profile.register(field) for field in fields]
+        learned = self._holes.get(unit, ())
+        values: dict[str, FieldValue] = {}
+        for request in plan_requests(
+            specs, max_registers=profile.max_registers, forbidden=[*profile.forbidden, *learned]
+        ):
+            for part, words in await self._read_around_holes(unit, request, profile.timing):
+                for spec in part.specs:
+                    values[spec.field] = decode(spec, part.slice_for(spec, words))
+        return values
 
     async def _execute(
         self,

@@ -138,10 +138,11 @@ def test_lamp_commands_not_followed_are_the_failed_ones(influxql: Query, city: T
     board = BOARDS["citygw-street-lighting"]
     (target,) = [t for p, t in targets(board) if p["title"] == "Lamp commands the lamps did not follow"]
     series = influxql(render(target["query"], all_values(board, influxql), city))
-    # seed.COMMANDS: cabinet-42's dusk switching failed; cabinet-17 did what it was told.
+    # seed.COMMANDS: cabinet-42's dusk switching failed, the engineer's "on" after it left a lamp dark;
+    # cabinet-17 did what it was told.
     assert {
         (s["tags"]["cabinet"], s["tags"]["target"], s["tags"]["outcome"]): s["values"][0][1] for s in series
-    } == {("cabinet-42", "cabinet", "failed"): 1}
+    } == {("cabinet-42", "cabinet", "failed"): 1, ("cabinet-42", "cabinet", "done_but_dark"): 1}
 
 
 def test_delays_and_occupancy_are_what_the_api_recorded(influxql: Query, city: TimeRange) -> None:

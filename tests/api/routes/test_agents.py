@@ -355,6 +355,36 @@ def test_a_command_is_sent_and_tracked_to_its_result(
     assert [e["result"] for e in audit_log(registry, "command.send")] == ["ok", "refused"]
 
 
+def test_a_lamp_found_dark_after_a_command_is_shown_with_what_was_read(
+    fleet: TestClient, field_agent: FieldAgent, store: SqliteStore
+) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET)
+    sent = fleet.post(
+        f"/v1/agents/{AGENT}/commands",
+        json={"device": "cab-rynok", "target": {"kind": "lamp", "address": 3}, "action": "on"},
+    )
+    command = field_agent.next(wire.Channel.CMD)
+    field_agent.say(
+        wire.Channel.CMD_RESULT,
+        wire.CommandResult(
+            agent=AGENT,
+            id=command["id"],
+            outcome=wire.CommandOutcome.DONE_BUT_DARK,
+            ts=NOW_MS + 2_000,
+            value=0,
+            level=0,
+            read={"lamp3_level": 0, "lamp3_status": 2},
+            detail="lamp3: lamp failure (status 2), level 0",
+        ),
+    )
+    url = f"/v1/agents/{AGENT}/commands/{sent.json()['id']}"
+    eventually(lambda: fleet.get(url).json()["status"] == "done_but_dark")
+    assert fleet.get(url).json()["detail"] == (
+        "lamp3: lamp failure (status 2), level 0; level read back: 0 %; "
+        "read at the device: lamp3_level=0, lamp3_status=2"
+    )
+
+
 def test_a_dusk_command_waits_for_dusk_at_the_site(fleet: TestClient) -> None:
     scheduled = fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET)
     assert scheduled.status_code == 201
