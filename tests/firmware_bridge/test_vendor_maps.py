@@ -28,6 +28,11 @@ def disagreements(profile: Profile, table: dict[str, Any]) -> list[str]:
     """What in the profile differs from the vendor's table, one line per field and attribute."""
     rows = {row["field"]: row for row in table["registers"] if row["field"] is not None}
     found = []
+    limit = table.get("max_registers")
+    if limit is not None and profile.max_registers > limit:
+        found.append(
+            f"max_registers is {profile.max_registers} in the profile, {limit} in the vendor's document"
+        )
     for spec in profile.registers:
         row = rows.get(spec.field)
         if row is None:
