@@ -262,7 +262,8 @@ def test_the_gps_profile_names_its_measurement_fields_and_sentences() -> None:
         "hdop": None,
         "altitude_m": "m",
     }
-    assert (gps.sentences, gps.talkers) == (["RMC", "GGA", "VTG"], ["GP", "GN"])
+    assert (gps.sentences, gps.talkers) == (["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"], None)  # every talker
+    assert gps.epoch_complete == ("RMC", "GGA")
     assert "gps_nmea" not in available_profiles()  # the Modbus ones
     assert available_profiles("nmea") == ["gps_nmea"]
 
@@ -281,7 +282,15 @@ def test_a_profile_of_the_other_protocol_is_refused_saying_which_is_needed() -> 
             "sentences: [RMC]\nfields: [{field: lat}, {field: lon}]\nregisters: []\n",
             "registers: Extra inputs",
         ),
-        ("sentences: [GGA]\nfields: [{field: lat}, {field: lon}]\n", "add RMC to sentences"),
+        ("sentences: [VTG, GSA]\nfields: [{field: lat}, {field: lon}]\n", "add RMC, GGA or GLL to sentences"),
+        (
+            "sentences: [RMC]\ncomplete_with: [RMC, GGA]\nfields: [{field: lat}, {field: lon}]\n",
+            "complete_with names GGA, which is not read",
+        ),
+        (
+            "sentences: [RMC]\ntalkers: [gps]\nfields: [{field: lat}, {field: lon}]\n",
+            "talkers[0]: String should",
+        ),
         ("sentences: [RMC]\nfields: [{field: lat}]\n", "needs the fields lat and lon"),
         ("sentences: [RMC]\nfields: [{field: lat}, {field: lon}, {field: heading}]\n", "fields[2] (heading)"),
         ("sentences: [GSV]\nfields: [{field: lat}, {field: lon}]\n", "sentences[0]: Input should be"),
@@ -314,10 +323,10 @@ def test_verified_takes_only_the_three_kinds_of_check(tmp_path: Path) -> None:
     assert "verified: Input should be 'datasheet', 'capture' or 'modelled'" in message
 
 
+CAPTURED = {"gps_nmea"}  # tests/firmware_bridge/captures/nmea
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
-    "gps_nmea",
     "jxbs_3001",
     "onboard_console",
     "parking_bay",
@@ -332,7 +341,8 @@ MODELLED = {
 def test_every_shipped_profile_says_where_it_comes_from(name: str) -> None:
     """The validator, console, bin, bay and probe are modelled maps; so is any map not checked."""
     profile = load_any_profile(name)
-    assert profile.verified == ("modelled" if name in MODELLED else "datasheet")
+    expected = "modelled" if name in MODELLED else "capture" if name in CAPTURED else "datasheet"
+    assert profile.verified == expected
     assert len(profile.source) > 40
     if profile.verified == "modelled":
         assert any(word in profile.source for word in ("No vendor document", "not found")), profile.source
