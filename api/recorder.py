@@ -142,7 +142,11 @@ def command_point(command: Command) -> Point:
         "scheduled": scheduled_by(command),
     }
     fields: dict[str, FieldValue] = {"command_id": command.id}
-    ran = command.status in (wire.CommandOutcome.DONE, wire.CommandOutcome.FAILED)
+    ran = command.status in (
+        wire.CommandOutcome.DONE,
+        wire.CommandOutcome.DONE_BUT_DARK,
+        wire.CommandOutcome.FAILED,
+    )
     if ran and command.result_at is not None:
         fields["lateness_s"] = (command.result_at - command.due_at) / 1000
     return Point(COMMAND_MEASUREMENT, tags, command.due_at, fields)

@@ -336,7 +336,10 @@ class Command(_Payload):
 
 
 class CommandOutcome(StrEnum):
+    """How a command ended. A lamp command is judged by what the agent read at the lamp afterwards."""
+
     DONE = "done"
+    DONE_BUT_DARK = "done_but_dark"  # written, but the lamp is dark: a lamp or ballast fault, or level 0
     FAILED = "failed"
     REFUSED = "refused"
     EXPIRED = "expired"
@@ -350,11 +353,17 @@ class CommandResult(_Payload):
     id: str = Field(pattern=COMMAND_ID_PATTERN)
     outcome: CommandOutcome
     ts: StrictInt = Field(ge=0)
-    level: StrictInt | None = Field(default=None, description="the level read back after the write, percent")
+    level: StrictInt | None = Field(
+        default=None, description="the light level read at the lamp after the write, percent"
+    )
     value: FieldValue | None = Field(
-        default=None, description="the engineering value read back after the write"
+        default=None, description="the engineering value read back after the write (a lamp's actual level)"
     )
     detail: str | None = Field(default=None, max_length=512, description="why it was refused or failed")
+    read: Fields | None = Field(
+        default=None,
+        description="what the agent read at the device after the write (a lamp's actual level and status)",
+    )
 
 
 PAYLOADS: dict[Channel, type[_Payload]] = {

@@ -10,14 +10,13 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
+from firmware_bridge.dali import BALLAST_FAIL, LAMP_FAIL, LAMP_ON
 from firmware_bridge.profile import load_profile
 
 UID = "citygw-street-lighting"
 MEASUREMENT = "lighting"
 PROFILE = "ecodim_dali_gw2"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
-# DALI status byte: b0 ballast failure, b1 lamp failure, b2 lamp on.
-BALLAST_FAIL, LAMP_FAIL, LAMP_ON = 1, 2, 4
 COMMANDS = "command"
 # Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
 SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("cabinet", "cabinet")}"""
@@ -34,15 +33,6 @@ SWITCHINGS = (
 def lamp_status_fields(profile: str = PROFILE) -> list[str]:
     """The per-lamp status fields the gateway's profile reads (lamp0_status, lamp1_status, ...)."""
     return [r.field for r in load_profile(profile).registers if re.fullmatch(r"lamp\d+_status", r.field)]
-
-
-def _deviation() -> str:
-    """Sum over the lamps of |actual level - set point| (DALI arc levels, 0-254), newest values.
-
-    ``* 1.0``: InfluxDB 1.6's abs() returns an integer expression unchanged, negative or not.
-    """
-    lamps = [field.removesuffix("_status") for field in lamp_status_fields()]
-    return " + ".join(f'abs(last("{lamp}_level") * 1.0 - last("{lamp}_brightness"))' for lamp in lamps)
 
 
 def _lit(status: str) -> str:
@@ -169,16 +159,18 @@ def dashboard() -> Dashboard:
         )
         .with_panel(
             rows(
-                "Lamps off their set point",
+                "Lamp commands the lamps did not follow",
                 InfluxQL(
-                    f'SELECT {_deviation()} AS "deviation" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                    'GROUP BY "district", "device"'
+                    f'SELECT count("command_id") AS "commands" FROM "{COMMANDS}" WHERE $timeFilter AND '
+                    f"""{matches("cabinet", "cabinet")} """
+                    """AND ("outcome" = 'done_but_dark' OR "outcome" = 'failed') """
+                    'GROUP BY "cabinet", "target", "outcome"'
                 ),
-                description="Per cabinet, the sum over its lamps of |actual level - set point| in DALI arc "
-                "levels (0-254), from the newest values in the time range: 0 when every lamp does what it "
-                "was last told. Whether the scheduled switching itself ran, and when, is in the panels "
-                "on scheduled switchings.",
-                column_steps={"deviation": ((None, OK), (1, WARN), (254, BAD))},
+                description="Per cabinet and target, the switch and dim commands after which the agent read "
+                "the lamp and found it dark although it was asked to light (done_but_dark: a lamp or "
+                "ballast fault, or level 0) or not at the level asked (failed). The gateway's brightness "
+                "registers are write-only: the set point is known only from the commands.",
+                column_steps={"commands": ((None, OK), (1, WARN))},
                 width=12,
             )
         )

@@ -10,6 +10,12 @@ Lighting actions map onto the profile's writable ``*_brightness`` fields (DALI a
 ``lamp`` A → ``lamp{A}_brightness``, ``group`` G → ``group{G}_brightness``, ``cabinet`` →
 every ``*_brightness`` field; ``on`` writes the field's max, ``off`` its min, ``dim`` the
 level in percent of min..max (rounded).
+
+A written value is judged at the device, not by the set point: a readable register is read
+back; a write-only set point (a lamp's brightness) by the field that ``follows`` it (its actual
+level) and the lamp's DALI status byte, read until the level is reached or the profile's
+settle time is over. A lamp asked to light that reports a lamp or ballast failure, or stays at
+level 0, is ``done_but_dark``; a level that does not arrive is ``failed``; each with what was read.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from citygw import wire
-from edge.poller import LineStopped, now_ms
+from edge.poller import LineStopped, ModbusPoller, now_ms
+from firmware_bridge import dali
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import INTEGER_TYPES, Profile, RegisterSpec
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 
 REMEMBER_S = 7 * 24 * 3600
 BRIGHTNESS = "_brightness"
+LOOK_EVERY_S = 0.25  # how often a lamp is read while it settles after a command
 # A *_brightness field of range 0..254 is a DALI arc power level (IEC 62386-102): 0 is off, 1..254
 # follow the standard logarithmic curve from 0.1 % to 100 % of light output, so 127 gives 3 %.
 DALI_ARC_MAX = 254
@@ -90,6 +98,87 @@ class CommandLog:
         self._db.close()
 
 
+@dataclass(frozen=True)
+class Look:
+    """Where to see what a device made of one write: the write's own read-back, or a write-only set
+    point's actual level (``follows``), the lamp's DALI status byte, a group's fault register."""
+
+    write: Write
+    level: RegisterSpec | None = None
+    status: RegisterSpec | None = None
+    fault: RegisterSpec | None = None
+
+    @property
+    def fields(self) -> list[str]:
+        return [s.field for s in (self.level, self.status, self.fault) if s is not None]
+
+    @property
+    def asks_light(self) -> bool:
+        """A lighting write that asks for light (on, or dim above 0)."""
+        value = self.write.value
+        lighting = self.write.field.endswith(BRIGHTNESS)
+        return lighting and isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: wire.CommandOutcome
+    detail: str | None = None
+
+
+def looks_for(profile: Profile, writes: list[Write]) -> list[Look]:
+    """What to read after each write-only write (none for a write that is read back)."""
+    looks = []
+    for write in writes:
+        if write.spec.readable:
+            continue
+        base = write.field.removesuffix(BRIGHTNESS) if write.field.endswith(BRIGHTNESS) else None
+        level = profile.follower(write.field)
+        status = _optional(profile, f"{base}_status") if base is not None and level is not None else None
+        fault = _optional(profile, f"{base}_fault") if base is not None else None
+        looks.append(Look(write, level, status, fault))
+    return looks
+
+
+def _optional(profile: Profile, field: str) -> RegisterSpec | None:
+    try:
+        spec = profile.register(field)
+    except KeyError:
+        return None
+    return spec if spec.readable else None
+
+
+def judge(look: Look, read: dict[str, wire.FieldValue], *, final: bool) -> Verdict | None:
+    """The outcome of one write from what was read at the device; None: not settled yet, look again."""
+    name = look.write.field.removesuffix(BRIGHTNESS)
+    status = read.get(look.status.field) if look.status is not None else None
+    faults = dali.faults(status) if isinstance(status, int) and not isinstance(status, bool) else []
+    fault = read.get(look.fault.field) if look.fault is not None else None
+    if look.asks_light and (faults or fault not in (None, 0, False)):
+        why = f"{' and '.join(faults)} failure (status {status})" if faults else f"fault register {fault}"
+        level = f", level {read[look.level.field]}" if look.level is not None else ""
+        return Verdict(wire.CommandOutcome.DONE_BUT_DARK, f"{name}: {why}{level}")
+    if look.level is None:
+        if look.fault is None:
+            return Verdict(
+                wire.CommandOutcome.FAILED, f"{look.write.field} is write-only and nothing reports it"
+            )
+        return Verdict(wire.CommandOutcome.DONE)  # a group reports no level: no fault is all it tells
+    actual = read[look.level.field]
+    if holds(look.level, look.write.value, actual):
+        return Verdict(wire.CommandOutcome.DONE)
+    if not final:
+        return None
+    if look.asks_light and actual in (0, 0.0):
+        return Verdict(
+            wire.CommandOutcome.DONE_BUT_DARK,
+            f"{name}: level 0 although {look.write.value} was asked, no failure reported",
+        )
+    return Verdict(
+        wire.CommandOutcome.FAILED, f"{look.level.field} reads {actual} after writing {look.write.value}"
+    )
+
+
 def plan_writes(command: wire.Command, profile: Profile) -> list[Write]:
     """The field writes a command means for this profile; raises Refused (no such field, out of range)."""
     if command.action is wire.CommandAction.SET_FIELD:
@@ -121,6 +210,8 @@ def plan_writes(command: wire.Command, profile: Profile) -> list[Write]:
             value = dali_arc_level(command.level or 0)
         else:
             value = round(low + (high - low) * (command.level or 0) / 100)
+        if spec.is_integer and isinstance(value, float) and value.is_integer():
+            value = int(value)  # a level, not a measurement: 254, not 254.0
         writes.append(Write(field, value, spec))
     return writes
 
@@ -244,7 +335,7 @@ class Commands:
         unit = device.unit or 0
         started = asyncio.Event()
 
-        async def job(line: ModbusLine) -> list[wire.FieldValue]:
+        async def job(line: ModbusLine) -> list[wire.FieldValue | None]:
             if now_ms() > command.expires_at:
                 raise TimeoutError("expired while waiting for the line")
             started.set()
@@ -271,19 +362,66 @@ class Commands:
         except (DeviceError, ValueError) as exc:
             await self._answer(command.id, wire.CommandOutcome.FAILED, detail=str(exc) or type(exc).__name__)
             return
-        wrong = [
-            f"{w.field} reads back {v} after writing {w.value}"
-            for w, v in zip(writes, values, strict=True)
-            if not holds(w.spec, w.value, v)
-        ]
-        levels = {level_percent(w.spec, v) for w, v in zip(writes, values, strict=True)}
+        looks = looks_for(profile, writes)
+        try:
+            verdicts, read = await self._look(poller, unit, profile, looks)
+        except (DeviceError, ValueError, LineStopped) as exc:
+            why = str(exc) or type(exc).__name__
+            await self._answer(
+                command.id, wire.CommandOutcome.FAILED, detail=f"written; reading it back: {why}"
+            )
+            return
+        # A readable register is judged by its read-back, a write-only one at the device.
+        at_device = {look.write.field: (look, verdict) for look, verdict in zip(looks, verdicts, strict=True)}
+        judged: list[Verdict] = []
+        actual: list[tuple[RegisterSpec, wire.FieldValue]] = []
+        for write, value in zip(writes, values, strict=True):
+            if write.field in at_device:
+                look, verdict = at_device[write.field]
+                judged.append(verdict)
+                if look.level is not None:
+                    actual.append((write.spec, read[look.level.field]))
+                continue
+            assert value is not None  # a readable register is read back
+            ok = holds(write.spec, write.value, value)
+            detail = None if ok else f"{write.field} reads back {value} after writing {write.value}"
+            judged.append(Verdict(wire.CommandOutcome.DONE if ok else wire.CommandOutcome.FAILED, detail))
+            actual.append((write.spec, value))
+        outcome = next(
+            (
+                o
+                for o in (wire.CommandOutcome.FAILED, wire.CommandOutcome.DONE_BUT_DARK)
+                if any(v.outcome is o for v in judged)
+            ),
+            wire.CommandOutcome.DONE,
+        )
+        levels = {level_percent(spec, value) for spec, value in actual}
         await self._answer(
             command.id,
-            wire.CommandOutcome.FAILED if wrong else wire.CommandOutcome.DONE,
-            detail="; ".join(wrong) or None,
-            value=values[0] if len(values) == 1 else None,
+            outcome,
+            detail="; ".join(v.detail for v in judged if v.detail) or None,
+            value=actual[0][1] if len(writes) == 1 and actual else None,
             level=levels.pop() if command.target is not None and len(levels) == 1 else None,
+            read=read or None,
         )
+
+    async def _look(
+        self, poller: ModbusPoller, unit: int, profile: Profile, looks: list[Look]
+    ) -> tuple[list[Verdict], dict[str, wire.FieldValue]]:
+        """Read the devices' answer to write-only writes until each is judged or the settle time is over."""
+        fields = sorted({field for look in looks for field in look.fields})
+        if not looks:
+            return [], {}
+        if not fields:
+            return [judge(look, {}, final=True) or Verdict(wire.CommandOutcome.DONE) for look in looks], {}
+        deadline = time.monotonic() + profile.timing.settle
+        while True:
+            read = await poller.submit_priority(lambda line: line.read_fields(unit, profile, fields))
+            final = time.monotonic() >= deadline
+            verdicts = [judge(look, read, final=final) for look in looks]
+            if all(v is not None for v in verdicts):
+                return [v for v in verdicts if v is not None], read
+            await asyncio.sleep(max(0.0, min(LOOK_EVERY_S, deadline - time.monotonic())))
 
     async def _answer(
         self,
@@ -293,6 +431,7 @@ class Commands:
         detail: str | None = None,
         value: wire.FieldValue | None = None,
         level: int | None = None,
+        read: dict[str, wire.FieldValue] | None = None,
     ) -> None:
         result = wire.CommandResult(
             agent=self.agent.config.agent_id,
@@ -302,6 +441,7 @@ class Commands:
             detail=detail[:512] if detail else None,
             value=value,
             level=level,
+            read=read,
         )
         self.log.finished(command_id, wire.encode(result))
         await self._send(result)

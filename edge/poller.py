@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 60.0
 # Slow registers (totals, configuration) are read on the first poll and every this many polls.
 SLOW_EVERY = 10
+# A device that keeps failing the same way is logged again at most this often (seconds).
+FAILURE_LOG_EVERY_S = 300.0
 GPS_REOPEN_S = 2.0
 STANDING_MPS = 0.5  # slower than this a bus stands (GPS speed jitters around 0.1-0.3 m/s)
 TURNING_MPS = 2.0  # a course means something only when the bus moves
@@ -242,6 +244,10 @@ class _Slot:
     # How long this slot may wait past ``due`` before it competes as a fast poll.
     patience: float = 0.0
     counters: dict[str, float] = field(default_factory=dict)
+    # The failure last logged (its health state and kind) and when: a new one is logged at once.
+    logged_failure: tuple[wire.DeviceState, type[Exception]] | None = None
+    logged_at: float = 0.0
+    failures: int = 0
 
     @property
     def next_polls(self) -> tuple[Poll, ...]:
@@ -407,7 +413,7 @@ class ModbusPoller:
                 exception_code=exc.code if isinstance(exc, DeviceExceptionResponse) else None,
                 response_s=took if answered else None,
             )
-            log.debug("%s: %s", device.id, exc)
+            self._log_failure(slot, exc)
             return False
         finally:
             self.board.left_out(device.id, line.field_errors(unit))
@@ -424,10 +430,28 @@ class ModbusPoller:
             device, self.site, self.vehicles, measurement=slot.profile.measurement, ts=at, fields=fields
         )
         self.journal.append([reading])
+        if slot.logged_failure is not None:
+            log.info("device %s answers again after %d failed reads", device.id, slot.failures)
+        slot.logged_failure, slot.failures = None, 0
         self.board.ok(device.id, at, response_s=took)
         if unusable:
             self.board.noted(device.id, unusable)
         return True
+
+    def _log_failure(self, slot: _Slot, exc: DeviceError) -> None:
+        """One warning per failure, not per poll: the device, and the line's words for what was sent and why.
+
+        Logged again when the failure changes kind, and every FAILURE_LOG_EVERY_S while it lasts.
+        """
+        slot.failures += 1
+        kind = (exc.state, type(exc))
+        now = time.monotonic()
+        if kind == slot.logged_failure and now - slot.logged_at < FAILURE_LOG_EVERY_S:
+            log.debug("device %s: %s", slot.device.id, exc)
+            return
+        again = f" ({slot.failures} failed reads)" if slot.failures > 1 else ""
+        log.warning("device %s: %s%s", slot.device.id, str(exc) or type(exc).__name__, again)
+        slot.logged_failure, slot.logged_at = kind, now
 
     def _counter_resets(self, slot: _Slot, fields: Mapping[str, wire.FieldValue]) -> dict[str, bool]:
         """``<field>_reset: true`` for each counter that went down since the last reading (reboot or wrap).

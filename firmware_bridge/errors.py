@@ -55,6 +55,12 @@ class DeviceCrcError(DeviceError):
     state = DeviceState.CRC_ERROR
 
 
+class NotModbus(DeviceError):
+    """Something answered, but not in Modbus (an HTTP server on port 502, a device in another protocol)."""
+
+    state = DeviceState.CRC_ERROR
+
+
 class DecodeError(DeviceError):
     """The device answered, but the registers do not hold a valid value."""
 

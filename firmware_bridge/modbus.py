@@ -1,15 +1,24 @@
-"""One Modbus line (a TCP endpoint or an RS-485 port) and the devices on it."""
+"""One Modbus line (a TCP endpoint or an RS-485 port) and the devices on it.
+
+pymodbus's own log lines (warnings, hex dumps) are kept out of the log: a failure is raised once,
+as a ``DeviceError`` that names the request and why it failed in a field engineer's words (port
+missing, port busy, refused, not a Modbus peer), and the caller logs it with the device's name.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
+import serial
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
@@ -23,12 +32,14 @@ from firmware_bridge.errors import (
     DeviceExceptionResponse,
     DeviceTimeout,
     LineUnavailable,
+    NotModbus,
 )
 from firmware_bridge.planner import (
     ILLEGAL_DATA_ADDRESS,
     ReadRequest,
     gap_between,
     plan_reads,
+    plan_requests,
     split_request,
 )
 from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile
@@ -40,6 +51,23 @@ DEFAULT_TIMEOUT = 1.0
 FIELD_WARNING_INTERVAL = 300.0
 
 log = logging.getLogger(__name__)
+PYMODBUS_LOGGER = "pymodbus.logging"
+_SHOWN_BYTES = 24  # of a peer's answer, in a message about it
+
+
+class _PymodbusWords(logging.Filter):
+    """Keeps pymodbus's records out of the log; at DEBUG they go on as this module's detail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pymodbus: %s", record.getMessage())
+        return False
+
+
+def _quiet_pymodbus() -> None:
+    logger = logging.getLogger(PYMODBUS_LOGGER)
+    if not any(isinstance(f, _PymodbusWords) for f in logger.filters):
+        logger.addFilter(_PymodbusWords())
 
 
 def _forget_outcome(future: asyncio.Future[Any]) -> None:
@@ -70,9 +98,19 @@ class ModbusLine:
     order makes every value of the device suspect).
     """
 
-    def __init__(self, make_client: Callable[[], ModbusBaseClient], *, name: str, timeout: float) -> None:
+    def __init__(
+        self,
+        make_client: Callable[[], ModbusBaseClient],
+        *,
+        name: str,
+        timeout: float,
+        diagnose: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
+        _quiet_pymodbus()
         self._make_client = make_client
         self.name = name
+        # Why the line cannot be opened or connected, found out when it cannot (pymodbus only logs it).
+        self._diagnose = diagnose
         self.timeout = timeout
         self._client: ModbusBaseClient | None = None
         self._lock = asyncio.Lock()
@@ -97,10 +135,14 @@ class ModbusLine:
                 timeout=timeout,
                 retries=0,
                 reconnect_delay=0,
+                trace_packet=line._trace_packet,
                 trace_connect=line._trace_connect,
             )
 
-        line = cls(make, name=f"tcp://{host}:{port}", timeout=timeout)
+        async def diagnose() -> str:
+            return await _why_no_connection(host, port, timeout)
+
+        line = cls(make, name=f"tcp://{host}:{port}", timeout=timeout, diagnose=diagnose)
         return line
 
     @classmethod
@@ -133,7 +175,10 @@ class ModbusLine:
                 trace_connect=line._trace_connect,
             )
 
-        line = cls(make, name=f"{port}@{baudrate}", timeout=timeout)
+        async def diagnose() -> str:
+            return _why_port_unusable(port)
+
+        line = cls(make, name=f"{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
         line.serial = SerialLine(
             baudrate,
             parity=cast(Literal["N", "E", "O"], parity),
@@ -255,7 +300,7 @@ class ModbusLine:
         self, unit: int, request: ReadRequest, *, timing: DeviceTiming | None = None
     ) -> list[int]:
         """Raw registers (bits as 0/1) of one planned read, with the device's ``timing`` if known."""
-        what = f"unit {unit} {request.table} {request.address}+{request.count}"
+        what = f"unit {unit} read {request.table} {request.address}+{request.count}"
 
         async def send(client: ModbusBaseClient) -> ModbusPDU:
             address, count = request.address, request.count
@@ -277,8 +322,12 @@ class ModbusLine:
             raise DeviceError(f"{what} on {self.name}: answered {len(response.registers)} registers")
         return list(response.registers)
 
-    async def write(self, unit: int, profile: Profile, field: str, value: FieldValue) -> FieldValue:
-        """Write one field (range-checked against the profile) and return the value read back."""
+    async def write(self, unit: int, profile: Profile, field: str, value: FieldValue) -> FieldValue | None:
+        """Write one field (range-checked against the profile) and return the value read back.
+
+        None for a write-only register: what the device made of it is in another field (its
+        ``follows``), which the caller reads when the device had time to act.
+        """
         spec = profile.register(field)
         if not spec.writable:
             raise ValueError(f"{field} is read-only in profile {profile.model}")
@@ -300,8 +349,29 @@ class ModbusLine:
             # unit, function, address, count, byte count, data, CRC; the echo is 8 bytes
             wire = self.serial.frame_time(9 + 2 * len(words) + 8) + 2 * self.serial.silence
         await self._execute(what, send, wire=wire, timing=profile.timing)
-        request = ReadRequest(spec.table, spec.address, spec.register_count, (spec,))
-        return decode(spec, await self.read_request(unit, request, timing=profile.timing))
+        if not spec.readable:
+            return None
+        return await self.read_field(unit, profile, field)
+
+    async def read_field(self, unit: int, profile: Profile, field: str) -> FieldValue:
+        """One field read on its own (a read-back after a write); DecodeError when it does not decode."""
+        return (await self.read_fields(unit, profile, [field]))[field]
+
+    async def read_fields(self, unit: int, profile: Profile, fields: Iterable[str]) -> dict[str, FieldValue]:
+        """Just these fields, in as few reads as the profile allows (what a command looks at afterwards).
+
+        Unlike ``read``, a field that does not decode raises (``DecodeError``): it is no answer.
+        """
+        specs = [profile.register(field) for field in fields]
+        learned = self._holes.get(unit, ())
+        values: dict[str, FieldValue] = {}
+        for request in plan_requests(
+            specs, max_registers=profile.max_registers, forbidden=[*profile.forbidden, *learned]
+        ):
+            for part, words in await self._read_around_holes(unit, request, profile.timing):
+                for spec in part.specs:
+                    values[spec.field] = decode(spec, part.slice_for(spec, words))
+        return values
 
     async def _execute(
         self,
@@ -321,7 +391,8 @@ class ModbusLine:
         client = self._client
         async with self._lock:
             if not client.connected and not await client.connect():
-                raise LineUnavailable(f"{self.name}: line unavailable (cannot open port or connect)")
+                why = await self._diagnose() if self._diagnose is not None else "cannot open port or connect"
+                raise LineUnavailable(f"{what} on {self.name}: not sent, line unavailable: {why}")
             self._received.clear()
             self._lost.clear()
             timeout = self.reply_timeout(timing)
@@ -347,12 +418,16 @@ class ModbusLine:
                 request.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await request
+                if self.serial is None and self._received and not _valid_mbap(bytes(self._received)):
+                    raise NotModbus(f"{what} on {self.name}: {_not_modbus(bytes(self._received))}")
                 raise LineUnavailable(f"{what} on {self.name}: line unavailable (connection lost)")
             try:
                 response = request.result()
             except ModbusIOException as exc:
                 if self.serial is not None and self._received and not _valid_rtu_frame(bytes(self._received)):
                     raise DeviceCrcError(f"{what} on {self.name}: corrupted answer (CRC mismatch)") from exc
+                if self.serial is None and self._received and not _valid_mbap(bytes(self._received)):
+                    raise NotModbus(f"{what} on {self.name}: {_not_modbus(bytes(self._received))}") from exc
                 raise DeviceTimeout(f"{what} on {self.name}: no answer within {timeout:g} s") from exc
             except ConnectionException as exc:
                 raise LineUnavailable(f"{self.name}: line unavailable ({exc})") from exc
@@ -380,7 +455,8 @@ class ModbusLine:
             self._lost.set()
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        # Kept to tell a corrupted answer (bytes arrived, CRC wrong) from silence.
+        # Kept to tell a corrupted answer (bytes arrived, CRC wrong) or a peer that speaks something
+        # else (an HTTP server on port 502) from silence.
         if not sending:
             self._received += data
         return data
@@ -388,3 +464,51 @@ class ModbusLine:
 
 def _valid_rtu_frame(data: bytes) -> bool:
     return len(data) >= 4 and FramerRTU.check_CRC(data[:-2], int.from_bytes(data[-2:], "big"))
+
+
+def _valid_mbap(data: bytes) -> bool:
+    """Whether ``data`` starts like a Modbus TCP answer: protocol id 0 and a plausible length."""
+    return len(data) >= 7 and data[2:4] == b"\x00\x00" and 2 <= int.from_bytes(data[4:6], "big") <= 254
+
+
+def _not_modbus(data: bytes) -> str:
+    """What a peer that is no Modbus server answered, shown so that an engineer recognises it."""
+    shown = data[:_SHOWN_BYTES]
+    printable = all(32 <= b < 127 or b in (9, 10, 13) for b in shown)
+    text = repr(shown.decode("ascii")) if printable else shown.hex(" ")
+    more = f" ({len(data)} bytes)" if len(data) > _SHOWN_BYTES else ""
+    guess = " - an HTTP server, not Modbus: check the port" if data.startswith(b"HTTP/") else ""
+    return f"not a Modbus peer: it answered {text}{more}{guess}"
+
+
+async def _why_no_connection(host: str, port: int, wait: float) -> str:
+    """Why a TCP endpoint cannot be reached, as an engineer would check it."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens on {host}:{port} (wrong port, or the device is off)"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {wait:g} s (host down, wrong address or a firewall)"
+    except socket.gaierror as exc:
+        return f"{host} is no known host name ({exc.strerror})"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    writer.close()
+    return f"connecting to {host}:{port} failed, and worked when tried again: a flaky network?"
+
+
+def _why_port_unusable(port: str) -> str:
+    """Why a serial port cannot be opened: missing, busy (another program has it) or not allowed."""
+    if "://" not in port and not os.path.exists(port):
+        return f"port missing: there is no {port} (adapter unplugged, or another name: ls /dev/serial/by-id)"
+    try:
+        serial.serial_for_url(port, exclusive=True).close()
+    except serial.SerialException as exc:
+        if "lock" in str(exc) or exc.errno == errno.EBUSY:
+            return f"port busy: another program has {port} open (find it with: fuser {port})"
+        if exc.errno == errno.EACCES:
+            return f"permission denied on {port}: add the agent's user to the dialout group"
+        return f"cannot open {port}: {exc}"
+    except (OSError, ValueError) as exc:
+        return f"cannot open {port}: {exc}"
+    return f"cannot open {port}, though it opens when tried again"

@@ -121,7 +121,7 @@ async def probe_profile(line: ModbusLine, unit: int, profile: Profile) -> dict[s
     A device that does not answer raises (``DeviceError``) as for any read.
     """
     requests = plan_requests(
-        profile.registers, max_registers=profile.max_registers, forbidden=profile.forbidden
+        profile.select(), max_registers=profile.max_registers, forbidden=profile.forbidden
     )
     values: dict[str, ProbedValue] = {}
     for request in requests:
@@ -131,16 +131,24 @@ async def probe_profile(line: ModbusLine, unit: int, profile: Profile) -> dict[s
                 values[spec.field] = decode(spec, request.slice_for(spec, words))
             except DecodeError as exc:
                 values[spec.field] = exc
-    return {spec.field: values[spec.field] for spec in profile.registers}
+    return {spec.field: values[spec.field] for spec in profile.select()}
 
 
 def format_values(profile: Profile, values: dict[str, ProbedValue]) -> str:
-    """Decoded fields for a terminal: field, value and unit, where it lives, and decode errors."""
+    """Decoded fields for a terminal, under a header saying where the profile's map comes from.
+
+    A modelled map is flagged, so that nobody takes its values for a vendor's register map.
+    """
     width = max(len(s.field) for s in profile.registers)
-    lines = []
+    lines = [f"profile {profile.model}: verified {profile.verified}; source: {profile.source}"]
+    if profile.verified == "modelled":
+        lines.append("  (modelled register map, not checked against a vendor document or a device)")
     for spec in profile.registers:
-        value = values.get(spec.field)
         where = f"{spec.table} {spec.address} {spec.type} {spec.order}"
+        if not spec.readable:
+            lines.append(f"{spec.field:<{width}}  {'(write-only)':<24}  ({where})")
+            continue
+        value = values.get(spec.field)
         unit = f" {spec.unit}" if spec.unit else ""
         shown = f"ERROR {value}" if isinstance(value, DecodeError) else f"{value}{unit}"
         lines.append(f"{spec.field:<{width}}  {shown:<24}  ({where})")

@@ -33,6 +33,9 @@ Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
+# Where a register map was checked: against the vendor's published document, against a capture of
+# a real device, or not at all (a map modelled on typical devices of a class).
+Verified = Literal["datasheet", "capture", "modelled"]
 Protocol = Literal["modbus", "nmea"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
@@ -93,6 +96,10 @@ class RegisterSpec(BaseModel):
     unit: str | None = None
     poll: Poll = "fast"
     writable: bool = False
+    readable: bool = Field(
+        default=True,
+        description="false for a write-only register (a setpoint the device never reports): never read",
+    )
     # The device's valid range: writes outside it are refused, reads outside it are a DecodeError.
     min: float | None = None
     max: float | None = None
@@ -130,6 +137,8 @@ class RegisterSpec(BaseModel):
             raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.writable and self.table not in WRITABLE_TABLES:
             raise ValueError(f"table {self.table} is read-only on the wire: set writable false")
+        if not self.readable and not self.writable:
+            raise ValueError("a register that is neither readable nor writable is of no use: remove it")
         if self.mask is not None or self.shift:
             if self.type not in UNSIGNED_TYPES:
                 raise ValueError(f"mask and shift need an unsigned type (u16, u32, u64), not {self.type}")
@@ -238,6 +247,12 @@ class DeviceTiming(BaseModel):
         le=1000,
         description="silence the device needs on the line before a frame addressed to it",
     )
+    settle_ms: float = Field(
+        default=0,
+        ge=0,
+        le=600_000,
+        description="how long after a write the device's reported value may take to follow it (a fade)",
+    )
 
     @property
     def response_timeout(self) -> float | None:
@@ -249,11 +264,29 @@ class DeviceTiming(BaseModel):
         """The guard interval in seconds."""
         return self.guard_ms / 1000
 
+    @property
+    def settle(self) -> float:
+        """The settle time in seconds."""
+        return self.settle_ms / 1000
 
-class Profile(BaseModel):
-    """The register map of one device model."""
+
+class Provenance(BaseModel):
+    """Where a profile's map comes from and how far it was checked; every profile must say it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        min_length=1,
+        description="the vendor document (title, version or date, table or page), or why there is none",
+    )
+    verified: Verified = Field(
+        description="datasheet: checked against the vendor document; capture: against a real device; "
+        "modelled: modelled on typical devices of the class, not checked"
+    )
+
+
+class Profile(Provenance):
+    """The register map of one device model."""
 
     model: str = Field(pattern=NAME_PATTERN)
     vendor: str
@@ -317,11 +350,16 @@ class Profile(BaseModel):
         raise KeyError(f"profile {self.model} has no field {field!r} (fields: {known})")
 
     def select(self, poll: Poll | Iterable[Poll] | None = None) -> list[RegisterSpec]:
-        """The registers of the given poll classes (all when None)."""
+        """The readable registers of the given poll classes (all readable ones when None)."""
+        readable = [s for s in self.registers if s.readable]
         if poll is None:
-            return list(self.registers)
+            return readable
         wanted = {poll} if isinstance(poll, str) else set(poll)
-        return [s for s in self.registers if s.poll in wanted]
+        return [s for s in readable if s.poll in wanted]
+
+    def follower(self, field: str) -> RegisterSpec | None:
+        """The readable field that reports what the device made of writable ``field`` (its actual level)."""
+        return next((s for s in self.registers if s.follows == field), None)
 
 
 class NmeaField(BaseModel):
@@ -341,10 +379,8 @@ class NmeaField(BaseModel):
         return self
 
 
-class NmeaProfile(BaseModel):
+class NmeaProfile(Provenance):
     """A GPS receiver speaking NMEA 0183: the measurement, the fields of a fix, the sentences used."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(pattern=NAME_PATTERN)
     vendor: str
@@ -491,9 +527,18 @@ def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
             node = node.get(part) if isinstance(node, dict) else None
     message = error["msg"].removeprefix("Value error, ")
     fix = _FIXES.get(error["type"], "")
+    if error["type"] == "missing" and loc and loc[-1] in _MISSING_FIXES:
+        fix = _MISSING_FIXES[str(loc[-1])]
     where = where or "profile"
     return f"{where}: {message}" + (f" — fix: {fix}" if fix else "")
 
+
+_MISSING_FIXES: dict[str, str] = {
+    "source": "add source: the vendor document the map was transcribed from (title, version or date, "
+    "table or page), or say that none was found",
+    "verified": "add verified: datasheet (checked against that document), capture (against a real "
+    "device) or modelled (modelled on typical devices, not checked)",
+}
 
 _FIXES: dict[str, str] = {
     "missing": "add this key",

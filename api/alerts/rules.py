@@ -15,10 +15,9 @@ from api.series import newest_per_device
 from api.settings import ApiSettings
 from citygw import air_quality, wire
 from collector.store.base import Aggregate, TelemetryReader
+from firmware_bridge import dali
 
 LAMP_STATUS = re.compile(r"^(lamp\d+)_status$")
-# DALI status byte: b0 ballast (control gear) failure, b1 lamp failure.
-BALLAST_FAIL, LAMP_FAIL = 0x01, 0x02
 OFFLINE_STATES = frozenset({wire.DeviceState.TIMEOUT.value})
 
 
@@ -76,7 +75,7 @@ def lamp_failure(store: TelemetryReader) -> list[Finding]:
             match = LAMP_STATUS.match(name)
             if not match or isinstance(value, bool) or not isinstance(value, int):
                 continue
-            failures = [what for bit, what in ((LAMP_FAIL, "lamp"), (BALLAST_FAIL, "ballast")) if value & bit]
+            failures = dali.faults(value)
             if failures:
                 lamp = match.group(1)
                 found.append(

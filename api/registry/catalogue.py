@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
-from firmware_bridge.profile import ProfileError, load_profile
+from firmware_bridge.profile import ProfileError, Verified, load_any_profile, load_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +46,19 @@ def field_units(profile: str) -> dict[str, str]:
         return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
     except ProfileError:
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileProvenance:
+    verified: Verified
+    source: str
+
+
+@cache
+def profile_provenance(profile: str) -> ProfileProvenance | None:
+    """Whether a shipped profile's map was checked against its vendor's document (None: no such profile)."""
+    try:
+        loaded = load_any_profile(profile)
+    except ProfileError:
+        return None
+    return ProfileProvenance(loaded.verified, loaded.source)

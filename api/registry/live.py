@@ -66,5 +66,7 @@ def apply_command_result(session: Session, result: wire.CommandResult, *, now_ms
     parts = [result.detail] if result.detail else []
     if result.level is not None:
         parts.append(f"level read back: {result.level} %")
+    if result.read:
+        parts.append("read at the device: " + ", ".join(f"{k}={v}" for k, v in sorted(result.read.items())))
     command.detail = "; ".join(parts) or None
     return command

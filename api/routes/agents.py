@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.deps import ContextDep, NowMsDep, SessionDep
 from api.mqtt_link import LinkUnavailable
 from api.registry import audit
+from api.registry.catalogue import profile_provenance
 from api.registry.fleet import (
     FleetProblems,
     active_devices,
@@ -32,8 +33,8 @@ from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cur
 from api.security import EngineerDep, Principal, Role, ensure_site
 from api.timespec import iso
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, DesiredConfig
+from edge.config import DEFAULT_GPS_PROFILE, Line, Location
 from edge.config import Device as DeviceSpec
-from edge.config import Line, Location
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
@@ -53,6 +54,17 @@ class AgentCreate(BaseModel):
     lines: list[Line] = Field(default_factory=list, max_length=64)
 
 
+class DeviceEntry(BaseModel):
+    id: str
+    line: str
+    profile: str | None
+    verified: str | None = Field(
+        description="how far the profile's register map was checked: datasheet, capture or modelled "
+        "(modelled: not a vendor's map)"
+    )
+    source: str | None = Field(description="the vendor document the profile's map comes from, or why none")
+
+
 class AgentPublic(BaseModel):
     id: str
     site: str
@@ -66,6 +78,7 @@ class AgentPublic(BaseModel):
     journal_backlog: int | None
     journal_dropped: int | None
     device_health: dict[str, Any]
+    devices: list[DeviceEntry] = Field(description="active devices, with where their profile comes from")
 
 
 class DeviceMove(BaseModel):
@@ -118,6 +131,24 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
         journal_backlog=agent.journal_backlog,
         journal_dropped=agent.journal_dropped,
         device_health=agent.device_health or {},
+        devices=[_device_entry(agent, device.spec) for device in active_devices(session, agent.id)],
+    )
+
+
+def _device_entry(agent: Agent, spec: dict[str, Any]) -> DeviceEntry:
+    profile = spec.get("profile")
+    name = profile if isinstance(profile, str) else None
+    if name is None and any(
+        line.get("id") == spec.get("line") and line.get("kind") == "nmea" for line in agent.lines
+    ):
+        name = DEFAULT_GPS_PROFILE
+    provenance = profile_provenance(name) if name is not None else None
+    return DeviceEntry(
+        id=str(spec.get("id")),
+        line=str(spec.get("line")),
+        profile=name,
+        verified=provenance.verified if provenance is not None else None,
+        source=provenance.source if provenance is not None else None,
     )
 
 

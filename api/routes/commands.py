@@ -62,7 +62,10 @@ class CommandPublic(BaseModel):
     level: int | None
     due_at: str
     created_by: str
-    status: str = Field(description="scheduled, sent, done, failed, refused or expired")
+    status: str = Field(
+        description="scheduled, sent, done, done_but_dark (written, but the lamp reads dark), failed, "
+        "refused or expired"
+    )
     sent_at: str | None
     result_at: str | None
     detail: str | None

@@ -1,5 +1,6 @@
 """Simulated field devices that behave like the real firmware, for tests and demos."""
 
+from firmware_bridge.simulators.dali import DaliGatewaySimulator
 from firmware_bridge.simulators.gps import BusGpsSimulator
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
 from firmware_bridge.simulators.serve import (
@@ -12,6 +13,7 @@ from firmware_bridge.simulators.serve import (
 
 __all__ = [
     "BusGpsSimulator",
+    "DaliGatewaySimulator",
     "ModbusDeviceSimulator",
     "RtuResponder",
     "TcpEndpoint",

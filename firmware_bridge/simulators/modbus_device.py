@@ -87,6 +87,11 @@ class ModbusDeviceSimulator:
         self.crc_error = False
         self.delay = 0.0
         self.word_swapped = False
+        # A value that follows a written setpoint (a lamp's actual level) reaches it this many
+        # seconds after the write, moving linearly, as a DALI lamp fades.
+        self.fade_s = 0.0
+        # follower field -> (value at the write, setpoint, monotonic time of the write)
+        self._ramps: dict[str, tuple[float, float, float]] = {}
         self._booting_until = 0.0
         # Registers the firmware refuses with exception 02 although the profile does not say so.
         self.holes: list[AddressRange] = []
@@ -127,6 +132,38 @@ class ModbusDeviceSimulator:
                 self._values[follower.field] = value
                 self._anchors[follower.field] = (value, now)
 
+    def command(self, field: str, value: FieldValue) -> None:
+        """A setpoint written on the wire: its followers reach it over ``fade_s`` (at once when 0)."""
+        followers = [s.field for s in self.profile.registers if s.follows == field]
+        if not self.fade_s or not followers or not isinstance(value, int | float) or isinstance(value, bool):
+            self.set(field, value)
+            return
+        self._values[field] = value
+        self._anchors[field] = (value, self._sim_time())
+        for follower in followers:
+            start = self._values[follower]
+            if isinstance(start, int | float) and not isinstance(start, bool):
+                self._ramps[follower] = (float(start), float(value), time.monotonic())
+
+    def fading(self, field: str) -> bool:
+        """True while ``field`` is still moving towards its setpoint."""
+        self._follow()
+        return field in self._ramps
+
+    def _follow(self) -> None:
+        """Move the followers of recently written setpoints along their fades."""
+        now = time.monotonic()
+        for field, (start, target, began) in list(self._ramps.items()):
+            done = (now - began) / self.fade_s if self.fade_s else 1.0
+            if done >= 1:
+                del self._ramps[field]
+            step = (target - start) * min(done, 1.0)
+            if self.profile.register(field).type in INTEGER_TYPES:
+                # A fading level reaches its target only when the fade ends.
+                self._values[field] = round(start) + math.trunc(step)
+            else:
+                self._values[field] = start + step
+
     def load_image(self, table: Table, words: Mapping[int, int]) -> None:
         """Hold these registers (bits as 0/1), as captured from a real device, decoded into values."""
         specs = [s for s in self.profile.registers if s.table == table]
@@ -158,13 +195,15 @@ class ModbusDeviceSimulator:
 
     def expected(self) -> dict[str, FieldValue]:
         """What a correct reader decodes now (float32 rounding and scale steps included)."""
-        return {s.field: decode(s, encode(s, self._values[s.field])) for s in self.profile.registers}
+        return {s.field: decode(s, encode(s, self._values[s.field])) for s in self.profile.select()}
 
     def image(self, table: Table) -> dict[int, int]:
         """The device's current registers (or bits as 0/1) of one table, by address."""
+        self._follow()
         words: dict[int, int] = {}
         for spec in self.profile.registers:
-            if spec.table == table:
+            # A write-only register (a setpoint) is never reported: it reads as 0.
+            if spec.table == table and spec.readable:
                 sent = spec
                 if self.word_swapped and spec.register_count > 1 and spec.type != "string":
                     sent = spec.model_copy(update={"order": _SWAPPED[spec.order]})
@@ -265,7 +304,7 @@ class ModbusDeviceSimulator:
                 return ExcCodes.ILLEGAL_VALUE
             new_values[field] = value
         for field, value in new_values.items():
-            self.set(field, value)
+            self.command(field, value)
         return None
 
     def _block(self, table: Table) -> list[SimData]:

@@ -193,6 +193,14 @@ def test_commands_are_recorded_once_they_end_with_their_lateness(
     assert replica.record(NOW_MS + 30_000) == 1  # only the newly ended one
     assert recorded.keys() < {row.values["command_id"] for row in rows(store, COMMAND_MEASUREMENT)}
 
+    # Written, but the lamp reads dark: it ran, so its lateness counts like a done one's.
+    dark = _command(registry, due_at=NOW_MS + 31_000, schedule=None)
+    send_due_commands(registry, _Sent(), now_ms=NOW_MS + 31_000, ttl_ms=TTL_MS)
+    _result(registry, dark, wire.CommandOutcome.DONE_BUT_DARK, NOW_MS + 33_000)
+    assert replica.record(NOW_MS + 60_000) == 1
+    (row,) = [r for r in rows(store, COMMAND_MEASUREMENT) if r.values["command_id"] == dark]
+    assert (row.tags["outcome"], row.values["lateness_s"]) == ("done_but_dark", 2.0)
+
 
 class _StoreDownOnce:
     """The store, unavailable for the first write (as InfluxDB during a restart)."""

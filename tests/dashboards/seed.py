@@ -91,7 +91,7 @@ DELAYS = {
     "tram-7": ((-45.0, 0.0), "T7-weekday-8", (30, VehiclePosition.MANY_SEATS_AVAILABLE)),
 }
 # Lighting commands that ended: (cabinet, agent, action, schedule, outcome, ran this late in s or None,
-# reading index of the due time). Scheduled on time: 2, late: 1, failed/expired: 2; one sent "now".
+# reading index of the due time). Scheduled on time: 2, late: 1, failed/expired: 2; two sent "now".
 COMMANDS = (
     ("cabinet-17", "depot-north-1", "on", {"event": "dusk", "offset_min": 0}, "done", 20.0, 3),
     ("cabinet-17", "depot-north-1", "dim", {"at": "22:00"}, "done", 4.0, 9),
@@ -99,6 +99,8 @@ COMMANDS = (
     ("cabinet-17", "depot-north-1", "on", None, "done", 1.0, 12),
     ("cabinet-42", "depot-south-1", "on", {"event": "dusk", "offset_min": 0}, "failed", 5.0, 3),
     ("cabinet-42", "depot-south-1", "off", {"event": "dawn", "offset_min": 15}, "expired", None, 20),
+    # An engineer's "on" after the failed dusk switching: written, but lamp 1 (failed) stays dark.
+    ("cabinet-42", "depot-south-1", "on", None, "done_but_dark", 2.0, 14),
 )
 
 
@@ -136,7 +138,7 @@ def points(now_ms: int) -> list[Point]:
         configured = AgentDevice(id=device.id, line="seed", poll_s=STEP_MS / 1000, location=device.location)
         for step, ts in enumerate(times):
             fields = dict(base)
-            for spec in profile.registers:
+            for spec in profile.select():
                 start = fields[spec.field]
                 if spec.counter and isinstance(start, int | float) and not isinstance(start, bool):
                     grown = start + _growth(spec.typical_rate, step)

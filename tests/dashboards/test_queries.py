@@ -134,12 +134,15 @@ def test_the_station_map_places_the_located_station(influxql: Query, city: TimeR
     assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] == "#50F0E6"
 
 
-def test_lamps_off_their_set_point_are_the_failed_dark_lamp(influxql: Query, city: TimeRange) -> None:
+def test_lamp_commands_not_followed_are_the_failed_ones(influxql: Query, city: TimeRange) -> None:
     board = BOARDS["citygw-street-lighting"]
-    (target,) = [t for p, t in targets(board) if p["title"] == "Lamps off their set point"]
+    (target,) = [t for p, t in targets(board) if p["title"] == "Lamp commands the lamps did not follow"]
     series = influxql(render(target["query"], all_values(board, influxql), city))
-    # cabinet-42's lamp 1 is set to full (254) but dark; every other lamp is at its set point.
-    assert {s["tags"]["device"]: s["values"][0][1] for s in series} == {"cabinet-17": 0, "cabinet-42": 254}
+    # seed.COMMANDS: cabinet-42's dusk switching failed, the engineer's "on" after it left a lamp dark;
+    # cabinet-17 did what it was told.
+    assert {
+        (s["tags"]["cabinet"], s["tags"]["target"], s["tags"]["outcome"]): s["values"][0][1] for s in series
+    } == {("cabinet-42", "cabinet", "failed"): 1, ("cabinet-42", "cabinet", "done_but_dark"): 1}
 
 
 def test_delays_and_occupancy_are_what_the_api_recorded(influxql: Query, city: TimeRange) -> None:

@@ -100,7 +100,8 @@ def test_measurement_and_fields_come_from_the_nmea_profile(tmp_path: Path) -> No
     gps = BusGpsSimulator(ROUTE, speed_mps=8.0, vehicle_id="bus-7")
     lean = tmp_path / "lean_gps.yaml"
     lean.write_text(
-        "model: lean_gps\nvendor: ACME\nmeasurement: tram_position\nprotocol: nmea\n"
+        "model: lean_gps\nvendor: ACME\nsource: test\nverified: modelled\n"
+        "measurement: tram_position\nprotocol: nmea\n"
         "sentences: [RMC]\ntalkers: [GN]\nfields: [{field: lat, unit: deg}, {field: lon, unit: deg}]\n"
     )
     default, custom = _Positions(), _Positions()

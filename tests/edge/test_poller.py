@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,7 +22,8 @@ from edge.config import Device
 from edge.journal import ROW_OVERHEAD_BYTES, Journal
 from edge.poller import FAST, QUARANTINED, WITH_SLOW, HealthBoard, ModbusPoller, reset_field
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty, serve_tcp
+from tests.services import free_port
 
 TIMEOUT = 0.1
 
@@ -112,7 +114,8 @@ async def test_commands_go_before_waiting_polls(tmp_path: Path) -> None:
     meters = [ModbusDeviceSimulator("eastron_sdm630", unit=u) for u in (2, 3, 4, 5)]
 
     async def dim(line: ModbusLine, level: int) -> wire.FieldValue:
-        return await line.write(1, gateway.profile, "lamp0_brightness", level)
+        await line.write(1, gateway.profile, "lamp0_brightness", level)  # write-only: no read-back
+        return await line.read_field(1, gateway.profile, "lamp0_level")
 
     # poll_s far below what the line can do: every device is always due, the line is saturated.
     async with polling([gateway, *meters], tmp_path, poll_s=0.01) as (poller, _, board, _):
@@ -303,3 +306,43 @@ async def test_a_field_left_out_shows_on_health_until_it_decodes_again(tmp_path:
         agent="pi-test", ts=1, devices={"dev-1": sick}, journal=wire.JournalHealth(backlog=0, dropped=0)
     )
     assert journal.readings[-1].fields["flow_rate"] == 3.5
+
+
+async def test_a_failing_device_is_one_warning_naming_device_unit_line_request_and_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not one per poll, and nothing of pymodbus: then one line when it answers again."""
+    caplog.set_level(logging.INFO)
+    meter = ModbusDeviceSimulator("jxbs_3001", unit=7)
+    port = free_port()
+    journal = Recorder(tmp_path / "journal.sqlite")
+    poller = ModbusPoller(
+        [(device(meter, 0.05), meter.profile)], journal=journal, board=HealthBoard(), site="t"
+    )
+    async with ModbusLine.tcp(host="127.0.0.1", port=port, timeout=TIMEOUT) as line:
+        task = asyncio.create_task(poller.run(line))
+        try:
+            await asyncio.sleep(1.5)  # a try now and then (quarantine backoff), every one refused
+            failed = poller.board.devices["dev-7"].failures
+            async with serve_tcp([meter], port=port):
+                deadline = time.monotonic() + 10
+                while not journal.readings:
+                    assert time.monotonic() < deadline, "never read once the meter was back"
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            journal.close()
+    assert failed >= 3
+    assert [r for r in caplog.records if r.name.startswith("pymodbus")] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"device dev-7: unit 7 read holding 0+10 on tcp://127.0.0.1:{port}: not sent, line unavailable: "
+        f"connection refused: nothing listens on 127.0.0.1:{port} (wrong port, or the device is off)"
+    ]
+    answers = [
+        r.getMessage() for r in caplog.records if r.name == "edge.poller" and r.levelno == logging.INFO
+    ]
+    assert len(answers) == 1
+    assert answers[0].startswith("device dev-7 answers again after ")

@@ -16,8 +16,9 @@ from edge.agent import Agent
 from edge.commands import dali_arc_level, dali_percent, holds
 from edge.config import AgentConfig
 from edge.poller import now_ms
-from firmware_bridge.profile import load_profile
-from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
+from firmware_bridge import dali
+from firmware_bridge.profile import PROFILES_DIR, load_profile
+from firmware_bridge.simulators import DaliGatewaySimulator, ModbusDeviceSimulator, serve_tcp
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
 from tests.edge.test_agent import readings_of, running
 from tests.services import Mosquitto
@@ -139,7 +140,7 @@ def command(action: str, **kw: Any) -> dict[str, Any]:
 
 
 async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=1)
+    gateway = DaliGatewaySimulator(unit=1, fade_s=0.3)
     async with serve_tcp([gateway]) as endpoint:
         config = agent_config(
             tmp_path,
@@ -160,43 +161,51 @@ async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: 
 
             dim = command("dim", target={"kind": "group", "address": 1}, level=50)
             result = await send(dim, 1)
-            # Half the light is arc level 229 on DALI's logarithmic curve (127 would give 3 %); the level
-            # read back is what that arc level gives: 50.5 %.
-            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, 51, 229)
+            # A group reports no level of its own (its brightness register is write-only): its fault
+            # register is what there is to read.
+            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, None, None)
+            assert result.read == {"group1_fault": 0}
             assert gateway.get("group1_brightness") == 229
 
+            lamp = command("dim", target={"kind": "lamp", "address": 1}, level=50)
+            result = await send(lamp, 2)
+            # Half the light is arc level 229 on DALI's logarithmic curve (127 would give 3 %); the level
+            # read at the lamp once its 0.3 s fade is over is what that arc level gives: 50.5 %.
+            assert (result.outcome, result.level, result.value) == (wire.CommandOutcome.DONE, 51, 229)
+            assert result.read == {"lamp1_level": 229, "lamp1_status": dali.LAMP_ON}
+
             off = command("off", target={"kind": "lamp", "address": 2})
-            assert (await send(off, 2)).outcome is wire.CommandOutcome.DONE
+            assert (await send(off, 3)).outcome is wire.CommandOutcome.DONE
             assert gateway.get("lamp2_brightness") == 0
 
             field = command("set_field", field="lamp3_brightness", value=200)
-            result = await send(field, 3)
+            result = await send(field, 4)
             assert (result.outcome, result.value) == (wire.CommandOutcome.DONE, 200)
 
             too_bright = command("set_field", field="lamp3_brightness", value=300)
-            result = await send(too_bright, 4)
+            result = await send(too_bright, 5)
             assert result.outcome is wire.CommandOutcome.REFUSED
             assert "outside 0.0..254.0" in (result.detail or "")
             read_only = command("set_field", field="bus_load", value=3)
-            assert (await send(read_only, 5)).outcome is wire.CommandOutcome.REFUSED
+            assert (await send(read_only, 6)).outcome is wire.CommandOutcome.REFUSED
             no_lamp = command("on", target={"kind": "lamp", "address": 40})
-            assert "no field lamp40_brightness" in ((await send(no_lamp, 6)).detail or "")
+            assert "no field lamp40_brightness" in ((await send(no_lamp, 7)).detail or "")
 
             late = command("on", target={"kind": "lamp", "address": 2})
             late["expires_at"] = now_ms() - 1
-            assert (await send(late, 7)).outcome is wire.CommandOutcome.EXPIRED
+            assert (await send(late, 8)).outcome is wire.CommandOutcome.EXPIRED
             assert gateway.get("lamp2_brightness") == 0, "an expired command never runs"
 
             # The same id again: answered with the first result, not run again.
             gateway.set("group1_brightness", 10)
-            again = await send(dim, 8)
+            again = await send(dim, 9)
             assert again == results(watcher)[0]
             assert gateway.get("group1_brightness") == 10
 
             not_json = b'{"id": "0123456789", "action": "on"'
             await say(mosquitto.url, wire.Channel.CMD, not_json)
             incomplete = command("dim", target={"kind": "cabinet"})
-            result = await send(incomplete, 9)
+            result = await send(incomplete, 10)
             assert result.outcome is wire.CommandOutcome.REFUSED
             assert "dim needs a level" in (result.detail or "")
 
@@ -207,6 +216,87 @@ async def test_lighting_commands_on_the_dali_gateway(tmp_path: Path, mosquitto: 
             await watcher2.wait_for("result", lambda: bool(results(watcher2)))
             assert results(watcher2)[0].ts == results(watcher)[0].ts
             assert gateway.get("group1_brightness") == 10
+
+
+def quick_settling_gateway(tmp_path: Path, settle_ms: int) -> Path:
+    """The shipped DALI GW2 profile with a shorter settle time, so that a test need not wait 6 s."""
+    shipped = PROFILES_DIR / "ecodim_dali_gw2.yaml"
+    text = shipped.read_text(encoding="utf-8").replace("settle_ms: 6000", f"settle_ms: {settle_ms}")
+    assert f"settle_ms: {settle_ms}" in text
+    path = tmp_path / "ecodim_dali_gw2.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def lamp_results(
+    tmp_path: Path, url: str, gateway: DaliGatewaySimulator, profile: str, bodies: list[dict[str, Any]]
+) -> list[tuple[wire.CommandResult, float]]:
+    """Each command sent in turn to an agent polling ``gateway``: its result and how long it took."""
+    async with serve_tcp([gateway]) as endpoint:
+        config = agent_config(
+            tmp_path, url, lines=[line(endpoint.port)], devices=[device("lights-1", profile, 1)]
+        )
+        async with watching(url) as watcher, running(Agent(config)):
+            await watcher.wait_for("readings", lambda: bool(readings_of(watcher, "lights-1")))
+            answered = []
+            for n, body in enumerate(bodies, start=1):
+                started = asyncio.get_running_loop().time()
+                await say(url, wire.Channel.CMD, json.dumps(body).encode())
+                await watcher.wait_for(f"result {n}", lambda n=n: len(results(watcher)) == n, within=15)
+                answered.append((results(watcher)[-1], asyncio.get_running_loop().time() - started))
+            return answered
+
+
+async def test_a_lamp_command_is_judged_by_what_the_lamp_reports(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Not the set point: the actual level after the fade, and the DALI status byte's failure bits."""
+    gateway = DaliGatewaySimulator(unit=1, fade_s=0.8, values={"lamp0_brightness": 0, "lamp2_brightness": 0})
+    gateway.fail(1)  # lamp 1's LED module is dead
+    gateway.fail(3, ballast=True)
+    on = [command("on", target={"kind": "lamp", "address": lamp}) for lamp in (0, 1, 3)]
+    off = command("off", target={"kind": "lamp", "address": 1})
+    (faded, took), (dark, _), (no_gear, _), (off_dark, _) = await lamp_results(
+        tmp_path, mosquitto.url, gateway, "ecodim_dali_gw2", [*on, off]
+    )
+    # Lamp 0 fades from 0 to 254 in 0.8 s: answered done once the lamp is there, not at the write.
+    assert (faded.outcome, faded.value, faded.level) == (wire.CommandOutcome.DONE, 254, 100)
+    assert faded.read == {"lamp0_level": 254, "lamp0_status": dali.LAMP_ON}
+    assert 0.8 <= took < 5.0, took
+    # A failed lamp or ballast: written, but dark; the result says what was read at the lamp.
+    assert (dark.outcome, dark.value, dark.level) == (wire.CommandOutcome.DONE_BUT_DARK, 0, 0)
+    assert dark.read == {"lamp1_level": 0, "lamp1_status": dali.LAMP_FAIL}
+    assert dark.detail == "lamp1: lamp failure (status 2), level 0"
+    assert no_gear.outcome is wire.CommandOutcome.DONE_BUT_DARK
+    assert no_gear.detail == "lamp3: ballast failure (status 1), level 0"
+    assert (6, 3005, 1) in gateway.requests, "lamp 1's set point was written all the same"
+    # Off is what a failed lamp can do: done.
+    assert (off_dark.outcome, off_dark.value) == (wire.CommandOutcome.DONE, 0)
+
+
+async def test_a_lamp_that_does_not_reach_its_level_within_the_settle_time_fails(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    profile = quick_settling_gateway(tmp_path, settle_ms=600)
+    gateway = DaliGatewaySimulator(
+        load_profile(profile), unit=1, fade_s=30, values={"lamp0_brightness": 0, "lamp2_brightness": 100}
+    )
+    gateway.fail(2)
+    on = command("on", target={"kind": "lamp", "address": 0})
+    dim = command("dim", target={"kind": "cabinet"}, level=50)
+    (slow, took), (cabinet, _) = await lamp_results(tmp_path, mosquitto.url, gateway, str(profile), [on, dim])
+    assert slow.outcome is wire.CommandOutcome.FAILED
+    assert 0.6 <= took < 5.0, took
+    level = slow.read["lamp0_level"] if slow.read else None
+    assert isinstance(level, int)
+    assert 0 < level < 254, "read while still fading"
+    assert slow.detail == f"lamp0_level reads {level} after writing 254"
+    # A cabinet: one lamp still fading (failed) beats one dark (done_but_dark); every lamp is named.
+    assert cabinet.outcome is wire.CommandOutcome.FAILED
+    assert cabinet.read is not None
+    assert cabinet.read["lamp2_status"] == dali.LAMP_FAIL
+    assert "lamp2: lamp failure (status 2), level 0" in (cabinet.detail or "")
+    assert "lamp0_level reads" in (cabinet.detail or "")
 
 
 async def test_commands_on_a_line_that_restarts_are_answered_failed(
@@ -284,6 +374,8 @@ async def test_a_push_to_a_device_polled_every_15_min_is_verified_at_once(
 SETPOINT_PROFILE = """\
 model: test_setpoint
 vendor: CityGW tests
+source: test fixture
+verified: modelled
 measurement: heating
 protocol: modbus
 word_order: ABCD

@@ -18,6 +18,8 @@ DALI = "ecodim_dali_gw2"
 PROFILE = """\
 model: test_gateway
 vendor: ACME
+source: test fixture
+verified: modelled
 measurement: lighting
 registers:
   - {field: level, table: holding, address: 0, type: u16}

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from firmware_bridge.simulators import ModbusDeviceSimulator
+from firmware_bridge import dali
+from firmware_bridge.simulators import DaliGatewaySimulator, ModbusDeviceSimulator
 from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
 
 
@@ -14,7 +15,9 @@ from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
 async def test_dimming_a_street_lamp_changes_its_actual_level(transport: Transport) -> None:
     cabinet = ModbusDeviceSimulator("ecodim_dali_gw2", unit=5)
     async with line_to(transport, [cabinet]) as line:
-        assert await line.write(5, cabinet.profile, "lamp1_brightness", 85) == 85
+        # The brightness register is write-only: nothing to read back from it.
+        assert await line.write(5, cabinet.profile, "lamp1_brightness", 85) is None
+        assert cabinet.requests[-1] == (6, 3005, 1)
         values = await line.read(5, cabinet.profile, poll="fast")
         assert values["lamp1_level"] == 85
         assert values["lamp0_level"] == 254
@@ -42,3 +45,43 @@ def test_masked_values_share_their_register_in_the_device() -> None:
     assert bin_sensor.image("holding")[3] == 0b11
     with pytest.raises(ValueError, match="does not fit in mask 1"):
         bin_sensor.set("tilt_alarm", 2)
+
+
+async def test_the_dali_gateway_fades_to_a_written_level_and_reports_lamp_and_ballast_failures() -> None:
+    cabinet = DaliGatewaySimulator(unit=5, fade_s=0.4, values={"lamp1_brightness": 0})
+    watched = ["lamp1_level", "lamp1_status", "lamp2_level", "lamp2_status"]
+    async with line_to("tcp", [cabinet]) as line:
+        assert await line.read_fields(5, cabinet.profile, watched) == {
+            "lamp1_level": 0,
+            "lamp1_status": 0,
+            "lamp2_level": 170,
+            "lamp2_status": dali.LAMP_ON,
+        }
+        await line.write(5, cabinet.profile, "lamp1_brightness", 200)
+        await asyncio.sleep(0.15)
+        fading = await line.read_fields(5, cabinet.profile, watched)
+        assert 0 < fading["lamp1_level"] < 200  # type: ignore[operator]
+        assert fading["lamp1_status"] == dali.LAMP_ON | dali.FADE_RUNNING
+        await asyncio.sleep(0.35)
+        assert (await line.read_fields(5, cabinet.profile, ["lamp1_level", "lamp1_status"])) == {
+            "lamp1_level": 200,
+            "lamp1_status": dali.LAMP_ON,
+        }
+        cabinet.fail(2)
+        cabinet.fail(1, ballast=True)
+        dark = await line.read_fields(5, cabinet.profile, watched)
+        assert dark == {
+            "lamp1_level": 0,
+            "lamp1_status": dali.BALLAST_FAIL,
+            "lamp2_level": 0,
+            "lamp2_status": dali.LAMP_FAIL,
+        }
+        await line.write(5, cabinet.profile, "lamp2_brightness", 254)  # asked, but the lamp is dead
+        assert (await line.read_fields(5, cabinet.profile, ["lamp2_level"]))["lamp2_level"] == 0
+        cabinet.repair(2)
+        assert (await line.read_fields(5, cabinet.profile, ["lamp2_level", "lamp2_status"])) == {
+            "lamp2_level": 254,
+            "lamp2_status": dali.LAMP_ON,
+        }
+    with pytest.raises(ValueError, match=r"no lamp 9 \(lamps: \[0, 1, 2, 3\]\)"):
+        cabinet.fail(9)

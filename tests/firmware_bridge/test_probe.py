@@ -93,6 +93,28 @@ async def test_probe_through_a_profile(transport: Transport) -> None:
     text = format_values(bin_sensor.profile, values)
     assert "fill_level   63.5 %" in text
     assert "tilt_alarm   1" in text
+    header = text.splitlines()[:2]
+    assert header[0].startswith("profile waste_bin_fill: verified modelled; source: No vendor document")
+    assert "modelled register map, not checked" in header[1]
+
+
+async def test_probe_names_a_checked_map_and_leaves_write_only_registers_unread() -> None:
+    """A datasheet-checked profile says so; a write-only setpoint is listed but never read."""
+    meter = ModbusDeviceSimulator("eastron_sdm630", unit=3)
+    gateway = ModbusDeviceSimulator("ecodim_dali_gw2", unit=4)
+    async with line_to("tcp", [meter, gateway]) as line:
+        sdm = format_values(meter.profile, await probe_profile(line, 3, meter.profile))
+        dali_values = await probe_profile(line, 4, gateway.profile)
+    assert sdm.splitlines()[0].startswith("profile eastron_sdm630: verified datasheet; source: Eastron")
+    assert "not checked" not in sdm.splitlines()[1]
+    assert "lamp0_brightness" not in dali_values
+    assert dali_values["lamp0_level"] == 254
+    shown = format_values(gateway.profile, dali_values)
+    (brightness,) = [line for line in shown.splitlines() if line.startswith("lamp0_brightness")]
+    assert "(write-only)" in brightness
+    assert not any(
+        function == 3 and address == 3000 and count == 1 for function, address, count in gateway.requests
+    )
 
 
 async def test_probe_keeps_going_past_a_field_that_does_not_decode() -> None:
@@ -102,8 +124,8 @@ async def test_probe_keeps_going_past_a_field_that_does_not_decode() -> None:
         values = await probe_profile(line, 1, meter.profile)
     assert isinstance(values["flow_rate"], DecodeError)
     assert values["signal_quality"] == 87
-    assert "flow_rate" in format_values(meter.profile, values).splitlines()[0]
-    assert "ERROR" in format_values(meter.profile, values).splitlines()[0]
+    flow = next(line for line in format_values(meter.profile, values).splitlines() if "flow_rate" in line)
+    assert "ERROR" in flow
 
 
 async def test_probe_of_a_silent_device_raises() -> None:

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.profile import ProfileError, available_profiles, load_nmea_profile, load_profile
+from firmware_bridge.profile import (
+    ProfileError,
+    available_profiles,
+    load_any_profile,
+    load_nmea_profile,
+    load_profile,
+)
 
 GOOD_HEAD = """\
 model: test_meter
 vendor: ACME
+source: test fixture
+verified: modelled
 measurement: electricity
 registers:
 """
@@ -233,6 +241,8 @@ def test_unknown_field_lookup_names_known_fields() -> None:
 NMEA_HEAD = """\
 model: test_gps
 vendor: ACME
+source: test fixture
+verified: modelled
 measurement: vehicle_position
 protocol: nmea
 talkers: [GP]
@@ -293,3 +303,46 @@ def test_a_bad_nmea_profile_is_refused_naming_the_field(tmp_path: Path, body: st
         load_nmea_profile(path)
     assert str(path) in str(caught.value)
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("missing", "fix"),
+    [("source", "add source: the vendor document"), ("verified", "add verified: datasheet")],
+)
+def test_a_profile_that_does_not_say_where_it_comes_from_is_refused(
+    tmp_path: Path, missing: str, fix: str
+) -> None:
+    head = "".join(line + "\n" for line in GOOD_HEAD.splitlines() if not line.startswith(f"{missing}:"))
+    message = problem(tmp_path, "  - {field: v, table: input, address: 0, type: f32}\n", head)
+    assert f"{missing}: Field required — fix: {fix}" in message
+
+
+def test_verified_takes_only_the_three_kinds_of_check(tmp_path: Path) -> None:
+    head = GOOD_HEAD.replace("verified: modelled", "verified: yes")
+    message = problem(tmp_path, "  - {field: v, table: input, address: 0, type: f32}\n", head)
+    assert "verified: Input should be 'datasheet', 'capture' or 'modelled'" in message
+
+
+CAPTURED = {"gps_nmea"}  # tests/firmware_bridge/captures/nmea
+MODELLED = {
+    "eastron_sdm120",
+    "ecodim_dali_gw2",
+    "jxbs_3001",
+    "onboard_console",
+    "parking_bay",
+    "ticket_validator",
+    "tuf_2000m",
+    "waste_bin_fill",
+    "water_quality_probe",
+}
+
+
+@pytest.mark.parametrize("name", available_profiles(None))
+def test_every_shipped_profile_says_where_it_comes_from(name: str) -> None:
+    """The validator, console, bin, bay and probe are modelled maps; so is any map not checked."""
+    profile = load_any_profile(name)
+    expected = "modelled" if name in MODELLED else "capture" if name in CAPTURED else "datasheet"
+    assert profile.verified == expected
+    assert len(profile.source) > 40
+    if profile.verified == "modelled":
+        assert any(word in profile.source for word in ("No vendor document", "not found")), profile.source

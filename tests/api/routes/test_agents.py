@@ -147,6 +147,19 @@ def test_device_checked_against_the_line_before_anything_is_stored(
     assert refused[-1]["actor"].startswith("key:")
 
 
+def test_the_agent_shows_where_each_device_profile_comes_from(fleet: TestClient) -> None:
+    """A modelled map (the DALI gateway's) is marked so, next to a map checked against its datasheet."""
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=METER).status_code == 201
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET).status_code == 201
+    devices = {d["id"]: d for d in fleet.get(f"/v1/agents/{AGENT}").json()["devices"]}
+    assert devices["meter-1"]["profile"] == "eastron_sdm630"
+    assert devices["meter-1"]["verified"] == "datasheet"
+    assert devices["meter-1"]["source"].startswith("Eastron SDM630Modbus smart meter user manual")
+    assert devices["cab-rynok"]["verified"] == "modelled"
+    assert "was not found" in devices["cab-rynok"]["source"]
+    assert devices["cab-rynok"]["line"] == "cabinet"
+
+
 def test_update_move_and_retire_are_validated_and_audited(fleet: TestClient, registry: Registry) -> None:
     fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
     fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-2", "unit": 2})
@@ -340,6 +353,36 @@ def test_a_command_is_sent_and_tracked_to_its_result(
     eventually(lambda: fleet.get(url).json()["status"] == "done")
     assert fleet.get(url).json()["detail"] == "level read back: 40 %"
     assert [e["result"] for e in audit_log(registry, "command.send")] == ["ok", "refused"]
+
+
+def test_a_lamp_found_dark_after_a_command_is_shown_with_what_was_read(
+    fleet: TestClient, field_agent: FieldAgent, store: SqliteStore
+) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=CABINET)
+    sent = fleet.post(
+        f"/v1/agents/{AGENT}/commands",
+        json={"device": "cab-rynok", "target": {"kind": "lamp", "address": 3}, "action": "on"},
+    )
+    command = field_agent.next(wire.Channel.CMD)
+    field_agent.say(
+        wire.Channel.CMD_RESULT,
+        wire.CommandResult(
+            agent=AGENT,
+            id=command["id"],
+            outcome=wire.CommandOutcome.DONE_BUT_DARK,
+            ts=NOW_MS + 2_000,
+            value=0,
+            level=0,
+            read={"lamp3_level": 0, "lamp3_status": 2},
+            detail="lamp3: lamp failure (status 2), level 0",
+        ),
+    )
+    url = f"/v1/agents/{AGENT}/commands/{sent.json()['id']}"
+    eventually(lambda: fleet.get(url).json()["status"] == "done_but_dark")
+    assert fleet.get(url).json()["detail"] == (
+        "lamp3: lamp failure (status 2), level 0; level read back: 0 %; "
+        "read at the device: lamp3_level=0, lamp3_status=2"
+    )
 
 
 def test_a_dusk_command_waits_for_dusk_at_the_site(fleet: TestClient) -> None:
