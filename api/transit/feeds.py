@@ -51,29 +51,20 @@ class FeedKind(StrEnum):
 
 
 class FeedClock:
-    """Header timestamps that never go back and move on when the content changes (thread-safe).
+    """Header timestamps: the build time, never earlier than the previous one (thread-safe).
 
-    The candidate is the newest fix in the feed (or now); a changed feed is stamped at least one
-    second after the previous one unless that would run ahead of both the clock and the newest fix.
+    GTFS-realtime's header timestamp is when the feed's content was made, so it is the build
+    time even when the newest fix is older (a frozen header reads as a stale feed: W007, W008).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_s = 0
-        self._last_digest = b""
 
     def stamp(self, feed: gtfs_realtime_pb2.FeedMessage, *, now_s: int) -> None:
-        digest = hashlib.sha256(
-            b"".join(e.SerializeToString(deterministic=True) for e in feed.entity)
-        ).digest()
         with self._lock:
-            candidate = feed.header.timestamp
-            if digest == self._last_digest:
-                stamp = self._last_s
-            else:
-                stamp = max(candidate, min(self._last_s + 1, max(now_s, candidate)), self._last_s)
-            feed.header.timestamp = stamp
-            self._last_s, self._last_digest = stamp, digest
+            self._last_s = max(now_s, self._last_s)
+            feed.header.timestamp = self._last_s
 
 
 @dataclass

@@ -17,6 +17,7 @@ from api.transit.matching import TripMatch
 from api.transit.timetable import TripPath
 
 MIN_DWELL_S = 15
+_STU = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate
 HOLD_DWELL_S = 60  # a planned dwell this long is a timing point: buses wait there rather than leave early
 
 
@@ -82,8 +83,13 @@ def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescript
 
 
 def add_trip_updates(feed: gtfs_realtime_pb2.FeedMessage, buses: Iterable[TripProgress]) -> None:
-    """One TripUpdate entity per run, id ``<trip_id>@<start_date>`` (stable while the run lasts)."""
-    for bus in sorted(buses, key=lambda b: b.match.run.key):
+    """One TripUpdate entity per run, id ``<trip_id>@<start_date>`` (stable while the run lasts).
+
+    Entities come in vehicle order, as in VehiclePositions: several buses run one frequency-based
+    trip_id at once, and consumers that pair vehicles and trips by trip_id alone (MobilityData's
+    E047) then pair them alike in both feeds.
+    """
+    for bus in sorted(buses, key=lambda b: (b.vehicle_id, b.match.run.key)):
         entity = vehicle_extra(bus.vehicle_id, "trip update", _trip_update_entity, bus)
         if entity is not None:
             feed.entity.append(entity)
@@ -101,11 +107,17 @@ def _trip_update_entity(bus: TripProgress) -> gtfs_realtime_pb2.FeedEntity | Non
     if bus.label:
         update.vehicle.label = bus.label
     update.timestamp = bus.fix_ts_s
+    # Every stop of an UNSCHEDULED run is UNSCHEDULED too (gtfs-realtime.proto, TripDescriptor).
+    relationship = (
+        _STU.UNSCHEDULED
+        if update.trip.schedule_relationship == gtfs_realtime_pb2.TripDescriptor.UNSCHEDULED
+        else _STU.SCHEDULED
+    )
     for prediction in predictions:
         stop_update = update.stop_time_update.add()
         stop_update.stop_sequence = prediction.stop_sequence
         stop_update.stop_id = prediction.stop_id
         stop_update.arrival.time = prediction.arrival_s
         stop_update.departure.time = prediction.departure_s
-        stop_update.schedule_relationship = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate.SCHEDULED
+        stop_update.schedule_relationship = relationship
     return entity

@@ -468,16 +468,35 @@ def e046_delay_needs_schedule(feeds: Feeds) -> list[str]:
 
 
 def e047_vehicle_trip_pairs_agree(feeds: Feeds) -> list[str]:
-    """E047: a vehicle id and trip id paired in VehiclePositions are paired the same way in TripUpdates."""
-    positions = {
-        (p.trip.trip_id, p.trip.start_date, p.trip.start_time): p.vehicle.id for p in feeds.positions()
-    }
+    """E047: a vehicle id and trip id paired in VehiclePositions are paired the same way in TripUpdates.
+
+    Pairs are keyed by trip_id alone, the later entity of a feed winning, as MobilityData's validator
+    does: several buses on one frequency-based trip_id must come in the same order in both feeds.
+    """
+    vp = [(p.trip.trip_id, p.vehicle.id) for p in feeds.positions() if p.trip.trip_id and p.vehicle.id]
+    tu = [(u.trip.trip_id, u.vehicle.id) for u in feeds.updates() if u.trip.trip_id and u.vehicle.id]
     found = []
-    for u in feeds.updates():
-        key = (u.trip.trip_id, u.trip.start_date, u.trip.start_time)
-        if key in positions and u.vehicle.id and positions[key] != u.vehicle.id:
-            found.append(f"{u.trip.trip_id}: {positions[key]} vs {u.vehicle.id}")
+    for vp_map, tu_map in (
+        ({t: v for t, v in vp}, {t: v for t, v in tu}),
+        ({v: t for t, v in vp}, {v: t for t, v in tu}),
+    ):
+        found += [
+            f"{key}: {value} vs {tu_map[key]}"
+            for key, value in vp_map.items()
+            if tu_map.get(key, value) != value
+        ]
     return found
+
+
+def s010_unscheduled_trip_unscheduled_stops(feeds: Feeds) -> list[str]:
+    """S010: every stop_time_update of an UNSCHEDULED trip is UNSCHEDULED (gtfs-realtime.proto)."""
+    return [
+        f"{u.trip.trip_id} {s.stop_sequence}"
+        for u in feeds.updates()
+        if u.trip.schedule_relationship == TD.UNSCHEDULED
+        for s in u.stop_time_update
+        if s.schedule_relationship != STU.UNSCHEDULED
+    ]
 
 
 def e048_e049_header_fields(feeds: Feeds) -> list[str]:
@@ -614,6 +633,7 @@ ERRORS: tuple[Callable[[Feeds], list[str]], ...] = (
     e048_e049_header_fields,
     e050_not_in_the_future,
     e052_vehicle_ids_unique,
+    s010_unscheduled_trip_unscheduled_stops,
 )
 SEQUENCE_ERRORS: tuple[Callable[[Feed, Feed], list[str]], ...] = (
     e017_changed_content_changes_timestamp,

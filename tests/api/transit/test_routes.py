@@ -267,3 +267,15 @@ def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
     assert uploads[0][1]["sha256"] == hashlib.sha256(gtfs_zip).hexdigest()
     assert uploads[0][1]["trips"] == 902
     assert "not a zip archive" in (replaced[1].detail or "")
+
+
+def test_feed_headers_are_the_build_time_even_when_nothing_changed(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    """The header says when the feed was made; one frozen at the newest fix reads as stale (W007, W008)."""
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S - 30)))
+    for later_s in (0, 20, 40):
+        clock.now_ms = NOW_MS + later_s * 1000
+        for path in ("/v1/transit/trip-updates", "/v1/transit/vehicle-positions", "/v1/transit/alerts"):
+            feed = rt.FeedMessage.FromString(transit_client.get(path).content)
+            assert feed.header.timestamp == NOW_S + later_s, path

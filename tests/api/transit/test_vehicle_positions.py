@@ -36,7 +36,7 @@ def test_fresh_buses_become_entities_with_their_fix() -> None:
 
     assert feed.header.gtfs_realtime_version == "2.0"
     assert feed.header.incrementality == gtfs_realtime_pb2.FeedHeader.FULL_DATASET
-    assert feed.header.timestamp == (NOW_MS - 5000) // 1000
+    assert feed.header.timestamp == NOW_MS // 1000  # built now, though the newest fix is 5 s old
     assert [entity.id for entity in feed.entity] == ["0877", "1204"]
     moving, parked = entities(feed)["1204"], entities(feed)["0877"]
 
@@ -111,27 +111,27 @@ def test_the_trip_comes_from_the_string_field_trip_id_never_from_a_tag() -> None
         assert (entity.vehicle.trip.route_id, entity.vehicle.trip.trip_id) == ("M41", published), trip_id
 
 
-def test_empty_feed_is_stamped_now_and_the_header_never_goes_back() -> None:
+def test_the_header_is_the_build_time_and_never_goes_back() -> None:
     assert build_feed([], now_ms=NOW_MS, max_age_s=90).header.timestamp == NOW_MS // 1000
     late = build_feed(
-        [bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS, max_age_s=90, not_before_s=NOW_MS // 1000
+        [bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS, max_age_s=90, not_before_s=NOW_MS // 1000 + 3
     )
-    assert late.header.timestamp == NOW_MS // 1000
+    assert late.header.timestamp == NOW_MS // 1000 + 3
     assert late.entity[0].vehicle.timestamp == NOW_MS // 1000 - 10
 
     clock = HeaderClock()
     first = clock.build([], now_ms=NOW_MS, max_age_s=90, max_ahead_s=30)
     second = clock.build([bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS + 1000, max_age_s=90, max_ahead_s=30)
-    third = clock.build(
-        [bus_fix("a", 0, lat=1, lon=1, now_ms=NOW_MS + 5000)],
-        now_ms=NOW_MS + 5000,
+    third = clock.build(  # the server's clock stepped back 3 s
+        [bus_fix("a", 0, lat=1, lon=1, now_ms=NOW_MS - 2000)],
+        now_ms=NOW_MS - 2000,
         max_age_s=90,
         max_ahead_s=30,
     )
     assert [first.header.timestamp, second.header.timestamp, third.header.timestamp] == [
         NOW_MS // 1000,
-        NOW_MS // 1000,
-        NOW_MS // 1000 + 5,
+        NOW_MS // 1000 + 1,
+        NOW_MS // 1000 + 1,
     ]
 
 
