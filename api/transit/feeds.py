@@ -146,7 +146,8 @@ def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
     return Placement(match, stop_time.stop_sequence, stop_time.stop_id, status)
 
 
-def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
+def occupancies(rows: list[Row], *, capacity: int, since_ms: int) -> dict[str, Occupancy]:
+    """Each bus's occupancy over the ride since ``since_ms`` (``rows`` reach further back)."""
     by_vehicle: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         vehicle_id = row.tags.get("vehicle")
@@ -155,7 +156,9 @@ def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
     found = {}
     for vehicle_id, vehicle_rows in by_vehicle.items():
         vehicle_rows.sort(key=lambda row: row.ts_ms)
-        occupancy = vehicle_extra(vehicle_id, "occupancy", estimate, vehicle_rows, capacity=capacity)
+        occupancy = vehicle_extra(
+            vehicle_id, "occupancy", estimate, vehicle_rows, capacity=capacity, since_ms=since_ms
+        )
         if occupancy is not None:
             found[vehicle_id] = occupancy
     return found
@@ -226,12 +229,13 @@ class TransitService:
                 },
                 vehicles=newest,
             )
-        validator_rows = store.range(
-            measurement=VALIDATOR_MEASUREMENT,
-            start_ms=now_ms - self.settings.transit_ride_minutes * 60_000,
-            end_ms=now_ms + 1,
+        ride_ms = self.settings.transit_ride_minutes * 60_000
+        validator_rows = store.range(  # a ride back, and before it: were the counters read then?
+            measurement=VALIDATOR_MEASUREMENT, start_ms=now_ms - 2 * ride_ms, end_ms=now_ms + 1
         )
-        loads = occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity)
+        loads = occupancies(
+            validator_rows, capacity=self.settings.transit_vehicle_capacity, since_ms=now_ms - ride_ms
+        )
         placements = {}
         for vehicle_id, match in matches.items():
             placement = vehicle_extra(

@@ -279,3 +279,32 @@ def test_feed_headers_are_the_build_time_even_when_nothing_changed(
         for path in ("/v1/transit/trip-updates", "/v1/transit/vehicle-positions", "/v1/transit/alerts"):
             feed = rt.FeedMessage.FromString(transit_client.get(path).content)
             assert feed.header.timestamp == NOW_S + later_s, path
+
+
+def test_occupancy_is_left_out_until_the_validator_has_counted_a_whole_ride(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
+    first = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    heard = {entity.id for entity in first.entity}
+    just_started, counting = [bus for bus in friday if bus.vehicle_id in heard][:2]
+    store.write(
+        [
+            Point(
+                "validator",
+                bus_tags(bus, f"validator-{bus.vehicle_id}"),
+                NOW_MS - ago_s * 1000,
+                {"taps_resident": 7},
+            )
+            for bus, readings in ((just_started, (90, 30)), (counting, (1500, 600, 30)))  # ride: 20 min
+            for ago_s in readings
+        ]
+    )
+    clock.now_ms += 1000  # past the snapshot in use
+    feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    vehicles = {entity.id: entity.vehicle for entity in feed.entity}
+    assert not vehicles[just_started.vehicle_id].HasField("occupancy_status")  # not EMPTY: unknown
+    assert not vehicles[just_started.vehicle_id].HasField("occupancy_percentage")
+    assert vehicles[counting.vehicle_id].occupancy_status == rt.VehiclePosition.EMPTY
+    assert vehicles[counting.vehicle_id].HasField("occupancy_percentage")
+    assert vehicles[counting.vehicle_id].occupancy_percentage == 0

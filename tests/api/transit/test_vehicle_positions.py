@@ -171,14 +171,30 @@ def test_tap_counters_are_read_as_meters_are() -> None:
     assert boardings(doors) == 6
 
 
+RIDE_START_MS = NOW_MS - 20 * 60_000
+
+
 def test_occupancy_percentage_stays_within_what_the_feed_can_carry() -> None:
-    assert estimate(taps({"taps_resident": 100}, {"taps_resident": -50}), capacity=90) is None
-    assert estimate(taps({"taps_resident": 0}, {"taps_resident": 2**32 - 1}), capacity=90) == Occupancy(
-        _VP.FULL, 200
-    )
-    assert estimate(taps({"taps_resident": 100}, {"taps_resident": 127}), capacity=90) == Occupancy(
-        _VP.MANY_SEATS_AVAILABLE, 30
-    )
+    def at_most(*readings: dict[str, FieldValue]) -> Occupancy | None:
+        return estimate(taps(*readings), capacity=90, since_ms=RIDE_START_MS)
+
+    assert at_most({"taps_resident": 100}, {"taps_resident": -50}) is None
+    assert at_most({"taps_resident": 0}, {"taps_resident": 2**32 - 1}) == Occupancy(_VP.FULL, 200)
+    assert at_most({"taps_resident": 100}, {"taps_resident": 127}) == Occupancy(_VP.MANY_SEATS_AVAILABLE, 30)
+
+
+def test_an_empty_bus_is_said_empty_only_when_its_taps_cover_the_ride() -> None:
+    """Two readings a minute apart with no tap say nothing of the 19 minutes before: no EMPTY 0 %."""
+    quiet = [{"taps_resident": 100}, {"taps_resident": 101}]
+    assert estimate(taps(*quiet), capacity=90, since_ms=RIDE_START_MS) is None
+    # Counted since before the ride began (readings a minute apart for 25 minutes): empty it is.
+    day = taps(*[{"taps_resident": 100}] * 25, {"taps_resident": 101})
+    assert day[0].ts_ms < RIDE_START_MS
+    assert estimate(day, capacity=90, since_ms=RIDE_START_MS) == Occupancy(_VP.EMPTY, 0)
+    # The readings before the ride are no taps of it.
+    assert estimate(
+        taps({"taps_resident": 0}, *[{"taps_resident": 100}] * 25), capacity=90, since_ms=RIDE_START_MS
+    ) == Occupancy(_VP.EMPTY, 0)
 
 
 def test_an_extra_that_cannot_be_written_is_left_out_for_that_vehicle_only(
