@@ -197,9 +197,9 @@ class TransitService:
 
         Only fixes newer than the previous build are read: the fleet keeps the rest.
         """
-        published = self.source.current()
-        timetable = published.timetable if published is not None else None
         now_s = now_ms // 1000
+        published = self.source.for_realtime(now_s)
+        timetable = published.timetable if published is not None else None
         alerts = _empty_feed(now_ms)
         add_operator_alerts(alerts, self.alerts.in_force(now_s))
         rows = store.range(
@@ -267,14 +267,12 @@ class TransitService:
                 fix.route_id for fix in newest.values() if fix.route_id
             }
             add_silent_route_alerts(alerts, timetable, running - heard)
-        return Snapshot(
-            now_ms,
-            {
-                FeedKind.VEHICLE_POSITIONS: vehicle_positions,
-                FeedKind.TRIP_UPDATES: trip_updates,
-                FeedKind.ALERTS: alerts,
-            },
-            matches,
-            newest,
-            loads,
-        )
+        feeds = {
+            FeedKind.VEHICLE_POSITIONS: vehicle_positions,
+            FeedKind.TRIP_UPDATES: trip_updates,
+            FeedKind.ALERTS: alerts,
+        }
+        assert published is not None
+        for feed in feeds.values():  # which static zip the ids refer to (gtfs-realtime.proto)
+            feed.header.feed_version = published.feed_version
+        return Snapshot(now_ms, feeds, matches, newest, loads)

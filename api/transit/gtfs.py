@@ -515,6 +515,9 @@ def _read(reader: _Reader) -> Timetable | None:
         )
     if not trips and not reader.problems:
         reader.problem("trips.txt", None, None, "no trip with stop times")
+    feed_version = next(
+        (v["feed_version"] for _, v in reader.rows("feed_info.txt", ()) if v.get("feed_version")), None
+    )
     if reader.problems:
         return None
     return Timetable(
@@ -527,6 +530,7 @@ def _read(reader: _Reader) -> Timetable | None:
         calendars=calendars,
         added_dates={k: frozenset(v) for k, v in added.items()},
         removed_dates={k: frozenset(v) for k, v in removed.items()},
+        feed_version=feed_version,
     )
 
 

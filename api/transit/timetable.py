@@ -200,6 +200,7 @@ class Timetable:
     calendars: Mapping[str, ServiceCalendar]
     added_dates: Mapping[str, frozenset[dt.date]]
     removed_dates: Mapping[str, frozenset[dt.date]]
+    feed_version: str | None = None  # feed_info.txt's, when the zip has one
     plane: CityPlane = field(init=False)
     _trips_by_service: dict[str, list[Trip]] = field(init=False, repr=False)
     _paths: dict[str, TripPath] = field(init=False, repr=False)

@@ -22,7 +22,8 @@ from tests.services import free_port
 def test_health_ok(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "store": "ok"}
+    no_timetable = {"timetable": "none", "timetable_version": None, "timetable_refused": None}
+    assert response.json() == {"status": "ok", "store": "ok", **no_timetable}
 
 
 def _influx_at_a_closed_port(tmp_path: Path) -> TelemetryReader:
@@ -55,7 +56,13 @@ def down_client(
 def test_health_says_503_when_the_store_is_down(down_client: TestClient) -> None:
     response = down_client.get("/health")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "store": "unavailable"}
+    assert response.json() == {
+        "status": "degraded",
+        "store": "unavailable",
+        "timetable": "none",
+        "timetable_version": None,
+        "timetable_refused": None,
+    }
 
 
 @pytest.mark.parametrize(

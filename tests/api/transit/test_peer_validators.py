@@ -21,10 +21,13 @@ from gtfs_rt_validator.runner.sources import role_cycle
 from gtfs_validator.cli import main as gtfs_validator_main
 
 from api.security import Role
+from api.transit.fixtures import zip_files
+from api.transit.gtfs import load_gtfs
 from api.transit.simulated_buses import Bus, fixes_between, validator_point
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import FakeClock, bearer
+from tests.api.transit.test_gtfs import IRVINE
 from tests.api.transit.test_rules import MOMENTS, _epoch
 
 SNAPSHOT_GAP_S = 12  # >= 10 s, under W007's 35 s refresh limit
@@ -136,4 +139,16 @@ def test_gtfs_validator_finds_no_error_in_the_served_zip(transit_client: TestCli
     report = json.loads((out / "report.json").read_text())
     assert json.loads((out / "system_errors.json").read_text())["notices"] == []
     assert _notices(report, "ERROR") == {}
-    assert set(_notices(report, "WARNING")) <= {"missing_recommended_file"}, report["notices"]
+    assert _notices(report, "WARNING") == {}
+
+
+def test_gtfs_validator_and_our_loader_both_take_a_published_feed_with_blank_times(tmp_path: Path) -> None:
+    """Irvine Connect (data/irvine_connect/PROVENANCE.md): spec-valid blank intermediate times."""
+    zip_path = tmp_path / "irvine.zip"
+    zip_path.write_bytes(zip_files({path.name: path.read_bytes() for path in IRVINE.glob("*.txt")}))
+    out = tmp_path / "report"
+    assert gtfs_validator_main(["-i", str(zip_path), "-o", str(out), "-d", "2025-06-01"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert _notices(report, "ERROR") == {}
+    assert _notices(report, "WARNING") == {}
+    assert load_gtfs(zip_path.read_bytes()).trips["867873"].stop_times[40].timepoint is False
