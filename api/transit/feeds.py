@@ -25,7 +25,7 @@ from api.transit.matching import MatchRules, TripMatch
 from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
 from api.transit.source import TimetableSource
 from api.transit.timetable import Timetable
-from api.transit.trip_updates import TripProgress, add_trip_updates
+from api.transit.trip_updates import AT_STOP_M, TripProgress, add_trip_updates
 from api.transit.vehicle_positions import (
     GTFS_REALTIME_VERSION,
     MEASUREMENT,
@@ -137,7 +137,7 @@ def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
     stop_time = match.run.trip.stop_times[match.next_stop]
     gap = path.stop_along_m[match.next_stop] - match.along_m
     slow = fix.speed_mps is None or fix.speed_mps < 1.5
-    if abs(gap) <= 30 and slow:
+    if abs(gap) <= AT_STOP_M and slow:
         status = _VP.STOPPED_AT
     elif gap <= 150:
         status = _VP.INCOMING_AT
@@ -260,6 +260,7 @@ class TransitService:
                 )
                 for v, m in matches.items()
             ),
+            now_s=now_s,
         )
         if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}

@@ -246,6 +246,7 @@ def test_a_trip_update_that_cannot_be_computed_is_left_out_for_that_bus_only(
             TripProgress(bus, None, NOW_MS // 1000, match, path)
             for bus, match in (("bad", broken), ("good", good))
         ],
+        now_s=NOW_MS // 1000,
     )
     assert [entity.trip_update.vehicle.id for entity in feed.entity] == ["good"]
     assert len(feed.entity[0].trip_update.stop_time_update) == len(run.trip.stop_times)
