@@ -536,12 +536,17 @@ def w002_vehicle_id(feeds: Feeds) -> list[str]:
 
 
 def w003_feeds_agree(feeds: Feeds) -> list[str]:
-    """W003: a vehicle on a trip in VehiclePositions has that trip's update in TripUpdates, and back."""
-    positions = {(p.trip.trip_id, p.vehicle.id) for p in feeds.positions() if p.trip.trip_id}
-    updates = {(u.trip.trip_id, u.vehicle.id) for u in feeds.updates()}
-    return [f"only in positions: {pair}" for pair in sorted(positions - updates)] + [
-        f"only in updates: {pair}" for pair in sorted(updates - positions)
-    ]
+    """W003: every vehicle and trip of VehiclePositions is in TripUpdates, and back (as upstream: by id)."""
+    vp_vehicles = {p.vehicle.id for p in feeds.positions() if p.vehicle.id}
+    tu_vehicles = {u.vehicle.id for u in feeds.updates() if u.vehicle.id}
+    vp_trips = {p.trip.trip_id for p in feeds.positions() if p.trip.trip_id}
+    tu_trips = {u.trip.trip_id for u in feeds.updates() if u.trip.trip_id}
+    return (
+        [f"vehicle only in positions: {v}" for v in sorted(vp_vehicles - tu_vehicles)]
+        + [f"vehicle only in updates: {v}" for v in sorted(tu_vehicles - vp_vehicles)]
+        + [f"trip only in positions: {t}" for t in sorted(vp_trips - tu_trips)]
+        + [f"trip only in updates: {t}" for t in sorted(tu_trips - vp_trips)]
+    )
 
 
 def w004_realistic_speed(feeds: Feeds) -> list[str]:
@@ -563,8 +568,13 @@ def w005_headway_update_names_vehicle(feeds: Feeds) -> list[str]:
 
 
 def w006_update_has_trip_id(feeds: Feeds) -> list[str]:
-    """W006: a trip update has a trip_id."""
-    return [e.id for e in feeds.trip_updates.entity if not e.trip_update.trip.trip_id]
+    """W006: a trip descriptor (of a TripUpdate or a VehiclePosition) has a trip_id."""
+    found = [e.id for e in feeds.trip_updates.entity if not e.trip_update.trip.trip_id]
+    return found + [
+        e.id
+        for e in feeds.vehicle_positions.entity
+        if e.vehicle.HasField("trip") and not e.vehicle.trip.trip_id
+    ]
 
 
 def w007_refresh_interval(feeds: Feeds) -> list[str]:
@@ -579,9 +589,10 @@ def w008_header_fresh(feeds: Feeds) -> list[str]:
 
 def w009_schedule_relationship(feeds: Feeds) -> list[str]:
     """W009: trip descriptors and stop_time_updates state their schedule_relationship."""
-    found = [
-        d.trip_id for d in feeds.trip_descriptors() if d.trip_id and not d.HasField("schedule_relationship")
+    descriptors = feeds.trip_descriptors() + [
+        i.trip for e in feeds.alerts.entity for i in e.alert.informed_entity if i.HasField("trip")
     ]
+    found = [d.trip_id or d.route_id for d in descriptors if not d.HasField("schedule_relationship")]
     return found + [
         f"{u.trip.trip_id} {s.stop_sequence}"
         for u in feeds.updates()

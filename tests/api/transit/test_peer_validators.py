@@ -27,22 +27,16 @@ from api.transit.simulated_buses import Bus, fixes_between, validator_point
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import FakeClock, bearer
+from tests.api.transit import rules
 from tests.api.transit.test_gtfs import IRVINE
-from tests.api.transit.test_rules import MOMENTS, _epoch
+from tests.api.transit.test_rules import JUSTIFIED_WARNINGS, MOMENTS, _epoch
 
 SNAPSHOT_GAP_S = 12  # >= 10 s, under W007's 35 s refresh limit
-# Warnings the peer may give on these feeds, and why that is right.
+# Warnings the peer may give on these feeds, and why that is right: ours (test_rules), and one more.
 JUSTIFIED_RT_WARNINGS = {
-    # A bus heard on its route but on no run of the timetable (laying over at a terminus, or
-    # between runs) is published with its route and no trip: it has no TripUpdate (W003), and its
-    # TripDescriptor names the route alone, so it has no trip_id (W006) and, being no trip of the
-    # schedule, no schedule_relationship (W009).
-    "W003",
-    "W006",
-    "W009",
-    # Operators' alerts carry active_period, deprecated by the current proto for communication_period
-    # and impact_period but the only period that consumers on older bindings read.
-    "S025",
+    **JUSTIFIED_WARNINGS,
+    "S025": "operators' alerts carry active_period, deprecated by the current proto for"
+    " communication_period and impact_period but the only period consumers on older bindings read",
 }
 ROLES = {"tu": "trip-updates", "vp": "vehicle-positions", "sa": "alerts"}
 
@@ -128,7 +122,15 @@ def test_gtfs_rt_validator_finds_no_error_in_snapshots_of_the_served_feeds(
     # Each fetch is a new message: a header stamped at build time, not frozen with the content.
     assert report["summary"]["messagesValidated"] == 9
     warnings = _notices(report, "WARNING")
-    assert set(warnings) <= JUSTIFIED_RT_WARNINGS, warnings
+    assert set(warnings) <= set(JUSTIFIED_RT_WARNINGS), warnings
+    # Our own rules (tests/api/transit/rules.py) find what the peer finds, of the rules they share.
+    ours: set[str] = set()
+    for number, feeds in enumerate(snapshots):
+        parsed = [rt.FeedMessage.FromString(feeds[role]) for role in ("vp", "tu", "sa")]
+        mine = rules.Feeds(*parsed, timetable, start_s + number * SNAPSHOT_GAP_S)
+        assert rules.check(mine, rules.ERRORS) == {}
+        ours |= set(rules.check(mine, rules.WARNINGS))
+    assert ours == {code for code in warnings if code.startswith("W")}
 
 
 def test_gtfs_validator_finds_no_error_in_the_served_zip(transit_client: TestClient, tmp_path: Path) -> None:
