@@ -277,7 +277,7 @@ def eta_accuracy(timetable: Timetable, buses: list[Bus], gtfs: Path) -> tuple[fl
             ride = truth.get(match.run.key)
             if ride is None:
                 continue
-            for prediction in predict(match):
+            for prediction in predict(match, timetable.path(match.run.trip.trip_id), now_s=now_s):
                 actual = ride.actual_arrivals[prediction.index]
                 ahead = actual - now_s
                 window = next((w for w in WINDOWS if 0 < ahead <= w[0]), None)

@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response, status
@@ -25,6 +26,7 @@ from api.security import EngineerDep, Principal
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
+from api.transit.source import ZIP_MAX_AGE_S
 
 router = APIRouter(prefix="/v1/transit", tags=["transit"])
 _service_lock = threading.Lock()
@@ -193,7 +195,7 @@ def gtfs_zip(
         "application/zip",
         published.etag,
         int(published.loaded_at_s),
-        300,
+        ZIP_MAX_AGE_S,
         if_none_match,
         if_modified_since,
     )
@@ -209,14 +211,17 @@ def gtfs_zip(
 async def replace_gtfs_zip(
     request: Request, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
 ) -> dict[str, Any]:
-    """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem.
+    """Validate and publish a new static GTFS, or 422 naming every problem.
+
+    The zip is served at once; the realtime feeds switch to it ``ZIP_MAX_AGE_S`` later, when no
+    cached copy of the old zip is left (their header ``feed_version`` names the zip they refer to).
 
     Audited either way, with the zip's SHA-256 so the file in use can be traced to who sent it.
     """
     data = await request.body()
     upload = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     try:
-        published = await run_in_threadpool(service.source.publish, data)
+        published = await run_in_threadpool(partial(service.source.publish, data, now_s=now_ms / 1000))
     except GtfsError as exc:
         await run_in_threadpool(
             _audit, session, operator, now_ms, "transit.gtfs.replace", "transit-gtfs",

@@ -25,7 +25,7 @@ from api.transit.matching import MatchRules, TripMatch
 from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
 from api.transit.source import TimetableSource
 from api.transit.timetable import Timetable
-from api.transit.trip_updates import TripProgress, add_trip_updates
+from api.transit.trip_updates import AT_STOP_M, TripProgress, add_trip_updates
 from api.transit.vehicle_positions import (
     GTFS_REALTIME_VERSION,
     MEASUREMENT,
@@ -51,29 +51,20 @@ class FeedKind(StrEnum):
 
 
 class FeedClock:
-    """Header timestamps that never go back and move on when the content changes (thread-safe).
+    """Header timestamps: the build time, never earlier than the previous one (thread-safe).
 
-    The candidate is the newest fix in the feed (or now); a changed feed is stamped at least one
-    second after the previous one unless that would run ahead of both the clock and the newest fix.
+    GTFS-realtime's header timestamp is when the feed's content was made, so it is the build
+    time even when the newest fix is older (a frozen header reads as a stale feed: W007, W008).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_s = 0
-        self._last_digest = b""
 
     def stamp(self, feed: gtfs_realtime_pb2.FeedMessage, *, now_s: int) -> None:
-        digest = hashlib.sha256(
-            b"".join(e.SerializeToString(deterministic=True) for e in feed.entity)
-        ).digest()
         with self._lock:
-            candidate = feed.header.timestamp
-            if digest == self._last_digest:
-                stamp = self._last_s
-            else:
-                stamp = max(candidate, min(self._last_s + 1, max(now_s, candidate)), self._last_s)
-            feed.header.timestamp = stamp
-            self._last_s, self._last_digest = stamp, digest
+            self._last_s = max(now_s, self._last_s)
+            feed.header.timestamp = self._last_s
 
 
 @dataclass
@@ -146,7 +137,7 @@ def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
     stop_time = match.run.trip.stop_times[match.next_stop]
     gap = path.stop_along_m[match.next_stop] - match.along_m
     slow = fix.speed_mps is None or fix.speed_mps < 1.5
-    if abs(gap) <= 30 and slow:
+    if abs(gap) <= AT_STOP_M and slow:
         status = _VP.STOPPED_AT
     elif gap <= 150:
         status = _VP.INCOMING_AT
@@ -155,7 +146,8 @@ def place(match: TripMatch, timetable: Timetable, fix: Fix) -> Placement:
     return Placement(match, stop_time.stop_sequence, stop_time.stop_id, status)
 
 
-def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
+def occupancies(rows: list[Row], *, capacity: int, since_ms: int) -> dict[str, Occupancy]:
+    """Each bus's occupancy over the ride since ``since_ms`` (``rows`` reach further back)."""
     by_vehicle: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         vehicle_id = row.tags.get("vehicle")
@@ -164,7 +156,9 @@ def occupancies(rows: list[Row], *, capacity: int) -> dict[str, Occupancy]:
     found = {}
     for vehicle_id, vehicle_rows in by_vehicle.items():
         vehicle_rows.sort(key=lambda row: row.ts_ms)
-        occupancy = vehicle_extra(vehicle_id, "occupancy", estimate, vehicle_rows, capacity=capacity)
+        occupancy = vehicle_extra(
+            vehicle_id, "occupancy", estimate, vehicle_rows, capacity=capacity, since_ms=since_ms
+        )
         if occupancy is not None:
             found[vehicle_id] = occupancy
     return found
@@ -218,9 +212,9 @@ class TransitService:
 
         Only fixes newer than the previous build are read: the fleet keeps the rest.
         """
-        published = self.source.current()
-        timetable = published.timetable if published is not None else None
         now_s = now_ms // 1000
+        published = self.source.for_realtime(now_s)
+        timetable = published.timetable if published is not None else None
         alerts = _empty_feed(now_ms)
         add_operator_alerts(alerts, self.alerts.in_force(now_s))
         rows = store.range(
@@ -250,12 +244,13 @@ class TransitService:
                 },
                 vehicles=newest,
             )
-        validator_rows = store.range(
-            measurement=VALIDATOR_MEASUREMENT,
-            start_ms=now_ms - self.settings.transit_ride_minutes * 60_000,
-            end_ms=now_ms + 1,
+        ride_ms = self.settings.transit_ride_minutes * 60_000
+        validator_rows = store.range(  # a ride back, and before it: were the counters read then?
+            measurement=VALIDATOR_MEASUREMENT, start_ms=now_ms - 2 * ride_ms, end_ms=now_ms + 1
         )
-        loads = occupancies(validator_rows, capacity=self.settings.transit_vehicle_capacity)
+        loads = occupancies(
+            validator_rows, capacity=self.settings.transit_vehicle_capacity, since_ms=now_ms - ride_ms
+        )
         placements = {}
         for vehicle_id, match in matches.items():
             placement = vehicle_extra(
@@ -280,6 +275,7 @@ class TransitService:
                 )
                 for v, m in matches.items()
             ),
+            now_s=now_s,
         )
         if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}
@@ -287,14 +283,12 @@ class TransitService:
                 fix.route_id for fix in newest.values() if fix.route_id
             }
             add_silent_route_alerts(alerts, timetable, running - heard)
-        return Snapshot(
-            now_ms,
-            {
-                FeedKind.VEHICLE_POSITIONS: vehicle_positions,
-                FeedKind.TRIP_UPDATES: trip_updates,
-                FeedKind.ALERTS: alerts,
-            },
-            matches,
-            newest,
-            loads,
-        )
+        feeds = {
+            FeedKind.VEHICLE_POSITIONS: vehicle_positions,
+            FeedKind.TRIP_UPDATES: trip_updates,
+            FeedKind.ALERTS: alerts,
+        }
+        assert published is not None
+        for feed in feeds.values():  # which static zip the ids refer to (gtfs-realtime.proto)
+            feed.header.feed_version = published.feed_version
+        return Snapshot(now_ms, feeds, matches, newest, loads)

@@ -24,6 +24,7 @@ AGENCY_ID = "lvivelektrotrans"
 TIMEZONE = "Europe/Kyiv"
 CENTRE = (49.8419, 24.0315)  # Ploshcha Rynok
 CALENDAR_START, CALENDAR_END = "20260101", "20271231"
+FEED_VERSION = "lviv-fixture-1"  # feed_info.txt: the realtime feeds' header names it
 HOLIDAY = "20270107"  # a weekday that runs the weekend timetable (calendar_dates exceptions)
 STOP_SPACING_M = 450.0
 DWELL_S = 20
@@ -294,6 +295,28 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
         ),
         "frequencies.txt": _csv(
             ("trip_id", "start_time", "end_time", "headway_secs", "exact_times"), frequencies
+        ),
+        "feed_info.txt": _csv(
+            (
+                "feed_publisher_name",
+                "feed_publisher_url",
+                "feed_lang",
+                "feed_start_date",
+                "feed_end_date",
+                "feed_version",
+                "feed_contact_url",
+            ),
+            [
+                (
+                    "CityGW fixture",
+                    "https://example.org/lviv",
+                    "uk",
+                    CALENDAR_START,
+                    CALENDAR_END,
+                    FEED_VERSION,
+                    "https://example.org/lviv/contact",
+                )
+            ],
         ),
     }
 

@@ -1,8 +1,11 @@
 """Reading a static GTFS zip into a ``Timetable``, refusing it with every problem found.
 
-A problem names the file, the row (line number in the file, the header being line 1), the
-field and what is wrong, so whoever exported the zip can fix it. Nothing of an invalid zip is
-used: a timetable is either whole or refused.
+A problem names the file, the row (the line a record starts on, the header being line 1), the
+field and what is wrong, so whoever exported the zip can fix it; a row naming something whose own
+row was refused is not reported again, so the first ``MAX_PROBLEMS`` are causes. Nothing of an
+invalid zip is used: a timetable is either whole or refused. Stops between timed ones may have
+blank times (GTFS allows it): they get times in proportion to ``shape_dist_traveled`` when every
+stop of the trip has one, else to the distance along the trip's shape (or stop to stop).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import math
 import re
 import zipfile
 import zlib
@@ -20,7 +24,18 @@ from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from api.transit.timetable import Frequency, Route, ServiceCalendar, Stop, StopTime, Timetable, Trip
+from api.transit.geometry import CityPlane, Polyline
+from api.transit.timetable import (
+    Frequency,
+    Route,
+    ServiceCalendar,
+    Stop,
+    StopTime,
+    Timetable,
+    Trip,
+    city_plane,
+    trip_path,
+)
 
 MAX_PROBLEMS = 50
 MAX_ZIP_BYTES = 200 * 1024 * 1024
@@ -130,11 +145,14 @@ class _Reader:
                         self.problem(file, 1, name, "required column is missing from the header")
                     if missing:
                         return
+                    start = reader.line_num + 1
                     for row in reader:
+                        # A record may span lines (a quoted newline): name the line it starts on.
+                        line, start = start, reader.line_num + 1
                         if None in row:
-                            self.problem(file, reader.line_num, None, "more values than header columns")
+                            self.problem(file, line, None, "more values than header columns")
                             continue
-                        yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                        yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k}
                 except (UnicodeDecodeError, csv.Error) as exc:
                     self.problem(file, reader.line_num or 1, None, f"not readable as UTF-8 CSV ({exc})")
         except UNREADABLE_ZIP as exc:
@@ -213,6 +231,9 @@ def _read(reader: _Reader) -> Timetable | None:
     if not agency_ids:
         reader.problem("agency.txt", None, None, "no agency")
 
+    # Ids whose own row was refused (and reported): references to them are not reported again, so the
+    # first MAX_PROBLEMS problems are causes, not their echoes.
+    refused: dict[str, set[str]] = defaultdict(set)
     stops: dict[str, Stop] = {}
     seen: dict[str, int] = {}
     for row, values in reader.rows("stops.txt", ("stop_id",)):
@@ -229,6 +250,8 @@ def _read(reader: _Reader) -> Timetable | None:
         lon = reader.field("stops.txt", row, values, "stop_lon", lambda t: _float(t, low=-180, high=180))
         if lat is not None and lon is not None:
             stops[stop_id] = Stop(stop_id, values.get("stop_name", ""), lat, lon, location_type or 0)
+        else:
+            refused["stop_id"].add(stop_id)
 
     routes: dict[str, Route] = {}
     seen = {}
@@ -248,7 +271,9 @@ def _read(reader: _Reader) -> Timetable | None:
         route_type = reader.field(
             "routes.txt", row, values, "route_type", lambda t: _int(t, low=0, high=1702)
         )
-        if route_type is not None:
+        if route_type is None:
+            refused["route_id"].add(route_id)
+        else:
             routes[route_id] = Route(
                 route_id,
                 agency_id,
@@ -279,6 +304,8 @@ def _read(reader: _Reader) -> Timetable | None:
         elif start and end and None not in days:
             weekdays = tuple(bool(day) for day in days)
             calendars[service_id] = ServiceCalendar(weekdays, start, end)  # type: ignore[arg-type]
+        else:
+            refused["service_id"].add(service_id)
 
     added: dict[str, set[dt.date]] = defaultdict(set)
     removed: dict[str, set[dt.date]] = defaultdict(set)
@@ -290,7 +317,9 @@ def _read(reader: _Reader) -> Timetable | None:
         )
         if not service_id:
             reader.problem("calendar_dates.txt", row, "service_id", "required value is empty")
-        elif day and kind:
+        elif not (day and kind):
+            refused["service_id"].add(service_id)
+        else:
             if day in added[service_id] | removed[service_id]:
                 reader.problem(
                     "calendar_dates.txt", row, "date", f"{day:%Y%m%d} is listed twice for {service_id!r}"
@@ -298,7 +327,7 @@ def _read(reader: _Reader) -> Timetable | None:
             (added if kind == 1 else removed)[service_id].add(day)
     services = set(calendars) | set(added) | set(removed)
 
-    shape_points: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    shape_points: dict[str, list[tuple[int, int, float, float]]] = defaultdict(list)
     for row, values in reader.rows(
         "shapes.txt", ("shape_id", "shape_pt_lat", "shape_pt_lon", "shape_pt_sequence")
     ):
@@ -308,18 +337,30 @@ def _read(reader: _Reader) -> Timetable | None:
             "shapes.txt", row, values, "shape_pt_sequence", lambda t: _int(t, low=0, high=2**31)
         )
         if values["shape_id"] and lat is not None and lon is not None and sequence is not None:
-            shape_points[values["shape_id"]].append((sequence, lat, lon))
+            shape_points[values["shape_id"]].append((sequence, row, lat, lon))
+        elif values["shape_id"]:
+            refused["shape_id"].add(values["shape_id"])
     shapes: dict[str, list[tuple[float, float]]] = {}
     for shape_id, points in shape_points.items():
         points.sort()
-        if len({sequence for sequence, _, _ in points}) != len(points):
+        repeated = [
+            row for (before, _, _, _), (after, row, _, _) in itertools.pairwise(points) if after == before
+        ]
+        if repeated:
             reader.problem(
-                "shapes.txt", None, "shape_pt_sequence", f"shape {shape_id!r} repeats a shape_pt_sequence"
+                "shapes.txt",
+                repeated[0],
+                "shape_pt_sequence",
+                f"shape {shape_id!r} repeats a shape_pt_sequence",
             )
-        elif len(points) < 2:
-            reader.problem("shapes.txt", None, "shape_id", f"shape {shape_id!r} has fewer than two points")
-        else:
-            shapes[shape_id] = [(lat, lon) for _, lat, lon in points]
+        elif len(points) < 2 and shape_id not in refused["shape_id"]:
+            reader.problem(
+                "shapes.txt", points[0][1], "shape_id", f"shape {shape_id!r} has fewer than two points"
+            )
+        elif shape_id not in refused["shape_id"]:
+            shapes[shape_id] = [(lat, lon) for _, _, lat, lon in points]
+            continue
+        refused["shape_id"].add(shape_id)
 
     trip_rows: dict[str, tuple[int, Mapping[str, str]]] = {}
     for row, values in reader.rows("trips.txt", ("route_id", "service_id", "trip_id")):
@@ -333,20 +374,20 @@ def _read(reader: _Reader) -> Timetable | None:
             )
             continue
         trip_rows[trip_id] = (row, values)
-        if values["route_id"] not in routes:
+        if values["route_id"] not in routes and values["route_id"] not in refused["route_id"]:
             reader.problem(
                 "trips.txt", row, "route_id", f"{values['route_id']!r} is not a route_id of routes.txt"
             )
-        if values["service_id"] not in services:
+        if values["service_id"] not in services | refused["service_id"]:
             reader.problem(
                 "trips.txt", row, "service_id", f"{values['service_id']!r} is in neither calendar file"
             )
         shape_id = values.get("shape_id", "")
-        if shape_id and shape_id not in shapes:
+        if shape_id and shape_id not in shapes and shape_id not in refused["shape_id"]:
             reader.problem("trips.txt", row, "shape_id", f"{shape_id!r} is not a shape_id of shapes.txt")
         reader.optional("trips.txt", row, values, "direction_id", lambda t: _int(t, low=0, high=1))
 
-    times: dict[str, list[tuple[int, StopTime]]] = defaultdict(list)
+    times: dict[str, list[_Row]] = defaultdict(list)
     for row, values in reader.rows("stop_times.txt", ("trip_id", "stop_id", "stop_sequence")):
         trip_id, stop_id = values["trip_id"], values["stop_id"]
         if trip_id not in trip_rows:
@@ -354,35 +395,42 @@ def _read(reader: _Reader) -> Timetable | None:
             continue
         stop = stops.get(stop_id)
         if stop is None:
-            reader.problem("stop_times.txt", row, "stop_id", f"{stop_id!r} is not a stop_id of stops.txt")
+            refused["trip_id"].add(trip_id)
+            if stop_id not in refused["stop_id"]:
+                reader.problem("stop_times.txt", row, "stop_id", f"{stop_id!r} is not a stop_id of stops.txt")
             continue
         if stop.location_type != 0:
             reader.problem(
                 "stop_times.txt", row, "stop_id", f"{stop_id!r} is a station or entrance, not a stop"
             )
+        problems = len(reader.problems)
         sequence = reader.field(
             "stop_times.txt", row, values, "stop_sequence", lambda t: _int(t, low=0, high=2**31)
         )
         arrival = reader.optional("stop_times.txt", row, values, "arrival_time", parse_gtfs_time)
         departure = reader.optional("stop_times.txt", row, values, "departure_time", parse_gtfs_time)
-        if arrival is None and departure is None:
+        timepoint = reader.optional(
+            "stop_times.txt", row, values, "timepoint", lambda t: _int(t, low=0, high=1)
+        )
+        travelled = reader.optional(
+            "stop_times.txt", row, values, "shape_dist_traveled", lambda t: _float(t, low=0, high=math.inf)
+        )
+        if arrival is None and departure is None and timepoint == 1:
             reader.problem(
                 "stop_times.txt",
                 row,
                 "arrival_time",
-                "every stop needs a time (this project needs no interpolation)",
+                "timepoint is 1 (an exact time) but no time is given; give one or set timepoint to 0",
             )
+        elif arrival is not None and departure is not None and departure < arrival:
+            reader.problem("stop_times.txt", row, "departure_time", "is before arrival_time")
+        if len(reader.problems) > problems or sequence is None:
+            refused["trip_id"].add(trip_id)
             continue
         arrival = arrival if arrival is not None else departure
         departure = departure if departure is not None else arrival
-        assert arrival is not None
-        assert departure is not None
-        if departure < arrival:
-            reader.problem("stop_times.txt", row, "departure_time", "is before arrival_time")
-            continue
-        timepoint = values.get("timepoint", "1") != "0"
-        if sequence is not None:
-            times[trip_id].append((row, StopTime(sequence, stop_id, arrival, departure, timepoint)))
+        is_timepoint = arrival is not None and timepoint != 0
+        times[trip_id].append(_Row(row, sequence, stop_id, arrival, departure, is_timepoint, travelled))
 
     frequencies: dict[str, list[Frequency]] = defaultdict(list)
     for row, values in reader.rows("frequencies.txt", ("trip_id", "start_time", "end_time", "headway_secs")):
@@ -406,28 +454,54 @@ def _read(reader: _Reader) -> Timetable | None:
                 frequencies[values["trip_id"]].append(Frequency(begins, ends, headway, bool(exact)))
 
     trips: dict[str, Trip] = {}
+    lines: dict[str, Polyline] = {}
+    plane = city_plane(stops.values()) if stops else None
     for trip_id, (row, values) in trip_rows.items():
-        ordered = sorted(times.get(trip_id, []), key=lambda item: item[1].stop_sequence)
+        if trip_id in refused["trip_id"]:
+            continue  # a row of its stop times was refused and reported
+        ordered = sorted(times.get(trip_id, []), key=lambda item: item.sequence)
         if len(ordered) < 2:
             reader.problem(
-                "stop_times.txt",
-                None,
-                "trip_id",
-                f"trip {trip_id!r} (trips.txt row {row}) has fewer than two stops",
+                "trips.txt", row, "trip_id", f"trip {trip_id!r} has fewer than two stops in stop_times.txt"
             )
             continue
-        for (_, before), (line, after) in itertools.pairwise(ordered):
-            if after.stop_sequence == before.stop_sequence:
+        usable = True
+        for terminus, which in ((ordered[0], "first"), (ordered[-1], "last")):
+            if terminus.arrival_s is None:
+                usable = False
                 reader.problem(
                     "stop_times.txt",
-                    line,
-                    "stop_sequence",
-                    f"{after.stop_sequence} repeats within trip {trip_id!r}",
+                    terminus.line,
+                    "arrival_time",
+                    f"the {which} stop of trip {trip_id!r} needs a time (only stops between may be blank)",
                 )
-            elif after.arrival_s < before.departure_s:
+        for before, after in itertools.pairwise(ordered):
+            if after.sequence == before.sequence:
+                usable = False
                 reader.problem(
-                    "stop_times.txt", line, "arrival_time", f"goes back in time within trip {trip_id!r}"
+                    "stop_times.txt",
+                    after.line,
+                    "stop_sequence",
+                    f"{after.sequence} repeats within trip {trip_id!r}",
                 )
+        with_times = [item for item in ordered if item.arrival_s is not None]
+        for before, after in itertools.pairwise(with_times):
+            assert before.departure_s is not None
+            assert after.arrival_s is not None
+            if after.arrival_s < before.departure_s:
+                usable = False
+                reader.problem(
+                    "stop_times.txt", after.line, "arrival_time", f"goes back in time within trip {trip_id!r}"
+                )
+        if not usable:
+            continue
+        if len(with_times) < len(ordered):
+            assert plane is not None
+            trip_shape = values.get("shape_id") or None
+            along = _along(ordered, plane, stops, shapes.get(trip_shape or ""), lines, trip_shape)
+            stop_times = _interpolated(ordered, along)
+        else:
+            stop_times = tuple(item.stop_time() for item in ordered)
         direction = values.get("direction_id", "")
         trips[trip_id] = Trip(
             trip_id=trip_id,
@@ -436,11 +510,14 @@ def _read(reader: _Reader) -> Timetable | None:
             direction_id=int(direction) if direction in ("0", "1") else None,
             shape_id=values.get("shape_id") or None,
             headsign=values.get("trip_headsign", ""),
-            stop_times=tuple(stop_time for _, stop_time in ordered),
+            stop_times=stop_times,
             frequencies=tuple(sorted(frequencies.get(trip_id, []), key=lambda f: f.start_s)),
         )
     if not trips and not reader.problems:
         reader.problem("trips.txt", None, None, "no trip with stop times")
+    feed_version = next(
+        (v["feed_version"] for _, v in reader.rows("feed_info.txt", ()) if v.get("feed_version")), None
+    )
     if reader.problems:
         return None
     return Timetable(
@@ -453,7 +530,64 @@ def _read(reader: _Reader) -> Timetable | None:
         calendars=calendars,
         added_dates={k: frozenset(v) for k, v in added.items()},
         removed_dates={k: frozenset(v) for k, v in removed.items()},
+        feed_version=feed_version,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A stop_times.txt row; times None for a stop between timed ones (GTFS allows them blank)."""
+
+    line: int
+    sequence: int
+    stop_id: str
+    arrival_s: int | None
+    departure_s: int | None
+    timepoint: bool
+    shape_dist_traveled: float | None
+
+    def stop_time(self, at_s: int | None = None) -> StopTime:
+        arrival = self.arrival_s if self.arrival_s is not None else at_s
+        departure = self.departure_s if self.departure_s is not None else at_s
+        assert arrival is not None
+        assert departure is not None
+        return StopTime(self.sequence, self.stop_id, arrival, departure, self.timepoint)
+
+
+def _along(
+    ordered: list[_Row],
+    plane: CityPlane,
+    stops: Mapping[str, Stop],
+    shape: list[tuple[float, float]] | None,
+    lines: dict[str, Polyline],
+    shape_id: str | None,
+) -> tuple[float, ...]:
+    """How far along the trip each stop is: shape_dist_traveled when every stop has it, else metres
+    along the trip's shape (or from stop to stop without one)."""
+    travelled = [item.shape_dist_traveled for item in ordered]
+    if all(value is not None for value in travelled):
+        return tuple(itertools.accumulate(travelled, max))  # type: ignore[arg-type]
+    path = trip_path(plane, [stops[item.stop_id] for item in ordered], shape, lines, shape_id)
+    return path.stop_along_m
+
+
+def _interpolated(ordered: list[_Row], along: tuple[float, ...]) -> tuple[StopTime, ...]:
+    """Blank times filled in proportion to the distance between the timed stops around them."""
+    out: list[StopTime] = []
+    last = 0  # index of the last timed stop
+    for index, item in enumerate(ordered):
+        if item.arrival_s is not None:
+            out.append(item.stop_time())
+            last = index
+            continue
+        following = next(i for i in range(index + 1, len(ordered)) if ordered[i].arrival_s is not None)
+        leave, reach = ordered[last].departure_s, ordered[following].arrival_s
+        assert leave is not None
+        assert reach is not None
+        span = along[following] - along[last]
+        share = (along[index] - along[last]) / span if span > 0 else (index - last) / (following - last)
+        out.append(item.stop_time(round(leave + (reach - leave) * share)))
+    return tuple(out)
 
 
 def _zone(text: str) -> str:

@@ -69,11 +69,17 @@ def boardings(rows: Sequence[Row]) -> int | None:
     return total if counted else None
 
 
-def estimate(rows: Sequence[Row], *, capacity: int) -> Occupancy | None:
-    """Coarse occupancy from one bus's validator rows over about one ride, or None without two readings."""
-    taps = boardings(rows)
+def estimate(rows: Sequence[Row], *, capacity: int, since_ms: int) -> Occupancy | None:
+    """Coarse occupancy from one bus's validator rows (oldest first) over the ride since ``since_ms``.
+
+    None without two readings of a counter, and None instead of EMPTY when no reading is older than
+    ``since_ms``: taps before the first reading are unknown, so few counted says nothing.
+    """
+    taps = boardings([row for row in rows if row.ts_ms >= since_ms])
     if taps is None:
         return None
     share = taps / capacity
     status = next((level for limit, level in _LEVELS if share < limit), _VP.FULL)
+    if status == _VP.EMPTY and not any(row.ts_ms < since_ms for row in rows):
+        return None
     return Occupancy(status, min(max(round(share * 10) * 10, 0), MAX_PERCENTAGE))

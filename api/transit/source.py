@@ -2,7 +2,11 @@
 
 Readers take ``source.current()`` once per answer and use that one object throughout, so a
 reload never shows them half of an old and half of a new timetable, and never makes them wait.
-A new zip that does not validate is refused and the old timetable stays in use.
+A new zip that does not validate is refused and the old timetable stays in use. The realtime feeds
+go on naming the old timetable's trips for ``ZIP_MAX_AGE_S`` after a swap, while the new zip is
+already served: apps and caches may keep the old zip that long (its Cache-Control max-age), and a
+trip id they cannot look up is lost on them. Each feed's header ``feed_version`` says which zip it
+refers to.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from api.transit.gtfs import GtfsError, GtfsProblem, load_gtfs
 from api.transit.timetable import Timetable
 
 log = logging.getLogger(__name__)
+ZIP_MAX_AGE_S = 300  # Cache-Control max-age of /v1/transit/gtfs.zip
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,11 @@ class PublishedTimetable:
             loaded_at_s=time.time() if loaded_at_s is None else loaded_at_s,
         )
 
+    @property
+    def feed_version(self) -> str:
+        """feed_info.txt's feed_version, else the zip's ETag (without quotes): what realtime headers name."""
+        return self.timetable.feed_version or self.etag.strip('"')
+
 
 class TimetableSource:
     """Keeps the timetable of the GTFS zip at ``path`` current (thread-safe).
@@ -55,6 +65,7 @@ class TimetableSource:
         self.last_refusal: GtfsError | None = None
         self._lock = threading.Lock()
         self._published: PublishedTimetable | None = None
+        self._replaced: PublishedTimetable | None = None  # the one before, for the realtime feeds
         self._seen_file: tuple[int, int] | None = None
         self._checked_at = -float("inf")
 
@@ -64,9 +75,21 @@ class TimetableSource:
             self._reload_if_replaced()
         return self._published
 
-    def publish(self, data: bytes) -> PublishedTimetable:
-        """Validate ``data``, store it at ``path`` (tmp file + rename) and use it from now on."""
-        published = PublishedTimetable.from_zip(data)
+    def for_realtime(self, now_s: float) -> PublishedTimetable | None:
+        """What the realtime feeds refer to: the timetable before a swap, until ``ZIP_MAX_AGE_S`` after it."""
+        current, replaced = self.current(), self._replaced
+        if current is None or replaced is None or not 0 <= now_s - current.loaded_at_s < ZIP_MAX_AGE_S:
+            return current
+        return replaced
+
+    def _swap(self, published: PublishedTimetable) -> None:
+        if self._published is not None and self._published.etag != published.etag:
+            self._replaced = self._published
+        self._published = published
+
+    def publish(self, data: bytes, *, now_s: float | None = None) -> PublishedTimetable:
+        """Validate ``data``, store it at ``path`` (tmp file + rename) and serve it from ``now_s`` on."""
+        published = PublishedTimetable.from_zip(data, loaded_at_s=now_s)
         with self._lock:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +97,7 @@ class TimetableSource:
                 temporary.write_bytes(data)
                 os.replace(temporary, self.path)
                 self._seen_file = _signature(self.path)
-            self._published = published
+            self._swap(published)
             self.last_refusal = None
         log.info(
             "GTFS published: %d trips, %d stops",
@@ -95,7 +118,7 @@ class TimetableSource:
                 return
             self._seen_file = signature
             try:
-                self._published = PublishedTimetable.from_zip(self.path.read_bytes())
+                self._swap(PublishedTimetable.from_zip(self.path.read_bytes()))
                 self.last_refusal = None
                 log.info("GTFS loaded from %s", self.path)
             except GtfsError as exc:

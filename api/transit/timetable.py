@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from api.transit.geometry import CityPlane, Polyline
+
+STOP_SNAP_M = 150.0  # a stop this near its trip's line is on it
+STOP_SNAP_SLACK_M = 40.0  # about a road's width: the two sides of one street are one place
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,52 @@ class TripRun:
         return f"{self.trip.trip_id}@{self.start_date}"
 
 
+def city_plane(stops: Iterable[Stop]) -> CityPlane:
+    """The flat map of a network, centred on its stops."""
+    lats, lons = zip(*((stop.lat, stop.lon) for stop in stops), strict=True)
+    return CityPlane((min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2)
+
+
+def trip_path(
+    plane: CityPlane,
+    stops: Sequence[Stop],
+    shape: Sequence[tuple[float, float]] | None,
+    lines: dict[str, Polyline] | None = None,
+    shape_id: str | None = None,
+) -> TripPath:
+    """The line a trip drives (its shape, else stop to stop) and its stops placed along it in order.
+
+    ``lines`` caches each ``shape_id``'s line: most trips of a route share one.
+    """
+    stop_xy = [plane.to_xy(stop.lat, stop.lon) for stop in stops]
+    if shape is None:
+        line = Polyline(stop_xy)
+        return TripPath(line, tuple(line.cumulative))
+    if lines is None or shape_id is None or shape_id not in lines:
+        line = Polyline([plane.to_xy(lat, lon) for lat, lon in shape])
+        if lines is not None and shape_id is not None:
+            lines[shape_id] = line
+    else:
+        line = lines[shape_id]
+    along: list[float] = []
+    for x, y in stop_xy:
+        along.append(_stop_along(line, x, y, after_m=along[-1] if along else 0.0))
+    return TripPath(line, tuple(along))
+
+
+def _stop_along(line: Polyline, x: float, y: float, *, after_m: float) -> float:
+    """Where a stop lies on its trip's line, at or after the previous stop.
+
+    A line that comes back along the same street passes the stop twice, the other side of the road
+    a few metres nearer perhaps: of the passes about as near as the nearest, the first is the stop's.
+    """
+    passes = [on for on in line.project(x, y, within_m=STOP_SNAP_M) if on.along_m >= after_m]
+    if not passes:
+        return line.nearest(x, y, after_m=after_m).along_m
+    nearest_m = min(on.off_m for on in passes)
+    return min(on.along_m for on in passes if on.off_m <= nearest_m + STOP_SNAP_SLACK_M)
+
+
 def gtfs_time(seconds: int) -> str:
     """``HH:MM:SS`` with hours past 24 for times after midnight of the service day."""
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -151,15 +200,14 @@ class Timetable:
     calendars: Mapping[str, ServiceCalendar]
     added_dates: Mapping[str, frozenset[dt.date]]
     removed_dates: Mapping[str, frozenset[dt.date]]
+    feed_version: str | None = None  # feed_info.txt's, when the zip has one
     plane: CityPlane = field(init=False)
     _trips_by_service: dict[str, list[Trip]] = field(init=False, repr=False)
     _paths: dict[str, TripPath] = field(init=False, repr=False)
     _zone: ZoneInfo = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        lats = [stop.lat for stop in self.stops.values()]
-        lons = [stop.lon for stop in self.stops.values()]
-        self.plane = CityPlane((min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2)
+        self.plane = city_plane(self.stops.values())
         self._zone = ZoneInfo(self.timezone)
         self._trips_by_service = defaultdict(list)
         for trip in self.trips.values():
@@ -175,21 +223,13 @@ class Timetable:
             self._paths[trip.trip_id] = patterns[pattern]
 
     def _path(self, trip: Trip, lines: dict[str, Polyline]) -> TripPath:
-        stop_xy = [
-            self.plane.to_xy(self.stops[st.stop_id].lat, self.stops[st.stop_id].lon) for st in trip.stop_times
-        ]
-        if trip.shape_id is None:
-            line = Polyline(stop_xy)
-            return TripPath(line, tuple(line.cumulative))
-        if trip.shape_id not in lines:
-            lines[trip.shape_id] = Polyline(
-                [self.plane.to_xy(lat, lon) for lat, lon in self.shapes[trip.shape_id]]
-            )
-        line = lines[trip.shape_id]
-        along: list[float] = []
-        for x, y in stop_xy:
-            along.append(line.nearest(x, y, after_m=along[-1] if along else 0.0).along_m)
-        return TripPath(line, tuple(along))
+        return trip_path(
+            self.plane,
+            [self.stops[stop_time.stop_id] for stop_time in trip.stop_times],
+            self.shapes[trip.shape_id] if trip.shape_id is not None else None,
+            lines,
+            trip.shape_id,
+        )
 
     def path(self, trip_id: str) -> TripPath:
         return self._paths[trip_id]

@@ -96,8 +96,8 @@ def build_feed(
     """A FULL_DATASET FeedMessage with one entity per vehicle whose newest fix is fresh.
 
     Fixes older than ``max_age_s`` or more than ``max_ahead_s`` ahead of ``now_ms`` are left
-    out; of several fixes of one vehicle the newest wins. The header timestamp is the newest
-    fix time (``now_ms`` when there is none), never earlier than ``not_before_s``.
+    out; of several fixes of one vehicle the newest wins. The header timestamp is the build time
+    ``now_ms`` (when the content was made, as GTFS-realtime asks), never earlier than ``not_before_s``.
     ``placements`` and ``occupancies`` are keyed by vehicle id. When ``known_routes`` is given
     (a timetable is in use) trips come only from ``placements`` and a route tag is published only
     if the timetable has that route.
@@ -126,8 +126,7 @@ def vehicle_feed(
     feed = gtfs_realtime_pb2.FeedMessage()
     feed.header.gtfs_realtime_version = GTFS_REALTIME_VERSION
     feed.header.incrementality = gtfs_realtime_pb2.FeedHeader.FULL_DATASET
-    newest_ms = max((fix.ts_ms for fix in newest.values()), default=now_ms)
-    feed.header.timestamp = max(newest_ms // 1000, not_before_s)
+    feed.header.timestamp = max(now_ms // 1000, not_before_s)
     placements = placements or {}
     occupancies = occupancies or {}
 

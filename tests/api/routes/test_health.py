@@ -22,7 +22,8 @@ from tests.services import free_port
 def test_health_ok(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "store": "ok"}
+    no_timetable = {"timetable": "none", "timetable_version": None, "timetable_refused": None}
+    assert response.json() == {"status": "ok", "store": "ok", **no_timetable}
 
 
 def _influx_at_a_closed_port(tmp_path: Path) -> TelemetryReader:
@@ -55,7 +56,13 @@ def down_client(
 def test_health_says_503_when_the_store_is_down(down_client: TestClient) -> None:
     response = down_client.get("/health")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "store": "unavailable"}
+    assert response.json() == {
+        "status": "degraded",
+        "store": "unavailable",
+        "timetable": "none",
+        "timetable_version": None,
+        "timetable_refused": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -75,3 +82,21 @@ def test_every_route_says_503_not_500_when_the_store_is_down(down_client: TestCl
     assert response.status_code == 503
     assert response.json() == {"detail": "the telemetry store is unavailable; try again later"}
     assert response.headers["retry-after"] == "5"
+
+
+def test_a_transit_service_that_cannot_start_does_not_fail_health(
+    tmp_path: Path, settings: ApiSettings, registry: Registry
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    # Without the recorder (CITYGW_RECORD_INTERVAL_S=0) the transit service starts on first use.
+    broken = settings.model_copy(
+        update={"transit_alerts_path": tmp_path / "a-file" / "alerts.sqlite", "record_interval_s": 0}
+    )
+    store = SqliteStore(tmp_path / "citygw.sqlite")
+    with TestClient(create_app(store, settings=broken, clock=FakeClock(), registry=registry)) as client:
+        response = client.get("/health")
+    store.close()
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["timetable"]) == ("ok", "none")
+    assert body["timetable_refused"].startswith("transit unavailable: ")

@@ -468,16 +468,35 @@ def e046_delay_needs_schedule(feeds: Feeds) -> list[str]:
 
 
 def e047_vehicle_trip_pairs_agree(feeds: Feeds) -> list[str]:
-    """E047: a vehicle id and trip id paired in VehiclePositions are paired the same way in TripUpdates."""
-    positions = {
-        (p.trip.trip_id, p.trip.start_date, p.trip.start_time): p.vehicle.id for p in feeds.positions()
-    }
+    """E047: a vehicle id and trip id paired in VehiclePositions are paired the same way in TripUpdates.
+
+    Pairs are keyed by trip_id alone, the later entity of a feed winning, as MobilityData's validator
+    does: several buses on one frequency-based trip_id must come in the same order in both feeds.
+    """
+    vp = [(p.trip.trip_id, p.vehicle.id) for p in feeds.positions() if p.trip.trip_id and p.vehicle.id]
+    tu = [(u.trip.trip_id, u.vehicle.id) for u in feeds.updates() if u.trip.trip_id and u.vehicle.id]
     found = []
-    for u in feeds.updates():
-        key = (u.trip.trip_id, u.trip.start_date, u.trip.start_time)
-        if key in positions and u.vehicle.id and positions[key] != u.vehicle.id:
-            found.append(f"{u.trip.trip_id}: {positions[key]} vs {u.vehicle.id}")
+    for vp_map, tu_map in (
+        ({t: v for t, v in vp}, {t: v for t, v in tu}),
+        ({v: t for t, v in vp}, {v: t for t, v in tu}),
+    ):
+        found += [
+            f"{key}: {value} vs {tu_map[key]}"
+            for key, value in vp_map.items()
+            if tu_map.get(key, value) != value
+        ]
     return found
+
+
+def s010_unscheduled_trip_unscheduled_stops(feeds: Feeds) -> list[str]:
+    """S010: every stop_time_update of an UNSCHEDULED trip is UNSCHEDULED (gtfs-realtime.proto)."""
+    return [
+        f"{u.trip.trip_id} {s.stop_sequence}"
+        for u in feeds.updates()
+        if u.trip.schedule_relationship == TD.UNSCHEDULED
+        for s in u.stop_time_update
+        if s.schedule_relationship != STU.UNSCHEDULED
+    ]
 
 
 def e048_e049_header_fields(feeds: Feeds) -> list[str]:
@@ -517,12 +536,17 @@ def w002_vehicle_id(feeds: Feeds) -> list[str]:
 
 
 def w003_feeds_agree(feeds: Feeds) -> list[str]:
-    """W003: a vehicle on a trip in VehiclePositions has that trip's update in TripUpdates, and back."""
-    positions = {(p.trip.trip_id, p.vehicle.id) for p in feeds.positions() if p.trip.trip_id}
-    updates = {(u.trip.trip_id, u.vehicle.id) for u in feeds.updates()}
-    return [f"only in positions: {pair}" for pair in sorted(positions - updates)] + [
-        f"only in updates: {pair}" for pair in sorted(updates - positions)
-    ]
+    """W003: every vehicle and trip of VehiclePositions is in TripUpdates, and back (as upstream: by id)."""
+    vp_vehicles = {p.vehicle.id for p in feeds.positions() if p.vehicle.id}
+    tu_vehicles = {u.vehicle.id for u in feeds.updates() if u.vehicle.id}
+    vp_trips = {p.trip.trip_id for p in feeds.positions() if p.trip.trip_id}
+    tu_trips = {u.trip.trip_id for u in feeds.updates() if u.trip.trip_id}
+    return (
+        [f"vehicle only in positions: {v}" for v in sorted(vp_vehicles - tu_vehicles)]
+        + [f"vehicle only in updates: {v}" for v in sorted(tu_vehicles - vp_vehicles)]
+        + [f"trip only in positions: {t}" for t in sorted(vp_trips - tu_trips)]
+        + [f"trip only in updates: {t}" for t in sorted(tu_trips - vp_trips)]
+    )
 
 
 def w004_realistic_speed(feeds: Feeds) -> list[str]:
@@ -544,8 +568,13 @@ def w005_headway_update_names_vehicle(feeds: Feeds) -> list[str]:
 
 
 def w006_update_has_trip_id(feeds: Feeds) -> list[str]:
-    """W006: a trip update has a trip_id."""
-    return [e.id for e in feeds.trip_updates.entity if not e.trip_update.trip.trip_id]
+    """W006: a trip descriptor (of a TripUpdate or a VehiclePosition) has a trip_id."""
+    found = [e.id for e in feeds.trip_updates.entity if not e.trip_update.trip.trip_id]
+    return found + [
+        e.id
+        for e in feeds.vehicle_positions.entity
+        if e.vehicle.HasField("trip") and not e.vehicle.trip.trip_id
+    ]
 
 
 def w007_refresh_interval(feeds: Feeds) -> list[str]:
@@ -560,9 +589,10 @@ def w008_header_fresh(feeds: Feeds) -> list[str]:
 
 def w009_schedule_relationship(feeds: Feeds) -> list[str]:
     """W009: trip descriptors and stop_time_updates state their schedule_relationship."""
-    found = [
-        d.trip_id for d in feeds.trip_descriptors() if d.trip_id and not d.HasField("schedule_relationship")
+    descriptors = feeds.trip_descriptors() + [
+        i.trip for e in feeds.alerts.entity for i in e.alert.informed_entity if i.HasField("trip")
     ]
+    found = [d.trip_id or d.route_id for d in descriptors if not d.HasField("schedule_relationship")]
     return found + [
         f"{u.trip.trip_id} {s.stop_sequence}"
         for u in feeds.updates()
@@ -614,6 +644,7 @@ ERRORS: tuple[Callable[[Feeds], list[str]], ...] = (
     e048_e049_header_fields,
     e050_not_in_the_future,
     e052_vehicle_ids_unique,
+    s010_unscheduled_trip_unscheduled_stops,
 )
 SEQUENCE_ERRORS: tuple[Callable[[Feed, Feed], list[str]], ...] = (
     e017_changed_content_changes_timestamp,

@@ -15,7 +15,9 @@ from api.registry import Registry
 from api.registry.audit import entries
 from api.security import Role
 from api.transit.feeds import TransitService
+from api.transit.fixtures import FEED_VERSION, network_files, zip_files
 from api.transit.simulated_buses import Bus, bus_tags, fixes_between
+from api.transit.source import ZIP_MAX_AGE_S
 from api.transit.timetable import Timetable
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
@@ -267,3 +269,107 @@ def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
     assert uploads[0][1]["sha256"] == hashlib.sha256(gtfs_zip).hexdigest()
     assert uploads[0][1]["trips"] == 902
     assert "not a zip archive" in (replaced[1].detail or "")
+
+
+def test_feed_headers_are_the_build_time_even_when_nothing_changed(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    """The header says when the feed was made; one frozen at the newest fix reads as stale (W007, W008)."""
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S - 30)))
+    for later_s in (0, 20, 40):
+        clock.now_ms = NOW_MS + later_s * 1000
+        for path in ("/v1/transit/trip-updates", "/v1/transit/vehicle-positions", "/v1/transit/alerts"):
+            feed = rt.FeedMessage.FromString(transit_client.get(path).content)
+            assert feed.header.timestamp == NOW_S + later_s, path
+
+
+def test_occupancy_is_left_out_until_the_validator_has_counted_a_whole_ride(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
+    first = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    heard = {entity.id for entity in first.entity}
+    just_started, counting = [bus for bus in friday if bus.vehicle_id in heard][:2]
+    store.write(
+        [
+            Point(
+                "validator",
+                bus_tags(bus, f"validator-{bus.vehicle_id}"),
+                NOW_MS - ago_s * 1000,
+                {"taps_resident": 7},
+            )
+            for bus, readings in ((just_started, (90, 30)), (counting, (1500, 600, 30)))  # ride: 20 min
+            for ago_s in readings
+        ]
+    )
+    clock.now_ms += 1000  # past the snapshot in use
+    feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/vehicle-positions").content)
+    vehicles = {entity.id: entity.vehicle for entity in feed.entity}
+    assert not vehicles[just_started.vehicle_id].HasField("occupancy_status")  # not EMPTY: unknown
+    assert not vehicles[just_started.vehicle_id].HasField("occupancy_percentage")
+    assert vehicles[counting.vehicle_id].occupancy_status == rt.VehiclePosition.EMPTY
+    assert vehicles[counting.vehicle_id].HasField("occupancy_percentage")
+    assert vehicles[counting.vehicle_id].occupancy_percentage == 0
+
+
+def test_health_says_which_timetable_is_loaded_or_why_none_is(
+    transit_client: TestClient, gtfs_path: Path, transit: TransitService
+) -> None:
+    health = transit_client.get("/health").json()
+    assert (health["timetable"], health["timetable_version"], health["timetable_refused"]) == (
+        "loaded",
+        FEED_VERSION,
+        None,
+    )
+    gtfs_path.write_bytes(b"not a zip")
+    transit.source.check_every_s = 0
+    health = transit_client.get("/health").json()
+    assert (health["timetable"], health["timetable_version"]) == ("loaded", FEED_VERSION)  # the old one stays
+    assert health["timetable_refused"].startswith("invalid GTFS: (zip): not a zip archive")
+
+    empty = TransitService(transit.settings.model_copy(update={"transit_gtfs_path": gtfs_path}))
+    transit_client.app.state.transit = empty  # type: ignore[attr-defined]
+    health = transit_client.get("/health").json()
+    assert (health["status"], health["timetable"], health["timetable_version"]) == ("ok", "none", None)
+    assert health["timetable_refused"].startswith("invalid GTFS: (zip): not a zip archive")
+
+
+def test_after_a_swap_realtime_ids_stay_on_the_old_zip_while_caches_may_hold_it(
+    transit_client: TestClient,
+    store: SqliteStore,
+    timetable: Timetable,
+    friday: list[Bus],
+    clock: FakeClock,
+    keys: dict[Role, str],
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1200)))
+
+    def trip_updates() -> rt.FeedMessage:
+        return rt.FeedMessage.FromString(transit_client.get("/v1/transit/trip-updates").content)
+
+    before = trip_updates()
+    assert before.header.feed_version == FEED_VERSION
+    files = network_files()
+    files["feed_info.txt"] = files["feed_info.txt"].replace(FEED_VERSION.encode(), b"lviv-fixture-2")
+    files["trips.txt"] = files["trips.txt"].replace(b"A29-weekday-0", b"A29-weekday-zero")
+    files["stop_times.txt"] = files["stop_times.txt"].replace(b"A29-weekday-0", b"A29-weekday-zero")
+    files["frequencies.txt"] = files["frequencies.txt"].replace(b"A29-weekday-0", b"A29-weekday-zero")
+    new_zip = zip_files(files)
+    answer = transit_client.put(
+        "/v1/transit/gtfs.zip",
+        content=new_zip,
+        headers={**bearer(keys[Role.ENGINEER]), "Content-Type": "application/zip"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert transit_client.get("/v1/transit/gtfs.zip").content == new_zip  # downloadable at once
+    for later_s in (1, ZIP_MAX_AGE_S - 1):
+        clock.now_ms = NOW_MS + later_s * 1000
+        feed = trip_updates()
+        assert feed.header.feed_version == FEED_VERSION, later_s
+        assert not any(e.trip_update.trip.trip_id == "A29-weekday-zero" for e in feed.entity)
+    clock.now_ms = NOW_MS + ZIP_MAX_AGE_S * 1000
+    after = trip_updates()
+    assert after.header.feed_version == "lviv-fixture-2"
+    trip_ids = {entity.trip_update.trip.trip_id for entity in after.entity}
+    assert "A29-weekday-zero" in trip_ids
+    assert "A29-weekday-0" not in trip_ids

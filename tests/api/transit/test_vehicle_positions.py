@@ -36,7 +36,7 @@ def test_fresh_buses_become_entities_with_their_fix() -> None:
 
     assert feed.header.gtfs_realtime_version == "2.0"
     assert feed.header.incrementality == gtfs_realtime_pb2.FeedHeader.FULL_DATASET
-    assert feed.header.timestamp == (NOW_MS - 5000) // 1000
+    assert feed.header.timestamp == NOW_MS // 1000  # built now, though the newest fix is 5 s old
     assert [entity.id for entity in feed.entity] == ["0877", "1204"]
     moving, parked = entities(feed)["1204"], entities(feed)["0877"]
 
@@ -111,27 +111,27 @@ def test_the_trip_comes_from_the_string_field_trip_id_never_from_a_tag() -> None
         assert (entity.vehicle.trip.route_id, entity.vehicle.trip.trip_id) == ("M41", published), trip_id
 
 
-def test_empty_feed_is_stamped_now_and_the_header_never_goes_back() -> None:
+def test_the_header_is_the_build_time_and_never_goes_back() -> None:
     assert build_feed([], now_ms=NOW_MS, max_age_s=90).header.timestamp == NOW_MS // 1000
     late = build_feed(
-        [bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS, max_age_s=90, not_before_s=NOW_MS // 1000
+        [bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS, max_age_s=90, not_before_s=NOW_MS // 1000 + 3
     )
-    assert late.header.timestamp == NOW_MS // 1000
+    assert late.header.timestamp == NOW_MS // 1000 + 3
     assert late.entity[0].vehicle.timestamp == NOW_MS // 1000 - 10
 
     clock = HeaderClock()
     first = clock.build([], now_ms=NOW_MS, max_age_s=90, max_ahead_s=30)
     second = clock.build([bus_fix("a", 10, lat=1, lon=1)], now_ms=NOW_MS + 1000, max_age_s=90, max_ahead_s=30)
-    third = clock.build(
-        [bus_fix("a", 0, lat=1, lon=1, now_ms=NOW_MS + 5000)],
-        now_ms=NOW_MS + 5000,
+    third = clock.build(  # the server's clock stepped back 3 s
+        [bus_fix("a", 0, lat=1, lon=1, now_ms=NOW_MS - 2000)],
+        now_ms=NOW_MS - 2000,
         max_age_s=90,
         max_ahead_s=30,
     )
     assert [first.header.timestamp, second.header.timestamp, third.header.timestamp] == [
         NOW_MS // 1000,
-        NOW_MS // 1000,
-        NOW_MS // 1000 + 5,
+        NOW_MS // 1000 + 1,
+        NOW_MS // 1000 + 1,
     ]
 
 
@@ -171,14 +171,30 @@ def test_tap_counters_are_read_as_meters_are() -> None:
     assert boardings(doors) == 6
 
 
+RIDE_START_MS = NOW_MS - 20 * 60_000
+
+
 def test_occupancy_percentage_stays_within_what_the_feed_can_carry() -> None:
-    assert estimate(taps({"taps_resident": 100}, {"taps_resident": -50}), capacity=90) is None
-    assert estimate(taps({"taps_resident": 0}, {"taps_resident": 2**32 - 1}), capacity=90) == Occupancy(
-        _VP.FULL, 200
-    )
-    assert estimate(taps({"taps_resident": 100}, {"taps_resident": 127}), capacity=90) == Occupancy(
-        _VP.MANY_SEATS_AVAILABLE, 30
-    )
+    def at_most(*readings: dict[str, FieldValue]) -> Occupancy | None:
+        return estimate(taps(*readings), capacity=90, since_ms=RIDE_START_MS)
+
+    assert at_most({"taps_resident": 100}, {"taps_resident": -50}) is None
+    assert at_most({"taps_resident": 0}, {"taps_resident": 2**32 - 1}) == Occupancy(_VP.FULL, 200)
+    assert at_most({"taps_resident": 100}, {"taps_resident": 127}) == Occupancy(_VP.MANY_SEATS_AVAILABLE, 30)
+
+
+def test_an_empty_bus_is_said_empty_only_when_its_taps_cover_the_ride() -> None:
+    """Two readings a minute apart with no tap say nothing of the 19 minutes before: no EMPTY 0 %."""
+    quiet = [{"taps_resident": 100}, {"taps_resident": 101}]
+    assert estimate(taps(*quiet), capacity=90, since_ms=RIDE_START_MS) is None
+    # Counted since before the ride began (readings a minute apart for 25 minutes): empty it is.
+    day = taps(*[{"taps_resident": 100}] * 25, {"taps_resident": 101})
+    assert day[0].ts_ms < RIDE_START_MS
+    assert estimate(day, capacity=90, since_ms=RIDE_START_MS) == Occupancy(_VP.EMPTY, 0)
+    # The readings before the ride are no taps of it.
+    assert estimate(
+        taps({"taps_resident": 0}, *[{"taps_resident": 100}] * 25), capacity=90, since_ms=RIDE_START_MS
+    ) == Occupancy(_VP.EMPTY, 0)
 
 
 def test_an_extra_that_cannot_be_written_is_left_out_for_that_vehicle_only(
@@ -230,6 +246,7 @@ def test_a_trip_update_that_cannot_be_computed_is_left_out_for_that_bus_only(
             TripProgress(bus, None, NOW_MS // 1000, match, path)
             for bus, match in (("bad", broken), ("good", good))
         ],
+        now_s=NOW_MS // 1000,
     )
     assert [entity.trip_update.vehicle.id for entity in feed.entity] == ["good"]
     assert len(feed.entity[0].trip_update.stop_time_update) == len(run.trip.stop_times)
