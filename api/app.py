@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.alerts.delivery import AlertDelivery
 from api.alerts.engine import evaluate
@@ -19,6 +20,7 @@ from api.mqtt_link import AgentLink
 from api.oidc import OidcVerifier
 from api.rate_limit import ClientRateLimiter, rate_limited
 from api.recorder import Recorder, StoreWriter
+from api.refusals import RefusalAudit, audit_refusal
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
 from api.routes import (
@@ -189,6 +191,10 @@ def create_app(
         store=store, settings=settings, registry=registry, clock=clock, agent_link=agent_link
     )
     app.add_exception_handler(StoreError, _store_unavailable)
+    app.add_exception_handler(StarletteHTTPException, audit_refusal)
+    app.state.refusals = RefusalAudit(
+        settings.refusal_audit_per_min, settings.refusal_audit_total_per_min, clock=lambda: clock() / 1000
+    )
     if settings.rate_limit_per_s > 0:
         app.state.rate_limiter = ClientRateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     if settings.cors_origins:

@@ -74,6 +74,15 @@ class ApiSettings(BaseSettings):
         default=10.0, ge=0, le=100_000, description="public requests a second per client address; 0: no limit"
     )
     rate_limit_burst: int = Field(default=60, ge=1, le=1_000_000, description="requests a client may burst")
+    refusal_audit_per_min: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="refused requests (401/403) audited a minute per client address",
+    )
+    refusal_audit_total_per_min: int = Field(
+        default=120, ge=1, le=1_000_000, description="refused requests (401/403) audited a minute in all"
+    )
     feed_max_vehicle_age_s: float = Field(
         default=90.0, gt=0, le=3600, description="vehicles whose last fix is older are left out of the feed"
     )

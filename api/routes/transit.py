@@ -1,7 +1,8 @@
 """Transit for residents' apps and journey planners: GTFS-realtime feeds, the static GTFS, alerts.
 
 Feeds are public and cacheable (ETag / If-None-Match, Last-Modified / If-Modified-Since,
-Cache-Control); writes (operator alerts, a new GTFS zip) need an engineer's (or admin's) key.
+Cache-Control); writes (operator alerts, a new GTFS zip) are city-wide: they need a key of the transit
+role (or an admin's), never an engineer's, whose authority stops at the sites granted to it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, NowMsDep, SessionDep
 from api.registry import audit
-from api.security import EngineerDep, Principal
+from api.security import Principal, TransitOperatorDep
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
@@ -207,7 +208,7 @@ def gtfs_zip(
     openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
 )
 async def replace_gtfs_zip(
-    request: Request, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+    request: Request, operator: TransitOperatorDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
 ) -> dict[str, Any]:
     """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem.
 
@@ -259,7 +260,7 @@ def _audit(
 @router.post("/alerts", status_code=status.HTTP_201_CREATED)
 def create_alert(
     alert: Annotated[AlertCreate, Body()],
-    operator: EngineerDep,
+    operator: TransitOperatorDep,
     service: TransitDep,
     session: SessionDep,
     now_ms: NowMsDep,
@@ -292,7 +293,7 @@ def create_alert(
 
 @router.post("/alerts/{alert_id}/end")
 def end_alert(
-    alert_id: str, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+    alert_id: str, operator: TransitOperatorDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
 ) -> AlertPublic:
     """End an operator's alert now; it leaves the feed and stays on record (audited)."""
     ended = service.alerts.end(alert_id, now_s=now_ms // 1000)
