@@ -183,6 +183,12 @@ class ApiSettings(BaseSettings):
         description="seconds between writes of what the API derives (transit delays and occupancy, how"
         " lighting commands ended) into the store, for the dashboards; 0: off",
     )
+    transit_gtfs_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=64 * 1024,
+        le=200 * 1024 * 1024,
+        description="largest GTFS zip PUT /v1/transit/gtfs.zip takes (413 beyond, read no further)",
+    )
     transit_gtfs_path: Path | None = Field(
         default=None, description="the static GTFS zip in use (replace the file to reload)"
     )

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ContextDep, NowMsDep, SessionDep
+from api.deps import ContextDep, NowMsDep, SessionDep, SettingsDep
 from api.registry import audit
 from api.security import Principal, TransitOperatorDep
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
@@ -206,15 +206,23 @@ def gtfs_zip(
     "/gtfs.zip",
     status_code=status.HTTP_200_OK,
     openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
+    responses={
+        status.HTTP_413_CONTENT_TOO_LARGE: {"description": "larger than CITYGW_TRANSIT_GTFS_MAX_BYTES"}
+    },
 )
 async def replace_gtfs_zip(
-    request: Request, operator: TransitOperatorDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+    request: Request,
+    operator: TransitOperatorDep,
+    service: TransitDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now_ms: NowMsDep,
 ) -> dict[str, Any]:
     """Validate and publish a new static GTFS; the feeds switch to it at once, or 422 names every problem.
 
     Audited either way, with the zip's SHA-256 so the file in use can be traced to who sent it.
     """
-    data = await request.body()
+    data = await _bounded_body(request, settings.transit_gtfs_max_bytes)
     upload = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     try:
         published = await run_in_threadpool(service.source.publish, data)
@@ -233,6 +241,23 @@ async def replace_gtfs_zip(
         _audit, session, operator, now_ms, "transit.gtfs.replace", "transit-gtfs", after={**upload, **answer}
     )
     return {**answer, "by": operator.actor}
+
+
+async def _bounded_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, or 413 as soon as it is known to be larger than ``max_bytes`` (read no further)."""
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the zip is larger than {max_bytes} bytes (CITYGW_TRANSIT_GTFS_MAX_BYTES)",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
 
 
 def _problem(problem: GtfsProblem) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from api.transit.gtfs_archive import LineTooLong, member_problems, text_lines
 from api.transit.timetable import Frequency, Route, ServiceCalendar, Stop, StopTime, Timetable, Trip
 
 MAX_PROBLEMS = 50
@@ -105,7 +106,7 @@ class _Reader:
 
     def __init__(self, archive: zipfile.ZipFile) -> None:
         self.archive = archive
-        self.names = {name.rsplit("/", 1)[-1]: name for name in archive.namelist() if not name.endswith("/")}
+        self.names = set(archive.namelist())  # plain names at the root only: gtfs_archive.member_problems
         self.problems: list[GtfsProblem] = []
 
     def problem(self, file: str, row: int | None, field: str | None, reason: str) -> None:
@@ -121,8 +122,8 @@ class _Reader:
         if file not in self.names:
             return
         try:
-            with self.archive.open(self.names[file]) as raw:
-                reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+            with self.archive.open(file) as raw:
+                reader = csv.DictReader(text_lines(raw))
                 try:
                     columns = [name.strip() for name in reader.fieldnames or []]
                     missing = [name for name in required if name not in columns]
@@ -137,6 +138,9 @@ class _Reader:
                         yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
                 except (UnicodeDecodeError, csv.Error) as exc:
                     self.problem(file, reader.line_num or 1, None, f"not readable as UTF-8 CSV ({exc})")
+                except LineTooLong as exc:
+                    self.problem(file, exc.line, None, str(exc))
+                    raise _Refused from None  # not a table any more: what would follow is noise
         except UNREADABLE_ZIP as exc:
             self.problem(file, None, None, f"cannot be read from the zip ({exc})")
             raise _Refused from None  # a damaged zip: what else would be found follows from it
@@ -172,6 +176,9 @@ def load_gtfs(data: bytes) -> Timetable:
     reader = _Reader(archive)
     try:
         with archive:
+            if members := member_problems(archive):
+                refusal = [GtfsProblem(name, None, None, reason) for name, reason in members[:MAX_PROBLEMS]]
+                raise GtfsError(refusal)
             timetable = _read(reader)
     except _Refused:
         timetable = None
