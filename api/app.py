@@ -128,7 +128,11 @@ def create_app(
     owned_registry = registry is None
     registry = registry if registry is not None else open_registry(settings.registry_url)
 
-    agent_link = AgentLink(settings.broker_url, registry, clock) if settings.broker_url else None
+    agent_link = (
+        AgentLink(settings.broker_url, registry, clock, publish_timeout_s=settings.broker_publish_timeout_s)
+        if settings.broker_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -56,6 +56,12 @@ class ApiSettings(BaseSettings):
         default=None,
         description="MQTT broker of the agents, mqtt://[user:pass@]host:port; none: no config push",
     )
+    broker_publish_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="how long a config push or command waits for the broker's PUBACK",
+    )
     command_ttl_s: int = Field(
         default=300,
         ge=10,

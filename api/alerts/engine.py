@@ -13,7 +13,7 @@ from api.alerts.delivery import AlertEvent
 from api.alerts.rules import Finding, Rule, aq_band, lamp_failure, offline, water_patterns
 from api.registry import Registry, audit
 from api.registry.catalogue import registered_devices
-from api.registry.models import Agent, Alert
+from api.registry.models import Agent, Alert, Device
 from api.settings import ApiSettings
 from collector.store.base import TelemetryReader
 
@@ -33,11 +33,17 @@ def evaluate(
     with registry.session() as session:
         agents = list(session.scalars(select(Agent)))
         devices = registered_devices(session)
+        on_agents = {
+            (agent, device)
+            for agent, device in session.execute(
+                select(Device.agent_id, Device.device_id).where(Device.retired_at.is_(None))
+            )
+        }
     checks: list[tuple[tuple[Rule, ...], Callable[[], list[Finding]]]] = [
         ((Rule.AQ_BAND,), lambda: aq_band(store, devices, settings, now_ms)),
         ((Rule.LAMP_FAILURE,), lambda: lamp_failure(store)),
         ((Rule.WATER_LEAK, Rule.WATER_NO_FLOW), lambda: water_patterns(store, settings, now_ms)),
-        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: offline(agents)),
+        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: offline(agents, on_agents)),
     ]
     found: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()

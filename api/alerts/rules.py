@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -151,8 +151,12 @@ def water_patterns(store: TelemetryReader, settings: ApiSettings, now_ms: int) -
     return found
 
 
-def offline(agents: Sequence[Agent]) -> list[Finding]:
-    """Agents whose status says offline, and devices their agent's health says do not answer."""
+def offline(agents: Sequence[Agent], registered: Set[tuple[str, str]]) -> list[Finding]:
+    """Agents whose status says offline, and devices their agent's health says do not answer.
+
+    Only devices ``registered`` (active, as (agent id, device id)) on that agent: a health message
+    naming thousands of devices nobody registered raises nothing.
+    """
     found = []
     for agent in agents:
         if agent.state == wire.AgentState.OFFLINE.value:
@@ -161,6 +165,8 @@ def offline(agents: Sequence[Agent]) -> list[Finding]:
             )
             continue  # its devices' health is as old as its last message
         for device, health in sorted((agent.device_health or {}).items()):
+            if (agent.id, device) not in registered:
+                continue
             if health.get("state") in OFFLINE_STATES or health.get("quarantined") is True:
                 found.append(
                     Finding(

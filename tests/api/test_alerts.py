@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 from api.alerts.delivery import AlertEvent
 from api.alerts.engine import evaluate
 from api.registry import Registry, open_registry
-from api.registry.models import Agent, Alert, AuditEntry
+from api.registry.models import Agent, Alert, AuditEntry, Device
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store.base import Point
@@ -70,9 +70,13 @@ def add_agents(registry: Registry) -> None:
                     "meter-9": {"state": "timeout", "quarantined": True, "last_ok": NOW_MS - HOUR_MS},
                     "meter-1": {"state": "ok"},
                     "aq-x": {"state": "crc_error"},
+                    "meter-7": {"state": "timeout"},  # registered on edge-off, not here
+                    **{f"ghost-{n}": {"state": "timeout"} for n in range(2000)},  # registered nowhere
                 },
             )
         )
+        for agent, device in (("edge-on", "meter-9"), ("edge-on", "meter-1"), ("edge-off", "meter-7")):
+            session.add(Device(agent_id=agent, device_id=device, spec={}, created_at=0, updated_at=0))
         session.commit()
 
 
