@@ -39,22 +39,25 @@ def evaluate(
                 select(Device.agent_id, Device.device_id).where(Device.retired_at.is_(None))
             )
         }
-    checks: list[tuple[tuple[Rule, ...], Callable[[], list[Finding]]]] = [
-        ((Rule.AQ_BAND,), lambda: aq_band(store, devices, settings, now_ms)),
-        ((Rule.LAMP_FAILURE,), lambda: lamp_failure(store)),
+    # Each check gives its findings and the (rule, subject) pairs it could not judge this time.
+    checks: list[tuple[tuple[Rule, ...], Callable[[], tuple[list[Finding], set[tuple[Rule, str]]]]]] = [
+        ((Rule.AQ_BAND,), lambda: (aq_band(store, devices, settings, now_ms), set())),
+        ((Rule.LAMP_FAILURE,), lambda: (lamp_failure(store), set())),
         ((Rule.WATER_LEAK, Rule.WATER_NO_FLOW), lambda: water_patterns(store, settings, now_ms)),
-        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: offline(agents, on_agents)),
+        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: (offline(agents, on_agents), set())),
     ]
     found: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()
+    undecided: set[tuple[str, str]] = set()
     for rules, check in checks:
         try:
-            findings = check()
+            findings, unjudged = check()
         except Exception:
             log.exception("alert rules %s could not run", ", ".join(rules))
             continue
         evaluated.update(rules)
         found.update(((f.rule.value, f.subject), f) for f in findings)
+        undecided.update((rule.value, subject) for rule, subject in unjudged)
 
     with registry.session() as session:
         active = {
@@ -69,7 +72,7 @@ def evaluate(
     changes += [
         _end(registry, alert, now_ms)
         for key, alert in active.items()
-        if key not in found and alert.rule in evaluated
+        if key not in found and key not in undecided and alert.rule in evaluated
     ]
     return [event for event in changes if event is not None]
 
