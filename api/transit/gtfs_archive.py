@@ -56,6 +56,9 @@ def member_problems(
         if ".." in parts:
             problems.append((shown, "leads out of the folder it is unpacked in ('..')"))
             continue
+        if parts[0] == "__MACOSX":
+            problems.append((shown, "is macOS Finder metadata; make the zip without it (e.g. zip -X)"))
+            continue
         if info.is_dir() or len(parts) > 1:
             problems.append((shown, f"is in a folder; {_AT_ROOT}"))
             continue

@@ -120,6 +120,7 @@ STOPS = network_files()["stops.txt"]
             "is in a folder; GTFS files must be at the zip's root (zip the files, not their folder)",
         ),
         ("gtfs/", "is in a folder; GTFS files must be at the zip's root (zip the files, not their folder)"),
+        ("__MACOSX/._stops.txt", "is macOS Finder metadata; make the zip without it (e.g. zip -X)"),
         ("Stops.txt", "is in the zip twice (as 'stops.txt' too)"),
         (".hidden", "is not a plain file name (letters, digits, '_', '.', '-')"),
     ],
