@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.alerts.delivery import AlertDelivery
 from api.alerts.engine import evaluate
@@ -20,6 +21,7 @@ from api.oidc import OidcVerifier
 from api.openapi import document_common_answers
 from api.rate_limit import ClientRateLimiter, rate_limited
 from api.recorder import Recorder, StoreWriter
+from api.refusals import RefusalAudit, audit_refusal
 from api.registry import Registry, open_registry
 from api.registry.commands import send_due_commands
 from api.routes import (
@@ -127,7 +129,11 @@ def create_app(
     owned_registry = registry is None
     registry = registry if registry is not None else open_registry(settings.registry_url)
 
-    agent_link = AgentLink(settings.broker_url, registry, clock) if settings.broker_url else None
+    agent_link = (
+        AgentLink(settings.broker_url, registry, clock, publish_timeout_s=settings.broker_publish_timeout_s)
+        if settings.broker_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -190,6 +196,10 @@ def create_app(
         store=store, settings=settings, registry=registry, clock=clock, agent_link=agent_link
     )
     app.add_exception_handler(StoreError, _store_unavailable)
+    app.add_exception_handler(StarletteHTTPException, audit_refusal)
+    app.state.refusals = RefusalAudit(
+        settings.refusal_audit_per_min, settings.refusal_audit_total_per_min, clock=lambda: clock() / 1000
+    )
     if settings.rate_limit_per_s > 0:
         app.state.rate_limiter = ClientRateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     if settings.cors_origins:

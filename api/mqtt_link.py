@@ -2,13 +2,17 @@
 
 One paho client per app, started and stopped by the app's lifespan; paho's network thread applies
 what agents say to the registry. Publishing waits for the broker's PUBACK, so "pushed" means the
-broker has it (retained, for config).
+broker has it (retained, for config). A message not acknowledged in time stays in paho's queue and
+may still reach the broker (it is sent again after a reconnect): the caller answered "not sent",
+so ``on_late_ack`` is called if its PUBACK comes after all, to record what really happened.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,16 +32,34 @@ class LinkUnavailable(RuntimeError):
     """The broker did not take a message (not connected, or no PUBACK in time)."""
 
 
+@dataclass(slots=True)
+class _Unacknowledged:
+    on_late_ack: Callable[[], None] | None
+    given_up: bool = False
+
+
 class AgentLink:
     """The API's connection to the agents through the broker."""
 
     def __init__(
-        self, broker_url: str, registry: Registry, clock: Any, *, client_id: str = "citygw-api"
+        self,
+        broker_url: str,
+        registry: Registry,
+        clock: Any,
+        *,
+        client_id: str = "citygw-api",
+        publish_timeout_s: float = PUBLISH_TIMEOUT_S,
     ) -> None:
         self._broker = BrokerConfig(url=broker_url, reconnect_min=0.5, reconnect_max=10)
         self._registry = registry
         self._clock = clock
         self._connected = threading.Event()
+        self._publish_timeout_s = publish_timeout_s
+        # By message id: publishes not acknowledged yet, and PUBACKs that came before their publish
+        # was registered here (paho may run on_publish before publish() returns to the caller).
+        self._unacknowledged: dict[int, _Unacknowledged] = {}
+        self._early_acks: set[int] = set()
+        self._acks_lock = threading.Lock()
         self.rejected = 0
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self._broker.username:
@@ -48,6 +70,7 @@ class AgentLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
 
     @property
@@ -111,20 +134,60 @@ class AgentLink:
         except Exception:
             log.exception("%s: could not record it in the registry", message.topic)
 
-    def _publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
+        with self._acks_lock:
+            waiting = self._unacknowledged.pop(mid, None)
+            if waiting is None:
+                self._early_acks.add(mid)
+                return
+            late = waiting.on_late_ack if waiting.given_up else None
+        if late is not None:
+            try:
+                late()
+            except Exception:
+                log.exception("recording a late PUBACK (message %d) failed", mid)
+
+    def _publish(
+        self, topic: str, payload: bytes, *, retain: bool, on_late_ack: Callable[[], None] | None = None
+    ) -> None:
         if not self.connected:
             raise LinkUnavailable(f"not connected to the broker at {self._broker.redacted_url}")
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        try:
-            info.wait_for_publish(PUBLISH_TIMEOUT_S)
-        except (RuntimeError, ValueError) as exc:
-            raise LinkUnavailable(f"the broker did not take {topic}: {exc}") from None
-        if not info.is_published():
-            raise LinkUnavailable(f"no PUBACK for {topic} within {PUBLISH_TIMEOUT_S} s")
+        with self._acks_lock:
+            acknowledged = info.mid in self._early_acks
+            self._early_acks.discard(info.mid)
+            if not acknowledged:
+                self._unacknowledged[info.mid] = _Unacknowledged(on_late_ack)
+        failure = None
+        if not acknowledged:
+            try:
+                info.wait_for_publish(self._publish_timeout_s)
+            except (RuntimeError, ValueError) as exc:
+                failure = f"the broker did not take {topic}: {exc}"
+        with self._acks_lock:
+            waiting = self._unacknowledged.get(info.mid)
+            if acknowledged or waiting is None or info.is_published():
+                self._unacknowledged.pop(info.mid, None)
+                return
+            waiting.given_up = True  # from now on a PUBACK calls on_late_ack
+        raise LinkUnavailable(failure or f"no PUBACK for {topic} within {self._publish_timeout_s:g} s")
 
-    def push_config(self, config: wire.DesiredConfig) -> None:
-        """Publish the desired config, retained, so the agent gets it whenever it connects."""
-        self._publish(wire.topic(config.agent, wire.Channel.CONFIG), wire.encode(config), retain=True)
+    def push_config(
+        self, config: wire.DesiredConfig, *, on_late_ack: Callable[[], None] | None = None
+    ) -> None:
+        """Publish the desired config, retained, so the agent gets it whenever it connects.
+
+        ``on_late_ack``: called (on paho's thread) if the broker acknowledges it after this raised.
+        """
+        topic = wire.topic(config.agent, wire.Channel.CONFIG)
+        self._publish(topic, wire.encode(config), retain=True, on_late_ack=on_late_ack)
+
+    def restore_config(self, config: wire.DesiredConfig) -> None:
+        """Publish ``config`` retained again without waiting (paho's thread may call this): after an
+        older version's late PUBACK, the broker must keep the newest one for agents that connect."""
+        self._client.publish(
+            wire.topic(config.agent, wire.Channel.CONFIG), wire.encode(config), qos=1, retain=True
+        )
 
     def send_command(self, command: wire.Command) -> None:
         self._publish(wire.topic(command.agent, wire.Channel.CMD), wire.encode(command), retain=False)

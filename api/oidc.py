@@ -36,7 +36,7 @@ JWKS_REFETCH_S = 30.0
 JWKS_RETRY_S = 5.0
 _JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 # Highest first: a token naming several CityGW roles gets the strongest one it names.
-_ROLES_BY_RANK = (Role.ADMIN, Role.ENGINEER, Role.UTILITY)
+_ROLES_BY_RANK = (Role.ADMIN, Role.ENGINEER, Role.TRANSIT, Role.UTILITY)
 _MAX_ACTOR = 200
 
 SigningKey = jwt.PyJWK | RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey

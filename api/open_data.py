@@ -18,6 +18,7 @@ from urllib.parse import quote
 from api.air import concentrations_ugm3
 from api.registry.catalogue import RegisteredDevice, field_units
 from api.series import newest_per_device
+from api.spreadsheet import csv_cell
 from api.timespec import iso
 from citygw import air_quality
 from collector.store.base import FieldValue, Point, TelemetryReader
@@ -241,18 +242,24 @@ def entities(
 
 
 def flat_row(entity: Mapping[str, Any]) -> dict[str, str]:
-    """One CSV row of an entity: id, type, lat, lon, observedAt and a column per (sub-)value."""
-    row = {"id": entity["id"], "type": entity["type"], "lat": "", "lon": "", "observedAt": ""}
+    """One CSV row of an entity: id, type, lat, lon, observedAt, a column per (sub-)value; no formulas."""
+    row = {
+        "id": csv_cell(entity["id"]),
+        "type": csv_cell(entity["type"]),
+        "lat": "",
+        "lon": "",
+        "observedAt": "",
+    }
     location = entity.get("location")
     if location is not None:
         row["lon"], row["lat"] = (str(c) for c in location["value"]["coordinates"])
     for name, prop in entity.items():
         if not isinstance(prop, dict) or prop.get("type") != "Property":
             continue
-        row["observedAt"] = prop["observedAt"]
+        row["observedAt"] = csv_cell(prop["observedAt"])
         value = prop["value"]
         if isinstance(value, dict):
-            row |= {f"{name}_{part}": str(v) for part, v in value.items()}
+            row |= {f"{name}_{part}": csv_cell(v) for part, v in value.items()}
         else:
-            row[name] = str(value)
+            row[name] = csv_cell(value)
     return row

@@ -74,16 +74,18 @@ def time_range(
         end_ms = parse_instant(end, now_ms=now_ms) if end is not None else now_ms
     except ValueError as exc:
         raise invalid("end", end or "", str(exc)) from None
-    try:
-        start_ms = (
-            parse_instant(start, now_ms=now_ms)
-            if start is not None
-            else end_ms - settings.query_default_range_s * 1000
-        )
-    except ValueError as exc:
-        raise invalid("start", start or "", str(exc)) from None
-    if start_ms >= end_ms:
-        raise bad_request(f"start ({iso(start_ms)}) must be before end ({iso(end_ms)})")
+    if start is None:
+        # The default range stops at the epoch, before which no time is a time.
+        start_ms = max(0, end_ms - settings.query_default_range_s * 1000)
+        if start_ms >= end_ms:
+            raise bad_request(f"end ({iso(end_ms)}) is the epoch: nothing is before it; give a later end")
+    else:
+        try:
+            start_ms = parse_instant(start, now_ms=now_ms)
+        except ValueError as exc:
+            raise invalid("start", start, str(exc)) from None
+        if start_ms >= end_ms:
+            raise bad_request(f"start ({iso(start_ms)}) must be before end ({iso(end_ms)})")
     if max_span_s is not None and end_ms - start_ms > max_span_s * 1000:
         raise bad_request(f"the range spans more than {max_span_s} s; ask for a shorter one")
     return TimeRange(start_ms, end_ms)

@@ -1,8 +1,9 @@
 """Who is calling: roles, bearer API keys (stored as SHA-256 hashes) and the dependencies that check them.
 
 Roles: ``public`` (no key: transit feeds, open data), ``utility`` (telemetry, exports),
-``engineer`` (registry, config, commands at the sites granted to the key), ``admin`` (keys, audit
-log, everything). A key is ``cgw_<id>.<secret>``; ``<id>`` finds the row, the secret is checked
+``engineer`` (registry, config, commands at the sites granted to the key), ``transit`` (the
+city-wide static GTFS and operator alerts: no site limits them, so no site key may), ``admin``
+(keys, audit log, everything). A key is ``cgw_<id>.<secret>``; ``<id>`` finds the row, the secret is checked
 against its hash in constant time. The secret is 256 random bits, so a plain SHA-256 of it is as
 hard to reverse as the secret is to guess: a slow password hash would only make every request with a
 wrong key cost the server tens of milliseconds of CPU. Keys made before kept a salted scrypt hash; it
@@ -64,6 +65,7 @@ class Role(StrEnum):
     PUBLIC = "public"
     UTILITY = "utility"
     ENGINEER = "engineer"
+    TRANSIT = "transit"
     ADMIN = "admin"
 
 
@@ -193,6 +195,12 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller: ANONYMOUS without a key, the key's principal with a valid one, 401 with a bad one."""
+    principal = _principal(request, credentials)
+    request.state.principal = principal  # who was refused, for api.refusals
+    return principal
+
+
+def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if credentials is None:
         return ANONYMOUS
     context = _context(request)
@@ -204,6 +212,7 @@ def current_principal(
     if parsed is None:
         raise _unauthorized("not a CityGW API key; expected Authorization: Bearer cgw_<id>.<secret>")
     key_id, secret = parsed
+    request.state.claimed_key = key_id  # ids are not secret; names the key a 401 refused
     with context.registry.session() as session:
         key = session.get(ApiKey, key_id)
     # An unknown id costs no hash at all: ids are not secret (listings and the audit log show them).
@@ -286,6 +295,8 @@ UtilityDep = Annotated[Principal, Depends(require_role(Role.UTILITY, Role.ENGINE
 EngineerDep = Annotated[Principal, Depends(require_role(Role.ENGINEER))]
 """Field engineers and admins; check the site with ``ensure_site``."""
 AdminDep = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+TransitOperatorDep = Annotated[Principal, Depends(require_role(Role.TRANSIT))]
+"""City-wide transit writes (static GTFS, operator alerts): the transit role and admins, never a site key."""
 
 
 def telemetry_reader(request: Request, principal: PrincipalDep) -> Principal:

@@ -56,6 +56,12 @@ class ApiSettings(BaseSettings):
         default=None,
         description="MQTT broker of the agents, mqtt://[user:pass@]host:port; none: no config push",
     )
+    broker_publish_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="how long a config push or command waits for the broker's PUBACK",
+    )
     command_ttl_s: int = Field(
         default=300,
         ge=10,
@@ -74,6 +80,15 @@ class ApiSettings(BaseSettings):
         default=10.0, ge=0, le=100_000, description="public requests a second per client address; 0: no limit"
     )
     rate_limit_burst: int = Field(default=60, ge=1, le=1_000_000, description="requests a client may burst")
+    refusal_audit_per_min: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="refused requests (401/403) audited a minute per client address",
+    )
+    refusal_audit_total_per_min: int = Field(
+        default=120, ge=1, le=1_000_000, description="refused requests (401/403) audited a minute in all"
+    )
     feed_max_vehicle_age_s: float = Field(
         default=90.0, gt=0, le=3600, description="vehicles whose last fix is older are left out of the feed"
     )
@@ -173,6 +188,12 @@ class ApiSettings(BaseSettings):
         le=3600,
         description="seconds between writes of what the API derives (transit delays and occupancy, how"
         " lighting commands ended) into the store, for the dashboards; 0: off",
+    )
+    transit_gtfs_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=64 * 1024,
+        le=200 * 1024 * 1024,
+        description="largest GTFS zip PUT /v1/transit/gtfs.zip takes (413 beyond, read no further)",
     )
     transit_gtfs_path: Path | None = Field(
         default=None, description="the static GTFS zip in use (replace the file to reload)"

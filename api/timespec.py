@@ -9,8 +9,9 @@ from citygw.wire import MAX_TS_MS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_RELATIVE = re.compile(r"^(?:now)?(?:([+-])(\d{1,12})(ms|s|m|h|d|w))?$")
-_DURATION = re.compile(r"^(\d{1,9})(s|m|h|d|w)$")
+# ASCII digits only: \d and int() also take other scripts' digits, which nobody types in a URL.
+_RELATIVE = re.compile(r"^(?:now)?(?:([+-])([0-9]{1,12})(ms|s|m|h|d|w))?$")
+_DURATION = re.compile(r"^([0-9]{1,9})(s|m|h|d|w)$")
 # Far enough either way for any telemetry; keeps datetime arithmetic inside its range.
 _MIN_MS = 0
 _MAX_MS = MAX_TS_MS
@@ -27,8 +28,9 @@ def parse_instant(text: str, *, now_ms: int) -> int:
         sign, amount, unit = relative.groups()
         offset = int(amount) * _UNIT_MS[unit] if amount else 0
         ms = now_ms - offset if sign == "-" else now_ms + offset
-    elif text.isdigit():
-        ms = int(text)
+    elif text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"  # any number of leading zeros; int() refuses over 4300 digits
+        ms = int(digits) if len(digits) <= len(str(_MAX_MS)) else _MAX_MS + 1
     else:
         try:
             moment = datetime.fromisoformat(text)

@@ -29,7 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,30 @@ class PointsInMemory:
     ) -> int:
         rows = self.range(measurement=measurement, start_ms=start_ms, end_ms=end_ms)
         return len({row.tags.get("device") for row in rows if device in (None, row.tags.get("device"))})
+
+    def _tagged(
+        self, measurement: str, start_ms: int, end_ms: int, tags: Mapping[str, str] | None
+    ) -> list[Row]:
+        rows = self.range(measurement=measurement, start_ms=start_ms, end_ms=end_ms)
+        return [row for row in rows if all(row.tags.get(k) == v for k, v in (tags or {}).items())]
+
+    def newest(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Row]:
+        return self._tagged(measurement, start_ms, end_ms, tags)[::-1][: max(0, limit)]
+
+    def count_by_tag(
+        self, *, measurement: str, start_ms: int, end_ms: int, tag: str, tags: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        return dict(
+            Counter(row.tags.get(tag, "") for row in self._tagged(measurement, start_ms, end_ms, tags))
+        )
 
 
 def transit_settings(folder: Path, gtfs: Path, **overrides: object) -> ApiSettings:

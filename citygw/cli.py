@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
 DEFAULT_REGISTRY = "sqlite:///var/citygw-registry.sqlite"
+KEY_ROLES = ("utility", "engineer", "transit", "admin")  # api.security.Role but public (not imported: slow)
 EX_CONFIG = 2  # fix the settings first: systemd units say RestartPreventExitStatus=2
 EX_TEMPFAIL = 75  # sysexits.h: down or unreachable for now; a restart later may succeed
 
@@ -364,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     registry_url = _env("CITYGW_REGISTRY_URL", DEFAULT_REGISTRY)
     keys_create = keys.add_parser("create", help="make a key and print its token once")
     keys_create.add_argument("--name", required=True, help="who holds it, e.g. 'Lvivvodokanal SCADA'")
-    keys_create.add_argument("--role", required=True, choices=["utility", "engineer", "admin"])
+    keys_create.add_argument(
+        "--role",
+        required=True,
+        choices=KEY_ROLES,
+        help="utility (telemetry), engineer (its --site only), transit (static GTFS, transit alerts), admin",
+    )
     keys_create.add_argument(
         "--site", action="append", default=[], help="a site an engineer manages (repeat)"
     )

@@ -13,7 +13,7 @@ from api.alerts.delivery import AlertEvent
 from api.alerts.rules import Finding, Rule, aq_band, lamp_failure, offline, water_patterns
 from api.registry import Registry, audit
 from api.registry.catalogue import registered_devices
-from api.registry.models import Agent, Alert
+from api.registry.models import Agent, Alert, Device
 from api.settings import ApiSettings
 from collector.store.base import TelemetryReader
 
@@ -33,22 +33,31 @@ def evaluate(
     with registry.session() as session:
         agents = list(session.scalars(select(Agent)))
         devices = registered_devices(session)
-    checks: list[tuple[tuple[Rule, ...], Callable[[], list[Finding]]]] = [
-        ((Rule.AQ_BAND,), lambda: aq_band(store, devices, settings, now_ms)),
-        ((Rule.LAMP_FAILURE,), lambda: lamp_failure(store)),
+        on_agents = {
+            (agent, device)
+            for agent, device in session.execute(
+                select(Device.agent_id, Device.device_id).where(Device.retired_at.is_(None))
+            )
+        }
+    # Each check gives its findings and the (rule, subject) pairs it could not judge this time.
+    checks: list[tuple[tuple[Rule, ...], Callable[[], tuple[list[Finding], set[tuple[Rule, str]]]]]] = [
+        ((Rule.AQ_BAND,), lambda: (aq_band(store, devices, settings, now_ms), set())),
+        ((Rule.LAMP_FAILURE,), lambda: (lamp_failure(store), set())),
         ((Rule.WATER_LEAK, Rule.WATER_NO_FLOW), lambda: water_patterns(store, settings, now_ms)),
-        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: offline(agents)),
+        ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: (offline(agents, on_agents), set())),
     ]
     found: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()
+    undecided: set[tuple[str, str]] = set()
     for rules, check in checks:
         try:
-            findings = check()
+            findings, unjudged = check()
         except Exception:
             log.exception("alert rules %s could not run", ", ".join(rules))
             continue
         evaluated.update(rules)
         found.update(((f.rule.value, f.subject), f) for f in findings)
+        undecided.update((rule.value, subject) for rule, subject in unjudged)
 
     with registry.session() as session:
         active = {
@@ -63,7 +72,7 @@ def evaluate(
     changes += [
         _end(registry, alert, now_ms)
         for key, alert in active.items()
-        if key not in found and alert.rule in evaluated
+        if key not in found and key not in undecided and alert.rule in evaluated
     ]
     return [event for event in changes if event is not None]
 

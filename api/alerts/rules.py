@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -91,14 +91,29 @@ def lamp_failure(store: TelemetryReader) -> list[Finding]:
     return found
 
 
-def _flow_over(store: TelemetryReader, now_ms: int, window_s: int, aggregate: Aggregate) -> dict[str, float]:
-    """Per water meter read at least twice, ``aggregate`` of flow_rate over the last ``window_s``."""
+COVERAGE_PARTS = 12
+"""A water rule judges a meter whose readings reach into the first and the last twelfth of its window."""
 
-    def per_device(how: Aggregate) -> dict[str, list[float]]:
+
+@dataclass(frozen=True, slots=True)
+class FlowWindow:
+    """Per meter, ``aggregate`` of flow_rate over a window: judged (readings span it) or not."""
+
+    spanning: dict[str, float]
+    partial: frozenset[str]
+
+
+def _flow_over(store: TelemetryReader, now_ms: int, window_s: int, aggregate: Aggregate) -> FlowWindow:
+    """``aggregate`` of flow_rate over the last ``window_s`` per meter, for the meters whose readings
+    span it (one in the window's first and one in its last ``1/COVERAGE_PARTS``); the others with
+    readings in it are ``partial``: two readings 30 s apart say nothing about four hours."""
+    start_ms, end_ms = now_ms - window_s * 1000, now_ms + 1  # a reading taken this very millisecond counts
+
+    def per_device(how: Aggregate, first_ms: int, last_ms: int) -> dict[str, list[float]]:
         rows = store.range(
             measurement="water",
-            start_ms=now_ms - window_s * 1000,
-            end_ms=now_ms + 1,  # a reading taken this very millisecond counts
+            start_ms=first_ms,
+            end_ms=last_ms,
             fields=["flow_rate"],
             window_s=window_s,  # one window, or two when the range straddles a boundary
             aggregate=how,
@@ -110,20 +125,32 @@ def _flow_over(store: TelemetryReader, now_ms: int, window_s: int, aggregate: Ag
                 values.setdefault(row.tags["device"], []).append(float(value))
         return values
 
-    counts = {device: sum(values) for device, values in per_device(Aggregate.COUNT).items()}
+    edge_ms = max(1, window_s * 1000 // COVERAGE_PARTS)
+    head = per_device(Aggregate.COUNT, start_ms, start_ms + edge_ms)
+    tail = per_device(Aggregate.COUNT, now_ms - edge_ms, end_ms)
     combine = min if aggregate is Aggregate.MIN else max
-    return {
-        device: combine(values)
-        for device, values in per_device(aggregate).items()
-        if counts.get(device, 0) >= 2
-    }
+    spanning: dict[str, float] = {}
+    partial: set[str] = set()
+    for device, values in per_device(aggregate, start_ms, end_ms).items():
+        if sum(head.get(device, [])) >= 1 and sum(tail.get(device, [])) >= 1:
+            spanning[device] = combine(values)
+        else:
+            partial.add(device)
+    return FlowWindow(spanning, frozenset(partial))
 
 
-def water_patterns(store: TelemetryReader, settings: ApiSettings, now_ms: int) -> list[Finding]:
-    """Leak: flow never below the threshold in the leak window; no flow: none in the no-flow window."""
+def water_patterns(
+    store: TelemetryReader, settings: ApiSettings, now_ms: int
+) -> tuple[list[Finding], set[tuple[Rule, str]]]:
+    """Leak: flow never below the threshold in the leak window; no flow: none in the no-flow window.
+
+    Also the (rule, meter) pairs it cannot judge: readings in the window that do not span it. Such
+    a meter raises nothing, and an alert it has stays as it is (a pause in its data cures nothing).
+    """
     tags = {p.tags["device"]: p.tags for p in newest_per_device(store.latest(measurement="water"))}
     found = []
-    for device, lowest in _flow_over(store, now_ms, settings.alert_leak_window_s, Aggregate.MIN).items():
+    leak = _flow_over(store, now_ms, settings.alert_leak_window_s, Aggregate.MIN)
+    for device, lowest in leak.spanning.items():
         if lowest >= settings.alert_leak_min_flow:
             found.append(
                 Finding(
@@ -135,7 +162,8 @@ def water_patterns(store: TelemetryReader, settings: ApiSettings, now_ms: int) -
                     data={"min_flow": lowest, "window_s": settings.alert_leak_window_s},
                 )
             )
-    for device, highest in _flow_over(store, now_ms, settings.alert_no_flow_window_s, Aggregate.MAX).items():
+    no_flow = _flow_over(store, now_ms, settings.alert_no_flow_window_s, Aggregate.MAX)
+    for device, highest in no_flow.spanning.items():
         if highest <= 0:
             found.append(
                 Finding(
@@ -147,11 +175,17 @@ def water_patterns(store: TelemetryReader, settings: ApiSettings, now_ms: int) -
                     data={"window_s": settings.alert_no_flow_window_s},
                 )
             )
-    return found
+    undecided = {(Rule.WATER_LEAK, device) for device in leak.partial}
+    undecided |= {(Rule.WATER_NO_FLOW, device) for device in no_flow.partial}
+    return found, undecided
 
 
-def offline(agents: Sequence[Agent]) -> list[Finding]:
-    """Agents whose status says offline, and devices their agent's health says do not answer."""
+def offline(agents: Sequence[Agent], registered: Set[tuple[str, str]]) -> list[Finding]:
+    """Agents whose status says offline, and devices their agent's health says do not answer.
+
+    Only devices ``registered`` (active, as (agent id, device id)) on that agent: a health message
+    naming thousands of devices nobody registered raises nothing.
+    """
     found = []
     for agent in agents:
         if agent.state == wire.AgentState.OFFLINE.value:
@@ -160,6 +194,8 @@ def offline(agents: Sequence[Agent]) -> list[Finding]:
             )
             continue  # its devices' health is as old as its last message
         for device, health in sorted((agent.device_health or {}).items()):
+            if (agent.id, device) not in registered:
+                continue
             if health.get("state") in OFFLINE_STATES or health.get("quarantined") is True:
                 found.append(
                     Finding(

@@ -43,7 +43,8 @@ class ApiKey(Base):
 
 
 class AuditEntry(Base):
-    """One write through the API or the CLI; rows are only ever inserted (triggers refuse the rest)."""
+    """One write through the API or the CLI, or one refused request (``access.refused``); rows are only
+    ever inserted (triggers refuse the rest)."""
 
     __tablename__ = "audit_log"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import ContextDep, NowMsDep, SessionDep
+from api.deps import AppContext, ContextDep, NowMsDep, SessionDep
 from api.mqtt_link import LinkUnavailable
 from api.registry import audit
 from api.registry.catalogue import profile_provenance
@@ -501,6 +502,50 @@ def _running_devices(session: Session, agent: Agent) -> set[str]:
     return running
 
 
+def _sent_late(
+    context: AppContext, principal: Principal, agent_id: str, version: int, body: dict[str, Any]
+) -> None:
+    """The broker acknowledged a push answered 503: it is sent (the agent will get it); say so.
+
+    Runs on the MQTT link's thread. When a newer version was pushed meanwhile, that one is published
+    again, so that the broker's retained config is the newest for agents that connect later.
+    """
+    now_ms = context.clock()
+    with context.registry.session() as session:
+        late = session.scalars(
+            select(ConfigVersion).where(ConfigVersion.agent_id == agent_id, ConfigVersion.version == version)
+        ).first()
+        if late is None or late.state != "unsent":
+            return
+        late.state, late.reason = (
+            "pending",
+            f"sent: the broker acknowledged it at {iso(now_ms)}, after the 503",
+        )
+        audit.record(
+            session,
+            ts_ms=now_ms,
+            actor=principal.actor,
+            role=principal.role.value,
+            action="config.push",
+            target=f"agent:{agent_id}",
+            after=body,
+            detail="acknowledged by the broker after the request was answered 503: sent",
+        )
+        newer = session.scalars(
+            select(ConfigVersion)
+            .where(
+                ConfigVersion.agent_id == agent_id,
+                ConfigVersion.version > version,
+                ConfigVersion.state != "unsent",
+            )
+            .order_by(ConfigVersion.version.desc())
+        ).first()
+        newest = DesiredConfig.model_validate(newer.body) if newer is not None else None
+        session.commit()
+    if newest is not None and context.agent_link is not None:
+        context.agent_link.restore_config(newest)
+
+
 @router.get("/{agent_id}/config", response_model=list[ConfigVersionPublic])
 def config_versions(
     agent_id: AgentPath, principal: EngineerDep, session: SessionDep
@@ -568,7 +613,8 @@ def push_config(
     try:
         if context.agent_link is None:
             raise LinkUnavailable("the API has no MQTT link (set CITYGW_BROKER_URL)")
-        context.agent_link.push_config(desired)
+        late = partial(_sent_late, context, principal, agent_id, pushed.version, body)
+        context.agent_link.push_config(desired, on_late_ack=late)
     except LinkUnavailable as exc:
         pushed.state, pushed.reason = "unsent", str(exc)
         audit.commit(

@@ -33,9 +33,10 @@ from api.query import (
     window_seconds,
 )
 from api.series import newest_per_device
+from api.spreadsheet import csv_cell
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
-from collector.store.base import Aggregate, FieldValue, Row, TelemetryReader
+from collector.store.base import Aggregate, Row, TelemetryReader
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 TAG_COLUMNS = ("site", "district")
@@ -70,24 +71,17 @@ def _columns(store: TelemetryReader, measurement: str, fields: list[str] | None)
     return sorted(names)
 
 
-def _cell(value: FieldValue | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _csv_lines(rows: list[Row], columns: list[str], tags: dict[str, dict[str, str]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out)  # RFC 4180: CRLF, CR and LF in a cell quoted
     for row in rows:
         device = row.tags.get("device", "")
         known = {**tags.get(device, {}), **row.tags}
         writer.writerow(
-            [iso(row.ts_ms), row.ts_ms, device, known.get("agent", "")]
-            + [known.get(tag, "") for tag in TAG_COLUMNS]
-            + [_cell(row.values.get(name)) for name in columns]
+            [iso(row.ts_ms), row.ts_ms]
+            + [csv_cell(text) for text in (device, known.get("agent", ""))]
+            + [csv_cell(known.get(tag, "")) for tag in TAG_COLUMNS]
+            + [csv_cell(row.values.get(name)) for name in columns]
         )
     return out.getvalue()
 
@@ -171,9 +165,7 @@ def export(
     def body() -> Iterator[str]:
         if format is ExportFormat.CSV:
             header = io.StringIO()
-            csv.writer(header, lineterminator="\n").writerow(
-                ["ts", "ts_ms", "device", "agent", *TAG_COLUMNS, *columns]
-            )
+            csv.writer(header).writerow(["ts", "ts_ms", "device", "agent", *TAG_COLUMNS, *columns])
             yield header.getvalue()
             for part in chunks(span, settings.export_chunk_s, window_s):
                 yield _csv_lines(rows_of(part), columns, tags)

@@ -77,7 +77,7 @@ def dataset(
         rows = [flat_row(entity) for entity in found]
         columns = list(dict.fromkeys(name for row in rows for name in row)) or ["id", "type"]
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=columns)  # RFC 4180: CRLF, CR and LF in a cell quoted
         writer.writeheader()
         writer.writerows(rows)
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)

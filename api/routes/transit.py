@@ -1,7 +1,8 @@
 """Transit for residents' apps and journey planners: GTFS-realtime feeds, the static GTFS, alerts.
 
 Feeds are public and cacheable (ETag / If-None-Match, Last-Modified / If-Modified-Since,
-Cache-Control); writes (operator alerts, a new GTFS zip) need an engineer's (or admin's) key.
+Cache-Control); writes (operator alerts, a new GTFS zip) are city-wide: they need a key of the transit
+role (or an admin's), never an engineer's, whose authority stops at the sites granted to it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ContextDep, NowMsDep, SessionDep
+from api.deps import ContextDep, NowMsDep, SessionDep, SettingsDep
 from api.registry import audit
-from api.security import EngineerDep, Principal
+from api.security import Principal, TransitOperatorDep
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
@@ -207,9 +208,17 @@ def gtfs_zip(
     "/gtfs.zip",
     status_code=status.HTTP_200_OK,
     openapi_extra={"requestBody": {"content": {"application/zip": {}}}},
+    responses={
+        status.HTTP_413_CONTENT_TOO_LARGE: {"description": "larger than CITYGW_TRANSIT_GTFS_MAX_BYTES"}
+    },
 )
 async def replace_gtfs_zip(
-    request: Request, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+    request: Request,
+    operator: TransitOperatorDep,
+    service: TransitDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now_ms: NowMsDep,
 ) -> dict[str, Any]:
     """Validate and publish a new static GTFS, or 422 naming every problem.
 
@@ -218,7 +227,7 @@ async def replace_gtfs_zip(
 
     Audited either way, with the zip's SHA-256 so the file in use can be traced to who sent it.
     """
-    data = await request.body()
+    data = await _bounded_body(request, settings.transit_gtfs_max_bytes)
     upload = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     try:
         published = await run_in_threadpool(partial(service.source.publish, data, now_s=now_ms / 1000))
@@ -237,6 +246,23 @@ async def replace_gtfs_zip(
         _audit, session, operator, now_ms, "transit.gtfs.replace", "transit-gtfs", after={**upload, **answer}
     )
     return {**answer, "by": operator.actor}
+
+
+async def _bounded_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, or 413 as soon as it is known to be larger than ``max_bytes`` (read no further)."""
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the zip is larger than {max_bytes} bytes (CITYGW_TRANSIT_GTFS_MAX_BYTES)",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
 
 
 def _problem(problem: GtfsProblem) -> dict[str, Any]:
@@ -264,7 +290,7 @@ def _audit(
 @router.post("/alerts", status_code=status.HTTP_201_CREATED)
 def create_alert(
     alert: Annotated[AlertCreate, Body()],
-    operator: EngineerDep,
+    operator: TransitOperatorDep,
     service: TransitDep,
     session: SessionDep,
     now_ms: NowMsDep,
@@ -297,7 +323,7 @@ def create_alert(
 
 @router.post("/alerts/{alert_id}/end")
 def end_alert(
-    alert_id: str, operator: EngineerDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+    alert_id: str, operator: TransitOperatorDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
 ) -> AlertPublic:
     """End an operator's alert now; it leaves the feed and stays on record (audited)."""
     ended = service.alerts.end(alert_id, now_s=now_ms // 1000)

@@ -25,6 +25,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from api.transit.geometry import CityPlane, Polyline
+from api.transit.gtfs_archive import LineTooLong, member_problems, text_lines
 from api.transit.timetable import (
     Frequency,
     Route,
@@ -120,7 +121,7 @@ class _Reader:
 
     def __init__(self, archive: zipfile.ZipFile) -> None:
         self.archive = archive
-        self.names = {name.rsplit("/", 1)[-1]: name for name in archive.namelist() if not name.endswith("/")}
+        self.names = set(archive.namelist())  # plain names at the root only: gtfs_archive.member_problems
         self.problems: list[GtfsProblem] = []
 
     def problem(self, file: str, row: int | None, field: str | None, reason: str) -> None:
@@ -136,8 +137,8 @@ class _Reader:
         if file not in self.names:
             return
         try:
-            with self.archive.open(self.names[file]) as raw:
-                reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+            with self.archive.open(file) as raw:
+                reader = csv.DictReader(text_lines(raw))
                 try:
                     columns = [name.strip() for name in reader.fieldnames or []]
                     missing = [name for name in required if name not in columns]
@@ -155,6 +156,9 @@ class _Reader:
                         yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k}
                 except (UnicodeDecodeError, csv.Error) as exc:
                     self.problem(file, reader.line_num or 1, None, f"not readable as UTF-8 CSV ({exc})")
+                except LineTooLong as exc:
+                    self.problem(file, exc.line, None, str(exc))
+                    raise _Refused from None  # not a table any more: what would follow is noise
         except UNREADABLE_ZIP as exc:
             self.problem(file, None, None, f"cannot be read from the zip ({exc})")
             raise _Refused from None  # a damaged zip: what else would be found follows from it
@@ -190,6 +194,9 @@ def load_gtfs(data: bytes) -> Timetable:
     reader = _Reader(archive)
     try:
         with archive:
+            if members := member_problems(archive):
+                refusal = [GtfsProblem(name, None, None, reason) for name, reason in members[:MAX_PROBLEMS]]
+                raise GtfsError(refusal)
             timetable = _read(reader)
     except _Refused:
         timetable = None

@@ -133,6 +133,32 @@ class TelemetryReader(Protocol):
         count as one more, as ``range`` gives them a row of their own."""
         ...
 
+    def newest(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Row]:
+        """The ``limit`` newest raw points of ``measurement`` in [start_ms, end_ms) whose tags have the
+        values in ``tags``, newest first: sorted and cut by the store, never fetched whole."""
+        ...
+
+    def count_by_tag(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        tag: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, int]:
+        """Points of ``measurement`` in [start_ms, end_ms) (with the values in ``tags``) per value of
+        ``tag`` ("" without it), counted by the store."""
+        ...
+
 
 class Store(PointWriter, TelemetryReader, Protocol):
     """A store that can be written and read."""

@@ -463,9 +463,60 @@ class InfluxQLReader:
             default=0,
         )
 
+    def newest(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Row]:
+        """The ``limit`` newest points, newest first: ORDER BY time DESC LIMIT inside InfluxDB."""
+        if limit <= 0:
+            return []
+        types = self.field_types(measurement).get(measurement, {})
+        if not types:
+            return []
+        where, params = _conditions(device=None, start_ms=start_ms, end_ms=end_ms, tags=tags)
+        source = quote_identifier(measurement, "measurement")
+        statement = f"SELECT * FROM {source}{where} ORDER BY time DESC LIMIT {int(limit)}"
+        rows: list[Row] = []
+        for series in self.query(statement, params):  # one series: no GROUP BY, tags are columns
+            for ts, values in _rows(series, types):
+                fields = {name: value for name, value in values.items() if name in types}
+                tag_values = {name: str(v) for name, v in values.items() if name not in types and v != ""}
+                if fields:
+                    rows.append(Row(ts, tag_values, fields))
+        return rows
+
+    def count_by_tag(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        tag: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, int]:
+        """Points per value of ``tag``, counted inside InfluxDB (a point counts once: its most-set field)."""
+        where, params = _conditions(device=None, start_ms=start_ms, end_ms=end_ms, tags=tags)
+        source = quote_identifier(measurement, "measurement")
+        statement = f"SELECT COUNT(*) FROM {source}{where} GROUP BY {quote_identifier(tag, 'tag')}"
+        counts: dict[str, int] = {}
+        for series in self.query(statement, params):
+            value = series.get("tags", {}).get(tag, "")
+            counted = [int(v) for row in series.get("values", []) for v in row[1:] if v is not None]
+            counts[value] = counts.get(value, 0) + max(counted, default=0)
+        return counts
+
 
 def _conditions(
-    *, device: str | None, start_ms: int | None, end_ms: int | None = None
+    *,
+    device: str | None,
+    start_ms: int | None,
+    end_ms: int | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, object]]:
     clauses: list[str] = []
     params: dict[str, object] = {}
@@ -478,6 +529,9 @@ def _conditions(
     if device is not None:
         clauses.append('"device" = $device')
         params["device"] = device
+    for number, (name, value) in enumerate(sorted((tags or {}).items())):
+        clauses.append(f"{quote_identifier(name, 'tag')} = $tag{number}")
+        params[f"tag{number}"] = value
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
@@ -566,6 +620,34 @@ class _InfluxReads:
         """Devices with points (with one of ``fields``) in [start_ms, end_ms), counted inside InfluxDB."""
         return self.reader.count_devices(
             measurement=measurement, start_ms=start_ms, end_ms=end_ms, device=device, fields=fields
+        )
+
+    def newest(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Row]:
+        """The ``limit`` newest points, newest first, sorted and cut inside InfluxDB."""
+        return self.reader.newest(
+            measurement=measurement, start_ms=start_ms, end_ms=end_ms, limit=limit, tags=tags
+        )
+
+    def count_by_tag(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        tag: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, int]:
+        """Points per value of ``tag``, counted inside InfluxDB."""
+        return self.reader.count_by_tag(
+            measurement=measurement, start_ms=start_ms, end_ms=end_ms, tag=tag, tags=tags
         )
 
 

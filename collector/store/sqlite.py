@@ -6,7 +6,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,47 @@ class SqliteStore:
         ((count,),) = self._query(sql, params)
         return int(count)
 
+    def newest(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Row]:
+        """The ``limit`` newest points, newest first: ORDER BY ts_ms DESC LIMIT on the time index."""
+        where, params = self._tagged(measurement, start_ms, end_ms, tags)
+        sql = "SELECT ts_ms, tags_key, fields FROM points WHERE " + " AND ".join(where)
+        rows = self._query(sql + " ORDER BY ts_ms DESC, tags_key LIMIT ?", [*params, max(0, limit)])
+        return [Row(ts, json.loads(tag_text), json.loads(encoded)) for ts, tag_text, encoded in rows]
+
+    def count_by_tag(
+        self,
+        *,
+        measurement: str,
+        start_ms: int,
+        end_ms: int,
+        tag: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, int]:
+        """Points per value of ``tag`` ("" without it), counted by SQLite."""
+        where, params = self._tagged(measurement, start_ms, end_ms, tags)
+        value = "COALESCE(json_extract(tags_key, ?), '')"
+        sql = f"SELECT {value}, COUNT(*) FROM points WHERE {' AND '.join(where)} GROUP BY 1"
+        return {str(key): int(count) for key, count in self._query(sql, [_json_path(tag), *params])}
+
+    def _tagged(
+        self, measurement: str, start_ms: int, end_ms: int, tags: Mapping[str, str] | None
+    ) -> tuple[list[str], list[object]]:
+        where, params = self._filters(measurement=measurement, device=None)
+        where.append("ts_ms >= ? AND ts_ms < ?")
+        params += [start_ms, end_ms]
+        for name, wanted in sorted((tags or {}).items()):
+            where.append("json_extract(tags_key, ?) = ?")
+            params += [_json_path(name), wanted]
+        return where, params
+
     def _raw(self, where: list[str], params: list[object], fields: Sequence[str] | None) -> list[Row]:
         sql = "SELECT ts_ms, tags_key, fields FROM points WHERE " + " AND ".join(where)
         result: list[Row] = []
@@ -311,6 +352,11 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _json_path(key: str) -> str:
+    """The JSON path of an object member ``key``, quoted: any tag key is safe in it."""
+    return "$." + json.dumps(key)
 
 
 __all__ = ["SqliteStore", "field_type", "tags_key"]

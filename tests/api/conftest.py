@@ -1,8 +1,9 @@
 """A real SqliteStore and registry in tmp_path and TestClients of the API over them, on a clock tests control.
 
 ``client`` calls with a utility's key (telemetry reads); ``anonymous`` with none; ``keys`` holds a
-bearer token per role (the engineer is granted the site ``lviv-depot``). The registry is SQLite; tests
-marked ``factories.on_every_registry`` run once on SQLite and once on a fresh PostgreSQL database.
+bearer token per role (the engineer is granted the site ``lviv-depot``; transit has no sites). The
+registry is SQLite; tests marked ``factories.on_every_registry`` run once on SQLite and once on a
+fresh PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def keys(registry: Registry) -> dict[Role, str]:
         tokens = {
             Role.UTILITY: insert_key(session, Role.UTILITY),
             Role.ENGINEER: insert_key(session, Role.ENGINEER, sites=[ENGINEER_SITE]),
+            Role.TRANSIT: insert_key(session, Role.TRANSIT),
             Role.ADMIN: insert_key(session, Role.ADMIN),
         }
         session.commit()

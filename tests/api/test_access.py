@@ -12,8 +12,8 @@ from api.settings import ApiSettings
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import bearer
 
-PUBLIC, UTILITY, ENGINEER, ADMIN = Role.PUBLIC, Role.UTILITY, Role.ENGINEER, Role.ADMIN
-EVERYONE = {PUBLIC, UTILITY, ENGINEER, ADMIN}
+PUBLIC, UTILITY, ENGINEER, TRANSIT, ADMIN = Role.PUBLIC, Role.UTILITY, Role.ENGINEER, Role.TRANSIT, Role.ADMIN
+EVERYONE = set(Role)
 READERS = {UTILITY, ENGINEER, ADMIN}
 FIELD = {ENGINEER, ADMIN}
 
@@ -84,6 +84,28 @@ def _routes(client: TestClient) -> set[tuple[str, str]]:
 
 def test_the_table_names_every_endpoint(anonymous: TestClient) -> None:
     assert _routes(anonymous) == set(ACCESS)
+
+
+# City-wide transit writes: no site bounds them, so no site-bound engineer may.
+TRANSIT_WRITES = [
+    ("PUT", "/v1/transit/gtfs.zip"),
+    ("POST", "/v1/transit/alerts"),
+    ("POST", "/v1/transit/alerts/op-1/end"),
+]
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize(("method", "path"), TRANSIT_WRITES)
+def test_transit_writes(
+    anonymous: TestClient, keys: dict[Role, str], method: str, path: str, role: Role
+) -> None:
+    headers = bearer(keys[role]) if role is not PUBLIC else {}
+    status = anonymous.request(method, path, headers=headers, json={} if path.endswith("alerts") else None)
+    if role in (TRANSIT, ADMIN):
+        assert status.status_code not in (401, 403), status.text
+        assert status.status_code < 500
+    else:
+        assert status.status_code == (401 if role is PUBLIC else 403)
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 from api.alerts.delivery import AlertEvent
 from api.alerts.engine import evaluate
 from api.registry import Registry, open_registry
-from api.registry.models import Agent, Alert, AuditEntry
+from api.registry.models import Agent, Alert, AuditEntry, Device
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store.base import Point
@@ -70,9 +70,13 @@ def add_agents(registry: Registry) -> None:
                     "meter-9": {"state": "timeout", "quarantined": True, "last_ok": NOW_MS - HOUR_MS},
                     "meter-1": {"state": "ok"},
                     "aq-x": {"state": "crc_error"},
+                    "meter-7": {"state": "timeout"},  # registered on edge-off, not here
+                    **{f"ghost-{n}": {"state": "timeout"} for n in range(2000)},  # registered nowhere
                 },
             )
         )
+        for agent, device in (("edge-on", "meter-9"), ("edge-on", "meter-1"), ("edge-off", "meter-7")):
+            session.add(Device(agent_id=agent, device_id=device, spec={}, created_at=0, updated_at=0))
         session.commit()
 
 
@@ -232,3 +236,38 @@ def test_alerts_through_the_api(
 
     audit = anonymous.get("/v1/audit", params={"action": "alert.acknowledge"}, headers=admin).json()
     assert [(e["target"], e["result"]) for e in audit] == [("lamp_failure:cab-rynok:lamp1", "ok")]
+
+
+def test_water_rules_need_readings_spanning_their_window(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    """Two readings 30 s apart raised water_leak (4 h window) and water_no_flow (1 d): they span neither."""
+    half_minute = MINUTE_MS // 2
+    store.write(
+        [
+            reading("water", "w-new-leak", NOW_MS - half_minute, {"flow_rate": 0.5}),
+            reading("water", "w-new-leak", NOW_MS, {"flow_rate": 0.6}),
+            reading("water", "w-new-dry", NOW_MS - half_minute, {"flow_rate": 0.0}),
+            reading("water", "w-new-dry", NOW_MS, {"flow_rate": 0.0}),
+            # Four hours and a day of readings: these span their windows.
+            *water("w-old-leak", [0.5] * 13),
+            *water("w-old-dry", [0.0] * 25, every_min=60),
+        ]
+    )
+    raised = subjects(evaluate(registry, store, settings, NOW_MS))
+    assert {(rule, subject) for _, rule, subject in raised if rule.startswith("water")} == {
+        ("water_leak", "w-old-leak"),
+        ("water_no_flow", "w-old-dry"),
+    }
+
+
+def test_a_pause_in_a_meters_data_neither_raises_nor_cures(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    store.write(water("w-leak", [0.5] * 13))
+    assert subjects(evaluate(registry, store, settings, NOW_MS)) == {("raised", "water_leak", "w-leak")}
+    # No reading for an hour: the last twelfth of the window is empty; the leak is not known cured.
+    assert evaluate(registry, store, settings, NOW_MS + 60 * MINUTE_MS) == []
+    store.write([reading("water", "w-leak", NOW_MS + 61 * MINUTE_MS, {"flow_rate": 0.0})])
+    ended = evaluate(registry, store, settings, NOW_MS + 61 * MINUTE_MS)
+    assert subjects(ended) == {("ended", "water_leak", "w-leak")}

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.registry import Registry, open_registry
 from api.registry.audit import entries
-from citygw.cli import main
+from api.security import Role
+from citygw.cli import KEY_ROLES, main
 from tests.api.factories import bearer, on_every_registry
 
 
@@ -38,7 +39,30 @@ def test_create_list_revoke(
 
     with registry.session() as session:
         actions = [(e.action, e.actor.split(":")[0], e.result) for e in entries(session)]
-    assert actions == [("key.revoke", "cli", "ok"), ("key.create", "cli", "ok")]
+    # The revoked key's refused request is audited too (api.refusals).
+    assert actions == [
+        ("access.refused", "key", "refused"),
+        ("key.revoke", "cli", "ok"),
+        ("key.create", "cli", "ok"),
+    ]
+
+
+def test_a_transit_key_replaces_the_gtfs_and_reads_no_telemetry(
+    capsys: pytest.CaptureFixture[str], anonymous: TestClient, registry: Registry
+) -> None:
+    url = str(registry.engine.url)
+    assert main(["keys", "create", "--name", "Lvivelektrotrans", "--role", "transit", "--registry", url]) == 0
+    token = capsys.readouterr().out.splitlines()[-1]
+    assert anonymous.get("/v1/summary", headers=bearer(token)).status_code == 403
+    upload = anonymous.put("/v1/transit/gtfs.zip", content=b"not a zip", headers=bearer(token))
+    assert upload.status_code == 422  # let in; the zip itself is refused
+    site = ["keys", "create", "--name", "x", "--role", "transit", "--site", "lviv-depot", "--registry", url]
+    assert main(site) == 2  # a transit key is city-wide: no sites
+    assert "sites are granted to engineers only" in capsys.readouterr().err
+
+
+def test_the_cli_offers_every_role_a_key_can_have() -> None:
+    assert set(KEY_ROLES) == {role.value for role in Role} - {Role.PUBLIC.value}
 
 
 @pytest.mark.parametrize(

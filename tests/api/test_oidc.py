@@ -157,6 +157,15 @@ def test_sign_on_tokens(sso: TestClient, what: str, jwt_token: str, path: str, e
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize(
+    ("role", "expected"), [("transit", 422), (["utility", "transit"], 422), ("engineer", 403)]
+)
+def test_a_transit_token_may_replace_the_gtfs(sso: TestClient, role: str | list[str], expected: int) -> None:
+    claims = {"citygw_role": role, "citygw_sites": [ENGINEER_SITE]}
+    response = sso.put("/v1/transit/gtfs.zip", content=b"not a zip", headers=bearer(token(**claims)))
+    assert response.status_code == expected, response.text  # 422: let in, the zip refused
+
+
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 

@@ -25,6 +25,8 @@ from tests.api.factories import NOW_MS
         ("2027-01-15", NOW_MS - 8 * 3_600_000),
         ("1800000000000", NOW_MS),
         (" -1h ", NOW_MS - 3_600_000),
+        ("0" * 40, 0),
+        ("0001800000000000", NOW_MS),
     ],
 )
 def test_instants(text: str, expected: int) -> None:
@@ -32,7 +34,21 @@ def test_instants(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "yesterday", "-1", "-1y", "1h", "2027-01-32", "-99999999999w", "99999999999999999"]
+    "text",
+    [
+        "",
+        "yesterday",
+        "-1",
+        "-1y",
+        "1h",
+        "2027-01-32",
+        "-99999999999w",
+        "99999999999999999",
+        "9" * 5000,  # beyond int()'s digit limit
+        "²",  # a digit to str.isdigit(), not to int()
+        "\u0663",  # ARABIC-INDIC DIGIT THREE: int() reads it, people do not type it
+        "-\u0663h",
+    ],
 )
 def test_not_instants(text: str) -> None:
     with pytest.raises(ValueError, match=r"not a time|outside"):

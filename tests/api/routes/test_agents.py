@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -445,3 +446,33 @@ def test_a_push_that_stops_running_devices_needs_them_named(
     assert confirmed.status_code == 201, confirmed.text
     assert field_agent.next(wire.Channel.CONFIG)["devices"] == []
     assert [e["result"] for e in audit_log(registry, "config.push")] == ["ok", "refused", "refused", "ok"]
+
+
+def test_a_push_answered_503_whose_puback_comes_later_is_recorded_as_sent(
+    mosquitto: Mosquitto, store: SqliteStore, settings: ApiSettings, registry: Registry, keys: dict[Role, str]
+) -> None:
+    """The broker stalls (SIGSTOP) past the publish timeout: 503 and "unsent"; then it takes the push
+    after all and the agent gets it, so the registry and the audit log must say it was sent."""
+    linked = settings.model_copy(update={"broker_url": mosquitto.url, "broker_publish_timeout_s": 0.5})
+    app = create_app(store, settings=linked, clock=FakeClock(), registry=registry)
+    with TestClient(app, headers=bearer(keys[Role.ENGINEER])) as fleet:
+        assert app.state.context.agent_link.wait_connected(10)
+        agent = {"id": AGENT, "site": ENGINEER_SITE, "location": LVIV, "lines": LINES}
+        assert fleet.post("/v1/agents", json=agent).status_code == 201
+        fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+        field_agent = FieldAgent(mosquitto.url)
+        try:
+            assert mosquitto.proc is not None
+            mosquitto.proc.send_signal(signal.SIGSTOP)
+            try:
+                stalled = fleet.post(f"/v1/agents/{AGENT}/config")
+                assert stalled.status_code == 503, stalled.text
+                assert fleet.get(f"/v1/agents/{AGENT}/config").json()[0]["state"] == "unsent"
+            finally:
+                mosquitto.proc.send_signal(signal.SIGCONT)
+            assert field_agent.next(wire.Channel.CONFIG)["version"] == 1  # delivered after all
+            eventually(lambda: fleet.get(f"/v1/agents/{AGENT}/config").json()[0]["state"] == "pending")
+            assert "acknowledged it" in fleet.get(f"/v1/agents/{AGENT}/config").json()[0]["reason"]
+            assert [e["result"] for e in audit_log(registry, "config.push")] == ["ok", "failed"]
+        finally:
+            field_agent.close()

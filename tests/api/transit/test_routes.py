@@ -73,7 +73,7 @@ def test_a_damaged_zip_is_refused_on_upload_and_on_reload(
     gtfs_zip: bytes,
 ) -> None:
     bad_crc = transit_client.put(
-        "/v1/transit/gtfs.zip", content=damaged_zip(crc=0), headers=bearer(keys[Role.ENGINEER])
+        "/v1/transit/gtfs.zip", content=damaged_zip(crc=0), headers=bearer(keys[Role.TRANSIT])
     )
     assert bad_crc.status_code == 422
     assert bad_crc.json()["detail"]["problems"] == [
@@ -161,7 +161,7 @@ def test_trip_updates_as_json_name_trips_and_stops(
     assert transit_client.get("/v1/transit/trip-updates", params={"format": "json"}).json() == feed
 
 
-def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
+def test_alerts_are_written_by_transit_operators_audited_and_reach_the_feed(
     transit_client: TestClient, keys: dict[Role, str], clock: FakeClock, registry: Registry
 ) -> None:
     alert = {
@@ -174,19 +174,22 @@ def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
     }
     refused = transit_client.post("/v1/transit/alerts", json=alert)
     assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
-    assert (
-        transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.UTILITY])).status_code
-        == 403
-    )
+    for site_bound in (Role.UTILITY, Role.ENGINEER):  # an engineer's authority stops at its sites
+        assert (
+            transit_client.post(
+                "/v1/transit/alerts", json=alert, headers=bearer(keys[site_bound])
+            ).status_code
+            == 403
+        )
     unknown = {**alert, "informed_entities": [{"route_id": "T99"}]}
-    response = transit_client.post("/v1/transit/alerts", json=unknown, headers=bearer(keys[Role.ENGINEER]))
+    response = transit_client.post("/v1/transit/alerts", json=unknown, headers=bearer(keys[Role.TRANSIT]))
     assert response.status_code == 422
     assert response.json()["detail"] == ["informed_entities[0].route_id: 'T99' is not in the GTFS in use"]
     bad = {**alert, "effect": "FLOOD", "informed_entities": [{}]}
-    problems = transit_client.post("/v1/transit/alerts", json=bad, headers=bearer(keys[Role.ENGINEER])).json()
+    problems = transit_client.post("/v1/transit/alerts", json=bad, headers=bearer(keys[Role.TRANSIT])).json()
     assert {tuple(p["loc"][1:]) for p in problems["detail"]} == {("effect",), ("informed_entities", 0)}
 
-    created = transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.ENGINEER]))
+    created = transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.TRANSIT]))
     assert created.status_code == 201
     alert_id = created.json()["id"]
     assert created.json()["created_by"].startswith("key:")
@@ -201,12 +204,12 @@ def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
     assert [(p.start, p.end) for p in works.active_period] == [(NOW_S - 60, NOW_S + 3600)]
     assert [(i.route_id, i.stop_id) for i in works.informed_entity] == [("T1", ""), ("", "T1-0-02")]
 
-    ended = transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=bearer(keys[Role.ENGINEER]))
+    ended = transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=bearer(keys[Role.TRANSIT]))
     assert ended.json()["ended_at"] == NOW_S
     clock.now_ms += 1000
     feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/alerts").content)
     assert alert_id not in {entity.id for entity in feed.entity}
-    missing = transit_client.post("/v1/transit/alerts/op-999/end", headers=bearer(keys[Role.ENGINEER]))
+    missing = transit_client.post("/v1/transit/alerts/op-999/end", headers=bearer(keys[Role.TRANSIT]))
     assert missing.status_code == 404
 
     with registry.session() as session:
@@ -240,26 +243,26 @@ def test_alerts_are_written_by_engineers_audited_and_reach_the_feed(
 def test_only_an_issued_alert_id_ends_an_alert(
     transit_client: TestClient, keys: dict[Role, str], alert_id: str
 ) -> None:
-    engineer = bearer(keys[Role.ENGINEER])
+    operator = bearer(keys[Role.TRANSIT])
     alert = {"header_text": "Ремонт колії", "informed_entities": [{"route_id": "T1"}]}
-    assert transit_client.post("/v1/transit/alerts", json=alert, headers=engineer).json()["id"] == "op-1"
-    assert transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=engineer).status_code == 404
+    assert transit_client.post("/v1/transit/alerts", json=alert, headers=operator).json()["id"] == "op-1"
+    assert transit_client.post(f"/v1/transit/alerts/{alert_id}/end", headers=operator).status_code == 404
     feed = rt.FeedMessage.FromString(transit_client.get("/v1/transit/alerts").content)
     assert "op-1" in {entity.id for entity in feed.entity}  # still in force
 
 
-def test_a_new_gtfs_zip_is_uploaded_by_an_engineer(
+def test_a_new_gtfs_zip_is_uploaded_by_a_transit_operator(
     transit_client: TestClient, keys: dict[Role, str], gtfs_path: Path, gtfs_zip: bytes, registry: Registry
 ) -> None:
-    engineer = bearer(keys[Role.ENGINEER])
+    operator = bearer(keys[Role.TRANSIT])
     assert transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip).status_code == 401
-    broken = transit_client.put("/v1/transit/gtfs.zip", content=b"nope", headers=engineer)
+    broken = transit_client.put("/v1/transit/gtfs.zip", content=b"nope", headers=operator)
     assert broken.status_code == 422
     assert broken.json()["detail"]["problems"] == [
         {"file": "(zip)", "row": None, "field": None, "reason": "not a zip archive (File is not a zip file)"}
     ]
     assert gtfs_path.read_bytes() == gtfs_zip  # the zip in use is untouched
-    accepted = transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip, headers=engineer)
+    accepted = transit_client.put("/v1/transit/gtfs.zip", content=gtfs_zip, headers=operator)
     assert accepted.status_code == 200
     assert accepted.json()["trips"] == 902
     with registry.session() as session:
@@ -373,3 +376,20 @@ def test_after_a_swap_realtime_ids_stay_on_the_old_zip_while_caches_may_hold_it(
     trip_ids = {entity.trip_update.trip.trip_id for entity in after.entity}
     assert "A29-weekday-zero" in trip_ids
     assert "A29-weekday-0" not in trip_ids
+
+
+def test_a_site_engineer_cannot_replace_the_city_wide_gtfs_and_the_attempt_is_audited(
+    transit_client: TestClient, keys: dict[Role, str], gtfs_path: Path, gtfs_zip: bytes, registry: Registry
+) -> None:
+    other = damaged_zip("agency.txt", b"agency_name,agency_url,agency_timezone\nX,http://x.example,UTC\n")
+    refused = transit_client.put("/v1/transit/gtfs.zip", content=other, headers=bearer(keys[Role.ENGINEER]))
+    assert refused.status_code == 403
+    assert "transit" in refused.json()["detail"]
+    assert gtfs_path.read_bytes() == gtfs_zip
+    assert transit_client.get("/v1/transit/gtfs.zip").content == gtfs_zip
+    with registry.session() as session:
+        [entry] = entries(session, action="access.refused")
+        assert [e.action for e in entries(session) if e.action.startswith("transit.")] == []
+    assert (entry.target, entry.result, entry.role) == ("PUT /v1/transit/gtfs.zip", "refused", "engineer")
+    assert entry.actor.startswith(f"key:{keys[Role.ENGINEER][4:16]} ")
+    assert entry.after == {"status": 403, "client": "testclient"}
