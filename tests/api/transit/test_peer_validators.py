@@ -91,7 +91,7 @@ def test_gtfs_rt_validator_finds_no_error_in_snapshots_of_the_served_feeds(
         "active_periods": [{"start": start_s - 60, "end": start_s + 3600}],
         "informed_entities": [{"route_id": "T1"}, {"stop_id": "T1-0-02"}],
     }
-    created = transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.ENGINEER]))
+    created = transit_client.post("/v1/transit/alerts", json=alert, headers=bearer(keys[Role.TRANSIT]))
     assert created.status_code == 201, created.text
     zip_path = tmp_path / "gtfs.zip"
     zip_path.write_bytes(transit_client.get("/v1/transit/gtfs.zip").content)

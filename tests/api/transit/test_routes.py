@@ -361,7 +361,7 @@ def test_after_a_swap_realtime_ids_stay_on_the_old_zip_while_caches_may_hold_it(
     answer = transit_client.put(
         "/v1/transit/gtfs.zip",
         content=new_zip,
-        headers={**bearer(keys[Role.ENGINEER]), "Content-Type": "application/zip"},
+        headers={**bearer(keys[Role.TRANSIT]), "Content-Type": "application/zip"},
     )
     assert answer.status_code == 200, answer.text
     assert transit_client.get("/v1/transit/gtfs.zip").content == new_zip  # downloadable at once
