@@ -16,7 +16,7 @@ its readings repeat the same few measurements, devices, tags and field names. He
 reading of the message; the lines are the points the exact path writes (fields in the payload's
 order, which InfluxDB does not keep). Anything else returns None, and the message takes the exact
 path, which finds the reason: invalid JSON or schema, another agent, a name that fails its
-pattern, a reserved tag, a timestamp out of range, a string field, an integer beyond 64 bits,
+pattern, a reserved tag or field name, a timestamp out of range, a string field, an integer beyond 64 bits,
 a float of 1e16 or more (orjson reads an integer beyond 64 bits as a float: the exact path tells
 them apart). tests/collector/test_fastpath.py checks both paths on the hostile corpus and on
 generated payloads.
@@ -104,9 +104,10 @@ class TelemetryFastPath:
             and len(tags) <= wire.MAX_TAGS_PER_READING
             and all(type(name) is str and wire.is_name(name) for name, _ in tags)
             and all(type(value) is str and wire.is_label(value) for _, value in tags)
-            and wire.RESERVED_TAGS.isdisjoint(name for name, _ in tags)
+            and wire.NOT_TAG_NAMES.isdisjoint(name for name, _ in tags)
             and 1 <= len(names) <= wire.MAX_FIELDS_PER_READING
             and all(wire.is_name(name) for name in names)
+            and wire.NOT_FIELD_NAMES.isdisjoint(names)
         ):
             return None
         template = line_template(measurement, {**dict(tags), "device": device, "agent": agent}, names)

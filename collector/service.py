@@ -698,9 +698,16 @@ class Collector:
         for index, reading in enumerate(payload["readings"]):
             tags = reading.get("tags")
             ts = reading["ts"]
-            if tags and not _RESERVED_TAGS.isdisjoint(tags):
-                reserved = sorted(_RESERVED_TAGS.intersection(tags))
-                error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
+            if tags and not wire.NOT_TAG_NAMES.isdisjoint(tags):
+                reserved = sorted(wire.NOT_TAG_NAMES.intersection(tags))
+                error = f"reading {index}: tag(s) {reserved} are reserved for the collector or InfluxDB"
+                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif not wire.NOT_FIELD_NAMES.isdisjoint(reading["fields"]):
+                names = sorted(wire.NOT_FIELD_NAMES.intersection(reading["fields"]))
+                error = (
+                    f"reading {index}: field(s) {names} are named like a tag CityGW filters by or a key "
+                    "InfluxDB reserves (wire.NOT_FIELD_NAMES); rename them in the device profile"
+                )
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
             elif reading["measurement"] in wire.RESERVED_MEASUREMENTS:
                 name = reading["measurement"]
@@ -979,7 +986,6 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-_RESERVED_TAGS = wire.RESERVED_TAGS
 # What the collector subscribes to; everything but telemetry becomes agent_health points.
 _CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
 _WHOLE_MESSAGE = -1  # origin index of the points of a health or status message

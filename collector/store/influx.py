@@ -476,7 +476,8 @@ def _conditions(
         clauses.append("time < $end")
         params["end"] = _clamp(end_ms) * _NS_PER_MS
     if device is not None:
-        clauses.append('"device" = $device')
+        # ::tag: InfluxQL takes an unqualified name for a field of that name when one exists.
+        clauses.append('"device"::tag = $device')
         params["device"] = device
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 

@@ -129,6 +129,14 @@ def reading(**changes: Any) -> dict[str, Any]:
         ("another agent", batch(reading(), agent="agent-2"), Reason.AGENT_MISMATCH),
         ("name with a trailing newline", batch(reading(measurement="lighting\n")), Reason.SCHEMA),
         ("device with a trailing newline", batch(reading(device="lamp-1\n")), Reason.SCHEMA),
+        # Issue 22.1: a field named like a tag hijacks InfluxQL conditions on that tag.
+        ("field named device", batch(reading(fields={"level": 40, "device": "lamp-9"})), Reason.SCHEMA),
+        ("field named district", batch(reading(fields={"district": 1.5})), Reason.SCHEMA),
+        ("field named time", batch(reading(fields={"time": 1})), Reason.SCHEMA),
+        ("tag named time", batch(reading(tags={"time": "now"})), Reason.SCHEMA),
+        # Issue 21.8: bool and float are not the integer schema version (True == 1.0 == 1 in Python).
+        ("schema true", batch(reading(), schema=True), Reason.SCHEMA),
+        ("schema 1.0", batch(reading(), schema=1.0), Reason.SCHEMA),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 60 else "",
 )
@@ -192,7 +200,10 @@ def test_the_site_tag_and_seq_come_back() -> None:
 
 
 # Generated payloads: names valid or not, values of every JSON type, times in and out of range.
-_names = st.one_of(st.sampled_from(["kwh", "level", "site", "agent", "device", "t_1"]), st.text(max_size=6))
+_names = st.one_of(
+    st.sampled_from(["kwh", "level", "site", "agent", "device", "district", "time", "t_1"]),
+    st.text(max_size=6),
+)
 _labels = st.one_of(st.sampled_from(["lamp-1", "site 2", "a/b:c", "x.y+z"]), st.text(max_size=6))
 _values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),

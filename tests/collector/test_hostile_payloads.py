@@ -109,6 +109,15 @@ def hostile_payloads() -> list[tuple[str, str, bytes, str, str]]:
             "reserved",
         ),
         (
+            "field named like a tag (issue 22.1)",
+            own,
+            batch_json(readings=[{"fields": {"kwh": 1.5, "device": "meter-1"}}]),
+            Reason.SCHEMA,
+            "named like a tag",
+        ),
+        ("field named time", own, batch_json(readings=[{"fields": {"time": 1.5}}]), Reason.SCHEMA, "time"),
+        ("schema true (issue 21.8)", own, batch_json(schema=True), Reason.SCHEMA, "schema"),
+        (
             "a dead letter posing as a reading",
             own,
             batch_json(readings=[{"measurement": "dead_letter", "fields": {"topic": 1.5}}]),

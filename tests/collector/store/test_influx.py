@@ -338,3 +338,37 @@ def test_a_v2_server_refusing_a_point_for_ever_422_dead_letters_it_and_stores_th
     finally:
         store.close()
         server.close()
+
+
+def test_a_field_named_like_a_tag_does_not_hijack_the_readers_conditions(influxdb: InfluxDB) -> None:
+    """Issue 22.1: InfluxQL resolves an unqualified "device" to a field of that name if one exists.
+
+    Such a point (stored before the collector refused them, or by another writer) made every
+    ``device=`` condition compare the field: another device's reads came back empty, and the
+    attacker's rows answered for the device it named. The reader says ``::tag``.
+    """
+    database = f"shadow_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    honest = points(6)
+    store.write(honest)
+    store.write_lines([f'electricity,agent=evil,device=evil-1 device="meter-1",kwh=666 {T0 + 100}'])
+    try:
+        latest = store.latest(device="meter-1")
+        assert [(p.tags["device"], p.ts_ms) for p in latest] == [("meter-1", T0 + 4)]
+        rows = store.range(measurement="electricity", start_ms=0, end_ms=2**62, device="meter-1")
+        assert [(r.tags["device"], r.ts_ms) for r in rows] == [("meter-1", T0 + 1), ("meter-1", T0 + 4)]
+        windowed = store.range(
+            measurement="electricity",
+            start_ms=0,
+            end_ms=2**62,
+            device="meter-1",
+            window_s=3600,
+            fields=["kwh"],
+        )
+        assert [r.tags["device"] for r in windowed] == ["meter-1"]
+        assert windowed[0].values["kwh"] == 2.5
+        assert store.count_devices(measurement="electricity", start_ms=0, end_ms=2**62, device="meter-1") == 1
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
