@@ -8,6 +8,7 @@ only, so the collector and the API never import edge internals.
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -32,8 +33,12 @@ TOPIC_ROOT = "citygw/v1"
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Measurement, field and tag names: safe as InfluxDB identifiers and SQL column values.
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-# Device ids and tag values: printable, no control characters, no quotes or backslashes.
-LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/+-]{0,127}$"
+# Device ids and tag values: ASCII letters, digits and a few marks, no quotes, backslashes or control
+# characters; no space first or last, and no look-alike of a letter from another script ("meter-a"
+# with a Cyrillic a, U+0430, is another series nobody can tell apart): label_problem says which.
+LABEL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:/+-]{0,126}[A-Za-z0-9_.:/+-])?$"
+LABEL_CHARACTERS = "A-Z a-z 0-9, space (not first or last) and _ . : / + -"
+MAX_LABEL_CHARS = 128
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -75,6 +80,25 @@ class Channel(StrEnum):
 is_agent_id = re.compile(AGENT_ID_PATTERN).fullmatch
 is_name = re.compile(NAME_PATTERN).fullmatch
 is_label = re.compile(LABEL_PATTERN).fullmatch
+
+
+def label_problem(value: str) -> str | None:
+    """Why ``value`` is not a label (device id, tag value), in words; None if it is one."""
+    if is_label(value):
+        return None
+    allowed = f"a label has {LABEL_CHARACTERS}, at most {MAX_LABEL_CHARS} characters"
+    if not value:
+        return f"is empty; {allowed}"
+    if len(value) > MAX_LABEL_CHARS:
+        return f"is longer than {MAX_LABEL_CHARS} characters; {allowed}"
+    for index, char in enumerate(value):
+        if not is_label("a" + char + "a"):
+            if ord(char) > 127:
+                name = unicodedata.name(char, "unnamed")
+                return f"character {char!r} (U+{ord(char):04X} {name}) at {index} is not ASCII; {allowed}"
+            return f"character {char!r} at {index} is not allowed; {allowed}"
+    where = "starts" if value[0] == " " else "ends"
+    return f"{where} with a space; {allowed}"
 
 
 def topic(agent_id: str, channel: Channel) -> str:

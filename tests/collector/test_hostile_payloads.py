@@ -118,6 +118,27 @@ def hostile_payloads() -> list[tuple[str, str, bytes, str, str]]:
         ("field named time", own, batch_json(readings=[{"fields": {"time": 1.5}}]), Reason.SCHEMA, "time"),
         ("schema true (issue 21.8)", own, batch_json(schema=True), Reason.SCHEMA, "schema"),
         (
+            "tag value with a trailing space (issue 22.10)",
+            own,
+            batch_json(readings=[{"tags": {"site": "depot north "}}]),
+            Reason.SCHEMA,
+            "tags.site: ends with a space",
+        ),
+        (
+            "Cyrillic a in a device id (issue 22.10)",
+            own,
+            batch_json(readings=[{"device": "meter-\u0430"}]),
+            Reason.SCHEMA,
+            "U+0430 CYRILLIC SMALL LETTER A",
+        ),
+        (
+            "zero-width space in a device id (issue 22.10)",
+            own,
+            batch_json(readings=[{"device": "meter\u200b-0"}]),
+            Reason.SCHEMA,
+            "U+200B ZERO WIDTH SPACE",
+        ),
+        (
             "a dead letter posing as a reading",
             own,
             batch_json(readings=[{"measurement": "dead_letter", "fields": {"topic": 1.5}}]),

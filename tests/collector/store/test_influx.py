@@ -372,3 +372,20 @@ def test_a_field_named_like_a_tag_does_not_hijack_the_readers_conditions(influxd
     finally:
         store.close()
         influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_a_field_with_another_type_in_another_shard_is_read_as_stored(influxdb: InfluxDB) -> None:
+    """A field poisoned before the collector checked types (issue 22.2): reads answer, not fail."""
+    database = f"mixed_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    week_ms = 7 * 24 * 3600 * 1000
+    store.write([Point("air_quality", {"device": "aq-1"}, T0, {"pm25": 5.0})])
+    store.write([Point("air_quality", {"device": "aq-1"}, T0 + 2 * week_ms, {"pm25": "12 ug/m3"})])
+    try:
+        # InfluxDB answers one type per query; SHOW FIELD KEYS names float first.
+        rows = store.range(measurement="air_quality", start_ms=T0 + week_ms, end_ms=2**62)
+        assert [row.values["pm25"] for row in rows] == ["12 ug/m3"]
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
