@@ -88,7 +88,6 @@ from collector.store.base import (
     PointWriter,
     Retention,
     SchemaReader,
-    StoreError,
     StoreUnavailable,
 )
 
@@ -652,9 +651,9 @@ class Collector:
                 )
                 self._stopping.wait(delay)
                 continue
-            except StoreError as exc:
+            except Exception as exc:  # StoreError: it cannot tell; anything else must not stop the converter
                 log.warning(
-                    "collector %s: the store cannot list its field types (%s); each field's type is the "
+                    "collector %s: the store cannot list its field types (%r); each field's type is the "
                     "first this collector accepts",
                     self.client_id,
                     exc,

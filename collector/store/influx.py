@@ -246,10 +246,15 @@ def quote_identifier(name: str, what: str = "name") -> str:
     return f'"{name}"'
 
 
+class _PermissionDenied(StoreUnavailable):
+    """HTTP 403: the user was recognised and may not do this (retried: an admin may grant it)."""
+
+
 def _refused(server: object, status: int, reason: str) -> StoreUnavailable:
     """401: who we are was not accepted; 403: it was, and may not do this (e.g. a read-only user writing)."""
-    what = "authentication failed" if status == 401 else "permission denied"
-    return StoreUnavailable(f"InfluxDB at {server}: {what} ({reason})")
+    if status == 401:
+        return StoreUnavailable(f"InfluxDB at {server}: authentication failed ({reason})")
+    return _PermissionDenied(f"InfluxDB at {server}: permission denied ({reason})")
 
 
 class _BadRequest(Exception):
@@ -358,6 +363,7 @@ class InfluxQLReader:
             statement += " FROM " + quote_identifier(measurement, "measurement")
         types: dict[str, dict[str, str]] = {}
         for series in self.query(statement):
+            _expect_columns(series, statement, "fieldKey", "fieldType")
             known = types.setdefault(series["name"], {})
             for name, kind in series.get("values", []):
                 known.setdefault(name, kind)
@@ -365,8 +371,9 @@ class InfluxQLReader:
 
     def default_retention(self) -> Retention | None:
         """The database's default retention policy, if it does not keep points for ever."""
-        for series in self.query(f'SHOW RETENTION POLICIES ON "{self._database}"'):
-            columns = series["columns"]
+        statement = f'SHOW RETENTION POLICIES ON "{self._database}"'
+        for series in self.query(statement):
+            columns = _expect_columns(series, statement, "name", "duration", "default")
             for row in series.get("values", []):
                 policy = dict(zip(columns, row, strict=True))
                 if policy.get("default"):
@@ -475,6 +482,15 @@ class InfluxQLReader:
             ),
             default=0,
         )
+
+
+def _expect_columns(series: Mapping[str, Any], statement: str, *names: str) -> list[str]:
+    """The series' columns, if they include ``names``; else StoreError: the server answers
+    InfluxQL in form only (VictoriaMetrics lists its databases whatever it is asked)."""
+    columns: list[str] = list(series.get("columns", []))
+    if not set(names) <= set(columns):
+        raise StoreError(f"{statement!r} answered columns {columns}, not {list(names)}: no InfluxQL here")
+    return columns
 
 
 _GO_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -598,11 +614,20 @@ class _InfluxReads:
 
     def field_types(self) -> dict[str, dict[str, str]]:
         """``{measurement: {field: type}}`` of the whole database (SHOW FIELD KEYS)."""
-        return self.reader.field_types()
+        try:
+            return self.reader.field_types()
+        except _PermissionDenied as exc:
+            raise StoreError(f"{exc}; {_READ_TOO}") from exc
 
     def retention(self) -> Retention | None:
         """The duration of the database's default retention policy (None: infinite)."""
-        return self.reader.default_retention()
+        try:
+            return self.reader.default_retention()
+        except _PermissionDenied as exc:
+            raise StoreError(f"{exc}; {_READ_TOO}") from exc
+
+
+_READ_TOO = "grant the collector's user READ too (GRANT ALL, docs/deploy.md) so it knows them from the start"
 
 
 class InfluxV1Store(_InfluxReads):

@@ -14,9 +14,9 @@ import pytest
 from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.store import Point
-from collector.store.influx import InfluxV1Store
+from collector.store.influx import InfluxV1Store, InfluxV2Store
 from tests.collector.helpers import END, Agent, fast, now_ms, started, wait_until
-from tests.services import InfluxDB, Mosquitto
+from tests.services import InfluxDB, Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +71,26 @@ def test_a_string_where_others_write_floats_is_the_senders_dead_letter(
     finally:
         victim.close()
         attacker.close()
+
+
+def test_a_store_that_cannot_list_its_types_learns_them_from_the_readings(
+    mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    """VictoriaMetrics takes v2 writes and answers no InfluxQL: the collector goes on, and the
+    first type accepted for a field is the one it keeps."""
+    store = InfluxV2Store(victoria_metrics.url, org="city", bucket="telemetry", token="t")
+    victim, attacker = Agent(mosquitto, "victim"), Agent(mosquitto, "attacker")
+    now = now_ms()
+    try:
+        with started(fast(mosquitto, store)) as collector:
+            victim.publish(air_quality(victim, "aq-0", now - 300, 1.5))
+            wait_until(lambda: collector.stats.messages == 1, "the first reading", timeout=15)
+            attacker.publish(air_quality(attacker, "aq-evil", now - 200, "12.5 ug/m3"))
+            victim.publish(air_quality(victim, "aq-0", now - 100, 2.5))
+            wait_until(lambda: collector.stats.messages == 3, "every message", timeout=15)
+            assert collector.stats.points == 2
+            assert collector.stats.dead_letters_by_reason == {Reason.FIELD_TYPE: 1}
+    finally:
+        victim.close()
+        attacker.close()
+        store.close()

@@ -389,3 +389,36 @@ def test_a_field_with_another_type_in_another_shard_is_read_as_stored(influxdb: 
     finally:
         store.close()
         influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_a_write_only_user_or_a_server_without_influxql_cannot_tell_its_schema(
+    auth_influxdb: AuthInfluxDB, victoria_metrics: VictoriaMetrics
+) -> None:
+    """The collector's start-up reads (field types, retention) are refused as "cannot tell", never
+    "unavailable": a collector retrying those for ever would convert nothing (collector/field_types.py)."""
+    database = f"t_{uuid.uuid4().hex[:8]}"
+    auth_influxdb.create_database(database)
+    auth_influxdb.grant(database)
+    stores = [
+        open_store(auth_influxdb.store_url(database, WRITER)),  # WRITE only: the least a collector can have
+        InfluxV1Store(victoria_metrics.url, "telemetry"),  # answers every /query with its databases
+        InfluxV2Store(victoria_metrics.url, org="city", bucket="telemetry", token="t"),
+    ]
+    try:
+        for store in stores:
+            assert isinstance(store, InfluxV1Store | InfluxV2Store)
+            with pytest.raises(StoreError) as caught:
+                store.field_types()
+            assert not isinstance(caught.value, StoreUnavailable), caught.value
+            if isinstance(store, InfluxV1Store):
+                with pytest.raises(StoreError) as caught:
+                    store.retention()
+                assert not isinstance(caught.value, StoreUnavailable), caught.value
+        reader = open_store(auth_influxdb.store_url(database, READER))
+        assert isinstance(reader, InfluxV1Store)
+        assert reader.field_types() == {}
+        assert reader.retention() is None
+        reader.close()
+    finally:
+        for store in stores:
+            store.close()
