@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from citygw import wire
 from collector.store import Point, PointsRejected, StoreError, StoreUnavailable, open_store, prepare
+from collector.store.base import LinesRejected
 from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
 from tests.collector.store.auth_influxdb import ADMIN, READER, WRITER, AuthInfluxDB
 from tests.services import InfluxDB, VictoriaMetrics, free_port
@@ -422,3 +424,29 @@ def test_a_write_only_user_or_a_server_without_influxql_cannot_tell_its_schema(
     finally:
         for store in stores:
             store.close()
+
+
+def test_influxdb_refuses_time_as_a_key_but_takes_a_field_named_like_a_tag(influxdb: InfluxDB) -> None:
+    """What wire.NOT_FIELD_NAMES / NOT_TAG_NAMES stand on, as the real server does it: ``time`` costs
+    a refused write (the collector refuses it first), a field ``device`` is stored silently."""
+    database = f"keys_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    lines = [
+        f"m,device=a time=1 {T0}",
+        f"m,time=x,device=b v=1 {T0 + 1}",
+        f'm,device=c device="x" {T0 + 2}',
+    ]
+    try:
+        with pytest.raises(LinesRejected) as caught:
+            store.write_lines(lines)
+        assert [(index, "invalid" in reason) for index, reason in caught.value.rejected] == [
+            (0, True),
+            (1, True),
+        ]
+        assert store.field_types() == {"m": {"device": "string"}}
+        assert {"time", "device"} <= wire.NOT_FIELD_NAMES
+        assert "time" in wire.NOT_TAG_NAMES
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
