@@ -93,7 +93,7 @@ def main() -> int:
     chunks = [body[i : i + len(body) // 200 + 1] for i in range(0, len(body), len(body) // 200 + 1)]
     encoder = LineEncoder()
     validated = [wire.TELEMETRY_BATCH_DICT.validate_json(payload) for payload in payloads]
-    fast_path = TelemetryFastPath()
+    fast_path = TelemetryFastPath(collector._field_types)  # the field types its conversion learned
     agents = [batch["agent"] for batch in validated]
 
     def exact_path(payload: bytes) -> list[str]:

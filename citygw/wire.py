@@ -8,11 +8,13 @@ only, so the collector and the API never import edge internals.
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -31,8 +33,12 @@ TOPIC_ROOT = "citygw/v1"
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Measurement, field and tag names: safe as InfluxDB identifiers and SQL column values.
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-# Device ids and tag values: printable, no control characters, no quotes or backslashes.
-LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:/+-]{0,127}$"
+# Device ids and tag values: ASCII letters, digits and a few marks, no quotes, backslashes or control
+# characters; no space first or last, and no look-alike of a letter from another script ("meter-a"
+# with a Cyrillic a, U+0430, is another series nobody can tell apart): label_problem says which.
+LABEL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.:/+-]{0,126}[A-Za-z0-9_.:/+-])?$"
+LABEL_CHARACTERS = "A-Z a-z 0-9, space (not first or last) and _ . : / + -"
+MAX_LABEL_CHARS = 128
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -44,6 +50,14 @@ MAX_FIELDS_PER_READING = 64
 MAX_TAGS_PER_READING = 16
 # Tags the collector adds itself; a reading may not set them.
 RESERVED_TAGS = frozenset({"agent", "device"})
+# Tag keys CityGW reads and filters by: the collector's, the agent's (site; a bus's vehicle,
+# vehicle_label, route) and the district the API and the dashboards group by. No field may take one
+# of these names: InfluxQL resolves an unqualified name to the field when a measurement has both.
+CITYGW_TAGS = RESERVED_TAGS | {"site", "district", "vehicle", "vehicle_label", "route"}
+# Keys InfluxDB keeps for itself (1.x: time; 2.x and Flux: the underscored columns): no tag or field.
+INFLUXDB_RESERVED_KEYS = frozenset({"time", "_measurement", "_field", "_value", "_time", "_start", "_stop"})
+NOT_FIELD_NAMES = CITYGW_TAGS | INFLUXDB_RESERVED_KEYS
+NOT_TAG_NAMES = RESERVED_TAGS | INFLUXDB_RESERVED_KEYS
 # Measurements CityGW writes itself (dead letters, agent health, the API's records): a reading in one
 # would fix its fields' types in the store and make CityGW's own records refused.
 RESERVED_MEASUREMENTS = frozenset({"dead_letter", "agent_health", "transit_vehicle", "command"})
@@ -66,6 +80,25 @@ class Channel(StrEnum):
 is_agent_id = re.compile(AGENT_ID_PATTERN).fullmatch
 is_name = re.compile(NAME_PATTERN).fullmatch
 is_label = re.compile(LABEL_PATTERN).fullmatch
+
+
+def label_problem(value: str) -> str | None:
+    """Why ``value`` is not a label (device id, tag value), in words; None if it is one."""
+    if is_label(value):
+        return None
+    allowed = f"a label has {LABEL_CHARACTERS}, at most {MAX_LABEL_CHARS} characters"
+    if not value:
+        return f"is empty; {allowed}"
+    if len(value) > MAX_LABEL_CHARS:
+        return f"is longer than {MAX_LABEL_CHARS} characters; {allowed}"
+    for index, char in enumerate(value):
+        if not is_label("a" + char + "a"):
+            if ord(char) > 127:
+                name = unicodedata.name(char, "unnamed")
+                return f"character {char!r} (U+{ord(char):04X} {name}) at {index} is not ASCII; {allowed}"
+            return f"character {char!r} at {index} is not allowed; {allowed}"
+    where = "starts" if value[0] == " " else "ends"
+    return f"{where} with a space; {allowed}"
 
 
 def topic(agent_id: str, channel: Channel) -> str:
@@ -101,6 +134,16 @@ def subscription(channel: Channel, *, share_group: str | None = None) -> str:
 
 
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _integer_only(value: Any) -> Any:
+    """pydantic's Literal[1] also takes ``true`` and ``1.0`` (equal to 1 in Python): not a version."""
+    if type(value) is not int:
+        raise ValueError(f"schema must be the integer {SCHEMA_VERSION}, not {value!r}")
+    return value
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_integer_only)]
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it no time is a time
 Timestamp = Annotated[StrictInt, Field(ge=0, le=MAX_TS_MS)]
 Fields = Annotated[dict[Name, FieldValue], Field(min_length=1, max_length=MAX_FIELDS_PER_READING)]
@@ -124,7 +167,7 @@ class Reading(_Payload):
 class TelemetryBatch(_Payload):
     """Payload of ``citygw/v1/<agent>/telemetry`` (QoS 1)."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     seq: StrictInt = Field(ge=0, description="per-agent message sequence number; a gap means lost messages")
     readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
@@ -149,7 +192,7 @@ class ReadingDict(TypedDict):
 class TelemetryBatchDict(TypedDict):
     """A validated TelemetryBatch as a dict (``schema`` may be absent: version 1)."""
 
-    schema: NotRequired[Literal[1]]
+    schema: NotRequired[SchemaVersion]
     agent: AgentId
     seq: Annotated[StrictInt, Field(ge=0)]
     readings: Annotated[list[ReadingDict], Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)]
@@ -166,7 +209,7 @@ class AgentState(StrEnum):
 class Status(_Payload):
     """Payload of ``citygw/v1/<agent>/status`` (retained; the last will says offline)."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     state: AgentState
     version: str | None = None
@@ -223,7 +266,7 @@ class JournalHealth(_Payload):
 class Health(_Payload):
     """Payload of ``citygw/v1/<agent>/health``."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     ts: Timestamp
     devices: dict[Label, DeviceHealth]
@@ -241,7 +284,7 @@ class DesiredConfig(_Payload):
     broker and journal stay local to the agent.
     """
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     version: StrictInt = Field(
         ge=1, description="increases with every push; the same version twice is a no-op"
@@ -261,7 +304,7 @@ class ConfigOutcome(StrEnum):
 class ConfigState(_Payload):
     """Payload of ``citygw/v1/<agent>/config/state``: what the agent did with a config version."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     version: StrictInt = Field(ge=0)
     state: ConfigOutcome
@@ -304,7 +347,7 @@ class CommandTarget(_Payload):
 class Command(_Payload):
     """Payload of ``citygw/v1/<agent>/cmd`` (QoS 1): one command to one device, idempotent by id."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     id: str = Field(pattern=COMMAND_ID_PATTERN)
     device: Label
@@ -348,7 +391,7 @@ class CommandOutcome(StrEnum):
 class CommandResult(_Payload):
     """Payload of ``citygw/v1/<agent>/cmd/result``: how a command ended."""
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
     agent: AgentId
     id: str = Field(pattern=COMMAND_ID_PATTERN)
     outcome: CommandOutcome

@@ -9,14 +9,17 @@ its readings repeat the same few measurements, devices, tags and field names. He
 - everything that depends on names only (patterns, reserved tags, counts of tags and fields) is
   checked once per distinct (agent, measurement, device, tags, field names) and remembered with
   the line template it yields (``line_template``);
-- per reading, only the keys present, the timestamp and the types of the values are checked;
+- per reading, only the keys present, the timestamp and the types of the values are checked, the
+  types against those the measurement holds (``FieldTypes``, remembered with the template; a
+  field whose type is not known yet takes the exact path, which learns it);
 - orjson formats all the message's numbers in one call, and two ``%`` fill in all its lines.
 
 ``TelemetryFastPath.convert`` returns the lines only when the exact path would store every
 reading of the message; the lines are the points the exact path writes (fields in the payload's
 order, which InfluxDB does not keep). Anything else returns None, and the message takes the exact
 path, which finds the reason: invalid JSON or schema, another agent, a name that fails its
-pattern, a reserved tag, a timestamp out of range, a string field, an integer beyond 64 bits,
+pattern, a reserved tag or field name, a timestamp out of range, a value of another type than its
+field's, a string field, an integer beyond 64 bits,
 a float of 1e16 or more (orjson reads an integer beyond 64 bits as a float: the exact path tells
 them apart). tests/collector/test_fastpath.py checks both paths on the hostile corpus and on
 generated payloads.
@@ -29,6 +32,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from citygw import wire
+from collector.field_types import FieldTypes
 from collector.store.influx import line_template, number_texts
 
 _BATCH_KEYS = frozenset({"schema", "agent", "seq", "readings"})
@@ -45,9 +49,11 @@ class TelemetryLines(NamedTuple):
 class TelemetryFastPath:
     """Line protocol for well-formed telemetry payloads, or None (see the module's text)."""
 
-    def __init__(self, max_cached: int = 100_000) -> None:
+    def __init__(self, field_types: FieldTypes | None = None, max_cached: int = 100_000) -> None:
         self.max_cached = max_cached
-        self._templates: dict[tuple[Any, ...], str] = {}
+        self.field_types = FieldTypes() if field_types is None else field_types
+        # (template, the type of each field): a field's known type never changes, so neither does this.
+        self._templates: dict[tuple[Any, ...], tuple[str, tuple[type, ...]]] = {}
 
     def convert(self, payload: bytes, agent: str, earliest_ms: int, latest_ms: int) -> TelemetryLines | None:
         """The lines of ``payload`` from ``agent`` (the topic's), timestamps within [earliest, latest]."""
@@ -60,6 +66,7 @@ class TelemetryFastPath:
         readings = batch["readings"]
         templates: list[str] = []
         values: list[Any] = []
+        kinds: list[type] = []
         times: list[Any] = []
         known = self._templates
         try:
@@ -75,15 +82,18 @@ class TelemetryFastPath:
                 if type(fields) is not dict:
                     return None
                 key = (agent, reading["measurement"], reading["device"], tags, tuple(fields))
-                template = known.get(key) or self._template(key)
-                if template is None:
+                entry = known.get(key) or self._template(key)
+                if entry is None:
                     return None
-                templates.append(template)
+                templates.append(entry[0])
+                kinds += entry[1]
                 values += fields.values()
                 times.append(reading["ts"])
         except (KeyError, TypeError):  # a missing key, a reading not an object, an unhashable value
             return None
         if not set(map(type, times)) <= {int} or not earliest_ms <= min(times) <= max(times) <= latest_ms:
+            return None
+        if list(map(type, values)) != kinds:
             return None
         texts = number_texts(values, large=False)  # None for a string field: the exact path checks it
         if texts is None:
@@ -92,8 +102,9 @@ class TelemetryFastPath:
         first_tags = readings[0].get("tags")
         return TelemetryLines(batch["seq"], first_tags.get("site") if first_tags else None, lines)
 
-    def _template(self, key: tuple[Any, ...]) -> str | None:
-        """The line template of a valid (agent, measurement, device, tags, field names), or None."""
+    def _template(self, key: tuple[Any, ...]) -> tuple[str, tuple[type, ...]] | None:
+        """The line template and field types of a valid (agent, measurement, device, tags, field
+        names), or None (also while a field's type is not known)."""
         agent, measurement, device, tags, names = key
         if not (
             type(measurement) is str
@@ -104,16 +115,20 @@ class TelemetryFastPath:
             and len(tags) <= wire.MAX_TAGS_PER_READING
             and all(type(name) is str and wire.is_name(name) for name, _ in tags)
             and all(type(value) is str and wire.is_label(value) for _, value in tags)
-            and wire.RESERVED_TAGS.isdisjoint(name for name, _ in tags)
+            and wire.NOT_TAG_NAMES.isdisjoint(name for name, _ in tags)
             and 1 <= len(names) <= wire.MAX_FIELDS_PER_READING
             and all(wire.is_name(name) for name in names)
+            and wire.NOT_FIELD_NAMES.isdisjoint(names)
         ):
+            return None
+        kinds = self.field_types.expected(measurement, names)
+        if kinds is None:
             return None
         template = line_template(measurement, {**dict(tags), "device": device, "agent": agent}, names)
         if len(self._templates) >= self.max_cached:
             self._templates.clear()
-        self._templates[key] = template
-        return template
+        self._templates[key] = entry = (template, kinds)
+        return entry
 
 
 def _batch_ok(batch: dict[str, Any], agent: str) -> bool:

@@ -74,7 +74,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
-from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, Reason
+from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, DeadLetterLog, Reason
+from collector.field_types import FieldTypes
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
 from collector.store.base import (
@@ -85,6 +86,8 @@ from collector.store.base import (
     Point,
     PointsRejected,
     PointWriter,
+    Retention,
+    SchemaReader,
     StoreUnavailable,
 )
 
@@ -256,12 +259,14 @@ class Collector:
         self._store = store
         self._encoder: LineEncoder | None = None
         self._fast: TelemetryFastPath | None = None  # well-formed telemetry straight to lines
+        self._field_types = FieldTypes()  # the converter's; also the fast path's
+        self._retention: Retention | None = None  # how long the store keeps points, once known
         if isinstance(store, LineWriter):
             from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
             from collector.store.influx import LineEncoder
 
             self._encoder = LineEncoder()
-            self._fast = TelemetryFastPath()
+            self._fast = TelemetryFastPath(self._field_types)
         self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
@@ -288,6 +293,7 @@ class Collector:
         self._device_health = DeviceHealthGate(device_health_every_s)
         self._last_dead_letter_ms = 0
         self._dead_letter_lock = threading.Lock()
+        self._dead_letter_log = DeadLetterLog(log)  # one line per agent and reason a minute, with counts
         self._converter: threading.Thread | None = None
         self._writers: list[threading.Thread] = []
         self._batch_numbers = itertools.count()
@@ -360,7 +366,10 @@ class Collector:
         out.single(f"{prefix}points", "counter", "Points written to the store.", stats.points)
         out.single(f"{prefix}batches", "counter", "Batches written to the store.", stats.batches)
         out.single(
-            f"{prefix}store_retries", "counter", "Store writes retried after a failure.", stats.store_retries
+            f"{prefix}store_retries",
+            "counter",
+            "Store writes (and reads of its schema at start) retried after a failure.",
+            stats.store_retries,
         )
         out.single(
             f"{prefix}window_overruns",
@@ -475,6 +484,7 @@ class Collector:
                 if thread.is_alive():
                     log.warning("collector %s: %s still busy; leaving", self.client_id, thread.name)
         self._converter, self._writers = None, []
+        self._dead_letter_log.flush(self.client_id, everything=True)
         self._client.disconnect()
         self._client.loop_stop()
         self._subscribed.clear()
@@ -603,7 +613,9 @@ class Collector:
     # -- converter thread --
 
     def _convert_loop(self) -> None:
+        self._learn_from_store()
         while True:
+            self._dead_letter_log.flush(self.client_id)
             batch = self._next_batch()
             if batch is not None:
                 self._batches.put(batch)
@@ -611,6 +623,47 @@ class Collector:
                 for _ in self._writers:
                     self._batches.put(None)
                 return
+
+    def _learn_from_store(self) -> None:
+        """Before the first message: how long the store keeps points, and its field types.
+
+        Asked again while the store is down, when nothing could be written anyway; a store that
+        cannot tell leaves the types to the readings.
+        """
+        if not isinstance(self._store, SchemaReader):
+            return
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                self._retention = self._store.retention()
+                stored = self._store.field_types()
+            except StoreUnavailable as exc:
+                delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
+                attempt += 1
+                with self._stats_lock:
+                    self._stats.store_retries += 1
+                log.warning(
+                    "collector %s: cannot read the store's field types, retry %d in %.1f s: %s",
+                    self.client_id,
+                    attempt,
+                    delay,
+                    exc,
+                )
+                self._stopping.wait(delay)
+                continue
+            except Exception as exc:  # StoreError: it cannot tell; anything else must not stop the converter
+                log.warning(
+                    "collector %s: the store cannot list its field types (%r); each field's type is the "
+                    "first this collector accepts",
+                    self.client_id,
+                    exc,
+                )
+                return
+            self._field_types.learn_stored(stored)
+            kept = self._retention.what if self._retention else "for ever"
+            known = len(self._field_types)
+            log.info("collector %s: %d field types from the store; it keeps %s", self.client_id, known, kept)
+            return
 
     def _next_batch(self) -> _Batch | None:
         """Converted messages until batch_max_points points, inflight_window messages (no more can come
@@ -667,8 +720,9 @@ class Collector:
             self._convert_agent_message(message, parsed[0], parsed[1], batch)
             return
         latest_ok = message.received_ms + MAX_FUTURE_MS
+        earliest_ok = self._earliest_ok(message.received_ms)
         if self._fast is not None:
-            taken = self._fast.convert(message.payload, parsed[0], EARLIEST_TS_MS, latest_ok)
+            taken = self._fast.convert(message.payload, parsed[0], earliest_ok, latest_ok)
             if taken is not None:
                 self._check_sequence(parsed[0], taken.seq)
                 if taken.site:
@@ -698,23 +752,30 @@ class Collector:
         for index, reading in enumerate(payload["readings"]):
             tags = reading.get("tags")
             ts = reading["ts"]
-            if tags and not _RESERVED_TAGS.isdisjoint(tags):
-                reserved = sorted(_RESERVED_TAGS.intersection(tags))
-                error = f"reading {index}: tag(s) {reserved} are reserved for the collector"
+            if tags and not wire.NOT_TAG_NAMES.isdisjoint(tags):
+                reserved = sorted(wire.NOT_TAG_NAMES.intersection(tags))
+                error = f"reading {index}: tag(s) {reserved} are reserved for the collector or InfluxDB"
+                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif not wire.NOT_FIELD_NAMES.isdisjoint(reading["fields"]):
+                names = sorted(wire.NOT_FIELD_NAMES.intersection(reading["fields"]))
+                error = (
+                    f"reading {index}: field(s) {names} are named like a tag CityGW filters by or a key "
+                    "InfluxDB reserves (wire.NOT_FIELD_NAMES); rename them in the device profile"
+                )
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
             elif reading["measurement"] in wire.RESERVED_MEASUREMENTS:
                 name = reading["measurement"]
                 error = f"reading {index}: measurement {name!r} holds CityGW's own records, not readings"
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
-            elif not EARLIEST_TS_MS <= ts <= latest_ok:
-                error = (
-                    f"reading {index}: ts {ts} is outside [2000-01-01, receive time + 10 min] "
-                    f"(received at {message.received_ms})"
-                )
+            elif not earliest_ok <= ts <= latest_ok:
+                error = f"reading {index}: {self._time_problem(ts, message.received_ms)}"
                 batch.dead.append(self._reading_letter(message, Reason.TIMESTAMP, error, agent, reading))
             elif (too_big := _first_out_of_int64(reading["fields"])) is not None:
                 error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif (wrong := self._field_types.check(reading["measurement"], reading["fields"])) is not None:
+                error = f"reading {index}: {wrong}"
+                batch.dead.append(self._reading_letter(message, Reason.FIELD_TYPE, error, agent, reading))
             else:
                 valid.append(reading)
                 batch.origins.append((message, index))
@@ -746,11 +807,8 @@ class Collector:
         site = self._sites.get(agent)
         if isinstance(payload, wire.Status):
             points = [status_point(payload, message.received_ms, site)]
-        elif not EARLIEST_TS_MS <= payload.ts <= message.received_ms + MAX_FUTURE_MS:
-            error = (
-                f"ts {payload.ts} is outside [2000-01-01, receive time + 10 min] "
-                f"(received at {message.received_ms})"
-            )
+        elif not self._earliest_ok(message.received_ms) <= payload.ts <= message.received_ms + MAX_FUTURE_MS:
+            error = self._time_problem(payload.ts, message.received_ms)
             batch.dead.append(self._dead_letter(message, Reason.TIMESTAMP, error, agent=agent))
             return
         else:
@@ -761,6 +819,21 @@ class Collector:
             else:
                 batch.points.append(point)
             batch.origins.append((message, _WHOLE_MESSAGE))
+
+    def _earliest_ok(self, received_ms: int) -> int:
+        """The oldest time the store takes for a message received at ``received_ms``."""
+        if self._retention is None:
+            return EARLIEST_TS_MS
+        return max(EARLIEST_TS_MS, received_ms - self._retention.ms)
+
+    def _time_problem(self, ts: int, received_ms: int) -> str:
+        """Why a time outside [_earliest_ok, receive time + 10 min] is refused."""
+        if self._retention is not None and EARLIEST_TS_MS <= ts < received_ms - self._retention.ms:
+            return (
+                f"ts {ts} is older than the store keeps: {self._retention.what} "
+                f"(received at {received_ms}); the store would refuse it"
+            )
+        return f"ts {ts} is outside [2000-01-01, receive time + 10 min] (received at {received_ms})"
 
     # -- writer threads --
 
@@ -954,9 +1027,7 @@ class Collector:
             ts = max(message.received_ms, self._last_dead_letter_ms + 1)
             self._last_dead_letter_ms = ts
         body = message.payload if payload is None else payload
-        log.warning(
-            "collector %s: dead letter (%s) from %s: %s", self.client_id, reason, message.topic, error
-        )
+        self._dead_letter_log.letter(self.client_id, agent or "unknown", reason, message.topic, error)
         return Point(
             DEAD_LETTER,
             {"reason": reason, "agent": agent or "unknown", "collector": self.client_id},
@@ -979,7 +1050,6 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-_RESERVED_TAGS = wire.RESERVED_TAGS
 # What the collector subscribes to; everything but telemetry becomes agent_health points.
 _CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
 _WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
@@ -1001,7 +1071,10 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:10]:
         location = ".".join(str(item) for item in error["loc"])
-        parts.append(f"{location}: {error['msg']}" if location else str(error["msg"]))
+        message = str(error["msg"])
+        if error.get("ctx", {}).get("pattern") == wire.LABEL_PATTERN and isinstance(error["input"], str):
+            message = wire.label_problem(error["input"]) or message  # which character, in words
+        parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts)
 
 

@@ -92,5 +92,8 @@ def tag_values(
 
 
 def matches(tag: str, variable: str) -> str:
-    """The InfluxQL condition that ``tag`` is one of the values chosen in ``variable``."""
-    return f'"{tag}" =~ /^${variable}$/'
+    """The InfluxQL condition that ``tag`` is one of the values chosen in ``variable``.
+
+    ``::tag``: InfluxQL takes an unqualified name for a field of that name when one exists.
+    """
+    return f'"{tag}"::tag =~ /^${variable}$/'

@@ -19,14 +19,14 @@ PROFILE = "ecodim_dali_gw2"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
 COMMANDS = "command"
 # Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
-SCHEDULED = f"""$timeFilter AND "scheduled" =~ /^(sun|at)$/ AND {matches("cabinet", "cabinet")}"""
+SCHEDULED = f"""$timeFilter AND "scheduled"::tag =~ /^(sun|at)$/ AND {matches("cabinet", "cabinet")}"""
 ON_TIME_S = 60  # a switching this late (or less) is on time
 LATENESS_STEPS = ((None, OK), (ON_TIME_S, WARN), (300, BAD))
 # Legend name → which ended switchings it counts.
 SWITCHINGS = (
-    ("on time", f""""outcome" = 'done' AND "lateness_s" <= {ON_TIME_S}"""),
-    ("late", f""""outcome" = 'done' AND "lateness_s" > {ON_TIME_S}"""),
-    ("failed", """"outcome" != 'done'"""),
+    ("on time", f""""outcome"::tag = 'done' AND "lateness_s"::field <= {ON_TIME_S}"""),
+    ("late", f""""outcome"::tag = 'done' AND "lateness_s"::field > {ON_TIME_S}"""),
+    ("failed", """"outcome"::tag != 'done'"""),
 )
 
 
@@ -111,7 +111,7 @@ def dashboard() -> Dashboard:
                 "Cabinets with a gateway fault",
                 InfluxQL(
                     'SELECT count("fault") AS "cabinets" FROM (SELECT last("device_fault") AS "fault" '
-                    f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "device") WHERE "fault" > 0'
+                    f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "device") WHERE "fault"::field > 0'
                 ),
                 unit="none",
                 steps=((None, OK), (1, BAD)),
@@ -145,7 +145,7 @@ def dashboard() -> Dashboard:
                 [
                     InfluxQL(
                         'SELECT non_negative_difference(last("import_energy_kwh")) AS "energy" '
-                        """FROM "electricity" WHERE $timeFilter AND "circuit" = 'street_lighting' """
+                        """FROM "electricity" WHERE $timeFilter AND "circuit"::tag = 'street_lighting' """
                         f"AND {matches('district', 'district')} "
                         'GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")

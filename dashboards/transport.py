@@ -32,7 +32,7 @@ def _late_now(over_s: int, colour: str) -> Panel:
         InfluxQL(
             'SELECT count("delay") AS "vehicles" FROM (SELECT last("delay_s") AS "delay" '
             f'FROM "{TRANSIT}" WHERE time > now() - 5m AND {WHERE} GROUP BY "vehicle") '
-            f'WHERE "delay" > {over_s}'
+            f'WHERE "delay"::field > {over_s}'
         ),
         unit="none",
         steps=((None, OK), (1, colour)),

@@ -24,8 +24,8 @@ TOKEN_ENV = "CITYGW_INFLUX_TOKEN"
 _FORMS = {
     "sqlite": "sqlite:///relative/path.sqlite or sqlite:////absolute/path.sqlite (as SQLAlchemy), sqlite:///:memory:",
     "influxdb": "influxdb://[user:pass@]host:port/database[?gzip=false] (influxdb+https:// for TLS)",
-    "influxdb2": "influxdb2://[:token@]host:port/?org=ORG&bucket=BUCKET (influxdb2+https:// for TLS; "
-    f"token from the URL password or ${TOKEN_ENV})",
+    "influxdb2": "influxdb2://[:token@]host:port/?org=ORG&bucket=BUCKET[&retention=720h] (influxdb2+https:// "
+    f"for TLS; token from the URL password or ${TOKEN_ENV}; retention: the bucket's, as 168h or 0s)",
 }
 _EXPECTED = "; ".join(_FORMS.values())
 
@@ -127,7 +127,7 @@ def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
             f"expected {_FORMS['influxdb2']}"
         )
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"org", "bucket"})
+    unknown = sorted(set(query) - {"org", "bucket", "retention"})
     if unknown:
         raise ValueError(
             f"store URL {redact(url)!r}: unknown parameter(s) {unknown}; expected {_FORMS['influxdb2']}"
@@ -144,7 +144,25 @@ def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
             f"store URL {redact(url)!r}: no token; put it in the URL password or ${TOKEN_ENV}; "
             f"expected {_FORMS['influxdb2']}"
         )
-    return InfluxV2Store(http_url, org=values["org"], bucket=values["bucket"], token=token)
+    retention = query.get("retention", [None])
+    if len(retention) != 1 or (retention[0] is not None and not _is_duration(retention[0])):
+        raise ValueError(
+            f"store URL {redact(url)!r}: retention= is a duration like 720h, 90m or 0s (for ever); "
+            f"expected {_FORMS['influxdb2']}"
+        )
+    return InfluxV2Store(
+        http_url, org=values["org"], bucket=values["bucket"], token=token, retention=retention[0]
+    )
+
+
+def _is_duration(text: str) -> bool:
+    from collector.store.influx import go_duration_ms
+
+    try:
+        go_duration_ms(text)
+    except ValueError:
+        return False
+    return True
 
 
 __all__ = [

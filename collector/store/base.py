@@ -97,6 +97,30 @@ class LineWriter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the store keeps points: it refuses older ones (``what`` names the setting)."""
+
+    what: str
+    ms: int
+
+
+@runtime_checkable
+class SchemaReader(Protocol):
+    """A store that can tell what it will refuse: field types, and points older than it keeps."""
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """``{measurement: {field: type}}`` in InfluxDB's names (float, integer, boolean, string).
+
+        StoreUnavailable: not reachable now, ask again; StoreError: this store cannot tell.
+        """
+        ...
+
+    def retention(self) -> Retention | None:
+        """How long new points are kept (None: for ever, or not known); errors as ``field_types``."""
+        ...
+
+
 class TelemetryReader(Protocol):
     def latest(
         self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
@@ -175,7 +199,9 @@ __all__ = [
     "Point",
     "PointWriter",
     "PointsRejected",
+    "Retention",
     "Row",
+    "SchemaReader",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -33,6 +33,7 @@ from collector.store.base import (
     LinesRejected,
     Point,
     PointsRejected,
+    Retention,
     Row,
     StoreError,
     StoreUnavailable,
@@ -245,10 +246,15 @@ def quote_identifier(name: str, what: str = "name") -> str:
     return f'"{name}"'
 
 
+class _PermissionDenied(StoreUnavailable):
+    """HTTP 403: the user was recognised and may not do this (retried: an admin may grant it)."""
+
+
 def _refused(server: object, status: int, reason: str) -> StoreUnavailable:
     """401: who we are was not accepted; 403: it was, and may not do this (e.g. a read-only user writing)."""
-    what = "authentication failed" if status == 401 else "permission denied"
-    return StoreUnavailable(f"InfluxDB at {server}: {what} ({reason})")
+    if status == 401:
+        return StoreUnavailable(f"InfluxDB at {server}: authentication failed ({reason})")
+    return _PermissionDenied(f"InfluxDB at {server}: permission denied ({reason})")
 
 
 class _BadRequest(Exception):
@@ -357,10 +363,24 @@ class InfluxQLReader:
             statement += " FROM " + quote_identifier(measurement, "measurement")
         types: dict[str, dict[str, str]] = {}
         for series in self.query(statement):
+            _expect_columns(series, statement, "fieldKey", "fieldType")
             known = types.setdefault(series["name"], {})
             for name, kind in series.get("values", []):
                 known.setdefault(name, kind)
         return types
+
+    def default_retention(self) -> Retention | None:
+        """The database's default retention policy, if it does not keep points for ever."""
+        statement = f'SHOW RETENTION POLICIES ON "{self._database}"'
+        for series in self.query(statement):
+            columns = _expect_columns(series, statement, "name", "duration", "default")
+            for row in series.get("values", []):
+                policy = dict(zip(columns, row, strict=True))
+                if policy.get("default"):
+                    ms = go_duration_ms(str(policy["duration"]))
+                    what = f"retention policy {policy['name']!r} ({policy['duration']})"
+                    return None if ms is None else Retention(what, ms)
+        return None
 
     def latest(
         self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
@@ -511,6 +531,28 @@ class InfluxQLReader:
         return counts
 
 
+def _expect_columns(series: Mapping[str, Any], statement: str, *names: str) -> list[str]:
+    """The series' columns, if they include ``names``; else StoreError: the server answers
+    InfluxQL in form only (VictoriaMetrics lists its databases whatever it is asked)."""
+    columns: list[str] = list(series.get("columns", []))
+    if not set(names) <= set(columns):
+        raise StoreError(f"{statement!r} answered columns {columns}, not {list(names)}: no InfluxQL here")
+    return columns
+
+
+_GO_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def go_duration_ms(text: str) -> int | None:
+    """A duration as InfluxDB writes a retention policy's (``168h0m0s``) in ms; None for ``0s`` (for ever)."""
+    match = _GO_DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"not a retention policy duration like 168h0m0s: {text!r}")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    ms = ((hours * 60 + minutes) * 60 + seconds) * 1000
+    return ms or None
+
+
 def _conditions(
     *,
     device: str | None,
@@ -527,10 +569,11 @@ def _conditions(
         clauses.append("time < $end")
         params["end"] = _clamp(end_ms) * _NS_PER_MS
     if device is not None:
-        clauses.append('"device" = $device')
+        # ::tag: InfluxQL takes an unqualified name for a field of that name when one exists.
+        clauses.append('"device"::tag = $device')
         params["device"] = device
     for number, (name, value) in enumerate(sorted((tags or {}).items())):
-        clauses.append(f"{quote_identifier(name, 'tag')} = $tag{number}")
+        clauses.append(f"{quote_identifier(name, 'tag')}::tag = $tag{number}")
         params[f"tag{number}"] = value
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -566,9 +609,10 @@ def _rows(series: Mapping[str, Any], types: Mapping[str, str]) -> list[tuple[int
             if value is None:
                 continue
             kind = types.get(column)
-            if kind == "float" and not isinstance(value, bool):
+            # type() is: a bool is an int; a string is a shard where the field has another type.
+            if kind == "float" and type(value) is int:
                 value = float(value)
-            elif kind == "integer" and not isinstance(value, bool):
+            elif kind == "integer" and type(value) is float:
                 value = int(value)
             values[column] = value
         rows.append((int(raw[0]), values))
@@ -649,6 +693,23 @@ class _InfluxReads:
         return self.reader.count_by_tag(
             measurement=measurement, start_ms=start_ms, end_ms=end_ms, tag=tag, tags=tags
         )
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """``{measurement: {field: type}}`` of the whole database (SHOW FIELD KEYS)."""
+        try:
+            return self.reader.field_types()
+        except _PermissionDenied as exc:
+            raise StoreError(f"{exc}; {_READ_TOO}") from exc
+
+    def retention(self) -> Retention | None:
+        """The duration of the database's default retention policy (None: infinite)."""
+        try:
+            return self.reader.default_retention()
+        except _PermissionDenied as exc:
+            raise StoreError(f"{exc}; {_READ_TOO}") from exc
+
+
+_READ_TOO = "grant the collector's user READ too (GRANT ALL, docs/deploy.md) so it knows them from the start"
 
 
 class InfluxV1Store(_InfluxReads):
@@ -747,11 +808,21 @@ class InfluxV2Store(_InfluxReads):
     """
 
     def __init__(
-        self, url: str, org: str, bucket: str, token: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+        self,
+        url: str,
+        org: str,
+        bucket: str,
+        token: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        retention: str | None = None,
     ) -> None:
         self.url = url
         self.org = org
         self.bucket = bucket
+        # The bucket's retention as a duration (720h0m0s): its API is not every server's, so a setting.
+        ms = None if retention is None else go_duration_ms(retention)
+        self._retention = None if ms is None else Retention(f"bucket retention {retention} (store URL)", ms)
         read_timeout = timeout.read if timeout.read is not None else 10.0
         self._client = InfluxDBClient(
             url=url, token=token, org=org, timeout=int(read_timeout * 1000), enable_gzip=True
@@ -759,6 +830,20 @@ class InfluxV2Store(_InfluxReads):
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._http = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=timeout)
         self.reader = InfluxQLReader(self._http, bucket)
+
+    def retention(self) -> Retention | None:
+        """The ``retention`` given (None: for ever, or not said)."""
+        return self._retention
+
+    def field_types(self) -> dict[str, dict[str, str]]:
+        """As the v1 store, if the server answers InfluxQL for the bucket; StoreError if it answers
+        but cannot (VictoriaMetrics, an InfluxDB 2.x bucket without a DBRP mapping)."""
+        try:
+            return self.reader.field_types()
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.HTTPError):
+                raise  # not reachable: ask again
+            raise StoreError(f"{self.url} answers no InfluxQL for bucket {self.bucket!r}: {exc}") from exc
 
     def write(self, points: Sequence[Point]) -> None:
         """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
@@ -797,6 +882,7 @@ __all__ = [
     "InfluxV1Store",
     "InfluxV2Store",
     "LineEncoder",
+    "go_duration_ms",
     "library_line_protocol",
     "line_template",
     "number_texts",

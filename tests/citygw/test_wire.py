@@ -129,3 +129,47 @@ def test_times_beyond_any_calendar_are_refused() -> None:
         wire.Health(
             agent="a", ts=wire.MAX_TS_MS + 1, devices={}, journal=wire.JournalHealth(backlog=0, dropped=0)
         )
+
+
+def test_citygws_own_tags_are_never_field_names() -> None:
+    """Issue 22.1: the collector refuses fields named like a tag; none of CityGW's own may be one."""
+    from edge.config import AGENT_TAGS, CONSOLE_FIELDS, VEHICLE_TAGS
+    from firmware_bridge.profile import NmeaProfile, available_profiles, load_any_profile
+
+    assert AGENT_TAGS | VEHICLE_TAGS | wire.RESERVED_TAGS <= wire.CITYGW_TAGS
+    names = {"lat", "lon", *CONSOLE_FIELDS}  # the fields the agent adds itself
+    for name in available_profiles(None):
+        profile = load_any_profile(name)
+        specs = profile.fields if isinstance(profile, NmeaProfile) else profile.registers
+        names |= {spec.field for spec in specs}
+    assert len(names) > 50
+    assert not names & wire.NOT_FIELD_NAMES
+
+
+@pytest.mark.parametrize(
+    ("label", "problem"),
+    [
+        ("depot ", "ends with a space"),
+        (" depot", "starts with a space"),
+        ("met\u0435r-1", "character '\u0435' (U+0435 CYRILLIC SMALL LETTER IE) at 3 is not ASCII"),
+        ("meter\u200b1", "character '\\u200b' (U+200B ZERO WIDTH SPACE) at 5 is not ASCII"),
+        ("meter\u00a01", "(U+00A0 NO-BREAK SPACE) at 5 is not ASCII"),
+        ('say "hi"', "character '\"' at 4 is not allowed"),
+        ("", "is empty"),
+        ("x" * 129, "is longer than 128 characters"),
+    ],
+)
+def test_a_label_that_looks_like_another_is_refused_saying_why(label: str, problem: str) -> None:
+    """Issue 22.10: a device id or tag value one cannot tell from another by eye is refused."""
+    assert not wire.is_label(label)
+    with pytest.raises(ValidationError, match="device"):
+        wire.Reading(device=label, measurement="m", ts=0, fields={"x": 1})
+    explained = wire.label_problem(label)
+    assert problem in explained
+    assert "A-Z a-z 0-9" in explained
+
+
+def test_labels_with_inner_spaces_and_punctuation_stay_valid() -> None:
+    for label in ("depot north", "a/b:c", "x.y+z", "M-1_2", "9", "x" * 128, "end-"):
+        assert wire.is_label(label), label
+        assert wire.label_problem(label) is None

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from citygw import wire
 from collector.dead_letter import Reason
 from collector.fastpath import TelemetryFastPath
+from collector.field_types import FieldTypes
 from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector, _Batch, _Received
+from collector.store.base import Retention
 from collector.store.influx import InfluxV1Store
 from tests.collector.helpers import now_ms
 from tests.collector.test_wire_fast import CORPUS
@@ -64,9 +66,24 @@ def outcome(collector: Collector, payload: bytes, topic: str = TOPIC) -> dict[st
     }
 
 
+def knowing(*payloads: bytes, max_cached: int = 100_000) -> TelemetryFastPath:
+    """A fast path that knows the field types of the readings of ``payloads`` (as the exact path
+    learns them from the readings it accepts; the fast path leaves unknown ones to it)."""
+    types = FieldTypes()
+    for payload in payloads:
+        for reading in orjson.loads(payload)["readings"]:
+            if isinstance(reading, dict) and isinstance(reading.get("fields"), dict):
+                types.check(str(reading.get("measurement")), reading["fields"])
+    return TelemetryFastPath(types, max_cached=max_cached)
+
+
 def taken_by_fast_path(payload: bytes, agent: str = "agent-1") -> bool:
     window = (EARLIEST_TS_MS, RECEIVED_MS + MAX_FUTURE_MS)
-    return TelemetryFastPath().convert(payload, agent, *window) is not None
+    try:
+        fast_path = knowing(payload)
+    except (ValueError, TypeError, KeyError):  # not a batch of readings: nothing to learn
+        fast_path = TelemetryFastPath()
+    return fast_path.convert(payload, agent, *window) is not None
 
 
 @pytest.mark.parametrize("payload", [payload for _, payload in CORPUS], ids=[what for what, _ in CORPUS])
@@ -129,6 +146,18 @@ def reading(**changes: Any) -> dict[str, Any]:
         ("another agent", batch(reading(), agent="agent-2"), Reason.AGENT_MISMATCH),
         ("name with a trailing newline", batch(reading(measurement="lighting\n")), Reason.SCHEMA),
         ("device with a trailing newline", batch(reading(device="lamp-1\n")), Reason.SCHEMA),
+        # Issue 22.1: a field named like a tag hijacks InfluxQL conditions on that tag.
+        ("field named device", batch(reading(fields={"level": 40, "device": "lamp-9"})), Reason.SCHEMA),
+        ("field named district", batch(reading(fields={"district": 1.5})), Reason.SCHEMA),
+        ("field named time", batch(reading(fields={"time": 1})), Reason.SCHEMA),
+        ("tag named time", batch(reading(tags={"time": "now"})), Reason.SCHEMA),
+        # Issue 22.10: look-alike labels.
+        ("tag value with a trailing space", batch(reading(tags={"site": "depot "})), Reason.SCHEMA),
+        ("device id with a Cyrillic a", batch(reading(device="l\u0430mp-1")), Reason.SCHEMA),
+        ("device id with a zero-width space", batch(reading(device="lamp\u200b-1")), Reason.SCHEMA),
+        # Issue 21.8: bool and float are not the integer schema version (True == 1.0 == 1 in Python).
+        ("schema true", batch(reading(), schema=True), Reason.SCHEMA),
+        ("schema 1.0", batch(reading(), schema=1.0), Reason.SCHEMA),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 60 else "",
 )
@@ -143,14 +172,14 @@ def test_what_the_fast_path_declines_the_exact_path_dead_letters(
 
 @pytest.mark.parametrize(
     "fields",
-    [{"x": 1e16}, {"x": 2**63 - 1, "y": -(2**63)}, {"on": True, "off": False}, {"x": 0.1, "n": -7}],
+    [{"x": 1e16}, {"i": 2**63 - 1, "j": -(2**63)}, {"on": True, "off": False}, {"f": 0.1, "n": -7}],
     ids=["float 1e16", "int64 bounds", "booleans", "float and int"],
 )
 def test_numbers_at_the_edges_are_stored_the_same(
     collectors: tuple[Collector, Collector], fields: dict[str, Any]
 ) -> None:
     fast, exact = collectors
-    payload = batch(reading(fields=fields), reading(device="lamp-2", fields=fields))
+    payload = batch(*(reading(device=device, measurement="edges", fields=fields) for device in ("a", "b")))
     result = outcome(fast, payload)
     assert result == outcome(exact, payload)
     assert len(result["lines"]) == 2
@@ -159,7 +188,7 @@ def test_numbers_at_the_edges_are_stored_the_same(
 
 def test_a_known_series_with_a_bad_value_is_still_checked(collectors: tuple[Collector, Collector]) -> None:
     """The template of a series is remembered; its readings' values and times are checked each time."""
-    fast_path = TelemetryFastPath()
+    fast_path = knowing(batch(reading()))
     received = now_ms()
     window = (EARLIEST_TS_MS, received + MAX_FUTURE_MS)
     assert fast_path.convert(batch(reading()), "agent-1", *window) is not None
@@ -170,7 +199,7 @@ def test_a_known_series_with_a_bad_value_is_still_checked(collectors: tuple[Coll
 
 
 def test_templates_stay_bounded_and_right() -> None:
-    fast_path = TelemetryFastPath(max_cached=3)
+    fast_path = knowing(batch(reading()), max_cached=3)
     window = (EARLIEST_TS_MS, now_ms() + MAX_FUTURE_MS)
     for round_ in range(2):
         for n in range(5):
@@ -185,14 +214,69 @@ def test_templates_stay_bounded_and_right() -> None:
 
 def test_the_site_tag_and_seq_come_back() -> None:
     payload = batch(reading(tags={"site": "depot 2"}), reading(), seq=9)
-    taken = TelemetryFastPath().convert(payload, "agent-1", EARLIEST_TS_MS, now_ms() + MAX_FUTURE_MS)
+    taken = knowing(payload).convert(payload, "agent-1", EARLIEST_TS_MS, now_ms() + MAX_FUTURE_MS)
     assert taken is not None
     assert (taken.seq, taken.site) == (9, "depot 2")
     assert taken.lines[0].startswith("lighting,agent=agent-1,device=lamp-1,site=depot\\ 2 level=40i ")
 
 
+def test_a_value_of_another_type_than_its_fields_is_refused_alike_and_new_fields_take_the_exact_path() -> (
+    None
+):
+    """Issue 22.2: a field keeps the type first known; the fast path never learns one itself."""
+    store = InfluxV1Store("http://127.0.0.1:9", "unused")
+    fast = Collector("mqtt://127.0.0.1:9", store, client_id="fast")
+    exact = Collector("mqtt://127.0.0.1:9", store, client_id="exact")
+    exact._fast = None
+    window = (EARLIEST_TS_MS, RECEIVED_MS + MAX_FUTURE_MS)
+    first = batch(reading(fields={"level": 40}))
+    assert fast._fast is not None
+    assert fast._fast.convert(first, "agent-1", *window) is None  # not known yet
+    assert outcome(fast, first) == outcome(exact, first)
+    assert fast._fast.convert(first, "agent-1", *window) is not None  # learned by the exact path
+    for wrong in ({"level": 40.0}, {"level": "40"}, {"level": True}):
+        payload = batch(reading(fields=wrong), reading(device="lamp-2", fields={"level": 41}))
+        assert fast._fast.convert(payload, "agent-1", *window) is None
+        result = outcome(fast, payload)
+        assert result == outcome(exact, payload)
+        assert [(reason, "'level'" in error) for reason, error, _ in result["dead"]] == [
+            (Reason.FIELD_TYPE, True)
+        ]
+        assert result["origins"] == [1]
+    mixed = batch(reading(fields={"x": 1}), reading(device="lamp-2", fields={"x": "one"}))
+    assert [dead[0] for dead in outcome(fast, mixed)["dead"]] == [Reason.FIELD_TYPE]
+    assert [dead[0] for dead in outcome(exact, mixed)["dead"]] == [Reason.FIELD_TYPE]
+    store.close()
+
+
+def test_readings_older_than_the_store_keeps_are_refused_alike() -> None:
+    """Issue 22.8: with the store's retention known, older readings are ``timestamp`` dead letters."""
+    store = InfluxV1Store("http://127.0.0.1:9", "unused")
+    fast = Collector("mqtt://127.0.0.1:9", store, client_id="fast")
+    exact = Collector("mqtt://127.0.0.1:9", store, client_id="exact")
+    exact._fast = None
+    for collector in (fast, exact):
+        collector._retention = Retention("retention policy 'hour' (1h0m0s)", 3_600_000)
+    kept, lost = RECEIVED_MS - 3_599_000, RECEIVED_MS - 3_601_000
+    warm = batch(reading(ts=kept))
+    assert outcome(fast, warm) == outcome(exact, warm)
+    assert fast._fast is not None
+    assert fast._fast.convert(warm, "agent-1", kept, RECEIVED_MS) is not None
+    payload = batch(reading(ts=kept), reading(device="lamp-2", ts=lost))
+    result = outcome(fast, payload)
+    assert result == outcome(exact, payload)
+    assert result["origins"] == [0]
+    ((reason, error, _),) = result["dead"]
+    assert reason == Reason.TIMESTAMP
+    assert "older than the store keeps: retention policy 'hour' (1h0m0s)" in error
+    store.close()
+
+
 # Generated payloads: names valid or not, values of every JSON type, times in and out of range.
-_names = st.one_of(st.sampled_from(["kwh", "level", "site", "agent", "device", "t_1"]), st.text(max_size=6))
+_names = st.one_of(
+    st.sampled_from(["kwh", "level", "site", "agent", "device", "district", "time", "t_1"]),
+    st.text(max_size=6),
+)
 _labels = st.one_of(st.sampled_from(["lamp-1", "site 2", "a/b:c", "x.y+z"]), st.text(max_size=6))
 _values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),

@@ -101,7 +101,8 @@ def test_lag_and_unacked_grow_while_the_store_is_down(mosquitto: Mosquitto, agen
         assert value(samples, "unacked_messages") == 5
         assert value(samples, "store_retries_total") >= 3
         assert value(samples, "lag_seconds") > 0.2
-        assert value(samples, "write_seconds_count") >= 3
+        # Retried: reading the store's field types, which comes before any write (collector/field_types.py).
+        assert value(samples, "write_seconds_count") == 0
     finally:
         collector.stop(timeout=2)
         store.close()

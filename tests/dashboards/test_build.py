@@ -66,3 +66,14 @@ def test_map_panels_select_lat_and_lon() -> None:
     for panel, target in maps:
         assert target["resultFormat"] == "table"
         assert {"lat", "lon"} <= set(selected_names(target["query"])), panel["title"]
+
+
+def test_every_condition_says_whether_it_means_a_tag_or_a_field() -> None:
+    """Issue 22.1: ``"device" = 'x'`` compares a field named device when a measurement has one."""
+    condition = re.compile(r'"([a-z_0-9]+)"(?!::)\s*(=~|!~|!=|<>|<=|>=|=|<|>)')
+    queries = [target["query"] for board in BOARDS.values() for _, target in targets(board)]
+    queries += [variable["query"] for board in BOARDS.values() for variable in variables(board)]
+    assert len(queries) > 50
+    assert sum("::tag" in query for query in queries) > 30
+    unqualified = {(name, op) for query in queries for name, op in condition.findall(str(query))}
+    assert not unqualified, unqualified

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from citygw import wire
 from collector.store import Point, PointsRejected, StoreError, StoreUnavailable, open_store, prepare
+from collector.store.base import LinesRejected
 from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
 from tests.collector.store.auth_influxdb import ADMIN, READER, WRITER, AuthInfluxDB
 from tests.services import InfluxDB, VictoriaMetrics, free_port
@@ -338,3 +340,113 @@ def test_a_v2_server_refusing_a_point_for_ever_422_dead_letters_it_and_stores_th
     finally:
         store.close()
         server.close()
+
+
+def test_a_field_named_like_a_tag_does_not_hijack_the_readers_conditions(influxdb: InfluxDB) -> None:
+    """Issue 22.1: InfluxQL resolves an unqualified "device" to a field of that name if one exists.
+
+    Such a point (stored before the collector refused them, or by another writer) made every
+    ``device=`` condition compare the field: another device's reads came back empty, and the
+    attacker's rows answered for the device it named. The reader says ``::tag``.
+    """
+    database = f"shadow_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    honest = points(6)
+    store.write(honest)
+    store.write_lines([f'electricity,agent=evil,device=evil-1 device="meter-1",kwh=666 {T0 + 100}'])
+    try:
+        latest = store.latest(device="meter-1")
+        assert [(p.tags["device"], p.ts_ms) for p in latest] == [("meter-1", T0 + 4)]
+        rows = store.range(measurement="electricity", start_ms=0, end_ms=2**62, device="meter-1")
+        assert [(r.tags["device"], r.ts_ms) for r in rows] == [("meter-1", T0 + 1), ("meter-1", T0 + 4)]
+        windowed = store.range(
+            measurement="electricity",
+            start_ms=0,
+            end_ms=2**62,
+            device="meter-1",
+            window_s=3600,
+            fields=["kwh"],
+        )
+        assert [r.tags["device"] for r in windowed] == ["meter-1"]
+        assert windowed[0].values["kwh"] == 2.5
+        assert store.count_devices(measurement="electricity", start_ms=0, end_ms=2**62, device="meter-1") == 1
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_a_field_with_another_type_in_another_shard_is_read_as_stored(influxdb: InfluxDB) -> None:
+    """A field poisoned before the collector checked types (issue 22.2): reads answer, not fail."""
+    database = f"mixed_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    week_ms = 7 * 24 * 3600 * 1000
+    store.write([Point("air_quality", {"device": "aq-1"}, T0, {"pm25": 5.0})])
+    store.write([Point("air_quality", {"device": "aq-1"}, T0 + 2 * week_ms, {"pm25": "12 ug/m3"})])
+    try:
+        # InfluxDB answers one type per query; SHOW FIELD KEYS names float first.
+        rows = store.range(measurement="air_quality", start_ms=T0 + week_ms, end_ms=2**62)
+        assert [row.values["pm25"] for row in rows] == ["12 ug/m3"]
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')
+
+
+def test_a_write_only_user_or_a_server_without_influxql_cannot_tell_its_schema(
+    auth_influxdb: AuthInfluxDB, victoria_metrics: VictoriaMetrics
+) -> None:
+    """The collector's start-up reads (field types, retention) are refused as "cannot tell", never
+    "unavailable": a collector retrying those for ever would convert nothing (collector/field_types.py)."""
+    database = f"t_{uuid.uuid4().hex[:8]}"
+    auth_influxdb.create_database(database)
+    auth_influxdb.grant(database)
+    stores = [
+        open_store(auth_influxdb.store_url(database, WRITER)),  # WRITE only: the least a collector can have
+        InfluxV1Store(victoria_metrics.url, "telemetry"),  # answers every /query with its databases
+        InfluxV2Store(victoria_metrics.url, org="city", bucket="telemetry", token="t"),
+    ]
+    try:
+        for store in stores:
+            assert isinstance(store, InfluxV1Store | InfluxV2Store)
+            with pytest.raises(StoreError) as caught:
+                store.field_types()
+            assert not isinstance(caught.value, StoreUnavailable), caught.value
+            if isinstance(store, InfluxV1Store):
+                with pytest.raises(StoreError) as caught:
+                    store.retention()
+                assert not isinstance(caught.value, StoreUnavailable), caught.value
+        reader = open_store(auth_influxdb.store_url(database, READER))
+        assert isinstance(reader, InfluxV1Store)
+        assert reader.field_types() == {}
+        assert reader.retention() is None
+        reader.close()
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_influxdb_refuses_time_as_a_key_but_takes_a_field_named_like_a_tag(influxdb: InfluxDB) -> None:
+    """What wire.NOT_FIELD_NAMES / NOT_TAG_NAMES stand on, as the real server does it: ``time`` costs
+    a refused write (the collector refuses it first), a field ``device`` is stored silently."""
+    database = f"keys_{uuid.uuid4().hex[:8]}"
+    store = InfluxV1Store(influxdb.url, database)
+    store.ensure_database()
+    lines = [
+        f"m,device=a time=1 {T0}",
+        f"m,time=x,device=b v=1 {T0 + 1}",
+        f'm,device=c device="x" {T0 + 2}',
+    ]
+    try:
+        with pytest.raises(LinesRejected) as caught:
+            store.write_lines(lines)
+        assert [(index, "invalid" in reason) for index, reason in caught.value.rejected] == [
+            (0, True),
+            (1, True),
+        ]
+        assert store.field_types() == {"m": {"device": "string"}}
+        assert {"time", "device"} <= wire.NOT_FIELD_NAMES
+        assert "time" in wire.NOT_TAG_NAMES
+    finally:
+        store.close()
+        influxdb.query(f'DROP DATABASE "{database}"')

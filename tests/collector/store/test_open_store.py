@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.store import TOKEN_ENV, Point, open_store, redact
+from collector.store.base import Retention
 from collector.store.influx import InfluxV1Store, InfluxV2Store
 from collector.store.sqlite import SqliteStore
 
@@ -57,7 +58,20 @@ def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(TOKEN_ENV, "from-env")
     from_env = open_store("influxdb2://localhost:8086/?org=city&bucket=telemetry")
     assert isinstance(from_env, InfluxV2Store)
+    assert from_env.retention() is None
     from_env.close()
+
+
+def test_influxdb_v2_retention_is_a_setting_of_the_url() -> None:
+    """Issue 22.8: what the bucket keeps, so the collector refuses older readings before writing."""
+    store = open_store("influxdb2://:t@localhost:8086/?org=city&bucket=b&retention=720h")
+    assert isinstance(store, InfluxV2Store)
+    assert store.retention() == Retention("bucket retention 720h (store URL)", 720 * 3_600_000)
+    store.close()
+    forever = open_store("influxdb2://:t@localhost:8086/?org=city&bucket=b&retention=0s")
+    assert isinstance(forever, InfluxV2Store)
+    assert forever.retention() is None
+    forever.close()
 
 
 @pytest.mark.parametrize(
@@ -80,6 +94,7 @@ def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPat
         ("influxdb2://:hunter2@host:8086/?org=o&bucket=b&x=1", "unknown parameter"),
         ("influxdb2://:hunter2@host:8086/api?org=o&bucket=b", "unexpected path"),
         ("influxdb2://host:8086/?org=o&bucket=b", "no token"),
+        ("influxdb2://:hunter2@host:8086/?org=o&bucket=b&retention=30d", "retention= is a duration"),
     ],
 )
 def test_bad_urls_name_the_part_and_the_form_but_never_the_password(
