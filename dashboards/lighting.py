@@ -163,7 +163,7 @@ def dashboard() -> Dashboard:
                 InfluxQL(
                     f'SELECT count("command_id") AS "commands" FROM "{COMMANDS}" WHERE $timeFilter AND '
                     f"""{matches("cabinet", "cabinet")} """
-                    """AND ("outcome" = 'done_but_dark' OR "outcome" = 'failed') """
+                    """AND ("outcome"::tag = 'done_but_dark' OR "outcome"::tag = 'failed') """
                     'GROUP BY "cabinet", "target", "outcome"'
                 ),
                 description="Per cabinet and target, the switch and dim commands after which the agent read "
