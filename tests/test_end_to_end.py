@@ -219,10 +219,12 @@ def test_demo_shows_every_device_and_the_three_buses(
         message = gtfs_realtime_pb2.FeedMessage()
         message.ParseFromString(feed.content)
         assert sorted(e.vehicle.vehicle.label for e in message.entity) == ["bus-101", "bus-102", "bus-103"]
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200  # the city page
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-3000:]
     assert "CityGW demo stopped." in text, text[-3000:]
+    assert f"city page:          http://127.0.0.1:{port}/\n" in text, text[:1000]
     assert "Traceback" not in text, text[-3000:]
