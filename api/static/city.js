@@ -572,7 +572,11 @@
       }
       return;
     }
+    if ($("command-state").textContent.startsWith("Dimming a lamp group needs")) $("command-state").textContent = "";
     const select = $("dim-cabinet");
+    const listed = JSON.stringify(commandable.map((c) => [picture.cabinetAgents[c], c]));
+    if (select.dataset.listed === listed) return; // the same cabinets: leave the choice alone
+    select.dataset.listed = listed;
     const chosen = select.value;
     select.replaceChildren(...commandable.map((c) => {
       const option = document.createElement("option");
@@ -581,7 +585,6 @@
       return option;
     }));
     if (chosen && [...select.options].some((o) => o.value === chosen)) select.value = chosen;
-    if ($("command-state").textContent.startsWith("Dimming a lamp group needs")) $("command-state").textContent = "";
   }
 
   function renderKeyState(picture) {

@@ -107,15 +107,30 @@ def browser() -> Iterator[WebDriver]:
         yield session
 
 
-def wait_for(browser: WebDriver, css: str, what: str, count: int = 1) -> list[Any]:
-    """The elements matching ``css`` once at least ``count`` are there (fails naming ``what``)."""
+# Read in one script call: the page redraws every few seconds, an element found earlier may be gone.
+_READ = """
+const [css, names] = arguments;
+const value = (e, n) =>
+  n === "text" ? e.textContent : n === "cells" ? [...e.cells].map((c) => c.textContent) : e.getAttribute(n);
+return [...document.querySelectorAll(css)].map((e) => Object.fromEntries(names.map((n) => [n, value(e, n)])));
+"""
+
+
+def read(browser: WebDriver, css: str, *names: str) -> list[dict[str, Any]]:
+    """Each element matching ``css`` as {name: attribute}; "text" is its text, "cells" a row's cells."""
+    found: list[dict[str, Any]] = browser.execute_script(_READ, css, list(names))
+    return found
+
+
+def wait_for(browser: WebDriver, css: str, what: str, *names: str, count: int = 1) -> list[dict[str, Any]]:
+    """``read(browser, css, *names)`` once at least ``count`` elements match (fails naming ``what``)."""
     try:
-        found: list[Any] = WebDriverWait(browser, WAIT_S).until(
-            lambda b: (els := b.find_elements(By.CSS_SELECTOR, css)) and len(els) >= count and els
+        found: list[dict[str, Any]] = WebDriverWait(browser, WAIT_S).until(
+            lambda b: len(elements := read(b, css, *names)) >= count and elements
         )
     except TimeoutException:
-        status = browser.find_element(By.ID, "status").text if browser.find_elements(By.ID, "status") else ""
-        raise AssertionError(f"{what} did not appear ({css}); page status: {status!r}") from None
+        status = read(browser, "#status", "text")
+        raise AssertionError(f"{what} did not appear ({css}); page status: {status}") from None
     return found
 
 
@@ -146,19 +161,21 @@ def test_the_page_shows_the_city_without_a_key_and_asks_no_other_origin(
     assert len(vehicles) >= 3, "the seeded Friday should have buses on the road"
 
     browser.get(base_url + "/")
-    markers = wait_for(browser, "#city-map [data-kind=vehicle]", "the vehicles", len(vehicles))
-    assert {m.get_attribute("data-vehicle") for m in markers} == set(vehicles)
+    markers = wait_for(
+        browser, "#city-map [data-kind=vehicle]", "the vehicles", "data-vehicle", count=len(vehicles)
+    )
+    assert {m["data-vehicle"] for m in markers} == set(vehicles)
     # The static GTFS was read in the browser: every shape drawn, stops named.
-    shapes = browser.find_elements(By.CSS_SELECTOR, "#city-map [data-kind=shape]")
-    assert len(shapes) == len({row["shape_id"] for row in gtfs_rows("shapes.txt")})
+    shapes = read(browser, "#city-map [data-kind=shape]", "data-shape")
+    assert {m["data-shape"] for m in shapes} == {row["shape_id"] for row in gtfs_rows("shapes.txt")}
 
     stops = {row["stop_id"]: row for row in gtfs_rows("stops.txt")}
     routes = {row["route_id"]: row for row in gtfs_rows("routes.txt")}
     trips = {e["trip_update"]["vehicle"]["id"]: e["trip_update"] for e in updates["entity"]}
     assert any("delay" in trip for trip in trips.values()), "the feed should say how late buses run"
     rows = {
-        row.get_attribute("data-vehicle"): [td.text for td in row.find_elements(By.TAG_NAME, "td")]
-        for row in browser.find_elements(By.CSS_SELECTOR, "#vehicles tbody tr")
+        row["data-vehicle"]: row["cells"]
+        for row in read(browser, "#vehicles tbody tr", "data-vehicle", "cells")
     }
     for vehicle, position in vehicles.items():
         label, route, next_stop, delay, crowding = rows[vehicle]
@@ -175,20 +192,25 @@ def test_the_page_shows_the_city_without_a_key_and_asks_no_other_origin(
     assert any(cells[4] != NOTHING for cells in rows.values()), "the validators' taps should give a crowding"
     assert any(cells[3].endswith("late") for cells in rows.values()), "some bus of the Friday runs late"
 
-    aq = wait_for(browser, "#city-map [data-kind=aq-station]", "the air-quality stations", 2)
-    bands = {m.get_attribute("data-device"): m.get_attribute("data-band") for m in aq}
+    aq = wait_for(
+        browser, "#city-map [data-kind=aq-station]", "the stations", "data-device", "data-band", count=2
+    )
+    bands = {m["data-device"]: m["data-band"] for m in aq}
     assert bands == {s["device"]: str(s["index"]["band"]) for s in stations}
     assert bands == {"aq-rynok": "4", "aq-sykhiv": "1"}
 
-    cabinet = wait_for(browser, "#city-map [data-kind=lamp-cabinet]", "the lamp cabinet")[0]
-    assert (cabinet.get_attribute("data-device"), cabinet.get_attribute("data-state")) == (CABINET, "dimmed")
-    meter = wait_for(browser, "#city-map [data-kind=meter]", "the meter")[0]
-    assert meter.get_attribute("data-device") == "meter-depot"
-    assert "totalActiveEnergyImport 1234.50" in browser.find_element(By.ID, "meters").text
+    cabinets = wait_for(
+        browser, "#city-map [data-kind=lamp-cabinet]", "the cabinet", "data-device", "data-state"
+    )
+    assert cabinets == [{"data-device": CABINET, "data-state": "dimmed"}]  # one lamp full, one dimmed
+    meters = wait_for(browser, "#city-map [data-kind=meter]", "the meter", "data-device")
+    assert meters == [{"data-device": "meter-depot"}]
+    [meter] = read(browser, "#meters tbody tr", "cells")
+    assert "totalActiveEnergyImport 1234.50" in meter["cells"][1]
 
     # Without a key: no agents, no command form, and the page says which key would show them.
-    assert browser.find_elements(By.CSS_SELECTOR, "#agents tbody tr") == []
-    assert "engineer" in browser.find_element(By.ID, "agents-note").text
+    assert read(browser, "#agents tbody tr") == []
+    assert "engineer" in read(browser, "#agents-note", "text")[0]["text"]
     assert not browser.find_element(By.ID, "dim-form").is_displayed()
     assert browser.find_element(By.ID, "key-state").get_attribute("data-role") == "none"
 
@@ -210,8 +232,9 @@ def test_an_engineer_dims_a_lamp_group_from_the_page(
     browser.find_element(By.ID, "key-input").send_keys(keys[Role.ENGINEER])
     browser.find_element(By.ID, "key-use").click()
     wait_for(browser, "#key-state[data-role=engineer]", "the engineer's view")
-    agents = wait_for(browser, "#agents tbody tr", "the agents")
-    assert [a.get_attribute("data-agent") for a in agents] == ["edge-a"]
+    agents = wait_for(browser, "#agents tbody tr", "the agents", "data-agent")
+    assert agents == [{"data-agent": "edge-a"}]
+    assert read(browser, "#city-map [data-kind=agent]", "data-agent") == [{"data-agent": "edge-a"}]
     # The key stays in this tab only, never in the page's address, local storage or a cookie.
     assert browser.execute_script("return sessionStorage.getItem('citygw.key')") == keys[Role.ENGINEER]
     assert browser.execute_script("return localStorage.length") == 0
@@ -224,13 +247,14 @@ def test_an_engineer_dims_a_lamp_group_from_the_page(
         browser.find_element(By.ID, field).clear()
         browser.find_element(By.ID, field).send_keys(value)
     browser.find_element(By.ID, "dim-send").click()
-    state = wait_for(browser, "#command-state[data-status=scheduled]", "the accepted command")[0]
-    command_id = state.get_attribute("data-command")
-    assert "accepted: dim group 2 of cab-rynok to 40 %" in state.text
+    [state] = wait_for(
+        browser, "#command-state[data-status=scheduled]", "the command", "data-command", "text"
+    )
+    assert "accepted: dim group 2 of cab-rynok to 40 %" in state["text"]
 
     with registry.session() as session:
         command = session.scalars(select(Command)).one()
-    assert command.id == command_id
+    assert command.id == state["data-command"]
     assert (command.device_id, command.target, command.action, command.level) == (
         CABINET,
         {"kind": "group", "address": 2},
@@ -246,7 +270,7 @@ def test_an_engineer_dims_a_lamp_group_from_the_page(
     browser.find_element(By.ID, "key-input").send_keys(keys[Role.UTILITY])
     browser.find_element(By.ID, "key-use").click()
     wait_for(browser, "#key-state[data-role=other]", "the utility's view")
-    assert "engineer" in browser.find_element(By.ID, "key-state").text
+    assert "engineer" in read(browser, "#key-state", "text")[0]["text"]
     assert not browser.find_element(By.ID, "dim-form").is_displayed()
 
 
@@ -262,8 +286,9 @@ def test_the_docs_render_offline(
     browser: WebDriver, base_url: str, path: str, rendered: str, refused: list[str]
 ) -> None:
     browser.get(base_url + path)
-    title = wait_for(browser, rendered, f"the rendered {path}")[0]
-    WebDriverWait(browser, WAIT_S).until(lambda _: "CityGW API" in title.text)
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: any("CityGW API" in t["text"] for t in read(b, rendered, "text"))
+    )
     asked = requests_of(browser, base_url)
     assert f"{base_url}/openapi.json" in asked.sent
     assert same_origin(asked.sent, base_url) == []
