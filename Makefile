@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics postgresql chromium chromium-driver
-SYSTEM_TOOLS := python3-venv python3-dev gcc
+SYSTEM_TOOLS := python3-venv python3-dev gcc iproute2
 # The suite mostly waits on real services (outage tests run for minutes): three workers share 2 cores well.
 TEST_WORKERS ?= 3
 

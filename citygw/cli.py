@@ -279,6 +279,29 @@ def _dashboards_push(args: argparse.Namespace) -> int:
         return push(dry_run=args.dry_run)
 
 
+def _dashboards_preview(args: argparse.Namespace) -> int:
+    from collector.store import open_store, redact
+    from collector.store.influx import InfluxV1Store, InfluxV2Store
+    from dashboards import build_all
+    from dashboards.preview import last_hours, preview_all
+
+    with _failing_as(f"store at {redact(args.store)}"):
+        store = open_store(args.store)
+        try:
+            if not isinstance(store, InfluxV1Store | InfluxV2Store):
+                raise ConfigError(
+                    f"--store {redact(args.store)}: the dashboards' queries are InfluxQL: use influxdb://"
+                )
+            window = last_hours(args.hours, int(time.time() * 1000))
+            previews = preview_all(build_all(), store.reader.query, window, args.out)
+        finally:
+            store.close()
+    for preview in previews:
+        empty = f"; no data in: {', '.join(preview.empty_panels)}" if preview.empty_panels else ""
+        print(f"{preview.path}{empty}")
+    return 0
+
+
 def _probe(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import DeviceError, DeviceTimeout
     from firmware_bridge.modbus import ModbusLine
@@ -440,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--dry-run", action="store_true", help="print the diff against Grafana, change nothing")
     push.set_defaults(func=_dashboards_push)
+    preview = dashboards.add_parser(
+        "preview", help="draw each dashboard's panels from InfluxDB into PNGs, without Grafana"
+    )
+    preview.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE), help="influxdb://...")
+    preview.add_argument("--out", type=Path, default=Path("var/dashboards"), help="folder of the PNGs")
+    preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
+    preview.set_defaults(func=_dashboards_preview)
     return parser
 
 

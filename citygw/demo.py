@@ -33,10 +33,13 @@ from collector.store.base import StoreError, TelemetryReader
 from edge.agent import Agent
 from edge.config import AgentConfig
 from firmware_bridge.profile import load_profile
-from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty, serve_tcp
 
 if TYPE_CHECKING:
     from api.settings import ApiSettings
+    from api.transit.feeds import TransitService
+    from api.transit.simulated_buses import Bus
+    from api.transit.timetable import Timetable
 
 # The api package is imported where it is used: importing it logs (alembic's plugins at INFO), and
 # a demo that refuses to start says so in one line.
@@ -45,24 +48,11 @@ log = logging.getLogger(__name__)
 
 _EDGE = Path(edge.__file__).parent
 
-# Ploshcha Rynok → Prospekt Svobody → Lviv Opera → Pidzamche: a bus route through the centre of Lviv.
-ROUTE_1A = [
-    (49.84180, 24.03160),
-    (49.84120, 24.02890),
-    (49.84230, 24.02720),
-    (49.84410, 24.02620),
-    (49.84580, 24.02590),
-    (49.84770, 24.02690),
-    (49.84960, 24.02870),
-    (49.85180, 24.03090),
-    (49.85410, 24.03240),
-]
 # Station → (district, starting values): the city centre has more traffic than the suburb.
 AIR_QUALITY_STATIONS = {
     "aq-rynok": ("halytskyi", {"no2": 38.0, "pm25": 14.2, "pm10": 27.5}),
     "aq-sykhiv": ("sykhivskyi", {"no2": 17.0, "pm25": 8.9, "pm10": 16.1}),
 }
-BUSES = {"bus-101": 0, "bus-102": 3, "bus-103": 6}  # vehicle id → the route point it starts from
 
 
 @dataclass(frozen=True)
@@ -82,8 +72,13 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[AgentConfig]]:
-    """Start the simulated field devices; yield the configs of the edge agents that read them."""
+async def simulated_city(
+    workdir: Path, broker_url: str, transit: tuple[Timetable, list[Bus]] | None = None
+) -> AsyncIterator[list[AgentConfig]]:
+    """Start the simulated field devices; yield the configs of the edge agents that read them.
+
+    ``transit``: the network's timetable and the vehicles to drive on it (see demo_transit).
+    """
     agents: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
         aqt530 = load_profile("vaisala_aqt530")
@@ -126,24 +121,52 @@ async def simulated_city(workdir: Path, broker_url: str) -> AsyncIterator[list[A
             }
         )
 
-        for vehicle, start in BUSES.items():
-            route = ROUTE_1A[start:] + ROUTE_1A[:start]
-            gps = await stack.enter_async_context(BusGpsSimulator(route, speed_mps=8.0, vehicle_id=vehicle))
-            agents.append(
-                {
-                    "agent_id": vehicle,
-                    "site": "bus",
-                    "lines": [{"id": "gps", "kind": "nmea", "port": gps.port, "baudrate": 9600}],
-                    "devices": [
-                        {
-                            "id": f"{vehicle}-gps",
-                            "line": "gps",
-                            "poll_s": 1,
-                            "vehicle": {"id": vehicle.removeprefix("bus-"), "label": vehicle, "route": "1A"},
-                        }
-                    ],
-                }
-            )
+        # Street lighting: a DALI gateway in a cabinet on the square, on the cabinet's Modbus TCP link.
+        dali = ModbusDeviceSimulator(load_profile("ecodim_dali_gw2"), unit=1)
+        cabinet = await stack.enter_async_context(serve_tcp([dali]))
+        agents.append(
+            {
+                "agent_id": "lviv-lighting",
+                "site": "lighting-rynok",
+                "lines": [{"id": "tcp-cabinet", "kind": "tcp", "host": cabinet.host, "port": cabinet.port}],
+                "devices": [
+                    {
+                        "id": "cabinet-rynok",
+                        "profile": "ecodim_dali_gw2",
+                        "line": "tcp-cabinet",
+                        "unit": 1,
+                        "poll_s": 5,
+                        "tags": {"district": "halytskyi"},
+                        "location": {"lat": 49.84165, "lon": 24.03175},
+                    }
+                ],
+            }
+        )
+        # Water: an ultrasonic flow meter at a pumping station, on RS-485.
+        flow = ModbusDeviceSimulator(load_profile("tuf_2000m"), unit=1, animate=True)
+        water_port = await stack.enter_async_context(serve_serial_pty([flow]))
+        agents.append(
+            {
+                "agent_id": "lviv-water",
+                "site": "pumping-station-1",
+                "lines": [{"id": "rs485-1", "kind": "rtu", "port": water_port, "baudrate": 9600}],
+                "devices": [
+                    {
+                        "id": "water-main-1",
+                        "profile": "tuf_2000m",
+                        "line": "rs485-1",
+                        "unit": 1,
+                        "poll_s": 5,
+                        "tags": {"district": "shevchenkivskyi"},
+                    }
+                ],
+            }
+        )
+
+        if transit is not None:
+            from citygw.demo_transit import vehicle_agents
+
+            agents.extend(await vehicle_agents(stack, *transit))
 
         configs = []
         for agent in agents:
@@ -184,11 +207,28 @@ def summary(store: TelemetryReader, now_ms: int) -> str:
     return "\n".join(lines)
 
 
-async def _print_summaries(store: TelemetryReader, every_s: float) -> None:
+async def _print_summaries(
+    store: TelemetryReader,
+    every_s: float,
+    transit: TransitService,
+    timetable: Timetable,
+    settings: ApiSettings,
+) -> None:
+    from citygw.demo_transit import vehicle_lines
+
+    def both(now_ms: int) -> str:
+        snapshot = transit.snapshot(
+            store,
+            now_ms=now_ms,
+            max_age_s=settings.feed_max_vehicle_age_s,
+            max_ahead_s=settings.feed_max_clock_ahead_s,
+        )
+        return summary(store, now_ms) + "\n\n" + "\n".join(vehicle_lines(snapshot, timetable))
+
     while True:
         await asyncio.sleep(every_s)
         try:
-            text = await asyncio.to_thread(summary, store, int(time.time() * 1000))
+            text = await asyncio.to_thread(both, int(time.time() * 1000))
         except StoreError as exc:
             text = f"the store is unavailable: {exc}"
         print(f"\n{time.strftime('%H:%M:%S')} latest readings\n{text}", flush=True)
@@ -257,7 +297,11 @@ async def _run_demo(options: DemoOptions) -> int:
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker(port=_free_port()))
             broker_url = broker.url
-        configs = await stack.enter_async_context(simulated_city(workdir, broker_url))
+        from citygw import demo_transit
+
+        gtfs_path, timetable = demo_transit.write_network(workdir)
+        fleet = demo_transit.todays_fleet(timetable, time.time())
+        configs = await stack.enter_async_context(simulated_city(workdir, broker_url, (timetable, fleet)))
         store = open_store(store_url)
         stack.callback(store.close)
         await asyncio.to_thread(prepare, store)
@@ -268,10 +312,23 @@ async def _run_demo(options: DemoOptions) -> int:
         collector.start()
         stack.callback(collector.stop)
         from api.app import create_app
+        from api.transit.feeds import TransitService
 
+        settings = _demo_api_settings(workdir, broker_url, gtfs_path)
+        from citygw.demo_registry import register_city
+
+        admin_token = await asyncio.to_thread(
+            register_city, settings.registry_url, configs, now_ms=int(time.time() * 1000)
+        )
+        app = create_app(store, settings=settings)
+        app.state.transit = transit = TransitService(settings)
+        now_s = int(time.time())
+        transit.alerts.create(
+            demo_transit.operator_alert(timetable, now_s), actor="demo dispatcher", now_s=now_s
+        )
         server = _ApiServer(
             uvicorn.Config(
-                create_app(store, settings=_demo_api_settings(workdir, broker_url)),
+                app,
                 host=options.api_host,
                 port=options.api_port,
                 log_level="warning",
@@ -283,14 +340,23 @@ async def _run_demo(options: DemoOptions) -> int:
             f"  API docs:           {base}/docs\n"
             f"  live summary:       {base}/v1/summary\n"
             f"  devices:            {base}/v1/devices\n"
-            f"  transport feed:     {base}/v1/transit/vehicle-positions (GTFS-realtime protobuf)\n"
+            f"  transport feeds:    {base}/v1/transit/vehicle-positions (GTFS-realtime protobuf;"
+            " also trip-updates, alerts)\n"
             f"                      {base}/v1/transit/vehicle-positions?format=json\n"
+            f"  static timetable:   {base}/v1/transit/gtfs.zip ({len(fleet)} trams and buses of the"
+            " generated Lviv network, running round the clock)\n"
             f"  agent configs:      {workdir}/*.yaml\n"
+            f"  registry:           {settings.registry_url} (agents and devices registered at their sites)\n"
+            f"  admin key:          {admin_token}\n"
+            "                      (valid until the next demo starts; more keys: .venv/bin/citygw keys"
+            f" create --registry {settings.registry_url} --name NAME --role engineer --site SITE)\n"
             "Ctrl-C stops.",
             flush=True,
         )
         background = [asyncio.create_task(Agent(c).run(), name=f"agent-{c.agent_id}") for c in configs]
-        background.append(asyncio.create_task(_print_summaries(store, 5.0), name="summary"))
+        background.append(
+            asyncio.create_task(_print_summaries(store, 5.0, transit, timetable, settings), name="summary")
+        )
         serving = asyncio.create_task(_serve(server), name="api")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -326,7 +392,7 @@ async def _run_demo(options: DemoOptions) -> int:
     return 1 if failed else 0
 
 
-def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
+def _demo_api_settings(workdir: Path, broker_url: str, gtfs_path: Path) -> ApiSettings:
     """The demo's API on loopback: telemetry without a key, no rate limit, registry in the demo's folder."""
     from api.settings import load_settings
 
@@ -335,6 +401,7 @@ def _demo_api_settings(workdir: Path, broker_url: str) -> ApiSettings:
         registry_url=f"sqlite:///{workdir / 'registry.sqlite'}",
         broker_url=broker_url,
         rate_limit_per_s=0,
+        transit_gtfs_path=gtfs_path,
     )
 
 

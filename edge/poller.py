@@ -512,6 +512,7 @@ class GpsPoller:
                 async for line in lines:
                     self._last_line = time.monotonic()
                     self.take(line)
+                self.end_of_stream()
             except OSError as exc:  # pyserial's SerialException is an OSError
                 self.board.failed(
                     self.device.id, wire.DeviceState.TIMEOUT, f"cannot read {self.line.port}: {exc}"
@@ -537,15 +538,22 @@ class GpsPoller:
                 )
 
     def take(self, line: str) -> None:
-        """Handle one line from the receiver."""
-        device_id = self.device.id
+        """Handle one line from the receiver: the fixes of the epochs it completes or ends."""
         try:
-            result = self.assembler.feed(parse_sentence(line))
+            results = self.assembler.feed(parse_sentence(line))
         except NmeaError as exc:
-            self.board.noted(device_id, str(exc))
+            self.board.noted(self.device.id, str(exc))
             return
-        if result is None:
-            return
+        for result in results:
+            self._handle(result)
+
+    def end_of_stream(self) -> None:
+        """The line closed: the epoch still open is complete as it is."""
+        for result in self.assembler.flush():
+            self._handle(result)
+
+    def _handle(self, result: GpsFix | NoFix) -> None:
+        device_id = self.device.id
         if isinstance(result, NoFix):
             record = self.board.record(device_id)
             if record.state is not wire.DeviceState.NO_FIX:

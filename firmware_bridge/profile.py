@@ -34,7 +34,8 @@ DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
 Protocol = Literal["modbus", "nmea"]
-NmeaSentence = Literal["RMC", "GGA", "VTG"]
+NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
+POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
 NMEA_FIX_FIELDS: frozenset[str] = frozenset(
     {"lat", "lon", "speed_mps", "course_deg", "fix_quality", "satellites", "hdop", "altitude_m"}
@@ -352,8 +353,19 @@ class NmeaProfile(BaseModel):
     protocol: Literal["nmea"]
     serial: SerialSettings = SerialSettings()
     sentences: list[NmeaSentence] = Field(min_length=1)
-    talkers: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
-        min_length=1, description="talker ids accepted (GP: GPS, GN: combined GNSS); others are ignored"
+    talkers: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] | None = Field(
+        default=None,
+        min_length=1,
+        description="talker ids read, most trusted first (GP GPS, GL GLONASS, GA Galileo, GB/BD BeiDou, "
+        "GQ QZSS, GI NavIC, GN combined); others are ignored. Without it every talker is read, the first "
+        "of each sentence in an epoch used",
+    )
+    complete_with: list[NmeaSentence] | None = Field(
+        default=None,
+        min_length=1,
+        description="an epoch's fix is made as soon as these sentences of it are in (else when a sentence "
+        "of a newer time arrives), from the most trusted talker that spoke; default RMC and GGA, those of "
+        "them in sentences",
     )
     fields: list[NmeaField] = Field(min_length=1)
 
@@ -365,9 +377,19 @@ class NmeaProfile(BaseModel):
             raise ValueError(f"field {twice[0]} appears twice: list each field once")
         if not {"lat", "lon"} <= set(names):
             raise ValueError("a position needs the fields lat and lon: add them")
-        if "RMC" not in self.sentences:
-            raise ValueError("a fix is made on each RMC sentence: add RMC to sentences")
+        if not set(POSITION_SENTENCES) & set(self.sentences):
+            raise ValueError("a fix needs a position: add RMC, GGA or GLL to sentences")
+        unused = [s for s in self.complete_with or () if s not in self.sentences]
+        if unused:
+            raise ValueError(f"complete_with names {unused[0]}, which is not read: add it to sentences")
         return self
+
+    @property
+    def epoch_complete(self) -> tuple[NmeaSentence, ...]:
+        """The sentences whose arrival completes an epoch (``complete_with`` or its default)."""
+        if self.complete_with is not None:
+            return tuple(self.complete_with)
+        return tuple(s for s in ("RMC", "GGA") if s in self.sentences) or tuple(self.sentences)
 
     @property
     def field_names(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from google.transit import gtfs_realtime_pb2
 
 from api.app import create_app
 from api.settings import load_settings
+from api.transit.gtfs import load_gtfs
 from collector.service import Collector
 from collector.store import open_store
 from collector.store.influx import InfluxV1Store
@@ -175,13 +176,22 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
     store.close()
 
 
+def _feed(base: str, name: str) -> gtfs_realtime_pb2.FeedMessage:
+    message = gtfs_realtime_pb2.FeedMessage()
+    message.ParseFromString(httpx.get(f"{base}/v1/transit/{name}", timeout=5).content)
+    return message
+
+
 @pytest.mark.parametrize("services", ["embedded", "mosquitto+influxdb"])
-def test_demo_shows_every_device_and_the_three_buses(
+def test_demo_shows_every_device_and_the_networks_vehicles_on_their_trips(
     tmp_path: Path, services: str, request: pytest.FixtureRequest
 ) -> None:
-    """`citygw demo`: readings from every device within 15 s and a parsable feed, with nothing external
-    (embedded broker and store) and with `--broker` / `--store` on real Mosquitto and InfluxDB."""
+    """`citygw demo`: readings from every device within 15 s; the generated network's trams and buses
+    (GPS and validator through an agent each) on trips with predictions within 45 s, the timetable they
+    run and an operator alert; with nothing external (embedded broker and store) and with `--broker` /
+    `--store` on real Mosquitto and InfluxDB."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     real: list[str] = []
     if services != "embedded":
         mosquitto: Mosquitto = request.getfixturevalue("mosquitto")
@@ -198,7 +208,7 @@ def test_demo_shows_every_device_and_the_three_buses(
             "--workdir",
             str(tmp_path),
             "--duration",
-            "60",
+            "90",
             *real,
         ],
         stdout=subprocess.PIPE,
@@ -206,20 +216,34 @@ def test_demo_shows_every_device_and_the_three_buses(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     started = time.monotonic()
-    expected = {"aq-rynok", "aq-sykhiv", "meter-depot-1", "bus-101-gps", "bus-102-gps", "bus-103-gps"}
+    fixed = {"aq-rynok", "aq-sykhiv", "meter-depot-1"}
     seen: set[str] = set()
+
+    def vehicles(kind: str) -> set[str]:
+        return {d for d in seen if d.endswith(f"-{kind}")}
+
     try:
-        while time.monotonic() - started < 15 and seen != expected:
+        while time.monotonic() - started < 15 and not (
+            fixed <= seen and len(vehicles("gps")) >= 10 and len(vehicles("validator")) >= 10
+        ):
             time.sleep(0.5)
             with contextlib.suppress(httpx.HTTPError):
-                devices = httpx.get(f"http://127.0.0.1:{port}/v1/devices", timeout=2).json()
-                seen = {d["device"] for d in devices}
-        assert seen == expected, f"after 15 s the API knows {sorted(seen)}"
-        feed = httpx.get(f"http://127.0.0.1:{port}/v1/transit/vehicle-positions", timeout=2)
-        message = gtfs_realtime_pb2.FeedMessage()
-        message.ParseFromString(feed.content)
-        assert sorted(e.vehicle.vehicle.label for e in message.entity) == ["bus-101", "bus-102", "bus-103"]
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200  # the city page
+                seen = {d["device"] for d in httpx.get(f"{base}/v1/devices", timeout=2).json()}
+        assert fixed <= seen, f"after 15 s the API knows {sorted(seen)}"
+        assert len(vehicles("gps")) >= 10, sorted(seen)
+        assert len(vehicles("validator")) >= 10, sorted(seen)
+        timetable = load_gtfs(httpx.get(f"{base}/v1/transit/gtfs.zip", timeout=5).raise_for_status().content)
+        on_trips: list[Any] = []
+        while time.monotonic() - started < 45 and len(on_trips) < 10:
+            time.sleep(1)
+            positions = _feed(base, "vehicle-positions").entity
+            on_trips = [e for e in positions if e.vehicle.trip.trip_id in timetable.trips]
+        assert len(on_trips) >= 10, f"{len(on_trips)} of {len(positions)} vehicles on a trip of the timetable"
+        updates = _feed(base, "trip-updates").entity
+        assert len([e for e in updates if e.trip_update.stop_time_update]) >= 10
+        (alert,) = _feed(base, "alerts").entity
+        assert [e.route_id for e in alert.alert.informed_entity] == ["T1"]
+        assert httpx.get(f"{base}/", timeout=2).status_code == 200  # the city page
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
@@ -228,3 +252,4 @@ def test_demo_shows_every_device_and_the_three_buses(
     assert "CityGW demo stopped." in text, text[-3000:]
     assert f"city page:          http://127.0.0.1:{port}/\n" in text, text[:1000]
     assert "Traceback" not in text, text[-3000:]
+    assert "next stop" in text, text[-3000:]  # the summary's line per vehicle

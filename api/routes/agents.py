@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -432,6 +432,30 @@ def _store_push(
     )
 
 
+class ConfigPush(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    remove: list[Annotated[str, Field(pattern=LABEL_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="devices the agent runs now that this push stops: each must be named here",
+    )
+
+
+def _running_devices(session: Session, agent: Agent) -> set[str]:
+    """Devices the agent runs now: those its health reports and those of its last applied version."""
+    running = set(agent.device_health or {})
+    applied = session.scalars(
+        select(ConfigVersion)
+        .where(ConfigVersion.agent_id == agent.id, ConfigVersion.state == "applied")
+        .order_by(ConfigVersion.version.desc())
+        .limit(1)
+    ).first()
+    if applied is not None:
+        running.update(str(device.get("id")) for device in applied.body.get("devices", []))
+    return running
+
+
 @router.get("/{agent_id}/config", response_model=list[ConfigVersionPublic])
 def config_versions(
     agent_id: AgentPath, principal: EngineerDep, session: SessionDep
@@ -454,15 +478,43 @@ def config_versions(
     responses={
         status.HTTP_503_SERVICE_UNAVAILABLE: {
             "description": "the broker did not take it, or too many pushes to the agent at once"
-        }
+        },
+        status.HTTP_409_CONFLICT: {"description": "the push stops running devices not named in remove"},
     },
 )
 def push_config(
-    agent_id: AgentPath, principal: EngineerDep, session: SessionDep, context: ContextDep, now_ms: NowMsDep
+    agent_id: AgentPath,
+    principal: EngineerDep,
+    session: SessionDep,
+    context: ContextDep,
+    now_ms: NowMsDep,
+    push: Annotated[ConfigPush | None, Body()] = None,
 ) -> ConfigVersionPublic:
-    """Push the agent's lines and active devices as a new config version (retained ``config``)."""
+    """Push the agent's lines and active devices as a new config version (retained ``config``).
+
+    A push that would stop devices the agent runs now is 409 unless the request names each of them in
+    ``remove``: a device retired by mistake (or a registry that never knew the agent's devices) must
+    not silently stop a meter.
+    """
     agent = _managed_agent(session, principal, agent_id)
     target = f"agent:{agent_id}"
+    stopping = _running_devices(session, agent) - {d.device_id for d in active_devices(session, agent_id)}
+    unconfirmed = sorted(stopping - set(push.remove if push is not None else ()))
+    if unconfirmed:
+        detail = (
+            f"this push stops devices agent {agent_id!r} runs now: {', '.join(unconfirmed)};"
+            ' to stop them, send {"remove": [those ids]} with the push, or add them back first'
+        )
+        audit.commit(
+            session,
+            by=principal,
+            ts_ms=now_ms,
+            action="config.push",
+            target=target,
+            result="refused",
+            detail=detail,
+        )
+        raise HTTPException(status.HTTP_409_CONFLICT, {"message": detail, "stopping": unconfirmed})
     try:
         pushed, desired = _store_push(session, principal, agent, now_ms)
     except FleetProblems as exc:

@@ -171,6 +171,10 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
     return out.getvalue().encode()
 
 
+def _round_the_clock(headway_min: int) -> tuple[tuple[str, str, int], ...]:
+    return (("00:00:00", gtfs_time(24 * 3600 - headway_min * 60), headway_min),)
+
+
 def _starts(spans: Sequence[tuple[str, str, int]]) -> list[int]:
     starts: list[int] = []
     for first, last, headway_min in spans:
@@ -181,8 +185,12 @@ def _starts(spans: Sequence[tuple[str, str, int]]) -> list[int]:
     return starts
 
 
-def network_files() -> dict[str, bytes]:
-    """The GTFS files of the fixture network, by file name."""
+def network_files(*, all_day: bool = False) -> dict[str, bytes]:
+    """The GTFS files of the fixture network, by file name.
+
+    ``all_day``: every line runs round the clock at its first weekday headway, every day (the demo's
+    network, so that a newcomer sees vehicles whatever the hour in Lviv).
+    """
     plane = CityPlane(*CENTRE)
     stops: list[tuple[str, str, float, float]] = []
     routes: list[tuple[object, ...]] = []
@@ -233,7 +241,10 @@ def network_files() -> dict[str, bytes]:
                 dwell = 0 if index in (0, count - 1) else HUB_DWELL_S if name == line.hub else DWELL_S
                 pattern.append((stop_id, round(clock), round(clock) + dwell))
                 clock += dwell
-            for service_id, spans in (("weekday", line.weekday), ("weekend", line.weekend)):
+            on_weekdays, at_weekends = line.weekday, line.weekend
+            if all_day:
+                on_weekdays = at_weekends = _round_the_clock(line.weekday[0][2])
+            for service_id, spans in (("weekday", on_weekdays), ("weekend", at_weekends)):
                 if line.by_headway:
                     trip_id = f"{line.route_id}-{service_id}-{direction}"
                     trips.append((line.route_id, service_id, trip_id, names[-1], direction, shape_id))
@@ -313,9 +324,9 @@ def zip_files(files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def network_zip() -> bytes:
-    """The fixture network as a GTFS zip."""
-    return zip_files(network_files())
+def network_zip(*, all_day: bool = False) -> bytes:
+    """The fixture network as a GTFS zip (``all_day``: see network_files)."""
+    return zip_files(network_files(all_day=all_day))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A bus's GPS receiver: RMC and GGA sentences (GN talker, u-blox style) into a pseudo-terminal."""
+"""A bus's GPS receiver: RMC then GGA each epoch (GN talker, u-blox style) into a pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import pty
 import tty
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -21,33 +21,48 @@ from firmware_bridge.nmea import KNOT_MPS, GpsFix, NoFix
 EARTH_RADIUS_M = 6_371_000.0
 
 
+Track = Callable[[float], "tuple[float, float, float, float] | None"]
+"""Where the vehicle is at a UNIX time: (lat, lon, speed m/s, course degrees), or None (no sky)."""
+
+
 class BusGpsSimulator:
     """Drives along ``route`` at ``speed_mps`` and prints one RMC + GGA pair every ``period`` seconds.
 
-    Use as an async context manager; ``port`` is the serial device a reader opens. ``last_fix``
-    is what it last printed, after rounding to the printed precision.
+    With ``track`` the vehicle is wherever ``track`` says at each instant instead (a bus driving a
+    timetable). Use as an async context manager; ``port`` is the serial device a reader opens.
+    ``last_fix`` is what it last printed, after rounding to the printed precision. ``talker`` is the
+    talker id (GN combined, GP, GL, GA, BD...), ``climb_mps`` changes the altitude every epoch (a hill)
+    and ``gga_first`` prints GGA before RMC (SiRF, MediaTek order) instead of after it (u-blox, Quectel).
     """
 
     def __init__(
         self,
         route: Sequence[tuple[float, float]],
         *,
+        track: Track | None = None,
         speed_mps: float = 8.0,
         vehicle_id: str = "bus",
         period: float = 1.0,
         satellites: int = 11,
         hdop: float = 0.8,
         altitude_m: float = 112.4,
+        climb_mps: float = 0.0,
+        talker: str = "GN",
+        gga_first: bool = False,
     ) -> None:
-        if len(route) < 2:
+        if track is None and len(route) < 2:
             raise ValueError("a route needs at least two points")
         self.route = list(route)
+        self.track = track
         self.speed_mps = speed_mps
         self.vehicle_id = vehicle_id
         self.period = period
         self.satellites = satellites
         self.hdop = hdop
         self.altitude_m = altitude_m
+        self.climb_mps = climb_mps
+        self.talker = talker
+        self.gga_first = gga_first
         # Fault knob: the receiver lost the sky (RMC status V, GGA quality 0).
         self.no_fix = False
         # Set ``speed_mps`` to 0 to stand at a stop and back to drive on: the bus moves from where it is.
@@ -88,28 +103,37 @@ class BusGpsSimulator:
         ddmmyy = f"{now:%d%m%y}"
         printed_time = now.replace(microsecond=now.microsecond // 10_000 * 10_000)
         ts_ms = round(printed_time.timestamp() * 1000)
-        if self.no_fix:
-            rmc = pynmea2.RMC("GN", "RMC", (hhmmss, "V", "", "", "", "", "", "", ddmmyy, "", "", "N", "V"))
+        state = None if self.track is None else self.track(now.timestamp())
+        if self.no_fix or (self.track is not None and state is None):
+            rmc = pynmea2.RMC(
+                self.talker, "RMC", (hhmmss, "V", "", "", "", "", "", "", ddmmyy, "", "", "N", "V")
+            )
             gga = pynmea2.GGA(
-                "GN", "GGA", (hhmmss, "", "", "", "", "0", "00", "99.99", "", "", "", "", "", "")
+                self.talker, "GGA", (hhmmss, "", "", "", "", "0", "00", "99.99", "", "", "", "", "", "")
             )
             self._remember(NoFix(ts_ms, "no fix"))
-            return [str(rmc), str(gga)]
-        if self._last_at is not None:
-            self._travelled_m += self.speed_mps * max(0.0, (now - self._last_at).total_seconds())
-        self._last_at = now
-        lat, lon, course = self.at_distance(self._travelled_m)
+            return self._in_order(rmc, gga)
+        if state is not None:
+            lat, lon, speed_mps, course = state
+        else:
+            if self._last_at is not None:
+                elapsed = max(0.0, (now - self._last_at).total_seconds())
+                self._travelled_m += self.speed_mps * elapsed
+                self.altitude_m += self.climb_mps * elapsed
+            self._last_at = now
+            lat, lon, course = self.at_distance(self._travelled_m)
+            speed_mps = self.speed_mps
         lat_text, lat_dir, lat_printed = _degrees_minutes(lat, 2, "NS")
         lon_text, lon_dir, lon_printed = _degrees_minutes(lon, 3, "EW")
-        knots = f"{self.speed_mps / KNOT_MPS:.3f}"
+        knots = f"{speed_mps / KNOT_MPS:.3f}"
         course_text = f"{course:.2f}"
         rmc = pynmea2.RMC(
-            "GN",
+            self.talker,
             "RMC",
             (hhmmss, "A", lat_text, lat_dir, lon_text, lon_dir, knots, course_text, ddmmyy, "", "", "A", "V"),
         )
         gga = pynmea2.GGA(
-            "GN",
+            self.talker,
             "GGA",
             (
                 hhmmss,
@@ -141,7 +165,10 @@ class BusGpsSimulator:
                 altitude_m=float(f"{self.altitude_m:.1f}"),
             )
         )
-        return [str(rmc), str(gga)]
+        return self._in_order(rmc, gga)
+
+    def _in_order(self, rmc: pynmea2.NMEASentence, gga: pynmea2.NMEASentence) -> list[str]:
+        return [str(gga), str(rmc)] if self.gga_first else [str(rmc), str(gga)]
 
     def inject(self, data: bytes) -> None:
         """Put raw bytes on the line (noise, a half sentence) between the receiver's own output."""

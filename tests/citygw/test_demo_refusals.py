@@ -54,7 +54,7 @@ def test_a_second_demo_in_the_same_workdir_is_refused(tmp_path: Path) -> None:
 async def test_a_part_that_stops_makes_the_demo_exit_non_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken_summaries(store: object, every_s: float) -> None:
+    async def broken_summaries(store: object, every_s: float, *_: object) -> None:
         await asyncio.sleep(3)  # once everything runs
         raise RuntimeError("the summary broke")
 

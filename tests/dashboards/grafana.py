@@ -1,56 +1,27 @@
-"""What Grafana does to a dashboard's InfluxQL before sending it, done here so tests can run it.
+"""The small InfluxQL reading the dashboards' checks need: the outer SELECT's names and GROUP BY tags.
 
-One place for it: Grafana's macros (``$timeFilter``, ``$__timeFilter``, ``$__interval``,
-``$interval``, ``$__interval_ms``) and template variables, formatted the way Grafana's InfluxDB
-datasource formats a multi-value variable inside a regex (``(a|b)``, regex characters escaped).
-Plus the small InfluxQL reading the checks need: the outer SELECT's names and GROUP BY tags.
+What Grafana does to a query before sending it (macros, variables) is ``dashboards.macros``,
+re-exported here for the tests.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
-_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
-_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+from dashboards.macros import TimeRange, UnknownVariable, panels, regex_value, render, targets, variables
 
-
-@dataclass(frozen=True)
-class TimeRange:
-    start_ms: int
-    end_ms: int
-    interval_ms: int
-
-
-def regex_value(values: Sequence[str]) -> str:
-    """A variable's value inside ``/^...$/``: Grafana escapes regex characters, several become (a|b)."""
-    escaped = [_REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value) for value in values]
-    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
-
-
-def render(query: str, variables: Mapping[str, Sequence[str]], window: TimeRange | None = None) -> str:
-    """``query`` as Grafana sends it; a ``$name`` that is neither a macro nor a variable is an error."""
-    if window is not None:
-        time_filter = f"time >= {window.start_ms}ms and time <= {window.end_ms}ms"
-        macros = {
-            "$__timeFilter": time_filter,
-            "$timeFilter": time_filter,
-            "$__interval_ms": str(window.interval_ms),
-            "$__interval": f"{window.interval_ms}ms",
-            "$interval": f"{window.interval_ms}ms",
-        }
-        for name in sorted(macros, key=len, reverse=True):
-            query = query.replace(name, macros[name])
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in variables:
-            raise AssertionError(f"{match.group(0)} in {query!r} is neither a Grafana macro nor a variable")
-        return regex_value(variables[name])
-
-    return _VARIABLE.sub(substitute, query)
+__all__ = [
+    "TimeRange",
+    "UnknownVariable",
+    "group_by_tags",
+    "panels",
+    "regex_value",
+    "render",
+    "selected_names",
+    "targets",
+    "variables",
+]
 
 
 def _depth_zero(text: str) -> Iterator[tuple[int, str]]:
@@ -100,18 +71,3 @@ def group_by_tags(query: str) -> list[str]:
     clause = re.split(r"\s(?:fill|ORDER|LIMIT|SLIMIT)\b", clause)[0]
     original = query[at + len("GROUP BY ") : at + len("GROUP BY ") + len(clause)]
     return re.findall(r'"(\w+)"', re.sub(r"time\([^)]*\)", "", original))
-
-
-def panels(board: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(board.get("panels", []))
-
-
-def targets(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(panel, target) of every query of a dashboard."""
-    for panel in panels(board):
-        for target in panel.get("targets", []):
-            yield panel, target
-
-
-def variables(board: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(board.get("templating", {}).get("list", []))

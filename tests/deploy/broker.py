@@ -1,8 +1,9 @@
-"""Mosquitto started with deploy/mosquitto's files, a throwaway CA and mosquitto_passwd users."""
+"""Mosquitto started with deploy/mosquitto's files, a throwaway CA and users made by its script."""
 
 from __future__ import annotations
 
 import getpass
+import os
 import queue
 import signal
 import subprocess
@@ -10,13 +11,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, Client, MQTTMessage, MQTTProtocolVersion
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.services import Mosquitto, find_binary, free_port
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
 PASSWORD = "correct horse battery staple"
+ADMIN_PASSWORD = "admin-password-without-spaces"  # mosquitto_ctrl's options file splits on them
+USERS_SCRIPT = DEPLOY / "citygw-broker-users"
+# The dynamic-security plugin of Debian's package; the compose file names the image's.
+DEBIAN_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+def kind_of(user: str) -> str:
+    """The citygw-broker-users kind of a test user, from its name."""
+    kinds = {"svc.collector": "collector", "svc.api": "api", "city.alerts": "alerts-reader"}
+    for prefix, kind in kinds.items():
+        if user.startswith(prefix):
+            return kind
+    return "agent"
 
 
 def make_certificates(folder: Path, host: str = "127.0.0.1") -> None:
@@ -42,6 +58,8 @@ class SecuredMosquitto(Mosquitto):
     services_listener = "listener 1883 127.0.0.1\n"
     services_listener_address = " 127.0.0.1"
     persistence_location = "persistence_location /var/lib/mosquitto/"
+    plugin = DEBIAN_PLUGIN
+    dynsec_location = "/var/lib/mosquitto/dynamic-security.json"
 
     def __init__(self, workdir: Path, users: list[str]) -> None:
         super().__init__(workdir)
@@ -64,16 +82,43 @@ class SecuredMosquitto(Mosquitto):
             files.mkdir()
             make_certificates(files)
             (files / "acl").write_text((DEPLOY / "acl").read_text())
-            for i, user in enumerate(self.users):
-                create = ["-c"] if i == 0 else []
-                subprocess.run(
-                    [find_binary("mosquitto_passwd"), *create, "-b", str(files / "passwd"), user, PASSWORD],
-                    check=True,
-                    capture_output=True,
-                )
+            done = self.users_script("init", str(self.dynsec_file), "admin", password=ADMIN_PASSWORD)
+            assert done.returncode == 0, f"citygw-broker-users init: {done.stderr}"
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(f"user {getpass.getuser()}\n" + self.production_config())
         return [find_binary("mosquitto"), "-c", str(conf)]
+
+    def start(self) -> None:
+        """Start; the first time, make the roles and users with deploy/mosquitto/citygw-broker-users."""
+        provisioned = self._started
+        super().start()
+        if not provisioned:
+            try:
+                done = self.users_script("roles")
+                assert done.returncode == 0, f"citygw-broker-users roles: {done.stderr}"
+                for user in self.users:
+                    self.add_user(kind_of(user), user)
+            except BaseException:
+                self.stop()
+                raise
+
+    def users_script(self, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+        """Run citygw-broker-users as the plugin's admin; returns its outcome (exit code, messages)."""
+        ctrl = self.workdir / "ctrl"
+        ctrl.mkdir(exist_ok=True)
+        (ctrl / "mosquitto_ctrl").write_text(f"-h 127.0.0.1\n-p {self.port}\n-u admin\n-P {ADMIN_PASSWORD}\n")
+        env = {**os.environ, "XDG_CONFIG_HOME": str(ctrl), "CITYGW_BROKER_PASSWORD": password}
+        return subprocess.run(
+            ["sh", str(USERS_SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    def add_user(self, kind: str, user: str) -> None:
+        done = self.users_script("add", kind, user)
+        assert done.returncode == 0, f"citygw-broker-users add {kind} {user}: {done.stderr}"
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.workdir / "dynamic-security.json"
 
     def production_config(self) -> str:
         """config_file with only ports, paths and the log destination changed."""
@@ -83,6 +128,8 @@ class SecuredMosquitto(Mosquitto):
             "listener 8883\n": f"listener {self.tls_port} 127.0.0.1\n",
             "/etc/mosquitto/citygw/": f"{self.workdir}/citygw/",
             self.persistence_location: f"persistence_location {self.workdir}/",
+            f"plugin {self.plugin}\n": f"plugin {DEBIAN_PLUGIN}\n",
+            f"plugin_opt_config_file {self.dynsec_location}": f"plugin_opt_config_file {self.dynsec_file}",
         }
         for old, new in changes.items():
             assert old in text, f"{self.config_file} no longer has {old!r}"
@@ -101,6 +148,8 @@ class ComposeMosquitto(SecuredMosquitto):
     services_listener = "listener 1883\n"
     services_listener_address = ""
     persistence_location = "persistence_location /mosquitto/data/"
+    plugin = "/usr/lib/mosquitto_dynamic_security.so"
+    dynsec_location = "/mosquitto/data/dynamic-security.json"
 
 
 class Session:
@@ -115,21 +164,41 @@ class Session:
         tls: bool = False,
         client_id: str | None = None,
         host: str = "127.0.0.1",
+        mqtt5: bool = False,
+        clean: bool = True,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self.messages: queue.Queue[MQTTMessage] = queue.Queue()
         self._connected = threading.Event()
         self.dropped = threading.Event()
         self.reason: Any = None
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{username}")
+        protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
+        self.client = Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{username}",
+            protocol=protocol,
+            clean_session=None if mqtt5 else clean,
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
+        if will is not None:
+            self.client.will_set(*will, qos=1, retain=True)
         if tls:
             self.client.tls_set(ca_certs=broker.ca_file)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_args: self.dropped.set()
         self.client.on_message = lambda _c, _u, message: self.messages.put(message)
         broker.sessions.append(self)
-        self.client.connect(host, broker.tls_port if tls else broker.port)
+        properties = None
+        if mqtt5 and not clean:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+        self.client.connect(
+            host,
+            broker.tls_port if tls else broker.port,
+            clean_start=clean if mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
         self.client.loop_start()
         if not self._connected.wait(10):
             raise TimeoutError("no CONNACK")
@@ -143,12 +212,25 @@ class Session:
         self._connected.set()
 
     def subscribe(self, *topics: str) -> None:
+        """Subscribe, asserting the broker granted each topic."""
+        for topic, granted in zip(topics, self.try_subscribe(*topics), strict=True):
+            assert granted, f"{topic}: the broker refused the subscription"
+
+    def try_subscribe(self, *topics: str) -> list[bool]:
+        """Subscribe to each topic in turn; whether its SUBACK granted it."""
+        outcome: list[bool] = []
         subscribed = threading.Event()
-        self.client.on_subscribe = lambda *_args: subscribed.set()
+
+        def on_subscribe(_client: Client, _userdata: Any, _mid: int, codes: list[Any], _props: Any) -> None:
+            outcome.append(not codes[0].is_failure)
+            subscribed.set()
+
+        self.client.on_subscribe = on_subscribe
         for topic in topics:
             subscribed.clear()
             self.client.subscribe(topic, qos=1)
             assert subscribed.wait(5), f"no SUBACK for {topic}"
+        return outcome
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)

@@ -23,7 +23,6 @@ from tests.collector.store.auth_influxdb import ADMIN, AuthInfluxDB
 from tests.deploy.broker import ComposeMosquitto, Session
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose"
-ACL = Path(__file__).parents[2] / "deploy" / "mosquitto" / "acl"
 
 
 def compose() -> dict[str, Any]:
@@ -75,14 +74,15 @@ def example(service: str) -> dict[str, str]:
 
 
 def test_collector_and_api_each_have_their_own_broker_user_and_store_rights() -> None:
-    acl_users = re.findall(r"^user (\S+)$", ACL.read_text(), re.MULTILINE)
+    """Users as citygw-broker-users names them: service users have a dot, no agent id has one."""
+    script = (COMPOSE.parent / "mosquitto" / "citygw-broker-users").read_text()
     # The API writes transit_vehicle and command (docs/deploy.md): a read-only user would be refused.
-    expected = {"collector": ("svc.collector", "citygw_writer"), "api": ("svc.api", "citygw_api")}
+    expected = {"collector": ("svc.collector-1", "citygw_writer"), "api": ("svc.api-1", "citygw_api")}
     for service, (broker_user, store_user) in expected.items():
         settings = example(service)
         assert urlsplit(settings["CITYGW_BROKER_URL"]).username == broker_user, service
         assert urlsplit(settings["CITYGW_STORE_URL"]).username == store_user, service
-        assert broker_user in acl_users, f"{broker_user} has no rights in deploy/mosquitto/acl"
+        assert f"citygw-broker-users add {service} {broker_user}" in script, f"{broker_user}: not its usage"
     assert "CITYGW_BROKER_URL" not in example("grafana"), (
         "broker URLs belong to the collector's and API's files"
     )
@@ -139,12 +139,16 @@ def test_the_containers_broker_listens_to_the_stack_and_publishes_only_tls() -> 
         "listener 1883",
         "persistence_location /var/lib/mosquitto/",
         "persistence_location /mosquitto/data/",
+        "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "plugin /usr/lib/mosquitto_dynamic_security.so",
+        "plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json",
+        "plugin_opt_config_file /mosquitto/data/dynamic-security.json",
     }, "the compose broker must keep deploy/mosquitto/mosquitto.conf's settings"
 
 
 @pytest.fixture
 def compose_broker(tmp_path: Path) -> Iterator[ComposeMosquitto]:
-    server = ComposeMosquitto(tmp_path / "mosquitto", ["svc.collector"])
+    server = ComposeMosquitto(tmp_path / "mosquitto", ["svc.collector-1"])
     server.start()
     yield server
     server.stop()
@@ -153,7 +157,7 @@ def compose_broker(tmp_path: Path) -> Iterator[ComposeMosquitto]:
 @pytest.mark.integration
 def test_a_service_reaches_the_compose_broker_from_another_address(compose_broker: ComposeMosquitto) -> None:
     """127.0.0.2 stands for the collector's container: the listener of 1883 is not loopback-only."""
-    session = Session(compose_broker, "svc.collector", host="127.0.0.2")
+    session = Session(compose_broker, "svc.collector-1", host="127.0.0.2")
     session.subscribe("citygw/v1/+/telemetry")
     with pytest.raises(PermissionError, match="Not authorized"):
         Session(compose_broker, None, host="127.0.0.2")

@@ -1,4 +1,4 @@
-"""deploy/mosquitto on real Mosquitto: TLS, no anonymous, per-agent users, topic rights.
+"""deploy/mosquitto on real Mosquitto: TLS, no anonymous, per-client users, topic rights.
 
 Each refusal is checked with a control: the message that must not arrive is sent first, a
 message that must arrive is sent after it on the same path, so "it never arrived" is
@@ -8,24 +8,37 @@ decided by the broker's ordering, not by a timeout guess.
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import ssl
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.deploy.broker import SecuredMosquitto, Session
+from citygw import wire
+from collector.service import Collector
+from collector.store.sqlite import SqliteStore
+from tests.collector.helpers import END, now_ms, wait_until
+from tests.deploy.broker import PASSWORD, SecuredMosquitto, Session
+from tests.services import find_binary
 
 pytestmark = pytest.mark.integration
 NORTH, SOUTH = "depot-north-1", "depot-south-1"
+COLLECTOR, COLLECTOR_2, API = "svc.collector-1", "svc.collector-2", "svc.api-1"
+ALERTS, ALERTS_2 = "city.alerts", "city.alerts-2"
+TELEMETRY = "$share/collectors/citygw/v1/+/telemetry"
 # MQTT 3.1.1 CONNECT: clean session, keep-alive 60 s, empty client id.
 PLAIN_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[SecuredMosquitto]:
-    server = SecuredMosquitto(tmp_path / "mosquitto", [NORTH, SOUTH, "svc.collector", "svc.api"])
+    users = [NORTH, SOUTH, COLLECTOR, COLLECTOR_2, API, ALERTS, ALERTS_2]
+    server = SecuredMosquitto(tmp_path / "mosquitto", users)
     server.start()
     yield server
     server.stop()
@@ -43,7 +56,7 @@ def test_anonymous_and_wrong_passwords_are_refused(broker: SecuredMosquitto) -> 
 
 def test_an_agent_cannot_publish_as_another(broker: SecuredMosquitto) -> None:
     """Nor its own desired config; the control, its own telemetry, is sent last and arrives."""
-    collector = Session(broker, "svc.collector")
+    collector = Session(broker, COLLECTOR)
     collector.subscribe("citygw/v1/+/telemetry")
     Session(broker, NORTH).publish_refused(f"citygw/v1/{SOUTH}/telemetry", b"spoofed")
     Session(broker, NORTH).publish_refused(f"citygw/v1/{NORTH}/config", b"spoofed desired config")
@@ -54,9 +67,11 @@ def test_an_agent_cannot_publish_as_another(broker: SecuredMosquitto) -> None:
 
 def test_an_agent_reads_only_its_own_config_and_commands(broker: SecuredMosquitto) -> None:
     north = Session(broker, NORTH)
-    north.subscribe(f"citygw/v1/{SOUTH}/cmd", f"citygw/v1/{SOUTH}/config", "citygw/v1/+/telemetry")
+    assert north.try_subscribe("citygw/v1/+/telemetry") == [False]
+    # Granted (the pattern is citygw/v1/+/cmd), but the acl_file delivers only NORTH's own.
+    north.subscribe(f"citygw/v1/{SOUTH}/cmd", f"citygw/v1/{SOUTH}/config")
     north.subscribe(f"citygw/v1/{NORTH}/cmd", f"citygw/v1/{NORTH}/config")
-    api = Session(broker, "svc.api")
+    api = Session(broker, API)
     south = Session(broker, SOUTH)
     api.publish(f"citygw/v1/{SOUTH}/cmd", b"switch off lamp 3")
     api.publish(f"citygw/v1/{SOUTH}/config", b"south config")
@@ -69,11 +84,13 @@ def test_an_agent_reads_only_its_own_config_and_commands(broker: SecuredMosquitt
 
 
 def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker: SecuredMosquitto) -> None:
-    collector = Session(broker, "svc.collector")
+    collector = Session(broker, COLLECTOR)
     collector.subscribe("$share/collectors/citygw/v1/+/telemetry", "citygw/v1/+/health")
-    for agent in (NORTH, SOUTH):
-        Session(broker, agent).publish(f"citygw/v1/{agent}/telemetry", agent.encode())
-    Session(broker, SOUTH, client_id="test-south-health").publish(f"citygw/v1/{SOUTH}/health", b"ok")
+    # One connection per user at a time: the broker makes the user name the client id.
+    for agent, channel in ((NORTH, "telemetry"), (SOUTH, "telemetry"), (SOUTH, "health")):
+        session = Session(broker, agent)
+        session.publish(f"citygw/v1/{agent}/{channel}", agent.encode() if channel == "telemetry" else b"ok")
+        session.close()
     got = sorted(collector.received() for _ in range(3))
     assert got == [
         (f"citygw/v1/{NORTH}/telemetry", NORTH.encode()),
@@ -81,8 +98,8 @@ def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker:
         (f"citygw/v1/{SOUTH}/telemetry", SOUTH.encode()),
     ]
     # The collector may not publish commands, nor the API telemetry.
-    api = Session(broker, "svc.api")
-    north = Session(broker, NORTH, client_id="test-north-cmd")
+    api = Session(broker, API)
+    north = Session(broker, NORTH)
     north.subscribe(f"citygw/v1/{NORTH}/cmd")
     collector.publish_refused(f"citygw/v1/{NORTH}/cmd", b"from the collector")
     api.publish(f"citygw/v1/{NORTH}/cmd", b"from the api")
@@ -91,7 +108,7 @@ def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker:
 
 
 def test_agents_connect_over_the_documented_tls_listener(broker: SecuredMosquitto) -> None:
-    collector = Session(broker, "svc.collector")
+    collector = Session(broker, COLLECTOR)
     collector.subscribe("citygw/v1/+/telemetry")
     north = Session(broker, NORTH, tls=True)
     north.publish(f"citygw/v1/{NORTH}/telemetry", b"over tls")
@@ -106,3 +123,163 @@ def test_agents_connect_over_the_documented_tls_listener(broker: SecuredMosquitt
         pytest.raises(ssl.SSLCertVerificationError),
     ):
         ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def receive_all(sessions: list[Session], count: int) -> list[list[bytes]]:
+    """The payloads each session receives until ``count`` have arrived in all."""
+    got: list[list[bytes]] = [[] for _ in sessions]
+    deadline = time.monotonic() + 20
+    while sum(map(len, got)) < count:
+        assert time.monotonic() < deadline, f"{sum(map(len, got))} of {count} messages arrived"
+        for session, payloads in zip(sessions, got, strict=True):
+            with contextlib.suppress(queue.Empty):
+                payloads.append(session.received(timeout=0.05)[1])
+    return got
+
+
+@pytest.mark.parametrize(("mqtt5", "clean"), [(False, True), (False, False), (True, True), (True, False)])
+def test_no_agent_takes_over_the_collectors_or_another_agents_connection(
+    broker: SecuredMosquitto, mqtt5: bool, clean: bool
+) -> None:
+    """NORTH connects with the collector's client id, then with SOUTH's: both victims stay connected,
+    SOUTH's will is not published, and everything SOUTH sends after the attempts reaches the collector."""
+    collector = Session(broker, COLLECTOR, client_id="collector-1", clean=False)
+    collector.subscribe(TELEMETRY, "$share/collectors/citygw/v1/+/status")
+    will = (f"citygw/v1/{SOUTH}/status", b"offline")
+    south = Session(broker, SOUTH, client_id=SOUTH, clean=False, will=will)
+    for victim in ("collector-1", COLLECTOR, SOUTH):
+        for tls in (True, False):
+            attacker = Session(broker, NORTH, client_id=victim, mqtt5=mqtt5, clean=clean, tls=tls)
+            attacker.publish(f"citygw/v1/{NORTH}/telemetry", b"attacker connected")
+            attacker.close()
+    assert receive_all([collector], 6) == [[b"attacker connected"] * 6]
+    south.publish(f"citygw/v1/{SOUTH}/status", b"online")  # a will published before it would come first
+    for n in range(50):
+        south.publish(f"citygw/v1/{SOUTH}/telemetry", str(n).encode())
+    assert receive_all([collector], 51) == [[b"online", *(str(n).encode() for n in range(50))]]
+    assert not collector.dropped.is_set(), "the collector was disconnected"
+    assert not south.dropped.is_set(), f"{SOUTH} was disconnected"
+
+
+def test_collectors_share_the_telemetry_and_no_agent_can_join_their_group(broker: SecuredMosquitto) -> None:
+    """Two collectors, each its own user, split the stream; NORTH's $share and wildcard
+    subscriptions are refused (MQTT 3.1.1 and 5), its own cmd and config are granted."""
+    collectors = [Session(broker, user, clean=False) for user in (COLLECTOR, COLLECTOR_2)]
+    for collector in collectors:
+        collector.subscribe(TELEMETRY)
+    for mqtt5 in (False, True):
+        north = Session(broker, NORTH, mqtt5=mqtt5)
+        refused = [
+            TELEMETRY,
+            "$share/collectors/citygw/v1/#",
+            "$share/anything/#",
+            "citygw/v1/+/telemetry",
+            "#",
+        ]
+        assert north.try_subscribe(*refused) == [False] * len(refused), "mqtt5" if mqtt5 else "3.1.1"
+        assert north.try_subscribe(f"citygw/v1/{NORTH}/cmd", f"citygw/v1/{NORTH}/config") == [True, True]
+        north.close()
+    south = Session(broker, SOUTH)
+    for n in range(60):
+        south.publish(f"citygw/v1/{SOUTH}/telemetry", str(n).encode())
+    got = receive_all(collectors, 60)
+    assert sorted(int(payload) for payloads in got for payload in payloads) == list(range(60))
+    assert all(got), f"one collector got nothing: {[len(payloads) for payloads in got]}"
+
+
+def test_the_alerts_reader_reads_alerts_and_publishes_nothing(broker: SecuredMosquitto) -> None:
+    """A city system's reader user: citygw/v1/_alerts/# only; each refused publish is followed by
+    a control on the same path, which arrives alone."""
+    reader = Session(broker, ALERTS)
+    assert reader.try_subscribe("citygw/v1/+/telemetry", "#", TELEMETRY) == [False, False, False]
+    reader.subscribe("citygw/v1/_alerts/#")
+    api = Session(broker, API)
+    api.publish("citygw/v1/_alerts/lamp-failures", b"cabinet 7: 3 lamps out")
+    assert reader.received() == ("citygw/v1/_alerts/lamp-failures", b"cabinet 7: 3 lamps out")
+    reader.close()
+    observer = Session(broker, ALERTS_2)
+    observer.subscribe("citygw/v1/_alerts/#")
+    collector = Session(broker, COLLECTOR)
+    collector.subscribe(TELEMETRY)
+    north = Session(broker, NORTH)
+    north.subscribe(f"citygw/v1/{NORTH}/cmd")
+    refused = ("citygw/v1/_alerts/lamp-failures", f"citygw/v1/{ALERTS}/telemetry", f"citygw/v1/{NORTH}/cmd")
+    for topic in refused:
+        Session(broker, ALERTS).publish_refused(topic, b"from the reader")
+    api.publish("citygw/v1/_alerts/lamp-failures", b"control")
+    Session(broker, SOUTH).publish(f"citygw/v1/{SOUTH}/telemetry", b"control")
+    api.publish(f"citygw/v1/{NORTH}/cmd", b"control")
+    for session in (observer, collector, north):
+        assert session.received()[1] == b"control"
+        assert session.messages.empty()
+
+
+def test_the_users_script_refuses_names_the_acl_would_misread(broker: SecuredMosquitto) -> None:
+    for kind, user, says in (
+        ("agent", "svc.thing", "is no agent id"),
+        ("collector", "collector-3", "needs a dot"),
+        ("robot", "x", "unknown kind"),
+        ("collector", NORTH, "needs a dot"),
+        ("agent", NORTH, "exists"),
+        ("collector", COLLECTOR_2, "exists"),
+    ):
+        done = broker.users_script("add", kind, user)
+        assert done.returncode == 2, (kind, user, done.stderr)
+        assert says in done.stderr, (kind, user, done.stderr)
+    done = broker.users_script("init", str(broker.dynsec_file), "admin")
+    assert done.returncode == 2, "init must never overwrite the broker's users"
+    assert "exists" in done.stderr
+    assert broker.users_script("roles").returncode == 0, "running it again changes nothing"
+    with pytest.raises(PermissionError):
+        Session(broker, "svc.thing")
+
+
+def test_the_broker_listens_only_on_the_configured_listeners(broker: SecuredMosquitto) -> None:
+    """A listener setting above the first `listener` line makes Mosquitto open 1883 on every address."""
+    assert broker.proc is not None
+    sockets = subprocess.run([find_binary("ss"), "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    mine = [line for line in sockets.splitlines() if f"pid={broker.proc.pid}," in line]
+    ports = {line.split()[3].rsplit(":", 1)[1] for line in mine}
+    assert ports == {str(broker.port), str(broker.tls_port)}
+
+
+def test_the_collector_stores_every_reading_while_an_agent_tries_its_client_id(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """Issue 21.1 measured 0 of 500 stored while an agent held the collector's id; now all 500 are,
+    with the attacker reconnecting under the collector's id every 10 batches (3.1.1 and 5, clean
+    and persistent) while the real collector runs on its shared subscription."""
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    url = f"mqtt://{COLLECTOR}:{quote(PASSWORD, safe='')}@127.0.0.1:{broker.port}"
+    collector = Collector(
+        url, store, client_id="collector-1", share_group="collectors", batch_max_seconds=0.05
+    )
+    collector.start()
+    try:
+        assert collector.wait_subscribed(10), "collector did not subscribe"
+        south = Session(broker, SOUTH)
+        t0 = now_ms() - 60_000
+        attempts = [(mqtt5, clean) for mqtt5 in (False, True) for clean in (True, False)]
+        for seq in range(100):
+            readings = [
+                wire.Reading(
+                    device=f"meter-{i}", measurement="electricity", ts=t0 + seq * 10 + i, fields={"kwh": i}
+                )
+                for i in range(5)
+            ]
+            south.publish(
+                wire.topic(SOUTH, wire.Channel.TELEMETRY),
+                wire.encode(wire.TelemetryBatch(agent=SOUTH, seq=seq, readings=readings)),
+            )
+            if seq % 10 == 0:
+                mqtt5, clean = attempts[seq // 10 % len(attempts)]
+                victim = ("collector-1", COLLECTOR)[seq // 40 % 2]
+                Session(broker, NORTH, client_id=victim, mqtt5=mqtt5, clean=clean, tls=True).close()
+
+        def count() -> int:
+            return len(store.range(measurement="electricity", start_ms=0, end_ms=END))
+
+        wait_until(lambda: count() == 500, "500 readings stored", timeout=30)
+    finally:
+        collector.stop()
+        store.close()

@@ -48,6 +48,8 @@ def test_unit_verifies_and_is_hardened(unit: Path, tmp_path: Path) -> None:
 def test_the_collector_keeps_its_client_id_and_restarts() -> None:
     unit = (UNITS / "citygw-collector@.service").read_text()
     assert "--client-id %i" in unit  # collector/README.md: same client id after a crash
+    # The broker makes the user name the client id: one broker user (URL) per instance.
+    assert "\nEnvironmentFile=/etc/citygw/collector-%i.env\n" in unit
     assert "\nRestart=always\n" in unit
 
 

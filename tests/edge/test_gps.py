@@ -136,3 +136,26 @@ def test_a_gps_device_may_name_an_nmea_profile_but_not_a_modbus_one(tmp_path: Pa
         AgentConfigError, match=r"devices\[0\]\.profile: cannot load GPS profile 'eastron_sdm630'"
     ):
         load_agent_config(named)
+
+
+def test_an_epoch_still_open_when_the_line_closes_is_journaled_and_garbage_is_counted() -> None:
+    """An RMC-only receiver's epoch waits for its GGA or the next epoch; the line closing ends it too."""
+    positions = _Positions()
+    poller = gps_poller(None, positions)
+    rmc = "$GPRMC,080000.00,A,4949.8340,N,02401.2000,E,10.0,45.0,150127,,,A*5C"
+    poller.take("$GPRMC,080000.00,A,4949.8340,N,02401.2000,E,10.0,45.0,3a0127,,,A*0A")
+    poller.take(rmc)
+    assert positions.readings == []
+    record = poller.board.record("bus-7-gps")
+    assert record.failures == 1
+    assert record.error is not None
+    assert record.error.startswith("GPRMC field 9 (Datestamp) '3a0127' is unreadable")
+    poller.end_of_stream()
+    [position] = positions.readings
+    assert position.ts == round(START.timestamp() * 1000)
+    assert position.fields == {
+        "lat": 49.83056667,
+        "lon": 24.02,
+        "speed_mps": 10.0 * 1852 / 3600,
+        "course_deg": 45.0,
+    }

@@ -1,5 +1,6 @@
 """Golden NMEA cases (testcases/<case>/input.nmea): a recorded sentence stream read through the case's
-profile gives the expected fixes, no-fixes and refused sentences. Adding a case adds a folder."""
+profile gives the expected fixes, no-fixes and refused sentences (``end``: when the stream ends).
+Adding a case adds a folder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from firmware_bridge.nmea import FixAssembler, GpsFix, NmeaError, NoFix, fix_fields
-from firmware_bridge.profile import load_nmea_profile
+from firmware_bridge.profile import NmeaProfile, load_nmea_profile
 
 CASES_DIR = Path(__file__).parent / "testcases"
 NMEA_CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "input.nmea").exists())
@@ -21,10 +22,10 @@ def epoch_ms(ts: dt.datetime | None) -> int | None:
     return None if ts is None else round(ts.timestamp() * 1000)
 
 
-def outcome(result: GpsFix | NoFix, profile_fields: dict[str, Any]) -> dict[str, Any]:
+def outcome(result: GpsFix | NoFix, profile: NmeaProfile) -> dict[str, Any]:
     if isinstance(result, NoFix):
         return {"no_fix": {"ts": result.ts_ms, "reason": result.reason}}
-    return {"fix": {"ts": result.ts_ms, "fields": profile_fields}}
+    return {"fix": {"ts": result.ts_ms, "fields": fix_fields(result, profile)}}
 
 
 def test_there_is_a_gps_case() -> None:
@@ -40,13 +41,12 @@ def test_recorded_sentences_give_the_expected_fixes(name: str) -> None:
     lines = (CASES_DIR / name / "input.nmea").read_text("ascii").splitlines()
     for number, line in enumerate(lines, start=1):
         try:
-            result = assembler.feed(line)
+            results = assembler.feed(line)
         except NmeaError as exc:
             got.append({"line": number, "error": str(exc)})
             continue
-        if result is not None:
-            fields = fix_fields(result, profile) if isinstance(result, GpsFix) else {}
-            got.append({"line": number, **outcome(result, fields)})
+        got += [{"line": number, **outcome(result, profile)} for result in results]
+    got += [{"line": "end", **outcome(result, profile)} for result in assembler.flush()]
     assert [g["line"] for g in got] == [e["line"] for e in expected["results"]]
     for g, e in zip(got, expected["results"], strict=True):
         if "error" in e:

@@ -252,7 +252,8 @@ def test_the_gps_profile_names_its_measurement_fields_and_sentences() -> None:
         "hdop": None,
         "altitude_m": "m",
     }
-    assert (gps.sentences, gps.talkers) == (["RMC", "GGA", "VTG"], ["GP", "GN"])
+    assert (gps.sentences, gps.talkers) == (["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"], None)  # every talker
+    assert gps.epoch_complete == ("RMC", "GGA")
     assert "gps_nmea" not in available_profiles()  # the Modbus ones
     assert available_profiles("nmea") == ["gps_nmea"]
 
@@ -271,7 +272,15 @@ def test_a_profile_of_the_other_protocol_is_refused_saying_which_is_needed() -> 
             "sentences: [RMC]\nfields: [{field: lat}, {field: lon}]\nregisters: []\n",
             "registers: Extra inputs",
         ),
-        ("sentences: [GGA]\nfields: [{field: lat}, {field: lon}]\n", "add RMC to sentences"),
+        ("sentences: [VTG, GSA]\nfields: [{field: lat}, {field: lon}]\n", "add RMC, GGA or GLL to sentences"),
+        (
+            "sentences: [RMC]\ncomplete_with: [RMC, GGA]\nfields: [{field: lat}, {field: lon}]\n",
+            "complete_with names GGA, which is not read",
+        ),
+        (
+            "sentences: [RMC]\ntalkers: [gps]\nfields: [{field: lat}, {field: lon}]\n",
+            "talkers[0]: String should",
+        ),
         ("sentences: [RMC]\nfields: [{field: lat}]\n", "needs the fields lat and lon"),
         ("sentences: [RMC]\nfields: [{field: lat}, {field: lon}, {field: heading}]\n", "fields[2] (heading)"),
         ("sentences: [GSV]\nfields: [{field: lat}, {field: lon}]\n", "sentences[0]: Input should be"),

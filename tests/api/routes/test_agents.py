@@ -363,3 +363,42 @@ def test_engineers_manage_only_their_sites(fleet: TestClient, registry: Registry
     assert fleet.get("/v1/agents", headers=headers).json() == []
     assert fleet.post(f"/v1/agents/{AGENT}/devices", json=METER, headers=headers).status_code == 403
     assert fleet.post(f"/v1/agents/{AGENT}/config", headers=headers).status_code == 403
+
+
+def test_a_push_that_stops_running_devices_needs_them_named(
+    fleet: TestClient, field_agent: FieldAgent, registry: Registry
+) -> None:
+    fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
+    assert fleet.post(f"/v1/agents/{AGENT}/config").json()["version"] == 1
+    field_agent.next(wire.Channel.CONFIG)
+    field_agent.say(
+        wire.Channel.CONFIG_STATE,
+        wire.ConfigState(agent=AGENT, version=1, state=wire.ConfigOutcome.APPLIED, ts=NOW_MS),
+    )
+    eventually(lambda: fleet.get(f"/v1/agents/{AGENT}").json()["applied_config_version"] == 1)
+    # The cabinet runs on the agent (its health says so) although the registry never knew it.
+    field_agent.say(
+        wire.Channel.HEALTH,
+        wire.Health(
+            agent=AGENT,
+            ts=NOW_MS,
+            journal=wire.JournalHealth(backlog=0, dropped=0),
+            devices={
+                "meter-1": wire.DeviceHealth(state=wire.DeviceState.OK),
+                "cab-rynok": wire.DeviceHealth(state=wire.DeviceState.OK),
+            },
+        ),
+    )
+    eventually(lambda: "cab-rynok" in (fleet.get(f"/v1/agents/{AGENT}").json()["device_health"] or {}))
+    assert fleet.delete(f"/v1/agents/{AGENT}/devices/meter-1").status_code == 200
+    refused = fleet.post(f"/v1/agents/{AGENT}/config")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"]["stopping"] == ["cab-rynok", "meter-1"]
+    partly = fleet.post(f"/v1/agents/{AGENT}/config", json={"remove": ["meter-1"]})
+    assert partly.status_code == 409
+    assert partly.json()["detail"]["stopping"] == ["cab-rynok"]
+    assert [v["version"] for v in fleet.get(f"/v1/agents/{AGENT}/config").json()] == [1]  # nothing pushed
+    confirmed = fleet.post(f"/v1/agents/{AGENT}/config", json={"remove": ["meter-1", "cab-rynok"]})
+    assert confirmed.status_code == 201, confirmed.text
+    assert field_agent.next(wire.Channel.CONFIG)["devices"] == []
+    assert [e["result"] for e in audit_log(registry, "config.push")] == ["ok", "refused", "refused", "ok"]

@@ -1,0 +1,80 @@
+"""The feed snapshot: rebuilt by one caller while the others are answered from the previous one."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from api.transit.feeds import TransitService
+from collector.store.base import Row
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import NOW_MS, bus_fix
+
+
+class HeldReader:
+    """The store, whose range reads wait while ``held`` is clear once ``hold`` is set."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.hold = False
+        self.reading = threading.Event()
+        self.released = threading.Event()
+
+    def range(self, **query: Any) -> Sequence[Row]:
+        if self.hold:
+            self.reading.set()
+            assert self.released.wait(10), "the test never released the build"
+        return self.store.range(**query)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_stale_snapshot_is_served_while_one_caller_rebuilds(
+    transit: TransitService, store: SqliteStore
+) -> None:
+    store.write([bus_fix("bus-1", 5, lat=49.84, lon=24.03)])
+    reader = HeldReader(store)
+    feeds: dict[str, Any] = {"max_age_s": 90, "max_ahead_s": 30}
+    first = transit.snapshot(reader, now_ms=NOW_MS, **feeds)
+    later_ms = NOW_MS + int(transit.settings.transit_rebuild_interval_s * 1000) + 1
+    reader.hold = True
+    built: list[Any] = []
+    builder = threading.Thread(
+        target=lambda: built.append(transit.snapshot(reader, now_ms=later_ms, **feeds))
+    )
+    builder.start()
+    try:
+        assert reader.reading.wait(10)
+        answered: list[Any] = []
+        waiter = threading.Thread(
+            target=lambda: answered.append(transit.snapshot(reader, now_ms=later_ms, **feeds))
+        )
+        waiter.start()
+        waiter.join(2)
+        assert answered == [first], "a caller queued behind the rebuild instead of getting the last snapshot"
+    finally:
+        reader.released.set()
+        builder.join(10)
+    assert built, "the rebuild never finished"
+    assert built[0] is not first
+    assert built[0].built_at_ms == later_ms
+    assert transit.snapshot(reader, now_ms=later_ms, **feeds) is built[0]
+
+
+def test_the_first_snapshot_is_waited_for_by_everyone(transit: TransitService, store: SqliteStore) -> None:
+    store.write([bus_fix("bus-1", 5, lat=49.84, lon=24.03)])
+    got: list[Any] = []
+    callers = [
+        threading.Thread(
+            target=lambda: got.append(transit.snapshot(store, now_ms=NOW_MS, max_age_s=90, max_ahead_s=30))
+        )
+        for _ in range(4)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert len(got) == 4
+    assert all(snapshot is got[0] for snapshot in got)  # built once, nobody got None
