@@ -19,6 +19,7 @@ from api.deps import AppContext, Clock, wall_clock_ms
 from api.mqtt_link import AgentLink
 from api.oidc import OidcVerifier
 from api.openapi import document_common_answers
+from api.pages import add_pages
 from api.rate_limit import ClientRateLimiter, rate_limited
 from api.recorder import Recorder, StoreWriter
 from api.refusals import RefusalAudit, audit_refusal
@@ -190,6 +191,8 @@ def create_app(
         version=_version(),
         summary="Smart-city telemetry: GTFS-realtime vehicle positions, devices and their readings",
         lifespan=lifespan,
+        docs_url=None,  # served by add_pages from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     app.state.context = AppContext(
@@ -223,5 +226,6 @@ def create_app(
         app.include_router(module.router, dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
     for module in (agents, commands, keys, audit, alerts):
         app.include_router(module.router)
+    add_pages(app)
     document_common_answers(app)
     return app

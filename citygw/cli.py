@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -30,6 +31,14 @@ DEFAULT_REGISTRY = "sqlite:///var/citygw-registry.sqlite"
 KEY_ROLES = ("utility", "engineer", "transit", "admin")  # api.security.Role but public (not imported: slow)
 EX_CONFIG = 2  # fix the settings first: systemd units say RestartPreventExitStatus=2
 EX_TEMPFAIL = 75  # sysexits.h: down or unreachable for now; a restart later may succeed
+EX_DEVICE = 1  # citygw probe: the device answered, but not usably (exception response, CRC, decoding)
+BROKER_CHECK_TIMEOUT_S = 5.0
+# Per command, loggers whose lines only repeat what the command says itself in one line (without -v).
+QUIET_LOGGERS = {
+    "keys": ("alembic.runtime.migration",),  # migrating the registry: not the command's output
+    "demo": ("alembic.runtime.migration",),
+    "probe": ("pymodbus",),  # "Failed to connect ... Repeating": the command's error line says it
+}
 
 
 def _env(name: str, default: str) -> str:
@@ -107,7 +116,21 @@ def _failing_as(what: str, *also: type[Exception]) -> Iterator[None]:
 
 def _demo(args: argparse.Namespace) -> int:
     from citygw.demo import DemoOptions, run_demo
+    from collector.service import BrokerAddress
+    from collector.store import redact
 
+    # A broker or store given on the command line is checked before anything starts: a demo that
+    # cannot reach them would otherwise start, then fail with a traceback or retry in silence.
+    if args.broker is not None:
+        try:
+            broker = BrokerAddress.parse(args.broker)
+        except ValueError as exc:
+            raise ConfigError(f"--broker: {exc}") from exc
+        with _failing_as(f"broker at {redact(args.broker)}"):
+            socket.create_connection((broker.host, broker.port), timeout=BROKER_CHECK_TIMEOUT_S).close()
+    if args.store is not None:
+        with _failing_as(f"store at {redact(args.store)}"):
+            open_store_for_service(args.store, option="--store").close()
     options = DemoOptions(
         broker_url=args.broker,
         store_url=args.store,
@@ -126,7 +149,7 @@ def _edge_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_store_for_service(url: str) -> Store:
+def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_URL") -> Store:
     """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing).
 
     A store that cannot serve this user (no database, no privilege to create it) is a ConfigError;
@@ -138,7 +161,7 @@ def open_store_for_service(url: str) -> Store:
     try:
         store = open_store(url)
     except ValueError as exc:
-        raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
+        raise ConfigError(f"{option}: {exc}") from exc
     try:
         prepare(store)
     except StoreUnavailable:
@@ -146,7 +169,7 @@ def open_store_for_service(url: str) -> Store:
         raise
     except StoreError as exc:
         store.close()
-        raise ConfigError(f"--store / CITYGW_STORE_URL: {exc}") from exc
+        raise ConfigError(f"{option}: {exc}") from exc
     return store
 
 
@@ -281,7 +304,7 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from firmware_bridge.errors import DeviceError
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
     from firmware_bridge.modbus import ModbusLine
     from firmware_bridge.probe import (
         format_table,
@@ -296,8 +319,11 @@ def _probe(args: argparse.Namespace) -> int:
         host, _, port = args.tcp.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--tcp {args.tcp!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
+        _resolve(host, int(port))
         line = ModbusLine.tcp(host=host, port=int(port), timeout=args.timeout)
     else:
+        if not Path(args.serial).exists():
+            raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
         line = ModbusLine.rtu(
             port=args.serial, baudrate=args.baudrate, parity=args.parity, timeout=args.timeout
         )
@@ -316,10 +342,27 @@ def _probe(args: argparse.Namespace) -> int:
     try:
         with _failing_as("probe", ValueError):  # a count or address outside what one read may ask
             print(asyncio.run(probe()))
-    except DeviceError as exc:
-        print(f"citygw probe: {exc}", file=sys.stderr)
-        return 1
+    except DeviceTimeout as exc:  # no answer, or the line itself down (LineUnavailable)
+        raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
+    except DeviceError as exc:  # an answer, but not a usable one: a fact about the device
+        raise CommandFailed(str(exc), EX_DEVICE) from exc
     return 0
+
+
+def _resolve(host: str, port: int) -> None:
+    """A host name that does not resolve is a setting to fix (exit 2); a DNS that did not answer, 75."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        temporary = exc.errno == socket.EAI_AGAIN
+        line = f"--tcp {host}:{port}: {exc.strerror}"
+        raise CommandFailed(line, EX_TEMPFAIL) if temporary else ConfigError(line) from exc
+
+
+def _serial_ports() -> str:
+    patterns = ("/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*", "/dev/ttyS[0-3]", "/dev/serial/by-id/*")
+    found = sorted(str(path) for pattern in patterns for path in Path("/").glob(pattern.lstrip("/")))
+    return ", ".join(found) or "none"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("transitions", "pymodbus", "httpx", "alembic.runtime.plugins"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("amqtt").setLevel(logging.ERROR)
+        for name in QUIET_LOGGERS.get(args.command, ()):
+            logging.getLogger(name).setLevel(logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

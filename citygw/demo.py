@@ -336,6 +336,7 @@ async def _run_demo(options: DemoOptions) -> int:
         )
         print(
             f"CityGW demo: {len(configs)} edge agents, broker {broker_url}, store {store_url}\n"
+            f"  city page:          {base}/\n"
             f"  API docs:           {base}/docs\n"
             f"  live summary:       {base}/v1/summary\n"
             f"  devices:            {base}/v1/devices\n"

@@ -1,7 +1,8 @@
 """Real services for integration tests: Mosquitto, InfluxDB 1.x, VictoriaMetrics and PostgreSQL.
 
 Each runs as a child process on a free loopback port with its data in a temporary folder,
-and can be stopped and started again on the same port (fault tests).
+and can be stopped and started again on the same port (fault tests). ``serving`` runs an ASGI
+app (the API) on uvicorn in a thread, for clients that need a real socket (streams, a browser).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+import uvicorn
 
 
 def _first_ephemeral_port() -> int:
@@ -62,6 +66,21 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
 def _port_open(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` on uvicorn on a free loopback port, in a thread; yields its base URL, stops it after."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: server.started or not thread.is_alive(), "uvicorn to start", timeout=10)
+        assert server.started, "uvicorn did not start (see its log above)"
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def find_binary(name: str, *extra_dirs: str) -> str:

@@ -243,11 +243,13 @@ def test_demo_shows_every_device_and_the_networks_vehicles_on_their_trips(
         assert len([e for e in updates if e.trip_update.stop_time_update]) >= 10
         (alert,) = _feed(base, "alerts").entity
         assert [e.route_id for e in alert.alert.informed_entity] == ["T1"]
+        assert httpx.get(f"{base}/", timeout=2).status_code == 200  # the city page
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-3000:]
     assert "CityGW demo stopped." in text, text[-3000:]
+    assert f"city page:          http://127.0.0.1:{port}/\n" in text, text[:1000]
     assert "Traceback" not in text, text[-3000:]
     assert "next stop" in text, text[-3000:]  # the summary's line per vehicle

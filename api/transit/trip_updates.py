@@ -1,9 +1,10 @@
 """GTFS-realtime TripUpdates: when each matched bus will reach the stops still ahead of it.
 
-The bus's current delay is carried along the trip. Where the schedule has slack (a hub stop
-with a long planned dwell, the first stop) a late bus wins time back down to a short dwell and
-an early bus waits for its departure time; elsewhere the delay stays as it is. A stop not yet
-served is never predicted in the past: a bus that has not reached it by now reaches it later.
+The bus's current delay is carried along the trip (and published as the trip's ``delay`` when
+the run has a schedule). Where the schedule has slack (a hub stop with a long planned dwell, the
+first stop) a late bus wins time back down to a short dwell and an early bus waits for its
+departure time; elsewhere the delay stays as it is. A stop not yet served is never predicted in
+the past: a bus that has not reached it by now reaches it later.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def _trip_update_entity(bus: TripProgress, now_s: int) -> gtfs_realtime_pb2.Feed
         if update.trip.schedule_relationship == gtfs_realtime_pb2.TripDescriptor.UNSCHEDULED
         else _STU.SCHEDULED
     )
+    if update.trip.schedule_relationship == gtfs_realtime_pb2.TripDescriptor.SCHEDULED:
+        # How late the bus runs now (GTFS-realtime TripUpdate.delay); a headway run has no schedule.
+        update.delay = round(bus.match.delay_s)
     for prediction in predictions:
         stop_update = update.stop_time_update.add()
         stop_update.stop_sequence = prediction.stop_sequence

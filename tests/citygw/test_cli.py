@@ -55,13 +55,24 @@ async def test_probe_shows_a_cdab_float_under_cdab() -> None:
     assert any("flow_rate" in line and "12.5" in line for line in decoded.stdout.splitlines()), decoded.stdout
 
 
-def test_probe_of_a_dead_endpoint_says_so() -> None:
-    from tests.services import free_port
+def test_probe_of_a_dead_endpoint_is_one_line_and_exit_75() -> None:
+    port = free_port()
+    result = _citygw("probe", "--tcp", f"127.0.0.1:{port}", "--timeout", "0.3")
+    # Before: pymodbus's "Failed to connect" and "Repeating...." lines, then "citygw probe: ...", exit 1.
+    _only_line(result, 75, f"citygw: tcp://127.0.0.1:{port}: line unavailable")
 
-    result = _citygw("probe", "--tcp", f"127.0.0.1:{free_port()}", "--timeout", "0.3")
-    assert result.returncode == 1
-    assert "citygw probe:" in result.stderr
-    assert "Traceback" not in result.stderr
+
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (("--serial", "/dev/no-such-adapter"), "citygw: --serial /dev/no-such-adapter: no such port"),
+        (("--tcp", "no-such-host.invalid:502"), "citygw: --tcp no-such-host.invalid:502: "),
+    ],
+)
+def test_probe_of_a_port_or_host_that_is_not_there_is_one_line_and_exit_2(
+    args: tuple[str, ...], start: str
+) -> None:
+    _only_line(_citygw("probe", *args, "--timeout", "0.3"), 2, start)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +219,59 @@ def _one_line(result: subprocess.CompletedProcess[str], code: int, start: str) -
     [line] = [line for line in result.stderr.splitlines() if line.startswith("citygw: ")]
     assert line.startswith(start), line
     return line
+
+
+def _only_line(result: subprocess.CompletedProcess[str], code: int, start: str) -> str:
+    """As ``_one_line``, and nothing else on stderr (no log line, no traceback) nor on stdout."""
+    line = _one_line(result, code, start)
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""
+    return line
+
+
+@pytest.mark.parametrize(
+    ("option", "code", "start", "why"),
+    [
+        ("--store", 75, "citygw: store at influxdb://demo:***@127.0.0.1:{port}/demo: ", "Connection refused"),
+        ("--broker", 75, "citygw: broker at mqtt://demo:***@127.0.0.1:{port}: ", "Connection refused"),
+        (
+            "--store",
+            2,
+            "citygw: --store: store URL 'mysql://demo:***@127.0.0.1:{port}/demo'",
+            "unknown scheme",
+        ),
+        ("--broker", 2, "citygw: --broker: broker URL: unknown scheme 'http'", "expected mqtt://"),
+    ],
+)
+def test_a_demo_that_cannot_use_its_store_or_broker_is_one_line_before_anything_starts(
+    tmp_path: Path, option: str, code: int, start: str, why: str
+) -> None:
+    port = free_port()
+    url = {
+        ("--store", 75): f"influxdb://demo:s3cret@127.0.0.1:{port}/demo",
+        ("--broker", 75): f"mqtt://demo:s3cret@127.0.0.1:{port}",
+        ("--store", 2): f"mysql://demo:s3cret@127.0.0.1:{port}/demo",
+        ("--broker", 2): f"http://127.0.0.1:{port}",
+    }[option, code]
+    demo = ("demo", option, url, "--workdir", str(tmp_path), "--port", str(free_port()), "--duration", "5")
+    # Before: a 30-100 line traceback, or (broker) a demo retrying in silence.
+    line = _only_line(_citygw(*demo), code, start.format(port=port))
+    assert why in line
+    assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / ".lock"])  # nothing was started
+
+
+def test_keys_print_the_key_and_nothing_of_the_registry_migration(tmp_path: Path) -> None:
+    registry = f"sqlite:///{tmp_path}/registry.sqlite"
+    made = _citygw("keys", "create", "--name", "Lviv SCADA", "--role", "utility", "--registry", registry)
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == ""  # before: six "alembic.runtime.migration" lines of a new registry
+    created, token = made.stdout.splitlines()
+    assert created.startswith("created key ")
+    assert token.startswith("cgw_")
+    listed = _citygw("keys", "list", "--registry", registry)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert "Lviv SCADA" in listed.stdout
 
 
 @pytest.mark.parametrize("command", ["api", "collector"])

@@ -16,7 +16,8 @@ from api.registry.audit import entries
 from api.security import Role
 from api.transit.feeds import TransitService
 from api.transit.fixtures import FEED_VERSION, network_files, zip_files
-from api.transit.simulated_buses import Bus, bus_tags, fixes_between
+from api.transit.matching import scheduled_time
+from api.transit.simulated_buses import Bus, bus_tags, fixes_between, where
 from api.transit.source import ZIP_MAX_AGE_S
 from api.transit.timetable import Timetable
 from collector.store.base import Point
@@ -159,6 +160,31 @@ def test_trip_updates_as_json_name_trips_and_stops(
             == timetable.trips[update["trip"]["trip_id"]].stop_times[-1].stop_id
         )
     assert transit_client.get("/v1/transit/trip-updates", params={"format": "json"}).json() == feed
+
+
+def test_a_scheduled_trip_says_how_late_its_bus_runs_and_a_headway_trip_does_not(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus]
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
+    feed = transit_client.get("/v1/transit/trip-updates.json").json()
+    buses = {bus.vehicle_id: bus for bus in friday}
+    checked = 0
+    for update in (entity["trip_update"] for entity in feed["entity"]):
+        if update["trip"]["schedule_relationship"] == "UNSCHEDULED":
+            assert "delay" not in update
+            continue
+        # The truth: how far behind its schedule the simulated bus really is, where it really is.
+        state = where(timetable, buses[update["vehicle"]["id"]], NOW_S)
+        assert state is not None
+        if state.ride.run.trip.trip_id != update["trip"]["trip_id"]:
+            continue  # put on another run: tests/api/transit/test_matching.py counts those
+        path = timetable.path(update["trip"]["trip_id"])
+        true_delay = NOW_S - scheduled_time(state.ride.run, path, state.along_m)
+        if state.along_m < 1:
+            true_delay = max(true_delay, 0.0)  # waiting at the first stop to leave on time is not early
+        assert abs(update["delay"] - true_delay) <= 10, (update["vehicle"], true_delay)
+        checked += 1
+    assert checked >= 3
 
 
 def test_alerts_are_written_by_transit_operators_audited_and_reach_the_feed(

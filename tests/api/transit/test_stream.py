@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api import create_app
 from api.registry import Registry
@@ -20,7 +18,7 @@ from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, FakeClock
-from tests.services import free_port
+from tests.services import serving
 
 NOW_S = NOW_MS // 1000
 
@@ -34,17 +32,8 @@ def served(
     app.state.transit = TransitService(
         settings.model_copy(update={"transit_gtfs_path": gtfs_path, **streams})
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def events(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, object]]]:
