@@ -59,7 +59,12 @@ def test_probe_of_a_dead_endpoint_is_one_line_and_exit_75() -> None:
     port = free_port()
     result = _citygw("probe", "--tcp", f"127.0.0.1:{port}", "--timeout", "0.3")
     # Before: pymodbus's "Failed to connect" and "Repeating...." lines, then "citygw probe: ...", exit 1.
-    _only_line(result, 75, f"citygw: tcp://127.0.0.1:{port}: line unavailable")
+    _only_line(
+        result,
+        75,
+        f"citygw: unit 1 read holding 0+10 on tcp://127.0.0.1:{port}: not sent, line unavailable: "
+        "connection refused",
+    )
 
 
 @pytest.mark.parametrize(
