@@ -152,7 +152,11 @@ def water_patterns(store: TelemetryReader, settings: ApiSettings, now_ms: int) -
 
 
 def offline(agents: Sequence[Agent]) -> list[Finding]:
-    """Agents whose status says offline, and devices their agent's health says do not answer."""
+    """Agents whose status says offline, and devices their agent's health says do not answer.
+
+    The signal is the device's read state on its agent's health, never the age of its newest reading:
+    a device reporting by exception (``heartbeat_s``) is read every poll but publishes rarely.
+    """
     found = []
     for agent in agents:
         if agent.state == wire.AgentState.OFFLINE.value:

@@ -12,9 +12,11 @@ from sqlalchemy import event, func, select
 from api.alerts.delivery import AlertEvent
 from api.alerts.engine import evaluate
 from api.registry import Registry, open_registry
+from api.registry.live import apply_health, apply_status
 from api.registry.models import Agent, Alert, AuditEntry
 from api.security import Role
 from api.settings import ApiSettings
+from citygw import wire
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, on_every_registry, reading
@@ -232,3 +234,39 @@ def test_alerts_through_the_api(
 
     audit = anonymous.get("/v1/audit", params={"action": "alert.acknowledge"}, headers=admin).json()
     assert [(e["target"], e["result"]) for e in audit] == [("lamp_failure:cab-rynok:lamp1", "ok")]
+
+
+def test_a_steady_device_reporting_by_exception_is_not_offline_a_silent_one_is(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    """Offline is the agent's word on the reads (health), never the age of the newest reading."""
+    # A steady station reporting by exception: read 5 s ago, its newest reading (a heartbeat) 50 min old.
+    store.write([reading("air_quality", "aq-steady", NOW_MS - 50 * MINUTE_MS, {"pm25": 6.0})])
+    steady = wire.DeviceHealth(
+        state=wire.DeviceState.OK,
+        last_ok=NOW_MS - 5_000,
+        last_published=NOW_MS - 50 * MINUTE_MS,
+        suppressed=299,
+    )
+    silent = wire.DeviceHealth(
+        state=wire.DeviceState.TIMEOUT,
+        last_ok=NOW_MS - HOUR_MS,
+        last_published=NOW_MS - HOUR_MS,
+        quarantined=True,
+    )
+    health = wire.Health(
+        agent="edge-rbe",
+        ts=NOW_MS,
+        devices={"aq-steady": steady, "aq-silent": silent},
+        journal=wire.JournalHealth(backlog=0, dropped=0),
+    )
+    with registry.session() as session:
+        apply_status(session, wire.Status(agent="edge-rbe", state=wire.AgentState.ONLINE), now_ms=NOW_MS)
+        apply_health(session, health, now_ms=NOW_MS)
+        session.commit()
+    raised = evaluate(registry, store, settings, NOW_MS)
+    assert {(e.rule, e.subject) for e in raised if e.rule == "device_offline"} == {
+        ("device_offline", "aq-silent")
+    }
+    silent_alert = next(e for e in raised if e.subject == "aq-silent")
+    assert silent_alert.data["last_ok"] == NOW_MS - HOUR_MS
