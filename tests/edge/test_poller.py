@@ -375,7 +375,9 @@ async def test_a_move_beyond_the_deadband_is_published_at_once(tmp_path: Path) -
         station.set("pm25", 10.1)  # +0.8 from the newly published 9.3: within 10 %
         await asyncio.sleep(0.4)
         assert len(of("dev-1")) == 2
-        validator.set("taps_student", validator.get("taps_student") + 1)  # a counter: any change
+        taps = validator.get("taps_student")
+        assert isinstance(taps, int)
+        validator.set("taps_student", taps + 1)  # a counter: any change
         await until(lambda: len(of("dev-2")) == 2)
         assert (board.snapshot()["dev-1"].suppressed or 0) >= 10
 
