@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from edge.config import Device
@@ -99,3 +103,21 @@ def test_a_field_is_compared_with_its_last_published_value_so_a_slow_drift_is_pu
         False,
         True,
     ]
+
+
+CASES = json.loads((Path(__file__).parent / "deadband_cases" / "open62541.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["source"].rsplit(": ", 1)[-1] for c in CASES])
+def test_deadbands_report_what_open62541_reports(case: dict[str, Any]) -> None:
+    """OPC UA's absolute deadband, as open62541's server applies it (tests/edge/deadband_cases)."""
+    deadband = case["deadband"]
+    rule = ReportRule("change") if deadband is None else ReportRule("absolute", deadband)
+    state = ExceptionReport({"value": rule}, heartbeat_s=86_400, poll_s=1)
+    state.sent({"value": case["last_reported"]}, 0.0)
+    reported = []
+    for t, value in enumerate(case["writes"], start=1):
+        if state.due({"value": value}, float(t)):
+            state.sent({"value": value}, float(t))
+            reported.append(value)
+    assert reported == case["reported"]
