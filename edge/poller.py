@@ -447,10 +447,10 @@ class ModbusPoller:
             reading = device_reading(
                 device, self.site, self.vehicles, measurement=slot.profile.measurement, ts=at, fields=fields
             )
-            self.journal.append([reading])
-            self.board.published(device.id, at)
-            if slot.report is not None:
-                slot.report.sent(fields, read_at)
+            if self.journal.append([reading]):  # 0: refused (quota drop_newest, a full disk)
+                self.board.published(device.id, at)
+                if slot.report is not None:  # else the next poll is published, moved or not
+                    slot.report.sent(fields, read_at)
         else:
             self.board.suppressed(device.id)
         self.board.ok(device.id, at, response_s=took)
@@ -594,8 +594,8 @@ class GpsPoller:
             if result.ts_ms == self._last_ts or sent is None or not significant_change(sent, result):
                 return
         self._last_ts, self._last_sent = result.ts_ms, result
-        self.journal.append([self.position(result)])
-        self.board.published(device_id, result.ts_ms)
+        if self.journal.append([self.position(result)]):
+            self.board.published(device_id, result.ts_ms)
 
     def position(self, fix: GpsFix) -> wire.Reading:
         return device_reading(

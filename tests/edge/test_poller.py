@@ -415,3 +415,25 @@ async def test_without_a_heartbeat_every_poll_is_published(tmp_path: Path) -> No
     assert health.suppressed is None
     assert health.reads <= len(journal.readings)
     assert health.last_published == journal.readings[health.reads - 1].ts == health.last_ok
+
+
+async def test_a_reading_the_journal_refuses_is_not_taken_as_published(tmp_path: Path) -> None:
+    """Quota full under drop_newest: the heartbeat's reading is refused, so the next poll tries again."""
+    station = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with polling([station], tmp_path, poll_s=0.05, baudrate=None, heartbeat_s=60) as (
+        _,
+        journal,
+        board,
+        _,
+    ):
+        journal.policy, journal.quota_bytes = "drop_newest", journal.size_bytes()
+        await until(lambda: journal.counters.dropped >= 3)
+        refused = board.snapshot()["dev-1"]
+        journal.quota_bytes = None
+        await until(lambda: board.snapshot()["dev-1"].last_published is not None)
+        await until(lambda: (board.snapshot()["dev-1"].suppressed or 0) >= 3)
+    assert refused.state is wire.DeviceState.OK
+    assert (refused.last_published, refused.suppressed) == (None, None), (
+        "refused: neither published nor held back"
+    )
+    assert journal.backlog() == 1, "published once the journal took it, then nothing moved"
