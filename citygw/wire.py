@@ -229,7 +229,11 @@ class DeviceState(StrEnum):
 
 class DeviceHealth(_Payload):
     state: DeviceState
-    last_ok: Timestamp | None = Field(default=None, description="ms since epoch of the last good read")
+    last_ok: Timestamp | None = Field(
+        default=None,
+        description="ms since epoch of the last good read: the device answers (also when, reporting by "
+        "exception, nothing was published)",
+    )
     error: str | None = Field(default=None, max_length=512)
     reads: StrictInt = 0
     failures: StrictInt = 0
@@ -250,6 +254,16 @@ class DeviceHealth(_Payload):
     skipped_polls: StrictInt | None = Field(
         default=None,
         description="polls not made since start: journal quota reached under policy stop_slow, a slow device",
+    )
+    last_published: Timestamp | None = Field(
+        default=None,
+        description="ms since epoch of the newest reading journaled (its own read time); older than last_ok "
+        "for a steady device reporting by exception, never older than its heartbeat",
+    )
+    suppressed: StrictInt | None = Field(
+        default=None,
+        description="good reads not published since start: reporting by exception, no field moved beyond its "
+        "deadband and no heartbeat was due",
     )
     fields_left_out: dict[Name, Annotated[StrictStr, Field(max_length=512)]] | None = Field(
         default=None,

@@ -11,7 +11,10 @@ One measurement, two kinds of series (tags are identity only, every value is a f
   ``state_code`` (``STATE_CODES``, for graphs and thresholds), ``ok`` and ``quarantined``
   (1/0), ``reads``, ``failures``, ``fields_left_out`` (how many fields its readings leave out now:
   no measurement; the names and reasons are on the message), and when known ``last_ok_age_s``
-  (seconds between the last good read and the message), ``exception_code``, ``counter_resets``. Written when
+  (seconds between the last good read and the message), ``last_published_age_s`` (the same for the
+  newest reading journaled), ``suppressed`` (good reads a device reporting by exception did not
+  publish), ``exception_code``, ``counter_resets``. A silent device has an old ``last_ok_age_s``; a
+  steady one a fresh ``last_ok_age_s`` and an older ``last_published_age_s``. Written when
   the device's state, quarantine or fields left out changed, else at most every
   ``DEVICE_HEALTH_EVERY_S`` (``DeviceHealthGate``):
   a city's 200 000 meters behind concentrators would otherwise cost 20 000 points a second.
@@ -95,6 +98,10 @@ def health_points(
         }
         if device.last_ok is not None:
             fields["last_ok_age_s"] = max(0, health.ts - device.last_ok) / 1000
+        if device.last_published is not None:
+            fields["last_published_age_s"] = max(0, health.ts - device.last_published) / 1000
+        if device.suppressed is not None:
+            fields["suppressed"] = device.suppressed
         if device.exception_code is not None:
             fields["exception_code"] = device.exception_code
         if device.counter_resets is not None:

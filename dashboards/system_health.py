@@ -3,7 +3,8 @@
 Reads ``agent_health`` as the collector writes it (collector/health.py, collector/README.md):
 per agent (tag ``agent``) ``journal_backlog``, ``journal_dropped``, ``devices_total``,
 ``devices_failing`` at each health message and ``online`` at each status message; per device
-(tags ``agent``, ``device``) ``state``, ``ok``, ``quarantined``, ``failures``, ``last_ok_age_s``.
+(tags ``agent``, ``device``) ``state``, ``ok``, ``quarantined``, ``failures``, ``last_ok_age_s``,
+``last_published_age_s``, ``suppressed``.
 The collector's own lag and write latency are Prometheus metrics (``/metrics``), not InfluxDB
 data; see docs/deploy.md.
 """
@@ -197,17 +198,22 @@ def dashboard() -> Dashboard:
                 InfluxQL(
                     'SELECT last("state") AS "state", last("ok") AS "ok", '
                     'last("quarantined") AS "quarantined", last("failures") AS "failures", '
-                    'last("last_ok_age_s") AS "last_ok_age" '
+                    'last("last_ok_age_s") AS "last_ok_age", '
+                    'last("last_published_age_s") AS "published_age", last("suppressed") AS "suppressed" '
                     f'FROM "{AGENT_HEALTH}" WHERE $timeFilter AND {AGENTS} GROUP BY "agent", "device"'
                 ),
                 description="Each device's latest health: state of the last read, failures since the agent "
-                "started, time since its last good read at that moment; quarantined devices are tried once "
-                "per backoff period.",
-                units={"last_ok_age": "s"},
+                "started, time since its last good read and since its newest published reading at that "
+                "moment, good reads not published (reporting by exception). A steady device: a recent read, "
+                "an older publication (at most its heartbeat_s); a silent one: no recent read. Quarantined "
+                "devices are tried once per backoff period.",
+                units={"last_ok_age": "s", "published_age": "s"},
                 column_steps={
                     "ok": ((None, BAD), (1, OK)),
                     "quarantined": ((None, OK), (1, WARN)),
                     "last_ok_age": ((None, OK), (300, WARN), (3600, BAD)),
+                    # heartbeat_s is at most 3600 s (edge.config.MAX_HEARTBEAT_S), plus a poll.
+                    "published_age": ((None, OK), (3900, WARN)),
                 },
                 width=12,
             )

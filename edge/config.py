@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from citygw import wire
 from citygw.errors import ConfigError
+from firmware_bridge.profile import DeadbandError, DeadbandSetting
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -28,6 +29,9 @@ VEHICLE_TAGS = frozenset({"vehicle", "vehicle_label", "route"})
 CONSOLE_FIELDS = ("route_id", "trip_id")
 CONSOLE_PROFILE = "onboard_console"
 DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
+# A steady device is heard at least this often: the API takes an air-quality reading older than
+# 2 h as stale (api.settings aq_max_age_s) and the collector writes device health every 15 min.
+MAX_HEARTBEAT_S = 3600.0
 
 Label = wire.Label
 Name = wire.Name
@@ -207,6 +211,18 @@ class Device(_Section):
     )
     location: Location | None = None
     vehicle: Vehicle | None = None
+    heartbeat_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_HEARTBEAT_S,
+        description="report by exception: a poll's reading is published when a field moved beyond its "
+        "deadband, else once this long after the last published one (none: every poll is published)",
+    )
+    report: dict[Name, DeadbandSetting] = Field(
+        default_factory=dict,
+        description="per field: a deadband in its unit (0.5), a percentage of the last published value "
+        "(5%) or on_change; replaces the profile's; needs heartbeat_s",
+    )
 
 
 class RemoteConfigSettings(_Section):
@@ -342,6 +358,8 @@ def validate_agent_config(
     problems = check_references(config, profiles or _default_profile_check)
     if not problems:
         problems = check_consoles(config, profiles or _default_profile_check)
+    if not problems:
+        problems = check_reporting(config, profiles or _default_profile_check)
     if not problems:
         from edge.bus_plan import check_bus_time  # it needs the poller, which needs this module
 
@@ -537,6 +555,63 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
     return problems
 
 
+def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
+    """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
+    from firmware_bridge.profile import Profile, deadband_problem
+
+    problems: list[Problem] = []
+    for i, device in enumerate(config.devices):
+        at = f"devices[{i}]"
+        if device.heartbeat_s is None:
+            if device.report:
+                problems.append(
+                    Problem(
+                        f"{at}.report",
+                        "deadbands without a heartbeat: a steady device would never be heard",
+                        "add heartbeat_s: <seconds> (e.g. 900), or remove report",
+                    )
+                )
+            continue
+        if config.line(device.line).kind == "nmea":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "a GPS device already reports by exception (every poll_s, at once on a stop or a turn)",
+                    "remove heartbeat_s and report",
+                )
+            )
+            continue
+        if device.heartbeat_s < device.poll_s:
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    f"heartbeat_s {device.heartbeat_s:g} is shorter than poll_s {device.poll_s:g}: "
+                    "a heartbeat is a poll's own reading",
+                    f"set heartbeat_s to {device.poll_s:g} or more (e.g. 900), or remove it to publish "
+                    "every poll",
+                )
+            )
+        profile = profiles(device.profile or "")  # a stand-in that is no Profile (tests) is taken on trust
+        if not isinstance(profile, Profile):
+            continue
+        fields = {spec.field: spec for spec in profile.registers}
+        for name, setting in device.report.items():
+            spec = fields.get(name)
+            if spec is None:
+                problems.append(
+                    Problem(
+                        f"{at}.report.{name}",
+                        f"profile {device.profile!r} reads no field {name!r}",
+                        f"use one of its fields: {', '.join(fields)}",
+                    )
+                )
+                continue
+            problem = deadband_problem(spec, setting)
+            if problem is not None:
+                problems.append(Problem(f"{at}.report.{name}", problem.what, problem.fix))
+    return problems
+
+
 def known_profiles() -> list[str]:
     """Names of the Modbus profiles shipped in ``firmware_bridge/profiles``."""
     from firmware_bridge.profile import available_profiles
@@ -576,10 +651,13 @@ def _problem(error: Any, env_url: str | None) -> Problem:
     if env_url and field.startswith("broker.url"):
         field += f" (from {BROKER_URL_ENV})"
     message = str(error["msg"])
+    cause = error.get("ctx", {}).get("error")
     secret = field.startswith("broker.url")  # may carry a password
     if not secret and "input" in error and not isinstance(error["input"], dict | list):
         message += f" (got {error['input']!r})"
     fix = _FIXES.get(error["type"], "correct the value")
     if error["type"] == "string_pattern_mismatch":
         fix = f"match {error['ctx']['pattern']}"
+    if isinstance(cause, DeadbandError):
+        message, fix = cause.what, cause.fix
     return Problem(field or "(file)", message, fix)

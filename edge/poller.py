@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from citygw import wire
 from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
+from edge.report import ExceptionReport
 from edge.vehicles import TRIP_FIELD, Vehicles
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.modbus import ModbusLine
@@ -101,6 +102,8 @@ class DeviceRecord:
     quarantined: bool = False
     counter_resets: int = 0
     skipped_polls: int = 0
+    last_published: int | None = None
+    suppressed: int = 0
     # Fields left out of the readings as last read (no measurement), each with why.
     fields_left_out: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +124,8 @@ class DeviceRecord:
             quarantined=self.quarantined or None,
             counter_resets=self.counter_resets or None,
             skipped_polls=self.skipped_polls or None,
+            last_published=self.last_published,
+            suppressed=self.suppressed or None,
             fields_left_out={f: why[:512] for f, why in self.fields_left_out.items()} or None,
         )
 
@@ -164,6 +169,14 @@ class HealthBoard:
         record.consecutive_failures += 1
         record.quarantined = state is wire.DeviceState.TIMEOUT
         record.answered_in(response_s)
+
+    def published(self, device_id: str, ts_ms: int) -> None:
+        """A reading of the device, taken at ``ts_ms``, was journaled."""
+        self.record(device_id).last_published = ts_ms
+
+    def suppressed(self, device_id: str) -> None:
+        """A good read left unpublished: no field moved beyond its deadband, no heartbeat due."""
+        self.record(device_id).suppressed += 1
 
     def noted(self, device_id: str, error: str) -> None:
         """A problem that does not change the device's state (a garbled NMEA line)."""
@@ -248,6 +261,8 @@ class _Slot:
     logged_failure: tuple[wire.DeviceState, type[Exception]] | None = None
     logged_at: float = 0.0
     failures: int = 0
+    # Report by exception (the device has a heartbeat_s), else None: every poll is published.
+    report: ExceptionReport | None = None
 
     @property
     def next_polls(self) -> tuple[Poll, ...]:
@@ -292,7 +307,10 @@ class ModbusPoller:
         self.site = site
         self.vehicles = vehicles or Vehicles()
         self._clock = clock
-        self._slots = [_Slot(device, profile) for device, profile in devices]
+        self._slots = [
+            _Slot(device, profile, report=ExceptionReport.for_device(device, profile))
+            for device, profile in devices
+        ]
         self._commands: list[tuple[Callable[[ModbusLine], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         for slot in self._slots:
@@ -391,10 +409,12 @@ class ModbusPoller:
                     future.set_result(result)
 
     async def poll(self, slot: _Slot, line: ModbusLine) -> bool:
-        """Read one device once; True when a reading was journaled.
+        """Read one device once; True when it answered with fields.
 
-        The line leaves out fields that are no measurement (NaN, infinity, out of range) and says
-        which (``field_errors``): they go on the device's health as ``fields_left_out``.
+        The reading is journaled unless the device reports by exception and nothing moved
+        (``edge.report``); health counts that as ``suppressed``. The line leaves out fields that
+        are no measurement (NaN, infinity, out of range) and says which (``field_errors``): they go
+        on the device's health as ``fields_left_out``.
         """
         device = slot.device
         polls = slot.next_polls
@@ -414,10 +434,13 @@ class ModbusPoller:
                 response_s=took if answered else None,
             )
             self._log_failure(slot, exc)
+            if slot.report is not None:
+                slot.report.forget()
             return False
         finally:
             self.board.left_out(device.id, line.field_errors(unit))
-        took = self._clock() - started
+        read_at = self._clock()
+        took = read_at - started
         at = now_ms()
         if not fields:  # nothing of this poll class to read (a profile of slow points only)
             self.board.failed(
@@ -426,10 +449,16 @@ class ModbusPoller:
             return False
         fields.update(self._counter_resets(slot, fields))
         unusable = self.vehicles.heard(device.id, fields)  # a console's log-in applies to its own reading too
-        reading = device_reading(
-            device, self.site, self.vehicles, measurement=slot.profile.measurement, ts=at, fields=fields
-        )
-        self.journal.append([reading])
+        if slot.report is None or slot.report.due(fields, read_at):
+            reading = device_reading(
+                device, self.site, self.vehicles, measurement=slot.profile.measurement, ts=at, fields=fields
+            )
+            if self.journal.append([reading]):  # 0: refused (quota drop_newest, a full disk)
+                self.board.published(device.id, at)
+                if slot.report is not None:  # else the next poll is published, moved or not
+                    slot.report.sent(fields, read_at)
+        else:
+            self.board.suppressed(device.id)
         if slot.logged_failure is not None:
             log.info("device %s answers again after %d failed reads", device.id, slot.failures)
         slot.logged_failure, slot.failures = None, 0
@@ -589,7 +618,8 @@ class GpsPoller:
             if result.ts_ms == self._last_ts or sent is None or not significant_change(sent, result):
                 return
         self._last_ts, self._last_sent = result.ts_ms, result
-        self.journal.append([self.position(result)])
+        if self.journal.append([self.position(result)]):
+            self.board.published(device_id, result.ts_ms)
 
     def position(self, fix: GpsFix) -> wire.Reading:
         return device_reading(

@@ -8,10 +8,13 @@ the sentences used. Adding a device model is adding a file under ``profiles/``, 
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 import yaml
 from pydantic import (
@@ -61,6 +64,8 @@ REGISTERS_PER_TYPE: dict[str, int] = {
     "f64": 4,
 }
 MAX_ADDRESS = 0xFFFF
+ON_CHANGE = "on_change"
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 
 
 def _address(value: Any) -> Any:
@@ -74,6 +79,71 @@ def _address(value: Any) -> Any:
 
 
 Address = Annotated[int, BeforeValidator(_address), Field(ge=0, le=MAX_ADDRESS)]
+
+
+class DeadbandError(ValueError):
+    """A deadband setting that cannot be used: ``what`` is wrong, ``fix`` says how to write it."""
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(f"{what}: {fix}")
+        self.what, self.fix = what, fix
+
+
+@dataclass(frozen=True)
+class ReportRule:
+    """When a field's new value is worth publishing (report by exception), against the last published one.
+
+    ``absolute``: it moved more than ``amount`` (the field's unit); ``percent``: more than ``amount``
+    percent of the last published value (any move from 0); ``change``: it is not equal (any type).
+    """
+
+    kind: Literal["absolute", "percent", "change"]
+    amount: float = 0.0
+
+    def moved(self, before: object, now: object) -> bool:
+        if self.kind == "change" or not _number(before) or not _number(now):
+            return before != now
+        limit = self.amount if self.kind == "absolute" else abs(before) * self.amount / 100
+        # Exactly the deadband is not beyond it, whatever float rounding made of the difference.
+        return abs(now - before) > limit + 1e-9 * max(abs(before), abs(now))
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def report_rule(setting: object) -> ReportRule:
+    """The rule of a deadband setting: a number (absolute), ``"N%"`` (percent) or ``on_change``.
+
+    ValueError saying how to write it otherwise (pydantic turns it into a named field error).
+    """
+    how = (
+        f"write a number in the field's unit (0.5), a percentage of the last published value (5%) "
+        f"or {ON_CHANGE}"
+    )
+    if isinstance(setting, bool) or not isinstance(setting, int | float | str):
+        raise DeadbandError(f"{setting!r} is no deadband", how)
+    if isinstance(setting, int | float):
+        if not math.isfinite(setting) or setting < 0:
+            raise DeadbandError(
+                f"deadband {setting} is negative or not finite", "use 0 or more (0: publish any change)"
+            )
+        return ReportRule("absolute", float(setting))
+    if setting == ON_CHANGE:
+        return ReportRule("change")
+    match = _PERCENT.match(setting)
+    if match is None:
+        raise DeadbandError(f"{setting!r} is no deadband", how)
+    return ReportRule("percent", float(match.group(1)))
+
+
+def _deadband_setting(value: Any) -> Any:
+    report_rule(value)  # raises with the fix
+    return value
+
+
+DeadbandSetting = Annotated[float | str, BeforeValidator(_deadband_setting)]
+"""How a field is reported by exception: a number (absolute deadband), ``"N%"`` or ``on_change``."""
 
 
 class ProfileError(ValueError):
@@ -121,6 +191,14 @@ class RegisterSpec(BaseModel):
         pattern=NAME_PATTERN,
         description="the writable field this value follows (an actual level following its setpoint)",
     )
+    deadband: DeadbandSetting | None = Field(
+        default=None,
+        description="report by exception: publish when the value moved more than this (in its unit, or "
+        "N% of the last published value); used by devices given a heartbeat_s",
+    )
+    report: Literal["on_change"] | None = Field(
+        default=None, description="report by exception: publish whenever the value changed (status, codes)"
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -151,6 +229,12 @@ class RegisterSpec(BaseModel):
                 raise ValueError(f"mask {self.mask} shifted by {self.shift} does not fit in a {self.type}")
         if self.counter and self.type in ("bit", "string"):
             raise ValueError(f"a {self.type} cannot count: remove counter")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
         if self.typical_rate is not None and not self.counter:
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -187,6 +271,13 @@ class RegisterSpec(BaseModel):
         plain = self.type in INTEGER_TYPES and self.scale == 1 and self.offset == 0
         return plain and (self.counter or self.unit is None)
 
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
     def allows(self, value: object) -> bool:
         """True when a numeric value lies within min..max (values of other kinds are not limited)."""
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -200,6 +291,19 @@ class RegisterSpec(BaseModel):
             return None
         places = [-int(Decimal(str(x)).normalize().as_tuple().exponent) for x in (self.scale, self.offset)]
         return max(0, *places)
+
+
+def deadband_problem(spec: RegisterSpec, setting: float | str) -> DeadbandError | None:
+    """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
+    if report_rule(setting).kind == "change":
+        return None
+    if spec.counter:
+        return DeadbandError(
+            f"{spec.field} is a counter, published whenever it changes", "remove its deadband"
+        )
+    if spec.type in ("bit", "string"):
+        return DeadbandError(f"a {spec.type} has no deadband", f"use {ON_CHANGE} for {spec.field}")
+    return None
 
 
 class SerialSettings(BaseModel):

@@ -184,7 +184,9 @@ def offline(agents: Sequence[Agent], registered: Set[tuple[str, str]]) -> list[F
     """Agents whose status says offline, and devices their agent's health says do not answer.
 
     Only devices ``registered`` (active, as (agent id, device id)) on that agent: a health message
-    naming thousands of devices nobody registered raises nothing.
+    naming thousands of devices nobody registered raises nothing. The signal is the device's read
+    state on its agent's health, never the age of its newest reading: a device reporting by
+    exception (``heartbeat_s``) is read every poll but publishes rarely.
     """
     found = []
     for agent in agents:

@@ -73,6 +73,7 @@ class ModbusDeviceSimulator:
         values: Mapping[str, FieldValue] | None = None,
         animate: bool = False,
         time_scale: float = 1.0,
+        start_s: float | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if not 0 <= unit <= 247:
@@ -96,7 +97,9 @@ class ModbusDeviceSimulator:
         # Registers the firmware refuses with exception 02 although the profile does not say so.
         self.holes: list[AddressRange] = []
         self._exception_code: ExcCodes | None = None
-        self._clock_origin = (time.time(), time.monotonic())
+        # The device's own time (Unix s) now: ``start_s`` puts an animated device at a chosen time of
+        # day (a benchmark that should not depend on when it runs); default the wall clock.
+        self._clock_origin = (time.time() if start_s is None else start_s, time.monotonic())
         # Every request that reached this device: (function code, address, count).
         self.requests: list[tuple[int, int, int]] = []
         self._values: dict[str, FieldValue] = {s.field: _default(s) for s in self.profile.registers}

@@ -12,9 +12,11 @@ from sqlalchemy import event, func, select
 from api.alerts.delivery import AlertEvent
 from api.alerts.engine import evaluate
 from api.registry import Registry, open_registry
+from api.registry.live import apply_health, apply_status
 from api.registry.models import Agent, Alert, AuditEntry, Device
 from api.security import Role
 from api.settings import ApiSettings
+from citygw import wire
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, on_every_registry, reading
@@ -271,3 +273,39 @@ def test_a_pause_in_a_meters_data_neither_raises_nor_cures(
     store.write([reading("water", "w-leak", NOW_MS + 61 * MINUTE_MS, {"flow_rate": 0.0})])
     ended = evaluate(registry, store, settings, NOW_MS + 61 * MINUTE_MS)
     assert subjects(ended) == {("ended", "water_leak", "w-leak")}
+
+
+def test_a_steady_device_reporting_by_exception_is_not_offline_a_silent_one_is(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    """Offline is the agent's word on the reads (health), never the age of the newest reading."""
+    # A steady station reporting by exception: read 5 s ago, its newest reading (a heartbeat) 50 min old.
+    store.write([reading("air_quality", "aq-steady", NOW_MS - 50 * MINUTE_MS, {"pm25": 6.0})])
+    steady = wire.DeviceHealth(
+        state=wire.DeviceState.OK,
+        last_ok=NOW_MS - 5_000,
+        last_published=NOW_MS - 50 * MINUTE_MS,
+        suppressed=299,
+    )
+    silent = wire.DeviceHealth(
+        state=wire.DeviceState.TIMEOUT,
+        last_ok=NOW_MS - HOUR_MS,
+        last_published=NOW_MS - HOUR_MS,
+        quarantined=True,
+    )
+    health = wire.Health(
+        agent="edge-rbe",
+        ts=NOW_MS,
+        devices={"aq-steady": steady, "aq-silent": silent},
+        journal=wire.JournalHealth(backlog=0, dropped=0),
+    )
+    with registry.session() as session:
+        apply_status(session, wire.Status(agent="edge-rbe", state=wire.AgentState.ONLINE), now_ms=NOW_MS)
+        apply_health(session, health, now_ms=NOW_MS)
+        session.commit()
+    raised = evaluate(registry, store, settings, NOW_MS)
+    assert {(e.rule, e.subject) for e in raised if e.rule == "device_offline"} == {
+        ("device_offline", "aq-silent")
+    }
+    silent_alert = next(e for e in raised if e.subject == "aq-silent")
+    assert silent_alert.data["last_ok"] == NOW_MS - HOUR_MS

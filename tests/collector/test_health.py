@@ -24,7 +24,14 @@ def health(agent_id: str, ts: int) -> wire.Health:
         agent=agent_id,
         ts=ts,
         devices={
-            "meter-1": wire.DeviceHealth(state=wire.DeviceState.OK, last_ok=ts - 2_000, reads=10),
+            # Steady: read 2 s ago, reporting by exception; its last reading was published 10 min ago.
+            "meter-1": wire.DeviceHealth(
+                state=wire.DeviceState.OK,
+                last_ok=ts - 2_000,
+                reads=10,
+                last_published=ts - 600_000,
+                suppressed=9,
+            ),
             "meter-2": wire.DeviceHealth(
                 state=wire.DeviceState.TIMEOUT,
                 last_ok=ts - 600_000,
@@ -102,6 +109,9 @@ def test_health_and_status_are_stored_per_agent_and_per_device(
     }
     assert at_ts["meter-2"].tags == site | {"device": "meter-2"}
     assert at_ts["meter-1"].values["ok"] == 1
+    # A steady device: read a moment ago, nothing to publish for 10 min; a silent one: no read for 10 min.
+    steady = at_ts["meter-1"].values
+    assert (steady["last_ok_age_s"], steady["last_published_age_s"], steady["suppressed"]) == (2.0, 600.0, 9)
     assert at_ts["meter-2"].values == {
         "state": "timeout",
         "state_code": STATE_CODES[wire.DeviceState.TIMEOUT],

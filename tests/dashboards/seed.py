@@ -224,8 +224,12 @@ def command_points(times: list[int]) -> list[Point]:
     return result
 
 
+STEADY = "aq-rynok"
+
+
 def agent_health(agent: str, i: int, step: int, ts: int) -> wire.Health:
-    """The health message agent number ``i`` sends at ``ts``, as received: its first device times out."""
+    """The health message agent number ``i`` sends at ``ts``, as received: agent 1's first device times out,
+    ``STEADY`` reports by exception."""
     devices: dict[str, wire.DeviceHealth] = {}
     for n, device in enumerate(d for d in DEVICES if d.agent == agent):
         if n == 0 and i == 1:
@@ -236,9 +240,17 @@ def agent_health(agent: str, i: int, step: int, ts: int) -> wire.Health:
                 failures=step + 1,
                 quarantined=True,
             )
+        elif device.id == STEADY:  # reporting by exception: read a second ago, published 10 min ago
+            devices[device.id] = wire.DeviceHealth(
+                state=wire.DeviceState.OK,
+                last_ok=ts - 1_000,
+                reads=step + 1,
+                last_published=ts - 600_000,
+                suppressed=step,
+            )
         else:
             devices[device.id] = wire.DeviceHealth(
-                state=wire.DeviceState.OK, last_ok=ts - 1_000, reads=step + 1
+                state=wire.DeviceState.OK, last_ok=ts - 1_000, reads=step + 1, last_published=ts - 1_000
             )
     health = wire.Health(
         agent=agent,

@@ -120,8 +120,13 @@ def test_system_health_reads_what_the_collector_makes_of_health_and_status(
         "quarantined": 1,
         "failures": 24,
         "last_ok_age": 3600,
+        "published_age": None,
+        "suppressed": None,
     }
-    assert devices["aq-rynok"]["state"] == "ok"
+    # Steady, reporting by exception: read a second ago, nothing to publish for 10 min. Alive.
+    steady = devices["aq-rynok"]
+    assert (steady["state"], steady["last_ok_age"], steady["published_age"]) == ("ok", 1, 600)
+    assert steady["suppressed"] == 23
 
 
 def test_the_station_map_places_the_located_station(influxql: Query, city: TimeRange) -> None:

@@ -175,3 +175,51 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("agent_id: [unclosed\n")
     with pytest.raises(AgentConfigError, match=r"bad\.yaml: line \d+: not valid YAML"):
         load_agent_config(bad)
+
+
+def test_report_by_exception_settings_name_the_field_and_the_fix(tmp_path: Path) -> None:
+    data = base()
+    data["devices"][0].update(heartbeat_s=2, report={"pm25": -0.5, "no2": "five", "co": "5%"})
+    data["devices"][1]["report"] = {"pm25": 1}
+    data["devices"][2]["heartbeat_s"] = 60
+    text = errors(tmp_path, data)
+    assert "devices[0].report.pm25: deadband -0.5 is negative or not finite; fix: use 0 or more" in text
+    assert (
+        "devices[0].report.no2: 'five' is no deadband; fix: write a number in the field's unit (0.5)" in text
+    )
+    assert "report.co" not in text
+    del data["devices"][0]["report"]
+    text = errors(tmp_path, data)
+    assert "devices[0].heartbeat_s: heartbeat_s 2 is shorter than poll_s 5" in text
+    assert "fix: set heartbeat_s to 5 or more (e.g. 900), or remove it to publish every poll" in text
+    assert (
+        "devices[1].report: deadbands without a heartbeat: a steady device would never be heard; fix: add "
+        in text
+    )
+    assert "devices[2].heartbeat_s: a GPS device already reports by exception" in text
+
+
+def test_report_names_fields_the_profile_reads_and_suits_their_kind(tmp_path: Path) -> None:
+    data = base()
+    data["devices"][0].update(profile="vaisala_aqt530", heartbeat_s=900, report={"pm25": "10%", "pm2_5": 1})
+    data["devices"][1].update(
+        profile="ticket_validator", heartbeat_s=900, report={"taps_student": 5, "status": "on_change"}
+    )
+    del data["devices"][2]
+    path = write(tmp_path, data)
+    with pytest.raises(AgentConfigError) as caught:
+        load_agent_config(path)
+    text = str(caught.value)
+    assert (
+        "devices[0].report.pm2_5: profile 'vaisala_aqt530' reads no field 'pm2_5'; "
+        "fix: use one of its fields: no2," in text
+    )
+    assert (
+        "devices[1].report.taps_student: taps_student is a counter, published whenever it changes; "
+        "fix: remove its deadband" in text
+    )
+    assert "report.pm25" not in text
+    data["devices"][0]["report"] = {"pm25": "10%", "co": 0}
+    data["devices"][1]["report"] = {"taps_student": "on_change"}
+    config = load_agent_config(write(tmp_path, data))
+    assert [d.heartbeat_s for d in config.devices] == [900, 900]

@@ -1,4 +1,5 @@
-"""The line owner: priorities, quarantine of a dead device, truthful health, counter resets.
+"""The line owner: priorities, quarantine of a dead device, truthful health, counter resets,
+report by exception with an honest heartbeat.
 
 Devices are simulators on a pseudo-terminal RS-485 line; where bus time matters the line is
 paced at 9600 baud like real wire.
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,32 +32,42 @@ TIMEOUT = 0.1
 
 
 class Recorder(Journal):
-    """A real journal that also keeps what was appended, in order."""
+    """A real journal that also keeps what was appended, in order, and when (wall clock, ms)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, "pi-test")
         self.readings: list[wire.Reading] = []
+        self.appended_at: list[int] = []
 
     def append(self, readings: Sequence[wire.Reading]) -> int:
         self.readings.extend(readings)
+        self.appended_at.extend(time.time_ns() // 1_000_000 for _ in readings)
         return super().append(readings)
 
 
-def device(sim: ModbusDeviceSimulator, poll_s: float) -> Device:
+def device(sim: ModbusDeviceSimulator, poll_s: float, **more: Any) -> Device:
     return Device(
-        id=f"dev-{sim.unit}", line="rs485-1", profile=sim.profile.model, unit=sim.unit, poll_s=poll_s
+        id=f"dev-{sim.unit}", line="rs485-1", profile=sim.profile.model, unit=sim.unit, poll_s=poll_s, **more
     )
 
 
 @asynccontextmanager
 async def polling(
-    sims: Sequence[ModbusDeviceSimulator], tmp_path: Path, *, poll_s: float, baudrate: int | None = 9600
+    sims: Sequence[ModbusDeviceSimulator],
+    tmp_path: Path,
+    *,
+    poll_s: float,
+    baudrate: int | None = 9600,
+    **more: Any,
 ) -> AsyncIterator[tuple[ModbusPoller, Recorder, HealthBoard, ModbusLine]]:
-    """A poller serving the simulators on one (baud-paced) pty line, running in the background."""
+    """A poller serving the simulators on one (baud-paced) pty line, running in the background.
+
+    ``more`` goes to every device's config (``heartbeat_s``, ``report``).
+    """
     journal = Recorder(tmp_path / f"journal-{time.monotonic_ns()}.sqlite")
     board = HealthBoard()
     poller = ModbusPoller(
-        [(device(s, poll_s), s.profile) for s in sims], journal=journal, board=board, site="test"
+        [(device(s, poll_s, **more), s.profile) for s in sims], journal=journal, board=board, site="test"
     )
     async with (
         serve_serial_pty(sims, baudrate=baudrate) as port,
@@ -346,3 +359,125 @@ async def test_a_failing_device_is_one_warning_naming_device_unit_line_request_a
     ]
     assert len(answers) == 1
     assert answers[0].startswith("device dev-7 answers again after ")
+
+
+async def test_a_steady_station_publishes_once_per_heartbeat_each_a_fresh_read(tmp_path: Path) -> None:
+    """Polled every 0.1 s, published every 0.5 s; the heartbeat carries what that poll read, at its time."""
+    station = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with polling([station], tmp_path, poll_s=0.1, baudrate=None, heartbeat_s=0.5) as (
+        _,
+        journal,
+        board,
+        _,
+    ):
+        await until(lambda: len(journal.readings) == 1)
+        station.set("pm25", 8.9)  # within the profile's 1 µg/m³ deadband of the published 8.4
+        moved_at = time.time_ns() // 1_000_000
+        await asyncio.sleep(2.3)
+        health = board.snapshot()["dev-1"]
+    readings = journal.readings
+    assert readings[0].fields["pm25"] == 8.4
+    # 2.3 s after the first: four or five heartbeats, each 0.45-0.55 s after the last (a loaded
+    # machine may stretch one), never one per poll.
+    assert 4 <= len(readings) <= 6, [r.ts for r in readings]
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(readings)]
+    assert all(400 <= gap <= 1000 for gap in gaps), gaps
+    heartbeat = readings[1]
+    # A fresh read: the value the device held at that poll (not 8.4 re-stamped), read as it was journaled.
+    assert heartbeat.fields["pm25"] == 8.9
+    assert heartbeat.ts > moved_at
+    assert all(0 <= at - r.ts <= 200 for r, at in zip(readings, journal.appended_at, strict=True))
+    assert health.state is wire.DeviceState.OK
+    assert health.reads >= 3 * len(readings)
+    assert health.suppressed == health.reads - len(readings)
+    assert health.last_published == readings[-1].ts
+    assert health.last_ok is not None
+    assert health.last_ok >= health.last_published
+
+
+async def test_a_move_beyond_the_deadband_is_published_at_once(tmp_path: Path) -> None:
+    station = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    validator = ModbusDeviceSimulator("ticket_validator", unit=2)
+    async with polling(
+        [station, validator], tmp_path, poll_s=0.05, baudrate=None, heartbeat_s=60, report={"pm25": "10%"}
+    ) as (_, journal, board, _):
+        await until(lambda: len(journal.readings) == 2)
+
+        def of(device_id: str) -> list[wire.Reading]:
+            return [r for r in journal.readings if r.device == device_id]
+
+        station.set("pm25", 9.2)  # +0.8: within 10 % of 8.4
+        station.set("temperature", -3.6)  # within the profile's 0.2 °C
+        await asyncio.sleep(0.4)
+        assert len(of("dev-1")) == 1
+        station.set("pm25", 9.3)  # +0.9 from the published 8.4: beyond 10 %
+        started = time.monotonic()
+        await until(lambda: len(of("dev-1")) == 2)
+        assert time.monotonic() - started < 0.4  # the next poll or the one after, not the heartbeat
+        assert of("dev-1")[-1].fields["pm25"] == 9.3
+        assert of("dev-1")[-1].fields["temperature"] == -3.6
+        station.set("pm25", 10.1)  # +0.8 from the newly published 9.3: within 10 %
+        await asyncio.sleep(0.4)
+        assert len(of("dev-1")) == 2
+        taps = validator.get("taps_student")
+        assert isinstance(taps, int)
+        validator.set("taps_student", taps + 1)  # a counter: any change
+        await until(lambda: len(of("dev-2")) == 2)
+        assert (board.snapshot()["dev-1"].suppressed or 0) >= 10
+
+
+async def test_health_tells_a_silent_device_from_a_steady_one(tmp_path: Path) -> None:
+    steady, dead = ModbusDeviceSimulator("vaisala_aqt530", unit=1), ModbusDeviceSimulator("jxbs_3001", unit=2)
+    dead.offline = True
+    async with polling([steady, dead], tmp_path, poll_s=0.1, baudrate=None, heartbeat_s=60) as (
+        _,
+        journal,
+        board,
+        _,
+    ):
+        await until(lambda: (board.devices["dev-1"].suppressed or 0) >= 5)
+        health = board.snapshot()
+        taken = time.time_ns() // 1_000_000
+    alive, silent = health["dev-1"], health["dev-2"]
+    assert alive.state is wire.DeviceState.OK
+    assert alive.last_ok is not None
+    assert taken - alive.last_ok < 500, "read a moment ago"
+    assert alive.last_published == journal.readings[0].ts < alive.last_ok, "published once, at the start"
+    assert (silent.state, silent.last_ok, silent.last_published, silent.suppressed) == (
+        wire.DeviceState.TIMEOUT,
+        None,
+        None,
+        None,
+    )
+
+
+async def test_without_a_heartbeat_every_poll_is_published(tmp_path: Path) -> None:
+    station = ModbusDeviceSimulator("vaisala_aqt530", unit=1)  # its profile has deadbands: unused here
+    async with polling([station], tmp_path, poll_s=0.05, baudrate=None) as (_, journal, board, _):
+        await until(lambda: len(journal.readings) >= 8)
+        health = board.snapshot()["dev-1"]
+    assert health.suppressed is None
+    assert health.reads <= len(journal.readings)
+    assert health.last_published == journal.readings[health.reads - 1].ts == health.last_ok
+
+
+async def test_a_reading_the_journal_refuses_is_not_taken_as_published(tmp_path: Path) -> None:
+    """Quota full under drop_newest: the heartbeat's reading is refused, so the next poll tries again."""
+    station = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with polling([station], tmp_path, poll_s=0.05, baudrate=None, heartbeat_s=60) as (
+        _,
+        journal,
+        board,
+        _,
+    ):
+        journal.policy, journal.quota_bytes = "drop_newest", journal.size_bytes()
+        await until(lambda: journal.counters.dropped >= 3)
+        refused = board.snapshot()["dev-1"]
+        journal.quota_bytes = None
+        await until(lambda: board.snapshot()["dev-1"].last_published is not None)
+        await until(lambda: (board.snapshot()["dev-1"].suppressed or 0) >= 3)
+    assert refused.state is wire.DeviceState.OK
+    assert (refused.last_published, refused.suppressed) == (None, None), (
+        "refused: neither published nor held back"
+    )
+    assert journal.backlog() == 1, "published once the journal took it, then nothing moved"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -38,6 +39,19 @@ async def test_tap_counters_grow_and_the_status_word_stays() -> None:
         assert second[f"taps_{card}"] > first[f"taps_{card}"]  # type: ignore[operator]
         assert isinstance(second[f"taps_{card}"], int)
     assert second["status"] == first["status"] == 0
+
+
+def test_an_animated_device_may_start_at_a_chosen_time_of_day() -> None:
+    """Pollution follows the day from the time given: rising towards the morning rush hour, then falling."""
+    values: dict[float, int] = {}
+    for hour in (4.0, 12.0):
+        station = ModbusDeviceSimulator("vaisala_aqt530", animate=True, time_scale=3600, start_s=hour * 3600)
+        time.sleep(0.2)  # 12 simulated minutes
+        station.advance()
+        value = station.get("co")
+        assert isinstance(value, int)
+        values[hour] = value
+    assert values[4.0] > 310 > values[12.0]  # the profile's typical 310 ppb at the start
 
 
 def test_masked_values_share_their_register_in_the_device() -> None:

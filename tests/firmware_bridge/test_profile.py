@@ -8,6 +8,7 @@ import pytest
 
 from firmware_bridge.profile import (
     ProfileError,
+    ReportRule,
     available_profiles,
     load_any_profile,
     load_nmea_profile,
@@ -346,3 +347,50 @@ def test_every_shipped_profile_says_where_it_comes_from(name: str) -> None:
     assert len(profile.source) > 40
     if profile.verified == "modelled":
         assert any(word in profile.source for word in ("No vendor document", "not found")), profile.source
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("{field: a, table: holding, address: 0, type: i16, deadband: -1}", "deadband -1 is negative"),
+        ("{field: a, table: holding, address: 0, type: i16, deadband: -5%}", "'-5%' is no deadband"),
+        (
+            "{field: a, table: holding, address: 0, type: i16, deadband: lots}",
+            "a percentage of the last published",
+        ),
+        (
+            "{field: a, table: coil, address: 0, type: bit, deadband: 1}",
+            "a bit has no deadband: use on_change",
+        ),
+        (
+            "{field: a, table: holding, address: 0, type: u32, counter: true, deadband: 1}",
+            "remove its deadband",
+        ),
+        ("{field: a, table: holding, address: 0, type: u16, deadband: 1, report: on_change}", "keep one"),
+        ("{field: a, table: holding, address: 0, type: u16, report: always}", "on_change"),
+    ],
+)
+def test_a_deadband_that_cannot_be_used_says_how_to_write_it(tmp_path: Path, line: str, says: str) -> None:
+    message = problem(tmp_path, f"  - {line}\n")
+    assert "registers[0] (a)" in message
+    assert says in message
+
+
+def test_a_profile_gives_each_field_its_default_report_rule(tmp_path: Path) -> None:
+    profile = load_profile(
+        write(
+            tmp_path,
+            "  - {field: a, table: holding, address: 0, type: i16, deadband: 0.5}\n"
+            "  - {field: b, table: holding, address: 1, type: i16, deadband: 5%}\n"
+            "  - {field: c, table: holding, address: 2, type: u16, report: on_change}\n"
+            "  - {field: d, table: holding, address: 3, type: u32, counter: true}\n"
+            "  - {field: e, table: holding, address: 5, type: u16}\n",
+        )
+    )
+    assert [s.report_rule for s in profile.registers] == [
+        ReportRule("absolute", 0.5),
+        ReportRule("percent", 5.0),
+        ReportRule("change"),
+        ReportRule("change"),
+        None,
+    ]

@@ -161,6 +161,32 @@ def test_the_agent_shows_where_each_device_profile_comes_from(fleet: TestClient)
     assert devices["cab-rynok"]["line"] == "cabinet"
 
 
+def test_report_by_exception_is_checked_like_the_agent_checks_it(fleet: TestClient) -> None:
+    station = {
+        "id": "aq-rynok",
+        "line": "cabinet",
+        "profile": "vaisala_aqt530",
+        "unit": 7,
+        "poll_s": 10,
+        "heartbeat_s": 5,
+        "report": {"pm25": -1, "no2": "10%"},
+    }
+    refused = fleet.post(f"/v1/agents/{AGENT}/devices", json=station)
+    assert refused.status_code == 422
+    # A body the device schema refuses: FastAPI's own 422, naming the field, the message saying the fix.
+    [negative] = refused.json()["detail"]
+    assert negative["loc"] == ["body", "report", "pm25"]
+    assert "deadband -1 is negative or not finite: use 0 or more" in negative["msg"]
+    station["report"] = {"pm25": 0.5, "no2": "10%"}
+    short = fleet.post(f"/v1/agents/{AGENT}/devices", json=station)
+    assert [p["field"] for p in short.json()["detail"]["problems"]] == ["devices[0].heartbeat_s"]
+    assert "set heartbeat_s to 10 or more" in short.json()["detail"]["problems"][0]["fix"]
+    station["heartbeat_s"] = 900
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=station).status_code == 201
+    [stored] = fleet.get(f"/v1/agents/{AGENT}/devices").json()
+    assert (stored["spec"]["heartbeat_s"], stored["spec"]["report"]) == (900, {"pm25": 0.5, "no2": "10%"})
+
+
 def test_update_move_and_retire_are_validated_and_audited(fleet: TestClient, registry: Registry) -> None:
     fleet.post(f"/v1/agents/{AGENT}/devices", json=METER)
     fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-2", "unit": 2})
