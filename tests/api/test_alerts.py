@@ -301,6 +301,8 @@ def test_a_steady_device_reporting_by_exception_is_not_offline_a_silent_one_is(
     )
     with registry.session() as session:
         apply_status(session, wire.Status(agent="edge-rbe", state=wire.AgentState.ONLINE), now_ms=NOW_MS)
+        for device in ("aq-steady", "aq-silent"):  # only registered devices are alerted on
+            session.add(Device(agent_id="edge-rbe", device_id=device, spec={}, created_at=0, updated_at=0))
         apply_health(session, health, now_ms=NOW_MS)
         session.commit()
     raised = evaluate(registry, store, settings, NOW_MS)
