@@ -89,7 +89,7 @@ def _loop_mount(image: Path, mountpoint: Path) -> Iterator[Path]:
         _run("losetup", "--detach", device)
 
 
-def _reading(n: int) -> wire.Reading:
+def reading(n: int) -> wire.Reading:
     return wire.Reading(
         device=f"aq-{n % 7}",
         measurement="air_quality",
@@ -117,8 +117,9 @@ class Run:
         return self.events[0]["pos"], self.events[-1]["pos"]
 
 
-def record(folder: Path, fsync: Fsync, *, steps: int, seed: int) -> Run:
-    """Journal ``steps`` appends (and the batches and acks among them) on a logging disk."""
+def record(folder: Path, fsync: Fsync, *, steps: int, seed: int, pace: float = 0.0) -> Run:
+    """Journal ``steps`` appends (and the batches and acks among them) on a logging disk,
+    one every ``pace`` seconds (0: as fast as the disk allows)."""
     folder.mkdir(parents=True, exist_ok=True)
     base, live, log = folder / "base.img", folder / "live.img", folder / "disk.log"
     fuse, mnt, witness = folder / "fuse", folder / "mnt", folder / "witness.jsonl"
@@ -153,11 +154,13 @@ def record(folder: Path, fsync: Fsync, *, steps: int, seed: int) -> Run:
                     str(log),
                     str(steps),
                     str(seed),
+                    str(pace),
                 ],
                 capture_output=True,
                 text=True,
                 check=False,
                 cwd=ROOT,
+                timeout=600,
             )
             seconds = time.monotonic() - started
             if writer.returncode != 0:
@@ -170,7 +173,7 @@ def record(folder: Path, fsync: Fsync, *, steps: int, seed: int) -> Run:
     return Run(fsync, base.read_bytes(), log.read_bytes(), events, seconds)
 
 
-def write(db: Path, fsync: Fsync, witness: Path, log: Path, steps: int, seed: int) -> None:
+def write(db: Path, fsync: Fsync, witness: Path, log: Path, steps: int, seed: int, pace: float) -> None:
     """The writer: appends 1-5 readings at a time; forms, publishes and acknowledges as the publisher
     while the broker is reachable, and only appends during outages.
 
@@ -181,7 +184,7 @@ def write(db: Path, fsync: Fsync, witness: Path, log: Path, steps: int, seed: in
     shm: int | None = None
 
     def note(event: dict[str, Any]) -> None:
-        out.write(json.dumps({**event, "pos": os.stat(log).st_size}) + "\n")
+        out.write(json.dumps({**event, "pos": os.stat(log).st_size, "t": time.monotonic()}) + "\n")
 
     with mock.patch.object(journal_module, "SEGMENT_READINGS", SEGMENT_READINGS):
         journal = Journal(db, AGENT, fsync=fsync)
@@ -189,8 +192,9 @@ def write(db: Path, fsync: Fsync, witness: Path, log: Path, steps: int, seed: in
         inflight: list[int] = []
         online, phase = True, rng.randint(*PHASE_STEPS)
         for _ in range(steps):
+            time.sleep(pace)
             count = rng.randint(1, 5)
-            journal.append([_reading(i) for i in range(n, n + count)])
+            journal.append([reading(i) for i in range(n, n + count)])
             if shm is None:
                 shm = os.open(db.with_name(db.name + "-shm"), os.O_RDONLY)
             mx, salt, backfill = _SHM.unpack(os.pread(shm, _SHM.size, 0))
@@ -272,11 +276,21 @@ def cut_points(run: Run, count: int, seed: int) -> list[tuple[int, frozenset[int
     """``count`` cuts inside the run: just before and just after flushes, and anywhere, with the
     volatile writes (those since the last flush) all lost, all kept, or a random half kept."""
     low, high = run.window()
-    ends = [r.end for r in records(run.log) if low <= r.end <= high]
-    flushes = [r.end for r in records(run.log) if r.kind == FLUSH and low <= r.end <= high]
+    volatile: dict[int, int] = {}  # log offset of a record boundary -> writes since the last flush
+    flushes, pending = [], 0
+    for r in records(run.log):
+        pending = 0 if r.kind == FLUSH else pending + 1
+        if low <= r.end <= high:
+            volatile[r.end] = pending
+            if r.kind == FLUSH:
+                flushes.append(r.end)
     rng = random.Random(seed)
     candidates = sorted(
-        {*flushes, *(f - HEADER.size for f in flushes), *rng.sample(ends, min(len(ends), count))}
+        {
+            *flushes,
+            *(f - HEADER.size for f in flushes),
+            *rng.sample(sorted(volatile), min(len(volatile), count)),
+        }
     )
     chosen = [candidates[round(i * (len(candidates) - 1) / max(count - 1, 1))] for i in range(count)]
     cuts: list[tuple[int, frozenset[int] | None]] = []
@@ -287,7 +301,7 @@ def cut_points(run: Run, count: int, seed: int) -> list[tuple[int, frozenset[int
         elif kind == 1:
             cuts.append((cut, None))
         else:
-            cuts.append((cut, frozenset(i for i in range(4096) if rng.random() < 0.5)))
+            cuts.append((cut, frozenset(i for i in range(volatile.get(cut, 0)) if rng.random() < 0.5)))
     return cuts
 
 
@@ -300,10 +314,11 @@ class Verdict:
     lost: list[int]
     must_survive_lost: list[int]  # lost although synced (``full``: returned; ``normal``: checkpointed)
     holes: list[int]  # lost although a later reading survived
-    wrong_batch: list[int]  # acknowledged readings back in another batch than the acknowledged one
+    wrong_batch: list[int]  # readings of a batch formed before the cut back in another batch
     changed_bytes: list[int]  # seqs formed before the cut back with other bytes
     twice: list[int]
     duplicates: int  # acknowledged readings that will be published again
+    lost_seconds: float  # how long before the cut the oldest lost reading had been journaled
 
 
 def judge(run: Run, cut: int, outcome: Outcome) -> Verdict:
@@ -344,12 +359,15 @@ def judge(run: Run, cut: int, outcome: Outcome) -> Verdict:
         lost=lost,
         must_survive_lost=[n for n in lost if n in synced],
         holes=[n for n in lost if n < top],
-        wrong_batch=sorted(n for n, seq in acked.items() if n in back and back[n][0] != seq),
+        wrong_batch=sorted(
+            n for seq, event in formed.items() for n in event["ns"] if n in back and back[n][0] != seq
+        ),
         changed_bytes=sorted(
             {seq for n, (seq, sha) in back.items() if seq in formed and formed[seq]["sha"] != sha}
         ),
         twice=outcome.twice,
         duplicates=sum(1 for n in acked if n in back),
+        lost_seconds=before[-1]["t"] - appends[returned[lost[0]]]["t"] if lost else 0.0,
     )
 
 
@@ -361,8 +379,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("log", type=Path)
     parser.add_argument("steps", type=int)
     parser.add_argument("seed", type=int)
+    parser.add_argument("pace", type=float)
     args = parser.parse_args(argv)
-    write(args.db, args.fsync, args.witness, args.log, args.steps, args.seed)
+    write(args.db, args.fsync, args.witness, args.log, args.steps, args.seed, args.pace)
 
 
 if __name__ == "__main__":
