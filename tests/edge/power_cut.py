@@ -244,16 +244,15 @@ def recover(image: bytes, fsync: Fsync, folder: Path) -> Outcome:
         mock.patch.object(journal_module, "SEGMENT_READINGS", SEGMENT_READINGS),
     ):
         db = folder / "cut" / DB
-        if db.exists():
-            check = sqlite3.connect(db)
+        journal = Journal(db, AGENT, fsync=fsync)  # first: it recovers the WAL itself
+        try:
+            check = sqlite3.connect(db)  # while the journal is open: no checkpoint at its close
             try:
                 (verdict,) = check.execute("PRAGMA integrity_check").fetchone()
             finally:
                 check.close()
             if verdict != "ok":
                 raise AssertionError(f"journal database corrupt after the cut: {verdict}")
-        journal = Journal(db, AGENT, fsync=fsync)
-        try:
             batches = [(b.seq, b.payload) for b in journal.formed_batches()]
             for live in (False, True):
                 while (batch := journal.form_batch(wire.MAX_READINGS_PER_BATCH, live=live)) is not None:
