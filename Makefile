@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics postgresql chromium chromium-driver
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics postgresql chromium chromium-driver fuse3 e2fsprogs
 SYSTEM_TOOLS := python3-venv python3-dev gcc iproute2
 # The suite mostly waits on real services (outage tests run for minutes): three workers share 2 cores well.
 TEST_WORKERS ?= 3
@@ -14,7 +14,7 @@ TEST_WORKERS ?= 3
 demo: venv
 	$(BIN)/citygw demo
 
-## test: install what the tests need (Debian's mosquitto, influxdb, victoria-metrics, postgresql, chromium) and run the suite
+## test: install what the tests need (Debian's mosquitto, influxdb, victoria-metrics, postgresql, chromium, fuse3, e2fsprogs) and run the suite
 test: venv services lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=10
 
@@ -31,7 +31,7 @@ system-deps:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_TOOLS)
 
-## services: Debian's Mosquitto, InfluxDB 1.x, VictoriaMetrics, PostgreSQL and Chromium (tests start their own instances)
+## services: Debian's Mosquitto, InfluxDB 1.x, VictoriaMetrics, PostgreSQL and Chromium (tests start their own instances), and fuse3 + e2fsprogs for the power-cut tests
 services:
 	@missing=""; \
 	for pkg in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \

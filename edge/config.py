@@ -99,9 +99,9 @@ class BrokerConfig(_Section):
 class JournalConfig(_Section):
     """The on-disk journal.
 
-    ``fsync: normal`` (SQLite synchronous=NORMAL in WAL mode) may lose the last few
-    transactions on power loss but never corrupts the file; ``full`` syncs every commit,
-    which costs SD-card wear and latency (worst cases: see ``edge.journal``).
+    ``fsync: normal`` (SQLite synchronous=NORMAL in WAL mode) may lose the readings since the
+    last WAL checkpoint on power loss but never corrupts the file; ``full`` syncs every commit,
+    which costs SD-card wear and latency (measured: see ``edge.journal``, docs/interfaces.md).
     """
 
     path: Path

@@ -2,8 +2,9 @@
 
 SQLite in WAL mode. A reading leaves the journal only when the broker acknowledged the
 batch that carries it (``ack``). A batch, once formed, keeps its sequence number and its
-exact bytes until acknowledged, so a republish after a reconnect or a restart is the same
-message and the collector can tell a duplicate from a gap.
+exact bytes until acknowledged (across a power cut: with ``fsync="full"``), so a republish
+after a reconnect or a restart is the same message and the collector can tell a duplicate
+from a gap.
 
 Each reading is stored once, as its wire JSON, at append, under an id that only grows. A
 batch is a span of consecutive ids (table ``spans``: seq, first id, last id) and its payload
@@ -16,11 +17,15 @@ acknowledged spans stay on disk (``close`` deletes them): after a crash they are
 with their seqs and bytes, as duplicates the store absorbs.
 
 ``fsync="normal"`` (synchronous=NORMAL) never corrupts the file, but on power loss it may lose
-the transactions not yet synced: at worst the readings journaled since the last checkpoint
-(``wal_autocheckpoint`` pages, set here to about 1 MB, a few thousand readings) and in
-practice the last seconds the kernel had not written back. A lost ack only means a
-duplicate later. ``fsync="full"`` syncs every commit: nothing acknowledged to the poller
-is lost, at the price of one fsync per append (an SD card does a few hundred a second).
+the transactions not yet synced: the readings journaled since the last checkpoint
+(``wal_autocheckpoint`` pages, set here to about 1 MB of WAL: ~570 readings when each append
+carries 1-5), and of those only what the kernel had not written back yet (~30 s). A lost ack
+only means a duplicate later; a lost batch formation means its readings are formed anew after the
+restart, possibly under a seq already published (duplicates the store absorbs).
+``fsync="full"`` syncs every commit: nothing acknowledged to the poller is lost and a formed
+batch keeps its seq and bytes across a power cut, at the price of one fsync per append (an
+SD card does a few hundred a second). Measured by tests/edge/test_power_cut.py and
+bench/journal_power_cut.py (docs/interfaces.md).
 
 A quota (``quota_bytes``, counted as the unacknowledged readings' JSON plus a fixed per-row
 overhead) bounds the file, give or take the acknowledged readings of segments not yet
