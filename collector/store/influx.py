@@ -468,18 +468,24 @@ class InfluxQLReader:
         return sorted(found)[:limit]
 
     def _newest_of(self, agent_id: str, page: set[DeviceKey]) -> list[Point]:
+        """The newest point of each (device, measurement) of ``page``: grouped by agent and device only,
+        so a device with many series (a descriptive tag that changed) is still one row; its other
+        tags come back as columns."""
         sources = ",".join(quote_identifier(m, "measurement") for m in sorted({key[2] for key in page}))
         devices = "|".join(_literal(device) for device in sorted({key[1] for key in page}))
         statement = (
             f'SELECT * FROM {sources} WHERE "agent"::tag = $agent AND "device"::tag =~ /^(?:{devices})$/'
-            " GROUP BY * ORDER BY time DESC LIMIT 1"
+            ' GROUP BY "agent", "device" ORDER BY time DESC LIMIT 1'
         )
         types = self.field_types()
         points = []
         for series in self.query(statement, {"agent": agent_id}):
-            for ts, values in _rows(series, types.get(series["name"], {})):
-                if values:
-                    points.append(Point(series["name"], _tags(series), ts, values))
+            fields_of = types.get(series["name"], {})
+            for ts, values in _rows(series, fields_of):
+                fields = {name: value for name, value in values.items() if name in fields_of}
+                tags = {name: str(v) for name, v in values.items() if name not in fields_of and v != ""}
+                if fields:
+                    points.append(Point(series["name"], {**tags, **_tags(series)}, ts, fields))
         return points
 
     def range(

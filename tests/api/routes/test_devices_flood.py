@@ -28,11 +28,13 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000
 SERIES = 50_000
 HONEST = ["meter-a", "meter-b"]
+ROUTES = 5_000
 
 
 @pytest.fixture
 def flooded(influxdb: InfluxDB) -> Iterator[InfluxV1Store]:
-    """SERIES device ids of one agent ("spray"), and two devices of an honest agent listed after it."""
+    """SERIES device ids of one agent ("spray"); two devices of an honest agent listed after it, and a bus
+    of it whose route tag took ROUTES values (a series each)."""
     database = f"devices_{uuid.uuid4().hex[:12]}"
     store = InfluxV1Store(influxdb.url, database)
     store.ensure_database()
@@ -41,6 +43,12 @@ def flooded(influxdb: InfluxDB) -> Iterator[InfluxV1Store]:
         for n in range(SERIES)
     ]
     points += [Point("water", {"agent": "works", "device": d}, T0, {"m3": 1.0}) for d in HONEST]
+    points += [
+        Point(
+            "vehicle_position", {"agent": "works", "device": "bus-1", "route": f"r{n}"}, T0 + n, {"lat": 1.0}
+        )
+        for n in range(ROUTES)
+    ]
     for first in range(0, len(points), 10_000):
         store.write(points[first : first + 10_000])
     yield store
@@ -73,9 +81,11 @@ def test_device_lists_read_only_their_page_of_many_series(
 
         sent.clear()
         honest = client.get("/v1/devices", params={"agent": "works"})
-        assert [(d["device"], d["measurement"]) for d in honest.json()] == [(d, "water") for d in HONEST]
+        listed = [(d["device"], d["measurement"], d["tags"]) for d in honest.json()]
+        newest_route = {"route": f"r{ROUTES - 1}"}
+        assert listed == [("bus-1", "vehicle_position", newest_route)] + [(d, "water", {}) for d in HONEST]
         assert "Link" not in honest.headers
-        assert sum(sent) <= 2 + 2 + 5, sent
+        assert sum(sent) <= 3 + 3 + 8, sent  # devices (one list per measurement), points, field keys
 
         sent.clear()
         summary = client.get("/v1/summary", params={"limit": 5, "measurement": "electricity"})
