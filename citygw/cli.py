@@ -149,6 +149,37 @@ def open_store_for_service(url: str) -> Store:
     return store
 
 
+def _pki(args: argparse.Namespace) -> int:
+    from citygw.pki import Pki
+
+    pki = Pki(Path(args.dir))
+    with _failing_as(f"pki {args.dir}"):
+        if args.action == "init":
+            print(pki.init(args.name, days=args.days))
+        elif args.action == "issue":
+            cert, key = pki.issue(args.kind, args.name, days=args.days)
+            print(f"{cert}\n{key}")
+            print(
+                f"next: citygw-broker-users add {args.kind} {args.name} (once per name; its password is "
+                "not used on the certificate listener)",
+                file=sys.stderr,
+            )
+        elif args.action == "server":
+            cert, key = pki.server(args.hostname, days=args.days)
+            print(f"{cert}\n{key}")
+        elif args.action == "revoke":
+            for issued in pki.revoke(args.what, crl_days=args.crl_days):
+                print(f"revoked {issued.serial_hex} {issued.name}")
+            print(f"{pki.root / 'crl.pem'}: copy it to the broker, then: systemctl reload mosquitto")
+        elif args.action == "crl":
+            print(pki.crl(days=args.days))
+        else:
+            for issued in pki.issued():
+                state = "revoked" if issued.revoked else "valid"
+                print(f"{issued.serial_hex}\t{issued.name}\t{issued.not_after:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+    return 0
+
+
 def _collector_run(args: argparse.Namespace) -> int:
     from collector.service import Collector
     from collector.store import redact
@@ -377,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         keys_parser.add_argument("--registry", default=registry_url, help="registry database URL")
         keys_parser.set_defaults(func=_keys)
 
+    _add_pki_parser(sub)
+
     collector = sub.add_parser("collector", help="MQTT → store collector").add_subparsers(
         dest="action", required=True
     )
@@ -428,6 +461,35 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
     preview.set_defaults(func=_dashboards_preview)
     return parser
+
+
+def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from citygw.pki import DEFAULT_DAYS, KINDS
+
+    pki = sub.add_parser("pki", help="the CA of the MQTT client certificates (docs/deploy.md)")
+    pki.add_argument(
+        "--dir", default=_env("CITYGW_PKI_DIR", "pki"), help="the CA folder, $CITYGW_PKI_DIR (default ./pki)"
+    )
+    actions = pki.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="a new CA key and certificate, and an empty CRL")
+    init.add_argument("--name", default="CityGW CA", help="the CA's CN")
+    init.add_argument("--days", type=int, default=DEFAULT_DAYS["ca"])
+    issue = actions.add_parser(
+        "issue", help="a client key and certificate, CN = NAME (rotation: issue again)"
+    )
+    issue.add_argument("kind", choices=KINDS)
+    issue.add_argument("name", help="the agent id, or the service user (svc.collector-1)")
+    issue.add_argument("--days", type=int, default=DEFAULT_DAYS["client"])
+    server = actions.add_parser("server", help="the broker's key and certificate")
+    server.add_argument("hostname", help="the name (or IP address) agents connect to")
+    server.add_argument("--days", type=int, default=DEFAULT_DAYS["server"])
+    revoke = actions.add_parser("revoke", help="revoke a name's certificates or one serial; writes the CRL")
+    revoke.add_argument("what", metavar="NAME|SERIAL")
+    revoke.add_argument("--crl-days", type=int, default=DEFAULT_DAYS["crl"], help="validity of the new CRL")
+    crl = actions.add_parser("crl", help="sign the CRL anew (before its next update: the broker refuses all)")
+    crl.add_argument("--days", type=int, default=DEFAULT_DAYS["crl"])
+    actions.add_parser("list", help="serial, name, expiry and state of every certificate")
+    pki.set_defaults(func=_pki)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
