@@ -26,8 +26,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from citygw import wire
 from citygw.errors import ConfigError
 
-Kind = Literal["agent", "collector", "api"]
-KINDS: tuple[Kind, ...] = ("agent", "collector", "api")
+# As citygw-broker-users names them; the kind only decides which names are valid.
+Kind = Literal["agent", "collector", "api", "alerts-reader"]
+KINDS: tuple[Kind, ...] = ("agent", "collector", "api", "alerts-reader")
 CA_KEY, CA_CERT, CRL = "ca.key", "ca.crt", "crl.pem"
 CERTS = "certs"
 SERVER = "server"
