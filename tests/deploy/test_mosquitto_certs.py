@@ -7,7 +7,11 @@ connects on the same listener.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import queue
+import shutil
 import socket
 import ssl
 import time
@@ -15,10 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from citygw import wire
 from citygw.pki import Pki
+from edge.journal import Journal
+from edge.publisher import Publisher
 from tests.deploy.broker import SecuredMosquitto, Session
 from tests.deploy.test_mosquitto import TELEMETRY, receive_all
+from tests.edge.conftest import agent_config
+from tests.services import Service
 
 pytestmark = pytest.mark.integration
 NORTH, SOUTH = "depot-north-1", "depot-south-1"
@@ -137,3 +147,76 @@ def revoke_and_reload(broker: SecuredMosquitto, name: str, before_reload: Callab
         assert time.monotonic() < deadline, "a revoked certificate still let in 10 s after the reload"
         time.sleep(0.1)
     assert "certificate revoked" in refusal(broker, *broker.client_cert(name))
+
+
+async def test_a_rotated_certificate_is_used_at_the_next_connect_and_no_reading_is_lost(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """The agent's files are replaced by a new certificate and key, the old one is revoked, the
+    broker restarts: the agent reconnects with the new pair (the old one is refused), and all
+    readings taken before, during and after reach the collector, from the journal."""
+    collector = Session(broker, None, cert=COLLECTOR, clean=False)
+    collector.subscribe(f"citygw/v1/{NORTH}/telemetry")
+    pi = tmp_path / "pi"
+    pi.mkdir()
+    for name, path in zip(("agent.crt", "agent.key"), broker.client_cert(NORTH), strict=True):
+        shutil.copy(path, pi / name)
+        shutil.copy(path, tmp_path / f"old-{name}")
+    config = agent_config(tmp_path, f"mqtts://127.0.0.1:{broker.mtls_port}", agent_id=NORTH)
+    files = {"ca_file": broker.ca_file, "cert_file": pi / "agent.crt", "key_file": pi / "agent.key"}
+    config = config.model_copy(update={"broker": config.broker.model_copy(update=files)})
+    journal = Journal(config.journal.path, NORTH)
+    publisher = Publisher(config, journal)
+    task = asyncio.create_task(publisher.run())
+
+    def take(first: int, count: int) -> None:
+        readings = [
+            wire.Reading(device="aq-1", measurement="air_quality", ts=1_700_000_000_000 + n, fields={"n": n})
+            for n in range(first, first + count)
+        ]
+        journal.append(readings)
+
+    try:
+        take(0, 10)
+        async with asyncio.timeout(10):
+            await publisher.connected.wait()
+        # Rotation: a new pair issued and written over the agent's files, the old one revoked.
+        broker.pki.issue("agent", NORTH, days=2)
+        old_serial = x509.load_pem_x509_certificate((pi / "agent.crt").read_bytes()).serial_number
+        shutil.copy(broker.pki.root / f"{NORTH}.key", pi / "agent.key")
+        shutil.copy(broker.pki.root / f"{NORTH}.crt", pi / "agent.crt")
+        broker.pki.revoke(f"{old_serial:x}")
+        await asyncio.to_thread(Service.stop, broker)  # the link drops; the sessions of the test stay
+        take(10, 10)  # while the broker is down: into the journal
+        await asyncio.to_thread(broker.start)
+        async with asyncio.timeout(30):
+            while publisher.counters.connects < 2:  # noqa: ASYNC110 - a counter: no event to await
+                await asyncio.sleep(0.05)
+        take(20, 10)
+        got = await asyncio.to_thread(readings_of, collector, 30)
+        assert got == set(range(30))  # QoS 1: a batch may come twice, none may be missing
+        assert journal.backlog() == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        journal.close()
+    # So the agent reconnected with the new pair: the old one is refused.
+    assert "certificate revoked" in refusal(
+        broker, str(tmp_path / "old-agent.crt"), str(tmp_path / "old-agent.key")
+    )
+
+
+def readings_of(collector: Session, count: int) -> set[int]:
+    """The ``n`` fields of the readings the collector receives until ``count`` different ones arrived."""
+    got: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"{len(got)} of {count} readings arrived: {sorted(got)}"
+        try:
+            _topic, payload = collector.received(timeout=0.5)
+        except queue.Empty:
+            continue
+        batch = wire.TelemetryBatch.model_validate_json(payload)
+        got.update(int(reading.fields["n"]) for reading in batch.readings)
+    return got
