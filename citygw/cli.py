@@ -181,11 +181,17 @@ def _pki(args: argparse.Namespace) -> int:
 
 
 def _collector_run(args: argparse.Namespace) -> int:
-    from collector.service import Collector
+    from collector.service import Collector, TlsFiles
     from collector.store import redact
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store_for_service(args.store)
+    files = TlsFiles(
+        *(
+            Path(path) if path else None
+            for path in (args.broker_ca_file, args.broker_cert_file, args.broker_key_file)
+        )
+    )
     try:
         collector = Collector(
             args.broker,
@@ -194,9 +200,19 @@ def _collector_run(args: argparse.Namespace) -> int:
             share_group=args.share_group,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            tls_files=files,
         )
-    except ValueError as exc:
-        raise ConfigError(f"--broker / CITYGW_BROKER_URL: {exc}") from exc
+    except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
+        raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
+    except OSError as exc:
+        given = {
+            name: path
+            for name, path in (("ca", files.ca_file), ("cert", files.cert_file), ("key", files.key_file))
+            if path is not None
+        }
+        options = " / ".join(f"--broker-{name}-file" for name in given)
+        named = ", ".join(str(path) for path in given.values())
+        raise ConfigError(f"{options or 'the system CAs'} ({named}): {exc}") from exc
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with collector, contextlib.suppress(KeyboardInterrupt):
@@ -420,6 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--share-group", default=os.environ.get("CITYGW_SHARE_GROUP"), help="MQTT shared subscription group"
     )
     collector_run.add_argument("--client-id", default=_env("CITYGW_COLLECTOR_ID", "citygw-collector"))
+    for name, what in (
+        ("ca", "CA of the broker's certificate for mqtts:// (default: the system CAs)"),
+        ("cert", "this collector's certificate, for the broker's certificate listener (citygw pki)"),
+        ("key", "the key of --broker-cert-file"),
+    ):
+        env = f"CITYGW_BROKER_{name.upper()}_FILE"
+        collector_run.add_argument(
+            f"--broker-{name}-file", default=os.environ.get(env), help=f"{what}, ${env}"
+        )
     collector_run.add_argument(
         "--metrics-port",
         type=_port,

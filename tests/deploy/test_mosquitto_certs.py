@@ -21,8 +21,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from api.mqtt_link import AgentLink
+from api.registry import open_registry
 from citygw import wire
 from citygw.pki import Pki
+from collector.service import Collector, TlsFiles
+from collector.store.sqlite import SqliteStore
 from edge.journal import Journal
 from edge.publisher import Publisher
 from tests.deploy.broker import SecuredMosquitto, Session
@@ -32,13 +36,13 @@ from tests.services import Service
 
 pytestmark = pytest.mark.integration
 NORTH, SOUTH = "depot-north-1", "depot-south-1"
-COLLECTOR, API = "svc.collector-1", "svc.api-1"
+COLLECTOR, API, ALERTS = "svc.collector-1", "svc.api-1", "city.alerts"
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[SecuredMosquitto]:
-    server = SecuredMosquitto(tmp_path / "mosquitto", [NORTH, SOUTH, COLLECTOR, API])
+    server = SecuredMosquitto(tmp_path / "mosquitto", [NORTH, SOUTH, COLLECTOR, API, ALERTS])
     server.start()
     yield server
     server.stop()
@@ -220,3 +224,41 @@ def readings_of(collector: Session, count: int) -> set[int]:
         batch = wire.TelemetryBatch.model_validate_json(payload)
         got.update(int(reading.fields["n"]) for reading in batch.readings)
     return got
+
+
+def test_the_collector_and_the_api_connect_with_their_certificates(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """Their CN is their user: the collector takes the collectors' share, the API publishes alerts."""
+    url = f"mqtts://127.0.0.1:{broker.mtls_port}"
+    ca = Path(broker.ca_file)
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    cert, key = map(Path, broker.client_cert(COLLECTOR))
+    collector = Collector(url, store, share_group="collectors", tls_files=TlsFiles(ca, cert, key))
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    cert, key = map(Path, broker.client_cert(API))
+    link = AgentLink(url, registry, time.time, ca_file=ca, cert_file=cert, key_file=key)
+    collector.start()
+    link.start()
+    try:
+        assert collector.wait_subscribed(10), "the collector did not subscribe"
+        assert link.wait_connected(10), "the API's link did not connect"
+        reader = Session(broker, ALERTS)
+        reader.subscribe("citygw/v1/_alerts/#")
+        link.publish_alert("citygw/v1/_alerts/lamp-failures", b"cabinet 7")
+        assert reader.received() == ("citygw/v1/_alerts/lamp-failures", b"cabinet 7")
+        reading = wire.Reading(
+            device="aq-1", measurement="air_quality", ts=1_700_000_000_000, fields={"pm25": 7}
+        )
+        batch = wire.TelemetryBatch(agent=NORTH, seq=0, readings=[reading])
+        Session(broker, None, cert=NORTH).publish(
+            wire.topic(NORTH, wire.Channel.TELEMETRY), wire.encode(batch)
+        )
+        deadline = time.monotonic() + 10
+        while not store.range(measurement="air_quality", start_ms=0, end_ms=2**62):
+            assert time.monotonic() < deadline, "the reading was not stored"
+            time.sleep(0.05)
+    finally:
+        link.stop()
+        collector.stop()
+        store.close()
