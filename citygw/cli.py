@@ -165,7 +165,7 @@ def _pki(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         elif args.action == "server":
-            cert, key = pki.server(args.hostname, days=args.days)
+            cert, key = pki.server(*args.hostname, days=args.days)
             print(f"{cert}\n{key}")
         elif args.action == "revoke":
             for issued in pki.revoke(args.what, crl_days=args.crl_days):
@@ -506,7 +506,11 @@ def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument("name", help="the agent id, or the service user (svc.collector-1)")
     issue.add_argument("--days", type=int, default=DEFAULT_DAYS["client"])
     server = actions.add_parser("server", help="the broker's key and certificate")
-    server.add_argument("hostname", help="the name (or IP address) agents connect to")
+    server.add_argument(
+        "hostname",
+        nargs="+",
+        help="each name or IP address clients connect to (e.g. broker.city.example 127.0.0.1)",
+    )
     server.add_argument("--days", type=int, default=DEFAULT_DAYS["server"])
     revoke = actions.add_parser("revoke", help="revoke a name's certificates or one serial; writes the CRL")
     revoke.add_argument("what", metavar="NAME|SERIAL")

@@ -139,17 +139,22 @@ class Pki:
         return self._sign(name, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), [], days, now)
 
     def server(
-        self, hostname: str, *, days: int = DEFAULT_DAYS["server"], now: dt.datetime | None = None
+        self, *hostnames: str, days: int = DEFAULT_DAYS["server"], now: dt.datetime | None = None
     ) -> tuple[Path, Path]:
-        """The broker's key and certificate (``server.crt``, ``server.key``), SAN = ``hostname``."""
-        try:
-            san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
-        except ValueError:
-            if not all(HOST_LABEL.fullmatch(label) for label in hostname.split(".")):
-                raise PkiError(f"'{hostname}' is neither a host name nor an IP address") from None
-            san = x509.DNSName(hostname)
+        """The broker's key and certificate (``server.crt``, ``server.key``): CN the first name, one
+        SAN each (the name agents use, and 127.0.0.1 for services on the broker's machine)."""
+        if not hostnames:
+            raise PkiError("which host name or IP address do clients connect to?")
+        sans: list[x509.GeneralName] = []
+        for hostname in hostnames:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(hostname)))
+            except ValueError:
+                if not all(HOST_LABEL.fullmatch(label) for label in hostname.split(".")):
+                    raise PkiError(f"'{hostname}' is neither a host name nor an IP address") from None
+                sans.append(x509.DNSName(hostname))
         eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
-        return self._sign(hostname, eku, [san], days, now, files=SERVER)
+        return self._sign(hostnames[0], eku, sans, days, now, files=SERVER)
 
     def _sign(
         self,

@@ -71,6 +71,11 @@ def test_the_server_certificate_names_the_broker_host(ca: Pki) -> None:
     done = verify(ca.root, by_name, "-purpose", "sslserver", "-verify_hostname", "mqtt.city.example")
     assert done.returncode == 0, done.stderr
     assert verify(ca.root, by_name, "-verify_hostname", "evil.example").returncode != 0
+    # The public name for agents, loopback for the services on the broker's machine.
+    both, _ = ca.server("mqtt.city.example", "127.0.0.1")
+    assert verify(ca.root, both, "-verify_hostname", "mqtt.city.example").returncode == 0
+    assert verify(ca.root, both, "-verify_ip", "127.0.0.1").returncode == 0
+    assert verify(ca.root, both, "-verify_hostname", "evil.example").returncode != 0
 
 
 def test_a_revoked_certificate_fails_verification_and_the_others_do_not(ca: Pki) -> None:
