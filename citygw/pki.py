@@ -222,9 +222,9 @@ class Pki:
     ) -> Path:
         """Sign the CRL anew (the revoked serials, plus ``more``), valid ``days``; returns its path.
 
-        OpenSSL keeps every CRL a broker ever loaded and uses the one with the latest lastUpdate:
-        a new CRL is dated at least a second after the one it replaces (waiting for the clock if
-        need be), so a reload takes it.
+        Each CRL is dated at least a second after the one it replaces (waiting for the clock if
+        need be): an OpenSSL store holding both uses the latest lastUpdate. (Mosquitto 2.0.11
+        builds its listener's store anew on reload, so there only the file counts.)
         """
         ca_key, ca_cert = self._ca()
         revoked: dict[int, dt.datetime] = {}

@@ -87,7 +87,7 @@ def test_a_revoked_certificate_fails_verification_and_the_others_do_not(ca: Pki)
     assert done.returncode != 0
     assert "certificate revoked" in done.stdout + done.stderr
     assert verify(ca.root, south).returncode == 0
-    # Mosquitto keeps the CRLs it loaded and OpenSSL prefers the latest lastUpdate (docs/deploy.md).
+    # An OpenSSL store holding both CRLs uses the one with the latest lastUpdate (citygw/pki.py).
     new_crl = x509.load_pem_x509_crl((ca.root / "crl.pem").read_bytes())
     assert new_crl.last_update_utc > old_crl.last_update_utc
     assert new_crl.get_revoked_certificate_by_serial_number(revoked.serial) is not None

@@ -131,6 +131,32 @@ def test_a_revoked_agent_is_refused_once_the_broker_reloads_the_crl(broker: Secu
     assert connect(broker, *broker.client_cert(COLLECTOR)) == CONNACK_ACCEPTED
 
 
+def test_an_expired_crl_refuses_every_client_until_it_is_signed_anew(broker: SecuredMosquitto) -> None:
+    probe = broker.client_cert("probe-1")
+    assert connect(broker, *probe) == CONNACK_ACCEPTED
+    broker.pki.crl(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=3), days=1)  # nextUpdate: 2 days ago
+    broker.reload()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            connect(broker, *probe)
+        except ssl.SSLError as exc:
+            why = str(exc)
+            break
+        assert time.monotonic() < deadline, "an expired CRL still let clients in 10 s after the reload"
+        time.sleep(0.1)
+    assert "certificate expired" in why  # OpenSSL's alert for "CRL has expired"
+    broker.pki.crl()  # citygw pki crl
+    broker.reload()
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(ssl.SSLError):
+            if connect(broker, *probe) == CONNACK_ACCEPTED:
+                break
+        assert time.monotonic() < deadline, "still refused 10 s after a fresh CRL"
+        time.sleep(0.1)
+
+
 def revoke_and_reload(broker: SecuredMosquitto, name: str, before_reload: Callable[[], None]) -> None:
     """Revoke ``name`` and reload: then the broker refuses its certificate as revoked.
 
