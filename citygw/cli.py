@@ -150,6 +150,8 @@ def open_store_for_service(url: str) -> Store:
 
 
 def _pki(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from citygw.pki import Pki
 
     pki = Pki(Path(args.dir))
@@ -174,8 +176,9 @@ def _pki(args: argparse.Namespace) -> int:
         elif args.action == "crl":
             print(pki.crl(days=args.days))
         else:
+            now = datetime.now(UTC)
             for issued in pki.issued():
-                state = "revoked" if issued.revoked else "valid"
+                state = "revoked" if issued.revoked else "expired" if issued.not_after <= now else "valid"
                 print(f"{issued.serial_hex}\t{issued.name}\t{issued.not_after:%Y-%m-%dT%H:%M:%SZ}\t{state}")
     return 0
 
@@ -517,7 +520,7 @@ def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     revoke.add_argument("--crl-days", type=int, default=DEFAULT_DAYS["crl"], help="validity of the new CRL")
     crl = actions.add_parser("crl", help="sign the CRL anew (before its next update: the broker refuses all)")
     crl.add_argument("--days", type=int, default=DEFAULT_DAYS["crl"])
-    actions.add_parser("list", help="serial, name, expiry and state of every certificate")
+    actions.add_parser("list", help="serial, name, expiry and state (valid, expired, revoked) of each")
     pki.set_defaults(func=_pki)
 
 

@@ -120,6 +120,15 @@ def test_the_cli_issues_lists_and_revokes(tmp_path: Path, capsys: pytest.Capture
     assert dt.datetime.fromisoformat(expiry) - dt.datetime.now(dt.UTC) > dt.timedelta(days=29)
     assert main(["pki", "--dir", folder, "revoke", serial]) == 0
     assert f"revoked {serial} depot-north-1" in capsys.readouterr().out
+    Pki(tmp_path / "pki").issue(
+        "agent", "depot-south-1", days=1, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    )
+    assert main(["pki", "--dir", folder, "list"]) == 0
+    listed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(name, state) for _, name, _, state in listed] == [
+        ("depot-south-1", "expired"),
+        ("depot-north-1", "revoked"),
+    ]
     assert verify(tmp_path / "pki", tmp_path / "pki" / "depot-north-1.crt").returncode != 0
 
 
