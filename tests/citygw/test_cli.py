@@ -310,3 +310,21 @@ def test_probe_of_a_count_no_read_may_ask_for_exits_2(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "citygw: probe: count 0 is outside 1..125" in err
     assert "Traceback" not in err
+
+
+def test_collector_run_names_the_broker_tls_file_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'telemetry.sqlite'}"
+    missing = tmp_path / "svc.collector-1.crt"
+    files = ["--broker-cert-file", str(missing), "--broker-key-file", str(missing)]
+    for broker, says in (
+        ("mqtts://127.0.0.1:8884", f"--broker-cert-file / --broker-key-file ({missing}, {missing}): "),
+        ("mqtt://127.0.0.1:1883", "need mqtts://"),
+    ):
+        code = main(["collector", "run", "--broker", broker, "--store", store, *files])
+        assert code == 2
+        assert says in capsys.readouterr().err
+    code = main(["collector", "run", "--broker", "mqtts://127.0.0.1:8884", "--store", store, *files[:2]])
+    assert code == 2
+    assert "a client certificate needs its key" in capsys.readouterr().err
