@@ -130,11 +130,17 @@ def create_app(
     owned_registry = registry is None
     registry = registry if registry is not None else open_registry(settings.registry_url)
 
-    agent_link = (
-        AgentLink(settings.broker_url, registry, clock, publish_timeout_s=settings.broker_publish_timeout_s)
-        if settings.broker_url
-        else None
-    )
+    agent_link = None
+    if settings.broker_url:
+        agent_link = AgentLink(
+            settings.broker_url,
+            registry,
+            clock,
+            publish_timeout_s=settings.broker_publish_timeout_s,
+            ca_file=settings.broker_ca_file,
+            cert_file=settings.broker_cert_file,
+            key_file=settings.broker_key_file,
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

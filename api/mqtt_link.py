@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -118,8 +119,18 @@ class AgentLink:
         *,
         client_id: str = "citygw-api",
         publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
     ) -> None:
-        self._broker = BrokerConfig(url=broker_url, reconnect_min=0.5, reconnect_max=10)
+        self._broker = BrokerConfig(
+            url=broker_url,
+            reconnect_min=0.5,
+            reconnect_max=10,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
         self._registry = registry
         self._clock = clock
         self._connected = threading.Event()
@@ -141,8 +152,9 @@ class AgentLink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self._broker.username:
             client.username_pw_set(self._broker.username, self._broker.password)
-        if self._broker.tls:
-            client.tls_set(ca_certs=str(self._broker.ca_file) if self._broker.ca_file else None)
+        context = self._broker.tls_context()  # read once: rotating the API's pair takes a restart
+        if context is not None:
+            client.tls_set_context(context)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

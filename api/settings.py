@@ -62,6 +62,13 @@ class ApiSettings(BaseSettings):
         le=60,
         description="how long a config push or command waits for the broker's PUBACK",
     )
+    broker_ca_file: Path | None = Field(
+        default=None, description="CA of the broker's certificate for mqtts:// (system CAs if unset)"
+    )
+    broker_cert_file: Path | None = Field(
+        default=None, description="client certificate for the broker's certificate listener (citygw pki)"
+    )
+    broker_key_file: Path | None = Field(default=None, description="the key of broker_cert_file")
     command_ttl_s: int = Field(
         default=300,
         ge=10,
@@ -279,6 +286,27 @@ class ApiSettings(BaseSettings):
             )
         if self.oidc_jwks_file is not None and not self.oidc_jwks_file.is_file():
             raise ValueError(f"CITYGW_OIDC_JWKS_FILE {self.oidc_jwks_file} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _broker_tls_files(self) -> ApiSettings:
+        files = {"ca": self.broker_ca_file, "cert": self.broker_cert_file, "key": self.broker_key_file}
+        if (self.broker_cert_file is None) != (self.broker_key_file is None):
+            raise ValueError("set both CITYGW_BROKER_CERT_FILE and CITYGW_BROKER_KEY_FILE, or neither")
+        given = {kind: path for kind, path in files.items() if path is not None}
+        if given and (self.broker_url is None or urlsplit(self.broker_url).scheme != "mqtts"):
+            raise ValueError(
+                "CITYGW_BROKER_CA_FILE, _CERT_FILE and _KEY_FILE need an mqtts:// CITYGW_BROKER_URL"
+            )
+        for kind, path in given.items():
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(
+                    f"CITYGW_BROKER_{kind.upper()}_FILE {path}: cannot read it ({exc.strerror}); "
+                    "give a PEM file the API's user can read"
+                ) from None
         return self
 
     @field_validator("cors_origins", mode="before")

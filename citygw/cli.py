@@ -180,12 +180,52 @@ def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_UR
     return store
 
 
+def _pki(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from citygw.pki import Pki
+
+    pki = Pki(Path(args.dir))
+    with _failing_as(f"pki {args.dir}"):
+        if args.action == "init":
+            print(pki.init(args.name, days=args.days))
+        elif args.action == "issue":
+            cert, key = pki.issue(args.kind, args.name, days=args.days)
+            print(f"{cert}\n{key}")
+            print(
+                f"next: citygw-broker-users add {args.kind} {args.name} (once per name; its password is "
+                "not used on the certificate listener)",
+                file=sys.stderr,
+            )
+        elif args.action == "server":
+            cert, key = pki.server(*args.hostname, days=args.days)
+            print(f"{cert}\n{key}")
+        elif args.action == "revoke":
+            for issued in pki.revoke(args.what, crl_days=args.crl_days):
+                print(f"revoked {issued.serial_hex} {issued.name}")
+            print(f"{pki.root / 'crl.pem'}: copy it to the broker, then: systemctl reload mosquitto")
+        elif args.action == "crl":
+            print(pki.crl(days=args.days))
+        else:
+            now = datetime.now(UTC)
+            for issued in pki.issued():
+                state = "revoked" if issued.revoked else "expired" if issued.not_after <= now else "valid"
+                print(f"{issued.serial_hex}\t{issued.name}\t{issued.not_after:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+    return 0
+
+
 def _collector_run(args: argparse.Namespace) -> int:
-    from collector.service import Collector
+    from collector.service import Collector, TlsFiles
     from collector.store import redact
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store_for_service(args.store)
+    files = TlsFiles(
+        *(
+            Path(path) if path else None
+            for path in (args.broker_ca_file, args.broker_cert_file, args.broker_key_file)
+        )
+    )
     try:
         collector = Collector(
             args.broker,
@@ -195,9 +235,19 @@ def _collector_run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             max_series_per_agent=args.max_series_per_agent,
+            tls_files=files,
         )
-    except ValueError as exc:
-        raise ConfigError(f"--broker / CITYGW_BROKER_URL: {exc}") from exc
+    except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
+        raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
+    except OSError as exc:
+        given = {
+            name: path
+            for name, path in (("ca", files.ca_file), ("cert", files.cert_file), ("key", files.key_file))
+            if path is not None
+        }
+        options = " / ".join(f"--broker-{name}-file" for name in given)
+        named = ", ".join(str(path) for path in given.values())
+        raise ConfigError(f"{options or 'the system CAs'} ({named}): {exc}") from exc
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with collector, contextlib.suppress(KeyboardInterrupt):
@@ -436,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
         keys_parser.add_argument("--registry", default=registry_url, help="registry database URL")
         keys_parser.set_defaults(func=_keys)
 
+    _add_pki_parser(sub)
+
     collector = sub.add_parser("collector", help="MQTT → store collector").add_subparsers(
         dest="action", required=True
     )
@@ -446,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--share-group", default=os.environ.get("CITYGW_SHARE_GROUP"), help="MQTT shared subscription group"
     )
     collector_run.add_argument("--client-id", default=_env("CITYGW_COLLECTOR_ID", "citygw-collector"))
+    for name, what in (
+        ("ca", "CA of the broker's certificate for mqtts:// (default: the system CAs)"),
+        ("cert", "this collector's certificate, for the broker's certificate listener (citygw pki)"),
+        ("key", "the key of --broker-cert-file"),
+    ):
+        env = f"CITYGW_BROKER_{name.upper()}_FILE"
+        collector_run.add_argument(
+            f"--broker-{name}-file", default=os.environ.get(env), help=f"{what}, ${env}"
+        )
     collector_run.add_argument(
         "--metrics-port",
         type=_port,
@@ -494,6 +555,39 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
     preview.set_defaults(func=_dashboards_preview)
     return parser
+
+
+def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from citygw.pki import DEFAULT_DAYS, KINDS
+
+    pki = sub.add_parser("pki", help="the CA of the MQTT client certificates (docs/deploy.md)")
+    pki.add_argument(
+        "--dir", default=_env("CITYGW_PKI_DIR", "pki"), help="the CA folder, $CITYGW_PKI_DIR (default ./pki)"
+    )
+    actions = pki.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="a new CA key and certificate, and an empty CRL")
+    init.add_argument("--name", default="CityGW CA", help="the CA's CN")
+    init.add_argument("--days", type=int, default=DEFAULT_DAYS["ca"])
+    issue = actions.add_parser(
+        "issue", help="a client key and certificate, CN = NAME (rotation: issue again)"
+    )
+    issue.add_argument("kind", choices=KINDS)
+    issue.add_argument("name", help="the agent id, or the service user (svc.collector-1)")
+    issue.add_argument("--days", type=int, default=DEFAULT_DAYS["client"])
+    server = actions.add_parser("server", help="the broker's key and certificate")
+    server.add_argument(
+        "hostname",
+        nargs="+",
+        help="each name or IP address clients connect to (e.g. broker.city.example 127.0.0.1)",
+    )
+    server.add_argument("--days", type=int, default=DEFAULT_DAYS["server"])
+    revoke = actions.add_parser("revoke", help="revoke a name's certificates or one serial; writes the CRL")
+    revoke.add_argument("what", metavar="NAME|SERIAL")
+    revoke.add_argument("--crl-days", type=int, default=DEFAULT_DAYS["crl"], help="validity of the new CRL")
+    crl = actions.add_parser("crl", help="sign the CRL anew (before its next update: the broker refuses all)")
+    crl.add_argument("--days", type=int, default=DEFAULT_DAYS["crl"])
+    actions.add_parser("list", help="serial, name, expiry and state (valid, expired, revoked) of each")
+    pki.set_defaults(func=_pki)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,10 +48,10 @@ log = logging.getLogger(__name__)
 
 _EDGE = Path(edge.__file__).parent
 
-# Station → (district, starting values): the city centre has more traffic than the suburb.
+# Station → (district, where, starting values): the city centre has more traffic than the suburb.
 AIR_QUALITY_STATIONS = {
-    "aq-rynok": ("halytskyi", {"no2": 38.0, "pm25": 14.2, "pm10": 27.5}),
-    "aq-sykhiv": ("sykhivskyi", {"no2": 17.0, "pm25": 8.9, "pm10": 16.1}),
+    "aq-rynok": ("halytskyi", (49.84195, 24.03100), {"no2": 38.0, "pm25": 14.2, "pm10": 27.5}),
+    "aq-sykhiv": ("sykhivskyi", (49.80550, 24.05650), {"no2": 17.0, "pm25": 8.9, "pm10": 16.1}),
 }
 
 
@@ -83,7 +83,7 @@ async def simulated_city(
     async with contextlib.AsyncExitStack() as stack:
         aqt530 = load_profile("vaisala_aqt530")
         aq_agent: dict[str, Any] = {"lines": [], "devices": []}
-        for device_id, (district, values) in AIR_QUALITY_STATIONS.items():
+        for device_id, (district, (lat, lon), values) in AIR_QUALITY_STATIONS.items():
             station = ModbusDeviceSimulator(aqt530, unit=1, values=values, animate=True)
             endpoint = await stack.enter_async_context(serve_tcp([station]))
             aq_agent["lines"].append(
@@ -97,6 +97,7 @@ async def simulated_city(
                     "unit": 1,
                     "poll_s": 2,
                     "tags": {"district": district},
+                    "location": {"lat": lat, "lon": lon},
                 }
             )
         agents.append({"agent_id": "lviv-air", "site": "lviv-air-network", **aq_agent})
@@ -116,6 +117,7 @@ async def simulated_city(
                         "unit": 1,
                         "poll_s": 2,
                         "tags": {"district": "zaliznychnyi"},
+                        "location": {"lat": 49.83720, "lon": 23.99610},  # the tram depot
                     }
                 ],
             }
@@ -158,6 +160,7 @@ async def simulated_city(
                         "unit": 1,
                         "poll_s": 5,
                         "tags": {"district": "shevchenkivskyi"},
+                        "location": {"lat": 49.85830, "lon": 24.02270},  # the pumping station
                     }
                 ],
             }
@@ -199,9 +202,8 @@ def summary(store: TelemetryReader, now_ms: int) -> str:
     for point in sorted(store.latest(), key=lambda p: (p.measurement, p.tags.get("device", ""))):
         if point.measurement in system:
             continue
-        values = ", ".join(
-            f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(point.fields.items())[:5]
-        )
+        measured = [(k, v) for k, v in point.fields.items() if k not in ("lat", "lon")]  # where, not what
+        values = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in measured[:5])
         age = (now_ms - point.ts_ms) / 1000
         lines.append(f"{point.tags.get('device', '?'):<16} {point.measurement:<17} {age:>4.0f}s  {values}")
     return "\n".join(lines)

@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import repeat
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -74,6 +75,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from citygw import wire
+from citygw.tls import client_context
 from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, DeadLetterLog, Reason
 from collector.field_types import FieldTypes
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
@@ -163,6 +165,15 @@ class BrokerAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The broker's CA (system CAs if None) and the collector's own certificate and key, for mqtts://."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Received:
     topic: str
     payload: bytes
@@ -236,8 +247,14 @@ class Collector:
         gc_young_threshold: int | None = 20_000,
         device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
         max_series_per_agent: int = MAX_SERIES_PER_AGENT,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
+        self.tls_files = tls_files or TlsFiles()
+        if not self.broker.tls and self.tls_files != TlsFiles():
+            raise ValueError("broker URL: the CA, certificate and key files need mqtts://")
+        if (self.tls_files.cert_file is None) != (self.tls_files.key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
         # MQTT 3.1.1 only for brokers that lack v5 (the demo's embedded amqtt): the in-flight
         # window is then the broker's own setting (Mosquitto: max_inflight_messages).
         self.mqtt_v5 = mqtt_v5
@@ -324,8 +341,9 @@ class Collector:
             )
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls:
-            client.tls_set()
+        if self.broker.tls:  # read once: rotating the collector's pair takes a restart
+            files = self.tls_files
+            client.tls_set_context(client_context(files.ca_file, files.cert_file, files.key_file))
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -1088,4 +1106,4 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["BrokerAddress", "Collector", "CollectorStats", "retry_delay"]
+__all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles", "retry_delay"]

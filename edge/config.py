@@ -8,6 +8,7 @@ reading this code.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from citygw import wire
 from citygw.errors import ConfigError
+from citygw.tls import client_context
 from firmware_bridge.profile import DeadbandError, DeadbandSetting
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
@@ -50,6 +52,10 @@ class BrokerConfig(_Section):
     reconnect_min: float = Field(default=0.5, gt=0, le=60, description="first reconnect delay, seconds")
     reconnect_max: float = Field(default=30.0, gt=0, le=600, description="longest reconnect delay, seconds")
     ca_file: Path | None = Field(default=None, description="CA bundle for mqtts:// (system CAs if unset)")
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for the broker's certificate listener"
+    )
+    key_file: Path | None = Field(default=None, description="the private key (PEM) of cert_file")
 
     @field_validator("url")
     @classmethod
@@ -67,9 +73,29 @@ class BrokerConfig(_Section):
             raise ValueError("the URL takes no path or query")
         return url
 
+    @model_validator(mode="after")
+    def _client_certificate(self) -> BrokerConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both, or neither")
+        if self.cert_file is not None and not self.tls:
+            raise ValueError("cert_file needs an mqtts:// URL (the broker's certificate listener)")
+        return self
+
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def tls_files(self) -> dict[str, Path]:
+        """The TLS files set, by field name."""
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        return {name: path for name, path in files.items() if path is not None}
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """A fresh TLS context from the files as they are now (None for mqtt://); raises OSError."""
+        if not self.tls:
+            return None
+        return client_context(self.ca_file, self.cert_file, self.key_file)
 
     @property
     def hostname(self) -> str:
@@ -328,22 +354,21 @@ def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None)
 
 def check_files(config: AgentConfig) -> list[Problem]:
     """Files the config names that the agent must read later (TLS): readable now, or a problem."""
-    ca_file = config.broker.ca_file
-    if ca_file is None:
-        return []
-    try:
-        with ca_file.open("rb"):
-            pass
-    except OSError as exc:
-        return [
-            Problem(
-                "broker.ca_file",
-                f"cannot read {ca_file}: {exc.strerror}",
-                "give the path of a PEM CA bundle the agent's user can read (relative to the agent's "
-                "working directory), or remove ca_file to trust the system CAs",
-            )
-        ]
-    return []
+    fixes = {
+        "ca_file": "give the path of a PEM CA bundle the agent's user can read (relative to the agent's "
+        "working directory), or remove ca_file to trust the system CAs",
+        "cert_file": "give the path of the agent's certificate (citygw pki issue agent ID, docs/deploy.md), "
+        "readable by the agent's user, or remove cert_file and key_file to log in with a password",
+        "key_file": "give the path of the key issued with cert_file, readable by the agent's user (0600)",
+    }
+    problems = []
+    for field, path in config.broker.tls_files.items():
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            problems.append(Problem(f"broker.{field}", f"cannot read {path}: {exc.strerror}", fixes[field]))
+    return problems
 
 
 def validate_agent_config(

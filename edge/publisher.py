@@ -104,7 +104,8 @@ class Backoff:
 
 
 class TlsSetupError(Exception):
-    """The TLS context for the broker cannot be built: the CA file is missing, unreadable or not PEM."""
+    """The TLS context for the broker cannot be built: a CA, certificate or key file is missing,
+    unreadable, not PEM, or the key is not the certificate's."""
 
 
 class Publisher:
@@ -219,16 +220,13 @@ class Publisher:
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        """A fresh context per session (the CA file may have been replaced); TlsSetupError if impossible."""
+        """A fresh context per session (the files may have been replaced); TlsSetupError if impossible."""
         broker = self.config.broker
-        if not broker.tls:
-            return None
         try:
-            return ssl.create_default_context(cafile=broker.ca_file)
-        except OSError as exc:  # ssl.SSLError (not PEM) is one too
-            raise TlsSetupError(
-                f"cannot set up TLS to {broker.redacted_url} with ca_file {broker.ca_file}: {exc}"
-            ) from exc
+            return broker.tls_context()
+        except OSError as exc:  # ssl.SSLError (not PEM, key of another certificate) is one too
+            files = ", ".join(f"{name} {path}" for name, path in broker.tls_files.items()) or "the system CAs"
+            raise TlsSetupError(f"cannot set up TLS to {broker.redacted_url} with {files}: {exc}") from exc
 
     async def _session(self) -> None:
         async with self._client_for_session() as client:

@@ -7,8 +7,10 @@ devices did not change, and reported on ``config/state`` (retained). Versions on
 redelivery of a version already handled (applied, refused or rolled back) is a no-op.
 
 After applying, every device on a changed line that was answering before (or is new) must
-answer within ``remote.grace_s``; if one does not, the previous config comes back and the
-version is reported ``rolled_back`` with the devices that stayed silent.
+answer within ``remote.grace_s``; if one does not, the version is reported ``rolled_back`` with
+the devices that stayed silent, and the last healthy config comes back: the last applied one
+whose devices all answered (a config without devices proves nothing and is never the target), or
+the one running before when none was.
 
 The last applied config is kept in ``remote-config.json`` next to the journal, so an agent
 that reboots without a broker runs it rather than the file; the file is the fallback when
@@ -62,6 +64,9 @@ class RemoteConfig:
         self.handled_version = int(kept.get("handled", 0))
         self.applied_version = int(kept.get("applied", 0))
         self._applied_body: dict[str, Any] | None = kept.get("body")
+        # The last applied config whose devices all answered: where a rollback goes.
+        self.healthy_version = int(kept.get("healthy", 0))
+        self._healthy_body: dict[str, Any] | None = kept.get("healthy_body")
 
     def startup_config(self) -> AgentConfig:
         """The kept remote config merged into the file's, or the file's alone."""
@@ -120,20 +125,40 @@ class RemoteConfig:
         ]
         silent = await self._silent_after(watched, since, self.base.remote.grace_s)
         if silent:
-            self._apply(previous)
+            back_to = self._rollback_target(previous)
+            self._apply(back_to)
             self._handled(version)
             reasons = [
                 f"config v{version}: devices[{d}]: no answer within {self.base.remote.grace_s:g} s "
                 "with the new settings; fix: check the line and unit settings of this device"
                 for d in silent
             ]
-            log.warning("config v%d rolled back: %s", version, "; ".join(silent))
+            log.warning("config v%d rolled back to v%d: %s", version, self.applied_version, "; ".join(silent))
             await self._state(version, wire.ConfigOutcome.ROLLED_BACK, reasons)
             return
         self.applied_version, self._applied_body = version, body
+        if config.devices and all(
+            (record := self._board.devices.get(d.id)) is not None and record.state is wire.DeviceState.OK
+            for d in config.devices
+        ):
+            self.healthy_version, self._healthy_body = version, body
         self._handled(version)
         log.info("config v%d applied; lines restarted: %s", version, ", ".join(sorted(changed)) or "none")
         await self._state(version, wire.ConfigOutcome.APPLIED, [])
+
+    def _rollback_target(self, running: AgentConfig) -> AgentConfig:
+        """The last healthy config (now the applied one again), else ``running``."""
+        if self._healthy_body is None or self.healthy_version == self.applied_version:
+            return running
+        try:
+            healthy = self._merge(self._healthy_body, f"{self.path} (config v{self.healthy_version})")
+        except AgentConfigError as exc:
+            log.warning(
+                "healthy config v%d no longer valid, keeping the running one: %s", self.healthy_version, exc
+            )
+            return running
+        self.applied_version, self._applied_body = self.healthy_version, self._healthy_body
+        return healthy
 
     async def _silent_after(self, devices: list[str], since_ms: int, grace_s: float) -> list[str]:
         """Devices that gave no good read after ``since_ms`` within ``grace_s``."""
@@ -152,7 +177,15 @@ class RemoteConfig:
 
     def _handled(self, version: int) -> None:
         self.handled_version = version
-        self._write({"handled": version, "applied": self.applied_version, "body": self._applied_body})
+        self._write(
+            {
+                "handled": version,
+                "applied": self.applied_version,
+                "body": self._applied_body,
+                "healthy": self.healthy_version,
+                "healthy_body": self._healthy_body,
+            }
+        )
 
     async def _state(
         self, version: int, outcome: wire.ConfigOutcome, reasons: list[str], source: Path | None = None

@@ -164,6 +164,44 @@ def _curve(waypoints: Sequence[tuple[float, float]], *, step_m: float = 40.0) ->
     return points
 
 
+# Ukrainian in Latin letters by the national transliteration (Cabinet of Ministers resolution 55,
+# 27 January 2010): the names a resident's app shows in English.
+_LATIN = dict(
+    zip(
+        "абвгґдеєжзиіїйклмнопрстуфхцчшщьюя'\u2019",
+        (
+            *("a", "b", "v", "h", "g", "d", "e", "ie", "zh", "z", "y", "i", "i", "i", "k", "l", "m", "n"),
+            *("o", "p", "r", "s", "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "iu", "ia", "", ""),
+        ),
+        strict=True,
+    )
+)
+APOSTROPHES = "'\u2019"
+_LATIN_WORD_START = {"є": "ye", "ї": "yi", "й": "y", "ю": "yu", "я": "ya"}
+
+
+def latin(text: str) -> str:
+    """``text`` transliterated from Ukrainian (other characters kept)."""
+    out: list[str] = []
+    for i, char in enumerate(text):
+        lower = char.lower()
+        start = i == 0 or not (text[i - 1].isalpha() or text[i - 1] in APOSTROPHES)
+        if lower == "\u0433" and i > 0 and text[i - 1].lower() == "\u0437":
+            letters = "gh"  # zgh after z, so that it does not read as zh
+        elif start and lower in _LATIN_WORD_START:
+            letters = _LATIN_WORD_START[lower]
+        else:
+            letters = _LATIN.get(lower, char)
+        out.append(letters.capitalize() if char != lower and letters else letters)
+    return "".join(out)
+
+
+def _translations(names: Sequence[tuple[str, str, str]]) -> bytes:
+    """translations.txt in English for (table, field, Ukrainian value), by value (one row per value)."""
+    rows = sorted({(table, field, "en", latin(value), value) for table, field, value in names})
+    return _csv(("table_name", "field_name", "language", "translation", "field_value"), rows)
+
+
 def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -295,6 +333,11 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
         ),
         "frequencies.txt": _csv(
             ("trip_id", "start_time", "end_time", "headway_secs", "exact_times"), frequencies
+        ),
+        "translations.txt": _translations(
+            [("stops", "stop_name", name) for _, name, _, _ in stops]
+            + [("routes", "route_long_name", str(route[3])) for route in routes]
+            + [("trips", "trip_headsign", str(trip[3])) for trip in trips]
         ),
         "feed_info.txt": _csv(
             (

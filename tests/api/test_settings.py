@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -135,3 +137,27 @@ def test_typos_in_arguments_are_refused() -> None:
 
 def test_wildcard_origin_is_allowed() -> None:
     assert ApiSettings(cors_origins="*").cors_origins == ("*",)
+
+
+def test_the_broker_tls_files_are_checked_at_start(tmp_path: Path) -> None:
+    cert, key = tmp_path / "svc.api-1.crt", tmp_path / "svc.api-1.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls_url = "mqtts://127.0.0.1:8884"
+    for settings, says in (
+        ({"broker_url": tls_url, "broker_cert_file": cert}, "set both CITYGW_BROKER_CERT_FILE and"),
+        (
+            {"broker_url": "mqtt://127.0.0.1:1883", "broker_cert_file": cert, "broker_key_file": cert},
+            "mqtts://",
+        ),
+        ({"broker_cert_file": cert, "broker_key_file": cert}, "need an mqtts:// CITYGW_BROKER_URL"),
+        (
+            {"broker_url": tls_url, "broker_cert_file": cert, "broker_key_file": key},
+            f"CITYGW_BROKER_KEY_FILE {key}: cannot read it (No such file or directory)",
+        ),
+    ):
+        with pytest.raises(SettingsError, match="invalid API settings") as refused:
+            load_settings(**settings)
+        assert says in str(refused.value)
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    loaded = load_settings(broker_url=tls_url, broker_cert_file=cert, broker_key_file=key)
+    assert (loaded.broker_cert_file, loaded.broker_key_file) == (cert, key)

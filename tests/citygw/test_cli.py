@@ -327,3 +327,21 @@ def test_the_collectors_series_budget_comes_from_the_option_or_the_environment(
     assert result.returncode == 2
     assert "--max-series-per-agent: '0' is no whole number of series of at least 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_collector_run_names_the_broker_tls_file_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'telemetry.sqlite'}"
+    missing = tmp_path / "svc.collector-1.crt"
+    files = ["--broker-cert-file", str(missing), "--broker-key-file", str(missing)]
+    for broker, says in (
+        ("mqtts://127.0.0.1:8884", f"--broker-cert-file / --broker-key-file ({missing}, {missing}): "),
+        ("mqtt://127.0.0.1:1883", "need mqtts://"),
+    ):
+        code = main(["collector", "run", "--broker", broker, "--store", store, *files])
+        assert code == 2
+        assert says in capsys.readouterr().err
+    code = main(["collector", "run", "--broker", "mqtts://127.0.0.1:8884", "--store", store, *files[:2]])
+    assert code == 2
+    assert "a client certificate needs its key" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from citygw.pki import Kind, Pki
 from tests.services import Mosquitto, find_binary, free_port
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
@@ -26,28 +27,21 @@ USERS_SCRIPT = DEPLOY / "citygw-broker-users"
 DEBIAN_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 
 
-def kind_of(user: str) -> str:
+def kind_of(user: str) -> Kind:
     """The citygw-broker-users kind of a test user, from its name."""
-    kinds = {"svc.collector": "collector", "svc.api": "api", "city.alerts": "alerts-reader"}
+    kinds: dict[str, Kind] = {"svc.collector": "collector", "svc.api": "api", "city.alerts": "alerts-reader"}
     for prefix, kind in kinds.items():
         if user.startswith(prefix):
             return kind
     return "agent"
 
 
-def make_certificates(folder: Path, host: str = "127.0.0.1") -> None:
-    """ca.crt, server.crt and server.key in ``folder`` (openssl CLI; nothing leaves the test)."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=CityGW test CA",
-            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}",
-            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    (folder / "san.ext").write_text(f"subjectAltName=IP:{host}\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+def make_certificates(folder: Path, host: str = "127.0.0.1") -> Pki:
+    """The CA (ca.crt, crl.pem) and the broker's server.crt and server.key, in ``folder``, by citygw pki."""
+    pki = Pki(folder)
+    pki.init(name="CityGW test CA", days=30)
+    pki.server(host, days=2)
+    return pki
 
 
 class SecuredMosquitto(Mosquitto):
@@ -57,6 +51,7 @@ class SecuredMosquitto(Mosquitto):
     # The services' listener as written in config_file, and as the test runs it.
     services_listener = "listener 1883 127.0.0.1\n"
     services_listener_address = " 127.0.0.1"
+    mtls_listener = "listener 8884\n"
     persistence_location = "persistence_location /var/lib/mosquitto/"
     plugin = DEBIAN_PLUGIN
     dynsec_location = "/var/lib/mosquitto/dynamic-security.json"
@@ -69,6 +64,7 @@ class SecuredMosquitto(Mosquitto):
     def choose_ports(self) -> None:
         super().choose_ports()
         self.tls_port = free_port()
+        self.mtls_port = free_port()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Close every session the test opened (their network threads would retry for ever), then stop."""
@@ -112,6 +108,19 @@ class SecuredMosquitto(Mosquitto):
             ["sh", str(USERS_SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60
         )
 
+    def mosquitto_ctrl(self, *args: str) -> str:
+        """``mosquitto_ctrl dynsec ARGS`` as the plugin's admin; its answer."""
+        self.users_script("roles")  # writes mosquitto_ctrl's options file (nothing else changes)
+        env = {**os.environ, "XDG_CONFIG_HOME": str(self.workdir / "ctrl")}
+        done = subprocess.run(
+            [find_binary("mosquitto_ctrl"), "dynsec", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout + done.stderr
+
     def add_user(self, kind: str, user: str) -> None:
         done = self.users_script("add", kind, user)
         assert done.returncode == 0, f"citygw-broker-users add {kind} {user}: {done.stderr}"
@@ -130,6 +139,7 @@ class SecuredMosquitto(Mosquitto):
             self.persistence_location: f"persistence_location {self.workdir}/",
             f"plugin {self.plugin}\n": f"plugin {DEBIAN_PLUGIN}\n",
             f"plugin_opt_config_file {self.dynsec_location}": f"plugin_opt_config_file {self.dynsec_file}",
+            self.mtls_listener: f"listener {self.mtls_port} 127.0.0.1\n",
         }
         for old, new in changes.items():
             assert old in text, f"{self.config_file} no longer has {old!r}"
@@ -139,6 +149,23 @@ class SecuredMosquitto(Mosquitto):
     @property
     def ca_file(self) -> str:
         return str(self.workdir / "citygw" / "ca.crt")
+
+    @property
+    def pki(self) -> Pki:
+        """The city's CA, in the folder the broker reads ca.crt, crl.pem and its own certificate from."""
+        return Pki(self.workdir / "citygw")
+
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload mosquitto``: Mosquitto reads its certificates and CRL again."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def client_cert(self, name: str) -> tuple[str, str]:
+        """(certificate, key) files of ``name`` issued by the broker's CA; issued now if missing."""
+        cert, key = self.pki.root / f"{name}.crt", self.pki.root / f"{name}.key"
+        if not cert.exists():
+            self.pki.issue(kind_of(name), name, days=2)
+        return str(cert), str(key)
 
 
 class ComposeMosquitto(SecuredMosquitto):
@@ -153,7 +180,10 @@ class ComposeMosquitto(SecuredMosquitto):
 
 
 class Session:
-    """One MQTT client: connects (raising with the broker's reason when refused) and collects messages."""
+    """One MQTT client: connects (raising with the broker's reason when refused) and collects messages.
+
+    With ``cert``, it connects to the certificate listener with the certificate issued to that name.
+    """
 
     def __init__(
         self,
@@ -167,6 +197,7 @@ class Session:
         mqtt5: bool = False,
         clean: bool = True,
         will: tuple[str, bytes] | None = None,
+        cert: str | None = None,
     ) -> None:
         self.messages: queue.Queue[MQTTMessage] = queue.Queue()
         self._connected = threading.Event()
@@ -183,7 +214,10 @@ class Session:
             self.client.username_pw_set(username, password)
         if will is not None:
             self.client.will_set(*will, qos=1, retain=True)
-        if tls:
+        if cert is not None:  # the certificate listener, as the user ``cert``
+            certfile, keyfile = broker.client_cert(cert)
+            self.client.tls_set(ca_certs=broker.ca_file, certfile=certfile, keyfile=keyfile)
+        elif tls:
             self.client.tls_set(ca_certs=broker.ca_file)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_args: self.dropped.set()
@@ -195,7 +229,7 @@ class Session:
             properties.SessionExpiryInterval = 3600
         self.client.connect(
             host,
-            broker.tls_port if tls else broker.port,
+            broker.mtls_port if cert is not None else broker.tls_port if tls else broker.port,
             clean_start=clean if mqtt5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )

@@ -127,7 +127,9 @@ def test_the_containers_broker_listens_to_the_stack_and_publishes_only_tls() -> 
     """The collector and API connect to mosquitto:1883: not the broker container's loopback."""
     config = mounted("mosquitto", "/mosquitto/config/mosquitto.conf")
     assert "listener 1883" in settings_lines(config), f"{config}: 1883 must listen beyond loopback"
-    assert compose()["services"]["mosquitto"]["ports"] == ["8883:8883"], "1883 must not reach the host"
+    assert compose()["services"]["mosquitto"]["ports"] == ["8883:8883", "8884:8884"], (
+        "1883 must not reach the host"
+    )
     for service in ("collector", "api"):
         assert urlsplit(example(service)["CITYGW_BROKER_URL"]).port == 1883, service
     persistence = next(line for line in settings_lines(config) if line.startswith("persistence_location"))

@@ -240,7 +240,7 @@ def test_the_broker_listens_only_on_the_configured_listeners(broker: SecuredMosq
     sockets = subprocess.run([find_binary("ss"), "-ltnpH"], capture_output=True, text=True, check=True).stdout
     mine = [line for line in sockets.splitlines() if f"pid={broker.proc.pid}," in line]
     ports = {line.split()[3].rsplit(":", 1)[1] for line in mine}
-    assert ports == {str(broker.port), str(broker.tls_port)}
+    assert ports == {str(broker.port), str(broker.tls_port), str(broker.mtls_port)}
 
 
 def test_the_collector_stores_every_reading_while_an_agent_tries_its_client_id(

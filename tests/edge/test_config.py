@@ -96,6 +96,46 @@ def test_a_ca_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None
     assert load_agent_config(write(tmp_path, data), profiles=accept_aq).broker.ca_file == ca
 
 
+def test_a_client_certificate_or_key_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    data = base()
+    cert, key = tmp_path / "depot-north-1.crt", tmp_path / "depot-north-1.key"
+    data["broker"] = {"url": "mqtts://broker.city.example:8884", "cert_file": str(cert), "key_file": str(key)}
+    text = errors(tmp_path, data)
+    assert f"broker.cert_file: cannot read {cert}: No such file or directory; fix: " in text
+    assert "citygw pki issue agent" in text
+    assert f"broker.key_file: cannot read {key}: No such file or directory; fix: " in text
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    key.mkdir()
+    text = errors(tmp_path, data)
+    assert f"broker.key_file: cannot read {key}: Is a directory; fix: " in text
+    assert "broker.cert_file" not in text
+    key.rmdir()
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    loaded = load_agent_config(write(tmp_path, data), profiles=accept_aq).broker
+    assert (loaded.cert_file, loaded.key_file) == (cert, key)
+
+
+@pytest.mark.parametrize(
+    ("broker", "says"),
+    [
+        ({"url": "mqtts://b.example:8884", "cert_file": "a.crt"}, "cert_file and key_file go together"),
+        ({"url": "mqtts://b.example:8884", "key_file": "a.key"}, "cert_file and key_file go together"),
+        (
+            {"url": "mqtt://b.example", "cert_file": "a.crt", "key_file": "a.key"},
+            "cert_file needs an mqtts://",
+        ),
+    ],
+)
+def test_a_client_certificate_needs_its_key_and_tls(
+    tmp_path: Path, broker: dict[str, str], says: str
+) -> None:
+    data = base()
+    data["broker"] = broker
+    text = errors(tmp_path, data)
+    assert "broker" in text
+    assert says in text
+
+
 def test_schema_errors_have_dotted_paths(tmp_path: Path) -> None:
     data = base()
     data["devices"][0]["unit"] = 300

@@ -83,8 +83,14 @@ class Field:
             ).fetchall()
         return {device: (int(n), int(distinct)) for device, n, distinct in rows}
 
-    async def judge(self, served: dict[str, int], dropped: int = 0, within: float = 60.0) -> dict[str, int]:
-        """Wait until the store holds every served reading (less ``dropped``); fail on a duplicate row."""
+    async def judge(
+        self, served: dict[str, int], dropped: int = 0, within: float = 60.0, in_flight: int = 0
+    ) -> dict[str, int]:
+        """Wait until the store holds every served reading (less ``dropped``); fail on a duplicate row.
+
+        ``in_flight``: reads a SIGKILL may have cut between the simulator counting the request and
+        the agent journaling the answer (at most one per device): never journaled, so never lost.
+        """
         expected = sum(served.values()) - dropped
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -95,7 +101,11 @@ class Field:
                 break
             await asyncio.sleep(0.2)
         assert all(rows == distinct for rows, distinct in stored.values()), f"duplicate rows: {stored}"
-        assert total == expected, f"served {served} (dropped {dropped}), stored {stored}"
+        assert expected - in_flight <= total <= expected, (
+            f"served {served} (dropped {dropped}), stored {stored}"
+        )
+        if in_flight:  # one cut read a device at most
+            assert all(served[d] - stored.get(d, (0, 0))[1] <= 1 for d in served), (served, stored)
         return {device: distinct for device, (_, distinct) in stored.items()}
 
 
@@ -190,7 +200,8 @@ async def test_agent_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitt
                 agent = agent_process(path)
                 await asyncio.sleep(3)
                 served = devices.freeze()
-                await devices.judge(served, within=30)
+                # A read the kill cut after the simulator counted it was never journaled: not a loss.
+                await devices.judge(served, within=30, in_flight=len(served))
             finally:
                 agent.kill()
                 agent.wait(10)

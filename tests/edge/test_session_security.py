@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from citygw import wire
+from citygw.pki import Pki
 from edge.journal import Journal
 from edge.publisher import Publisher
 from tests.edge.conftest import AGENT, agent_config
@@ -79,8 +80,11 @@ def url(port: int, user: str = USER, password: str = PASSWORD) -> str:
 
 
 @contextlib.asynccontextmanager
-async def publishing(tmp_path: Path, broker_url: str, ca: Path | None) -> AsyncIterator[Publisher]:
+async def publishing(
+    tmp_path: Path, broker_url: str, ca: Path | None, **files: Path
+) -> AsyncIterator[Publisher]:
     broker = {"ca_file": str(ca)} if ca is not None else {}
+    broker.update({name: str(path) for name, path in files.items()})
     config = agent_config(tmp_path, broker_url)
     config = config.model_copy(update={"broker": config.broker.model_copy(update=broker)})
     journal = Journal(config.journal.path, AGENT)
@@ -152,3 +156,29 @@ async def test_a_ca_file_gone_at_connect_is_retried_until_replaced(
             async with asyncio.timeout(10):
                 await publisher.connected.wait()
             assert publisher.counters.connects == 1
+
+
+async def test_a_certificate_and_key_that_do_not_match_at_connect_are_retried_until_they_do(
+    tmp_path: Path, secure_broker: tuple[Mosquitto, int, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rotation caught half-way (the new key, the old certificate): logged, retried, then connects."""
+    _, tls_port, ca = secure_broker
+    pki = Pki(tmp_path / "city-ca")
+    pki.init()
+    old_cert, _ = pki.issue("agent", AGENT)
+    first = old_cert.read_bytes()
+    pki.issue("agent", AGENT)  # the new pair: its key now sits beside the old certificate
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    cert.write_bytes(first)
+    key.write_bytes((pki.root / f"{AGENT}.key").read_bytes())
+    with caplog.at_level(logging.ERROR, logger="edge.publisher"):
+        async with publishing(tmp_path, url(tls_port), ca, cert_file=cert, key_file=key) as publisher:
+            await asyncio.sleep(1.0)
+            attempts = [r.getMessage() for r in caplog.records if "cannot set up TLS" in r.getMessage()]
+            assert len(attempts) >= 2, attempts
+            assert f"cert_file {cert}, key_file {key}" in attempts[0]
+            assert publisher.counters.connects == 0
+            assert publisher.journal.backlog() == 1
+            cert.write_bytes((pki.root / f"{AGENT}.crt").read_bytes())  # the copy completes
+            async with asyncio.timeout(10):
+                await publisher.connected.wait()
