@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from api.query import TimeRange
-from api.series import newest_per_device
-from collector.store.base import Aggregate, FieldValue, Row, TelemetryReader
+from collector.store.base import Aggregate, FieldValue, Row, TelemetryReader, newest_per_device
 
 CITY = "city"
 

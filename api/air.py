@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from api.registry.catalogue import RegisteredDevice, field_units
-from api.series import newest_per_device
 from citygw import air_quality
-from collector.store.base import Point, TelemetryReader
+from collector.store.base import Point, TelemetryReader, newest_per_device
 
 MEASUREMENT = "air_quality"
 

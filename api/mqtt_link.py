@@ -1,7 +1,9 @@
 """The API's MQTT session: hears agents (status, health, config/state, cmd/result), writes config and cmd.
 
-One paho client per app, started and stopped by the app's lifespan; paho's network thread applies
-what agents say to the registry. Publishing waits for the broker's PUBACK, so "pushed" means the
+One paho client per app, started and stopped by the app's lifespan. Paho's network thread only puts
+what agents say into a bounded inbox (the newest status and health of each agent replace older ones);
+a worker thread applies it to the registry, so no registry write or big payload delays the PUBACK of
+the API's own publishes. Publishing waits for the broker's PUBACK, so "pushed" means the
 broker has it (retained, for config). A message not acknowledged in time stays in paho's queue and
 may still reach the broker (it is sent again after a reconnect): the caller answered "not sent",
 so ``on_late_ack`` is called if its PUBACK comes after all, to record what really happened.
@@ -9,9 +11,12 @@ so ``on_late_ack`` is called if its PUBACK comes after all, to record what reall
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,11 @@ from edge.config import BrokerConfig
 log = logging.getLogger(__name__)
 LISTENED = (wire.Channel.STATUS, wire.Channel.HEALTH, wire.Channel.CONFIG_STATE, wire.Channel.CMD_RESULT)
 PUBLISH_TIMEOUT_S = 5.0
+INBOX_MAX_BYTES = 64 * 1024 * 1024
+"""Agents' messages waiting for the registry, in payload bytes; beyond it new ones are dropped (counted)."""
+WARN_EVERY_S = 60.0
+# Channels where only an agent's newest message matters: a newer one replaces the one waiting.
+_NEWEST_ONLY = (wire.Channel.STATUS, wire.Channel.HEALTH)
 
 
 class LinkUnavailable(RuntimeError):
@@ -37,6 +47,65 @@ class LinkUnavailable(RuntimeError):
 class _Unacknowledged:
     on_late_ack: Callable[[], None] | None
     given_up: bool = False
+
+
+class _Inbox:
+    """Agents' messages for the registry in arrival order, bounded in bytes; newest-only ones coalesce."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._waiting: OrderedDict[Hashable, tuple[str, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._serial = itertools.count()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, agent_id: str, channel: wire.Channel, topic: str, payload: bytes) -> bool:
+        """False when the inbox is full and the message was not taken."""
+        key: Hashable = (agent_id, channel) if channel in _NEWEST_ONLY else next(self._serial)
+        with self._ready:
+            replaced = self._waiting.get(key)
+            size = len(payload) - (len(replaced[1]) if replaced else 0)
+            if self._bytes + size > self._max_bytes:
+                return False
+            self._waiting[key] = (topic, payload)  # a replaced one keeps its place in the order
+            self._bytes += size
+            self._ready.notify()
+            return True
+
+    def take(self) -> tuple[str, bytes] | None:
+        """The oldest message waiting; blocks until there is one; None once closed."""
+        with self._ready:
+            while not self._waiting and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return None
+            _key, message = self._waiting.popitem(last=False)
+            self._bytes -= len(message[1])
+            return message
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class _Warning:
+    """A warning logged at most once per ``every_s``, with how many times it happened meanwhile."""
+
+    def __init__(self, every_s: float) -> None:
+        self._every_s = every_s
+        self._next_at = 0.0
+        self._count = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now < self._next_at:
+            return
+        log.warning(message + " (%d times in the last %g s at most)", *args, self._count, self._every_s)
+        self._count = 0
+        self._next_at = now + self._every_s
 
 
 class AgentLink:
@@ -72,6 +141,14 @@ class AgentLink:
         self._early_acks: set[int] = set()
         self._acks_lock = threading.Lock()
         self.rejected = 0
+        self.inbox_dropped = 0
+        """Agents' messages dropped because the inbox was full."""
+        self.health_devices_left_out = 0
+        """Devices left out of health messages: beyond the agent's config and ``UNKNOWN_DEVICES_KEPT``."""
+        self._inbox = _Inbox(INBOX_MAX_BYTES)
+        self._worker = threading.Thread(target=self._apply_inbox, name="agent-link-registry", daemon=True)
+        self._warn_full = _Warning(WARN_EVERY_S)
+        self._warn_left_out = _Warning(WARN_EVERY_S)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self._broker.username:
             client.username_pw_set(self._broker.username, self._broker.password)
@@ -90,6 +167,7 @@ class AgentLink:
         return self._connected.is_set()
 
     def start(self) -> None:
+        self._worker.start()
         self._client.connect_async(self._broker.hostname, self._broker.port, keepalive=self._broker.keepalive)
         self._client.loop_start()
 
@@ -99,6 +177,9 @@ class AgentLink:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._inbox.close()
+        if self._worker.is_alive():
+            self._worker.join(10)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -118,33 +199,57 @@ class AgentLink:
         parsed = wire.parse_topic(message.topic)
         if parsed is None or parsed[1] not in LISTENED:
             return
-        agent_id, channel = parsed
         if not message.payload:
             return  # a cleared retained message
+        if not self._inbox.put(parsed[0], parsed[1], message.topic, bytes(message.payload)):
+            self.inbox_dropped += 1
+            self._warn_full(
+                "agents' messages dropped: more than %d bytes wait for the registry; %s is one",
+                INBOX_MAX_BYTES,
+                message.topic,
+            )
+
+    def _apply_inbox(self) -> None:
+        while (message := self._inbox.take()) is not None:
+            try:
+                self._apply(*message)
+            except Exception:
+                log.exception("%s: could not record it in the registry", message[0])
+
+    def _apply(self, topic: str, raw: bytes) -> None:
+        parsed = wire.parse_topic(topic)
+        assert parsed is not None  # checked before it entered the inbox
+        agent_id, channel = parsed
         try:
-            payload = wire.PAYLOADS[channel].model_validate_json(message.payload)
+            payload = wire.PAYLOADS[channel].model_validate_json(raw)
         except ValidationError as exc:
             self.rejected += 1
-            log.warning("%s: invalid %s payload: %s", message.topic, channel.value, exc.errors()[:3])
+            log.warning("%s: invalid %s payload: %s", topic, channel.value, exc.errors()[:3])
             return
         if getattr(payload, "agent", None) != agent_id:
             self.rejected += 1
-            log.warning("%s: payload names another agent; ignored", message.topic)
+            log.warning("%s: payload names another agent; ignored", topic)
             return
         now_ms = self._clock()
-        try:
-            with self._registry.session() as session:
-                if isinstance(payload, wire.Status):
-                    live.apply_status(session, payload, now_ms=now_ms)
-                elif isinstance(payload, wire.Health):
-                    live.apply_health(session, payload, now_ms=now_ms)
-                elif isinstance(payload, wire.ConfigState):
-                    live.apply_config_state(session, payload, now_ms=now_ms)
-                elif isinstance(payload, wire.CommandResult):
-                    live.apply_command_result(session, payload, now_ms=now_ms)
-                session.commit()
-        except Exception:
-            log.exception("%s: could not record it in the registry", message.topic)
+        left_out = 0
+        with self._registry.session() as session:
+            if isinstance(payload, wire.Status):
+                live.apply_status(session, payload, now_ms=now_ms)
+            elif isinstance(payload, wire.Health):
+                left_out = live.apply_health(session, payload, now_ms=now_ms)
+            elif isinstance(payload, wire.ConfigState):
+                live.apply_config_state(session, payload, now_ms=now_ms)
+            elif isinstance(payload, wire.CommandResult):
+                live.apply_command_result(session, payload, now_ms=now_ms)
+            session.commit()
+        if left_out:
+            self.health_devices_left_out += left_out
+            self._warn_left_out(
+                "%s: %d devices left out: not in the agent's config, beyond the %d others kept",
+                topic,
+                left_out,
+                live.UNKNOWN_DEVICES_KEPT,
+            )
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
         with self._acks_lock:

@@ -17,11 +17,10 @@ from urllib.parse import quote
 
 from api.air import concentrations_ugm3
 from api.registry.catalogue import RegisteredDevice, field_units
-from api.series import newest_per_device
 from api.spreadsheet import csv_cell
 from api.timespec import iso
 from citygw import air_quality
-from collector.store.base import FieldValue, Point, TelemetryReader
+from collector.store.base import FieldValue, Point, TelemetryReader, newest_per_device
 
 NGSI_LD_CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _MODELS = "https://raw.githubusercontent.com/smart-data-models/{domain}/master/context.jsonld"

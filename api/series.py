@@ -1,30 +1,12 @@
-"""How the API groups stored series into devices: one entry per (agent, device, measurement)."""
+"""How the API shows a stored series' tags: identity (device, agent) apart from descriptive ones.
+
+Grouping series into devices is the store's (``collector.store.base.newest_per_device``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
-from collector.store.base import Point
+from collections.abc import Mapping
 
 IDENTITY_TAGS = frozenset({"device", "agent"})
-
-
-def newest_per_device(points: Iterable[Point]) -> list[Point]:
-    """The newest point per (agent, device, measurement), sorted; points without a device are skipped.
-
-    A device can have several series of one measurement when a descriptive tag changed (a bus
-    changing route); the newest describes it now.
-    """
-    newest: dict[tuple[str, str, str], Point] = {}
-    for point in points:
-        device = point.tags.get("device")
-        if not device:
-            continue
-        key = (point.tags.get("agent", ""), device, point.measurement)
-        known = newest.get(key)
-        if known is None or point.ts_ms > known.ts_ms:
-            newest[key] = point
-    return [newest[key] for key in sorted(newest)]
 
 
 def descriptive_tags(tags: Mapping[str, str]) -> dict[str, str]:

@@ -52,7 +52,7 @@ from api.transit.timetable import Timetable  # noqa: E402
 from api.transit.trip_updates import predict  # noqa: E402
 from citygw import wire  # noqa: E402
 from collector.service import Collector  # noqa: E402
-from collector.store.base import Aggregate, Point, Row  # noqa: E402
+from collector.store.base import Aggregate, DeviceKey, Point, Row, device_key, newest_per_device  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
 from tests.services import Mosquitto, free_port  # noqa: E402
 
@@ -71,6 +71,21 @@ class PointsInMemory:
         self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
     ) -> list[Point]:
         return [p for p in self.points if p.measurement == measurement and p.ts_ms >= (since_ms or 0)]
+
+    def latest_page(
+        self,
+        *,
+        limit: int,
+        after: DeviceKey | None = None,
+        measurement: str | None = None,
+        agent: str | None = None,
+    ) -> list[Point]:
+        newest = newest_per_device(
+            p
+            for p in self.points
+            if measurement in (None, p.measurement) and agent in (None, p.tags.get("agent", ""))
+        )
+        return [p for p in newest if after is None or device_key(p) > after][: max(0, limit)]
 
     def range(
         self,

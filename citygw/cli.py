@@ -60,6 +60,13 @@ class CommandFailed(Exception):
         self.code = code
 
 
+def _series_budget(value: str) -> int:
+    """Series one agent may create (collector/series_budget.py); applied to the env default too."""
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is no whole number of series of at least 1")
+    return int(value)
+
+
 def _why(exc: BaseException) -> tuple[str, int] | None:
     """One line on why ``exc`` happened and the exit code, for failures the operator can act on.
 
@@ -227,6 +234,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             share_group=args.share_group,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
@@ -416,6 +424,8 @@ def _serial_ports() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from collector.series_budget import MAX_SERIES_PER_AGENT  # a few lines, no dependencies
+
     parser = argparse.ArgumentParser(prog="citygw", description="CityGW smart-city telemetry gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -507,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default=_env("CITYGW_METRICS_HOST", "127.0.0.1"),
         help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
+    collector_run.add_argument(
+        "--max-series-per-agent",
+        type=_series_budget,
+        default=_env("CITYGW_MAX_SERIES_PER_AGENT", str(MAX_SERIES_PER_AGENT)),
+        help="series (measurement, device, tags) one agent may create; readings of a new series beyond "
+        f"them are dead letters, $CITYGW_MAX_SERIES_PER_AGENT (default {MAX_SERIES_PER_AGENT})",
     )
     collector_run.set_defaults(func=_collector_run)
 

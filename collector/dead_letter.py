@@ -29,6 +29,7 @@ class Reason:
     TIMESTAMP = "timestamp"
     FIELD_TYPE = "field_type"  # a field's value of another type than the measurement holds it as
     TOO_LARGE = "too_large"
+    TOO_MANY_SERIES = "too_many_series"  # a new series beyond the agent's budget (collector/series_budget.py)
     TOPIC = "topic"
     REJECTED_BY_STORE = "rejected_by_store"
     COLLECTOR_ERROR = "collector_error"  # the collector failed on it (a bug: its log has the traceback)

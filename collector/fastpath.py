@@ -19,7 +19,7 @@ reading of the message; the lines are the points the exact path writes (fields i
 order, which InfluxDB does not keep). Anything else returns None, and the message takes the exact
 path, which finds the reason: invalid JSON or schema, another agent, a name that fails its
 pattern, a reserved tag or field name, a timestamp out of range, a value of another type than its
-field's, a string field, an integer beyond 64 bits,
+field's, a string field, an integer beyond 64 bits, a new series beyond the agent's ``SeriesBudget``,
 a float of 1e16 or more (orjson reads an integer beyond 64 bits as a float: the exact path tells
 them apart). tests/collector/test_fastpath.py checks both paths on the hostile corpus and on
 generated payloads.
@@ -33,6 +33,7 @@ import orjson
 
 from citygw import wire
 from collector.field_types import FieldTypes
+from collector.series_budget import SeriesBudget
 from collector.store.influx import line_template, number_texts
 
 _BATCH_KEYS = frozenset({"schema", "agent", "seq", "readings"})
@@ -49,9 +50,15 @@ class TelemetryLines(NamedTuple):
 class TelemetryFastPath:
     """Line protocol for well-formed telemetry payloads, or None (see the module's text)."""
 
-    def __init__(self, field_types: FieldTypes | None = None, max_cached: int = 100_000) -> None:
+    def __init__(
+        self,
+        field_types: FieldTypes | None = None,
+        series: SeriesBudget | None = None,
+        max_cached: int = 100_000,
+    ) -> None:
         self.max_cached = max_cached
         self.field_types = FieldTypes() if field_types is None else field_types
+        self.series = SeriesBudget() if series is None else series
         # (template, the type of each field): a field's known type never changes, so neither does this.
         self._templates: dict[tuple[Any, ...], tuple[str, tuple[type, ...]]] = {}
 
@@ -122,8 +129,8 @@ class TelemetryFastPath:
         ):
             return None
         kinds = self.field_types.expected(measurement, names)
-        if kinds is None:
-            return None
+        if kinds is None or not self.series.admit(agent, measurement, device, tags):
+            return None  # a new series beyond the agent's budget: the exact path dead-letters it
         template = line_template(measurement, {**dict(tags), "device": device, "agent": agent}, names)
         if len(self._templates) >= self.max_cached:
             self._templates.clear()

@@ -80,6 +80,7 @@ from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, DeadL
 from collector.field_types import FieldTypes
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
+from collector.series_budget import MAX_SERIES_PER_AGENT, SeriesBudget
 from collector.store.base import (
     INT64_MAX,
     INT64_MIN,
@@ -245,6 +246,7 @@ class Collector:
         gil_switch_interval_s: float | None = 0.001,
         gc_young_threshold: int | None = 20_000,
         device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
+        max_series_per_agent: int = MAX_SERIES_PER_AGENT,
         tls_files: TlsFiles | None = None,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
@@ -277,13 +279,14 @@ class Collector:
         self._encoder: LineEncoder | None = None
         self._fast: TelemetryFastPath | None = None  # well-formed telemetry straight to lines
         self._field_types = FieldTypes()  # the converter's; also the fast path's
+        self._series = SeriesBudget(max_series_per_agent)  # the converter's; also the fast path's
         self._retention: Retention | None = None  # how long the store keeps points, once known
         if isinstance(store, LineWriter):
             from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
             from collector.store.influx import LineEncoder
 
             self._encoder = LineEncoder()
-            self._fast = TelemetryFastPath(self._field_types)
+            self._fast = TelemetryFastPath(self._field_types, self._series)
         self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
@@ -794,6 +797,13 @@ class Collector:
             elif (wrong := self._field_types.check(reading["measurement"], reading["fields"])) is not None:
                 error = f"reading {index}: {wrong}"
                 batch.dead.append(self._reading_letter(message, Reason.FIELD_TYPE, error, agent, reading))
+            elif not self._series.admit(
+                agent, reading["measurement"], reading["device"], (tags or {}).items()
+            ):
+                error = f"reading {index}: {self._series.refusal(agent)}"
+                batch.dead.append(
+                    self._reading_letter(message, Reason.TOO_MANY_SERIES, error, agent, reading)
+                )
             else:
                 valid.append(reading)
                 batch.origins.append((message, index))

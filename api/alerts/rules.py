@@ -11,10 +11,9 @@ from typing import Any
 from api.air import current_stations
 from api.registry.catalogue import RegisteredDevice
 from api.registry.models import Agent
-from api.series import newest_per_device
 from api.settings import ApiSettings
 from citygw import air_quality, wire
-from collector.store.base import Aggregate, TelemetryReader
+from collector.store.base import Aggregate, TelemetryReader, newest_per_device
 from firmware_bridge import dali
 
 LAMP_STATUS = re.compile(r"^(lamp\d+)_status$")

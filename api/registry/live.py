@@ -5,11 +5,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.registry.models import Agent, Command, ConfigVersion
+from api.registry.models import Agent, Command, ConfigVersion, Device
 from citygw import wire
 
 UNASSIGNED_SITE = ""
 """Site of an agent heard on the broker before anybody registered it: only admins manage it."""
+
+UNKNOWN_DEVICES_KEPT = 100
+"""Devices of one health message kept beyond the agent's config (registered, or in its applied version):
+enough to show what a locally configured agent runs, too few for one message to flood the registry."""
 
 
 def _agent(session: Session, agent_id: str, now_ms: int) -> Agent:
@@ -30,14 +34,39 @@ def apply_status(session: Session, status: wire.Status, *, now_ms: int) -> None:
         agent.applied_config_version = status.config_version
 
 
-def apply_health(session: Session, health: wire.Health, *, now_ms: int) -> None:
+def configured_devices(session: Session, agent_id: str) -> set[str]:
+    """Device ids the agent's config names: its active registered devices and its last applied version's."""
+    active = session.scalars(
+        select(Device.device_id).where(Device.agent_id == agent_id, Device.retired_at.is_(None))
+    )
+    applied = session.scalars(
+        select(ConfigVersion.body)
+        .where(ConfigVersion.agent_id == agent_id, ConfigVersion.state == wire.ConfigOutcome.APPLIED.value)
+        .order_by(ConfigVersion.version.desc())
+        .limit(1)
+    ).first()
+    return set(active) | {str(device.get("id")) for device in (applied or {}).get("devices", [])}
+
+
+def apply_health(session: Session, health: wire.Health, *, now_ms: int) -> int:
+    """Record the agent's health; returns how many devices were left out (beyond its config and the cap).
+
+    Devices the agent's config names are all kept; of the others the first ``UNKNOWN_DEVICES_KEPT``
+    by id, so a message naming thousands of devices writes a bounded row.
+    """
     agent = _agent(session, health.agent, now_ms)
     agent.last_seen = now_ms
     agent.journal_backlog = health.journal.backlog
     agent.journal_dropped = health.journal.dropped
+    configured = configured_devices(session, health.agent)
+    unknown = sorted(device for device in health.devices if device not in configured)
+    left_out = set(unknown[UNKNOWN_DEVICES_KEPT:])
     agent.device_health = {
-        device: state.model_dump(mode="json", exclude_none=True) for device, state in health.devices.items()
+        device: state.model_dump(mode="json", exclude_none=True)
+        for device, state in health.devices.items()
+        if device not in left_out
     }
+    return len(left_out)
 
 
 def apply_config_state(session: Session, state: wire.ConfigState, *, now_ms: int) -> ConfigVersion | None:

@@ -8,11 +8,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from pydantic import BaseModel, Field
 
 from api.deps import StoreDep
-from api.routes.paging import DEFAULT_LIMIT, CursorQuery, Key, LimitQuery, page_of
-from api.series import descriptive_tags, newest_per_device
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, Key, LimitQuery, decode_cursor, trim
+from api.series import descriptive_tags
 from api.timespec import iso
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
-from collector.store.base import FieldValue
+from collector.store.base import DeviceKey, FieldValue, Point, TelemetryReader, newest_per_device
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -57,9 +57,9 @@ def list_devices(
 ) -> list[DevicePublic]:
     """Every device that ever reported, with its newest reading time, one entry per measurement.
 
-    By agent, device and measurement, a page at a time (``Link: rel=next``).
+    By agent, device and measurement, a page at a time (``Link: rel=next``); the store reads that page only.
     """
-    points = newest_per_device(store.latest(measurement=measurement))
+    points = newest_page(store, limit=limit, cursor=cursor, measurement=measurement, agent=agent)
     listed = [
         DevicePublic(
             device=point.tags["device"],
@@ -70,14 +70,20 @@ def list_devices(
             tags=descriptive_tags(point.tags),
         )
         for point in points
-        if agent is None or point.tags.get("agent") == agent
     ]
-    return page_of(
-        listed, device_key, limit=limit, cursor=cursor, like=DEVICE_KEY, request=request, response=response
-    )
+    return trim(listed, device_key, limit=limit, request=request, response=response)
 
 
 DEVICE_KEY: Key = ("agent", "device", "measurement")
+
+
+def newest_page(
+    store: TelemetryReader, *, limit: int, cursor: str | None, measurement: str | None, agent: str | None
+) -> list[Point]:
+    """The newest point of the ``limit + 1`` devices after ``cursor`` (for ``trim``), read by the store."""
+    after = decode_cursor(cursor, DEVICE_KEY)
+    resume: DeviceKey | None = None if after is None else (str(after[0]), str(after[1]), str(after[2]))
+    return store.latest_page(limit=limit + 1, after=resume, measurement=measurement, agent=agent)
 
 
 class DeviceEntry(Protocol):

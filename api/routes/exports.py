@@ -32,11 +32,10 @@ from api.query import (
     time_range,
     window_seconds,
 )
-from api.series import newest_per_device
 from api.spreadsheet import csv_cell
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
-from collector.store.base import Aggregate, Row, TelemetryReader
+from collector.store.base import Aggregate, Row, TelemetryReader, newest_per_device
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 TAG_COLUMNS = ("site", "district")

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import NowMsDep, StoreDep
-from api.routes.devices import DEVICE_KEY, device_key
-from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, page_of
-from api.series import newest_per_device
+from api.routes.devices import device_key, newest_page
+from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, trim
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
 from collector.store.base import FieldValue
@@ -56,15 +55,7 @@ def summary(
             field_count=len(point.fields),
             values=dict(sorted(point.fields.items())),
         )
-        for point in newest_per_device(store.latest(measurement=measurement))
+        for point in newest_page(store, limit=limit, cursor=cursor, measurement=measurement, agent=None)
     ]
-    page = page_of(
-        devices,
-        device_key,
-        limit=limit,
-        cursor=cursor,
-        like=DEVICE_KEY,
-        request=request,
-        response=response,
-    )
+    page = trim(devices, device_key, limit=limit, request=request, response=response)
     return SummaryPublic(generated_at=iso(now_ms), devices=page)

@@ -6,7 +6,7 @@ visible, which makes at-least-once delivery harmless (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -24,6 +24,31 @@ class Point:
     tags: Mapping[str, str]
     ts_ms: int
     fields: Mapping[str, FieldValue]
+
+
+DeviceKey = tuple[str, str, str]
+"""(agent, device, measurement): one entry of a device list, in the order lists are paged; no agent is ""."""
+
+
+def device_key(point: Point) -> DeviceKey:
+    return (point.tags.get("agent", ""), point.tags.get("device", ""), point.measurement)
+
+
+def newest_per_device(points: Iterable[Point]) -> list[Point]:
+    """The newest point per (agent, device, measurement), sorted; points without a device are skipped.
+
+    A device can have several series of one measurement when a descriptive tag changed (a bus
+    changing route); the newest describes it now.
+    """
+    newest: dict[DeviceKey, Point] = {}
+    for point in points:
+        if not point.tags.get("device"):
+            continue
+        key = device_key(point)
+        known = newest.get(key)
+        if known is None or point.ts_ms > known.ts_ms:
+            newest[key] = point
+    return [newest[key] for key in sorted(newest)]
 
 
 class Aggregate(StrEnum):
@@ -128,6 +153,19 @@ class TelemetryReader(Protocol):
         """The newest point of each series (measurement + tags), optionally filtered."""
         ...
 
+    def latest_page(
+        self,
+        *,
+        limit: int,
+        after: DeviceKey | None = None,
+        measurement: str | None = None,
+        agent: str | None = None,
+    ) -> list[Point]:
+        """The newest point of the first ``limit`` devices after ``after`` in ``device_key`` order (as
+        ``newest_per_device`` of ``latest``, one page of it), optionally of one measurement or agent:
+        listed and cut by the store, so what is read grows with ``limit``, not with the series kept."""
+        ...
+
     def range(
         self,
         *,
@@ -193,6 +231,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "Aggregate",
+    "DeviceKey",
     "FieldValue",
     "LineWriter",
     "LinesRejected",
@@ -207,4 +246,6 @@ __all__ = [
     "StoreUnavailable",
     "Tags",
     "TelemetryReader",
+    "device_key",
+    "newest_per_device",
 ]

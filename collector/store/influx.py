@@ -29,6 +29,7 @@ from collector.store.base import (
     INT64_MAX,
     INT64_MIN,
     Aggregate,
+    DeviceKey,
     FieldValue,
     LinesRejected,
     Point,
@@ -37,6 +38,8 @@ from collector.store.base import (
     Row,
     StoreError,
     StoreUnavailable,
+    device_key,
+    newest_per_device,
 )
 
 _DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -403,6 +406,88 @@ class InfluxQLReader:
         points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
         return points
 
+    def latest_page(
+        self,
+        *,
+        limit: int,
+        after: DeviceKey | None = None,
+        measurement: str | None = None,
+        agent: str | None = None,
+    ) -> list[Point]:
+        """One page of newest points per device, read per agent in order: SHOW TAG VALUES of "device"
+        after the cursor with LIMIT (one list per measurement), then the newest point of those only."""
+        if limit <= 0:
+            return []
+        source = "" if measurement is None else f" FROM {quote_identifier(measurement, 'measurement')}"
+        agents = [agent] if agent is not None else ["", *sorted(self._tag_values(source, "agent"))]
+        page: list[DeviceKey] = []
+        for agent_id in agents:
+            if after is not None and agent_id < after[0]:
+                continue
+            resume = after if after is not None and agent_id == after[0] else None
+            page += self._devices_of(source, agent_id, resume, limit - len(page))
+            if len(page) >= limit:
+                break
+        points: list[Point] = []
+        for agent_id in dict.fromkeys(key[0] for key in page):
+            wanted = {key for key in page if key[0] == agent_id}
+            points += [p for p in self._newest_of(agent_id, wanted) if device_key(p) in wanted]
+        return newest_per_device(points)
+
+    def _tag_values(
+        self,
+        source: str,
+        key: str,
+        where: str = "",
+        params: Mapping[str, object] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, set[str]]:
+        """{value: measurements having it} of tag ``key``; at most ``limit`` values per measurement."""
+        statement = f'SHOW TAG VALUES{source} WITH KEY = "{key}"{where}'
+        if limit is not None:
+            statement += f" LIMIT {int(limit)}"
+        found: dict[str, set[str]] = {}
+        for series in self.query(statement, params):
+            for _key, value in series.get("values", []):
+                found.setdefault(str(value), set()).add(series["name"])
+        return found
+
+    def _devices_of(self, source: str, agent_id: str, after: DeviceKey | None, limit: int) -> list[DeviceKey]:
+        """The first ``limit`` (agent, device, measurement) of one agent after ``after``."""
+        where = ' WHERE "agent" = $agent'
+        params: dict[str, object] = {"agent": agent_id}
+        found: list[DeviceKey] = []
+        if after is not None:  # the cursor's own device in the measurements after its one
+            same = self._tag_values(
+                source, "device", where + ' AND "device" = $device', {**params, "device": after[1]}
+            )
+            found += [(agent_id, after[1], m) for m in same.get(after[1], ()) if m > after[2]]
+            where += f' AND "device" =~ /{_after_pattern(after[1])}/'
+        listed = self._tag_values(source, "device", where, params, limit=limit)
+        found += [(agent_id, device, m) for device, names in listed.items() for m in names]
+        return sorted(found)[:limit]
+
+    def _newest_of(self, agent_id: str, page: set[DeviceKey]) -> list[Point]:
+        """The newest point of each (device, measurement) of ``page``: grouped by agent and device only,
+        so a device with many series (a descriptive tag that changed) is still one row; its other
+        tags come back as columns."""
+        sources = ",".join(quote_identifier(m, "measurement") for m in sorted({key[2] for key in page}))
+        devices = "|".join(_literal(device) for device in sorted({key[1] for key in page}))
+        statement = (
+            f'SELECT * FROM {sources} WHERE "agent"::tag = $agent AND "device"::tag =~ /^(?:{devices})$/'
+            ' GROUP BY "agent", "device" ORDER BY time DESC LIMIT 1'
+        )
+        types = self.field_types()
+        points = []
+        for series in self.query(statement, {"agent": agent_id}):
+            fields_of = types.get(series["name"], {})
+            for ts, values in _rows(series, fields_of):
+                fields = {name: value for name, value in values.items() if name in fields_of}
+                tags = {name: str(v) for name, v in values.items() if name not in fields_of and v != ""}
+                if fields:
+                    points.append(Point(series["name"], {**tags, **_tags(series)}, ts, fields))
+        return points
+
     def range(
         self,
         *,
@@ -583,6 +668,20 @@ def _clamp(ts_ms: int) -> int:
     return max(-_MAX_TIME_MS, min(_MAX_TIME_MS, ts_ms))
 
 
+def _literal(text: str) -> str:
+    """``text`` as an InfluxQL (RE2) regex matching it literally: every character as ``\\x{...}``."""
+    return "".join(f"\\x{{{ord(char):x}}}" for char in text)
+
+
+def _after_pattern(text: str) -> str:
+    """A regex (RE2, anchored) matching the strings after ``text`` in code point order: InfluxQL compares
+    tags only for equality or by regex, and lists their values in that order."""
+    pattern = ".+"  # ``text`` itself followed by anything
+    for char in reversed(text):
+        pattern = f"[^\\x00-\\x{{{ord(char):x}}}]|{_literal(char)}(?:{pattern})"
+    return f"^(?:{pattern})"
+
+
 def _aggregate_type(aggregate: Aggregate, field_type: str) -> str:
     if aggregate is Aggregate.MEAN:
         return "float"
@@ -629,6 +728,17 @@ class _InfluxReads:
     ) -> list[Point]:
         """The newest point of each series (measurement + tags), optionally filtered."""
         return self.reader.latest(measurement=measurement, device=device, since_ms=since_ms)
+
+    def latest_page(
+        self,
+        *,
+        limit: int,
+        after: DeviceKey | None = None,
+        measurement: str | None = None,
+        agent: str | None = None,
+    ) -> list[Point]:
+        """One page of newest points per device, listed and cut inside InfluxDB."""
+        return self.reader.latest_page(limit=limit, after=after, measurement=measurement, agent=agent)
 
     def range(
         self,

@@ -14,6 +14,7 @@ from collector.store.base import (
     INT64_MAX,
     INT64_MIN,
     Aggregate,
+    DeviceKey,
     FieldValue,
     Point,
     PointsRejected,
@@ -190,6 +191,37 @@ class SqliteStore:
         ]
         points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
         return points
+
+    def latest_page(
+        self,
+        *,
+        limit: int,
+        after: DeviceKey | None = None,
+        measurement: str | None = None,
+        agent: str | None = None,
+    ) -> list[Point]:
+        """One page of newest points per device: GROUP BY (agent, device, measurement) ORDER BY it LIMIT."""
+        if limit <= 0:
+            return []
+        agent_of = "COALESCE(json_extract(tags_key, ?), '')"
+        where, params = self._filters(measurement=measurement, device=None)
+        where.append("device IS NOT NULL AND device != ''")
+        if agent is not None:
+            where.append(f"{agent_of} = ?")
+            params += [_json_path("agent"), agent]
+        if after is not None:
+            where.append(f"({agent_of}, device, measurement) > (?, ?, ?)")
+            params += [_json_path("agent"), *after]
+        # SQLite fills the bare columns of a MAX() aggregate from the row holding the maximum.
+        sql = (
+            f"SELECT measurement, tags_key, MAX(ts_ms), fields, {agent_of} AS agent_id FROM points"
+            f" WHERE {' AND '.join(where)} GROUP BY agent_id, device, measurement"
+            " ORDER BY agent_id, device, measurement LIMIT ?"
+        )
+        return [
+            Point(m, json.loads(tags), ts, json.loads(fields))
+            for m, tags, ts, fields, _agent in self._query(sql, [_json_path("agent"), *params, limit])
+        ]
 
     def range(
         self,

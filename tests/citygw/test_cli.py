@@ -312,6 +312,23 @@ def test_probe_of_a_count_no_read_may_ask_for_exits_2(capsys: pytest.CaptureFixt
     assert "Traceback" not in err
 
 
+def test_the_collectors_series_budget_comes_from_the_option_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from citygw.cli import build_parser
+    from collector.series_budget import MAX_SERIES_PER_AGENT
+
+    parse = build_parser().parse_args
+    assert parse(["collector", "run"]).max_series_per_agent == MAX_SERIES_PER_AGENT
+    assert parse(["collector", "run", "--max-series-per-agent", "250"]).max_series_per_agent == 250
+    monkeypatch.setenv("CITYGW_MAX_SERIES_PER_AGENT", "40")
+    assert build_parser().parse_args(["collector", "run"]).max_series_per_agent == 40
+    result = _citygw("collector", "run", "--max-series-per-agent", "0")
+    assert result.returncode == 2
+    assert "--max-series-per-agent: '0' is no whole number of series of at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_collector_run_names_the_broker_tls_file_it_cannot_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

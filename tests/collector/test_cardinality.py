@@ -1,4 +1,5 @@
-"""Series cardinality stays bounded: high-cardinality values travel as fields, never as tags."""
+"""Series cardinality stays bounded: high-cardinality values travel as fields, never as tags, and no agent
+writes more series than its budget."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import uuid
 import pytest
 
 from citygw import wire
-from collector.store import Point
+from collector.dead_letter import Reason
+from collector.store import Point, Store
+from collector.store.base import newest_per_device
 from collector.store.influx import InfluxV1Store
-from tests.collector.helpers import Agent, fast, started, wait_until
+from tests.collector.helpers import Agent, fast, now_ms, started, wait_until
 from tests.services import InfluxDB, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -68,3 +71,40 @@ def test_unique_values_in_fields_keep_series_at_one_per_device(
     finally:
         store.close()
         influxdb.query(f'DROP DATABASE "{database}"')
+
+
+BUDGET = 300
+SPRAYED = 5_000
+
+
+def test_an_agent_spraying_device_ids_gets_its_budget_of_series_and_no_more(
+    mosquitto: Mosquitto, agent: Agent, store: Store
+) -> None:
+    """One agent makes 5 000 device ids: BUDGET series are stored, the rest are dead letters; its known
+    series and another agent's still go through (InfluxDB: the fast path; SQLite: the exact path)."""
+    t0 = now_ms() - 60_000
+
+    def reading(device: str, ts: int) -> wire.Reading:
+        return wire.Reading(device=device, measurement="electricity", ts=ts, fields={"kwh": 1.5})
+
+    with started(fast(mosquitto, store, max_series_per_agent=BUDGET)) as collector:
+        for seq, first in enumerate(range(0, SPRAYED, 1000)):
+            readings = [reading(f"d{n:05d}", t0 + n) for n in range(first, first + 1000)]
+            agent.publish(wire.encode(wire.TelemetryBatch(agent=agent.agent_id, seq=seq, readings=readings)))
+        neighbour = wire.TelemetryBatch(agent="agent-2", seq=0, readings=[reading("meter-a", t0)])
+        agent.publish(wire.encode(neighbour), agent_id="agent-2")
+        known_again = [reading("d00000", t0 + SPRAYED)]
+        agent.publish(wire.encode(wire.TelemetryBatch(agent=agent.agent_id, seq=9, readings=known_again)))
+        wait_until(lambda: collector.stats.points == BUDGET + 2, "the budget's readings", timeout=30)
+        wait_until(
+            lambda: collector.stats.dead_letters_by_reason.get(Reason.TOO_MANY_SERIES) == SPRAYED - BUDGET,
+            "a dead letter per refused reading",
+            timeout=30,
+        )
+    devices = newest_per_device(store.latest(measurement="electricity"))
+    sprayed = [p for p in devices if p.tags["agent"] == agent.agent_id]
+    assert [p.tags["device"] for p in sprayed] == [f"d{n:05d}" for n in range(BUDGET)]
+    assert sprayed[0].ts_ms == t0 + SPRAYED
+    assert [p.tags["device"] for p in devices if p.tags["agent"] == "agent-2"] == ["meter-a"]
+    letters = store.count_by_tag(measurement="dead_letter", start_ms=0, end_ms=2**62, tag="reason")
+    assert letters == {Reason.TOO_MANY_SERIES: SPRAYED - BUDGET}
