@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from citygw.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collector.owners import OwnerPolicy
     from collector.store.base import Store
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -43,6 +44,17 @@ QUIET_LOGGERS = {
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _owner_policy(value: str) -> OwnerPolicy:
+    """An ownership policy (collector/owners.py); argparse applies it to the env's default too."""
+    from collector.owners import OwnerPolicy
+
+    try:
+        return OwnerPolicy(value)
+    except ValueError:
+        choices = ", ".join(policy.value for policy in OwnerPolicy)
+        raise argparse.ArgumentTypeError(f"{value!r} is no ownership policy ({choices})") from None
 
 
 def _port(value: str) -> int:
@@ -187,6 +199,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             share_group=args.share_group,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            owners=args.owners,
         )
     except ValueError as exc:
         raise ConfigError(f"--broker / CITYGW_BROKER_URL: {exc}") from exc
@@ -446,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default=_env("CITYGW_METRICS_HOST", "127.0.0.1"),
         help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
+    collector_run.add_argument(
+        "--owners",
+        type=_owner_policy,
+        default=_env("CITYGW_COLLECTOR_OWNERS", "off"),
+        help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
+        "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
     )
     collector_run.set_defaults(func=_collector_run)
 
