@@ -305,3 +305,23 @@ def test_readings_queued_while_the_collector_was_away_wait_for_the_configs(
         wait_until(lambda: len(stored(store, "vehicle_position")) == 1, "the bus's own position stored")
     assert dead_letters(store) == [("aq-harbour", "not_owned")] * 2 + [("aq-unknown", "not_owned")]
     assert stored(store, "vehicle_position")[0].tags["agent"] == "bus-4711"
+
+
+def test_health_and_status_points_take_the_configs_site() -> None:
+    """agent_health has no site of its own: it was the agent's latest telemetry's, forgeable too (as
+    taken before the agent's config came, under known), and none before its first telemetry."""
+    collector, _ = both_paths(OwnerPolicy.KNOWN)
+    health = wire.Health(
+        agent="aq-harbour",
+        ts=now_ms() - 1000,
+        devices={"aq-harbour-1": wire.DeviceHealth(state=wire.DeviceState.OK)},
+        journal=wire.JournalHealth(backlog=0, dropped=0),
+    )
+    status = wire.Status(agent="aq-harbour", state=wire.AgentState.ONLINE)
+    for learnt in (None, "depot-north"):
+        if learnt is not None:
+            collector._sites["aq-harbour"] = learnt
+        for channel, payload in ((wire.Channel.HEALTH, health), (wire.Channel.STATUS, status)):
+            lines = outcome(collector, wire.encode(payload), wire.topic("aq-harbour", channel))["lines"]
+            assert lines
+            assert all(",site=harbour" in line for line in lines), lines
