@@ -419,6 +419,12 @@ class Collector:
             len(self._unacked),
         )
         out.single(
+            f"{prefix}agent_configs",
+            "gauge",
+            "Agents whose pushed config this collector holds them to (0 with --owners off).",
+            len(self._owners),
+        )
+        out.single(
             f"{prefix}subscribed",
             "gauge",
             "1 while connected with the subscription confirmed.",

@@ -274,6 +274,7 @@ def test_a_device_added_by_a_push_is_accepted_from_then_on(mosquitto: Mosquitto,
     push(mosquitto, ("aq-harbour", config(AQ)))
     aq = Agent(mosquitto, "aq-harbour")
     with started(fast(mosquitto, store, owners=OwnerPolicy.STRICT)) as collector:
+        assert "\ncitygw_collector_agent_configs 1\n" in collector.metrics_text()
         aq.publish(telemetry("aq-harbour", air("aq-harbour-2"), seq=0))
         wait_until(lambda: dead_letters(store) == [("aq-harbour", "not_owned")], "not_owned before the push")
         new_device = {**AQ["devices"][0], "id": "aq-harbour-2", "unit": 2}
