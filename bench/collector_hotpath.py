@@ -1,9 +1,12 @@
 """Collector hot path micro-benchmark: telemetry payloads to gzipped line protocol, in-process.
 
     .venv/bin/python bench/collector_hotpath.py [--readings 200000] [--per-message 500] [--profile]
+        [--owners off|known|strict]
 
 No broker, no database: the same payloads as bench/ingest.py go through each stage on one
-thread, and every figure is also given as a multiple of ``json.loads`` on the same payloads
+thread (with ``--owners known`` or ``strict`` each agent holds a pushed config naming its
+devices, and the collector and fast path hold the agents to it), and every figure is also given
+as a multiple of ``json.loads`` on the same payloads
 in the same run (the floor for anything that turns the JSON into Python objects), so the
 figures compare across runs on a shared, noisy machine. Best of ``--repeat`` runs per stage.
 
@@ -30,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.ingest import make_messages, make_readings  # noqa: E402
 from citygw import wire  # noqa: E402
 from collector.fastpath import TelemetryFastPath  # noqa: E402
+from collector.owners import OwnerPolicy  # noqa: E402
 from collector.service import EARLIEST_TS_MS, Collector, _Batch, _Received  # noqa: E402
 from collector.store import Point  # noqa: E402
 from collector.store.influx import InfluxV1Store, LineEncoder  # noqa: E402
@@ -58,6 +62,30 @@ def as_read(line: str) -> tuple[str, dict[str, float | bool], str]:
     return series, values, ts
 
 
+def configs(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(agent, config payload) naming the devices of each agent's messages, as the API pushes them."""
+    devices: dict[str, set[str]] = {}
+    for _, payload in messages:
+        batch = orjson.loads(payload)
+        devices.setdefault(batch["agent"], set()).update(r["device"] for r in batch["readings"])
+    return [
+        (
+            agent,
+            wire.encode(
+                wire.DesiredConfig(
+                    agent=agent,
+                    version=1,
+                    issued_at=0,
+                    site=f"site-{agent}",
+                    lines=[],
+                    devices=[{"id": device} for device in sorted(own)],
+                )
+            ),
+        )
+        for agent, own in devices.items()
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,6 +94,9 @@ def main() -> int:
     parser.add_argument("--per-message", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the best counts")
     parser.add_argument("--profile", action="store_true", help="also print cProfile of the collector's path")
+    parser.add_argument(
+        "--owners", type=OwnerPolicy, default=OwnerPolicy.OFF, help="ownership policy (collector/owners.py)"
+    )
     args = parser.parse_args()
 
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000
@@ -75,7 +106,10 @@ def main() -> int:
     # The collector's own conversion (validation, checks, line protocol), as its converter thread runs it;
     # the store is never contacted.
     store = InfluxV1Store("http://127.0.0.1:9", "bench")
-    collector = Collector("mqtt://127.0.0.1:9", store)
+    collector = Collector("mqtt://127.0.0.1:9", store, owners=args.owners)
+    if args.owners is not OwnerPolicy.OFF:
+        for agent, payload in configs(messages):
+            collector._owners.take(agent, payload)
     received_ms = time.time_ns() // 1_000_000
 
     def collector_path() -> _Batch:
@@ -88,12 +122,13 @@ def main() -> int:
     assert len(converted.lines) == points, "every reading must become a line"
     assert not converted.dead, "no dead letter expected"
     before = models_to_lines(payloads)
-    assert list(map(as_read, converted.lines)) == list(map(as_read, before)), "both must write the same"
+    if args.owners is OwnerPolicy.OFF:  # else the site tags are the configs'
+        assert list(map(as_read, converted.lines)) == list(map(as_read, before)), "both must write the same"
     body = "\n".join(converted.lines).encode()
     chunks = [body[i : i + len(body) // 200 + 1] for i in range(0, len(body), len(body) // 200 + 1)]
     encoder = LineEncoder()
     validated = [wire.TELEMETRY_BATCH_DICT.validate_json(payload) for payload in payloads]
-    fast_path = TelemetryFastPath(collector._field_types)  # the field types its conversion learned
+    fast_path = TelemetryFastPath(collector._field_types, collector._owners)  # the types it learned
     agents = [batch["agent"] for batch in validated]
 
     def exact_path(payload: bytes) -> list[str]:

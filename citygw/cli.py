@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from citygw.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collector.owners import OwnerPolicy
     from collector.store.base import Store
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -43,6 +44,17 @@ QUIET_LOGGERS = {
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _owner_policy(value: str) -> OwnerPolicy:
+    """An ownership policy (collector/owners.py); argparse applies it to the env's default too."""
+    from collector.owners import OwnerPolicy
+
+    try:
+        return OwnerPolicy(value)
+    except ValueError:
+        choices = ", ".join(policy.value for policy in OwnerPolicy)
+        raise argparse.ArgumentTypeError(f"{value!r} is no ownership policy ({choices})") from None
 
 
 def _port(value: str) -> int:
@@ -236,6 +248,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             metrics_host=args.metrics_host,
             max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
+            owners=args.owners,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
         raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
@@ -524,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("CITYGW_MAX_SERIES_PER_AGENT", str(MAX_SERIES_PER_AGENT)),
         help="series (measurement, device, tags) one agent may create; readings of a new series beyond "
         f"them are dead letters, $CITYGW_MAX_SERIES_PER_AGENT (default {MAX_SERIES_PER_AGENT})",
+    )
+    collector_run.add_argument(
+        "--owners",
+        type=_owner_policy,
+        default=_env("CITYGW_COLLECTOR_OWNERS", "off"),
+        help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
+        "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
     )
     collector_run.set_defaults(func=_collector_run)
 

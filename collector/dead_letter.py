@@ -28,6 +28,7 @@ class Reason:
     AGENT_MISMATCH = "agent_mismatch"
     TIMESTAMP = "timestamp"
     FIELD_TYPE = "field_type"  # a field's value of another type than the measurement holds it as
+    NOT_OWNED = "not_owned"  # a device, vehicle tag or agent its pushed config does not give it (owners.py)
     TOO_LARGE = "too_large"
     TOO_MANY_SERIES = "too_many_series"  # a new series beyond the agent's budget (collector/series_budget.py)
     TOPIC = "topic"

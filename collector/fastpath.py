@@ -8,7 +8,9 @@ its readings repeat the same few measurements, devices, tags and field names. He
 - ``orjson.loads`` parses the payload (a quarter of pydantic's time);
 - everything that depends on names only (patterns, reserved tags, counts of tags and fields) is
   checked once per distinct (agent, measurement, device, tags, field names) and remembered with
-  the line template it yields (``line_template``);
+  the line template it yields (``line_template``); so is whether the agent's pushed config gives it
+  the device and the ``vehicle`` tag, and its ``site`` (collector/owners.py: the config is part of
+  the key, so a new config is checked afresh);
 - per reading, only the keys present, the timestamp and the types of the values are checked, the
   types against those the measurement holds (``FieldTypes``, remembered with the template; a
   field whose type is not known yet takes the exact path, which learns it);
@@ -18,8 +20,9 @@ its readings repeat the same few measurements, devices, tags and field names. He
 reading of the message; the lines are the points the exact path writes (fields in the payload's
 order, which InfluxDB does not keep). Anything else returns None, and the message takes the exact
 path, which finds the reason: invalid JSON or schema, another agent, a name that fails its
-pattern, a reserved tag or field name, a timestamp out of range, a value of another type than its
-field's, a string field, an integer beyond 64 bits, a new series beyond the agent's ``SeriesBudget``,
+pattern, a reserved tag or field name, a device or vehicle the agent does not own, a timestamp out of
+range, a value of another type than its field's, a string field, an integer beyond 64 bits, a new
+series beyond the agent's ``SeriesBudget``,
 a float of 1e16 or more (orjson reads an integer beyond 64 bits as a float: the exact path tells
 them apart). tests/collector/test_fastpath.py checks both paths on the hostile corpus and on
 generated payloads.
@@ -33,6 +36,7 @@ import orjson
 
 from citygw import wire
 from collector.field_types import FieldTypes
+from collector.owners import Owners
 from collector.series_budget import SeriesBudget
 from collector.store.influx import line_template, number_texts
 
@@ -54,11 +58,13 @@ class TelemetryFastPath:
         self,
         field_types: FieldTypes | None = None,
         series: SeriesBudget | None = None,
+        owners: Owners | None = None,
         max_cached: int = 100_000,
     ) -> None:
         self.max_cached = max_cached
         self.field_types = FieldTypes() if field_types is None else field_types
         self.series = SeriesBudget() if series is None else series
+        self.owners = Owners() if owners is None else owners
         # (template, the type of each field): a field's known type never changes, so neither does this.
         self._templates: dict[tuple[Any, ...], tuple[str, tuple[type, ...]]] = {}
 
@@ -71,6 +77,8 @@ class TelemetryFastPath:
         if type(batch) is not dict or not _batch_ok(batch, agent):
             return None
         readings = batch["readings"]
+        # The agent's config, in the templates' key: a new config (a new Owned) misses the cache.
+        owned = self.owners.of(agent)
         templates: list[str] = []
         values: list[Any] = []
         kinds: list[type] = []
@@ -88,7 +96,7 @@ class TelemetryFastPath:
                     return None
                 if type(fields) is not dict:
                     return None
-                key = (agent, reading["measurement"], reading["device"], tags, tuple(fields))
+                key = (agent, owned, reading["measurement"], reading["device"], tags, tuple(fields))
                 entry = known.get(key) or self._template(key)
                 if entry is None:
                     return None
@@ -106,13 +114,15 @@ class TelemetryFastPath:
         if texts is None:
             return None
         lines = ("\n".join(templates) % tuple(texts) % tuple(times)).split("\n")
+        if owned is not None:
+            return TelemetryLines(batch["seq"], owned.site, lines)
         first_tags = readings[0].get("tags")
         return TelemetryLines(batch["seq"], first_tags.get("site") if first_tags else None, lines)
 
     def _template(self, key: tuple[Any, ...]) -> tuple[str, tuple[type, ...]] | None:
-        """The line template and field types of a valid (agent, measurement, device, tags, field
-        names), or None (also while a field's type is not known)."""
-        agent, measurement, device, tags, names = key
+        """The line template and field types of a valid (agent, its config, measurement, device, tags,
+        field names), or None (also while a field's type is not known, or the agent does not own it)."""
+        agent, owned, measurement, device, tags, names = key
         if not (
             type(measurement) is str
             and wire.is_name(measurement)
@@ -128,10 +138,15 @@ class TelemetryFastPath:
             and wire.NOT_FIELD_NAMES.isdisjoint(names)
         ):
             return None
+        series_tags = dict(tags)
+        if owned is not None:
+            if owned.problem(device, series_tags) is not None or owned.site is None:
+                return None  # not this agent's: the exact path dead-letters it (not_owned)
+            series_tags["site"] = owned.site
         kinds = self.field_types.expected(measurement, names)
-        if kinds is None or not self.series.admit(agent, measurement, device, tags):
-            return None  # a new series beyond the agent's budget: the exact path dead-letters it
-        template = line_template(measurement, {**dict(tags), "device": device, "agent": agent}, names)
+        if kinds is None or not self.series.admit(agent, measurement, device, series_tags.items()):
+            return None  # unknown types, or a new series beyond the agent's budget: the exact path decides
+        template = line_template(measurement, {**series_tags, "device": device, "agent": agent}, names)
         if len(self._templates) >= self.max_cached:
             self._templates.clear()
         self._templates[key] = entry = (template, kinds)

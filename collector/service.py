@@ -80,6 +80,7 @@ from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, DeadL
 from collector.field_types import FieldTypes
 from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
 from collector.metrics import Exposition, Histogram, MetricsServer
+from collector.owners import Owned, OwnerPolicy, Owners
 from collector.series_budget import MAX_SERIES_PER_AGENT, SeriesBudget
 from collector.store.base import (
     INT64_MAX,
@@ -248,6 +249,7 @@ class Collector:
         device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
         max_series_per_agent: int = MAX_SERIES_PER_AGENT,
         tls_files: TlsFiles | None = None,
+        owners: OwnerPolicy = OwnerPolicy.OFF,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
         self.tls_files = tls_files or TlsFiles()
@@ -281,13 +283,21 @@ class Collector:
         self._field_types = FieldTypes()  # the converter's; also the fast path's
         self._series = SeriesBudget(max_series_per_agent)  # the converter's; also the fast path's
         self._retention: Retention | None = None  # how long the store keeps points, once known
+        self._owners = Owners(owners)  # each agent's devices, vehicles and site, from its pushed config
         if isinstance(store, LineWriter):
             from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
             from collector.store.influx import LineEncoder
 
             self._encoder = LineEncoder()
-            self._fast = TelemetryFastPath(self._field_types, self._series)
+            self._fast = TelemetryFastPath(self._field_types, self._series, self._owners)
         self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
+        # Every agent's config, never shared: each collector needs all of them (and a shared
+        # subscription gets no retained messages). None when no agent is held to its config.
+        self._config_subscription = (
+            None if owners is OwnerPolicy.OFF else wire.subscription(wire.Channel.CONFIG)
+        )
+        self._config_mid: int | None = None
+        self._configs_subscribed = False
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
         self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
@@ -430,6 +440,12 @@ class Collector:
             len(self._unacked),
         )
         out.single(
+            f"{prefix}agent_configs",
+            "gauge",
+            "Agents whose pushed config this collector holds them to (0 with --owners off).",
+            len(self._owners),
+        )
+        out.single(
             f"{prefix}subscribed",
             "gauge",
             "1 while connected with the subscription confirmed.",
@@ -443,6 +459,8 @@ class Collector:
             return
         self._stopping.clear()
         self._unacked.clear()
+        self._owners.ready.clear()  # the configs come again with this session's first subscription
+        self._configs_subscribed = False
         self._room = threading.Semaphore(self.inflight_window)
         if self.metrics_port is not None and self._metrics_server is None:
             self._metrics_server = MetricsServer(
@@ -553,6 +571,11 @@ class Collector:
             self.broker.port,
             flags.session_present,
         )
+        if self._config_subscription is not None:
+            # First and alone, at QoS 0 (outside the in-flight window): the broker sends the retained
+            # configs before it reads the next SUBSCRIBE, so all of them are in when that one's SUBACK
+            # comes, and the converter waits for it (_wait_for_configs).
+            _, self._config_mid = client.subscribe(self._config_subscription, qos=0)
         client.subscribe([(name, 1) for name in self._subscriptions])
 
     def _on_connect_fail(self, client: Client, userdata: Any) -> None:
@@ -599,6 +622,19 @@ class Collector:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
+        if mid == self._config_mid:
+            if any(code.is_failure for code in reason_codes):
+                log.error(
+                    "collector %s: subscription to %s refused (%s): no telemetry is converted until the "
+                    "collector may read the agents' configs (the collector's broker role: "
+                    "deploy/mosquitto/citygw-broker-users roles), or run it with --owners off",
+                    self.client_id,
+                    self._config_subscription,
+                    reason_codes,
+                )
+            else:
+                self._configs_subscribed = True
+            return
         if any(code.is_failure for code in reason_codes):
             log.error(
                 "collector %s: subscription to %s refused: %s",
@@ -608,9 +644,14 @@ class Collector:
             )
             return
         log.info("collector %s: subscribed to %s", self.client_id, ", ".join(self._subscriptions))
+        if self._config_subscription is None or self._configs_subscribed:
+            self._owners.ready.set()  # the retained configs came before this SUBACK
         self._subscribed.set()
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        if self._config_subscription is not None and message.topic.endswith(_CONFIG_SUFFIX):
+            self._take_config(client, message)
+            return
         # A broker that sends beyond the Receive Maximum (Mosquitto 2.0 while PUBACKs flow) waits
         # here, in TCP's flow control: the rest stays in its session, not in this process's memory.
         # Nothing is sent meanwhile, keepalives included: a broker that gives up on the connection
@@ -631,10 +672,37 @@ class Collector:
             )
         )
 
+    def _take_config(self, client: Client, message: MQTTMessage) -> None:
+        """An agent's pushed config: what it owns from now on (taken here, outside the window)."""
+        if message.qos:
+            client.ack(message.mid, message.qos)  # QoS 0 is asked for; an older session's QoS 1 too
+        parsed = wire.parse_topic(message.topic)
+        if parsed is None or parsed[1] is not wire.Channel.CONFIG:
+            log.warning("collector %s: not an agent's config topic: %s", self.client_id, message.topic)
+            return
+        problem = self._owners.take(parsed[0], bytes(message.payload))
+        if problem is not None:
+            log.warning("collector %s: agent %s: %s", self.client_id, parsed[0], problem)
+            return
+        owned = self._owners.of(parsed[0])
+        if owned is not None and owned.version is not None:
+            log.info(
+                "collector %s: agent %s owns %d device(s) at site %s (config v%d)",
+                self.client_id,
+                parsed[0],
+                len(owned.vehicles),
+                owned.site,
+                owned.version,
+            )
+
     # -- converter thread --
 
     def _convert_loop(self) -> None:
         self._learn_from_store()
+        if not self._wait_for_configs():
+            for _ in self._writers:
+                self._batches.put(None)
+            return
         while True:
             self._dead_letter_log.flush(self.client_id)
             batch = self._next_batch()
@@ -685,6 +753,32 @@ class Collector:
             known = len(self._field_types)
             log.info("collector %s: %d field types from the store; it keeps %s", self.client_id, known, kept)
             return
+
+    def _wait_for_configs(self) -> bool:
+        """Before the first message, when agents are held to their configs: until the retained ones
+        are in (False: stopping first). The messages meanwhile wait in the inbox and the broker."""
+        if self._config_subscription is None:
+            return True
+        started = time.monotonic()
+        logged = 0.0
+        while not self._owners.ready.wait(0.1):
+            if self._stopping.is_set():
+                return False
+            if (waited := time.monotonic() - started) >= logged + CONNECT_FAIL_LOG_EVERY_S / 6:
+                logged = waited
+                log.warning(
+                    "collector %s: still waiting for the agents' configs (%s) after %.0f s",
+                    self.client_id,
+                    self._config_subscription,
+                    waited,
+                )
+        log.info(
+            "collector %s: %d agent config(s); ownership policy %s",
+            self.client_id,
+            len(self._owners),
+            self._owners.policy.value,
+        )
+        return True
 
     def _next_batch(self) -> _Batch | None:
         """Converted messages until batch_max_points points, inflight_window messages (no more can come
@@ -747,7 +841,7 @@ class Collector:
             if taken is not None:
                 self._check_sequence(parsed[0], taken.seq)
                 if taken.site:
-                    self._sites[parsed[0]] = taken.site
+                    self._sites[parsed[0]] = taken.site  # the config's site when the agent has one
                 batch.lines += taken.lines
                 batch.origins += zip(repeat(message), range(len(taken.lines)))
                 return
@@ -767,7 +861,9 @@ class Collector:
             batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent))
             return
         self._check_sequence(agent, payload["seq"])
-        if (first_tags := payload["readings"][0].get("tags")) and (site := first_tags.get("site")):
+        owned = self._owners.of(agent)
+        first_tags = payload["readings"][0].get("tags")
+        if owned is None and first_tags and (site := first_tags.get("site")):
             self._sites[agent] = site
         valid: list[wire.ReadingDict] = []
         for index, reading in enumerate(payload["readings"]):
@@ -788,6 +884,9 @@ class Collector:
                 name = reading["measurement"]
                 error = f"reading {index}: measurement {name!r} holds CityGW's own records, not readings"
                 batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
+            elif owned is not None and (problem := owned.problem(reading["device"], tags)) is not None:
+                error = f"reading {index}: {problem}"
+                batch.dead.append(self._reading_letter(message, Reason.NOT_OWNED, error, agent, reading))
             elif not earliest_ok <= ts <= latest_ok:
                 error = f"reading {index}: {self._time_problem(ts, message.received_ms)}"
                 batch.dead.append(self._reading_letter(message, Reason.TIMESTAMP, error, agent, reading))
@@ -798,13 +897,18 @@ class Collector:
                 error = f"reading {index}: {wrong}"
                 batch.dead.append(self._reading_letter(message, Reason.FIELD_TYPE, error, agent, reading))
             elif not self._series.admit(
-                agent, reading["measurement"], reading["device"], (tags or {}).items()
+                agent,
+                reading["measurement"],
+                reading["device"],
+                (stored := _stored_tags(tags, owned)).items(),
             ):
                 error = f"reading {index}: {self._series.refusal(agent)}"
                 batch.dead.append(
                     self._reading_letter(message, Reason.TOO_MANY_SERIES, error, agent, reading)
                 )
             else:
+                if stored is not tags:
+                    reading["tags"] = stored
                 valid.append(reading)
                 batch.origins.append((message, index))
         if self._encoder is not None:
@@ -832,7 +936,8 @@ class Collector:
             error = f"payload agent {payload.agent!r} differs from topic agent {agent!r}"
             batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=agent))
             return
-        site = self._sites.get(agent)
+        owned = self._owners.of(agent)
+        site = owned.site if owned is not None and owned.site is not None else self._sites.get(agent)
         if isinstance(payload, wire.Status):
             points = [status_point(payload, message.received_ms, site)]
         elif not self._earliest_ok(message.received_ms) <= payload.ts <= message.received_ms + MAX_FUTURE_MS:
@@ -1081,6 +1186,7 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
 # What the collector subscribes to; everything but telemetry becomes agent_health points.
 _CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
 _WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
+_CONFIG_SUFFIX = "/" + wire.Channel.CONFIG.value  # an agent's config topic ends so (config/state does not)
 
 
 def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:
@@ -1107,3 +1213,10 @@ def _describe(exc: ValidationError) -> str:
 
 
 __all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles", "retry_delay"]
+
+
+def _stored_tags(tags: dict[str, str] | None, owned: Owned | None) -> dict[str, str]:
+    """The tags a reading is stored with: an agent held to its config gets the config's site."""
+    if owned is None or owned.site is None:
+        return tags or {}
+    return {**(tags or {}), "site": owned.site}  # the config's, not the agent's

@@ -345,3 +345,50 @@ def test_collector_run_names_the_broker_tls_file_it_cannot_use(
     code = main(["collector", "run", "--broker", "mqtts://127.0.0.1:8884", "--store", store, *files[:2]])
     assert code == 2
     assert "a client certificate needs its key" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_collector_run_holds_agents_to_their_configs_when_asked(
+    mosquitto: Mosquitto, tmp_path: Path, how: str
+) -> None:
+    """docs/deploy.md, "Ownership": `--owners strict` or CITYGW_COLLECTOR_OWNERS=strict; an agent
+    without a pushed config is refused (not_owned), as the collector's dead letters show."""
+    from collector.store.sqlite import SqliteStore
+    from tests.collector.helpers import END, Agent, wait_until
+
+    store_path = tmp_path / "store.sqlite"
+    args = ["collector", "run", "--broker", mosquitto.url, "--store", f"sqlite:///{store_path}"]
+    env = dict(os.environ)
+    if how == "option":
+        args += ["--owners", "strict"]
+    else:
+        env["CITYGW_COLLECTOR_OWNERS"] = "strict"
+    proc = subprocess.Popen([sys.executable, "-m", "citygw.cli", *args], env=env, stderr=subprocess.PIPE)
+    agent = Agent(mosquitto)
+    try:
+        wait_until(store_path.exists, "the store created", timeout=30)
+        store = SqliteStore(store_path)
+        try:
+            deadline = time.monotonic() + 30
+            # Until the collector is subscribed its readings reach nobody: send one every 0.3 s.
+            while not (letters := store.range(measurement="dead_letter", start_ms=0, end_ms=END)):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "no dead letter within 30 s"
+                agent.publish(agent.batch(1))
+                time.sleep(0.3)
+            assert {row.tags["reason"] for row in letters} == {"not_owned"}
+            assert store.range(measurement="electricity", start_ms=0, end_ms=END) == []
+        finally:
+            store.close()
+    finally:
+        agent.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_a_bad_ownership_policy_exits_2_and_names_the_choices() -> None:
+    result = _citygw("collector", "run", env=dict(os.environ, CITYGW_COLLECTOR_OWNERS="yes"))
+    assert result.returncode == 2
+    assert "--owners: 'yes' is no ownership policy (off, known, strict)" in result.stderr
+    assert "Traceback" not in result.stderr

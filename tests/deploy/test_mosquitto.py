@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from citygw import wire
+from collector.owners import OwnerPolicy
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import END, now_ms, wait_until
@@ -280,6 +281,58 @@ def test_the_collector_stores_every_reading_while_an_agent_tries_its_client_id(
             return len(store.range(measurement="electricity", start_ms=0, end_ms=END))
 
         wait_until(lambda: count() == 500, "500 readings stored", timeout=30)
+    finally:
+        collector.stop()
+        store.close()
+
+
+def test_the_collector_reads_every_agents_config_and_holds_agents_to_it(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """Issue 21.2 on the shipped rights: the collector's role may read the configs the API pushes (no
+    reading is converted until it has), and may not write one."""
+    Session(broker, COLLECTOR_2).publish_refused(f"citygw/v1/{NORTH}/config", b"from a collector")
+    api = Session(broker, API)
+    desired = wire.DesiredConfig(
+        agent=NORTH,
+        version=1,
+        issued_at=now_ms(),
+        site="depot-north",
+        lines=[],
+        devices=[{"id": "meter-1", "line": "rs485-1", "profile": "eastron_sdm630", "unit": 1, "poll_s": 10}],
+    )
+    api.client.publish(
+        f"citygw/v1/{NORTH}/config", wire.encode(desired), qos=1, retain=True
+    ).wait_for_publish(5)
+    api.close()
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    url = f"mqtt://{COLLECTOR}:{quote(PASSWORD, safe='')}@127.0.0.1:{broker.port}"
+    collector = Collector(
+        url,
+        store,
+        client_id=COLLECTOR,
+        share_group="collectors",
+        batch_max_seconds=0.05,
+        owners=OwnerPolicy.STRICT,
+    )
+    collector.start()
+    try:
+        assert collector.wait_subscribed(10), "collector did not subscribe"
+        north = Session(broker, NORTH)
+        for seq, device in enumerate(("meter-of-south", "meter-1")):
+            reading = wire.Reading(device=device, measurement="electricity", ts=now_ms(), fields={"kwh": 1.5})
+            batch = wire.TelemetryBatch(agent=NORTH, seq=seq, readings=[reading])
+            north.publish(wire.topic(NORTH, wire.Channel.TELEMETRY), wire.encode(batch))
+
+        def rows(measurement: str) -> list[tuple[str, str]]:
+            found = store.range(measurement=measurement, start_ms=0, end_ms=END)
+            return [
+                (row.tags.get("device", ""), row.tags.get("reason", row.tags.get("site", "")))
+                for row in found
+            ]
+
+        wait_until(lambda: rows("electricity") == [("meter-1", "depot-north")], "meter-1 stored", timeout=20)
+        wait_until(lambda: rows("dead_letter") == [("", "not_owned")], "the other meter refused")
     finally:
         collector.stop()
         store.close()
