@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +21,7 @@ from citygw import wire
 from edge.config import Device, NmeaLine, Vehicle
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard
+from tests.edge.test_gps import _Positions
 
 CAPTURES = Path(__file__).parents[1] / "firmware_bridge" / "captures" / "nmea"
 NAMES = sorted(p.name for p in CAPTURES.glob("*.log"))
@@ -50,15 +50,6 @@ class _Board(HealthBoard):
     def noted(self, device_id: str, error: str) -> None:
         self.refused.append(error)
         super().noted(device_id, error)
-
-
-class _Positions:
-    def __init__(self) -> None:
-        self.readings: list[wire.Reading] = []
-
-    def append(self, readings: Sequence[wire.Reading]) -> int:
-        self.readings.extend(readings)
-        return len(readings)
 
 
 def iso(ts_ms: int) -> str:
