@@ -39,7 +39,7 @@ class AppContext:
     vehicle_positions: HeaderClock = field(default_factory=HeaderClock)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -47,15 +47,15 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_store(context: ContextDep) -> TelemetryReader:
+async def get_store(context: ContextDep) -> TelemetryReader:
     return context.store
 
 
-def get_settings(context: ContextDep) -> ApiSettings:
+async def get_settings(context: ContextDep) -> ApiSettings:
     return context.settings
 
 
-def get_now_ms(context: ContextDep) -> int:
+async def get_now_ms(context: ContextDep) -> int:
     """One reading of the clock per request, so every part of an answer agrees on 'now'."""
     return context.clock()
 

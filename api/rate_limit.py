@@ -49,7 +49,7 @@ class ClientRateLimiter:
         return wait
 
 
-def rate_limited(request: Request) -> None:
+async def rate_limited(request: Request) -> None:
     """429 with Retry-After when the caller's bucket is empty; nothing when limiting is off."""
     limiter: ClientRateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:

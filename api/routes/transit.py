@@ -21,7 +21,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ContextDep, NowMsDep, SessionDep, SettingsDep
+from api.deps import AppContext, ContextDep, NowMsDep, SessionDep, SettingsDep
 from api.registry import audit
 from api.security import Principal, TransitOperatorDep
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
@@ -47,7 +47,7 @@ IfModifiedSince = Annotated[str | None, Header(description="the Last-Modified of
 FormatQuery = Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")]
 
 
-def transit_service(request: Request, context: ContextDep) -> TransitService:
+def transit_service(request: Request, context: AppContext) -> TransitService:
     """The app's transit service; made from the app's settings on first use unless installed."""
     state = request.app.state
     with _service_lock:
@@ -57,7 +57,13 @@ def transit_service(request: Request, context: ContextDep) -> TransitService:
     return service
 
 
-TransitDep = Annotated[TransitService, Depends(transit_service)]
+async def _transit_dep(request: Request, context: ContextDep) -> TransitService:
+    # On the event loop, not in a worker thread: the cached feeds are answered without waiting for
+    # one behind slow telemetry queries.
+    return transit_service(request, context)
+
+
+TransitDep = Annotated[TransitService, Depends(_transit_dep)]
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -97,7 +103,7 @@ def _cached_answer(
     return Response(body, media_type=media_type, headers=headers)
 
 
-def _snapshot(context: ContextDep, service: TransitService, now_ms: int) -> Snapshot:
+def _snapshot(context: AppContext, service: TransitService, now_ms: int) -> Snapshot:
     settings = context.settings
     return service.snapshot(
         context.store,
@@ -107,7 +113,13 @@ def _snapshot(context: ContextDep, service: TransitService, now_ms: int) -> Snap
     )
 
 
-def _feed(
+def _encoded(
+    kind: FeedKind, fmt: FeedFormat, context: AppContext, service: TransitService, now_ms: int
+) -> EncodedFeed:
+    return _snapshot(context, service, now_ms).encoded(kind, fmt)
+
+
+async def _feed(
     kind: FeedKind,
     fmt: FeedFormat,
     context: ContextDep,
@@ -116,7 +128,12 @@ def _feed(
     inm: str | None,
     ims: str | None,
 ) -> Response:
-    feed: EncodedFeed = _snapshot(context, service, now_ms).encoded(kind, fmt)
+    """The feed from the snapshot in hand, on the event loop; a build or a first encoding (store reads,
+    serialising) in a worker thread."""
+    ready = service.ready(now_ms)
+    feed = ready.cached_encoding(kind, fmt) if ready is not None else None
+    if feed is None:
+        feed = await run_in_threadpool(_encoded, kind, fmt, context, service, now_ms)
     return _cached_answer(
         feed.body,
         feed.media_type,
@@ -129,7 +146,7 @@ def _feed(
 
 
 def _add_feed_routes(kind: FeedKind, summary: str) -> None:
-    def any_format(
+    async def any_format(
         context: ContextDep,
         service: TransitDep,
         now_ms: NowMsDep,
@@ -137,25 +154,25 @@ def _add_feed_routes(kind: FeedKind, summary: str) -> None:
         if_none_match: IfNoneMatch = None,
         if_modified_since: IfModifiedSince = None,
     ) -> Response:
-        return _feed(kind, format, context, service, now_ms, if_none_match, if_modified_since)
+        return await _feed(kind, format, context, service, now_ms, if_none_match, if_modified_since)
 
-    def protobuf(
+    async def protobuf(
         context: ContextDep,
         service: TransitDep,
         now_ms: NowMsDep,
         if_none_match: IfNoneMatch = None,
         if_modified_since: IfModifiedSince = None,
     ) -> Response:
-        return _feed(kind, FeedFormat.PB, context, service, now_ms, if_none_match, if_modified_since)
+        return await _feed(kind, FeedFormat.PB, context, service, now_ms, if_none_match, if_modified_since)
 
-    def as_json(
+    async def as_json(
         context: ContextDep,
         service: TransitDep,
         now_ms: NowMsDep,
         if_none_match: IfNoneMatch = None,
         if_modified_since: IfModifiedSince = None,
     ) -> Response:
-        return _feed(kind, FeedFormat.JSON, context, service, now_ms, if_none_match, if_modified_since)
+        return await _feed(kind, FeedFormat.JSON, context, service, now_ms, if_none_match, if_modified_since)
 
     path = f"/{kind.value}"
     common: dict[str, Any] = {"response_class": Response, "responses": _FEED_RESPONSES}

@@ -88,6 +88,10 @@ class Snapshot:
     _entities: dict[str, str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def cached_encoding(self, kind: FeedKind, fmt: FeedFormat) -> EncodedFeed | None:
+        """The feed encoded already, or None (without waiting for an encoding under way)."""
+        return self._encoded.get((kind, fmt))
+
     def encoded(self, kind: FeedKind, fmt: FeedFormat) -> EncodedFeed:
         with self._lock:
             known = self._encoded.get((kind, fmt))
@@ -203,6 +207,14 @@ class TransitService:
             return snapshot
         finally:
             self._lock.release()
+
+    def ready(self, now_ms: int) -> Snapshot | None:
+        """The snapshot to answer with now without building: a fresh one, or the last one while
+        another caller rebuilds; None when the caller must build (``snapshot``)."""
+        known = self._snapshot
+        if known is None:
+            return None
+        return known if self._fresh(known, now_ms) or self._lock.locked() else None
 
     def _fresh(self, snapshot: Snapshot, now_ms: int) -> bool:
         return 0 <= now_ms - snapshot.built_at_ms < self.settings.transit_rebuild_interval_s * 1000

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from api.transit.feeds import TransitService
+from api.transit.feeds import FeedFormat, FeedKind, TransitService
 from collector.store.base import Row
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, bus_fix
@@ -78,3 +78,20 @@ def test_the_first_snapshot_is_waited_for_by_everyone(transit: TransitService, s
         caller.join(30)
     assert len(got) == 4
     assert all(snapshot is got[0] for snapshot in got)  # built once, nobody got None
+
+
+def test_ready_answers_without_building_only_what_is_fresh_or_being_rebuilt(
+    transit: TransitService, store: SqliteStore
+) -> None:
+    """What the feed routes serve on the event loop: never a build, never a snapshot nobody is renewing."""
+    store.write([bus_fix("bus-1", 5, lat=49.84, lon=24.03)])
+    assert transit.ready(NOW_MS) is None  # nothing built yet: the caller builds (in a worker thread)
+    built = transit.snapshot(store, now_ms=NOW_MS, max_age_s=90, max_ahead_s=30)
+    assert transit.ready(NOW_MS) is built
+    later_ms = NOW_MS + int(transit.settings.transit_rebuild_interval_s * 1000) + 1
+    assert transit.ready(later_ms) is None  # aged out and nobody rebuilding: the caller rebuilds
+    with transit._lock:  # another caller is rebuilding
+        assert transit.ready(later_ms) is built
+    assert built.cached_encoding(FeedKind.VEHICLE_POSITIONS, FeedFormat.PB) is None
+    encoded = built.encoded(FeedKind.VEHICLE_POSITIONS, FeedFormat.PB)
+    assert built.cached_encoding(FeedKind.VEHICLE_POSITIONS, FeedFormat.PB) is encoded
