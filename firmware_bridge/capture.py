@@ -62,7 +62,12 @@ class Exchange(BaseModel):
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Self:
-        outcomes = [self.registers is not None, self.bits is not None, self.exception is not None, self.timeout]
+        outcomes = [
+            self.registers is not None,
+            self.bits is not None,
+            self.exception is not None,
+            self.timeout,
+        ]
         if sum(outcomes) != 1:
             raise ValueError("give exactly one of registers, bits, exception or timeout")
         bit_read = self.table in BIT_TABLES
@@ -70,7 +75,7 @@ class Exchange(BaseModel):
             if bit_read:
                 raise ValueError(f"function {self.function} reads bits: give bits, not registers")
             if any(len(w) != 4 or any(c not in "0123456789abcdefABCDEF" for c in w) for w in self.registers):
-                raise ValueError("registers are 4-digit hex words, e.g. \"4366\"")
+                raise ValueError('registers are 4-digit hex words, e.g. "4366"')
         if self.bits is not None and not bit_read:
             raise ValueError(f"function {self.function} reads registers: give registers, not bits")
         answered = self.registers if self.registers is not None else self.bits
@@ -117,7 +122,7 @@ class CaptureInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal[1] = FORMAT
+    format: Literal[1] = 1
     profile: str = Field(description="the profile's model: the shipped profile the golden suite decodes with")
     profile_file: str = Field(description="the profile as given to the probe (shipped name or path)")
     profile_sha256: str = Field(description="SHA-256 of the profile file's bytes at capture time")
@@ -141,7 +146,8 @@ class Expected:
     def matches(self, got: FieldValue) -> bool:
         want = self.value
         if _is_number(want) and _is_number(got):
-            assert isinstance(want, int | float) and isinstance(got, int | float)
+            assert isinstance(want, int | float)
+            assert isinstance(got, int | float)
             if self.within is not None:
                 return abs(got - want) <= self.within
             return math.isclose(got, want, rel_tol=RELATIVE_TOLERANCE)
@@ -256,7 +262,9 @@ def check_case(case: CaptureCase, profile: Profile) -> list[str]:
 
     for field, want in case.values.items():
         if field not in decoded:
-            problems.append(f"{field}: expected {want.value!r}, but profile {profile.model} reads no such field")
+            problems.append(
+                f"{field}: expected {want.value!r}, but profile {profile.model} reads no such field"
+            )
             continue
         got = decoded[field]
         if isinstance(got, DecodeError):
@@ -264,9 +272,10 @@ def check_case(case: CaptureCase, profile: Profile) -> list[str]:
         elif not want.matches(got):
             problems.append(f"{field}: expected {want.value!r}, decoded {got!r} from {where(field)}")
     for field, error in case.errors.items():
-        got = decoded.get(field)
-        if got is not None and not isinstance(got, DecodeError):
-            problems.append(f"{field}: expected to fail ({error}), decoded {got!r} from {where(field)}")
+        if field in decoded and not isinstance(decoded[field], DecodeError):
+            problems.append(
+                f"{field}: expected to fail ({error}), decoded {decoded[field]!r} from {where(field)}"
+            )
     for field, got in decoded.items():
         if field not in case.values and field not in case.errors:
             shown = f"fails ({got})" if isinstance(got, DecodeError) else f"decodes to {got!r}"

@@ -12,7 +12,7 @@ import statistics
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 
-from firmware_bridge.capture import CaptureCase, register_image
+from firmware_bridge.capture import CaptureCase, Exchange, register_image
 from firmware_bridge.profile import Profile, Table, load_profile
 from firmware_bridge.simulators.modbus_device import TABLE_OF_FUNCTION, ModbusDeviceSimulator
 
@@ -32,7 +32,9 @@ class CaptureReplay(ModbusDeviceSimulator):
             unit=case.info.unit if unit is None else unit,
         )
         self.case = case
-        self._recorded = {(e.function, e.address, e.count): e for e in case.exchanges}
+        self._recorded: dict[tuple[int, int, int], Exchange] = {
+            (e.function, e.address, e.count): e for e in case.exchanges
+        }
         answered = [e.ms for e in case.exchanges if e.words is not None]
         self._typical_ms = statistics.median(answered) if answered else 0.0
 
