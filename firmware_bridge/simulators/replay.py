@@ -20,9 +20,10 @@ from firmware_bridge.simulators.modbus_device import TABLE_OF_FUNCTION, ModbusDe
 class CaptureReplay(ModbusDeviceSimulator):
     """Answers each read the capture recorded as recorded, after its recorded response time.
 
-    Any other read of captured addresses is answered from the captured words (after the median
-    response time); a read of an address never captured gets exception 02, a write exception 01
-    (a replay is read-only). The profile (the capture's own by default) only names the device.
+    Any other read of captured addresses, or one whose time was not recorded, is answered from the
+    captured words after the median recorded response time. A read of an address never captured
+    gets exception 02, a write exception 01 (a replay is read-only). The profile (the capture's
+    own by default) only names the device.
     """
 
     def __init__(self, case: CaptureCase, *, profile: Profile | None = None, unit: int | None = None) -> None:
@@ -35,7 +36,7 @@ class CaptureReplay(ModbusDeviceSimulator):
         self._recorded: dict[tuple[int, int, int], Exchange] = {
             (e.function, e.address, e.count): e for e in case.exchanges
         }
-        answered = [e.ms for e in case.exchanges if e.words is not None]
+        answered = [e.ms for e in case.exchanges if e.words is not None and e.ms is not None]
         self._typical_ms = statistics.median(answered) if answered else 0.0
 
     def extent(self, table: Table) -> int:
@@ -58,7 +59,8 @@ class CaptureReplay(ModbusDeviceSimulator):
         if self.offline:
             raise NoSuchIdException(f"unit {self.unit} is offline")
         recorded = self._recorded.get((function_code, address, count))
-        await asyncio.sleep((recorded.ms if recorded is not None else self._typical_ms) / 1000 + self.delay)
+        ms = recorded.ms if recorded is not None and recorded.ms is not None else self._typical_ms
+        await asyncio.sleep(ms / 1000 + self.delay)
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION
         if recorded is not None and recorded.timeout:

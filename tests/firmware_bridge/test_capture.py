@@ -110,7 +110,9 @@ async def test_one_altered_register_fails_the_case_naming_the_field(tmp_path: Pa
 async def test_a_profile_change_that_changes_decoding_fails_the_case(tmp_path: Path) -> None:
     folder = await capture_case(ModbusDeviceSimulator("eastron_sdm630", values=METER_VALUES), tmp_path)
     profile = load_profile("eastron_sdm630")
-    scaled = [s.model_copy(update={"scale": 10.0}) if s.field == "total_power" else s for s in profile.registers]
+    scaled = [
+        s.model_copy(update={"scale": 10.0}) if s.field == "total_power" else s for s in profile.registers
+    ]
     changed = profile.model_copy(update={"registers": scaled})
     (problem,) = check_case(load_case(folder), changed)
     assert problem.startswith("total_power: expected 7450.0, decoded 74500.0")
