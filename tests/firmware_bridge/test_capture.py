@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -218,3 +219,20 @@ def test_a_case_is_never_overwritten(tmp_path: Path) -> None:
     write_case(tmp_path, info_for(profile, "tcp://x:502", 1), profile, [], {})
     with pytest.raises(FileExistsError, match="already holds files"):
         write_case(tmp_path, info_for(profile, "tcp://x:502", 1), profile, [], {})
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_recorded_silence_and_exceptions_are_replayed(transport: Transport, tmp_path: Path) -> None:
+    case = load_case(await capture_case(ModbusDeviceSimulator("tuf_2000m"), tmp_path))
+    exchanges = list(case.exchanges)
+    exchanges[1] = exchanges[1].model_copy(update={"registers": None, "timeout": True, "ms": 300.0})
+    exchanges[2] = exchanges[2].model_copy(update={"registers": None, "exception": 4})
+    silent = replace(case, exchanges=tuple(exchanges))
+    async with line_to(transport, [CaptureReplay(silent)]) as line:
+        again = await capture_device(line, 1, load_profile("tuf_2000m"))
+    assert without_timing(again) == without_timing(exchanges)
+    decoded = decode_capture(load_profile("tuf_2000m"), again)
+    assert str(decoded["temperature_inlet"]) == "temperature_inlet: holding 32+4 got no answer"
+    assert str(decoded["error_code"]) == "error_code: holding 71+1 got exception 04"
+    problems = check_case(silent, load_profile("tuf_2000m"))
+    assert [p.split(":")[0] for p in problems] == ["temperature_inlet", "temperature_outlet", "error_code"]
