@@ -101,12 +101,13 @@ class Exchange(BaseModel):
 
     @classmethod
     def answered(cls, unit: int, request: ReadRequest, words: Sequence[int], ms: float) -> Exchange:
+        """The exchange of a read that was answered with ``words`` (bits as 0/1)."""
         values: dict[str, Any] = (
             {"bits": tuple(words)}
             if request.table in BIT_TABLES
             else {"registers": tuple(f"{w:04X}" for w in words)}
         )
-        return cls(**_head(unit, request), **values, ms=round(ms, 1))
+        return cls(**_head(unit, request), **values, ms=ms)
 
     def line(self) -> str:
         """This exchange as one line of ``capture.jsonl``."""
@@ -193,7 +194,7 @@ async def capture_device(line: ModbusLine, unit: int, profile: Profile) -> list[
         except DeviceTimeout:
             exchange = Exchange(**_head(unit, request), timeout=True, ms=_ms(line))
         else:
-            exchange = Exchange.answered(unit, request, words, line.last_round_trip_s * 1000)
+            exchange = Exchange.answered(unit, request, words, _ms(line))
         exchanges.append(exchange)
         return exchange
 
