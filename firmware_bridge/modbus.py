@@ -123,6 +123,8 @@ class ModbusLine:
         self._field_errors: dict[int, dict[str, BadFieldValue]] = {}
         # (unit, field) -> when its last warning was logged (monotonic seconds).
         self._warned_at: dict[tuple[int, str], float] = {}
+        # Seconds from sending the last request to its answer (or to giving up on it): a capture's timing.
+        self.last_round_trip_s = 0.0
 
     @classmethod
     def tcp(cls, *, host: str, port: int = 502, timeout: float = DEFAULT_TIMEOUT) -> ModbusLine:
@@ -401,6 +403,7 @@ class ModbusLine:
             quiet = self._last_frame_at + self._gap_before(timing) - time.monotonic()
             if quiet > 0:
                 await asyncio.sleep(quiet)
+            sent_at = time.monotonic()
             request = asyncio.ensure_future(send(client))
             lost = asyncio.ensure_future(self._lost.wait())
             try:
@@ -413,6 +416,7 @@ class ModbusLine:
             finally:
                 lost.cancel()
                 self._last_frame_at = time.monotonic()
+                self.last_round_trip_s = self._last_frame_at - sent_at
             if not request.done():
                 # pymodbus would wait for the full timeout on a connection that is already gone.
                 request.cancel()

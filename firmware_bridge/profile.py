@@ -601,6 +601,11 @@ def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile:
         raise ProfileError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from exc
 
 
+def profile_file(name_or_path: str | Path) -> Path:
+    """The file a profile name or path stands for (ProfileError for a name nobody ships)."""
+    return _resolve(name_or_path)
+
+
 def _resolve(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):

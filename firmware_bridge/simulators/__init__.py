@@ -3,6 +3,7 @@
 from firmware_bridge.simulators.dali import DaliGatewaySimulator
 from firmware_bridge.simulators.gps import BusGpsSimulator
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
+from firmware_bridge.simulators.replay import CaptureReplay
 from firmware_bridge.simulators.serve import (
     RtuResponder,
     TcpEndpoint,
@@ -13,6 +14,7 @@ from firmware_bridge.simulators.serve import (
 
 __all__ = [
     "BusGpsSimulator",
+    "CaptureReplay",
     "DaliGatewaySimulator",
     "ModbusDeviceSimulator",
     "RtuResponder",

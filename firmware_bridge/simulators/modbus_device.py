@@ -274,6 +274,11 @@ class ModbusDeviceSimulator:
         if set_values is not None:
             return self._write(table, address, [int(v) for v in set_values])
         self.advance()
+        self.fill(table, start_address, registers)
+        return None
+
+    def fill(self, table: Table, start_address: int, registers: list[int]) -> None:
+        """Put the device's ``image`` of ``table`` into a pymodbus datastore block."""
         image = self.image(table)
         if table in BIT_TABLES:
             # Bit blocks are packed 16 to a register, bit 0 first, from address start_address*16.
@@ -283,7 +288,6 @@ class ModbusDeviceSimulator:
         else:
             for i in range(len(registers) - 1):
                 registers[i] = image.get(start_address + i, 0)
-        return None
 
     def _write(self, table: Table, address: int, words: list[int]) -> ExcCodes | None:
         touched: dict[str, RegisterSpec] = {}
@@ -310,14 +314,17 @@ class ModbusDeviceSimulator:
             self.command(field, value)
         return None
 
+    def extent(self, table: Table) -> int:
+        """How many addresses of ``table`` the device has (0: none, it refuses the table)."""
+        return max((s.end + 1 for s in self.profile.registers if s.table == table), default=0)
+
     def _block(self, table: Table) -> list[SimData]:
-        specs = [s for s in self.profile.registers if s.table == table]
+        size = self.extent(table)
         if table in BIT_TABLES:
-            size = max((s.end for s in specs), default=0) + 1
+            size = max(size, 1)
             return [SimData(address=0, values=[False] * (16 * math.ceil(size / 16)), datatype=DataType.BITS)]
-        if not specs:
+        if not size:
             return [SimData(address=0, datatype=DataType.INVALID)]
-        size = max(s.end for s in specs) + 1
         return [SimData(address=0, count=size, values=0, datatype=DataType.REGISTERS)]
 
     def _sim_time(self) -> float:
