@@ -5,6 +5,7 @@ from firmware_bridge.simulators.gps import BusGpsSimulator
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
 from firmware_bridge.simulators.serve import (
     RtuResponder,
+    TcpConnections,
     TcpEndpoint,
     WireFrame,
     serve_serial_pty,
@@ -16,6 +17,7 @@ __all__ = [
     "DaliGatewaySimulator",
     "ModbusDeviceSimulator",
     "RtuResponder",
+    "TcpConnections",
     "TcpEndpoint",
     "WireFrame",
     "serve_serial_pty",
