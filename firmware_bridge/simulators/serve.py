@@ -81,7 +81,7 @@ class _GatewayConnection(ServerRequestHandler):
     _counted: bool
 
     def callback_connected(self) -> None:
-        super().callback_connected()  # type: ignore[no-untyped-call]
+        super().callback_connected()
         gateway = self.server
         assert isinstance(gateway, _Gateway)
         self._connected_at = time.monotonic()
@@ -102,7 +102,7 @@ class _GatewayConnection(ServerRequestHandler):
         if isinstance(gateway, _Gateway) and getattr(self, "_counted", False):
             self._counted = False
             gateway.connections.open_now -= 1
-        super().callback_disconnected(exc)  # type: ignore[no-untyped-call]
+        super().callback_disconnected(exc)
 
     def handle_later(self) -> None:
         request, addr = self.last_pdu, self.last_addr
