@@ -181,3 +181,63 @@ async def test_a_device_refusing_fc06_is_written_with_fc16_when_its_overlay_says
         assert "exception response 01" in (result.detail or ""), result.detail
         assert writes == [(6, 10, 1)]
         assert dimmer.get("level") == 20
+
+
+async def test_a_pushed_overlay_is_applied_and_a_bad_one_refused_keeping_the_running_config(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    meter = ModbusDeviceSimulator("eastron_sdm120", unit=1, values={"voltage": 229.5, "current": 2.0})
+    async with serve_tcp([meter]) as endpoint:
+        lines = [tcp_line(endpoint)]
+        plain = device("meter-1", "eastron_sdm120", 1)
+        agent = Agent(agent_config(tmp_path, mosquitto.url, lines=lines, devices=[plain]))
+
+        async def push(version: int, overlay: dict[str, Any]) -> wire.ConfigState:
+            body = wire.DesiredConfig(
+                agent=AGENT,
+                version=version,
+                issued_at=now_ms(),
+                site="test-site",
+                lines=lines,
+                devices=[{**plain, "overlay": overlay}],
+            )
+            port = int(mosquitto.url.rsplit(":", 1)[1])
+            async with aiomqtt.Client("127.0.0.1", port, identifier=f"api-{uuid.uuid4().hex[:6]}") as client:
+                await client.publish(
+                    wire.topic(AGENT, wire.Channel.CONFIG), wire.encode(body), qos=1, retain=True
+                )
+
+            def answered() -> list[wire.ConfigState]:
+                found = [
+                    wire.ConfigState.model_validate_json(m.payload)
+                    for m in watcher.on(wire.Channel.CONFIG_STATE)
+                ]
+                return [state for state in found if state.version == version]
+
+            await watcher.wait_for(f"v{version}'s state", lambda: bool(answered()))
+            return answered()[-1]
+
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("a reading", lambda: bool(readings_of(watcher, "meter-1")))
+            refused = await push(1, {"fields": ["voltage", "amps"]})
+            assert refused.state is wire.ConfigOutcome.REFUSED
+            assert refused.reasons == [
+                "config v1: devices[0].overlay.fields[1]: device 'meter-1': profile eastron_sdm120 has "
+                "no field 'amps'; fix: use field names of profile eastron_sdm120: voltage, current, "
+                "total_power, power_factor, frequency, import_energy_kwh, export_energy_kwh, total_energy_kwh"
+            ]
+            before = len(readings_of(watcher, "meter-1"))
+            await watcher.wait_for(
+                "readings go on", lambda: len(readings_of(watcher, "meter-1")) > before + 2
+            )
+            assert set(readings_of(watcher, "meter-1")[-1].fields) >= {"voltage", "total_power"}
+
+            applied = await push(
+                2, {"fields": ["voltage", "current"], "registers": {"current": {"scale": 40}}}
+            )
+            assert applied.state is wire.ConfigOutcome.APPLIED
+            await watcher.wait_for(
+                "overlaid readings",
+                lambda: set(readings_of(watcher, "meter-1")[-1].fields) == {"voltage", "current"},
+            )
+    assert readings_of(watcher, "meter-1")[-1].fields == {"voltage": 229.5, "current": 80.0}
