@@ -133,3 +133,10 @@ def test_a_smaller_max_registers_is_planned_into_the_budget(tmp_path: Path) -> N
     meters = [meter(unit, overlay={"max_registers": 2}) for unit in range(1, 8)]
     _, found = problems(tmp_path, config(*meters))
     assert "max_registers" in found[0].fix
+
+
+def test_a_gps_device_has_no_overlay(tmp_path: Path) -> None:
+    lines = [{"id": "gps", "kind": "nmea", "port": "/dev/ttyAMA0"}]
+    gps = {"id": "bus-gps", "line": "gps", "poll_s": 5, "vehicle": {"id": "bus-1", "label": "Bus 1"}}
+    _, found = problems(tmp_path, config({**gps, "overlay": {"max_registers": 4}}, lines=lines))
+    assert [(p.field, p.fix) for p in found] == [("devices[0].overlay", "remove overlay")]

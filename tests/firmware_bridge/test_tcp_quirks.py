@@ -134,3 +134,17 @@ async def _until(check: Any, within: float = 2.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("timed out")
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("register", "words"),
+    [
+        ({"type": "u32", "write_function": 6}, "FC06 writes one register and a u32 takes 2"),
+        ({"writable": False, "write_function": 16}, "write_function is for writable holding registers"),
+    ],
+)
+def test_a_write_function_that_cannot_work_is_refused(register: dict[str, Any], words: str) -> None:
+    registers = [{"field": "level", "table": "holding", "address": 10, "type": "u16", "writable": True}]
+    registers[0].update(register)
+    with pytest.raises(ValueError, match=words):
+        dimmer(registers=registers)
