@@ -360,6 +360,8 @@ class ModbusPoller:
                 continue
             ok = await self.poll(ready, line)
             self._reschedule(ready, ok)
+            if ready.profile.timing.close_between_polls:
+                await line.close_connection()  # a single-slot device: free its slot until the next poll
 
     def _rank(self, slot: _Slot, now: float) -> int:
         if now - slot.due > slot.patience:
@@ -389,7 +391,9 @@ class ModbusPoller:
             slot.due = now + slot.patience
 
     async def _run_commands(self, line: ModbusLine) -> None:
+        ran = False
         while self._commands:
+            ran = True
             job, future = self._commands.pop(0)
             if future.cancelled():
                 continue
@@ -407,6 +411,8 @@ class ModbusPoller:
             else:
                 if not future.cancelled():
                     future.set_result(result)
+        if ran and any(slot.profile.timing.close_between_polls for slot in self._slots):
+            await line.close_connection()
 
     async def poll(self, slot: _Slot, line: ModbusLine) -> bool:
         """Read one device once; True when it answered with fields.

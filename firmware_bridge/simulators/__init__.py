@@ -6,6 +6,7 @@ from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
 from firmware_bridge.simulators.replay import CaptureReplay
 from firmware_bridge.simulators.serve import (
     RtuResponder,
+    TcpConnections,
     TcpEndpoint,
     WireFrame,
     serve_serial_pty,
@@ -18,6 +19,7 @@ __all__ = [
     "DaliGatewaySimulator",
     "ModbusDeviceSimulator",
     "RtuResponder",
+    "TcpConnections",
     "TcpEndpoint",
     "WireFrame",
     "serve_serial_pty",
