@@ -1,6 +1,6 @@
 """Transit benchmark: fix-to-feed latency, feed build cost, cached feed rate, ETA accuracy.
 
-    .venv/bin/python bench/transit.py [--fixes 200] [--vehicles 2000] [--requests 3000]
+    .venv/bin/python bench/transit.py [--fixes 200] [--vehicles 2000] [--requests 3000] [--seed 2027]
 
 1. fix to feed: a bus agent publishes positions (TelemetryBatch, QoS 1) to a real Mosquitto; a
    Collector writes them to a SqliteStore; the API (uvicorn on loopback) serves VehiclePositions
@@ -387,13 +387,14 @@ def main() -> int:
     )
     parser.add_argument("--vehicles", type=int, default=2000, help="vehicles in the build benchmark")
     parser.add_argument("--requests", type=int, default=3000, help="requests per cached-rate measurement")
+    parser.add_argument("--seed", type=int, default=2027, help="seed of bench/bus_model.py's buses")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="citygw-transit-bench-") as name:
         folder = Path(name)
         gtfs = folder / "lviv.zip"
         gtfs.write_bytes(network_zip())
         timetable = load_gtfs(gtfs.read_bytes())
-        buses = drive_day(timetable, FRIDAY)
+        buses = drive_day(timetable, FRIDAY, seed=args.seed)
         latencies = fix_to_feed(folder, gtfs, args.fixes)
         cold_s, build_s, serialise_s, ratio = build_ratio(timetable, buses, gtfs, args.vehicles)
         feed_rate, health_rate = cached_rps(folder, gtfs, args.requests)
