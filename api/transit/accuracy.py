@@ -143,7 +143,6 @@ class _Watch:
     trip_id: str
     stop_along_m: tuple[float, ...]
     last: tuple[float, float]  # (ts s, along m)
-    seen_s: float
     pending: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # stop → (made, predicted)
 
 
@@ -181,9 +180,7 @@ class PredictionLedger:
         key = (vehicle, run_key)
         watch = self._watches.get(key)
         if watch is None:
-            watch = self._watches[key] = _Watch(
-                run_key, route_id, trip_id, tuple(stop_along_m), seen, seen[0]
-            )
+            watch = self._watches[key] = _Watch(run_key, route_id, trip_id, tuple(stop_along_m), seen)
         else:
             self._advance(watch, *seen)
         for index, predicted_s in predictions:
@@ -224,7 +221,7 @@ class PredictionLedger:
         if ts_s <= last_s:
             return []
         along_m = max(along_m, last_m)  # jitter backwards is no movement
-        watch.last, watch.seen_s = (ts_s, along_m), ts_s
+        watch.last = (ts_s, along_m)
         scores: list[Score] = []
         for index in [i for i in watch.pending if watch.stop_along_m[i] - ARRIVED_M <= along_m]:
             waiting = watch.pending.pop(index)
@@ -244,7 +241,7 @@ class PredictionLedger:
         return scores
 
     def expire(self, now_s: float) -> None:
-        """Forget predictions that can no longer fall in a bucket, and buses not seen for a while."""
+        """Forget predictions that can no longer fall in a bucket, and buses with none waiting."""
         for key, watch in list(self._watches.items()):
             for index, waiting in list(watch.pending.items()):
                 fresh = [(made, predicted) for made, predicted in waiting if now_s - made < HORIZON_S]
@@ -253,8 +250,8 @@ class PredictionLedger:
                     watch.pending[index] = fresh
                 else:
                     del watch.pending[index]
-            if not watch.pending and now_s - watch.seen_s > MAX_GAP_S:
-                del self._watches[key]
+            if not watch.pending:
+                del self._watches[key]  # a bus on its next run is watched again when that one is predicted
 
 
 def accuracy_points(scores: Iterable[Score], ts_ms: int) -> list[Point]:

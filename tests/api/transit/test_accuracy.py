@@ -155,8 +155,15 @@ def test_predictions_that_can_no_longer_be_scored_are_forgotten() -> None:
     assert ledger.pending == 2
     ledger.expire(900)
     assert ledger.pending == 0
-    ledger.expire(900 + MAX_GAP_S + 1)
     assert ledger.watching() == {}
+
+
+def test_a_bus_whose_predictions_are_all_scored_is_no_longer_followed() -> None:
+    ledger = _ledger((1, 60))
+    ledger.observe("bus-1", "A1-0@20270115", 50, 490.0)
+    assert ledger.watching() == {"bus-1": [("A1-0@20270115", "A1-0")]}
+    ledger.expire(60)
+    assert ledger.watching() == {}  # driving on (or back on its next run) costs nothing
 
 
 def _scores(route: str, bucket: int, accurate: int, inaccurate: int) -> list[Score]:
