@@ -13,15 +13,16 @@ from pathlib import Path
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import AgentConfig, Device, LorawanLine, NmeaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
+from edge.lorawan import LorawanBridge
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.vehicles import Vehicles
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
-from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
+from firmware_bridge.profile import Profile, load_lorawan_profile, load_nmea_profile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Agent:
         self.remote: RemoteConfig | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
+        # One per LoRaWAN line: its network server session, the way downlinks go out.
+        self.bridges: dict[str, LorawanBridge] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -105,7 +108,7 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
@@ -127,6 +130,7 @@ class Agent:
                 poller = self.pollers.pop(line_id, None)
                 if poller is not None:
                     poller.close()
+                self.bridges.pop(line_id, None)
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:
@@ -143,12 +147,26 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(self, line: TcpLine | RtuLine | NmeaLine, config: AgentConfig) -> asyncio.Task[None]:
+    def _start_line(
+        self, line: TcpLine | RtuLine | NmeaLine | LorawanLine, config: AgentConfig
+    ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
         run: Callable[[], Awaitable[None]]
-        if isinstance(line, NmeaLine):
+        if isinstance(line, LorawanLine):
+            bridge = LorawanBridge(
+                line,
+                [(d, load_lorawan_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                client_id=f"citygw-{config.agent_id}-{line.id}",
+                vehicles=self.vehicles,
+            )
+            self.bridges[line.id] = bridge
+            run = bridge.run
+        elif isinstance(line, NmeaLine):
             device = devices[0]
             profile = load_nmea_profile(device.profile) if device.profile else None
             run = GpsPoller(
@@ -186,6 +204,13 @@ class Agent:
                 for device in devices:
                     self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
             await asyncio.sleep(LINE_RETRY_S)
+
+    def lorawan_bridge(self, device_id: str) -> LorawanBridge | None:
+        """The bridge of the LoRaWAN line ``device_id`` is on; None for a device on another line."""
+        for device in self.config.devices:
+            if device.id == device_id:
+                return self.bridges.get(device.line)
+        return None
 
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""
