@@ -14,7 +14,7 @@ import pytest
 
 from citygw import wire
 from edge.agent import Agent
-from edge.config import AgentConfigError, validate_agent_config
+from edge.config import AgentConfigError, load_agent_config, validate_agent_config
 from edge.poller import now_ms
 from firmware_bridge.simulators.lorawan import NetworkServerSimulator
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
@@ -332,3 +332,10 @@ def test_tts_serves_qos_0_only(tmp_path: Path) -> None:
     raw["lines"][0]["qos"] = 1
     with pytest.raises(AgentConfigError, match="serves QoS 0 only: set qos 0 or remove it"):
         validate_agent_config(raw, tmp_path / "agent.yaml")
+
+
+def test_the_lorawan_example_loads() -> None:
+    config = load_agent_config(Path(__file__).parents[2] / "edge" / "examples" / "lorawan.yaml")
+    kinds = {line.id: (line.kind, getattr(line, "server", None)) for line in config.lines}
+    assert kinds == {"chirpstack": ("lorawan", "chirpstack"), "ttn": ("lorawan", "tts")}
+    assert [d.profile for d in config.devices] == ["dingtek_df703", "nwave_nps405"]
