@@ -1,8 +1,9 @@
 """A LoRaWAN network server's MQTT integration, as seen from an application: uplinks out, downlinks in.
 
-Publishes uplink events in the server's own format (ChirpStack v4 ``event/up``, The Things
-Stack v3 ``.../up``) to a real MQTT broker, leaving out what the servers leave out (an ``fCnt``
-of 0), and records what applications queue on the downlink topics. The decoded object is what
+Publishes uplink events in the server's own format (ChirpStack v4 ``event/up`` built with
+ChirpStack's own protobuf definitions, The Things Stack v3 ``.../up`` as its documentation shows
+it) to a real MQTT broker, leaving out what the servers leave out (an ``fCnt`` of 0), and records
+what applications queue on the downlink topics. The decoded object is what
 the vendor's codec makes of the frame (``tests/firmware_bridge/captures/lorawan``): the
 servers run the codecs, the agent never sees raw bytes it must decode.
 """
@@ -55,7 +56,7 @@ def uplink_message(
     f_cnt: int,
     f_port: int,
     frame: bytes = b"",
-    rssi: float = -80.0,
+    rssi: int = -80,
     snr: float = 7.5,
     device_id: str | None = None,
     at: dt.datetime | None = None,
@@ -86,9 +87,8 @@ def uplink_message(
         }
         if decoded is None:
             del body["object"]
-        if f_cnt == 0:
-            del body["fCnt"]  # protobuf's JSON mapping leaves out a default value
         topic = f"application/{application}/device/{dev_eui}/event/up"
+        return topic, chirpstack_json(body)
     else:
         ident = device_id or f"eui-{dev_eui.lower()}"
         message: dict[str, Any] = {
@@ -117,6 +117,17 @@ def uplink_message(
         }
         topic = f"v3/{application}/devices/{ident}/up"
     return topic, json.dumps(body).encode()
+
+
+def chirpstack_json(event: dict[str, Any]) -> bytes:
+    """An uplink event as ChirpStack encodes it: through its own ``UplinkEvent`` definition and the
+    protobuf JSON mapping (defaults left out, ``object`` numbers as doubles); ParseError for a key
+    ChirpStack has not. Needs the ``chirpstack-api`` package (a dev dependency)."""
+    from chirpstack_api import integration
+    from google.protobuf import json_format
+
+    message = json_format.ParseDict(event, integration.UplinkEvent())
+    return json_format.MessageToJson(message, indent=None).encode()
 
 
 class NetworkServerSimulator:
@@ -167,7 +178,8 @@ class NetworkServerSimulator:
         *,
         f_cnt: int,
         f_port: int,
-        rssi: float = -80.0,
+        frame: bytes = b"",
+        rssi: int = -80,
         snr: float = 7.5,
         device_id: str | None = None,
     ) -> None:
@@ -179,6 +191,7 @@ class NetworkServerSimulator:
             decoded,
             f_cnt=f_cnt,
             f_port=f_port,
+            frame=frame,
             rssi=rssi,
             snr=snr,
             device_id=device_id,

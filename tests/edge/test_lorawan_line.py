@@ -87,10 +87,18 @@ async def test_uplinks_become_readings_with_the_vendors_values(
     bins, bays = EXAMPLES["dingtek_df703"]["uplinks"], EXAMPLES["nwave_nps405"]["uplinks"]
     async with watching(mosquitto.url) as watcher, running(agent), ns.running():
         await asyncio.wait_for(agent.bridges["lora"].connected.wait(), 10)
-        await ns.uplink(BIN_EUI, bins[0]["decoded"], f_cnt=0, f_port=3, rssi=-97, snr=-3.25)
-        await ns.uplink(BIN_EUI, bins[1]["decoded"], f_cnt=3, f_port=3, rssi=-101, snr=-6.0)  # 1 and 2 lost
-        for f_cnt, example in enumerate(bays, start=40):
-            await ns.uplink(BAY_EUI, example["decoded"], f_cnt=f_cnt, f_port=example["f_port"])
+        # The vendors' frames with what their codecs decode from them, as the server publishes both.
+        first, second = (bytes(b["bytes"]) for b in bins)
+        await ns.uplink(BIN_EUI, bins[0]["decoded"], f_cnt=0, f_port=3, frame=first, rssi=-97, snr=-3.25)
+        await ns.uplink(BIN_EUI, bins[1]["decoded"], f_cnt=3, f_port=3, frame=second, rssi=-101, snr=-6.0)
+        for f_cnt, example in enumerate(bays, start=40):  # 1 and 2 of the bin were lost
+            await ns.uplink(
+                BAY_EUI,
+                example["decoded"],
+                f_cnt=f_cnt,
+                f_port=example["f_port"],
+                frame=bytes(example["bytes"]),
+            )
         await watcher.wait_for(
             "5 readings", lambda: len(readings_of(watcher, "bin-12") + readings_of(watcher, "bay-7")) == 5
         )

@@ -253,3 +253,22 @@ def test_a_command_template_needs_its_value_once(tmp_path: Path) -> None:
     )
     with pytest.raises(ProfileError, match=r"template needs \{value\} exactly once"):
         load_lorawan_profile(path)
+
+
+def test_chirpstacks_own_definitions_take_the_capture_and_the_simulators_events() -> None:
+    """The documented event is a real ``UplinkEvent``; the simulator's go through that definition."""
+    from chirpstack_api import integration
+    from google.protobuf import json_format
+
+    documented = json_format.Parse(capture("chirpstack_v4_up.json"), integration.UplinkEvent())
+    assert (documented.device_info.dev_eui, documented.rx_info[0].rssi) == ("0101010101010101", -36)
+    decoded = EXAMPLES["nwave_nps405"]["uplinks"][1]["decoded"]
+    topic, payload = uplink_message(
+        "chirpstack", "app", "70b3d57ed0000002", decoded, f_cnt=0, f_port=2, rssi=-97
+    )
+    assert b'"fCnt"' not in payload  # 0 is protobuf's default: ChirpStack leaves it out
+    assert b'"hw_health_status": 0.0' in payload  # a Struct's numbers are doubles; its keys stay as sent
+    uplink = lorawan.parse_uplink("chirpstack", topic, payload)
+    assert (uplink.f_cnt, uplink.rssi, uplink.object) == (0, -97.0, decoded)
+    with pytest.raises(json_format.ParseError, match="fCount"):
+        json_format.Parse(b'{"fCount": 3}', integration.UplinkEvent())
