@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
-from firmware_bridge.profile import Profile, ProfileError, Verified, load_any_profile, load_profile
+from firmware_bridge.profile import (
+    LorawanProfile,
+    Profile,
+    ProfileError,
+    Verified,
+    load_any_profile,
+    load_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +51,14 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
 def field_units(profile: str) -> dict[str, str]:
     """Unit of each field of a shipped profile ({} for an unknown one)."""
     try:
-        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
+        loaded = load_any_profile(profile)
     except ProfileError:
         return {}
+    if isinstance(loaded, Profile):
+        return {spec.field: spec.unit for spec in loaded.registers if spec.unit}
+    if isinstance(loaded, LorawanProfile):
+        return {spec.field: spec.unit for spec in loaded.fields if spec.unit}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
