@@ -10,7 +10,8 @@ After applying, every device on a changed line that was answering before (or is 
 answer within ``remote.grace_s``; if one does not, the version is reported ``rolled_back`` with
 the devices that stayed silent, and the last healthy config comes back: the last applied one
 whose devices all answered (a config without devices proves nothing and is never the target), or
-the one running before when none was.
+the one running before when none was. Devices on a LoRaWAN line are not awaited: they transmit
+on their own schedule, which may be once a day.
 
 The last applied config is kept in ``remote-config.json`` next to the journal, so an agent
 that reboots without a broker runs it rather than the file; the file is the fallback when
@@ -30,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from citygw import wire
-from edge.config import AgentConfig, AgentConfigError, ProfileCheck, validate_agent_config
+from edge.config import AgentConfig, AgentConfigError, Device, ProfileCheck, validate_agent_config
 from edge.poller import HealthBoard, now_ms
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class RemoteConfig:
             d.id
             for line_id in changed
             for d in config.devices_on(line_id)
-            if d.id in answering_before or d.id not in {p.id for p in previous.devices}
+            if (d.id in answering_before or d.id not in {p.id for p in previous.devices})
+            and _polled(config, d)
         ]
         silent = await self._silent_after(watched, since, self.base.remote.grace_s)
         if silent:
@@ -140,6 +142,7 @@ class RemoteConfig:
         if config.devices and all(
             (record := self._board.devices.get(d.id)) is not None and record.state is wire.DeviceState.OK
             for d in config.devices
+            if _polled(config, d)
         ):
             self.healthy_version, self._healthy_body = version, body
         self._handled(version)
@@ -229,3 +232,9 @@ def _version_of(payload: bytes) -> int | None:
         return None
     version = data.get("version") if isinstance(data, dict) else None
     return version if isinstance(version, int) and version >= 0 else None
+
+
+def _polled(config: AgentConfig, device: Device) -> bool:
+    """Whether the agent asks the device (and so can see it answer within the grace period): not a
+    LoRaWAN sensor, which transmits on its own schedule (once a day, maybe)."""
+    return config.line(device.line).kind != "lorawan"

@@ -19,7 +19,7 @@ from edge.poller import now_ms
 from firmware_bridge.simulators.lorawan import NetworkServerSimulator
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
 from tests.edge.test_agent import readings_of, running
-from tests.edge.test_remote import results, say
+from tests.edge.test_remote import desired, results, say, states
 from tests.firmware_bridge.test_lorawan import EXAMPLES, GOLDEN
 from tests.services import Mosquitto
 
@@ -347,3 +347,24 @@ def test_the_lorawan_example_loads() -> None:
     kinds = {line.id: (line.kind, getattr(line, "server", None)) for line in config.lines}
     assert kinds == {"chirpstack": ("lorawan", "chirpstack"), "ttn": ("lorawan", "tts")}
     assert [d.profile for d in config.devices] == ["dingtek_df703", "nwave_nps405"]
+
+
+async def test_a_pushed_lorawan_line_is_not_rolled_back_for_sensors_that_have_not_spoken(
+    tmp_path: Path, mosquitto: Mosquitto, network_server: Mosquitto
+) -> None:
+    """A bin uplinking once a day cannot answer within the grace period: it is not awaited."""
+    config = agent_config(tmp_path, mosquitto.url, remote={"grace_s": 0.5})
+    line = lorawan_config(tmp_path, mosquitto.url, network_server.url, "chirpstack").lines[0]
+    bin_12 = {"id": "bin-12", "line": "lora", "profile": "dingtek_df703", "dev_eui": BIN_EUI, "poll_s": 86400}
+    agent = Agent(config)
+    async with watching(mosquitto.url) as watcher, running(agent):
+        await watcher.wait_for("health", lambda: health(watcher) is not None)
+        await say(
+            mosquitto.url,
+            wire.Channel.CONFIG,
+            desired(1, [line.model_dump(mode="json", exclude_none=True)], [bin_12]),
+            retain=True,
+        )
+        await watcher.wait_for("config state", lambda: bool(states(watcher)))
+        assert [(s.version, s.state) for s in states(watcher)] == [(1, wire.ConfigOutcome.APPLIED)]
+        await asyncio.wait_for(agent.bridges["lora"].connected.wait(), 10)
