@@ -1,7 +1,8 @@
 """A LoRaWAN line: the agent bridges a network server's MQTT integration onto the CityGW wire.
 
 One MQTT session to the network server's broker per line (persistent, so uplinks published
-while the agent is away wait there when the subscription is QoS 1). Each uplink of a configured
+while the agent is away wait there when the subscription is QoS 1; each is acknowledged only once
+journaled, so one the agent was killed holding comes again). Each uplink of a configured
 DevEUI is mapped through the device's LoRaWAN profile into a reading journaled like any other,
 with the best gateway's RSSI and SNR, the frame counter, the uplinks lost since the last one and
 a counter reset flagged. A device silent for ``missed_uplinks`` times ``poll_s`` is a timeout.
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -27,6 +29,19 @@ from firmware_bridge import lorawan
 from firmware_bridge.profile import LorawanProfile
 
 log = logging.getLogger(__name__)
+
+
+class _AckAfterJournal(MqttClient):
+    """A session that acknowledges an uplink only when the agent is done with it (journaled, or
+    refused with why): paho's manual acknowledgement. A QoS 1 uplink the agent was killed holding
+    is delivered again by the server's broker (the persistent session), not lost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client.manual_ack_set(True)
+
+    def done_with(self, message: aiomqtt.Message) -> None:
+        self._client.ack(message.mid, message.qos)
 
 
 @dataclass
@@ -89,7 +104,7 @@ class LorawanBridge:
 
     async def _session(self) -> None:
         broker = self.line.broker
-        async with MqttClient(
+        async with _AckAfterJournal(
             broker.hostname,
             broker.port,
             username=broker.username,
@@ -110,6 +125,7 @@ class LorawanBridge:
                 async for message in client.messages:
                     payload = message.payload
                     self.take(str(message.topic), payload if isinstance(payload, bytes) else b"")
+                    client.done_with(message)
             finally:
                 self._client = None
                 self.connected.clear()

@@ -182,8 +182,10 @@ class NetworkServerSimulator:
         rssi: int = -80,
         snr: float = 7.5,
         device_id: str | None = None,
+        at: dt.datetime | None = None,
     ) -> None:
-        """Publish one uplink (QoS 1: the broker keeps it for a persistent subscriber that is away)."""
+        """Publish one uplink (QoS 1: the broker keeps it for a persistent subscriber that is away);
+        ``at``: the server's receive time (default now)."""
         topic, payload = uplink_message(
             self.server,
             self.application,
@@ -195,6 +197,7 @@ class NetworkServerSimulator:
             rssi=rssi,
             snr=snr,
             device_id=device_id,
+            at=at,
         )
         await self.publish(topic, payload)
 
