@@ -238,12 +238,33 @@ class LorawanLine(_Line):
     missed_uplinks: int = Field(
         default=3, ge=1, le=100, description="a device silent this many poll_s is reported as timeout"
     )
+    password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the environment variable holding the broker password (a TTS API key), so that no "
+        "config file or pushed config carries it",
+    )
 
     @model_validator(mode="after")
     def _tts_qos(self) -> LorawanLine:
         if self.server == "tts" and self.qos == 1:
             raise ValueError("The Things Stack's MQTT server serves QoS 0 only: set qos 0 or remove it")
+        if self.password_env is not None and self.broker.password is not None:
+            raise ValueError(
+                "a password in broker.url and password_env: keep the password in the environment only"
+            )
         return self
+
+    def password(self) -> str | None:
+        """The broker password: ``password_env``'s (KeyError naming it when unset), else the URL's."""
+        if self.password_env is None:
+            return self.broker.password
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise KeyError(
+                f"environment variable {self.password_env} (password_env of line {self.id}) is not set"
+            )
+        return value
 
     @property
     def subscription_qos(self) -> int:

@@ -104,11 +104,17 @@ class LorawanBridge:
 
     async def _session(self) -> None:
         broker = self.line.broker
+        try:
+            password = self.line.password()
+        except KeyError as exc:
+            for node in self._nodes.values():
+                self.board.failed(node.device.id, wire.DeviceState.TIMEOUT, f"cannot connect: {exc.args[0]}")
+            raise OSError(exc.args[0]) from None
         async with _AckAfterJournal(
             broker.hostname,
             broker.port,
             username=broker.username,
-            password=broker.password,
+            password=password,
             identifier=self.client_id,
             clean_session=False,
             keepalive=broker.keepalive,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,3 +369,35 @@ async def test_a_pushed_lorawan_line_is_not_rolled_back_for_sensors_that_have_no
         await watcher.wait_for("config state", lambda: bool(states(watcher)))
         assert [(s.version, s.state) for s in states(watcher)] == [(1, wire.ConfigOutcome.APPLIED)]
         await asyncio.wait_for(agent.bridges["lora"].connected.wait(), 10)
+
+
+async def test_the_network_server_password_comes_from_the_environment(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TTS API key stays out of config files and pushed configs: ``password_env`` names where it is."""
+    passwords = tmp_path / "passwd"
+    command = ["mosquitto_passwd", "-b", "-c", str(passwords), "city-sensors@city", "NNSXS.KEY"]
+    await asyncio.to_thread(subprocess.run, command, check=True)
+    ns_broker = Mosquitto(tmp_path / "ns", extra_config=f"allow_anonymous false\npassword_file {passwords}\n")
+    ns_broker.start()
+    try:
+        # The fixture's config has a `listener ... allow_anonymous true` line first; ours wins as the last.
+        url = ns_broker.url.replace("mqtt://", "mqtt://city-sensors%40city@")
+        config = lorawan_config(tmp_path, mosquitto.url, url, "tts", password_env="CITYGW_TTS_API_KEY")
+        monkeypatch.delenv("CITYGW_TTS_API_KEY", raising=False)
+        agent = Agent(config)
+        async with running(agent):
+            deadline = asyncio.get_running_loop().time() + 10
+            while "CITYGW_TTS_API_KEY" not in (agent.board.record("bin-12").error or ""):
+                assert asyncio.get_running_loop().time() < deadline, agent.board.record("bin-12").error
+                await asyncio.sleep(0.05)
+            assert not agent.bridges["lora"].connected.is_set()
+            assert "password_env of line lora) is not set" in (agent.board.record("bin-12").error or "")
+            monkeypatch.setenv("CITYGW_TTS_API_KEY", "NNSXS.KEY")
+            await asyncio.wait_for(agent.bridges["lora"].connected.wait(), 10)
+        raw = config.model_dump(mode="json", exclude_none=True)
+        raw["lines"][0]["broker"]["url"] = ns_broker.url.replace("mqtt://", "mqtt://u:secret@")
+        with pytest.raises(AgentConfigError, match="keep the password in the environment only"):
+            validate_agent_config(raw, tmp_path / "agent.yaml")
+    finally:
+        ns_broker.stop()
