@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import meterbus  # type: ignore[import-untyped]
-from meterbus.core_objects import FunctionType  # type: ignore[import-untyped]
+import meterbus
+from meterbus.core_objects import DataEncoding, FunctionType, VIFTable
+from meterbus.exceptions import MBusError
+
+from citygw.wire import FieldValue
+from firmware_bridge.profile import MbusProfile
 
 ACK = 0xE5
 SHORT_START, LONG_START, STOP = 0x10, 0x68, 0x16
@@ -26,6 +32,18 @@ FCB, FCV = 0x20, 0x10
 CI_SELECT = 0x52
 RSP_UD_CI = frozenset({0x72, 0x76, 0x78})  # variable data, LSB or MSB first, without header
 WILDCARD_SECONDARY = "FFFFFFFFFFFFFFFF"
+CI_ERROR = 0x70  # the meter's application error report (EN 13757-3), one code byte
+APPLICATION_ERRORS: dict[int | None, str] = {
+    0: "unspecified error",
+    1: "unimplemented CI field",
+    2: "buffer too long, truncated",
+    3: "too many records",
+    4: "premature end of record",
+    5: "more than 10 DIFEs",
+    6: "more than 10 VIFEs",
+    8: "application busy",
+    9: "too many readouts",
+}
 SHOWN_BYTES = 48  # bytes of a bad frame quoted in its error
 
 Function = Literal["instantaneous", "maximum", "minimum", "error", "manufacturer"]
@@ -46,6 +64,10 @@ class FrameError(ValueError):
     def __init__(self, what: str, data: bytes) -> None:
         super().__init__(f"{what}: received {show(data)}")
         self.what, self.data = what, data
+
+
+class RecordsError(FrameError):
+    """A whole, well-checked frame whose content is no usable RSP_UD telegram (C, CI, records)."""
 
 
 def show(data: bytes) -> str:
@@ -197,19 +219,27 @@ def decode(data: bytes) -> Telegram:
     """A whole RSP_UD frame as a Telegram; FrameError naming what is wrong otherwise."""
     check_frame(data)
     if data[0] != LONG_START:
-        raise FrameError("expected a RSP_UD telegram (a long frame)", data)
+        raise RecordsError("expected a RSP_UD telegram (a long frame)", data)
     control, ci = data[4], data[6]
     if control & 0x4F != 0x08:
-        raise FrameError(f"C field {control:02X} is no RSP_UD (08, 18, 28, 38)", data)
+        raise RecordsError(f"C field {control:02X} is no RSP_UD (08, 18, 28, 38)", data)
+    if ci == CI_ERROR:
+        code = data[7] if len(data) > 9 else None
+        said = "no code" if code is None else f"code {code}: {APPLICATION_ERRORS.get(code, 'reserved')}"
+        raise RecordsError(f"the meter reports an application error (CI 70, {said})", data)
     if ci not in RSP_UD_CI:
-        raise FrameError(f"CI field {ci:02X} is no variable data response (72, 76, 78)", data)
+        raise RecordsError(f"CI field {ci:02X} is no variable data response (72, 76, 78)", data)
+    if ci != 0x78 and len(data) < 6 + 3 + 12:
+        raise RecordsError(f"variable data header of {len(data) - 9} bytes, not 12 (id to signature)", data)
     try:
         telegram = meterbus.TelegramLong(list(data))
-        records = tuple(_record(r) for r in telegram.records if not r.more_records_follow)
+        records = tuple(
+            _record(r, i) for i, r in enumerate(telegram.records) if not r.more_records_follow
+        )
         header = telegram.body.bodyHeader
         more = bool(telegram.more_records_follow)
-    except (meterbus.MBusError, IndexError, KeyError, ValueError, TypeError, struct.error) as exc:
-        raise FrameError(f"records cannot be decoded ({type(exc).__name__} {exc})", data) from None
+    except (MBusError, IndexError, KeyError, ValueError, TypeError, struct.error) as exc:
+        raise RecordsError(f"records cannot be decoded ({type(exc).__name__} {exc})", data) from None
     if ci == 0x78:  # no fixed header: the meter's identity is not in this telegram
         return Telegram(data[5], "", "", 0, 0, 0, 0, records, more, data)
     return Telegram(
@@ -226,16 +256,28 @@ def decode(data: bytes) -> Telegram:
     )
 
 
-def _record(rec: object) -> Record:
-    dib, vib = rec.dib, rec.vib  # type: ignore[attr-defined]
+def _record(rec: Any, index: int) -> Record:
+    dib, vib = rec.dib, rec.vib
     function = _FUNCTIONS.get(dib.function_type, "manufacturer")
+    if function != "manufacturer":
+        where = f"record {index} (DIF {bytes(dib.parts).hex().upper()})"
+        if dib.has_extension_bit:
+            raise ValueError(f"{where}: the DIF announces a DIFE that is not there")
+        if not vib.parts or vib.has_extension_bit:
+            raise ValueError(f"{where}: the VIF or a VIFE it announces is missing")
+        if len(vib.parts) > 11:
+            raise ValueError(f"{where}: {len(vib.parts) - 1} VIFEs, at most 10 allowed")
+        length, encoding = dib.length_encoding
+        have = len(rec.dataField.parts)
+        if encoding != DataEncoding.ENCODING_VARIABLE_LENGTH and have != length:
+            raise ValueError(f"{where}: {have} of its {length} data bytes")
     storage, tariff, subunit = dib.parse_dife()
     if function == "manufacturer":
-        value: Value = rec.dataField.decodeRAW  # type: ignore[attr-defined]
+        value: Value = rec.dataField.decodeRAW
         unit = ""
     else:
-        value = _plain(rec.parsed_value)  # type: ignore[attr-defined]
-        unit = str(rec.unit)  # type: ignore[attr-defined]
+        value = _plain(rec.parsed_value)
+        unit = str(rec.unit)
     return Record(
         dif=bytes(dib.parts).hex().upper(),
         vif=bytes(vib.parts).hex().upper(),
@@ -251,7 +293,9 @@ def _record(rec: object) -> Record:
 def _plain(value: object) -> Value:
     """pyMeterBus's value as a plain field value: Decimal to float, dates to ISO text."""
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        return _significant(float(value))
+    if isinstance(value, float):
+        return _significant(value)
     if isinstance(value, bool) or value is None:
         return None if value is None else int(value)
     if isinstance(value, int | float | str):
@@ -259,3 +303,71 @@ def _plain(value: object) -> Value:
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     return str(value)
+
+
+def vif_quantity(vif: str) -> str:
+    """The quantity a VIF with its VIFEs names, without the VIF's decimal exponent (pyMeterBus's table).
+
+    Two meters of one model that differ only in resolution (volume in 10 l or in 100 l steps: VIF
+    14 or 15) send records of the same quantity; their values arrive scaled alike. Plain-text and
+    manufacturer VIFs, and codes the table lacks, are their own bytes.
+    """
+    data = bytes.fromhex(vif)
+    if not data:
+        return ""
+    first = data[0]
+    if first in (0xFB, 0xFD) and len(data) > 1:
+        code, rest = (data[1] & 0x7F) | (0x200 if first == 0xFB else 0x100), data[2:]
+    elif first & 0x7F in (0x7C, 0x7E, 0x7F):
+        return vif.upper()
+    else:
+        code, rest = first & 0x7F, data[1:]
+    entry = VIFTable.lut.get(code)
+    if entry is None:
+        return vif.upper()
+    return entry[2].name + (f"+{rest.hex().upper()}" if rest else "")
+
+
+def profile_fields(
+    records: Iterable[Record], profile: MbusProfile
+) -> tuple[dict[str, FieldValue], dict[str, str]]:
+    """The profile's fields from a meter's records, and why each field left out is missing.
+
+    A field whose record is absent, or whose value is of the wrong kind, is left out with the
+    reason; the other fields are kept (one bad record loses nothing else).
+    """
+    found: dict[tuple[str, str, int, int, int], Record] = {}
+    for record in records:
+        key = (vif_quantity(record.vif), record.function, record.storage, record.tariff, record.subunit)
+        found.setdefault(key, record)
+    fields: dict[str, FieldValue] = {}
+    missing: dict[str, str] = {}
+    for spec in profile.fields:
+        record = found.get((vif_quantity(spec.vif), *spec.key[1:]))
+        if record is None:
+            missing[spec.field] = (
+                f"no record with vif {spec.vif}, {spec.function}, storage {spec.storage}, "
+                f"tariff {spec.tariff}, subunit {spec.subunit} in the telegram"
+            )
+            continue
+        value = record.value
+        if spec.type == "string":
+            if value is None:
+                missing[spec.field] = f"record vif {spec.vif} has no value"
+            else:
+                fields[spec.field] = str(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            missing[spec.field] = f"record vif {spec.vif} holds {value!r}, not a number"
+            continue
+        scaled = value * spec.scale
+        if not math.isfinite(scaled):
+            missing[spec.field] = f"record vif {spec.vif} holds {value!r}, no measurement"
+            continue
+        fields[spec.field] = round(scaled) if spec.type == "int" else _significant(float(scaled))
+    return fields, missing
+
+
+def _significant(value: float) -> float:
+    """``value`` without the float noise of decimal scaling (561.0800000000001 -> 561.08)."""
+    return float(f"{value:.12g}")

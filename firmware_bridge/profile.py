@@ -551,8 +551,9 @@ _HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
 class MbusField(BaseModel):
     """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
 
-    A record is found by its VIF (with VIFEs, as the hex bytes on the wire), function, storage
-    number, tariff and subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
+    A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
+    quantity with another decimal exponent matches too), function, storage number, tariff and
+    subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
     ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
     """
 
