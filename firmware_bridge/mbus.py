@@ -46,6 +46,7 @@ DEFAULT_BAUDRATE = 2400
 MAX_TELEGRAMS = 16  # a meter sending more "more records follow" than this is stuck in a loop
 BITS_PER_CHARACTER = 11  # start, 8 data, even parity, stop
 QUIET_CHARACTERS = 4  # silence that ends an answer when looking for a second one (collisions)
+POLL_S = 0.01  # the port's read timeout: how often a wait for bytes looks at its own deadline
 
 Address = int | str
 """A meter's primary address (0-250) or secondary address (16 hex digits, F wildcards)."""
@@ -107,7 +108,7 @@ class MbusLine:
                 parity=serial.PARITY_EVEN,
                 bytesize=8,
                 stopbits=1,
-                timeout=self.timeout,
+                timeout=POLL_S,
             )
         except (OSError, ValueError) as exc:  # SerialException is an OSError
             raise LineUnavailable(f"M-Bus line {self.name}: cannot open {self.port}: {exc}") from exc
@@ -275,10 +276,12 @@ class MbusLine:
         return data
 
     def _read(self, count: int, timeout: float) -> bytes:
-        if count <= 0:
-            return b""
-        self._serial.timeout = timeout
-        data: bytes = self._serial.read(count)
+        """Up to ``count`` bytes arriving within ``timeout`` (the port's own timeout stays as opened:
+        changing it reconfigures the port, which some drivers refuse)."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while len(data) < count and time.monotonic() < deadline:
+            data += self._serial.read(count - len(data))
         return data
 
     def _read_until_quiet(self) -> bytes:
