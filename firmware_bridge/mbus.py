@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import serial
 
@@ -48,6 +48,7 @@ BITS_PER_CHARACTER = 11  # start, 8 data, even parity, stop
 QUIET_CHARACTERS = 4  # silence that ends an answer when looking for a second one (collisions)
 POLL_S = 0.01  # the port's read timeout: how often a wait for bytes looks at its own deadline
 
+R = TypeVar("R")
 Address = int | str
 """A meter's primary address (0-250) or secondary address (16 hex digits, F wildcards)."""
 
@@ -160,7 +161,7 @@ class MbusLine:
         """The meters found by wildcard search: one id digit narrowed at a time while selections collide."""
         return await self._run(self._search, check_secondary(mask), 0)
 
-    async def _run(self, job: Any, *args: Any) -> Any:
+    async def _run(self, job: Callable[..., R], *args: Any) -> R:
         if self._serial is None:
             raise LineUnavailable(f"M-Bus line {self.name} is not open")
         async with self._lock:
@@ -232,7 +233,10 @@ class MbusLine:
         if first == bytes([ACK]) and not rest:
             return
         raise MbusCollision(
-            self._where(secondary, f"several meters answer the selection of {secondary}: received {show(first + rest)}")
+            self._where(
+                secondary,
+                f"several meters answer the selection of {secondary}: received {show(first + rest)}",
+            )
         )
 
     def _search(self, mask: str, position: int) -> list[Found]:

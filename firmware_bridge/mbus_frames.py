@@ -233,9 +233,7 @@ def decode(data: bytes) -> Telegram:
         raise RecordsError(f"variable data header of {len(data) - 9} bytes, not 12 (id to signature)", data)
     try:
         telegram = meterbus.TelegramLong(list(data))
-        records = tuple(
-            _record(r, i) for i, r in enumerate(telegram.records) if not r.more_records_follow
-        )
+        records = tuple(_record(r, i) for i, r in enumerate(telegram.records) if not r.more_records_follow)
         header = telegram.body.bodyHeader
         more = bool(telegram.more_records_follow)
     except (MBusError, IndexError, KeyError, ValueError, TypeError, struct.error) as exc:
@@ -325,7 +323,7 @@ def vif_quantity(vif: str) -> str:
     entry = VIFTable.lut.get(code)
     if entry is None:
         return vif.upper()
-    return entry[2].name + (f"+{rest.hex().upper()}" if rest else "")
+    return str(entry[2].name) + (f"+{rest.hex().upper()}" if rest else "")
 
 
 def profile_fields(
@@ -337,9 +335,9 @@ def profile_fields(
     reason; the other fields are kept (one bad record loses nothing else).
     """
     found: dict[tuple[str, str, int, int, int], Record] = {}
-    for record in records:
-        key = (vif_quantity(record.vif), record.function, record.storage, record.tariff, record.subunit)
-        found.setdefault(key, record)
+    for each in records:
+        key = (vif_quantity(each.vif), each.function, each.storage, each.tariff, each.subunit)
+        found.setdefault(key, each)
     fields: dict[str, FieldValue] = {}
     missing: dict[str, str] = {}
     for spec in profile.fields:

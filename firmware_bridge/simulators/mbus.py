@@ -134,7 +134,9 @@ class MbusMeterSimulator:
         decode(self.telegrams[0])  # a recording that is no valid telegram fails here, not on the wire
 
     @classmethod
-    def from_capture(cls, path: str | Path, primary: int, *, split_after: int | None = None) -> MbusMeterSimulator:
+    def from_capture(
+        cls, path: str | Path, primary: int, *, split_after: int | None = None
+    ) -> MbusMeterSimulator:
         frame = load_capture(path)
         return cls(split_telegram(frame, split_after) if split_after else [frame], primary)
 
@@ -218,9 +220,9 @@ class MbusResponder:
         if frame[0] == SHORT_START:
             control, address = frame[1], frame[2]
             return self._short(control, address)
-        if frame[0] == LONG_START and frame[4] & 0xCF == SND_UD & 0xCF and frame[5] == NETWORK_LAYER:
-            if frame[6] == CI_SELECT:
-                return self._select(frame[7:15])
+        selection = frame[0] == LONG_START and frame[5] == NETWORK_LAYER and frame[6] == CI_SELECT
+        if selection and frame[4] & 0xCF == SND_UD & 0xCF:
+            return self._select(frame[7:15])
         return None
 
     def _addressed(self, address: int) -> list[MbusMeterSimulator]:

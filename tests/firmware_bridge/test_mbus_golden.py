@@ -109,7 +109,9 @@ def test_more_records_follow_is_seen_in_a_real_first_telegram() -> None:
     assert not decode(frame("kamstrup_multical_601")).more_follow
 
 
-def expected_field(profile: MbusProfile, field: str, records: list[ET.Element], telegram: list[Record]) -> float | str:
+def expected_field(
+    profile: MbusProfile, field: str, records: list[ET.Element], telegram: list[Record]
+) -> float | str:
     """The field's value computed from libmbus' record (found at the index of the matching record)."""
     spec = next(s for s in profile.fields if s.field == field)
     key = (vif_quantity(spec.vif), *spec.key[1:])
@@ -143,7 +145,9 @@ def test_a_profile_reads_its_meter_as_libmbus_decodes_it(profile_name: str, capt
 
 def test_kamstrup_fields_have_their_published_values() -> None:
     """Spelled out once, from kamstrup_multical_601.norm.xml: 37351000 Wh, 561.08 m^3, 101.69 °C."""
-    fields, _ = profile_fields(decode(frame("kamstrup_multical_601")).records, load_mbus_profile("kamstrup_multical_601"))
+    fields, _ = profile_fields(
+        decode(frame("kamstrup_multical_601")).records, load_mbus_profile("kamstrup_multical_601")
+    )
     assert fields["energy_kwh"] == 37351.0
     assert fields["volume_m3"] == 561.08
     assert fields["flow_temperature"] == 101.69
@@ -168,7 +172,8 @@ def test_a_missing_record_leaves_out_its_field_only() -> None:
     assert set(missing) == {s.field for s in profile.fields} - {"power_kw"}
     assert "no record with vif 06, instantaneous, storage 0, tariff 0" in missing["energy_kwh"]
     fields, missing = profile_fields(decode(frame("kamstrup_multical_601")).records, profile)
-    assert set(fields) == {s.field for s in profile.fields} and missing == {}
+    assert set(fields) == {s.field for s in profile.fields}
+    assert missing == {}
 
 
 @pytest.mark.parametrize(

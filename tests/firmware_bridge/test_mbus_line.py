@@ -119,9 +119,7 @@ async def test_scan_primary_lists_the_meters_that_answer() -> None:
 
 
 async def test_scan_secondary_finds_every_meter_by_wildcard_search() -> None:
-    meters = [
-        MbusMeterSimulator.from_capture(path, primary=0) for path in (KAMSTRUP, CYBLE, CYBLE_COLD, EMU)
-    ]
+    meters = [MbusMeterSimulator.from_capture(path, primary=0) for path in (KAMSTRUP, CYBLE, CYBLE_COLD, EMU)]
     async with serve_mbus_pty(meters) as port, line(port, timeout=0.05, retries=0) as bus:
         found = await bus.scan_secondary()
     assert sorted(f.telegram.id for f in found) == ["00032629", "06855817", "10020380", "12000071"]
@@ -143,7 +141,11 @@ def test_addresses(text: int | str, address: int | str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "says"),
-    [(251, "outside 0..250"), ("0685581", "16 hex digits"), ("0685A817FFFFFFFF", r"the id \(first 8 digits\) is decimal")],
+    [
+        (251, "outside 0..250"),
+        ("0685581", "16 hex digits"),
+        ("0685A817FFFFFFFF", r"the id \(first 8 digits\) is decimal"),
+    ],
 )
 def test_bad_addresses(text: int | str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
