@@ -125,6 +125,7 @@ class MbusMeterSimulator:
     truncated: int = 0  # this many next answers are cut short
     selected: bool = False
     answers: list[bytes] = field(default_factory=list)  # what it sent, in order
+    readouts: int = 0  # readouts served whole: the last telegram of a sequence sent intact
     _next: int = 0
     _last_fcb: bool | None = None
     _last: bytes | None = None
@@ -169,6 +170,14 @@ class MbusMeterSimulator:
             elif want != 0xFF and want != have:
                 return False
         return True
+
+    def respond(self, fcb: bool) -> bytes:
+        """The bytes answering REQ_UD2 (with the meter's faults), counting whole readouts served."""
+        frame = self.telegram(fcb)
+        sent = self.faulty(frame)
+        if sent == frame and frame == self.telegrams[-1]:
+            self.readouts += 1
+        return sent
 
     def faulty(self, frame: bytes) -> bytes:
         """``frame`` as the meter's faults send it."""
@@ -242,7 +251,7 @@ class MbusResponder:
             return self._sent(meter, bytes([ACK]))
         if control & ~FCB == REQ_UD2:  # REQ_UD2 always has FCV set: the FCB counts
             fcb = bool(control & FCB)
-            return self._sent(meter, meter.faulty(meter.telegram(fcb)))
+            return self._sent(meter, meter.respond(fcb))
         return None
 
     def _select(self, mask: bytes) -> bytes | None:
