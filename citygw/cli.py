@@ -386,6 +386,8 @@ def _probe(args: argparse.Namespace) -> int:
     )
     from firmware_bridge.profile import ProfileError, load_profile
 
+    if args.mbus:
+        return _probe_mbus(args)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not host or not port.isdigit():
@@ -396,7 +398,7 @@ def _probe(args: argparse.Namespace) -> int:
         if not Path(args.serial).exists():
             raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
         line = ModbusLine.rtu(
-            port=args.serial, baudrate=args.baudrate, parity=args.parity, timeout=args.timeout
+            port=args.serial, baudrate=args.baudrate or 9600, parity=args.parity, timeout=args.timeout
         )
     try:
         profile = load_profile(args.profile) if args.profile else None
@@ -416,6 +418,53 @@ def _probe(args: argparse.Namespace) -> int:
     except DeviceTimeout as exc:  # no answer, or the line itself down (LineUnavailable)
         raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
     except DeviceError as exc:  # an answer, but not a usable one: a fact about the device
+        raise CommandFailed(str(exc), EX_DEVICE) from exc
+    return 0
+
+
+def _probe_mbus(args: argparse.Namespace) -> int:
+    """``citygw probe --mbus --port P``: scan the line, or show a meter's records (or a profile's fields)."""
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
+    from firmware_bridge.mbus import MbusLine, parse_address
+    from firmware_bridge.mbus_probe import format_found, format_records
+    from firmware_bridge.profile import ProfileError, load_mbus_profile
+
+    if not args.port:
+        raise ConfigError(
+            "--mbus needs --port: a serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway"
+        )
+    if "://" not in args.port and not Path(args.port).exists():
+        raise ConfigError(f"--port {args.port}: no such port; serial ports here: {_serial_ports()}")
+    if (args.scan is None) == (args.meter is None):
+        raise ConfigError(
+            "--mbus: give --scan primary|secondary, or --meter ADDRESS (0-250 or 16 hex digits)"
+        )
+    try:
+        address = None if args.meter is None else parse_address(args.meter)
+        profile = load_mbus_profile(args.profile) if args.profile else None
+    except (ValueError, ProfileError) as exc:
+        raise ConfigError(f"--meter/--profile: {exc}") from exc
+    line = MbusLine(args.port, baudrate=args.baudrate or 2400, timeout=args.timeout)
+
+    async def probe() -> str:
+        async with line:
+            if args.scan == "primary":
+                return format_found(await line.scan_primary())
+            if args.scan == "secondary":
+                return format_found(await line.scan_secondary())
+            assert address is not None
+            if profile is not None:
+                fields = await line.read(address, profile)
+                missing = line.field_errors(address)
+                shown = [f"{name} = {value!r}" for name, value in fields.items()]
+                return "\n".join(shown + [f"{name}: {error}" for name, error in missing.items()])
+            return format_records(await line.read_telegrams(address))
+
+    try:
+        print(asyncio.run(probe()))
+    except DeviceTimeout as exc:
+        raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
+    except DeviceError as exc:
         raise CommandFailed(str(exc), EX_DEVICE) from exc
     return 0
 
@@ -458,7 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     where = probe.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
     where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port (e.g. /dev/ttyUSB0)")
-    probe.add_argument("--baudrate", type=int, default=9600)
+    where.add_argument("--mbus", action="store_true", help="an M-Bus line on --port (8E1)")
+    probe.add_argument("--port", help="--mbus: serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway")
+    probe.add_argument(
+        "--scan",
+        choices=("primary", "secondary"),
+        help="--mbus: list the meters (addresses 0-250, or search)",
+    )
+    probe.add_argument("--meter", help="--mbus: read this meter: primary address 0-250 or 16-digit secondary")
+    probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU), 2400 (M-Bus)")
     probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
     probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     probe.add_argument("--table", choices=("holding", "input", "coil", "discrete"), default="holding")

@@ -11,6 +11,7 @@ the meter repeats it rather than skipping on. Frames are built and decoded by py
 from __future__ import annotations
 
 import asyncio
+import termios
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ class MbusLine:
                 stopbits=1,
                 timeout=POLL_S,
             )
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
+        except (OSError, ValueError, termios.error) as exc:  # SerialException is an OSError
             raise LineUnavailable(f"M-Bus line {self.name}: cannot open {self.port}: {exc}") from exc
         return self
 

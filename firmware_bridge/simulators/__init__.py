@@ -2,6 +2,7 @@
 
 from firmware_bridge.simulators.dali import DaliGatewaySimulator
 from firmware_bridge.simulators.gps import BusGpsSimulator
+from firmware_bridge.simulators.mbus import MbusMeterSimulator, MbusResponder, serve_mbus_pty
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
 from firmware_bridge.simulators.serve import (
     RtuResponder,
@@ -14,10 +15,13 @@ from firmware_bridge.simulators.serve import (
 __all__ = [
     "BusGpsSimulator",
     "DaliGatewaySimulator",
+    "MbusMeterSimulator",
+    "MbusResponder",
     "ModbusDeviceSimulator",
     "RtuResponder",
     "TcpEndpoint",
     "WireFrame",
+    "serve_mbus_pty",
     "serve_serial_pty",
     "serve_tcp",
 ]
