@@ -3,6 +3,8 @@ primary and secondary addressing, multi-telegram readouts with FCB, scans, dead 
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,22 @@ def test_addresses(text: int | str, address: int | str) -> None:
 def test_bad_addresses(text: int | str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_address(text)
+
+
+async def test_the_simulator_runs_on_its_own_for_a_field_engineer_to_try() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "firmware_bridge.simulators.mbus",
+        f"{KAMSTRUP}:3:10",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        port = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        async with line(port) as bus:
+            telegrams = await bus.read_telegrams(3)
+        assert [t.more_follow for t in telegrams] == [True, False]
+    finally:
+        process.terminate()
+        await process.wait()
