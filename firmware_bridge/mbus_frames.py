@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import importlib
+import logging
 import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
-
-import meterbus
-from meterbus.core_objects import DataEncoding, FunctionType, VIFTable
-from meterbus.exceptions import MBusError
 
 from citygw.wire import FieldValue
 from firmware_bridge.profile import MbusProfile
+
+
+def _import_meterbus() -> ModuleType:
+    """pyMeterBus, without the ``logging.basicConfig(level=INFO)`` its serial module runs on import
+    (it would send every library's INFO lines to stderr: the agent's and the CLI's logging is theirs)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return importlib.import_module("meterbus")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+meterbus = _import_meterbus()
+DataEncoding, FunctionType, VIFTable = meterbus.DataEncoding, meterbus.FunctionType, meterbus.VIFTable
+MBusError = meterbus.exceptions.MBusError
 
 ACK = 0xE5
 SHORT_START, LONG_START, STOP = 0x10, 0x68, 0x16
@@ -47,7 +63,7 @@ APPLICATION_ERRORS: dict[int | None, str] = {
 SHOWN_BYTES = 48  # bytes of a bad frame quoted in its error
 
 Function = Literal["instantaneous", "maximum", "minimum", "error", "manufacturer"]
-_FUNCTIONS: dict[FunctionType, Function] = {
+_FUNCTIONS: dict[Any, Function] = {  # pyMeterBus FunctionType -> ours
     FunctionType.INSTANTANEOUS_VALUE: "instantaneous",
     FunctionType.MAXIMUM_VALUE: "maximum",
     FunctionType.MINIMUM_VALUE: "minimum",

@@ -5,6 +5,9 @@ libmbus' malformed frames each give a clear error."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -213,3 +216,10 @@ def test_a_damaged_frame_names_what_is_wrong(damage: object, says: str) -> None:
     data = damage(frame("kamstrup_multical_601"))  # type: ignore[operator]
     with pytest.raises(FrameError, match=says):
         decode(data)
+
+
+def test_decoding_leaves_the_programs_logging_alone() -> None:
+    """pyMeterBus runs logging.basicConfig(INFO) on import; CityGW's import of it does not."""
+    code = "import logging, firmware_bridge.mbus; r = logging.getLogger(); print(len(r.handlers), r.level)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["0", str(logging.WARNING)]
