@@ -74,10 +74,11 @@ class MbusCollision(DecodeError):
 
 @dataclass(frozen=True)
 class Found:
-    """A meter found by a scan: how it was addressed and its first telegram."""
+    """A meter found by a scan: how to address it, and its first telegram or why it could not be read."""
 
     address: Address
-    telegram: Telegram
+    telegram: Telegram | None
+    error: str | None = None
 
 
 class MbusLine:
@@ -131,10 +132,20 @@ class MbusLine:
         """The profile's fields from one readout; fields whose record is missing are left out (see
         ``field_errors``)."""
         telegrams = await self.read_telegrams(address)
+        maker = telegrams[0].manufacturer
+        if profile.manufacturer is not None and maker and maker != profile.manufacturer:
+            raise DecodeError(
+                self._where(
+                    address,
+                    f"the meter is a {maker} (id {telegrams[0].id}), profile {profile.model} is for "
+                    f"{profile.manufacturer} meters: check the address or the profile",
+                )
+            )
         records = [record for telegram in telegrams for record in telegram.records]
         fields, missing = profile_fields(records, profile)
-        where = f"M-Bus line {self.name}, {describe(address)}"
-        self._missing[address] = {name: DecodeError(f"{where}: {why}") for name, why in missing.items()}
+        self._missing[address] = {
+            name: DecodeError(self._where(address, why)) for name, why in missing.items()
+        }
         return fields
 
     def field_errors(self, address: Address) -> dict[str, DecodeError]:
@@ -154,8 +165,12 @@ class MbusLine:
         found = []
         for address in addresses:
             if await self.ping(address):
-                telegrams = await self.read_telegrams(address)
-                found.append(Found(address, telegrams[0]))
+                try:
+                    telegrams = await self.read_telegrams(address)
+                except DeviceError as exc:  # it is there all the same: list it with why it is unreadable
+                    found.append(Found(address, None, str(exc)))
+                else:
+                    found.append(Found(address, telegrams[0]))
         return found
 
     async def scan_secondary(self, mask: str = WILDCARD_SECONDARY) -> list[Found]:
@@ -250,12 +265,18 @@ class MbusLine:
                 self._select(probe)
             except DeviceTimeout:
                 continue
-            except MbusCollision:
+            except MbusCollision as exc:
                 if position + 1 < 8:
                     found += self._search(probe, position + 1)
+                else:  # the whole id collides: meters sharing it, told apart by manufacturer, version, medium
+                    found.append(Found(probe, None, str(exc)))
                 continue
-            telegram = self._request(req_ud2(NETWORK_LAYER, fcb=True), probe, "REQ_UD2")
-            found.append(Found(telegram.secondary, telegram))
+            try:
+                telegram = self._request(req_ud2(NETWORK_LAYER, fcb=True), probe, "REQ_UD2")
+            except DeviceError as exc:
+                found.append(Found(probe, None, str(exc)))
+            else:
+                found.append(Found(telegram.secondary, telegram))
         return found
 
     def _send(self, frame: bytes) -> None:

@@ -33,11 +33,15 @@ def format_found(found: Sequence[Found]) -> str:
     if not found:
         return "no meter answered"
     rows = [("address", "secondary", "manufacturer", "version", "medium")]
+    unreadable = []
     for meter in found:
         t = meter.telegram
+        if t is None:
+            unreadable.append(f"{meter.address}: {meter.error}")
+            continue
         medium = MEDIA.get(t.medium, f"0x{t.medium:02X}")
         rows.append((str(meter.address), t.secondary, t.manufacturer, str(t.version), medium))
-    return _table(rows) + f"\n{len(found)} meter(s)"
+    return "\n".join([_table(rows), *unreadable, f"{len(found)} meter(s)"])
 
 
 def format_records(telegrams: Sequence[Telegram]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.errors import DeviceCrcError, DeviceTimeout, LineUnavailable
+from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceTimeout, LineUnavailable
 from firmware_bridge.mbus import MbusCollision, MbusLine, parse_address
 from firmware_bridge.mbus_frames import ACK, decode, profile_fields
 from firmware_bridge.profile import load_mbus_profile
@@ -171,3 +171,34 @@ async def test_the_simulator_runs_on_its_own_for_a_field_engineer_to_try() -> No
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_a_meter_of_another_make_at_the_address_is_refused_not_published() -> None:
+    meter = MbusMeterSimulator.from_capture(KAMSTRUP, primary=5)
+    async with serve_mbus_pty([meter]) as port, line(port) as bus:
+        with pytest.raises(DecodeError) as caught:
+            await bus.read(5, load_mbus_profile("itron_cyble_water"))
+    assert str(caught.value) == (
+        "M-Bus line heat-1, primary address 5: the meter is a KAM (id 06855817), profile itron_cyble_water "
+        "is for ACW meters: check the address or the profile"
+    )
+
+
+async def test_scans_list_a_meter_they_cannot_read_with_why() -> None:
+    garbling = MbusMeterSimulator.from_capture(EMU, primary=2)
+    garbling.bad_checksums = 1000
+    twin_a = MbusMeterSimulator.from_capture(KAMSTRUP, primary=3)
+    twin_b = MbusMeterSimulator.from_capture(KAMSTRUP, primary=4)  # the same identity twice
+    async with serve_mbus_pty([garbling, twin_a, twin_b]) as port, line(port, timeout=0.05, retries=0) as bus:
+        primary = await bus.scan_primary(range(3))
+        secondary = await bus.scan_secondary()
+    assert [(f.address, f.telegram) for f in primary] == [(2, None)]
+    assert "REQ_UD2: checksum" in (primary[0].error or "")
+    by_address = {f.address: f for f in secondary}
+    assert by_address["06855817FFFFFFFF"].telegram is None
+    assert "several meters answer the selection of 06855817FFFFFFFF" in (
+        by_address["06855817FFFFFFFF"].error or ""
+    )
+    # The garbling EMU, alone behind the mask 00FF..: found, its address the mask that selects it.
+    assert by_address["00FFFFFFFFFFFFFF"].telegram is None
+    assert "REQ_UD2: checksum" in (by_address["00FFFFFFFFFFFFFF"].error or "")
