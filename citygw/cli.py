@@ -426,6 +426,7 @@ def _probe_mbus(args: argparse.Namespace) -> int:
     """``citygw probe --mbus --port P``: scan the line, or show a meter's records (or a profile's fields)."""
     from firmware_bridge.errors import DeviceError, DeviceTimeout
     from firmware_bridge.mbus import MbusLine, parse_address
+    from firmware_bridge.mbus_frames import MAX_PRIMARY
     from firmware_bridge.mbus_probe import format_found, format_records
     from firmware_bridge.profile import ProfileError, load_mbus_profile
 
@@ -439,6 +440,11 @@ def _probe_mbus(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--mbus: give --scan primary|secondary, or --meter ADDRESS (0-250 or 16 hex digits)"
         )
+    first, _, last = args.addresses.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) <= int(last) <= MAX_PRIMARY):
+        raise ConfigError(
+            f"--addresses {args.addresses!r}: write FIRST-LAST within 0-{MAX_PRIMARY}, e.g. 0-20"
+        )
     try:
         address = None if args.meter is None else parse_address(args.meter)
         profile = load_mbus_profile(args.profile) if args.profile else None
@@ -449,7 +455,7 @@ def _probe_mbus(args: argparse.Namespace) -> int:
     async def probe() -> str:
         async with line:
             if args.scan == "primary":
-                return format_found(await line.scan_primary())
+                return format_found(await line.scan_primary(range(int(first), int(last) + 1)))
             if args.scan == "secondary":
                 return format_found(await line.scan_secondary())
             assert address is not None
@@ -515,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="--mbus: list the meters (addresses 0-250, or search)",
     )
     probe.add_argument("--meter", help="--mbus: read this meter: primary address 0-250 or 16-digit secondary")
+    probe.add_argument(
+        "--addresses", default="0-250", help="--mbus --scan primary: FIRST-LAST (default 0-250)"
+    )
     probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU), 2400 (M-Bus)")
     probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
     probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")

@@ -41,8 +41,10 @@ def meters() -> list[MbusMeterSimulator]:
 
 async def test_probe_scans_primary_and_secondary_addresses() -> None:
     async with serve_mbus_pty(meters()) as port:
-        primary = await asyncio.to_thread(probe, port, "--scan", "primary", "--timeout", "0.02")
-        secondary = await asyncio.to_thread(probe, port, "--scan", "secondary", "--timeout", "0.05")
+        primary = await asyncio.to_thread(
+            probe, port, "--scan", "primary", "--addresses", "0-5", "--timeout", "0.2"
+        )
+        secondary = await asyncio.to_thread(probe, port, "--scan", "secondary", "--timeout", "0.2")
     assert primary.returncode == 0, primary.stderr
     lines = primary.stdout.splitlines()
     assert lines[0].split() == ["address", "secondary", "manufacturer", "version", "medium"]
@@ -81,3 +83,8 @@ def test_probe_mbus_mistakes_exit_2_with_the_fix() -> None:
     both = _citygw("probe", "--mbus", "--port", "socket://127.0.0.1:1", "--meter", "300")
     assert both.returncode == 2
     assert "primary address 300 is outside 0..250" in both.stderr
+    bad_range = _citygw(
+        "probe", "--mbus", "--port", "socket://127.0.0.1:1", "--scan", "primary", "--addresses", "5-300"
+    )
+    assert bad_range.returncode == 2
+    assert "--addresses '5-300': write FIRST-LAST within 0-250" in bad_range.stderr

@@ -115,14 +115,14 @@ async def test_scan_primary_lists_the_meters_that_answer() -> None:
         MbusMeterSimulator.from_capture(EMU, primary=4),
         MbusMeterSimulator.from_capture(CYBLE, primary=6),
     ]
-    async with serve_mbus_pty(meters) as port, line(port, timeout=0.05, retries=0) as bus:
+    async with serve_mbus_pty(meters) as port, line(port, timeout=0.2, retries=0) as bus:
         found = await bus.scan_primary(range(8))
     assert [(f.address, f.telegram.manufacturer) for f in found] == [(1, "KAM"), (4, "EMU"), (6, "ACW")]
 
 
 async def test_scan_secondary_finds_every_meter_by_wildcard_search() -> None:
     meters = [MbusMeterSimulator.from_capture(path, primary=0) for path in (KAMSTRUP, CYBLE, CYBLE_COLD, EMU)]
-    async with serve_mbus_pty(meters) as port, line(port, timeout=0.05, retries=0) as bus:
+    async with serve_mbus_pty(meters) as port, line(port, timeout=0.2, retries=0) as bus:
         found = await bus.scan_secondary()
     assert sorted(f.telegram.id for f in found) == ["00032629", "06855817", "10020380", "12000071"]
     assert all(f.address == f.telegram.secondary for f in found)
@@ -189,7 +189,7 @@ async def test_scans_list_a_meter_they_cannot_read_with_why() -> None:
     garbling.bad_checksums = 1000
     twin_a = MbusMeterSimulator.from_capture(KAMSTRUP, primary=3)
     twin_b = MbusMeterSimulator.from_capture(KAMSTRUP, primary=4)  # the same identity twice
-    async with serve_mbus_pty([garbling, twin_a, twin_b]) as port, line(port, timeout=0.05, retries=0) as bus:
+    async with serve_mbus_pty([garbling, twin_a, twin_b]) as port, line(port, timeout=0.2, retries=0) as bus:
         primary = await bus.scan_primary(range(3))
         secondary = await bus.scan_secondary()
     assert [(f.address, f.telegram) for f in primary] == [(2, None)]
