@@ -218,17 +218,10 @@ class Telegram:
 
     @property
     def secondary(self) -> str:
-        """id + manufacturer + version + medium as one selects the meter (16 hex digits)."""
-        man = manufacturer_code(self.manufacturer)
-        return f"{self.id}{man & 0xFF:02X}{man >> 8:02X}{self.version:02X}{self.medium:02X}"
-
-
-def manufacturer_code(name: str) -> int:
-    """The 2-byte manufacturer field of a 3-letter FLAG id (KAM -> 0x2C2D)."""
-    code = meterbus.manufacturer_id(name)
-    if code is False:
-        raise ValueError(f"{name!r} is no 3-letter manufacturer id")
-    return int(code)
+        """id, manufacturer, version and medium as a selection names the meter ("" without a header)."""
+        if not self.id:
+            return ""
+        return self.id + self.raw[11:15].hex().upper()
 
 
 def decode(data: bytes) -> Telegram:
