@@ -1,6 +1,6 @@
 """Per-line polling: one owner task per line turns what devices say into journaled Readings.
 
-A Modbus line carries one request at a time, so one task owns it and serves its devices from
+A Modbus or M-Bus line carries one request at a time, so one task owns it and serves its devices from
 a schedule: each device once as the line starts, then every ``poll_s`` at a phase taken from
 its id (so a hundred meters do not all fire at :00). When several things are due the owner
 picks by priority: commands first (``ModbusPoller.submit_priority``), then fast points, then
@@ -20,6 +20,7 @@ import logging
 import math
 import time
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -285,7 +286,7 @@ def _fail(future: asyncio.Future[Any], error: LineStopped) -> None:
 FAST, WITH_SLOW, QUARANTINED = 1, 2, 3
 
 
-class LinePoller(Generic[L]):
+class LinePoller(ABC, Generic[L]):
     """Owns one line and polls its devices on their schedules; the one way onto the line.
 
     The schedule is the line's kind's own only in how one device is read (``_read``): a Modbus
@@ -413,13 +414,13 @@ class LinePoller(Generic[L]):
                 if not future.cancelled():
                     future.set_result(result)
 
+    @abstractmethod
     async def _read(self, line: L, slot: _Slot, polls: tuple[Poll, ...]) -> dict[str, wire.FieldValue]:
         """One read of the slot's device: its fields (DeviceError when it gives none)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _left_out(self, line: L, slot: _Slot) -> Mapping[str, Exception]:
         """The device's fields left out of its last read, each with why."""
-        raise NotImplementedError
 
     async def poll(self, slot: _Slot, line: L) -> bool:
         """Read one device once; True when it answered with fields.
