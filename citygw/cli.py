@@ -25,6 +25,9 @@ from citygw.errors import ConfigError
 if TYPE_CHECKING:
     from collector.owners import OwnerPolicy
     from collector.store.base import Store
+    from firmware_bridge.capture import Exchange
+    from firmware_bridge.modbus import ModbusLine
+    from firmware_bridge.profile import Profile
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
@@ -34,6 +37,8 @@ EX_CONFIG = 2  # fix the settings first: systemd units say RestartPreventExitSta
 EX_TEMPFAIL = 75  # sysexits.h: down or unreachable for now; a restart later may succeed
 EX_DEVICE = 1  # citygw probe: the device answered, but not usably (exception response, CRC, decoding)
 BROKER_CHECK_TIMEOUT_S = 5.0
+SCAN_TIMEOUT = 0.2  # citygw probe --scan-units: seconds a unit id gets to answer
+REPLAY_ADDRESS = "127.0.0.1:5020"  # citygw serve --replay: where the replayed device listens
 # Per command, loggers whose lines only repeat what the command says itself in one line (without -v).
 QUIET_LOGGERS = {
     "keys": ("alembic.runtime.migration",),  # migrating the registry: not the command's output
@@ -375,50 +380,194 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from firmware_bridge.errors import DeviceError, DeviceTimeout
-    from firmware_bridge.modbus import ModbusLine
     from firmware_bridge.probe import (
+        format_strings,
         format_table,
         format_values,
+        format_wide_table,
         interpretations,
+        parse_units,
         probe_profile,
         probe_registers,
+        scan_units,
+        wide_interpretations,
     )
     from firmware_bridge.profile import ProfileError, load_profile
 
     if args.mbus:
         return _probe_mbus(args)
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--tcp {args.tcp!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
-        _resolve(host, int(port))
-        line = ModbusLine.tcp(host=host, port=int(port), timeout=args.timeout)
-    else:
-        if not Path(args.serial).exists():
-            raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
-        line = ModbusLine.rtu(
-            port=args.serial, baudrate=args.baudrate or 9600, parity=args.parity, timeout=args.timeout
-        )
+    if args.capture and not args.profile:
+        raise ConfigError("--capture needs --profile: the profile says which ranges to read")
+    if args.scan_units and (args.profile or args.capture):
+        raise ConfigError("--scan-units finds unit ids; run --profile or --capture on one of them afterwards")
+    try:
+        units = parse_units(args.scan_units) if args.scan_units else []
+    except ValueError as exc:
+        raise ConfigError(f"--scan-units: {exc}") from exc
+    timeout = args.timeout if args.timeout is not None else SCAN_TIMEOUT if units else 1.0
+    line = _probe_line(args, timeout)
     try:
         profile = load_profile(args.profile) if args.profile else None
     except ProfileError as exc:
         raise ConfigError(str(exc)) from exc
+    if args.capture:
+        assert profile is not None
+        return _capture(args, line, profile)
 
     async def probe() -> str:
         async with line:
+            if units:
+                found = await scan_units(line, units)
+                if not found:
+                    raise CommandFailed(
+                        f"no unit id of {args.scan_units} answers on {line.name} within {timeout:g} s",
+                        EX_TEMPFAIL,
+                    )
+                listed = ", ".join(str(answer) for answer in found)
+                return f"{len(found)} of {len(units)} unit ids answer on {line.name}: {listed}"
             if profile is not None:
                 return format_values(profile, await probe_profile(line, args.unit, profile))
             words = await probe_registers(line, args.unit, args.table, args.address, args.count)
-            return format_table(interpretations(words, args.address))
+            views = [format_table(interpretations(words, args.address))]
+            if args.table not in ("coil", "discrete"):
+                if len(words) >= 4:
+                    views.append(format_wide_table(wide_interpretations(words, args.address)))
+                views.append(format_strings(words, args.address))
+            return "\n\n".join(views)
+
+    with _device_failures():
+        print(asyncio.run(probe()))
+    return 0
+
+
+@contextlib.contextmanager
+def _device_failures() -> Iterator[None]:
+    """A device's failures as the probe reports them: 75 for silence or a line down, 1 for a bad answer."""
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
 
     try:
         with _failing_as("probe", ValueError):  # a count or address outside what one read may ask
-            print(asyncio.run(probe()))
+            yield
     except DeviceTimeout as exc:  # no answer, or the line itself down (LineUnavailable)
         raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
     except DeviceError as exc:  # an answer, but not a usable one: a fact about the device
         raise CommandFailed(str(exc), EX_DEVICE) from exc
+
+
+def _probe_line(args: argparse.Namespace, timeout: float) -> ModbusLine:
+    from firmware_bridge.modbus import ModbusLine
+
+    if args.tcp:
+        host, port = _host_port("--tcp", args.tcp)
+        _resolve(host, port)
+        return ModbusLine.tcp(host=host, port=port, timeout=timeout)
+    if not Path(args.serial).exists():
+        raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
+    return ModbusLine.rtu(
+        port=args.serial, baudrate=args.baudrate or 9600, parity=args.parity, timeout=timeout
+    )
+
+
+def _host_port(option: str, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{option} {value!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
+    return host, int(port)
+
+
+def _capture(args: argparse.Namespace, line: ModbusLine, profile: Profile) -> int:
+    """``probe --capture``: every mapped range of the device into DIR/testcases/<case>/."""
+    import getpass
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    from firmware_bridge.capture import (
+        CaptureInfo,
+        capture_device,
+        decode_capture,
+        profile_digest,
+        write_case,
+    )
+    from firmware_bridge.errors import DecodeError
+    from firmware_bridge.probe import format_values
+    from firmware_bridge.profile import profile_file
+
+    folder = Path(args.capture) / "testcases" / (args.case or profile.model)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"--capture: {folder} already holds a case; choose --case NAME or another folder")
+    source = profile_file(args.profile)
+    try:
+        operator = args.operator or getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        operator = "unknown"
+
+    async def read() -> list[Exchange]:
+        async with line:
+            return await capture_device(line, args.unit, profile)
+
+    with _device_failures():
+        exchanges = asyncio.run(read())
+    decoded = decode_capture(profile, exchanges)
+    info = CaptureInfo(
+        profile=profile.model,
+        profile_file=args.profile,
+        profile_sha256=profile_digest(source),
+        profile_verified=profile.verified,
+        origin=args.origin,
+        line=line.name,
+        unit=args.unit,
+        captured_at=datetime.now(UTC),
+        tool=f"citygw {version('citygw')}",
+        operator=operator,
+        note=args.note or "",
+    )
+    with _failing_as(f"--capture {folder}"):
+        write_case(folder, info, profile, exchanges, decoded)
+    refused = sum(e.exception is not None for e in exchanges)
+    silent = sum(e.timeout for e in exchanges)
+    failed = sum(isinstance(v, DecodeError) for v in decoded.values())
+    print(format_values(profile, dict(decoded)))
+    print(
+        f"wrote {folder}: {len(exchanges)} reads ({refused} refused, {silent} unanswered), "
+        f"{len(decoded) - failed} fields decoded, {failed} not"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Replay a capture case as a Modbus TCP device or an RTU device behind a pseudo-terminal."""
+    from firmware_bridge.capture import CaptureError, load_case
+    from firmware_bridge.profile import ProfileError, load_profile
+    from firmware_bridge.simulators import CaptureReplay, serve_serial_pty, serve_tcp
+
+    try:
+        case = load_case(Path(args.replay))
+        profile = load_profile(args.profile) if args.profile else None
+        device = CaptureReplay(case, profile=profile, unit=args.unit)
+    except (CaptureError, ProfileError) as exc:
+        raise ConfigError(str(exc)) from exc
+    host, port = _host_port("--tcp", args.tcp)
+
+    async def serve() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.pty:
+                where = await stack.enter_async_context(serve_serial_pty([device]))
+            else:
+                endpoint = await stack.enter_async_context(serve_tcp([device], host=host, port=port))
+                where = f"tcp://{endpoint.host}:{endpoint.port}"
+            info = case.info
+            print(
+                f"replaying {case.folder} ({info.profile}, {info.origin} capture of "
+                f"{info.captured_at:%Y-%m-%d}) as unit {device.unit} on {where}",
+                flush=True,
+            )
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with _failing_as(f"serve on {args.tcp}"), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
     return 0
 
 
@@ -450,7 +599,9 @@ def _probe_mbus(args: argparse.Namespace) -> int:
         profile = load_mbus_profile(args.profile) if args.profile else None
     except (ValueError, ProfileError) as exc:
         raise ConfigError(f"--meter/--profile: {exc}") from exc
-    line = MbusLine(args.port, baudrate=args.baudrate or 2400, timeout=args.timeout)
+    line = MbusLine(
+        args.port, baudrate=args.baudrate or 2400, timeout=args.timeout if args.timeout is not None else 1.0
+    )
 
     async def probe() -> str:
         async with line:
@@ -533,8 +684,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--count", type=int, default=10, help="how many registers (default 10)")
     probe.add_argument("--profile", help="decode through this profile (name or file) instead")
-    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer")
+    probe.add_argument(
+        "--timeout",
+        type=float,
+        help=f"seconds to wait for an answer (default 1, with --scan-units {SCAN_TIMEOUT:g})",
+    )
+    probe.add_argument(
+        "--scan-units", metavar="RANGE", help="list the unit ids that answer, e.g. 1-247 or 1,3,10-20"
+    )
+    capture = probe.add_argument_group("field capture (a golden test case from the device)")
+    capture.add_argument(
+        "--capture", metavar="DIR", help="read every range --profile maps; write DIR/testcases/<case>/"
+    )
+    capture.add_argument("--case", help="the case folder's name (default: the profile's model)")
+    capture.add_argument(
+        "--origin",
+        choices=("field", "simulator", "published"),
+        default="field",
+        help="what was read: a live device (default), a simulator, or someone else's dump",
+    )
+    capture.add_argument("--operator", help="who ran the capture (default: the login name)")
+    capture.add_argument("--note", help="a line for the provenance file: site, meter serial, firmware")
     probe.set_defaults(func=_probe)
+
+    serve = sub.add_parser("serve", help="answer as a captured Modbus device (replay a probe --capture case)")
+    serve.add_argument("--replay", required=True, metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serve_where = serve.add_mutually_exclusive_group()
+    serve_where.add_argument(
+        "--tcp", metavar="HOST:PORT", default=REPLAY_ADDRESS, help=f"listen here (default {REPLAY_ADDRESS})"
+    )
+    serve_where.add_argument(
+        "--pty", action="store_true", help="Modbus RTU on a pseudo-terminal (path printed)"
+    )
+    serve.add_argument("--unit", type=int, help="answer as this unit id (default: the captured one)")
+    serve.add_argument("--profile", help="profile naming the device (default: the capture's)")
+    serve.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
+    serve.set_defaults(func=_serve)
 
     edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
     edge_run = edge.add_parser("run", help="run an edge agent")

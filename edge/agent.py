@@ -23,6 +23,7 @@ from edge.remote_config import RemoteConfig
 from edge.vehicles import Vehicles
 from firmware_bridge import mbus
 from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.profile import Profile, load_mbus_profile, load_nmea_profile, load_profile
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Agent:
         self.vehicles = Vehicles()  # the consoles' log-ins, shared by the pollers of every line
         self._load_profile = profiles
         self.profiles: dict[str, Profile] = {}
+        # Each Modbus device's profile with its overlay applied, by device id.
+        self.device_profiles: dict[str, Profile] = {}
         self.version = version
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
@@ -110,6 +113,11 @@ class Agent:
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
+        self.device_profiles = {
+            d.id: apply_overlay(self.profiles[d.profile], d.overlay)
+            for d in config.devices
+            if d.profile is not None and d.line in modbus_lines
+        }
         wanted = {
             line.id: (_signature(config, line.id), line)
             for line in config.lines
@@ -168,7 +176,7 @@ class Agent:
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
         else:
-            profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+            profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
                 profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
             )
@@ -201,7 +209,7 @@ class Agent:
                 poller = self.pollers.get(device.line)
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
-                return device, self.profiles[device.profile], poller
+                return device, self.device_profiles[device.id], poller
         raise Refused(f"no device {device_id} on agent {self.config.agent_id}")
 
     async def _send_result(self, result: wire.CommandResult) -> None:
@@ -251,6 +259,17 @@ class Agent:
 def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
     if isinstance(line, TcpLine):
         return ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
+    server = line.socket_address
+    if server is not None:  # RTU frames to a serial server over TCP
+        return ModbusLine.rtu_over_tcp(
+            host=server[0],
+            port=server[1],
+            baudrate=line.baudrate,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            bytesize=line.bytesize,
+            timeout=line.timeout,
+        )
     return ModbusLine.rtu(
         port=line.port,
         baudrate=line.baudrate,

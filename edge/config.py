@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from citygw import wire
 from citygw.errors import ConfigError
 from citygw.tls import client_context
-from firmware_bridge.profile import DeadbandError, DeadbandSetting
+from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
+from firmware_bridge.profile import DeadbandError, DeadbandSetting, Profile
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -34,6 +35,7 @@ DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
 # A steady device is heard at least this often: the API takes an air-quality reading older than
 # 2 h as stale (api.settings aq_max_age_s) and the collector writes device health every 15 min.
 MAX_HEARTBEAT_S = 3600.0
+SOCKET_SCHEME = "socket://"  # an RTU line's port on a serial server (pyserial's URL form)
 
 Label = wire.Label
 Name = wire.Name
@@ -172,7 +174,8 @@ class TcpLine(_Line):
 
 
 class RtuLine(_Line):
-    """An RS-485 Modbus RTU bus on a serial port (device path or pyserial URL)."""
+    """An RS-485 Modbus RTU bus on a serial port (device path or pyserial URL), or behind a serial
+    server that passes RTU frames through TCP (``socket://host:port``; baud and format its RS-485 side's)."""
 
     kind: Literal["rtu"]
     port: str = Field(min_length=1)
@@ -180,6 +183,31 @@ class RtuLine(_Line):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    @field_validator("port")
+    @classmethod
+    def _socket_url(cls, port: str) -> str:
+        if port.startswith(SOCKET_SCHEME):
+            parts = urlsplit(port)
+            try:
+                number = parts.port
+            except ValueError:
+                number = None
+            if not parts.hostname or number is None or parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"a serial server is {SOCKET_SCHEME}host:port, e.g. socket://10.0.4.7:4001")
+        return port
+
+    @property
+    def socket_address(self) -> tuple[str, int] | None:
+        """(host, port) of the serial server when the port is ``socket://``; None for a serial port."""
+        if not self.port.startswith(SOCKET_SCHEME):
+            return None
+        parts = urlsplit(self.port)
+        return parts.hostname or "", parts.port or 0
+
+    @property
+    def over_tcp(self) -> bool:
+        return self.socket_address is not None
 
 
 class NmeaLine(_Line):
@@ -271,6 +299,11 @@ class Device(_Section):
         default_factory=dict,
         description="per field: a deadband in its unit (0.5), a percentage of the last published value "
         "(5%) or on_change; replaces the profile's; needs heartbeat_s",
+    )
+    overlay: ProfileOverlay | None = Field(
+        default=None,
+        description="what this device does differently from its profile: timing, max_registers, a subset "
+        "of fields, per-field scale/offset/order/write_function (docs/profiles.md)",
     )
 
 
@@ -404,6 +437,8 @@ def validate_agent_config(
     except ValidationError as exc:
         raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
     problems = check_references(config, profiles or _default_profile_check)
+    if not problems:
+        problems = check_overlays(config, profiles or _default_profile_check)
     if not problems:
         problems = check_consoles(config, profiles or _default_profile_check)
     if not problems:
@@ -543,14 +578,52 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     return problems
 
 
+def device_profile(device: Device, profiles: ProfileCheck) -> Profile | None:
+    """The device's profile with its overlay applied; None for a GPS device or a stand-in (tests)."""
+    profile = profiles(device.profile) if device.profile is not None else None
+    return apply_overlay(profile, device.overlay) if isinstance(profile, Profile) else None
+
+
+def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
+    """Each device's overlay applies to its profile (known fields, values a profile may hold), and
+    TCP-only timing is not set on a device on a serial port."""
+    problems: list[Problem] = []
+    for i, device in enumerate(config.devices):
+        if device.overlay is None:
+            continue
+        at = f"devices[{i}].overlay"
+        line = config.line(device.line)
+        if line.kind in ("nmea", "mbus"):
+            what = "a GPS device" if line.kind == "nmea" else "an M-Bus meter"
+            problems.append(
+                Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
+            )
+            continue
+        tcp_only = sorted({"connect_delay_s", "close_between_polls"} & set(device.overlay.timing or {}))
+        if isinstance(line, RtuLine) and not line.over_tcp and tcp_only:
+            problems.append(
+                Problem(
+                    f"{at}.timing.{tcp_only[0]}",
+                    f"device {device.id!r} is on serial port {line.port}: {tcp_only[0]} is for a TCP "
+                    "connection",
+                    "remove it (it applies on tcp lines and socket:// serial servers)",
+                )
+            )
+        try:
+            device_profile(device, profiles)
+        except OverlayError as exc:
+            problems += [
+                Problem(f"{at}.{p.where}", f"device {device.id!r}: {p.what}", p.fix) for p in exc.problems
+            ]
+    return problems
+
+
 def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Each ``vehicle.console`` names a Modbus device of this agent reading the route and trip.
 
     One console per vehicle (named alike on every device of the vehicle that names it) and one
     vehicle per console; a console that rides in a vehicle rides in that one.
     """
-    from firmware_bridge.profile import Profile
-
     devices = {device.id: device for device in config.devices}
     problems: list[Problem] = []
     of_vehicle: dict[str, tuple[str, Vehicle]] = {}  # vehicle id -> (where it was named, its block)
@@ -598,10 +671,8 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
                 )
             )
         else:
-            profile = profiles(console.profile)  # a stand-in that is no Profile (tests) is taken on trust
-            read = (
-                {spec.field for spec in profile.registers} if isinstance(profile, Profile) else CONSOLE_FIELDS
-            )
+            profile = device_profile(console, profiles)  # a stand-in (tests) is taken on trust
+            read = {spec.field for spec in profile.select()} if profile is not None else CONSOLE_FIELDS
             missing = [name for name in CONSOLE_FIELDS if name not in read]
             if missing:
                 problems.append(
@@ -617,7 +688,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
 
 def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
-    from firmware_bridge.profile import MbusProfile, Profile, deadband_problem, load_mbus_profile
+    from firmware_bridge.profile import MbusField, RegisterSpec, deadband_problem, load_mbus_profile
 
     problems: list[Problem] = []
     for i, device in enumerate(config.devices):
@@ -651,15 +722,14 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     "every poll",
                 )
             )
-        if config.line(device.line).kind == "mbus":
-            profile: object = load_mbus_profile(device.profile or "")  # checked by check_references
+        fields: dict[str, RegisterSpec | MbusField]
+        if config.line(device.line).kind == "mbus":  # its profile was checked by check_references
+            fields = {spec.field: spec for spec in load_mbus_profile(device.profile or "").field_specs}
         else:
-            profile = profiles(
-                device.profile or ""
-            )  # a stand-in that is no Profile (tests) is taken on trust
-        if not isinstance(profile, Profile | MbusProfile):
-            continue
-        fields = {spec.field: spec for spec in profile.field_specs}
+            profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
+            if profile is None:
+                continue
+            fields = {spec.field: spec for spec in profile.select()}
         for name, setting in device.report.items():
             spec = fields.get(name)
             if spec is None:

@@ -366,6 +366,7 @@ class LinePoller(ABC, Generic[L]):
                 continue
             ok = await self.poll(ready, line)
             self._reschedule(ready, ok)
+            await self._polled(line, ready)
 
     def _rank(self, slot: _Slot, now: float) -> int:
         if now - slot.due > slot.patience:
@@ -395,7 +396,9 @@ class LinePoller(ABC, Generic[L]):
             slot.due = now + slot.patience
 
     async def _run_commands(self, line: L) -> None:
+        ran = False
         while self._commands:
+            ran = True
             job, future = self._commands.pop(0)
             if future.cancelled():
                 continue
@@ -413,6 +416,8 @@ class LinePoller(ABC, Generic[L]):
             else:
                 if not future.cancelled():
                     future.set_result(result)
+        if ran:
+            await self._commands_ran(line)
 
     @abstractmethod
     async def _read(self, line: L, slot: _Slot, polls: tuple[Poll, ...]) -> dict[str, wire.FieldValue]:
@@ -421,6 +426,12 @@ class LinePoller(ABC, Generic[L]):
     @abstractmethod
     def _left_out(self, line: L, slot: _Slot) -> Mapping[str, Exception]:
         """The device's fields left out of its last read, each with why."""
+
+    async def _polled(self, line: L, slot: _Slot) -> None:
+        """After a poll of the slot's device (a line kind's own upkeep)."""
+
+    async def _commands_ran(self, line: L) -> None:
+        """After commands ran on the line."""
 
     async def poll(self, slot: _Slot, line: L) -> bool:
         """Read one device once; True when it answered with fields.
@@ -525,6 +536,14 @@ class ModbusPoller(LinePoller[ModbusLine]):
 
     def _left_out(self, line: ModbusLine, slot: _Slot) -> Mapping[str, Exception]:
         return line.field_errors(slot.device.unit or 0)
+
+    async def _polled(self, line: ModbusLine, slot: _Slot) -> None:
+        if isinstance(slot.profile, Profile) and slot.profile.timing.close_between_polls:
+            await line.close_connection()  # a single-slot device: free its slot until the next poll
+
+    async def _commands_ran(self, line: ModbusLine) -> None:
+        if any(isinstance(s.profile, Profile) and s.profile.timing.close_between_polls for s in self._slots):
+            await line.close_connection()
 
 
 class MbusPoller(LinePoller[MbusLine]):

@@ -38,6 +38,9 @@ Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
+# How a single holding register is written: FC06 (write single register) or FC16 (write multiple
+# registers, with one); some devices refuse FC06. Values of several registers always go as FC16.
+WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
@@ -201,6 +204,11 @@ class RegisterSpec(BaseModel):
     report: Literal["on_change"] | None = Field(
         default=None, description="report by exception: publish whenever the value changed (status, codes)"
     )
+    write_function: WriteFunction | None = Field(
+        default=None,
+        description="function code of a write to this single holding register (6 or 16); "
+        "default the profile's write_function",
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -241,6 +249,14 @@ class RegisterSpec(BaseModel):
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        if self.write_function is not None:
+            if not self.writable or self.table != "holding":
+                raise ValueError("write_function is for writable holding registers: remove it")
+            if self.write_function == 6 and self.register_count > 1:
+                raise ValueError(
+                    f"FC06 writes one register and a {self.type} takes {self.register_count}: "
+                    "use write_function 16 or remove it"
+                )
         end = self.address + self.register_count - 1
         if end > MAX_ADDRESS:
             raise ValueError(
@@ -359,6 +375,18 @@ class DeviceTiming(BaseModel):
         le=600_000,
         description="how long after a write the device's reported value may take to follow it (a fade)",
     )
+    connect_delay_s: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="TCP: wait this long after connecting before the first request (gateways that drop "
+        "the first frame); ignored on a serial port",
+    )
+    close_between_polls: bool = Field(
+        default=False,
+        description="TCP: close the connection after each poll (devices with a single connection slot); "
+        "ignored on a serial port",
+    )
 
     @property
     def response_timeout(self) -> float | None:
@@ -402,6 +430,11 @@ class Profile(Provenance):
     serial: SerialSettings = SerialSettings()
     word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
     max_registers: int = Field(default=125, ge=1, le=125, description="largest read the device accepts")
+    write_function: WriteFunction = Field(
+        default=6,
+        description="function code of a single-register write (6, or 16 for devices that refuse FC06); "
+        "a register's own write_function wins",
+    )
     registers: list[RegisterSpec] = Field(min_length=1)
     forbidden: list[AddressRange] = Field(default_factory=list)
     timing: DeviceTiming = DeviceTiming()
@@ -459,6 +492,10 @@ class Profile(Provenance):
                 return spec
         known = ", ".join(s.field for s in self.registers)
         raise KeyError(f"profile {self.model} has no field {field!r} (fields: {known})")
+
+    def write_function_of(self, spec: RegisterSpec) -> WriteFunction:
+        """The function code of a single-register write: the register's own, else the profile's."""
+        return spec.write_function if spec.write_function is not None else self.write_function
 
     def select(self, poll: Poll | Iterable[Poll] | None = None) -> list[RegisterSpec]:
         """The readable registers of the given poll classes (all readable ones when None)."""
@@ -706,6 +743,11 @@ def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusPr
     except ValidationError as exc:
         problems = "\n".join(f"  - {_describe(error, data)}" for error in exc.errors())
         raise ProfileError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from exc
+
+
+def profile_file(name_or_path: str | Path) -> Path:
+    """The file a profile name or path stands for (ProfileError for a name nobody ships)."""
+    return _resolve(name_or_path)
 
 
 def _resolve(name_or_path: str | Path) -> Path:

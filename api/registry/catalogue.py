@@ -9,7 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
-from firmware_bridge.profile import NmeaProfile, ProfileError, Verified, load_any_profile
+from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
+from firmware_bridge.profile import (
+    NmeaProfile,
+    Profile,
+    ProfileError,
+    Verified,
+    load_any_profile,
+    load_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +72,24 @@ def profile_provenance(profile: str) -> ProfileProvenance | None:
     except ProfileError:
         return None
     return ProfileProvenance(loaded.verified, loaded.source)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """A Modbus device's profile as it runs: its overlay applied, and which values that overlay changes."""
+
+    profile: Profile
+    overlaid: dict[str, dict[str, object]]
+
+
+def device_profile(spec: dict[str, object]) -> DeviceProfile | None:
+    """The effective profile of a stored device spec (None: no Modbus profile, or it no longer applies)."""
+    name = spec.get("profile")
+    if not isinstance(name, str):
+        return None
+    try:
+        profile = load_profile(name)
+        overlay = ProfileOverlay.model_validate(spec["overlay"]) if spec.get("overlay") else None
+        return DeviceProfile(apply_overlay(profile, overlay), overlaid(profile, overlay))
+    except (ProfileError, OverlayError, ValueError):  # a pydantic ValidationError is a ValueError
+        return None

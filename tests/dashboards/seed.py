@@ -14,6 +14,7 @@ from google.transit.gtfs_realtime_pb2 import VehiclePosition
 
 from api.recorder import VehicleState, command_point, vehicle_point
 from api.registry.models import Command
+from api.transit.accuracy import WINDOWS, Score, accuracy_points, score
 from api.transit.occupancy import Occupancy
 from citygw import wire
 from citygw.wire import FieldValue
@@ -90,6 +91,9 @@ DELAYS = {
     "bus-4712": ((200.0, 0.0), "12-weekday-32", None),
     "tram-7": ((-45.0, 0.0), "T7-weekday-8", (30, VehiclePosition.MANY_SEATS_AVAILABLE)),
 }
+# Route → per TransitApp bucket (0-3, 3-6, 6-10, 10-15 min) predictions (accurate, not) scored per
+# recorder round: route 12 is right 75 %, 50 %, 50 %, 100 % of the time, T7 100 %, 100 %, 0 %, 50 %.
+ACCURACY = {"12": ((3, 1), (2, 2), (1, 1), (2, 0)), "T7": ((1, 0), (1, 0), (0, 1), (1, 1))}
 # Lighting commands that ended: (cabinet, agent, action, schedule, outcome, ran this late in s or None,
 # reading index of the due time). Scheduled on time: 2, late: 1, failed/expired: 2; two sent "now".
 COMMANDS = (
@@ -161,6 +165,7 @@ def points(now_ms: int) -> list[Point]:
             }
             result.append(Point("vehicle_position", tags, ts, position))
     result.extend(transit_points(times))
+    result.extend(accuracy_points_seeded(times))
     result.extend(command_points(times))
     for i, agent in enumerate(AGENTS):
         result.append(status_point(wire.Status(agent=agent, state=wire.AgentState.ONLINE), times[0], agent))
@@ -198,6 +203,20 @@ def transit_points(times: list[int]) -> list[Point]:
             point = vehicle_point(state)
             assert point is not None
             result.append(point)
+    return result
+
+
+def accuracy_points_seeded(times: list[int]) -> list[Point]:
+    """What the API's recorder writes of the predictions it scored, each round (one per reading here)."""
+    result = []
+    for ts in times:
+        scores: list[Score | None] = []
+        for route, buckets in ACCURACY.items():
+            for window, (accurate, inaccurate) in zip(WINDOWS, buckets, strict=True):
+                made_s = -window.start_s  # sampled this long before the bus came (at 0)
+                scores += [score(route, made_s, 0, 0) for _ in range(accurate)]
+                scores += [score(route, made_s, -600, 0) for _ in range(inaccurate)]  # 10 min late
+        result.extend(accuracy_points([s for s in scores if s is not None], ts))
     return result
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from api.transit.accuracy import WINDOWS
 from dashboards import build_all
+from dashboards.transport import BUCKETS
 from tests.dashboards.grafana import TimeRange, group_by_tags, render, selected_names, targets, variables
 
 pytestmark = pytest.mark.integration
@@ -195,3 +197,24 @@ def test_scheduled_switchings_are_on_time_late_or_failed(influxql: Query, city: 
         ("cabinet-42", "expired"): [1, None, None],
         ("cabinet-42", "failed"): [1, 5.0, 5.0],
     }
+
+
+def test_prediction_accuracy_is_the_share_of_what_the_api_scored(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-transport"]
+    chosen = all_values(board, influxql)
+    queries = {panel["title"]: target["query"] for panel, target in targets(board)}
+    table = {
+        s["tags"]["route"]: s["values"][0][1:]
+        for s in influxql(render(queries["Prediction accuracy per route"], chosen, city))
+    }
+    # tests/dashboards/seed.py ACCURACY, the same every round.
+    assert table == {"12": [75, 50, 50, 100], "T7": [100, 100, 0, 50]}
+    over_time = influxql(render(queries["Arrival predictions within TransitApp's windows"], chosen, city))
+    (series,) = over_time
+    # Both routes together: 0-3 min 4 of 5, 3-6 3 of 5, 6-10 1 of 3, 10-15 3 of 4, in every interval.
+    expected = [80, 60, 100 / 3, 75]
+    assert all(row[1:] == pytest.approx(expected) for row in series["values"])
+
+
+def test_the_dashboard_buckets_are_the_ones_the_api_scores() -> None:
+    assert {w.key: (w.early_s, w.late_s) for w in WINDOWS} == BUCKETS
