@@ -536,6 +536,8 @@ def _capture(args: argparse.Namespace, line: ModbusLine, profile: Profile) -> in
 
 def _serve(args: argparse.Namespace) -> int:
     """Replay a capture case as a Modbus TCP device or an RTU device behind a pseudo-terminal."""
+    if args.mbus:
+        return _serve_mbus(args)
     from firmware_bridge.capture import CaptureError, load_case
     from firmware_bridge.profile import ProfileError, load_profile
     from firmware_bridge.simulators import CaptureReplay, serve_serial_pty, serve_tcp
@@ -567,6 +569,30 @@ def _serve(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(stop.wait(), args.duration)
 
     with _failing_as(f"serve on {args.tcp}"), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _serve_mbus(args: argparse.Namespace) -> int:
+    """Recorded M-Bus meters answering on a pseudo-terminal (``citygw probe --mbus --port`` it)."""
+    from firmware_bridge.mbus_frames import decode
+    from firmware_bridge.simulators.mbus import meter_from_spec, serve_mbus_pty
+
+    try:
+        meters = [meter_from_spec(spec) for spec in args.mbus]
+    except (OSError, ValueError) as exc:  # a missing file, bad hex, no valid telegram
+        raise ConfigError(f"--mbus: {exc}") from exc
+
+    async def serve() -> None:
+        async with serve_mbus_pty(meters) as port:
+            addresses = ", ".join(f"{m.primary} ({decode(m.telegrams[0]).secondary})" for m in meters)
+            print(f"M-Bus meters at {addresses} on {port}", flush=True)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0
 
@@ -708,7 +734,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(func=_probe)
 
     serve = sub.add_parser("serve", help="answer as a captured Modbus device (replay a probe --capture case)")
-    serve.add_argument("--replay", required=True, metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serving = serve.add_mutually_exclusive_group(required=True)
+    serving.add_argument("--replay", metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serving.add_argument(
+        "--mbus",
+        nargs="+",
+        metavar="CAPTURE.hex[:PRIMARY[:SPLIT]]",
+        help="M-Bus meters answering recorded telegrams on a pty (SPLIT: two telegrams after N records)",
+    )
     serve_where = serve.add_mutually_exclusive_group()
     serve_where.add_argument(
         "--tcp", metavar="HOST:PORT", default=REPLAY_ADDRESS, help=f"listen here (default {REPLAY_ADDRESS})"

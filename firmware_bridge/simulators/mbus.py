@@ -289,37 +289,11 @@ async def serve_mbus_pty(meters: Iterable[MbusMeterSimulator]) -> AsyncIterator[
                 os.close(fd)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m firmware_bridge.simulators.mbus CAPTURE.hex[:PRIMARY[:SPLIT]] ...``: serve recorded meters.
-
-    Prints the pty to open (``citygw probe --mbus --port PTY --scan secondary``), then serves until
-    interrupted.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m firmware_bridge.simulators.mbus", description=main.__doc__
-    )
-    parser.add_argument("meters", nargs="+", metavar="CAPTURE.hex[:PRIMARY[:SPLIT]]")
-    args = parser.parse_args(argv)
-    meters = []
-    for spec in args.meters:
-        path, _, rest = spec.partition(":")
-        primary, _, split = rest.partition(":")
-        meters.append(
-            MbusMeterSimulator.from_capture(
-                path, int(primary or 0), split_after=int(split) if split else None
-            )
-        )
-
-    async def serve() -> None:
-        async with serve_mbus_pty(meters) as port:
-            print(port, flush=True)
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-
-
-if __name__ == "__main__":
-    main()
+def meter_from_spec(spec: str) -> MbusMeterSimulator:
+    """A meter from ``CAPTURE.hex[:PRIMARY[:SPLIT]]``: the recorded telegram, its primary address
+    (default 0) and, with SPLIT, the telegram split after that many records into a two-telegram readout."""
+    path, _, rest = spec.partition(":")
+    primary, _, split = rest.partition(":")
+    if not (primary or "0").isdigit() or not (split or "0").isdigit():
+        raise ValueError(f"{spec!r}: write CAPTURE.hex[:PRIMARY[:SPLIT]], e.g. meter.hex:5:10")
+    return MbusMeterSimulator.from_capture(path, int(primary or 0), split_after=int(split) if split else None)

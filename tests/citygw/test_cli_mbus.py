@@ -88,3 +88,12 @@ def test_probe_mbus_mistakes_exit_2_with_the_fix() -> None:
     )
     assert bad_range.returncode == 2
     assert "--addresses '5-300': write FIRST-LAST within 0-250" in bad_range.stderr
+
+
+def test_serve_mbus_names_a_capture_it_cannot_use() -> None:
+    missing = _citygw("serve", "--mbus", "no-such-meter.hex:5")
+    assert missing.returncode == 2
+    assert "--mbus: [Errno 2] No such file or directory: 'no-such-meter.hex'" in missing.stderr
+    bad = _citygw("serve", "--mbus", f"{CAPTURES / 'abb_delta.hex'}:five")
+    assert bad.returncode == 2
+    assert "write CAPTURE.hex[:PRIMARY[:SPLIT]], e.g. meter.hex:5:10" in bad.stderr

@@ -154,19 +154,24 @@ def test_bad_addresses(text: int | str, says: str) -> None:
         parse_address(text)
 
 
-async def test_the_simulator_runs_on_its_own_for_a_field_engineer_to_try() -> None:
+async def test_citygw_serve_puts_recorded_meters_on_a_pty_for_a_field_engineer_to_try() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "firmware_bridge.simulators.mbus",
+        "citygw.cli",
+        "serve",
+        "--mbus",
         f"{KAMSTRUP}:3:10",
+        f"{CYBLE}",
         stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
-        port = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
-        async with line(port) as bus:
+        said = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert said.startswith("M-Bus meters at 3 (068558172D2C0804), 0 (1200007177041407) on /dev/")
+        async with line(said.rsplit(" ", 1)[1]) as bus:
             telegrams = await bus.read_telegrams(3)
+            assert (await bus.read_telegrams("1200007177041407"))[0].manufacturer == "ACW"
         assert [t.more_follow for t in telegrams] == [True, False]
     finally:
         process.terminate()
