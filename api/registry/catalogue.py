@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
-from firmware_bridge.profile import Profile, ProfileError, Verified, load_any_profile, load_profile
+from firmware_bridge.profile import (
+    NmeaProfile,
+    Profile,
+    ProfileError,
+    Verified,
+    load_any_profile,
+    load_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +51,11 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
 def field_units(profile: str) -> dict[str, str]:
     """Unit of each field of a shipped profile ({} for an unknown one)."""
     try:
-        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
+        loaded = load_any_profile(profile)
     except ProfileError:
         return {}
+    specs = loaded.fields if isinstance(loaded, NmeaProfile) else loaded.field_specs
+    return {spec.field: spec.unit for spec in specs if spec.unit}
 
 
 @dataclass(frozen=True, slots=True)
