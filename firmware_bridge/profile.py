@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -200,6 +201,17 @@ class RegisterSpec(BaseModel):
         default=None, description="report by exception: publish whenever the value changed (status, codes)"
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -244,6 +256,14 @@ class RegisterSpec(BaseModel):
             raise ValueError(
                 f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -656,4 +676,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }
