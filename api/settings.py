@@ -10,6 +10,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.profile import ProfileError
 
 ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
@@ -132,6 +134,11 @@ class ApiSettings(BaseSettings):
     aq_table: str = Field(
         default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
     )
+    profile_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description="folders of the site's own device profiles (*.yaml), comma-separated: their fields' "
+        "roles count beside the shipped profiles' (docs/profiles.md)",
+    )
     aq_max_age_s: int = Field(
         default=7200,
         gt=0,
@@ -245,6 +252,27 @@ class ApiSettings(BaseSettings):
         if parts.scheme != "sqlite" and not parts.hostname:
             raise ValueError(f"store URL {redact_url(url)!r} has no host; {_STORE_URL_HELP}")
         return url
+
+    @field_validator("profile_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(item.strip()) for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("profile_dirs")
+    @classmethod
+    def _profiles_load(cls, dirs: tuple[Path, ...]) -> tuple[Path, ...]:
+        try:
+            catalogue(dirs)
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from exc
+        return dirs
+
+    @property
+    def roles(self) -> RoleCatalogue:
+        """Which stored field has which role, from the shipped profiles and ``profile_dirs``."""
+        return catalogue(self.profile_dirs)
 
     @field_validator("aq_table")
     @classmethod

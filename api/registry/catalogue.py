@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
-from firmware_bridge.profile import ProfileError, Verified, load_any_profile, load_profile
+from firmware_bridge.profile import ProfileError, Verified, load_any_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +37,6 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
             lon if isinstance(lon, int | float) else None,
         )
     return found
-
-
-@cache
-def field_units(profile: str) -> dict[str, str]:
-    """Unit of each field of a shipped profile ({} for an unknown one)."""
-    try:
-        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
-    except ProfileError:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
