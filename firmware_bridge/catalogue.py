@@ -61,10 +61,25 @@ class RoleCatalogue:
     """Every field some profile gives a role, by (measurement, field), and the profiles' field sets."""
 
     fields: tuple[RoleField, ...]
+    preferred: frozenset[tuple[str, str]] = frozenset()  # (measurement, field) some profile reads a role from
 
     def of(self, role: Role, measurement: str | None = None) -> list[RoleField]:
         """The fields with ``role`` (in ``measurement``), in catalogue order."""
         return [f for f in self.fields if f.role == role and measurement in (None, f.measurement)]
+
+    def read(self, role: Role, measurement: str, channel: str | None = None) -> list[RoleField]:
+        """The fields of ``role`` and ``channel`` in ``measurement`` that a profile reads the role from:
+        of two on one channel (a gas in ppb and in µg/m³) only the one in the canonical unit.
+        For queries that cannot choose per point (InfluxQL); a device has one of them."""
+        return [
+            f
+            for f in self.of(role, measurement)
+            if f.channel == channel and (f.measurement, f.field) in self.preferred
+        ]
+
+    def channels(self, role: Role, measurement: str) -> list[str]:
+        """The channels ``role`` has in ``measurement`` (l1, l2, lamp0...), sorted."""
+        return sorted({f.channel for f in self.of(role, measurement) if f.channel is not None})
 
     def measurements(self, *roles: Role) -> list[str]:
         """The measurements holding a field of any of ``roles``, sorted."""
@@ -123,11 +138,17 @@ def profile_paths(extra_dirs: Sequence[Path] = ()) -> list[Path]:
 def build(paths: Iterable[Path]) -> RoleCatalogue:
     """The catalogue of the profiles at ``paths``; ProfileError when two give one field different meanings."""
     known: dict[tuple[str, str], tuple[RoleField, Path]] = {}
+    preferred: set[tuple[str, str]] = set()
     for path in paths:
         profile = load_any_profile(path)
         if not isinstance(profile, Profile):
             continue  # a GPS fix's fields are the wire contract's lat/lon
-        for spec in _role_fields(profile):
+        fields = list(_role_fields(profile))
+        chosen: dict[tuple[Role, str | None], RoleField] = {}
+        for spec in sorted(fields, key=lambda f: not f.native):
+            chosen.setdefault((spec.role, spec.channel), spec)
+        preferred.update((f.measurement, f.field) for f in chosen.values())
+        for spec in fields:
             key = (spec.measurement, spec.field)
             before = known.get(key)
             if before is None:
@@ -138,7 +159,7 @@ def build(paths: Iterable[Path]) -> RoleCatalogue:
                     f"but {_describe(before[0])} in {before[1]}: one stored field has one meaning; rename "
                     "the field in one of the profiles"
                 )
-    return RoleCatalogue(tuple(spec for spec, _path in known.values()))
+    return RoleCatalogue(tuple(spec for spec, _path in known.values()), frozenset(preferred))
 
 
 def _describe(spec: RoleField) -> str:

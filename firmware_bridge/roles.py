@@ -63,6 +63,7 @@ class Role(StrEnum):
     BATTERY_VOLTAGE = "battery_voltage"
     FILL_LEVEL = "fill_level"
     OCCUPIED = "occupied"
+    TAPS = "taps"
 
 
 class StateClass(StrEnum):
@@ -180,6 +181,7 @@ ROLES: Mapping[Role, RoleSpec] = MappingProxyType(
         Role.BATTERY_VOLTAGE: RoleSpec(_units(("V", 1.0), ("mV", 0.001)), _M, "battery voltage"),
         Role.FILL_LEVEL: RoleSpec(_units(("%", 1.0)), _M, "how full a container is"),
         Role.OCCUPIED: RoleSpec(NO_UNIT, _S, "a place is taken (true) or free"),
+        Role.TAPS: RoleSpec(NO_UNIT, _TI, "card taps at a ticket validator; the channel is the fare type"),
     }
 )
 

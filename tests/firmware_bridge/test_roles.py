@@ -20,7 +20,7 @@ WITHOUT_ROLE = {
     },
     "tuf_2000m": {"positive_accumulator", "working_step"},  # positive_total is the volume, finer
     "parking_bay": {"vehicle_count"},
-    "ticket_validator": {"taps_resident", "taps_student", "taps_pupil", "taps_concession", "status"},
+    "ticket_validator": {"status"},
     "onboard_console": {"route_id", "trip_id", "login"},  # the transit contract reads them
 }
 
