@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from firmware_bridge.profile import PROFILES_DIR, Profile, ProfileError, load_any_profile
-from firmware_bridge.roles import LAMP_FAULTS, ROLES, LampBit, Role, canonical
+from firmware_bridge.roles import LAMP_FAULTS, ROLES, LampBit, Role, canonical, lamp_faults
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class RoleField:
 
     def faults(self, status: int) -> list[str]:
         """The failures a status word reports, in words ("lamp", "ballast")."""
-        return [word for what, word in LAMP_FAULTS.items() if status & self.bits(what)]
+        return lamp_faults(dict(self.flags), status)
 
     @property
     def fault_mask(self) -> int:

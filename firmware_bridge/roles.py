@@ -186,6 +186,15 @@ ROLES: Mapping[Role, RoleSpec] = MappingProxyType(
 )
 
 
+def lamp_faults(flags: Mapping[int, LampBit], status: int) -> list[str]:
+    """The failures a lamp status word reports by its profile's ``flags``, in words ("lamp", "ballast")."""
+    return [
+        word
+        for what, word in LAMP_FAULTS.items()
+        if any(status >> b & 1 for b, w in flags.items() if w == what)
+    ]
+
+
 def unit_problem(role: Role, unit: str | None) -> str | None:
     """Why a field in ``unit`` cannot have ``role`` (with the units it could have), or None."""
     units = ROLES[role].units

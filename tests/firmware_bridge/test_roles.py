@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge import dali
 from firmware_bridge.catalogue import build, catalogue, profile_paths
 from firmware_bridge.profile import Profile, ProfileError, available_profiles, load_profile
 from firmware_bridge.roles import ROLES, LampBit, Role, StateClass
@@ -86,8 +87,10 @@ def test_a_gas_in_ppb_is_converted_by_its_own_molar_mass(tmp_path: Path) -> None
 
 def test_lamp_status_bits_are_decoded_from_the_profile() -> None:
     (lamp0,) = [f for f in catalogue().of(Role.LAMP_STATUS) if f.channel == "lamp0"]
-    assert lamp0.bits(LampBit.LAMP_ON) == 0x04
-    assert lamp0.fault_mask == 0x03
+    # The profile names the bits the gateway simulator sets (firmware_bridge.dali).
+    assert lamp0.bits(LampBit.LAMP_ON) == dali.LAMP_ON
+    assert lamp0.bits(LampBit.FADE_RUNNING) == dali.FADE_RUNNING
+    assert lamp0.fault_mask == dali.FAULTS
     assert lamp0.faults(0x03) == ["lamp", "ballast"]
     assert lamp0.faults(0x14) == []
 
