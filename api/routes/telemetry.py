@@ -33,7 +33,7 @@ from api.series import descriptive_tags
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
 from collector.store.base import Aggregate, FieldValue
-from firmware_bridge.catalogue import RoleField
+from firmware_bridge.catalogue import RoleCatalogue, RoleField
 from firmware_bridge.roles import ROLES, Role, StateClass
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
@@ -174,11 +174,25 @@ def telemetry_by_group(
     start: StartQuery = None,
     end: EndQuery = None,
     fields: FieldsQuery = None,
+    roles: Annotated[
+        str | None,
+        Query(
+            max_length=500,
+            description="roles instead of fields, comma-separated (active_power,voltage): each model's "
+            "fields of a role combined under the role's name, in its unit (docs/profiles.md)",
+        ),
+    ] = None,
 ) -> GroupsPublic:
     """One measurement summarised per window across the devices of each district, site, or the city."""
     span = time_range(start, end, now_ms=now_ms, settings=settings)
     window_s = duration_s("window", window)
     names = field_names(fields) if fields is not None else None
+    rename: dict[str, tuple[str, float]] = {}
+    if roles is not None:
+        if fields is not None:
+            raise bad_request("give fields or roles, not both")
+        rename = _role_fields(settings.roles, measurement, roles)
+        names = list(rename)
     # combine() reads a row per device and window: bounded before the first is loaded.
     check_windowed_rows(
         store,
@@ -199,6 +213,7 @@ def telemetry_by_group(
         aggregate=aggregate,
         fields=names,
         group_of=group_of_devices(store, measurement, by),
+        rename=rename,
     )
     return GroupsPublic(
         measurement=measurement,
@@ -339,3 +354,18 @@ def _counters(
     if not fields:
         raise bad_request(f"no profile gives a field of {measurement} the role {role.value}")
     return [Counter(f.field, ROLES[role].units[f.unit]) for f in fields]
+
+
+def _role_fields(catalogue: RoleCatalogue, measurement: str, text: str) -> dict[str, tuple[str, float]]:
+    """Each channel-less field of the asked roles in ``measurement``: (role name, factor to its unit)."""
+    found: dict[str, tuple[str, float]] = {}
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        try:
+            role = Role(name)
+        except ValueError:
+            raise bad_request(f"no role {name!r}; the roles are listed in docs/profiles.md") from None
+        fields = catalogue.read(role, measurement)
+        if not fields:
+            raise bad_request(f"no profile gives a field of {measurement} the role {role.value}")
+        found |= {f.field: (role.value, ROLES[role].units[f.unit]) for f in fields}
+    return found

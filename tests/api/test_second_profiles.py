@@ -155,3 +155,26 @@ def test_consumption_needs_one_counter(client: TestClient, params: dict[str, str
     response = client.get("/v1/telemetry/electricity/consumption", params=params)
     assert response.status_code == 400
     assert says in response.text
+
+
+def test_groups_by_role_combine_meter_models_in_the_roles_unit(
+    client: TestClient, store: SqliteStore
+) -> None:
+    at = NOW_MS - 10 * MINUTE_MS
+    store.write(
+        [
+            reading("electricity", "sdm-1", at, {"total_power": 1000.0, "voltage": 230.0}),
+            reading("electricity", "em-1", at, {"p_sum_kw": 2.0}),
+        ]
+    )
+    params = {"by": "city", "window": "1h", "aggregate": "sum", "roles": "active_power", "start": "-1h"}
+    response = client.get("/v1/telemetry/electricity/groups", params=params)
+    assert response.status_code == 200, response.text
+    [row] = response.json()["rows"]
+    assert (row["devices"], row["values"]) == (2, {"active_power": 3000.0})
+    params |= {"aggregate": "mean"}
+    [row] = client.get("/v1/telemetry/electricity/groups", params=params).json()["rows"]
+    assert row["values"] == {"active_power": 1500.0}
+    refused = client.get("/v1/telemetry/electricity/groups", params=params | {"roles": "wattage"})
+    assert refused.status_code == 400
+    assert "no role 'wattage'" in refused.text
