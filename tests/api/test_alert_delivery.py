@@ -106,7 +106,7 @@ def test_raised_and_ended_alerts_are_posted_and_published(
             assert json.loads(payload) == raised
 
             clock.now_ms += MINUTE_MS
-            # PM is indexed on its 24-hour running mean (EEA): (150 + 3 × 4) / 4 = 40.5, Moderate.
+            # PM is indexed on its 24-hour running mean (EEA): (150 + 3 * 4) / 4 = 40.5, Moderate.
             store.write(
                 [
                     reading("air_quality", "aq-rynok", clock.now_ms - ms, {"pm25": 4.0}, district="halytskyi")

@@ -392,3 +392,20 @@ def test_a_bad_ownership_policy_exits_2_and_names_the_choices() -> None:
     assert result.returncode == 2
     assert "--owners: 'yes' is no ownership policy (off, known, strict)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dashboards_refuse_a_site_profile_that_gives_a_stored_field_another_meaning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "meter.yaml").write_text(
+        "model: meter\nvendor: x\nsource: x\nverified: modelled\nmeasurement: water\nregisters:\n"
+        "  - {field: flow_rate, role: flow_rate, table: input, address: 0, type: f32, unit: l/s}\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(["dashboards", "preview", "--profiles", str(tmp_path), "--store", "influxdb://127.0.0.1:1/x"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "field flow_rate of measurement water is role flow_rate unit l/s" in err
+    assert "rename the field in one of the profiles" in err
