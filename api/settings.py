@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
@@ -134,6 +134,7 @@ class ApiSettings(BaseSettings):
     aq_table: str = Field(
         default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
     )
+    _roles: RoleCatalogue = PrivateAttr()
     profile_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
         default=(),
         description="folders of the site's own device profiles (*.yaml), comma-separated: their fields' "
@@ -260,19 +261,19 @@ class ApiSettings(BaseSettings):
             return tuple(Path(item.strip()) for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("profile_dirs")
-    @classmethod
-    def _profiles_load(cls, dirs: tuple[Path, ...]) -> tuple[Path, ...]:
+    @model_validator(mode="after")
+    def _profiles_load(self) -> ApiSettings:
+        """The catalogue of fields by role, read at start-up (a profile changed later needs a restart)."""
         try:
-            catalogue(dirs)
+            self._roles = catalogue(self.profile_dirs)
         except ProfileError as exc:
-            raise ValueError(str(exc)) from exc
-        return dirs
+            raise ValueError(f"CITYGW_PROFILE_DIRS: {exc}") from exc
+        return self
 
     @property
     def roles(self) -> RoleCatalogue:
         """Which stored field has which role, from the shipped profiles and ``profile_dirs``."""
-        return catalogue(self.profile_dirs)
+        return self._roles
 
     @field_validator("aq_table")
     @classmethod

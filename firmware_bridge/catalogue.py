@@ -173,7 +173,12 @@ def _describe(spec: RoleField) -> str:
     return " ".join(parts)
 
 
-@cache
 def catalogue(extra_dirs: tuple[Path, ...] = ()) -> RoleCatalogue:
-    """The catalogue of the shipped profiles and those in ``extra_dirs`` (loaded once per set of folders)."""
-    return build(profile_paths(extra_dirs))
+    """The catalogue of the shipped profiles and those in ``extra_dirs``; built again only when a
+    profile file was added, removed or changed."""
+    return _built(tuple((path, path.stat().st_mtime_ns) for path in profile_paths(extra_dirs)))
+
+
+@cache
+def _built(files: tuple[tuple[Path, int], ...]) -> RoleCatalogue:
+    return build(path for path, _changed in files)

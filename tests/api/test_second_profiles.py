@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from api.alerts.engine import evaluate
 from api.registry import Registry
@@ -178,3 +179,21 @@ def test_groups_by_role_combine_meter_models_in_the_roles_unit(
     refused = client.get("/v1/telemetry/electricity/groups", params=params | {"roles": "wattage"})
     assert refused.status_code == 400
     assert "no role 'wattage'" in refused.text
+
+
+def test_profile_folders_are_checked_when_the_api_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CITYGW_PROFILE_DIRS", f"{PROFILES}, {tmp_path}")
+    assert ApiSettings().profile_dirs == (PROFILES, tmp_path)
+    (tmp_path / "meter.yaml").write_text(
+        "model: meter\nvendor: x\nsource: x\nverified: modelled\nmeasurement: electricity\nregisters:\n"
+        "  - {field: p_sum_kw, role: active_power, table: input, address: 0, type: f32, unit: W}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValidationError) as caught:
+        ApiSettings()
+    assert "field p_sum_kw of measurement electricity is role active_power unit W" in str(caught.value)
+    monkeypatch.setenv("CITYGW_PROFILE_DIRS", str(tmp_path / "nowhere"))
+    with pytest.raises(ValidationError, match="no such folder of profiles"):
+        ApiSettings()
