@@ -10,8 +10,9 @@ hours. Values that are not concentrations (negative sensor noise) are left out.
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from citygw import air_quality
@@ -116,6 +117,30 @@ def station_indices(
                 )
             )
     return sorted(stations, key=lambda s: s.device)
+
+
+class RecentIndices:
+    """The stations' indices per table, reused for ``max_age_ms`` (a minute) after they were computed.
+
+    The index is defined hourly; averaging a day of every station's readings for each public request
+    would let a burst of requests keep the store busy (bench/aq_index.py: 0.7 s on SQLite for 50
+    stations reading every minute).
+    """
+
+    def __init__(self, max_age_ms: int = 60_000) -> None:
+        self.max_age_ms = max_age_ms
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[int, list[StationIndex]]] = {}
+
+    def get(self, table: str, now_ms: int, compute: Callable[[], list[StationIndex]]) -> list[StationIndex]:
+        with self._lock:
+            known = self._known.get(table)
+        if known is not None and 0 <= now_ms - known[0] < self.max_age_ms:
+            return known[1]
+        found = compute()
+        with self._lock:
+            self._known[table] = (now_ms, found)
+        return found
 
 
 def worst(stations: Iterable[StationIndex]) -> StationIndex | None:

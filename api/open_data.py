@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from api.air import StationIndex, concentrations_ugm3, station_indices
+from api.air import RecentIndices, StationIndex, concentrations_ugm3, station_indices
 from api.registry.catalogue import RegisteredDevice
 from api.settings import ApiSettings
 from api.spreadsheet import csv_cell
@@ -243,13 +243,19 @@ def entities(
     devices: Mapping[str, RegisteredDevice],
     settings: ApiSettings,
     now_ms: int,
+    indices: RecentIndices | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The dataset's entities from each device's newest point, in every measurement with its roles."""
+    """The dataset's entities from each device's newest point, in every measurement with its roles;
+    air quality with the stations' indices (``indices``: reused from the last minute)."""
     city, roles = settings.city, settings.roles
     stations: dict[str, StationIndex] = {}
     if dataset.name is DatasetName.AIR_QUALITY:
         table = air_quality.TABLES[settings.aq_table]
-        found = station_indices(store, roles, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s)
+
+        def compute() -> list[StationIndex]:
+            return station_indices(store, roles, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s)
+
+        found = compute() if indices is None else indices.get(table.version, now_ms, compute)
         stations = {s.device: s for s in found}
     for measurement in roles.measurements(*dataset.roles):
         for point in newest_per_device(store.latest(measurement=measurement)):

@@ -63,7 +63,7 @@ def dataset(
         devices = registered_devices(session)
     paging = Response()
     found: list[dict[str, Any]] = page_of(
-        entities(chosen, store, devices, settings, now_ms),
+        entities(chosen, store, devices, settings, now_ms, context.air_indices),
         lambda entity: (str(entity["id"]),),
         limit=limit,
         cursor=cursor,

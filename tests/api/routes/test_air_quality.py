@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.registry import Registry
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import MINUTE_MS, NOW_MS, reading, register_device
+from tests.api.factories import MINUTE_MS, NOW_MS, FakeClock, reading, register_device
 
 
 @pytest.fixture
@@ -128,3 +128,12 @@ def test_the_index_takes_hourly_gas_means_and_24_hour_pm_means(
     (station,) = get(anonymous, "stations")["stations"]
     assert station["concentrations_ugm3"] == {"no2": 30.0, "pm2_5": 40.0}
     assert station["index"] == {"band": 3, "level": "Moderate", "pollutant": "pm2_5"}
+
+
+def test_indices_are_reused_for_a_minute(anonymous: TestClient, store: SqliteStore, clock: FakeClock) -> None:
+    store.write([reading("air_quality", "aq-new", NOW_MS - MINUTE_MS, {"no2_ugm3": 5.0})])
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Good"
+    store.write([reading("air_quality", "aq-new", NOW_MS, {"no2_ugm3": 395.0})])
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Good"  # the hourly index of a minute ago
+    clock.now_ms += MINUTE_MS
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Extremely poor"  # mean 200 µg/m³
