@@ -205,8 +205,10 @@ def unit_problem(role: Role, unit: str | None) -> str | None:
 
 
 def canonical(role: Role, unit: str | None, value: float) -> float:
-    """``value`` (in ``unit``) in the role's canonical unit."""
-    return value * ROLES[role].units[unit]
+    """``value`` (in ``unit``) in the role's canonical unit, to 12 significant digits (0.04 l/s is
+    0.144 m³/h, not 0.14400000000000002)."""
+    factor = ROLES[role].units[unit]
+    return value if factor == 1 else float(f"{value * factor:.12g}")
 
 
 def role_problem(

@@ -9,7 +9,7 @@ import pytest
 from firmware_bridge import dali
 from firmware_bridge.catalogue import build, catalogue, profile_paths
 from firmware_bridge.profile import Profile, ProfileError, available_profiles, load_profile
-from firmware_bridge.roles import ROLES, LampBit, Role, StateClass
+from firmware_bridge.roles import ROLES, LampBit, Role, StateClass, canonical
 from tests.firmware_bridge.test_profile import problem, write
 
 # Fields of the shipped profiles that have no role from the vocabulary (yet), with the reason.
@@ -83,6 +83,12 @@ def test_a_gas_in_ppb_is_converted_by_its_own_molar_mass(tmp_path: Path) -> None
     found = build([path])
     assert found.chosen(Role.NO2, "air", {"nitrogen": 10})[None][1] == pytest.approx(19.1)
     assert found.value(Role.O3, "air", {"ozone": 10}) == pytest.approx(20.0)
+
+
+def test_a_converted_value_carries_no_float_noise() -> None:
+    assert canonical(Role.FLOW_RATE, "l/s", 0.04) == 0.144  # 0.04 * 3.6 is 0.14400000000000002
+    assert canonical(Role.NO2, "ppb", 3) == 5.73  # 3 * 1.91 is 5.7299999999999995
+    assert canonical(Role.ACTIVE_POWER, "W", 0.1 + 0.2) == 0.1 + 0.2  # its own unit: untouched
 
 
 def test_lamp_status_bits_are_decoded_from_the_profile() -> None:
