@@ -3,6 +3,8 @@ alerts, open data, the AQ index, consumption and exports find its fields by role
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,14 @@ def test_profile_folders_are_checked_when_the_api_starts(
     monkeypatch.setenv("CITYGW_PROFILE_DIRS", str(tmp_path / "nowhere"))
     with pytest.raises(ValidationError, match="no such folder of profiles"):
         ApiSettings()
+
+
+def test_exports_of_the_second_models(client: TestClient, second_city: SqliteStore) -> None:
+    params = {"start": str(NOW_MS - 5 * HOUR_MS), "end": str(NOW_MS + 1)}  # end is exclusive
+    table = list(csv.DictReader(io.StringIO(client.get("/v1/exports/lighting", params=params).text)))
+    assert [(row["device"], row["a_state"], row["b_state"], row["line_load_pct"]) for row in table] == [
+        ("ctl-1", "9", "96", "20")
+    ]
+    water = list(csv.DictReader(io.StringIO(client.get("/v1/exports/water", params=params).text)))
+    assert len(water) == 13
+    assert set(water[0]) >= {"q_ls", "vol_fwd_l"}
