@@ -347,13 +347,28 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The site's profile folders (``--profiles``, else $CITYGW_PROFILE_DIRS, comma-separated), checked:
+    ConfigError naming the file and the fix when their profiles cannot be catalogued."""
+    from firmware_bridge.catalogue import catalogue
+    from firmware_bridge.profile import ProfileError
+
+    text = _env("CITYGW_PROFILE_DIRS", "")
+    dirs = tuple(args.profiles or (Path(part.strip()) for part in text.split(",") if part.strip()))
+    try:
+        catalogue(dirs)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dirs
+
+
 def _dashboards_push(args: argparse.Namespace) -> int:
     from collector.store import redact
     from dashboards.push import URL_ENV
     from dashboards.push import main as push
 
     with _failing_as(f"Grafana at {redact(os.environ.get(URL_ENV, ''))}"):
-        return push(dry_run=args.dry_run)
+        return push(dry_run=args.dry_run, profiles=_profile_dirs(args))
 
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
@@ -361,6 +376,7 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store.influx import InfluxV1Store, InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
+    from firmware_bridge.catalogue import catalogue
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store(args.store)
@@ -370,7 +386,8 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
                     f"--store {redact(args.store)}: the dashboards' queries are InfluxQL: use influxdb://"
                 )
             window = last_hours(args.hours, int(time.time() * 1000))
-            previews = preview_all(build_all(), store.reader.query, window, args.out)
+            boards = build_all(catalogue(_profile_dirs(args)))
+            previews = preview_all(boards, store.reader.query, window, args.out)
         finally:
             store.close()
     for preview in previews:
@@ -854,6 +871,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview = dashboards.add_parser(
         "preview", help="draw each dashboard's panels from InfluxDB into PNGs, without Grafana"
     )
+    for command in (push, preview):
+        command.add_argument(
+            "--profiles",
+            type=Path,
+            action="append",
+            help="a folder of the site's own device profiles (repeatable); default $CITYGW_PROFILE_DIRS, "
+            "comma-separated, as the API reads it",
+        )
     preview.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE), help="influxdb://...")
     preview.add_argument("--out", type=Path, default=Path("var/dashboards"), help="folder of the PNGs")
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -210,6 +211,17 @@ class RegisterSpec(BaseModel):
         "default the profile's write_function",
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -262,6 +274,14 @@ class RegisterSpec(BaseModel):
             raise ValueError(
                 f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -805,4 +825,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }
