@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from firmware_bridge.profile import PROFILES_DIR, Profile, ProfileError, load_any_profile
+from firmware_bridge.profile import (
+    PROFILES_DIR,
+    MbusProfile,
+    NmeaProfile,
+    Profile,
+    ProfileError,
+    RegisterSpec,
+    load_any_profile,
+)
 from firmware_bridge.roles import LAMP_FAULTS, ROLES, LampBit, Role, canonical, lamp_faults
 
 
@@ -111,17 +119,18 @@ class RoleCatalogue:
         return None if chosen is None else chosen[1]
 
 
-def _role_fields(profile: Profile) -> Iterable[RoleField]:
-    for spec in profile.registers:
+def _role_fields(profile: Profile | MbusProfile) -> Iterable[RoleField]:
+    for spec in profile.field_specs:
         if spec.role is not None:
+            registers = spec if isinstance(spec, RegisterSpec) else None
             yield RoleField(
                 profile.measurement,
                 spec.field,
                 spec.role,
                 spec.unit,
                 spec.channel,
-                tuple(sorted((spec.flags or {}).items())),
-                spec.max,
+                tuple(sorted((registers.flags or {}).items())) if registers else (),
+                registers.max if registers else None,
             )
 
 
@@ -141,7 +150,7 @@ def build(paths: Iterable[Path]) -> RoleCatalogue:
     preferred: set[tuple[str, str]] = set()
     for path in paths:
         profile = load_any_profile(path)
-        if not isinstance(profile, Profile):
+        if isinstance(profile, NmeaProfile):
             continue  # a GPS fix's fields are the wire contract's lat/lon
         fields = list(_role_fields(profile))
         chosen: dict[tuple[Role, str | None], RoleField] = {}

@@ -631,9 +631,20 @@ class MbusField(BaseModel):
     deadband: DeadbandSetting | None = None
     report: Literal["on_change"] | None = None
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MbusField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
         if self.scale == 0:
             raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
         if self.counter and self.type == "string":

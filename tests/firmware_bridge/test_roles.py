@@ -8,7 +8,15 @@ import pytest
 
 from firmware_bridge import dali
 from firmware_bridge.catalogue import build, catalogue, profile_paths
-from firmware_bridge.profile import Profile, ProfileError, available_profiles, load_profile
+from firmware_bridge.profile import (
+    MbusField,
+    MbusProfile,
+    Profile,
+    ProfileError,
+    available_profiles,
+    load_any_profile,
+    load_profile,
+)
 from firmware_bridge.roles import ROLES, LampBit, Role, StateClass, canonical
 from tests.firmware_bridge.test_profile import problem, write
 
@@ -30,6 +38,42 @@ WITHOUT_ROLE = {
 def test_every_shipped_field_has_a_role_where_one_applies(name: str) -> None:
     profile = load_profile(name)
     assert {s.field for s in profile.registers if s.role is None} == WITHOUT_ROLE.get(name, set())
+
+
+# M-Bus fields without a role: strings, stored (due-date) values, maxima and what the vocabulary lacks.
+MBUS_WITHOUT_ROLE = {
+    "emu_professional_375": set(),
+    "itron_cyble_water": {"volume_m3_due_date", "customer_id", "meter_time"},
+    "kamstrup_multical_601": {
+        "energy_kwh",  # heat energy: no role yet
+        "temperature_difference",  # K, not a temperature
+        "power_kw",  # thermal power: no role yet
+        "power_max_kw",
+        "flow_rate_max",
+        "energy_kwh_last_period",
+        "operating_hours",
+        "meter_time",
+    },
+}
+
+
+@pytest.mark.parametrize("name", available_profiles("mbus"))
+def test_every_mbus_field_has_a_role_where_one_applies(name: str) -> None:
+    profile = load_any_profile(name)
+    assert isinstance(profile, MbusProfile)
+    assert {s.field for s in profile.fields if s.role is None} == MBUS_WITHOUT_ROLE.get(name, set())
+
+
+def test_mbus_roles_reach_the_catalogue_and_are_checked() -> None:
+    found = {(f.measurement, f.field, f.channel) for f in catalogue().of(Role.ACTIVE_ENERGY_IMPORT)}
+    assert ("electricity", "import_energy_t1_kwh", "t1") in found
+    assert ("heat", "volume_m3", None) in {
+        (f.measurement, f.field, f.channel) for f in catalogue().of(Role.VOLUME_TOTAL)
+    }
+    with pytest.raises(ValueError, match="is in W, kW, not V"):
+        MbusField(field="p", vif="2B", unit="V", role=Role.ACTIVE_POWER)
+    with pytest.raises(ValueError, match="needs flags"):
+        MbusField(field="s", vif="FD17", type="int", role=Role.LAMP_STATUS)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +183,9 @@ def test_a_missing_profile_folder_is_named(tmp_path: Path) -> None:
 
 def test_the_catalogue_knows_the_shipped_fields_by_role() -> None:
     found = catalogue()
-    assert [(f.measurement, f.field) for f in found.of(Role.FLOW_RATE)] == [("water", "flow_rate")]
+    assert sorted((f.measurement, f.field) for f in found.of(Role.FLOW_RATE)) == [
+        ("heat", "flow_rate"),  # the Kamstrup MULTICAL 601 (M-Bus)
+        ("water", "flow_rate"),
+    ]
     assert {f.channel for f in found.of(Role.VOLTAGE)} == {None, "l1", "l2", "l3"}
     assert isinstance(load_profile("tuf_2000m"), Profile)
