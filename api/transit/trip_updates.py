@@ -16,7 +16,7 @@ from google.transit import gtfs_realtime_pb2
 
 from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
-from api.transit.timetable import TripPath
+from api.transit.timetable import TripPath, TripRun
 
 MIN_DWELL_S = 15
 AT_STOP_M = 30.0  # a bus this near a stop (and slow) is at it
@@ -75,15 +75,20 @@ class TripProgress:
 
 
 def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescriptor) -> None:
+    """Fill ``descriptor`` with the bus's run."""
+    run_descriptor(match.run, descriptor)
+
+
+def run_descriptor(run: TripRun, descriptor: gtfs_realtime_pb2.TripDescriptor) -> None:
     """Fill ``descriptor`` with the run: trip, route, direction, service day and start time."""
-    trip = match.run.trip
+    trip = run.trip
     descriptor.trip_id = trip.trip_id
     descriptor.route_id = trip.route_id
     if trip.direction_id is not None:
         descriptor.direction_id = trip.direction_id
-    descriptor.start_date = match.run.start_date
-    descriptor.start_time = match.run.start_time
-    frequency = match.run.frequency
+    descriptor.start_date = run.start_date
+    descriptor.start_time = run.start_time
+    frequency = run.frequency
     # A headway run without exact times has no schedule to be on (GTFS-realtime: UNSCHEDULED).
     descriptor.schedule_relationship = (
         gtfs_realtime_pb2.TripDescriptor.UNSCHEDULED
