@@ -78,10 +78,12 @@ async def _send_commands(registry: Registry, link: AgentLink, clock: Clock, ttl_
         await asyncio.sleep(COMMAND_TICK_S)
 
 
-async def _every(interval_s: float, job: Callable[[], object], what: str) -> None:
-    """Run ``job`` in a worker thread every ``interval_s``, for as long as the app runs."""
+async def _every(interval_s: float, job: Callable[[], object], what: str, *, at_once: bool = False) -> None:
+    """Run ``job`` in a worker thread every ``interval_s`` (and first at once if told), while the app runs."""
     while True:
-        await asyncio.sleep(interval_s)
+        if not at_once:
+            await asyncio.sleep(interval_s)
+        at_once = False
         try:
             await asyncio.to_thread(job)
         except StoreError as exc:
@@ -96,6 +98,20 @@ def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
         delivery.deliver(event)
 
 
+def _transit(app: FastAPI, context: AppContext) -> TransitService:
+    if getattr(app.state, "transit", None) is None:
+        app.state.transit = TransitService(context.settings)
+    service: TransitService = app.state.transit
+    return service
+
+
+def _learn_running_times(service: TransitService, context: AppContext) -> None:
+    """Learn running times from what the store got since the last time (api/transit/history.py)."""
+    published = service.source.current()
+    if published is not None:
+        service.history.refresh(context.store, published.timetable, now_ms=context.clock())
+
+
 def _recorder(app: FastAPI, context: AppContext) -> Recorder | None:
     """The recorder of the app's derived series, when the store it was given can be written."""
     if not isinstance(context.store, StoreWriter):
@@ -103,13 +119,11 @@ def _recorder(app: FastAPI, context: AppContext) -> Recorder | None:
             "the API's store cannot be written: delays, occupancy and command outcomes are not recorded"
         )
         return None
-    if getattr(app.state, "transit", None) is None:
-        app.state.transit = TransitService(context.settings)
     return Recorder(
         context.store,
         reader=context.store,
         registry=context.registry,
-        transit=app.state.transit,
+        transit=_transit(app, context),
         settings=context.settings,
     )
 
@@ -167,6 +181,19 @@ def create_app(
                                 "evaluating alert rules",
                             ),
                             name="alert-rules",
+                        )
+                    )
+                if settings.transit_history_refresh_s > 0:
+                    transit_service = _transit(_app, context)
+                    background.append(
+                        tasks.create_task(
+                            _every(
+                                settings.transit_history_refresh_s,
+                                lambda: _learn_running_times(transit_service, context),
+                                "learning transit running times",
+                                at_once=True,
+                            ),
+                            name="transit-history",
                         )
                     )
                 recorder = _recorder(_app, context) if settings.record_interval_s > 0 else None

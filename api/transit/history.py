@@ -312,8 +312,10 @@ def tracks(rows: Iterable[Row], timetable: Timetable, *, centre_s: float) -> lis
         assert isinstance(lat, float | int)
         assert isinstance(lon, float | int)
         x, y = timetable.plane.to_xy(lat, lon)
-        known = isinstance(speed, int | float) and not isinstance(speed, bool)
-        by_device[device].append((row.ts_ms / 1000 + centre_s, x, y, float(speed) if known else math.nan))
+        speed_mps = (
+            float(speed) if isinstance(speed, int | float) and not isinstance(speed, bool) else math.nan
+        )
+        by_device[device].append((row.ts_ms / 1000 + centre_s, x, y, speed_mps))
     found = []
     for points in by_device.values():
         points.sort()
