@@ -38,6 +38,7 @@ LOOK_AHEAD = 8  # visits after leaving a stop among which its next stop is looke
 KEEP_SAMPLES = 200  # newest samples kept per segment and hour
 CHUNK_MS = 6 * 3_600_000  # history is read a quarter of a day at a time
 SETTLE_MS = 60_000  # points this recent may still be arriving: read at the next refresh
+OVERLAP_MS = int((MAX_RUN_S + MAX_DWELL_S) * 1000)  # longest a sample reaches past its time
 _MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 
 
@@ -366,20 +367,24 @@ class HistoryLearner:
             assert self._grid is not None
             oldest_ms = now_ms - int(self.days * 86_400_000)
             start_ms = max(oldest_ms, self._read_to_ms if self._read_to_ms is not None else oldest_ms)
-            end_ms = now_ms - SETTLE_MS
+            # Samples up to ``learn_to_ms``, each from a read reaching OVERLAP_MS beyond its chunk on
+            # both sides: a bus between two stops at a chunk's edge is counted once, never cut in two.
+            learn_to_ms = now_ms - SETTLE_MS - OVERLAP_MS
             added = 0
-            for chunk_ms in range(start_ms, end_ms, CHUNK_MS):
+            for chunk_ms in range(start_ms, learn_to_ms, CHUNK_MS):
+                chunk_end_ms = min(chunk_ms + CHUNK_MS, learn_to_ms)
                 rows = store.range(
                     measurement=MEASUREMENT,
-                    start_ms=chunk_ms,
-                    end_ms=min(chunk_ms + CHUNK_MS, end_ms),
+                    start_ms=chunk_ms - OVERLAP_MS,
+                    end_ms=chunk_end_ms + OVERLAP_MS,
                     fields=["lat", "lon", "speed_mps"],
                     window_s=self.sample_s,
                     aggregate=Aggregate.MEAN,
                 )
                 for track in tracks(rows, timetable, centre_s=self.sample_s / 2):
-                    added += self._times.add(samples_of(visits(track, self._grid), self._successors))
-            self._read_to_ms = max(end_ms, start_ms)
+                    found = samples_of(visits(track, self._grid), self._successors)
+                    added += self._times.add(s for s in found if chunk_ms <= s.at_s * 1000 < chunk_end_ms)
+            self._read_to_ms = max(learn_to_ms, start_ms)
             self._times.forget_before(oldest_ms / 1000)
             self.learned = self._times.learned(min_samples=self.min_samples)
             log.info(

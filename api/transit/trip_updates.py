@@ -101,6 +101,8 @@ def predict(
         planned_dwell = stop_time.departure_s - stop_time.arrival_s
         if stop_time.stop_sequence in skipped:
             departure = arrival
+        elif index == len(stop_times) - 1:
+            departure = arrival + planned_dwell  # the end of the trip: what history has there is a layover
         elif index == 0 or planned_dwell >= HOLD_DWELL_S:
             # A timing point: a late bus leaves after a short dwell, an early one waits for its time.
             departure = max(arrival + MIN_DWELL_S if index else arrival, run.departure(index))

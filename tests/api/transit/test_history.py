@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from api.settings import ApiSettings
+from api.transit.feeds import FeedKind, TransitService
 from api.transit.history import (
     HistoryLearner,
     RunningTimes,
@@ -170,3 +172,33 @@ def test_the_learner_reads_the_store_s_positions_then_only_what_came_since(
     slow = learner.learned.run(stops[SLOW], stops[SLOW + 1], leave_s)
     assert slow is not None
     assert slow.samples == 6
+
+
+def test_trip_updates_over_the_store_predict_a_slow_segment_from_its_history(
+    store: Store, timetable: Timetable, gtfs_path: Path, settings: ApiSettings
+) -> None:
+    buses = slow_rides(timetable, 7)
+    store.write(points_of(timetable, buses[1:]))  # the six days before
+    live = buses[0].rides[0]  # today: between the stop before the slow segment and its first stop
+    now_s = int(live.actual_departures[SLOW - 1]) + 20
+    store.write(list(fixes_between(timetable, buses[:1], now_s - 150, now_s + 1)))
+    transit_settings = settings.model_copy(update={"transit_gtfs_path": gtfs_path})
+    learning, carrying = TransitService(transit_settings), TransitService(transit_settings)
+    published = learning.source.current()
+    assert published is not None
+    learning.history.refresh(store, published.timetable, now_ms=now_s * 1000)
+    reached = live.run.trip.stop_times[SLOW + 1].stop_sequence
+    predicted = {}
+    for name, service in (("learned", learning), ("carried", carrying)):
+        feed = service.build(store, now_ms=now_s * 1000, max_age_s=90, max_ahead_s=5).feeds[
+            FeedKind.TRIP_UPDATES
+        ]
+        (update,) = [e.trip_update for e in feed.entity if e.id == live.run.key]
+        (stop,) = [stu for stu in update.stop_time_update if stu.stop_sequence == reached]
+        predicted[name] = stop.arrival
+    truth_s = live.actual_arrivals[SLOW + 1]
+    # History knows the segment is slow at this hour; carrying the delay along the schedule does not.
+    assert abs(predicted["learned"].time - truth_s) < 60
+    assert truth_s - predicted["carried"].time > 120
+    assert 0 < predicted["learned"].uncertainty < 120
+    assert not predicted["carried"].HasField("uncertainty")
