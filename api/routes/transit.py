@@ -146,7 +146,7 @@ async def _feed(
     )
 
 
-def _add_feed_routes(kind: FeedKind, summary: str) -> None:
+def _add_feed_routes(kind: FeedKind, summary: str, description: str | None = None) -> None:
     async def any_format(
         context: ContextDep,
         service: TransitDep,
@@ -176,7 +176,11 @@ def _add_feed_routes(kind: FeedKind, summary: str) -> None:
         return await _feed(kind, FeedFormat.JSON, context, service, now_ms, if_none_match, if_modified_since)
 
     path = f"/{kind.value}"
-    common: dict[str, Any] = {"response_class": Response, "responses": _FEED_RESPONSES}
+    common: dict[str, Any] = {
+        "response_class": Response,
+        "responses": _FEED_RESPONSES,
+        "description": description or summary,
+    }
     router.add_api_route(path, any_format, summary=summary, name=f"{kind.name.lower()}", **common)
     router.add_api_route(
         path + ".pb", protobuf, summary=summary + " (protobuf)", name=f"{kind.name.lower()}_pb", **common
@@ -187,7 +191,15 @@ def _add_feed_routes(kind: FeedKind, summary: str) -> None:
 
 
 _add_feed_routes(FeedKind.VEHICLE_POSITIONS, "Where each bus is now: GTFS-realtime VehiclePositions")
-_add_feed_routes(FeedKind.TRIP_UPDATES, "When buses will reach their next stops: GTFS-realtime TripUpdates")
+_add_feed_routes(
+    FeedKind.TRIP_UPDATES,
+    "When buses will reach their next stops: GTFS-realtime TripUpdates",
+    "Per run with a bus: arrival and departure at every stop ahead, from running times learned per"
+    " segment and hour where history has them (the schedule elsewhere), each with its `uncertainty` in"
+    " seconds where the learned spread is known (0: measured, absent: unknown). Runs an operator canceled"
+    " (`POST /v1/transit/trip-changes`) or that are detected as missed are `CANCELED`; stops an operator"
+    " took out are `SKIPPED`, without times.",
+)
 _add_feed_routes(FeedKind.ALERTS, "Service alerts: GTFS-realtime Alerts")
 
 
