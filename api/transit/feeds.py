@@ -39,6 +39,7 @@ from api.transit.vehicle_positions import (
 from collector.store.base import Point, Row, TelemetryReader
 
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
+SERVED_MEMORY_MS = 36 * 3_600_000  # longer than any run lasts, a service day and its night included
 _VP = gtfs_realtime_pb2.VehiclePosition
 
 
@@ -189,6 +190,7 @@ class TransitService:
         self.clocks = {kind: FeedClock() for kind in FeedKind}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._served_runs: dict[str, int] = {}  # run key → last build that had a bus on it (ms)
 
     def snapshot(
         self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float
@@ -307,7 +309,13 @@ class TransitService:
         add_changed_runs(trip_updates, [c for k, c in changes.items() if k not in with_bus], now_s=now_s)
         after_s = self.settings.transit_missed_run_after_s
         if after_s > 0:
-            missed = missed_runs(timetable, matches, newest, now_s=now_s, after_s=after_s, known=changes)
+            # A run once seen with a bus was not missed, whatever became of its bus (early, tracker off).
+            self._served_runs = {
+                k: ms for k, ms in self._served_runs.items() if ms > now_ms - SERVED_MEMORY_MS
+            }
+            self._served_runs.update((key, now_ms) for key in with_bus)
+            seen = changes.keys() | self._served_runs.keys()
+            missed = missed_runs(timetable, matches, newest, now_s=now_s, after_s=after_s, known=seen)
             add_changed_runs(
                 trip_updates,
                 [RunChange(run, canceled=True, since_s=int(run.departure(0) + after_s)) for run in missed],

@@ -2,7 +2,8 @@
 
 A rider waiting for a bus that is not coming is helped by being told; told wrongly, they give up on
 a bus that comes. So a run is taken as not running only when everything else says the map can see
-it: ``after_s`` past its scheduled start, still scheduled on the road, no bus on it, other buses of
+it: ``after_s`` past its scheduled start, still scheduled on the road, no bus on it nor seen on it
+since (a bus done early or whose tracker died did not miss its run), other buses of
 its route matched (the route's trackers work; a route with none heard gets the "no real-time data"
 alert instead), no bus still on a run that ends where this one starts (it may take this one late,
 its block), and no bus left unmatched near the run's line (on a detour, or with a trip we could not
@@ -35,7 +36,7 @@ def missed_runs(
     known: Collection[str] = (),
 ) -> list[TripRun]:
     """Scheduled runs ``after_s`` past their start with no bus, by the rules above; ``known``: run keys
-    already changed by an operator."""
+    to leave alone (changed by an operator, or seen with a bus before)."""
     on_runs = {match.run.key for match in matches.values()}
     heard_routes = {match.run.trip.route_id for match in matches.values()}
     unmatched = [fix for vehicle, fix in newest.items() if vehicle not in matches]

@@ -13,7 +13,7 @@ from api.registry import Registry
 from api.registry.audit import entries
 from api.security import Role
 from api.settings import ApiSettings
-from api.transit.feeds import TransitService
+from api.transit.feeds import FeedKind, TransitService
 from api.transit.simulated_buses import Bus, fixes_between, where
 from api.transit.timetable import Timetable, TripRun
 from collector.store.base import Point
@@ -48,11 +48,16 @@ def _alerts(client: TestClient) -> dict[str, rt.Alert]:
 
 
 def _bus_run(
-    client: TestClient, timetable: Timetable, friday: list[Bus], *, not_route: str = "", started_s: int = 0
+    updates: dict[str, rt.TripUpdate],
+    timetable: Timetable,
+    friday: list[Bus],
+    *,
+    not_route: str = "",
+    started_s: int = 0,
 ) -> tuple[Bus, TripRun]:
     """A bus the feed has on a scheduled run begun ``started_s`` ago or more, three stops or more to go."""
     buses = {bus.vehicle_id: bus for bus in friday}
-    for update in sorted(_updates(client).values(), key=lambda u: u.vehicle.id):
+    for update in sorted(updates.values(), key=lambda u: u.vehicle.id):
         if (
             update.trip.schedule_relationship != rt.TripDescriptor.SCHEDULED
             or len(update.stop_time_update) < 3
@@ -81,8 +86,8 @@ def test_a_transit_operator_cancels_a_run_and_skips_stops_and_ends_both(
     registry: Registry,
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
-    bus, run = _bus_run(transit_client, timetable, friday)
-    skipping_bus, skipping = _bus_run(transit_client, timetable, friday, not_route=bus.route_id)
+    bus, run = _bus_run(_updates(transit_client), timetable, friday)
+    skipping_bus, skipping = _bus_run(_updates(transit_client), timetable, friday, not_route=bus.route_id)
     operator = bearer(keys[Role.TRANSIT])
     assert run.key in _updates(transit_client)  # its bus is on it
 
@@ -184,11 +189,23 @@ def test_a_canceled_run_without_a_bus_has_a_trip_update_of_its_own(
     assert update.timestamp == NOW_S
 
 
+def _probe(transit: TransitService, store: SqliteStore) -> dict[str, rt.TripUpdate]:
+    """TripUpdates at NOW as another API replica sees them (the app under test never saw the buses)."""
+    probe = TransitService(transit.settings)
+    feed = probe.build(store, now_ms=NOW_MS, max_age_s=90, max_ahead_s=5).feeds[FeedKind.TRIP_UPDATES]
+    return {entity.id: entity.trip_update for entity in feed.entity}
+
+
 def test_a_run_long_past_its_start_with_no_bus_is_detected_as_missed_and_comes_back_with_its_bus(
-    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+    transit_client: TestClient,
+    transit: TransitService,
+    store: SqliteStore,
+    timetable: Timetable,
+    friday: list[Bus],
+    clock: FakeClock,
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
-    bus, run = _bus_run(transit_client, timetable, friday, started_s=MISSED_AFTER_S)
+    bus, run = _bus_run(_probe(transit, store), timetable, friday, started_s=MISSED_AFTER_S)
     clock.now_ms += 200_000  # its fixes, and only its, stop coming: older than the feeds keep
     others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
     store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
@@ -213,10 +230,15 @@ def test_a_run_long_past_its_start_with_no_bus_is_detected_as_missed_and_comes_b
 
 
 def test_a_run_with_an_unmatched_bus_near_its_line_is_not_taken_as_missed(
-    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+    transit_client: TestClient,
+    transit: TransitService,
+    store: SqliteStore,
+    timetable: Timetable,
+    friday: list[Bus],
+    clock: FakeClock,
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
-    bus, run = _bus_run(transit_client, timetable, friday, started_s=MISSED_AFTER_S)
+    bus, run = _bus_run(_probe(transit, store), timetable, friday, started_s=MISSED_AFTER_S)
     clock.now_ms += 200_000  # its fixes, and only its, stop coming: older than the feeds keep
     others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
     store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
@@ -226,4 +248,16 @@ def test_a_run_with_an_unmatched_bus_near_its_line_is_not_taken_as_missed(
         tags = {k: v for k, v in point.tags.items() if k != "route"}  # and says no route
         store.write([Point(point.measurement, tags, point.ts_ms, fields)])
     assert _updates(transit_client).get(run.key) is None
+    assert f"auto-missed-{run.key}" not in _alerts(transit_client)
+
+
+def test_a_run_seen_with_its_bus_is_not_taken_as_missed_when_the_bus_goes_silent(
+    transit_client: TestClient, store: SqliteStore, timetable: Timetable, friday: list[Bus], clock: FakeClock
+) -> None:
+    store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
+    bus, run = _bus_run(_updates(transit_client), timetable, friday, started_s=MISSED_AFTER_S)
+    clock.now_ms += 200_000  # its tracker dies (or it ran early and is done): the run was not missed
+    others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
+    store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
+    assert run.key not in _updates(transit_client)
     assert f"auto-missed-{run.key}" not in _alerts(transit_client)
