@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api import create_app
+from api.registry import Registry
 from api.settings import ApiSettings
 from api.transit.feeds import FeedKind, TransitService
 from api.transit.history import (
@@ -27,6 +31,8 @@ from api.transit.simulated_buses import Bus, Ride, fixes_between
 from api.transit.timetable import Timetable, TripRun
 from collector.store import Store, open_store, prepare
 from collector.store.base import Point, Row
+from collector.store.sqlite import SqliteStore
+from tests.api.factories import FakeClock
 from tests.api.transit.conftest import FRIDAY
 from tests.services import InfluxDB
 
@@ -205,3 +211,25 @@ def test_trip_updates_over_the_store_predict_a_slow_segment_from_its_history(
     assert truth_s - predicted["carried"].time > 120
     assert 0 < predicted["learned"].uncertainty < 120
     assert not predicted["carried"].HasField("uncertainty")
+
+
+def test_the_app_learns_at_startup_in_the_background(
+    timetable: Timetable, gtfs_path: Path, settings: ApiSettings, registry: Registry, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    buses = slow_rides(timetable, 6)
+    store.write(points_of(timetable, buses))
+    now_ms = int(buses[0].rides[0].actual_arrivals[-1] + 3 * 3600) * 1000
+    configured = settings.model_copy(update={"transit_gtfs_path": gtfs_path})
+    app = create_app(store, settings=configured, clock=FakeClock(now_ms), registry=registry)
+    with TestClient(app):
+        service: TransitService = app.state.transit
+        deadline = time.monotonic() + 30
+        while service.history.learned is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert service.history.learned is not None
+    stops = [st.stop_id for st in timetable.trips[TRIP].stop_times]
+    found = service.history.learned.run(stops[0], stops[1], buses[0].rides[0].actual_departures[0])
+    assert found is not None
+    assert found.samples == 6
+    store.close()

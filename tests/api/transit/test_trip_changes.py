@@ -119,6 +119,10 @@ def test_a_transit_operator_cancels_a_run_and_skips_stops_and_ends_both(
         f"skipped_stop_sequences[0]: trip {skipping.trip.trip_id!r} has no stop_sequence {last + 1}"
     ]
 
+    yesterday = _change(run, canceled=True, start_date="20270114")
+    over = transit_client.post("/v1/transit/trip-changes", json=yesterday, headers=operator)
+    assert over.json()["detail"] == [f"start_date: the run {run.trip.trip_id}@20270114 is over"]
+
     canceled = transit_client.post("/v1/transit/trip-changes", json=cancel, headers=operator)
     assert canceled.status_code == 201, canceled.text
     skipped_sequences = [st.stop_sequence for st in skipping.trip.stop_times[-3:-1]]
@@ -163,7 +167,7 @@ def test_a_transit_operator_cancels_a_run_and_skips_stops_and_ends_both(
     assert log == [
         ("transit.trip_change.create", "ok"),
         ("transit.trip_change.create", "ok"),
-        *[("transit.trip_change.create", "refused")] * 3,  # the fourth never reached the route (pydantic)
+        *[("transit.trip_change.create", "refused")] * 4,  # the fifth never reached the route (pydantic)
         ("transit.trip_change.end", "ok"),
         ("transit.trip_change.end", "ok"),
     ]
