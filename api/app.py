@@ -99,14 +99,12 @@ def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
 
 
 def _transit(app: FastAPI, context: AppContext) -> TransitService:
-    if getattr(app.state, "transit", None) is None:
-        app.state.transit = TransitService(context.settings)
-    service: TransitService = app.state.transit
-    return service
+    return transit.transit_of(app.state, context.settings)
 
 
-def _learn_running_times(service: TransitService, context: AppContext) -> None:
+def _learn_running_times(app: FastAPI, context: AppContext) -> None:
     """Learn running times from what the store got since the last time (api/transit/history.py)."""
+    service = _transit(app, context)  # made here, not at startup: a service that cannot start fails alone
     published = service.source.current()
     if published is not None:
         service.history.refresh(context.store, published.timetable, now_ms=context.clock())
@@ -184,12 +182,11 @@ def create_app(
                         )
                     )
                 if settings.transit_history_refresh_s > 0:
-                    transit_service = _transit(_app, context)
                     background.append(
                         tasks.create_task(
                             _every(
                                 settings.transit_history_refresh_s,
-                                lambda: _learn_running_times(transit_service, context),
+                                lambda: _learn_running_times(_app, context),
                                 "learning transit running times",
                                 at_once=True,
                             ),

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AppContext, ContextDep, NowMsDep, SessionDep, SettingsDep
 from api.registry import audit
 from api.security import Principal, TransitOperatorDep
+from api.settings import ApiSettings
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
@@ -48,14 +49,19 @@ IfModifiedSince = Annotated[str | None, Header(description="the Last-Modified of
 FormatQuery = Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")]
 
 
-def transit_service(request: Request, context: AppContext) -> TransitService:
-    """The app's transit service; made from the app's settings on first use unless installed."""
-    state = request.app.state
+def transit_of(state: Any, settings: ApiSettings) -> TransitService:
+    """The transit service on an app's ``state``; made from ``settings`` on first use unless installed
+    (by one thread: requests and the background jobs may come at once)."""
     with _service_lock:
         if getattr(state, "transit", None) is None:
-            state.transit = TransitService(context.settings)
+            state.transit = TransitService(settings)
     service: TransitService = state.transit
     return service
+
+
+def transit_service(request: Request, context: AppContext) -> TransitService:
+    """The app's transit service; made from the app's settings on first use unless installed."""
+    return transit_of(request.app.state, context.settings)
 
 
 async def _transit_dep(request: Request, context: ContextDep) -> TransitService:
