@@ -1,10 +1,12 @@
 """GTFS-realtime TripUpdates: when each matched bus will reach the stops still ahead of it.
 
-The bus's current delay is carried along the trip (and published as the trip's ``delay`` when
-the run has a schedule). Where the schedule has slack (a hub stop with a long planned dwell, the
-first stop) a late bus wins time back down to a short dwell and an early bus waits for its
-departure time; elsewhere the delay stays as it is. A stop not yet served is never predicted in
-the past: a bus that has not reached it by now reaches it later.
+From the stop it is heading to on, each segment takes the running time learned for it at that hour
+(``api.transit.history``), else its scheduled one, which carries the bus's current delay along (the
+trip's ``delay`` when the run has a schedule); each time says its uncertainty where history knows
+the spread. Where the schedule has slack (a hub stop with a long planned dwell, the first stop) a
+late bus wins time back down to a short dwell and an early bus waits for its departure time. A stop
+not yet served is never predicted in the past: a bus that has not reached it by now reaches it later.
+Stops an operator skipped are driven by and published SKIPPED, without times.
 """
 
 from __future__ import annotations
