@@ -231,6 +231,32 @@ class ApiSettings(BaseSettings):
     transit_silent_route_alerts: bool = Field(
         default=True, description="alert when a running route has no bus reporting"
     )
+    transit_missed_run_after_s: float = Field(
+        default=900,
+        ge=0,
+        le=7200,
+        description="a scheduled run this long past its start with no bus (and none that may be its bus)"
+        " is published CANCELED, with an alert saying it was detected; 0: never",
+    )
+    transit_history_days: float = Field(
+        default=14, gt=0, le=90, description="days of stored positions running times are learned from"
+    )
+    transit_history_refresh_s: float = Field(
+        default=3600,
+        ge=0,
+        le=86400,
+        description="learn running times at startup and then this often, in the background; 0: never"
+        " (predictions carry the current delay along the schedule)",
+    )
+    transit_history_sample_s: int = Field(
+        default=10, ge=1, le=60, description="positions are read back averaged over windows this long"
+    )
+    transit_history_min_samples: int = Field(
+        default=5,
+        ge=1,
+        le=200,
+        description="fewer runs than this over a segment at an hour: use the schedule",
+    )
     transit_stream_period_s: float = Field(
         default=1.0, gt=0, le=60, description="how often the vehicle stream looks for changes"
     )
