@@ -336,3 +336,28 @@ def test_the_collector_reads_every_agents_config_and_holds_agents_to_it(
     finally:
         collector.stop()
         store.close()
+
+
+def test_only_collectors_publish_acks_and_each_agent_reads_only_its_own(broker: SecuredMosquitto) -> None:
+    """End-to-end acks (citygw/v1/<agent>/ack): the collector's role publishes them; an agent's
+    subscription is granted (the pattern is citygw/v1/+/ack), but the acl_file delivers only its own;
+    no agent may publish one, not even on its own topic, nor may the API. Each refused publish is
+    followed by a collector's ack on the same path, which arrives alone."""
+    north = Session(broker, NORTH)
+    assert north.try_subscribe("citygw/v1/+/ack") == [True]
+    south = Session(broker, SOUTH, clean=False)  # its session keeps what reaches it while it is away
+    south.subscribe(f"citygw/v1/{SOUTH}/ack")
+    north.publish_refused(f"citygw/v1/{SOUTH}/ack", b"forged by north")
+    south.publish_refused(f"citygw/v1/{SOUTH}/ack", b"forged by south")
+    north = Session(broker, NORTH)
+    north.subscribe("citygw/v1/+/ack")
+    south = Session(broker, SOUTH, clean=False)
+    Session(broker, API).publish_refused(f"citygw/v1/{NORTH}/ack", b"from the api")
+    collector = Session(broker, COLLECTOR)
+    collector.publish(f"citygw/v1/{SOUTH}/ack", b"south stored")
+    collector.publish(f"citygw/v1/{NORTH}/ack", b"north stored")
+    assert south.received() == (f"citygw/v1/{SOUTH}/ack", b"south stored")
+    assert north.received() == (f"citygw/v1/{NORTH}/ack", b"north stored")
+    time.sleep(0.5)  # south's ack went out first: had north been given it, it would be here by now
+    assert north.messages.empty()
+    assert south.messages.empty()
