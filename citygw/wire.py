@@ -129,6 +129,11 @@ def alert_topic(rule: str) -> str:
     return f"{TOPIC_ROOT}/_alerts/{rule}"
 
 
+# Where a collector checks, once connected, that the broker lets it publish acks: an ack topic of
+# no agent (no agent id starts with ``_``), so nobody receives it.
+ACK_PROBE_TOPIC = f"{TOPIC_ROOT}/_collectors/ack"
+
+
 def subscription(channel: Channel, *, share_group: str | None = None) -> str:
     """Wildcard subscription to ``channel`` of every agent, optionally as an MQTT shared subscription."""
     pattern = f"{TOPIC_ROOT}/+/{channel.value}"

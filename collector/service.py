@@ -26,7 +26,10 @@ End to end (``acks``, on by default): once a batch's messages are acknowledged, 
 publishes on each sending agent's ``ack`` channel (QoS 1) the seqs of its telemetry now stored,
 dead-lettered ones included (stored as dead letters: taken too; a payload too large or not valid
 gives its seq from the journal's header when it has one). The agent keeps a batch until then,
-so a broker crash that loses what it acknowledged loses nothing (edge/publisher.py).
+so a broker crash that loses what it acknowledged loses nothing (edge/publisher.py). Mosquitto
+closes the connection of a client that publishes where it may not: on its first connection the
+collector publishes one empty ack to ``wire.ACK_PROBE_TOPIC`` and sends acks only once the
+broker accepted it; refused (a broker whose roles predate acks), it sends none and says so.
 
 Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` as its Receive
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
@@ -114,6 +117,8 @@ MAX_FUTURE_MS = 10 * 60 * 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 # While the broker cannot be reached: the first failure is logged, then at most one line this often.
 CONNECT_FAIL_LOG_EVERY_S = 60.0
+# How long a writer waits for the broker's answer to the ack probe before it sends no ack.
+ACK_PROBE_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -271,6 +276,8 @@ class Collector:
         self.mqtt_v5 = mqtt_v5
         self.client_id = client_id
         self.acks = acks
+        self._acks_allowed = threading.Event()  # the broker accepted the probe: acks may go out
+        self._ack_probe_mid: int | None = None  # the probe's, while unanswered
         self.share_group = share_group
         self.batch_max_points = batch_max_points
         self.batch_max_seconds = batch_max_seconds
@@ -370,6 +377,7 @@ class Collector:
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     @property
@@ -587,6 +595,27 @@ class Collector:
             # comes, and the converter waits for it (_wait_for_configs).
             _, self._config_mid = client.subscribe(self._config_subscription, qos=0)
         client.subscribe([(name, 1) for name in self._subscriptions])
+        if self.acks and self._ack_probe_mid is None and not self._acks_allowed.is_set():
+            self._ack_probe_mid = client.publish(wire.ACK_PROBE_TOPIC, b"", qos=1).mid
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        if mid != self._ack_probe_mid:
+            return
+        if reason_code.is_failure:  # then Mosquitto closes the connection; the next one sends no probe
+            self.acks = False
+            log.error(
+                "collector %s: the broker refuses its acks (%s on %s): agents get no end-to-end "
+                "confirmation and take the broker's PUBACK as final; let the collector role publish "
+                "citygw/v1/+/ack (run citygw-broker-users roles again), or run with --no-acks",
+                self.client_id,
+                reason_code,
+                wire.ACK_PROBE_TOPIC,
+            )
+        else:
+            self._acks_allowed.set()
+        self._ack_probe_mid = None
 
     def _on_connect_fail(self, client: Client, userdata: Any) -> None:
         """A connection attempt failed (paho retries): the first one logged, then one a minute."""
@@ -1076,7 +1105,7 @@ class Collector:
         self._release(len(batch.messages))
         if not outcome.written:
             return
-        if self.acks and batch.seqs:
+        if self.acks and batch.seqs and self._acks_may_go():
             self._confirm(batch.seqs)
         reasons = Counter(point.tags["reason"] for point in outcome.dead)
         with self._stats_lock:
@@ -1146,6 +1175,12 @@ class Collector:
             if message.connection != self._connection:
                 continue  # received on an earlier connection: the broker sends it again on this one
             self._client.ack(message.mid, message.qos)
+
+    def _acks_may_go(self) -> bool:
+        """True once the broker accepted the probe; waits a moment for its answer if it is under way."""
+        if self._ack_probe_mid is not None:
+            self._acks_allowed.wait(ACK_PROBE_WAIT_S)
+        return self._acks_allowed.is_set()
 
     def _confirm(self, seqs: list[tuple[str, int]]) -> None:
         """Tell each agent which of its batches are stored now (its ``ack`` channel, QoS 1)."""
