@@ -59,6 +59,7 @@ for the disk (only checkpoints do); with ``full`` every commit waits for an fsyn
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import sqlite3
@@ -137,6 +138,21 @@ class _Run(NamedTuple):
 
 def _first(span: _Span) -> int:
     return span.first
+
+
+def _second(pair: tuple[int, int]) -> int:
+    return pair[1]
+
+
+def _merged(spans: Iterable[_Span]) -> list[tuple[int, int]]:
+    """The spans' id ranges, adjacent or overlapping ones merged, in id order."""
+    ranges: list[tuple[int, int]] = []
+    for span in sorted(spans, key=_first):
+        if ranges and span.first <= ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], span.last))
+        else:
+            ranges.append((span.first, span.last))
+    return ranges
 
 
 class JournalMismatch(RuntimeError):
@@ -218,7 +234,9 @@ class Journal:
             self._next_seq = max(int(self._meta("next_seq") or FIRST_SEQ), int(top_seq) + 1)
             self.collector_acks_seen = self._meta("collector_acks") == "1"
         self._spans: dict[int, _Span] = {}
-        self._by_first: list[_Span] = []  # the spans in id order, for _gaps
+        # The id ranges formed batches cover, adjacent ones merged, in id order: for _gaps, which
+        # then skips a run of thousands of batches (held during an outage) in one step.
+        self._covered: list[tuple[int, int]] = []
         self._bytes = self._backlog = 0
         top = 0
         ranges: list[tuple[int, int, int]] = []
@@ -245,7 +263,7 @@ class Journal:
             run = self._run(first - 1, last + 1)
             payload = bytes(legacy) if legacy is not None else self._payload(seq, run.body if run else b"")
             self._spans[seq] = _Span(first, last, run.size if run else 0, run.nbytes if run else 0, payload)
-        self._by_first = sorted(self._spans.values(), key=_first)
+        self._covered = _merged(self._spans.values())
         self._live_from = top
 
     def _migrate_single_table(self) -> None:
@@ -396,16 +414,27 @@ class Journal:
 
     def _gaps(self, after: int, upto: int) -> Iterator[tuple[int, int]]:
         """Id windows (exclusive bounds) in (after, upto] that no formed batch covers, lowest first."""
-        for span in self._by_first:
-            if span.last <= after:
-                continue
-            if span.first > upto:
+        start = bisect.bisect_right(self._covered, after, key=_second)  # the first ending above ``after``
+        for first, last in itertools.islice(self._covered, start, None):
+            if first > upto:
                 break
-            if span.first > after + 1:
-                yield after, span.first
-            after = max(after, span.last)
+            if first > after + 1:
+                yield after, first
+            after = max(after, last)
         if after < upto:
             yield after, upto + 1
+
+    def _cover(self, first: int, last: int) -> None:
+        """Add the id range of a new batch to ``_covered``, merged with the ranges it touches."""
+        covered = self._covered
+        at = bisect.bisect_left(covered, first - 1, key=_second)  # the first ending at or above first - 1
+        end = at
+        while end < len(covered) and covered[end][0] <= last + 1:
+            end += 1
+        touched = covered[at:end]
+        low = min([first, *(pair[0] for pair in touched)])
+        high = max([last, *(pair[1] for pair in touched)])
+        covered[at:end] = [(low, high)]
 
     def _drop_oldest(self, excess: int) -> tuple[int, int]:
         """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free.
@@ -507,8 +536,8 @@ class Journal:
         )
         self._next_seq = seq + 1
         payload = self._payload(seq, run.body)
-        span = self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
-        bisect.insort(self._by_first, span, key=_first)
+        self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
+        self._cover(run.first, run.last)
         self.counters.batches_formed += 1
         return Batch(seq, payload, run.size)
 
@@ -696,8 +725,10 @@ class Journal:
                 self._delete_rows(self._spans[seq].first - 1, self._spans[seq].last)
             self._db.executemany("DELETE FROM spans WHERE seq = ?", [(seq,) for seq in seqs])
             self._set_meta("next_seq", str(self._next_seq))
-        gone = {id(self._spans.pop(seq)) for seq in seqs}
-        self._by_first = [span for span in self._by_first if id(span) not in gone]
+        for seq in seqs:
+            del self._spans[seq]
+        if seqs:
+            self._covered = _merged(self._spans.values())
 
     def _delete_rows(self, after: int, upto: int) -> None:
         """Delete the readings with after < id <= upto (row by row: SQLite writes each page they were on)."""
