@@ -8,6 +8,7 @@ decided by the broker's ordering, not by a timeout guess.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import socket
 import ssl
@@ -396,3 +397,21 @@ def test_a_collector_whose_role_may_not_publish_acks_sends_none_and_keeps_its_co
     finally:
         collector.stop()
         store.close()
+
+
+def test_running_roles_again_gives_a_broker_from_before_acks_their_rights(broker: SecuredMosquitto) -> None:
+    """Upgrading: `citygw-broker-users roles` on a broker whose roles predate acks adds them."""
+
+    def role_acls(role: str) -> str:  # broker.mosquitto_ctrl runs `roles` first: not here
+        env = {**os.environ, "XDG_CONFIG_HOME": str(broker.workdir / "ctrl")}
+        command = [find_binary("mosquitto_ctrl"), "dynsec", "getRole", role]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30).stdout
+
+    for role, acltype in (("citygw-collector", "publishClientSend"), ("citygw-agent", "subscribePattern")):
+        answer = broker.mosquitto_ctrl("removeRoleACL", role, acltype, "citygw/v1/+/ack")
+        assert "rror" not in answer, answer
+        assert "citygw/v1/+/ack" not in role_acls(role)
+    done = broker.users_script("roles")
+    assert done.returncode == 0, done.stderr
+    for role in ("citygw-collector", "citygw-agent"):
+        assert "citygw/v1/+/ack" in role_acls(role)
