@@ -132,6 +132,7 @@ class CollectorStats:
     store_retries: int = 0
     seq_gaps: int = 0
     window_overruns: int = 0
+    confirmed: int = 0  # telemetry batches confirmed to their agents (end-to-end acks)
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
 
@@ -425,6 +426,12 @@ class Collector:
             "counter",
             "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
             stats.window_overruns,
+        )
+        out.single(
+            f"{prefix}confirmed_batches",
+            "counter",
+            "Telemetry batches confirmed to their agents as stored (end-to-end acks, citygw/v1/+/ack).",
+            stats.confirmed,
         )
         out.family(
             f"{prefix}dead_letters",
@@ -1187,6 +1194,8 @@ class Collector:
         by_agent: dict[str, list[int]] = {}
         for agent, seq in seqs:
             by_agent.setdefault(agent, []).append(seq)
+        with self._stats_lock:
+            self._stats.confirmed += len(seqs)
         for agent, numbers in by_agent.items():
             ranges = wire.seq_ranges(numbers)
             for start in range(0, len(ranges), wire.MAX_ACK_RANGES):

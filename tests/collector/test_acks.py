@@ -66,13 +66,15 @@ def test_stored_batches_are_confirmed_to_their_agent(
     other = Agent(mosquitto, "agent-2")
     store = SqliteStore(tmp_path / "telemetry.sqlite")
     try:
-        with started(fast(mosquitto, store)):
+        with started(fast(mosquitto, store)) as collector:
             for _ in range(10):
                 agent.publish(agent.batch(count=3))
             agent.publish(agent.batch(count=2, seq=20))
             other.publish(other.batch(count=1, seq=7))
             wait_until(lambda: acks.seqs("agent-1", 0.05) == {*range(10), 20}, "agent-1's seqs confirmed")
             wait_until(lambda: acks.seqs("agent-2", 0.05) == {7}, "agent-2's seq confirmed")
+            assert collector.stats.confirmed == 12
+            assert "\ncitygw_collector_confirmed_batches_total 12\n" in collector.metrics_text()
     finally:
         other.close()
 
@@ -129,3 +131,4 @@ def test_a_collector_told_not_to_confirms_nothing(
         agent.publish(agent.batch(count=2))
         wait_until(lambda: collector.stats.messages == 1, "the message stored")
         assert acks.seqs("agent-1", 0.5) == set()
+        assert collector.stats.confirmed == 0
