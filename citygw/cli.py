@@ -254,6 +254,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
             owners=args.owners,
+            acks=not args.no_acks,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
         raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
@@ -845,6 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("CITYGW_COLLECTOR_OWNERS", "off"),
         help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
         "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
+    )
+    collector_run.add_argument(
+        "--no-acks",
+        action="store_true",
+        help="publish no end-to-end acks (citygw/v1/<agent>/ack) to the agents: for a broker whose roles "
+        "do not let the collector publish them yet; agents then take the broker's PUBACK as final",
     )
     collector_run.set_defaults(func=_collector_run)
 

@@ -287,7 +287,7 @@ def _signature(config: AgentConfig, line_id: str) -> str:
 
 
 def open_journal(config: AgentConfig) -> Journal:
-    """The journal the config describes (quota, policy, which devices count as slow)."""
+    """The journal the config describes (quota, policy, which devices count as slow, end-to-end ack)."""
     settings = config.journal
     return Journal(
         settings.path,
@@ -296,6 +296,7 @@ def open_journal(config: AgentConfig) -> Journal:
         quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
         policy=settings.on_full,
         slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
+        hold=config.publish.end_to_end_ack,
     )
 
 

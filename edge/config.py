@@ -154,6 +154,18 @@ class PublishConfig(_Section):
     backlog_rate: float | None = Field(
         default=2000.0, gt=0, description="readings/s of backlog after an outage (live data is not capped)"
     )
+    end_to_end_ack: bool = Field(
+        default=True,
+        description="keep a batch in the journal after the broker's PUBACK until a collector confirms it "
+        "stored it (ack channel), and send it again if the broker lost it; false: the PUBACK is final",
+    )
+    ack_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="seconds a held batch waits for its confirmation before it is sent again (only once "
+        "a later batch was confirmed); while no collector ever confirmed one, before it is let go",
+    )
 
 
 class HealthConfig(_Section):
