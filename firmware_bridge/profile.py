@@ -2,9 +2,10 @@
 
 A ``modbus`` profile says which registers hold which field, how to decode them and how often
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
-the sentences used; a ``lorawan`` profile maps the object a network server's codec decoded
-(JSON paths) to fields and says how commands are encoded as downlinks. Adding a device model
-is adding a file under ``profiles/``, not code.
+the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
+storage number, tariff and subunit, to fields; a ``lorawan`` profile maps the object a network
+server's codec decoded (JSON paths) to fields and says how commands are encoded as downlinks.
+Adding a device model is adding a file under ``profiles/``, not code.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -44,7 +46,7 @@ WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea", "lorawan"]
+Protocol = Literal["modbus", "nmea", "mbus", "lorawan"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -210,6 +212,17 @@ class RegisterSpec(BaseModel):
         "default the profile's write_function",
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -264,6 +277,14 @@ class RegisterSpec(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def register_count(self) -> int:
         """How many registers (or bits) the value occupies."""
@@ -311,7 +332,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(spec: RegisterSpec, setting: float | str) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | MbusField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -480,6 +501,11 @@ class Profile(Provenance):
                     )
         return self
 
+    @property
+    def field_specs(self) -> list[RegisterSpec]:
+        """The fields read (as ``MbusProfile.field_specs``): what a scheduler needs of any polled profile."""
+        return self.registers
+
     def register(self, field: str) -> RegisterSpec:
         """The spec of ``field``; KeyError naming the known fields otherwise."""
         for spec in self.registers:
@@ -576,6 +602,112 @@ class NmeaProfile(Provenance):
         return tuple(f.field for f in self.fields)
 
 
+MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
+_HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
+
+
+class MbusField(BaseModel):
+    """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
+
+    A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
+    quantity with another decimal exponent matches too), function, storage number, tariff and
+    subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
+    ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
+    function: MbusFunction = "instantaneous"
+    storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
+    tariff: int = Field(default=0, ge=0, le=2**20)
+    subunit: int = Field(default=0, ge=0, le=2**10)
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    scale: float = 1
+    unit: str | None = None
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.type == "string" and self.scale != 1:
+            raise ValueError("a string has no scale: remove scale")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int, int, int]:
+        """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
+        return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
+class MbusProfile(Provenance):
+    """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["mbus"]
+    manufacturer: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
+    )
+    medium: int | None = Field(default=None, ge=0, le=255, description="the medium byte of its header")
+    fields: list[MbusField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        keys = [f.key for f in self.fields]
+        for spec in self.fields:
+            if keys.count(spec.key) > 1:
+                raise ValueError(
+                    f"{spec.field}: another field reads the same record (vif {spec.vif}, {spec.function}, "
+                    f"storage {spec.storage}, tariff {spec.tariff}, subunit {spec.subunit}): keep one"
+                )
+        return self
+
+    @property
+    def field_specs(self) -> list[MbusField]:
+        """The fields read (the scheduler's and report-by-exception's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+
 # A JSON path into a decoded uplink object: keys joined by dots, a list index as a number.
 JSON_PATH_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 ValueKind = Literal["number", "bool", "string"]
@@ -603,9 +735,18 @@ class LorawanField(BaseModel):
     min: float | None = None
     max: float | None = None
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="which of the device's things the role describes"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LorawanField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
         if self.scale == 0:
             raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.kind != "number" and (self.scale != 1 or self.offset != 0 or self.unit is not None):
@@ -676,6 +817,11 @@ class LorawanProfile(Provenance):
                 raise ValueError(f"{what} {twice[0]} appears twice: list each {what} once")
         return self
 
+    @property
+    def field_specs(self) -> list[LorawanField]:
+        """The fields read (the role catalogue's view, as ``Profile.field_specs``)."""
+        return self.fields
+
     def command(self, field: str) -> LorawanCommand:
         """The command that sets ``field``; KeyError naming the known ones otherwise."""
         for command in self.commands:
@@ -685,9 +831,9 @@ class LorawanProfile(Provenance):
         raise KeyError(f"profile {self.model} has no command for {field!r} (commands: {known})")
 
 
-AnyProfile = Annotated[Profile | NmeaProfile | LorawanProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | LorawanProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile, LorawanProfile)
+AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile | LorawanProfile, Field(discriminator="protocol")]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | LorawanProfile] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile, LorawanProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -717,6 +863,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return _expect(Profile, name_or_path, "a device on a Modbus line (tcp or rtu) needs a modbus profile")
 
 
+def load_mbus_profile(name_or_path: str | Path) -> MbusProfile:
+    """Load and validate an M-Bus meter profile, by shipped name or path."""
+    return _expect(MbusProfile, name_or_path, "a meter on an M-Bus line (mbus) needs an mbus profile")
+
+
 def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
     """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
     return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
@@ -729,7 +880,12 @@ def load_lorawan_profile(name_or_path: str | Path) -> LorawanProfile:
     )
 
 
-_PROTOCOL_OF: dict[type, Protocol] = {Profile: "modbus", NmeaProfile: "nmea", LorawanProfile: "lorawan"}
+_PROTOCOL_OF: dict[type, Protocol] = {
+    Profile: "modbus",
+    NmeaProfile: "nmea",
+    MbusProfile: "mbus",
+    LorawanProfile: "lorawan",
+}
 
 
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
@@ -741,7 +897,7 @@ def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | LorawanProfile:
+def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile | LorawanProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -779,7 +935,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea", "lorawan"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus", "lorawan"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
@@ -819,4 +975,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }

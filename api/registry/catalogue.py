@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from api.registry.models import Agent, Device
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
 from firmware_bridge.profile import (
-    LorawanProfile,
     Profile,
     ProfileError,
     Verified,
@@ -45,20 +44,6 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
             lon if isinstance(lon, int | float) else None,
         )
     return found
-
-
-@cache
-def field_units(profile: str) -> dict[str, str]:
-    """Unit of each field of a shipped profile ({} for an unknown one)."""
-    try:
-        loaded = load_any_profile(profile)
-    except ProfileError:
-        return {}
-    if isinstance(loaded, Profile):
-        return {spec.field: spec.unit for spec in loaded.registers if spec.unit}
-    if isinstance(loaded, LorawanProfile):
-        return {spec.field: spec.unit for spec in loaded.fields if spec.unit}
-    return {}
 
 
 @dataclass(frozen=True, slots=True)
