@@ -135,17 +135,33 @@ class Publisher:
         # in memory until the broker acknowledged them; a later session sends what is left.
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._outbox_ready = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
 
     def listen(self, channel: wire.Channel, handler: Callable[[bytes], Awaitable[None]]) -> None:
         """Subscribe (QoS 1) to ``channel`` of this agent; each message runs ``handler`` in its own task."""
         self._listeners[self._topics[channel]] = handler
 
     async def send(
-        self, channel: wire.Channel, payload: wire.ConfigState | wire.CommandResult, *, retain: bool = False
+        self,
+        channel: wire.Channel,
+        payload: wire.ConfigState | wire.CommandResult | wire.UpdateState,
+        *,
+        retain: bool = False,
     ) -> None:
         """Queue a QoS 1 message; it goes out now or in the next session."""
         self._outbox.append((self._topics[channel], wire.encode(payload), retain))
         self._outbox_ready.set()
+
+    async def drain_outbox(self, within_s: float) -> bool:
+        """Wait until the broker acknowledged every queued message; False if some are left at ``within_s``."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self._outbox:
+                    self._outbox_empty.clear()
+                    await self._outbox_empty.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def announce(self) -> None:
         """Queue a fresh retained ``status`` (after the config version changed)."""
@@ -273,6 +289,7 @@ class Publisher:
                 )
                 self._outbox.popleft()
             self._outbox_ready.clear()
+            self._outbox_empty.set()
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         publish = self.config.publish
