@@ -66,6 +66,14 @@ class DeviceEntry(BaseModel):
     source: str | None = Field(description="the vendor document the profile's map comes from, or why none")
 
 
+class UpdateResult(BaseModel):
+    rollout: int
+    version: str
+    state: str = Field(description="staged, applied, refused, failed or rolled_back")
+    at: str
+    reason: str | None
+
+
 class AgentPublic(BaseModel):
     id: str
     site: str
@@ -79,6 +87,7 @@ class AgentPublic(BaseModel):
     journal_backlog: int | None
     journal_dropped: int | None
     device_health: dict[str, Any]
+    update: UpdateResult | None = Field(description="the last software update the agent spoke of")
     devices: list[DeviceEntry] = Field(description="active devices, with where their profile comes from")
 
 
@@ -132,6 +141,15 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
         journal_backlog=agent.journal_backlog,
         journal_dropped=agent.journal_dropped,
         device_health=agent.device_health or {},
+        update=UpdateResult(
+            rollout=agent.update_rollout,
+            version=agent.update_version or "",
+            state=agent.update_state or "",
+            at=iso(agent.update_at or 0),
+            reason=agent.update_reason,
+        )
+        if agent.update_rollout is not None
+        else None,
         devices=[_device_entry(agent, device.spec) for device in active_devices(session, agent.id)],
     )
 
