@@ -3,7 +3,8 @@
 A wave names its agents, or takes a percentage of the agents (of one site, or all): the same
 agents for the same release whatever the percentage, ordered by a hash of release and agent id, so a
 wave of 10 % grown to 50 % keeps its first agents. Agents already running the release, or a newer
-one, are left out. Each agent of a wave gets a retained ``update`` order on its own topic, with a
+one, are left out of a percentage (an agent named is always ordered, and refuses what is not newer
+than its own version itself). Each agent of a wave gets a retained ``update`` order on its own topic, with a
 download path holding the wave's token: only agents that can read that topic learn it.
 """
 
@@ -35,9 +36,12 @@ def _order_key(version: str, agent_id: str) -> str:
 
 
 def select_agents(session: Session, version: str, wave: Wave) -> tuple[list[Agent], list[str]]:
-    """The agents of the wave, and the ids left out as already running ``version`` or newer."""
+    """The agents of the wave, and the ids left out as already running ``version`` or newer.
+
+    Agents named one by one are all ordered: each refuses a version not newer than its own itself.
+    """
     if wave.agents:
-        chosen = [a for a in session.scalars(select(Agent).where(Agent.id.in_(wave.agents)))]
+        return list(session.scalars(select(Agent).where(Agent.id.in_(wave.agents)).order_by(Agent.id))), []
     else:
         query = select(Agent)
         if wave.site is not None:
