@@ -54,10 +54,18 @@ def releases_of(config_path: Path) -> Path:
 class Launcher:
     """Runs the agent's child process in a loop; ``run()`` returns the exit code for systemd."""
 
-    def __init__(self, config_path: Path, releases: Releases, *, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        releases: Releases,
+        *,
+        python: str = sys.executable,
+        start_grace_s: float = START_GRACE_S,
+    ) -> None:
         self.config_path = config_path
         self.releases = releases
         self.python = python
+        self.start_grace_s = start_grace_s
         self._child: subprocess.Popen[bytes] | None = None
         self._stopping = False
 
@@ -95,7 +103,7 @@ class Launcher:
             argv, env, version = self.command()
             log.info("starting the agent, version %s", version or "installed")
             self._child = subprocess.Popen(argv, env=env)
-            deadline = time.monotonic() + trial.deadline_s + START_GRACE_S if trial is not None else None
+            deadline = time.monotonic() + trial.deadline_s + self.start_grace_s if trial is not None else None
             code = self._wait(deadline)
             if self._stopping:
                 if trial is not None and self.releases.trial() is not None:
@@ -104,9 +112,8 @@ class Launcher:
                 return code if code is not None else 0
             if code is None:
                 assert trial is not None
-                self._roll_back(
-                    f"version {trial.version} was not healthy within {trial.deadline_s + START_GRACE_S:g} s"
-                )
+                allowed = trial.deadline_s + self.start_grace_s
+                self._roll_back(f"version {trial.version} was not healthy within {allowed:g} s")
                 continue
             if code == EXIT_RESTART:
                 continue
