@@ -294,10 +294,11 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9-]{8,64}$"
 
 
 class DesiredConfig(_Payload):
-    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices.
+    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices, and
+    optionally publish, journal and health settings.
 
-    ``lines`` and ``devices`` are the sections of the agent's YAML config (see edge/config.py);
-    broker and journal stay local to the agent.
+    Each is the section of the agent's YAML config of that name (see edge/config.py); a settings
+    section left out keeps the agent's file's. The broker and the journal's path stay local to the agent.
     """
 
     schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
@@ -309,6 +310,12 @@ class DesiredConfig(_Payload):
     site: Label
     lines: list[dict[str, Any]]
     devices: list[dict[str, Any]]
+    publish: dict[str, Any] | None = Field(default=None, description="replaces the file's publish section")
+    journal: dict[str, Any] | None = Field(
+        default=None,
+        description="replaces the file's journal settings but path (fsync, quota_mb, on_full...)",
+    )
+    health: dict[str, Any] | None = Field(default=None, description="replaces the file's health section")
 
 
 class ConfigOutcome(StrEnum):

@@ -77,6 +77,7 @@ class Agent:
                 board=self.board,
                 report=self._send_config_state,
                 profiles=self._load_profile,
+                settings_check=self._settings_problems,
             )
             self.config = self.remote.startup_config()
             publisher.config_version = self.remote.applied_version
@@ -151,6 +152,11 @@ class Agent:
         self.journal.slow_devices = frozenset(
             d.id for d in config.devices if d.poll_s >= settings.slow_poll_s
         )
+        self.journal.quota_bytes = _quota_bytes(settings.quota_mb)
+        self.journal.policy = settings.on_full
+        self.journal.set_fsync(settings.fsync)
+        if self.publisher is not None:
+            self.publisher.config = config  # publish settings: read at each batch
         if not initial and self.publisher is not None and self.remote is not None:
             self.publisher.config_version = self.remote.applied_version
         return changed
@@ -231,6 +237,21 @@ class Agent:
             await self.publisher.drain_outbox(GOODBYE_FLUSH_S)
         if self._main is not None:
             self._main.cancel()
+
+    async def _settings_problems(self, since_ms: int) -> list[str]:
+        """After settings changed: the broker link works (a health message goes out, a waiting reading
+        was acknowledged after ``since_ms``) and the journal can be written."""
+        problems = []
+        publisher = self.publisher
+        if publisher is None or not await publisher.publish_health(self.health()):
+            problems.append(f"MQTT: cannot publish to {self.base_config.broker.redacted_url}")
+        elif self.journal is not None and self.journal.backlog() and publisher.last_ack_ms < since_ms:
+            problems.append(f"publishing: {self.journal.backlog()} readings wait, none acknowledged since")
+        if self.journal is not None:
+            problem = writable(self.journal.path.parent)
+            if problem:
+                problems.append(f"journal: {problem}")
+        return problems
 
     def _answering(self) -> list[str]:
         return [d for d, r in self.board.devices.items() if r.state is wire.DeviceState.OK]
@@ -314,6 +335,10 @@ def writable(folder: Path) -> str | None:
     return None
 
 
+def _quota_bytes(quota_mb: float | None) -> int | None:
+    return None if quota_mb is None else int(quota_mb * 1_000_000)
+
+
 def open_journal(config: AgentConfig) -> Journal:
     """The journal the config describes (quota, policy, which devices count as slow)."""
     settings = config.journal
@@ -321,7 +346,7 @@ def open_journal(config: AgentConfig) -> Journal:
         settings.path,
         config.agent_id,
         fsync=settings.fsync,
-        quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
+        quota_bytes=_quota_bytes(settings.quota_mb),
         policy=settings.on_full,
         slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
     )
