@@ -71,6 +71,8 @@ class Agent(Base):
     lat: Mapped[float | None]
     lon: Mapped[float | None]
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Publish, journal (but its path) and health sections pushed with the config; none: the agent's file's.
+    settings: Mapped[dict[str, Any] | None]
     created_at: Mapped[int]
     # Live state, from the agent's own MQTT messages.
     state: Mapped[str | None] = mapped_column(String(16))

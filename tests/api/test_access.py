@@ -40,6 +40,7 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("PUT", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
     ("DELETE", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
     ("POST", "/v1/agents/{agent_id}/device-moves"): FIELD,
+    ("PUT", "/v1/agents/{agent_id}/settings"): FIELD,
     ("GET", "/v1/agents/{agent_id}/config"): FIELD,
     ("POST", "/v1/agents/{agent_id}/config"): FIELD,
     ("GET", "/v1/agents/{agent_id}/commands"): FIELD,

@@ -1,4 +1,5 @@
-"""Agent software updates: releases, rollouts (waves) and their agents; each agent's last update result.
+"""Agent software updates: releases, rollouts (waves) and their agents; each agent's last update result;
+the publish, journal and health settings pushed with an agent's config.
 
 Revision ID: r0005
 """
@@ -14,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 _AGENT_COLUMNS = (
+    sa.Column("settings", sa.JSON),
     sa.Column("update_rollout", sa.BigInteger),
     sa.Column("update_version", sa.String(64)),
     sa.Column("update_state", sa.String(16)),
