@@ -42,7 +42,6 @@ from edge.releases import DOWNLOADS, Releases, Trial
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 0.2
-CHUNK = 64 * 1024
 HTTP_TIMEOUT_S = 30.0
 
 Report = Callable[[wire.UpdateState], Awaitable[None]]
@@ -270,7 +269,7 @@ async def _fetch(client: httpx.AsyncClient, path: str, part: Path, size: int) ->
         resumed = response.status_code == 206 and have > 0
         with _open(part, "ab" if resumed else "wb") as out:
             written = have if resumed else 0
-            async for chunk in response.aiter_bytes(CHUNK):
+            async for chunk in response.aiter_bytes():  # as it arrives: a cut keeps what came
                 written += len(chunk)
                 if written > size:
                     raise DownloadFailed(f"the API sent more than the manifest's {size} bytes")
