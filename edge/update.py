@@ -98,15 +98,16 @@ class Updater:
                 data = await self._download(order, manifest)
                 release.check_artefact(manifest, data)
                 release.check_pure_wheel(data, manifest.wheel)
-            except (Refused, release.ReleaseError) as exc:
-                failed = isinstance(exc, DownloadFailed)
+                await asyncio.to_thread(self._unpack, manifest.version, data)
+            except (Refused, release.ReleaseError, OSError, zipfile.BadZipFile) as exc:
+                failed = isinstance(exc, DownloadFailed | OSError | zipfile.BadZipFile)  # disk full...
                 state = wire.UpdateOutcome.FAILED if failed else wire.UpdateOutcome.REFUSED
                 log.warning("release %s (rollout %d) %s: %s", order.version, order.rollout, state.value, exc)
                 self.releases.set_handled(order.rollout)
                 self._keep_result(order.rollout, order.version, state, [str(exc)])
                 await self._say(order.rollout, order.version, state, [str(exc)])
                 return
-            await self._stage(order, manifest, data)
+            await self._stage(order, manifest)
 
     def _check(self, order: wire.UpdateOrder) -> release.Manifest:
         if os.environ.get(LAUNCHED_ENV) != "1":
@@ -161,9 +162,8 @@ class Updater:
             f"the release could not be downloaded within {self.settings.download_timeout_s:g} s: {last_error}"
         )
 
-    async def _stage(self, order: wire.UpdateOrder, manifest: release.Manifest, data: bytes) -> None:
-        """Unpack, mark the trial, switch ``current``, and have the launcher start the new version."""
-        await asyncio.to_thread(self._unpack, manifest.version, data)
+    async def _stage(self, order: wire.UpdateOrder, manifest: release.Manifest) -> None:
+        """Mark the trial, switch ``current`` to the unpacked release, have the launcher start it."""
         previous = self.releases.current()
         self.releases.start_trial(
             Trial(
