@@ -20,6 +20,7 @@ from api.deps import ContextDep, NowMsDep, SessionDep
 from api.mqtt_link import LinkUnavailable
 from api.registry import audit, rollouts
 from api.registry.models import Release, Rollout
+from api.routes.paging import ID_MAX
 from api.security import AdminDep
 from api.timespec import iso
 from citygw import release
@@ -287,7 +288,9 @@ def waves(
 
 
 @router.get("/v1/rollouts/{rollout_id}", response_model=WavePublic)
-def wave(rollout_id: Annotated[int, Path(ge=1)], principal: AdminDep, session: SessionDep) -> WavePublic:
+def wave(
+    rollout_id: Annotated[int, Path(ge=1, le=ID_MAX)], principal: AdminDep, session: SessionDep
+) -> WavePublic:
     """One wave: how many agents are where, and each agent's state and reason."""
     found = session.get(Rollout, rollout_id)
     if found is None:
