@@ -113,3 +113,24 @@ def test_a_platform_wheel_or_a_non_bundle_is_refused(tmp_path: Path) -> None:
         release.check_pure_wheel(_wheel(pure=False), "citygw-0.2.0-py3-none-any.whl")
     with pytest.raises(ReleaseError, match="not a release bundle"):
         Bundle.decode(b"not a tar file at all" * 30)
+
+
+def test_the_cli_makes_a_key_signs_a_wheel_and_shows_the_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from citygw.cli import main
+
+    assert main(["release", "keygen", "--dir", str(tmp_path / "keys")]) == 0
+    public = capsys.readouterr().out.strip().splitlines()[-1]
+    wheel = tmp_path / "citygw-0.4.0-py3-none-any.whl"
+    wheel.write_bytes(_wheel("0.4.0"))
+    key = str(tmp_path / "keys" / "release.key")
+    argv = ["release", "build", "--key", key, "--version", "0.4.0", "--wheel", str(wheel)]
+    assert main([*argv, "--out", str(tmp_path / "dist")]) == 0
+    bundle = Path(capsys.readouterr().out.strip())
+    assert bundle == tmp_path / "dist" / "citygw-0.4.0.release"
+    Bundle.decode(bundle.read_bytes()).checked([release.parse_public_key(public)])
+    assert main(["release", "show", str(bundle)]) == 0
+    assert '"version": "0.4.0"' in capsys.readouterr().out
+    assert main([*argv[:-1], str(tmp_path / "missing.whl")]) == 2
+    assert "missing.whl" in capsys.readouterr().err
