@@ -86,7 +86,7 @@ class Launcher:
             self._child.send_signal(signum)
 
     def run(self) -> int:
-        while True:
+        while not self._stopping:
             trial = self.releases.trial()
             current = self.releases.current()
             if trial is not None and trial.version != current:
@@ -123,6 +123,7 @@ class Launcher:
                 self._roll_back(f"version {unfinished.version}: {why}")
                 continue
             return code
+        return 0  # stopped between two children
 
     def _wait(self, deadline: float | None) -> int | None:
         """The child's exit code; None after killing it at ``deadline`` while still on trial."""
