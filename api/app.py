@@ -41,6 +41,7 @@ from api.routes import (
     summary,
     telemetry,
     transit,
+    transit_accuracy,
 )
 from api.security import Role, require_role, telemetry_reader
 from api.settings import ApiSettings
@@ -224,7 +225,7 @@ def create_app(
             max_age=600,
         )
     app.include_router(health.router)
-    for module in (transit, air_quality, open_data):
+    for module in (transit, transit_accuracy, air_quality, open_data):
         app.include_router(module.router, dependencies=[Depends(rate_limited)])
     for module in (devices, telemetry, summary):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.profile import ProfileError
 
 ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
@@ -138,6 +140,12 @@ class ApiSettings(BaseSettings):
     aq_table: str = Field(
         default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
     )
+    _roles: RoleCatalogue = PrivateAttr()
+    profile_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description="folders of the site's own device profiles (*.yaml), comma-separated: their fields' "
+        "roles count beside the shipped profiles' (docs/profiles.md)",
+    )
     aq_max_age_s: int = Field(
         default=7200,
         gt=0,
@@ -251,6 +259,27 @@ class ApiSettings(BaseSettings):
         if parts.scheme != "sqlite" and not parts.hostname:
             raise ValueError(f"store URL {redact_url(url)!r} has no host; {_STORE_URL_HELP}")
         return url
+
+    @field_validator("profile_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(item.strip()) for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _profiles_load(self) -> ApiSettings:
+        """The catalogue of fields by role, read at start-up (a profile changed later needs a restart)."""
+        try:
+            self._roles = catalogue(self.profile_dirs)
+        except ProfileError as exc:
+            raise ValueError(f"CITYGW_PROFILE_DIRS: {exc}") from exc
+        return self
+
+    @property
+    def roles(self) -> RoleCatalogue:
+        """Which stored field has which role, from the shipped profiles and ``profile_dirs``."""
+        return self._roles
 
     @field_validator("aq_table")
     @classmethod

@@ -8,23 +8,28 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import AgentConfig, Device, MbusLine, NmeaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
-from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
+from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.update import Updater
 from edge.vehicles import Vehicles
+from firmware_bridge import mbus
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
+from firmware_bridge.overlay import apply_overlay
+from firmware_bridge.profile import Profile, load_mbus_profile, load_nmea_profile, load_profile
 
 log = logging.getLogger(__name__)
+L = TypeVar("L")
 
 LINE_RETRY_S = 10.0
 GOODBYE_FLUSH_S = 10.0
@@ -46,6 +51,8 @@ class Agent:
         self.vehicles = Vehicles()  # the consoles' log-ins, shared by the pollers of every line
         self._load_profile = profiles
         self.profiles: dict[str, Profile] = {}
+        # Each Modbus device's profile with its overlay applied, by device id.
+        self.device_profiles: dict[str, Profile] = {}
         self.version = version
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
@@ -123,10 +130,15 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
+        self.device_profiles = {
+            d.id: apply_overlay(self.profiles[d.profile], d.overlay)
+            for d in config.devices
+            if d.profile is not None and d.line in modbus_lines
+        }
         wanted = {
             line.id: (_signature(config, line.id), line)
             for line in config.lines
@@ -161,7 +173,9 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(self, line: TcpLine | RtuLine | NmeaLine, config: AgentConfig) -> asyncio.Task[None]:
+    def _start_line(
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine, config: AgentConfig
+    ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
@@ -178,13 +192,22 @@ class Agent:
                 profile=profile,
                 vehicles=self.vehicles,
             ).run
+        elif isinstance(line, MbusLine):
+            meters = [(d, load_mbus_profile(d.profile or "")) for d in devices]
+            mbus_poller = MbusPoller(
+                meters, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
+            )
+            bus = partial(mbus.MbusLine, line.port, baudrate=line.baudrate, timeout=line.timeout)
+            run = partial(
+                self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
+            )
         else:
-            profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+            profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
                 profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
             )
             self.pollers[line.id] = poller
-            run = partial(self._own_modbus_line, line, poller)
+            run = partial(self._own_line, line.id, partial(_modbus_line, line), poller)
         return self._tasks.create_task(self._supervise(line.id, devices, run), name=f"line:{line.id}")
 
     async def _supervise(
@@ -212,7 +235,7 @@ class Agent:
                 poller = self.pollers.get(device.line)
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
-                return device, self.profiles[device.profile], poller
+                return device, self.device_profiles[device.id], poller
         raise Refused(f"no device {device_id} on agent {self.config.agent_id}")
 
     async def _send_result(self, result: wire.CommandResult) -> None:
@@ -270,21 +293,22 @@ class Agent:
             problems.append(f"devices that answered before the update are silent: {', '.join(silent)}")
         return problems
 
-    async def _own_modbus_line(self, line: TcpLine | RtuLine, poller: ModbusPoller) -> None:
+    async def _own_line(
+        self, line_id: str, open_line: Callable[[], AbstractAsyncContextManager[L]], poller: LinePoller[L]
+    ) -> None:
         """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
-        devices = self.config.devices_on(line.id)
+        devices = self.config.devices_on(line_id)
         while True:
-            modbus = _modbus_line(line)
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    await stack.enter_async_context(modbus)
+                    opened = await stack.enter_async_context(open_line())
                 except Exception as exc:  # serial drivers raise OSError, termios.error, ValueError...
-                    error = f"line {line.id} cannot be opened: {exc!r}"
+                    error = f"line {line_id} cannot be opened: {exc!r}"
                     log.warning("%s; retrying in %.0f s", error, LINE_RETRY_S)
                     for device in devices:
                         self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
                 else:
-                    await poller.run(modbus)
+                    await poller.run(opened)
             await asyncio.sleep(LINE_RETRY_S)
 
     def health(self) -> wire.Health:
@@ -305,6 +329,17 @@ class Agent:
 def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
     if isinstance(line, TcpLine):
         return ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
+    server = line.socket_address
+    if server is not None:  # RTU frames to a serial server over TCP
+        return ModbusLine.rtu_over_tcp(
+            host=server[0],
+            port=server[1],
+            baudrate=line.baudrate,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            bytesize=line.bytesize,
+            timeout=line.timeout,
+        )
     return ModbusLine.rtu(
         port=line.port,
         baudrate=line.baudrate,

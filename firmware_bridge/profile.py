@@ -2,7 +2,9 @@
 
 A ``modbus`` profile says which registers hold which field, how to decode them and how often
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
-the sentences used. Adding a device model is adding a file under ``profiles/``, not code.
+the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
+storage number, tariff and subunit, to fields. Adding a device model is adding a file under
+``profiles/``, not code.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -36,10 +39,13 @@ Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
+# How a single holding register is written: FC06 (write single register) or FC16 (write multiple
+# registers, with one); some devices refuse FC06. Values of several registers always go as FC16.
+WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea"]
+Protocol = Literal["modbus", "nmea", "mbus"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -199,7 +205,23 @@ class RegisterSpec(BaseModel):
     report: Literal["on_change"] | None = Field(
         default=None, description="report by exception: publish whenever the value changed (status, codes)"
     )
+    write_function: WriteFunction | None = Field(
+        default=None,
+        description="function code of a write to this single holding register (6 or 16); "
+        "default the profile's write_function",
+    )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -239,11 +261,27 @@ class RegisterSpec(BaseModel):
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        if self.write_function is not None:
+            if not self.writable or self.table != "holding":
+                raise ValueError("write_function is for writable holding registers: remove it")
+            if self.write_function == 6 and self.register_count > 1:
+                raise ValueError(
+                    f"FC06 writes one register and a {self.type} takes {self.register_count}: "
+                    "use write_function 16 or remove it"
+                )
         end = self.address + self.register_count - 1
         if end > MAX_ADDRESS:
             raise ValueError(
                 f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -293,7 +331,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(spec: RegisterSpec, setting: float | str) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | MbusField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -357,6 +395,18 @@ class DeviceTiming(BaseModel):
         le=600_000,
         description="how long after a write the device's reported value may take to follow it (a fade)",
     )
+    connect_delay_s: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="TCP: wait this long after connecting before the first request (gateways that drop "
+        "the first frame); ignored on a serial port",
+    )
+    close_between_polls: bool = Field(
+        default=False,
+        description="TCP: close the connection after each poll (devices with a single connection slot); "
+        "ignored on a serial port",
+    )
 
     @property
     def response_timeout(self) -> float | None:
@@ -400,6 +450,11 @@ class Profile(Provenance):
     serial: SerialSettings = SerialSettings()
     word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
     max_registers: int = Field(default=125, ge=1, le=125, description="largest read the device accepts")
+    write_function: WriteFunction = Field(
+        default=6,
+        description="function code of a single-register write (6, or 16 for devices that refuse FC06); "
+        "a register's own write_function wins",
+    )
     registers: list[RegisterSpec] = Field(min_length=1)
     forbidden: list[AddressRange] = Field(default_factory=list)
     timing: DeviceTiming = DeviceTiming()
@@ -445,6 +500,11 @@ class Profile(Provenance):
                     )
         return self
 
+    @property
+    def field_specs(self) -> list[RegisterSpec]:
+        """The fields read (as ``MbusProfile.field_specs``): what a scheduler needs of any polled profile."""
+        return self.registers
+
     def register(self, field: str) -> RegisterSpec:
         """The spec of ``field``; KeyError naming the known fields otherwise."""
         for spec in self.registers:
@@ -452,6 +512,10 @@ class Profile(Provenance):
                 return spec
         known = ", ".join(s.field for s in self.registers)
         raise KeyError(f"profile {self.model} has no field {field!r} (fields: {known})")
+
+    def write_function_of(self, spec: RegisterSpec) -> WriteFunction:
+        """The function code of a single-register write: the register's own, else the profile's."""
+        return spec.write_function if spec.write_function is not None else self.write_function
 
     def select(self, poll: Poll | Iterable[Poll] | None = None) -> list[RegisterSpec]:
         """The readable registers of the given poll classes (all readable ones when None)."""
@@ -537,9 +601,104 @@ class NmeaProfile(Provenance):
         return tuple(f.field for f in self.fields)
 
 
-AnyProfile = Annotated[Profile | NmeaProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile)
+MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
+_HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
+
+
+class MbusField(BaseModel):
+    """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
+
+    A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
+    quantity with another decimal exponent matches too), function, storage number, tariff and
+    subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
+    ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
+    function: MbusFunction = "instantaneous"
+    storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
+    tariff: int = Field(default=0, ge=0, le=2**20)
+    subunit: int = Field(default=0, ge=0, le=2**10)
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    scale: float = 1
+    unit: str | None = None
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusField:
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.type == "string" and self.scale != 1:
+            raise ValueError("a string has no scale: remove scale")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int, int, int]:
+        """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
+        return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
+class MbusProfile(Provenance):
+    """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["mbus"]
+    manufacturer: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
+    )
+    medium: int | None = Field(default=None, ge=0, le=255, description="the medium byte of its header")
+    fields: list[MbusField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        keys = [f.key for f in self.fields]
+        for spec in self.fields:
+            if keys.count(spec.key) > 1:
+                raise ValueError(
+                    f"{spec.field}: another field reads the same record (vif {spec.vif}, {spec.function}, "
+                    f"storage {spec.storage}, tariff {spec.tariff}, subunit {spec.subunit}): keep one"
+                )
+        return self
+
+    @property
+    def field_specs(self) -> list[MbusField]:
+        """The fields read (the scheduler's and report-by-exception's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+
+AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile, Field(discriminator="protocol")]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -569,6 +728,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return _expect(Profile, name_or_path, "a device on a Modbus line (tcp or rtu) needs a modbus profile")
 
 
+def load_mbus_profile(name_or_path: str | Path) -> MbusProfile:
+    """Load and validate an M-Bus meter profile, by shipped name or path."""
+    return _expect(MbusProfile, name_or_path, "a meter on an M-Bus line (mbus) needs an mbus profile")
+
+
 def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
     """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
     return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
@@ -577,13 +741,13 @@ def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     profile = load_any_profile(name_or_path)
     if not isinstance(profile, kind):
-        wanted: Protocol = "nmea" if kind is NmeaProfile else "modbus"
+        wanted: Protocol = "nmea" if kind is NmeaProfile else "mbus" if kind is MbusProfile else "modbus"
         names = ", ".join(available_profiles(wanted)) or "none"
         raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile:
+def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -621,7 +785,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
@@ -661,4 +825,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppContext, ContextDep, NowMsDep, SessionDep
 from api.mqtt_link import LinkUnavailable
 from api.registry import audit
-from api.registry.catalogue import profile_provenance
+from api.registry.catalogue import device_profile, profile_provenance
 from api.registry.fleet import (
     FleetProblems,
     active_devices,
@@ -64,6 +64,15 @@ class DeviceEntry(BaseModel):
         "(modelled: not a vendor's map)"
     )
     source: str | None = Field(description="the vendor document the profile's map comes from, or why none")
+    effective_profile: dict[str, Any] | None = Field(
+        default=None,
+        description="agent detail only: the Modbus profile as this device runs it, its overlay applied",
+    )
+    overlaid: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="agent detail only: each value the device's overlay changes, by path "
+        '(e.g. "registers.current.scale"), as {"profile": ..., "device": ...}',
+    )
 
 
 class UpdateResult(BaseModel):
@@ -122,7 +131,7 @@ class ConfigVersionPublic(BaseModel):
     body: dict[str, Any]
 
 
-def _agent_public(session: Session, agent: Agent) -> AgentPublic:
+def _agent_public(session: Session, agent: Agent, *, detail: bool = False) -> AgentPublic:
     desired = session.scalars(
         select(ConfigVersion.version)
         .where(ConfigVersion.agent_id == agent.id)
@@ -154,11 +163,11 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
         )
         if agent.update_rollout is not None
         else None,
-        devices=[_device_entry(agent, device.spec) for device in active_devices(session, agent.id)],
+        devices=[_device_entry(agent, device.spec, detail) for device in active_devices(session, agent.id)],
     )
 
 
-def _device_entry(agent: Agent, spec: dict[str, Any]) -> DeviceEntry:
+def _device_entry(agent: Agent, spec: dict[str, Any], detail: bool = False) -> DeviceEntry:
     profile = spec.get("profile")
     name = profile if isinstance(profile, str) else None
     if name is None and any(
@@ -166,12 +175,15 @@ def _device_entry(agent: Agent, spec: dict[str, Any]) -> DeviceEntry:
     ):
         name = DEFAULT_GPS_PROFILE
     provenance = profile_provenance(name) if name is not None else None
+    effective = device_profile(spec) if detail else None
     return DeviceEntry(
         id=str(spec.get("id")),
         line=str(spec.get("line")),
         profile=name,
         verified=provenance.verified if provenance is not None else None,
         source=provenance.source if provenance is not None else None,
+        effective_profile=effective.profile.model_dump(mode="json") if effective is not None else None,
+        overlaid=effective.overlaid if effective is not None else {},
     )
 
 
@@ -295,7 +307,8 @@ def register_agent(
 
 @router.get("/{agent_id}", response_model=AgentPublic)
 def agent_detail(agent_id: AgentPath, principal: EngineerDep, session: SessionDep) -> AgentPublic:
-    return _agent_public(session, _managed_agent(session, principal, agent_id))
+    """The agent with its live status and, per Modbus device, its profile as it runs (overlay applied)."""
+    return _agent_public(session, _managed_agent(session, principal, agent_id), detail=True)
 
 
 @router.get("/{agent_id}/devices", response_model=list[DevicePublic])
