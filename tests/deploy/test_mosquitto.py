@@ -95,9 +95,11 @@ def test_update_orders_reach_their_agent_only_and_only_the_api_writes_them(broke
     api.publish(f"citygw/v1/{NORTH}/update", b"north order")
     assert north.received() == (f"citygw/v1/{NORTH}/update", b"north order")
     assert north.messages.empty()
+    north.close()  # one connection per user: the sessions below would take its place
     Session(broker, NORTH).publish_refused(f"citygw/v1/{SOUTH}/update/state", b"spoofed result")
-    north.publish(f"citygw/v1/{NORTH}/update/state", b"applied")
+    Session(broker, NORTH).publish(f"citygw/v1/{NORTH}/update/state", b"applied")
     assert api.received() == (f"citygw/v1/{NORTH}/update/state", b"applied")
+    assert api.messages.empty()
 
 
 def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker: SecuredMosquitto) -> None:
