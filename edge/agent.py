@@ -13,15 +13,16 @@ from pathlib import Path
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import AgentConfig, Device, NmeaLine, OpcUaLine, RtuLine, TcpLine, load_agent_config
 from edge.journal import Journal
+from edge.opcua_poller import OpcUaPoller
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.vehicles import Vehicles
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
-from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
+from firmware_bridge.profile import Profile, load_nmea_profile, load_opcua_profile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
@@ -143,7 +144,9 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(self, line: TcpLine | RtuLine | NmeaLine, config: AgentConfig) -> asyncio.Task[None]:
+    def _start_line(
+        self, line: TcpLine | RtuLine | NmeaLine | OpcUaLine, config: AgentConfig
+    ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
@@ -158,6 +161,15 @@ class Agent:
                 board=self.board,
                 site=config.site,
                 profile=profile,
+                vehicles=self.vehicles,
+            ).run
+        elif isinstance(line, OpcUaLine):
+            run = OpcUaPoller(
+                line,
+                [(d, load_opcua_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
                 vehicles=self.vehicles,
             ).run
         else:

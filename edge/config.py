@@ -8,6 +8,7 @@ reading this code.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -219,7 +220,42 @@ class NmeaLine(_Line):
     timeout: float = Field(default=5.0, gt=0, le=600, description="seconds of silence before a timeout")
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine, Field(discriminator="kind")]
+class OpcUaLine(_Line):
+    """An OPC UA server (a water utility's SCADA): its devices are objects in its address space.
+
+    ``subscribe``: the server reports data changes (sampling and deadbands from the profile, published
+    every device's ``poll_s``); false: the agent reads every ``poll_s``. Security policy None, or
+    Basic256Sha256 signing (``sign``) or signing and encrypting (``sign_and_encrypt``) with the agent's
+    certificate; a user name and password when the server asks for one.
+    """
+
+    kind: Literal["opcua"]
+    url: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$", description="opc.tcp://host:4840/path")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to wait for an answer")
+    subscribe: bool = True
+    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
+    certificate: Path | None = Field(default=None, description="the agent's certificate (DER or PEM)")
+    private_key: Path | None = Field(default=None, description="the private key of certificate (PEM)")
+    server_certificate: Path | None = Field(
+        default=None, description="the server's certificate, to check it is the server it claims"
+    )
+    username: str | None = None
+    password: str | None = None
+    reconnect_min: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=60.0, gt=0, le=600, description="longest reconnect delay, seconds")
+
+    @model_validator(mode="after")
+    def _security_files(self) -> OpcUaLine:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security {self.security} needs certificate and private_key: add both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: give both, or neither")
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min {self.reconnect_min} is above reconnect_max: lower it")
+        return self
+
+
+Line = Annotated[TcpLine | RtuLine | NmeaLine | OpcUaLine, Field(discriminator="kind")]
 
 
 class Location(_Section):
@@ -277,6 +313,12 @@ class Device(_Section):
         description="per field: a deadband in its unit (0.5), a percentage of the last published value "
         "(5%) or on_change; replaces the profile's; needs heartbeat_s",
     )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
+        "profile's browse paths (default: the Objects folder)",
+    )
     overlay: ProfileOverlay | None = Field(
         default=None,
         description="what this device does differently from its profile: timing, max_registers, a subset "
@@ -309,7 +351,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine:
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | OpcUaLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -463,6 +505,11 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        if line.kind == "opcua":
+            problems += _opcua_device_problems(at, device, line.id)
+            continue
+        if device.node is not None:
+            problems.append(Problem(f"{at}.node", f"line {line.id!r} is no OPC UA line", "remove node"))
         if line.kind == "nmea":
             if device.vehicle is None:
                 problems.append(
@@ -558,6 +605,11 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
+        if line.kind == "opcua":
+            problems.append(
+                Problem(at, f"device {device.id!r} is on OPC UA line {line.id!r}", "remove overlay (Modbus)")
+            )
+            continue
         if line.kind == "nmea":
             problems.append(
                 Problem(at, f"device {device.id!r} is a GPS device, it has no register map", "remove overlay")
@@ -667,6 +719,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     )
                 )
             continue
+        if config.line(device.line).kind == "opcua":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "an OPC UA device reports by exception through its subscription (profile deadbands)",
+                    "remove heartbeat_s and report",
+                )
+            )
+            continue
         if config.line(device.line).kind == "nmea":
             problems.append(
                 Problem(
@@ -714,6 +775,33 @@ def known_profiles() -> list[str]:
     return available_profiles()
 
 
+def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Problem]:
+    """An OPC UA device names an opcua profile and no Modbus unit; its node is a NodeId."""
+    from firmware_bridge.profile import NODE_ID_PATTERN, available_profiles, load_opcua_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
+    if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
+        problems.append(
+            Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
+        )
+    if device.profile is None:
+        return [*problems, Problem(f"{at}.profile", "an OPC UA device needs a profile", "add profile")]
+    try:
+        load_opcua_profile(device.profile)
+    except Exception as exc:
+        known = ", ".join(available_profiles("opcua")) or "none"
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load OPC UA profile {device.profile!r}: {exc}",
+                f"use an opcua profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
     from firmware_bridge.profile import available_profiles, load_nmea_profile
@@ -731,13 +819,14 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu or nmea",
-    "union_tag_not_found": "add kind: tcp, rtu or nmea",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea or opcua",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea or opcua",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    loc = [part for part in error["loc"] if part not in ("tcp", "rtu", "nmea") or error["loc"][0] != "lines"]
+    kinds = ("tcp", "rtu", "nmea", "opcua")
+    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
