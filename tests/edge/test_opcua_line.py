@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import sqlite3
@@ -34,6 +35,7 @@ from tests.services import Mosquitto, free_port
 pytestmark = pytest.mark.integration
 
 PROFILE = "water_pump_station"
+PROFILE_DATA = yaml.safe_load(Path(f"firmware_bridge/profiles/{PROFILE}.yaml").read_text(encoding="utf-8"))
 
 
 def opcua_devices(sim: OpcUaStationSimulator, **line: Any) -> dict[str, Any]:
@@ -156,22 +158,24 @@ async def test_server_restart_and_broker_outage_lose_no_value(tmp_path: Path, mo
                 await count(40)
                 mosquitto.start()
                 await drained(agent)
-                poller_sessions = agent.board.record("ps-1").reads
+                reads = agent.board.record("ps-1").reads
             served = [(s.ts_ms, s.value) for s in sim.set_values("PS1", "energy")]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(stored_energy(store, "ps-1")) < len(served) + 1 and loop.time() < deadline:
+        for _ in range(150):  # the collector writes what the agent drained
+            if len(stored_energy(store, "ps-1")) > len(served):
+                break
             await asyncio.sleep(0.2)
     finally:
         await asyncio.to_thread(collector.stop)
     stored = stored_energy(store, "ps-1")
-    assert poller_sessions > 0
+    assert reads > 0
     assert len(served) == 140
     # Every served value at its source time; besides them only the profile's starting value.
     assert [row for row in stored if row[1] != 152340.0] == served
 
 
-async def test_bad_quality_goes_on_health_naming_the_status_code(tmp_path: Path, mosquitto: Mosquitto) -> None:
+async def test_bad_quality_goes_on_health_naming_the_status_code(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     async with scada("PS1") as sim, watching(mosquitto.url) as watcher:
         agent = Agent(agent_config(tmp_path, mosquitto.url, **opcua_devices(sim, subscribe=False)))
         async with running(agent):
@@ -207,7 +211,7 @@ async def test_bad_quality_goes_on_health_naming_the_status_code(tmp_path: Path,
 async def test_a_wrong_node_in_the_profile_is_named_and_the_other_station_goes_on(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    data = yaml.safe_load(Path(f"firmware_bridge/profiles/{PROFILE}.yaml").read_text())
+    data = copy.deepcopy(PROFILE_DATA)
     data["nodes"][1]["path"] = "Outlet/Presure"
     broken = tmp_path / "station_typo.yaml"
     broken.write_text(yaml.safe_dump(data))
@@ -264,7 +268,7 @@ def config_problems(tmp_path: Path, change: dict[str, Any], line: dict[str, Any]
     ("change", "line", "says"),
     [
         ({"unit": 1}, None, "devices[0].unit: line 'scada' is an OPC UA line; fix: remove unit"),
-        ({"profile": "eastron_sdm120"}, None, "devices[0].profile: cannot load OPC UA profile 'eastron_sdm120'"),
+        ({"profile": "eastron_sdm120"}, None, "cannot load OPC UA profile 'eastron_sdm120': "),
         ({"node": "PS1"}, None, "devices[0].node: 'PS1' is no NodeId"),
         ({"heartbeat_s": 60}, None, "devices[0].heartbeat_s: an OPC UA device reports by exception"),
         ({}, {"security": "sign"}, "security sign needs certificate and private_key"),

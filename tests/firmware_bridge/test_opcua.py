@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from firmware_bridge.simulators.opcua import OpcUaStationSimulator
 from tests.services import free_port
 
 PROFILE = "water_pump_station"
+PROFILE_DATA = yaml.safe_load(Path(f"firmware_bridge/profiles/{PROFILE}.yaml").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ async def test_subscription_reports_each_change_with_its_time(station: OpcUaStat
             sent = [await station.set("PS1", "pump1_current", 41.0 + n) for n in (1, 2, 3)]
             got: list[tuple[int, float]] = []
             while len(got) < 3:
-                for spec, sample in await asyncio.wait_for(anext(batches), 5):
+                for _, sample in await asyncio.wait_for(anext(batches), 5):
                     got.append((reading_time(nodes.profile, sample, 0), sample.value))
     assert got == [(s.ts_ms, s.value) for s in sent]
 
@@ -115,7 +117,7 @@ async def test_bad_is_no_field_but_a_fault_naming_the_status(station: OpcUaStati
 async def test_a_wrong_browse_path_names_the_node_and_the_profile(
     station: OpcUaStationSimulator, tmp_path: Path
 ) -> None:
-    data = yaml.safe_load(Path(f"firmware_bridge/profiles/{PROFILE}.yaml").read_text())
+    data = copy.deepcopy(PROFILE_DATA)
     data["nodes"][3]["path"] = "Reservoir/Levl"
     broken = OpcUaProfile.model_validate(data)
     async with OpcUaConnection(Endpoint(station.url)) as connection:
@@ -142,7 +144,7 @@ async def test_a_wrong_node_id_and_a_wrong_station_are_named(station: OpcUaStati
     async with OpcUaConnection(Endpoint(station.url)) as connection:
         with pytest.raises(NodeNotFound, match=r"node nsu=.*;s=PS1\.Outlet/Flw of profile one_tag \(flow\)"):
             await connection.resolve("ps-1", profile, None)
-        with pytest.raises(NodeNotFound, match="device ps-9: its node .*;s=PS9 does not exist"):
+        with pytest.raises(NodeNotFound, match=r"device ps-9: its node .*;s=PS9 does not exist"):
             await connection.resolve("ps-9", station.profile, station.station_node("PS9"))
         with pytest.raises(NodeNotFound, match="has no namespace urn:nowhere"):
             await connection.resolve("ps-1", station.profile, "nsu=urn:nowhere;s=PS1")
@@ -204,7 +206,7 @@ def test_timestamps_fall_back_from_source_to_server_to_agent() -> None:
     ],
 )
 def test_profile_mistakes_are_named(tmp_path: Path, change: dict[str, object], says: str) -> None:
-    data = yaml.safe_load(Path(f"firmware_bridge/profiles/{PROFILE}.yaml").read_text())
+    data = copy.deepcopy(PROFILE_DATA)
     node = {**data["nodes"][0], **change}
     data["nodes"][0] = {k: v for k, v in node.items() if v is not None}
     path = tmp_path / "station.yaml"

@@ -335,6 +335,7 @@ MODELLED = {
     "tuf_2000m",
     "waste_bin_fill",
     "water_quality_probe",
+    "water_pump_station",
 }
 
 
