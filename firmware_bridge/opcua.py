@@ -266,6 +266,11 @@ class OpcUaConnection:
         host, port = parts.hostname or "", parts.port or 4840
         if isinstance(exc, UaStatusCodeError):
             return f"the server refused: {status_name(exc.code)} (check user, password and security settings)"
+        if "No matching endpoints" in str(exc):
+            return (
+                f"the server offers no endpoint of security {self.endpoint.security}: set the line's "
+                "security (none, sign, sign_and_encrypt with Basic256Sha256) to one it offers"
+            )
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.endpoint.timeout)
         except ConnectionRefusedError:

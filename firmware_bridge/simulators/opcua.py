@@ -71,6 +71,7 @@ class OpcUaStationSimulator:
         password: str | None = None,
         certificate: Path | None = None,
         private_key: Path | None = None,
+        secure_only: bool = False,
     ) -> None:
         self.profile = profile if isinstance(profile, OpcUaProfile) else load_opcua_profile(profile)
         self.stations = stations
@@ -79,6 +80,7 @@ class OpcUaStationSimulator:
         self.namespace = next(iter(self.profile.namespaces.values()), "urn:citygw:simulator")
         self._users = _Users(username, password or "") if username is not None else None
         self._certificate, self._private_key = certificate, private_key
+        self._secure_only = secure_only  # with a certificate: no endpoint of security policy None
         self.history: list[SetValue] = []
         # The current value and status of each (station, field), kept across restarts.
         self.values: dict[tuple[str, str], tuple[Any, int, int]] = {}
@@ -103,15 +105,16 @@ class OpcUaStationSimulator:
         server.set_endpoint(self.url)
         server.set_server_name("CityGW SCADA simulator")
         if self._certificate is not None and self._private_key is not None:
+            await server.set_application_uri("urn:citygw:simulator")
             await server.load_certificate(str(self._certificate))
             await server.load_private_key(str(self._private_key))
-            server.set_security_policy(
-                [
-                    ua.SecurityPolicyType.NoSecurity,
-                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-                    ua.SecurityPolicyType.Basic256Sha256_Sign,
-                ]
-            )
+            policies = [
+                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ua.SecurityPolicyType.Basic256Sha256_Sign,
+            ]
+            if not self._secure_only:
+                policies.append(ua.SecurityPolicyType.NoSecurity)
+            server.set_security_policy(policies)
         index = await server.register_namespace(self.namespace)
         self._nodes = {}
         for station in self.stations:

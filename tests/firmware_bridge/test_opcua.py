@@ -215,3 +215,43 @@ def test_profile_mistakes_are_named(tmp_path: Path, change: dict[str, object], s
         load_any_profile(path)
     assert "flow_rate" in str(caught.value)  # where: nodes[0] (flow_rate), or the field's own name
     assert says in str(caught.value)
+
+
+async def make_certificate(folder: Path, name: str, uri: str, use: object) -> tuple[Path, Path]:
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+
+    key, cert = folder / f"{name}.pem", folder / f"{name}.der"
+    await setup_self_signed_certificate(key, cert, uri, "127.0.0.1", [use], {"commonName": name})  # type: ignore[list-item]
+    return cert, key
+
+
+@pytest.mark.parametrize("security", ["sign", "sign_and_encrypt"])
+async def test_basic256sha256_with_certificates(tmp_path: Path, security: str) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    server_cert, server_key = await make_certificate(
+        tmp_path, "server", "urn:citygw:simulator", ExtendedKeyUsageOID.SERVER_AUTH
+    )
+    agent_cert, agent_key = await make_certificate(
+        tmp_path, "agent", "urn:citygw:edge-agent", ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    sim = OpcUaStationSimulator(
+        PROFILE, ["PS1"], port=free_port(), certificate=server_cert, private_key=server_key, secure_only=True
+    )
+    await sim.start()
+    try:
+        secure = Endpoint(
+            sim.url,
+            security=security,  # type: ignore[arg-type]
+            certificate=agent_cert,
+            private_key=agent_key,
+            server_certificate=server_cert,
+        )
+        async with OpcUaConnection(secure) as connection:
+            nodes = await connection.resolve("ps-1", sim.profile, sim.station_node("PS1"))
+            assert len(await connection.read(nodes)) == len(sim.profile.nodes)
+        with pytest.raises(OpcUaUnavailable, match="the server offers no endpoint of security none"):
+            async with OpcUaConnection(Endpoint(sim.url)):
+                pass
+    finally:
+        await sim.stop()
