@@ -285,29 +285,30 @@ class OpcUaConnection:
         writer.close()
         return f"{host}:{port} accepts TCP but no OPC UA session was made: {_why(exc)}"
 
-    def _namespace_index(self, uri: str, profile: OpcUaProfile, spec: OpcUaNode) -> int:
+    def _namespace_index(self, uri: str, where: str) -> int:
+        """The server's index of namespace ``uri``; NodeNotFound saying ``where`` it was named otherwise."""
         if uri == OPCUA_STANDARD_URI:
             return 0
         try:
             return self._namespaces.index(uri)
         except ValueError:
+            known = ", ".join(self._namespaces)
             raise NodeNotFound(
-                f"node {spec.where} of profile {profile.model} ({spec.field}) on {self.endpoint.name}: "
-                f"the server has no namespace {uri}; it has {', '.join(self._namespaces)}: fix the profile's "
-                "namespaces"
+                f"{where} on {self.endpoint.name}: the server has no namespace {uri} (it has {known})"
             ) from None
 
-    def node_id(self, text: str, profile: OpcUaProfile, spec: OpcUaNode | None = None) -> ua.NodeId:
+    def node_id(self, text: str, where: str) -> ua.NodeId:
         """A NodeId string (``ns=``, ``nsu=`` or namespace 0) as this server numbers its namespaces."""
         match = _NSU.match(text)
         if match is not None:
             uri, rest = match.groups()
-            index = self._namespace_index(uri, profile, spec or OpcUaNode(field="node", node=text))
-            text = f"ns={index};{rest}"
+            text = f"ns={self._namespace_index(uri, where)};{rest}"
         try:
             return ua.NodeId.from_string(text)
         except (ValueError, UaError) as exc:
-            raise NodeNotFound(f"{text} is no NodeId ({exc}): write ns=2;s=Name or nsu=<URI>;i=1001") from exc
+            raise NodeNotFound(
+                f"{where}: {text} is no NodeId ({exc}): write ns=2;s=Name or nsu=<URI>;i=1"
+            ) from exc
 
     async def resolve(self, device: str, profile: OpcUaProfile, root: str | None) -> DeviceNodes:
         """Every node of ``profile`` under the device's object ``root`` (a NodeId; default Objects).
@@ -315,23 +316,24 @@ class OpcUaConnection:
         NodeNotFound names the node, the profile, the device and the server when one does not exist.
         """
         client = self.client
-        base: Node = client.nodes.objects if root is None else client.get_node(self.node_id(root, profile))
-        if root is not None and not await _exists(base):
-            raise NodeNotFound(
-                f"device {device}: its node {root} does not exist on {self.endpoint.name}: fix node in the "
-                "agent config (the station's object)"
-            )
+        base: Node = client.nodes.objects
+        if root is not None:
+            base = client.get_node(self.node_id(root, f"device {device}: its node {root}"))
+            if not await _exists(base):
+                raise NodeNotFound(
+                    f"device {device}: its node {root} does not exist on {self.endpoint.name}: fix node in "
+                    "the agent config (the station's object)"
+                )
         resolved: list[tuple[OpcUaNode, ua.NodeId]] = []
         for spec in profile.nodes:
             where = f"node {spec.where} of profile {profile.model} ({spec.field}) under {root or 'Objects'}"
             if spec.node is not None:
-                node = client.get_node(self.node_id(spec.node, profile, spec))
+                node = client.get_node(self.node_id(spec.node, where))
                 if not await _exists(node):
                     raise NodeNotFound(f"{where} on {self.endpoint.name}: no such node: fix the profile")
             else:
                 names = [
-                    f"{self._namespace_index(uri, profile, spec)}:{name}"
-                    for uri, name in profile.browse_steps(spec)
+                    f"{self._namespace_index(uri, where)}:{name}" for uri, name in profile.browse_steps(spec)
                 ]
                 try:
                     node = await base.get_child(names)

@@ -621,7 +621,9 @@ class OpcUaNode(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> OpcUaNode:
         if (self.node is None) == (self.path is None):
-            raise ValueError("name the node either as node (a NodeId) or as path (a browse path), not both")
+            raise ValueError(
+                "name the node either as node (a NodeId) or as path (a browse path): one of them"
+            )
         if self.scale == 0:
             raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.path is not None and any(not step.strip() for step in self.path.split("/")):

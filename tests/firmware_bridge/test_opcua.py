@@ -146,7 +146,7 @@ async def test_a_wrong_node_id_and_a_wrong_station_are_named(station: OpcUaStati
             await connection.resolve("ps-1", profile, None)
         with pytest.raises(NodeNotFound, match=r"device ps-9: its node .*;s=PS9 does not exist"):
             await connection.resolve("ps-9", station.profile, station.station_node("PS9"))
-        with pytest.raises(NodeNotFound, match="has no namespace urn:nowhere"):
+        with pytest.raises(NodeNotFound, match=r"device ps-1: its node .* has no namespace urn:nowhere"):
             await connection.resolve("ps-1", station.profile, "nsu=urn:nowhere;s=PS1")
 
 
