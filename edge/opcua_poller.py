@@ -148,6 +148,8 @@ class OpcUaPoller:
             self.board.failed(device.id, exc.state, str(exc))
             log.warning("device %s: %s", device.id, exc)
             await asyncio.Future()  # until the session ends
+        if connection.lost.is_set():  # the session went: say why, not that the subscription went with it
+            raise OpcUaUnavailable(connection.why_lost)
         raise OpcUaUnavailable(f"{connection.endpoint.name} ended the subscription of device {device.id}")
 
     async def _polled(self, connection: OpcUaConnection, device: Device, nodes: DeviceNodes) -> None:

@@ -28,6 +28,7 @@ from edge.agent import Agent
 from edge.config import AgentConfigError, validate_agent_config
 from firmware_bridge.simulators.opcua import OpcUaStationSimulator
 from tests.edge.conftest import Watcher, agent_config, watching
+from tests.edge.tcp_proxy import TcpProxy
 from tests.edge.test_agent import readings_of, running
 from tests.edge.test_faults import drained
 from tests.services import Mosquitto, free_port
@@ -280,3 +281,39 @@ def test_config_mistakes_on_an_opcua_line_are_named(
     tmp_path: Path, change: dict[str, Any], line: dict[str, Any] | None, says: str
 ) -> None:
     assert says in config_problems(tmp_path, change, line)
+
+
+@pytest.mark.timeout(120)
+async def test_a_half_open_link_to_the_server_is_noticed_and_healed(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The link to the SCADA server silently drops every byte: the agent notices through its keep-alive
+    probe, says so on health, and once the link heals makes a new session and resubscribes."""
+    async with scada("PS1") as sim, watching(mosquitto.url) as watcher:
+        proxy = TcpProxy("127.0.0.1", sim.port)
+        async with proxy.running():
+            line = {"url": f"opc.tcp://127.0.0.1:{proxy.port}/citygw", "timeout": 1}
+            agent = Agent(agent_config(tmp_path, mosquitto.url, **opcua_devices(sim, **line)))
+            async with running(agent):
+                before = await sim.set("PS1", "energy", 152341.0)
+                await watcher.wait_for(
+                    "the value before",
+                    lambda: any(r.ts == before.ts_ms for r in readings_of(watcher, "ps-1")),
+                )
+                proxy.blackhole()
+
+                def down() -> bool:
+                    return any(h.state is wire.DeviceState.TIMEOUT for h in health_of(watcher, "ps-1"))
+
+                await watcher.wait_for("the device down", down, within=30)
+                proxy.heal()
+                after = await sim.set("PS1", "energy", 152342.0)
+                await watcher.wait_for(
+                    "the value after",
+                    lambda: any(r.ts == after.ts_ms for r in readings_of(watcher, "ps-1")),
+                    within=30,
+                )
+    lost = next(h for h in health_of(watcher, "ps-1") if h.state is wire.DeviceState.TIMEOUT)
+    assert lost.error is not None
+    assert f"session with opc.tcp://127.0.0.1:{proxy.port}/citygw lost" in lost.error
+    assert proxy.connections >= 2
