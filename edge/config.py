@@ -676,7 +676,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind == "nmea":
+        elif console.profile is None or config.line(console.line).kind in ("nmea", "opcua"):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
