@@ -292,7 +292,8 @@ class Device(_Section):
     id: Label
     line: str
     profile: str | None = Field(
-        default=None, description="device profile name (Modbus lines; GPS lines default to gps_nmea)"
+        default=None,
+        description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
     poll_s: float = Field(gt=0, le=86400)

@@ -317,3 +317,15 @@ async def test_a_half_open_link_to_the_server_is_noticed_and_healed(
     assert lost.error is not None
     assert f"session with opc.tcp://127.0.0.1:{proxy.port}/citygw lost" in lost.error
     assert proxy.connections >= 2
+
+
+def test_the_scada_example_config_loads() -> None:
+    from edge.config import OpcUaLine, load_agent_config
+
+    config = load_agent_config(Path(__file__).parents[2] / "edge" / "examples" / "water_scada.yaml")
+    line = config.line("scada")
+    assert isinstance(line, OpcUaLine)
+    assert [d.node for d in config.devices_on("scada")] == [
+        "nsu=urn:citygw:modelled:water-pump-station;s=PS1",
+        "nsu=urn:citygw:modelled:water-pump-station;s=PS2",
+    ]
