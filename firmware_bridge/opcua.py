@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -30,7 +31,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from citygw.wire import DeviceState, FieldValue
+from citygw.wire import MAX_TS_MS, DeviceState, FieldValue
 from firmware_bridge.errors import DeviceError, LineUnavailable
 from firmware_bridge.profile import OPCUA_STANDARD_URI, OpcUaNode, OpcUaProfile
 
@@ -131,7 +132,12 @@ def _severity(status: int) -> Literal["good", "uncertain", "bad"]:
 
 
 def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
+    """Milliseconds since the epoch; None for no time, or one no reading can carry (OPC UA's null time,
+    1601-01-01, from a device whose clock was never set)."""
+    if moment is None:
+        return None
+    ms = int(moment.timestamp() * 1000)
+    return ms if 0 < ms <= MAX_TS_MS else None
 
 
 def reading_time(profile: OpcUaProfile, sample: Sample, received_ms: int) -> int:
@@ -152,6 +158,8 @@ def field_value(spec: OpcUaNode, value: Any) -> FieldValue:
         if spec.is_quantity:
             raise ValueError(f"is a boolean ({value}), but the profile gives it a unit or scale")
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"is {value}: no measurement")
     if isinstance(value, int | float):
         if spec.is_quantity:
             return float(value) * spec.scale + spec.offset

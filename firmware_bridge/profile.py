@@ -659,7 +659,8 @@ class OpcUaProfile(Provenance):
         description="the time a reading carries: source (when the device measured it; else the server's "
         "time, else the agent's), server (when the server last saw it), agent (when the agent received it)",
     )
-    nodes: list[OpcUaNode] = Field(min_length=1)
+    # At most 32: with an Uncertain flag each, a reading stays within the wire's 64 fields.
+    nodes: list[OpcUaNode] = Field(min_length=1, max_length=32)
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaProfile:

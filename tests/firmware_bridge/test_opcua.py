@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 from asyncua.ua.status_codes import StatusCodes
 
 from firmware_bridge.opcua import (
+    DeviceNodes,
     Endpoint,
     NodeNotFound,
     OpcUaConnection,
@@ -255,3 +257,37 @@ async def test_basic256sha256_with_certificates(tmp_path: Path, security: str) -
                 pass
     finally:
         await sim.stop()
+
+
+def test_values_that_are_no_measurement_are_left_out_with_why() -> None:
+    from datetime import UTC, datetime
+
+    from asyncua import ua
+
+    profile = load_opcua_profile(PROFILE)
+    nodes = DeviceNodes(
+        "ps-1", profile, tuple((spec, ua.NodeId(n, 2)) for n, spec in enumerate(profile.nodes))
+    )
+    spec = {s.field: s for s in profile.nodes}
+    never_set = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's null DateTime: a clock never set
+    samples = [
+        (spec["flow_rate"], Sample(math.nan, 0, None, None)),
+        (spec["outlet_pressure"], Sample([4.1, 4.2], 0, None, None)),
+        (spec["pump1_running"], Sample(1.0, 0, None, None)),
+        (spec["reservoir_level"], Sample(3.5, 0, never_set, never_set)),
+        (spec["pump1_current"], Sample(40, StatusCodes.UncertainSubNormal, None, None)),
+    ]
+    decoded = decode(nodes, samples, received_ms=1234)
+    assert decoded.readings == {
+        1234: {
+            "pump1_running": 1.0,
+            "reservoir_level": 3.5,
+            "pump1_current": 40.0,
+            "pump1_current_uncertain": True,
+        }
+    }
+    assert decoded.bad == {
+        "flow_rate": "node path Outlet/Flow of profile water_pump_station: is nan: no measurement",
+        "outlet_pressure": "node path Outlet/Pressure of profile water_pump_station: holds list [4.1, 4.2], "
+        "not a number, boolean or text",
+    }
