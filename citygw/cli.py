@@ -254,6 +254,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
             owners=args.owners,
+            acks=not args.no_acks,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
         raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
@@ -347,13 +348,28 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The site's profile folders (``--profiles``, else $CITYGW_PROFILE_DIRS, comma-separated), checked:
+    ConfigError naming the file and the fix when their profiles cannot be catalogued."""
+    from firmware_bridge.catalogue import catalogue
+    from firmware_bridge.profile import ProfileError
+
+    text = _env("CITYGW_PROFILE_DIRS", "")
+    dirs = tuple(args.profiles or (Path(part.strip()) for part in text.split(",") if part.strip()))
+    try:
+        catalogue(dirs)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dirs
+
+
 def _dashboards_push(args: argparse.Namespace) -> int:
     from collector.store import redact
     from dashboards.push import URL_ENV
     from dashboards.push import main as push
 
     with _failing_as(f"Grafana at {redact(os.environ.get(URL_ENV, ''))}"):
-        return push(dry_run=args.dry_run)
+        return push(dry_run=args.dry_run, profiles=_profile_dirs(args))
 
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
@@ -361,6 +377,7 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store.influx import InfluxV1Store, InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
+    from firmware_bridge.catalogue import catalogue
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store(args.store)
@@ -370,7 +387,8 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
                     f"--store {redact(args.store)}: the dashboards' queries are InfluxQL: use influxdb://"
                 )
             window = last_hours(args.hours, int(time.time() * 1000))
-            previews = preview_all(build_all(), store.reader.query, window, args.out)
+            boards = build_all(catalogue(_profile_dirs(args)))
+            previews = preview_all(boards, store.reader.query, window, args.out)
         finally:
             store.close()
     for preview in previews:
@@ -394,6 +412,8 @@ def _probe(args: argparse.Namespace) -> int:
     )
     from firmware_bridge.profile import ProfileError, load_profile
 
+    if args.mbus:
+        return _probe_mbus(args)
     if args.capture and not args.profile:
         raise ConfigError("--capture needs --profile: the profile says which ranges to read")
     if args.scan_units and (args.profile or args.capture):
@@ -461,7 +481,9 @@ def _probe_line(args: argparse.Namespace, timeout: float) -> ModbusLine:
         return ModbusLine.tcp(host=host, port=port, timeout=timeout)
     if not Path(args.serial).exists():
         raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
-    return ModbusLine.rtu(port=args.serial, baudrate=args.baudrate, parity=args.parity, timeout=timeout)
+    return ModbusLine.rtu(
+        port=args.serial, baudrate=args.baudrate or 9600, parity=args.parity, timeout=timeout
+    )
 
 
 def _host_port(option: str, value: str) -> tuple[str, int]:
@@ -532,6 +554,8 @@ def _capture(args: argparse.Namespace, line: ModbusLine, profile: Profile) -> in
 
 def _serve(args: argparse.Namespace) -> int:
     """Replay a capture case as a Modbus TCP device or an RTU device behind a pseudo-terminal."""
+    if args.mbus:
+        return _serve_mbus(args)
     from firmware_bridge.capture import CaptureError, load_case
     from firmware_bridge.profile import ProfileError, load_profile
     from firmware_bridge.simulators import CaptureReplay, serve_serial_pty, serve_tcp
@@ -564,6 +588,85 @@ def _serve(args: argparse.Namespace) -> int:
 
     with _failing_as(f"serve on {args.tcp}"), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+    return 0
+
+
+def _serve_mbus(args: argparse.Namespace) -> int:
+    """Recorded M-Bus meters answering on a pseudo-terminal (``citygw probe --mbus --port`` it)."""
+    from firmware_bridge.mbus_frames import decode
+    from firmware_bridge.simulators.mbus import meter_from_spec, serve_mbus_pty
+
+    try:
+        meters = [meter_from_spec(spec) for spec in args.mbus]
+    except (OSError, ValueError) as exc:  # a missing file, bad hex, no valid telegram
+        raise ConfigError(f"--mbus: {exc}") from exc
+
+    async def serve() -> None:
+        async with serve_mbus_pty(meters) as port:
+            addresses = ", ".join(f"{m.primary} ({decode(m.telegrams[0]).secondary})" for m in meters)
+            print(f"M-Bus meters at {addresses} on {port}", flush=True)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _probe_mbus(args: argparse.Namespace) -> int:
+    """``citygw probe --mbus --port P``: scan the line, or show a meter's records (or a profile's fields)."""
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
+    from firmware_bridge.mbus import MbusLine, parse_address
+    from firmware_bridge.mbus_frames import MAX_PRIMARY
+    from firmware_bridge.mbus_probe import format_found, format_records
+    from firmware_bridge.profile import ProfileError, load_mbus_profile
+
+    if not args.port:
+        raise ConfigError(
+            "--mbus needs --port: a serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway"
+        )
+    if "://" not in args.port and not Path(args.port).exists():
+        raise ConfigError(f"--port {args.port}: no such port; serial ports here: {_serial_ports()}")
+    if (args.scan is None) == (args.meter is None):
+        raise ConfigError(
+            "--mbus: give --scan primary|secondary, or --meter ADDRESS (0-250 or 16 hex digits)"
+        )
+    first, _, last = args.addresses.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) <= int(last) <= MAX_PRIMARY):
+        raise ConfigError(
+            f"--addresses {args.addresses!r}: write FIRST-LAST within 0-{MAX_PRIMARY}, e.g. 0-20"
+        )
+    try:
+        address = None if args.meter is None else parse_address(args.meter)
+        profile = load_mbus_profile(args.profile) if args.profile else None
+    except (ValueError, ProfileError) as exc:
+        raise ConfigError(f"--meter/--profile: {exc}") from exc
+    line = MbusLine(
+        args.port, baudrate=args.baudrate or 2400, timeout=args.timeout if args.timeout is not None else 1.0
+    )
+
+    async def probe() -> str:
+        async with line:
+            if args.scan == "primary":
+                return format_found(await line.scan_primary(range(int(first), int(last) + 1)))
+            if args.scan == "secondary":
+                return format_found(await line.scan_secondary())
+            assert address is not None
+            if profile is not None:
+                fields = await line.read(address, profile)
+                missing = line.field_errors(address)
+                shown = [f"{name} = {value!r}" for name, value in fields.items()]
+                return "\n".join(shown + [f"{name}: {error}" for name, error in missing.items()])
+            return format_records(await line.read_telegrams(address))
+
+    try:
+        print(asyncio.run(probe()))
+    except DeviceTimeout as exc:
+        raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
+    except DeviceError as exc:
+        raise CommandFailed(str(exc), EX_DEVICE) from exc
     return 0
 
 
@@ -605,7 +708,18 @@ def build_parser() -> argparse.ArgumentParser:
     where = probe.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
     where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port (e.g. /dev/ttyUSB0)")
-    probe.add_argument("--baudrate", type=int, default=9600)
+    where.add_argument("--mbus", action="store_true", help="an M-Bus line on --port (8E1)")
+    probe.add_argument("--port", help="--mbus: serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway")
+    probe.add_argument(
+        "--scan",
+        choices=("primary", "secondary"),
+        help="--mbus: list the meters (addresses 0-250, or search)",
+    )
+    probe.add_argument("--meter", help="--mbus: read this meter: primary address 0-250 or 16-digit secondary")
+    probe.add_argument(
+        "--addresses", default="0-250", help="--mbus --scan primary: FIRST-LAST (default 0-250)"
+    )
+    probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU), 2400 (M-Bus)")
     probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
     probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     probe.add_argument("--table", choices=("holding", "input", "coil", "discrete"), default="holding")
@@ -638,7 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(func=_probe)
 
     serve = sub.add_parser("serve", help="answer as a captured Modbus device (replay a probe --capture case)")
-    serve.add_argument("--replay", required=True, metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serving = serve.add_mutually_exclusive_group(required=True)
+    serving.add_argument("--replay", metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serving.add_argument(
+        "--mbus",
+        nargs="+",
+        metavar="CAPTURE.hex[:PRIMARY[:SPLIT]]",
+        help="M-Bus meters answering recorded telegrams on a pty (SPLIT: two telegrams after N records)",
+    )
     serve_where = serve.add_mutually_exclusive_group()
     serve_where.add_argument(
         "--tcp", metavar="HOST:PORT", default=REPLAY_ADDRESS, help=f"listen here (default {REPLAY_ADDRESS})"
@@ -726,6 +847,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
         "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
     )
+    collector_run.add_argument(
+        "--no-acks",
+        action="store_true",
+        help="publish no end-to-end acks (citygw/v1/<agent>/ack) to the agents: for a broker whose roles "
+        "do not let the collector publish them yet; agents then take the broker's PUBACK as final",
+    )
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
@@ -751,6 +878,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview = dashboards.add_parser(
         "preview", help="draw each dashboard's panels from InfluxDB into PNGs, without Grafana"
     )
+    for command in (push, preview):
+        command.add_argument(
+            "--profiles",
+            type=Path,
+            action="append",
+            help="a folder of the site's own device profiles (repeatable); default $CITYGW_PROFILE_DIRS, "
+            "comma-separated, as the API reads it",
+        )
     preview.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE), help="influxdb://...")
     preview.add_argument("--out", type=Path, default=Path("var/dashboards"), help="folder of the PNGs")
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")

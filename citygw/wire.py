@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -73,6 +74,7 @@ class Channel(StrEnum):
     CMD = "cmd"
     CMD_RESULT = "cmd/result"
     HEALTH = "health"
+    ACK = "ack"
 
 
 # Whole-string checks with the models' verdicts: fullmatch, as ``$`` alone also matches before
@@ -125,6 +127,11 @@ def parse_topic(name: str) -> tuple[str, Channel] | None:
 def alert_topic(rule: str) -> str:
     """Where the API announces a raised or ended alert: below ``_alerts``, which no agent id can be."""
     return f"{TOPIC_ROOT}/_alerts/{rule}"
+
+
+# Where a collector checks, once connected, that the broker lets it publish acks: an ack topic of
+# no agent (no agent id starts with ``_``), so nobody receives it.
+ACK_PROBE_TOPIC = f"{TOPIC_ROOT}/_collectors/ack"
 
 
 def subscription(channel: Channel, *, share_group: str | None = None) -> str:
@@ -423,6 +430,43 @@ class CommandResult(_Payload):
     )
 
 
+MAX_ACK_RANGES = 1000
+SeqRange = Annotated[
+    tuple[Annotated[StrictInt, Field(ge=0)], Annotated[StrictInt, Field(ge=0)]],
+    Field(description="first and last seq of a run of consecutive seqs, both included"),
+]
+
+
+class Ack(_Payload):
+    """Payload of ``citygw/v1/<agent>/ack`` (QoS 1, from a collector): the agent's batches now stored.
+
+    End-to-end acknowledgement: a batch counts as taken once the store accepted its readings (or
+    stored them as dead letters); until then the agent keeps it in its journal, past the broker's
+    PUBACK, and sends it again (same seq) if the broker lost it.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    seqs: list[SeqRange] = Field(min_length=1, max_length=MAX_ACK_RANGES)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Ack:
+        if any(first > last for first, last in self.seqs):
+            raise ValueError("each seq range is [first, last] with first <= last")
+        return self
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Seqs as runs of consecutive ones, lowest first: the ``seqs`` of an Ack."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
 PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.TELEMETRY: TelemetryBatch,
     Channel.STATUS: Status,
@@ -431,6 +475,7 @@ PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.CONFIG_STATE: ConfigState,
     Channel.CMD: Command,
     Channel.CMD_RESULT: CommandResult,
+    Channel.ACK: Ack,
 }
 
 

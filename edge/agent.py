@@ -7,24 +7,43 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, NmeaLine, OpcUaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import (
+    AgentConfig,
+    Device,
+    MbusLine,
+    NmeaLine,
+    OpcUaLine,
+    RtuLine,
+    TcpLine,
+    load_agent_config,
+)
 from edge.journal import Journal
 from edge.opcua_poller import OpcUaPoller
-from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
+from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.vehicles import Vehicles
+from firmware_bridge import mbus
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
-from firmware_bridge.profile import Profile, load_nmea_profile, load_opcua_profile, load_profile
+from firmware_bridge.profile import (
+    Profile,
+    load_mbus_profile,
+    load_nmea_profile,
+    load_opcua_profile,
+    load_profile,
+)
 
 log = logging.getLogger(__name__)
+L = TypeVar("L")
 
 LINE_RETRY_S = 10.0
 
@@ -145,7 +164,7 @@ class Agent:
         return changed
 
     def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | OpcUaLine, config: AgentConfig
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, config: AgentConfig
     ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
@@ -163,6 +182,15 @@ class Agent:
                 profile=profile,
                 vehicles=self.vehicles,
             ).run
+        elif isinstance(line, MbusLine):
+            meters = [(d, load_mbus_profile(d.profile or "")) for d in devices]
+            mbus_poller = MbusPoller(
+                meters, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
+            )
+            bus = partial(mbus.MbusLine, line.port, baudrate=line.baudrate, timeout=line.timeout)
+            run = partial(
+                self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
+            )
         elif isinstance(line, OpcUaLine):
             run = OpcUaPoller(
                 line,
@@ -178,7 +206,7 @@ class Agent:
                 profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
             )
             self.pollers[line.id] = poller
-            run = partial(self._own_modbus_line, line, poller)
+            run = partial(self._own_line, line.id, partial(_modbus_line, line), poller)
         return self._tasks.create_task(self._supervise(line.id, devices, run), name=f"line:{line.id}")
 
     async def _supervise(
@@ -220,21 +248,22 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
             self.publisher.announce()
 
-    async def _own_modbus_line(self, line: TcpLine | RtuLine, poller: ModbusPoller) -> None:
+    async def _own_line(
+        self, line_id: str, open_line: Callable[[], AbstractAsyncContextManager[L]], poller: LinePoller[L]
+    ) -> None:
         """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
-        devices = self.config.devices_on(line.id)
+        devices = self.config.devices_on(line_id)
         while True:
-            modbus = _modbus_line(line)
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    await stack.enter_async_context(modbus)
+                    opened = await stack.enter_async_context(open_line())
                 except Exception as exc:  # serial drivers raise OSError, termios.error, ValueError...
-                    error = f"line {line.id} cannot be opened: {exc!r}"
+                    error = f"line {line_id} cannot be opened: {exc!r}"
                     log.warning("%s; retrying in %.0f s", error, LINE_RETRY_S)
                     for device in devices:
                         self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
                 else:
-                    await poller.run(modbus)
+                    await poller.run(opened)
             await asyncio.sleep(LINE_RETRY_S)
 
     def health(self) -> wire.Health:
@@ -283,7 +312,7 @@ def _signature(config: AgentConfig, line_id: str) -> str:
 
 
 def open_journal(config: AgentConfig) -> Journal:
-    """The journal the config describes (quota, policy, which devices count as slow)."""
+    """The journal the config describes (quota, policy, which devices count as slow, end-to-end ack)."""
     settings = config.journal
     return Journal(
         settings.path,
@@ -292,6 +321,7 @@ def open_journal(config: AgentConfig) -> Journal:
         quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
         policy=settings.on_full,
         slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
+        hold=config.publish.end_to_end_ack,
     )
 
 

@@ -155,6 +155,18 @@ class PublishConfig(_Section):
     backlog_rate: float | None = Field(
         default=2000.0, gt=0, description="readings/s of backlog after an outage (live data is not capped)"
     )
+    end_to_end_ack: bool = Field(
+        default=True,
+        description="keep a batch in the journal after the broker's PUBACK until a collector confirms it "
+        "stored it (ack channel), and send it again if the broker lost it; false: the PUBACK is final",
+    )
+    ack_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="seconds a held batch waits for its confirmation before it is sent again (only once "
+        "a later batch was confirmed); while no collector ever confirmed one, before it is let go",
+    )
 
 
 class HealthConfig(_Section):
@@ -220,6 +232,16 @@ class NmeaLine(_Line):
     timeout: float = Field(default=5.0, gt=0, le=600, description="seconds of silence before a timeout")
 
 
+class MbusLine(_Line):
+    """An M-Bus line (EN 13757-2): a serial port through a level converter (device path or pyserial
+    URL), or an M-Bus gateway on the network as ``socket://host:port``; 8E1 at ``baudrate``."""
+
+    kind: Literal["mbus"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[300, 600, 1200, 2400, 4800, 9600, 19200, 38400] = 2400
+    retries: int = Field(default=1, ge=0, le=5, description="repeats of a request that got no usable answer")
+
+
 class OpcUaLine(_Line):
     """An OPC UA server (a water utility's SCADA): its devices are objects in its address space.
 
@@ -255,7 +277,7 @@ class OpcUaLine(_Line):
         return self
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine | OpcUaLine, Field(discriminator="kind")]
+Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, Field(discriminator="kind")]
 
 
 class Location(_Section):
@@ -296,6 +318,19 @@ class Device(_Section):
         description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
+    address: int | str | None = Field(
+        default=None,
+        description="M-Bus meter (mbus lines): primary address 0-250, or secondary address as 16 hex digits "
+        "(id, manufacturer, version, medium; F for a wildcard)",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _mbus_address(cls, value: int | str | None) -> int | str | None:
+        from firmware_bridge.mbus import parse_address
+
+        return None if value is None else parse_address(value)
+
     poll_s: float = Field(gt=0, le=86400)
     tags: dict[Name, Label] = Field(
         default_factory=dict, max_length=wire.MAX_TAGS_PER_READING - len(AGENT_TAGS) - len(VEHICLE_TAGS)
@@ -352,7 +387,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | OpcUaLine:
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -487,6 +522,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     vehicles: dict[str, str] = {}
     on_board: list[tuple[str, Vehicle]] = []  # Modbus devices riding in a vehicle (a bus's validator)
     gps_lines: dict[str, str] = {}
+    meters: dict[tuple[str, int | str], str] = {}  # (M-Bus line, address) -> device id
     checked_profiles: dict[str, str | None] = {}
     for i, device in enumerate(config.devices):
         at = f"devices[{i}]"
@@ -511,6 +547,17 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             continue
         if device.node is not None:
             problems.append(Problem(f"{at}.node", f"line {line.id!r} is no OPC UA line", "remove node"))
+        if line.kind == "mbus":
+            problems += _mbus_device_problems(at, device, line, meters)
+            continue
+        if device.address is not None:
+            problems.append(
+                Problem(
+                    f"{at}.address",
+                    f"line {line.id!r} is no M-Bus line",
+                    "remove address (M-Bus meters only)",
+                )
+            )
         if line.kind == "nmea":
             if device.vehicle is None:
                 problems.append(
@@ -606,14 +653,10 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind == "opcua":
+        if line.kind in ("nmea", "mbus", "opcua"):
+            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}[line.kind]
             problems.append(
-                Problem(at, f"device {device.id!r} is on OPC UA line {line.id!r}", "remove overlay (Modbus)")
-            )
-            continue
-        if line.kind == "nmea":
-            problems.append(
-                Problem(at, f"device {device.id!r} is a GPS device, it has no register map", "remove overlay")
+                Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
             )
             continue
         tcp_only = sorted({"connect_delay_s", "close_between_polls"} & set(device.overlay.timing or {}))
@@ -677,7 +720,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind in ("nmea", "opcua"):
+        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua"):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -705,7 +748,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
 
 def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
-    from firmware_bridge.profile import deadband_problem
+    from firmware_bridge.profile import MbusField, RegisterSpec, deadband_problem, load_mbus_profile
 
     problems: list[Problem] = []
     for i, device in enumerate(config.devices):
@@ -748,10 +791,14 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     "every poll",
                 )
             )
-        profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
-        if profile is None:
-            continue
-        fields = {spec.field: spec for spec in profile.select()}
+        fields: dict[str, RegisterSpec | MbusField]
+        if config.line(device.line).kind == "mbus":  # its profile was checked by check_references
+            fields = {spec.field: spec for spec in load_mbus_profile(device.profile or "").field_specs}
+        else:
+            profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
+            if profile is None:
+                continue
+            fields = {spec.field: spec for spec in profile.select()}
         for name, setting in device.report.items():
             spec = fields.get(name)
             if spec is None:
@@ -783,6 +830,8 @@ def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Proble
     problems: list[Problem] = []
     if device.unit is not None:
         problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line_id!r} is an OPC UA line", "remove address"))
     if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
         problems.append(
             Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
@@ -798,6 +847,58 @@ def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Proble
                 f"{at}.profile",
                 f"cannot load OPC UA profile {device.profile!r}: {exc}",
                 f"use an opcua profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
+def _mbus_device_problems(
+    at: str, device: Device, line: MbusLine, meters: dict[tuple[str, int | str], str]
+) -> list[Problem]:
+    """An M-Bus meter names an address (unique on its line) and an mbus profile, and no Modbus unit."""
+    from firmware_bridge.mbus import parse_address
+    from firmware_bridge.profile import available_profiles, load_mbus_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(
+            Problem(f"{at}.unit", f"line {line.id!r} is an M-Bus line", "remove unit; use address")
+        )
+    if device.address is None:
+        problems.append(
+            Problem(
+                f"{at}.address",
+                f"line {line.id!r} is an M-Bus line",
+                "add address: <primary 0-250> or <16-digit secondary address>",
+            )
+        )
+    else:
+        try:
+            address = parse_address(device.address)
+        except ValueError as exc:
+            problems.append(Problem(f"{at}.address", str(exc), "write 0-250, or 16 hex digits"))
+        else:
+            other = meters.setdefault((line.id, address), device.id)
+            if other != device.id:
+                problems.append(
+                    Problem(
+                        f"{at}.address",
+                        f"address {address} on line {line.id!r} is already {other!r}",
+                        "give each meter its own address (scan: citygw probe --mbus --scan secondary)",
+                    )
+                )
+    known = ", ".join(available_profiles("mbus")) or "none"
+    if device.profile is None:
+        problems.append(Problem(f"{at}.profile", "an M-Bus meter needs a profile", f"add profile: ({known})"))
+        return problems
+    try:
+        load_mbus_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load M-Bus profile {device.profile!r}: {exc}",
+                f"use an mbus profile ({known}) or a path to one",
             )
         )
     return problems
@@ -820,13 +921,13 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea or opcua",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea or opcua",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or opcua",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or opcua",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "opcua")
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua")
     loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:

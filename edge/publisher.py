@@ -6,6 +6,14 @@ PUBACK at once, each acknowledged on its own. Any MQTT failure ends the session;
 session (after exponential backoff with jitter) republishes the same unacknowledged batches
 with the same seqs, so the collector may see a duplicate but never a gap.
 
+End to end (``publish.end_to_end_ack``, on by default): the broker's PUBACK only moves a batch
+from the backlog to the journal's held batches; the collector's ``ack`` message (the seqs it
+stored) forgets it. Held batches are sent again, same seq and bytes, after every reconnect (the
+broker may have died and lost them) and, once a later batch was confirmed, when one has waited
+``publish.ack_timeout`` seconds (lost past the broker). Resends go at the backlog's pace, behind
+live data. As long as no collector has ever confirmed a batch of this journal (an older
+collector), a held batch is let go after ``ack_timeout``, as if its PUBACK had been final.
+
 Live first: on each connect the journal's backlog is fenced off (``mark_live``); readings
 journaled since then go out as soon as a slot is free, the backlog in between at most
 ``publish.backlog_rate`` readings a second, so a bus position is never stuck behind an
@@ -36,6 +44,7 @@ from edge.journal import Batch, Journal
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
+HELD_CHECK_S = 1.0  # how often held batches are looked at for a resend or a release
 T = TypeVar("T")
 
 
@@ -84,6 +93,8 @@ class PublisherCounters:
     batches_published: int = 0
     readings_published: int = 0
     health_published: int = 0
+    batches_resent: int = 0
+    acks_received: int = 0
 
 
 class Backoff:
@@ -135,6 +146,11 @@ class Publisher:
         # in memory until the broker acknowledged them; a later session sends what is left.
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._outbox_ready = asyncio.Event()
+        # Held batches to send again, in order (a dict as an ordered set).
+        self._resend: dict[int, None] = {}
+        self._told_no_acks = False
+        if config.publish.end_to_end_ack:
+            self.listen(wire.Channel.ACK, self._on_ack)
 
     def listen(self, channel: wire.Channel, handler: Callable[[bytes], Awaitable[None]]) -> None:
         """Subscribe (QoS 1) to ``channel`` of this agent; each message runs ``handler`` in its own task."""
@@ -236,6 +252,8 @@ class Publisher:
             self._client = client
             # Fence the backlog now, before anyone hears we are connected: what comes next is live.
             self.journal.mark_live()
+            # The broker may have lost what it acknowledged (a crash before its autosave).
+            self._resend = dict.fromkeys(self.journal.held_seqs())
             self.counters.connects += 1
             self._backoff.reset()
             self.connected.set()
@@ -283,10 +301,13 @@ class Publisher:
             for pending in journal.formed_batches():
                 await window.acquire()
                 flights.create_task(self._fly(client, pending, window), name=f"publish:{pending.seq}")
-            live_due = backlog_due = loop.time()
+            live_due = backlog_due = held_due = loop.time()
             while True:
                 await window.acquire()
                 now = loop.time()
+                if now >= held_due:
+                    held_due = now + HELD_CHECK_S
+                    self._check_held()
                 batch: Batch | None = None
                 if now >= live_due:
                     batch = journal.form_batch(publish.batch_max_readings, live=True)
@@ -294,7 +315,7 @@ class Publisher:
                         # Caught up: let new readings gather into one batch instead of one message each.
                         live_due = now + publish.interval
                 if batch is None and now >= backlog_due:
-                    batch = journal.form_batch(publish.batch_max_readings, live=False)
+                    batch = self._next_resend() or journal.form_batch(publish.batch_max_readings, live=False)
                     if batch is not None and publish.backlog_rate is not None:
                         backlog_due = now + batch.size / publish.backlog_rate
                 if batch is None:
@@ -317,6 +338,49 @@ class Publisher:
             window.release()
         self.counters.readings_published += self.journal.ack(batch.seq)
         self.counters.batches_published += 1
+
+    def _next_resend(self) -> Batch | None:
+        """The next held batch to send again, read back from the journal; None if none is due."""
+        while self._resend:
+            seq = next(iter(self._resend))
+            del self._resend[seq]
+            batch = self.journal.held_batch(seq)
+            if batch is not None:  # else confirmed meanwhile
+                self.counters.batches_resent += 1
+                return batch
+        return None
+
+    def _check_held(self) -> None:
+        """Queue for a resend the held batches that waited ``ack_timeout`` while a later one was
+        confirmed; with no collector confirming at all, let go of those that waited that long."""
+        if not self.config.publish.end_to_end_ack:
+            return
+        journal = self.journal
+        sent_before = time.monotonic() - self.config.publish.ack_timeout
+        if not journal.collector_acks_seen:
+            released = journal.release(journal.held_seqs(sent_before=sent_before))
+            if released and not self._told_no_acks:
+                self._told_no_acks = True
+                log.warning(
+                    "no collector has confirmed a batch of agent %s yet (ack channel): its PUBACKs are "
+                    "taken as final after %g s (%d readings so far); an older collector, or the store "
+                    "down since this journal began",
+                    self.config.agent_id,
+                    self.config.publish.ack_timeout,
+                    released,
+                )
+            return
+        for seq in journal.held_seqs(sent_before=sent_before, below=journal.confirmed_top):
+            self._resend.setdefault(seq)
+
+    async def _on_ack(self, payload: bytes) -> None:
+        """A collector stored some of our batches: the journal forgets them."""
+        ack = wire.Ack.model_validate_json(payload)
+        if ack.agent != self.config.agent_id:
+            log.warning("an ack for agent %r on agent %s's topic: ignored", ack.agent, self.config.agent_id)
+            return
+        self.counters.acks_received += 1
+        self.journal.confirm(ack.seqs)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown, say offline ourselves: a clean DISCONNECT makes the broker discard the will."""

@@ -2,8 +2,10 @@
 
 A ``modbus`` profile says which registers hold which field, how to decode them and how often
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
-the sentences used; an ``opcua`` profile names the nodes of an object (a pump station) that
-hold each field. Adding a device model is adding a file under ``profiles/``, not code.
+the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
+storage number, tariff and subunit, to fields; an ``opcua`` profile names the nodes of an object
+(a pump station) that hold each field. Adding a device model is adding a file under ``profiles/``,
+not code.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -43,7 +46,7 @@ WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea", "opcua"]
+Protocol = Literal["modbus", "nmea", "mbus", "opcua"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -209,6 +212,17 @@ class RegisterSpec(BaseModel):
         "default the profile's write_function",
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -263,6 +277,14 @@ class RegisterSpec(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def register_count(self) -> int:
         """How many registers (or bits) the value occupies."""
@@ -310,7 +332,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(spec: RegisterSpec, setting: float | str) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | MbusField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -479,6 +501,11 @@ class Profile(Provenance):
                     )
         return self
 
+    @property
+    def field_specs(self) -> list[RegisterSpec]:
+        """The fields read (as ``MbusProfile.field_specs``): what a scheduler needs of any polled profile."""
+        return self.registers
+
     def register(self, field: str) -> RegisterSpec:
         """The spec of ``field``; KeyError naming the known fields otherwise."""
         for spec in self.registers:
@@ -575,6 +602,112 @@ class NmeaProfile(Provenance):
         return tuple(f.field for f in self.fields)
 
 
+MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
+_HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
+
+
+class MbusField(BaseModel):
+    """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
+
+    A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
+    quantity with another decimal exponent matches too), function, storage number, tariff and
+    subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
+    ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
+    function: MbusFunction = "instantaneous"
+    storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
+    tariff: int = Field(default=0, ge=0, le=2**20)
+    subunit: int = Field(default=0, ge=0, le=2**10)
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    scale: float = 1
+    unit: str | None = None
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.type == "string" and self.scale != 1:
+            raise ValueError("a string has no scale: remove scale")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int, int, int]:
+        """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
+        return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
+class MbusProfile(Provenance):
+    """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["mbus"]
+    manufacturer: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
+    )
+    medium: int | None = Field(default=None, ge=0, le=255, description="the medium byte of its header")
+    fields: list[MbusField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        keys = [f.key for f in self.fields]
+        for spec in self.fields:
+            if keys.count(spec.key) > 1:
+                raise ValueError(
+                    f"{spec.field}: another field reads the same record (vif {spec.vif}, {spec.function}, "
+                    f"storage {spec.storage}, tariff {spec.tariff}, subunit {spec.subunit}): keep one"
+                )
+        return self
+
+    @property
+    def field_specs(self) -> list[MbusField]:
+        """The fields read (the scheduler's and report-by-exception's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+
 # OPC UA: a node is named by a NodeId string (ns=2;s=PS1.Flow, nsu=<namespace URI>;i=1001; i=2258 in
 # namespace 0) or by a browse path from the device's object, one browse name per step (Pump1/Flow).
 NODE_ID_PATTERN = r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=[A-Za-z0-9+/=]+)$"
@@ -617,9 +750,20 @@ class OpcUaNode(BaseModel):
         default=None, description="a plausible value, the simulator's starting point"
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a pump (pump1), an inlet, an outlet",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaNode:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
         if (self.node is None) == (self.path is None):
             raise ValueError(
                 "name the node either as node (a NodeId) or as path (a browse path): one of them"
@@ -703,10 +847,15 @@ class OpcUaProfile(Provenance):
     def field_names(self) -> tuple[str, ...]:
         return tuple(n.field for n in self.nodes)
 
+    @property
+    def field_specs(self) -> list[OpcUaNode]:
+        """The fields read (as ``Profile.field_specs``): what the role catalogue reads of any profile."""
+        return self.nodes
 
-AnyProfile = Annotated[Profile | NmeaProfile | OpcUaProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | OpcUaProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile, OpcUaProfile)
+
+AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile | OpcUaProfile, Field(discriminator="protocol")]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | OpcUaProfile] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile, OpcUaProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -736,9 +885,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return _expect(Profile, name_or_path, "a device on a Modbus line (tcp or rtu) needs a modbus profile")
 
 
-def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
-    """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
-    return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
+def load_mbus_profile(name_or_path: str | Path) -> MbusProfile:
+    """Load and validate an M-Bus meter profile, by shipped name or path."""
+    return _expect(MbusProfile, name_or_path, "a meter on an M-Bus line (mbus) needs an mbus profile")
 
 
 def load_opcua_profile(name_or_path: str | Path) -> OpcUaProfile:
@@ -746,16 +895,22 @@ def load_opcua_profile(name_or_path: str | Path) -> OpcUaProfile:
     return _expect(OpcUaProfile, name_or_path, "a device on an OPC UA line (opcua) needs an opcua profile")
 
 
+def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
+    """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
+    return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
+
+
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     profile = load_any_profile(name_or_path)
     if not isinstance(profile, kind):
-        wanted: Protocol = "nmea" if kind is NmeaProfile else "opcua" if kind is OpcUaProfile else "modbus"
+        protocols: dict[type, Protocol] = {NmeaProfile: "nmea", MbusProfile: "mbus", OpcUaProfile: "opcua"}
+        wanted = protocols.get(kind, "modbus")
         names = ", ".join(available_profiles(wanted)) or "none"
         raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | OpcUaProfile:
+def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile | OpcUaProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -793,7 +948,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea", "opcua"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus", "opcua"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
@@ -833,4 +988,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }

@@ -10,7 +10,13 @@ from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
-from firmware_bridge.profile import Profile, ProfileError, Verified, load_any_profile, load_profile
+from firmware_bridge.profile import (
+    Profile,
+    ProfileError,
+    Verified,
+    load_any_profile,
+    load_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +44,6 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
             lon if isinstance(lon, int | float) else None,
         )
     return found
-
-
-@cache
-def field_units(profile: str) -> dict[str, str]:
-    """Unit of each field of a shipped profile ({} for an unknown one)."""
-    try:
-        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
-    except ProfileError:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,16 +134,13 @@ def test_times_beyond_any_calendar_are_refused() -> None:
 def test_citygws_own_tags_are_never_field_names() -> None:
     """Issue 22.1: the collector refuses fields named like a tag; none of CityGW's own may be one."""
     from edge.config import AGENT_TAGS, CONSOLE_FIELDS, VEHICLE_TAGS
-    from firmware_bridge.profile import NmeaProfile, OpcUaProfile, available_profiles, load_any_profile
+    from firmware_bridge.profile import NmeaProfile, available_profiles, load_any_profile
 
     assert AGENT_TAGS | VEHICLE_TAGS | wire.RESERVED_TAGS <= wire.CITYGW_TAGS
     names = {"lat", "lon", *CONSOLE_FIELDS}  # the fields the agent adds itself
     for name in available_profiles(None):
         profile = load_any_profile(name)
-        if isinstance(profile, OpcUaProfile):
-            names |= set(profile.field_names)
-            continue
-        specs = profile.fields if isinstance(profile, NmeaProfile) else profile.registers
+        specs = profile.fields if isinstance(profile, NmeaProfile) else profile.field_specs
         names |= {spec.field for spec in specs}
     assert len(names) > 50
     assert not names & wire.NOT_FIELD_NAMES

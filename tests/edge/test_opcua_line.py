@@ -271,6 +271,7 @@ def config_problems(tmp_path: Path, change: dict[str, Any], line: dict[str, Any]
         ({"unit": 1}, None, "devices[0].unit: line 'scada' is an OPC UA line; fix: remove unit"),
         ({"profile": "eastron_sdm120"}, None, "cannot load OPC UA profile 'eastron_sdm120': "),
         ({"node": "PS1"}, None, "devices[0].node: 'PS1' is no NodeId"),
+        ({"address": 5}, None, "devices[0].address: line 'scada' is an OPC UA line; fix: remove address"),
         ({"heartbeat_s": 60}, None, "devices[0].heartbeat_s: an OPC UA device reports by exception"),
         ({}, {"security": "sign"}, "security sign needs certificate and private_key"),
         ({}, {"username": "scada"}, "username and password go together"),

@@ -205,6 +205,8 @@ def test_timestamps_fall_back_from_source_to_server_to_agent() -> None:
         ({"path": "zz:Outlet/Flow"}, "names no namespace alias"),
         ({"path": None, "node": "Outlet.Flow"}, "String should match pattern"),
         ({"scale": 0}, "scale 0"),
+        ({"role": "water_ph"}, "choose another role"),  # a flow in m³/h is no pH
+        ({"role": "flow"}, "Input should be"),
     ],
 )
 def test_profile_mistakes_are_named(tmp_path: Path, change: dict[str, object], says: str) -> None:

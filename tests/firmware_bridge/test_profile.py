@@ -324,7 +324,8 @@ def test_verified_takes_only_the_three_kinds_of_check(tmp_path: Path) -> None:
     assert "verified: Input should be 'datasheet', 'capture' or 'modelled'" in message
 
 
-CAPTURED = {"gps_nmea"}  # tests/firmware_bridge/captures/nmea
+# tests/firmware_bridge/captures/nmea and captures/mbus
+CAPTURED = {"gps_nmea", "emu_professional_375", "itron_cyble_water", "kamstrup_multical_601"}
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
