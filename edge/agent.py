@@ -16,8 +16,18 @@ from typing import TypeVar
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, MbusLine, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import (
+    AgentConfig,
+    Device,
+    MbusLine,
+    NmeaLine,
+    OpcUaLine,
+    RtuLine,
+    TcpLine,
+    load_agent_config,
+)
 from edge.journal import Journal
+from edge.opcua_poller import OpcUaPoller
 from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
@@ -26,7 +36,13 @@ from edge.vehicles import Vehicles
 from firmware_bridge import mbus
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
-from firmware_bridge.profile import Profile, load_mbus_profile, load_nmea_profile, load_profile
+from firmware_bridge.profile import (
+    Profile,
+    load_mbus_profile,
+    load_nmea_profile,
+    load_opcua_profile,
+    load_profile,
+)
 
 log = logging.getLogger(__name__)
 L = TypeVar("L")
@@ -174,7 +190,7 @@ class Agent:
         return changed
 
     def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine, config: AgentConfig
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, config: AgentConfig
     ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
@@ -201,6 +217,15 @@ class Agent:
             run = partial(
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
+        elif isinstance(line, OpcUaLine):
+            run = OpcUaPoller(
+                line,
+                [(d, load_opcua_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            ).run
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(

@@ -8,6 +8,7 @@ reading this code.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -241,7 +242,42 @@ class MbusLine(_Line):
     retries: int = Field(default=1, ge=0, le=5, description="repeats of a request that got no usable answer")
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine, Field(discriminator="kind")]
+class OpcUaLine(_Line):
+    """An OPC UA server (a water utility's SCADA): its devices are objects in its address space.
+
+    ``subscribe``: the server reports data changes (sampling and deadbands from the profile, published
+    every device's ``poll_s``); false: the agent reads every ``poll_s``. Security policy None, or
+    Basic256Sha256 signing (``sign``) or signing and encrypting (``sign_and_encrypt``) with the agent's
+    certificate; a user name and password when the server asks for one.
+    """
+
+    kind: Literal["opcua"]
+    url: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$", description="opc.tcp://host:4840/path")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to wait for an answer")
+    subscribe: bool = True
+    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
+    certificate: Path | None = Field(default=None, description="the agent's certificate (DER or PEM)")
+    private_key: Path | None = Field(default=None, description="the private key of certificate (PEM)")
+    server_certificate: Path | None = Field(
+        default=None, description="the server's certificate, to check it is the server it claims"
+    )
+    username: str | None = None
+    password: str | None = None
+    reconnect_min: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=60.0, gt=0, le=600, description="longest reconnect delay, seconds")
+
+    @model_validator(mode="after")
+    def _security_files(self) -> OpcUaLine:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security {self.security} needs certificate and private_key: add both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: give both, or neither")
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min {self.reconnect_min} is above reconnect_max: lower it")
+        return self
+
+
+Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, Field(discriminator="kind")]
 
 
 class Location(_Section):
@@ -278,7 +314,8 @@ class Device(_Section):
     id: Label
     line: str
     profile: str | None = Field(
-        default=None, description="device profile name (Modbus lines; GPS lines default to gps_nmea)"
+        default=None,
+        description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
     address: int | str | None = Field(
@@ -311,6 +348,12 @@ class Device(_Section):
         default_factory=dict,
         description="per field: a deadband in its unit (0.5), a percentage of the last published value "
         "(5%) or on_change; replaces the profile's; needs heartbeat_s",
+    )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
+        "profile's browse paths (default: the Objects folder)",
     )
     overlay: ProfileOverlay | None = Field(
         default=None,
@@ -386,7 +429,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine:
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -541,6 +584,11 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        if line.kind == "opcua":
+            problems += _opcua_device_problems(at, device, line.id)
+            continue
+        if device.node is not None:
+            problems.append(Problem(f"{at}.node", f"line {line.id!r} is no OPC UA line", "remove node"))
         if line.kind == "mbus":
             problems += _mbus_device_problems(at, device, line, meters)
             continue
@@ -647,8 +695,8 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind in ("nmea", "mbus"):
-            what = "a GPS device" if line.kind == "nmea" else "an M-Bus meter"
+        if line.kind in ("nmea", "mbus", "opcua"):
+            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}[line.kind]
             problems.append(
                 Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
             )
@@ -714,7 +762,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus"):
+        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua"):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -756,6 +804,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                         "add heartbeat_s: <seconds> (e.g. 900), or remove report",
                     )
                 )
+            continue
+        if config.line(device.line).kind == "opcua":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "an OPC UA device reports by exception through its subscription (profile deadbands)",
+                    "remove heartbeat_s and report",
+                )
+            )
             continue
         if config.line(device.line).kind == "nmea":
             problems.append(
@@ -806,6 +863,35 @@ def known_profiles() -> list[str]:
     from firmware_bridge.profile import available_profiles
 
     return available_profiles()
+
+
+def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Problem]:
+    """An OPC UA device names an opcua profile and no Modbus unit; its node is a NodeId."""
+    from firmware_bridge.profile import NODE_ID_PATTERN, available_profiles, load_opcua_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line_id!r} is an OPC UA line", "remove address"))
+    if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
+        problems.append(
+            Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
+        )
+    if device.profile is None:
+        return [*problems, Problem(f"{at}.profile", "an OPC UA device needs a profile", "add profile")]
+    try:
+        load_opcua_profile(device.profile)
+    except Exception as exc:
+        known = ", ".join(available_profiles("opcua")) or "none"
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load OPC UA profile {device.profile!r}: {exc}",
+                f"use an opcua profile ({known}) or a path to one",
+            )
+        )
+    return problems
 
 
 def _mbus_device_problems(
@@ -877,17 +963,14 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea or mbus",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea or mbus",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or opcua",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or opcua",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    loc = [
-        part
-        for part in error["loc"]
-        if part not in ("tcp", "rtu", "nmea", "mbus") or error["loc"][0] != "lines"
-    ]
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua")
+    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))

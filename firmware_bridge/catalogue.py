@@ -18,6 +18,7 @@ from firmware_bridge.profile import (
     PROFILES_DIR,
     MbusProfile,
     NmeaProfile,
+    OpcUaProfile,
     Profile,
     ProfileError,
     RegisterSpec,
@@ -119,7 +120,7 @@ class RoleCatalogue:
         return None if chosen is None else chosen[1]
 
 
-def _role_fields(profile: Profile | MbusProfile) -> Iterable[RoleField]:
+def _role_fields(profile: Profile | MbusProfile | OpcUaProfile) -> Iterable[RoleField]:
     for spec in profile.field_specs:
         if spec.role is not None:
             registers = spec if isinstance(spec, RegisterSpec) else None
