@@ -19,6 +19,7 @@ from firmware_bridge.profile import (
     LorawanProfile,
     MbusProfile,
     NmeaProfile,
+    OpcUaProfile,
     Profile,
     ProfileError,
     RegisterSpec,
@@ -120,7 +121,7 @@ class RoleCatalogue:
         return None if chosen is None else chosen[1]
 
 
-def _role_fields(profile: Profile | MbusProfile | LorawanProfile) -> Iterable[RoleField]:
+def _role_fields(profile: Profile | MbusProfile | OpcUaProfile | LorawanProfile) -> Iterable[RoleField]:
     for spec in profile.field_specs:
         if spec.role is not None:
             registers = spec if isinstance(spec, RegisterSpec) else None

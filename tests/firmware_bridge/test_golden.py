@@ -72,6 +72,7 @@ def test_every_shipped_profile_has_a_golden_case() -> None:
         covered.add(yaml.safe_load((CASES_DIR / name / "expected.yaml").read_text("utf-8"))["profile"])
     covered |= set(MBUS_PROFILE_CAPTURES)  # M-Bus meters: recorded telegrams (test_mbus_golden.py)
     covered |= set(LORAWAN_GOLDEN)  # tests/firmware_bridge/test_lorawan.py: the vendors' examples
+    covered |= {"water_pump_station", "opc_40223_pump"}  # OPC UA: test_opcua.py, test_opcua_nodeset.py
     assert set(available_profiles(None)) <= covered
 
 

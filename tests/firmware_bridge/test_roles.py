@@ -186,6 +186,7 @@ def test_the_catalogue_knows_the_shipped_fields_by_role() -> None:
     assert sorted((f.measurement, f.field) for f in found.of(Role.FLOW_RATE)) == [
         ("heat", "flow_rate"),  # the Kamstrup MULTICAL 601 (M-Bus)
         ("water", "flow_rate"),
+        ("water_pumping", "flow_rate"),  # a pump station on OPC UA
     ]
     assert {f.channel for f in found.of(Role.VOLTAGE)} == {None, "l1", "l2", "l3"}
     assert isinstance(load_profile("tuf_2000m"), Profile)
