@@ -19,6 +19,7 @@ from edge.commands import Commands, Refused
 from edge.config import (
     AgentConfig,
     Device,
+    LorawanLine,
     MbusLine,
     NmeaLine,
     OpcUaLine,
@@ -27,6 +28,7 @@ from edge.config import (
     load_agent_config,
 )
 from edge.journal import Journal
+from edge.lorawan import LorawanBridge
 from edge.opcua_poller import OpcUaPoller
 from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
@@ -38,6 +40,7 @@ from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.profile import (
     Profile,
+    load_lorawan_profile,
     load_mbus_profile,
     load_nmea_profile,
     load_opcua_profile,
@@ -78,6 +81,8 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
+        # One per LoRaWAN line: its network server session, the way downlinks go out.
+        self.bridges: dict[str, LorawanBridge] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -168,6 +173,7 @@ class Agent:
                 poller = self.pollers.pop(line_id, None)
                 if poller is not None:
                     poller.close()
+                self.bridges.pop(line_id, None)
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:
@@ -190,13 +196,25 @@ class Agent:
         return changed
 
     def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, config: AgentConfig
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine, config: AgentConfig
     ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
         run: Callable[[], Awaitable[None]]
-        if isinstance(line, NmeaLine):
+        if isinstance(line, LorawanLine):
+            bridge = LorawanBridge(
+                line,
+                [(d, load_lorawan_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                client_id=f"citygw-{config.agent_id}-{line.id}",
+                vehicles=self.vehicles,
+            )
+            self.bridges[line.id] = bridge
+            run = bridge.run
+        elif isinstance(line, NmeaLine):
             device = devices[0]
             profile = load_nmea_profile(device.profile) if device.profile else None
             run = GpsPoller(
@@ -252,6 +270,13 @@ class Agent:
                 for device in devices:
                     self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
             await asyncio.sleep(LINE_RETRY_S)
+
+    def lorawan_bridge(self, device_id: str) -> LorawanBridge | None:
+        """The bridge of the LoRaWAN line ``device_id`` is on; None for a device on another line."""
+        for device in self.config.devices:
+            if device.id == device_id:
+                return self.bridges.get(device.line)
+        return None
 
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""

@@ -277,7 +277,61 @@ class OpcUaLine(_Line):
         return self
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, Field(discriminator="kind")]
+class LorawanLine(_Line):
+    """A LoRaWAN network server's MQTT integration: its uplinks become readings, commands downlinks.
+
+    ``server``: chirpstack (v4) or tts (The Things Stack v3); ``application``: the ChirpStack
+    application id, or the TTS ``<application id>@<tenant id>`` (the id alone on TTS Open Source).
+    ``broker`` is the network server's MQTT broker, not CityGW's (the password: a TTS API key).
+    """
+
+    kind: Literal["lorawan"]
+    server: Literal["chirpstack", "tts"]
+    application: str = Field(min_length=1, pattern=r"^[^/#+\s]+$")
+    broker: BrokerConfig
+    qos: Literal[0, 1] | None = Field(
+        default=None,
+        description="subscription QoS; default 1 for chirpstack, 0 for tts (it serves QoS 0 only)",
+    )
+    missed_uplinks: int = Field(
+        default=3, ge=1, le=100, description="a device silent this many poll_s is reported as timeout"
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the environment variable holding the broker password (a TTS API key), so that no "
+        "config file or pushed config carries it",
+    )
+
+    @model_validator(mode="after")
+    def _tts_qos(self) -> LorawanLine:
+        if self.server == "tts" and self.qos == 1:
+            raise ValueError("The Things Stack's MQTT server serves QoS 0 only: set qos 0 or remove it")
+        if self.password_env is not None and self.broker.password is not None:
+            raise ValueError(
+                "a password in broker.url and password_env: keep the password in the environment only"
+            )
+        return self
+
+    def password(self) -> str | None:
+        """The broker password: ``password_env``'s (KeyError naming it when unset), else the URL's."""
+        if self.password_env is None:
+            return self.broker.password
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise KeyError(
+                f"environment variable {self.password_env} (password_env of line {self.id}) is not set"
+            )
+        return value
+
+    @property
+    def subscription_qos(self) -> int:
+        return self.qos if self.qos is not None else (1 if self.server == "chirpstack" else 0)
+
+
+Line = Annotated[
+    TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine, Field(discriminator="kind")
+]
 
 
 class Location(_Section):
@@ -360,6 +414,17 @@ class Device(_Section):
         description="what this device does differently from its profile: timing, max_registers, a subset "
         "of fields, per-field scale/offset/order/write_function (docs/profiles.md)",
     )
+    dev_eui: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Fa-f]{16}$",
+        description="LoRaWAN lines: the device's DevEUI (16 hex digits), how its uplinks are known",
+    )
+    ns_device_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[-]?[a-z0-9]){1,35}$",
+        description="The Things Stack lines: the device id there (downlinks go to it); default: the id in "
+        "the device's last uplink",
+    )
 
 
 class RemoteConfigSettings(_Section):
@@ -429,7 +494,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine:
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -566,6 +631,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     gps_lines: dict[str, str] = {}
     meters: dict[tuple[str, int | str], str] = {}  # (M-Bus line, address) -> device id
     checked_profiles: dict[str, str | None] = {}
+    lorawan_euis: dict[tuple[str, str], str] = {}
     for i, device in enumerate(config.devices):
         at = f"devices[{i}]"
         if device.id in device_ids[:i]:
@@ -584,6 +650,13 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        if device.dev_eui is not None and line.kind != "lorawan":
+            problems.append(
+                Problem(f"{at}.dev_eui", f"line {line.id!r} is no LoRaWAN line", "remove dev_eui")
+            )
+        if isinstance(line, LorawanLine):
+            problems += _lorawan_device_problems(at, device, line, lorawan_euis)
+            continue
         if line.kind == "opcua":
             problems += _opcua_device_problems(at, device, line.id)
             continue
@@ -695,8 +768,13 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind in ("nmea", "mbus", "opcua"):
-            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}[line.kind]
+        if line.kind in ("nmea", "mbus", "opcua", "lorawan"):
+            what = {
+                "nmea": "a GPS device",
+                "mbus": "an M-Bus meter",
+                "opcua": "an OPC UA device",
+                "lorawan": "a LoRaWAN device",
+            }[line.kind]
             problems.append(
                 Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
             )
@@ -762,7 +840,12 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua"):
+        elif console.profile is None or config.line(console.line).kind in (
+            "nmea",
+            "mbus",
+            "opcua",
+            "lorawan",
+        ):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -804,6 +887,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                         "add heartbeat_s: <seconds> (e.g. 900), or remove report",
                     )
                 )
+            continue
+        if config.line(device.line).kind == "lorawan":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "a LoRaWAN device reports when it transmits; each uplink is published",
+                    "remove heartbeat_s and report",
+                )
+            )
             continue
         if config.line(device.line).kind == "opcua":
             problems.append(
@@ -959,17 +1051,68 @@ def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     return []
 
 
+def _lorawan_device_problems(
+    at: str, device: Device, line: LorawanLine, euis: dict[tuple[str, str], str]
+) -> list[Problem]:
+    """A device on a LoRaWAN line: a DevEUI of its own on the line, a lorawan profile, no Modbus unit."""
+    from firmware_bridge.profile import available_profiles, load_lorawan_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a LoRaWAN line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line.id!r} is a LoRaWAN line", "remove address"))
+    if device.node is not None:
+        problems.append(Problem(f"{at}.node", f"line {line.id!r} is a LoRaWAN line", "remove node"))
+    if device.dev_eui is None:
+        problems.append(
+            Problem(f"{at}.dev_eui", f"line {line.id!r} is a LoRaWAN line", "add dev_eui: <16 hex digits>")
+        )
+    else:
+        key = (line.id, device.dev_eui.lower())
+        if key in euis:
+            problems.append(
+                Problem(
+                    f"{at}.dev_eui",
+                    f"DevEUI {device.dev_eui} on line {line.id!r} is already {euis[key]!r}",
+                    "give each device its own DevEUI",
+                )
+            )
+        euis.setdefault(key, device.id)
+    if device.ns_device_id is not None and line.server != "tts":
+        problems.append(
+            Problem(f"{at}.ns_device_id", "ChirpStack addresses devices by DevEUI", "remove ns_device_id")
+        )
+    known = ", ".join(available_profiles("lorawan")) or "none"
+    if device.profile is None:
+        problems.append(
+            Problem(f"{at}.profile", "a LoRaWAN device needs a profile", f"add profile: ({known})")
+        )
+        return problems
+    try:
+        load_lorawan_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load LoRaWAN profile {device.profile!r}: {exc}",
+                f"use a lorawan profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or opcua",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or opcua",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua or lorawan",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua or lorawan",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua")
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan")
     loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
@@ -980,7 +1123,7 @@ def _problem(error: Any, env_url: str | None) -> Problem:
         field += f" (from {BROKER_URL_ENV})"
     message = str(error["msg"])
     cause = error.get("ctx", {}).get("error")
-    secret = field.startswith("broker.url")  # may carry a password
+    secret = field.startswith("broker.url") or ".broker.url" in field  # may carry a password
     if not secret and "input" in error and not isinstance(error["input"], dict | list):
         message += f" (got {error['input']!r})"
     fix = _FIXES.get(error["type"], "correct the value")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from firmware_bridge.profile import (
     PROFILES_DIR,
+    LorawanProfile,
     MbusProfile,
     NmeaProfile,
     OpcUaProfile,
@@ -120,7 +121,7 @@ class RoleCatalogue:
         return None if chosen is None else chosen[1]
 
 
-def _role_fields(profile: Profile | MbusProfile | OpcUaProfile) -> Iterable[RoleField]:
+def _role_fields(profile: Profile | MbusProfile | OpcUaProfile | LorawanProfile) -> Iterable[RoleField]:
     for spec in profile.field_specs:
         if spec.role is not None:
             registers = spec if isinstance(spec, RegisterSpec) else None
