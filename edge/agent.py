@@ -15,7 +15,17 @@ from typing import TypeVar
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, MbusLine, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import (
+    AgentConfig,
+    Device,
+    DialinLine,
+    MbusLine,
+    NmeaLine,
+    RtuLine,
+    TcpLine,
+    load_agent_config,
+)
+from edge.dialin import dialin_listener
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
@@ -56,6 +66,8 @@ class Agent:
         self.remote: RemoteConfig | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
+        # A dialin line's pollers (one per modem), by line id and device id.
+        self.modem_pollers: dict[str, dict[str, ModbusPoller]] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -109,7 +121,7 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine | DialinLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
@@ -131,6 +143,8 @@ class Agent:
                 poller = self.pollers.pop(line_id, None)
                 if poller is not None:
                     poller.close()
+                for modem_poller in set(self.modem_pollers.pop(line_id, {}).values()):
+                    modem_poller.close()
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:
@@ -148,7 +162,7 @@ class Agent:
         return changed
 
     def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine, config: AgentConfig
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | DialinLine, config: AgentConfig
     ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
@@ -175,6 +189,8 @@ class Agent:
             run = partial(
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
+        elif isinstance(line, DialinLine):
+            run = partial(self._listen, line, devices, config)
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
@@ -202,11 +218,32 @@ class Agent:
                     self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
             await asyncio.sleep(LINE_RETRY_S)
 
+    async def _listen(self, line: DialinLine, devices: list[Device], config: AgentConfig) -> None:
+        """Listen for the line's modems and poll each modem's devices over its connection."""
+        assert self.journal is not None
+        listener, behind = dialin_listener(line, devices, self.device_profiles)
+        pollers = self.modem_pollers.setdefault(line.id, {})
+        async with listener, asyncio.TaskGroup() as tasks:
+            for name, modem_devices in behind.items():
+                poller = ModbusPoller(
+                    [(d, self.device_profiles[d.id]) for d in modem_devices],
+                    journal=self.journal,
+                    board=self.board,
+                    site=config.site,
+                    vehicles=self.vehicles,
+                )
+                pollers.update((d.id, poller) for d in modem_devices)
+                modem = listener.modems[name]
+                open_line = partial(modem.modbus_line, timeout=line.timeout)
+                tasks.create_task(self._own_line(line.id, open_line, poller), name=f"line:{line.id}:{name}")
+
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""
         for device in self.config.devices:
             if device.id == device_id:
-                poller = self.pollers.get(device.line)
+                poller = self.pollers.get(device.line) or self.modem_pollers.get(device.line, {}).get(
+                    device.id
+                )
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
                 return device, self.device_profiles[device.id], poller
