@@ -70,6 +70,8 @@ def test_modem_without_registration_or_off_a_dialin_line_is_refused(tmp_path: Pa
 
 def test_a_heartbeat_is_text_or_hex(tmp_path: Path) -> None:
     text = errors(tmp_path, dialin(heartbeat={"text": "ping", "hex": "70"}))
-    assert "lines[3].heartbeat: Value error, give the bytes as text: ... or as hex: ..., one of the two" in text
+    assert (
+        "lines[3].heartbeat: Value error, give the bytes as text: ... or as hex: ..., one of the two" in text
+    )
     text = errors(tmp_path, dialin(heartbeat={"hex": "pi ng"}))
     assert "lines[3].heartbeat.hex: Value error, 'pi ng' is not hex" in text
