@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from firmware_bridge.dialin import DialinListener, Registrations, UnitProbe, modem_name
-from firmware_bridge.errors import DeviceCrcError, LineUnavailable
+from firmware_bridge.errors import DeviceCrcError, DeviceTimeout, LineUnavailable
 from firmware_bridge.planner import plan_reads
 from firmware_bridge.simulators.dialin_modem import DialinModem
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator
@@ -174,3 +174,20 @@ async def test_without_registration_the_unit_that_answers_names_the_modem() -> N
         assert listener.refused == 1
         for modem in modems:
             await modem.stop()
+
+
+async def test_a_silent_modem_times_out_and_its_dead_link_is_closed() -> None:
+    sim = ModbusDeviceSimulator(PROFILE, unit=1)
+    async with rtu_listener() as listener:
+        modem = listener.modems["LOGIN:1001"]
+        dtu = DialinModem("127.0.0.1", listener.port, [sim], registration=LOGIN)
+        await dtu.start()
+        await until("registered", lambda: modem.connection is not None)
+        async with modem.modbus_line(timeout=0.1) as line:
+            dtu.silent = True  # the cellular link died without a FIN: requests vanish
+            for _ in range(5):
+                with pytest.raises(DeviceTimeout, match=r"no answer within 0\.1 s"):
+                    await line.read(1, sim.profile)
+            await asyncio.wait_for(dtu.wait_closed(), 2.0)  # closed after five unanswered requests
+            assert dtu.requests == 5
+            assert modem.connection is None
