@@ -93,7 +93,6 @@ class _Connection(asyncio.Protocol):
         self.client: ModbusProtocol | None = None  # the pymodbus transport layer fed from here
         self.arrived = asyncio.Event()  # bytes came (or the connection closed) while identifying
         self.closed = False
-        self.opened_at = time.monotonic()
         self.modem: Modem | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,7 +130,7 @@ class _Connection(asyncio.Protocol):
     def attach(self, client: ModbusProtocol) -> asyncio.Transport:
         """Feed ``client`` from now on (after the registration: what came with it goes along)."""
         assert self.transport is not None
-        self.client = client
+        self.client, self.partial = client, b""
         client.connection_made(self.transport)
         pending, self.buffer = self.buffer, b""
         if pending:

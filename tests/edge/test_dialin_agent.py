@@ -105,7 +105,7 @@ async def test_dialin_modems_through_refusal_redial_death_and_outage_lose_nothin
     judge = Field(tmp_path, mosquitto.url, 0)
     judge.sims = {
         "aq-r1": ModbusDeviceSimulator(PROFILE, unit=1, animate=True),
-        "aq-r2": ModbusDeviceSimulator(PROFILE, unit=2, animate=True),
+        "aq-r2": ModbusDeviceSimulator(PROFILE, unit=2, values={"pm25": 17.5}),
         "aq-t5": ModbusDeviceSimulator(PROFILE, unit=5, animate=True),
     }
     r1, r2, t5 = judge.sims.values()
@@ -144,6 +144,12 @@ async def test_dialin_modems_through_refusal_redial_death_and_outage_lose_nothin
             await asyncio.wait_for(rtu.wait_closed(), 5)
             answered = again.answered
             await watcher.wait_for("polls through the new connection", lambda: again.answered >= answered + 6)
+
+            # Commands reach a device behind a modem through its poller.
+            _, profile, poller = agent.commandable("aq-r2")
+            assert await poller.submit_priority(lambda line: line.read_fields(2, profile, ["pm25"])) == {
+                "pm25": 17.5
+            }
 
             # The TCP modem dies: its device goes offline on health, the others go on; the broker goes too.
             await tcp.stop()
