@@ -144,9 +144,10 @@ class _Connection(asyncio.Protocol):
             client.connection_lost(why)
 
     def close(self, why: str) -> None:
+        """Hang up at once: a replaced connection is likely dead, and its unsent bytes are only a request."""
         self.detach(ConnectionResetError(why))
         if self.transport is not None and not self.closed:
-            self.transport.close()
+            self.transport.abort()
         self.closed = True
 
 
