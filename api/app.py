@@ -37,6 +37,7 @@ from api.routes import (
     health,
     keys,
     open_data,
+    releases,
     summary,
     telemetry,
     transit,
@@ -255,7 +256,7 @@ def create_app(
     # Never opened by CITYGW_OPEN_TELEMETRY: year-long bulk reads, and payloads as agents sent them.
     for module in (exports, dead_letters):
         app.include_router(module.router, dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
-    for module in (agents, commands, keys, audit, alerts):
+    for module in (agents, commands, keys, audit, alerts, releases):
         app.include_router(module.router)
     add_pages(app)
     document_common_answers(app)

@@ -85,6 +85,12 @@ class ApiSettings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="browser origins allowed to call the API, comma-separated; '*' for any"
     )
+    release_public_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="release keys an upload must be signed by, comma-separated ed25519:<base64> "
+        "(citygw release keygen); none: uploads are checked for size and hash only, agents check signatures",
+    )
+    release_max_mb: float = Field(default=64.0, gt=0, le=1024, description="largest release bundle taken")
     rate_limit_per_s: float = Field(
         default=10.0, ge=0, le=100_000, description="public requests a second per client address; 0: no limit"
     )
@@ -363,6 +369,22 @@ class ApiSettings(BaseSettings):
                     "give a PEM file the API's user can read"
                 ) from None
         return self
+
+    @field_validator("release_public_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("release_public_keys")
+    @classmethod
+    def _keys_are_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        from citygw.release import parse_public_key
+
+        for key in keys:
+            parse_public_key(key)
+        return keys
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -169,7 +169,36 @@ def _demo(args: argparse.Namespace) -> int:
 def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import run_agent
 
-    asyncio.run(run_agent(args.config))
+    return asyncio.run(run_agent(args.config))
+
+
+def _edge_launch(args: argparse.Namespace) -> int:
+    from edge.launcher import launch
+
+    return launch(args.config)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from citygw import release
+
+    if args.action == "keygen":
+        path, public = release.keygen(Path(args.dir), args.name)
+        print(f"{path}: the signing key; keep it off the servers and the agents (offline, 0600)")
+        print(f"pin on every agent (update.public_keys) and in CITYGW_RELEASE_PUBLIC_KEYS:\n{public}")
+    elif args.action == "build":
+        key = release.load_private_key(Path(args.key))
+        with _failing_as("release build", release.ReleaseError):
+            bundle = release.build(
+                key,
+                args.version,
+                out=Path(args.out),
+                wheel=Path(args.wheel) if args.wheel else None,
+                source=Path(args.source),
+                min_agent_version=args.min_agent_version,
+            )
+        print(bundle)
+    else:
+        print(release.bundle_manifest_text(Path(args.bundle)))
     return 0
 
 
@@ -776,6 +805,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge_run = edge.add_parser("run", help="run an edge agent")
     edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
     edge_run.set_defaults(func=_edge_run)
+    edge_launch = edge.add_parser(
+        "launch", help="run the agent of the current release; roll a release that fails its trial back"
+    )
+    edge_launch.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    edge_launch.set_defaults(func=_edge_launch)
+    _add_release_parser(sub)
 
     keys = sub.add_parser("keys", help="API keys (stored hashed in the registry)").add_subparsers(
         dest="action", required=True
@@ -891,6 +926,24 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
     preview.set_defaults(func=_dashboards_preview)
     return parser
+
+
+def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rel = sub.add_parser("release", help="signed agent releases (docs/deploy.md, agent software updates)")
+    actions = rel.add_subparsers(dest="action", required=True)
+    keygen = actions.add_parser("keygen", help="a new ed25519 signing key; prints the public key to pin")
+    keygen.add_argument("--dir", default="release-keys", help="folder of NAME.key and NAME.pub")
+    keygen.add_argument("--name", default="release", help="file names: NAME.key, NAME.pub")
+    build = actions.add_parser("build", help="the project's wheel at VERSION, signed: citygw-VERSION.release")
+    build.add_argument("--key", required=True, help="the signing key (citygw release keygen)")
+    build.add_argument("--version", required=True, help="the release's version (PEP 440), above the fleet's")
+    build.add_argument("--source", default=".", help="the checkout to build the wheel from (default .)")
+    build.add_argument("--wheel", help="sign this pure-Python wheel instead of building one")
+    build.add_argument("--min-agent-version", default="0.1.0", help="older agents refuse the release")
+    build.add_argument("--out", default="dist", help="folder of the bundle (default dist)")
+    show = actions.add_parser("show", help="print a bundle's manifest")
+    show.add_argument("bundle")
+    rel.set_defaults(func=_release)
 
 
 def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -75,6 +75,8 @@ class Channel(StrEnum):
     CMD_RESULT = "cmd/result"
     HEALTH = "health"
     ACK = "ack"
+    UPDATE = "update"
+    UPDATE_STATE = "update/state"
 
 
 # Whole-string checks with the models' verdicts: fullmatch, as ``$`` alone also matches before
@@ -299,10 +301,11 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9-]{8,64}$"
 
 
 class DesiredConfig(_Payload):
-    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices.
+    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices, and
+    optionally publish, journal and health settings.
 
-    ``lines`` and ``devices`` are the sections of the agent's YAML config (see edge/config.py);
-    broker and journal stay local to the agent.
+    Each is the section of the agent's YAML config of that name (see edge/config.py); a settings
+    section left out keeps the agent's file's. The broker and the journal's path stay local to the agent.
     """
 
     schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
@@ -314,6 +317,12 @@ class DesiredConfig(_Payload):
     site: Label
     lines: list[dict[str, Any]]
     devices: list[dict[str, Any]]
+    publish: dict[str, Any] | None = Field(default=None, description="replaces the file's publish section")
+    journal: dict[str, Any] | None = Field(
+        default=None,
+        description="replaces the file's journal settings but path (fsync, quota_mb, on_full...)",
+    )
+    health: dict[str, Any] | None = Field(default=None, description="replaces the file's health section")
 
 
 class ConfigOutcome(StrEnum):
@@ -467,6 +476,50 @@ def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return ranges
 
 
+class UpdateOrder(_Payload):
+    """Payload of ``citygw/v1/<agent>/update`` (retained, written by the API): take this signed release.
+
+    ``manifest`` is the exact text the release key signed (citygw/release.py); the agent checks the
+    signature against the keys its config pins, then fetches the wheel from its ``update.api_url``
+    plus ``path`` (HTTP Range: a dropped link resumes), and checks size and sha256.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    rollout: StrictInt = Field(ge=1, description="the wave's id; each is handled once, in increasing order")
+    version: str = Field(max_length=64, description="the release's version, as the manifest says")
+    manifest: str = Field(max_length=4096, description="manifest.json as signed")
+    signature: str = Field(max_length=256, description="ed25519 signature of manifest, base64")
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9/._~?=&%-]{1,511}$", description="where the wheel is, below the API's URL"
+    )
+    issued_at: StrictInt = Field(ge=0)
+
+
+class UpdateOutcome(StrEnum):
+    """Where an agent is with a release: refused before anything changed, staged and restarting, running
+    healthy (applied), or back on the version before (rolled_back); failed: the download never completed."""
+
+    REFUSED = "refused"
+    FAILED = "failed"
+    STAGED = "staged"
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"
+
+
+class UpdateState(_Payload):
+    """Payload of ``citygw/v1/<agent>/update/state`` (retained): what the agent did with a rollout."""
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    rollout: StrictInt = Field(ge=0)
+    version: str = Field(max_length=64, description="the release's version")
+    state: UpdateOutcome
+    ts: StrictInt = Field(ge=0)
+    running: str | None = Field(default=None, max_length=64, description="the version the agent runs now")
+    reasons: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_REASONS)
+
+
 PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.TELEMETRY: TelemetryBatch,
     Channel.STATUS: Status,
@@ -476,6 +529,8 @@ PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.CMD: Command,
     Channel.CMD_RESULT: CommandResult,
     Channel.ACK: Ack,
+    Channel.UPDATE: UpdateOrder,
+    Channel.UPDATE_STATE: UpdateState,
 }
 
 

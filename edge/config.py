@@ -428,6 +428,47 @@ class RemoteConfigSettings(_Section):
     )
 
 
+class UpdateSettings(_Section):
+    """Signed releases the API rolls out (docs/deploy.md, "Agent software updates")."""
+
+    public_keys: list[str] = Field(
+        min_length=1, description="release keys pinned: ed25519:<base64>, as citygw release keygen prints"
+    )
+    api_url: str = Field(
+        description="the API as this agent reaches it, https://host[:port]: releases come from it"
+    )
+    ca_file: Path | None = Field(default=None, description="CA bundle for api_url (system CAs if unset)")
+    staging_dir: Path = Field(
+        default=Path("/var/lib/citygw/releases"), description="unpacked releases, current, trial, result"
+    )
+    health_deadline_s: float = Field(
+        default=120.0, gt=0, le=3600, description="a new version must be healthy this soon, or goes back"
+    )
+    download_timeout_s: float = Field(
+        default=3600.0, gt=0, le=86400, description="a download retried (resumed) this long, then failed"
+    )
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        from citygw.release import parse_public_key
+
+        for index, key in enumerate(keys):
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise ValueError(f"public_keys[{index}]: {exc}") from None
+        return keys
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("api_url is http(s)://host[:port], the API's address as this agent reaches it")
+        return url.rstrip("/")
+
+
 class AgentConfig(_Section):
     agent_id: wire.AgentId
     site: Label
@@ -436,6 +477,7 @@ class AgentConfig(_Section):
     publish: PublishConfig = PublishConfig()
     health: HealthConfig = HealthConfig()
     remote: RemoteConfigSettings = RemoteConfigSettings()
+    update: UpdateSettings | None = None
     lines: list[Line] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
 

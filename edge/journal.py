@@ -211,7 +211,7 @@ class Journal:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
+        self.set_fsync(fsync)
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         # Debian builds SQLite with secure_delete on: it would write zeros over every freed page.
         self._db.execute("PRAGMA secure_delete=OFF")
@@ -755,6 +755,10 @@ class Journal:
             ).fetchone()
             for gap in gaps
         )
+
+    def set_fsync(self, fsync: Literal["normal", "full"]) -> None:
+        """How hard commits reach the disk, from the next one on (a pushed config may change it)."""
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
 
     def backlog(self) -> int:
         """Readings on disk not yet acknowledged by the broker."""

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
 HELD_CHECK_S = 1.0  # how often held batches are looked at for a resend or a release
+RESCHEDULE_S = 1.0  # the longest nap of the drain: new publish settings take effect within it
 T = TypeVar("T")
 
 
@@ -141,6 +142,8 @@ class Publisher:
         agent = config.agent_id
         self._topics = {channel: wire.topic(agent, channel) for channel in wire.Channel}
         self.config_version: int | None = None
+        self.last_ack_ms = 0
+        """When the broker last acknowledged a telemetry batch (ms since epoch)."""
         self._listeners: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         # QoS 1 messages other than telemetry (config/state, cmd/result, status updates), kept
         # in memory until the broker acknowledged them; a later session sends what is left.
@@ -151,17 +154,33 @@ class Publisher:
         self._told_no_acks = False
         if config.publish.end_to_end_ack:
             self.listen(wire.Channel.ACK, self._on_ack)
+        self._outbox_empty = asyncio.Event()
 
     def listen(self, channel: wire.Channel, handler: Callable[[bytes], Awaitable[None]]) -> None:
         """Subscribe (QoS 1) to ``channel`` of this agent; each message runs ``handler`` in its own task."""
         self._listeners[self._topics[channel]] = handler
 
     async def send(
-        self, channel: wire.Channel, payload: wire.ConfigState | wire.CommandResult, *, retain: bool = False
+        self,
+        channel: wire.Channel,
+        payload: wire.ConfigState | wire.CommandResult | wire.UpdateState,
+        *,
+        retain: bool = False,
     ) -> None:
         """Queue a QoS 1 message; it goes out now or in the next session."""
         self._outbox.append((self._topics[channel], wire.encode(payload), retain))
         self._outbox_ready.set()
+
+    async def drain_outbox(self, within_s: float) -> bool:
+        """Wait until the broker acknowledged every queued message; False if some are left at ``within_s``."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self._outbox:
+                    self._outbox_empty.clear()
+                    await self._outbox_empty.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def announce(self) -> None:
         """Queue a fresh retained ``status`` (after the config version changed)."""
@@ -291,37 +310,47 @@ class Publisher:
                 )
                 self._outbox.popleft()
             self._outbox_ready.clear()
+            self._outbox_empty.set()
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        publish = self.config.publish
+        """Publish the journal's batches; the publish settings are read anew for each batch (a pushed
+        config may change them), but ``inflight`` only at the next session."""
         journal = self.journal
-        window = asyncio.Semaphore(publish.inflight)
+        window = asyncio.Semaphore(self.config.publish.inflight)
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as flights:
             for pending in journal.formed_batches():
                 await window.acquire()
                 flights.create_task(self._fly(client, pending, window), name=f"publish:{pending.seq}")
-            live_due = backlog_due = held_due = loop.time()
+            # Each pause is kept as (start, what it is made of), so a pause set under settings since
+            # replaced (an hour's interval rolled back) is shortened to what the settings now say.
+            live_since = backlog_since = -math.inf  # due at once
+            backlog_size = 0
+            held_due = loop.time()
             while True:
                 await window.acquire()
+                publish = self.config.publish
                 now = loop.time()
                 if now >= held_due:
                     held_due = now + HELD_CHECK_S
                     self._check_held()
+                live_due = live_since + publish.interval
+                rate = publish.backlog_rate
+                backlog_due = backlog_since + (backlog_size / rate if rate is not None else 0.0)
                 batch: Batch | None = None
                 if now >= live_due:
                     batch = journal.form_batch(publish.batch_max_readings, live=True)
                     if batch is not None and batch.size < publish.batch_max_readings:
                         # Caught up: let new readings gather into one batch instead of one message each.
-                        live_due = now + publish.interval
+                        live_since = now
                 if batch is None and now >= backlog_due:
                     batch = self._next_resend() or journal.form_batch(publish.batch_max_readings, live=False)
-                    if batch is not None and publish.backlog_rate is not None:
-                        backlog_due = now + batch.size / publish.backlog_rate
+                    if batch is not None:
+                        backlog_since, backlog_size = now, batch.size
                 if batch is None:
                     window.release()
                     wake = min(live_due, backlog_due)
-                    await asyncio.sleep(wake - now if wake > now else publish.interval)
+                    await asyncio.sleep(min(wake - now if wake > now else publish.interval, RESCHEDULE_S))
                     continue
                 flights.create_task(self._fly(client, batch, window), name=f"publish:{batch.seq}")
 
@@ -336,6 +365,7 @@ class Publisher:
             )
         finally:
             window.release()
+        self.last_ack_ms = now_ms()
         self.counters.readings_published += self.journal.ack(batch.seq)
         self.counters.batches_published += 1
 

@@ -85,6 +85,24 @@ def test_an_agent_reads_only_its_own_config_and_commands(broker: SecuredMosquitt
     assert north.messages.empty()
 
 
+def test_update_orders_reach_their_agent_only_and_only_the_api_writes_them(broker: SecuredMosquitto) -> None:
+    """An order carries its wave's download token: no other agent may read it, nor any agent forge one."""
+    north = Session(broker, NORTH)
+    north.subscribe(f"citygw/v1/{SOUTH}/update", f"citygw/v1/{NORTH}/update")
+    Session(broker, SOUTH).publish_refused(f"citygw/v1/{NORTH}/update", b"forged order")
+    api = Session(broker, API)
+    api.subscribe("citygw/v1/+/update/state")
+    api.publish(f"citygw/v1/{SOUTH}/update", b"south order")
+    api.publish(f"citygw/v1/{NORTH}/update", b"north order")
+    assert north.received() == (f"citygw/v1/{NORTH}/update", b"north order")
+    assert north.messages.empty()
+    north.close()  # one connection per user: the sessions below would take its place
+    Session(broker, NORTH).publish_refused(f"citygw/v1/{SOUTH}/update/state", b"spoofed result")
+    Session(broker, NORTH).publish(f"citygw/v1/{NORTH}/update/state", b"applied")
+    assert api.received() == (f"citygw/v1/{NORTH}/update/state", b"applied")
+    assert api.messages.empty()
+
+
 def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker: SecuredMosquitto) -> None:
     collector = Session(broker, COLLECTOR)
     collector.subscribe("$share/collectors/citygw/v1/+/telemetry", "citygw/v1/+/health")
