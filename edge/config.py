@@ -323,12 +323,24 @@ def listen_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _luhn(digits: str) -> bool:
+    """Whether the last digit is the Luhn check digit of the others (an IMEI's 15th digit)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        digit = int(char) * (2 if i % 2 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
 def modem_id(registration: Registration, value: str) -> bytes:
     """The registration packet a device's ``modem`` names, as the modem sends it; ValueError if malformed."""
     if registration.kind == "hex":
         return parse_hex(value)
-    if registration.kind == "imei" and not (len(value) == 15 and value.isdigit()):
-        raise ValueError(f"{value!r} is no IMEI: 15 digits (the modem's label, or AT+CGSN)")
+    if registration.kind == "imei":
+        if not (len(value) == 15 and value.isdigit()):
+            raise ValueError(f"{value!r} is no IMEI: 15 digits (the modem's label, or AT+CGSN)")
+        if not _luhn(value):
+            raise ValueError(f"IMEI {value} fails its check digit (the last): a typo?")
     try:
         return value.encode("ascii")
     except UnicodeEncodeError:

@@ -55,6 +55,12 @@ def test_two_units_alike_behind_one_modem_are_refused(tmp_path: Path) -> None:
 def test_imei_and_hex_modems_are_checked(tmp_path: Path) -> None:
     text = errors(tmp_path, dialin(registration={"kind": "imei"}))
     assert "devices[3].modem: 'LOGIN:1001' is no IMEI: 15 digits" in text
+    data = dialin(registration={"kind": "imei"})
+    data["devices"][3]["modem"] = "356307042441013"  # Teltonika's example IMEI: a valid check digit
+    data["devices"][4]["modem"] = "356307042441014"
+    text = errors(tmp_path, data)
+    assert "devices[3]" not in text
+    assert "devices[4].modem: IMEI 356307042441014 fails its check digit (the last): a typo?" in text
     text = errors(tmp_path, dialin(registration={"kind": "hex"}))
     assert "devices[3].modem: 'LOGIN:1001' is not hex" in text
 
