@@ -700,19 +700,19 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             continue
         if device.vehicle is not None:
             on_board.append((at, device.vehicle))
-        bus = line.id if device.modem is None else f"{line.id} modem {device.modem}"
+        bus, key = _modem_bus(line, device)
         if device.unit is None:
             problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a Modbus line", "add unit: <1-247>"))
-        elif (bus, device.unit) in units:
+        elif (key, device.unit) in units:
             problems.append(
                 Problem(
                     f"{at}.unit",
-                    f"unit {device.unit} on line {bus!r} is already {units[bus, device.unit]!r}",
+                    f"unit {device.unit} on line {bus!r} is already {units[key, device.unit]!r}",
                     "set the unit id the device answers to (each device on a line has its own)",
                 )
             )
         else:
-            units[(bus, device.unit)] = device.id
+            units[(key, device.unit)] = device.id
         if device.profile is None:
             problems.append(
                 Problem(f"{at}.profile", "a Modbus device needs a profile", "add profile: <name>")
@@ -981,6 +981,17 @@ def _mbus_device_problems(
             )
         )
     return problems
+
+
+def _modem_bus(line: Any, device: Device) -> tuple[str, str]:
+    """Where a device's unit must be unique: its line, or the modem it is behind (named, and as bytes)."""
+    if device.modem is None or not isinstance(line, DialinLine) or line.registration is None:
+        return line.id, line.id
+    try:
+        packet = modem_id(line.registration, device.modem).hex()
+    except ValueError:  # reported on its own
+        packet = device.modem
+    return f"{line.id} modem {device.modem}", f"{line.id} modem {packet}"
 
 
 def _modem_problems(at: str, device: Device, line: Any) -> list[Problem]:

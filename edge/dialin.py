@@ -23,11 +23,12 @@ def dialin_listener(
     heartbeat = line.heartbeat.data if line.heartbeat is not None else None
     behind: dict[str, list[Device]] = {}
     if line.registration is not None:
-        packets = {}
+        packets: dict[bytes, str] = {}
         for device in devices:
             assert device.modem is not None  # checked with the config
-            packets[modem_id(line.registration, device.modem)] = device.modem
-            behind.setdefault(device.modem, []).append(device)
+            # Spelt differently ("00:1A:2B", "001a2b"), the same bytes are the same modem.
+            name = packets.setdefault(modem_id(line.registration, device.modem), device.modem)
+            behind.setdefault(name, []).append(device)
         listener = DialinListener(
             host,
             port,

@@ -50,6 +50,11 @@ def test_two_units_alike_behind_one_modem_are_refused(tmp_path: Path) -> None:
     data["devices"][4]["modem"] = "LOGIN:1001"
     text = errors(tmp_path, data)
     assert "devices[4].unit: unit 1 on line 'cell modem LOGIN:1001' is already 'aq-5'" in text
+    data = dialin(registration={"kind": "hex"})
+    data["devices"][3]["modem"] = "9C:A5:25:F0:1B:3C"
+    data["devices"][4]["modem"] = "9ca525f01b3c"  # the same modem
+    text = errors(tmp_path, data)
+    assert "devices[4].unit: unit 1 on line 'cell modem 9ca525f01b3c' is already 'aq-5'" in text
 
 
 def test_imei_and_hex_modems_are_checked(tmp_path: Path) -> None:
@@ -81,3 +86,24 @@ def test_a_heartbeat_is_text_or_hex(tmp_path: Path) -> None:
     )
     text = errors(tmp_path, dialin(heartbeat={"hex": "pi ng"}))
     assert "lines[3].heartbeat.hex: Value error, 'pi ng' is not hex" in text
+
+
+def test_one_hex_registration_spelt_two_ways_is_one_modem(tmp_path: Path) -> None:
+    from edge.dialin import dialin_listener
+    from firmware_bridge.profile import load_profile
+
+    data = dialin(registration={"kind": "hex"})
+    data["devices"][3].update(modem="9C:A5:25:F0:1B:3C", profile="vaisala_aqt530")
+    data["devices"][4].update(modem="9ca525f01b3c", profile="vaisala_aqt530", unit=2)
+    config = load_agent_config(
+        write(tmp_path, data), profiles=lambda name: load_profile(name) if name != "aq" else object()
+    )
+    devices = config.devices_on("cell")
+    listener, behind = dialin_listener(
+        config.line("cell"), devices, {d.id: load_profile("vaisala_aqt530") for d in devices}
+    )  # type: ignore[arg-type]
+    assert listener.registrations is not None
+    assert listener.registrations.packets == {bytes.fromhex("9CA525F01B3C"): "9C:A5:25:F0:1B:3C"}
+    assert {name: [d.id for d in ds] for name, ds in behind.items()} == {
+        "9C:A5:25:F0:1B:3C": ["aq-5", "aq-6"]
+    }
