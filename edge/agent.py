@@ -19,6 +19,7 @@ from edge.commands import Commands, Refused
 from edge.config import (
     AgentConfig,
     Device,
+    DialinLine,
     LorawanLine,
     MbusLine,
     NmeaLine,
@@ -27,6 +28,7 @@ from edge.config import (
     TcpLine,
     load_agent_config,
 )
+from edge.dialin import dialin_listener
 from edge.journal import Journal
 from edge.lorawan import LorawanBridge
 from edge.opcua_poller import OpcUaPoller
@@ -83,6 +85,8 @@ class Agent:
         self.pollers: dict[str, ModbusPoller] = {}
         # One per LoRaWAN line: its network server session, the way downlinks go out.
         self.bridges: dict[str, LorawanBridge] = {}
+        # A dialin line's pollers (one per modem), by line id and device id.
+        self.modem_pollers: dict[str, dict[str, ModbusPoller]] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -151,7 +155,7 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine | DialinLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
@@ -174,6 +178,8 @@ class Agent:
                 if poller is not None:
                     poller.close()
                 self.bridges.pop(line_id, None)
+                for modem_poller in set(self.modem_pollers.pop(line_id, {}).values()):
+                    modem_poller.close()
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:
@@ -196,7 +202,9 @@ class Agent:
         return changed
 
     def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine, config: AgentConfig
+        self,
+        line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine,
+        config: AgentConfig,
     ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
@@ -244,6 +252,8 @@ class Agent:
                 site=config.site,
                 vehicles=self.vehicles,
             ).run
+        elif isinstance(line, DialinLine):
+            run = partial(self._listen, line, devices, config)
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
@@ -278,11 +288,32 @@ class Agent:
                 return self.bridges.get(device.line)
         return None
 
+    async def _listen(self, line: DialinLine, devices: list[Device], config: AgentConfig) -> None:
+        """Listen for the line's modems and poll each modem's devices over its connection."""
+        assert self.journal is not None
+        listener, behind = dialin_listener(line, devices, self.device_profiles)
+        pollers = self.modem_pollers.setdefault(line.id, {})
+        async with listener, asyncio.TaskGroup() as tasks:
+            for name, modem_devices in behind.items():
+                poller = ModbusPoller(
+                    [(d, self.device_profiles[d.id]) for d in modem_devices],
+                    journal=self.journal,
+                    board=self.board,
+                    site=config.site,
+                    vehicles=self.vehicles,
+                )
+                pollers.update((d.id, poller) for d in modem_devices)
+                modem = listener.modems[name]
+                open_line = partial(modem.modbus_line, timeout=line.timeout)
+                tasks.create_task(self._own_line(line.id, open_line, poller), name=f"line:{line.id}:{name}")
+
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""
         for device in self.config.devices:
             if device.id == device_id:
-                poller = self.pollers.get(device.line)
+                poller = self.pollers.get(device.line) or self.modem_pollers.get(device.line, {}).get(
+                    device.id
+                )
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
                 return device, self.device_profiles[device.id], poller

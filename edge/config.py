@@ -329,8 +329,115 @@ class LorawanLine(_Line):
         return self.qos if self.qos is not None else (1 if self.server == "chirpstack" else 0)
 
 
+class Packet(_Section):
+    """Bytes a modem sends of its own accord (a heartbeat), written as ``text`` or as ``hex``."""
+
+    text: str | None = Field(default=None, min_length=1, max_length=80)
+    hex: str | None = Field(default=None, min_length=2, max_length=160)
+
+    @field_validator("hex")
+    @classmethod
+    def _hex_digits(cls, value: str | None) -> str | None:
+        return None if value is None else parse_hex(value).hex()
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Packet:
+        if (self.text is None) == (self.hex is None):
+            raise ValueError("give the bytes as text: ... or as hex: ..., one of the two")
+        return self
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode() if self.text is not None else bytes.fromhex(self.hex or "")
+
+
+class Registration(_Section):
+    """How a dial-in modem names itself in the first bytes it sends: each device's ``modem`` is that name.
+
+    ``text``: ASCII text (a user-defined packet, "LOGIN:1001"); ``hex``: raw bytes, written as hex
+    digits (a MAC, a binary id); ``imei``: the modem's 15-digit IMEI in ASCII.
+    """
+
+    kind: Literal["text", "hex", "imei"]
+    timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a new connection has to send its registration"
+    )
+
+
+class DialinLine(_Line):
+    """Cellular modems (DTUs) that connect in to the agent and carry Modbus RTU or TCP frames.
+
+    The agent listens on ``listen`` (host:port); each modem names itself by its ``registration``
+    packet, or, without one, by the unit id that answers on its connection.
+    """
+
+    kind: Literal["dialin"]
+    listen: str = Field(min_length=3, description="host:port the agent listens on (0.0.0.0:PORT for all)")
+    framing: Literal["rtu", "tcp"] = Field(
+        default="rtu", description="rtu: transparent RTU frames (CRC); tcp: Modbus TCP frames (MBAP)"
+    )
+    registration: Registration | None = None
+    heartbeat: Packet | None = Field(default=None, description="bytes the modem sends while idle (dropped)")
+    timeout: float = Field(default=3.0, gt=0, le=60, description="seconds to wait for an answer")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return listen_address(self.listen)
+
+
+def parse_hex(value: str) -> bytes:
+    """Hex digits, spaces and colons allowed between bytes ("4C 4F 47", "00:1a:2b"); ValueError else."""
+    digits = value.replace(" ", "").replace(":", "")
+    try:
+        data = bytes.fromhex(digits)
+    except ValueError:
+        raise ValueError(f"{value!r} is not hex: write byte by byte, e.g. 4C4F47 or 4C 4F 47") from None
+    if not data:
+        raise ValueError("no bytes given")
+    return data
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """(host, port) of ``host:port``; ValueError naming the form."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"listen is host:port, e.g. 0.0.0.0:9502 (got {value!r})")
+    return host.strip("[]"), int(port)
+
+
+def _luhn(digits: str) -> bool:
+    """Whether the last digit is the Luhn check digit of the others (an IMEI's 15th digit)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        digit = int(char) * (2 if i % 2 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
+def modem_id(registration: Registration, value: str) -> bytes:
+    """The registration packet a device's ``modem`` names, as the modem sends it; ValueError if malformed."""
+    if registration.kind == "hex":
+        return parse_hex(value)
+    if registration.kind == "imei":
+        if not (len(value) == 15 and value.isdigit()):
+            raise ValueError(f"{value!r} is no IMEI: 15 digits (the modem's label, or AT+CGSN)")
+        if not _luhn(value):
+            raise ValueError(f"IMEI {value} fails its check digit (the last): a typo?")
+    try:
+        return value.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} is not ASCII text") from None
+
+
 Line = Annotated[
-    TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine, Field(discriminator="kind")
+    TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine,
+    Field(discriminator="kind"),
 ]
 
 
@@ -372,6 +479,12 @@ class Device(_Section):
         description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
+    modem: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description="dialin lines with a registration: the registration id of the modem the device is behind",
+    )
     address: int | str | None = Field(
         default=None,
         description="M-Bus meter (mbus lines): primary address 0-250, or secondary address as 16 hex digits "
@@ -494,7 +607,9 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine:
+    def line(
+        self, line_id: str
+    ) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -650,6 +765,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        problems += _modem_problems(at, device, line)
         if device.dev_eui is not None and line.kind != "lorawan":
             problems.append(
                 Problem(f"{at}.dev_eui", f"line {line.id!r} is no LoRaWAN line", "remove dev_eui")
@@ -708,18 +824,19 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             continue
         if device.vehicle is not None:
             on_board.append((at, device.vehicle))
+        bus, key = _modem_bus(line, device)
         if device.unit is None:
             problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a Modbus line", "add unit: <1-247>"))
-        elif (line.id, device.unit) in units:
+        elif (key, device.unit) in units:
             problems.append(
                 Problem(
                     f"{at}.unit",
-                    f"unit {device.unit} on line {line.id!r} is already {units[line.id, device.unit]!r}",
+                    f"unit {device.unit} on line {bus!r} is already {units[key, device.unit]!r}",
                     "set the unit id the device answers to (each device on a line has its own)",
                 )
             )
         else:
-            units[(line.id, device.unit)] = device.id
+            units[(key, device.unit)] = device.id
         if device.profile is None:
             problems.append(
                 Problem(f"{at}.profile", "a Modbus device needs a profile", "add profile: <name>")
@@ -780,6 +897,15 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             )
             continue
         tcp_only = sorted({"connect_delay_s", "close_between_polls"} & set(device.overlay.timing or {}))
+        if isinstance(line, DialinLine) and "close_between_polls" in tcp_only:
+            problems.append(
+                Problem(
+                    f"{at}.timing.close_between_polls",
+                    f"device {device.id!r} is behind a dialin modem: the modem opens the connection, "
+                    "the agent cannot open it again",
+                    "remove close_between_polls",
+                )
+            )
         if isinstance(line, RtuLine) and not line.over_tcp and tcp_only:
             problems.append(
                 Problem(
@@ -1038,6 +1164,52 @@ def _mbus_device_problems(
     return problems
 
 
+def _modem_bus(line: Any, device: Device) -> tuple[str, str]:
+    """Where a device's unit must be unique: its line, or the modem it is behind (named, and as bytes)."""
+    if device.modem is None or not isinstance(line, DialinLine) or line.registration is None:
+        return line.id, line.id
+    try:
+        packet = modem_id(line.registration, device.modem).hex()
+    except ValueError:  # reported on its own
+        packet = device.modem
+    return f"{line.id} modem {device.modem}", f"{line.id} modem {packet}"
+
+
+def _modem_problems(at: str, device: Device, line: Any) -> list[Problem]:
+    """``modem`` names a registration id on a dialin line that has a registration, and nowhere else."""
+    if not isinstance(line, DialinLine):
+        if device.modem is None:
+            return []
+        return [Problem(f"{at}.modem", f"line {line.id!r} is no dialin line", "remove modem")]
+    if line.registration is None:
+        if device.modem is None:
+            return []
+        return [
+            Problem(
+                f"{at}.modem",
+                f"dialin line {line.id!r} has no registration: its modems are known by unit id",
+                f"remove modem, or add registration: {{kind: text|hex|imei}} to line {line.id!r}",
+            )
+        ]
+    kind = line.registration.kind
+    if device.modem is None:
+        example = {"text": "LOGIN:1001", "hex": "001A2B3C4D5E", "imei": "356307042441013"}[kind]
+        return [
+            Problem(
+                f"{at}.modem",
+                f"dialin line {line.id!r} knows its modems by their {kind} registration",
+                f"add modem: <the registration the modem sends, e.g. {example}>",
+            )
+        ]
+    try:
+        modem_id(line.registration, device.modem)
+    except ValueError as exc:
+        return [
+            Problem(f"{at}.modem", str(exc), f"write the modem's {kind} registration as it is configured")
+        ]
+    return []
+
+
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
     from firmware_bridge.profile import available_profiles, load_nmea_profile
@@ -1106,13 +1278,13 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua or lorawan",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua or lorawan",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan or dialin",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan or dialin",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan")
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin")
     loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
