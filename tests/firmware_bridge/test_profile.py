@@ -329,6 +329,7 @@ CAPTURED = {"gps_nmea", "emu_professional_375", "itron_cyble_water", "kamstrup_m
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
+    "generic_dlms_meter",
     "jxbs_3001",
     "onboard_console",
     "parking_bay",
