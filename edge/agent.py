@@ -15,16 +15,32 @@ from typing import TypeVar
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, MbusLine, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import (
+    AgentConfig,
+    AnyLine,
+    Device,
+    DlmsLine,
+    MbusLine,
+    NmeaLine,
+    RtuLine,
+    TcpLine,
+    load_agent_config,
+)
 from edge.journal import Journal
-from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
+from edge.poller import DlmsPoller, GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.vehicles import Vehicles
-from firmware_bridge import mbus
+from firmware_bridge import dlms, mbus
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
-from firmware_bridge.profile import Profile, load_mbus_profile, load_nmea_profile, load_profile
+from firmware_bridge.profile import (
+    Profile,
+    load_dlms_profile,
+    load_mbus_profile,
+    load_nmea_profile,
+    load_profile,
+)
 
 log = logging.getLogger(__name__)
 L = TypeVar("L")
@@ -147,9 +163,7 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine, config: AgentConfig
-    ) -> asyncio.Task[None]:
+    def _start_line(self, line: AnyLine, config: AgentConfig) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
@@ -175,6 +189,24 @@ class Agent:
             run = partial(
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
+        elif isinstance(line, DlmsLine):
+            dlms_poller = DlmsPoller(
+                [(d, load_dlms_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            )
+            link = partial(
+                dlms.DlmsLine,
+                line.port,
+                transport=line.transport,
+                baudrate=line.baudrate,
+                timeout=line.timeout,
+                retries=line.retries,
+                name=line.id,
+            )
+            run = partial(self._own_line, line.id, link, dlms_poller)
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
