@@ -95,6 +95,23 @@ def to_ms(stamp: Any) -> int:
     return int(value.timestamp() * 1000)
 
 
+def gurux_client(meter: Meter, transport: Transport) -> GXDLMSClient:
+    """A Gurux client for one association with ``meter`` (logical name referencing, as meters use)."""
+    server = (
+        meter.logical
+        if meter.physical is None
+        else GXDLMSClient.getServerAddress(meter.logical, meter.physical)
+    )
+    return GXDLMSClient(
+        True,
+        meter.client,
+        server,
+        Authentication.LOW if meter.password else Authentication.NONE,
+        meter.password,
+        InterfaceType.WRAPPER if transport == "wrapper" else InterfaceType.HDLC,
+    )
+
+
 class DlmsLine:
     """The client on one DLMS line; ``async with`` opens the port, then read meters one at a time."""
 
@@ -166,24 +183,9 @@ class DlmsLine:
 
     # The blocking side, run in a worker thread under the lock.
 
-    def _client(self, meter: Meter) -> GXDLMSClient:
-        server = (
-            meter.logical
-            if meter.physical is None
-            else GXDLMSClient.getServerAddress(meter.logical, meter.physical)
-        )
-        return GXDLMSClient(
-            True,
-            meter.client,
-            server,
-            Authentication.LOW if meter.password else Authentication.NONE,
-            meter.password,
-            InterfaceType.WRAPPER if self.transport == "wrapper" else InterfaceType.HDLC,
-        )
-
     def _session(self, meter: Meter, job: Callable[[GXDLMSClient], R]) -> R:
         """Associate with the meter, run ``job`` with the client, then release and disconnect."""
-        client = self._client(meter)
+        client = gurux_client(meter, self.transport)
         if self.transport == "hdlc":
             reply = self._exchange(client, meter, [client.snrmRequest()], "SNRM")
             client.parseUAResponse(reply.data)

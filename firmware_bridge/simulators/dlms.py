@@ -73,18 +73,24 @@ class _Reply(GXServerReply):  # type: ignore[misc]
         return None
 
 
+def range_bounds(settings: Any, parameters: list[Any]) -> tuple[dt.datetime, dt.datetime]:
+    """The from and to date-times of a range descriptor (selector 1) as Gurux parsed it."""
+    bounds = []
+    for raw in parameters[1:3]:
+        info = _GXDataInfo()
+        info.type_ = DataType.DATETIME
+        bounds.append(_GXCommon.getData(settings, GXByteBuffer(raw), info).value)
+    return bounds[0], bounds[1]
+
+
 class _RangedProfile(GXDLMSProfileGeneric):  # type: ignore[misc]
     """A profile generic answering a read by range (selector 1) with the rows between its bounds."""
 
     def getValue(self, settings: Any, e: Any) -> Any:
         if e.index != 2 or e.selector != 1 or not e.parameters:
             return super().getValue(settings, e)
-        bounds = []
-        for raw in e.parameters[1:3]:
-            info = _GXDataInfo()
-            info.type_ = DataType.DATETIME
-            bounds.append(to_ms(_GXCommon.getData(settings, GXByteBuffer(raw), info).value))
-        rows = [row for row in self.buffer if bounds[0] <= to_ms(row[0]) <= bounds[1]]
+        start, end = (to_ms(bound) for bound in range_bounds(settings, e.parameters))
+        rows = [row for row in self.buffer if start <= to_ms(row[0]) <= end]
         return self.getData(settings, e, rows, None)
 
 
