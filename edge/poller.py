@@ -571,8 +571,10 @@ class DlmsPoller(LinePoller[DlmsLine]):
     good poll, or the last load profile row published). A meter that answers again after failed
     polls first has its load profile read from that time to now: each row is journaled as a
     reading stamped with the meter's own capture time, then the poll's reading as usual. A
-    backfill that fails leaves the mark where it was, so the next good poll asks for the same
-    interval again: nothing is lost, and no row is published twice.
+    backfill cut short by silence fails the poll and leaves the mark where it was, so the next
+    good poll asks for the same interval again: nothing is lost, and no row is published twice.
+    A load profile the meter answers but that cannot be used (refused, garbled past the retries)
+    is logged and noted on the device's health, and live reading goes on.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -585,7 +587,14 @@ class DlmsPoller(LinePoller[DlmsLine]):
         since = self.published_up_to.get(device.id)
         failed_before = self.board.record(device.id).consecutive_failures > 0
         if since is not None and failed_before and slot.profile.load_profile is not None:
-            await self._backfill(line, slot, meter, since)
+            try:
+                await self._backfill(line, slot, meter, since)
+            except DeviceError as exc:
+                if exc.state is wire.DeviceState.TIMEOUT:
+                    raise  # silent again: the next good poll asks for the same interval
+                # an answer that cannot be used would block every poll: say so, and read on live
+                log.warning("device %s: load profile not backfilled: %s", device.id, exc)
+                self.board.noted(device.id, f"load profile not backfilled: {exc}")
         fields = await line.read(meter, slot.profile)
         self.published_up_to[device.id] = max(now_ms(), self.published_up_to.get(device.id, 0))
         return fields

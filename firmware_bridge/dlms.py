@@ -12,6 +12,7 @@ moves them and names every failure: the line, the meter, what was sent and what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import termios
 import time
@@ -64,8 +65,8 @@ class Scaled:
     """A register's raw value with the scaler and unit code of its attribute 3."""
 
     raw: Any
-    scaler: int
-    unit: int
+    scaler: int = 0
+    unit: int | None = None  # None: a data object, no unit
 
 
 def field_value(spec: DlmsField, raw: Any, scaler: int = 0) -> FieldValue:
@@ -78,6 +79,17 @@ def field_value(spec: DlmsField, raw: Any, scaler: int = 0) -> FieldValue:
         raise ValueError(f"{raw!r} is no number")
     value = Decimal(str(raw)).scaleb(scaler) * Decimal(str(spec.scale))
     return int(value) if spec.type == "int" else float(value)
+
+
+def scaled_field(spec: DlmsField, value: Scaled) -> FieldValue:
+    """The field from an object's value with its scaler/unit; ValueError saying why it cannot be (a unit
+    that is not the profile's, a value that is no number)."""
+    if spec.cosem_unit is not None and value.unit != spec.cosem_unit:
+        raise ValueError(
+            f"the meter reports unit code {value.unit}, the profile expects {spec.cosem_unit}: left out; "
+            "fix the profile's cosem_unit and scale"
+        )
+    return field_value(spec, value.raw, value.scaler)
 
 
 def one_line(error: Exception) -> str:
@@ -242,24 +254,12 @@ class DlmsLine:
     def _field(self, client: GXDLMSClient, meter: Meter, spec: DlmsField) -> FieldValue:
         if spec.cosem_class == "data":
             raw = self._get(client, meter, GXDLMSData(spec.obis), 2, f"GET {spec.obis} attribute 2")
-            return self._value(meter, spec, raw, 0)
-        scaled = self._scaled(client, meter, spec.obis)
-        self._check_unit(meter, spec, scaled.unit)
-        return self._value(meter, spec, scaled.raw, scaled.scaler)
+            return self._value(meter, spec, Scaled(raw))
+        return self._value(meter, spec, self._scaled(client, meter, spec.obis))
 
-    def _check_unit(self, meter: Meter, spec: DlmsField, unit: int) -> None:
-        if spec.cosem_unit is not None and unit != spec.cosem_unit:
-            raise DlmsRefused(
-                self._where(
-                    meter,
-                    f"{spec.field} ({spec.obis}): the meter reports unit code {unit}, the profile expects "
-                    f"{spec.cosem_unit}: left out; fix the profile's cosem_unit and scale",
-                )
-            )
-
-    def _value(self, meter: Meter, spec: DlmsField, raw: Any, scaler: int) -> FieldValue:
+    def _value(self, meter: Meter, spec: DlmsField, value: Scaled) -> FieldValue:
         try:
-            return field_value(spec, raw, scaler)
+            return scaled_field(spec, value)
         except (ValueError, ArithmeticError) as exc:
             raise DlmsRefused(self._where(meter, f"{spec.field} ({spec.obis}): {exc}")) from None
 
@@ -281,13 +281,11 @@ class DlmsLine:
         columns = self._get(client, meter, generic, 3, f"GET {obis} attribute 3 (capture objects)")
         client.updateValue(generic, 3, columns)
         by_obis = {spec.obis: spec for spec in profile.fields}
-        scalers: dict[str, int] = {}
+        scalers: dict[str, Scaled] = {}  # the columns of profile fields, with their scaler/unit
         for target, capture in generic.captureObjects:
             spec = by_obis.get(target.logicalName)
             if spec is not None and capture.attributeIndex == 2 and isinstance(target, GXDLMSRegister):
-                scaled = self._scaled(client, meter, spec.obis)
-                self._check_unit(meter, spec, scaled.unit)
-                scalers[spec.obis] = scaled.scaler
+                scalers[spec.obis] = self._scaled(client, meter, spec.obis)
         start = dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC)
         end = dt.datetime.fromtimestamp(until_ms / 1000, dt.UTC)
         what = f"GET {obis} attribute 2 by range {start:%Y-%m-%d %H:%M:%S}..{end:%H:%M:%S} UTC"
@@ -301,8 +299,9 @@ class DlmsLine:
                 if isinstance(target, GXDLMSClock) and capture.attributeIndex == 2:
                     stamp = to_ms(raw)
                 elif target.logicalName in scalers:
-                    spec = by_obis[target.logicalName]
-                    fields[spec.field] = self._value(meter, spec, raw, scalers[spec.obis])
+                    spec, scaled = by_obis[target.logicalName], scalers[target.logicalName]
+                    with contextlib.suppress(ValueError, ArithmeticError):  # as the live read leaves it out
+                        fields[spec.field] = scaled_field(spec, Scaled(raw, scaled.scaler, scaled.unit))
             if stamp is None:
                 raise DecodeError(self._where(meter, f"{what}: a row without the clock column"))
             if since_ms < stamp <= until_ms and fields:

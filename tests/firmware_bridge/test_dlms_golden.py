@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,16 @@ from gurux_dlms.GXDLMSSettings import GXDLMSSettings
 from gurux_dlms.internal._GXCommon import _GXCommon
 from gurux_dlms.internal._GXDataInfo import _GXDataInfo
 
-from firmware_bridge.dlms import WRAPPER_HEADER, DlmsLine, DlmsRefused, Meter, gurux_client
-from firmware_bridge.profile import DlmsProfile
+from firmware_bridge.dlms import (
+    WRAPPER_HEADER,
+    DlmsLine,
+    DlmsRefused,
+    Meter,
+    Scaled,
+    gurux_client,
+    scaled_field,
+)
+from firmware_bridge.profile import DlmsField, DlmsProfile, load_dlms_profile
 from firmware_bridge.simulators.dlms import hdlc_destination, range_bounds
 
 CAPTURES = Path(__file__).parent / "captures" / "dlms"
@@ -146,3 +155,67 @@ def test_a_load_profile_range_request_is_read_as_its_bounds(range_request: list[
     assert isinstance(restricting, list)
     assert restricting[0] == 8
     assert bytes(restricting[1]) == bytes([0, 0, 1, 0, 0, 255])
+
+
+def obis_name(raw: bytes) -> str:
+    return ".".join(str(b) for b in raw)
+
+
+def han_registers() -> dict[str, Scaled]:
+    """The registers of the Aidon HAN push (structures of OBIS, value, scaler/unit) as Gurux decodes them."""
+    pdu = capture("aidon_han_se_list")
+    # LLC (3), data-notification tag, long invoke id and priority (4), no date-time: then the body
+    assert pdu[:9] == bytes.fromhex("e6e7000f4000000000")
+    items = _GXCommon.getData(GXDLMSSettings(False, None), GXByteBuffer(pdu[9:]), _GXDataInfo())
+    assert len(items) == 27  # the source: 27 list items
+    return {
+        obis_name(bytes(item[0])): Scaled(item[1], int(item[2][0]), int(item[2][1]))
+        for item in items
+        if len(item) == 3
+    }
+
+
+@pytest.mark.parametrize(
+    ("obis", "source_says"),
+    [
+        ("1.0.1.7.0.255", Decimal(1122)),
+        ("1.0.3.7.0.255", Decimal(1507)),
+        ("1.0.31.7.0.255", Decimal(0)),
+        ("1.0.51.7.0.255", Decimal("7.5")),
+        ("1.0.32.7.0.255", Decimal("230.7")),
+        ("1.0.52.7.0.255", Decimal("249.9")),
+        ("1.0.72.7.0.255", Decimal("230.8")),
+        ("1.0.43.7.0.255", Decimal(1506)),
+        ("1.0.1.8.0.255", Decimal(10049926)),
+        ("1.0.2.8.0.255", Decimal(8)),
+        ("1.0.3.8.0.255", Decimal(6614347)),
+        ("1.0.4.8.0.255", Decimal(5)),
+    ],
+)
+def test_a_han_push_gives_the_sources_scaled_values(obis: str, source_says: Decimal) -> None:
+    register = han_registers()[obis]
+    spec = DlmsField(field="x", obis=obis, cosem_unit=register.unit)
+    assert scaled_field(spec, register) == float(source_says)
+
+
+# Shipped dlms profiles checked against a real capture (test_golden.py counts them as covered).
+PROFILE_CAPTURES = {"generic_dlms_meter": "aidon_han_se_list"}
+
+
+def test_the_generic_profile_reads_the_han_push() -> None:
+    profile = load_dlms_profile("generic_dlms_meter")
+    registers = han_registers()
+    fields = {spec.field: scaled_field(spec, registers[spec.obis]) for spec in profile.fields}
+    assert fields == {
+        "energy_import_kwh": 10049.926,  # the source: 10049926 (Wh)
+        "energy_export_kwh": 0.008,  # 8 (Wh)
+        "power_import_w": 1122.0,
+        "voltage_l1_v": 230.7,
+        "current_l1_a": 0.0,
+    }
+
+
+def test_a_unit_the_profile_does_not_expect_is_refused() -> None:
+    spec = DlmsField(field="energy_import_kwh", obis="1.0.1.8.0.255", cosem_unit=32)  # varh
+    with pytest.raises(ValueError, match="the meter reports unit code 30, the profile expects 32"):
+        scaled_field(spec, han_registers()["1.0.1.8.0.255"])
