@@ -177,6 +177,18 @@ class _GuruxMeter(GXDLMSServer):  # type: ignore[misc]
         pass
 
 
+def demo_registers() -> list[SimRegister]:
+    """The objects of a typical three-phase meter (``generic_dlms_meter`` reads them): energy in Wh
+    growing 250 Wh a capture period, power in 0.1 W, voltage in 0.1 V, current in 0.01 A."""
+    return [
+        SimRegister("1.0.1.8.0.255", 12_345_678, 0, 30, step=250),
+        SimRegister("1.0.2.8.0.255", 1000, 0, 30),
+        SimRegister("1.0.1.7.0.255", 2305, -1, 27, in_load_profile=False),
+        SimRegister("1.0.32.7.0.255", 2301, -1, 35, in_load_profile=False),
+        SimRegister("1.0.31.7.0.255", 105, -2, 33, in_load_profile=False),
+    ]
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -367,7 +379,9 @@ async def serve_dlms_pty(meters: Iterable[DlmsMeterSimulator]) -> AsyncIterator[
 
 
 @asynccontextmanager
-async def serve_dlms_tcp(meter: DlmsMeterSimulator, host: str = "127.0.0.1") -> AsyncIterator[str]:
+async def serve_dlms_tcp(
+    meter: DlmsMeterSimulator, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
     """One meter on a TCP port (HDLC over TCP, or the wrapper when its transport is ``wrapper``);
     yields ``socket://host:port``."""
 
@@ -385,10 +399,9 @@ async def serve_dlms_tcp(meter: DlmsMeterSimulator, host: str = "127.0.0.1") -> 
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connected, host, 0)
-    port = server.sockets[0].getsockname()[1]
+    server = await asyncio.start_server(connected, host, port)
     try:
-        yield f"socket://{host}:{port}"
+        yield f"socket://{host}:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
         await server.wait_closed()
