@@ -6,7 +6,7 @@ rows are the clock and registers, one row per capture period); ``tick`` advances
 and captures a row, as a meter does whether or not anyone is reading it. The association needs
 the meter's Low Level Security password when it has one. Faults: a dead meter stays silent (it
 still measures and captures); a meter can send a number of answers with a flipped byte (a bad
-frame check sequence).
+frame check sequence), or fall silent after a number of answers (in the middle of a read).
 
 Gurux' Python server (``GXDLMSServer``) is used for everything on the wire: framing, the
 association and GET encoding; ``_GuruxMeter`` fills the few holes the library leaves in its
@@ -205,6 +205,7 @@ class DlmsMeterSimulator:
     capture_period_s: float = 900.0
     dead: bool = False
     bad_frames: int = 0  # answers still to send with a flipped byte
+    silent_after: int | None = None  # answers still to send before falling silent (None: no limit)
     answers: int = 0
     rows: list[tuple[int, dict[str, int]]] = field(default_factory=list)  # (ts ms, raw values) captured
     now: Any = utc_now
@@ -254,6 +255,10 @@ class DlmsMeterSimulator:
         """The meter's answer to one whole frame (None: silence)."""
         if self.dead:
             return None
+        if self.silent_after is not None:
+            if self.silent_after <= 0:
+                return None
+            self.silent_after -= 1
         reply = _Reply(frame)
         self.server.handleRequest(reply)
         if not reply.reply:
