@@ -36,6 +36,8 @@ HDLC_FLAG = 0x7E
 WRAPPER_HEADER = 8  # version (2), source wPort (2), destination wPort (2), length (2)
 PUBLIC_CLIENT = 16  # the public client: no security
 POLL_S = 0.01
+# What Gurux raises on an answer it cannot make sense of (its own checks are plain exceptions).
+DECODING_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError)
 R = TypeVar("R")
 
 
@@ -200,7 +202,7 @@ class DlmsLine:
         client = gurux_client(meter, self.transport)
         if self.transport == "hdlc":
             reply = self._exchange(client, meter, [client.snrmRequest()], "SNRM")
-            client.parseUAResponse(reply.data)
+            self._decoding(meter, "SNRM: the UA", client.parseUAResponse, reply.data)
         reply = self._exchange(client, meter, client.aarqRequest(), "AARQ")
         try:
             client.parseAareResponse(reply.data)
@@ -208,10 +210,19 @@ class DlmsLine:
             self._goodbye(client, meter, release=False)
             refused = "wrong password" if meter.password else "association refused"
             raise DlmsRefused(self._where(meter, f"AARQ: {refused}: {one_line(exc)}")) from None
+        except DECODING_ERRORS as exc:
+            raise DecodeError(self._where(meter, f"AARQ: the AARE cannot be decoded: {exc!r}")) from None
         try:
-            return job(client)
+            return self._decoding(meter, "the answer", job, client)
         finally:
             self._goodbye(client, meter)
+
+    def _decoding(self, meter: Meter, what: str, job: Callable[..., R], *args: Any) -> R:
+        """``job(*args)``, an answer Gurux cannot make sense of being a DecodeError naming the meter."""
+        try:
+            return job(*args)
+        except DECODING_ERRORS as exc:
+            raise DecodeError(self._where(meter, f"{what} cannot be decoded: {exc!r}")) from None
 
     def _goodbye(self, client: GXDLMSClient, meter: Meter, *, release: bool = True) -> None:
         """RELEASE and DISC; a meter that does not answer them is done with all the same."""
@@ -224,7 +235,7 @@ class DlmsLine:
             pass
 
     def _get(self, client: GXDLMSClient, meter: Meter, target: Any, attribute: int, what: str) -> Any:
-        """One attribute's value (DecodeError naming the object when the meter refuses it)."""
+        """One attribute's value (DlmsRefused naming the request when the meter refuses it)."""
         reply = self._exchange(client, meter, client.read(target, attribute), what)
         return reply.value
 
@@ -333,19 +344,29 @@ class DlmsLine:
         error: DeviceError | None = None
         for _ in range((self.retries if retries is None else retries) + 1):
             self._send(frame)
-            data = self._receive(meter, what)
             try:
-                if client.getData(GXByteBuffer(data), reply):
-                    return
-                error = DeviceCrcError(
-                    self._where(meter, f"{what}: not a whole frame: received {data.hex(' ')}")
-                )
+                data = self._receive(meter, what)
+            except DeviceTimeout as exc:
+                error = exc
+                continue
+            try:
+                complete = client.getData(GXByteBuffer(data), reply)
             except GXDLMSException as exc:
                 raise DlmsRefused(self._where(meter, f"{what}: the meter answers {one_line(exc)}")) from None
             except Exception as exc:  # Gurux raises plain errors on a frame it cannot parse
                 error = DeviceCrcError(
                     self._where(meter, f"{what}: bad frame ({exc}): received {data.hex(' ')}")
                 )
+                continue
+            if not complete:
+                error = DeviceCrcError(
+                    self._where(meter, f"{what}: not a whole frame: received {data.hex(' ')}")
+                )
+                continue
+            if reply.error:
+                why = one_line(Exception(reply.getErrorMessage()))
+                raise DlmsRefused(self._where(meter, f"{what}: the meter answers error {reply.error}: {why}"))
+            return
         assert error is not None
         raise error
 

@@ -170,3 +170,14 @@ def test_a_register_without_cosem_unit_is_refused() -> None:
                 "fields": [{"field": "e", "obis": "1.0.1.8.0.255"}],
             }
         )
+
+
+async def test_an_object_the_meter_lacks_is_left_out_with_the_request() -> None:
+    meter = DlmsMeterSimulator(registers()[:4])  # no current register 1.0.31.7.0.255
+    async with serve_dlms_pty([meter]) as port, DlmsLine(port, name="d", timeout=0.5) as line:
+        fields = await line.read(Meter(), PROFILE)
+        errors = line.field_errors(Meter())
+    assert set(fields) == set(EXPECTED) - {"current_l1_a"}
+    assert str(errors["current_l1_a"]).startswith(
+        "DLMS line d, meter 1 (client 16, no security): GET 1.0.31.7.0.255 attribute 2: the meter answers "
+    )
