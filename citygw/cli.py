@@ -169,7 +169,36 @@ def _demo(args: argparse.Namespace) -> int:
 def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import run_agent
 
-    asyncio.run(run_agent(args.config))
+    return asyncio.run(run_agent(args.config))
+
+
+def _edge_launch(args: argparse.Namespace) -> int:
+    from edge.launcher import launch
+
+    return launch(args.config)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from citygw import release
+
+    if args.action == "keygen":
+        path, public = release.keygen(Path(args.dir), args.name)
+        print(f"{path}: the signing key; keep it off the servers and the agents (offline, 0600)")
+        print(f"pin on every agent (update.public_keys) and in CITYGW_RELEASE_PUBLIC_KEYS:\n{public}")
+    elif args.action == "build":
+        key = release.load_private_key(Path(args.key))
+        with _failing_as("release build", release.ReleaseError):
+            bundle = release.build(
+                key,
+                args.version,
+                out=Path(args.out),
+                wheel=Path(args.wheel) if args.wheel else None,
+                source=Path(args.source),
+                min_agent_version=args.min_agent_version,
+            )
+        print(bundle)
+    else:
+        print(release.bundle_manifest_text(Path(args.bundle)))
     return 0
 
 
@@ -254,6 +283,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
             owners=args.owners,
+            acks=not args.no_acks,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
         raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
@@ -347,13 +377,28 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The site's profile folders (``--profiles``, else $CITYGW_PROFILE_DIRS, comma-separated), checked:
+    ConfigError naming the file and the fix when their profiles cannot be catalogued."""
+    from firmware_bridge.catalogue import catalogue
+    from firmware_bridge.profile import ProfileError
+
+    text = _env("CITYGW_PROFILE_DIRS", "")
+    dirs = tuple(args.profiles or (Path(part.strip()) for part in text.split(",") if part.strip()))
+    try:
+        catalogue(dirs)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dirs
+
+
 def _dashboards_push(args: argparse.Namespace) -> int:
     from collector.store import redact
     from dashboards.push import URL_ENV
     from dashboards.push import main as push
 
     with _failing_as(f"Grafana at {redact(os.environ.get(URL_ENV, ''))}"):
-        return push(dry_run=args.dry_run)
+        return push(dry_run=args.dry_run, profiles=_profile_dirs(args))
 
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
@@ -361,6 +406,7 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store.influx import InfluxV1Store, InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
+    from firmware_bridge.catalogue import catalogue
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store(args.store)
@@ -370,7 +416,8 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
                     f"--store {redact(args.store)}: the dashboards' queries are InfluxQL: use influxdb://"
                 )
             window = last_hours(args.hours, int(time.time() * 1000))
-            previews = preview_all(build_all(), store.reader.query, window, args.out)
+            boards = build_all(catalogue(_profile_dirs(args)))
+            previews = preview_all(boards, store.reader.query, window, args.out)
         finally:
             store.close()
     for preview in previews:
@@ -880,6 +927,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge_run = edge.add_parser("run", help="run an edge agent")
     edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
     edge_run.set_defaults(func=_edge_run)
+    edge_launch = edge.add_parser(
+        "launch", help="run the agent of the current release; roll a release that fails its trial back"
+    )
+    edge_launch.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    edge_launch.set_defaults(func=_edge_launch)
+    _add_release_parser(sub)
 
     keys = sub.add_parser("keys", help="API keys (stored hashed in the registry)").add_subparsers(
         dest="action", required=True
@@ -951,6 +1004,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
         "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
     )
+    collector_run.add_argument(
+        "--no-acks",
+        action="store_true",
+        help="publish no end-to-end acks (citygw/v1/<agent>/ack) to the agents: for a broker whose roles "
+        "do not let the collector publish them yet; agents then take the broker's PUBACK as final",
+    )
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
@@ -976,11 +1035,37 @@ def build_parser() -> argparse.ArgumentParser:
     preview = dashboards.add_parser(
         "preview", help="draw each dashboard's panels from InfluxDB into PNGs, without Grafana"
     )
+    for command in (push, preview):
+        command.add_argument(
+            "--profiles",
+            type=Path,
+            action="append",
+            help="a folder of the site's own device profiles (repeatable); default $CITYGW_PROFILE_DIRS, "
+            "comma-separated, as the API reads it",
+        )
     preview.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE), help="influxdb://...")
     preview.add_argument("--out", type=Path, default=Path("var/dashboards"), help="folder of the PNGs")
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
     preview.set_defaults(func=_dashboards_preview)
     return parser
+
+
+def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rel = sub.add_parser("release", help="signed agent releases (docs/deploy.md, agent software updates)")
+    actions = rel.add_subparsers(dest="action", required=True)
+    keygen = actions.add_parser("keygen", help="a new ed25519 signing key; prints the public key to pin")
+    keygen.add_argument("--dir", default="release-keys", help="folder of NAME.key and NAME.pub")
+    keygen.add_argument("--name", default="release", help="file names: NAME.key, NAME.pub")
+    build = actions.add_parser("build", help="the project's wheel at VERSION, signed: citygw-VERSION.release")
+    build.add_argument("--key", required=True, help="the signing key (citygw release keygen)")
+    build.add_argument("--version", required=True, help="the release's version (PEP 440), above the fleet's")
+    build.add_argument("--source", default=".", help="the checkout to build the wheel from (default .)")
+    build.add_argument("--wheel", help="sign this pure-Python wheel instead of building one")
+    build.add_argument("--min-agent-version", default="0.1.0", help="older agents refuse the release")
+    build.add_argument("--out", default="dist", help="folder of the bundle (default dist)")
+    show = actions.add_parser("show", help="print a bundle's manifest")
+    show.add_argument("bundle")
+    rel.set_defaults(func=_release)
 
 
 def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -22,14 +23,17 @@ from edge.config import (
     DlmsLine,
     MbusLine,
     NmeaLine,
+    OpcUaLine,
     RtuLine,
     TcpLine,
     load_agent_config,
 )
 from edge.journal import Journal
+from edge.opcua_poller import OpcUaPoller
 from edge.poller import DlmsPoller, GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
+from edge.update import Updater
 from edge.vehicles import Vehicles
 from firmware_bridge import dlms, mbus
 from firmware_bridge.modbus import ModbusLine
@@ -39,6 +43,7 @@ from firmware_bridge.profile import (
     load_dlms_profile,
     load_mbus_profile,
     load_nmea_profile,
+    load_opcua_profile,
     load_profile,
 )
 
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 L = TypeVar("L")
 
 LINE_RETRY_S = 10.0
+GOODBYE_FLUSH_S = 10.0
 
 
 class Agent:
@@ -70,6 +76,9 @@ class Agent:
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
         self.remote: RemoteConfig | None = None
+        self.updater: Updater | None = None
+        self.exit_code = 0
+        self._main: asyncio.Task[None] | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
@@ -79,6 +88,7 @@ class Agent:
     async def run(self) -> None:
         """Poll, journal and publish until cancelled; then close the lines and the journal."""
         base = self.base_config
+        self._main = asyncio.current_task()
         journal = open_journal(base)
         self.journal = journal
         publisher = Publisher(base, journal, version=self.version)
@@ -93,10 +103,21 @@ class Agent:
                 board=self.board,
                 report=self._send_config_state,
                 profiles=self._load_profile,
+                settings_check=self._settings_problems,
             )
             self.config = self.remote.startup_config()
             publisher.config_version = self.remote.applied_version
             publisher.listen(wire.Channel.CONFIG, self.remote.receive)
+        if base.update is not None:
+            self.updater = Updater(
+                base.agent_id,
+                base.update,
+                running=publisher.version,
+                report=self._send_update_state,
+                exit=self._exit,
+                answering=self._answering,
+            )
+            publisher.listen(wire.Channel.UPDATE, self.updater.receive)
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -111,6 +132,9 @@ class Agent:
                     len(config.lines),
                     config.broker.redacted_url,
                 )
+                if self.updater is not None:
+                    tasks.create_task(self.updater.report_last(), name="update-result")
+                    tasks.create_task(self.updater.judge_trial(self._health_problems), name="update-trial")
                 self.started.set()
                 systemd.notify("READY=1")
                 tasks.create_task(systemd.keep_watchdog_fed(), name="watchdog")
@@ -159,6 +183,11 @@ class Agent:
         self.journal.slow_devices = frozenset(
             d.id for d in config.devices if d.poll_s >= settings.slow_poll_s
         )
+        self.journal.quota_bytes = _quota_bytes(settings.quota_mb)
+        self.journal.policy = settings.on_full
+        self.journal.set_fsync(settings.fsync)
+        if self.publisher is not None:
+            self.publisher.config = config  # publish settings: read at each batch
         if not initial and self.publisher is not None and self.remote is not None:
             self.publisher.config_version = self.remote.applied_version
         return changed
@@ -189,6 +218,15 @@ class Agent:
             run = partial(
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
+        elif isinstance(line, OpcUaLine):
+            run = OpcUaPoller(
+                line,
+                [(d, load_opcua_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            ).run
         elif isinstance(line, DlmsLine):
             dlms_poller = DlmsPoller(
                 [(d, load_dlms_profile(d.profile or "")) for d in devices],
@@ -255,6 +293,50 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
             self.publisher.announce()
 
+    async def _send_update_state(self, state: wire.UpdateState) -> None:
+        assert self.publisher is not None
+        await self.publisher.send(wire.Channel.UPDATE_STATE, state, retain=True)
+
+    async def _exit(self, code: int) -> None:
+        """Stop the agent with exit code ``code`` (a release to start, or a trial that failed)."""
+        self.exit_code = code
+        if self.publisher is not None:
+            await self.publisher.drain_outbox(GOODBYE_FLUSH_S)
+        if self._main is not None:
+            self._main.cancel()
+
+    async def _settings_problems(self, since_ms: int) -> list[str]:
+        """After settings changed: the broker link works (a health message goes out, a waiting reading
+        was acknowledged after ``since_ms``) and the journal can be written."""
+        problems = []
+        publisher = self.publisher
+        if publisher is None or not await publisher.publish_health(self.health()):
+            problems.append(f"MQTT: cannot publish to {self.base_config.broker.redacted_url}")
+        elif self.journal is not None and self.journal.backlog() and publisher.last_ack_ms < since_ms:
+            problems.append(f"publishing: {self.journal.backlog()} readings wait, none acknowledged since")
+        if self.journal is not None:
+            problem = writable(self.journal.path.parent)
+            if problem:
+                problems.append(f"journal: {problem}")
+        return problems
+
+    def _answering(self) -> list[str]:
+        return [d for d, r in self.board.devices.items() if r.state is wire.DeviceState.OK]
+
+    def _health_problems(self, since_ms: int, answering: list[str]) -> list[str]:
+        """What keeps a new version from being healthy: broker link, journal, devices heard before."""
+        problems = []
+        if self.publisher is None or not self.publisher.connected.is_set():
+            problems.append(f"MQTT: not connected to {self.base_config.broker.redacted_url}")
+        if self.journal is not None:
+            problem = writable(self.journal.path.parent)
+            if problem:
+                problems.append(f"journal: {problem}")
+        silent = [d for d in answering if (self.board.record(d).last_ok or 0) < since_ms]
+        if silent:
+            problems.append(f"devices that answered before the update are silent: {', '.join(silent)}")
+        return problems
+
     async def _own_line(
         self, line_id: str, open_line: Callable[[], AbstractAsyncContextManager[L]], poller: LinePoller[L]
     ) -> None:
@@ -318,21 +400,43 @@ def _signature(config: AgentConfig, line_id: str) -> str:
     return f"{config.line(line_id).model_dump_json()}|{devices}|{config.site}"
 
 
+def writable(folder: Path) -> str | None:
+    """None if a file can be written and synced in ``folder``, else why not."""
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as out:
+            out.write(b"ok")
+            out.flush()
+            os.fsync(out.fileno())
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror}"
+    return None
+
+
+def _quota_bytes(quota_mb: float | None) -> int | None:
+    return None if quota_mb is None else int(quota_mb * 1_000_000)
+
+
 def open_journal(config: AgentConfig) -> Journal:
-    """The journal the config describes (quota, policy, which devices count as slow)."""
+    """The journal the config describes (quota, policy, which devices count as slow, end-to-end ack)."""
     settings = config.journal
     return Journal(
         settings.path,
         config.agent_id,
         fsync=settings.fsync,
-        quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
+        quota_bytes=_quota_bytes(settings.quota_mb),
         policy=settings.on_full,
         slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
+        hold=config.publish.end_to_end_ack,
     )
 
 
-async def run_agent(config_path: str | Path) -> None:
-    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``)."""
+async def run_agent(config_path: str | Path) -> int:
+    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``).
+
+    Returns the exit code: 0, or the launcher's EXIT_RESTART / EXIT_UNHEALTHY (edge/launcher.py).
+    """
     agent = Agent(load_agent_config(config_path))
     task = asyncio.current_task()
     assert task is not None
@@ -344,3 +448,4 @@ async def run_agent(config_path: str | Path) -> None:
         await agent.run()
     except asyncio.CancelledError:
         log.info("agent %s stopped", agent.config.agent_id)
+    return agent.exit_code

@@ -8,6 +8,7 @@ reading this code.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,18 @@ class PublishConfig(_Section):
     backlog_rate: float | None = Field(
         default=2000.0, gt=0, description="readings/s of backlog after an outage (live data is not capped)"
     )
+    end_to_end_ack: bool = Field(
+        default=True,
+        description="keep a batch in the journal after the broker's PUBACK until a collector confirms it "
+        "stored it (ack channel), and send it again if the broker lost it; false: the PUBACK is final",
+    )
+    ack_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="seconds a held batch waits for its confirmation before it is sent again (only once "
+        "a later batch was confirmed); while no collector ever confirmed one, before it is let go",
+    )
 
 
 class HealthConfig(_Section):
@@ -229,6 +242,41 @@ class MbusLine(_Line):
     retries: int = Field(default=1, ge=0, le=5, description="repeats of a request that got no usable answer")
 
 
+class OpcUaLine(_Line):
+    """An OPC UA server (a water utility's SCADA): its devices are objects in its address space.
+
+    ``subscribe``: the server reports data changes (sampling and deadbands from the profile, published
+    every device's ``poll_s``); false: the agent reads every ``poll_s``. Security policy None, or
+    Basic256Sha256 signing (``sign``) or signing and encrypting (``sign_and_encrypt``) with the agent's
+    certificate; a user name and password when the server asks for one.
+    """
+
+    kind: Literal["opcua"]
+    url: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$", description="opc.tcp://host:4840/path")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to wait for an answer")
+    subscribe: bool = True
+    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
+    certificate: Path | None = Field(default=None, description="the agent's certificate (DER or PEM)")
+    private_key: Path | None = Field(default=None, description="the private key of certificate (PEM)")
+    server_certificate: Path | None = Field(
+        default=None, description="the server's certificate, to check it is the server it claims"
+    )
+    username: str | None = None
+    password: str | None = None
+    reconnect_min: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=60.0, gt=0, le=600, description="longest reconnect delay, seconds")
+
+    @model_validator(mode="after")
+    def _security_files(self) -> OpcUaLine:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security {self.security} needs certificate and private_key: add both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: give both, or neither")
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min {self.reconnect_min} is above reconnect_max: lower it")
+        return self
+
+
 class DlmsLine(_Line):
     """A DLMS/COSEM line (IEC 62056): HDLC on a serial port (optical probe or RS-485; device path or
     pyserial URL) or over TCP (``socket://host:port``), or the IEC 62056-47 wrapper on TCP."""
@@ -249,8 +297,8 @@ class DlmsLine(_Line):
         return self
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | DlmsLine, Field(discriminator="kind")]
-AnyLine = TcpLine | RtuLine | NmeaLine | MbusLine | DlmsLine
+Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | DlmsLine, Field(discriminator="kind")]
+AnyLine = TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | DlmsLine
 
 
 class DlmsAddress(_Section):
@@ -306,7 +354,8 @@ class Device(_Section):
     id: Label
     line: str
     profile: str | None = Field(
-        default=None, description="device profile name (Modbus lines; GPS lines default to gps_nmea)"
+        default=None,
+        description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
     address: int | str | None = Field(
@@ -340,6 +389,12 @@ class Device(_Section):
         description="per field: a deadband in its unit (0.5), a percentage of the last published value "
         "(5%) or on_change; replaces the profile's; needs heartbeat_s",
     )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
+        "profile's browse paths (default: the Objects folder)",
+    )
     dlms: DlmsAddress | None = Field(
         default=None,
         description="DLMS meter (dlms lines): its addresses and password; none: logical 1, public",
@@ -360,6 +415,47 @@ class RemoteConfigSettings(_Section):
     )
 
 
+class UpdateSettings(_Section):
+    """Signed releases the API rolls out (docs/deploy.md, "Agent software updates")."""
+
+    public_keys: list[str] = Field(
+        min_length=1, description="release keys pinned: ed25519:<base64>, as citygw release keygen prints"
+    )
+    api_url: str = Field(
+        description="the API as this agent reaches it, https://host[:port]: releases come from it"
+    )
+    ca_file: Path | None = Field(default=None, description="CA bundle for api_url (system CAs if unset)")
+    staging_dir: Path = Field(
+        default=Path("/var/lib/citygw/releases"), description="unpacked releases, current, trial, result"
+    )
+    health_deadline_s: float = Field(
+        default=120.0, gt=0, le=3600, description="a new version must be healthy this soon, or goes back"
+    )
+    download_timeout_s: float = Field(
+        default=3600.0, gt=0, le=86400, description="a download retried (resumed) this long, then failed"
+    )
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        from citygw.release import parse_public_key
+
+        for index, key in enumerate(keys):
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise ValueError(f"public_keys[{index}]: {exc}") from None
+        return keys
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("api_url is http(s)://host[:port], the API's address as this agent reaches it")
+        return url.rstrip("/")
+
+
 class AgentConfig(_Section):
     agent_id: wire.AgentId
     site: Label
@@ -368,6 +464,7 @@ class AgentConfig(_Section):
     publish: PublishConfig = PublishConfig()
     health: HealthConfig = HealthConfig()
     remote: RemoteConfigSettings = RemoteConfigSettings()
+    update: UpdateSettings | None = None
     lines: list[Line] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
 
@@ -531,6 +628,11 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        if line.kind == "opcua":
+            problems += _opcua_device_problems(at, device, line.id)
+            continue
+        if device.node is not None:
+            problems.append(Problem(f"{at}.node", f"line {line.id!r} is no OPC UA line", "remove node"))
         if line.kind == "mbus":
             problems += _mbus_device_problems(at, device, line, meters)
             continue
@@ -644,8 +746,10 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind in ("nmea", "mbus", "dlms"):
-            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter"}.get(line.kind, "a DLMS meter")
+        if line.kind in ("nmea", "mbus", "opcua", "dlms"):
+            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}.get(
+                line.kind, "a DLMS meter"
+            )
             problems.append(
                 Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
             )
@@ -711,7 +815,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "dlms"):
+        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua", "dlms"):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -760,6 +864,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                         "add heartbeat_s: <seconds> (e.g. 900), or remove report",
                     )
                 )
+            continue
+        if config.line(device.line).kind == "opcua":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "an OPC UA device reports by exception through its subscription (profile deadbands)",
+                    "remove heartbeat_s and report",
+                )
+            )
             continue
         if config.line(device.line).kind == "nmea":
             problems.append(
@@ -812,6 +925,35 @@ def known_profiles() -> list[str]:
     from firmware_bridge.profile import available_profiles
 
     return available_profiles()
+
+
+def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Problem]:
+    """An OPC UA device names an opcua profile and no Modbus unit; its node is a NodeId."""
+    from firmware_bridge.profile import NODE_ID_PATTERN, available_profiles, load_opcua_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line_id!r} is an OPC UA line", "remove address"))
+    if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
+        problems.append(
+            Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
+        )
+    if device.profile is None:
+        return [*problems, Problem(f"{at}.profile", "an OPC UA device needs a profile", "add profile")]
+    try:
+        load_opcua_profile(device.profile)
+    except Exception as exc:
+        known = ", ".join(available_profiles("opcua")) or "none"
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load OPC UA profile {device.profile!r}: {exc}",
+                f"use an opcua profile ({known}) or a path to one",
+            )
+        )
+    return problems
 
 
 def _mbus_device_problems(
@@ -927,17 +1069,14 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or dlms",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or dlms",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua or dlms",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua or dlms",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    loc = [
-        part
-        for part in error["loc"]
-        if part not in ("tcp", "rtu", "nmea", "mbus", "dlms") or error["loc"][0] != "lines"
-    ]
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "dlms")
+    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))

@@ -3,10 +3,11 @@
 A ``modbus`` profile says which registers hold which field, how to decode them and how often
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
 the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
-storage number, tariff and subunit, to fields; a ``dlms`` profile (a DLMS/COSEM electricity meter)
-maps COSEM objects, found by OBIS code, to fields and names the load profile that backfills an
-outage. Adding a device model is adding a file under
-``profiles/``, not code.
+storage number, tariff and subunit, to fields; an ``opcua`` profile names the nodes of an object
+(a pump station) that hold each field; a ``dlms`` profile (a DLMS/COSEM electricity meter) maps
+COSEM objects, found by OBIS code, to fields and names the load profile that backfills an outage.
+Adding a device model is adding a file under ``profiles/``,
+not code.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -46,7 +48,7 @@ WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea", "mbus", "dlms"]
+Protocol = Literal["modbus", "nmea", "mbus", "opcua", "dlms"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -212,6 +214,17 @@ class RegisterSpec(BaseModel):
         "default the profile's write_function",
     )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -264,6 +277,14 @@ class RegisterSpec(BaseModel):
             raise ValueError(
                 f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -615,9 +636,20 @@ class MbusField(BaseModel):
     deadband: DeadbandSetting | None = None
     report: Literal["on_change"] | None = None
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MbusField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
         if self.scale == 0:
             raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
         if self.counter and self.type == "string":
@@ -680,6 +712,151 @@ class MbusProfile(Provenance):
         return self.fields
 
 
+# OPC UA: a node is named by a NodeId string (ns=2;s=PS1.Flow, nsu=<namespace URI>;i=1001; i=2258 in
+# namespace 0) or by a browse path from the device's object, one browse name per step (Pump1/Flow).
+NODE_ID_PATTERN = r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=[A-Za-z0-9+/=]+)$"
+STANDARD_NAMESPACE = "ua"  # the alias of the OPC Foundation's namespace 0 in browse paths
+OPCUA_STANDARD_URI = "http://opcfoundation.org/UA/"
+TimestampSource = Literal["source", "server", "agent"]
+
+
+class OpcUaNode(BaseModel):
+    """One field of an OPC UA device: the node that holds it and how its value becomes the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    node: str | None = Field(
+        default=None,
+        pattern=NODE_ID_PATTERN,
+        description="a NodeId string: ns=2;s=PS1.Flow, nsu=<namespace URI>;s=..., i=2258 (namespace 0)",
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a browse path from the device's object: browse names separated by /, each in the "
+        "profile's first namespace unless written alias:Name (an alias of namespaces, or ua: for the "
+        "standard namespace)",
+    )
+    unit: str | None = None
+    scale: float = 1
+    offset: float = 0
+    sampling_ms: float | None = Field(
+        default=None, ge=0, description="subscriptions: how often the server samples the node (ms)"
+    )
+    deadband: float | None = Field(
+        default=None,
+        ge=0,
+        description="subscriptions: the server reports a change only beyond this (absolute, in the node's "
+        "own unit, before scale)",
+    )
+    typical: bool | int | float | str | None = Field(
+        default=None, description="a plausible value, the simulator's starting point"
+    )
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a pump (pump1), an inlet, an outlet",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaNode:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if (self.node is None) == (self.path is None):
+            raise ValueError(
+                "name the node either as node (a NodeId) or as path (a browse path): one of them"
+            )
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
+        if self.path is not None and any(not step.strip() for step in self.path.split("/")):
+            raise ValueError(f"browse path {self.path!r} has an empty step: write Name/Name")
+        return self
+
+    @property
+    def is_quantity(self) -> bool:
+        """A physical quantity (a unit, or scaled) is always a float, whatever type the server sends."""
+        return self.unit is not None or self.scale != 1 or self.offset != 0
+
+    @property
+    def where(self) -> str:
+        """The node as the profile names it, for messages."""
+        return self.node if self.node is not None else f"path {self.path}"
+
+
+class OpcUaProfile(Provenance):
+    """The object model of one kind of device on an OPC UA server: which node holds which field."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["opcua"]
+    namespaces: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict,
+        description="alias -> namespace URI of the browse names in paths; the first is the default. "
+        "Servers number their namespaces as they like: names are resolved by URI when connecting",
+    )
+    timestamp: TimestampSource = Field(
+        default="source",
+        description="the time a reading carries: source (when the device measured it; else the server's "
+        "time, else the agent's), server (when the server last saw it), agent (when the agent received it)",
+    )
+    # At most 32: with an Uncertain flag each, a reading stays within the wire's 64 fields.
+    nodes: list[OpcUaNode] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaProfile:
+        names = [n.field for n in self.nodes]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each node its own field name")
+        if STANDARD_NAMESPACE in self.namespaces:
+            raise ValueError(f"namespace alias {STANDARD_NAMESPACE} is the standard namespace: use another")
+        for spec in self.nodes:
+            if spec.path is None:
+                continue
+            for step in spec.path.split("/"):
+                alias, colon, _ = step.partition(":")
+                if colon and alias != STANDARD_NAMESPACE and alias not in self.namespaces:
+                    known = ", ".join([*self.namespaces, STANDARD_NAMESPACE])
+                    raise ValueError(f"{spec.field}: path step {step!r} names no namespace alias ({known})")
+                if not colon and not self.namespaces:
+                    raise ValueError(
+                        f"{spec.field}: path step {step!r} has no namespace: add namespaces: {{alias: <URI>}}"
+                    )
+        return self
+
+    def browse_steps(self, spec: OpcUaNode) -> list[tuple[str, str]]:
+        """The (namespace URI, browse name) of each step of ``spec``'s path."""
+        assert spec.path is not None
+        default = next(iter(self.namespaces.values()), OPCUA_STANDARD_URI)
+        steps: list[tuple[str, str]] = []
+        for step in spec.path.split("/"):
+            alias, colon, name = step.partition(":")
+            if not colon:
+                steps.append((default, step))
+            elif alias == STANDARD_NAMESPACE:
+                steps.append((OPCUA_STANDARD_URI, name))
+            else:
+                steps.append((self.namespaces[alias], name))
+        return steps
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(n.field for n in self.nodes)
+
+    @property
+    def field_specs(self) -> list[OpcUaNode]:
+        """The fields read (as ``Profile.field_specs``): what the role catalogue reads of any profile."""
+        return self.nodes
+
+
 OBIS_PATTERN = r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"
 DlmsClass = Literal["register", "data"]
 
@@ -710,9 +887,20 @@ class DlmsField(BaseModel):
     deadband: DeadbandSetting | None = None
     report: Literal["on_change"] | None = None
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DlmsField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
         if self.scale == 0:
             raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
         if self.cosem_class == "register" and self.cosem_unit is None:
@@ -771,9 +959,13 @@ class DlmsProfile(Provenance):
         return self.fields
 
 
-AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile | DlmsProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | DlmsProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile, MbusProfile, DlmsProfile)
+AnyProfile = Annotated[
+    Profile | NmeaProfile | MbusProfile | OpcUaProfile | DlmsProfile, Field(discriminator="protocol")
+]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | OpcUaProfile | DlmsProfile] = TypeAdapter(
+    AnyProfile
+)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile, OpcUaProfile, DlmsProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -813,6 +1005,11 @@ def load_dlms_profile(name_or_path: str | Path) -> DlmsProfile:
     return _expect(DlmsProfile, name_or_path, "a meter on a DLMS line (dlms) needs a dlms profile")
 
 
+def load_opcua_profile(name_or_path: str | Path) -> OpcUaProfile:
+    """Load and validate an OPC UA profile (the object model of a SCADA server's device), by name or path."""
+    return _expect(OpcUaProfile, name_or_path, "a device on an OPC UA line (opcua) needs an opcua profile")
+
+
 def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
     """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
     return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
@@ -821,21 +1018,21 @@ def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     profile = load_any_profile(name_or_path)
     if not isinstance(profile, kind):
-        wanted: Protocol = (
-            "nmea"
-            if kind is NmeaProfile
-            else "mbus"
-            if kind is MbusProfile
-            else "dlms"
-            if kind is DlmsProfile
-            else "modbus"
-        )
+        protocols: dict[type, Protocol] = {
+            NmeaProfile: "nmea",
+            MbusProfile: "mbus",
+            OpcUaProfile: "opcua",
+            DlmsProfile: "dlms",
+        }
+        wanted = protocols.get(kind, "modbus")
         names = ", ".join(available_profiles(wanted)) or "none"
         raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile | DlmsProfile:
+def load_any_profile(
+    name_or_path: str | Path,
+) -> Profile | NmeaProfile | MbusProfile | OpcUaProfile | DlmsProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -873,7 +1070,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea", "mbus", "dlms"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus", "opcua", "dlms"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
@@ -913,4 +1110,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from api.registry.models import Agent, Device
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
 from firmware_bridge.profile import (
-    NmeaProfile,
     Profile,
     ProfileError,
     Verified,
@@ -45,17 +44,6 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
             lon if isinstance(lon, int | float) else None,
         )
     return found
-
-
-@cache
-def field_units(profile: str) -> dict[str, str]:
-    """Unit of each field of a shipped profile ({} for an unknown one)."""
-    try:
-        loaded = load_any_profile(profile)
-    except ProfileError:
-        return {}
-    specs = loaded.fields if isinstance(loaded, NmeaProfile) else loaded.field_specs
-    return {spec.field: spec.unit for spec in specs if spec.unit}
 
 
 @dataclass(frozen=True, slots=True)

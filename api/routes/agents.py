@@ -75,11 +75,22 @@ class DeviceEntry(BaseModel):
     )
 
 
+class UpdateResult(BaseModel):
+    rollout: int
+    version: str
+    state: str = Field(description="staged, applied, refused, failed or rolled_back")
+    at: str
+    reason: str | None
+
+
 class AgentPublic(BaseModel):
     id: str
     site: str
     location: Location | None
     lines: list[dict[str, Any]]
+    settings: dict[str, Any] = Field(
+        description="publish, journal and health settings pushed with the config"
+    )
     state: str = Field(description="online, offline, or unknown (never heard)")
     last_seen: str | None
     version: str | None
@@ -88,6 +99,7 @@ class AgentPublic(BaseModel):
     journal_backlog: int | None
     journal_dropped: int | None
     device_health: dict[str, Any]
+    update: UpdateResult | None = Field(description="the last software update the agent spoke of")
     devices: list[DeviceEntry] = Field(description="active devices, with where their profile comes from")
 
 
@@ -133,6 +145,7 @@ def _agent_public(session: Session, agent: Agent, *, detail: bool = False) -> Ag
         if agent.lat is not None and agent.lon is not None
         else None,
         lines=agent.lines,
+        settings=agent.settings or {},
         state=agent.state or "unknown",
         last_seen=iso(agent.last_seen) if agent.last_seen is not None else None,
         version=agent.version,
@@ -141,6 +154,15 @@ def _agent_public(session: Session, agent: Agent, *, detail: bool = False) -> Ag
         journal_backlog=agent.journal_backlog,
         journal_dropped=agent.journal_dropped,
         device_health=agent.device_health or {},
+        update=UpdateResult(
+            rollout=agent.update_rollout,
+            version=agent.update_version or "",
+            state=agent.update_state or "",
+            at=iso(agent.update_at or 0),
+            reason=agent.update_reason,
+        )
+        if agent.update_rollout is not None
+        else None,
         devices=[_device_entry(agent, device.spec, detail) for device in active_devices(session, agent.id)],
     )
 
@@ -446,6 +468,41 @@ def move_device(
             after=after,
         )
     return _device_public(moved)
+
+
+class AgentSettings(BaseModel):
+    """Sections of the agent's file replaced by the next config push; a section left out: the file's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    publish: dict[str, Any] | None = Field(default=None, description="as the agent file's publish section")
+    journal: dict[str, Any] | None = Field(
+        default=None,
+        description="as the agent file's journal section, without path (fsync, quota_mb, on_full...)",
+    )
+    health: dict[str, Any] | None = Field(default=None, description="as the agent file's health section")
+
+
+@router.put("/{agent_id}/settings", response_model=AgentPublic)
+def set_settings(
+    agent_id: AgentPath, body: AgentSettings, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> AgentPublic:
+    """Set the publish, journal and health settings the next config push carries, checked as the agent
+    would check them; the agent rolls them back itself if its readings stop reaching the broker."""
+    agent = _managed_agent(session, principal, agent_id)
+    before = agent.settings
+    agent.settings = body.model_dump(exclude_none=True) or None
+    _commit_checked(
+        session,
+        principal,
+        now_ms,
+        "agent.settings",
+        f"agent:{agent_id}",
+        [agent],
+        before=before,
+        after=agent.settings,
+    )
+    return _agent_public(session, agent)
 
 
 def _version_public(version: ConfigVersion) -> ConfigVersionPublic:

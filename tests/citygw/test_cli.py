@@ -496,3 +496,20 @@ async def test_probe_shows_64_bit_and_text_views() -> None:
     assert "order                   u64                   i64  f64" in result.stdout
     (ascii_line,) = [line for line in result.stdout.splitlines() if "DEPOT" in line]
     assert ascii_line.startswith(f"ascii AB from {text.address}: 'DEPOT")
+
+
+def test_dashboards_refuse_a_site_profile_that_gives_a_stored_field_another_meaning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "meter.yaml").write_text(
+        "model: meter\nvendor: x\nsource: x\nverified: modelled\nmeasurement: water\nregisters:\n"
+        "  - {field: flow_rate, role: flow_rate, table: input, address: 0, type: f32, unit: l/s}\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(["dashboards", "preview", "--profiles", str(tmp_path), "--store", "influxdb://127.0.0.1:1/x"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "field flow_rate of measurement water is role flow_rate unit l/s" in err
+    assert "rename the field in one of the profiles" in err

@@ -1,4 +1,5 @@
-"""A small city in InfluxDB for the dashboards' tests: the devices of the shipped profiles.
+"""A small city in InfluxDB for the dashboards' tests: the devices of the shipped profiles, and a
+second model of each kind with other field names, units and status bits (tests/profiles/).
 
 Field values are what the simulators say a correct reader decodes from each profile
 (``ModbusDeviceSimulator.expected()``), so a dashboard that names a field no profile reads
@@ -9,6 +10,7 @@ gets an empty panel and its test fails. Counters grow between readings. What the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from google.transit.gtfs_realtime_pb2 import VehiclePosition
 
@@ -27,6 +29,7 @@ from edge.poller import with_location
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator
 
+PROFILES = Path(__file__).parents[1] / "profiles"
 STEP_MS = 5 * 60_000
 READINGS = 24  # two hours of readings every five minutes
 
@@ -75,6 +78,30 @@ DEVICES = (
         "ticket_validator",
         "bus-4711",
         {"vehicle": "bus-4711", "vehicle_label": "Bus 4711", "route": "12"},
+    ),
+    # Second models (tests/profiles), last so that each agent's first device stays the same.
+    Device(
+        "aq-example", str(PROFILES / "example_aq_station.yaml"), "depot-south-1", {"district": "sykhivskyi"}
+    ),
+    Device(
+        "meter-example",
+        str(PROFILES / "example_energy_meter.yaml"),
+        "depot-south-1",
+        {"district": "sykhivskyi"},
+    ),
+    Device(
+        "water-example",
+        str(PROFILES / "example_flow_meter.yaml"),
+        "depot-south-1",
+        {"district": "sykhivskyi"},
+    ),
+    # Light A reports a lamp failure (bit 3) and is dark; light B is lit; the controller has an alarm.
+    Device(
+        "cabinet-example",
+        str(PROFILES / "example_lamp_gateway.yaml"),
+        "depot-north-1",
+        {"district": "halytskyi"},
+        {"a_state": 0b1000, "a_dim": 0, "controller_alarm": 1},
     ),
 )
 # (vehicle, route, lat, lon, speed m/s): fields as edge/poller.py writes vehicle_position.

@@ -337,6 +337,8 @@ MODELLED = {
     "tuf_2000m",
     "waste_bin_fill",
     "water_quality_probe",
+    "water_pump_station",
+    "opc_40223_pump",  # its paths checked against the spec's example instance (captures/opcua)
 }
 
 
