@@ -11,7 +11,7 @@ import pytest
 
 from firmware_bridge.dlms import DlmsLine, DlmsRefused, Meter, Transport
 from firmware_bridge.errors import DeviceCrcError, DeviceTimeout, LineUnavailable
-from firmware_bridge.profile import DlmsProfile, load_dlms_profile
+from firmware_bridge.profile import DlmsField, DlmsProfile, load_dlms_profile
 from firmware_bridge.simulators.dlms import (
     DlmsMeterSimulator,
     SimRegister,
@@ -181,3 +181,9 @@ async def test_an_object_the_meter_lacks_is_left_out_with_the_request() -> None:
     assert str(errors["current_l1_a"]).startswith(
         "DLMS line d, meter 1 (client 16, no security): GET 1.0.31.7.0.255 attribute 2: the meter answers "
     )
+
+
+def test_a_role_is_checked_against_the_fields_unit() -> None:
+    assert DlmsField(field="v", obis="1.0.32.7.0.255", cosem_unit=35, unit="V", role="voltage").role
+    with pytest.raises(ValueError, match="voltage"):
+        DlmsField(field="e", obis="1.0.1.8.0.255", cosem_unit=30, unit="kWh", role="voltage")
