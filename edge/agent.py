@@ -18,8 +18,10 @@ from edge import systemd
 from edge.commands import Commands, Refused
 from edge.config import (
     AgentConfig,
+    AnyLine,
     Device,
     DialinLine,
+    DlmsLine,
     LorawanLine,
     MbusLine,
     NmeaLine,
@@ -32,16 +34,17 @@ from edge.dialin import dialin_listener
 from edge.journal import Journal
 from edge.lorawan import LorawanBridge
 from edge.opcua_poller import OpcUaPoller
-from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
+from edge.poller import DlmsPoller, GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.update import Updater
 from edge.vehicles import Vehicles
-from firmware_bridge import mbus
+from firmware_bridge import dlms, mbus
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.profile import (
     Profile,
+    load_dlms_profile,
     load_lorawan_profile,
     load_mbus_profile,
     load_nmea_profile,
@@ -201,11 +204,7 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(
-        self,
-        line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine,
-        config: AgentConfig,
-    ) -> asyncio.Task[None]:
+    def _start_line(self, line: AnyLine, config: AgentConfig) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
@@ -254,6 +253,24 @@ class Agent:
             ).run
         elif isinstance(line, DialinLine):
             run = partial(self._listen, line, devices, config)
+        elif isinstance(line, DlmsLine):
+            dlms_poller = DlmsPoller(
+                [(d, load_dlms_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            )
+            link = partial(
+                dlms.DlmsLine,
+                line.port,
+                transport=line.transport,
+                baudrate=line.baudrate,
+                timeout=line.timeout,
+                retries=line.retries,
+                name=line.id,
+            )
+            run = partial(self._own_line, line.id, link, dlms_poller)
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(

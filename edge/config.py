@@ -435,10 +435,50 @@ def modem_id(registration: Registration, value: str) -> bytes:
         raise ValueError(f"{value!r} is not ASCII text") from None
 
 
+class DlmsLine(_Line):
+    """A DLMS/COSEM line (IEC 62056): HDLC on a serial port (optical probe or RS-485; device path or
+    pyserial URL) or over TCP (``socket://host:port``), or the IEC 62056-47 wrapper on TCP."""
+
+    kind: Literal["dlms"]
+    port: str = Field(min_length=1)
+    transport: Literal["hdlc", "wrapper"] = "hdlc"
+    baudrate: int = Field(default=9600, gt=0)
+    timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for an answer")
+    retries: int = Field(default=1, ge=0, le=5, description="repeats of a frame that got no usable answer")
+
+    @model_validator(mode="after")
+    def _wrapper_on_tcp(self) -> DlmsLine:
+        if self.transport == "wrapper" and not self.port.startswith(SOCKET_SCHEME):
+            raise ValueError(
+                "the wrapper runs on TCP: write port: socket://host:4059, or use transport: hdlc"
+            )
+        return self
+
+
+AnyLine = TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine | DlmsLine
 Line = Annotated[
-    TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine,
+    AnyLine,
     Field(discriminator="kind"),
 ]
+
+
+class DlmsAddress(_Section):
+    """How a DLMS meter is reached: server (logical) address, HDLC physical address on a shared bus,
+    client address, and the Low Level Security password (none: the public client, no security)."""
+
+    logical: int = Field(default=1, ge=0, le=0x3FFF)
+    physical: int | None = Field(default=None, ge=0, le=0x3FFF)
+    client: int = Field(
+        default=16, ge=0, le=0x7F, description="16: public client; 17 or as the meter says: LLS"
+    )
+    password: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @property
+    def meter(self) -> Any:
+        """The ``firmware_bridge.dlms.Meter`` this address stands for."""
+        from firmware_bridge.dlms import Meter
+
+        return Meter(logical=self.logical, physical=self.physical, client=self.client, password=self.password)
 
 
 class Location(_Section):
@@ -521,6 +561,10 @@ class Device(_Section):
         min_length=1,
         description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
         "profile's browse paths (default: the Objects folder)",
+    )
+    dlms: DlmsAddress | None = Field(
+        default=None,
+        description="DLMS meter (dlms lines): its addresses and password; none: logical 1, public",
     )
     overlay: ProfileOverlay | None = Field(
         default=None,
@@ -607,9 +651,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(
-        self, line_id: str
-    ) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine:
+    def line(self, line_id: str) -> AnyLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -781,6 +823,13 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
         if line.kind == "mbus":
             problems += _mbus_device_problems(at, device, line, meters)
             continue
+        if isinstance(line, DlmsLine):
+            problems += _dlms_device_problems(at, device, line, meters)
+            continue
+        if device.dlms is not None:
+            problems.append(
+                Problem(f"{at}.dlms", f"line {line.id!r} is no DLMS line", "remove dlms (DLMS meters only)")
+            )
         if device.address is not None:
             problems.append(
                 Problem(
@@ -885,12 +934,13 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind in ("nmea", "mbus", "opcua", "lorawan"):
+        if line.kind in ("nmea", "mbus", "opcua", "lorawan", "dlms"):
             what = {
                 "nmea": "a GPS device",
                 "mbus": "an M-Bus meter",
                 "opcua": "an OPC UA device",
                 "lorawan": "a LoRaWAN device",
+                "dlms": "a DLMS meter",
             }[line.kind]
             problems.append(
                 Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
@@ -971,6 +1021,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             "mbus",
             "opcua",
             "lorawan",
+            "dlms",
         ):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
@@ -999,7 +1050,14 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
 
 def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
-    from firmware_bridge.profile import MbusField, RegisterSpec, deadband_problem, load_mbus_profile
+    from firmware_bridge.profile import (
+        DlmsField,
+        MbusField,
+        RegisterSpec,
+        deadband_problem,
+        load_dlms_profile,
+        load_mbus_profile,
+    )
 
     problems: list[Problem] = []
     for i, device in enumerate(config.devices):
@@ -1051,9 +1109,11 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     "every poll",
                 )
             )
-        fields: dict[str, RegisterSpec | MbusField]
+        fields: dict[str, RegisterSpec | MbusField | DlmsField]
         if config.line(device.line).kind == "mbus":  # its profile was checked by check_references
             fields = {spec.field: spec for spec in load_mbus_profile(device.profile or "").field_specs}
+        elif config.line(device.line).kind == "dlms":
+            fields = {spec.field: spec for spec in load_dlms_profile(device.profile or "").field_specs}
         else:
             profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
             if profile is None:
@@ -1210,6 +1270,50 @@ def _modem_problems(at: str, device: Device, line: Any) -> list[Problem]:
     return []
 
 
+def _dlms_device_problems(
+    at: str, device: Device, line: DlmsLine, meters: dict[tuple[str, int | str], str]
+) -> list[Problem]:
+    """A DLMS meter: a dlms profile, addresses of its own on its line; no Modbus unit, no M-Bus address."""
+    from firmware_bridge.profile import available_profiles, load_dlms_profile
+
+    problems: list[Problem] = []
+    for key, what in (("unit", device.unit), ("address", device.address)):
+        if what is not None:
+            problems.append(
+                Problem(
+                    f"{at}.{key}",
+                    f"line {line.id!r} is a DLMS line",
+                    f"remove {key}; use dlms: {{physical: N}}",
+                )
+            )
+    address = device.dlms or DlmsAddress()
+    key = f"{address.logical}/{address.physical}"
+    other = meters.setdefault((line.id, key), device.id)
+    if other != device.id:
+        problems.append(
+            Problem(
+                f"{at}.dlms",
+                f"meter address {key} (logical/physical) on line {line.id!r} is already {other!r}",
+                "give each meter on a shared bus its own dlms.physical address",
+            )
+        )
+    known = ", ".join(available_profiles("dlms")) or "none"
+    if device.profile is None:
+        problems.append(Problem(f"{at}.profile", "a DLMS meter needs a profile", f"add profile: ({known})"))
+        return problems
+    try:
+        load_dlms_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load DLMS profile {device.profile!r}: {exc}",
+                f"use a dlms profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
     from firmware_bridge.profile import available_profiles, load_nmea_profile
@@ -1278,13 +1382,13 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan or dialin",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan or dialin",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin")
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin", "dlms")
     loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:

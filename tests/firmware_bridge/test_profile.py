@@ -338,6 +338,7 @@ CAPTURED = {
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
+    "generic_dlms_meter",
     "jxbs_3001",
     "onboard_console",
     "parking_bay",
