@@ -40,15 +40,15 @@ class Limit:
             return f"at most {self.high:g} {self.unit}"
         if self.high is None:
             return f"at least {self.low:g} {self.unit}"
-        return f"{self.low:g}–{self.high:g} {self.unit}"
+        return f"{self.low:g}-{self.high:g} {self.unit}"
 
 
 DSANPIN = "ДСанПіН 2.2.4-171-10"
 LIMITS: dict[str, Limit] = {
-    # EU Directive 2020/2184, Annex I Part C allows 6.5–9.5; the Ukrainian rules 6.5–8.5.
+    # EU Directive 2020/2184, Annex I Part C allows 6.5-9.5; the Ukrainian rules 6.5-8.5.
     "water_ph": Limit(6.5, 8.5, "pH", DSANPIN),
     # ДСанПіН: at most 1.0 NTU (NOK) in tap water; WHO: below 1 NTU for effective chlorination.
     "turbidity": Limit(None, 1.0, "NTU", DSANPIN),
-    # ДСанПіН: 0.3–0.5 mg/dm³ of free residual chlorine (WHO 1984: 0.2–0.5 mg/l after 30 min of contact).
+    # ДСанПіН: 0.3-0.5 mg/dm³ of free residual chlorine (WHO 1984: 0.2-0.5 mg/l after 30 min of contact).
     "free_chlorine": Limit(0.3, 0.5, "mg/L", DSANPIN),
 }

@@ -88,7 +88,8 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
             rows(
                 "Bays",
                 InfluxQL(
-                    'SELECT last("occupied") AS "occupied", last("battery_voltage") AS "battery_voltage" FROM '
+                    'SELECT last("occupied") AS "occupied", last("battery_voltage") AS "battery_voltage" '
+                    "FROM "
                     + sources(
                         roles,
                         MEASUREMENT,

@@ -26,7 +26,9 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
     def of(wanted: dict[str, Wanted]) -> str:
         return sources(roles, MEASUREMENT, wanted, WHERE)
 
-    newest_fill = f'SELECT last("fill_level") AS "fill_level" FROM {of({"fill_level": Role.FILL_LEVEL})} GROUP BY "district", "device"'
+    fill = of({"fill_level": Role.FILL_LEVEL})
+    newest_fill = f'SELECT last("fill_level") AS "fill_level" FROM {fill} GROUP BY "district", "device"'
+    due = '"fill_level"::field >= $threshold'
     return (
         city_dashboard(
             UID,
@@ -42,9 +44,7 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
         .with_panel(
             big_number(
                 "Bins due for collection",
-                InfluxQL(
-                    f'SELECT count("fill_level") AS "bins" FROM ({newest_fill}) WHERE "fill_level"::field >= $threshold'
-                ),
+                InfluxQL(f'SELECT count("fill_level") AS "bins" FROM ({newest_fill}) WHERE {due}'),
                 unit="none",
                 steps=((None, OK), (1, WARN)),
                 description="Bins whose newest fill level is at or above the threshold chosen above.",
@@ -66,8 +66,8 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
                 ),
                 unit="none",
                 steps=((None, OK), (1, BAD)),
-                description="Bins that raised an alarm flag (role alarm, any channel: knocked over, fire) in the "
-                "time range.",
+                description="Bins that raised an alarm flag (role alarm, any channel: knocked over, fire) "
+                "in the time range.",
             )
         )
         .with_panel(
@@ -75,7 +75,7 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
                 "Fill level per bin",
                 [
                     InfluxQL(
-                        f'SELECT mean("fill_level") AS "fill_level" FROM {of({"fill_level": Role.FILL_LEVEL})} '
+                        f'SELECT mean("fill_level") AS "fill_level" FROM {fill} '
                         'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
@@ -88,7 +88,7 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
             rows(
                 "Bins to collect",
                 InfluxQL(
-                    f'SELECT "fill_level" AS "fill_level" FROM ({newest_fill}) WHERE "fill_level"::field >= $threshold GROUP BY '
+                    f'SELECT "fill_level" AS "fill_level" FROM ({newest_fill}) WHERE {due} GROUP BY '
                     '"district", "device"'
                 ),
                 description="Per bin at or above the threshold: its newest fill level.",

@@ -10,7 +10,6 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.builders.timeseries import Panel
 
 from citygw.water_quality import LIMITS, Limit
-
 from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, Steps, city_dashboard, rows, time_series
