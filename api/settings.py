@@ -323,13 +323,12 @@ class ApiSettings(BaseSettings):
     @model_validator(mode="after")
     def _water_limits_ordered(self) -> ApiSettings:
         for name, low, high in (
-            ("ph", self.alert_ph_min, self.alert_ph_max),
-            ("chlorine", self.alert_chlorine_min, self.alert_chlorine_max),
+            ("PH", self.alert_ph_min, self.alert_ph_max),
+            ("CHLORINE", self.alert_chlorine_min, self.alert_chlorine_max),
         ):
             if low is not None and high is not None and low >= high:
                 raise ValueError(
-                    f"CITYGW_ALERT_{name.upper()}_MIN ({low:g}) must be below "
-                    f"CITYGW_ALERT_{name.upper()}_MAX ({high:g})"
+                    f"CITYGW_ALERT_{name}_MIN ({low:g}) must be below CITYGW_ALERT_{name}_MAX ({high:g})"
                 )
         return self
 
