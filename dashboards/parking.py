@@ -65,9 +65,11 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
         )
         .with_panel(
             rows(
-                "Occupancy per zone",
+                "Occupied bays per zone",
                 InfluxQL(now("true") + f' GROUP BY "{ZONE}"'),
-                description="Per zone: the bays taken now (their newest reading).",
+                description="Per zone: the bays taken now (their newest reading); a zone with none taken is "
+                "not listed (InfluxQL does no arithmetic on a boolean: free bays per zone are in the panel "
+                "below).",
                 width=8,
                 height=5,
             )

@@ -309,7 +309,9 @@ def test_parking_occupancy_per_zone(influxql: Query, city: TimeRange) -> None:
         "Bays occupied": taken,
         "Bays free": len(TAKEN) - taken,
     }
-    per_zone = {r["zone"]: r["bays"] for r in rows_of("citygw-parking", "Occupancy per zone", influxql, city)}
+    per_zone = {
+        r["zone"]: r["bays"] for r in rows_of("citygw-parking", "Occupied bays per zone", influxql, city)
+    }
     assert per_zone == {"rynok": 2}  # sykhiv's one bay is free
     board = BOARDS["citygw-parking"]
     chosen = all_values(board, influxql)
