@@ -46,6 +46,11 @@ class MatchRules:
     ambiguity_s: float = 180.0  # two runs whose delays differ by less than this are confusable
     early_weight: float = 2.0  # a minute early mid-trip counts as two minutes late when ranking runs
     end_of_trip_m: float = 30.0
+    moved_m: float = 50.0  # progress along a run that shows the bus drives it (GPS jitter stays below)
+    # From a cold start a bus is put on a run only with evidence (movement along it, block continuity,
+    # its console's trip id), and a run held by a moving bus is never given to a standing one.
+    # False: the behaviour before, for the cold start benchmark's baseline.
+    require_evidence: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class TripMatch:
     delay_s: float
     confidence: float
     next_stop: int  # index in the trip's stop_times of the stop the bus is at or heading to
+    moved_m: float = 0.0  # how far the bus has been seen to advance along the run
 
 
 def scheduled_time(run: TripRun, path: TripPath, along_m: float) -> float:
@@ -87,6 +93,7 @@ class _Fit:
     rank_s: float  # how far off its schedule the bus is, early waiting included: smaller fits better
     on_line: int
     delays: list[float]
+    moved_m: float
 
 
 def match_bus(
@@ -159,7 +166,12 @@ def match_bus(
         return None
     path = timetable.path(best.run.trip.trip_id)
     return TripMatch(
-        best.run, best.along_m, best.delay_s, round(confidence, 3), next_stop_index(path, best.along_m)
+        best.run,
+        best.along_m,
+        best.delay_s,
+        round(confidence, 3),
+        next_stop_index(path, best.along_m),
+        best.moved_m,
     )
 
 
@@ -214,7 +226,7 @@ def _fit(
         on_line += 1
         delays.append(fix.ts_s - scheduled_time(run, path, along))
         ahead = along
-    return _Fit(run, along_now, delay_now, rank_s, on_line, delays)
+    return _Fit(run, along_now, delay_now, rank_s, on_line, delays, along_now - ahead)
 
 
 def follow(
@@ -251,4 +263,5 @@ def follow(
     if not -early_limit <= raw_s <= rules.max_late_s:
         return None
     delay_s = max(0.0, raw_s) if waiting else raw_s
-    return TripMatch(run, along, delay_s, match.confidence, next_stop_index(path, along))
+    moved_m = match.moved_m + along - match.along_m
+    return TripMatch(run, along, delay_s, match.confidence, next_stop_index(path, along), moved_m)

@@ -58,7 +58,9 @@ def test_buses_are_put_on_their_true_runs_or_left_unassigned(
 ) -> None:
     right, wrong, on_road, _ = _score(transit, store, timetable, friday, running_s=0)
     assert wrong == 0
-    assert right >= 0.65 * on_road, (right, on_road)  # 56 of 78 when written; the rest unassigned
+    # 41 of 78 when written, 56 before a fresh start asked for evidence: a bus standing at a terminus
+    # or a stop fits the run that just left as well as its own, and waits until it moves (test_cold_start).
+    assert right >= 0.5 * on_road, (right, on_road)
 
 
 def test_a_running_service_follows_buses_through_the_hub_and_never_guesses(
