@@ -19,6 +19,7 @@ from google.transit import gtfs_realtime_pb2
 
 from api.settings import ApiSettings
 from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
+from api.transit.blocks import next_runs
 from api.transit.fleet import Fleet
 from api.transit.isolation import vehicle_extra
 from api.transit.matching import MatchRules, TripMatch
@@ -279,16 +280,12 @@ class TransitService:
         )
         trip_updates = _empty_feed(now_ms)
         trip_updates.header.timestamp = vehicle_positions.header.timestamp
-        add_trip_updates(
-            trip_updates,
-            (
-                TripProgress(
-                    v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id)
-                )
-                for v, m in matches.items()
-            ),
-            now_s=now_s,
-        )
+        progress = [
+            TripProgress(v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id))
+            for v, m in matches.items()
+        ]
+        progress += next_runs(progress, timetable, now_s=now_s)
+        add_trip_updates(trip_updates, progress, now_s=now_s)
         if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}
             heard = {m.run.trip.route_id for m in matches.values()} | {

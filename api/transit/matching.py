@@ -254,7 +254,11 @@ def follow(
         ]
         if not ahead:
             return None
-        along = max(along, min(ahead))
+        standing = (
+            fix.speed_mps is not None and fix.speed_mps < 1.0 and min(ahead) - along <= rules.off_line_m
+        )
+        if not standing:  # a standing bus's fixes scatter: their furthest would creep it forward
+            along = max(along, min(ahead))
     if not fixes or along >= path.stop_along_m[-1] - rules.end_of_trip_m:
         return None
     raw_s = fixes[-1].ts_s - scheduled_time(run, path, along)
