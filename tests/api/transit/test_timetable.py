@@ -85,4 +85,5 @@ def test_timed_trips_are_chained_into_blocks_the_loader_reads(timetable: Timetab
     while (after := timetable.next_in_block(last)) is not None:
         assert after.departure(0) >= last.arrival(len(last.trip.stop_times) - 1)
         last = after
-    assert last.trip.trip_id == max(blocks[run.trip.block_id], key=lambda t: timetable.trips[t].first_s)
+    block = blocks[following.trip.block_id or ""]
+    assert last.trip.trip_id == max(block, key=lambda t: timetable.trips[t].first_s)
