@@ -246,6 +246,7 @@ class TransitService:
             now_ms=now_ms,
             max_age_s=max_age_s,
             max_ahead_s=max_ahead_s,
+            grace_s=self.settings.transit_stale_grace_s,
         )
         if timetable is None:
             return Snapshot(
@@ -284,7 +285,10 @@ class TransitService:
             TripProgress(v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id))
             for v, m in matches.items()
         ]
-        progress += next_runs(progress, timetable, now_s=now_s)
+        # A bus silent past its max age keeps its run's TripUpdate (its time says how old) but no next run.
+        heard_since_ms = now_ms - max_age_s * 1000
+        heard_lately = [bus for bus in progress if newest[bus.vehicle_id].ts_ms >= heard_since_ms]
+        progress += next_runs(heard_lately, timetable, now_s=now_s)
         add_trip_updates(trip_updates, progress, now_s=now_s)
         if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}

@@ -75,6 +75,7 @@ class Fleet:
         self.tracks: dict[str, _Track] = {}
         self._timetable: Timetable | None = None
         self._last_now_ms: int | None = None
+        self._stale: set[str] = set()  # buses silent past their max age, in their grace time
 
     def read_from_ms(self, now_ms: int, timetable: Timetable | None) -> int:
         """Where the next store read starts: the whole window, or just past the previous build."""
@@ -99,8 +100,13 @@ class Fleet:
         now_ms: int,
         max_age_s: float,
         max_ahead_s: float,
+        grace_s: float = 0.0,
     ) -> tuple[dict[str, Fix], dict[str, TripMatch]]:
-        """Take the points read from ``read_from_ms``; the newest fresh fix and the run of each bus."""
+        """Take the points read from ``read_from_ms``; the newest fix and the run of each bus.
+
+        A bus silent for more than ``max_age_s`` is kept ``grace_s`` longer (its newest fix, the run
+        it was on), then forgotten; any bus heard since wins a run over it.
+        """
         if not self._continues(now_ms, timetable):
             self.tracks.clear()
         self._timetable, self._last_now_ms = timetable, now_ms
@@ -111,12 +117,15 @@ class Fleet:
             fix = fix_of(point)
             if fix is not None and fix.ts_ms <= now_ms + max_ahead_s * 1000:
                 self.tracks.setdefault(fix.vehicle_id, _Track()).add(fix)
-        oldest_ms = now_ms - max(self.window_ms, int(max_age_s * 1000))
+        oldest_ms = now_ms - max(self.window_ms, int((max_age_s + grace_s) * 1000))
         newest: dict[str, Fix] = {}
+        self._stale = set()
         for vehicle_id, track in list(self.tracks.items()):
-            if track.fixes[-1].ts_ms < now_ms - max_age_s * 1000:
-                del self.tracks[vehicle_id]  # silent: unassigned, and forgotten
+            if track.fixes[-1].ts_ms < now_ms - (max_age_s + grace_s) * 1000:
+                del self.tracks[vehicle_id]  # silent too long: unassigned, and forgotten
                 continue
+            if track.fixes[-1].ts_ms < now_ms - max_age_s * 1000:
+                self._stale.add(vehicle_id)
             if track.fixes[0].ts_ms < oldest_ms:
                 track.fixes = [fix for fix in track.fixes if fix.ts_ms >= oldest_ms]
             newest[vehicle_id] = track.fixes[-1]
@@ -147,15 +156,17 @@ class Fleet:
         # A bus whose run a surer bus claimed keeps following it unpublished: it takes over if that one goes.
         return newest, {vehicle_id: matches[vehicle_id] for vehicle_id in owners.values()}
 
-    def _claim(self, vehicle_id: str, matches: dict[str, TripMatch]) -> tuple[bool, float, int, bool]:
-        """How strongly a bus holds its run: a moving bus before a standing one, then the surer, then
-        the one nearer the run's schedule (by the minute; early counts more), then the one that held it."""
+    def _claim(self, vehicle_id: str, matches: dict[str, TripMatch]) -> tuple[bool, bool, float, int, bool]:
+        """How strongly a bus holds its run: a bus heard lately before a silent one, a moving bus before
+        a standing one, then the surer, then the one nearer the run's schedule (by the minute; early
+        counts more), then the one that held it."""
         match = matches[vehicle_id]
+        heard = vehicle_id not in self._stale
         if not self.rules.require_evidence:
-            return False, match.confidence, 0, False
+            return heard, False, match.confidence, 0, False
         off_s = match.delay_s if match.delay_s >= 0 else -self.rules.early_weight * match.delay_s
         moving = match.moved_m >= self.rules.moved_m
-        return moving, match.confidence, -round(off_s / 60), self.tracks[vehicle_id].held
+        return heard, moving, match.confidence, -round(off_s / 60), self.tracks[vehicle_id].held
 
     def _match(
         self, track: _Track, latest: Fix, timetable: Timetable, runs: list[TripRun]

@@ -98,7 +98,8 @@ def test_a_bus_that_stops_reporting_leaves_the_feeds(
     now_s = _local(timetable, 10, 0)
     store.write(list(fixes_between(timetable, friday, now_s - 150, now_s + 1)))
     assert transit.snapshot(store, now_ms=now_s * 1000, max_age_s=90, max_ahead_s=30).matches
-    later = transit.snapshot(store, now_ms=(now_s + 91) * 1000, max_age_s=90, max_ahead_s=30)
+    gone_s = now_s + 91 + int(transit.settings.transit_stale_grace_s)  # fading first: test_silent_vehicles
+    later = transit.snapshot(store, now_ms=gone_s * 1000, max_age_s=90, max_ahead_s=30)
     assert later.matches == {}
     assert all(len(feed.entity) == 0 for kind, feed in later.feeds.items() if kind.value != "alerts")
     assert (
