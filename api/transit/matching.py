@@ -51,6 +51,9 @@ class MatchRules:
     # its console's trip id), and a run held by a moving bus is never given to a standing one.
     # False: the behaviour before, for the cold start benchmark's baseline.
     require_evidence: bool = True
+    # Buses do not leave their first stop early, nor cover their run in less than this share of its
+    # scheduled running time: a run that left too recently for the bus to be where it is is not its.
+    min_pace: float = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,12 @@ def _fit(
         early_limit = rules.max_layover_early_s if at_first_stop else rules.max_early_s
         if not -early_limit <= delay <= rules.max_late_s:
             continue
+        if (
+            rules.require_evidence
+            and not at_first_stop
+            and _left_too_recently(run, path, along, newest, rules)
+        ):
+            continue
         if best is None or abs(delay) < abs(best[1]):
             best = (along, delay)
     if best is None:
@@ -227,6 +236,14 @@ def _fit(
         delays.append(fix.ts_s - scheduled_time(run, path, along))
         ahead = along
     return _Fit(run, along_now, delay_now, rank_s, on_line, delays, along_now - ahead)
+
+
+def _left_too_recently(
+    run: TripRun, path: TripPath, along_m: float, fix: Sighting, rules: MatchRules
+) -> bool:
+    """Whether the run left its first stop too recently for a bus on it to be ``along_m`` by now."""
+    running_s = scheduled_time(run, path, along_m) - run.departure(0)
+    return fix.ts_s - run.departure(0) < rules.min_pace * running_s
 
 
 def follow(
