@@ -11,8 +11,9 @@ block, the next run starts where that one ended and is scheduled to leave after 
 to arrive; until the state is lost that narrows its candidates, never picks: the usual confidence
 rules still decide.
 
-From a cold start (first build, restart, GTFS swap) nothing is known of blocks: a bus is put on a
-run only with evidence, that it moved along the run (``MatchRules.moved_m``), its console's trip
+From a cold start (first build, restart, GTFS swap) the last ``WARM_UP_MS`` of fixes are replayed
+as if the service had been running; beyond them nothing is known: a bus is put on a run only with
+evidence, that it moved along the run (``MatchRules.moved_m``), its console's trip
 id, or block continuity. A bus standing at a terminus or a hub fits the runs that just left and
 those about to leave alike; published on one, it would take another vehicle's run. And of two
 buses on one run, one moving along it and one standing, the moving one holds it.
@@ -20,6 +21,7 @@ buses on one run, one moving along it and one standing, the moving one holds it.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +36,10 @@ HUB_RADIUS_M = 150.0  # a run "starts where the previous ended" within this
 BLOCK_MEMORY_S = 45 * 60  # a finished run narrows the next one's candidates this long
 RETRY_STANDING_MS = 15_000  # an unmatched bus that has not moved is matched again this often
 MOVED_M = 40.0  # further than GPS jitter
+# A cold start (first build, restart, GTFS swap) replays this much of the store's fixes first, as if
+# the service had been running: buses seen finishing a run of their block are on the next one.
+WARM_UP_MS = 600_000
+WARM_UP_STEP_MS = 20_000
 
 
 @dataclass(slots=True)
@@ -77,10 +83,14 @@ class Fleet:
         self._last_now_ms: int | None = None
         self._stale: set[str] = set()  # buses silent past their max age, in their grace time
 
+    @property
+    def warm_up_ms(self) -> int:
+        return WARM_UP_MS if self.rules.require_evidence else 0
+
     def read_from_ms(self, now_ms: int, timetable: Timetable | None) -> int:
-        """Where the next store read starts: the whole window, or just past the previous build."""
+        """Where the next store read starts: the warm-up and the window, or just past the previous build."""
         if not self._continues(now_ms, timetable):
-            return now_ms - self.window_ms
+            return now_ms - self.window_ms - self.warm_up_ms
         assert self._last_now_ms is not None
         return max(now_ms - self.window_ms, self._last_now_ms - LATE_POINTS_MS)
 
@@ -105,8 +115,29 @@ class Fleet:
         """Take the points read from ``read_from_ms``; the newest fix and the run of each bus.
 
         A bus silent for more than ``max_age_s`` is kept ``grace_s`` longer (its newest fix, the run
-        it was on), then forgotten; any bus heard since wins a run over it.
+        it was on), then forgotten; any bus heard since wins a run over it. From a cold start the
+        points of the warm-up are replayed first, a build every ``WARM_UP_STEP_MS``.
         """
+        if self._continues(now_ms, timetable) or timetable is None or not self.warm_up_ms:
+            return self._step(points, timetable, now_ms, max_age_s, max_ahead_s, grace_s)
+        ordered = sorted(points, key=lambda point: point.ts_ms)
+        times = [point.ts_ms for point in ordered]
+        self._last_now_ms, done = None, 0
+        for step_ms in range(now_ms - self.warm_up_ms, now_ms, WARM_UP_STEP_MS):
+            upto = bisect.bisect_right(times, step_ms)
+            self._step(ordered[done:upto], timetable, step_ms, max_age_s, max_ahead_s, grace_s)
+            done = upto
+        return self._step(ordered[done:], timetable, now_ms, max_age_s, max_ahead_s, grace_s)
+
+    def _step(
+        self,
+        points: Iterable[Point],
+        timetable: Timetable | None,
+        now_ms: int,
+        max_age_s: float,
+        max_ahead_s: float,
+        grace_s: float,
+    ) -> tuple[dict[str, Fix], dict[str, TripMatch]]:
         if not self._continues(now_ms, timetable):
             self.tracks.clear()
         self._timetable, self._last_now_ms = timetable, now_ms

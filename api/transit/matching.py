@@ -271,11 +271,9 @@ def follow(
         ]
         if not ahead:
             return None
-        standing = (
-            fix.speed_mps is not None and fix.speed_mps < 1.0 and min(ahead) - along <= rules.off_line_m
-        )
-        if not standing:  # a standing bus's fixes scatter: their furthest would creep it forward
-            along = max(along, min(ahead))
+        waiting = along <= path.stop_along_m[0] + 25.0 and fix.speed_mps is not None and fix.speed_mps < 1.0
+        if not (waiting and min(ahead) - along <= rules.off_line_m):
+            along = max(along, min(ahead))  # (a bus waiting to leave is not moved on by a scattered fix)
     if not fixes or along >= path.stop_along_m[-1] - rules.end_of_trip_m:
         return None
     raw_s = fixes[-1].ts_s - scheduled_time(run, path, along)

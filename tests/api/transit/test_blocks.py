@@ -11,6 +11,7 @@ from api.transit.feeds import FeedKind, TransitService
 from api.transit.simulated_buses import Bus, fixes_between, where
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from tests.api.transit import rules
 from tests.api.transit.conftest import FRIDAY
 
 
@@ -106,3 +107,28 @@ def test_a_bus_waiting_at_a_terminus_is_on_the_next_run_of_its_block(
     assert placed >= 0.95 * waiting, (placed, waiting)  # all 1967 when written, 1285 before blocks
     # Positions without a trip are the exception: 40 of 7909 when written, 831 before blocks.
     assert without_trip <= 0.02 * seen, (without_trip, seen)
+
+
+def test_a_bus_with_its_next_run_in_trip_updates_pairs_as_peers_expect(timetable: Timetable) -> None:
+    """E047 lets one vehicle's trips of one block pair differently (gtfs-rt-validator does); E052 is
+    about VehiclePositions only."""
+    now_s = _local(timetable, 10, 0)
+    run = next(r for r in timetable.runs_between(now_s, now_s) if r.trip.block_id)
+    following = timetable.next_in_block(run)
+    assert following is not None
+    stranger = next(
+        r for r in timetable.runs_between(now_s, now_s) if r.trip.block_id not in (None, run.trip.block_id)
+    )
+    for next_trip, errors in (
+        (following, []),
+        (stranger, [f"bus-1: {run.trip.trip_id} vs {stranger.trip.trip_id}"]),
+    ):
+        vp, tu = rt.FeedMessage(), rt.FeedMessage()
+        position = vp.entity.add(id="bus-1").vehicle
+        position.vehicle.id, position.trip.trip_id = "bus-1", run.trip.trip_id
+        for trip in (run, next_trip):
+            update = tu.entity.add(id=trip.key).trip_update
+            update.vehicle.id, update.trip.trip_id = "bus-1", trip.trip.trip_id
+        feeds = rules.Feeds(vp, tu, rt.FeedMessage(), timetable, now_s)
+        assert rules.e047_vehicle_trip_pairs_agree(feeds) == errors
+        assert rules.e052_vehicle_ids_unique(feeds) == []
