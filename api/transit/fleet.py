@@ -39,7 +39,7 @@ MOVED_M = 40.0  # further than GPS jitter
 # A cold start (first build, restart, GTFS swap) replays this much of the store's fixes first, as if
 # the service had been running: buses seen finishing a run of their block are on the next one.
 WARM_UP_MS = 600_000
-WARM_UP_STEP_MS = 20_000
+WARM_UP_STEP_MS = 60_000
 
 
 @dataclass(slots=True)

@@ -230,6 +230,7 @@ class Timetable:
     _trips_by_service: dict[str, list[Trip]] = field(init=False, repr=False)
     _paths: dict[str, TripPath] = field(init=False, repr=False)
     _blocks: dict[str, list[Trip]] = field(init=False, repr=False)
+    _place_in_block: dict[str, int] = field(init=False, repr=False)
     _zone: ZoneInfo = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -242,8 +243,10 @@ class Timetable:
         for trip in self.trips.values():
             if trip.block_id is not None and not trip.frequencies:
                 self._blocks[trip.block_id].append(trip)
+        self._place_in_block: dict[str, int] = {}
         for block in self._blocks.values():
             block.sort(key=lambda trip: (trip.first_s, trip.trip_id))
+            self._place_in_block.update((trip.trip_id, index) for index, trip in enumerate(block))
         self._paths = {}
         lines: dict[str, Polyline] = {}
         # Most trips of a route share a shape and a stop pattern: place their stops once.
@@ -275,7 +278,8 @@ class Timetable:
         trip = run.trip
         if trip.block_id is None or trip.frequencies:
             return None
-        for following in self._blocks[trip.block_id]:
+        block = self._blocks[trip.block_id]
+        for following in block[self._place_in_block[trip.trip_id] + 1 :]:
             if (
                 following.first_s >= trip.last_s
                 and following.trip_id != trip.trip_id
