@@ -13,10 +13,10 @@ rules still decide.
 
 From a cold start (first build, restart, GTFS swap) the last ``WARM_UP_MS`` of fixes are replayed
 as if the service had been running; beyond them nothing is known: a bus is put on a run only with
-evidence, that it moved along the run (``MatchRules.moved_m``), its console's trip
-id, or block continuity. A bus standing at a terminus or a hub fits the runs that just left and
-those about to leave alike; published on one, it would take another vehicle's run. And of two
-buses on one run, one moving along it and one standing, the moving one holds it.
+evidence, that it moved along the run (``MatchRules.moved_m``), its console's trip id, or block
+continuity. A bus standing at a terminus or a hub fits the runs that just left and those about to
+leave alike; published on one, it would take another vehicle's run. And of two buses on one run,
+one moving along it and one standing, the moving one holds it.
 """
 
 from __future__ import annotations
