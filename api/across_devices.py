@@ -3,13 +3,14 @@
 The store aggregates per device and window; a group's value is combined from those: a mean from
 the devices' sums and counts (not a mean of means), min of mins, max of maxes, sums of sums and
 counts, and for ``last`` the mean of each device's last value in the window (the group's level
-now). Only numbers are combined.
+now). Only numbers are combined. ``rename`` merges the fields of one role, each model naming its
+own, under the role's name in its unit (a kW meter and a W meter summed in W).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -79,8 +80,16 @@ def combine(
     aggregate: Aggregate,
     fields: Sequence[str] | None,
     group_of: Callable[[str], str | None],
+    rename: Mapping[str, tuple[str, float]] | None = None,
 ) -> list[GroupWindow]:
-    """One row per group and window, sorted by group then time."""
+    """One row per group and window, sorted by group then time; ``rename`` maps a field to the name
+    and factor its values are combined under (counts are not scaled)."""
+    renamed = rename or {}
+
+    def named(name: str, value: float, how: Aggregate) -> tuple[str, float]:
+        target, factor = renamed.get(name, (name, 1.0))
+        return target, value if how is Aggregate.COUNT else value * factor
+
     windows: dict[tuple[str, int], GroupWindow] = {}
     sums: dict[tuple[str, int, str], float] = defaultdict(float)
     counts: dict[tuple[str, int, str], float] = defaultdict(float)
@@ -103,10 +112,11 @@ def combine(
         target = window_of(row)
         if target is None:
             continue
-        for name, raw in row.values.items():
+        for field_name, raw in row.values.items():
             value = _number(raw)
             if value is None:
                 continue
+            name, value = named(field_name, value, first)
             key = (target.group or "", row.ts_ms, name)
             known = target.values.get(name)
             if aggregate is Aggregate.MIN:
@@ -124,9 +134,10 @@ def combine(
             device = row.tags.get("device")
             if device is None:
                 continue
-            for name, raw in row.values.items():
+            for field_name, raw in row.values.items():
                 value = _number(raw)
                 if value is not None:
+                    name, value = named(field_name, value, Aggregate.COUNT)
                     counts[(group_of(device) or "", row.ts_ms, name)] += value
     if aggregate in (Aggregate.MEAN, Aggregate.LAST):
         for (group, ts_ms, name), total in sums.items():

@@ -37,9 +37,11 @@ from api.routes import (
     health,
     keys,
     open_data,
+    releases,
     summary,
     telemetry,
     transit,
+    transit_accuracy,
 )
 from api.security import Role, require_role, telemetry_reader
 from api.settings import ApiSettings
@@ -78,10 +80,12 @@ async def _send_commands(registry: Registry, link: AgentLink, clock: Clock, ttl_
         await asyncio.sleep(COMMAND_TICK_S)
 
 
-async def _every(interval_s: float, job: Callable[[], object], what: str) -> None:
-    """Run ``job`` in a worker thread every ``interval_s``, for as long as the app runs."""
+async def _every(interval_s: float, job: Callable[[], object], what: str, *, at_once: bool = False) -> None:
+    """Run ``job`` in a worker thread every ``interval_s`` (and first at once if told), while the app runs."""
     while True:
-        await asyncio.sleep(interval_s)
+        if not at_once:
+            await asyncio.sleep(interval_s)
+        at_once = False
         try:
             await asyncio.to_thread(job)
         except StoreError as exc:
@@ -96,6 +100,18 @@ def _evaluate_alerts(context: AppContext, delivery: AlertDelivery) -> None:
         delivery.deliver(event)
 
 
+def _transit(app: FastAPI, context: AppContext) -> TransitService:
+    return transit.transit_of(app.state, context.settings)
+
+
+def _learn_running_times(app: FastAPI, context: AppContext) -> None:
+    """Learn running times from what the store got since the last time (api/transit/history.py)."""
+    service = _transit(app, context)  # made here, not at startup: a service that cannot start fails alone
+    published = service.source.current()
+    if published is not None:
+        service.history.refresh(context.store, published.timetable, now_ms=context.clock())
+
+
 def _recorder(app: FastAPI, context: AppContext) -> Recorder | None:
     """The recorder of the app's derived series, when the store it was given can be written."""
     if not isinstance(context.store, StoreWriter):
@@ -103,13 +119,11 @@ def _recorder(app: FastAPI, context: AppContext) -> Recorder | None:
             "the API's store cannot be written: delays, occupancy and command outcomes are not recorded"
         )
         return None
-    if getattr(app.state, "transit", None) is None:
-        app.state.transit = TransitService(context.settings)
     return Recorder(
         context.store,
         reader=context.store,
         registry=context.registry,
-        transit=app.state.transit,
+        transit=_transit(app, context),
         settings=context.settings,
     )
 
@@ -169,6 +183,18 @@ def create_app(
                             name="alert-rules",
                         )
                     )
+                if settings.transit_history_refresh_s > 0:
+                    background.append(
+                        tasks.create_task(
+                            _every(
+                                settings.transit_history_refresh_s,
+                                lambda: _learn_running_times(_app, context),
+                                "learning transit running times",
+                                at_once=True,
+                            ),
+                            name="transit-history",
+                        )
+                    )
                 recorder = _recorder(_app, context) if settings.record_interval_s > 0 else None
                 if recorder is not None:
                     background.append(
@@ -223,14 +249,14 @@ def create_app(
             max_age=600,
         )
     app.include_router(health.router)
-    for module in (transit, air_quality, open_data):
+    for module in (transit, transit_accuracy, air_quality, open_data):
         app.include_router(module.router, dependencies=[Depends(rate_limited)])
     for module in (devices, telemetry, summary):
         app.include_router(module.router, dependencies=[Depends(telemetry_reader)])
     # Never opened by CITYGW_OPEN_TELEMETRY: year-long bulk reads, and payloads as agents sent them.
     for module in (exports, dead_letters):
         app.include_router(module.router, dependencies=[Depends(require_role(Role.UTILITY, Role.ENGINEER))])
-    for module in (agents, commands, keys, audit, alerts):
+    for module in (agents, commands, keys, audit, alerts, releases):
         app.include_router(module.router)
     add_pages(app)
     document_common_answers(app)

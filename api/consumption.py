@@ -5,12 +5,14 @@ Between two readings of one meter the consumption is new - old. A reading flagge
 the counter having restarted from zero. A counter lower than before without the flag is a meter
 replaced under the same device id: the new meter's first reading is its baseline, and what was used
 between the old meter's last reading and it is unknown (counted 0, reported as a replacement).
-An increment belongs to the interval of the later reading.
+An increment belongs to the interval of the later reading. A counter is read from the first of
+its ``Counter`` fields a row has (the fields of a role, each meter model naming its own), in the
+role's unit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from collector.store.base import FieldValue, Row
@@ -33,6 +35,14 @@ class Interval:
     replacements: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A counter field and its factor to the unit consumption is given in (1: the field's own)."""
+
+    field: str
+    factor: float = 1.0
+
+
 def _number(value: FieldValue | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -41,7 +51,7 @@ def _number(value: FieldValue | None) -> float | None:
 
 def consumption(
     rows: Iterable[Row],
-    field: str,
+    field: str | Sequence[Counter],
     *,
     start_ms: int,
     interval_ms: int,
@@ -51,13 +61,15 @@ def consumption(
 
     Rows before ``start_ms`` only give each meter its starting value.
     """
+    counters = [Counter(field)] if isinstance(field, str) else list(field)
     previous: dict[tuple[str, str], float] = {}
     intervals: dict[tuple[str, int], Interval] = {}
     for row in sorted(rows, key=lambda r: (r.tags.get("agent", ""), r.tags.get("device", ""), r.ts_ms)):
         device = row.tags.get("device")
-        value = _number(row.values.get(field))
-        if device is None or value is None:
+        counter = next((c for c in counters if _number(row.values.get(c.field)) is not None), None)
+        if device is None or counter is None:
             continue
+        value = (_number(row.values.get(counter.field)) or 0.0) * counter.factor
         meter = (row.tags.get("agent", ""), device)
         before = previous.get(meter)
         previous[meter] = value
@@ -69,7 +81,7 @@ def consumption(
         if interval is None:
             interval = intervals[(group or "", ts_ms)] = Interval(group, ts_ms)
         interval.readings += 1
-        if row.values.get(reset_flag(field)) is True:
+        if row.values.get(reset_flag(counter.field)) is True:
             interval.resets += 1
             interval.consumption += value
         elif value < before:

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.air import RecentIndices
 from api.mqtt_link import AgentLink
 from api.registry import Registry
 from api.security import VerifiedKeys
@@ -37,6 +38,7 @@ class AppContext:
     verified_keys: VerifiedKeys = field(default_factory=VerifiedKeys)
     agent_link: AgentLink | None = None
     vehicle_positions: HeaderClock = field(default_factory=HeaderClock)
+    air_indices: RecentIndices = field(default_factory=RecentIndices)
 
 
 async def get_context(request: Request) -> AppContext:

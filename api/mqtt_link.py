@@ -30,7 +30,13 @@ from citygw import wire
 from edge.config import BrokerConfig
 
 log = logging.getLogger(__name__)
-LISTENED = (wire.Channel.STATUS, wire.Channel.HEALTH, wire.Channel.CONFIG_STATE, wire.Channel.CMD_RESULT)
+LISTENED = (
+    wire.Channel.STATUS,
+    wire.Channel.HEALTH,
+    wire.Channel.CONFIG_STATE,
+    wire.Channel.CMD_RESULT,
+    wire.Channel.UPDATE_STATE,
+)
 PUBLISH_TIMEOUT_S = 5.0
 INBOX_MAX_BYTES = 64 * 1024 * 1024
 """Agents' messages waiting for the registry, in payload bytes; beyond it new ones are dropped (counted)."""
@@ -241,6 +247,8 @@ class AgentLink:
                 live.apply_config_state(session, payload, now_ms=now_ms)
             elif isinstance(payload, wire.CommandResult):
                 live.apply_command_result(session, payload, now_ms=now_ms)
+            elif isinstance(payload, wire.UpdateState):
+                live.apply_update_state(session, payload, now_ms=now_ms)
             session.commit()
         if left_out:
             self.health_devices_left_out += left_out
@@ -305,6 +313,10 @@ class AgentLink:
         self._client.publish(
             wire.topic(config.agent, wire.Channel.CONFIG), wire.encode(config), qos=1, retain=True
         )
+
+    def order_update(self, order: wire.UpdateOrder) -> None:
+        """Publish the update order retained, so an agent offline now takes it when it connects."""
+        self._publish(wire.topic(order.agent, wire.Channel.UPDATE), wire.encode(order), retain=True)
 
     def send_command(self, command: wire.Command) -> None:
         self._publish(wire.topic(command.agent, wire.Channel.CMD), wire.encode(command), retain=False)

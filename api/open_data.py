@@ -1,35 +1,39 @@
 """Open data: the newest state of public devices as FIWARE Smart Data Models entities (NGSI-LD).
 
-A dataset is one description in ``DATASETS``: its entity type, measurement, @context and how a
-stored point becomes properties. Only device measurements are published, never who operates
-what: no agent ids, no vehicles or ticket validators, no keys. Each property carries the time
+A dataset is one description in ``DATASETS``: its entity type, the roles whose measurements it
+reads, @context and how a stored point becomes properties. Fields are found by role (a profile's
+``role:``), never by a model's field name, and published in the role's canonical unit. Only
+device measurements are published, never who operates what: no agent ids, no vehicles or ticket
+validators, no keys. Each property carries the time
 the device was read (``observedAt``); entities stand where the registry says the device is.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from api.air import concentrations_ugm3
-from api.registry.catalogue import RegisteredDevice, field_units
+from api.air import RecentIndices, StationIndex, concentrations_ugm3, station_indices
+from api.registry.catalogue import RegisteredDevice
+from api.settings import ApiSettings
 from api.spreadsheet import csv_cell
 from api.timespec import iso
 from citygw import air_quality
-from collector.store.base import FieldValue, Point, TelemetryReader, newest_per_device
+from collector.store.base import Point, TelemetryReader, newest_per_device
+from firmware_bridge.catalogue import RoleCatalogue
+from firmware_bridge.roles import ROLES, LampBit, Role
 
 NGSI_LD_CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _MODELS = "https://raw.githubusercontent.com/smart-data-models/{domain}/master/context.jsonld"
-LAMP_FIELD = re.compile(r"^(lamp\d+)_(status|level)$")
-DALI_MAX_LEVEL = 254
-# UN/CEFACT unit codes, as the Smart Data Models use them.
+# UN/CEFACT unit codes, as the Smart Data Models use them, of the roles' canonical units.
 UGM3, PPB, PPM, CELSIUS, CUBIC_METRE, KWH, WATT, VOLT, AMPERE, HERTZ = (
     "GQ", "61", "59", "CEL", "MTQ", "KWH", "WTT", "VLT", "AMP", "HTZ"
 )  # fmt: skip
+UNIT_CODES = {"µg/m³": UGM3, "ppb": PPB, "ppm": PPM, "°C": CELSIUS, "m³": CUBIC_METRE, "kWh": KWH,
+              "W": WATT, "V": VOLT, "A": AMPERE, "Hz": HERTZ}  # fmt: skip
 
 Properties = dict[str, dict[str, Any]]
 
@@ -43,27 +47,56 @@ class DatasetName(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """One thing an entity describes: a device, or one lamp of a lighting cabinet."""
+    """One thing an entity describes: a device, or one lamp of a lighting controller."""
 
     key: str
     properties: Properties
 
 
 @dataclass(frozen=True, slots=True)
+class Observed:
+    """What a dataset's subjects are made from: the newest point, the roles, the station's index."""
+
+    point: Point
+    roles: RoleCatalogue
+    station: StationIndex | None = None
+
+    @property
+    def at(self) -> str:
+        return iso(self.point.ts_ms)
+
+    def chosen(self, role: Role) -> dict[str | None, float]:
+        """Per channel, the point's value of ``role`` in the role's canonical unit."""
+        found = self.roles.chosen(role, self.point.measurement, self.point.fields)
+        return {channel: value for channel, (_spec, value) in found.items()}
+
+    def property(self, role: Role) -> dict[str, Any] | None:
+        """The role's channel-less value as a Property in its canonical unit, or None."""
+        value = self.chosen(role).get(None)
+        return None if value is None else _property(value, self.at, _unit_code(role))
+
+    def per_channel(self, role: Role) -> dict[str, Any] | None:
+        """The role's values per channel (a phase: L1, L2, L3) as one Property, or None."""
+        values = {str(c).upper(): v for c, v in self.chosen(role).items() if c is not None}
+        return _property(values, self.at, _unit_code(role)) if values else None
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
     name: DatasetName
     entity_type: str
-    measurement: str
+    roles: tuple[Role, ...]  # a measurement holding a field of one of them is in the dataset
     domain: str
-    subjects: Callable[[Point, Mapping[str, str]], list[Subject]]
+    subjects: Callable[[Observed], list[Subject]]
 
     @property
     def context(self) -> list[str]:
         return [_MODELS.format(domain=self.domain), NGSI_LD_CORE]
 
 
-def _number(value: FieldValue | None) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _unit_code(role: Role) -> str | None:
+    unit = ROLES[role].unit
+    return None if unit is None else UNIT_CODES.get(unit)
 
 
 def _property(value: Any, observed: str, unit: str | None = None) -> dict[str, Any]:
@@ -73,71 +106,57 @@ def _property(value: Any, observed: str, unit: str | None = None) -> dict[str, A
     return prop
 
 
-def _numbers(
-    fields: Mapping[str, FieldValue], names: Mapping[str, tuple[str, str | None]], observed: str
-) -> Properties:
-    """Properties from fields renamed by ``names`` (field -> (property, unit code))."""
+def _named(seen: Observed, names: Mapping[str, Role]) -> Properties:
+    """Properties named by ``names`` (property -> role), of the roles the point has."""
     found: Properties = {}
-    for name, (prop, unit) in names.items():
-        value = _number(fields.get(name))
-        if value is not None:
-            found[prop] = _property(value, observed, unit)
+    for name, role in names.items():
+        prop = seen.property(role)
+        if prop is not None:
+            found[name] = prop
     return found
 
 
-def _per_phase(
-    fields: Mapping[str, FieldValue], stem: str, observed: str, unit: str
-) -> dict[str, Any] | None:
-    phases = {f"L{n}": _number(fields.get(f"{stem}_l{n}")) for n in (1, 2, 3)}
-    known = {phase: value for phase, value in phases.items() if value is not None}
-    return _property(known, observed, unit) if known else None
-
-
-def air_quality_subjects(point: Point, units: Mapping[str, str]) -> list[Subject]:
-    observed = iso(point.ts_ms)
-    pollutants = concentrations_ugm3(point.fields, units)
+def air_quality_subjects(seen: Observed) -> list[Subject]:
+    observed = seen.at
+    pollutants = concentrations_ugm3(seen.roles, seen.point.measurement, seen.point.fields)
     props: Properties = {name: _property(value, observed, UGM3) for name, value in pollutants.items()}
-    gas_unit = {"ppb": PPB, "ppm": PPM, "µg/m³": UGM3}
-    for name in ("pm1", "no", "co", "co2"):
-        value = _number(point.fields.get(name))
-        if value is not None:
-            props[name] = _property(value, observed, gas_unit.get(units.get(name, "")))
-    props |= _numbers(point.fields, {"temperature": ("temperature", CELSIUS)}, observed)
-    humidity = _number(point.fields.get("humidity"))
+    props |= _named(seen, {"pm1": Role.PM1, "no": Role.NO, "co": Role.CO, "co2": Role.CO2})
+    props |= _named(seen, {"temperature": Role.TEMPERATURE})
+    humidity = seen.chosen(Role.HUMIDITY).get(None)
     if humidity is not None:
         props["relativeHumidity"] = _property(round(humidity / 100, 4), observed)
-    indexed = {p: c for p, c in pollutants.items() if p in air_quality.CURRENT.upper_bounds}
-    if indexed:
-        band = air_quality.index(indexed)
-        props["airQualityIndex"] = _property(band.band, observed)
-        props["airQualityLevel"] = _property(band.level, observed)
+    index = seen.station.index if seen.station is not None else None
+    if index is not None:  # the EEA's averages, as /v1/air-quality gives them
+        props["airQualityIndex"] = _property(index.band, observed)
+        props["airQualityLevel"] = _property(index.level, observed)
     props["dateObserved"] = _property(observed, observed)
-    return [Subject(point.tags["device"], props)]
+    return [Subject(seen.point.tags["device"], props)]
 
 
-def streetlight_subjects(point: Point, _units: Mapping[str, str]) -> list[Subject]:
-    """One Streetlight per lamp of the cabinet, from its DALI status byte and actual level."""
-    observed = iso(point.ts_ms)
-    lamps: dict[str, dict[str, float]] = {}
-    for name, value in point.fields.items():
-        match = LAMP_FIELD.match(name)
-        number = _number(value)
-        if match and number is not None:
-            lamps.setdefault(match.group(1), {})[match.group(2)] = number
+def streetlight_subjects(seen: Observed) -> list[Subject]:
+    """One Streetlight per lamp (channel) of the controller, from its status word and actual level."""
+    observed, point = seen.at, seen.point
+    statuses = seen.roles.chosen(Role.LAMP_STATUS, point.measurement, point.fields)
+    levels = seen.roles.chosen(Role.LAMP_LEVEL, point.measurement, point.fields)
     subjects = []
-    for lamp, values in sorted(lamps.items()):
+    for lamp in sorted({c for c in (*statuses, *levels) if c is not None}):
         props: Properties = {}
-        if "status" in values:
-            status_byte = int(values["status"])
-            # DALI: b0 control gear (ballast) failure, b1 lamp failure, b2 lamp on.
+        if lamp in statuses:
+            spec, value = statuses[lamp]
+            status = int(value)
             condition = (
-                "defectiveLamp" if status_byte & 0x02 else "brokenLantern" if status_byte & 0x01 else "ok"
+                "defectiveLamp"
+                if status & spec.bits(LampBit.LAMP_FAILURE)
+                else "brokenLantern"
+                if status & spec.fault_mask
+                else "ok"
             )
             props["status"] = _property(condition, observed)
-            if not status_byte & 0x04:
+            if not status & spec.bits(LampBit.LAMP_ON):
                 props["powerState"] = _property("off", observed)
-        if "level" in values:
-            level = min(1.0, max(0.0, values["level"] / DALI_MAX_LEVEL))
+        if lamp in levels:
+            spec, value = levels[lamp]
+            level = min(1.0, max(0.0, value / (spec.full_scale or 1)))
             props["illuminanceLevel"] = _property(round(level, 4), observed)
             if "powerState" not in props:
                 props["powerState"] = _property(
@@ -147,64 +166,65 @@ def streetlight_subjects(point: Point, _units: Mapping[str, str]) -> list[Subjec
     return subjects
 
 
-def water_subjects(point: Point, _units: Mapping[str, str]) -> list[Subject]:
-    observed = iso(point.ts_ms)
-    props = _numbers(point.fields, {"positive_total": ("waterConsumption", CUBIC_METRE)}, observed)
-    props["dateObserved"] = _property(observed, observed)
-    return [Subject(point.tags["device"], props)] if "waterConsumption" in props else []
+def water_subjects(seen: Observed) -> list[Subject]:
+    props = _named(seen, {"waterConsumption": Role.VOLUME_TOTAL})
+    if not props:
+        return []
+    props["dateObserved"] = _property(seen.at, seen.at)
+    return [Subject(seen.point.tags["device"], props)]
 
 
-def electricity_subjects(point: Point, _units: Mapping[str, str]) -> list[Subject]:
-    observed = iso(point.ts_ms)
-    props = _numbers(
-        point.fields,
+def electricity_subjects(seen: Observed) -> list[Subject]:
+    props = _named(
+        seen,
         {
-            "import_energy_kwh": ("totalActiveEnergyImport", KWH),
-            "export_energy_kwh": ("totalActiveEnergyExport", KWH),
-            "total_power": ("totalActivePower", WATT),
-            "power_factor": ("totalPowerFactor", None),
-            "frequency": ("frequency", HERTZ),
+            "totalActiveEnergyImport": Role.ACTIVE_ENERGY_IMPORT,
+            "totalActiveEnergyExport": Role.ACTIVE_ENERGY_EXPORT,
+            "totalActivePower": Role.ACTIVE_POWER,
+            "totalPowerFactor": Role.POWER_FACTOR,
+            "frequency": Role.FREQUENCY,
         },
-        observed,
     )
-    for stem, prop, unit in (("voltage", "phaseVoltage", VOLT), ("current", "current", AMPERE)):
-        phases = _per_phase(point.fields, stem, observed, unit)
+    for name, role in (
+        ("phaseVoltage", Role.VOLTAGE),
+        ("current", Role.CURRENT),
+        ("activePower", Role.ACTIVE_POWER),
+    ):
+        phases = seen.per_channel(role)
         if phases is not None:
-            props[prop] = phases
-    power = _per_phase(point.fields, "power", observed, WATT)
-    if power is not None:
-        props["activePower"] = power
-    return [Subject(point.tags["device"], props)] if props else []
+            props[name] = phases
+    return [Subject(seen.point.tags["device"], props)] if props else []
 
 
+_POLLUTANTS = tuple(Role(p) for p in air_quality.POLLUTANTS)
 DATASETS: dict[DatasetName, Dataset] = {
     d.name: d
     for d in (
         Dataset(
             DatasetName.AIR_QUALITY,
             "AirQualityObserved",
-            "air_quality",
+            _POLLUTANTS,
             "dataModel.Environment",
             air_quality_subjects,
         ),
         Dataset(
             DatasetName.STREETLIGHTS,
             "Streetlight",
-            "lighting",
+            (Role.LAMP_STATUS, Role.LAMP_LEVEL),
             "dataModel.Streetlighting",
             streetlight_subjects,
         ),
         Dataset(
             DatasetName.WATER_CONSUMPTION,
             "WaterConsumptionObserved",
-            "water",
+            (Role.VOLUME_TOTAL,),
             "dataModel.WaterConsumption",
             water_subjects,
         ),
         Dataset(
             DatasetName.ELECTRICITY,
             "ThreePhaseAcMeasurement",
-            "electricity",
+            (Role.ACTIVE_POWER, Role.ACTIVE_ENERGY_IMPORT, Role.VOLTAGE),
             "dataModel.Energy",
             electricity_subjects,
         ),
@@ -218,26 +238,42 @@ def urn(entity_type: str, city: str, key: str) -> str:
 
 
 def entities(
-    dataset: Dataset, store: TelemetryReader, devices: Mapping[str, RegisteredDevice], city: str
+    dataset: Dataset,
+    store: TelemetryReader,
+    devices: Mapping[str, RegisteredDevice],
+    settings: ApiSettings,
+    now_ms: int,
+    indices: RecentIndices | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The dataset's entities from each device's newest point, sorted by id."""
-    for point in newest_per_device(store.latest(measurement=dataset.measurement)):
-        device = point.tags["device"]
-        registered = devices.get(device)
-        units = field_units(registered.profile) if registered and registered.profile else {}
-        for subject in dataset.subjects(point, units):
-            entity: dict[str, Any] = {
-                "id": urn(dataset.entity_type, city, subject.key),
-                "type": dataset.entity_type,
-            }
-            if registered is not None and registered.lat is not None and registered.lon is not None:
-                entity["location"] = {
-                    "type": "GeoProperty",
-                    "value": {"type": "Point", "coordinates": [registered.lon, registered.lat]},
+    """The dataset's entities from each device's newest point, in every measurement with its roles;
+    air quality with the stations' indices (``indices``: reused from the last minute)."""
+    city, roles = settings.city, settings.roles
+    stations: dict[str, StationIndex] = {}
+    if dataset.name is DatasetName.AIR_QUALITY:
+        table = air_quality.TABLES[settings.aq_table]
+
+        def compute() -> list[StationIndex]:
+            return station_indices(store, roles, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s)
+
+        found = compute() if indices is None else indices.get(table.version, now_ms, compute)
+        stations = {s.device: s for s in found}
+    for measurement in roles.measurements(*dataset.roles):
+        for point in newest_per_device(store.latest(measurement=measurement)):
+            device = point.tags["device"]
+            registered = devices.get(device)
+            for subject in dataset.subjects(Observed(point, roles, stations.get(device))):
+                entity: dict[str, Any] = {
+                    "id": urn(dataset.entity_type, city, subject.key),
+                    "type": dataset.entity_type,
                 }
-            entity |= subject.properties
-            entity["refDevice"] = {"type": "Relationship", "object": urn("Device", city, device)}
-            yield entity
+                if registered is not None and registered.lat is not None and registered.lon is not None:
+                    entity["location"] = {
+                        "type": "GeoProperty",
+                        "value": {"type": "Point", "coordinates": [registered.lon, registered.lat]},
+                    }
+                entity |= subject.properties
+                entity["refDevice"] = {"type": "Relationship", "object": urn("Device", city, device)}
+                yield entity
 
 
 def flat_row(entity: Mapping[str, Any]) -> dict[str, str]:

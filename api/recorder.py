@@ -1,10 +1,13 @@
 """What only the API knows, written into the store as time series so that Grafana can show it.
 
-Delays (trip matching), occupancy (validator taps) and how lighting commands ended (the
+Delays (trip matching), occupancy (validator taps), how right the published arrival predictions
+were (``transit_accuracy``, api/transit/accuracy_watch.py) and how lighting commands ended (the
 registry) are computed by the API; the dashboards read the store. Each point's time comes from
 the data (the vehicle's fix, the command's due time), never from the clock of the replica that
 writes it, so every API replica behind a load balancer writes the same points and the store keeps
-one of each (a point's identity is measurement, tags and time).
+one of each (a point's identity is measurement, tags and time). Accuracy points are the exception:
+each replica scores the predictions it published, at its own round's time; sums over replicas
+count each sample once per replica, which leaves the shares as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from sqlalchemy import select
 from api.registry import Registry
 from api.registry.models import Command
 from api.settings import ApiSettings
+from api.transit.accuracy import accuracy_points
+from api.transit.accuracy_watch import AccuracyWatch
 from api.transit.feeds import TransitService
 from api.transit.occupancy import Occupancy
 from citygw import wire
@@ -34,6 +39,7 @@ ENDED = tuple(outcome.value for outcome in wire.CommandOutcome)
 # ended commands due this long before the command TTL are still looked for.
 RESULT_GRACE_MS = 86_400_000
 COMMANDS_PER_ROUND = 1000  # after a restart the day's commands are written again, a round at a time
+ACCURACY_BACKLOG = 10_000  # accuracy points kept for the next round while the store is down
 _OCCUPANCY = gtfs_realtime_pb2.VehiclePosition.OccupancyStatus
 
 
@@ -174,18 +180,39 @@ class Recorder:
         self._transit = transit
         self._settings = settings
         self._written: dict[str, int] = {}  # command id → due time, while it is looked for
+        self.accuracy = AccuracyWatch()
+        self._accuracy_backlog: list[Point] = []  # scored, not yet taken by the store
 
     def record(self, now_ms: int) -> int:
         """Write what the API knows as of ``now_ms``; how many points the store took."""
         vehicles = [vehicle_point(s) for s in vehicle_states(self._transit, self._reader, now_ms)]
+        self._accuracy_backlog = (self._accuracy_backlog + self._accuracy_points(now_ms))[-ACCURACY_BACKLOG:]
         commands = self._ended_commands(now_ms)
-        points = [p for p in vehicles if p is not None] + [command_point(c) for c in commands]
+        points = (
+            [p for p in vehicles if p is not None]
+            + self._accuracy_backlog
+            + [command_point(c) for c in commands]
+        )
         if not points:
             return 0
         taken = self._write(points)
+        self._accuracy_backlog = []
         for command in commands:
             self._written[command.id] = command.due_at
         return taken
+
+    def _accuracy_points(self, now_ms: int) -> list[Point]:
+        """Predictions the buses' positions settled since the previous round; this round's sampled."""
+        settings = self._settings
+        snapshot = self._transit.snapshot(
+            self._reader,
+            now_ms=now_ms,
+            max_age_s=settings.feed_max_vehicle_age_s,
+            max_ahead_s=settings.feed_max_clock_ahead_s,
+        )
+        published = self._transit.source.for_realtime(now_ms // 1000)
+        timetable = published.timetable if published is not None else None
+        return accuracy_points(self.accuracy.round(self._reader, snapshot, timetable, now_ms=now_ms), now_ms)
 
     def _ended_commands(self, now_ms: int) -> list[Command]:
         """Commands that ended and are not written yet, at most ``COMMANDS_PER_ROUND`` of them."""

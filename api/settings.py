@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.profile import ProfileError
 
 ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
@@ -83,6 +85,12 @@ class ApiSettings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="browser origins allowed to call the API, comma-separated; '*' for any"
     )
+    release_public_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="release keys an upload must be signed by, comma-separated ed25519:<base64> "
+        "(citygw release keygen); none: uploads are checked for size and hash only, agents check signatures",
+    )
+    release_max_mb: float = Field(default=64.0, gt=0, le=1024, description="largest release bundle taken")
     rate_limit_per_s: float = Field(
         default=10.0, ge=0, le=100_000, description="public requests a second per client address; 0: no limit"
     )
@@ -131,6 +139,12 @@ class ApiSettings(BaseSettings):
     )
     aq_table: str = Field(
         default=air_quality.CURRENT.version, description="air-quality index table: eea-2024 or eea-2017"
+    )
+    _roles: RoleCatalogue = PrivateAttr()
+    profile_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description="folders of the site's own device profiles (*.yaml), comma-separated: their fields' "
+        "roles count beside the shipped profiles' (docs/profiles.md)",
     )
     aq_max_age_s: int = Field(
         default=7200,
@@ -230,6 +244,32 @@ class ApiSettings(BaseSettings):
     transit_silent_route_alerts: bool = Field(
         default=True, description="alert when a running route has no bus reporting"
     )
+    transit_missed_run_after_s: float = Field(
+        default=900,
+        ge=0,
+        le=7200,
+        description="a scheduled run this long past its start with no bus (and none that may be its bus)"
+        " is published CANCELED, with an alert saying it was detected; 0: never",
+    )
+    transit_history_days: float = Field(
+        default=14, gt=0, le=90, description="days of stored positions running times are learned from"
+    )
+    transit_history_refresh_s: float = Field(
+        default=3600,
+        ge=0,
+        le=86400,
+        description="learn running times at startup and then this often, in the background; 0: never"
+        " (predictions carry the current delay along the schedule)",
+    )
+    transit_history_sample_s: int = Field(
+        default=10, ge=1, le=60, description="positions are read back averaged over windows this long"
+    )
+    transit_history_min_samples: int = Field(
+        default=5,
+        ge=1,
+        le=200,
+        description="fewer runs than this over a segment at an hour: use the schedule",
+    )
     transit_stream_period_s: float = Field(
         default=1.0, gt=0, le=60, description="how often the vehicle stream looks for changes"
     )
@@ -252,6 +292,27 @@ class ApiSettings(BaseSettings):
         if parts.scheme != "sqlite" and not parts.hostname:
             raise ValueError(f"store URL {redact_url(url)!r} has no host; {_STORE_URL_HELP}")
         return url
+
+    @field_validator("profile_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(item.strip()) for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _profiles_load(self) -> ApiSettings:
+        """The catalogue of fields by role, read at start-up (a profile changed later needs a restart)."""
+        try:
+            self._roles = catalogue(self.profile_dirs)
+        except ProfileError as exc:
+            raise ValueError(f"CITYGW_PROFILE_DIRS: {exc}") from exc
+        return self
+
+    @property
+    def roles(self) -> RoleCatalogue:
+        """Which stored field has which role, from the shipped profiles and ``profile_dirs``."""
+        return self._roles
 
     @field_validator("aq_table")
     @classmethod
@@ -315,6 +376,22 @@ class ApiSettings(BaseSettings):
                     "give a PEM file the API's user can read"
                 ) from None
         return self
+
+    @field_validator("release_public_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("release_public_keys")
+    @classmethod
+    def _keys_are_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        from citygw.release import parse_public_key
+
+        for key in keys:
+            parse_public_key(key)
+        return keys
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -1,9 +1,9 @@
 """The European Air Quality Index (EEA) of a station: the worst band of its pollutants.
 
-Concentrations are hourly means in µg/m³ under the field names the profiles use (``pm25``,
-``pm10``, ``no2``, ``o3``, ``so2``). A value equal to a band's upper bound still belongs to
-that band. Tables are versioned because cities keep publishing under older ones; the current
-6-band table is the default. Dependency-free, so the API and the edge can both use it.
+Concentrations are in µg/m³ under the pollutants' role names (``pm2_5``, ``pm10``, ``no2``,
+``o3``, ``so2``), averaged as the EEA defines (``AVERAGING_S``). A value equal to a band's upper
+bound still belongs to that band. Tables are versioned because cities keep publishing under
+older ones; the current 6-band table is the default. Dependency-free, so the API and the edge can both use it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "no2", "o3", "so2")
+POLLUTANTS: tuple[str, ...] = ("pm2_5", "pm10", "no2", "o3", "so2")
+# What the index of an hour is computed from (EEA, "European Air Quality Index", About the index,
+# https://airindex.eea.europa.eu/AQI/index.html: the index is defined hourly; NO2, O3 and SO2 enter
+# as hourly concentrations, PM10 and PM2.5 as running means over the past 24 hours).
+AVERAGING_S: dict[str, int] = {"pm2_5": 86_400, "pm10": 86_400, "no2": 3_600, "o3": 3_600, "so2": 3_600}
 
 # Molar mass ÷ molar volume at 20 °C and 1013.25 hPa (24.04 l/mol): µg/m³ per ppb.
 PPB_TO_UGM3: dict[str, float] = {"no2": 1.91, "o3": 2.00, "so2": 2.66}
@@ -61,7 +65,7 @@ EEA_2024 = IndexTable(
     version="eea-2024",
     levels=("Good", "Fair", "Moderate", "Poor", "Very poor", "Extremely poor"),
     upper_bounds={
-        "pm25": (5, 15, 50, 90, 140),
+        "pm2_5": (5, 15, 50, 90, 140),
         "pm10": (15, 45, 120, 195, 270),
         "no2": (10, 25, 60, 100, 150),
         "o3": (60, 100, 120, 160, 180),
@@ -72,7 +76,7 @@ EEA_2017 = IndexTable(
     version="eea-2017",
     levels=("Good", "Fair", "Moderate", "Poor", "Very poor"),
     upper_bounds={
-        "pm25": (10, 20, 25, 50),
+        "pm2_5": (10, 20, 25, 50),
         "pm10": (20, 35, 50, 100),
         "no2": (40, 100, 200, 400),
         "o3": (80, 120, 180, 240),

@@ -25,6 +25,9 @@ from citygw.errors import ConfigError
 if TYPE_CHECKING:
     from collector.owners import OwnerPolicy
     from collector.store.base import Store
+    from firmware_bridge.capture import Exchange
+    from firmware_bridge.modbus import ModbusLine
+    from firmware_bridge.profile import Profile
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
@@ -34,6 +37,8 @@ EX_CONFIG = 2  # fix the settings first: systemd units say RestartPreventExitSta
 EX_TEMPFAIL = 75  # sysexits.h: down or unreachable for now; a restart later may succeed
 EX_DEVICE = 1  # citygw probe: the device answered, but not usably (exception response, CRC, decoding)
 BROKER_CHECK_TIMEOUT_S = 5.0
+SCAN_TIMEOUT = 0.2  # citygw probe --scan-units: seconds a unit id gets to answer
+REPLAY_ADDRESS = "127.0.0.1:5020"  # citygw serve --replay: where the replayed device listens
 # Per command, loggers whose lines only repeat what the command says itself in one line (without -v).
 QUIET_LOGGERS = {
     "keys": ("alembic.runtime.migration",),  # migrating the registry: not the command's output
@@ -164,7 +169,36 @@ def _demo(args: argparse.Namespace) -> int:
 def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import run_agent
 
-    asyncio.run(run_agent(args.config))
+    return asyncio.run(run_agent(args.config))
+
+
+def _edge_launch(args: argparse.Namespace) -> int:
+    from edge.launcher import launch
+
+    return launch(args.config)
+
+
+def _release(args: argparse.Namespace) -> int:
+    from citygw import release
+
+    if args.action == "keygen":
+        path, public = release.keygen(Path(args.dir), args.name)
+        print(f"{path}: the signing key; keep it off the servers and the agents (offline, 0600)")
+        print(f"pin on every agent (update.public_keys) and in CITYGW_RELEASE_PUBLIC_KEYS:\n{public}")
+    elif args.action == "build":
+        key = release.load_private_key(Path(args.key))
+        with _failing_as("release build", release.ReleaseError):
+            bundle = release.build(
+                key,
+                args.version,
+                out=Path(args.out),
+                wheel=Path(args.wheel) if args.wheel else None,
+                source=Path(args.source),
+                min_agent_version=args.min_agent_version,
+            )
+        print(bundle)
+    else:
+        print(release.bundle_manifest_text(Path(args.bundle)))
     return 0
 
 
@@ -249,6 +283,7 @@ def _collector_run(args: argparse.Namespace) -> int:
             max_series_per_agent=args.max_series_per_agent,
             tls_files=files,
             owners=args.owners,
+            acks=not args.no_acks,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
         raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
@@ -342,13 +377,28 @@ def _api_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The site's profile folders (``--profiles``, else $CITYGW_PROFILE_DIRS, comma-separated), checked:
+    ConfigError naming the file and the fix when their profiles cannot be catalogued."""
+    from firmware_bridge.catalogue import catalogue
+    from firmware_bridge.profile import ProfileError
+
+    text = _env("CITYGW_PROFILE_DIRS", "")
+    dirs = tuple(args.profiles or (Path(part.strip()) for part in text.split(",") if part.strip()))
+    try:
+        catalogue(dirs)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dirs
+
+
 def _dashboards_push(args: argparse.Namespace) -> int:
     from collector.store import redact
     from dashboards.push import URL_ENV
     from dashboards.push import main as push
 
     with _failing_as(f"Grafana at {redact(os.environ.get(URL_ENV, ''))}"):
-        return push(dry_run=args.dry_run)
+        return push(dry_run=args.dry_run, profiles=_profile_dirs(args))
 
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
@@ -356,6 +406,7 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store.influx import InfluxV1Store, InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
+    from firmware_bridge.catalogue import catalogue
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store(args.store)
@@ -365,7 +416,8 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
                     f"--store {redact(args.store)}: the dashboards' queries are InfluxQL: use influxdb://"
                 )
             window = last_hours(args.hours, int(time.time() * 1000))
-            previews = preview_all(build_all(), store.reader.query, window, args.out)
+            boards = build_all(catalogue(_profile_dirs(args)))
+            previews = preview_all(boards, store.reader.query, window, args.out)
         finally:
             store.close()
     for preview in previews:
@@ -375,47 +427,274 @@ def _dashboards_preview(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from firmware_bridge.errors import DeviceError, DeviceTimeout
-    from firmware_bridge.modbus import ModbusLine
     from firmware_bridge.probe import (
+        format_strings,
         format_table,
         format_values,
+        format_wide_table,
         interpretations,
+        parse_units,
         probe_profile,
         probe_registers,
+        scan_units,
+        wide_interpretations,
     )
     from firmware_bridge.profile import ProfileError, load_profile
 
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"--tcp {args.tcp!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
-        _resolve(host, int(port))
-        line = ModbusLine.tcp(host=host, port=int(port), timeout=args.timeout)
-    else:
-        if not Path(args.serial).exists():
-            raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
-        line = ModbusLine.rtu(
-            port=args.serial, baudrate=args.baudrate, parity=args.parity, timeout=args.timeout
-        )
+    if args.mbus:
+        return _probe_mbus(args)
+    if args.capture and not args.profile:
+        raise ConfigError("--capture needs --profile: the profile says which ranges to read")
+    if args.scan_units and (args.profile or args.capture):
+        raise ConfigError("--scan-units finds unit ids; run --profile or --capture on one of them afterwards")
+    try:
+        units = parse_units(args.scan_units) if args.scan_units else []
+    except ValueError as exc:
+        raise ConfigError(f"--scan-units: {exc}") from exc
+    timeout = args.timeout if args.timeout is not None else SCAN_TIMEOUT if units else 1.0
+    line = _probe_line(args, timeout)
     try:
         profile = load_profile(args.profile) if args.profile else None
     except ProfileError as exc:
         raise ConfigError(str(exc)) from exc
+    if args.capture:
+        assert profile is not None
+        return _capture(args, line, profile)
 
     async def probe() -> str:
         async with line:
+            if units:
+                found = await scan_units(line, units)
+                if not found:
+                    raise CommandFailed(
+                        f"no unit id of {args.scan_units} answers on {line.name} within {timeout:g} s",
+                        EX_TEMPFAIL,
+                    )
+                listed = ", ".join(str(answer) for answer in found)
+                return f"{len(found)} of {len(units)} unit ids answer on {line.name}: {listed}"
             if profile is not None:
                 return format_values(profile, await probe_profile(line, args.unit, profile))
             words = await probe_registers(line, args.unit, args.table, args.address, args.count)
-            return format_table(interpretations(words, args.address))
+            views = [format_table(interpretations(words, args.address))]
+            if args.table not in ("coil", "discrete"):
+                if len(words) >= 4:
+                    views.append(format_wide_table(wide_interpretations(words, args.address)))
+                views.append(format_strings(words, args.address))
+            return "\n\n".join(views)
+
+    with _device_failures():
+        print(asyncio.run(probe()))
+    return 0
+
+
+@contextlib.contextmanager
+def _device_failures() -> Iterator[None]:
+    """A device's failures as the probe reports them: 75 for silence or a line down, 1 for a bad answer."""
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
 
     try:
         with _failing_as("probe", ValueError):  # a count or address outside what one read may ask
-            print(asyncio.run(probe()))
+            yield
     except DeviceTimeout as exc:  # no answer, or the line itself down (LineUnavailable)
         raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
     except DeviceError as exc:  # an answer, but not a usable one: a fact about the device
+        raise CommandFailed(str(exc), EX_DEVICE) from exc
+
+
+def _probe_line(args: argparse.Namespace, timeout: float) -> ModbusLine:
+    from firmware_bridge.modbus import ModbusLine
+
+    if args.tcp:
+        host, port = _host_port("--tcp", args.tcp)
+        _resolve(host, port)
+        return ModbusLine.tcp(host=host, port=port, timeout=timeout)
+    if not Path(args.serial).exists():
+        raise ConfigError(f"--serial {args.serial}: no such port; serial ports here: {_serial_ports()}")
+    return ModbusLine.rtu(
+        port=args.serial, baudrate=args.baudrate or 9600, parity=args.parity, timeout=timeout
+    )
+
+
+def _host_port(option: str, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{option} {value!r}: expected HOST:PORT, e.g. 10.20.0.15:502")
+    return host, int(port)
+
+
+def _capture(args: argparse.Namespace, line: ModbusLine, profile: Profile) -> int:
+    """``probe --capture``: every mapped range of the device into DIR/testcases/<case>/."""
+    import getpass
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    from firmware_bridge.capture import (
+        CaptureInfo,
+        capture_device,
+        decode_capture,
+        profile_digest,
+        write_case,
+    )
+    from firmware_bridge.errors import DecodeError
+    from firmware_bridge.probe import format_values
+    from firmware_bridge.profile import profile_file
+
+    folder = Path(args.capture) / "testcases" / (args.case or profile.model)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"--capture: {folder} already holds a case; choose --case NAME or another folder")
+    source = profile_file(args.profile)
+    try:
+        operator = args.operator or getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        operator = "unknown"
+
+    async def read() -> list[Exchange]:
+        async with line:
+            return await capture_device(line, args.unit, profile)
+
+    with _device_failures():
+        exchanges = asyncio.run(read())
+    decoded = decode_capture(profile, exchanges)
+    info = CaptureInfo(
+        profile=profile.model,
+        profile_file=args.profile,
+        profile_sha256=profile_digest(source),
+        profile_verified=profile.verified,
+        origin=args.origin,
+        line=line.name,
+        unit=args.unit,
+        captured_at=datetime.now(UTC),
+        tool=f"citygw {version('citygw')}",
+        operator=operator,
+        note=args.note or "",
+    )
+    with _failing_as(f"--capture {folder}"):
+        write_case(folder, info, profile, exchanges, decoded)
+    refused = sum(e.exception is not None for e in exchanges)
+    silent = sum(e.timeout for e in exchanges)
+    failed = sum(isinstance(v, DecodeError) for v in decoded.values())
+    print(format_values(profile, dict(decoded)))
+    print(
+        f"wrote {folder}: {len(exchanges)} reads ({refused} refused, {silent} unanswered), "
+        f"{len(decoded) - failed} fields decoded, {failed} not"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Replay a capture case as a Modbus TCP device or an RTU device behind a pseudo-terminal."""
+    if args.mbus:
+        return _serve_mbus(args)
+    from firmware_bridge.capture import CaptureError, load_case
+    from firmware_bridge.profile import ProfileError, load_profile
+    from firmware_bridge.simulators import CaptureReplay, serve_serial_pty, serve_tcp
+
+    try:
+        case = load_case(Path(args.replay))
+        profile = load_profile(args.profile) if args.profile else None
+        device = CaptureReplay(case, profile=profile, unit=args.unit)
+    except (CaptureError, ProfileError) as exc:
+        raise ConfigError(str(exc)) from exc
+    host, port = _host_port("--tcp", args.tcp)
+
+    async def serve() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.pty:
+                where = await stack.enter_async_context(serve_serial_pty([device]))
+            else:
+                endpoint = await stack.enter_async_context(serve_tcp([device], host=host, port=port))
+                where = f"tcp://{endpoint.host}:{endpoint.port}"
+            info = case.info
+            print(
+                f"replaying {case.folder} ({info.profile}, {info.origin} capture of "
+                f"{info.captured_at:%Y-%m-%d}) as unit {device.unit} on {where}",
+                flush=True,
+            )
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with _failing_as(f"serve on {args.tcp}"), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _serve_mbus(args: argparse.Namespace) -> int:
+    """Recorded M-Bus meters answering on a pseudo-terminal (``citygw probe --mbus --port`` it)."""
+    from firmware_bridge.mbus_frames import decode
+    from firmware_bridge.simulators.mbus import meter_from_spec, serve_mbus_pty
+
+    try:
+        meters = [meter_from_spec(spec) for spec in args.mbus]
+    except (OSError, ValueError) as exc:  # a missing file, bad hex, no valid telegram
+        raise ConfigError(f"--mbus: {exc}") from exc
+
+    async def serve() -> None:
+        async with serve_mbus_pty(meters) as port:
+            addresses = ", ".join(f"{m.primary} ({decode(m.telegrams[0]).secondary})" for m in meters)
+            print(f"M-Bus meters at {addresses} on {port}", flush=True)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _probe_mbus(args: argparse.Namespace) -> int:
+    """``citygw probe --mbus --port P``: scan the line, or show a meter's records (or a profile's fields)."""
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
+    from firmware_bridge.mbus import MbusLine, parse_address
+    from firmware_bridge.mbus_frames import MAX_PRIMARY
+    from firmware_bridge.mbus_probe import format_found, format_records
+    from firmware_bridge.profile import ProfileError, load_mbus_profile
+
+    if not args.port:
+        raise ConfigError(
+            "--mbus needs --port: a serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway"
+        )
+    if "://" not in args.port and not Path(args.port).exists():
+        raise ConfigError(f"--port {args.port}: no such port; serial ports here: {_serial_ports()}")
+    if (args.scan is None) == (args.meter is None):
+        raise ConfigError(
+            "--mbus: give --scan primary|secondary, or --meter ADDRESS (0-250 or 16 hex digits)"
+        )
+    first, _, last = args.addresses.partition("-")
+    if not (first.isdigit() and last.isdigit() and int(first) <= int(last) <= MAX_PRIMARY):
+        raise ConfigError(
+            f"--addresses {args.addresses!r}: write FIRST-LAST within 0-{MAX_PRIMARY}, e.g. 0-20"
+        )
+    try:
+        address = None if args.meter is None else parse_address(args.meter)
+        profile = load_mbus_profile(args.profile) if args.profile else None
+    except (ValueError, ProfileError) as exc:
+        raise ConfigError(f"--meter/--profile: {exc}") from exc
+    line = MbusLine(
+        args.port, baudrate=args.baudrate or 2400, timeout=args.timeout if args.timeout is not None else 1.0
+    )
+
+    async def probe() -> str:
+        async with line:
+            if args.scan == "primary":
+                return format_found(await line.scan_primary(range(int(first), int(last) + 1)))
+            if args.scan == "secondary":
+                return format_found(await line.scan_secondary())
+            assert address is not None
+            if profile is not None:
+                fields = await line.read(address, profile)
+                missing = line.field_errors(address)
+                shown = [f"{name} = {value!r}" for name, value in fields.items()]
+                return "\n".join(shown + [f"{name}: {error}" for name, error in missing.items()])
+            return format_records(await line.read_telegrams(address))
+
+    try:
+        print(asyncio.run(probe()))
+    except DeviceTimeout as exc:
+        raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
+    except DeviceError as exc:
         raise CommandFailed(str(exc), EX_DEVICE) from exc
     return 0
 
@@ -458,7 +737,18 @@ def build_parser() -> argparse.ArgumentParser:
     where = probe.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
     where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port (e.g. /dev/ttyUSB0)")
-    probe.add_argument("--baudrate", type=int, default=9600)
+    where.add_argument("--mbus", action="store_true", help="an M-Bus line on --port (8E1)")
+    probe.add_argument("--port", help="--mbus: serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway")
+    probe.add_argument(
+        "--scan",
+        choices=("primary", "secondary"),
+        help="--mbus: list the meters (addresses 0-250, or search)",
+    )
+    probe.add_argument("--meter", help="--mbus: read this meter: primary address 0-250 or 16-digit secondary")
+    probe.add_argument(
+        "--addresses", default="0-250", help="--mbus --scan primary: FIRST-LAST (default 0-250)"
+    )
+    probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU), 2400 (M-Bus)")
     probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
     probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     probe.add_argument("--table", choices=("holding", "input", "coil", "discrete"), default="holding")
@@ -467,13 +757,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--count", type=int, default=10, help="how many registers (default 10)")
     probe.add_argument("--profile", help="decode through this profile (name or file) instead")
-    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for an answer")
+    probe.add_argument(
+        "--timeout",
+        type=float,
+        help=f"seconds to wait for an answer (default 1, with --scan-units {SCAN_TIMEOUT:g})",
+    )
+    probe.add_argument(
+        "--scan-units", metavar="RANGE", help="list the unit ids that answer, e.g. 1-247 or 1,3,10-20"
+    )
+    capture = probe.add_argument_group("field capture (a golden test case from the device)")
+    capture.add_argument(
+        "--capture", metavar="DIR", help="read every range --profile maps; write DIR/testcases/<case>/"
+    )
+    capture.add_argument("--case", help="the case folder's name (default: the profile's model)")
+    capture.add_argument(
+        "--origin",
+        choices=("field", "simulator", "published"),
+        default="field",
+        help="what was read: a live device (default), a simulator, or someone else's dump",
+    )
+    capture.add_argument("--operator", help="who ran the capture (default: the login name)")
+    capture.add_argument("--note", help="a line for the provenance file: site, meter serial, firmware")
     probe.set_defaults(func=_probe)
+
+    serve = sub.add_parser("serve", help="answer as a captured Modbus device (replay a probe --capture case)")
+    serving = serve.add_mutually_exclusive_group(required=True)
+    serving.add_argument("--replay", metavar="CASE_DIR", help="a DIR/testcases/<case> folder")
+    serving.add_argument(
+        "--mbus",
+        nargs="+",
+        metavar="CAPTURE.hex[:PRIMARY[:SPLIT]]",
+        help="M-Bus meters answering recorded telegrams on a pty (SPLIT: two telegrams after N records)",
+    )
+    serve_where = serve.add_mutually_exclusive_group()
+    serve_where.add_argument(
+        "--tcp", metavar="HOST:PORT", default=REPLAY_ADDRESS, help=f"listen here (default {REPLAY_ADDRESS})"
+    )
+    serve_where.add_argument(
+        "--pty", action="store_true", help="Modbus RTU on a pseudo-terminal (path printed)"
+    )
+    serve.add_argument("--unit", type=int, help="answer as this unit id (default: the captured one)")
+    serve.add_argument("--profile", help="profile naming the device (default: the capture's)")
+    serve.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
+    serve.set_defaults(func=_serve)
 
     edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
     edge_run = edge.add_parser("run", help="run an edge agent")
     edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
     edge_run.set_defaults(func=_edge_run)
+    edge_launch = edge.add_parser(
+        "launch", help="run the agent of the current release; roll a release that fails its trial back"
+    )
+    edge_launch.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    edge_launch.set_defaults(func=_edge_launch)
+    _add_release_parser(sub)
 
     keys = sub.add_parser("keys", help="API keys (stored hashed in the registry)").add_subparsers(
         dest="action", required=True
@@ -545,6 +882,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
         "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
     )
+    collector_run.add_argument(
+        "--no-acks",
+        action="store_true",
+        help="publish no end-to-end acks (citygw/v1/<agent>/ack) to the agents: for a broker whose roles "
+        "do not let the collector publish them yet; agents then take the broker's PUBACK as final",
+    )
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
@@ -570,11 +913,37 @@ def build_parser() -> argparse.ArgumentParser:
     preview = dashboards.add_parser(
         "preview", help="draw each dashboard's panels from InfluxDB into PNGs, without Grafana"
     )
+    for command in (push, preview):
+        command.add_argument(
+            "--profiles",
+            type=Path,
+            action="append",
+            help="a folder of the site's own device profiles (repeatable); default $CITYGW_PROFILE_DIRS, "
+            "comma-separated, as the API reads it",
+        )
     preview.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE), help="influxdb://...")
     preview.add_argument("--out", type=Path, default=Path("var/dashboards"), help="folder of the PNGs")
     preview.add_argument("--hours", type=float, default=3.0, help="time range: the last N hours (3)")
     preview.set_defaults(func=_dashboards_preview)
     return parser
+
+
+def _add_release_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rel = sub.add_parser("release", help="signed agent releases (docs/deploy.md, agent software updates)")
+    actions = rel.add_subparsers(dest="action", required=True)
+    keygen = actions.add_parser("keygen", help="a new ed25519 signing key; prints the public key to pin")
+    keygen.add_argument("--dir", default="release-keys", help="folder of NAME.key and NAME.pub")
+    keygen.add_argument("--name", default="release", help="file names: NAME.key, NAME.pub")
+    build = actions.add_parser("build", help="the project's wheel at VERSION, signed: citygw-VERSION.release")
+    build.add_argument("--key", required=True, help="the signing key (citygw release keygen)")
+    build.add_argument("--version", required=True, help="the release's version (PEP 440), above the fleet's")
+    build.add_argument("--source", default=".", help="the checkout to build the wheel from (default .)")
+    build.add_argument("--wheel", help="sign this pure-Python wheel instead of building one")
+    build.add_argument("--min-agent-version", default="0.1.0", help="older agents refuse the release")
+    build.add_argument("--out", default="dist", help="folder of the bundle (default dist)")
+    show = actions.add_parser("show", help="print a bundle's manifest")
+    show.add_argument("bundle")
+    rel.set_defaults(func=_release)
 
 
 def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

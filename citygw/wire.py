@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -73,6 +74,9 @@ class Channel(StrEnum):
     CMD = "cmd"
     CMD_RESULT = "cmd/result"
     HEALTH = "health"
+    ACK = "ack"
+    UPDATE = "update"
+    UPDATE_STATE = "update/state"
 
 
 # Whole-string checks with the models' verdicts: fullmatch, as ``$`` alone also matches before
@@ -125,6 +129,11 @@ def parse_topic(name: str) -> tuple[str, Channel] | None:
 def alert_topic(rule: str) -> str:
     """Where the API announces a raised or ended alert: below ``_alerts``, which no agent id can be."""
     return f"{TOPIC_ROOT}/_alerts/{rule}"
+
+
+# Where a collector checks, once connected, that the broker lets it publish acks: an ack topic of
+# no agent (no agent id starts with ``_``), so nobody receives it.
+ACK_PROBE_TOPIC = f"{TOPIC_ROOT}/_collectors/ack"
 
 
 def subscription(channel: Channel, *, share_group: str | None = None) -> str:
@@ -292,10 +301,11 @@ COMMAND_ID_PATTERN = r"^[A-Za-z0-9-]{8,64}$"
 
 
 class DesiredConfig(_Payload):
-    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices.
+    """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices, and
+    optionally publish, journal and health settings.
 
-    ``lines`` and ``devices`` are the sections of the agent's YAML config (see edge/config.py);
-    broker and journal stay local to the agent.
+    Each is the section of the agent's YAML config of that name (see edge/config.py); a settings
+    section left out keeps the agent's file's. The broker and the journal's path stay local to the agent.
     """
 
     schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
@@ -307,6 +317,12 @@ class DesiredConfig(_Payload):
     site: Label
     lines: list[dict[str, Any]]
     devices: list[dict[str, Any]]
+    publish: dict[str, Any] | None = Field(default=None, description="replaces the file's publish section")
+    journal: dict[str, Any] | None = Field(
+        default=None,
+        description="replaces the file's journal settings but path (fsync, quota_mb, on_full...)",
+    )
+    health: dict[str, Any] | None = Field(default=None, description="replaces the file's health section")
 
 
 class ConfigOutcome(StrEnum):
@@ -423,6 +439,87 @@ class CommandResult(_Payload):
     )
 
 
+MAX_ACK_RANGES = 1000
+SeqRange = Annotated[
+    tuple[Annotated[StrictInt, Field(ge=0)], Annotated[StrictInt, Field(ge=0)]],
+    Field(description="first and last seq of a run of consecutive seqs, both included"),
+]
+
+
+class Ack(_Payload):
+    """Payload of ``citygw/v1/<agent>/ack`` (QoS 1, from a collector): the agent's batches now stored.
+
+    End-to-end acknowledgement: a batch counts as taken once the store accepted its readings (or
+    stored them as dead letters); until then the agent keeps it in its journal, past the broker's
+    PUBACK, and sends it again (same seq) if the broker lost it.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    seqs: list[SeqRange] = Field(min_length=1, max_length=MAX_ACK_RANGES)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Ack:
+        if any(first > last for first, last in self.seqs):
+            raise ValueError("each seq range is [first, last] with first <= last")
+        return self
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Seqs as runs of consecutive ones, lowest first: the ``seqs`` of an Ack."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+class UpdateOrder(_Payload):
+    """Payload of ``citygw/v1/<agent>/update`` (retained, written by the API): take this signed release.
+
+    ``manifest`` is the exact text the release key signed (citygw/release.py); the agent checks the
+    signature against the keys its config pins, then fetches the wheel from its ``update.api_url``
+    plus ``path`` (HTTP Range: a dropped link resumes), and checks size and sha256.
+    """
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    rollout: StrictInt = Field(ge=1, description="the wave's id; each is handled once, in increasing order")
+    version: str = Field(max_length=64, description="the release's version, as the manifest says")
+    manifest: str = Field(max_length=4096, description="manifest.json as signed")
+    signature: str = Field(max_length=256, description="ed25519 signature of manifest, base64")
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9/._~?=&%-]{1,511}$", description="where the wheel is, below the API's URL"
+    )
+    issued_at: StrictInt = Field(ge=0)
+
+
+class UpdateOutcome(StrEnum):
+    """Where an agent is with a release: refused before anything changed, staged and restarting, running
+    healthy (applied), or back on the version before (rolled_back); failed: the download never completed."""
+
+    REFUSED = "refused"
+    FAILED = "failed"
+    STAGED = "staged"
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"
+
+
+class UpdateState(_Payload):
+    """Payload of ``citygw/v1/<agent>/update/state`` (retained): what the agent did with a rollout."""
+
+    schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
+    agent: AgentId
+    rollout: StrictInt = Field(ge=0)
+    version: str = Field(max_length=64, description="the release's version")
+    state: UpdateOutcome
+    ts: StrictInt = Field(ge=0)
+    running: str | None = Field(default=None, max_length=64, description="the version the agent runs now")
+    reasons: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=MAX_REASONS)
+
+
 PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.TELEMETRY: TelemetryBatch,
     Channel.STATUS: Status,
@@ -431,6 +528,9 @@ PAYLOADS: dict[Channel, type[_Payload]] = {
     Channel.CONFIG_STATE: ConfigState,
     Channel.CMD: Command,
     Channel.CMD_RESULT: CommandResult,
+    Channel.ACK: Ack,
+    Channel.UPDATE: UpdateOrder,
+    Channel.UPDATE_STATE: UpdateState,
 }
 
 

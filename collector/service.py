@@ -22,6 +22,15 @@ of the converter's): ``start()`` runs it every ``gc_young_threshold`` allocation
 While the store is down nothing is acknowledged, so the broker keeps the messages (persistent
 session) and stops sending beyond the in-flight window: backpressure instead of loss.
 
+End to end (``acks``, on by default): once a batch's messages are acknowledged, the collector
+publishes on each sending agent's ``ack`` channel (QoS 1) the seqs of its telemetry now stored,
+dead-lettered ones included (stored as dead letters: taken too; a payload too large or not valid
+gives its seq from the journal's header when it has one). The agent keeps a batch until then,
+so a broker crash that loses what it acknowledged loses nothing (edge/publisher.py). Mosquitto
+closes the connection of a client that publishes where it may not: on its first connection the
+collector publishes one empty ack to ``wire.ACK_PROBE_TOPIC`` and sends acks only once the
+broker accepted it; refused (a broker whose roles predate acks), it sends none and says so.
+
 Bounded memory: the collector speaks MQTT v5 and announces ``inflight_window`` as its Receive
 Maximum, so the broker never has more than that many unacknowledged messages out to it; the
 inbox and the batches in the pipeline therefore hold at most ``inflight_window`` messages of
@@ -54,6 +63,7 @@ import itertools
 import logging
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -107,6 +117,8 @@ MAX_FUTURE_MS = 10 * 60 * 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 # While the broker cannot be reached: the first failure is logged, then at most one line this often.
 CONNECT_FAIL_LOG_EVERY_S = 60.0
+# How long a writer waits for the broker's answer to the ack probe before it sends no ack.
+ACK_PROBE_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -120,6 +132,7 @@ class CollectorStats:
     store_retries: int = 0
     seq_gaps: int = 0
     window_overruns: int = 0
+    confirmed: int = 0  # telemetry batches confirmed to their agents (end-to-end acks)
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
 
@@ -198,6 +211,7 @@ class _Batch:
     points: list[Point] = field(default_factory=list)
     origins: list[tuple[_Received, int]] = field(default_factory=list)
     dead: list[Point] = field(default_factory=list)
+    seqs: list[tuple[str, int]] = field(default_factory=list)  # (agent, seq) of its telemetry, to confirm
 
     @property
     def size(self) -> int:
@@ -250,6 +264,7 @@ class Collector:
         max_series_per_agent: int = MAX_SERIES_PER_AGENT,
         tls_files: TlsFiles | None = None,
         owners: OwnerPolicy = OwnerPolicy.OFF,
+        acks: bool = True,
     ) -> None:
         self.broker = BrokerAddress.parse(broker_url)
         self.tls_files = tls_files or TlsFiles()
@@ -261,6 +276,9 @@ class Collector:
         # window is then the broker's own setting (Mosquitto: max_inflight_messages).
         self.mqtt_v5 = mqtt_v5
         self.client_id = client_id
+        self.acks = acks
+        self._acks_allowed = threading.Event()  # the broker accepted the probe: acks may go out
+        self._ack_probe_mid: int | None = None  # the probe's, while unanswered
         self.share_group = share_group
         self.batch_max_points = batch_max_points
         self.batch_max_seconds = batch_max_seconds
@@ -360,6 +378,7 @@ class Collector:
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     @property
@@ -407,6 +426,12 @@ class Collector:
             "counter",
             "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
             stats.window_overruns,
+        )
+        out.single(
+            f"{prefix}confirmed_batches",
+            "counter",
+            "Telemetry batches confirmed to their agents as stored (end-to-end acks, citygw/v1/+/ack).",
+            stats.confirmed,
         )
         out.family(
             f"{prefix}dead_letters",
@@ -577,6 +602,27 @@ class Collector:
             # comes, and the converter waits for it (_wait_for_configs).
             _, self._config_mid = client.subscribe(self._config_subscription, qos=0)
         client.subscribe([(name, 1) for name in self._subscriptions])
+        if self.acks and self._ack_probe_mid is None and not self._acks_allowed.is_set():
+            self._ack_probe_mid = client.publish(wire.ACK_PROBE_TOPIC, b"", qos=1).mid
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        if mid != self._ack_probe_mid:
+            return
+        if reason_code.is_failure:  # then Mosquitto closes the connection; the next one sends no probe
+            self.acks = False
+            log.error(
+                "collector %s: the broker refuses its acks (%s on %s): agents get no end-to-end "
+                "confirmation and take the broker's PUBACK as final; let the collector role publish "
+                "citygw/v1/+/ack (run citygw-broker-users roles again), or run with --no-acks",
+                self.client_id,
+                reason_code,
+                wire.ACK_PROBE_TOPIC,
+            )
+        else:
+            self._acks_allowed.set()
+        self._ack_probe_mid = None
 
     def _on_connect_fail(self, client: Client, userdata: Any) -> None:
         """A connection attempt failed (paho retries): the first one logged, then one a minute."""
@@ -806,7 +852,14 @@ class Collector:
 
     def _convert_or_dead_letter(self, message: _Received, batch: _Batch) -> None:
         """``_convert``; a message it fails on (a bug) becomes a dead letter, never the converter's end."""
-        parts: tuple[list[Any], ...] = (batch.messages, batch.lines, batch.points, batch.origins, batch.dead)
+        parts: tuple[list[Any], ...] = (
+            batch.messages,
+            batch.lines,
+            batch.points,
+            batch.origins,
+            batch.dead,
+            batch.seqs,
+        )
         sizes = [len(part) for part in parts]
         try:
             self._convert(message, batch)
@@ -817,6 +870,8 @@ class Collector:
             batch.messages.append(message)
             agent = (wire.parse_topic(message.topic) or ("unknown",))[0]
             batch.dead.append(self._dead_letter(message, Reason.COLLECTOR_ERROR, repr(exc), agent=agent))
+        if len(batch.seqs) == sizes[-1] and (taken := _dead_batch_seq(message)) is not None:
+            batch.seqs.append(taken)  # dead-lettered whole: stored as such, taken all the same
 
     def _convert(self, message: _Received, batch: _Batch) -> None:
         """Add ``message`` to ``batch``: its readings to store, or dead letters."""
@@ -840,6 +895,7 @@ class Collector:
             taken = self._fast.convert(message.payload, parsed[0], earliest_ok, latest_ok)
             if taken is not None:
                 self._check_sequence(parsed[0], taken.seq)
+                batch.seqs.append((parsed[0], taken.seq))
                 if taken.site:
                     self._sites[parsed[0]] = taken.site  # the config's site when the agent has one
                 batch.lines += taken.lines
@@ -861,6 +917,7 @@ class Collector:
             batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent))
             return
         self._check_sequence(agent, payload["seq"])
+        batch.seqs.append((agent, payload["seq"]))
         owned = self._owners.of(agent)
         first_tags = payload["readings"][0].get("tags")
         if owned is None and first_tags and (site := first_tags.get("site")):
@@ -1055,6 +1112,8 @@ class Collector:
         self._release(len(batch.messages))
         if not outcome.written:
             return
+        if self.acks and batch.seqs and self._acks_may_go():
+            self._confirm(batch.seqs)
         reasons = Counter(point.tags["reason"] for point in outcome.dead)
         with self._stats_lock:
             self._stats.messages += len(batch.messages)
@@ -1124,6 +1183,25 @@ class Collector:
                 continue  # received on an earlier connection: the broker sends it again on this one
             self._client.ack(message.mid, message.qos)
 
+    def _acks_may_go(self) -> bool:
+        """True once the broker accepted the probe; waits a moment for its answer if it is under way."""
+        if self._ack_probe_mid is not None:
+            self._acks_allowed.wait(ACK_PROBE_WAIT_S)
+        return self._acks_allowed.is_set()
+
+    def _confirm(self, seqs: list[tuple[str, int]]) -> None:
+        """Tell each agent which of its batches are stored now (its ``ack`` channel, QoS 1)."""
+        by_agent: dict[str, list[int]] = {}
+        for agent, seq in seqs:
+            by_agent.setdefault(agent, []).append(seq)
+        with self._stats_lock:
+            self._stats.confirmed += len(seqs)
+        for agent, numbers in by_agent.items():
+            ranges = wire.seq_ranges(numbers)
+            for start in range(0, len(ranges), wire.MAX_ACK_RANGES):
+                ack = wire.Ack(agent=agent, seqs=ranges[start : start + wire.MAX_ACK_RANGES])
+                self._client.publish(wire.topic(agent, wire.Channel.ACK), wire.encode(ack), qos=1)
+
     def _check_sequence(self, agent: str, seq: int) -> None:
         if self.share_group is not None:
             return
@@ -1187,6 +1265,22 @@ def retry_delay(attempt: int, initial: float, maximum: float) -> float:
 _CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
 _WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
 _CONFIG_SUFFIX = "/" + wire.Channel.CONFIG.value  # an agent's config topic ends so (config/state does not)
+
+
+# How an agent's journal starts every telemetry payload (edge/journal.py): the seq of a payload
+# dead-lettered whole (too large, not valid) is read from there, so that the agent stops holding it.
+_BATCH_HEADER = re.compile(rb'\{"schema":1,"agent":"([a-z0-9][a-z0-9_-]{0,63})","seq":(\d{1,18}),')
+
+
+def _dead_batch_seq(message: _Received) -> tuple[str, int] | None:
+    """(agent, seq) of a telemetry message from its header, if it has the journal's and its agent's."""
+    parsed = wire.parse_topic(message.topic)
+    if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
+        return None
+    header = _BATCH_HEADER.match(message.payload, 0, 120)
+    if header is None or header[1].decode() != parsed[0]:
+        return None
+    return parsed[0], int(header[2])
 
 
 def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:

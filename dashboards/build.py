@@ -11,15 +11,17 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards import air_quality, electricity, lighting, system_health, transport, water
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
 
 GENERATED = Path(__file__).parent / "generated"
 GRID_WIDTH = 24
-DASHBOARDS: tuple[Callable[[], Dashboard], ...] = (
+# Each board from the catalogue of fields by role (the shipped profiles, and a site's own).
+DASHBOARDS: tuple[Callable[[RoleCatalogue], Dashboard], ...] = (
     air_quality.dashboard,
     electricity.dashboard,
     water.dashboard,
     lighting.dashboard,
-    transport.dashboard,
+    lambda _roles: transport.dashboard(),
     system_health.dashboard,
 )
 
@@ -43,9 +45,10 @@ def model(board: Dashboard) -> dict[str, Any]:
     return built
 
 
-def build_all() -> dict[str, dict[str, Any]]:
-    """Every dashboard's JSON model by uid."""
-    models = [model(make()) for make in DASHBOARDS]
+def build_all(roles: RoleCatalogue | None = None) -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON model by uid, reading the fields ``roles`` (default: the shipped
+    profiles') gives each role."""
+    models = [model(make(roles or catalogue())) for make in DASHBOARDS]
     return {board["uid"]: board for board in models}
 
 
@@ -54,10 +57,10 @@ def text(board: dict[str, Any]) -> str:
     return json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write(folder: Path = GENERATED) -> list[Path]:
+def write(folder: Path = GENERATED, roles: RoleCatalogue | None = None) -> list[Path]:
     """Write ``<uid>.json`` per dashboard into ``folder`` and remove dashboards no longer built."""
     folder.mkdir(parents=True, exist_ok=True)
-    boards = build_all()
+    boards = build_all(roles)
     written = []
     for uid, board in boards.items():
         path = folder / f"{uid}.json"

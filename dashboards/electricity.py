@@ -1,25 +1,35 @@
-"""Electricity: power and consumption per district and per meter (Eastron SDM120 / SDM630 fields)."""
+"""Electricity: power and consumption per district and per meter, every meter model's fields by role."""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
+from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.roles import Role
 
 UID = "citygw-electricity"
 MEASUREMENT = "electricity"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'meter')}"
-# Energy per meter per interval: the growth of the import counter (a reset counts as nothing).
-CONSUMPTION = (
-    f'SELECT non_negative_difference(last("import_energy_kwh")) AS "kwh" FROM "{MEASUREMENT}" '
-    f'WHERE {WHERE} GROUP BY time($__interval), "district", "device" fill(none)'
-)
 # EN 50160: 230 V ± 10 %.
 VOLTAGE_STEPS = ((None, BAD), (207.0, OK), (253.0, BAD))
 
 
-def dashboard() -> Dashboard:
+def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
+    roles = roles or catalogue()
+
+    def of(wanted: dict[str, Wanted]) -> str:
+        return sources(roles, MEASUREMENT, wanted, WHERE)
+
+    # Energy per meter per interval: the growth of the import counter (a reset counts as nothing).
+    consumption = (
+        f'SELECT non_negative_difference(last("kwh")) AS "kwh" FROM {of({"kwh": Role.ACTIVE_ENERGY_IMPORT})} '
+        'WHERE $timeFilter GROUP BY time($__interval), "district", "device" fill(none)'
+    )
+    phases: dict[str, Wanted] = {"voltage": Role.VOLTAGE}
+    phases |= {channel: (Role.VOLTAGE, channel) for channel in roles.channels(Role.VOLTAGE, MEASUREMENT)}
     return (
         city_dashboard(
             UID,
@@ -34,8 +44,8 @@ def dashboard() -> Dashboard:
             big_number(
                 "Power now",
                 InfluxQL(
-                    'SELECT sum("total_power") AS "total_power" FROM (SELECT last("total_power") AS '
-                    f'"total_power" FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "device")'
+                    'SELECT sum("power") AS "active_power" FROM (SELECT last("power") AS "power" '
+                    f'FROM {of({"power": Role.ACTIVE_POWER})} GROUP BY "device")'
                 ),
                 unit="watt",
                 description="Sum of the newest total active power of the selected meters.",
@@ -44,7 +54,7 @@ def dashboard() -> Dashboard:
         .with_panel(
             big_number(
                 "Consumption in the time range",
-                InfluxQL(f'SELECT sum("kwh") AS "consumption" FROM ({CONSUMPTION})'),
+                InfluxQL(f'SELECT sum("kwh") AS "consumption" FROM ({consumption})'),
                 unit="kwatth",
             )
         )
@@ -53,8 +63,8 @@ def dashboard() -> Dashboard:
                 "Power per district",
                 [
                     InfluxQL(
-                        'SELECT sum("power") AS "total_power" FROM (SELECT mean("total_power") AS "power" '
-                        f'FROM "{MEASUREMENT}" WHERE {WHERE} '
+                        'SELECT sum("power") AS "active_power" FROM (SELECT mean("power") AS "power" '
+                        f"FROM {of({'power': Role.ACTIVE_POWER})} WHERE $timeFilter "
                         'GROUP BY time($__interval), "district", "device" fill(none)) '
                         'WHERE $timeFilter GROUP BY time($__interval), "district" fill(none)'
                     ).alias("$tag_district")
@@ -68,7 +78,7 @@ def dashboard() -> Dashboard:
                 "Consumption per interval, per district",
                 [
                     InfluxQL(
-                        f'SELECT sum("kwh") AS "consumption" FROM ({CONSUMPTION}) '
+                        f'SELECT sum("kwh") AS "consumption" FROM ({consumption}) '
                         'WHERE $timeFilter GROUP BY time($__interval), "district" fill(none)'
                     ).alias("$tag_district")
                 ],
@@ -83,9 +93,8 @@ def dashboard() -> Dashboard:
                 "Voltage",
                 [
                     InfluxQL(
-                        'SELECT mean("voltage") AS "voltage", mean("voltage_l1") AS "l1", '
-                        'mean("voltage_l2") AS "l2", mean("voltage_l3") AS "l3" '
-                        f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY time($__interval), "device" fill(none)'
+                        "SELECT " + ", ".join(f'mean("{name}") AS "{name}"' for name in phases) + " "
+                        f'FROM {of(phases)} WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device $col")
                 ],
                 unit="volt",
@@ -98,7 +107,8 @@ def dashboard() -> Dashboard:
                 "Power factor",
                 [
                     InfluxQL(
-                        f'SELECT mean("power_factor") AS "power_factor" FROM "{MEASUREMENT}" WHERE {WHERE} '
+                        'SELECT mean("power_factor") AS "power_factor" '
+                        f"FROM {of({'power_factor': Role.POWER_FACTOR})} WHERE $timeFilter "
                         'GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
@@ -110,9 +120,16 @@ def dashboard() -> Dashboard:
             rows(
                 "Meters",
                 InfluxQL(
-                    'SELECT last("total_power") AS "power", last("import_energy_kwh") AS "import_energy", '
-                    f'last("frequency") AS "frequency" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                    'GROUP BY "district", "device"'
+                    'SELECT last("power") AS "power", last("import_energy") AS "import_energy", '
+                    'last("frequency") AS "frequency" FROM '
+                    + of(
+                        {
+                            "power": Role.ACTIVE_POWER,
+                            "import_energy": Role.ACTIVE_ENERGY_IMPORT,
+                            "frequency": Role.FREQUENCY,
+                        }
+                    )
+                    + ' GROUP BY "district", "device"'
                 ),
                 units={"power": "watt", "import_energy": "kwatth", "frequency": "hertz"},
                 column_steps={"frequency": ((None, BAD), (49.8, OK), (50.2, BAD))},

@@ -1,21 +1,22 @@
-"""Street lighting: lamps lit, not lit and failed per cabinet from the DALI gateways' status bytes,
-and whether the scheduled switchings ran on time (the API's ``command`` series, api/recorder.py).
+"""Street lighting: lamps lit, not lit and failed per cabinet from each lamp's status word (its bits
+as the controller's profile names them: role lamp_status, flags), and whether the scheduled
+switchings ran on time (the API's ``command`` series, api/recorder.py).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
+from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
-from firmware_bridge.dali import BALLAST_FAIL, LAMP_FAIL, LAMP_ON
-from firmware_bridge.profile import load_profile
+from firmware_bridge.catalogue import RoleCatalogue, RoleField, catalogue
+from firmware_bridge.roles import LAMP_FAULTS, LampBit, Role
 
 UID = "citygw-street-lighting"
 MEASUREMENT = "lighting"
-PROFILE = "ecodim_dali_gw2"
 WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device', 'cabinet')}"
 COMMANDS = "command"
 # Switchings the API scheduled (at dusk/dawn or at a time), not an engineer's "now", per chosen cabinet.
@@ -30,26 +31,34 @@ SWITCHINGS = (
 )
 
 
-def lamp_status_fields(profile: str = PROFILE) -> list[str]:
-    """The per-lamp status fields the gateway's profile reads (lamp0_status, lamp1_status, ...)."""
-    return [r.field for r in load_profile(profile).registers if re.fullmatch(r"lamp\d+_status", r.field)]
+def _bit(status: str, mask: int) -> str:
+    """1 when any bit of ``mask`` is set in ``status``, else 0 (for one bit: (s & m) / m)."""
+    return f"({status} & {mask}) / {mask}"
 
 
-def _lit(status: str) -> str:
-    return f"({status} & {LAMP_ON}) / {LAMP_ON}"
+def _lit(lamp: RoleField) -> str:
+    return _bit(f'last("{lamp.field}")', lamp.bits(LampBit.LAMP_ON))
 
 
-def _failed(status: str) -> str:
-    # 1 when either failure bit is set: a + b - a·b on the two bits.
-    ballast, lamp = f"({status} & {BALLAST_FAIL})", f"({status} & {LAMP_FAIL}) / {LAMP_FAIL}"
-    return f"({ballast} + {lamp} - {ballast} * {lamp})"
+def _not_lit(lamp: RoleField) -> str:
+    return f"(1 - {_lit(lamp)})"
 
 
-def _per_cabinet(expression: str, by_time: bool) -> str:
-    """Lamps of every cabinet in the state ``expression`` picks out, from the newest status."""
-    lamps = " + ".join(expression.replace("STATUS", f'last("{f}")') for f in lamp_status_fields())
+def _failed(lamp: RoleField) -> str:
+    # 1 when any failure bit is set: 1 - (1 - a)(1 - b)... over the failure bits.
+    status = f'last("{lamp.field}")'
+    bits = [lamp.bits(what) for what in LAMP_FAULTS if lamp.bits(what)]
+    return "(1 - " + " * ".join(f"(1 - {_bit(status, bit)})" for bit in bits) + ")"
+
+
+def _per_lamp(roles: RoleCatalogue, state: Callable[[RoleField], str], by_time: bool) -> str:
+    """FROM sources: per lamp of every controller, 1 when its newest status is in ``state``, else 0."""
     group = 'time($__interval), "device" fill(none)' if by_time else '"device"'
-    return f'SELECT {lamps} AS "lamps" FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY {group}'
+    return ", ".join(
+        f'(SELECT {state(lamp)} AS "lamps" FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY {group})'
+        for channel in roles.channels(Role.LAMP_STATUS, MEASUREMENT)
+        for lamp in roles.read(Role.LAMP_STATUS, MEASUREMENT, channel)
+    )
 
 
 def _switchings(name: str, condition: str, ref_id: str) -> InfluxQL:
@@ -63,10 +72,13 @@ def _switchings(name: str, condition: str, ref_id: str) -> InfluxQL:
     )
 
 
-def dashboard() -> Dashboard:
-    count = len(lamp_status_fields())
-    lit, failed = _lit("STATUS"), _failed("STATUS")
-    not_lit = f"(1 - {lit})"
+def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
+    roles = roles or catalogue()
+
+    def of(wanted: dict[str, Wanted]) -> str:
+        return sources(roles, MEASUREMENT, wanted, WHERE)
+
+    circuits = f"""$timeFilter AND "circuit"::tag = 'street_lighting' AND {matches("district", "district")}"""
     return (
         city_dashboard(
             UID,
@@ -84,14 +96,14 @@ def dashboard() -> Dashboard:
         .with_panel(
             big_number(
                 "Lamps lit",
-                InfluxQL(f'SELECT sum("lamps") AS "lit" FROM ({_per_cabinet(lit, False)})'),
+                InfluxQL(f'SELECT sum("lamps") AS "lit" FROM {_per_lamp(roles, _lit, False)}'),
                 unit="none",
             )
         )
         .with_panel(
             big_number(
                 "Lamps not lit",
-                InfluxQL(f'SELECT sum("lamps") AS "not_lit" FROM ({_per_cabinet(not_lit, False)})'),
+                InfluxQL(f'SELECT sum("lamps") AS "not_lit" FROM {_per_lamp(roles, _not_lit, False)}'),
                 unit="none",
                 steps=((None, OK), (1, WARN)),
                 description="Off by schedule or not lit by a fault; compare with the schedule.",
@@ -100,18 +112,18 @@ def dashboard() -> Dashboard:
         .with_panel(
             big_number(
                 "Lamps failed",
-                InfluxQL(f'SELECT sum("lamps") AS "failed" FROM ({_per_cabinet(failed, False)})'),
+                InfluxQL(f'SELECT sum("lamps") AS "failed" FROM {_per_lamp(roles, _failed, False)}'),
                 unit="none",
                 steps=((None, OK), (1, BAD)),
-                description="Lamp or ballast failure reported in the DALI status byte.",
+                description="A failure bit (lamp, ballast, power, limit) set in the lamp's status word.",
             )
         )
         .with_panel(
             big_number(
                 "Cabinets with a gateway fault",
                 InfluxQL(
-                    'SELECT count("fault") AS "cabinets" FROM (SELECT last("device_fault") AS "fault" '
-                    f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "device") WHERE "fault"::field > 0'
+                    'SELECT count("fault") AS "cabinets" FROM (SELECT last("fault") AS "fault" '
+                    f'FROM {of({"fault": Role.ERROR_CODE})} GROUP BY "device") WHERE "fault"::field > 0'
                 ),
                 unit="none",
                 steps=((None, OK), (1, BAD)),
@@ -120,10 +132,15 @@ def dashboard() -> Dashboard:
         .with_panel(
             time_series(
                 "Lamps lit per cabinet",
-                [InfluxQL(_per_cabinet(lit, True)).alias("$tag_device")],
+                [
+                    InfluxQL(
+                        f'SELECT sum("lamps") AS "lamps" FROM {_per_lamp(roles, _lit, True)} '
+                        'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
+                    ).alias("$tag_device")
+                ],
                 unit="none",
                 stacked=True,
-                description=f"Each gateway profile reads {count} lamps.",
+                description="Lamps whose status word has the lamp-on bit, per lighting controller.",
             )
         )
         .with_panel(
@@ -131,8 +148,8 @@ def dashboard() -> Dashboard:
                 "DALI bus load",
                 [
                     InfluxQL(
-                        f'SELECT max("bus_load") AS "bus_load" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                        'GROUP BY time($__interval), "device" fill(none)'
+                        f'SELECT max("bus_load") AS "bus_load" FROM {of({"bus_load": Role.BUS_LOAD})} '
+                        'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="percent",
@@ -144,10 +161,9 @@ def dashboard() -> Dashboard:
                 "Energy of lighting circuits per interval",
                 [
                     InfluxQL(
-                        'SELECT non_negative_difference(last("import_energy_kwh")) AS "energy" '
-                        """FROM "electricity" WHERE $timeFilter AND "circuit"::tag = 'street_lighting' """
-                        f"AND {matches('district', 'district')} "
-                        'GROUP BY time($__interval), "device" fill(none)'
+                        'SELECT non_negative_difference(last("energy")) AS "energy" FROM '
+                        + sources(roles, "electricity", {"energy": Role.ACTIVE_ENERGY_IMPORT}, circuits)
+                        + ' WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="kwatth",
@@ -210,13 +226,14 @@ def dashboard() -> Dashboard:
                 "Cabinets",
                 InfluxQL(
                     'SELECT last("bus_status") AS "bus_status", last("bus_load") AS "bus_load", '
-                    f'last("device_fault") AS "device_fault" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                    'GROUP BY "district", "device"'
+                    'last("fault") AS "fault" FROM '
+                    + of({"bus_status": Role.BUS_STATUS, "bus_load": Role.BUS_LOAD, "fault": Role.ERROR_CODE})
+                    + ' GROUP BY "district", "device"'
                 ),
                 units={"bus_load": "percent"},
                 column_steps={
                     "bus_status": ((None, OK), (1, BAD)),
-                    "device_fault": ((None, OK), (1, BAD)),
+                    "fault": ((None, OK), (1, BAD)),
                 },
             )
         )

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from grafana_client.client import GrafanaClientError
 from citygw.errors import ConfigError
 from collector.store import redact
 from dashboards.build import build_all, text
+from firmware_bridge.catalogue import catalogue
 
 URL_ENV = "CITYGW_GRAFANA_URL"
 TOKEN_ENV = "CITYGW_GRAFANA_TOKEN"
@@ -106,9 +108,10 @@ def push(api: GrafanaApi, boards: Mapping[str, dict[str, Any]], *, dry_run: bool
     return changes
 
 
-def main(*, dry_run: bool) -> int:
-    """The CLI command: prints one line per dashboard (and the diffs with ``--dry-run``)."""
-    changes = push(grafana_from_environment(), build_all(), dry_run=dry_run)
+def main(*, dry_run: bool, profiles: tuple[Path, ...] = ()) -> int:
+    """The CLI command: prints one line per dashboard (and the diffs with ``--dry-run``); ``profiles``:
+    the folders of a site's own device profiles, whose fields' roles the panels read too."""
+    changes = push(grafana_from_environment(), build_all(catalogue(profiles)), dry_run=dry_run)
     for change in changes:
         verb = {Action.CREATE: "create", Action.UPDATE: "update", Action.UNCHANGED: "unchanged"}[
             change.action

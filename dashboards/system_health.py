@@ -15,40 +15,48 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 
 from collector.dead_letter import DEAD_LETTER
 from collector.health import AGENT_HEALTH
+from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, big_number, city_dashboard, rows, time_series
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.roles import Role
 
 UID = "citygw-system-health"
 AGENTS = f"{matches('agent', 'agent')}"
-# A field every point of the measurement carries, to count its points and devices.
-ALWAYS_PRESENT = {
-    "air_quality": "pm25",
-    "electricity": "total_power",
-    "water": "flow_rate",
-    "lighting": "bus_load",
-    "vehicle_position": "lat",
-    "validator": "taps_resident",
+# What every reading of the measurement carries (a fast-polled role), to count its points and devices.
+ALWAYS_PRESENT: dict[str, Wanted] = {
+    "air_quality": Role.PM2_5,
+    "electricity": Role.ACTIVE_POWER,
+    "water": Role.FLOW_RATE,
+    "lighting": Role.BUS_LOAD,
+    "vehicle_position": "lat",  # the wire contract's
+    "validator": (Role.TAPS, "resident"),
 }
 
 
-def dashboard() -> Dashboard:
+def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
+    roles = roles or catalogue()
+    chosen = {
+        measurement: sources(roles, measurement, {"value": wanted}, f"$timeFilter AND {AGENTS}")
+        for measurement, wanted in ALWAYS_PRESENT.items()
+    }
     readings = [
         InfluxQL(
-            f'SELECT count("{field}") AS "readings" FROM "{measurement}" WHERE $timeFilter AND {AGENTS} '
+            f'SELECT count("value") AS "readings" FROM {source} WHERE $timeFilter '
             "GROUP BY time($__interval) fill(0)"
         )
         .ref_id(chr(ord("A") + i))
         .alias(measurement)
-        for i, (measurement, field) in enumerate(ALWAYS_PRESENT.items())
+        for i, (measurement, source) in enumerate(chosen.items())
     ]
     devices = [
         InfluxQL(
-            f'SELECT count("value") AS "devices" FROM (SELECT last("{field}") AS "value" '
-            f'FROM "{measurement}" WHERE $timeFilter AND {AGENTS} GROUP BY "device")'
+            f'SELECT count("value") AS "devices" FROM (SELECT last("value") AS "value" '
+            f'FROM {source} GROUP BY "device")'
         )
         .ref_id(chr(ord("A") + i))
         .alias(measurement)
-        for i, (measurement, field) in enumerate(ALWAYS_PRESENT.items())
+        for i, (measurement, source) in enumerate(chosen.items())
     ]
     return (
         city_dashboard(

@@ -1,7 +1,10 @@
-"""Transport: vehicles reporting, positions, speeds, delays and occupancy per route, boardings.
+"""Transport: vehicles reporting, positions, speeds, delays and occupancy per route, boardings, and
+how right the published arrival predictions were.
 
 Delays and occupancy come from the API's recorder (``transit_vehicle``, api/recorder.py): the API
 matches buses to the timetable and estimates occupancy from validator taps, then writes both here.
+Prediction accuracy too (``transit_accuracy``, api/transit/accuracy.py): predictions scored per
+TransitApp bucket, summed here into shares.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ UID = "citygw-transport"
 POSITIONS = "vehicle_position"
 VALIDATORS = "validator"
 TRANSIT = "transit_vehicle"
+ACCURACY = "transit_accuracy"
 WHERE = f"$timeFilter AND {matches('route', 'route')}"
 TAPS = ("taps_resident", "taps_student", "taps_pupil", "taps_concession")
 # Delay colours: a bus 3 minutes late is noticed at the stop, 5 minutes late breaks connections.
@@ -23,6 +27,17 @@ LATE_S, VERY_LATE_S = 180, 300
 DELAY_STEPS = ((None, OK), (LATE_S, WARN), (VERY_LATE_S, BAD))
 # Occupancy colours at the GTFS-realtime levels the API uses: few seats, then standing room only.
 OCCUPANCY_STEPS = ((None, OK), (65, WARN), (90, BAD))
+# Share of predictions within the windows: the issue's 85 % target, and below 70 % riders stop trusting them.
+ACCURACY_STEPS = ((None, BAD), (70, WARN), (85, OK))
+# TransitApp's buckets (minutes ahead) and windows, as api/transit/accuracy.py scores them (the
+# dashboards may not import the API; tests/dashboards check that the two agree).
+BUCKETS = {"0_3": (30, 90), "3_6": (60, 150), "6_10": (60, 210), "10_15": (90, 270)}
+# Per bucket, the percentage accurate of the predictions summed over the group: ``"0_3"`` ...
+SHARES = ", ".join(f'sum("accurate_{b}") / sum("predictions_{b}") * 100 AS "{b}"' for b in BUCKETS)
+WINDOWS_TEXT = "; ".join(
+    f"{bucket.replace('_', '-')} min ahead: {early} s early to {late} s late"
+    for bucket, (early, late) in BUCKETS.items()
+)
 
 
 def _late_now(over_s: int, colour: str) -> Panel:
@@ -125,6 +140,34 @@ def dashboard() -> Dashboard:
                 "confidence: how sure the trip matching is (0-1).",
                 units={"delay": "s", "occupancy": "percent", "confidence": "percentunit"},
                 column_steps={"delay": DELAY_STEPS, "occupancy": OCCUPANCY_STEPS},
+            )
+        )
+        .with_panel(
+            time_series(
+                "Arrival predictions within TransitApp's windows",
+                [
+                    InfluxQL(
+                        f'SELECT {SHARES} FROM "{ACCURACY}" WHERE {WHERE} '
+                        "GROUP BY time($__interval) fill(none)"
+                    ).alias("$col min ahead")
+                ],
+                unit="percent",
+                steps=ACCURACY_STEPS,
+                description="Share of the TripUpdates' arrival predictions the bus kept to, by how long "
+                f"before it really arrived they were published ({WINDOWS_TEXT}: TransitApp's ETA Accuracy "
+                "Benchmark). Scored by the API from the buses' positions.",
+                width=12,
+            )
+        )
+        .with_panel(
+            rows(
+                "Prediction accuracy per route",
+                InfluxQL(f'SELECT {SHARES} FROM "{ACCURACY}" WHERE {WHERE} GROUP BY "route"'),
+                description="Per route over the time range, the share of arrival predictions within "
+                "TransitApp's window, per bucket of minutes ahead (0_3: 0-3 minutes...).",
+                units=dict.fromkeys(BUCKETS, "percent"),
+                column_steps=dict.fromkeys(BUCKETS, ACCURACY_STEPS),
+                width=12,
             )
         )
         .with_panel(

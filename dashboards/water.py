@@ -1,11 +1,15 @@
-"""Water: flow, consumption and the night-flow pattern that gives leaks away (TUF-2000M fields)."""
+"""Water: flow, consumption and the night-flow pattern that gives leaks away, every meter model's
+fields by role (flow in m³/h, volumes in m³)."""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
+from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, city_dashboard, rows, time_series
+from firmware_bridge.catalogue import RoleCatalogue, catalogue
+from firmware_bridge.roles import Role
 
 UID = "citygw-water"
 MEASUREMENT = "water"
@@ -14,7 +18,12 @@ WHERE = f"$timeFilter AND {matches('district', 'district')} AND {matches('device
 LEAK_FLOW_M3H = 2.0
 
 
-def dashboard() -> Dashboard:
+def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
+    roles = roles or catalogue()
+
+    def of(wanted: dict[str, Wanted]) -> str:
+        return sources(roles, MEASUREMENT, wanted, WHERE)
+
     return (
         city_dashboard(
             UID,
@@ -31,8 +40,8 @@ def dashboard() -> Dashboard:
                 "Flow",
                 [
                     InfluxQL(
-                        f'SELECT mean("flow_rate") AS "flow_rate" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                        'GROUP BY time($__interval), "device" fill(none)'
+                        f'SELECT mean("flow_rate") AS "flow_rate" FROM {of({"flow_rate": Role.FLOW_RATE})} '
+                        'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="flowcmh",
@@ -43,14 +52,15 @@ def dashboard() -> Dashboard:
                 "Consumption per interval",
                 [
                     InfluxQL(
-                        'SELECT non_negative_difference(last("positive_total")) AS "consumption" '
-                        f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY time($__interval), "device" fill(none)'
+                        'SELECT non_negative_difference(last("volume")) AS "consumption" '
+                        f"FROM {of({'volume': Role.VOLUME_TOTAL})} "
+                        'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="m3",
                 bars=True,
                 stacked=True,
-                description="Growth of the forward volume counter in each interval.",
+                description="Growth of the forward volume counter (role volume_total) in each interval.",
             )
         )
         .with_panel(
@@ -58,8 +68,8 @@ def dashboard() -> Dashboard:
                 "Leak pattern: minimum flow per day",
                 [
                     InfluxQL(
-                        f'SELECT min("flow_rate") AS "minimum_flow" FROM "{MEASUREMENT}" WHERE {WHERE} '
-                        'GROUP BY time(1d), "device" fill(none)'
+                        f'SELECT min("flow_rate") AS "minimum_flow" FROM {of({"flow_rate": Role.FLOW_RATE})} '
+                        'WHERE $timeFilter GROUP BY time(1d), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="flowcmh",
@@ -74,8 +84,9 @@ def dashboard() -> Dashboard:
                 "Reverse flow per interval",
                 [
                     InfluxQL(
-                        'SELECT non_negative_difference(last("negative_total")) AS "reverse" '
-                        f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY time($__interval), "device" fill(none)'
+                        'SELECT non_negative_difference(last("volume")) AS "reverse" '
+                        f"FROM {of({'volume': Role.VOLUME_REVERSE})} "
+                        'WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)'
                     ).alias("$tag_device")
                 ],
                 unit="m3",
@@ -88,9 +99,17 @@ def dashboard() -> Dashboard:
             rows(
                 "Meters",
                 InfluxQL(
-                    'SELECT last("flow_rate") AS "flow_rate", last("positive_total") AS "volume", '
-                    'last("signal_quality") AS "signal_quality", last("error_code") AS "error_code" '
-                    f'FROM "{MEASUREMENT}" WHERE {WHERE} GROUP BY "district", "device"'
+                    'SELECT last("flow_rate") AS "flow_rate", last("volume") AS "volume", '
+                    'last("signal_quality") AS "signal_quality", last("error_code") AS "error_code" FROM '
+                    + of(
+                        {
+                            "flow_rate": Role.FLOW_RATE,
+                            "volume": Role.VOLUME_TOTAL,
+                            "signal_quality": Role.SIGNAL_QUALITY,
+                            "error_code": Role.ERROR_CODE,
+                        }
+                    )
+                    + ' GROUP BY "district", "device"'
                 ),
                 units={"flow_rate": "flowcmh", "volume": "m3"},
                 column_steps={

@@ -5,26 +5,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from citygw import wire
 from edge import systemd
 from edge.commands import Commands, Refused
-from edge.config import AgentConfig, Device, NmeaLine, RtuLine, TcpLine, load_agent_config
+from edge.config import (
+    AgentConfig,
+    Device,
+    MbusLine,
+    NmeaLine,
+    OpcUaLine,
+    RtuLine,
+    TcpLine,
+    load_agent_config,
+)
 from edge.journal import Journal
-from edge.poller import GpsPoller, HealthBoard, ModbusPoller, now_ms
+from edge.opcua_poller import OpcUaPoller
+from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
+from edge.update import Updater
 from edge.vehicles import Vehicles
+from firmware_bridge import mbus
 from firmware_bridge.modbus import ModbusLine
-from firmware_bridge.profile import Profile, load_nmea_profile, load_profile
+from firmware_bridge.overlay import apply_overlay
+from firmware_bridge.profile import (
+    Profile,
+    load_mbus_profile,
+    load_nmea_profile,
+    load_opcua_profile,
+    load_profile,
+)
 
 log = logging.getLogger(__name__)
+L = TypeVar("L")
 
 LINE_RETRY_S = 10.0
+GOODBYE_FLUSH_S = 10.0
 
 
 class Agent:
@@ -43,10 +67,15 @@ class Agent:
         self.vehicles = Vehicles()  # the consoles' log-ins, shared by the pollers of every line
         self._load_profile = profiles
         self.profiles: dict[str, Profile] = {}
+        # Each Modbus device's profile with its overlay applied, by device id.
+        self.device_profiles: dict[str, Profile] = {}
         self.version = version
         self.journal: Journal | None = None
         self.publisher: Publisher | None = None
         self.remote: RemoteConfig | None = None
+        self.updater: Updater | None = None
+        self.exit_code = 0
+        self._main: asyncio.Task[None] | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
@@ -56,6 +85,7 @@ class Agent:
     async def run(self) -> None:
         """Poll, journal and publish until cancelled; then close the lines and the journal."""
         base = self.base_config
+        self._main = asyncio.current_task()
         journal = open_journal(base)
         self.journal = journal
         publisher = Publisher(base, journal, version=self.version)
@@ -70,10 +100,21 @@ class Agent:
                 board=self.board,
                 report=self._send_config_state,
                 profiles=self._load_profile,
+                settings_check=self._settings_problems,
             )
             self.config = self.remote.startup_config()
             publisher.config_version = self.remote.applied_version
             publisher.listen(wire.Channel.CONFIG, self.remote.receive)
+        if base.update is not None:
+            self.updater = Updater(
+                base.agent_id,
+                base.update,
+                running=publisher.version,
+                report=self._send_update_state,
+                exit=self._exit,
+                answering=self._answering,
+            )
+            publisher.listen(wire.Channel.UPDATE, self.updater.receive)
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -88,6 +129,9 @@ class Agent:
                     len(config.lines),
                     config.broker.redacted_url,
                 )
+                if self.updater is not None:
+                    tasks.create_task(self.updater.report_last(), name="update-result")
+                    tasks.create_task(self.updater.judge_trial(self._health_problems), name="update-trial")
                 self.started.set()
                 systemd.notify("READY=1")
                 tasks.create_task(systemd.keep_watchdog_fed(), name="watchdog")
@@ -102,10 +146,15 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if not isinstance(line, NmeaLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
+        self.device_profiles = {
+            d.id: apply_overlay(self.profiles[d.profile], d.overlay)
+            for d in config.devices
+            if d.profile is not None and d.line in modbus_lines
+        }
         wanted = {
             line.id: (_signature(config, line.id), line)
             for line in config.lines
@@ -131,11 +180,18 @@ class Agent:
         self.journal.slow_devices = frozenset(
             d.id for d in config.devices if d.poll_s >= settings.slow_poll_s
         )
+        self.journal.quota_bytes = _quota_bytes(settings.quota_mb)
+        self.journal.policy = settings.on_full
+        self.journal.set_fsync(settings.fsync)
+        if self.publisher is not None:
+            self.publisher.config = config  # publish settings: read at each batch
         if not initial and self.publisher is not None and self.remote is not None:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(self, line: TcpLine | RtuLine | NmeaLine, config: AgentConfig) -> asyncio.Task[None]:
+    def _start_line(
+        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, config: AgentConfig
+    ) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
@@ -152,13 +208,31 @@ class Agent:
                 profile=profile,
                 vehicles=self.vehicles,
             ).run
+        elif isinstance(line, MbusLine):
+            meters = [(d, load_mbus_profile(d.profile or "")) for d in devices]
+            mbus_poller = MbusPoller(
+                meters, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
+            )
+            bus = partial(mbus.MbusLine, line.port, baudrate=line.baudrate, timeout=line.timeout)
+            run = partial(
+                self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
+            )
+        elif isinstance(line, OpcUaLine):
+            run = OpcUaPoller(
+                line,
+                [(d, load_opcua_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            ).run
         else:
-            profiled = [(d, self.profiles[d.profile or ""]) for d in devices]
+            profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
                 profiled, journal=self.journal, board=self.board, site=config.site, vehicles=self.vehicles
             )
             self.pollers[line.id] = poller
-            run = partial(self._own_modbus_line, line, poller)
+            run = partial(self._own_line, line.id, partial(_modbus_line, line), poller)
         return self._tasks.create_task(self._supervise(line.id, devices, run), name=f"line:{line.id}")
 
     async def _supervise(
@@ -186,7 +260,7 @@ class Agent:
                 poller = self.pollers.get(device.line)
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
-                return device, self.profiles[device.profile], poller
+                return device, self.device_profiles[device.id], poller
         raise Refused(f"no device {device_id} on agent {self.config.agent_id}")
 
     async def _send_result(self, result: wire.CommandResult) -> None:
@@ -200,21 +274,66 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
             self.publisher.announce()
 
-    async def _own_modbus_line(self, line: TcpLine | RtuLine, poller: ModbusPoller) -> None:
+    async def _send_update_state(self, state: wire.UpdateState) -> None:
+        assert self.publisher is not None
+        await self.publisher.send(wire.Channel.UPDATE_STATE, state, retain=True)
+
+    async def _exit(self, code: int) -> None:
+        """Stop the agent with exit code ``code`` (a release to start, or a trial that failed)."""
+        self.exit_code = code
+        if self.publisher is not None:
+            await self.publisher.drain_outbox(GOODBYE_FLUSH_S)
+        if self._main is not None:
+            self._main.cancel()
+
+    async def _settings_problems(self, since_ms: int) -> list[str]:
+        """After settings changed: the broker link works (a health message goes out, a waiting reading
+        was acknowledged after ``since_ms``) and the journal can be written."""
+        problems = []
+        publisher = self.publisher
+        if publisher is None or not await publisher.publish_health(self.health()):
+            problems.append(f"MQTT: cannot publish to {self.base_config.broker.redacted_url}")
+        elif self.journal is not None and self.journal.backlog() and publisher.last_ack_ms < since_ms:
+            problems.append(f"publishing: {self.journal.backlog()} readings wait, none acknowledged since")
+        if self.journal is not None:
+            problem = writable(self.journal.path.parent)
+            if problem:
+                problems.append(f"journal: {problem}")
+        return problems
+
+    def _answering(self) -> list[str]:
+        return [d for d, r in self.board.devices.items() if r.state is wire.DeviceState.OK]
+
+    def _health_problems(self, since_ms: int, answering: list[str]) -> list[str]:
+        """What keeps a new version from being healthy: broker link, journal, devices heard before."""
+        problems = []
+        if self.publisher is None or not self.publisher.connected.is_set():
+            problems.append(f"MQTT: not connected to {self.base_config.broker.redacted_url}")
+        if self.journal is not None:
+            problem = writable(self.journal.path.parent)
+            if problem:
+                problems.append(f"journal: {problem}")
+        silent = [d for d in answering if (self.board.record(d).last_ok or 0) < since_ms]
+        if silent:
+            problems.append(f"devices that answered before the update are silent: {', '.join(silent)}")
+        return problems
+
+    async def _own_line(
+        self, line_id: str, open_line: Callable[[], AbstractAsyncContextManager[L]], poller: LinePoller[L]
+    ) -> None:
         """Open the line and poll it; a line that cannot be opened is reported and retried, never fatal."""
-        devices = self.config.devices_on(line.id)
+        devices = self.config.devices_on(line_id)
         while True:
-            modbus = _modbus_line(line)
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    await stack.enter_async_context(modbus)
+                    opened = await stack.enter_async_context(open_line())
                 except Exception as exc:  # serial drivers raise OSError, termios.error, ValueError...
-                    error = f"line {line.id} cannot be opened: {exc!r}"
+                    error = f"line {line_id} cannot be opened: {exc!r}"
                     log.warning("%s; retrying in %.0f s", error, LINE_RETRY_S)
                     for device in devices:
                         self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
                 else:
-                    await poller.run(modbus)
+                    await poller.run(opened)
             await asyncio.sleep(LINE_RETRY_S)
 
     def health(self) -> wire.Health:
@@ -235,6 +354,17 @@ class Agent:
 def _modbus_line(line: TcpLine | RtuLine) -> ModbusLine:
     if isinstance(line, TcpLine):
         return ModbusLine.tcp(host=line.host, port=line.port, timeout=line.timeout)
+    server = line.socket_address
+    if server is not None:  # RTU frames to a serial server over TCP
+        return ModbusLine.rtu_over_tcp(
+            host=server[0],
+            port=server[1],
+            baudrate=line.baudrate,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            bytesize=line.bytesize,
+            timeout=line.timeout,
+        )
     return ModbusLine.rtu(
         port=line.port,
         baudrate=line.baudrate,
@@ -251,21 +381,43 @@ def _signature(config: AgentConfig, line_id: str) -> str:
     return f"{config.line(line_id).model_dump_json()}|{devices}|{config.site}"
 
 
+def writable(folder: Path) -> str | None:
+    """None if a file can be written and synced in ``folder``, else why not."""
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as out:
+            out.write(b"ok")
+            out.flush()
+            os.fsync(out.fileno())
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror}"
+    return None
+
+
+def _quota_bytes(quota_mb: float | None) -> int | None:
+    return None if quota_mb is None else int(quota_mb * 1_000_000)
+
+
 def open_journal(config: AgentConfig) -> Journal:
-    """The journal the config describes (quota, policy, which devices count as slow)."""
+    """The journal the config describes (quota, policy, which devices count as slow, end-to-end ack)."""
     settings = config.journal
     return Journal(
         settings.path,
         config.agent_id,
         fsync=settings.fsync,
-        quota_bytes=None if settings.quota_mb is None else int(settings.quota_mb * 1_000_000),
+        quota_bytes=_quota_bytes(settings.quota_mb),
         policy=settings.on_full,
         slow_devices=frozenset(d.id for d in config.devices if d.poll_s >= settings.slow_poll_s),
+        hold=config.publish.end_to_end_ack,
     )
 
 
-async def run_agent(config_path: str | Path) -> None:
-    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``)."""
+async def run_agent(config_path: str | Path) -> int:
+    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``).
+
+    Returns the exit code: 0, or the launcher's EXIT_RESTART / EXIT_UNHEALTHY (edge/launcher.py).
+    """
     agent = Agent(load_agent_config(config_path))
     task = asyncio.current_task()
     assert task is not None
@@ -277,3 +429,4 @@ async def run_agent(config_path: str | Path) -> None:
         await agent.run()
     except asyncio.CancelledError:
         log.info("agent %s stopped", agent.config.agent_id)
+    return agent.exit_code

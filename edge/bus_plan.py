@@ -5,7 +5,8 @@ line's baud rate, or the longer guard interval its profile's ``timing`` declares
 ``firmware_bridge.timing``) per second of its ``poll_s``, with its slow points counted once
 every ``SLOW_EVERY`` polls. That is a lower bound: the devices' turnaround comes on top, so
 a line planned beyond 1 s of wire time per second can never keep its schedule and the config
-is refused.
+is refused. Devices are planned as their overlay has them (``max_registers``, fields, guard);
+when the line would fit without the overlays, the refusal names the overlay that breaks it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from edge.config import AgentConfig, Device, Problem, RtuLine
 from edge.poller import SLOW_EVERY
+from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.planner import plan_reads
 from firmware_bridge.profile import Profile
 from firmware_bridge.timing import SerialLine
@@ -29,6 +31,8 @@ class DeviceLoad:
     device: str
     poll_s: float
     busy: float
+    # The device's load with its profile as shipped (no overlay).
+    busy_as_shipped: float = 0.0
 
 
 def serial_line(line: RtuLine) -> SerialLine:
@@ -42,27 +46,52 @@ def poll_wire_time(profile: Profile, wire: SerialLine) -> float:
     return (fast * (SLOW_EVERY - 1) + both) / SLOW_EVERY
 
 
-def line_load(line: RtuLine, devices: list[tuple[Device, Profile]]) -> list[DeviceLoad]:
-    """Each device's share of the line, heaviest first."""
+def line_load(
+    line: RtuLine, devices: list[tuple[Device, Profile]], shipped: dict[str, Profile] | None = None
+) -> list[DeviceLoad]:
+    """Each device's share of the line, heaviest first (``shipped``: profiles before overlays, by device)."""
     wire = serial_line(line)
-    loads = [DeviceLoad(d.id, d.poll_s, poll_wire_time(p, wire) / d.poll_s) for d, p in devices]
+    loads = []
+    for device, profile in devices:
+        busy = poll_wire_time(profile, wire) / device.poll_s
+        before = (shipped or {}).get(device.id)
+        as_shipped = busy if before is None else poll_wire_time(before, wire) / device.poll_s
+        loads.append(DeviceLoad(device.id, device.poll_s, busy, as_shipped))
     return sorted(loads, key=lambda load: -load.busy)
 
 
 def check_bus_time(config: AgentConfig, profiles: Callable[[str], object]) -> list[Problem]:
     """A problem for every RS-485 line whose devices need more than 1 s of wire time per second."""
     problems: list[Problem] = []
+    index = {device.id: i for i, device in enumerate(config.devices)}
     for i, line in enumerate(config.lines):
         if not isinstance(line, RtuLine):
             continue  # a TCP gateway's serial side and a GPS receiver are not ours to schedule
         devices = []
+        shipped: dict[str, Profile] = {}
         for device in config.devices_on(line.id):
-            profile = profiles(device.profile) if device.profile else None
-            if isinstance(profile, Profile):
-                devices.append((device, profile))
-        loads = line_load(line, devices)
+            base = profiles(device.profile) if device.profile else None
+            if isinstance(base, Profile):
+                devices.append((device, apply_overlay(base, device.overlay)))
+                shipped[device.id] = base
+        loads = line_load(line, devices, shipped)
         need = sum(load.busy for load in loads)
         if need <= 1.0:
+            continue
+        as_shipped = sum(load.busy_as_shipped for load in loads)
+        if as_shipped <= 1.0:
+            worst = max(loads, key=lambda load: load.busy - load.busy_as_shipped)
+            problems.append(
+                Problem(
+                    f"devices[{index[worst.device]}].overlay",
+                    f"with the overlay of device {worst.device!r} line {line.id} needs {need:.2f} s of "
+                    f"bus time per 1.0 s at {line.baudrate} baud ({as_shipped:.2f} s without overlays): "
+                    f"its polls take {worst.busy / worst.busy_as_shipped:.1f} times the wire time of its "
+                    "profile's",
+                    f"raise the overlay's max_registers or lower its timing.guard_ms on {worst.device}, "
+                    f"or {_fix(loads, need)}",
+                )
+            )
             continue
         problems.append(
             Problem(

@@ -34,11 +34,11 @@ from pydantic import ValidationError
 
 from citygw import wire
 from edge.poller import LineStopped, ModbusPoller, now_ms
-from firmware_bridge import dali
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import INTEGER_TYPES, Profile, RegisterSpec
 from firmware_bridge.registers import decode, encode
+from firmware_bridge.roles import lamp_faults
 
 if TYPE_CHECKING:
     from edge.agent import Agent
@@ -152,7 +152,8 @@ def judge(look: Look, read: dict[str, wire.FieldValue], *, final: bool) -> Verdi
     """The outcome of one write from what was read at the device; None: not settled yet, look again."""
     name = look.write.field.removesuffix(BRIGHTNESS)
     status = read.get(look.status.field) if look.status is not None else None
-    faults = dali.faults(status) if isinstance(status, int) and not isinstance(status, bool) else []
+    flags = (look.status.flags or {}) if look.status is not None else {}
+    faults = lamp_faults(flags, status) if isinstance(status, int) and not isinstance(status, bool) else []
     fault = read.get(look.fault.field) if look.fault is not None else None
     if look.asks_light and (faults or fault not in (None, 0, False)):
         why = f"{' and '.join(faults)} failure (status {status})" if faults else f"fault register {fault}"

@@ -8,6 +8,7 @@ reading this code.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from citygw import wire
 from citygw.errors import ConfigError
 from citygw.tls import client_context
-from firmware_bridge.profile import DeadbandError, DeadbandSetting
+from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
+from firmware_bridge.profile import DeadbandError, DeadbandSetting, Profile
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -34,6 +36,7 @@ DEFAULT_GPS_PROFILE = "gps_nmea"  # the profile of a GPS device that names none
 # A steady device is heard at least this often: the API takes an air-quality reading older than
 # 2 h as stale (api.settings aq_max_age_s) and the collector writes device health every 15 min.
 MAX_HEARTBEAT_S = 3600.0
+SOCKET_SCHEME = "socket://"  # an RTU line's port on a serial server (pyserial's URL form)
 
 Label = wire.Label
 Name = wire.Name
@@ -152,6 +155,18 @@ class PublishConfig(_Section):
     backlog_rate: float | None = Field(
         default=2000.0, gt=0, description="readings/s of backlog after an outage (live data is not capped)"
     )
+    end_to_end_ack: bool = Field(
+        default=True,
+        description="keep a batch in the journal after the broker's PUBACK until a collector confirms it "
+        "stored it (ack channel), and send it again if the broker lost it; false: the PUBACK is final",
+    )
+    ack_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="seconds a held batch waits for its confirmation before it is sent again (only once "
+        "a later batch was confirmed); while no collector ever confirmed one, before it is let go",
+    )
 
 
 class HealthConfig(_Section):
@@ -172,7 +187,8 @@ class TcpLine(_Line):
 
 
 class RtuLine(_Line):
-    """An RS-485 Modbus RTU bus on a serial port (device path or pyserial URL)."""
+    """An RS-485 Modbus RTU bus on a serial port (device path or pyserial URL), or behind a serial
+    server that passes RTU frames through TCP (``socket://host:port``; baud and format its RS-485 side's)."""
 
     kind: Literal["rtu"]
     port: str = Field(min_length=1)
@@ -180,6 +196,31 @@ class RtuLine(_Line):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    @field_validator("port")
+    @classmethod
+    def _socket_url(cls, port: str) -> str:
+        if port.startswith(SOCKET_SCHEME):
+            parts = urlsplit(port)
+            try:
+                number = parts.port
+            except ValueError:
+                number = None
+            if not parts.hostname or number is None or parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"a serial server is {SOCKET_SCHEME}host:port, e.g. socket://10.0.4.7:4001")
+        return port
+
+    @property
+    def socket_address(self) -> tuple[str, int] | None:
+        """(host, port) of the serial server when the port is ``socket://``; None for a serial port."""
+        if not self.port.startswith(SOCKET_SCHEME):
+            return None
+        parts = urlsplit(self.port)
+        return parts.hostname or "", parts.port or 0
+
+    @property
+    def over_tcp(self) -> bool:
+        return self.socket_address is not None
 
 
 class NmeaLine(_Line):
@@ -191,7 +232,52 @@ class NmeaLine(_Line):
     timeout: float = Field(default=5.0, gt=0, le=600, description="seconds of silence before a timeout")
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine, Field(discriminator="kind")]
+class MbusLine(_Line):
+    """An M-Bus line (EN 13757-2): a serial port through a level converter (device path or pyserial
+    URL), or an M-Bus gateway on the network as ``socket://host:port``; 8E1 at ``baudrate``."""
+
+    kind: Literal["mbus"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[300, 600, 1200, 2400, 4800, 9600, 19200, 38400] = 2400
+    retries: int = Field(default=1, ge=0, le=5, description="repeats of a request that got no usable answer")
+
+
+class OpcUaLine(_Line):
+    """An OPC UA server (a water utility's SCADA): its devices are objects in its address space.
+
+    ``subscribe``: the server reports data changes (sampling and deadbands from the profile, published
+    every device's ``poll_s``); false: the agent reads every ``poll_s``. Security policy None, or
+    Basic256Sha256 signing (``sign``) or signing and encrypting (``sign_and_encrypt``) with the agent's
+    certificate; a user name and password when the server asks for one.
+    """
+
+    kind: Literal["opcua"]
+    url: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$", description="opc.tcp://host:4840/path")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to wait for an answer")
+    subscribe: bool = True
+    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
+    certificate: Path | None = Field(default=None, description="the agent's certificate (DER or PEM)")
+    private_key: Path | None = Field(default=None, description="the private key of certificate (PEM)")
+    server_certificate: Path | None = Field(
+        default=None, description="the server's certificate, to check it is the server it claims"
+    )
+    username: str | None = None
+    password: str | None = None
+    reconnect_min: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=60.0, gt=0, le=600, description="longest reconnect delay, seconds")
+
+    @model_validator(mode="after")
+    def _security_files(self) -> OpcUaLine:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security {self.security} needs certificate and private_key: add both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: give both, or neither")
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(f"reconnect_min {self.reconnect_min} is above reconnect_max: lower it")
+        return self
+
+
+Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, Field(discriminator="kind")]
 
 
 class Location(_Section):
@@ -228,9 +314,23 @@ class Device(_Section):
     id: Label
     line: str
     profile: str | None = Field(
-        default=None, description="device profile name (Modbus lines; GPS lines default to gps_nmea)"
+        default=None,
+        description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
+    address: int | str | None = Field(
+        default=None,
+        description="M-Bus meter (mbus lines): primary address 0-250, or secondary address as 16 hex digits "
+        "(id, manufacturer, version, medium; F for a wildcard)",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _mbus_address(cls, value: int | str | None) -> int | str | None:
+        from firmware_bridge.mbus import parse_address
+
+        return None if value is None else parse_address(value)
+
     poll_s: float = Field(gt=0, le=86400)
     tags: dict[Name, Label] = Field(
         default_factory=dict, max_length=wire.MAX_TAGS_PER_READING - len(AGENT_TAGS) - len(VEHICLE_TAGS)
@@ -249,6 +349,17 @@ class Device(_Section):
         description="per field: a deadband in its unit (0.5), a percentage of the last published value "
         "(5%) or on_change; replaces the profile's; needs heartbeat_s",
     )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
+        "profile's browse paths (default: the Objects folder)",
+    )
+    overlay: ProfileOverlay | None = Field(
+        default=None,
+        description="what this device does differently from its profile: timing, max_registers, a subset "
+        "of fields, per-field scale/offset/order/write_function (docs/profiles.md)",
+    )
 
 
 class RemoteConfigSettings(_Section):
@@ -260,6 +371,47 @@ class RemoteConfigSettings(_Section):
     )
 
 
+class UpdateSettings(_Section):
+    """Signed releases the API rolls out (docs/deploy.md, "Agent software updates")."""
+
+    public_keys: list[str] = Field(
+        min_length=1, description="release keys pinned: ed25519:<base64>, as citygw release keygen prints"
+    )
+    api_url: str = Field(
+        description="the API as this agent reaches it, https://host[:port]: releases come from it"
+    )
+    ca_file: Path | None = Field(default=None, description="CA bundle for api_url (system CAs if unset)")
+    staging_dir: Path = Field(
+        default=Path("/var/lib/citygw/releases"), description="unpacked releases, current, trial, result"
+    )
+    health_deadline_s: float = Field(
+        default=120.0, gt=0, le=3600, description="a new version must be healthy this soon, or goes back"
+    )
+    download_timeout_s: float = Field(
+        default=3600.0, gt=0, le=86400, description="a download retried (resumed) this long, then failed"
+    )
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        from citygw.release import parse_public_key
+
+        for index, key in enumerate(keys):
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise ValueError(f"public_keys[{index}]: {exc}") from None
+        return keys
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("api_url is http(s)://host[:port], the API's address as this agent reaches it")
+        return url.rstrip("/")
+
+
 class AgentConfig(_Section):
     agent_id: wire.AgentId
     site: Label
@@ -268,6 +420,7 @@ class AgentConfig(_Section):
     publish: PublishConfig = PublishConfig()
     health: HealthConfig = HealthConfig()
     remote: RemoteConfigSettings = RemoteConfigSettings()
+    update: UpdateSettings | None = None
     lines: list[Line] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
 
@@ -276,7 +429,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine:
+    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -382,6 +535,8 @@ def validate_agent_config(
         raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
     problems = check_references(config, profiles or _default_profile_check)
     if not problems:
+        problems = check_overlays(config, profiles or _default_profile_check)
+    if not problems:
         problems = check_consoles(config, profiles or _default_profile_check)
     if not problems:
         problems = check_reporting(config, profiles or _default_profile_check)
@@ -409,6 +564,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     vehicles: dict[str, str] = {}
     on_board: list[tuple[str, Vehicle]] = []  # Modbus devices riding in a vehicle (a bus's validator)
     gps_lines: dict[str, str] = {}
+    meters: dict[tuple[str, int | str], str] = {}  # (M-Bus line, address) -> device id
     checked_profiles: dict[str, str | None] = {}
     for i, device in enumerate(config.devices):
         at = f"devices[{i}]"
@@ -428,6 +584,22 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        if line.kind == "opcua":
+            problems += _opcua_device_problems(at, device, line.id)
+            continue
+        if device.node is not None:
+            problems.append(Problem(f"{at}.node", f"line {line.id!r} is no OPC UA line", "remove node"))
+        if line.kind == "mbus":
+            problems += _mbus_device_problems(at, device, line, meters)
+            continue
+        if device.address is not None:
+            problems.append(
+                Problem(
+                    f"{at}.address",
+                    f"line {line.id!r} is no M-Bus line",
+                    "remove address (M-Bus meters only)",
+                )
+            )
         if line.kind == "nmea":
             if device.vehicle is None:
                 problems.append(
@@ -508,14 +680,52 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     return problems
 
 
+def device_profile(device: Device, profiles: ProfileCheck) -> Profile | None:
+    """The device's profile with its overlay applied; None for a GPS device or a stand-in (tests)."""
+    profile = profiles(device.profile) if device.profile is not None else None
+    return apply_overlay(profile, device.overlay) if isinstance(profile, Profile) else None
+
+
+def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
+    """Each device's overlay applies to its profile (known fields, values a profile may hold), and
+    TCP-only timing is not set on a device on a serial port."""
+    problems: list[Problem] = []
+    for i, device in enumerate(config.devices):
+        if device.overlay is None:
+            continue
+        at = f"devices[{i}].overlay"
+        line = config.line(device.line)
+        if line.kind in ("nmea", "mbus", "opcua"):
+            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}[line.kind]
+            problems.append(
+                Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
+            )
+            continue
+        tcp_only = sorted({"connect_delay_s", "close_between_polls"} & set(device.overlay.timing or {}))
+        if isinstance(line, RtuLine) and not line.over_tcp and tcp_only:
+            problems.append(
+                Problem(
+                    f"{at}.timing.{tcp_only[0]}",
+                    f"device {device.id!r} is on serial port {line.port}: {tcp_only[0]} is for a TCP "
+                    "connection",
+                    "remove it (it applies on tcp lines and socket:// serial servers)",
+                )
+            )
+        try:
+            device_profile(device, profiles)
+        except OverlayError as exc:
+            problems += [
+                Problem(f"{at}.{p.where}", f"device {device.id!r}: {p.what}", p.fix) for p in exc.problems
+            ]
+    return problems
+
+
 def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Each ``vehicle.console`` names a Modbus device of this agent reading the route and trip.
 
     One console per vehicle (named alike on every device of the vehicle that names it) and one
     vehicle per console; a console that rides in a vehicle rides in that one.
     """
-    from firmware_bridge.profile import Profile
-
     devices = {device.id: device for device in config.devices}
     problems: list[Problem] = []
     of_vehicle: dict[str, tuple[str, Vehicle]] = {}  # vehicle id -> (where it was named, its block)
@@ -552,7 +762,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind == "nmea":
+        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua"):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -563,10 +773,8 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
                 )
             )
         else:
-            profile = profiles(console.profile)  # a stand-in that is no Profile (tests) is taken on trust
-            read = (
-                {spec.field for spec in profile.registers} if isinstance(profile, Profile) else CONSOLE_FIELDS
-            )
+            profile = device_profile(console, profiles)  # a stand-in (tests) is taken on trust
+            read = {spec.field for spec in profile.select()} if profile is not None else CONSOLE_FIELDS
             missing = [name for name in CONSOLE_FIELDS if name not in read]
             if missing:
                 problems.append(
@@ -582,7 +790,7 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
 
 def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
-    from firmware_bridge.profile import Profile, deadband_problem
+    from firmware_bridge.profile import MbusField, RegisterSpec, deadband_problem, load_mbus_profile
 
     problems: list[Problem] = []
     for i, device in enumerate(config.devices):
@@ -596,6 +804,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                         "add heartbeat_s: <seconds> (e.g. 900), or remove report",
                     )
                 )
+            continue
+        if config.line(device.line).kind == "opcua":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "an OPC UA device reports by exception through its subscription (profile deadbands)",
+                    "remove heartbeat_s and report",
+                )
+            )
             continue
         if config.line(device.line).kind == "nmea":
             problems.append(
@@ -616,10 +833,14 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     "every poll",
                 )
             )
-        profile = profiles(device.profile or "")  # a stand-in that is no Profile (tests) is taken on trust
-        if not isinstance(profile, Profile):
-            continue
-        fields = {spec.field: spec for spec in profile.registers}
+        fields: dict[str, RegisterSpec | MbusField]
+        if config.line(device.line).kind == "mbus":  # its profile was checked by check_references
+            fields = {spec.field: spec for spec in load_mbus_profile(device.profile or "").field_specs}
+        else:
+            profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
+            if profile is None:
+                continue
+            fields = {spec.field: spec for spec in profile.select()}
         for name, setting in device.report.items():
             spec = fields.get(name)
             if spec is None:
@@ -644,6 +865,87 @@ def known_profiles() -> list[str]:
     return available_profiles()
 
 
+def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Problem]:
+    """An OPC UA device names an opcua profile and no Modbus unit; its node is a NodeId."""
+    from firmware_bridge.profile import NODE_ID_PATTERN, available_profiles, load_opcua_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line_id!r} is an OPC UA line", "remove address"))
+    if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
+        problems.append(
+            Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
+        )
+    if device.profile is None:
+        return [*problems, Problem(f"{at}.profile", "an OPC UA device needs a profile", "add profile")]
+    try:
+        load_opcua_profile(device.profile)
+    except Exception as exc:
+        known = ", ".join(available_profiles("opcua")) or "none"
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load OPC UA profile {device.profile!r}: {exc}",
+                f"use an opcua profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
+def _mbus_device_problems(
+    at: str, device: Device, line: MbusLine, meters: dict[tuple[str, int | str], str]
+) -> list[Problem]:
+    """An M-Bus meter names an address (unique on its line) and an mbus profile, and no Modbus unit."""
+    from firmware_bridge.mbus import parse_address
+    from firmware_bridge.profile import available_profiles, load_mbus_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(
+            Problem(f"{at}.unit", f"line {line.id!r} is an M-Bus line", "remove unit; use address")
+        )
+    if device.address is None:
+        problems.append(
+            Problem(
+                f"{at}.address",
+                f"line {line.id!r} is an M-Bus line",
+                "add address: <primary 0-250> or <16-digit secondary address>",
+            )
+        )
+    else:
+        try:
+            address = parse_address(device.address)
+        except ValueError as exc:
+            problems.append(Problem(f"{at}.address", str(exc), "write 0-250, or 16 hex digits"))
+        else:
+            other = meters.setdefault((line.id, address), device.id)
+            if other != device.id:
+                problems.append(
+                    Problem(
+                        f"{at}.address",
+                        f"address {address} on line {line.id!r} is already {other!r}",
+                        "give each meter its own address (scan: citygw probe --mbus --scan secondary)",
+                    )
+                )
+    known = ", ".join(available_profiles("mbus")) or "none"
+    if device.profile is None:
+        problems.append(Problem(f"{at}.profile", "an M-Bus meter needs a profile", f"add profile: ({known})"))
+        return problems
+    try:
+        load_mbus_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load M-Bus profile {device.profile!r}: {exc}",
+                f"use an mbus profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
     from firmware_bridge.profile import available_profiles, load_nmea_profile
@@ -661,13 +963,14 @@ _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu or nmea",
-    "union_tag_not_found": "add kind: tcp, rtu or nmea",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or opcua",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or opcua",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    loc = [part for part in error["loc"] if part not in ("tcp", "rtu", "nmea") or error["loc"][0] != "lines"]
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua")
+    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))

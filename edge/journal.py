@@ -1,10 +1,10 @@
 """The on-disk journal: every reading is written here before anything else happens to it.
 
 SQLite in WAL mode. A reading leaves the journal only when the broker acknowledged the
-batch that carries it (``ack``). A batch, once formed, keeps its sequence number and its
-exact bytes until acknowledged (across a power cut: with ``fsync="full"``), so a republish
-after a reconnect or a restart is the same message and the collector can tell a duplicate
-from a gap.
+batch that carries it (``ack``), or with ``hold`` when the collector confirmed it (``confirm``).
+A batch, once formed, keeps its sequence number and its exact bytes until then (across a power
+cut: with ``fsync="full"``), so a republish after a reconnect or a restart is the same message
+and the collector can tell a duplicate from a gap.
 
 Each reading is stored once, as its wire JSON, at append, under an id that only grows. A
 batch is a span of consecutive ids (table ``spans``: seq, first id, last id) and its payload
@@ -39,6 +39,15 @@ is counted in ``counters.dropped`` (published on ``health``):
   refused (``refuses(device)``: ModbusPoller skips their polls meanwhile); the others make
   room as with ``drop_oldest``.
 
+With ``hold`` (the agent's ``publish.end_to_end_ack``) a batch the broker acknowledged is kept,
+its readings on disk, until the collector confirms it stored it (``confirm``, from the wire's
+``ack`` channel): a broker that dies before it saved what it acknowledged loses nothing, the
+batch is sent again (``held_batch``) with its seq and bytes. A held batch takes no memory beyond
+its id range. Held batches count against the quota and are the first to give way to it, oldest
+first (``counters.released``): the broker did acknowledge them. Until a collector has ever
+confirmed a batch of this journal (``collector_acks_seen``, kept on disk), the publisher releases
+a held batch after a timeout: an older collector that never confirms leaves things as they were.
+
 After an outage, live data goes first: ``mark_live()`` (called on each connect) draws a line
 in the journal; ``form_batch(live=True)`` takes readings above it, ``form_batch(live=False)``
 the backlog below it, oldest first, so the publisher can interleave the two.
@@ -50,9 +59,11 @@ for the disk (only checkpoints do); with ``full`` every commit waits for an fsyn
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +121,9 @@ class _Span:
     size: int
     nbytes: int
     payload: bytes | None = None
-    acked: bool = False
+    acked: bool = False  # done with: confirmed (hold) or acknowledged by the broker (no hold)
+    held: bool = False  # acknowledged by the broker, waiting for the collector's confirmation
+    sent_at: float = 0.0  # time.monotonic() of its last PUBACK or resend, while held
 
 
 class _Run(NamedTuple):
@@ -127,6 +140,21 @@ def _first(span: _Span) -> int:
     return span.first
 
 
+def _second(pair: tuple[int, int]) -> int:
+    return pair[1]
+
+
+def _merged(spans: Iterable[_Span]) -> list[tuple[int, int]]:
+    """The spans' id ranges, adjacent or overlapping ones merged, in id order."""
+    ranges: list[tuple[int, int]] = []
+    for span in sorted(spans, key=_first):
+        if ranges and span.first <= ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], span.last))
+        else:
+            ranges.append((span.first, span.last))
+    return ranges
+
+
 class JournalMismatch(RuntimeError):
     """The journal file belongs to another agent."""
 
@@ -139,6 +167,8 @@ class JournalCounters:
     batches_formed: int = 0
     batches_acked: int = 0
     readings_acked: int = 0
+    batches_confirmed: int = 0
+    released: int = 0  # held readings let go unconfirmed (quota, or no collector confirms)
     dropped: int = 0
 
 
@@ -162,8 +192,12 @@ class Journal:
         quota_bytes: int | None = None,
         policy: QuotaPolicy = "drop_oldest",
         slow_devices: frozenset[str] = frozenset(),
+        hold: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.hold = hold
+        self.confirmed_top = 0  # the highest seq a collector confirmed since open
+        self._held = 0  # readings in held batches
         self.agent_id = agent_id
         self.quota_bytes = quota_bytes
         self.policy: QuotaPolicy = policy
@@ -177,7 +211,7 @@ class Journal:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
+        self.set_fsync(fsync)
         self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         # Debian builds SQLite with secure_delete on: it would write zeros over every freed page.
         self._db.execute("PRAGMA secure_delete=OFF")
@@ -198,8 +232,11 @@ class Journal:
             # meta's next_seq is written when spans are deleted; until then the spans hold the top seq.
             (top_seq,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM spans").fetchone()
             self._next_seq = max(int(self._meta("next_seq") or FIRST_SEQ), int(top_seq) + 1)
+            self.collector_acks_seen = self._meta("collector_acks") == "1"
         self._spans: dict[int, _Span] = {}
-        self._by_first: list[_Span] = []  # the spans in id order, for _gaps
+        # The id ranges formed batches cover, adjacent ones merged, in id order: for _gaps, which
+        # then skips a run of thousands of batches (held during an outage) in one step.
+        self._covered: list[tuple[int, int]] = []
         self._bytes = self._backlog = 0
         top = 0
         ranges: list[tuple[int, int, int]] = []
@@ -226,7 +263,7 @@ class Journal:
             run = self._run(first - 1, last + 1)
             payload = bytes(legacy) if legacy is not None else self._payload(seq, run.body if run else b"")
             self._spans[seq] = _Span(first, last, run.size if run else 0, run.nbytes if run else 0, payload)
-        self._by_first = sorted(self._spans.values(), key=_first)
+        self._covered = _merged(self._spans.values())
         self._live_from = top
 
     def _migrate_single_table(self) -> None:
@@ -266,6 +303,8 @@ class Journal:
         fragments = [wire.encode(r) for r in readings if not self.refuses(r.device)]
         refused = len(readings) - len(fragments)
         size = sum(len(f) + ROW_OVERHEAD_BYTES for f in fragments)
+        if self.quota_bytes is not None and self._held and self._bytes + size > self.quota_bytes:
+            self._release_for(self._bytes + size - self.quota_bytes)
         freed = dropped = 0
         try:
             with self._transaction():
@@ -375,16 +414,27 @@ class Journal:
 
     def _gaps(self, after: int, upto: int) -> Iterator[tuple[int, int]]:
         """Id windows (exclusive bounds) in (after, upto] that no formed batch covers, lowest first."""
-        for span in self._by_first:
-            if span.last <= after:
-                continue
-            if span.first > upto:
+        start = bisect.bisect_right(self._covered, after, key=_second)  # the first ending above ``after``
+        for first, last in itertools.islice(self._covered, start, None):
+            if first > upto:
                 break
-            if span.first > after + 1:
-                yield after, span.first
-            after = max(after, span.last)
+            if first > after + 1:
+                yield after, first
+            after = max(after, last)
         if after < upto:
             yield after, upto + 1
+
+    def _cover(self, first: int, last: int) -> None:
+        """Add the id range of a new batch to ``_covered``, merged with the ranges it touches."""
+        covered = self._covered
+        at = bisect.bisect_left(covered, first - 1, key=_second)  # the first ending at or above first - 1
+        end = at
+        while end < len(covered) and covered[end][0] <= last + 1:
+            end += 1
+        touched = covered[at:end]
+        low = min([first, *(pair[0] for pair in touched)])
+        high = max([last, *(pair[1] for pair in touched)])
+        covered[at:end] = [(low, high)]
 
     def _drop_oldest(self, excess: int) -> tuple[int, int]:
         """Delete the oldest readings not yet in a batch until ``excess`` bytes (plus slack) are free.
@@ -486,8 +536,8 @@ class Journal:
         )
         self._next_seq = seq + 1
         payload = self._payload(seq, run.body)
-        span = self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
-        bisect.insort(self._by_first, span, key=_first)
+        self._spans[seq] = _Span(run.first, run.last, run.size, run.nbytes, payload)
+        self._cover(run.first, run.last)
         self.counters.batches_formed += 1
         return Batch(seq, payload, run.size)
 
@@ -523,20 +573,117 @@ class Journal:
         return any(self._select("1", low, high, 1) for low, high in self._gaps(self._live_from, _NO_ID))
 
     def ack(self, seq: int) -> int:
-        """The broker has the batch ``seq``: forget it and its readings; returns how many were forgotten."""
+        """The broker has the batch ``seq``: forget it (hold: keep it until confirmed); returns its
+        readings, 0 if it was acknowledged before."""
         span = self._spans.get(seq)
         if span is None or span.acked:
             return 0
-        span.acked = True
-        span.payload = None
-        self._bytes -= span.nbytes + ROW_OVERHEAD_BYTES * span.size
-        if self.slow_stopped and self.quota_bytes and self._bytes < self.quota_bytes * RESUME_SLOW_SHARE:
-            self.slow_stopped = False
+        if span.held:  # a resend acknowledged again
+            span.sent_at = time.monotonic()
+            return 0
         self._backlog -= span.size
         self.counters.readings_acked += span.size
         self.counters.batches_acked += 1
-        self._reclaim(range(_segment(span.first), _segment(span.last) + 1))
+        if self.hold:
+            span.held, span.payload, span.sent_at = True, None, time.monotonic()
+            self._held += span.size
+            return span.size
+        self._done_with([span])
         return span.size
+
+    def confirm(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """A collector stored the batches whose seqs lie in ``ranges`` ([first, last]): forget them.
+
+        Also a batch the broker has not acknowledged yet (sent again, stored before its PUBACK).
+        Returns the readings forgotten.
+        """
+        if not self.collector_acks_seen:
+            with self._transaction():
+                self._set_meta("collector_acks", "1")
+            self.collector_acks_seen = True
+        done = []
+        for first, last in ranges:
+            self.confirmed_top = max(self.confirmed_top, last)
+            for seq in self._seqs_within(first, last):
+                span = self._spans[seq]
+                if span.acked:
+                    continue
+                if span.held:
+                    self._held -= span.size
+                else:
+                    self._backlog -= span.size
+                done.append(span)
+        self.counters.batches_confirmed += len(done)
+        self._done_with(done)
+        return sum(span.size for span in done)
+
+    def _seqs_within(self, first: int, last: int) -> list[int]:
+        if last - first < len(self._spans):
+            return [seq for seq in range(first, last + 1) if seq in self._spans]
+        return [seq for seq in self._spans if first <= seq <= last]
+
+    def _done_with(self, spans: list[_Span]) -> None:
+        """Forget ``spans`` (acknowledged or confirmed): their readings leave the quota and the disk."""
+        segments: set[int] = set()
+        for span in spans:
+            span.acked, span.held, span.payload = True, False, None
+            self._bytes -= span.nbytes + ROW_OVERHEAD_BYTES * span.size
+            segments.update(range(_segment(span.first), _segment(span.last) + 1))
+        if self.slow_stopped and self.quota_bytes and self._bytes < self.quota_bytes * RESUME_SLOW_SHARE:
+            self.slow_stopped = False
+        if segments:
+            self._reclaim(segments)
+
+    def held(self) -> int:
+        """Readings the broker acknowledged that no collector confirmed yet (kept with ``hold``)."""
+        return self._held
+
+    def held_seqs(self, *, sent_before: float | None = None, below: int | None = None) -> list[int]:
+        """Seqs of the held batches, lowest first: those last sent before ``sent_before`` (monotonic)
+        and below ``below``, if given."""
+        return [
+            seq
+            for seq, span in sorted(self._spans.items())
+            if span.held
+            and (sent_before is None or span.sent_at < sent_before)
+            and (below is None or seq < below)
+        ]
+
+    def held_batch(self, seq: int) -> Batch | None:
+        """Held batch ``seq`` read back from disk (same seq, same bytes) to send again; None if it is
+        no longer held. Counts as sent now."""
+        span = self._spans.get(seq)
+        if span is None or not span.held:
+            return None
+        run = self._run(span.first - 1, span.last + 1)
+        span.sent_at = time.monotonic()
+        return Batch(seq, self._payload(seq, run.body if run else b""), span.size)
+
+    def release(self, seqs: Iterable[int]) -> int:
+        """Let held batches go unconfirmed, as if the broker's PUBACK were final; returns their readings."""
+        spans = [span for seq in seqs if (span := self._spans.get(seq)) is not None and span.held]
+        for span in spans:
+            self._held -= span.size
+        self.counters.released += sum(span.size for span in spans)
+        self._done_with(spans)
+        return sum(span.size for span in spans)
+
+    def _release_for(self, excess: int) -> None:
+        """The quota is short of ``excess`` bytes: release held batches, oldest first, until it is not."""
+        seqs, freed = [], 0
+        for seq in self.held_seqs():
+            if freed >= excess:
+                break
+            span = self._spans[seq]
+            seqs.append(seq)
+            freed += span.nbytes + ROW_OVERHEAD_BYTES * span.size
+        released = self.release(seqs)
+        log.warning(
+            "journal %s: quota reached: %d readings the broker acknowledged but no collector confirmed yet "
+            "are let go (lost only if the broker loses them)",
+            self.path,
+            released,
+        )
 
     def _reclaim(self, segments: Iterable[int]) -> None:
         """Empty those of ``segments`` (and of those a full disk kept) that hold no unacknowledged reading.
@@ -578,8 +725,10 @@ class Journal:
                 self._delete_rows(self._spans[seq].first - 1, self._spans[seq].last)
             self._db.executemany("DELETE FROM spans WHERE seq = ?", [(seq,) for seq in seqs])
             self._set_meta("next_seq", str(self._next_seq))
-        gone = {id(self._spans.pop(seq)) for seq in seqs}
-        self._by_first = [span for span in self._by_first if id(span) not in gone]
+        for seq in seqs:
+            del self._spans[seq]
+        if seqs:
+            self._covered = _merged(self._spans.values())
 
     def _delete_rows(self, after: int, upto: int) -> None:
         """Delete the readings with after < id <= upto (row by row: SQLite writes each page they were on)."""
@@ -606,6 +755,10 @@ class Journal:
             ).fetchone()
             for gap in gaps
         )
+
+    def set_fsync(self, fsync: Literal["normal", "full"]) -> None:
+        """How hard commits reach the disk, from the next one on (a pushed config may change it)."""
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'full' else 'NORMAL'}")
 
     def backlog(self) -> int:
         """Readings on disk not yet acknowledged by the broker."""

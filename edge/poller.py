@@ -1,6 +1,6 @@
 """Per-line polling: one owner task per line turns what devices say into journaled Readings.
 
-A Modbus line carries one request at a time, so one task owns it and serves its devices from
+A Modbus or M-Bus line carries one request at a time, so one task owns it and serves its devices from
 a schedule: each device once as the line starts, then every ``poll_s`` at a phase taken from
 its id (so a hundred meters do not all fire at :00). When several things are due the owner
 picks by priority: commands first (``ModbusPoller.submit_priority``), then fast points, then
@@ -20,9 +20,10 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from citygw import wire
 from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
@@ -30,6 +31,7 @@ from edge.journal import Journal
 from edge.report import ExceptionReport
 from edge.vehicles import TRIP_FIELD, Vehicles
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
+from firmware_bridge.mbus import MbusLine
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.nmea import (
     FixAssembler,
@@ -40,7 +42,7 @@ from firmware_bridge.nmea import (
     parse_sentence,
     read_lines,
 )
-from firmware_bridge.profile import NmeaProfile, Poll, Profile, load_nmea_profile
+from firmware_bridge.profile import MbusProfile, NmeaProfile, Poll, Profile, load_nmea_profile
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ RESPONSE_BUCKETS_MS = (50, 100, 250, 500, 1000)
 RESET_SUFFIX = "_reset"
 
 T = TypeVar("T")
+L = TypeVar("L")  # the line a poller owns: a ModbusLine, an MbusLine
 
 
 def now_ms() -> int:
@@ -251,7 +254,7 @@ def device_reading(
 @dataclass
 class _Slot:
     device: Device
-    profile: Profile
+    profile: Profile | MbusProfile
     polls: int = 0
     due: float = 0.0
     # How long this slot may wait past ``due`` before it competes as a fast poll.
@@ -283,8 +286,11 @@ def _fail(future: asyncio.Future[Any], error: LineStopped) -> None:
 FAST, WITH_SLOW, QUARANTINED = 1, 2, 3
 
 
-class ModbusPoller:
-    """Owns one Modbus line and polls its devices on their schedules; the one way onto the line.
+class LinePoller(ABC, Generic[L]):
+    """Owns one line and polls its devices on their schedules; the one way onto the line.
+
+    The schedule is the line's kind's own only in how one device is read (``_read``): a Modbus
+    line reads a unit's planned registers, an M-Bus line a meter's telegrams.
 
     The poller outlives a line that is reopened: ``run(line)`` serves one open line until
     cancelled; commands submitted while no line is open wait for the next ``run``. While the
@@ -294,7 +300,7 @@ class ModbusPoller:
 
     def __init__(
         self,
-        devices: list[tuple[Device, Profile]],
+        devices: Sequence[tuple[Device, Profile | MbusProfile]],
         *,
         journal: Journal,
         board: HealthBoard,
@@ -311,12 +317,12 @@ class ModbusPoller:
             _Slot(device, profile, report=ExceptionReport.for_device(device, profile))
             for device, profile in devices
         ]
-        self._commands: list[tuple[Callable[[ModbusLine], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._commands: list[tuple[Callable[[L], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         for slot in self._slots:
             board.record(slot.device.id)
 
-    async def submit_priority(self, job: Callable[[ModbusLine], Awaitable[T]]) -> T:
+    async def submit_priority(self, job: Callable[[L], Awaitable[T]]) -> T:
         """Run ``job(line)`` on this line before any waiting poll and return its result.
 
         A poll already on the wire finishes first (one device's read). Example:
@@ -332,7 +338,7 @@ class ModbusPoller:
         while self._commands:
             _fail(self._commands.pop(0)[1], LineStopped("the line restarted before the command ran; not run"))
 
-    async def run(self, line: ModbusLine) -> None:
+    async def run(self, line: L) -> None:
         """Serve the line until cancelled."""
         start = self._clock()
         for slot in self._slots:
@@ -360,6 +366,7 @@ class ModbusPoller:
                 continue
             ok = await self.poll(ready, line)
             self._reschedule(ready, ok)
+            await self._polled(line, ready)
 
     def _rank(self, slot: _Slot, now: float) -> int:
         if now - slot.due > slot.patience:
@@ -388,8 +395,10 @@ class ModbusPoller:
             slot.patience = backoff(period, failures - 1)
             slot.due = now + slot.patience
 
-    async def _run_commands(self, line: ModbusLine) -> None:
+    async def _run_commands(self, line: L) -> None:
+        ran = False
         while self._commands:
+            ran = True
             job, future = self._commands.pop(0)
             if future.cancelled():
                 continue
@@ -407,8 +416,24 @@ class ModbusPoller:
             else:
                 if not future.cancelled():
                     future.set_result(result)
+        if ran:
+            await self._commands_ran(line)
 
-    async def poll(self, slot: _Slot, line: ModbusLine) -> bool:
+    @abstractmethod
+    async def _read(self, line: L, slot: _Slot, polls: tuple[Poll, ...]) -> dict[str, wire.FieldValue]:
+        """One read of the slot's device: its fields (DeviceError when it gives none)."""
+
+    @abstractmethod
+    def _left_out(self, line: L, slot: _Slot) -> Mapping[str, Exception]:
+        """The device's fields left out of its last read, each with why."""
+
+    async def _polled(self, line: L, slot: _Slot) -> None:
+        """After a poll of the slot's device (a line kind's own upkeep)."""
+
+    async def _commands_ran(self, line: L) -> None:
+        """After commands ran on the line."""
+
+    async def poll(self, slot: _Slot, line: L) -> bool:
         """Read one device once; True when it answered with fields.
 
         The reading is journaled unless the device reports by exception and nothing moved
@@ -420,9 +445,8 @@ class ModbusPoller:
         polls = slot.next_polls
         slot.polls += 1
         started = self._clock()
-        unit = device.unit or 0
         try:
-            fields = await line.read(unit, slot.profile, polls)
+            fields = await self._read(line, slot, polls)
         except DeviceError as exc:
             took = self._clock() - started
             answered = exc.state is not wire.DeviceState.TIMEOUT
@@ -438,7 +462,7 @@ class ModbusPoller:
                 slot.report.forget()
             return False
         finally:
-            self.board.left_out(device.id, line.field_errors(unit))
+            self.board.left_out(device.id, self._left_out(line, slot))
         read_at = self._clock()
         took = read_at - started
         at = now_ms()
@@ -489,7 +513,7 @@ class ModbusPoller:
         reading, not new minus old. Counters are remembered in memory, from the agent's start.
         """
         flags: dict[str, bool] = {}
-        for spec in slot.profile.registers:
+        for spec in slot.profile.field_specs:
             value = fields.get(spec.field)
             if not spec.counter or isinstance(value, bool | str) or value is None:
                 continue
@@ -499,6 +523,39 @@ class ModbusPoller:
                 self.board.record(slot.device.id).counter_resets += 1
             slot.counters[spec.field] = value
         return flags
+
+
+class ModbusPoller(LinePoller[ModbusLine]):
+    """Owns one Modbus line (RTU bus or TCP endpoint): reads each unit's planned registers."""
+
+    async def _read(
+        self, line: ModbusLine, slot: _Slot, polls: tuple[Poll, ...]
+    ) -> dict[str, wire.FieldValue]:
+        assert isinstance(slot.profile, Profile)
+        return await line.read(slot.device.unit or 0, slot.profile, polls)
+
+    def _left_out(self, line: ModbusLine, slot: _Slot) -> Mapping[str, Exception]:
+        return line.field_errors(slot.device.unit or 0)
+
+    async def _polled(self, line: ModbusLine, slot: _Slot) -> None:
+        if isinstance(slot.profile, Profile) and slot.profile.timing.close_between_polls:
+            await line.close_connection()  # a single-slot device: free its slot until the next poll
+
+    async def _commands_ran(self, line: ModbusLine) -> None:
+        if any(isinstance(s.profile, Profile) and s.profile.timing.close_between_polls for s in self._slots):
+            await line.close_connection()
+
+
+class MbusPoller(LinePoller[MbusLine]):
+    """Owns one M-Bus line: reads each meter's telegrams (all its records at once: no slow points)."""
+
+    async def _read(self, line: MbusLine, slot: _Slot, polls: tuple[Poll, ...]) -> dict[str, wire.FieldValue]:
+        assert isinstance(slot.profile, MbusProfile)
+        assert slot.device.address is not None
+        return await line.read(slot.device.address, slot.profile)
+
+    def _left_out(self, line: MbusLine, slot: _Slot) -> Mapping[str, Exception]:
+        return line.field_errors(slot.device.address) if slot.device.address is not None else {}
 
 
 def reset_field(counter: str) -> str:

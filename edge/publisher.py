@@ -6,6 +6,14 @@ PUBACK at once, each acknowledged on its own. Any MQTT failure ends the session;
 session (after exponential backoff with jitter) republishes the same unacknowledged batches
 with the same seqs, so the collector may see a duplicate but never a gap.
 
+End to end (``publish.end_to_end_ack``, on by default): the broker's PUBACK only moves a batch
+from the backlog to the journal's held batches; the collector's ``ack`` message (the seqs it
+stored) forgets it. Held batches are sent again, same seq and bytes, after every reconnect (the
+broker may have died and lost them) and, once a later batch was confirmed, when one has waited
+``publish.ack_timeout`` seconds (lost past the broker). Resends go at the backlog's pace, behind
+live data. As long as no collector has ever confirmed a batch of this journal (an older
+collector), a held batch is let go after ``ack_timeout``, as if its PUBACK had been final.
+
 Live first: on each connect the journal's backlog is fenced off (``mark_live``); readings
 journaled since then go out as soon as a slot is free, the backlog in between at most
 ``publish.backlog_rate`` readings a second, so a bus position is never stuck behind an
@@ -36,6 +44,8 @@ from edge.journal import Batch, Journal
 log = logging.getLogger(__name__)
 
 GOODBYE_TIMEOUT_S = 2.0
+HELD_CHECK_S = 1.0  # how often held batches are looked at for a resend or a release
+RESCHEDULE_S = 1.0  # the longest nap of the drain: new publish settings take effect within it
 T = TypeVar("T")
 
 
@@ -84,6 +94,8 @@ class PublisherCounters:
     batches_published: int = 0
     readings_published: int = 0
     health_published: int = 0
+    batches_resent: int = 0
+    acks_received: int = 0
 
 
 class Backoff:
@@ -130,22 +142,45 @@ class Publisher:
         agent = config.agent_id
         self._topics = {channel: wire.topic(agent, channel) for channel in wire.Channel}
         self.config_version: int | None = None
+        self.last_ack_ms = 0
+        """When the broker last acknowledged a telemetry batch (ms since epoch)."""
         self._listeners: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         # QoS 1 messages other than telemetry (config/state, cmd/result, status updates), kept
         # in memory until the broker acknowledged them; a later session sends what is left.
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._outbox_ready = asyncio.Event()
+        # Held batches to send again, in order (a dict as an ordered set).
+        self._resend: dict[int, None] = {}
+        self._told_no_acks = False
+        if config.publish.end_to_end_ack:
+            self.listen(wire.Channel.ACK, self._on_ack)
+        self._outbox_empty = asyncio.Event()
 
     def listen(self, channel: wire.Channel, handler: Callable[[bytes], Awaitable[None]]) -> None:
         """Subscribe (QoS 1) to ``channel`` of this agent; each message runs ``handler`` in its own task."""
         self._listeners[self._topics[channel]] = handler
 
     async def send(
-        self, channel: wire.Channel, payload: wire.ConfigState | wire.CommandResult, *, retain: bool = False
+        self,
+        channel: wire.Channel,
+        payload: wire.ConfigState | wire.CommandResult | wire.UpdateState,
+        *,
+        retain: bool = False,
     ) -> None:
         """Queue a QoS 1 message; it goes out now or in the next session."""
         self._outbox.append((self._topics[channel], wire.encode(payload), retain))
         self._outbox_ready.set()
+
+    async def drain_outbox(self, within_s: float) -> bool:
+        """Wait until the broker acknowledged every queued message; False if some are left at ``within_s``."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self._outbox:
+                    self._outbox_empty.clear()
+                    await self._outbox_empty.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def announce(self) -> None:
         """Queue a fresh retained ``status`` (after the config version changed)."""
@@ -236,6 +271,8 @@ class Publisher:
             self._client = client
             # Fence the backlog now, before anyone hears we are connected: what comes next is live.
             self.journal.mark_live()
+            # The broker may have lost what it acknowledged (a crash before its autosave).
+            self._resend = dict.fromkeys(self.journal.held_seqs())
             self.counters.connects += 1
             self._backoff.reset()
             self.connected.set()
@@ -273,34 +310,47 @@ class Publisher:
                 )
                 self._outbox.popleft()
             self._outbox_ready.clear()
+            self._outbox_empty.set()
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        publish = self.config.publish
+        """Publish the journal's batches; the publish settings are read anew for each batch (a pushed
+        config may change them), but ``inflight`` only at the next session."""
         journal = self.journal
-        window = asyncio.Semaphore(publish.inflight)
+        window = asyncio.Semaphore(self.config.publish.inflight)
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as flights:
             for pending in journal.formed_batches():
                 await window.acquire()
                 flights.create_task(self._fly(client, pending, window), name=f"publish:{pending.seq}")
-            live_due = backlog_due = loop.time()
+            # Each pause is kept as (start, what it is made of), so a pause set under settings since
+            # replaced (an hour's interval rolled back) is shortened to what the settings now say.
+            live_since = backlog_since = -math.inf  # due at once
+            backlog_size = 0
+            held_due = loop.time()
             while True:
                 await window.acquire()
+                publish = self.config.publish
                 now = loop.time()
+                if now >= held_due:
+                    held_due = now + HELD_CHECK_S
+                    self._check_held()
+                live_due = live_since + publish.interval
+                rate = publish.backlog_rate
+                backlog_due = backlog_since + (backlog_size / rate if rate is not None else 0.0)
                 batch: Batch | None = None
                 if now >= live_due:
                     batch = journal.form_batch(publish.batch_max_readings, live=True)
                     if batch is not None and batch.size < publish.batch_max_readings:
                         # Caught up: let new readings gather into one batch instead of one message each.
-                        live_due = now + publish.interval
+                        live_since = now
                 if batch is None and now >= backlog_due:
-                    batch = journal.form_batch(publish.batch_max_readings, live=False)
-                    if batch is not None and publish.backlog_rate is not None:
-                        backlog_due = now + batch.size / publish.backlog_rate
+                    batch = self._next_resend() or journal.form_batch(publish.batch_max_readings, live=False)
+                    if batch is not None:
+                        backlog_since, backlog_size = now, batch.size
                 if batch is None:
                     window.release()
                     wake = min(live_due, backlog_due)
-                    await asyncio.sleep(wake - now if wake > now else publish.interval)
+                    await asyncio.sleep(min(wake - now if wake > now else publish.interval, RESCHEDULE_S))
                     continue
                 flights.create_task(self._fly(client, batch, window), name=f"publish:{batch.seq}")
 
@@ -315,8 +365,52 @@ class Publisher:
             )
         finally:
             window.release()
+        self.last_ack_ms = now_ms()
         self.counters.readings_published += self.journal.ack(batch.seq)
         self.counters.batches_published += 1
+
+    def _next_resend(self) -> Batch | None:
+        """The next held batch to send again, read back from the journal; None if none is due."""
+        while self._resend:
+            seq = next(iter(self._resend))
+            del self._resend[seq]
+            batch = self.journal.held_batch(seq)
+            if batch is not None:  # else confirmed meanwhile
+                self.counters.batches_resent += 1
+                return batch
+        return None
+
+    def _check_held(self) -> None:
+        """Queue for a resend the held batches that waited ``ack_timeout`` while a later one was
+        confirmed; with no collector confirming at all, let go of those that waited that long."""
+        if not self.config.publish.end_to_end_ack:
+            return
+        journal = self.journal
+        sent_before = time.monotonic() - self.config.publish.ack_timeout
+        if not journal.collector_acks_seen:
+            released = journal.release(journal.held_seqs(sent_before=sent_before))
+            if released and not self._told_no_acks:
+                self._told_no_acks = True
+                log.warning(
+                    "no collector has confirmed a batch of agent %s yet (ack channel): its PUBACKs are "
+                    "taken as final after %g s (%d readings so far); an older collector, or the store "
+                    "down since this journal began",
+                    self.config.agent_id,
+                    self.config.publish.ack_timeout,
+                    released,
+                )
+            return
+        for seq in journal.held_seqs(sent_before=sent_before, below=journal.confirmed_top):
+            self._resend.setdefault(seq)
+
+    async def _on_ack(self, payload: bytes) -> None:
+        """A collector stored some of our batches: the journal forgets them."""
+        ack = wire.Ack.model_validate_json(payload)
+        if ack.agent != self.config.agent_id:
+            log.warning("an ack for agent %r on agent %s's topic: ignored", ack.agent, self.config.agent_id)
+            return
+        self.counters.acks_received += 1
+        self.journal.confirm(ack.seqs)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown, say offline ourselves: a clean DISCONNECT makes the broker discard the will."""

@@ -1,16 +1,18 @@
 """Configs pushed by the API on the retained ``config`` topic: validated, applied, verified, reported.
 
-A ``DesiredConfig`` carries the site, lines and devices; the rest (broker, journal, publish)
-stays as the local file says. It is validated by the same code as the file
-(``edge.config.validate_agent_config``), applied without touching lines whose settings and
-devices did not change, and reported on ``config/state`` (retained). Versions only go up: a
-redelivery of a version already handled (applied, refused or rolled back) is a no-op.
+A ``DesiredConfig`` carries the site, lines and devices, and may carry publish, journal (all
+but its path) and health settings; the rest (broker, journal path, remote, update) stays as the
+local file says, and so does a settings section the config leaves out. It is validated by the
+same code as the file (``edge.config.validate_agent_config``), applied without touching lines
+whose settings and devices did not change, and reported on ``config/state`` (retained). Versions
+only go up: a redelivery of a version already handled (applied, refused or rolled back) is a no-op.
 
 After applying, every device on a changed line that was answering before (or is new) must
-answer within ``remote.grace_s``; if one does not, the version is reported ``rolled_back`` with
-the devices that stayed silent, and the last healthy config comes back: the last applied one
-whose devices all answered (a config without devices proves nothing and is never the target), or
-the one running before when none was.
+answer within ``remote.grace_s``, and when the settings changed the agent must still be
+connected, able to write its journal and get its readings acknowledged (``settings_check``); if
+not, the version is reported ``rolled_back`` with what failed, and the last healthy config comes
+back: the last applied one whose devices all answered (a config without devices proves nothing
+and is never the target), or the one running before when none was.
 
 The last applied config is kept in ``remote-config.json`` next to the journal, so an agent
 that reboots without a broker runs it rather than the file; the file is the fallback when
@@ -30,12 +32,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from citygw import wire
-from edge.config import AgentConfig, AgentConfigError, ProfileCheck, validate_agent_config
+from edge.config import AgentConfig, AgentConfigError, Problem, ProfileCheck, validate_agent_config
 from edge.poller import HealthBoard, now_ms
 
 log = logging.getLogger(__name__)
 
-REMOTE_SECTIONS = ("site", "lines", "devices")
+DEVICE_SECTIONS = ("site", "lines", "devices")
+SETTINGS_SECTIONS = ("publish", "journal", "health")
+REMOTE_SECTIONS = DEVICE_SECTIONS + SETTINGS_SECTIONS
+SettingsCheck = Callable[[int], Awaitable[list[str]]]
+"""What the agent cannot do now, or has not done since (ms): reach the broker, write, publish."""
 CHECK_EVERY_S = 0.1
 
 
@@ -51,8 +57,10 @@ class RemoteConfig:
         board: HealthBoard,
         report: Callable[[wire.ConfigState], Awaitable[None]],
         profiles: ProfileCheck | None = None,
+        settings_check: SettingsCheck | None = None,
     ) -> None:
         self.base = base
+        self._settings_check = settings_check
         self.path = base.journal.path.with_name("remote-config.json")
         self._apply = apply
         self._current = current
@@ -106,8 +114,13 @@ class RemoteConfig:
 
     async def _take(self, desired: wire.DesiredConfig) -> None:
         version = desired.version
-        body = desired.model_dump(mode="json", include=set(REMOTE_SECTIONS))
+        body = desired.model_dump(mode="json", include=set(REMOTE_SECTIONS), exclude_none=True)
         try:
+            if "path" in body.get("journal", {}):
+                raise AgentConfigError(
+                    Path(f"config v{version}"),
+                    [Problem("journal.path", "the journal's path is the agent's own", "leave path out")],
+                )
             config = self._merge(body, f"config v{version}")
         except AgentConfigError as exc:
             self._handled(version)
@@ -123,17 +136,26 @@ class RemoteConfig:
             for d in config.devices_on(line_id)
             if d.id in answering_before or d.id not in {p.id for p in previous.devices}
         ]
-        silent = await self._silent_after(watched, since, self.base.remote.grace_s)
-        if silent:
+        grace_s = self.base.remote.grace_s
+        silent = await self._silent_after(watched, since, grace_s)
+        reasons = [
+            f"config v{version}: devices[{d}]: no answer within {grace_s:g} s "
+            "with the new settings; fix: check the line and unit settings of this device"
+            for d in silent
+        ]
+        if not silent and _settings_of(config) != _settings_of(previous):
+            reasons = [
+                f"config v{version}: {problem} within {grace_s:g} s of the new settings; fix: check the "
+                "publish, journal and health settings"
+                for problem in await self._settings_fail(since, grace_s)
+            ]
+        if reasons:
             back_to = self._rollback_target(previous)
             self._apply(back_to)
             self._handled(version)
-            reasons = [
-                f"config v{version}: devices[{d}]: no answer within {self.base.remote.grace_s:g} s "
-                "with the new settings; fix: check the line and unit settings of this device"
-                for d in silent
-            ]
-            log.warning("config v%d rolled back to v%d: %s", version, self.applied_version, "; ".join(silent))
+            log.warning(
+                "config v%d rolled back to v%d: %s", version, self.applied_version, "; ".join(reasons)
+            )
             await self._state(version, wire.ConfigOutcome.ROLLED_BACK, reasons)
             return
         self.applied_version, self._applied_body = version, body
@@ -170,9 +192,30 @@ class RemoteConfig:
                 return silent
             await asyncio.sleep(CHECK_EVERY_S)
 
+    async def _settings_fail(self, since_ms: int, grace_s: float) -> list[str]:
+        """What the agent still cannot do ``grace_s`` after the settings changed (none: all is well).
+
+        Judged in the second half of the grace period, against what happened in it: the first batch
+        after a change may still leave on the old settings' schedule and proves nothing.
+        """
+        if self._settings_check is None:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        await asyncio.sleep(grace_s / 2)
+        judged_from = since_ms + int(grace_s * 500)
+        while True:
+            problems = await self._settings_check(judged_from)
+            if not problems or loop.time() >= deadline:
+                return problems
+            await asyncio.sleep(CHECK_EVERY_S)
+
     def _merge(self, body: dict[str, Any], source: str) -> AgentConfig:
         raw = self.base.model_dump(mode="json", exclude_none=True)
+        journal_path = raw["journal"]["path"]
         raw.update({key: body[key] for key in REMOTE_SECTIONS if key in body})
+        if "journal" in body:
+            raw["journal"] = {**body["journal"], "path": journal_path}
         return validate_agent_config(raw, Path(source), profiles=self._profiles)
 
     def _handled(self, version: int) -> None:
@@ -229,3 +272,7 @@ def _version_of(payload: bytes) -> int | None:
         return None
     version = data.get("version") if isinstance(data, dict) else None
     return version if isinstance(version, int) and version >= 0 else None
+
+
+def _settings_of(config: AgentConfig) -> str:
+    return "|".join(getattr(config, section).model_dump_json() for section in SETTINGS_SECTIONS)

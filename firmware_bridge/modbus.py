@@ -22,7 +22,7 @@ import serial
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.framer import FramerRTU
+from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from citygw.wire import FieldValue
@@ -117,12 +117,20 @@ class ModbusLine:
         self._received = bytearray()
         self.serial: SerialLine | None = None
         self._lost = asyncio.Event()
+        # A TCP connection (Modbus TCP, or RTU frames to a serial server): profiles' connect_delay_s and
+        # close_between_polls apply to it.
+        self.over_tcp = False
+        # When the connection was last made (monotonic seconds): no request leaves sooner than a
+        # device's connect_delay_s after it.
+        self._connected_at = 0.0
         # When the last frame on the line ended (monotonic seconds): the next waits its gap after it.
         self._last_frame_at = 0.0
         self._holes: dict[int, list[AddressRange]] = {}
         self._field_errors: dict[int, dict[str, BadFieldValue]] = {}
         # (unit, field) -> when its last warning was logged (monotonic seconds).
         self._warned_at: dict[tuple[int, str], float] = {}
+        # Seconds from sending the last request to its answer (or to giving up on it): a capture's timing.
+        self.last_round_trip_s = 0.0
 
     @classmethod
     def tcp(cls, *, host: str, port: int = 502, timeout: float = DEFAULT_TIMEOUT) -> ModbusLine:
@@ -143,6 +151,46 @@ class ModbusLine:
             return await _why_no_connection(host, port, timeout)
 
         line = cls(make, name=f"tcp://{host}:{port}", timeout=timeout, diagnose=diagnose)
+        line.over_tcp = True
+        return line
+
+    @classmethod
+    def rtu_over_tcp(
+        cls,
+        *,
+        host: str,
+        port: int,
+        baudrate: int,
+        parity: str = "N",
+        stopbits: int = 1,
+        bytesize: int = 8,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> ModbusLine:
+        """An RS-485 line behind a serial server that passes RTU frames through a TCP socket.
+
+        The frames are RTU (CRC, no MBAP header); the serial settings are those of the server's
+        RS-485 side, where the frames take their wire time and the line's silences still apply.
+        """
+        serial_line = _serial_line(f"socket://{host}:{port}", baudrate, parity, stopbits, bytesize)
+
+        def make() -> ModbusBaseClient:
+            return AsyncModbusTcpClient(
+                host,
+                port=port,
+                framer=FramerType.RTU,
+                timeout=timeout,
+                retries=0,
+                reconnect_delay=0,
+                trace_packet=line._trace_packet,
+                trace_connect=line._trace_connect,
+            )
+
+        async def diagnose() -> str:
+            return await _why_no_connection(host, port, timeout)
+
+        line = cls(make, name=f"socket://{host}:{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
+        line.serial = serial_line
+        line.over_tcp = True
         return line
 
     @classmethod
@@ -157,8 +205,7 @@ class ModbusLine:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ModbusLine:
         """A serial RS-485 line; ``port`` is a device path or a pyserial URL."""
-        if parity not in ("N", "E", "O") or stopbits not in (1, 2) or bytesize not in (7, 8):
-            raise ValueError(f"{port}: serial format {bytesize}{parity}{stopbits} is not 7/8 N/E/O 1/2")
+        serial_line = _serial_line(port, baudrate, parity, stopbits, bytesize)
         line: ModbusLine
 
         def make() -> ModbusBaseClient:
@@ -179,12 +226,7 @@ class ModbusLine:
             return _why_port_unusable(port)
 
         line = cls(make, name=f"{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
-        line.serial = SerialLine(
-            baudrate,
-            parity=cast(Literal["N", "E", "O"], parity),
-            stopbits=cast(Literal[1, 2], stopbits),
-            bytesize=cast(Literal[7, 8], bytesize),
-        )
+        line.serial = serial_line
         return line
 
     async def __aenter__(self) -> Self:
@@ -199,6 +241,13 @@ class ModbusLine:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    async def close_connection(self) -> None:
+        """Close the TCP connection now (a single-slot device's slot is free for others); the next
+        request connects again. Waits for a request on the wire to end first; a no-op on a serial port."""
+        async with self._lock:
+            if self.over_tcp and self._client is not None and self._client.connected:
+                self._client.close()
 
     async def read(
         self, unit: int, profile: Profile, poll: Poll | Iterable[Poll] | None = None
@@ -340,7 +389,7 @@ class ModbusLine:
         async def send(client: ModbusBaseClient) -> ModbusPDU:
             if spec.table == "coil":
                 return await client.write_coil(spec.address, bool(words[0]), device_id=unit)
-            if len(words) == 1:
+            if len(words) == 1 and profile.write_function_of(spec) == 6:
                 return await client.write_register(spec.address, words[0], device_id=unit)
             return await client.write_registers(spec.address, words, device_id=unit)
 
@@ -399,8 +448,11 @@ class ModbusLine:
             # The transaction manager waits with its own copy of the parameters, not the client's.
             client.ctx.comm_params.timeout_connect = timeout + wire
             quiet = self._last_frame_at + self._gap_before(timing) - time.monotonic()
+            if self.over_tcp and timing is not None:
+                quiet = max(quiet, self._connected_at + timing.connect_delay_s - time.monotonic())
             if quiet > 0:
                 await asyncio.sleep(quiet)
+            sent_at = time.monotonic()
             request = asyncio.ensure_future(send(client))
             lost = asyncio.ensure_future(self._lost.wait())
             try:
@@ -413,6 +465,7 @@ class ModbusLine:
             finally:
                 lost.cancel()
                 self._last_frame_at = time.monotonic()
+                self.last_round_trip_s = self._last_frame_at - sent_at
             if not request.done():
                 # pymodbus would wait for the full timeout on a connection that is already gone.
                 request.cancel()
@@ -451,7 +504,9 @@ class ModbusLine:
         return timing.guard if timing is not None else 0.0
 
     def _trace_connect(self, connected: bool) -> None:
-        if not connected:
+        if connected:
+            self._connected_at = time.monotonic()
+        else:
             self._lost.set()
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -460,6 +515,17 @@ class ModbusLine:
         if not sending:
             self._received += data
         return data
+
+
+def _serial_line(port: str, baudrate: int, parity: str, stopbits: int, bytesize: int) -> SerialLine:
+    if parity not in ("N", "E", "O") or stopbits not in (1, 2) or bytesize not in (7, 8):
+        raise ValueError(f"{port}: serial format {bytesize}{parity}{stopbits} is not 7/8 N/E/O 1/2")
+    return SerialLine(
+        baudrate,
+        parity=cast(Literal["N", "E", "O"], parity),
+        stopbits=cast(Literal[1, 2], stopbits),
+        bytesize=cast(Literal[7, 8], bytesize),
+    )
 
 
 def _valid_rtu_frame(data: bytes) -> bool:

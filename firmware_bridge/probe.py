@@ -2,25 +2,37 @@
 
 Writing a profile for an unknown device starts here: read a range, find the known value (the
 meter's display says 230.5 V) in the table, and the row names type, word order and address.
+Before that, ``scan_units`` finds which unit ids answer on a line at all.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
+from pymodbus.client.mixin import ModbusClientMixin
+
 from citygw.wire import FieldValue
-from firmware_bridge.errors import DecodeError
+from firmware_bridge.errors import (
+    DecodeError,
+    DeviceCrcError,
+    DeviceExceptionResponse,
+    DeviceTimeout,
+    LineUnavailable,
+)
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.planner import MAX_BITS, MAX_REGISTERS, ReadRequest, plan_requests
 from firmware_bridge.profile import BIT_TABLES, DataType, Profile, Table, WordOrder
-from firmware_bridge.registers import convert, decode, is_plausible_float
+from firmware_bridge.registers import convert, decode, is_plausible_float, swap_bytes
 
 WORD_ORDERS: tuple[WordOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
 SINGLE_TYPES: tuple[DataType, ...] = ("u16", "i16")
 DOUBLE_TYPES: tuple[DataType, ...] = ("u32", "i32", "f32")
+QUAD_TYPES: tuple[DataType, ...] = ("u64", "i64", "f64")
+# Answers that mean "nobody there" though something answered: a TCP gateway speaking for its bus.
+GATEWAY_ABSENT = (0x0A, 0x0B)
 
 ProbedValue = FieldValue | DecodeError
 
@@ -66,12 +78,39 @@ def interpretations(words: Sequence[int], address: int) -> list[Row]:
     return rows
 
 
-def _reading(start: int, pair: tuple[int, int], type_: DataType, order: WordOrder) -> Row:
-    value = _number(convert(pair, type_, order))
+def wide_interpretations(words: Sequence[int], address: int) -> list[Row]:
+    """Per starting register with three more after it: u64, i64 and f64 under each word order."""
+    rows: list[Row] = []
+    for i in range(len(words) - 3):
+        quad = tuple(words[i : i + 4])
+        for order in WORD_ORDERS:
+            rows.extend(_reading(address + i, quad, type_, order) for type_ in QUAD_TYPES)
+    return rows
+
+
+def string_views(words: Sequence[int]) -> dict[str, str]:
+    """The registers as ASCII text, high byte first ("AB") and byte-swapped ("BA").
+
+    Two characters per register, so a text's position gives its address; a byte that is no
+    printable ASCII shows as ".".
+    """
+    views: dict[str, str] = {}
+    for name, ordered in (("AB", list(words)), ("BA", swap_bytes(words))):
+        text = ModbusClientMixin.convert_from_registers(
+            ordered, ModbusClientMixin.DATATYPE.STRING, string_encoding="latin-1"
+        )
+        assert isinstance(text, str)
+        shown = "".join(c if " " <= c <= "~" else "." for c in text)
+        views[name] = shown.ljust(2 * len(words), ".")  # pymodbus drops trailing NULs
+    return views
+
+
+def _reading(start: int, words: tuple[int, ...], type_: DataType, order: WordOrder) -> Row:
+    value = _number(convert(words, type_, order))
     if isinstance(value, float) and not is_plausible_float(value):
         note = "nan" if math.isnan(value) else "inf" if math.isinf(value) else f"implausible ({value:.3g})"
-        return Row(start, pair, type_, order, None, note)
-    return Row(start, pair, type_, order, value)
+        return Row(start, words, type_, order, None, note)
+    return Row(start, words, type_, order, value)
 
 
 def _number(value: int | float | str) -> int | float:
@@ -105,6 +144,28 @@ def format_table(rows: Sequence[Row]) -> str:
                 f"{_cell(by_type['f32'])}"
             )
     return "\n".join(lines)
+
+
+def format_wide_table(rows: Sequence[Row]) -> str:
+    """The 64-bit readings: one block per starting address, one line per word order."""
+    header = f"{'addr':>5}  {'raw':<19}  order  {'u64':>20}  {'i64':>20}  f64"
+    lines = [header, "-" * len(header)]
+    for address, group in groupby(rows, key=lambda r: r.address):
+        for n, (order, readings) in enumerate(groupby(group, key=lambda r: r.order)):
+            by_type = {r.type: r for r in readings}
+            raw = " ".join(f"{w:04X}" for w in by_type["u64"].registers)
+            head = f"{address:>5}  {raw:<19}" if n == 0 else " " * 26
+            lines.append(
+                f"{head}  {order}   {_cell(by_type['u64']):>20}  {_cell(by_type['i64']):>20}  "
+                f"{_cell(by_type['f64'])}"
+            )
+    return "\n".join(lines)
+
+
+def format_strings(words: Sequence[int], address: int) -> str:
+    """The registers as text in both byte orders, two characters per register from ``address``."""
+    views = string_views(words)
+    return "\n".join(f"ascii {name} from {address}: {text!r}" for name, text in views.items())
 
 
 def _cell(row: Row) -> str:
@@ -153,3 +214,57 @@ def format_values(profile: Profile, values: dict[str, ProbedValue]) -> str:
         shown = f"ERROR {value}" if isinstance(value, DecodeError) else f"{value}{unit}"
         lines.append(f"{spec.field:<{width}}  {shown:<24}  ({where})")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class UnitAnswer:
+    """A unit id that answered a scan, and how (``exception``: its code; ``crc``: a garbled answer)."""
+
+    unit: int
+    exception: int | None = None
+    crc: bool = False
+
+    def __str__(self) -> str:
+        if self.exception is not None:
+            return f"{self.unit} (exception {self.exception:02X})"
+        return f"{self.unit} (garbled answer)" if self.crc else str(self.unit)
+
+
+async def scan_units(line: ModbusLine, units: Iterable[int]) -> list[UnitAnswer]:
+    """The unit ids that answer one read of holding register 0, with the line's (short) timeout.
+
+    An exception response counts: the device is there, it just has no such register. A TCP
+    gateway's "target failed to respond" (0B) or "path unavailable" (0A) does not.
+    """
+    found: list[UnitAnswer] = []
+    probe = ReadRequest("holding", 0, 1, ())
+    for unit in units:
+        try:
+            await line.read_request(unit, probe)
+        except LineUnavailable:
+            raise
+        except DeviceExceptionResponse as exc:
+            if exc.code not in GATEWAY_ABSENT:
+                found.append(UnitAnswer(unit, exception=exc.code))
+            continue
+        except DeviceCrcError:
+            found.append(UnitAnswer(unit, crc=True))
+            continue
+        except DeviceTimeout:
+            continue
+        found.append(UnitAnswer(unit))
+    return found
+
+
+def parse_units(text: str) -> list[int]:
+    """Unit ids from "1-247" or "1,3,10-20" (ValueError naming the bad part)."""
+    units: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"{part.strip()!r} is no unit id or range: write e.g. 1-247 or 1,3,10-20")
+        low, high = int(first), int(last or first)
+        if not 0 <= low <= high <= 255:
+            raise ValueError(f"{part.strip()!r}: unit ids run from 0 to 255, low to high")
+        units.extend(range(low, high + 1))
+    return sorted(set(units))

@@ -2,7 +2,10 @@
 
 A ``modbus`` profile says which registers hold which field, how to decode them and how often
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
-the sentences used. Adding a device model is adding a file under ``profiles/``, not code.
+the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
+storage number, tariff and subunit, to fields; an ``opcua`` profile names the nodes of an object
+(a pump station) that hold each field. Adding a device model is adding a file under ``profiles/``,
+not code.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from citygw.wire import NAME_PATTERN
+from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -36,10 +40,13 @@ Table = Literal["coil", "discrete", "holding", "input"]
 DataType = Literal["bit", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Poll = Literal["fast", "slow", "on_demand"]
+# How a single holding register is written: FC06 (write single register) or FC16 (write multiple
+# registers, with one); some devices refuse FC06. Values of several registers always go as FC16.
+WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea"]
+Protocol = Literal["modbus", "nmea", "mbus", "opcua"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -199,7 +206,23 @@ class RegisterSpec(BaseModel):
     report: Literal["on_change"] | None = Field(
         default=None, description="report by exception: publish whenever the value changed (status, codes)"
     )
+    write_function: WriteFunction | None = Field(
+        default=None,
+        description="function code of a write to this single holding register (6 or 16); "
+        "default the profile's write_function",
+    )
     description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a lamp (lamp0), a phase (l1), inlet",
+    )
+    flags: dict[int, LampBit] | None = Field(
+        default=None, description="what each bit (0 = lowest) of a status word means (lamp_status)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RegisterSpec:
@@ -239,11 +262,27 @@ class RegisterSpec(BaseModel):
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        if self.write_function is not None:
+            if not self.writable or self.table != "holding":
+                raise ValueError("write_function is for writable holding registers: remove it")
+            if self.write_function == 6 and self.register_count > 1:
+                raise ValueError(
+                    f"FC06 writes one register and a {self.type} takes {self.register_count}: "
+                    "use write_function 16 or remove it"
+                )
         end = self.address + self.register_count - 1
         if end > MAX_ADDRESS:
             raise ValueError(
                 f"ends at address {end} (0x{end:X}), beyond 65535: check the address and the type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> RegisterSpec:
+        """The role fits the field: a unit the role takes, flags and max where it needs them."""
+        problem = role_problem(self.role, self.unit, self.flags, self.max, 16 * self.register_count)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -293,7 +332,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(spec: RegisterSpec, setting: float | str) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | MbusField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -357,6 +396,18 @@ class DeviceTiming(BaseModel):
         le=600_000,
         description="how long after a write the device's reported value may take to follow it (a fade)",
     )
+    connect_delay_s: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="TCP: wait this long after connecting before the first request (gateways that drop "
+        "the first frame); ignored on a serial port",
+    )
+    close_between_polls: bool = Field(
+        default=False,
+        description="TCP: close the connection after each poll (devices with a single connection slot); "
+        "ignored on a serial port",
+    )
 
     @property
     def response_timeout(self) -> float | None:
@@ -400,6 +451,11 @@ class Profile(Provenance):
     serial: SerialSettings = SerialSettings()
     word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
     max_registers: int = Field(default=125, ge=1, le=125, description="largest read the device accepts")
+    write_function: WriteFunction = Field(
+        default=6,
+        description="function code of a single-register write (6, or 16 for devices that refuse FC06); "
+        "a register's own write_function wins",
+    )
     registers: list[RegisterSpec] = Field(min_length=1)
     forbidden: list[AddressRange] = Field(default_factory=list)
     timing: DeviceTiming = DeviceTiming()
@@ -445,6 +501,11 @@ class Profile(Provenance):
                     )
         return self
 
+    @property
+    def field_specs(self) -> list[RegisterSpec]:
+        """The fields read (as ``MbusProfile.field_specs``): what a scheduler needs of any polled profile."""
+        return self.registers
+
     def register(self, field: str) -> RegisterSpec:
         """The spec of ``field``; KeyError naming the known fields otherwise."""
         for spec in self.registers:
@@ -452,6 +513,10 @@ class Profile(Provenance):
                 return spec
         known = ", ".join(s.field for s in self.registers)
         raise KeyError(f"profile {self.model} has no field {field!r} (fields: {known})")
+
+    def write_function_of(self, spec: RegisterSpec) -> WriteFunction:
+        """The function code of a single-register write: the register's own, else the profile's."""
+        return spec.write_function if spec.write_function is not None else self.write_function
 
     def select(self, poll: Poll | Iterable[Poll] | None = None) -> list[RegisterSpec]:
         """The readable registers of the given poll classes (all readable ones when None)."""
@@ -537,9 +602,260 @@ class NmeaProfile(Provenance):
         return tuple(f.field for f in self.fields)
 
 
-AnyProfile = Annotated[Profile | NmeaProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile)
+MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
+_HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
+
+
+class MbusField(BaseModel):
+    """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
+
+    A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
+    quantity with another decimal exponent matches too), function, storage number, tariff and
+    subunit; its value arrives scaled to the VIF's unit (Wh, m^3, C: see
+    ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
+    function: MbusFunction = "instantaneous"
+    storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
+    tariff: int = Field(default=0, ge=0, le=2**20)
+    subunit: int = Field(default=0, ge=0, le=2**10)
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    scale: float = 1
+    unit: str | None = None
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.type == "string" and self.scale != 1:
+            raise ValueError("a string has no scale: remove scale")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int, int, int]:
+        """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
+        return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
+class MbusProfile(Provenance):
+    """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["mbus"]
+    manufacturer: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
+    )
+    medium: int | None = Field(default=None, ge=0, le=255, description="the medium byte of its header")
+    fields: list[MbusField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MbusProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        keys = [f.key for f in self.fields]
+        for spec in self.fields:
+            if keys.count(spec.key) > 1:
+                raise ValueError(
+                    f"{spec.field}: another field reads the same record (vif {spec.vif}, {spec.function}, "
+                    f"storage {spec.storage}, tariff {spec.tariff}, subunit {spec.subunit}): keep one"
+                )
+        return self
+
+    @property
+    def field_specs(self) -> list[MbusField]:
+        """The fields read (the scheduler's and report-by-exception's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+
+# OPC UA: a node is named by a NodeId string (ns=2;s=PS1.Flow, nsu=<namespace URI>;i=1001; i=2258 in
+# namespace 0) or by a browse path from the device's object, one browse name per step (Pump1/Flow).
+NODE_ID_PATTERN = r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=[A-Za-z0-9+/=]+)$"
+STANDARD_NAMESPACE = "ua"  # the alias of the OPC Foundation's namespace 0 in browse paths
+OPCUA_STANDARD_URI = "http://opcfoundation.org/UA/"
+TimestampSource = Literal["source", "server", "agent"]
+
+
+class OpcUaNode(BaseModel):
+    """One field of an OPC UA device: the node that holds it and how its value becomes the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    node: str | None = Field(
+        default=None,
+        pattern=NODE_ID_PATTERN,
+        description="a NodeId string: ns=2;s=PS1.Flow, nsu=<namespace URI>;s=..., i=2258 (namespace 0)",
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a browse path from the device's object: browse names separated by /, each in the "
+        "profile's first namespace unless written alias:Name (an alias of namespaces, or ua: for the "
+        "standard namespace)",
+    )
+    unit: str | None = None
+    scale: float = 1
+    offset: float = 0
+    sampling_ms: float | None = Field(
+        default=None, ge=0, description="subscriptions: how often the server samples the node (ms)"
+    )
+    deadband: float | None = Field(
+        default=None,
+        ge=0,
+        description="subscriptions: the server reports a change only beyond this (absolute, in the node's "
+        "own unit, before scale)",
+    )
+    typical: bool | int | float | str | None = Field(
+        default=None, description="a plausible value, the simulator's starting point"
+    )
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a pump (pump1), an inlet, an outlet",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaNode:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if (self.node is None) == (self.path is None):
+            raise ValueError(
+                "name the node either as node (a NodeId) or as path (a browse path): one of them"
+            )
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
+        if self.path is not None and any(not step.strip() for step in self.path.split("/")):
+            raise ValueError(f"browse path {self.path!r} has an empty step: write Name/Name")
+        return self
+
+    @property
+    def is_quantity(self) -> bool:
+        """A physical quantity (a unit, or scaled) is always a float, whatever type the server sends."""
+        return self.unit is not None or self.scale != 1 or self.offset != 0
+
+    @property
+    def where(self) -> str:
+        """The node as the profile names it, for messages."""
+        return self.node if self.node is not None else f"path {self.path}"
+
+
+class OpcUaProfile(Provenance):
+    """The object model of one kind of device on an OPC UA server: which node holds which field."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["opcua"]
+    namespaces: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict,
+        description="alias -> namespace URI of the browse names in paths; the first is the default. "
+        "Servers number their namespaces as they like: names are resolved by URI when connecting",
+    )
+    timestamp: TimestampSource = Field(
+        default="source",
+        description="the time a reading carries: source (when the device measured it; else the server's "
+        "time, else the agent's), server (when the server last saw it), agent (when the agent received it)",
+    )
+    # At most 32: with an Uncertain flag each, a reading stays within the wire's 64 fields.
+    nodes: list[OpcUaNode] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaProfile:
+        names = [n.field for n in self.nodes]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each node its own field name")
+        if STANDARD_NAMESPACE in self.namespaces:
+            raise ValueError(f"namespace alias {STANDARD_NAMESPACE} is the standard namespace: use another")
+        for spec in self.nodes:
+            if spec.path is None:
+                continue
+            for step in spec.path.split("/"):
+                alias, colon, _ = step.partition(":")
+                if colon and alias != STANDARD_NAMESPACE and alias not in self.namespaces:
+                    known = ", ".join([*self.namespaces, STANDARD_NAMESPACE])
+                    raise ValueError(f"{spec.field}: path step {step!r} names no namespace alias ({known})")
+                if not colon and not self.namespaces:
+                    raise ValueError(
+                        f"{spec.field}: path step {step!r} has no namespace: add namespaces: {{alias: <URI>}}"
+                    )
+        return self
+
+    def browse_steps(self, spec: OpcUaNode) -> list[tuple[str, str]]:
+        """The (namespace URI, browse name) of each step of ``spec``'s path."""
+        assert spec.path is not None
+        default = next(iter(self.namespaces.values()), OPCUA_STANDARD_URI)
+        steps: list[tuple[str, str]] = []
+        for step in spec.path.split("/"):
+            alias, colon, name = step.partition(":")
+            if not colon:
+                steps.append((default, step))
+            elif alias == STANDARD_NAMESPACE:
+                steps.append((OPCUA_STANDARD_URI, name))
+            else:
+                steps.append((self.namespaces[alias], name))
+        return steps
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(n.field for n in self.nodes)
+
+    @property
+    def field_specs(self) -> list[OpcUaNode]:
+        """The fields read (as ``Profile.field_specs``): what the role catalogue reads of any profile."""
+        return self.nodes
+
+
+AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile | OpcUaProfile, Field(discriminator="protocol")]
+_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | OpcUaProfile] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile, OpcUaProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -569,6 +885,16 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return _expect(Profile, name_or_path, "a device on a Modbus line (tcp or rtu) needs a modbus profile")
 
 
+def load_mbus_profile(name_or_path: str | Path) -> MbusProfile:
+    """Load and validate an M-Bus meter profile, by shipped name or path."""
+    return _expect(MbusProfile, name_or_path, "a meter on an M-Bus line (mbus) needs an mbus profile")
+
+
+def load_opcua_profile(name_or_path: str | Path) -> OpcUaProfile:
+    """Load and validate an OPC UA profile (the object model of a SCADA server's device), by name or path."""
+    return _expect(OpcUaProfile, name_or_path, "a device on an OPC UA line (opcua) needs an opcua profile")
+
+
 def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
     """Load and validate an NMEA (GPS receiver) profile, by shipped name or path."""
     return _expect(NmeaProfile, name_or_path, "a device on a GPS line (nmea) needs an nmea profile")
@@ -577,13 +903,14 @@ def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     profile = load_any_profile(name_or_path)
     if not isinstance(profile, kind):
-        wanted: Protocol = "nmea" if kind is NmeaProfile else "modbus"
+        protocols: dict[type, Protocol] = {NmeaProfile: "nmea", MbusProfile: "mbus", OpcUaProfile: "opcua"}
+        wanted = protocols.get(kind, "modbus")
         names = ", ".join(available_profiles(wanted)) or "none"
         raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile:
+def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile | OpcUaProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -601,6 +928,11 @@ def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile:
         raise ProfileError(f"{path}: {exc.error_count()} problem(s):\n{problems}") from exc
 
 
+def profile_file(name_or_path: str | Path) -> Path:
+    """The file a profile name or path stands for (ProfileError for a name nobody ships)."""
+    return _resolve(name_or_path)
+
+
 def _resolve(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):
@@ -616,7 +948,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus", "opcua"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data
@@ -656,4 +988,5 @@ _FIXES: dict[str, str] = {
     "float_parsing": "write a number",
     "too_short": "list at least one entry",
     "string_type": "quote the value: YAML reads bare no/yes/on/off as booleans",
+    "enum": "use one of the listed values (docs/profiles.md lists the roles and lamp status bits)",
 }

@@ -51,7 +51,8 @@ def _word_order(spec: RegisterSpec) -> Literal["big", "little"]:
     return "little" if spec.order in ("CDAB", "DCBA") else "big"
 
 
-def _swap_bytes(registers: Sequence[int]) -> list[int]:
+def swap_bytes(registers: Sequence[int]) -> list[int]:
+    """Each register's two bytes exchanged (the B in BADC and DCBA)."""
     return [((r & 0xFF) << 8) | (r >> 8) for r in registers]
 
 
@@ -81,7 +82,7 @@ def convert(registers: Sequence[int], type_: DataType, order: WordOrder) -> int 
     """Registers as one value of ``type_`` under ``order``, no checks (ValueError if impossible)."""
     if type_ == "bit":
         raise ValueError("a bit is not made of registers")
-    words = _swap_bytes(registers) if order in ("BADC", "DCBA") else list(registers)
+    words = swap_bytes(registers) if order in ("BADC", "DCBA") else list(registers)
     word_order: Literal["big", "little"] = "little" if order in ("CDAB", "DCBA") else "big"
     try:
         value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[type_], word_order)
@@ -154,4 +155,4 @@ def encode(spec: RegisterSpec, value: FieldValue) -> list[int]:
             words = ModbusClientMixin.convert_to_registers(number, _DATATYPES[spec.type], _word_order(spec))
         except (struct.error, OverflowError) as exc:
             raise ValueError(f"{spec.field}: {value} does not fit in a {spec.type}") from exc
-    return _swap_bytes(words) if spec.order in ("BADC", "DCBA") else words
+    return swap_bytes(words) if spec.order in ("BADC", "DCBA") else words

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from api.alerts.delivery import AlertEvent
 from api.alerts.rules import Finding, Rule, aq_band, lamp_failure, offline, water_patterns
 from api.registry import Registry, audit
-from api.registry.catalogue import registered_devices
 from api.registry.models import Agent, Alert, Device
 from api.settings import ApiSettings
 from collector.store.base import TelemetryReader
@@ -32,7 +31,6 @@ def evaluate(
     """
     with registry.session() as session:
         agents = list(session.scalars(select(Agent)))
-        devices = registered_devices(session)
         on_agents = {
             (agent, device)
             for agent, device in session.execute(
@@ -41,8 +39,8 @@ def evaluate(
         }
     # Each check gives its findings and the (rule, subject) pairs it could not judge this time.
     checks: list[tuple[tuple[Rule, ...], Callable[[], tuple[list[Finding], set[tuple[Rule, str]]]]]] = [
-        ((Rule.AQ_BAND,), lambda: (aq_band(store, devices, settings, now_ms), set())),
-        ((Rule.LAMP_FAILURE,), lambda: (lamp_failure(store), set())),
+        ((Rule.AQ_BAND,), lambda: (aq_band(store, settings, now_ms), set())),
+        ((Rule.LAMP_FAILURE,), lambda: (lamp_failure(store, settings.roles), set())),
         ((Rule.WATER_LEAK, Rule.WATER_NO_FLOW), lambda: water_patterns(store, settings, now_ms)),
         ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: (offline(agents, on_agents), set())),
     ]

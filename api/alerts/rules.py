@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from api.air import current_stations
-from api.registry.catalogue import RegisteredDevice
+from api.air import station_indices
 from api.registry.models import Agent
 from api.settings import ApiSettings
 from citygw import air_quality, wire
 from collector.store.base import Aggregate, TelemetryReader, newest_per_device
-from firmware_bridge import dali
+from firmware_bridge.catalogue import RoleCatalogue
+from firmware_bridge.roles import Role
 
-LAMP_STATUS = re.compile(r"^(lamp\d+)_status$")
 OFFLINE_STATES = frozenset({wire.DeviceState.TIMEOUT.value})
 
 
@@ -41,9 +39,7 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def aq_band(
-    store: TelemetryReader, devices: Mapping[str, RegisteredDevice], settings: ApiSettings, now_ms: int
-) -> list[Finding]:
+def aq_band(store: TelemetryReader, settings: ApiSettings, now_ms: int) -> list[Finding]:
     """Stations whose current index reached the configured band."""
     table = air_quality.TABLES[settings.aq_table]
     return [
@@ -59,34 +55,36 @@ def aq_band(
                 "pollutant": station.index.pollutant,
             },
         )
-        for station in current_stations(
-            store, devices, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s
+        for station in station_indices(
+            store, settings.roles, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s
         )
         if station.index is not None and station.index.band >= settings.alert_aq_band
     ]
 
 
-def lamp_failure(store: TelemetryReader) -> list[Finding]:
-    """Lamps whose DALI status reports a lamp or ballast failure in their cabinet's newest reading."""
+def lamp_failure(store: TelemetryReader, roles: RoleCatalogue) -> list[Finding]:
+    """Lamps whose status word reports a failure (bits named by their profile) in their controller's
+    newest reading; the lamp is the field's channel."""
     found = []
-    for point in newest_per_device(store.latest(measurement="lighting")):
-        for name, value in sorted(point.fields.items()):
-            match = LAMP_STATUS.match(name)
-            if not match or isinstance(value, bool) or not isinstance(value, int):
-                continue
-            failures = dali.faults(value)
-            if failures:
-                lamp = match.group(1)
-                found.append(
-                    Finding(
-                        Rule.LAMP_FAILURE,
-                        f"{point.tags['device']}:{lamp}",
-                        f"{lamp} of {point.tags['device']}: {' and '.join(failures)} failure ({value})",
-                        site=point.tags.get("site"),
-                        district=point.tags.get("district"),
-                        data={"device": point.tags["device"], "lamp": lamp, "status": value},
+    for measurement in roles.measurements(Role.LAMP_STATUS):
+        for point in newest_per_device(store.latest(measurement=measurement)):
+            device = point.tags["device"]
+            statuses = roles.chosen(Role.LAMP_STATUS, measurement, point.fields)
+            for lamp, (spec, value) in sorted(statuses.items(), key=lambda item: item[0] or ""):
+                status = int(value)
+                failures = spec.faults(status)
+                if failures:
+                    name = lamp or spec.field
+                    found.append(
+                        Finding(
+                            Rule.LAMP_FAILURE,
+                            f"{device}:{name}",
+                            f"{name} of {device}: {' and '.join(failures)} failure ({status})",
+                            site=point.tags.get("site"),
+                            district=point.tags.get("district"),
+                            data={"device": device, "lamp": name, "status": status},
+                        )
                     )
-                )
     return found
 
 
@@ -102,26 +100,34 @@ class FlowWindow:
     partial: frozenset[str]
 
 
-def _flow_over(store: TelemetryReader, now_ms: int, window_s: int, aggregate: Aggregate) -> FlowWindow:
-    """``aggregate`` of flow_rate over the last ``window_s`` per meter, for the meters whose readings
-    span it (one in the window's first and one in its last ``1/COVERAGE_PARTS``); the others with
+def _flow_over(
+    store: TelemetryReader, roles: RoleCatalogue, now_ms: int, window_s: int, aggregate: Aggregate
+) -> FlowWindow:
+    """``aggregate`` of the flow rate (m³/h) over the last ``window_s`` per meter, for the meters whose
+    readings span it (one in the window's first and one in its last ``1/COVERAGE_PARTS``); the others with
     readings in it are ``partial``: two readings 30 s apart say nothing about four hours."""
     start_ms, end_ms = now_ms - window_s * 1000, now_ms + 1  # a reading taken this very millisecond counts
 
     def per_device(how: Aggregate, first_ms: int, last_ms: int) -> dict[str, list[float]]:
-        rows = store.range(
-            measurement="water",
-            start_ms=first_ms,
-            end_ms=last_ms,
-            fields=["flow_rate"],
-            window_s=window_s,  # one window, or two when the range straddles a boundary
-            aggregate=how,
-        )
         values: dict[str, list[float]] = {}
-        for row in rows:
-            value = row.values.get("flow_rate")
-            if "device" in row.tags and isinstance(value, int | float) and not isinstance(value, bool):
-                values.setdefault(row.tags["device"], []).append(float(value))
+        for measurement in roles.measurements(Role.FLOW_RATE):
+            rows = store.range(
+                measurement=measurement,
+                start_ms=first_ms,
+                end_ms=last_ms,
+                fields=[f.field for f in roles.of(Role.FLOW_RATE, measurement)],
+                window_s=window_s,  # one window, or two when the range straddles a boundary
+                aggregate=how,
+            )
+            for row in rows:
+                # A count stays a count; a min or max is converted to m³/h like any reading.
+                value = (
+                    _count(row.values)
+                    if how is Aggregate.COUNT
+                    else roles.value(Role.FLOW_RATE, measurement, row.values)
+                )
+                if "device" in row.tags and value is not None:
+                    values.setdefault(row.tags["device"], []).append(value)
         return values
 
     edge_ms = max(1, window_s * 1000 // COVERAGE_PARTS)
@@ -138,6 +144,11 @@ def _flow_over(store: TelemetryReader, now_ms: int, window_s: int, aggregate: Ag
     return FlowWindow(spanning, frozenset(partial))
 
 
+def _count(values: Mapping[str, object]) -> float | None:
+    counts = [float(v) for v in values.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(counts) if counts else None
+
+
 def water_patterns(
     store: TelemetryReader, settings: ApiSettings, now_ms: int
 ) -> tuple[list[Finding], set[tuple[Rule, str]]]:
@@ -146,9 +157,14 @@ def water_patterns(
     Also the (rule, meter) pairs it cannot judge: readings in the window that do not span it. Such
     a meter raises nothing, and an alert it has stays as it is (a pause in its data cures nothing).
     """
-    tags = {p.tags["device"]: p.tags for p in newest_per_device(store.latest(measurement="water"))}
+    roles = settings.roles
+    tags = {
+        p.tags["device"]: p.tags
+        for measurement in roles.measurements(Role.FLOW_RATE)
+        for p in newest_per_device(store.latest(measurement=measurement))
+    }
     found = []
-    leak = _flow_over(store, now_ms, settings.alert_leak_window_s, Aggregate.MIN)
+    leak = _flow_over(store, roles, now_ms, settings.alert_leak_window_s, Aggregate.MIN)
     for device, lowest in leak.spanning.items():
         if lowest >= settings.alert_leak_min_flow:
             found.append(
@@ -161,7 +177,7 @@ def water_patterns(
                     data={"min_flow": lowest, "window_s": settings.alert_leak_window_s},
                 )
             )
-    no_flow = _flow_over(store, now_ms, settings.alert_no_flow_window_s, Aggregate.MAX)
+    no_flow = _flow_over(store, roles, now_ms, settings.alert_no_flow_window_s, Aggregate.MAX)
     for device, highest in no_flow.spanning.items():
         if highest <= 0:
             found.append(

@@ -9,7 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Device
-from firmware_bridge.profile import ProfileError, Verified, load_any_profile, load_profile
+from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay, overlaid
+from firmware_bridge.profile import (
+    Profile,
+    ProfileError,
+    Verified,
+    load_any_profile,
+    load_profile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +46,6 @@ def registered_devices(session: Session) -> dict[str, RegisteredDevice]:
     return found
 
 
-@cache
-def field_units(profile: str) -> dict[str, str]:
-    """Unit of each field of a shipped profile ({} for an unknown one)."""
-    try:
-        return {spec.field: spec.unit for spec in load_profile(profile).registers if spec.unit}
-    except ProfileError:
-        return {}
-
-
 @dataclass(frozen=True, slots=True)
 class ProfileProvenance:
     verified: Verified
@@ -62,3 +60,24 @@ def profile_provenance(profile: str) -> ProfileProvenance | None:
     except ProfileError:
         return None
     return ProfileProvenance(loaded.verified, loaded.source)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """A Modbus device's profile as it runs: its overlay applied, and which values that overlay changes."""
+
+    profile: Profile
+    overlaid: dict[str, dict[str, object]]
+
+
+def device_profile(spec: dict[str, object]) -> DeviceProfile | None:
+    """The effective profile of a stored device spec (None: no Modbus profile, or it no longer applies)."""
+    name = spec.get("profile")
+    if not isinstance(name, str):
+        return None
+    try:
+        profile = load_profile(name)
+        overlay = ProfileOverlay.model_validate(spec["overlay"]) if spec.get("overlay") else None
+        return DeviceProfile(apply_overlay(profile, overlay), overlaid(profile, overlay))
+    except (ProfileError, OverlayError, ValueError):  # a pydantic ValidationError is a ValueError
+        return None

@@ -39,15 +39,26 @@ def active_devices(session: Session, agent_id: str) -> list[Device]:
     return list(session.scalars(query))
 
 
+SETTINGS_SECTIONS = ("publish", "journal", "health")
+
+
 def check_config(agent: Agent, devices: Sequence[dict[str, Any]]) -> AgentConfig:
     """The agent's config with ``devices``, or FleetProblems with everything the agent would refuse."""
-    raw = {
+    settings = agent.settings or {}
+    if "path" in settings.get("journal", {}):
+        raise FleetProblems(
+            [Problem("journal.path", "the journal's path is the agent's own", "leave path out")]
+        )
+    raw: dict[str, Any] = {
         "agent_id": agent.id,
         "site": agent.site,
         **_LOCAL_SECTIONS,
         "lines": agent.lines,
         "devices": devices,
     }
+    raw.update({section: settings[section] for section in SETTINGS_SECTIONS if section in settings})
+    if "journal" in settings:
+        raw["journal"] = {**settings["journal"], **_LOCAL_SECTIONS["journal"]}
     try:
         return validate_agent_config(raw, Path(f"registry:{agent.id}"))
     except AgentConfigError as exc:
@@ -58,8 +69,17 @@ def desired_config(session: Session, agent: Agent, *, version: int, now_ms: int)
     """What the agent should run: its lines and active devices, validated, as the ``config`` payload."""
     specs = [device.spec for device in active_devices(session, agent.id)]
     check_config(agent, specs)
+    settings = agent.settings or {}
     return wire.DesiredConfig(
-        agent=agent.id, version=version, issued_at=now_ms, site=agent.site, lines=agent.lines, devices=specs
+        agent=agent.id,
+        version=version,
+        issued_at=now_ms,
+        site=agent.site,
+        lines=agent.lines,
+        devices=specs,
+        publish=settings.get("publish"),
+        journal=settings.get("journal"),
+        health=settings.get("health"),
     )
 
 

@@ -1,11 +1,13 @@
-"""What agents say on MQTT, applied to the registry: status, health, config state, command results."""
+"""What agents say on MQTT, applied to the registry: status, health, config state, command results,
+update results (audited: a release applied, refused or rolled back is a change to the fleet)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.registry.models import Agent, Command, ConfigVersion, Device
+from api.registry import audit
+from api.registry.models import Agent, Command, ConfigVersion, Device, RolloutAgent
 from citygw import wire
 
 UNASSIGNED_SITE = ""
@@ -99,3 +101,49 @@ def apply_command_result(session: Session, result: wire.CommandResult, *, now_ms
         parts.append("read at the device: " + ", ".join(f"{k}={v}" for k, v in sorted(result.read.items())))
     command.detail = "; ".join(parts) or None
     return command
+
+
+_UPDATE_RESULTS: dict[wire.UpdateOutcome, audit.Result] = {
+    wire.UpdateOutcome.STAGED: "ok",
+    wire.UpdateOutcome.APPLIED: "ok",
+    wire.UpdateOutcome.REFUSED: "refused",
+    wire.UpdateOutcome.FAILED: "failed",
+    wire.UpdateOutcome.ROLLED_BACK: "failed",
+}
+
+
+def apply_update_state(session: Session, state: wire.UpdateState, *, now_ms: int) -> bool:
+    """Record what the agent did with a rollout; audited once per change (a retained repeat is not one).
+
+    Returns whether anything changed.
+    """
+    agent = _agent(session, state.agent, now_ms)
+    agent.last_seen = now_ms
+    reason = "; ".join(state.reasons) or None
+    if (agent.update_rollout, agent.update_state) == (state.rollout, state.state.value):
+        return False
+    if agent.update_rollout is not None and state.rollout < agent.update_rollout:
+        return False  # an older rollout's word, heard late: the newer one stands
+    agent.update_rollout, agent.update_version = state.rollout, state.version
+    agent.update_state, agent.update_at, agent.update_reason = state.state.value, state.ts, reason
+    if state.running is not None:
+        agent.version = state.running
+    member = session.scalars(
+        select(RolloutAgent).where(
+            RolloutAgent.rollout_id == state.rollout, RolloutAgent.agent_id == state.agent
+        )
+    ).first()
+    if member is not None:
+        member.state, member.state_at, member.reason = state.state.value, state.ts, reason
+    audit.record(
+        session,
+        ts_ms=now_ms,
+        actor=f"agent:{state.agent}",
+        role="agent",
+        action="update.result",
+        target=f"agent:{state.agent}",
+        after={"rollout": state.rollout, "version": state.version, "state": state.state.value},
+        result=_UPDATE_RESULTS[state.state],
+        detail=reason,
+    )
+    return True

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -70,6 +71,8 @@ class Agent(Base):
     lat: Mapped[float | None]
     lon: Mapped[float | None]
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Publish, journal (but its path) and health sections pushed with the config; none: the agent's file's.
+    settings: Mapped[dict[str, Any] | None]
     created_at: Mapped[int]
     # Live state, from the agent's own MQTT messages.
     state: Mapped[str | None] = mapped_column(String(16))
@@ -79,6 +82,55 @@ class Agent(Base):
     journal_backlog: Mapped[int | None]
     journal_dropped: Mapped[int | None]
     device_health: Mapped[dict[str, Any] | None]
+    # The last rollout the agent spoke of (update/state): which, its version, how it ended, why.
+    update_rollout: Mapped[int | None]
+    update_version: Mapped[str | None] = mapped_column(String(64))
+    update_state: Mapped[str | None] = mapped_column(String(16))
+    update_at: Mapped[int | None]
+    update_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Release(Base):
+    """A signed agent release as uploaded: the manifest as signed, its signature and the wheel."""
+
+    __tablename__ = "releases"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    manifest: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(256))
+    wheel: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[int]
+    uploaded_by: Mapped[str] = mapped_column(String(256))
+
+
+class Rollout(Base):
+    """A wave: one release ordered to a set of agents; ``token`` lets those agents download it."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(ForeignKey("releases.version"), index=True)
+    selector: Mapped[dict[str, Any]]
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int]
+    created_by: Mapped[str] = mapped_column(String(256))
+
+
+class RolloutAgent(Base):
+    """One agent of a wave and where it is: pending (ordered), unsent, refused, failed, staged, applied,
+    rolled_back."""
+
+    __tablename__ = "rollout_agents"
+    __table_args__ = (UniqueConstraint("rollout_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[int]
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 ACTIVE_DEVICE = text("retired_at IS NULL")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppContext, ContextDep, NowMsDep, SessionDep
 from api.mqtt_link import LinkUnavailable
 from api.registry import audit
-from api.registry.catalogue import profile_provenance
+from api.registry.catalogue import device_profile, profile_provenance
 from api.registry.fleet import (
     FleetProblems,
     active_devices,
@@ -64,6 +64,23 @@ class DeviceEntry(BaseModel):
         "(modelled: not a vendor's map)"
     )
     source: str | None = Field(description="the vendor document the profile's map comes from, or why none")
+    effective_profile: dict[str, Any] | None = Field(
+        default=None,
+        description="agent detail only: the Modbus profile as this device runs it, its overlay applied",
+    )
+    overlaid: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="agent detail only: each value the device's overlay changes, by path "
+        '(e.g. "registers.current.scale"), as {"profile": ..., "device": ...}',
+    )
+
+
+class UpdateResult(BaseModel):
+    rollout: int
+    version: str
+    state: str = Field(description="staged, applied, refused, failed or rolled_back")
+    at: str
+    reason: str | None
 
 
 class AgentPublic(BaseModel):
@@ -71,6 +88,9 @@ class AgentPublic(BaseModel):
     site: str
     location: Location | None
     lines: list[dict[str, Any]]
+    settings: dict[str, Any] = Field(
+        description="publish, journal and health settings pushed with the config"
+    )
     state: str = Field(description="online, offline, or unknown (never heard)")
     last_seen: str | None
     version: str | None
@@ -79,6 +99,7 @@ class AgentPublic(BaseModel):
     journal_backlog: int | None
     journal_dropped: int | None
     device_health: dict[str, Any]
+    update: UpdateResult | None = Field(description="the last software update the agent spoke of")
     devices: list[DeviceEntry] = Field(description="active devices, with where their profile comes from")
 
 
@@ -110,7 +131,7 @@ class ConfigVersionPublic(BaseModel):
     body: dict[str, Any]
 
 
-def _agent_public(session: Session, agent: Agent) -> AgentPublic:
+def _agent_public(session: Session, agent: Agent, *, detail: bool = False) -> AgentPublic:
     desired = session.scalars(
         select(ConfigVersion.version)
         .where(ConfigVersion.agent_id == agent.id)
@@ -124,6 +145,7 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
         if agent.lat is not None and agent.lon is not None
         else None,
         lines=agent.lines,
+        settings=agent.settings or {},
         state=agent.state or "unknown",
         last_seen=iso(agent.last_seen) if agent.last_seen is not None else None,
         version=agent.version,
@@ -132,11 +154,20 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
         journal_backlog=agent.journal_backlog,
         journal_dropped=agent.journal_dropped,
         device_health=agent.device_health or {},
-        devices=[_device_entry(agent, device.spec) for device in active_devices(session, agent.id)],
+        update=UpdateResult(
+            rollout=agent.update_rollout,
+            version=agent.update_version or "",
+            state=agent.update_state or "",
+            at=iso(agent.update_at or 0),
+            reason=agent.update_reason,
+        )
+        if agent.update_rollout is not None
+        else None,
+        devices=[_device_entry(agent, device.spec, detail) for device in active_devices(session, agent.id)],
     )
 
 
-def _device_entry(agent: Agent, spec: dict[str, Any]) -> DeviceEntry:
+def _device_entry(agent: Agent, spec: dict[str, Any], detail: bool = False) -> DeviceEntry:
     profile = spec.get("profile")
     name = profile if isinstance(profile, str) else None
     if name is None and any(
@@ -144,12 +175,15 @@ def _device_entry(agent: Agent, spec: dict[str, Any]) -> DeviceEntry:
     ):
         name = DEFAULT_GPS_PROFILE
     provenance = profile_provenance(name) if name is not None else None
+    effective = device_profile(spec) if detail else None
     return DeviceEntry(
         id=str(spec.get("id")),
         line=str(spec.get("line")),
         profile=name,
         verified=provenance.verified if provenance is not None else None,
         source=provenance.source if provenance is not None else None,
+        effective_profile=effective.profile.model_dump(mode="json") if effective is not None else None,
+        overlaid=effective.overlaid if effective is not None else {},
     )
 
 
@@ -273,7 +307,8 @@ def register_agent(
 
 @router.get("/{agent_id}", response_model=AgentPublic)
 def agent_detail(agent_id: AgentPath, principal: EngineerDep, session: SessionDep) -> AgentPublic:
-    return _agent_public(session, _managed_agent(session, principal, agent_id))
+    """The agent with its live status and, per Modbus device, its profile as it runs (overlay applied)."""
+    return _agent_public(session, _managed_agent(session, principal, agent_id), detail=True)
 
 
 @router.get("/{agent_id}/devices", response_model=list[DevicePublic])
@@ -433,6 +468,41 @@ def move_device(
             after=after,
         )
     return _device_public(moved)
+
+
+class AgentSettings(BaseModel):
+    """Sections of the agent's file replaced by the next config push; a section left out: the file's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    publish: dict[str, Any] | None = Field(default=None, description="as the agent file's publish section")
+    journal: dict[str, Any] | None = Field(
+        default=None,
+        description="as the agent file's journal section, without path (fsync, quota_mb, on_full...)",
+    )
+    health: dict[str, Any] | None = Field(default=None, description="as the agent file's health section")
+
+
+@router.put("/{agent_id}/settings", response_model=AgentPublic)
+def set_settings(
+    agent_id: AgentPath, body: AgentSettings, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
+) -> AgentPublic:
+    """Set the publish, journal and health settings the next config push carries, checked as the agent
+    would check them; the agent rolls them back itself if its readings stop reaching the broker."""
+    agent = _managed_agent(session, principal, agent_id)
+    before = agent.settings
+    agent.settings = body.model_dump(exclude_none=True) or None
+    _commit_checked(
+        session,
+        principal,
+        now_ms,
+        "agent.settings",
+        f"agent:{agent_id}",
+        [agent],
+        before=before,
+        after=agent.settings,
+    )
+    return _agent_public(session, agent)
 
 
 def _version_public(version: ConfigVersion) -> ConfigVersionPublic:

@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.air import StationIndex, current_stations, worst
-from api.deps import ContextDep, NowMsDep, SettingsDep, StoreDep
+from api.air import StationIndex, station_indices, worst
+from api.deps import ContextDep, NowMsDep, SettingsDep
 from api.query import invalid
-from api.registry.catalogue import registered_devices
 from api.timespec import iso
 from citygw import air_quality
 
@@ -36,7 +35,9 @@ class StationPublic(BaseModel):
     district: str | None
     observed_at: str
     stale: bool = Field(description="newest reading too old for a current index")
-    concentrations_ugm3: dict[str, float]
+    concentrations_ugm3: dict[str, float] = Field(
+        description="by pollutant role (pm2_5, pm10, no2, o3, so2): the EEA averages the index takes"
+    )
     index: IndexPublic | None
 
 
@@ -68,12 +69,16 @@ def _table(name: str | None, default: str) -> air_quality.IndexTable:
     return air_quality.TABLES[chosen]
 
 
-def _stations(
-    context: ContextDep, store: StoreDep, now_ms: int, table: air_quality.IndexTable, max_age_s: int
-) -> list[StationIndex]:
-    with context.registry.session() as session:
-        devices = registered_devices(session)
-    return current_stations(store, devices, table=table, now_ms=now_ms, max_age_s=max_age_s)
+def _stations(context: ContextDep, now_ms: int, table: air_quality.IndexTable) -> list[StationIndex]:
+    """The stations' indices, reused for a minute (``RecentIndices``)."""
+    settings = context.settings
+    return context.air_indices.get(
+        table.version,
+        now_ms,
+        lambda: station_indices(
+            context.store, settings.roles, table=table, now_ms=now_ms, max_age_s=settings.aq_max_age_s
+        ),
+    )
 
 
 def _index(station: StationIndex) -> IndexPublic | None:
@@ -89,11 +94,12 @@ def _area(name: str, station: StationIndex | None) -> AreaPublic | None:
 
 @router.get("/stations", response_model=StationsPublic)
 def stations(
-    context: ContextDep, store: StoreDep, settings: SettingsDep, now_ms: NowMsDep, table: TableQuery = None
+    context: ContextDep, settings: SettingsDep, now_ms: NowMsDep, table: TableQuery = None
 ) -> StationsPublic:
-    """Each station's current index and its pollutants in µg/m³ (ppb converted)."""
+    """Each station's current index and the averages it is made of, in µg/m³ (ppb converted): the gases'
+    mean over the past hour, PM's over the past 24 hours (the EEA's definition)."""
     chosen = _table(table, settings.aq_table)
-    found = _stations(context, store, now_ms, chosen, settings.aq_max_age_s)
+    found = _stations(context, now_ms, chosen)
     return StationsPublic(
         table=chosen.version,
         levels=list(chosen.levels),
@@ -115,11 +121,11 @@ def stations(
 
 @router.get("/city", response_model=CityPublic)
 def city(
-    context: ContextDep, store: StoreDep, settings: SettingsDep, now_ms: NowMsDep, table: TableQuery = None
+    context: ContextDep, settings: SettingsDep, now_ms: NowMsDep, table: TableQuery = None
 ) -> CityPublic:
     """The city's and each district's index: that of their worst station with a current index."""
     chosen = _table(table, settings.aq_table)
-    found = _stations(context, store, now_ms, chosen, settings.aq_max_age_s)
+    found = _stations(context, now_ms, chosen)
     districts = sorted({s.district for s in found if s.district})
     areas = [_area(d, worst(s for s in found if s.district == d)) for d in districts]
     return CityPublic(

@@ -60,14 +60,22 @@ def chunks(span: TimeRange, chunk_s: int, window_s: int | None) -> Iterator[Time
         start = end
 
 
-def _columns(store: TelemetryReader, measurement: str, fields: list[str] | None) -> list[str]:
-    """The asked fields, or every field of the measurement's newest points."""
+def _columns(
+    store: TelemetryReader, measurement: str, span: TimeRange, device: str | None, fields: list[str] | None
+) -> list[str]:
+    """The asked fields, or every field some point in the range has (counted by the store, not loaded:
+    one window over the whole range, two when it straddles a window boundary)."""
     if fields is not None:
         return fields
-    names = {
-        name for point in newest_per_device(store.latest(measurement=measurement)) for name in point.fields
-    }
-    return sorted(names)
+    counted = store.range(
+        measurement=measurement,
+        start_ms=span.start_ms,
+        end_ms=span.end_ms,
+        device=device,
+        window_s=max(1, -(-(span.end_ms - span.start_ms) // 1000)),
+        aggregate=Aggregate.COUNT,
+    )
+    return sorted({name for row in counted for name, count in row.values.items() if count})
 
 
 def _csv_lines(rows: list[Row], columns: list[str], tags: dict[str, dict[str, str]]) -> str:
@@ -142,7 +150,7 @@ def export(
         )
     else:
         check_raw_rows(store, measurement, span, device, names, settings.export_max_rows)
-    columns = _columns(store, measurement, names)
+    columns = _columns(store, measurement, span, device, names)
     # Aggregated rows carry only the device: its other tags come from its newest point.
     tags = {
         point.tags["device"]: dict(point.tags)

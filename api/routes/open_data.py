@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from api.deps import ContextDep, SettingsDep, StoreDep
+from api.deps import ContextDep, NowMsDep, SettingsDep, StoreDep
 from api.open_data import DATASETS, DatasetName, entities, flat_row
 from api.registry.catalogue import registered_devices
 from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, page_of
@@ -51,6 +51,7 @@ def dataset(
     context: ContextDep,
     store: StoreDep,
     settings: SettingsDep,
+    now_ms: NowMsDep,
     dataset: DatasetName,
     format: Annotated[OpenDataFormat, Query(description="ngsi-ld (JSON-LD) or csv")] = OpenDataFormat.NGSI_LD,
     limit: LimitQuery = DEFAULT_LIMIT,
@@ -62,7 +63,7 @@ def dataset(
         devices = registered_devices(session)
     paging = Response()
     found: list[dict[str, Any]] = page_of(
-        entities(chosen, store, devices, settings.city),
+        entities(chosen, store, devices, settings, now_ms, context.air_indices),
         lambda entity: (str(entity["id"]),),
         limit=limit,
         cursor=cursor,

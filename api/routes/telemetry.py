@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from api.across_devices import GroupBy, combine, group_of_devices
-from api.consumption import consumption, reset_flag
+from api.consumption import Counter, consumption, reset_flag
 from api.deps import NowMsDep, SettingsDep, StoreDep
 from api.query import (
     AggregateQuery,
@@ -33,6 +33,8 @@ from api.series import descriptive_tags
 from api.timespec import iso
 from citygw.wire import NAME_PATTERN
 from collector.store.base import Aggregate, FieldValue
+from firmware_bridge.catalogue import RoleCatalogue, RoleField
+from firmware_bridge.roles import ROLES, Role, StateClass
 
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 
@@ -172,11 +174,25 @@ def telemetry_by_group(
     start: StartQuery = None,
     end: EndQuery = None,
     fields: FieldsQuery = None,
+    roles: Annotated[
+        str | None,
+        Query(
+            max_length=500,
+            description="roles instead of fields, comma-separated (active_power,voltage): each model's "
+            "fields of a role combined under the role's name, in its unit (docs/profiles.md)",
+        ),
+    ] = None,
 ) -> GroupsPublic:
     """One measurement summarised per window across the devices of each district, site, or the city."""
     span = time_range(start, end, now_ms=now_ms, settings=settings)
     window_s = duration_s("window", window)
     names = field_names(fields) if fields is not None else None
+    rename: dict[str, tuple[str, float]] = {}
+    if roles is not None:
+        if fields is not None:
+            raise bad_request("give fields or roles, not both")
+        rename = _role_fields(settings.roles, measurement, roles)
+        names = list(rename)
     # combine() reads a row per device and window: bounded before the first is loaded.
     check_windowed_rows(
         store,
@@ -197,6 +213,7 @@ def telemetry_by_group(
         aggregate=aggregate,
         fields=names,
         group_of=group_of_devices(store, measurement, by),
+        rename=rename,
     )
     return GroupsPublic(
         measurement=measurement,
@@ -237,7 +254,9 @@ class IntervalPublic(BaseModel):
 
 class ConsumptionPublic(BaseModel):
     measurement: str
-    field: str
+    field: str | None = Field(description="the counter asked for by name")
+    role: Role | None = Field(description="the counters asked for by role (each meter model's own field)")
+    unit: str | None = Field(description="the unit of consumption: the role's (null: the field's own)")
     by: ConsumptionBy
     start: str
     end: str = Field(description="exclusive")
@@ -256,11 +275,12 @@ def meter_consumption(
     now_ms: NowMsDep,
     measurement: MeasurementPath,
     field: Annotated[
-        str,
-        Query(
-            pattern=NAME_PATTERN, description="a cumulative counter: import_energy_kwh, positive_total ..."
-        ),
-    ],
+        str | None, Query(pattern=NAME_PATTERN, description="a cumulative counter by field name")
+    ] = None,
+    role: Annotated[
+        Role | None,
+        Query(description="every counter of a role instead: active_energy_import (kWh), volume_total (m³)"),
+    ] = None,
     interval: Annotated[str, Query(max_length=16, description="10m, 1h, 1d ...")] = "1h",
     by: Annotated[ConsumptionBy, Query(description="per device, district, site or the city")] = (
         ConsumptionBy.DEVICE
@@ -269,13 +289,17 @@ def meter_consumption(
     end: EndQuery = None,
     device: DeviceQuery = None,
 ) -> ConsumptionPublic:
-    """Consumption per interval from a cumulative counter, counter resets and meter replacements handled."""
+    """Consumption per interval from a cumulative counter, counter resets and meter replacements handled.
+
+    The counter is a ``field``, or a ``role``: each meter's field of that role, whatever its model
+    calls it, converted to the role's unit (docs/profiles.md)."""
+    counters = _counters(settings.roles.of(role, measurement) if role else [], field, role, measurement)
     span = time_range(start, end, now_ms=now_ms, settings=settings)
     interval_s = duration_s("interval", interval)
     check_windows(span, interval_s, settings.query_max_windows)
     # One interval earlier gives each meter the reading its first increment starts from.
     fetched = TimeRange(max(0, span.start_ms - interval_s * 1000), span.end_ms)
-    wanted = [field, reset_flag(field)]
+    wanted = [name for c in counters for name in (c.field, reset_flag(c.field))]
     check_raw_rows(store, measurement, fetched, device, wanted, settings.query_max_points)
     rows = store.range(
         measurement=measurement,
@@ -290,11 +314,13 @@ def meter_consumption(
         else group_of_devices(store, measurement, GroupBy(by.value))
     )
     intervals = consumption(
-        rows, field, start_ms=span.start_ms, interval_ms=interval_s * 1000, group_of=group_of
+        rows, counters, start_ms=span.start_ms, interval_ms=interval_s * 1000, group_of=group_of
     )
     return ConsumptionPublic(
         measurement=measurement,
         field=field,
+        role=role,
+        unit=ROLES[role].unit if role else None,
         by=by,
         start=iso(span.start_ms),
         end=iso(span.end_ms),
@@ -312,3 +338,34 @@ def meter_consumption(
             for i in intervals
         ],
     )
+
+
+def _counters(
+    fields: list[RoleField], field: str | None, role: Role | None, measurement: str
+) -> list[Counter]:
+    """What to count: the named field, or every field of the role in the measurement (its unit's factor)."""
+    if (field is None) == (role is None):
+        raise bad_request("give field (a counter's name) or role (e.g. active_energy_import), one of them")
+    if role is None:
+        assert field is not None
+        return [Counter(field)]
+    if ROLES[role].state_class is not StateClass.TOTAL_INCREASING:
+        raise bad_request(f"role {role.value} is no counter: use a total_increasing role (docs/profiles.md)")
+    if not fields:
+        raise bad_request(f"no profile gives a field of {measurement} the role {role.value}")
+    return [Counter(f.field, ROLES[role].units[f.unit]) for f in fields]
+
+
+def _role_fields(catalogue: RoleCatalogue, measurement: str, text: str) -> dict[str, tuple[str, float]]:
+    """Each channel-less field of the asked roles in ``measurement``: (role name, factor to its unit)."""
+    found: dict[str, tuple[str, float]] = {}
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        try:
+            role = Role(name)
+        except ValueError:
+            raise bad_request(f"no role {name!r}; the roles are listed in docs/profiles.md") from None
+        fields = catalogue.read(role, measurement)
+        if not fields:
+            raise bad_request(f"no profile gives a field of {measurement} the role {role.value}")
+        found |= {f.field: (role.value, ROLES[role].units[f.unit]) for f in fields}
+    return found

@@ -1,8 +1,8 @@
 """Transit for residents' apps and journey planners: GTFS-realtime feeds, the static GTFS, alerts.
 
 Feeds are public and cacheable (ETag / If-None-Match, Last-Modified / If-Modified-Since,
-Cache-Control); writes (operator alerts, a new GTFS zip) are city-wide: they need a key of the transit
-role (or an admin's), never an engineer's, whose authority stops at the sites granted to it.
+Cache-Control); writes (operator alerts, trip changes, a new GTFS zip) are city-wide: they need a key
+of the transit role (or an admin's), never an engineer's, whose authority stops at the sites granted to it.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AppContext, ContextDep, NowMsDep, SessionDep, SettingsDep
 from api.registry import audit
 from api.security import Principal, TransitOperatorDep
+from api.settings import ApiSettings
 from api.transit.alerts import AlertCreate, AlertPublic, unknown_ids
 from api.transit.feeds import PROTOBUF_MEDIA_TYPE, EncodedFeed, FeedFormat, FeedKind, Snapshot, TransitService
 from api.transit.gtfs import GtfsError, GtfsProblem
 from api.transit.source import ZIP_MAX_AGE_S
+from api.transit.trip_changes import TripChangeCreate, TripChangePublic, run_of_change
 
 router = APIRouter(prefix="/v1/transit", tags=["transit"])
 _service_lock = threading.Lock()
@@ -47,14 +49,19 @@ IfModifiedSince = Annotated[str | None, Header(description="the Last-Modified of
 FormatQuery = Annotated[FeedFormat, Query(description="pb (protobuf, default) or json")]
 
 
-def transit_service(request: Request, context: AppContext) -> TransitService:
-    """The app's transit service; made from the app's settings on first use unless installed."""
-    state = request.app.state
+def transit_of(state: Any, settings: ApiSettings) -> TransitService:
+    """The transit service on an app's ``state``; made from ``settings`` on first use unless installed
+    (by one thread: requests and the background jobs may come at once)."""
     with _service_lock:
         if getattr(state, "transit", None) is None:
-            state.transit = TransitService(context.settings)
+            state.transit = TransitService(settings)
     service: TransitService = state.transit
     return service
+
+
+def transit_service(request: Request, context: AppContext) -> TransitService:
+    """The app's transit service; made from the app's settings on first use unless installed."""
+    return transit_of(request.app.state, context.settings)
 
 
 async def _transit_dep(request: Request, context: ContextDep) -> TransitService:
@@ -145,7 +152,7 @@ async def _feed(
     )
 
 
-def _add_feed_routes(kind: FeedKind, summary: str) -> None:
+def _add_feed_routes(kind: FeedKind, summary: str, description: str | None = None) -> None:
     async def any_format(
         context: ContextDep,
         service: TransitDep,
@@ -175,7 +182,11 @@ def _add_feed_routes(kind: FeedKind, summary: str) -> None:
         return await _feed(kind, FeedFormat.JSON, context, service, now_ms, if_none_match, if_modified_since)
 
     path = f"/{kind.value}"
-    common: dict[str, Any] = {"response_class": Response, "responses": _FEED_RESPONSES}
+    common: dict[str, Any] = {
+        "response_class": Response,
+        "responses": _FEED_RESPONSES,
+        "description": description or summary,
+    }
     router.add_api_route(path, any_format, summary=summary, name=f"{kind.name.lower()}", **common)
     router.add_api_route(
         path + ".pb", protobuf, summary=summary + " (protobuf)", name=f"{kind.name.lower()}_pb", **common
@@ -186,7 +197,15 @@ def _add_feed_routes(kind: FeedKind, summary: str) -> None:
 
 
 _add_feed_routes(FeedKind.VEHICLE_POSITIONS, "Where each bus is now: GTFS-realtime VehiclePositions")
-_add_feed_routes(FeedKind.TRIP_UPDATES, "When buses will reach their next stops: GTFS-realtime TripUpdates")
+_add_feed_routes(
+    FeedKind.TRIP_UPDATES,
+    "When buses will reach their next stops: GTFS-realtime TripUpdates",
+    "Per run with a bus: arrival and departure at every stop ahead, from running times learned per"
+    " segment and hour where history has them (the schedule elsewhere), each with its `uncertainty` in"
+    " seconds where the learned spread is known (0: measured, absent: unknown). Runs an operator canceled"
+    " (`POST /v1/transit/trip-changes`) or that are detected as missed are `CANCELED`; stops an operator"
+    " took out are `SKIPPED`, without times.",
+)
 _add_feed_routes(FeedKind.ALERTS, "Service alerts: GTFS-realtime Alerts")
 
 
@@ -354,6 +373,65 @@ def end_alert(
         f"transit-alert:{alert_id}",
         after={"ended_at": ended.ended_at},
     )
+    return ended
+
+
+@router.post(
+    "/trip-changes",
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "the run is not in the GTFS in use"}},
+)
+def create_trip_change(
+    change: Annotated[TripChangeCreate, Body()],
+    operator: TransitOperatorDep,
+    service: TransitDep,
+    session: SessionDep,
+    now_ms: NowMsDep,
+) -> TripChangePublic:
+    """Cancel a run, or skip stops of it (TripUpdates CANCELED / SKIPPED from the next build); audited,
+    refusals too."""
+    published = service.source.current()
+    problems = ["no static GTFS is loaded"] if published is None else []
+    if published is not None:
+        run = run_of_change(change, published.timetable)
+        if isinstance(run, list):
+            problems = run
+        elif run.arrival(len(run.trip.stop_times) - 1) < now_ms // 1000:
+            problems = [f"start_date: the run {run.key} is over"]
+    if problems:
+        _audit(
+            session, operator, now_ms, "transit.trip_change.create", "transit-trip-change:new",
+            after=change.model_dump(mode="json"), result="refused", detail="; ".join(problems),
+        )  # fmt: skip
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems)
+    created = service.trip_changes.create(change, actor=operator.actor, now_s=now_ms // 1000)
+    _audit(
+        session, operator, now_ms, "transit.trip_change.create", f"transit-trip-change:{created.id}",
+        after=created.model_dump(mode="json"),
+    )  # fmt: skip
+    return created
+
+
+@router.get("/trip-changes")
+def list_trip_changes(operator: TransitOperatorDep, service: TransitDep) -> list[TripChangePublic]:
+    """The trip changes not ended (a dispatcher's view of what the feed says; ended ones are in the audit)."""
+    return service.trip_changes.not_ended()
+
+
+@router.post(
+    "/trip-changes/{change_id}/end", responses={status.HTTP_404_NOT_FOUND: {"description": "no such"}}
+)
+def end_trip_change(
+    change_id: str, operator: TransitOperatorDep, service: TransitDep, session: SessionDep, now_ms: NowMsDep
+) -> TripChangePublic:
+    """End a trip change now: the run is back as planned (the change stays on record; audited)."""
+    ended = service.trip_changes.end(change_id, now_s=now_ms // 1000)
+    if ended is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no trip change {change_id!r}")
+    _audit(
+        session, operator, now_ms, "transit.trip_change.end", f"transit-trip-change:{change_id}",
+        after={"ended_at": ended.ended_at},
+    )  # fmt: skip
     return ended
 
 

@@ -1,16 +1,13 @@
 """Service alerts: written by operators through the API, and automatic ones the feed notices itself.
 
-Operator alerts are kept in a small SQLite file (or in memory) and are ended, never deleted,
-so the board is also a record. An automatic alert says a route has runs scheduled now but no
+Operator alerts are kept on a notice board (``api.transit.board``): ended, never deleted, so the
+board is also a record. An automatic alert says a route has runs scheduled now but no
 bus reporting: riders learn that the map is blind there, not that the service stopped.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -18,13 +15,13 @@ from typing import Annotated
 from google.transit import gtfs_realtime_pb2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from api.transit.board import Notice, NoticeBoard
 from api.transit.timetable import Timetable
 
 _ALERT = gtfs_realtime_pb2.Alert
 CAUSES = tuple(_ALERT.Cause.keys())
 EFFECTS = tuple(_ALERT.Effect.keys())
 SEVERITIES = tuple(_ALERT.SeverityLevel.keys())
-_OPERATOR_ALERT_ID = re.compile(r"op-([1-9][0-9]{0,17})")
 
 
 def _one_of(names: tuple[str, ...]) -> AfterValidator:
@@ -124,52 +121,23 @@ class AlertBoard:
     """Operator alerts in SQLite (``path``) or in memory (None); thread-safe."""
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS alert (number INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,"
-            " created_by TEXT NOT NULL, created_at INTEGER NOT NULL, ended_at INTEGER)"
-        )
-        self._db.commit()
+        self._board = NoticeBoard(path, table="alert", prefix="op")
 
     def create(self, alert: AlertCreate, *, actor: str, now_s: int) -> AlertPublic:
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO alert (body, created_by, created_at) VALUES (?, ?, ?)",
-                (alert.model_dump_json(), actor, now_s),
-            )
-            self._db.commit()
-            number = cursor.lastrowid
-        return AlertPublic(**alert.model_dump(), id=f"op-{number}", created_by=actor, created_at=now_s)
+        return _public(self._board.post(alert.model_dump_json(), actor=actor, now_s=now_s))
 
     def end(self, alert_id: str, *, now_s: int) -> AlertPublic | None:
         """End the alert now (it stays on record); None if there is no such alert."""
-        number = _number(alert_id)
-        with self._lock:
-            self._db.execute(
-                "UPDATE alert SET ended_at = ? WHERE number = ? AND ended_at IS NULL", (now_s, number)
-            )
-            self._db.commit()
-        return self.get(alert_id)
+        ended = self._board.end(alert_id, now_s=now_s)
+        return _public(ended) if ended else None
 
     def get(self, alert_id: str) -> AlertPublic | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT number, body, created_by, created_at, ended_at FROM alert WHERE number = ?",
-                (_number(alert_id),),
-            ).fetchone()
-        return _public(row) if row else None
+        notice = self._board.get(alert_id)
+        return _public(notice) if notice else None
 
     def in_force(self, now_s: int) -> list[AlertPublic]:
         """Alerts not ended whose active periods have not all passed."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT number, body, created_by, created_at, ended_at FROM alert"
-                " WHERE ended_at IS NULL ORDER BY number"
-            ).fetchall()
-        alerts = [_public(row) for row in rows]
+        alerts = [_public(notice) for notice in self._board.not_ended()]
         return [
             a
             for a in alerts
@@ -177,19 +145,16 @@ class AlertBoard:
         ]
 
     def close(self) -> None:
-        self._db.close()
+        self._board.close()
 
 
-def _number(alert_id: str) -> int:
-    """The row of ``op-<n>`` as issued (ASCII digits, within SQLite's integers), or -1, which no row has."""
-    match = _OPERATOR_ALERT_ID.fullmatch(alert_id)
-    return int(match[1]) if match else -1
-
-
-def _public(row: tuple[int, str, str, int, int | None]) -> AlertPublic:
-    number, body, created_by, created_at, ended_at = row
+def _public(notice: Notice) -> AlertPublic:
     return AlertPublic(
-        **json.loads(body), id=f"op-{number}", created_by=created_by, created_at=created_at, ended_at=ended_at
+        **json.loads(notice.body),
+        id=notice.id,
+        created_by=notice.created_by,
+        created_at=notice.created_at,
+        ended_at=notice.ended_at,
     )
 
 

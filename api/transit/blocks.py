@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from api.transit.history import LearnedTimes
 from api.transit.matching import TripMatch
 from api.transit.timetable import Timetable
 from api.transit.trip_updates import TripProgress, predict
@@ -17,8 +18,11 @@ from api.transit.trip_updates import TripProgress, predict
 TURNAROUND_S = 60  # the least a bus stands at a terminus between two runs (doors, driver's step out)
 
 
-def next_runs(buses: Iterable[TripProgress], timetable: Timetable, *, now_s: int) -> list[TripProgress]:
-    """Each bus's next run of its block, with the delay its current run hands on.
+def next_runs(
+    buses: Iterable[TripProgress], timetable: Timetable, *, now_s: int, learned: LearnedTimes | None = None
+) -> list[TripProgress]:
+    """Each bus's next run of its block, with the delay its current run hands on (its end predicted as
+    its TripUpdate predicts it, ``learned`` running times included).
 
     A run some bus is already on (published among ``buses``) is left out: that bus's TripUpdate says it.
     """
@@ -29,7 +33,7 @@ def next_runs(buses: Iterable[TripProgress], timetable: Timetable, *, now_s: int
         run = timetable.next_in_block(bus.match.run)
         if run is None or run.key in held:
             continue
-        predictions = predict(bus.match, bus.path, now_s=now_s)
+        predictions = predict(bus.match, bus.path, now_s=now_s, learned=learned)
         if not predictions:
             continue
         ready_s = max(predictions[-1].arrival_s + TURNAROUND_S, now_s)

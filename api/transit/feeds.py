@@ -21,11 +21,14 @@ from api.settings import ApiSettings
 from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
 from api.transit.blocks import next_runs
 from api.transit.fleet import Fleet
+from api.transit.history import HistoryLearner
 from api.transit.isolation import vehicle_extra
 from api.transit.matching import MatchRules, TripMatch
+from api.transit.missed_runs import add_missed_run_alerts, missed_runs
 from api.transit.occupancy import VALIDATOR_MEASUREMENT, Occupancy, estimate
 from api.transit.source import TimetableSource
 from api.transit.timetable import Timetable
+from api.transit.trip_changes import RunChange, TripChangeBoard, add_changed_runs
 from api.transit.trip_updates import AT_STOP_M, TripProgress, add_trip_updates
 from api.transit.vehicle_positions import (
     GTFS_REALTIME_VERSION,
@@ -37,6 +40,7 @@ from api.transit.vehicle_positions import (
 from collector.store.base import Point, Row, TelemetryReader
 
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
+SERVED_MEMORY_MS = 36 * 3_600_000  # longer than any run lasts, a service day and its night included
 _VP = gtfs_realtime_pb2.VehiclePosition
 
 
@@ -176,11 +180,18 @@ class TransitService:
         self.settings = settings if settings is not None else ApiSettings()
         self.source = TimetableSource(self.settings.transit_gtfs_path)
         self.alerts = AlertBoard(self.settings.transit_alerts_path)
+        self.trip_changes = TripChangeBoard(self.settings.transit_alerts_path)
+        self.history = HistoryLearner(
+            days=self.settings.transit_history_days,
+            sample_s=self.settings.transit_history_sample_s,
+            min_samples=self.settings.transit_history_min_samples,
+        )
         self.rules = rules or MatchRules()
         self.fleet = Fleet(window_s=self.settings.transit_match_window_s, rules=self.rules)
         self.clocks = {kind: FeedClock() for kind in FeedKind}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._served_runs: dict[str, int] = {}  # run key → last build that had a bus on it (ms)
 
     def snapshot(
         self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float
@@ -265,6 +276,9 @@ class TransitService:
         loads = occupancies(
             validator_rows, capacity=self.settings.transit_vehicle_capacity, since_ms=now_ms - ride_ms
         )
+        changes = self.trip_changes.by_run(timetable, now_s)
+        # The operator's word wins: a bus found on a canceled run is published without it.
+        matches = {v: m for v, m in matches.items() if not (c := changes.get(m.run.key)) or not c.canceled}
         placements = {}
         for vehicle_id, match in matches.items():
             placement = vehicle_extra(
@@ -285,11 +299,40 @@ class TransitService:
             TripProgress(v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id))
             for v, m in matches.items()
         ]
-        # A bus silent past its max age keeps its run's TripUpdate (its time says how old) but no next run.
+        # A bus silent past its max age keeps its run's TripUpdate (its time says how old) but no next run;
+        # a next run an operator changed is published as changed.
         heard_since_ms = now_ms - max_age_s * 1000
         heard_lately = [bus for bus in progress if newest[bus.vehicle_id].ts_ms >= heard_since_ms]
-        progress += next_runs(heard_lately, timetable, now_s=now_s)
-        add_trip_updates(trip_updates, progress, now_s=now_s)
+        following = [
+            bus
+            for bus in next_runs(heard_lately, timetable, now_s=now_s, learned=self.history.learned)
+            if bus.match.run.key not in changes
+        ]
+        add_trip_updates(
+            trip_updates,
+            progress + following,
+            now_s=now_s,
+            learned=self.history.learned,
+            skipped={key: change.skipped for key, change in changes.items()},
+        )
+        with_bus = {match.run.key for match in matches.values()}
+        add_changed_runs(trip_updates, [c for k, c in changes.items() if k not in with_bus], now_s=now_s)
+        after_s = self.settings.transit_missed_run_after_s
+        if after_s > 0:
+            # A run once seen with a bus was not missed, whatever became of its bus (early, tracker off).
+            self._served_runs = {
+                k: ms for k, ms in self._served_runs.items() if ms > now_ms - SERVED_MEMORY_MS
+            }
+            self._served_runs.update((key, now_ms) for key in with_bus)
+            # A run a bus's block says it drives next is coming, not missed.
+            seen = changes.keys() | self._served_runs.keys() | {bus.match.run.key for bus in following}
+            missed = missed_runs(timetable, matches, newest, now_s=now_s, after_s=after_s, known=seen)
+            add_changed_runs(
+                trip_updates,
+                [RunChange(run, canceled=True, since_s=int(run.departure(0) + after_s)) for run in missed],
+                now_s=now_s,
+            )
+            add_missed_run_alerts(alerts, timetable, missed)
         if self.settings.transit_silent_route_alerts:
             running = {run.trip.route_id for run in timetable.runs_between(now_s, now_s)}
             heard = {m.run.trip.route_id for m in matches.values()} | {

@@ -76,8 +76,8 @@ def _ride(
     return Ride(vehicle_id, run, tuple(arrivals), tuple(departures), detour)
 
 
-def simulate_day(timetable: Timetable, service_date: dt.date, *, seed: int = 7) -> list[Bus]:
-    """The buses of ``service_date``: each route's runs chained into blocks worked by one bus each."""
+def blocks_of_day(timetable: Timetable, service_date: dt.date) -> list[tuple[str, int, list[TripRun]]]:
+    """(route, bus number, runs) of ``service_date``: each route's runs chained into blocks of one bus."""
     day_start = timetable.day_start(service_date)
     runs = [
         run
@@ -87,30 +87,41 @@ def simulate_day(timetable: Timetable, service_date: dt.date, *, seed: int = 7) 
     by_route: dict[str, list[TripRun]] = defaultdict(list)
     for run in runs:
         by_route[run.trip.route_id].append(run)
-    buses: list[Bus] = []
+    found: list[tuple[str, int, list[TripRun]]] = []
     for route_id in sorted(by_route):
         blocks = _blocks(timetable, sorted(by_route[route_id], key=lambda r: (r.departure(0), r.key)))
-        for number, block in enumerate(blocks, start=1):
-            vehicle_id = f"{route_id.lower()}-{number:02d}"
-            rng = random.Random(f"{seed}:{vehicle_id}:{service_date}")
-            rides: list[Ride] = []
-            not_before = -math.inf
-            for run in block:
-                detour = route_id == DETOUR_ROUTE and number == 1 and len(rides) == 2
-                ride = _ride(
-                    vehicle_id,
-                    run,
-                    timetable.path(run.trip.trip_id),
-                    rng,
-                    detour=detour,
-                    not_before=not_before,
-                )
-                rides.append(ride)
-                not_before = ride.actual_arrivals[-1] + 60
-            route = timetable.routes[route_id]
-            buses.append(
-                Bus(vehicle_id, f"{route.short_name} #{number}", route_id, number % 2 == 0, tuple(rides))
+        found += [(route_id, number, block) for number, block in enumerate(blocks, start=1)]
+    return found
+
+
+def make_bus(timetable: Timetable, route_id: str, number: int, rides: tuple[Ride, ...]) -> Bus:
+    """Bus ``number`` of ``route_id`` driving ``rides``: id, label, and whether its console says the route."""
+    route = timetable.routes[route_id]
+    vehicle_id = f"{route_id.lower()}-{number:02d}"
+    return Bus(vehicle_id, f"{route.short_name} #{number}", route_id, number % 2 == 0, rides)
+
+
+def simulate_day(timetable: Timetable, service_date: dt.date, *, seed: int = 7) -> list[Bus]:
+    """The buses of ``service_date``: each route's runs chained into blocks worked by one bus each."""
+    buses: list[Bus] = []
+    for route_id, number, block in blocks_of_day(timetable, service_date):
+        vehicle_id = f"{route_id.lower()}-{number:02d}"
+        rng = random.Random(f"{seed}:{vehicle_id}:{service_date}")
+        rides: list[Ride] = []
+        not_before = -math.inf
+        for run in block:
+            detour = route_id == DETOUR_ROUTE and number == 1 and len(rides) == 2
+            ride = _ride(
+                vehicle_id,
+                run,
+                timetable.path(run.trip.trip_id),
+                rng,
+                detour=detour,
+                not_before=not_before,
             )
+            rides.append(ride)
+            not_before = ride.actual_arrivals[-1] + 60
+        buses.append(make_bus(timetable, route_id, number, tuple(rides)))
     return buses
 
 

@@ -71,7 +71,8 @@ class TimetableSource:
 
     def current(self) -> PublishedTimetable | None:
         """The timetable in use, or None when there is no (valid) zip yet."""
-        if self.path is not None and time.monotonic() - self._checked_at >= self.check_every_s:
+        due = self._published is None or time.monotonic() - self._checked_at >= self.check_every_s
+        if self.path is not None and due:
             self._reload_if_replaced()
         return self._published
 
@@ -107,8 +108,12 @@ class TimetableSource:
         return published
 
     def _reload_if_replaced(self) -> None:
-        # Only one thread loads; the others keep answering from the timetable they have.
-        if not self._lock.acquire(blocking=False):
+        # Only one thread loads; the others keep answering from the timetable they have, or wait for
+        # the first one (a background job may be loading it when the first request comes).
+        if not self._lock.acquire(blocking=self._published is None):
+            return
+        if self._published is not None and time.monotonic() - self._checked_at < self.check_every_s:
+            self._lock.release()  # loaded by the thread we waited for
             return
         try:
             self._checked_at = time.monotonic()

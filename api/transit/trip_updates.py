@@ -1,22 +1,26 @@
 """GTFS-realtime TripUpdates: when each matched bus will reach the stops still ahead of it.
 
-The bus's current delay is carried along the trip (and published as the trip's ``delay`` when
-the run has a schedule). Where the schedule has slack (a hub stop with a long planned dwell, the
-first stop) a late bus wins time back down to a short dwell and an early bus waits for its
-departure time; elsewhere the delay stays as it is. A stop not yet served is never predicted in
-the past: a bus that has not reached it by now reaches it later.
+From the stop it is heading to on, each segment takes the running time learned for it at that hour
+(``api.transit.history``), else its scheduled one, which carries the bus's current delay along (the
+trip's ``delay`` when the run has a schedule); each time says its uncertainty where history knows
+the spread. Where the schedule has slack (a hub stop with a long planned dwell, the first stop) a
+late bus wins time back down to a short dwell and an early bus waits for its departure time. A stop
+not yet served is never predicted in the past: a bus that has not reached it by now reaches it later.
+Stops an operator skipped are driven by and published SKIPPED, without times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from google.transit import gtfs_realtime_pb2
 
+from api.transit.history import LearnedTimes, Spread
 from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
-from api.transit.timetable import TripPath
+from api.transit.timetable import TripPath, TripRun
 
 MIN_DWELL_S = 15
 AT_STOP_M = 30.0  # a bus this near a stop (and slow) is at it
@@ -31,33 +35,98 @@ class StopPrediction:
     stop_id: str
     arrival_s: int
     departure_s: int
+    arrival_uncertainty_s: int | None = None  # 0: measured; None: not known
+    departure_uncertainty_s: int | None = None
+    skipped: bool = False  # the bus drives by (an operator's change): no times are published
 
 
-def predict(match: TripMatch, path: TripPath, *, now_s: int) -> list[StopPrediction]:
+class _Spread:
+    """The variance of a prediction as it is carried along the trip; None once a part is unknown."""
+
+    def __init__(self, variance: float | None) -> None:
+        self.variance = variance
+
+    def add(self, spread: Spread | None, share: float = 1.0) -> None:
+        if self.variance is not None:
+            self.variance = None if spread is None else self.variance + share * spread.sd_s**2
+
+    def seconds(self) -> int | None:
+        return None if self.variance is None else round(math.sqrt(self.variance))
+
+
+def predict(
+    match: TripMatch,
+    path: TripPath,
+    *,
+    now_s: int,
+    learned: LearnedTimes | None = None,
+    skipped: Collection[int] = (),
+) -> list[StopPrediction]:
     """Arrival and departure at each stop from the one the bus is at or heading to, strictly in order.
 
-    No time is before ``now_s`` but the arrival at a stop the bus is at (it has arrived).
+    No time is before ``now_s`` but the arrival at a stop the bus is at (it has arrived). With
+    ``learned`` running times, each segment ahead takes what history says it takes at that hour, each
+    stop its learned dwell, and the uncertainty is the spread of all of them on the way (segments
+    taken as independent); a segment without history keeps its scheduled running time and makes
+    the uncertainty unknown from there on. ``skipped`` stop_sequences are driven by without a dwell.
     """
     run = match.run
     stop_times = run.trip.stop_times
     delay = match.delay_s
-    arrived = path.stop_along_m[match.next_stop] - match.along_m <= AT_STOP_M
+    first = match.next_stop
+    arrived = path.stop_along_m[first] - match.along_m <= AT_STOP_M
+    spread = _Spread(0.0 if learned is not None else None)
+    if not arrived and learned is not None and first > 0:
+        # The part of its segment still ahead of the bus.
+        start, end = path.stop_along_m[first - 1], path.stop_along_m[first]
+        share = min(1.0, max(0.0, (end - match.along_m) / (end - start))) if end > start else 0.0
+        leave_s = run.departure(first - 1) + delay
+        spread.add(learned.run(stop_times[first - 1].stop_id, stop_times[first].stop_id, leave_s), share)
     predictions: list[StopPrediction] = []
     previous_departure = -1
-    for index in range(match.next_stop, len(stop_times)):
+    for index in range(first, len(stop_times)):
         stop_time = stop_times[index]
-        arrival = max(round(run.arrival(index) + delay), previous_departure + 1)
-        if not (arrived and index == match.next_stop):
-            arrival = max(arrival, now_s)
-        planned_dwell = stop_time.departure_s - stop_time.arrival_s
-        if index == 0 or planned_dwell >= HOLD_DWELL_S:
-            delay = max(0.0, delay - max(0, planned_dwell - MIN_DWELL_S)) if delay > 0 else 0.0
-            departure = max(arrival + MIN_DWELL_S if index else arrival, round(run.departure(index) + delay))
+        run_s = run.arrival(index) - run.departure(index - 1) if index else 0
+        history = None
+        if index > first and learned is not None:
+            history = learned.run(stop_times[index - 1].stop_id, stop_time.stop_id, previous_departure)
+            spread.add(history)
+            if history is not None:
+                run_s = round(history.median_s)
+        if index == first:
+            arrival = max(round(run.arrival(index) + delay), previous_departure + 1)
         else:
-            departure = arrival + planned_dwell
+            arrival = previous_departure + max(1, run_s)
+        if not (arrived and index == first):
+            arrival = max(arrival, now_s)
+        arrival_uncertainty = 0 if arrived and index == first else spread.seconds()
+        planned_dwell = stop_time.departure_s - stop_time.arrival_s
+        if stop_time.stop_sequence in skipped:
+            departure = arrival
+        elif index == len(stop_times) - 1:
+            departure = arrival + planned_dwell  # the end of the trip: what history has there is a layover
+        elif index == 0 or planned_dwell >= HOLD_DWELL_S:
+            # A timing point: a late bus leaves after a short dwell, an early one waits for its time.
+            departure = max(arrival + MIN_DWELL_S if index else arrival, run.departure(index))
+            if spread.variance is not None:
+                slack = departure - arrival - (MIN_DWELL_S if index else 0)
+                spread.variance = max(0.0, math.sqrt(spread.variance) - slack) ** 2
+        else:
+            dwell = learned.dwell(stop_time.stop_id, arrival) if learned is not None else None
+            spread.add(dwell)
+            departure = arrival + (round(dwell.median_s) if dwell is not None else planned_dwell)
         departure = max(departure, now_s)
         predictions.append(
-            StopPrediction(index, stop_time.stop_sequence, stop_time.stop_id, arrival, departure)
+            StopPrediction(
+                index,
+                stop_time.stop_sequence,
+                stop_time.stop_id,
+                arrival,
+                departure,
+                arrival_uncertainty,
+                spread.seconds(),
+                stop_time.stop_sequence in skipped,
+            )
         )
         previous_departure = departure
     return predictions
@@ -75,15 +144,20 @@ class TripProgress:
 
 
 def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescriptor) -> None:
+    """Fill ``descriptor`` with the bus's run."""
+    run_descriptor(match.run, descriptor)
+
+
+def run_descriptor(run: TripRun, descriptor: gtfs_realtime_pb2.TripDescriptor) -> None:
     """Fill ``descriptor`` with the run: trip, route, direction, service day and start time."""
-    trip = match.run.trip
+    trip = run.trip
     descriptor.trip_id = trip.trip_id
     descriptor.route_id = trip.route_id
     if trip.direction_id is not None:
         descriptor.direction_id = trip.direction_id
-    descriptor.start_date = match.run.start_date
-    descriptor.start_time = match.run.start_time
-    frequency = match.run.frequency
+    descriptor.start_date = run.start_date
+    descriptor.start_time = run.start_time
+    frequency = run.frequency
     # A headway run without exact times has no schedule to be on (GTFS-realtime: UNSCHEDULED).
     descriptor.schedule_relationship = (
         gtfs_realtime_pb2.TripDescriptor.UNSCHEDULED
@@ -93,24 +167,33 @@ def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescript
 
 
 def add_trip_updates(
-    feed: gtfs_realtime_pb2.FeedMessage, buses: Iterable[TripProgress], *, now_s: int
+    feed: gtfs_realtime_pb2.FeedMessage,
+    buses: Iterable[TripProgress],
+    *,
+    now_s: int,
+    learned: LearnedTimes | None = None,
+    skipped: Mapping[str, Collection[int]] | None = None,
 ) -> None:
     """One TripUpdate entity per run, id ``<trip_id>@<start_date>`` (stable while the run lasts).
 
     Entities come in vehicle order, as in VehiclePositions: several buses run one frequency-based
     trip_id at once, and consumers that pair vehicles and trips by trip_id alone (MobilityData's
-    E047) then pair them alike in both feeds. A bus's runs come in the order it drives them (its
-    next run of its block after its current one).
+    E047) then pair them alike in both feeds; a bus's runs come in the order it drives them (its
+    next run of its block after its current one). ``skipped`` names the stop_sequences operators
+    took out of a run (by run key).
     """
     for bus in sorted(buses, key=lambda b: (b.vehicle_id, b.match.run.departure(0), b.match.run.key)):
-        entity = vehicle_extra(bus.vehicle_id, "trip update", _trip_update_entity, bus, now_s)
+        gone = (skipped or {}).get(bus.match.run.key, ())
+        entity = vehicle_extra(bus.vehicle_id, "trip update", _trip_update_entity, bus, now_s, learned, gone)
         if entity is not None:
             feed.entity.append(entity)
 
 
-def _trip_update_entity(bus: TripProgress, now_s: int) -> gtfs_realtime_pb2.FeedEntity | None:
+def _trip_update_entity(
+    bus: TripProgress, now_s: int, learned: LearnedTimes | None, skipped: Collection[int]
+) -> gtfs_realtime_pb2.FeedEntity | None:
     """The bus's TripUpdate, built apart so that a failure leaves the feed as it was."""
-    predictions = predict(bus.match, bus.path, now_s=now_s)
+    predictions = predict(bus.match, bus.path, now_s=now_s, learned=learned, skipped=skipped)
     if not predictions:
         return None
     entity = gtfs_realtime_pb2.FeedEntity(id=bus.match.run.key)
@@ -133,7 +216,17 @@ def _trip_update_entity(bus: TripProgress, now_s: int) -> gtfs_realtime_pb2.Feed
         stop_update = update.stop_time_update.add()
         stop_update.stop_sequence = prediction.stop_sequence
         stop_update.stop_id = prediction.stop_id
-        stop_update.arrival.time = prediction.arrival_s
-        stop_update.departure.time = prediction.departure_s
+        if prediction.skipped:
+            stop_update.schedule_relationship = _STU.SKIPPED  # no times: the bus does not stop
+            continue
+        _event(stop_update.arrival, prediction.arrival_s, prediction.arrival_uncertainty_s)
+        _event(stop_update.departure, prediction.departure_s, prediction.departure_uncertainty_s)
         stop_update.schedule_relationship = relationship
     return entity
+
+
+def _event(event: gtfs_realtime_pb2.TripUpdate.StopTimeEvent, time_s: int, uncertainty_s: int | None) -> None:
+    """A predicted time, with its uncertainty when known (0: measured; GTFS-realtime: omitted is unknown)."""
+    event.time = time_s
+    if uncertainty_s is not None:
+        event.uncertainty = uncertainty_s

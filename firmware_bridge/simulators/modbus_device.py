@@ -88,6 +88,9 @@ class ModbusDeviceSimulator:
         self.crc_error = False
         self.delay = 0.0
         self.word_swapped = False
+        # Function codes the firmware does not implement (answered 01), e.g. {6}: a device that takes
+        # FC16 only. A register whose profile says write_function 16 refuses FC06 in any case.
+        self.refused_functions: set[int] = set()
         # A value that follows a written setpoint (a lamp's actual level) reaches it this many
         # seconds after the write, moving linearly, as a DALI lamp fades.
         self.fade_s = 0.0
@@ -264,7 +267,8 @@ class ModbusDeviceSimulator:
         if self.exception_code is not None:
             return self.exception_code
         table = TABLE_OF_FUNCTION.get(function_code)
-        if table is None:
+        refused = function_code in self.refused_functions or self._takes_fc16_only(function_code, address)
+        if table is None or refused:
             return ExcCodes.ILLEGAL_FUNCTION
         if not any(s.table == table for s in self.profile.registers) or any(
             r.table == table and address <= r.end and r.start <= address + count - 1
@@ -274,6 +278,11 @@ class ModbusDeviceSimulator:
         if set_values is not None:
             return self._write(table, address, [int(v) for v in set_values])
         self.advance()
+        self.fill(table, start_address, registers)
+        return None
+
+    def fill(self, table: Table, start_address: int, registers: list[int]) -> None:
+        """Put the device's ``image`` of ``table`` into a pymodbus datastore block."""
         image = self.image(table)
         if table in BIT_TABLES:
             # Bit blocks are packed 16 to a register, bit 0 first, from address start_address*16.
@@ -283,7 +292,14 @@ class ModbusDeviceSimulator:
         else:
             for i in range(len(registers) - 1):
                 registers[i] = image.get(start_address + i, 0)
-        return None
+
+    def _takes_fc16_only(self, function_code: int, address: int) -> bool:
+        """FC06 to a register its profile writes with FC16 (the firmware has no FC06 for it)."""
+        if function_code != 6:
+            return False
+        holding = (s for s in self.profile.registers if s.table == "holding" and s.address == address)
+        spec = next(holding, None)
+        return spec is not None and self.profile.write_function_of(spec) == 16
 
     def _write(self, table: Table, address: int, words: list[int]) -> ExcCodes | None:
         touched: dict[str, RegisterSpec] = {}
@@ -310,14 +326,17 @@ class ModbusDeviceSimulator:
             self.command(field, value)
         return None
 
+    def extent(self, table: Table) -> int:
+        """How many addresses of ``table`` the device has (0: none, it refuses the table)."""
+        return max((s.end + 1 for s in self.profile.registers if s.table == table), default=0)
+
     def _block(self, table: Table) -> list[SimData]:
-        specs = [s for s in self.profile.registers if s.table == table]
+        size = self.extent(table)
         if table in BIT_TABLES:
-            size = max((s.end for s in specs), default=0) + 1
+            size = max(size, 1)
             return [SimData(address=0, values=[False] * (16 * math.ceil(size / 16)), datatype=DataType.BITS)]
-        if not specs:
+        if not size:
             return [SimData(address=0, datatype=DataType.INVALID)]
-        size = max(s.end for s in specs) + 1
         return [SimData(address=0, count=size, values=0, datatype=DataType.REGISTERS)]
 
     def _sim_time(self) -> float:
@@ -325,10 +344,15 @@ class ModbusDeviceSimulator:
         return wall + (time.monotonic() - mono) * self.time_scale
 
 
-def gateway_placeholder() -> SimDevice:
-    """Unit 0 of a TCP gateway: any unit id nobody simulates gets 0x0B, as real gateways answer."""
+def gateway_placeholder(*, silent: bool = False) -> SimDevice:
+    """Unit 0 of a TCP gateway: any unit id nobody simulates gets 0x0B, as real gateways answer.
+
+    ``silent``: no answer at all, as on an RS-485 bus behind a serial server that passes frames through.
+    """
 
     async def absent(*_: object) -> ExcCodes | None:
+        if silent:
+            raise NoSuchIdException("no such unit on the bus")
         return ExcCodes.GATEWAY_NO_RESPONSE
 
     return SimDevice(

@@ -10,12 +10,12 @@ import time
 import tty
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.framer import FramerRTU
+from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
@@ -37,12 +37,26 @@ class WireFrame:
     answer: bool
 
 
+@dataclass
+class TcpConnections:
+    """What a simulated TCP endpoint saw of its clients' connections."""
+
+    opened: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    # Connections closed at once because every connection slot was taken.
+    refused: int = 0
+    # Requests ignored because they arrived too soon after their connection was made.
+    dropped: int = 0
+
+
 @dataclass(frozen=True)
 class TcpEndpoint:
-    """Where a simulated Modbus TCP endpoint listens."""
+    """Where a simulated Modbus TCP endpoint listens, and what it saw of its connections."""
 
     host: str
     port: int
+    connections: TcpConnections = field(default_factory=TcpConnections)
 
 
 def _devices(simulators: Iterable[ModbusDeviceSimulator]) -> list[SimDevice]:
@@ -63,10 +77,41 @@ class _GatewayConnection(ServerRequestHandler):
     """
 
     _answers: set[asyncio.Task[None]]
+    _connected_at: float
+    _counted: bool
+
+    def callback_connected(self) -> None:
+        super().callback_connected()
+        gateway = self.server
+        assert isinstance(gateway, _Gateway)
+        self._connected_at = time.monotonic()
+        seen = gateway.connections
+        seen.opened += 1
+        if gateway.slots is not None and seen.open_now >= gateway.slots:
+            seen.refused += 1
+            self._counted = False
+            if self.transport is not None:
+                self.transport.close()  # a single-slot device: the slot is taken
+            return
+        self._counted = True
+        seen.open_now += 1
+        seen.most_open = max(seen.most_open, seen.open_now)
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        gateway = self.server
+        if isinstance(gateway, _Gateway) and getattr(self, "_counted", False):
+            self._counted = False
+            gateway.connections.open_now -= 1
+        super().callback_disconnected(exc)
 
     def handle_later(self) -> None:
         request, addr = self.last_pdu, self.last_addr
         if request is None:
+            return
+        gateway = self.server
+        assert isinstance(gateway, _Gateway)
+        if time.monotonic() - getattr(self, "_connected_at", 0.0) < gateway.deaf_after_connect_s:
+            gateway.connections.dropped += 1  # a gateway still busy with the new connection
             return
         if not hasattr(self, "_answers"):
             self._answers = set()
@@ -87,6 +132,10 @@ class _GatewayConnection(ServerRequestHandler):
 
 
 class _Gateway(ModbusTcpServer):
+    connections: TcpConnections
+    deaf_after_connect_s: float = 0.0
+    slots: int | None = None
+
     def callback_new_connection(self) -> _GatewayConnection:
         return _GatewayConnection(  # type: ignore[no-untyped-call]
             self, self.trace_packet, self.trace_pdu, self.trace_connect
@@ -95,20 +144,41 @@ class _Gateway(ModbusTcpServer):
 
 @asynccontextmanager
 async def serve_tcp(
-    simulators: Iterable[ModbusDeviceSimulator], *, host: str = "127.0.0.1", port: int = 0
+    simulators: Iterable[ModbusDeviceSimulator],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    framer: Literal["socket", "rtu"] = "socket",
+    deaf_after_connect_s: float = 0.0,
+    slots: int | None = None,
 ) -> AsyncIterator[TcpEndpoint]:
-    """Serve the simulators (one unit id each) on a Modbus TCP endpoint; port 0 picks a free port."""
+    """Serve the simulators (one unit id each) on a TCP endpoint; port 0 picks a free port.
+
+    ``framer="socket"`` is a Modbus TCP device or gateway (unknown units answer 0x0B);
+    ``framer="rtu"`` is a serial server passing RTU frames through the socket (unknown units are
+    silent, as on their RS-485 bus). Firmware quirks: ``deaf_after_connect_s`` ignores requests
+    arriving that soon after their connection was made; ``slots`` closes connections beyond that
+    many open at once. ``TcpEndpoint.connections`` counts what happened.
+    """
     devices = _devices(simulators)
     if all(d.id != 0 for d in devices):
-        devices.append(gateway_placeholder())
-    server = _Gateway(devices, address=(host, port), ignore_missing_devices=True)
+        devices.append(gateway_placeholder(silent=framer == "rtu"))
+    server = _Gateway(
+        devices,
+        address=(host, port),
+        ignore_missing_devices=True,
+        framer=FramerType.RTU if framer == "rtu" else FramerType.SOCKET,
+    )
+    server.connections = TcpConnections()
+    server.deaf_after_connect_s = deaf_after_connect_s
+    server.slots = slots
     await server.serve_forever(background=True)
     listener = server.transport
     if not isinstance(listener, asyncio.Server):  # pragma: no cover - pymodbus listens with a Server
         raise RuntimeError(f"unexpected listener {listener!r}")
     bound_port = listener.sockets[0].getsockname()[1]
     try:
-        yield TcpEndpoint(host, bound_port)
+        yield TcpEndpoint(host, bound_port, server.connections)
     finally:
         await server.shutdown()  # type: ignore[no-untyped-call]
 

@@ -40,6 +40,7 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("PUT", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
     ("DELETE", "/v1/agents/{agent_id}/devices/{device_id}"): FIELD,
     ("POST", "/v1/agents/{agent_id}/device-moves"): FIELD,
+    ("PUT", "/v1/agents/{agent_id}/settings"): FIELD,
     ("GET", "/v1/agents/{agent_id}/config"): FIELD,
     ("POST", "/v1/agents/{agent_id}/config"): FIELD,
     ("GET", "/v1/agents/{agent_id}/commands"): FIELD,
@@ -52,6 +53,13 @@ ACCESS: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/alerts"): READERS,
     ("GET", "/v1/alerts/{alert_id}"): READERS,
     ("POST", "/v1/alerts/{alert_id}/acknowledge"): FIELD,
+    ("GET", "/v1/releases"): {ADMIN},
+    ("POST", "/v1/releases"): {ADMIN},
+    # Agents fetch the wheel with their wave's token instead of a key (tests/api/routes/test_releases.py).
+    ("GET", "/v1/releases/{version}/wheel"): EVERYONE,
+    ("GET", "/v1/rollouts"): {ADMIN},
+    ("POST", "/v1/rollouts"): {ADMIN},
+    ("GET", "/v1/rollouts/{rollout_id}"): {ADMIN},
 }
 SAMPLE = {
     "device": "aq-park",
@@ -62,6 +70,8 @@ SAMPLE = {
     "key_id": "0123456789ab",
     "alert_id": "1",
     "dataset": "air-quality",
+    "version": "0.2.0",
+    "rollout_id": "1",
 }
 
 

@@ -106,8 +106,12 @@ def test_raised_and_ended_alerts_are_posted_and_published(
             assert json.loads(payload) == raised
 
             clock.now_ms += MINUTE_MS
+            # PM is indexed on its 24-hour running mean (EEA): (150 + 3 * 4) / 4 = 40.5, Moderate.
             store.write(
-                [reading("air_quality", "aq-rynok", clock.now_ms, {"pm25": 4.0}, district="halytskyi")]
+                [
+                    reading("air_quality", "aq-rynok", clock.now_ms - ms, {"pm25": 4.0}, district="halytskyi")
+                    for ms in (0, 1, 2)
+                ]
             )
             _, body = webhook.received.get(timeout=15)
             ended = json.loads(body)

@@ -99,7 +99,7 @@ def test_every_rule_raises_then_ends_when_cured(
     }
     aq = next(e for e in raised if e.rule == "aq_band")
     assert aq.district == "halytskyi"
-    assert aq.data == {"band": 4, "level": "Poor", "pollutant": "pm25"}
+    assert aq.data == {"band": 4, "level": "Poor", "pollutant": "pm2_5"}
     assert evaluate(registry, store, settings, NOW_MS + MINUTE_MS) == []  # still true: nothing new
 
     later = NOW_MS + 2 * MINUTE_MS

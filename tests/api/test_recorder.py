@@ -16,13 +16,15 @@ from api.registry import Registry, live
 from api.registry.commands import create_command, send_due_commands
 from api.registry.models import Agent
 from api.settings import ApiSettings
+from api.transit.accuracy import MEASUREMENT as ACCURACY_MEASUREMENT
+from api.transit.accuracy import tally_rows
 from api.transit.feeds import TransitService
 from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
 from api.transit.simulated_buses import Bus, fixes_between, simulate_day, validator_point
 from api.transit.timetable import Timetable
 from citygw import wire
-from collector.store import Point, Row, Store, StoreUnavailable, open_store, prepare
+from collector.store import Aggregate, Point, Row, Store, StoreUnavailable, open_store, prepare
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, FakeClock
 from tests.api.transit.conftest import FRIDAY
@@ -103,6 +105,34 @@ def test_every_matched_bus_is_recorded_at_its_fix_with_delay_trip_and_occupancy(
         "CRUSHED_STANDING_ROOM_ONLY",
         "FULL",
     }
+
+
+def test_predictions_are_scored_once_the_buses_reach_their_stops(
+    store: Store, registry: Registry, transit_settings: ApiSettings, timetable: Timetable, friday: list[Bus]
+) -> None:
+    replica = recorder(store, registry, transit_settings)
+    written_to = NOW_S - 150
+    for now_s in range(NOW_S, NOW_S + 20 * 60, 30):
+        store.write(list(fixes_between(timetable, friday, written_to, now_s + 1)))
+        written_to = now_s + 1
+        replica.record(now_s * 1000)
+
+    found = store.range(measurement=ACCURACY_MEASUREMENT, start_ms=NOW_MS, end_ms=NOW_MS + 20 * 60_000)
+    assert {row.tags["route"] for row in found} == set(timetable.routes)
+    assert all(isinstance(value, int) for row in found for value in row.values.values())
+    tallies = tally_rows(found)
+    # Twenty minutes of a city's buses: every bucket has predictions, most of them right.
+    assert all(t.predictions >= 50 for t in tallies), tallies
+    assert all(t.share is not None and t.share > 0.5 for t in tallies), tallies
+    # Summed by the store over the range, as GET /v1/transit/accuracy reads them.
+    summed = store.range(
+        measurement=ACCURACY_MEASUREMENT,
+        start_ms=NOW_MS,
+        end_ms=NOW_MS + 20 * 60_000,
+        window_s=86_400,
+        aggregate=Aggregate.SUM,
+    )
+    assert tally_rows(summed) == tallies
 
 
 def test_two_replicas_recording_the_same_moment_leave_one_point_per_vehicle(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from citygw.cli import main
-from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
+from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty, serve_tcp
 from tests.services import Mosquitto, free_port
 
 
@@ -392,3 +395,121 @@ def test_a_bad_ownership_policy_exits_2_and_names_the_choices() -> None:
     assert result.returncode == 2
     assert "--owners: 'yes' is no ownership policy (off, known, strict)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_probe_captures_a_case_that_serve_replays_and_a_second_capture_equals(tmp_path: Path) -> None:
+    meter = ModbusDeviceSimulator("eastron_sdm630", unit=3, values={"voltage_l1": 230.5})
+    async with serve_tcp([meter]) as endpoint:
+        first = await asyncio.to_thread(
+            _citygw,
+            *("probe", "--tcp", f"127.0.0.1:{endpoint.port}", "--unit", "3", "--profile", "eastron_sdm630"),
+            *("--capture", str(tmp_path / "first"), "--origin", "simulator", "--operator", "pytest"),
+        )
+    assert first.returncode == 0, first.stderr
+    case = tmp_path / "first" / "testcases" / "eastron_sdm630"
+    assert f"wrote {case}: 4 reads (0 refused, 0 unanswered), 16 fields decoded, 0 not" in first.stdout
+    assert any(line.startswith("voltage_l1") and "230.5 V" in line for line in first.stdout.splitlines())
+    info = yaml.safe_load((case / "capture.yaml").read_text())
+    assert (info["origin"], info["operator"], info["unit"]) == ("simulator", "pytest", 3)
+    profile_bytes = await asyncio.to_thread(Path("firmware_bridge/profiles/eastron_sdm630.yaml").read_bytes)
+    assert info["profile_sha256"] == hashlib.sha256(profile_bytes).hexdigest()
+    assert info["tool"].startswith("citygw ")
+
+    port = free_port()
+    serve = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "citygw.cli", "serve", "--replay", str(case), "--tcp", f"127.0.0.1:{port}"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert serve.stdout is not None
+        banner = (await asyncio.wait_for(serve.stdout.readline(), 30)).decode()
+        assert banner.startswith(f"replaying {case} (eastron_sdm630, simulator capture of ")
+        assert banner.rstrip().endswith(f"as unit 3 on tcp://127.0.0.1:{port}")
+        second = await asyncio.to_thread(
+            _citygw,
+            *("probe", "--tcp", f"127.0.0.1:{port}", "--unit", "3", "--profile", "eastron_sdm630"),
+            *("--capture", str(tmp_path / "second")),
+        )
+    finally:
+        serve.terminate()
+        _, errors = await asyncio.wait_for(serve.communicate(), 30)
+    assert second.returncode == 0, second.stderr
+    assert serve.returncode == 0, errors
+
+    def reads(folder: Path) -> list[dict[str, object]]:
+        lines = (folder / "testcases" / "eastron_sdm630" / "capture.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "ms"} for line in lines]
+
+    assert reads(tmp_path / "second") == reads(tmp_path / "first")
+    again = tmp_path / "second" / "testcases" / "eastron_sdm630"
+    assert (again / "expected.yaml").read_text() == (case / "expected.yaml").read_text()
+    assert yaml.safe_load((again / "capture.yaml").read_text())["origin"] == "field"
+
+
+def test_probe_capture_needs_a_profile_and_never_overwrites(tmp_path: Path) -> None:
+    result = _citygw("probe", "--tcp", "127.0.0.1:1", "--capture", str(tmp_path))
+    _only_line(result, 2, "citygw: --capture needs --profile")
+    case = tmp_path / "testcases" / "tuf_2000m"
+    case.mkdir(parents=True)
+    (case / "capture.jsonl").write_text("")
+    result = _citygw("probe", "--tcp", "127.0.0.1:1", "--profile", "tuf_2000m", "--capture", str(tmp_path))
+    _only_line(result, 2, f"citygw: --capture: {case} already holds a case; choose --case NAME")
+
+
+def test_serve_of_a_folder_that_is_no_capture_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = _citygw("serve", "--replay", str(tmp_path))
+    _only_line(result, 2, f"citygw: {tmp_path / 'capture.yaml'}: cannot be read")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "serial"])
+async def test_probe_scan_units_lists_the_ids_that_answer_in_one_line(transport: str) -> None:
+    meter = ModbusDeviceSimulator("tuf_2000m", unit=2)
+    counter = ModbusDeviceSimulator("parking_bay", unit=5)  # no holding registers: exception 02
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "tcp":
+            endpoint = await stack.enter_async_context(serve_tcp([meter, counter]))
+            where = ("--tcp", f"127.0.0.1:{endpoint.port}")
+            name = f"tcp://127.0.0.1:{endpoint.port}"
+        else:
+            port = await stack.enter_async_context(serve_serial_pty([meter, counter]))
+            where = ("--serial", port)
+            name = f"{port}@9600"
+        found = await asyncio.to_thread(_citygw, "probe", *where, "--scan-units", "1-6", "--timeout", "0.1")
+        none = await asyncio.to_thread(_citygw, "probe", *where, "--scan-units", "7-8", "--timeout", "0.1")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout == f"2 of 6 unit ids answer on {name}: 2, 5 (exception 02)\n"
+    _only_line(none, 75, f"citygw: no unit id of 7-8 answers on {name} within 0.1 s")
+
+
+async def test_probe_shows_64_bit_and_text_views() -> None:
+    console = ModbusDeviceSimulator("onboard_console")
+    text = next(s for s in console.profile.registers if s.type == "string")
+    console.set(text.field, "DEPOT")
+    async with serve_tcp([console]) as endpoint:
+        result = await asyncio.to_thread(
+            _citygw,
+            *("probe", "--tcp", f"127.0.0.1:{endpoint.port}", "--table", text.table),
+            *("--address", str(text.address), "--count", str(text.register_count)),
+        )
+    assert result.returncode == 0, result.stderr
+    assert "order                   u64                   i64  f64" in result.stdout
+    (ascii_line,) = [line for line in result.stdout.splitlines() if "DEPOT" in line]
+    assert ascii_line.startswith(f"ascii AB from {text.address}: 'DEPOT")
+
+
+def test_dashboards_refuse_a_site_profile_that_gives_a_stored_field_another_meaning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "meter.yaml").write_text(
+        "model: meter\nvendor: x\nsource: x\nverified: modelled\nmeasurement: water\nregisters:\n"
+        "  - {field: flow_rate, role: flow_rate, table: input, address: 0, type: f32, unit: l/s}\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(["dashboards", "preview", "--profiles", str(tmp_path), "--store", "influxdb://127.0.0.1:1/x"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "field flow_rate of measurement water is role flow_rate unit l/s" in err
+    assert "rename the field in one of the profiles" in err

@@ -140,7 +140,7 @@ def test_citygws_own_tags_are_never_field_names() -> None:
     names = {"lat", "lon", *CONSOLE_FIELDS}  # the fields the agent adds itself
     for name in available_profiles(None):
         profile = load_any_profile(name)
-        specs = profile.fields if isinstance(profile, NmeaProfile) else profile.registers
+        specs = profile.fields if isinstance(profile, NmeaProfile) else profile.field_specs
         names |= {spec.field for spec in specs}
     assert len(names) > 50
     assert not names & wire.NOT_FIELD_NAMES

@@ -25,12 +25,13 @@ __all__ = [
 
 
 def _depth_zero(text: str) -> Iterator[tuple[int, str]]:
-    """(index, character) of the characters outside parentheses and quotes."""
+    """(index, character) of the characters outside parentheses, quotes and regexes (``=~ /.../``);
+    a ``/`` elsewhere divides."""
     depth, quote = 0, ""
     for i, char in enumerate(text):
         if quote:
             quote = "" if char == quote else quote
-        elif char in "\"'/":
+        elif char in "\"'" or (char == "/" and text[:i].rstrip().endswith("~")):
             quote = char
         elif char == "(":
             depth += 1

@@ -1,4 +1,5 @@
-"""A small city in InfluxDB for the dashboards' tests: the devices of the shipped profiles.
+"""A small city in InfluxDB for the dashboards' tests: the devices of the shipped profiles, and a
+second model of each kind with other field names, units and status bits (tests/profiles/).
 
 Field values are what the simulators say a correct reader decodes from each profile
 (``ModbusDeviceSimulator.expected()``), so a dashboard that names a field no profile reads
@@ -9,11 +10,13 @@ gets an empty panel and its test fails. Counters grow between readings. What the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from google.transit.gtfs_realtime_pb2 import VehiclePosition
 
 from api.recorder import VehicleState, command_point, vehicle_point
 from api.registry.models import Command
+from api.transit.accuracy import WINDOWS, Score, accuracy_points, score
 from api.transit.occupancy import Occupancy
 from citygw import wire
 from citygw.wire import FieldValue
@@ -26,6 +29,7 @@ from edge.poller import with_location
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator
 
+PROFILES = Path(__file__).parents[1] / "profiles"
 STEP_MS = 5 * 60_000
 READINGS = 24  # two hours of readings every five minutes
 
@@ -75,6 +79,30 @@ DEVICES = (
         "bus-4711",
         {"vehicle": "bus-4711", "vehicle_label": "Bus 4711", "route": "12"},
     ),
+    # Second models (tests/profiles), last so that each agent's first device stays the same.
+    Device(
+        "aq-example", str(PROFILES / "example_aq_station.yaml"), "depot-south-1", {"district": "sykhivskyi"}
+    ),
+    Device(
+        "meter-example",
+        str(PROFILES / "example_energy_meter.yaml"),
+        "depot-south-1",
+        {"district": "sykhivskyi"},
+    ),
+    Device(
+        "water-example",
+        str(PROFILES / "example_flow_meter.yaml"),
+        "depot-south-1",
+        {"district": "sykhivskyi"},
+    ),
+    # Light A reports a lamp failure (bit 3) and is dark; light B is lit; the controller has an alarm.
+    Device(
+        "cabinet-example",
+        str(PROFILES / "example_lamp_gateway.yaml"),
+        "depot-north-1",
+        {"district": "halytskyi"},
+        {"a_state": 0b1000, "a_dim": 0, "controller_alarm": 1},
+    ),
 )
 # (vehicle, route, lat, lon, speed m/s): fields as edge/poller.py writes vehicle_position.
 VEHICLES = (
@@ -90,6 +118,9 @@ DELAYS = {
     "bus-4712": ((200.0, 0.0), "12-weekday-32", None),
     "tram-7": ((-45.0, 0.0), "T7-weekday-8", (30, VehiclePosition.MANY_SEATS_AVAILABLE)),
 }
+# Route → per TransitApp bucket (0-3, 3-6, 6-10, 10-15 min) predictions (accurate, not) scored per
+# recorder round: route 12 is right 75 %, 50 %, 50 %, 100 % of the time, T7 100 %, 100 %, 0 %, 50 %.
+ACCURACY = {"12": ((3, 1), (2, 2), (1, 1), (2, 0)), "T7": ((1, 0), (1, 0), (0, 1), (1, 1))}
 # Lighting commands that ended: (cabinet, agent, action, schedule, outcome, ran this late in s or None,
 # reading index of the due time). Scheduled on time: 2, late: 1, failed/expired: 2; two sent "now".
 COMMANDS = (
@@ -161,6 +192,7 @@ def points(now_ms: int) -> list[Point]:
             }
             result.append(Point("vehicle_position", tags, ts, position))
     result.extend(transit_points(times))
+    result.extend(accuracy_points_seeded(times))
     result.extend(command_points(times))
     for i, agent in enumerate(AGENTS):
         result.append(status_point(wire.Status(agent=agent, state=wire.AgentState.ONLINE), times[0], agent))
@@ -198,6 +230,20 @@ def transit_points(times: list[int]) -> list[Point]:
             point = vehicle_point(state)
             assert point is not None
             result.append(point)
+    return result
+
+
+def accuracy_points_seeded(times: list[int]) -> list[Point]:
+    """What the API's recorder writes of the predictions it scored, each round (one per reading here)."""
+    result = []
+    for ts in times:
+        scores: list[Score | None] = []
+        for route, buckets in ACCURACY.items():
+            for window, (accurate, inaccurate) in zip(WINDOWS, buckets, strict=True):
+                made_s = -window.start_s  # sampled this long before the bus came (at 0)
+                scores += [score(route, made_s, 0, 0) for _ in range(accurate)]
+                scores += [score(route, made_s, -600, 0) for _ in range(inaccurate)]  # 10 min late
+        result.extend(accuracy_points([s for s in scores if s is not None], ts))
     return result
 
 

@@ -12,12 +12,17 @@ from typing import Any
 
 import pytest
 
+from api.transit.accuracy import WINDOWS
 from dashboards import build_all
+from dashboards.transport import BUCKETS
+from firmware_bridge.catalogue import catalogue
 from tests.dashboards.grafana import TimeRange, group_by_tags, render, selected_names, targets, variables
+from tests.dashboards.seed import PROFILES
 
 pytestmark = pytest.mark.integration
 Query = Callable[[str], list[dict[str, Any]]]
-BOARDS = build_all()
+# Built as a site with the second models' profiles builds them (python -m dashboards build --profiles).
+BOARDS = build_all(catalogue((PROFILES,)))
 PANELS = [
     pytest.param(board, panel, target, id=f"{uid}:{panel['id']}:{target['refId']}")
     for uid, board in BOARDS.items()
@@ -63,7 +68,7 @@ def test_a_chosen_district_shows_only_its_devices(influxql: Query, city: TimeRan
     chosen["meter"] = [
         v for s in influxql(render(variables(board)[1]["query"], chosen)) for _k, v in s["values"]
     ]
-    assert chosen["meter"] == ["meter-sykhiv-1"]
+    assert chosen["meter"] == ["meter-example", "meter-sykhiv-1"]
     series = influxql(render(power["query"], chosen, city))
     assert [s["tags"]["district"] for s in series] == ["sykhivskyi"]
 
@@ -76,12 +81,13 @@ def test_lamps_lit_and_failed_follow_the_dali_status_bits(influxql: Query, city:
         if panel["type"] == "stat":
             (series,) = influxql(render(target["query"], chosen, city))
             numbers[panel["title"]] = series["values"][0][1]
-    # Two cabinets of four lamps; on cabinet-42 lamp 1 has failed and is dark, and its gateway is at fault.
+    # Two DALI cabinets of four lamps; on cabinet-42 lamp 1 has failed and is dark, and its gateway is at
+    # fault. The second model's cabinet: light A failed (its own bit 3) and dark, light B lit, an alarm.
     assert numbers == {
-        "Lamps lit": 7,
-        "Lamps not lit": 1,
-        "Lamps failed": 1,
-        "Cabinets with a gateway fault": 1,
+        "Lamps lit": 8,
+        "Lamps not lit": 2,
+        "Lamps failed": 2,
+        "Cabinets with a gateway fault": 2,
     }
 
 
@@ -89,9 +95,10 @@ def test_consumption_is_the_growth_of_the_energy_counters(influxql: Query, city:
     board = BOARDS["citygw-electricity"]
     (total,) = [t for p, t in targets(board) if p["title"] == "Consumption in the time range"]
     (series,) = influxql(render(total["query"], all_values(board, influxql), city))
-    # Three meters, no typical_rate in their profiles: 10 kWh each per 5-minute step. Growth
+    # Three Eastron meters, no typical_rate in their profiles: 10 kWh each per 5-minute step; the second
+    # model counts Wh (typical_rate 120 000 Wh/h): 10 kWh per step too, once converted. Growth
     # inside the first 10-minute interval has no earlier interval to differ from: 21 to 23 steps count.
-    per_step = 3 * 120 * 5 / 60
+    per_step = 4 * 120 * 5 / 60
     assert 21 * per_step - 0.01 <= series["values"][0][1] <= 23 * per_step + 0.01
 
 
@@ -112,7 +119,7 @@ def test_system_health_reads_what_the_collector_makes_of_health_and_status(
         s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True))
         for s in influxql(render(queries["Devices"], chosen, city))
     }
-    assert len(devices) == 10
+    assert len(devices) == 14
     assert devices["aq-sykhiv"] | {"time": 0} == {
         "time": 0,
         "state": "timeout",
@@ -134,8 +141,8 @@ def test_the_station_map_places_the_located_station(influxql: Query, city: TimeR
     ((panel, target),) = [(p, t) for p, t in targets(board) if p["type"] == "geomap"]
     series = influxql(render(target["query"], all_values(board, influxql), city))
     places = {s["tags"]["device"]: tuple(s["values"][0][1:3]) for s in series}
-    # Only aq-rynok has a location in its agent's configuration; the map leaves the other out.
-    assert places == {"aq-rynok": (49.8419, 24.0316), "aq-sykhiv": (None, None)}
+    # Only aq-rynok has a location in its agent's configuration; the map leaves the others out.
+    assert places == {"aq-rynok": (49.8419, 24.0316), "aq-sykhiv": (None, None), "aq-example": (None, None)}
     assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["color"] == "#50F0E6"
 
 
@@ -194,4 +201,53 @@ def test_scheduled_switchings_are_on_time_late_or_failed(influxql: Query, city: 
         ("cabinet-17", "done"): [3, 58.0, 150.0],
         ("cabinet-42", "expired"): [1, None, None],
         ("cabinet-42", "failed"): [1, 5.0, 5.0],
+    }
+
+
+def test_prediction_accuracy_is_the_share_of_what_the_api_scored(influxql: Query, city: TimeRange) -> None:
+    board = BOARDS["citygw-transport"]
+    chosen = all_values(board, influxql)
+    queries = {panel["title"]: target["query"] for panel, target in targets(board)}
+    table = {
+        s["tags"]["route"]: s["values"][0][1:]
+        for s in influxql(render(queries["Prediction accuracy per route"], chosen, city))
+    }
+    # tests/dashboards/seed.py ACCURACY, the same every round.
+    assert table == {"12": [75, 50, 50, 100], "T7": [100, 100, 0, 50]}
+    over_time = influxql(render(queries["Arrival predictions within TransitApp's windows"], chosen, city))
+    (series,) = over_time
+    # Both routes together: 0-3 min 4 of 5, 3-6 3 of 5, 6-10 1 of 3, 10-15 3 of 4, in every interval.
+    expected = [80, 60, 100 / 3, 75]
+    assert all(row[1:] == pytest.approx(expected) for row in series["values"])
+
+
+def test_the_dashboard_buckets_are_the_ones_the_api_scores() -> None:
+    assert {w.key: (w.early_s, w.late_s) for w in WINDOWS} == BUCKETS
+
+
+def test_the_second_models_fill_the_panels_in_the_roles_units(influxql: Query, city: TimeRange) -> None:
+    def table(uid: str, title: str) -> dict[str, dict[str, Any]]:
+        board = BOARDS[uid]
+        (target,) = [t for p, t in targets(board) if p["title"] == title]
+        series = influxql(render(target["query"], all_values(board, influxql), city))
+        return {s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True)) for s in series}
+
+    meters = table("citygw-electricity", "Meters")
+    assert meters["meter-example"]["power"] == pytest.approx(5500.0)  # 5.5 kW
+    assert meters["meter-example"]["import_energy"] == pytest.approx(7200 + 23 * 10)  # kWh, from Wh
+    assert meters["meter-opera"]["power"] == pytest.approx(7450.0)
+    water = table("citygw-water", "Meters")
+    assert water["water-example"]["flow_rate"] == pytest.approx(9.0)  # 2.5 l/s in m³/h
+    assert water["water-example"]["volume"] == pytest.approx(9000 + 23 * 0.75)  # m³, from litres
+    assert water["water-zboishcha"]["flow_rate"] == pytest.approx(12.5)
+    stations = table("citygw-air-quality", "Stations, EEA averages")
+    assert stations["aq-example"]["no2"] == pytest.approx(57.3)  # 30 ppb
+    assert stations["aq-example"]["pm2_5"] == pytest.approx(12.0)
+    assert stations["aq-rynok"]["no2"] == pytest.approx(27.0)  # its µg/m³ field, not its ppb one
+    cabinets = table("citygw-street-lighting", "Cabinets")
+    assert cabinets["cabinet-example"] == {
+        "time": cabinets["cabinet-example"]["time"],
+        "bus_status": 0,
+        "bus_load": 20.0,
+        "fault": 1,
     }

@@ -8,6 +8,7 @@ decided by the broker's ordering, not by a timeout guess.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import socket
 import ssl
@@ -82,6 +83,24 @@ def test_an_agent_reads_only_its_own_config_and_commands(broker: SecuredMosquitt
     assert north.received() == (f"citygw/v1/{NORTH}/cmd", b"north command")
     assert north.received() == (f"citygw/v1/{NORTH}/config", b"north config")
     assert north.messages.empty()
+
+
+def test_update_orders_reach_their_agent_only_and_only_the_api_writes_them(broker: SecuredMosquitto) -> None:
+    """An order carries its wave's download token: no other agent may read it, nor any agent forge one."""
+    north = Session(broker, NORTH)
+    north.subscribe(f"citygw/v1/{SOUTH}/update", f"citygw/v1/{NORTH}/update")
+    Session(broker, SOUTH).publish_refused(f"citygw/v1/{NORTH}/update", b"forged order")
+    api = Session(broker, API)
+    api.subscribe("citygw/v1/+/update/state")
+    api.publish(f"citygw/v1/{SOUTH}/update", b"south order")
+    api.publish(f"citygw/v1/{NORTH}/update", b"north order")
+    assert north.received() == (f"citygw/v1/{NORTH}/update", b"north order")
+    assert north.messages.empty()
+    north.close()  # one connection per user: the sessions below would take its place
+    Session(broker, NORTH).publish_refused(f"citygw/v1/{SOUTH}/update/state", b"spoofed result")
+    Session(broker, NORTH).publish(f"citygw/v1/{NORTH}/update/state", b"applied")
+    assert api.received() == (f"citygw/v1/{NORTH}/update/state", b"applied")
+    assert api.messages.empty()
 
 
 def test_the_collector_reads_all_telemetry_also_on_a_shared_subscription(broker: SecuredMosquitto) -> None:
@@ -336,3 +355,81 @@ def test_the_collector_reads_every_agents_config_and_holds_agents_to_it(
     finally:
         collector.stop()
         store.close()
+
+
+def test_only_collectors_publish_acks_and_each_agent_reads_only_its_own(broker: SecuredMosquitto) -> None:
+    """End-to-end acks (citygw/v1/<agent>/ack): the collector's role publishes them; an agent's
+    subscription is granted (the pattern is citygw/v1/+/ack), but the acl_file delivers only its own;
+    no agent may publish one, not even on its own topic, nor may the API. Each refused publish is
+    followed by a collector's ack on the same path, which arrives alone."""
+    north = Session(broker, NORTH)
+    assert north.try_subscribe("citygw/v1/+/ack") == [True]
+    south = Session(broker, SOUTH, clean=False)  # its session keeps what reaches it while it is away
+    south.subscribe(f"citygw/v1/{SOUTH}/ack")
+    north.publish_refused(f"citygw/v1/{SOUTH}/ack", b"forged by north")
+    south.publish_refused(f"citygw/v1/{SOUTH}/ack", b"forged by south")
+    north = Session(broker, NORTH)
+    north.subscribe("citygw/v1/+/ack")
+    south = Session(broker, SOUTH, clean=False)
+    Session(broker, API).publish_refused(f"citygw/v1/{NORTH}/ack", b"from the api")
+    collector = Session(broker, COLLECTOR)
+    collector.publish(f"citygw/v1/{SOUTH}/ack", b"south stored")
+    collector.publish(f"citygw/v1/{NORTH}/ack", b"north stored")
+    assert south.received() == (f"citygw/v1/{SOUTH}/ack", b"south stored")
+    assert north.received() == (f"citygw/v1/{NORTH}/ack", b"north stored")
+    time.sleep(0.5)  # south's ack went out first: had north been given it, it would be here by now
+    assert north.messages.empty()
+    assert south.messages.empty()
+
+
+def test_a_collector_whose_role_may_not_publish_acks_sends_none_and_keeps_its_connection(
+    broker: SecuredMosquitto, tmp_path: Path
+) -> None:
+    """Roles made before acks existed: Mosquitto closes the connection of a client publishing where
+    it may not, so the collector checks once (wire.ACK_PROBE_TOPIC) and then sends no ack at all,
+    instead of being thrown out after every batch (measured: 70 messages acknowledged for 20 sent)."""
+    answer = broker.mosquitto_ctrl(
+        "removeRoleACL", "citygw-collector", "publishClientSend", "citygw/v1/+/ack"
+    )
+    assert "rror" not in answer, answer
+    north = Session(broker, NORTH)
+    north.subscribe(f"citygw/v1/{NORTH}/ack")
+    store = SqliteStore(tmp_path / "telemetry.sqlite")
+    url = f"mqtt://{COLLECTOR}:{quote(PASSWORD, safe='')}@127.0.0.1:{broker.port}"
+    collector = Collector(url, store, client_id=COLLECTOR, batch_max_seconds=0.05)
+    collector.start()
+    try:
+        assert collector.wait_subscribed(10), "collector did not subscribe"
+        for seq in range(20):
+            reading = wire.Reading(
+                device="m-1", measurement="electricity", ts=now_ms() - seq, fields={"kwh": 1.0}
+            )
+            batch = wire.TelemetryBatch(agent=NORTH, seq=seq, readings=[reading])
+            north.publish(wire.topic(NORTH, wire.Channel.TELEMETRY), wire.encode(batch))
+            time.sleep(0.05)
+        wait_until(lambda: collector.stats.messages >= 20, "20 messages stored", timeout=20)
+        time.sleep(1)
+        assert collector.stats.messages == 20, "each message stored and acknowledged once"
+        assert not collector.acks
+        assert north.messages.empty(), "no ack"
+    finally:
+        collector.stop()
+        store.close()
+
+
+def test_running_roles_again_gives_a_broker_from_before_acks_their_rights(broker: SecuredMosquitto) -> None:
+    """Upgrading: `citygw-broker-users roles` on a broker whose roles predate acks adds them."""
+
+    def role_acls(role: str) -> str:  # broker.mosquitto_ctrl runs `roles` first: not here
+        env = {**os.environ, "XDG_CONFIG_HOME": str(broker.workdir / "ctrl")}
+        command = [find_binary("mosquitto_ctrl"), "dynsec", "getRole", role]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30).stdout
+
+    for role, acltype in (("citygw-collector", "publishClientSend"), ("citygw-agent", "subscribePattern")):
+        answer = broker.mosquitto_ctrl("removeRoleACL", role, acltype, "citygw/v1/+/ack")
+        assert "rror" not in answer, answer
+        assert "citygw/v1/+/ack" not in role_acls(role)
+    done = broker.users_script("roles")
+    assert done.returncode == 0, done.stderr
+    for role in ("citygw-collector", "citygw-agent"):
+        assert "citygw/v1/+/ack" in role_acls(role)

@@ -33,7 +33,14 @@ async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def readings_of(watcher: Watcher, device: str) -> list[wire.Reading]:
-    return [r for batch in watcher.batches() for r in batch.readings if r.device == device]
+    """The device's readings as first delivered: a batch sent again (same seq, same bytes) counts once."""
+    seen: set[int] = set()
+    found = []
+    for batch in watcher.batches():
+        if batch.seq not in seen:
+            seen.add(batch.seq)
+            found += [r for r in batch.readings if r.device == device]
+    return found
 
 
 def modbus_devices(port: int, *units: tuple[str, str, int]) -> dict[str, Any]:
@@ -190,7 +197,8 @@ async def test_polling_goes_on_through_a_broker_outage(tmp_path: Path, mosquitto
             await asyncio.sleep(0.5)
 
     timestamps = [r.ts for r in readings_of(watcher, "aq-1")]
-    assert timestamps == sorted(timestamps)
+    # What the kill lost of what the broker had acknowledged comes again, behind the live readings.
+    assert len(timestamps) == len(set(timestamps)), "a reading delivered twice under two seqs"
     unique = sorted(set(timestamps))
     gaps = [b - a for a, b in itertools.pairwise(unique)]
     assert max(gaps) < 800, f"a hole in the data: {max(gaps)} ms between readings"

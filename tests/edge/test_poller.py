@@ -134,13 +134,13 @@ async def test_commands_go_before_waiting_polls(tmp_path: Path) -> None:
     async with polling([gateway, *meters], tmp_path, poll_s=0.01) as (poller, _, board, _):
         await asyncio.sleep(0.5)
         for level in (10, 200, 77):
-            started = time.monotonic()
+            meter_reads = sum(board.devices[f"dev-{m.unit}"].reads for m in meters)
             read_back = await poller.submit_priority(partial(dim, level=level))
-            took = time.monotonic() - started
             assert read_back == level == gateway.get("lamp0_brightness")
-            # At most the one device read already on the wire (an SDM630: ~0.15 s) plus the command;
-            # behind four saturated meters it would wait ~0.6 s.
-            assert took < 0.3, took
+            # Counted, not timed: the command waits for at most the one meter read already on the wire
+            # (and the next may finish as it returns); queued behind four saturated meters it would see 4+.
+            overtaken_by = sum(board.devices[f"dev-{m.unit}"].reads for m in meters) - meter_reads
+            assert overtaken_by <= 2, overtaken_by
         assert all(r.state is wire.DeviceState.OK for r in board.devices.values())
 
 

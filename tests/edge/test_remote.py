@@ -426,3 +426,69 @@ def test_dim_levels_follow_the_dali_logarithmic_curve(percent: float, arc: int) 
     assert dali_arc_level(percent) == arc
     if percent >= 0.1 or percent == 0:
         assert abs(dali_percent(arc) - percent) <= 0.015 * percent
+
+
+def settings_push(
+    version: int, lines: list[dict[str, Any]], devices: list[dict[str, Any]], **sections: Any
+) -> bytes:
+    body = wire.DesiredConfig(
+        agent=AGENT,
+        version=version,
+        issued_at=now_ms(),
+        site="test-site",
+        lines=lines,
+        devices=devices,
+        **sections,
+    )
+    return wire.encode(body)
+
+
+async def test_pushed_publish_journal_and_health_settings_apply_and_roll_back(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Settings push like devices do: applied live, refused when they name the journal's path, and
+    rolled back when readings stop reaching the broker under them."""
+    aq = ModbusDeviceSimulator("vaisala_aqt530", unit=1)
+    async with serve_tcp([aq]) as aq_end:
+        lines, devices = [line(aq_end.port)], [device("aq-1", "vaisala_aqt530", 1)]
+        config = agent_config(tmp_path, mosquitto.url, lines=lines, devices=devices, remote={"grace_s": 1.0})
+        agent = Agent(config)
+        async with watching(mosquitto.url) as watcher, running(agent):
+            await watcher.wait_for("aq readings", lambda: bool(readings_of(watcher, "aq-1")))
+            assert agent.journal is not None
+
+            # v1: a quota, a stricter fsync, faster health, bigger batches: all applied to the running agent.
+            v1 = settings_push(
+                1,
+                lines,
+                devices,
+                journal={"quota_mb": 5, "on_full": "drop_newest", "fsync": "full"},
+                health={"interval": 0.2},
+                publish={"batch_max_readings": 200, "interval": 0.1},
+            )
+            await say(mosquitto.url, wire.Channel.CONFIG, v1, retain=True)
+            await watcher.wait_for("v1 applied", lambda: len(states(watcher)) == 1, within=10)
+            assert states(watcher)[0].state is wire.ConfigOutcome.APPLIED, states(watcher)[0].reasons
+            assert (agent.journal.quota_bytes, agent.journal.policy) == (5_000_000, "drop_newest")
+            assert agent.config.health.interval == 0.2
+            assert agent.publisher is not None
+            assert agent.publisher.config.publish.batch_max_readings == 200
+
+            # v2 moves the journal: the path is the agent's own, refused.
+            v2 = settings_push(2, lines, devices, journal={"path": "/tmp/elsewhere.sqlite"})
+            await say(mosquitto.url, wire.Channel.CONFIG, v2, retain=True)
+            await watcher.wait_for("v2 refused", lambda: len(states(watcher)) == 2)
+            assert states(watcher)[1].state is wire.ConfigOutcome.REFUSED
+            assert "journal.path: the journal's path is the agent's own" in states(watcher)[1].reasons[0]
+
+            # v3 holds live readings for an hour before they share a batch: nothing reaches the broker.
+            v3 = settings_push(3, lines, devices, publish={"interval": 3600})
+            await say(mosquitto.url, wire.Channel.CONFIG, v3, retain=True)
+            await watcher.wait_for("v3 judged", lambda: len(states(watcher)) == 3, within=10)
+            said = states(watcher)[2]
+            assert said.state is wire.ConfigOutcome.ROLLED_BACK, said
+            assert "publishing:" in said.reasons[0]
+            assert said.applied_version == 1
+            assert agent.publisher.config.publish.interval == 0.1
+            heard = len(readings_of(watcher, "aq-1"))
+            await watcher.wait_for("readings again", lambda: len(readings_of(watcher, "aq-1")) > heard + 3)

@@ -16,6 +16,7 @@ from firmware_bridge.profile import Poll, available_profiles, load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator
 from firmware_bridge.simulators.modbus_device import TABLE_OF_FUNCTION
 from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
+from tests.firmware_bridge.test_mbus_golden import PROFILE_CAPTURES as MBUS_PROFILE_CAPTURES
 
 CASES_DIR = Path(__file__).parent / "testcases"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "device.yaml").exists())
@@ -68,6 +69,7 @@ def test_every_shipped_profile_has_a_golden_case() -> None:
     covered = {load_case(name).profile for name in CASES}
     for name in NMEA_CASES:
         covered.add(yaml.safe_load((CASES_DIR / name / "expected.yaml").read_text("utf-8"))["profile"])
+    covered |= set(MBUS_PROFILE_CAPTURES)  # M-Bus meters: recorded telegrams (test_mbus_golden.py)
     assert set(available_profiles(None)) <= covered
 
 

@@ -7,11 +7,18 @@ import pytest
 from firmware_bridge.errors import DecodeError, DeviceTimeout
 from firmware_bridge.probe import (
     Row,
+    UnitAnswer,
+    format_strings,
     format_table,
     format_values,
+    format_wide_table,
     interpretations,
+    parse_units,
     probe_profile,
     probe_registers,
+    scan_units,
+    string_views,
+    wide_interpretations,
 )
 from firmware_bridge.simulators import ModbusDeviceSimulator
 from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
@@ -134,3 +141,65 @@ async def test_probe_of_a_silent_device_raises() -> None:
     async with line_to("tcp", [meter]) as line:
         with pytest.raises(DeviceTimeout):
             await probe_profile(line, 1, meter.profile)
+
+
+def test_64_bit_views_in_each_word_order() -> None:
+    # 230.5 as float64 is 0x406CD000_00000000; the words sent as the four orders name them.
+    rows = wide_interpretations([0x0000, 0x406C, 0xD000, 0x0000, 0x0000, 0x0001], 10)
+    assert {r.address for r in rows} == {10, 11, 12}
+    assert reading(rows, 11, "f64", "ABCD").value == 230.5
+    assert reading(rows, 11, "u64", "ABCD").value == 0x406CD00000000000
+    assert reading(rows, 12, "u64", "ABCD").value == 0xD000_0000_0000_0001
+    assert reading(rows, 12, "i64", "ABCD").value == 0xD000_0000_0000_0001 - 2**64
+    assert reading(rows, 12, "u64", "CDAB").value == 0x0001_0000_0000_D000  # words reversed
+    assert reading(rows, 12, "u64", "BADC").value == 0x00D0_0000_0000_0100  # bytes swapped
+    assert reading(rows, 12, "u64", "DCBA").value == 0x0100_0000_0000_00D0
+    dcba = wide_interpretations([0x0000, 0x0000, 0x00D0, 0x6C40], 0)
+    assert reading(dcba, 0, "f64", "DCBA").value == 230.5
+    assert reading(dcba, 0, "f64", "ABCD").note.startswith("implausible")
+    table = format_wide_table(rows).splitlines()
+    (line,) = [t for t in table if t.split()[:6] == ["11", "406C", "D000", "0000", "0000", "ABCD"]]
+    assert line.split()[-1] == "230.5"
+    assert wide_interpretations([1, 2, 3], 0) == []
+
+
+def test_text_views_in_both_byte_orders() -> None:
+    words = [0x5344, 0x4D36, 0x3330, 0x0000, 0x0A41]  # "SDM630", two NULs, "\nA"
+    assert string_views(words) == {"AB": "SDM630...A", "BA": "DS6M03..A."}
+    assert format_strings(words, 0x40).splitlines() == [
+        "ascii AB from 64: 'SDM630...A'",
+        "ascii BA from 64: 'DS6M03..A.'",
+    ]
+
+
+async def test_text_of_the_console_shows_up_in_the_string_view() -> None:
+    console = ModbusDeviceSimulator("onboard_console")
+    text_spec = next(s for s in console.profile.registers if s.type == "string")
+    console.set(text_spec.field, "LINE 12")
+    async with line_to("tcp", [console]) as line:
+        words = await probe_registers(line, 1, text_spec.table, text_spec.address, text_spec.register_count)
+    view = string_views(words)["AB" if text_spec.order in ("ABCD", "BADC") else "BA"]
+    assert view.startswith("LINE 12")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_unit_scan_lists_who_answers(transport: Transport) -> None:
+    meter = ModbusDeviceSimulator("parking_bay", unit=3)  # no holding registers: answers exception 02
+    water = ModbusDeviceSimulator("tuf_2000m", unit=5)
+    broken = ModbusDeviceSimulator("jxbs_3001", unit=9)
+    broken.exception_code = 4
+    silent = ModbusDeviceSimulator("jxbs_3001", unit=7)
+    silent.offline = True
+    async with line_to(transport, [meter, water, broken, silent], reply_timeout=0.05) as line:
+        found = await scan_units(line, range(1, 12))
+    assert found == [UnitAnswer(3, exception=2), UnitAnswer(5), UnitAnswer(9, exception=4)]
+    assert [str(a) for a in found] == ["3 (exception 02)", "5", "9 (exception 04)"]
+
+
+def test_unit_ranges() -> None:
+    assert parse_units("1-3,7, 5") == [1, 2, 3, 5, 7]
+    assert parse_units("247") == [247]
+    with pytest.raises(ValueError, match="'x' is no unit id"):
+        parse_units("1,x")
+    with pytest.raises(ValueError, match="0 to 255"):
+        parse_units("5-2")

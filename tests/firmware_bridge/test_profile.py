@@ -324,7 +324,8 @@ def test_verified_takes_only_the_three_kinds_of_check(tmp_path: Path) -> None:
     assert "verified: Input should be 'datasheet', 'capture' or 'modelled'" in message
 
 
-CAPTURED = {"gps_nmea"}  # tests/firmware_bridge/captures/nmea
+# tests/firmware_bridge/captures/nmea and captures/mbus
+CAPTURED = {"gps_nmea", "emu_professional_375", "itron_cyble_water", "kamstrup_multical_601"}
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
@@ -335,6 +336,8 @@ MODELLED = {
     "tuf_2000m",
     "waste_bin_fill",
     "water_quality_probe",
+    "water_pump_station",
+    "opc_40223_pump",  # its paths checked against the spec's example instance (captures/opcua)
 }
 
 

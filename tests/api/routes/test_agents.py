@@ -161,6 +161,42 @@ def test_the_agent_shows_where_each_device_profile_comes_from(fleet: TestClient)
     assert devices["cab-rynok"]["line"] == "cabinet"
 
 
+def test_an_overlay_is_checked_like_the_agent_checks_it_and_shown_applied(
+    fleet: TestClient, field_agent: FieldAgent
+) -> None:
+    overlay = {
+        "max_registers": 8,
+        "fields": ["voltage_l1", "current_l1"],
+        "registers": {"current_l1": {"scale": 40}},
+    }
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json={**METER, "overlay": overlay}).status_code == 201
+    # An unknown field and a bus-breaking guard are refused with the key and the fix; nothing is stored.
+    typo = {**METER, "overlay": {**overlay, "fields": ["voltage_l1", "curent_l1"]}}
+    refused = fleet.put(f"/v1/agents/{AGENT}/devices/meter-1", json=typo)
+    assert refused.status_code == 422
+    [problem] = refused.json()["detail"]["problems"]
+    assert problem["field"] == "devices[0].overlay.fields[1]"
+    assert "'curent_l1'" in problem["message"]
+    assert "current_l1" in problem["fix"]
+    slow = {**METER, "id": "meter-2", "unit": 2, "poll_s": 1, "overlay": {"timing": {"guard_ms": 900}}}
+    over = fleet.post(f"/v1/agents/{AGENT}/devices", json=slow)
+    assert over.status_code == 422
+    [budget] = over.json()["detail"]["problems"]
+    assert budget["field"] == "devices[1].overlay"
+    assert "overlay of device 'meter-2'" in budget["message"]
+    [stored] = fleet.get(f"/v1/agents/{AGENT}/devices").json()
+    assert stored["spec"]["overlay"] == overlay
+    [meter] = fleet.get(f"/v1/agents/{AGENT}").json()["devices"]
+    effective = meter["effective_profile"]
+    assert effective["max_registers"] == 8
+    assert [r["field"] for r in effective["registers"] if r["readable"]] == ["voltage_l1", "current_l1"]
+    assert meter["overlaid"]["max_registers"] == {"profile": 80, "device": 8}  # SDM630: 80 a read
+    assert meter["overlaid"]["registers.current_l1.scale"] == {"profile": 1.0, "device": 40.0}
+    assert fleet.get("/v1/agents").json()[0]["devices"][0]["effective_profile"] is None  # detail only
+    assert fleet.post(f"/v1/agents/{AGENT}/config").status_code == 201
+    assert field_agent.next(wire.Channel.CONFIG)["devices"][0]["overlay"] == overlay
+
+
 def test_report_by_exception_is_checked_like_the_agent_checks_it(fleet: TestClient) -> None:
     station = {
         "id": "aq-rynok",

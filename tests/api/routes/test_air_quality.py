@@ -1,4 +1,4 @@
-"""GET /v1/air-quality/{stations,city}: the EEA index from the newest points, ppb converted by profile."""
+"""GET /v1/air-quality/{stations,city}: the EEA index of the EEA averages, ppb converted by role."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.registry import Registry
 from collector.store.sqlite import SqliteStore
-from tests.api.factories import MINUTE_MS, NOW_MS, reading, register_device
+from tests.api.factories import MINUTE_MS, NOW_MS, FakeClock, reading, register_device
 
 
 @pytest.fixture
@@ -62,10 +62,10 @@ def test_each_station_in_ugm3(anonymous: TestClient, stations: SqliteStore) -> N
     assert body["table"] == "eea-2024"
     by_device = {s["device"]: s for s in body["stations"]}
     rynok = by_device["aq-rynok"]
-    assert rynok["concentrations_ugm3"] == {"pm25": 8.0, "pm10": 12.0, "no2": 95.5, "o3": 40.0, "so2": 2.66}
+    assert rynok["concentrations_ugm3"] == {"pm2_5": 8.0, "pm10": 12.0, "no2": 95.5, "o3": 40.0, "so2": 2.66}
     assert rynok["index"] == {"band": 4, "level": "Poor", "pollutant": "no2"}
-    assert by_device["aq-park"]["concentrations_ugm3"] == {"pm25": 12.0}
-    assert by_device["aq-park"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm25"}
+    assert by_device["aq-park"]["concentrations_ugm3"] == {"pm2_5": 12.0}
+    assert by_device["aq-park"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm2_5"}
     assert by_device["aq-lych"]["index"] == {"band": 3, "level": "Moderate", "pollutant": "no2"}
     assert by_device["aq-old"]["stale"] is True
     assert by_device["aq-old"]["index"] is None
@@ -87,7 +87,7 @@ def test_city_and_districts_take_their_worst_station(anonymous: TestClient, stat
 def test_older_table_by_query(anonymous: TestClient, stations: SqliteStore) -> None:
     body = get(anonymous, "city", table="eea-2017")
     assert body["levels"] == ["Good", "Fair", "Moderate", "Poor", "Very poor"]
-    assert body["city"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm25"}
+    assert body["city"]["index"] == {"band": 2, "level": "Fair", "pollutant": "pm2_5"}
     assert anonymous.get("/v1/air-quality/city", params={"table": "caqi' OR 1=1"}).status_code == 422
 
 
@@ -99,3 +99,41 @@ def test_no_station_no_index(anonymous: TestClient) -> None:
         "city": None,
         "districts": [],
     }
+
+
+def test_an_unregistered_station_in_ppb_is_converted_by_its_profile_role(
+    anonymous: TestClient, store: SqliteStore
+) -> None:
+    # No registry entry: the catalogue says air_quality's no2 is the AQT530's, in ppb.
+    store.write([reading("air_quality", "aq-new", NOW_MS - MINUTE_MS, {"no2": 50})])
+    (station,) = get(anonymous, "stations")["stations"]
+    assert station["concentrations_ugm3"] == {"no2": 95.5}
+    assert station["index"] == {"band": 4, "level": "Poor", "pollutant": "no2"}
+
+
+def test_the_index_takes_hourly_gas_means_and_24_hour_pm_means(
+    anonymous: TestClient, store: SqliteStore
+) -> None:
+    hour = 60 * MINUTE_MS
+    store.write(
+        [
+            # NO2 of the past hour only: 2 h ago 150 µg/m³ does not count, the hour's mean is (20 + 40) / 2.
+            reading("air_quality", "aq-eea", NOW_MS - 2 * hour, {"no2_ugm3": 150.0, "pm25": 100.0}),
+            reading("air_quality", "aq-eea", NOW_MS - 50 * MINUTE_MS, {"no2_ugm3": 20.0, "pm25": 10.0}),
+            reading("air_quality", "aq-eea", NOW_MS - MINUTE_MS, {"no2_ugm3": 40.0, "pm25": 10.0}),
+            # PM over the past 24 hours: (100 + 10 + 10) / 3 = 40; 25 hours ago is out.
+            reading("air_quality", "aq-eea", NOW_MS - 25 * hour, {"pm25": 900.0}),
+        ]
+    )
+    (station,) = get(anonymous, "stations")["stations"]
+    assert station["concentrations_ugm3"] == {"no2": 30.0, "pm2_5": 40.0}
+    assert station["index"] == {"band": 3, "level": "Moderate", "pollutant": "pm2_5"}
+
+
+def test_indices_are_reused_for_a_minute(anonymous: TestClient, store: SqliteStore, clock: FakeClock) -> None:
+    store.write([reading("air_quality", "aq-new", NOW_MS - MINUTE_MS, {"no2_ugm3": 5.0})])
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Good"
+    store.write([reading("air_quality", "aq-new", NOW_MS, {"no2_ugm3": 395.0})])
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Good"  # the hourly index of a minute ago
+    clock.now_ms += MINUTE_MS
+    assert get(anonymous, "city")["city"]["index"]["level"] == "Extremely poor"  # mean 200 µg/m³

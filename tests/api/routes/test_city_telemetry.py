@@ -142,7 +142,7 @@ def test_consumption_through_a_reset_and_a_replacement(client: TestClient, store
 
 def test_consumption_needs_a_counter_name(client: TestClient) -> None:
     url = "/v1/telemetry/electricity/consumption"
-    assert client.get(url).status_code == 422
+    assert client.get(url).status_code == 400  # neither field nor role
     assert client.get(url, params={"field": "kWh; DROP"}).status_code == 422
     assert client.get(url, params={"field": "x", "interval": "1h; DROP"}).status_code == 422
 
@@ -223,3 +223,22 @@ def test_export_bounds(client: TestClient, store: SqliteStore) -> None:
     assert client.get(url, params={"format": "xlsx"}).status_code == 422
     assert client.get(url, params={"start": "-1d", "window": "1s"}).status_code == 200
     assert client.get(url, params={"start": "-300d", "window": "1s"}).status_code == 400
+
+
+def test_export_csv_has_a_column_for_every_field_of_the_range(client: TestClient, store: SqliteStore) -> None:
+    # The slow-polled counter is in the range's first reading, not in the device's newest one.
+    store.write(
+        [
+            reading("electricity", "m-1", START_MS + MINUTE_MS, {"power": 5.0, "import_energy_kwh": 10.0}),
+            reading("electricity", "m-1", START_MS + 9 * MINUTE_MS, {"power": 6.0}),
+            reading("electricity", "m-2", START_MS + 5 * MINUTE_MS, {"voltage": 230.0}),
+            # Outside the range: no column of its own.
+            reading("electricity", "m-3", START_MS - HOUR_MS, {"frequency": 50.0}),
+        ]
+    )
+    params = {"start": str(START_MS), "end": str(NOW_MS)}
+    text = client.get("/v1/exports/electricity", params=params).text
+    header = next(csv.reader(io.StringIO(text)))
+    assert header[6:] == ["import_energy_kwh", "power", "voltage"]
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [row["import_energy_kwh"] for row in table] == ["10.0", "", ""]

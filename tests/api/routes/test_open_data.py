@@ -93,7 +93,7 @@ def test_air_quality_observed(anonymous: TestClient, open_city: SqliteStore) -> 
         "value": {"type": "Point", "coordinates": [24.0316, 49.8419]},
     }
     assert entity["no2"] == {"type": "Property", "value": 38.2, "observedAt": OBSERVED, "unitCode": "GQ"}
-    assert entity["co"]["unitCode"] == "61"  # ppb, as the AQT530 reports it
+    assert entity["co"] == {"type": "Property", "value": 349.5, "observedAt": OBSERVED, "unitCode": "GQ"}
     assert entity["relativeHumidity"]["value"] == 0.71
     assert entity["airQualityLevel"]["value"] == "Moderate"  # no2 38.2 µg/m³
     assert entity["refDevice"] == {"type": "Relationship", "object": "urn:ngsi-ld:Device:lviv:aq-rynok"}

@@ -21,8 +21,16 @@ _ON_ROUTE_NO_TRIP = (
     "a bus heard on its route but on no run of the timetable (at a terminus, between runs) is published"
     " with a TripDescriptor naming its route alone (gtfs-realtime: all trips of the route)"
 )
+_CHANGED_RUN = (
+    "a run canceled (by an operator, or detected as missed) or with stops skipped before its bus is out has"
+    " a TripUpdate of its own and no vehicle"
+)
 JUSTIFIED_WARNINGS: dict[str, str] = {
-    "W003": _ON_ROUTE_NO_TRIP + ", so it has no TripUpdate",
+    "W002": _CHANGED_RUN,
+    "W003": _ON_ROUTE_NO_TRIP
+    + ", so it has no TripUpdate; "
+    + _CHANGED_RUN
+    + ", so it is in no VehiclePosition",
     "W006": _ON_ROUTE_NO_TRIP + ", so that descriptor has no trip_id",
     "W009": _ON_ROUTE_NO_TRIP + ", no trip of the schedule, so no schedule_relationship",
 }

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 
+import pytest
+
+from api.transit.history import LearnedTimes, LocalHours, Spread
 from api.transit.matching import TripMatch
 from api.transit.timetable import Timetable, TripRun
-from api.transit.trip_updates import predict
+from api.transit.trip_updates import HOLD_DWELL_S, predict
 from tests.api.factories import NOW_MS
 
 
@@ -49,3 +53,93 @@ def test_a_bus_on_time_is_predicted_on_its_schedule(timetable: Timetable) -> Non
     on_time = TripMatch(run, along_m=path.stop_along_m[2] - 300, delay_s=0.0, confidence=1.0, next_stop=2)
     predictions = predict(on_time, path, now_s=now_s)
     assert [p.arrival_s for p in predictions] == [run.arrival(i) for i in range(2, len(run.trip.stop_times))]
+
+
+def _learned(
+    timetable: Timetable, run: TripRun, *, factor: float, sd_s: float, dwell_s: float
+) -> LearnedTimes:
+    """History that says each segment of ``run`` takes ``factor`` times its planned time, at every hour."""
+    stops = run.trip.stop_times
+    runs, dwells = {}, {}
+    for index in range(1, len(stops)):
+        planned = run.arrival(index) - run.departure(index - 1)
+        for hour in range(24):
+            runs[(stops[index - 1].stop_id, stops[index].stop_id, hour)] = Spread(planned * factor, sd_s, 9)
+            dwells[(stops[index].stop_id, hour)] = Spread(dwell_s, 4.0, 9)
+    return LearnedTimes(LocalHours(timetable.timezone), runs, dwells)
+
+
+def test_learned_running_times_replace_the_carried_delay_downstream(timetable: Timetable) -> None:
+    run = _run(timetable)
+    path = timetable.path(run.trip.trip_id)
+    now_s = run.arrival(2) - 60
+    on_time = TripMatch(run, along_m=path.stop_along_m[2] - 300, delay_s=0.0, confidence=1.0, next_stop=2)
+    slow = _learned(timetable, run, factor=1.5, sd_s=20.0, dwell_s=30.0)
+    predictions = predict(on_time, path, now_s=now_s, learned=slow)
+    carried = predict(on_time, path, now_s=now_s)
+    assert predictions[0].arrival_s == carried[0].arrival_s  # where the bus is now: its own delay
+    for before, after in itertools.pairwise(predictions):
+        # Downstream each segment takes what history says, each stop (but timing points) its dwell.
+        stop_time = run.trip.stop_times[after.index]
+        planned = run.arrival(after.index) - run.departure(before.index)
+        assert after.arrival_s == before.departure_s + round(planned * 1.5)
+        if stop_time.departure_s - stop_time.arrival_s < HOLD_DWELL_S:
+            last = after.index == len(run.trip.stop_times) - 1
+            assert after.departure_s - after.arrival_s == (0 if last else 30)
+    assert predictions[-1].arrival_s > carried[-1].arrival_s + 60
+
+
+def test_uncertainty_grows_with_the_horizon_is_zero_when_measured_and_omitted_when_unknown(
+    timetable: Timetable,
+) -> None:
+    run = _run(timetable)
+    path = timetable.path(run.trip.trip_id)
+    now_s = run.arrival(2) - 60
+    learned = _learned(timetable, run, factor=1.0, sd_s=20.0, dwell_s=15.0)
+    moving = TripMatch(run, along_m=path.stop_along_m[2] - 300, delay_s=0.0, confidence=1.0, next_stop=2)
+    predictions = predict(moving, path, now_s=now_s, learned=learned)
+    arrivals = [p.arrival_uncertainty_s for p in predictions]
+    assert all(u is not None for u in arrivals)
+    stop_times = run.trip.stop_times
+    hub = next(
+        p.index
+        for p in predictions
+        if stop_times[p.index].departure_s - stop_times[p.index].arrival_s >= HOLD_DWELL_S
+    )
+    before_hub = arrivals[: hub - 2 + 1]
+    assert before_hub == sorted(before_hub)  # grows with the horizon up to the timing point
+    assert before_hub[-1] > before_hub[0] > 0
+    # Independent segments of 20 s each: after n segments about 20 * sqrt(n), dwells adding a little.
+    assert before_hub[-1] == pytest.approx(20 * math.sqrt(len(before_hub) - 0.5), rel=0.35)
+    # An early bus waits at the timing point for its time: what it leaves with is more certain.
+    assert predictions[hub - 2].departure_uncertainty_s < before_hub[-1]  # type: ignore[operator]
+    at_stop = TripMatch(run, along_m=path.stop_along_m[2], delay_s=0.0, confidence=1.0, next_stop=2)
+    first = predict(at_stop, path, now_s=now_s, learned=learned)[0]
+    assert first.arrival_uncertainty_s == 0  # it is there: measured
+    assert first.departure_uncertainty_s is not None
+    assert first.departure_uncertainty_s > 0
+    # Without history nothing is known of the spread; with a hole in it, nothing from there on.
+    assert {p.arrival_uncertainty_s for p in predict(moving, path, now_s=now_s)} == {None}
+    stops = run.trip.stop_times
+    holed = LearnedTimes(
+        learned.hours,
+        {k: v for k, v in learned.runs.items() if k[:2] != (stops[4].stop_id, stops[5].stop_id)},
+        learned.dwells,
+    )
+    partly = [p.arrival_uncertainty_s for p in predict(moving, path, now_s=now_s, learned=holed)]
+    assert None not in partly[:3]
+    assert set(partly[3:]) == {None}
+
+
+def test_a_skipped_stop_has_no_dwell(timetable: Timetable) -> None:
+    run = _run(timetable)
+    path = timetable.path(run.trip.trip_id)
+    now_s = run.arrival(2) - 60
+    moving = TripMatch(run, along_m=path.stop_along_m[2] - 300, delay_s=0.0, confidence=1.0, next_stop=2)
+    skipped = run.trip.stop_times[3].stop_sequence
+    plain = predict(moving, path, now_s=now_s)
+    passing = predict(moving, path, now_s=now_s, skipped={skipped})
+    assert [p.skipped for p in passing] == [p.stop_sequence == skipped for p in passing]
+    assert passing[1].departure_s == passing[1].arrival_s
+    dwell = plain[1].departure_s - plain[1].arrival_s
+    assert passing[2].arrival_s == plain[2].arrival_s - dwell  # it drives on at once
