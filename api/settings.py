@@ -261,6 +261,13 @@ class ApiSettings(BaseSettings):
     transit_match_window_s: float = Field(
         default=120.0, ge=10, le=900, description="seconds of fixes trip matching starts a bus from"
     )
+    transit_stale_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="a vehicle silent past feed_max_vehicle_age_s stays in the transit feeds this long"
+        " (its last position and time, its run's TripUpdate), then leaves them",
+    )
     transit_vehicle_capacity: int = Field(
         default=90, ge=1, le=400, description="passengers per vehicle, for occupancy"
     )
