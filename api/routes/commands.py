@@ -26,7 +26,8 @@ from api.sun import SunEvent, next_sun_event
 from api.timespec import iso, parse_instant
 from citygw import wire
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
-from firmware_bridge.profile import AnyProfile, ProfileError, load_any_profile
+from firmware_bridge.overlay import ProfileOverlay, apply_overlay
+from firmware_bridge.profile import AnyProfile, Profile, ProfileError, load_any_profile
 from firmware_bridge.settable import check_set_field
 
 router = APIRouter(prefix="/v1/agents", tags=["commands"])
@@ -148,8 +149,10 @@ def _measurement(profile: object) -> str | None:
     return None if loaded is None else loaded.measurement
 
 
-def _device_problem(body: CommandCreate, device_id: str, profile: object) -> str | None:
-    """Why this device cannot take this command (None: it can): checked by the device's profile."""
+def _device_problem(body: CommandCreate, device_id: str, spec: dict[str, Any]) -> str | None:
+    """Why this device cannot take this command (None: it can): checked by the device's profile,
+    with the device's overlay applied as the agent applies it (a register's scale changes what fits)."""
+    profile = spec.get("profile")
     if body.action is not wire.CommandAction.SET_FIELD:
         if _measurement(profile) not in COMMANDABLE_MEASUREMENTS:
             return f"device: {device_id!r} is not a lighting controller"
@@ -160,6 +163,8 @@ def _device_problem(body: CommandCreate, device_id: str, profile: object) -> str
     if loaded is None:
         return f"device: the profile {profile!r} of {device_id!r} cannot be loaded"
     try:
+        if isinstance(loaded, Profile) and spec.get("overlay"):
+            loaded = apply_overlay(loaded, ProfileOverlay.model_validate(spec["overlay"]))
         check_set_field(loaded, body.field, body.value)
     except ValueError as exc:
         return f"field: {exc}"
@@ -185,7 +190,7 @@ def send_command(
     device = next((d for d in active_devices(session, agent_id) if d.device_id == body.device), None)
     if device is None:
         problems.append(f"device: no device {body.device!r} on agent {agent_id!r}")
-    elif (problem := _device_problem(body, body.device, device.spec.get("profile"))) is not None:
+    elif (problem := _device_problem(body, body.device, device.spec)) is not None:
         problems.append(problem)
     target = f"device:{agent_id}/{body.device}"
     request = body.model_dump(mode="json", exclude_none=True)

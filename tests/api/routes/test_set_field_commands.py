@@ -117,6 +117,21 @@ def test_a_modbus_writable_register_is_set_within_its_range(fleet: TestClient, f
     assert (command["field"], command["value"]) == ("demand_period_min", 15)
 
 
+def test_the_devices_overlay_is_applied_before_the_check(fleet: TestClient) -> None:
+    # A register scaled 0.001 by the device's overlay holds 254 as 254000: more than its u16 takes.
+    scaled = {
+        **CABINET,
+        "id": "cab-scaled",
+        "unit": 2,
+        "overlay": {"registers": {"lamp0_brightness": {"scale": 0.001}}},
+    }
+    assert fleet.post(f"/v1/agents/{AGENT}/devices", json=scaled).status_code == 201
+    refused = send(fleet, device="cab-scaled", action="set_field", field="lamp0_brightness", value=254)
+    assert refused.json()["detail"]["problems"] == ["field: lamp0_brightness: 254 does not fit in a u16"]
+    plain = send(fleet, device="cab-rynok", action="set_field", field="lamp0_brightness", value=254)
+    assert plain.status_code == 202, plain.text
+
+
 @pytest.mark.parametrize(
     ("body", "problems"),
     [
