@@ -40,6 +40,7 @@ from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import INTEGER_TYPES, Profile, RegisterSpec
 from firmware_bridge.registers import decode, encode
 from firmware_bridge.roles import lamp_faults
+from firmware_bridge.settable import check_set_field
 
 if TYPE_CHECKING:
     from edge.agent import Agent
@@ -187,12 +188,11 @@ def plan_writes(command: wire.Command, profile: Profile) -> list[Write]:
     if command.action is wire.CommandAction.SET_FIELD:
         assert command.field is not None
         assert command.value is not None
-        spec = _writable(profile, command.field)
-        if not spec.allows(command.value):
-            raise Refused(
-                f"{command.field}={command.value} is outside {spec.min}..{spec.max} of {profile.model}"
-            )
-        return [Write(command.field, command.value, spec)]
+        try:
+            check_set_field(profile, command.field, command.value)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        return [Write(command.field, command.value, profile.register(command.field))]
     target = command.target
     assert target is not None
     if target.kind is wire.TargetKind.CABINET:

@@ -1,4 +1,10 @@
-"""Lighting commands in the registry: checked, scheduled, sent when due, ended by the agent's result."""
+"""Commands in the registry: checked, scheduled, sent when due, ended by the agent's result.
+
+Lighting commands (on, off, dim a lamp, group or cabinet) go to lighting controllers; ``set_field``
+(a LoRaWAN downlink, a Modbus register write) to any device whose profile says the field is settable
+(``firmware_bridge.settable``, the check the agent makes too). A set_field command has no target:
+its ``target`` column holds ``{}``.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +27,33 @@ GROUP_ADDRESSES = range(16)
 LAMP_ADDRESSES = range(64)
 
 
-def check_command(target: wire.CommandTarget, action: wire.CommandAction, level: int | None) -> list[str]:
-    """What is wrong with a command's target and level (an empty list when nothing is)."""
-    problems = []
+def check_command(
+    target: wire.CommandTarget | None,
+    action: wire.CommandAction,
+    level: int | None,
+    field: str | None = None,
+    value: wire.FieldValue | None = None,
+) -> list[str]:
+    """What is wrong with a command's target, level, field and value (an empty list when nothing is)."""
+    if action is wire.CommandAction.SET_FIELD:
+        problems = [
+            f"{name}: set_field has no {name}; remove it"
+            for name, v in (("target", target), ("level", level))
+            if v is not None
+        ]
+        problems += [
+            f"{name}: set_field needs a {name}"
+            for name, v in (("field", field), ("value", value))
+            if v is None
+        ]
+        return problems
+    problems = [
+        f"{name}: only set_field takes a {name}"
+        for name, v in (("field", field), ("value", value))
+        if v is not None
+    ]
+    if target is None:
+        return [*problems, f"target: {action.value} needs a target (lamp, group or cabinet)"]
     if target.kind is wire.TargetKind.CABINET and target.address is not None:
         problems.append("target.address: a cabinet command has no address; remove it")
     if target.kind is wire.TargetKind.LAMP and target.address not in LAMP_ADDRESSES:
@@ -42,9 +72,11 @@ def create_command(
     *,
     agent_id: str,
     device_id: str,
-    target: wire.CommandTarget,
+    target: wire.CommandTarget | None,
     action: wire.CommandAction,
     level: int | None,
+    field: str | None = None,
+    value: wire.FieldValue | None = None,
     due_at: int,
     schedule: dict[str, Any] | None,
     now_ms: int,
@@ -54,9 +86,11 @@ def create_command(
         id=str(uuid.uuid4()),
         agent_id=agent_id,
         device_id=device_id,
-        target=target.model_dump(mode="json", exclude_none=True),
+        target={} if target is None else target.model_dump(mode="json", exclude_none=True),
         action=action.value,
         level=level,
+        field=field,
+        value=value,
         schedule=schedule,
         due_at=due_at,
         created_at=now_ms,
@@ -82,9 +116,11 @@ def to_wire(command: Command, *, now_ms: int, ttl_ms: int) -> wire.Command:
         agent=command.agent_id,
         id=command.id,
         device=command.device_id,
-        target=wire.CommandTarget.model_validate(command.target),
+        target=wire.CommandTarget.model_validate(command.target) if command.target else None,
         action=wire.CommandAction(command.action),
         level=command.level,
+        field=command.field,
+        value=command.value,
         issued_at=now_ms,
         expires_at=command.due_at + ttl_ms,
     )
@@ -98,6 +134,8 @@ def command_public(command: Command) -> dict[str, Any]:
         "target": command.target,
         "action": command.action,
         "level": command.level,
+        "field": command.field,
+        "value": command.value,
         "due_at": command.due_at,
         "status": command.status,
     }

@@ -181,7 +181,8 @@ class ConfigVersion(Base):
 
 
 class Command(Base):
-    """A command to a lamp, group or cabinet: sent now or on a schedule, then its result."""
+    """A command to a lamp, group or cabinet, or a set_field (``target`` empty): sent now or on a
+    schedule, then its result."""
 
     __tablename__ = "commands"
     __table_args__ = (Index("ix_commands_due", "status", "due_at"),)
@@ -192,6 +193,8 @@ class Command(Base):
     target: Mapped[dict[str, Any]]
     action: Mapped[str] = mapped_column(String(16))
     level: Mapped[int | None]
+    field: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[bool | int | float | str | None] = mapped_column(JSON)  # wire.FieldValue
     schedule: Mapped[dict[str, Any] | None]
     due_at: Mapped[int]
     created_at: Mapped[int]

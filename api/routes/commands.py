@@ -1,8 +1,10 @@
-"""Lighting commands: lamp, group or cabinet on, off or dimmed, now, at a time, or at dusk/dawn.
+"""Commands: a lamp, group or cabinet on, off or dimmed, or a device's field set (``set_field``: a
+LoRaWAN downlink, a Modbus register write), now, at a time, or at dusk/dawn.
 
-A command is checked (device on the agent, a lighting controller, address and level in range),
-stored and audited; the app's dispatcher sends it on ``cmd`` when due, and the agent's
-``cmd/result`` ends it (done, failed, refused, expired).
+A command is checked (device on the agent; a lighting controller with address and level in range,
+or a field the device's profile says is settable, with a value it takes), stored and audited;
+the app's dispatcher sends it on ``cmd`` when due, and the agent's ``cmd/result`` ends it (done,
+failed, refused, expired).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from api.security import EngineerDep, ensure_site
 from api.sun import SunEvent, next_sun_event
 from api.timespec import iso, parse_instant
 from citygw import wire
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
-from firmware_bridge.profile import ProfileError, load_any_profile
+from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
+from firmware_bridge.overlay import ProfileOverlay, apply_overlay
+from firmware_bridge.profile import AnyProfile, Profile, ProfileError, load_any_profile
+from firmware_bridge.settable import check_set_field
 
 router = APIRouter(prefix="/v1/agents", tags=["commands"])
 
@@ -41,10 +45,24 @@ class SunSchedule(BaseModel):
 class CommandCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device: str = Field(pattern=LABEL_PATTERN, description="the lighting controller (cabinet)")
-    target: wire.CommandTarget
+    device: str = Field(
+        pattern=LABEL_PATTERN,
+        description="the lighting controller (cabinet); for set_field, a device with that settable field",
+    )
+    target: wire.CommandTarget | None = Field(
+        default=None, description="on, off and dim: the lamp, group or cabinet; none for set_field"
+    )
     action: wire.CommandAction
-    level: int | None = Field(default=None, ge=0, le=100)
+    level: int | None = Field(default=None, ge=0, le=100, description="dim: the level in percent")
+    field: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="set_field: a field the device's profile says is settable (a LoRaWAN profile's "
+        "commands, a Modbus profile's writable registers)",
+    )
+    value: wire.FieldValue | None = Field(
+        default=None, description="set_field: the engineering value, within the field's min..max"
+    )
     at: str | None = Field(
         default=None, max_length=64, description="when: ISO 8601, epoch ms or +30m; default now"
     )
@@ -57,9 +75,11 @@ class CommandPublic(BaseModel):
     id: str
     agent: str
     device: str
-    target: dict[str, Any]
+    target: dict[str, Any] | None = Field(description="none for set_field")
     action: str
     level: int | None
+    field: str | None = Field(description="set_field: the field set")
+    value: wire.FieldValue | None = Field(description="set_field: the value written")
     due_at: str
     created_by: str
     status: str = Field(
@@ -76,9 +96,11 @@ def _public(command: Command) -> CommandPublic:
         id=command.id,
         agent=command.agent_id,
         device=command.device_id,
-        target=command.target,
+        target=command.target or None,
         action=command.action,
         level=command.level,
+        field=command.field,
+        value=command.value,
         due_at=iso(command.due_at),
         created_by=command.created_by,
         status=command.status,
@@ -113,29 +135,63 @@ def _due_at(body: CommandCreate, agent: Agent, now_ms: int) -> tuple[int, dict[s
     return now_ms, None
 
 
-def _measurement(profile: object) -> str | None:
-    """The measurement of a device's profile (a GPS receiver's, a LoRaWAN sensor's too); None: none."""
+def _profile(profile: object) -> AnyProfile | None:
+    """A device's profile (of any protocol); None when it cannot be loaded."""
     try:
-        return load_any_profile(str(profile)).measurement
+        return load_any_profile(str(profile))
     except ProfileError:
         return None
+
+
+def _measurement(profile: object) -> str | None:
+    """The measurement of a device's profile (a GPS receiver's, a LoRaWAN sensor's too); None: none."""
+    loaded = _profile(profile)
+    return None if loaded is None else loaded.measurement
+
+
+def _device_problem(body: CommandCreate, device_id: str, spec: dict[str, Any]) -> str | None:
+    """Why this device cannot take this command (None: it can): checked by the device's profile,
+    with the device's overlay applied as the agent applies it (a register's scale changes what fits)."""
+    profile = spec.get("profile")
+    if body.action is not wire.CommandAction.SET_FIELD:
+        if _measurement(profile) not in COMMANDABLE_MEASUREMENTS:
+            return f"device: {device_id!r} is not a lighting controller"
+        return None
+    if body.field is None or body.value is None:
+        return None  # check_command says what is missing
+    loaded = _profile(profile)
+    if loaded is None:
+        return f"device: the profile {profile!r} of {device_id!r} cannot be loaded"
+    try:
+        if isinstance(loaded, Profile) and spec.get("overlay"):
+            loaded = apply_overlay(loaded, ProfileOverlay.model_validate(spec["overlay"]))
+        check_set_field(loaded, body.field, body.value)
+    except ValueError as exc:
+        return f"field: {exc}"
+    return None
 
 
 @router.post("/{agent_id}/commands", response_model=CommandPublic, status_code=status.HTTP_202_ACCEPTED)
 def send_command(
     agent_id: AgentPath, body: CommandCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
 ) -> CommandPublic:
-    """Queue a command: sent on ``cmd`` when due; follow it with GET .../commands/{id}."""
+    """Queue a command: sent on ``cmd`` when due; follow it with GET .../commands/{id}.
+
+    ``on``, ``off``, ``dim`` go to a lighting controller's lamp, group or cabinet (``target``).
+    ``set_field`` sets ``field`` to ``value`` on a device whose profile says the field is settable
+    (a LoRaWAN profile's commands: a downlink; a Modbus profile's writable registers), within its
+    min..max; anything else is refused (422) naming the field and the settable ones, and audited.
+    """
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id!r} in the registry")
     ensure_site(principal, agent.site)
-    problems = check_command(body.target, body.action, body.level)
+    problems = check_command(body.target, body.action, body.level, body.field, body.value)
     device = next((d for d in active_devices(session, agent_id) if d.device_id == body.device), None)
     if device is None:
         problems.append(f"device: no device {body.device!r} on agent {agent_id!r}")
-    elif _measurement(device.spec.get("profile")) not in COMMANDABLE_MEASUREMENTS:
-        problems.append(f"device: {body.device!r} is not a lighting controller")
+    elif (problem := _device_problem(body, body.device, device.spec)) is not None:
+        problems.append(problem)
     target = f"device:{agent_id}/{body.device}"
     request = body.model_dump(mode="json", exclude_none=True)
     if problems:
@@ -158,6 +214,8 @@ def send_command(
         target=body.target,
         action=body.action,
         level=body.level,
+        field=body.field,
+        value=body.value,
         due_at=due_at,
         schedule=schedule,
         now_ms=now_ms,

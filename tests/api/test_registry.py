@@ -13,7 +13,7 @@ from api.registry.database import alembic_config, migrate
 from api.registry.models import Alert, Base
 from tests.api.factories import on_every_registry
 
-HEAD = "r0005"
+HEAD = "r0006"
 
 
 @on_every_registry
