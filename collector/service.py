@@ -12,13 +12,8 @@ writer threads (2) each take the next batch, write it, and hand it back; a batch
 PUBLISHes came (MQTT asks for that) even when a later write finishes first. While batches are on
 their way to the store (waiting on the network, without the GIL), the next one is validated;
 two writes at once let the database work on one while it answers the other (a single writer
-kept InfluxDB waiting between requests: "Speed" in collector/README.md). Each time the store
-answers, a writer needs the GIL back from the converter; with Python's default 5 ms switch
-interval it waits up to that long, several times per write, so ``start()`` lowers the
-process's switch interval to ``gil_switch_interval_s`` (1 ms).
-The converter allocates some thousand dicts per message and frees them at once (no cycles), so
-Python's cyclic garbage collector, run every 700 allocations, only costs time there (about 15 %
-of the converter's): ``start()`` runs it every ``gc_young_threshold`` allocations instead.
+kept InfluxDB waiting between requests: "Speed" in collector/README.md). The process settings
+it runs best with (GIL switch interval, GC threshold) are its entry point's: collector/tuning.py.
 While the store is down nothing is acknowledged, so the broker keeps the messages (persistent
 session) and stops sending beyond the in-flight window: backpressure instead of loss.
 
@@ -58,7 +53,6 @@ What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import queue
@@ -258,8 +252,6 @@ class Collector:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         mqtt_v5: bool = True,
-        gil_switch_interval_s: float | None = 0.001,
-        gc_young_threshold: int | None = 20_000,
         device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
         max_series_per_agent: int = MAX_SERIES_PER_AGENT,
         tls_files: TlsFiles | None = None,
@@ -293,8 +285,6 @@ class Collector:
         if store_writers < 1:
             raise ValueError(f"store_writers must be at least 1, not {store_writers}")
         self.store_writers = store_writers
-        self.gil_switch_interval_s = gil_switch_interval_s
-        self.gc_young_threshold = gc_young_threshold
         self._store = store
         self._encoder: LineEncoder | None = None
         self._fast: TelemetryFastPath | None = None  # well-formed telemetry straight to lines
@@ -492,11 +482,6 @@ class Collector:
                 self.metrics_text, host=self.metrics_host, port=self.metrics_port
             )
             self._metrics_server.start()
-        if self.gil_switch_interval_s is not None and sys.getswitchinterval() > self.gil_switch_interval_s:
-            sys.setswitchinterval(self.gil_switch_interval_s)  # process-wide; never raised again
-        young, *older = gc.get_threshold()
-        if self.gc_young_threshold is not None and young < self.gc_young_threshold:
-            gc.set_threshold(self.gc_young_threshold, *older)  # process-wide, like the switch interval
         self._batches = queue.Queue(maxsize=1)
         self._batch_numbers = itertools.count()
         self._done.clear()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -347,26 +345,6 @@ def test_points_carry_device_and_agent_tags(mosquitto: Mosquitto, agent: Agent, 
         {"kwh": 0.0, "seq": 0, "ok": True},
     )
     store.close()
-
-
-def test_start_tunes_the_process_for_the_converter(tmp_path: Path) -> None:
-    """The GIL switch interval is lowered and the young-generation GC threshold raised, never the reverse."""
-    before = (sys.getswitchinterval(), gc.get_threshold())
-    try:
-        sys.setswitchinterval(0.005)
-        gc.set_threshold(700, 10, 10)
-        store = SqliteStore(tmp_path / "telemetry.sqlite")
-        tuned = Collector("mqtt://127.0.0.1:9", store, gil_switch_interval_s=0.002, gc_young_threshold=12_345)
-        with tuned:
-            assert sys.getswitchinterval() == pytest.approx(0.002)
-            assert gc.get_threshold() == (12_345, 10, 10)
-        with Collector("mqtt://127.0.0.1:9", store, gil_switch_interval_s=0.004, gc_young_threshold=1000):
-            assert sys.getswitchinterval() == pytest.approx(0.002)
-            assert gc.get_threshold() == (12_345, 10, 10)
-        store.close()
-    finally:
-        sys.setswitchinterval(before[0])
-        gc.set_threshold(*before[1])
 
 
 EXTREME_FIELDS: dict[str, wire.FieldValue] = {
