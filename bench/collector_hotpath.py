@@ -36,7 +36,8 @@ from collector.fastpath import TelemetryFastPath  # noqa: E402
 from collector.owners import OwnerPolicy  # noqa: E402
 from collector.service import EARLIEST_TS_MS, Collector, _Batch, _Received  # noqa: E402
 from collector.store import Point  # noqa: E402
-from collector.store.influx import InfluxV1Store, LineEncoder  # noqa: E402
+from collector.store.influx_v1 import InfluxV1Store  # noqa: E402
+from collector.store.line_protocol import LineEncoder  # noqa: E402
 
 
 def models_to_lines(payloads: list[bytes]) -> list[str]:

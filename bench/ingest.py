@@ -54,7 +54,7 @@ from citygw import wire  # noqa: E402
 from collector import tuning  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store import Point  # noqa: E402
-from collector.store.influx import to_line_protocol  # noqa: E402
+from collector.store.line_protocol import to_line_protocol  # noqa: E402
 from collector.tuning import tune_process  # noqa: E402
 from tests.services import InfluxDB, Mosquitto, free_port  # noqa: E402
 
@@ -358,7 +358,7 @@ def run_collector(broker_url: str, store_url: str, settings: str) -> int:
     import signal
 
     from collector.store import open_store
-    from collector.store.influx import InfluxV1Store
+    from collector.store.influx_v1 import InfluxV1Store
 
     store = open_store(store_url)
     assert isinstance(store, InfluxV1Store)

@@ -376,7 +376,8 @@ def _dashboards_push(args: argparse.Namespace) -> int:
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store import open_store, redact
-    from collector.store.influx import InfluxV1Store, InfluxV2Store
+    from collector.store.influx_v1 import InfluxV1Store
+    from collector.store.influx_v2 import InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
     from firmware_bridge.catalogue import catalogue

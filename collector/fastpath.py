@@ -38,7 +38,7 @@ from citygw import wire
 from collector.field_types import FieldTypes
 from collector.owners import Owners
 from collector.series_budget import SeriesBudget
-from collector.store.influx import line_template, number_texts
+from collector.store.line_protocol import line_template, number_texts
 
 _BATCH_KEYS = frozenset({"schema", "agent", "seq", "readings"})
 

@@ -101,7 +101,7 @@ from collector.store.base import (
 
 if TYPE_CHECKING:
     from collector.fastpath import TelemetryFastPath
-    from collector.store.influx import LineEncoder
+    from collector.store.line_protocol import LineEncoder
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +294,8 @@ class Collector:
         self._owners = Owners(owners)  # each agent's devices, vehicles and site, from its pushed config
         if isinstance(store, LineWriter):
             from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
-            from collector.store.influx import LineEncoder
 
-            self._encoder = LineEncoder()
+            self._encoder = store.encoder  # the store's choice
             self._fast = TelemetryFastPath(self._field_types, self._series, self._owners)
         self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
         # Every agent's config, never shared: each collector needs all of them (and a shared

@@ -15,7 +15,9 @@ import pytest
 from citygw import wire
 from collector.service import Collector, retry_delay
 from collector.store import Point, StoreUnavailable
-from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influx_v2 import InfluxV2Store
+from collector.store.line_protocol import to_line_protocol
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import (
     Agent,

@@ -24,7 +24,7 @@ from collector.fastpath import TelemetryFastPath
 from collector.field_types import FieldTypes
 from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector, _Batch, _Received
 from collector.store.base import Retention
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import now_ms
 from tests.collector.test_wire_fast import CORPUS
 

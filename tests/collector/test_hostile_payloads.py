@@ -17,7 +17,7 @@ from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.service import MAX_PAYLOAD_BYTES
 from collector.store import Row
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import END, Agent, expected_rows, fast, now_ms, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto
 

@@ -22,7 +22,7 @@ from collector.dead_letter import Reason
 from collector.owners import OwnerPolicy
 from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector
 from collector.store import Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import Agent, fast, now_ms, started, stored, wait_until
 from tests.collector.test_fastpath import outcome
 from tests.services import Mosquitto
