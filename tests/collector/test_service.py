@@ -11,8 +11,9 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
 from citygw import wire
+from collector.convert import MAX_PAYLOAD_BYTES
 from collector.dead_letter import DEAD_LETTER, Reason
-from collector.service import MAX_PAYLOAD_BYTES, BrokerAddress, Collector
+from collector.service import BrokerAddress, Collector
 from collector.store import Point, Store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
@@ -384,12 +385,12 @@ def test_a_message_the_converter_fails_on_is_a_dead_letter_and_the_collector_goe
 ) -> None:
     """A bug in converting one message (here: health points that raise) must not end the converter
     thread, which would leave the collector subscribed and storing nothing."""
-    import collector.service
+    import collector.convert
 
     def broken(*args: object) -> list[Point]:
         raise OverflowError("a bug")
 
-    monkeypatch.setattr(collector.service, "health_points", broken)
+    monkeypatch.setattr(collector.convert, "health_points", broken)
     store = SqliteStore(tmp_path / "telemetry.sqlite")
     health = wire.Health(
         agent="agent-1", ts=now_ms(), devices={}, journal=wire.JournalHealth(backlog=0, dropped=0)
