@@ -44,7 +44,12 @@ def test_writers_finishing_in_any_order_from_many_threads_finish_in_number_order
     numbers = list(range(2000))
     random.Random(7).shuffle(numbers)
     chunks = [numbers[i::4] for i in range(4)]
-    threads = [threading.Thread(target=lambda c=chunk: [order.done(n, n) for n in c]) for chunk in chunks]
+
+    def finish_all(chunk: list[int]) -> None:
+        for number in chunk:
+            order.done(number, number)
+
+    threads = [threading.Thread(target=finish_all, args=(chunk,)) for chunk in chunks]
     for thread in threads:
         thread.start()
     for thread in threads:
