@@ -1,8 +1,8 @@
 """The collector's fast path (collector/fastpath.py) stores exactly what the exact path stores.
 
-Each payload goes through ``Collector._convert`` twice, with the fast path and without it: the
-lines (as InfluxDB reads them: fields in any order), the dead letters and the origin of every
-line must be the same. The fast path may decline a payload (the exact path then takes it), but
+Each payload goes through ``Converter.convert`` (collector/convert.py) twice, with the fast path
+and without it: the lines (as InfluxDB reads them: fields in any order), the dead letters and the
+origin of every line must be the same. The fast path may decline a payload (the exact path then takes it), but
 it must take the well-formed ones, or it is no fast path.
 """
 
