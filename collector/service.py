@@ -66,7 +66,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -84,7 +84,7 @@ from collector.acks import InOrder, agent_acks
 from collector.convert import CHANNELS, Batch, Converter, Received
 from collector.dead_letter import DeadLetterLog, DeadLetters
 from collector.health import DEVICE_HEALTH_EVERY_S
-from collector.metrics import Exposition, Histogram, MetricsServer
+from collector.metrics import CollectorStats, Gauges, Histogram, MetricsServer, collector_text
 from collector.owners import OwnerPolicy, Owners
 from collector.series_budget import MAX_SERIES_PER_AGENT
 from collector.store.base import (
@@ -107,29 +107,6 @@ SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 CONNECT_FAIL_LOG_EVERY_S = 60.0
 # How long a writer waits for the broker's answer to the ack probe before it sends no ack.
 ACK_PROBE_WAIT_S = 2.0
-
-
-@dataclass(slots=True)
-class CollectorStats:
-    """Counters since start: messages acknowledged, points stored, batches written, and trouble."""
-
-    messages: int = 0
-    points: int = 0
-    batches: int = 0
-    dead_letters: int = 0
-    store_retries: int = 0
-    seq_gaps: int = 0
-    window_overruns: int = 0
-    confirmed: int = 0  # telemetry batches confirmed to their agents (end-to-end acks)
-    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
-    seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
-
-    def copy(self) -> CollectorStats:
-        return replace(
-            self,
-            dead_letters_by_reason=dict(self.dead_letters_by_reason),
-            seq_gaps_by_agent=dict(self.seq_gaps_by_agent),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,78 +326,14 @@ class Collector:
         with self._stats_lock:
             stats = self._stats.copy()
             write_seconds = self._write_seconds.copy()
-        prefix = "citygw_collector_"
-        out = Exposition()
-        out.single(
-            f"{prefix}messages",
-            "counter",
-            "Messages stored (or dead-lettered) and acknowledged.",
-            stats.messages,
+        gauges = Gauges(
+            lag_seconds=self.lag_seconds(),
+            inbox_messages=self._inbox.qsize(),
+            unacked_messages=len(self._unacked),
+            agent_configs=len(self._owners),
+            subscribed=self.subscribed,
         )
-        out.single(f"{prefix}points", "counter", "Points written to the store.", stats.points)
-        out.single(f"{prefix}batches", "counter", "Batches written to the store.", stats.batches)
-        out.single(
-            f"{prefix}store_retries",
-            "counter",
-            "Store writes (and reads of its schema at start) retried after a failure.",
-            stats.store_retries,
-        )
-        out.single(
-            f"{prefix}window_overruns",
-            "counter",
-            "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
-            stats.window_overruns,
-        )
-        out.single(
-            f"{prefix}confirmed_batches",
-            "counter",
-            "Telemetry batches confirmed to their agents as stored (end-to-end acks, citygw/v1/+/ack).",
-            stats.confirmed,
-        )
-        out.family(
-            f"{prefix}dead_letters",
-            "counter",
-            "Payloads or readings sent to the dead-letter store, by reason.",
-            [({"reason": reason}, count) for reason, count in sorted(stats.dead_letters_by_reason.items())],
-        )
-        out.family(
-            f"{prefix}seq_gaps",
-            "counter",
-            "Jumps in an agent's message sequence (lost messages upstream), by agent.",
-            [({"agent": agent}, count) for agent, count in sorted(stats.seq_gaps_by_agent.items())],
-        )
-        out.histogram(f"{prefix}write_seconds", "Duration of each store write call.", write_seconds)
-        out.single(
-            f"{prefix}lag_seconds",
-            "gauge",
-            "Now minus the receive time of the oldest unacknowledged message.",
-            self.lag_seconds(),
-        )
-        out.single(
-            f"{prefix}inbox_messages",
-            "gauge",
-            "Messages received and waiting for the converter.",
-            self._inbox.qsize(),
-        )
-        out.single(
-            f"{prefix}unacked_messages",
-            "gauge",
-            "Messages received and not yet acknowledged.",
-            len(self._unacked),
-        )
-        out.single(
-            f"{prefix}agent_configs",
-            "gauge",
-            "Agents whose pushed config this collector holds them to (0 with --owners off).",
-            len(self._owners),
-        )
-        out.single(
-            f"{prefix}subscribed",
-            "gauge",
-            "1 while connected with the subscription confirmed.",
-            int(self.subscribed),
-        )
-        return out.text()
+        return collector_text(stats, write_seconds, gauges)
 
     def start(self) -> None:
         """Connect (retrying until the broker answers), start the converter and writers; idempotent."""
