@@ -5,8 +5,9 @@ and become ``agent_health`` points (collector/health.py); they are rare beside t
 
 This module is the plumbing between the collector's parts: the conversion of a message to
 records or dead letters (collector/convert.py, no I/O), acknowledgement order and agent acks
-(collector/acks.py), the store and its own encoder (collector/store/), process tuning (the entry
-point's: collector/tuning.py).
+(collector/acks.py), storing a batch with retries (collector/store_writes.py), the store and its
+own encoder (collector/store/), metrics (collector/metrics.py), process tuning (the entry point's:
+collector/tuning.py).
 
 paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
 turns them into batches (``Converter.convert``: validated, in the store's encoding; well-formed
@@ -60,16 +61,15 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import random
 import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -88,17 +88,12 @@ from collector.metrics import CollectorStats, Gauges, Histogram, MetricsServer, 
 from collector.owners import OwnerPolicy, Owners
 from collector.series_budget import MAX_SERIES_PER_AGENT
 from collector.store.base import (
-    LinesRejected,
     LineWriter,
-    Point,
-    PointsRejected,
     PointWriter,
     SchemaReader,
     StoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    pass
+from collector.store_writes import BatchWriter, Outcome, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +145,6 @@ class TlsFiles:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """A batch a writer is done with: ``written`` (``stored`` points and the ``dead`` letters
-    written with them), or not (stopping while the store is down: left to the broker)."""
-
-    batch: Batch
-    written: bool
-    stored: int = 0
-    dead: list[Point] = field(default_factory=list)
 
 
 class Collector:
@@ -261,6 +245,16 @@ class Collector:
         self.metrics_host = metrics_host
         self._metrics_server: MetricsServer | None = None
         self._stopping = threading.Event()
+        self._writer = BatchWriter(  # each batch to the store, retried, its refusals dead-lettered
+            store,
+            self.converter,
+            name=self.client_id,
+            stopping=self._stopping,
+            retry_initial_seconds=retry_initial_seconds,
+            retry_max_seconds=retry_max_seconds,
+            on_retry=self._count_retry,
+            on_write=self._observe_write,
+        )
         self._subscribed = threading.Event()
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
         self._connect_fail_logged_at: float | None = None  # monotonic; None: none logged in this outage
@@ -269,7 +263,7 @@ class Collector:
         self._writers: list[threading.Thread] = []
         self._batch_numbers = itertools.count()
         # Batches written but waiting for an earlier one, by number, with what to do once it is done.
-        self._in_order: InOrder[_Outcome] = InOrder(self._finish)
+        self._in_order: InOrder[Outcome] = InOrder(self._finish)
         self._client = self._make_client()
 
     def _make_client(self) -> Client:
@@ -626,8 +620,7 @@ class Collector:
             except StoreUnavailable as exc:
                 delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
                 attempt += 1
-                with self._stats_lock:
-                    self._stats.store_retries += 1
+                self._count_retry()
                 log.warning(
                     "collector %s: cannot read the store's field types, retry %d in %.1f s: %s",
                     self.client_id,
@@ -726,75 +719,13 @@ class Collector:
             self._store_batch(batch)
 
     def _store_batch(self, batch: Batch) -> None:
-        lines, points = batch.lines, batch.points
-        dead = list(batch.dead)  # every dead letter of the batch that gets written
-        pending = batch.dead  # the dead letters of the next write
-        stored = len(batch.origins)
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                rejected = self._write(lines, points, pending)
-                self._observe_write(time.perf_counter() - started)
-            except Exception as exc:
-                # StoreUnavailable, or anything unexpected: keep the batch, acknowledge nothing, retry.
-                self._observe_write(time.perf_counter() - started)
-                if self._stopping.is_set():
-                    log.warning(
-                        "collector %s: stopping with %d unstored message(s): %s",
-                        self.client_id,
-                        len(batch.messages),
-                        exc,
-                    )
-                    self._done_with(_Outcome(batch, written=False))  # left to the broker's session
-                    return
-                delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
-                attempt += 1
-                with self._stats_lock:
-                    self._stats.store_retries += 1
-                if isinstance(exc, StoreUnavailable):
-                    log.warning(
-                        "collector %s: store unavailable, retry %d in %.1f s: %s",
-                        self.client_id,
-                        attempt,
-                        delay,
-                        exc,
-                    )
-                else:
-                    log.exception(
-                        "collector %s: write failed, retry %d in %.1f s", self.client_id, attempt, delay
-                    )
-                self._stopping.wait(delay)
-                continue
-            if not rejected:
-                break
-            # The store wrote everything else; dead-letter what it refused (once: a refused dead
-            # letter cannot be dead-lettered again), then write only those dead letters.
-            log.warning("collector %s: store refused %d point(s)", self.client_id, len(rejected))
-            records = len(lines) + len(points)
-            refused_readings = []
-            for index, reason in rejected:
-                if index < records:
-                    refused_readings.append((batch.origins[index], reason))
-                    continue
-                letter = pending[index - records]
-                log.error(
-                    "collector %s: store refused a dead letter: %s (%s)", self.client_id, reason, letter
-                )
-                dead.remove(letter)
-            stored -= len(refused_readings)
-            pending = self.converter.refused_letters(refused_readings)
-            dead += pending
-            lines, points = [], []
-            if not pending:
-                break
-        self._done_with(_Outcome(batch, written=True, stored=stored, dead=dead))
+        self._done_with(self._writer.store(batch))
 
-    def _done_with(self, outcome: _Outcome) -> None:
+    def _done_with(self, outcome: Outcome) -> None:
         """Finish the batches that are done in order: ``outcome``'s, once every batch before it is."""
         self._in_order.done(outcome.batch.number, outcome)
 
-    def _finish(self, outcome: _Outcome) -> None:
+    def _finish(self, outcome: Outcome) -> None:
         """Acknowledge a written batch's messages and count it, or leave them to the broker."""
         batch = outcome.batch
         if outcome.written:
@@ -814,22 +745,9 @@ class Collector:
             for reason, count in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + count
 
-    def _write(self, lines: list[str], points: list[Point], dead: list[Point]) -> list[tuple[int, str]]:
-        """One store write of the records (lines or points) then ``dead``; the refused ones by index."""
-        if (encoder := self.converter.encoder) is not None:
-            assert isinstance(self._store, LineWriter)
-            try:
-                self._store.write_lines(lines + [encoder.line(letter) for letter in dead])
-            except LinesRejected as exc:
-                return exc.rejected
-            return []
-        everything = points + dead
-        try:
-            self._store.write(everything)
-        except PointsRejected as exc:
-            position = {id(point): index for index, point in enumerate(everything)}
-            return [(position[id(point)], reason) for point, reason in exc.rejected]
-        return []
+    def _count_retry(self) -> None:
+        with self._stats_lock:
+            self._stats.store_retries += 1
 
     def _observe_write(self, seconds: float) -> None:
         with self._stats_lock:
@@ -863,16 +781,6 @@ class Collector:
             self._client.publish(topic, payload, qos=1)
 
 
-def retry_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with "equal jitter".
-
-    The jitter (a random point in the upper half) keeps collectors that failed together from
-    retrying together against a store that is just coming back.
-    """
-    ceiling = min(maximum, initial * 2 ** min(attempt, 30))
-    return random.uniform(ceiling / 2, ceiling)
-
-
 _CONFIG_SUFFIX = "/" + wire.Channel.CONFIG.value  # an agent's config topic ends so (config/state does not)
 
 
@@ -880,4 +788,4 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-__all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles", "retry_delay"]
+__all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles"]
