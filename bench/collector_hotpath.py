@@ -32,11 +32,13 @@ sys.path.insert(0, str(REPO))
 
 from bench.ingest import make_messages, make_readings  # noqa: E402
 from citygw import wire  # noqa: E402
+from collector.convert import EARLIEST_TS_MS, Batch, Received  # noqa: E402
 from collector.fastpath import TelemetryFastPath  # noqa: E402
 from collector.owners import OwnerPolicy  # noqa: E402
-from collector.service import EARLIEST_TS_MS, Collector, _Batch, _Received  # noqa: E402
+from collector.service import Collector  # noqa: E402
 from collector.store import Point  # noqa: E402
-from collector.store.influx import InfluxV1Store, LineEncoder  # noqa: E402
+from collector.store.influx_v1 import InfluxV1Store  # noqa: E402
+from collector.store.line_protocol import LineEncoder  # noqa: E402
 
 
 def models_to_lines(payloads: list[bytes]) -> list[str]:
@@ -109,13 +111,13 @@ def main() -> int:
     collector = Collector("mqtt://127.0.0.1:9", store, owners=args.owners)
     if args.owners is not OwnerPolicy.OFF:
         for agent, payload in configs(messages):
-            collector._owners.take(agent, payload)
+            collector.converter.owners.take(agent, payload)
     received_ms = time.time_ns() // 1_000_000
 
-    def collector_path() -> _Batch:
-        batch = _Batch()
+    def collector_path() -> Batch:
+        batch = Batch()
         for topic, payload in messages:
-            collector._convert(_Received(topic, payload, 0, 1, received_ms, 0), batch)
+            collector.converter.convert(Received(topic, payload, received_ms), batch)
         return batch
 
     converted = collector_path()
@@ -128,7 +130,8 @@ def main() -> int:
     chunks = [body[i : i + len(body) // 200 + 1] for i in range(0, len(body), len(body) // 200 + 1)]
     encoder = LineEncoder()
     validated = [wire.TELEMETRY_BATCH_DICT.validate_json(payload) for payload in payloads]
-    fast_path = TelemetryFastPath(collector._field_types, collector._owners)  # the types it learned
+    converter = collector.converter  # the types and series it learned
+    fast_path = TelemetryFastPath(converter.field_types, converter.series, converter.owners)
     agents = [batch["agent"] for batch in validated]
 
     def exact_path(payload: bytes) -> list[str]:

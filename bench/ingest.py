@@ -51,12 +51,15 @@ from paho.mqtt.client import Client, MQTTMessage  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from citygw import wire  # noqa: E402
+from collector import tuning  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store import Point  # noqa: E402
-from collector.store.influx import to_line_protocol  # noqa: E402
+from collector.store.line_protocol import to_line_protocol  # noqa: E402
+from collector.tuning import tune_process  # noqa: E402
 from tests.services import InfluxDB, Mosquitto, free_port  # noqa: E402
 
 TARGET_RATIO = 0.8
+TUNING = ("gil_switch_interval_s", "gc_young_threshold")  # process settings (collector/tuning.py)
 AGENTS = 10
 DEVICES_PER_AGENT = 100
 
@@ -355,13 +358,15 @@ def run_collector(broker_url: str, store_url: str, settings: str) -> int:
     import signal
 
     from collector.store import open_store
-    from collector.store.influx import InfluxV1Store
+    from collector.store.influx_v1 import InfluxV1Store
 
     store = open_store(store_url)
     assert isinstance(store, InfluxV1Store)
+    options = json.loads(settings)
+    tune_process(**{name: options.pop(name, getattr(tuning, name.upper())) for name in TUNING})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Collector(broker_url, store, **json.loads(settings)):
+    with Collector(broker_url, store, **options):
         stop.wait()
     store.close()
     return 0
@@ -407,6 +412,7 @@ def main() -> int:
     }
     settings: dict[str, Any] = {name: value or None for name, value in given.items() if value is not None}
     defaults = {name: p.default for name, p in inspect.signature(Collector).parameters.items()}
+    defaults |= {name: getattr(tuning, name.upper()) for name in TUNING}
     shown = {name: settings.get(name, defaults[name]) for name in given}
     print(f"load average at start: {os.getloadavg()}; collector settings {shown}, gzip {args.gzip}")
     t0 = time.time_ns() // 1_000_000 - 2 * 86_400_000

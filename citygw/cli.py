@@ -263,6 +263,7 @@ def _pki(args: argparse.Namespace) -> int:
 def _collector_run(args: argparse.Namespace) -> int:
     from collector.service import Collector, TlsFiles
     from collector.store import redact
+    from collector.tuning import tune_process
 
     with _failing_as(f"store at {redact(args.store)}"):
         store = open_store_for_service(args.store)
@@ -296,6 +297,7 @@ def _collector_run(args: argparse.Namespace) -> int:
         options = " / ".join(f"--broker-{name}-file" for name in given)
         named = ", ".join(str(path) for path in given.values())
         raise ConfigError(f"{options or 'the system CAs'} ({named}): {exc}") from exc
+    tune_process()  # the process is the collector's: its GIL switch interval and GC threshold
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with collector, contextlib.suppress(KeyboardInterrupt):
@@ -403,7 +405,8 @@ def _dashboards_push(args: argparse.Namespace) -> int:
 
 def _dashboards_preview(args: argparse.Namespace) -> int:
     from collector.store import open_store, redact
-    from collector.store.influx import InfluxV1Store, InfluxV2Store
+    from collector.store.influx_v1 import InfluxV1Store
+    from collector.store.influx_v2 import InfluxV2Store
     from dashboards import build_all
     from dashboards.preview import last_hours, preview_all
     from firmware_bridge.catalogue import catalogue

@@ -30,6 +30,7 @@ from collector.health import AGENT_HEALTH
 from collector.service import Collector
 from collector.store import open_store, prepare
 from collector.store.base import StoreError, TelemetryReader
+from collector.tuning import tune_process
 from edge.agent import Agent
 from edge.config import AgentConfig
 from firmware_bridge.profile import load_profile
@@ -311,6 +312,7 @@ async def _run_demo(options: DemoOptions) -> int:
         collector = Collector(
             broker_url, store, client_id="citygw-demo-collector", mqtt_v5=options.broker_url is not None
         )
+        tune_process()  # the demo's process runs a collector: collector/tuning.py
         collector.start()
         stack.callback(collector.stop)
         from api.app import create_app

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.store.base import Point
+
 DEAD_LETTER = "dead_letter"
 PAYLOAD_BYTES = 4096
 ERROR_CHARS = 2000
@@ -34,6 +36,44 @@ class Reason:
     TOPIC = "topic"
     REJECTED_BY_STORE = "rejected_by_store"
     COLLECTOR_ERROR = "collector_error"  # the collector failed on it (a bug: its log has the traceback)
+
+
+class DeadLetters:
+    """Makes dead-letter points for one collector: each its own time, so none overwrites another.
+
+    A point's identity is its series and time; two letters of the same reason and agent in the
+    same millisecond would be one. Each letter takes the message's receive time, or 1 ms after
+    the collector's previous letter if that is later (the ``collector`` tag separates collectors).
+    Called from the converter and the writers at once. ``note`` hears of each letter (the
+    collector's ``DeadLetterLog``), if given.
+    """
+
+    def __init__(self, collector: str, note: Callable[[str, str, str, str, str], None] | None = None) -> None:
+        self.collector = collector
+        self._note = note
+        self._last_ms = 0
+        self._lock = threading.Lock()
+
+    def letter(
+        self, topic: str, received_ms: int, payload: bytes, reason: str, error: str, agent: str | None
+    ) -> Point:
+        """The dead letter of ``payload`` (a message's, or one reading's), received on ``topic``."""
+        with self._lock:
+            ts = max(received_ms, self._last_ms + 1)
+            self._last_ms = ts
+        agent = agent or "unknown"
+        if self._note is not None:
+            self._note(self.collector, agent, reason, topic, error)
+        return Point(
+            DEAD_LETTER,
+            {"reason": reason, "agent": agent, "collector": self.collector},
+            ts,
+            {
+                "topic": topic,
+                "error": error[:ERROR_CHARS],
+                "payload": payload[:PAYLOAD_BYTES].decode(errors="replace"),
+            },
+        )
 
 
 REASONS = tuple(value for name, value in vars(Reason).items() if name.isupper())
@@ -130,4 +170,13 @@ class DeadLetterLog:
         return lines
 
 
-__all__ = ["DEAD_LETTER", "ERROR_CHARS", "LOG_EVERY_S", "PAYLOAD_BYTES", "REASONS", "DeadLetterLog", "Reason"]
+__all__ = [
+    "DEAD_LETTER",
+    "ERROR_CHARS",
+    "LOG_EVERY_S",
+    "PAYLOAD_BYTES",
+    "REASONS",
+    "DeadLetterLog",
+    "DeadLetters",
+    "Reason",
+]

@@ -1,6 +1,6 @@
 """Telemetry payloads in the agents' own form, straight to line protocol.
 
-The exact path (``Collector._convert``) validates a payload with pydantic
+The exact path (``Converter.convert``, collector/convert.py) validates a payload with pydantic
 (``wire.TELEMETRY_BATCH_DICT``), checks each reading, then encodes the lines: about 6 us per
 reading, most of a collector's CPU. Yet nearly every payload in the field is well formed, and
 its readings repeat the same few measurements, devices, tags and field names. Here:
@@ -38,7 +38,7 @@ from citygw import wire
 from collector.field_types import FieldTypes
 from collector.owners import Owners
 from collector.series_budget import SeriesBudget
-from collector.store.influx import line_template, number_texts
+from collector.store.line_protocol import line_template, number_texts
 
 _BATCH_KEYS = frozenset({"schema", "agent", "seq", "readings"})
 

@@ -1,7 +1,8 @@
 """The collector's metrics in Prometheus text exposition format (0.0.4), and a tiny HTTP endpoint.
 
 No client library: the format is a few lines of text, and the collector has a handful of
-metrics. Label values are escaped as the format requires (backslash, double quote, newline).
+metrics (``collector_text``: its counters, ``CollectorStats``, and gauges). Label values are
+escaped as the format requires (backslash, double quote, newline).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import bisect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,29 @@ class Exposition:
         return "\n".join(self._lines) + "\n"
 
 
+@dataclass(slots=True)
+class CollectorStats:
+    """Counters since start: messages acknowledged, points stored, batches written, and trouble."""
+
+    messages: int = 0
+    points: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    store_retries: int = 0
+    seq_gaps: int = 0
+    window_overruns: int = 0
+    confirmed: int = 0  # telemetry batches confirmed to their agents (end-to-end acks)
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> CollectorStats:
+        return replace(
+            self,
+            dead_letters_by_reason=dict(self.dead_letters_by_reason),
+            seq_gaps_by_agent=dict(self.seq_gaps_by_agent),
+        )
+
+
 class MetricsServer:
     """Serves ``render()`` on ``GET /metrics`` from a daemon thread (stdlib http.server)."""
 
@@ -147,4 +172,100 @@ class MetricsServer:
         return Handler
 
 
-__all__ = ["CONTENT_TYPE", "Exposition", "Histogram", "MetricsServer", "escape_label_value"]
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The collector's state now, beside its counters."""
+
+    lag_seconds: float
+    inbox_messages: int
+    unacked_messages: int
+    agent_configs: int
+    subscribed: bool
+
+
+def collector_text(stats: CollectorStats, write_seconds: Histogram, gauges: Gauges) -> str:
+    """The collector's metrics (prefix ``citygw_collector_``) in Prometheus text exposition format."""
+    prefix = "citygw_collector_"
+    out = Exposition()
+    out.single(
+        f"{prefix}messages",
+        "counter",
+        "Messages stored (or dead-lettered) and acknowledged.",
+        stats.messages,
+    )
+    out.single(f"{prefix}points", "counter", "Points written to the store.", stats.points)
+    out.single(f"{prefix}batches", "counter", "Batches written to the store.", stats.batches)
+    out.single(
+        f"{prefix}store_retries",
+        "counter",
+        "Store writes (and reads of its schema at start) retried after a failure.",
+        stats.store_retries,
+    )
+    out.single(
+        f"{prefix}window_overruns",
+        "counter",
+        "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
+        stats.window_overruns,
+    )
+    out.single(
+        f"{prefix}confirmed_batches",
+        "counter",
+        "Telemetry batches confirmed to their agents as stored (end-to-end acks, citygw/v1/+/ack).",
+        stats.confirmed,
+    )
+    out.family(
+        f"{prefix}dead_letters",
+        "counter",
+        "Payloads or readings sent to the dead-letter store, by reason.",
+        [({"reason": reason}, count) for reason, count in sorted(stats.dead_letters_by_reason.items())],
+    )
+    out.family(
+        f"{prefix}seq_gaps",
+        "counter",
+        "Jumps in an agent's message sequence (lost messages upstream), by agent.",
+        [({"agent": agent}, count) for agent, count in sorted(stats.seq_gaps_by_agent.items())],
+    )
+    out.histogram(f"{prefix}write_seconds", "Duration of each store write call.", write_seconds)
+    out.single(
+        f"{prefix}lag_seconds",
+        "gauge",
+        "Now minus the receive time of the oldest unacknowledged message.",
+        gauges.lag_seconds,
+    )
+    out.single(
+        f"{prefix}inbox_messages",
+        "gauge",
+        "Messages received and waiting for the converter.",
+        gauges.inbox_messages,
+    )
+    out.single(
+        f"{prefix}unacked_messages",
+        "gauge",
+        "Messages received and not yet acknowledged.",
+        gauges.unacked_messages,
+    )
+    out.single(
+        f"{prefix}agent_configs",
+        "gauge",
+        "Agents whose pushed config this collector holds them to (0 with --owners off).",
+        gauges.agent_configs,
+    )
+    out.single(
+        f"{prefix}subscribed",
+        "gauge",
+        "1 while connected with the subscription confirmed.",
+        int(gauges.subscribed),
+    )
+    return out.text()
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "CollectorStats",
+    "Exposition",
+    "Gauges",
+    "Histogram",
+    "MetricsServer",
+    "collector_text",
+    "escape_label_value",
+]

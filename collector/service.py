@@ -3,22 +3,22 @@
 Agents' ``health`` and ``status`` messages take the same way (same session, QoS 1, same batches)
 and become ``agent_health`` points (collector/health.py); they are rare beside telemetry.
 
+This module is the plumbing between the collector's parts: the conversion of a message to
+records or dead letters (collector/convert.py, no I/O), acknowledgement order and agent acks
+(collector/acks.py), storing a batch with retries (collector/store_writes.py), the store and its
+own encoder (collector/store/), metrics (collector/metrics.py), process tuning (the entry point's:
+collector/tuning.py).
+
 paho-mqtt runs the network loop in its own thread and queues every message. A converter thread
-validates them (``wire.TELEMETRY_BATCH_DICT``) and encodes them for the store (line protocol
-straight from the validated readings when the store takes it; well-formed telemetry goes
-straight from JSON to lines, collector/fastpath.py), batch after batch; ``store_writers``
+turns them into batches (``Converter.convert``: validated, in the store's encoding; well-formed
+telemetry goes straight from JSON to lines, collector/fastpath.py); ``store_writers``
 writer threads (2) each take the next batch, write it, and hand it back; a batch's PUBACKs
-(manual ack) go out once it and every batch before it are done, so they leave in the order the
-PUBLISHes came (MQTT asks for that) even when a later write finishes first. While batches are on
+(manual ack) go out once it and every batch before it are done (``InOrder``), so they leave in the
+order the PUBLISHes came (MQTT asks for that) even when a later write finishes first. While batches are on
 their way to the store (waiting on the network, without the GIL), the next one is validated;
 two writes at once let the database work on one while it answers the other (a single writer
-kept InfluxDB waiting between requests: "Speed" in collector/README.md). Each time the store
-answers, a writer needs the GIL back from the converter; with Python's default 5 ms switch
-interval it waits up to that long, several times per write, so ``start()`` lowers the
-process's switch interval to ``gil_switch_interval_s`` (1 ms).
-The converter allocates some thousand dicts per message and frees them at once (no cycles), so
-Python's cyclic garbage collector, run every 700 allocations, only costs time there (about 15 %
-of the converter's): ``start()`` runs it every ``gc_young_threshold`` allocations instead.
+kept InfluxDB waiting between requests: "Speed" in collector/README.md). The process settings
+it runs best with (GIL switch interval, GC threshold) are its entry point's: collector/tuning.py.
 While the store is down nothing is acknowledged, so the broker keeps the messages (persistent
 session) and stops sending beyond the in-flight window: backpressure instead of loss.
 
@@ -58,23 +58,18 @@ What the broker must be configured for (Mosquitto 2.0, see collector/README.md):
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import queue
-import random
-import re
 import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from itertools import repeat
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -82,66 +77,31 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
 
 from citygw import wire
 from citygw.tls import client_context
-from collector.dead_letter import DEAD_LETTER, ERROR_CHARS, PAYLOAD_BYTES, DeadLetterLog, Reason
-from collector.field_types import FieldTypes
-from collector.health import DEVICE_HEALTH_EVERY_S, DeviceHealthGate, health_points, status_point
-from collector.metrics import Exposition, Histogram, MetricsServer
-from collector.owners import Owned, OwnerPolicy, Owners
-from collector.series_budget import MAX_SERIES_PER_AGENT, SeriesBudget
+from collector.acks import InOrder, agent_acks
+from collector.convert import CHANNELS, Batch, Converter, Received
+from collector.dead_letter import DeadLetterLog, DeadLetters
+from collector.health import DEVICE_HEALTH_EVERY_S
+from collector.metrics import CollectorStats, Gauges, Histogram, MetricsServer, collector_text
+from collector.owners import OwnerPolicy, Owners
+from collector.series_budget import MAX_SERIES_PER_AGENT
 from collector.store.base import (
-    INT64_MAX,
-    INT64_MIN,
-    LinesRejected,
     LineWriter,
-    Point,
-    PointsRejected,
     PointWriter,
-    Retention,
     SchemaReader,
     StoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    from collector.fastpath import TelemetryFastPath
-    from collector.store.influx import LineEncoder
+from collector.store_writes import BatchWriter, Outcome, retry_delay
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 1024 * 1024
-EARLIEST_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
-MAX_FUTURE_MS = 10 * 60 * 1000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 # While the broker cannot be reached: the first failure is logged, then at most one line this often.
 CONNECT_FAIL_LOG_EVERY_S = 60.0
 # How long a writer waits for the broker's answer to the ack probe before it sends no ack.
 ACK_PROBE_WAIT_S = 2.0
-
-
-@dataclass(slots=True)
-class CollectorStats:
-    """Counters since start: messages acknowledged, points stored, batches written, and trouble."""
-
-    messages: int = 0
-    points: int = 0
-    batches: int = 0
-    dead_letters: int = 0
-    store_retries: int = 0
-    seq_gaps: int = 0
-    window_overruns: int = 0
-    confirmed: int = 0  # telemetry batches confirmed to their agents (end-to-end acks)
-    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
-    seq_gaps_by_agent: dict[str, int] = field(default_factory=dict)
-
-    def copy(self) -> CollectorStats:
-        return replace(
-            self,
-            dead_letters_by_reason=dict(self.dead_letters_by_reason),
-            seq_gaps_by_agent=dict(self.seq_gaps_by_agent),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,48 +147,6 @@ class TlsFiles:
     key_file: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    received_ms: int
-    connection: int
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Messages converted for one store write, in arrival order (``number``: the batch's, from 0).
-
-    Each stored reading is a line (stores that take line protocol) or a Point (the others), with
-    its origin (message, index of the reading) to dead-letter it if the store refuses it.
-    """
-
-    number: int = 0
-    messages: list[_Received] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    points: list[Point] = field(default_factory=list)
-    origins: list[tuple[_Received, int]] = field(default_factory=list)
-    dead: list[Point] = field(default_factory=list)
-    seqs: list[tuple[str, int]] = field(default_factory=list)  # (agent, seq) of its telemetry, to confirm
-
-    @property
-    def size(self) -> int:
-        return len(self.origins) + len(self.dead)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """A batch a writer is done with: ``written`` (``stored`` points and the ``dead`` letters
-    written with them), or not (stopping while the store is down: left to the broker)."""
-
-    batch: _Batch
-    written: bool
-    stored: int = 0
-    dead: list[Point] = field(default_factory=list)
-
-
 class Collector:
     """Subscribes to every agent's telemetry, health and status and writes them to ``store``, at least once.
 
@@ -258,8 +176,6 @@ class Collector:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         mqtt_v5: bool = True,
-        gil_switch_interval_s: float | None = 0.001,
-        gc_young_threshold: int | None = 20_000,
         device_health_every_s: float = DEVICE_HEALTH_EVERY_S,
         max_series_per_agent: int = MAX_SERIES_PER_AGENT,
         tls_files: TlsFiles | None = None,
@@ -293,22 +209,19 @@ class Collector:
         if store_writers < 1:
             raise ValueError(f"store_writers must be at least 1, not {store_writers}")
         self.store_writers = store_writers
-        self.gil_switch_interval_s = gil_switch_interval_s
-        self.gc_young_threshold = gc_young_threshold
         self._store = store
-        self._encoder: LineEncoder | None = None
-        self._fast: TelemetryFastPath | None = None  # well-formed telemetry straight to lines
-        self._field_types = FieldTypes()  # the converter's; also the fast path's
-        self._series = SeriesBudget(max_series_per_agent)  # the converter's; also the fast path's
-        self._retention: Retention | None = None  # how long the store keeps points, once known
         self._owners = Owners(owners)  # each agent's devices, vehicles and site, from its pushed config
-        if isinstance(store, LineWriter):
-            from collector.fastpath import TelemetryFastPath  # only InfluxDB stores take lines
-            from collector.store.influx import LineEncoder
-
-            self._encoder = LineEncoder()
-            self._fast = TelemetryFastPath(self._field_types, self._series, self._owners)
-        self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in _CHANNELS]
+        self._dead_letter_log = DeadLetterLog(log)  # one line per agent and reason a minute, with counts
+        # Messages to records in the store's own encoding, and dead letters: collector/convert.py.
+        self.converter = Converter(
+            DeadLetters(client_id, self._dead_letter_log.letter),
+            encoder=store.encoder if isinstance(store, LineWriter) else None,  # the store's choice
+            owners=self._owners,
+            max_series_per_agent=max_series_per_agent,
+            device_health_every_s=device_health_every_s,
+            watch_gaps=share_group is None,
+        )
+        self._subscriptions = [wire.subscription(channel, share_group=share_group) for channel in CHANNELS]
         # Every agent's config, never shared: each collector needs all of them (and a shared
         # subscription gets no retained messages). None when no agent is held to its config.
         self._config_subscription = (
@@ -316,9 +229,9 @@ class Collector:
         )
         self._config_mid: int | None = None
         self._configs_subscribed = False
-        self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
         # Converted batches for the writer; None tells it to stop.
-        self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._stats = CollectorStats()
         self._stats_lock = threading.Lock()
         self._write_seconds = Histogram()
@@ -332,23 +245,25 @@ class Collector:
         self.metrics_host = metrics_host
         self._metrics_server: MetricsServer | None = None
         self._stopping = threading.Event()
+        self._writer = BatchWriter(  # each batch to the store, retried, its refusals dead-lettered
+            store,
+            self.converter,
+            name=self.client_id,
+            stopping=self._stopping,
+            retry_initial_seconds=retry_initial_seconds,
+            retry_max_seconds=retry_max_seconds,
+            on_retry=self._count_retry,
+            on_write=self._observe_write,
+        )
         self._subscribed = threading.Event()
         self._connection = 0  # bumped on every CONNACK: acks are only valid on the connection that got them
         self._connect_fail_logged_at: float | None = None  # monotonic; None: none logged in this outage
         self._connect_failures = 0  # failed attempts since the last one logged
-        self._last_seq: dict[str, int] = {}
-        self._sites: dict[str, str] = {}  # agent -> the site tag of its telemetry, for its health points
-        self._device_health = DeviceHealthGate(device_health_every_s)
-        self._last_dead_letter_ms = 0
-        self._dead_letter_lock = threading.Lock()
-        self._dead_letter_log = DeadLetterLog(log)  # one line per agent and reason a minute, with counts
-        self._converter: threading.Thread | None = None
+        self._converter_thread: threading.Thread | None = None
         self._writers: list[threading.Thread] = []
         self._batch_numbers = itertools.count()
         # Batches written but waiting for an earlier one, by number, with what to do once it is done.
-        self._done: dict[int, _Outcome] = {}
-        self._next_done = 0
-        self._done_lock = threading.Lock()
+        self._in_order: InOrder[Outcome] = InOrder(self._finish)
         self._client = self._make_client()
 
     def _make_client(self) -> Client:
@@ -405,82 +320,18 @@ class Collector:
         with self._stats_lock:
             stats = self._stats.copy()
             write_seconds = self._write_seconds.copy()
-        prefix = "citygw_collector_"
-        out = Exposition()
-        out.single(
-            f"{prefix}messages",
-            "counter",
-            "Messages stored (or dead-lettered) and acknowledged.",
-            stats.messages,
+        gauges = Gauges(
+            lag_seconds=self.lag_seconds(),
+            inbox_messages=self._inbox.qsize(),
+            unacked_messages=len(self._unacked),
+            agent_configs=len(self._owners),
+            subscribed=self.subscribed,
         )
-        out.single(f"{prefix}points", "counter", "Points written to the store.", stats.points)
-        out.single(f"{prefix}batches", "counter", "Batches written to the store.", stats.batches)
-        out.single(
-            f"{prefix}store_retries",
-            "counter",
-            "Store writes (and reads of its schema at start) retried after a failure.",
-            stats.store_retries,
-        )
-        out.single(
-            f"{prefix}window_overruns",
-            "counter",
-            "Messages the broker sent beyond the in-flight window; each waited for room, unread.",
-            stats.window_overruns,
-        )
-        out.single(
-            f"{prefix}confirmed_batches",
-            "counter",
-            "Telemetry batches confirmed to their agents as stored (end-to-end acks, citygw/v1/+/ack).",
-            stats.confirmed,
-        )
-        out.family(
-            f"{prefix}dead_letters",
-            "counter",
-            "Payloads or readings sent to the dead-letter store, by reason.",
-            [({"reason": reason}, count) for reason, count in sorted(stats.dead_letters_by_reason.items())],
-        )
-        out.family(
-            f"{prefix}seq_gaps",
-            "counter",
-            "Jumps in an agent's message sequence (lost messages upstream), by agent.",
-            [({"agent": agent}, count) for agent, count in sorted(stats.seq_gaps_by_agent.items())],
-        )
-        out.histogram(f"{prefix}write_seconds", "Duration of each store write call.", write_seconds)
-        out.single(
-            f"{prefix}lag_seconds",
-            "gauge",
-            "Now minus the receive time of the oldest unacknowledged message.",
-            self.lag_seconds(),
-        )
-        out.single(
-            f"{prefix}inbox_messages",
-            "gauge",
-            "Messages received and waiting for the converter.",
-            self._inbox.qsize(),
-        )
-        out.single(
-            f"{prefix}unacked_messages",
-            "gauge",
-            "Messages received and not yet acknowledged.",
-            len(self._unacked),
-        )
-        out.single(
-            f"{prefix}agent_configs",
-            "gauge",
-            "Agents whose pushed config this collector holds them to (0 with --owners off).",
-            len(self._owners),
-        )
-        out.single(
-            f"{prefix}subscribed",
-            "gauge",
-            "1 while connected with the subscription confirmed.",
-            int(self.subscribed),
-        )
-        return out.text()
+        return collector_text(stats, write_seconds, gauges)
 
     def start(self) -> None:
         """Connect (retrying until the broker answers), start the converter and writers; idempotent."""
-        if self._converter is not None:
+        if self._converter_thread is not None:
             return
         self._stopping.clear()
         self._unacked.clear()
@@ -492,23 +343,17 @@ class Collector:
                 self.metrics_text, host=self.metrics_host, port=self.metrics_port
             )
             self._metrics_server.start()
-        if self.gil_switch_interval_s is not None and sys.getswitchinterval() > self.gil_switch_interval_s:
-            sys.setswitchinterval(self.gil_switch_interval_s)  # process-wide; never raised again
-        young, *older = gc.get_threshold()
-        if self.gc_young_threshold is not None and young < self.gc_young_threshold:
-            gc.set_threshold(self.gc_young_threshold, *older)  # process-wide, like the switch interval
         self._batches = queue.Queue(maxsize=1)
         self._batch_numbers = itertools.count()
-        self._done.clear()
-        self._next_done = 0
-        self._converter = threading.Thread(
+        self._in_order.reset()
+        self._converter_thread = threading.Thread(
             target=self._convert_loop, name=f"{self.client_id}-converter", daemon=True
         )
         self._writers = [
             threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer-{n}", daemon=True)
             for n in range(self.store_writers)
         ]
-        self._converter.start()
+        self._converter_thread.start()
         for writer in self._writers:
             writer.start()
         if self.mqtt_v5:
@@ -542,12 +387,12 @@ class Collector:
         """
         self._stopping.set()
         deadline = time.monotonic() + timeout
-        for thread in (self._converter, *self._writers):
+        for thread in (self._converter_thread, *self._writers):
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.warning("collector %s: %s still busy; leaving", self.client_id, thread.name)
-        self._converter, self._writers = None, []
+        self._converter_thread, self._writers = None, []
         self._dead_letter_log.flush(self.client_id, everything=True)
         self._client.disconnect()
         self._client.loop_stop()
@@ -713,8 +558,8 @@ class Collector:
         received_ms = _now_ms()
         self._unacked.append(received_ms)
         self._inbox.put(
-            _Received(
-                message.topic, bytes(message.payload), message.mid, message.qos, received_ms, self._connection
+            Received(
+                message.topic, bytes(message.payload), received_ms, message.mid, message.qos, self._connection
             )
         )
 
@@ -770,13 +615,12 @@ class Collector:
         attempt = 0
         while not self._stopping.is_set():
             try:
-                self._retention = self._store.retention()
+                self.converter.retention = retention = self._store.retention()
                 stored = self._store.field_types()
             except StoreUnavailable as exc:
                 delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
                 attempt += 1
-                with self._stats_lock:
-                    self._stats.store_retries += 1
+                self._count_retry()
                 log.warning(
                     "collector %s: cannot read the store's field types, retry %d in %.1f s: %s",
                     self.client_id,
@@ -794,9 +638,9 @@ class Collector:
                     exc,
                 )
                 return
-            self._field_types.learn_stored(stored)
-            kept = self._retention.what if self._retention else "for ever"
-            known = len(self._field_types)
+            self.converter.field_types.learn_stored(stored)
+            kept = retention.what if retention else "for ever"
+            known = len(self.converter.field_types)
             log.info("collector %s: %d field types from the store; it keeps %s", self.client_id, known, kept)
             return
 
@@ -826,7 +670,7 @@ class Collector:
         )
         return True
 
-    def _next_batch(self) -> _Batch | None:
+    def _next_batch(self) -> Batch | None:
         """Converted messages until batch_max_points points, inflight_window messages (no more can come
         before an acknowledgement) or batch_max_seconds after the first one; None if none came.
 
@@ -837,8 +681,8 @@ class Collector:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
             return None
-        batch = _Batch(next(self._batch_numbers))
-        self._convert_or_dead_letter(first, batch)
+        batch = Batch(next(self._batch_numbers))
+        self._convert(first, batch)
         deadline = time.monotonic() + self.batch_max_seconds
         while batch.size < self.batch_max_points and len(batch.messages) < self.inflight_window:
             # Stopping: take only what is already queued.
@@ -847,183 +691,26 @@ class Collector:
                 message = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
             except queue.Empty:
                 break
-            self._convert_or_dead_letter(message, batch)
+            self._convert(message, batch)
         return batch
 
-    def _convert_or_dead_letter(self, message: _Received, batch: _Batch) -> None:
-        """``_convert``; a message it fails on (a bug) becomes a dead letter, never the converter's end."""
-        parts: tuple[list[Any], ...] = (
-            batch.messages,
-            batch.lines,
-            batch.points,
-            batch.origins,
-            batch.dead,
-            batch.seqs,
-        )
-        sizes = [len(part) for part in parts]
-        try:
-            self._convert(message, batch)
-        except Exception as exc:
-            log.exception("collector %s: failed on a message of %s", self.client_id, message.topic)
-            for part, size in zip(parts, sizes, strict=True):
-                del part[size:]  # what it added before failing
-            batch.messages.append(message)
-            agent = (wire.parse_topic(message.topic) or ("unknown",))[0]
-            batch.dead.append(self._dead_letter(message, Reason.COLLECTOR_ERROR, repr(exc), agent=agent))
-        if len(batch.seqs) == sizes[-1] and (taken := _dead_batch_seq(message)) is not None:
-            batch.seqs.append(taken)  # dead-lettered whole: stored as such, taken all the same
-
-    def _convert(self, message: _Received, batch: _Batch) -> None:
-        """Add ``message`` to ``batch``: its readings to store, or dead letters."""
-        batch.messages.append(message)
-        parsed = wire.parse_topic(message.topic)
-        topic_agent = parsed[0] if parsed else None
-        if len(message.payload) > MAX_PAYLOAD_BYTES:
-            error = f"payload of {len(message.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
-            batch.dead.append(self._dead_letter(message, Reason.TOO_LARGE, error, agent=topic_agent))
-            return
-        if parsed is None or parsed[1] not in _CHANNELS:
-            error = f"not a telemetry, health or status topic: {message.topic}"
-            batch.dead.append(self._dead_letter(message, Reason.TOPIC, error, agent=topic_agent))
-            return
-        if parsed[1] is not wire.Channel.TELEMETRY:
-            self._convert_agent_message(message, parsed[0], parsed[1], batch)
-            return
-        latest_ok = message.received_ms + MAX_FUTURE_MS
-        earliest_ok = self._earliest_ok(message.received_ms)
-        if self._fast is not None:
-            taken = self._fast.convert(message.payload, parsed[0], earliest_ok, latest_ok)
-            if taken is not None:
-                self._check_sequence(parsed[0], taken.seq)
-                batch.seqs.append((parsed[0], taken.seq))
-                if taken.site:
-                    self._sites[parsed[0]] = taken.site  # the config's site when the agent has one
-                batch.lines += taken.lines
-                batch.origins += zip(repeat(message), range(len(taken.lines)))
-                return
-        try:
-            payload = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if any(error["type"] == "json_invalid" for error in errors):
-                reason = Reason.INVALID_JSON
-            else:
-                reason = Reason.SCHEMA
-            batch.dead.append(self._dead_letter(message, reason, _describe(exc), agent=topic_agent))
-            return
-        agent = payload["agent"]
-        if agent != topic_agent:
-            error = f"payload agent {agent!r} differs from topic agent {topic_agent!r}"
-            batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=topic_agent))
-            return
-        self._check_sequence(agent, payload["seq"])
-        batch.seqs.append((agent, payload["seq"]))
-        owned = self._owners.of(agent)
-        first_tags = payload["readings"][0].get("tags")
-        if owned is None and first_tags and (site := first_tags.get("site")):
-            self._sites[agent] = site
-        valid: list[wire.ReadingDict] = []
-        for index, reading in enumerate(payload["readings"]):
-            tags = reading.get("tags")
-            ts = reading["ts"]
-            if tags and not wire.NOT_TAG_NAMES.isdisjoint(tags):
-                reserved = sorted(wire.NOT_TAG_NAMES.intersection(tags))
-                error = f"reading {index}: tag(s) {reserved} are reserved for the collector or InfluxDB"
-                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
-            elif not wire.NOT_FIELD_NAMES.isdisjoint(reading["fields"]):
-                names = sorted(wire.NOT_FIELD_NAMES.intersection(reading["fields"]))
-                error = (
-                    f"reading {index}: field(s) {names} are named like a tag CityGW filters by or a key "
-                    "InfluxDB reserves (wire.NOT_FIELD_NAMES); rename them in the device profile"
-                )
-                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
-            elif reading["measurement"] in wire.RESERVED_MEASUREMENTS:
-                name = reading["measurement"]
-                error = f"reading {index}: measurement {name!r} holds CityGW's own records, not readings"
-                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
-            elif owned is not None and (problem := owned.problem(reading["device"], tags)) is not None:
-                error = f"reading {index}: {problem}"
-                batch.dead.append(self._reading_letter(message, Reason.NOT_OWNED, error, agent, reading))
-            elif not earliest_ok <= ts <= latest_ok:
-                error = f"reading {index}: {self._time_problem(ts, message.received_ms)}"
-                batch.dead.append(self._reading_letter(message, Reason.TIMESTAMP, error, agent, reading))
-            elif (too_big := _first_out_of_int64(reading["fields"])) is not None:
-                error = f"reading {index}: field {too_big!r} is an integer outside the 64-bit range"
-                batch.dead.append(self._reading_letter(message, Reason.SCHEMA, error, agent, reading))
-            elif (wrong := self._field_types.check(reading["measurement"], reading["fields"])) is not None:
-                error = f"reading {index}: {wrong}"
-                batch.dead.append(self._reading_letter(message, Reason.FIELD_TYPE, error, agent, reading))
-            elif not self._series.admit(
+    def _convert(self, message: Received, batch: Batch) -> None:
+        """``message`` into ``batch`` (collector/convert.py), and a warning for a jump in its agent's seq."""
+        gaps = len(batch.gaps)
+        self.converter.convert(message, batch)
+        for agent, last, seq in batch.gaps[gaps:]:
+            with self._stats_lock:
+                self._stats.seq_gaps += 1
+                by_agent = self._stats.seq_gaps_by_agent
+                by_agent[agent] = by_agent.get(agent, 0) + 1
+            log.warning(
+                "collector %s: agent %s skipped seq %d..%d (%d message(s) missing)",
+                self.client_id,
                 agent,
-                reading["measurement"],
-                reading["device"],
-                (stored := _stored_tags(tags, owned)).items(),
-            ):
-                error = f"reading {index}: {self._series.refusal(agent)}"
-                batch.dead.append(
-                    self._reading_letter(message, Reason.TOO_MANY_SERIES, error, agent, reading)
-                )
-            else:
-                if stored is not tags:
-                    reading["tags"] = stored
-                valid.append(reading)
-                batch.origins.append((message, index))
-        if self._encoder is not None:
-            batch.lines += self._encoder.reading_lines(agent, valid)
-        else:
-            for reading in valid:
-                all_tags = {**reading.get("tags", {}), "device": reading["device"], "agent": agent}
-                batch.points.append(Point(reading["measurement"], all_tags, reading["ts"], reading["fields"]))
-
-    def _convert_agent_message(
-        self, message: _Received, agent: str, channel: wire.Channel, batch: _Batch
-    ) -> None:
-        """Add a health or status message to ``batch`` as ``agent_health`` points, or a dead letter."""
-        if not message.payload and channel is wire.Channel.STATUS:
-            return  # a retained status being cleared: nothing to store, not a bad payload
-        model = wire.Health if channel is wire.Channel.HEALTH else wire.Status
-        try:
-            payload = model.model_validate_json(message.payload)
-        except ValidationError as exc:
-            invalid_json = any(error["type"] == "json_invalid" for error in exc.errors(include_url=False))
-            reason = Reason.INVALID_JSON if invalid_json else Reason.SCHEMA
-            batch.dead.append(self._dead_letter(message, reason, _describe(exc), agent=agent))
-            return
-        if payload.agent != agent:
-            error = f"payload agent {payload.agent!r} differs from topic agent {agent!r}"
-            batch.dead.append(self._dead_letter(message, Reason.AGENT_MISMATCH, error, agent=agent))
-            return
-        owned = self._owners.of(agent)
-        site = owned.site if owned is not None and owned.site is not None else self._sites.get(agent)
-        if isinstance(payload, wire.Status):
-            points = [status_point(payload, message.received_ms, site)]
-        elif not self._earliest_ok(message.received_ms) <= payload.ts <= message.received_ms + MAX_FUTURE_MS:
-            error = self._time_problem(payload.ts, message.received_ms)
-            batch.dead.append(self._dead_letter(message, Reason.TIMESTAMP, error, agent=agent))
-            return
-        else:
-            points = health_points(payload, site, self._device_health)
-        for point in points:
-            if self._encoder is not None:
-                batch.lines.append(self._encoder.line(point))
-            else:
-                batch.points.append(point)
-            batch.origins.append((message, _WHOLE_MESSAGE))
-
-    def _earliest_ok(self, received_ms: int) -> int:
-        """The oldest time the store takes for a message received at ``received_ms``."""
-        if self._retention is None:
-            return EARLIEST_TS_MS
-        return max(EARLIEST_TS_MS, received_ms - self._retention.ms)
-
-    def _time_problem(self, ts: int, received_ms: int) -> str:
-        """Why a time outside [_earliest_ok, receive time + 10 min] is refused."""
-        if self._retention is not None and EARLIEST_TS_MS <= ts < received_ms - self._retention.ms:
-            return (
-                f"ts {ts} is older than the store keeps: {self._retention.what} "
-                f"(received at {received_ms}); the store would refuse it"
+                last + 1,
+                seq - 1,
+                seq - last - 1,
             )
-        return f"ts {ts} is outside [2000-01-01, receive time + 10 min] (received at {received_ms})"
 
     # -- writer threads --
 
@@ -1031,80 +718,14 @@ class Collector:
         while (batch := self._batches.get()) is not None:
             self._store_batch(batch)
 
-    def _store_batch(self, batch: _Batch) -> None:
-        lines, points = batch.lines, batch.points
-        dead = list(batch.dead)  # every dead letter of the batch that gets written
-        pending = batch.dead  # the dead letters of the next write
-        stored = len(batch.origins)
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                rejected = self._write(lines, points, pending)
-                self._observe_write(time.perf_counter() - started)
-            except Exception as exc:
-                # StoreUnavailable, or anything unexpected: keep the batch, acknowledge nothing, retry.
-                self._observe_write(time.perf_counter() - started)
-                if self._stopping.is_set():
-                    log.warning(
-                        "collector %s: stopping with %d unstored message(s): %s",
-                        self.client_id,
-                        len(batch.messages),
-                        exc,
-                    )
-                    self._done_with(_Outcome(batch, written=False))  # left to the broker's session
-                    return
-                delay = retry_delay(attempt, self.retry_initial_seconds, self.retry_max_seconds)
-                attempt += 1
-                with self._stats_lock:
-                    self._stats.store_retries += 1
-                if isinstance(exc, StoreUnavailable):
-                    log.warning(
-                        "collector %s: store unavailable, retry %d in %.1f s: %s",
-                        self.client_id,
-                        attempt,
-                        delay,
-                        exc,
-                    )
-                else:
-                    log.exception(
-                        "collector %s: write failed, retry %d in %.1f s", self.client_id, attempt, delay
-                    )
-                self._stopping.wait(delay)
-                continue
-            if not rejected:
-                break
-            # The store wrote everything else; dead-letter what it refused (once: a refused dead
-            # letter cannot be dead-lettered again), then write only those dead letters.
-            log.warning("collector %s: store refused %d point(s)", self.client_id, len(rejected))
-            records = len(lines) + len(points)
-            refused_readings = []
-            for index, reason in rejected:
-                if index < records:
-                    refused_readings.append((batch.origins[index], reason))
-                    continue
-                letter = pending[index - records]
-                log.error(
-                    "collector %s: store refused a dead letter: %s (%s)", self.client_id, reason, letter
-                )
-                dead.remove(letter)
-            stored -= len(refused_readings)
-            pending = self._refused_letters(refused_readings)
-            dead += pending
-            lines, points = [], []
-            if not pending:
-                break
-        self._done_with(_Outcome(batch, written=True, stored=stored, dead=dead))
+    def _store_batch(self, batch: Batch) -> None:
+        self._done_with(self._writer.store(batch))
 
-    def _done_with(self, outcome: _Outcome) -> None:
+    def _done_with(self, outcome: Outcome) -> None:
         """Finish the batches that are done in order: ``outcome``'s, once every batch before it is."""
-        with self._done_lock:
-            self._done[outcome.batch.number] = outcome
-            while (ready := self._done.pop(self._next_done, None)) is not None:
-                self._next_done += 1
-                self._finish(ready)
+        self._in_order.done(outcome.batch.number, outcome)
 
-    def _finish(self, outcome: _Outcome) -> None:
+    def _finish(self, outcome: Outcome) -> None:
         """Acknowledge a written batch's messages and count it, or leave them to the broker."""
         batch = outcome.batch
         if outcome.written:
@@ -1124,46 +745,9 @@ class Collector:
             for reason, count in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + count
 
-    def _refused_letters(self, refused: list[tuple[tuple[_Received, int], str]]) -> list[Point]:
-        """Dead letters for the readings the store refused (each message parsed again once: rare path).
-
-        A health or status message is dead-lettered whole, once, whichever of its points were refused.
-        """
-        parsed: dict[int, wire.TelemetryBatchDict] = {}
-        letters = []
-        whole: set[int] = set()
-        for (message, index), reason in refused:
-            if index == _WHOLE_MESSAGE:
-                if id(message) not in whole:
-                    whole.add(id(message))
-                    agent = (wire.parse_topic(message.topic) or ("unknown",))[0]
-                    letters.append(self._dead_letter(message, Reason.REJECTED_BY_STORE, reason, agent=agent))
-                continue
-            payload = parsed.get(id(message))
-            if payload is None:
-                payload = parsed[id(message)] = wire.TELEMETRY_BATCH_DICT.validate_json(message.payload)
-            reading = payload["readings"][index]
-            letters.append(
-                self._reading_letter(message, Reason.REJECTED_BY_STORE, reason, payload["agent"], reading)
-            )
-        return letters
-
-    def _write(self, lines: list[str], points: list[Point], dead: list[Point]) -> list[tuple[int, str]]:
-        """One store write of the records (lines or points) then ``dead``; the refused ones by index."""
-        if self._encoder is not None:
-            assert isinstance(self._store, LineWriter)
-            try:
-                self._store.write_lines(lines + [self._encoder.line(letter) for letter in dead])
-            except LinesRejected as exc:
-                return exc.rejected
-            return []
-        everything = points + dead
-        try:
-            self._store.write(everything)
-        except PointsRejected as exc:
-            position = {id(point): index for index, point in enumerate(everything)}
-            return [(position[id(point)], reason) for point, reason in exc.rejected]
-        return []
+    def _count_retry(self) -> None:
+        with self._stats_lock:
+            self._stats.store_retries += 1
 
     def _observe_write(self, seconds: float) -> None:
         with self._stats_lock:
@@ -1175,7 +759,7 @@ class Collector:
             self._unacked.popleft()
         self._room.release(count)
 
-    def _acknowledge(self, batch: Sequence[_Received]) -> None:
+    def _acknowledge(self, batch: Sequence[Received]) -> None:
         for message in batch:
             if message.qos == 0:
                 continue
@@ -1191,126 +775,17 @@ class Collector:
 
     def _confirm(self, seqs: list[tuple[str, int]]) -> None:
         """Tell each agent which of its batches are stored now (its ``ack`` channel, QoS 1)."""
-        by_agent: dict[str, list[int]] = {}
-        for agent, seq in seqs:
-            by_agent.setdefault(agent, []).append(seq)
         with self._stats_lock:
             self._stats.confirmed += len(seqs)
-        for agent, numbers in by_agent.items():
-            ranges = wire.seq_ranges(numbers)
-            for start in range(0, len(ranges), wire.MAX_ACK_RANGES):
-                ack = wire.Ack(agent=agent, seqs=ranges[start : start + wire.MAX_ACK_RANGES])
-                self._client.publish(wire.topic(agent, wire.Channel.ACK), wire.encode(ack), qos=1)
-
-    def _check_sequence(self, agent: str, seq: int) -> None:
-        if self.share_group is not None:
-            return
-        last = self._last_seq.get(agent)
-        if last is not None and seq > last + 1:
-            with self._stats_lock:
-                self._stats.seq_gaps += 1
-                gaps = self._stats.seq_gaps_by_agent
-                gaps[agent] = gaps.get(agent, 0) + 1
-            log.warning(
-                "collector %s: agent %s skipped seq %d..%d (%d message(s) missing)",
-                self.client_id,
-                agent,
-                last + 1,
-                seq - 1,
-                seq - last - 1,
-            )
-        # A lower or equal seq is a redelivery (keep the high mark) or, at 0, an agent starting over.
-        if last is None or seq > last or seq == 0:
-            self._last_seq[agent] = seq
-
-    def _reading_letter(
-        self, message: _Received, reason: str, error: str, agent: str, reading: wire.ReadingDict
-    ) -> Point:
-        """A dead letter for one reading of a valid message, the reading as the wire carries it."""
-        payload = wire.encode(wire.Reading.model_validate(reading))
-        return self._dead_letter(message, reason, error, payload, agent=agent)
-
-    def _dead_letter(
-        self, message: _Received, reason: str, error: str, payload: bytes | None = None, *, agent: str | None
-    ) -> Point:
-        # Unique per collector (the collector tag makes it unique across collectors too).
-        with self._dead_letter_lock:
-            ts = max(message.received_ms, self._last_dead_letter_ms + 1)
-            self._last_dead_letter_ms = ts
-        body = message.payload if payload is None else payload
-        self._dead_letter_log.letter(self.client_id, agent or "unknown", reason, message.topic, error)
-        return Point(
-            DEAD_LETTER,
-            {"reason": reason, "agent": agent or "unknown", "collector": self.client_id},
-            ts,
-            {
-                "topic": message.topic,
-                "error": error[:ERROR_CHARS],
-                "payload": body[:PAYLOAD_BYTES].decode(errors="replace"),
-            },
-        )
+        for topic, payload in agent_acks(seqs):
+            self._client.publish(topic, payload, qos=1)
 
 
-def retry_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential, capped, with "equal jitter".
-
-    The jitter (a random point in the upper half) keeps collectors that failed together from
-    retrying together against a store that is just coming back.
-    """
-    ceiling = min(maximum, initial * 2 ** min(attempt, 30))
-    return random.uniform(ceiling / 2, ceiling)
-
-
-# What the collector subscribes to; everything but telemetry becomes agent_health points.
-_CHANNELS = (wire.Channel.TELEMETRY, wire.Channel.HEALTH, wire.Channel.STATUS)
-_WHOLE_MESSAGE = -1  # origin index of the points of a health or status message
 _CONFIG_SUFFIX = "/" + wire.Channel.CONFIG.value  # an agent's config topic ends so (config/state does not)
-
-
-# How an agent's journal starts every telemetry payload (edge/journal.py): the seq of a payload
-# dead-lettered whole (too large, not valid) is read from there, so that the agent stops holding it.
-_BATCH_HEADER = re.compile(rb'\{"schema":1,"agent":"([a-z0-9][a-z0-9_-]{0,63})","seq":(\d{1,18}),')
-
-
-def _dead_batch_seq(message: _Received) -> tuple[str, int] | None:
-    """(agent, seq) of a telemetry message from its header, if it has the journal's and its agent's."""
-    parsed = wire.parse_topic(message.topic)
-    if parsed is None or parsed[1] is not wire.Channel.TELEMETRY:
-        return None
-    header = _BATCH_HEADER.match(message.payload, 0, 120)
-    if header is None or header[1].decode() != parsed[0]:
-        return None
-    return parsed[0], int(header[2])
-
-
-def _first_out_of_int64(fields: dict[str, wire.FieldValue]) -> str | None:
-    """The name of the first integer field no store can hold (JSON integers are unbounded)."""
-    for name, value in fields.items():
-        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-            return name
-    return None
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False)[:10]:
-        location = ".".join(str(item) for item in error["loc"])
-        message = str(error["msg"])
-        if error.get("ctx", {}).get("pattern") == wire.LABEL_PATTERN and isinstance(error["input"], str):
-            message = wire.label_problem(error["input"]) or message  # which character, in words
-        parts.append(f"{location}: {message}" if location else message)
-    return "; ".join(parts)
-
-
-__all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles", "retry_delay"]
-
-
-def _stored_tags(tags: dict[str, str] | None, owned: Owned | None) -> dict[str, str]:
-    """The tags a reading is stored with: an agent held to its config gets the config's site."""
-    if owned is None or owned.site is None:
-        return tags or {}
-    return {**(tags or {}), "site": owned.site}  # the config's, not the agent's
+__all__ = ["BrokerAddress", "Collector", "CollectorStats", "TlsFiles"]

@@ -26,7 +26,7 @@ from api.settings import load_settings
 from api.transit.gtfs import load_gtfs
 from collector.service import Collector
 from collector.store import open_store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from edge.agent import Agent
 from edge.config import AgentConfig
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp

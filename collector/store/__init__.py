@@ -79,7 +79,7 @@ def prepare(store: Store) -> None:
     A least-privilege InfluxDB user (not admin) whose database exists carries on; one whose database
     is missing gets a StoreError naming the admin's step (``InfluxV1Store.ensure_database``).
     """
-    from collector.store.influx import InfluxV1Store
+    from collector.store.influx_v1 import InfluxV1Store
 
     if isinstance(store, InfluxV1Store):
         store.ensure_database()
@@ -98,7 +98,7 @@ def _open_sqlite(url: str, rest: str) -> Store:
 
 
 def _open_influx_v1(url: str, parts: SplitResult, http_url: str) -> Store:
-    from collector.store.influx import InfluxV1Store
+    from collector.store.influx_v1 import InfluxV1Store
 
     database = unquote(parts.path.strip("/"))
     if not database or "/" in database:
@@ -119,7 +119,7 @@ def _open_influx_v1(url: str, parts: SplitResult, http_url: str) -> Store:
 
 
 def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
-    from collector.store.influx import InfluxV2Store
+    from collector.store.influx_v2 import InfluxV2Store
 
     if parts.path not in ("", "/"):
         raise ValueError(
@@ -156,7 +156,7 @@ def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
 
 
 def _is_duration(text: str) -> bool:
-    from collector.store.influx import go_duration_ms
+    from collector.store.influxql import go_duration_ms
 
     try:
         go_duration_ms(text)

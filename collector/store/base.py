@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collector.store.line_protocol import LineEncoder
 
 FieldValue = bool | int | float | str
 # The integers every store holds (InfluxDB's and SQLite's 64-bit integers); JSON's are unbounded.
@@ -112,7 +115,12 @@ class PointWriter(Protocol):
 
 @runtime_checkable
 class LineWriter(Protocol):
-    """A store that also takes InfluxDB line protocol (ms precision) as is: the collector's fast path."""
+    """A store that also takes InfluxDB line protocol (ms precision) as is: the collector's fast path.
+
+    ``encoder`` is the store's own: the collector converts readings for it with that one.
+    """
+
+    encoder: LineEncoder
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """Write all lines or raise: StoreUnavailable (nothing certain, retry) or LinesRejected.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collector.store import Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import Agent
 from tests.services import InfluxDB, Mosquitto

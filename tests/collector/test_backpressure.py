@@ -13,10 +13,13 @@ from typing import NamedTuple
 import pytest
 
 from citygw import wire
-from collector.service import Collector, retry_delay
+from collector.service import Collector
 from collector.store import Point, StoreUnavailable
-from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influx_v2 import InfluxV2Store
+from collector.store.line_protocol import to_line_protocol
 from collector.store.sqlite import SqliteStore
+from collector.store_writes import retry_delay
 from tests.collector.helpers import (
     Agent,
     ByteCountingRelay,

@@ -11,7 +11,7 @@ from citygw import wire
 from collector.dead_letter import Reason
 from collector.store import Point, Store
 from collector.store.base import newest_per_device
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import Agent, fast, now_ms, started, wait_until
 from tests.services import InfluxDB, Mosquitto
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from collector.dead_letter import DEAD_LETTER, DeadLetterLog, Reason
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import END, Agent, fast, started, wait_until
 from tests.services import InfluxDB, Mosquitto
 

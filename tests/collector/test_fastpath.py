@@ -1,8 +1,8 @@
 """The collector's fast path (collector/fastpath.py) stores exactly what the exact path stores.
 
-Each payload goes through ``Collector._convert`` twice, with the fast path and without it: the
-lines (as InfluxDB reads them: fields in any order), the dead letters and the origin of every
-line must be the same. The fast path may decline a payload (the exact path then takes it), but
+Each payload goes through ``Converter.convert`` (collector/convert.py) twice, with the fast path
+and without it: the lines (as InfluxDB reads them: fields in any order), the dead letters and the
+origin of every line must be the same. The fast path may decline a payload (the exact path then takes it), but
 it must take the well-formed ones, or it is no fast path.
 """
 
@@ -19,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citygw import wire
+from collector.convert import EARLIEST_TS_MS, MAX_FUTURE_MS, Batch, Received
 from collector.dead_letter import Reason
 from collector.fastpath import TelemetryFastPath
 from collector.field_types import FieldTypes
-from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector, _Batch, _Received
+from collector.service import Collector
 from collector.store.base import Retention
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import now_ms
 from tests.collector.test_wire_fast import CORPUS
 
@@ -38,7 +39,7 @@ def collectors() -> Iterator[tuple[Collector, Collector]]:
     store = InfluxV1Store("http://127.0.0.1:9", "unused")
     fast = Collector("mqtt://127.0.0.1:9", store, client_id="fast")
     exact = Collector("mqtt://127.0.0.1:9", store, client_id="exact")
-    exact._fast = None
+    exact.converter.fast = None
     yield fast, exact
     store.close()
 
@@ -55,9 +56,9 @@ def normalised(line: str) -> str:
 
 def outcome(collector: Collector, payload: bytes, topic: str = TOPIC) -> dict[str, Any]:
     """What the collector makes of one message received at RECEIVED_MS: lines, origins, dead letters."""
-    message = _Received(topic, payload, 1, 1, RECEIVED_MS, 0)
-    batch = _Batch()
-    collector._convert(message, batch)
+    message = Received(topic, payload, RECEIVED_MS)
+    batch = Batch()
+    collector.converter.convert(message, batch)
     dead = [(p.tags["reason"], p.fields["error"], p.fields["payload"]) for p in batch.dead]
     return {
         "lines": [normalised(line) for line in batch.lines],
@@ -227,16 +228,16 @@ def test_a_value_of_another_type_than_its_fields_is_refused_alike_and_new_fields
     store = InfluxV1Store("http://127.0.0.1:9", "unused")
     fast = Collector("mqtt://127.0.0.1:9", store, client_id="fast")
     exact = Collector("mqtt://127.0.0.1:9", store, client_id="exact")
-    exact._fast = None
+    exact.converter.fast = None
     window = (EARLIEST_TS_MS, RECEIVED_MS + MAX_FUTURE_MS)
     first = batch(reading(fields={"level": 40}))
-    assert fast._fast is not None
-    assert fast._fast.convert(first, "agent-1", *window) is None  # not known yet
+    assert fast.converter.fast is not None
+    assert fast.converter.fast.convert(first, "agent-1", *window) is None  # not known yet
     assert outcome(fast, first) == outcome(exact, first)
-    assert fast._fast.convert(first, "agent-1", *window) is not None  # learned by the exact path
+    assert fast.converter.fast.convert(first, "agent-1", *window) is not None  # learned by the exact path
     for wrong in ({"level": 40.0}, {"level": "40"}, {"level": True}):
         payload = batch(reading(fields=wrong), reading(device="lamp-2", fields={"level": 41}))
-        assert fast._fast.convert(payload, "agent-1", *window) is None
+        assert fast.converter.fast.convert(payload, "agent-1", *window) is None
         result = outcome(fast, payload)
         assert result == outcome(exact, payload)
         assert [(reason, "'level'" in error) for reason, error, _ in result["dead"]] == [
@@ -254,14 +255,14 @@ def test_readings_older_than_the_store_keeps_are_refused_alike() -> None:
     store = InfluxV1Store("http://127.0.0.1:9", "unused")
     fast = Collector("mqtt://127.0.0.1:9", store, client_id="fast")
     exact = Collector("mqtt://127.0.0.1:9", store, client_id="exact")
-    exact._fast = None
+    exact.converter.fast = None
     for collector in (fast, exact):
-        collector._retention = Retention("retention policy 'hour' (1h0m0s)", 3_600_000)
+        collector.converter.retention = Retention("retention policy 'hour' (1h0m0s)", 3_600_000)
     kept, lost = RECEIVED_MS - 3_599_000, RECEIVED_MS - 3_601_000
     warm = batch(reading(ts=kept))
     assert outcome(fast, warm) == outcome(exact, warm)
-    assert fast._fast is not None
-    assert fast._fast.convert(warm, "agent-1", kept, RECEIVED_MS) is not None
+    assert fast.converter.fast is not None
+    assert fast.converter.fast.convert(warm, "agent-1", kept, RECEIVED_MS) is not None
     payload = batch(reading(ts=kept), reading(device="lamp-2", ts=lost))
     result = outcome(fast, payload)
     assert result == outcome(exact, payload)

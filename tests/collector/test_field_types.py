@@ -14,7 +14,8 @@ import pytest
 from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.store import Point
-from collector.store.influx import InfluxV1Store, InfluxV2Store
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influx_v2 import InfluxV2Store
 from tests.collector.helpers import END, Agent, fast, now_ms, started, wait_until
 from tests.services import InfluxDB, Mosquitto, VictoriaMetrics
 

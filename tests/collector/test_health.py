@@ -10,7 +10,7 @@ from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import AGENT_HEALTH, STATE_CODES, DeviceHealthGate, health_points
 from collector.store import Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import Agent, fast, now_ms, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from citygw import wire
+from collector.convert import MAX_PAYLOAD_BYTES
 from collector.dead_letter import DEAD_LETTER, Reason
-from collector.service import MAX_PAYLOAD_BYTES
 from collector.store import Row
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import END, Agent, expected_rows, fast, now_ms, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from collector.metrics import Exposition, Histogram, escape_label_value
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import Agent, fast, started, wait_until
 from tests.services import Mosquitto, free_port

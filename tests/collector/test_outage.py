@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from collector.service import Collector
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import Agent, expected_rows, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto
 

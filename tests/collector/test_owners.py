@@ -18,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citygw import wire
+from collector.convert import EARLIEST_TS_MS, MAX_FUTURE_MS
 from collector.dead_letter import Reason
 from collector.owners import OwnerPolicy
-from collector.service import EARLIEST_TS_MS, MAX_FUTURE_MS, Collector
+from collector.service import Collector
 from collector.store import Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.collector.helpers import Agent, fast, now_ms, started, stored, wait_until
 from tests.collector.test_fastpath import outcome
 from tests.services import Mosquitto
@@ -82,12 +83,12 @@ def both_paths(policy: OwnerPolicy) -> tuple[Collector, Collector]:
     for name in ("fast", "exact"):
         collector = Collector("mqtt://127.0.0.1:9", store, client_id=name, owners=policy)
         for agent in (BUS, AQ):
-            assert collector._owners.take(agent["agent_id"], config(agent)) is None
+            assert collector.converter.owners.take(agent["agent_id"], config(agent)) is None
         # Field types known, so the fast path takes what it may (it leaves unknown ones to the exact path).
-        collector._field_types.check("vehicle_position", {"lat": 1.0, "lon": 1.0})
-        collector._field_types.check("air_quality", {"pm25": 1.0})
+        collector.converter.field_types.check("vehicle_position", {"lat": 1.0, "lon": 1.0})
+        collector.converter.field_types.check("air_quality", {"pm25": 1.0})
         pair.append(collector)
-    pair[1]._fast = None
+    pair[1].converter.fast = None
     return pair[0], pair[1]
 
 
@@ -140,7 +141,7 @@ def test_both_paths_hold_agents_to_their_configs_alike(
     got = outcome(fast_one, payload, topic(agent))
     assert got == outcome(exact, payload, topic(agent)), what
     expected = {OwnerPolicy.OFF: STORE, OwnerPolicy.KNOWN: known, OwnerPolicy.STRICT: strict}
-    if expected[fast_one._owners.policy] == STORE:
+    if expected[fast_one.converter.owners.policy] == STORE:
         assert len(got["lines"]) == 1, what
         assert not got["dead"], what
     else:
@@ -164,23 +165,23 @@ def test_the_site_tag_is_the_configs_whatever_the_agent_says() -> None:
 def test_a_new_config_is_checked_afresh_by_the_fast_path() -> None:
     """The fast path's templates remember the ownership check: a push must not leave a stale one."""
     collector, _ = both_paths(OwnerPolicy.KNOWN)
-    assert collector._fast is not None
+    assert collector.converter.fast is not None
     window = (EARLIEST_TS_MS, now_ms() + MAX_FUTURE_MS)
     new_device = {**AQ["devices"][0], "id": "aq-harbour-2"}
     payload = telemetry("aq-harbour", air("aq-harbour-2"))
-    assert collector._fast.convert(payload, "aq-harbour", *window) is None  # not owned: exact path
-    collector._owners.take("aq-harbour", config(AQ, 2, [*AQ["devices"], new_device]))
-    taken = collector._fast.convert(payload, "aq-harbour", *window)
+    assert collector.converter.fast.convert(payload, "aq-harbour", *window) is None  # not owned: exact path
+    collector.converter.owners.take("aq-harbour", config(AQ, 2, [*AQ["devices"], new_device]))
+    taken = collector.converter.fast.convert(payload, "aq-harbour", *window)
     assert taken is not None
     assert "device=aq-harbour-2" in taken.lines[0]
     moved = {**AQ, "site": "harbour-east"}
-    collector._owners.take("aq-harbour", config(moved, 3, [new_device]))
-    taken = collector._fast.convert(payload, "aq-harbour", *window)
+    collector.converter.owners.take("aq-harbour", config(moved, 3, [new_device]))
+    taken = collector.converter.fast.convert(payload, "aq-harbour", *window)
     assert taken is not None
     assert ",site=harbour-east " in taken.lines[0]
     assert taken.site == "harbour-east"
     own_before = telemetry("aq-harbour", air("aq-harbour-1"))
-    assert collector._fast.convert(own_before, "aq-harbour", *window) is None  # removed by v3
+    assert collector.converter.fast.convert(own_before, "aq-harbour", *window) is None  # removed by v3
 
 
 _PAIRS = {policy: both_paths(policy) for policy in OwnerPolicy}
@@ -279,7 +280,7 @@ def test_a_device_added_by_a_push_is_accepted_from_then_on(mosquitto: Mosquitto,
         wait_until(lambda: dead_letters(store) == [("aq-harbour", "not_owned")], "not_owned before the push")
         new_device = {**AQ["devices"][0], "id": "aq-harbour-2", "unit": 2}
         push(mosquitto, ("aq-harbour", config(AQ, 2, [*AQ["devices"], new_device])))
-        owned = collector._owners.of
+        owned = collector.converter.owners.of
         wait_until(lambda: getattr(owned("aq-harbour"), "version", None) == 2, "config v2 taken")
         aq.publish(telemetry("aq-harbour", air("aq-harbour-2"), seq=1))
         wait_until(lambda: len(stored(store, "air_quality")) == 1, "aq-harbour-2 stored after the push")
@@ -321,7 +322,7 @@ def test_health_and_status_points_take_the_configs_site() -> None:
     status = wire.Status(agent="aq-harbour", state=wire.AgentState.ONLINE)
     for learnt in (None, "depot-north"):
         if learnt is not None:
-            collector._sites["aq-harbour"] = learnt
+            collector.converter.sites["aq-harbour"] = learnt
         for channel, payload in ((wire.Channel.HEALTH, health), (wire.Channel.STATUS, status)):
             lines = outcome(collector, wire.encode(payload), wire.topic("aq-harbour", channel))["lines"]
             assert lines

@@ -14,7 +14,8 @@ import pytest
 from citygw import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.store.base import Retention
-from collector.store.influx import InfluxV1Store, go_duration_ms
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influxql import go_duration_ms
 from tests.collector.helpers import END, Agent, fast, now_ms, started, wait_until
 from tests.services import InfluxDB, Mosquitto
 

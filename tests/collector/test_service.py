@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,10 +11,11 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
 from citygw import wire
+from collector.convert import MAX_PAYLOAD_BYTES
 from collector.dead_letter import DEAD_LETTER, Reason
-from collector.service import MAX_PAYLOAD_BYTES, BrokerAddress, Collector
+from collector.service import BrokerAddress, Collector
 from collector.store import Point, Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
 from tests.collector.helpers import Agent, expected_rows, fast, now_ms, started, stored, wait_until
 from tests.services import InfluxDB, Mosquitto
@@ -349,26 +348,6 @@ def test_points_carry_device_and_agent_tags(mosquitto: Mosquitto, agent: Agent, 
     store.close()
 
 
-def test_start_tunes_the_process_for_the_converter(tmp_path: Path) -> None:
-    """The GIL switch interval is lowered and the young-generation GC threshold raised, never the reverse."""
-    before = (sys.getswitchinterval(), gc.get_threshold())
-    try:
-        sys.setswitchinterval(0.005)
-        gc.set_threshold(700, 10, 10)
-        store = SqliteStore(tmp_path / "telemetry.sqlite")
-        tuned = Collector("mqtt://127.0.0.1:9", store, gil_switch_interval_s=0.002, gc_young_threshold=12_345)
-        with tuned:
-            assert sys.getswitchinterval() == pytest.approx(0.002)
-            assert gc.get_threshold() == (12_345, 10, 10)
-        with Collector("mqtt://127.0.0.1:9", store, gil_switch_interval_s=0.004, gc_young_threshold=1000):
-            assert sys.getswitchinterval() == pytest.approx(0.002)
-            assert gc.get_threshold() == (12_345, 10, 10)
-        store.close()
-    finally:
-        sys.setswitchinterval(before[0])
-        gc.set_threshold(*before[1])
-
-
 EXTREME_FIELDS: dict[str, wire.FieldValue] = {
     "whole": 5.0,
     "big": 1e16,
@@ -406,12 +385,12 @@ def test_a_message_the_converter_fails_on_is_a_dead_letter_and_the_collector_goe
 ) -> None:
     """A bug in converting one message (here: health points that raise) must not end the converter
     thread, which would leave the collector subscribed and storing nothing."""
-    import collector.service
+    import collector.convert
 
     def broken(*args: object) -> list[Point]:
         raise OverflowError("a bug")
 
-    monkeypatch.setattr(collector.service, "health_points", broken)
+    monkeypatch.setattr(collector.convert, "health_points", broken)
     store = SqliteStore(tmp_path / "telemetry.sqlite")
     health = wire.Health(
         agent="agent-1", ts=now_ms(), devices={}, journal=wire.JournalHealth(backlog=0, dropped=0)

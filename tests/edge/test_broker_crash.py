@@ -20,7 +20,7 @@ import pytest
 
 from citygw import wire
 from collector.service import Collector
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from edge.agent import open_journal
 from edge.publisher import Publisher
 from tests.deploy.broker import PASSWORD, SecuredMosquitto

@@ -18,7 +18,7 @@ from api import create_app
 from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.api.factories import FakeClock, bearer
 from tests.collector.store.test_newest import T0, letter
 from tests.services import InfluxDB

@@ -18,7 +18,7 @@ from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store import Point
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from tests.api.factories import FakeClock, bearer
 from tests.api.routes.test_dead_letters_flood import rows_sent
 from tests.services import InfluxDB

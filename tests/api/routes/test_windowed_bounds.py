@@ -19,7 +19,7 @@ from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
 from collector.store import Store
-from collector.store.influx import InfluxV1Store
+from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import MINUTE_MS, NOW_MS, FakeClock, bearer, reading
 from tests.services import InfluxDB

@@ -1,4 +1,9 @@
-"""One contract for every store: SQLite and InfluxDB (v1 API, real influxd) answer alike."""
+"""One contract for every store: SQLite and InfluxDB (v1 API, real influxd) answer alike.
+
+This is the whole contract, writes read back through the store's own reads (InfluxQL for
+InfluxDB). The v2 store is tested on VictoriaMetrics, which takes its writes and answers no
+InfluxQL: it runs the write half, test_write_contract.py, with every other store.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ import pytest
 from citygw import wire
 from collector.store import Point, PointsRejected, StoreError, StoreUnavailable, open_store, prepare
 from collector.store.base import LinesRejected
-from collector.store.influx import InfluxV1Store, InfluxV2Store, to_line_protocol
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influx_v2 import InfluxV2Store
+from collector.store.line_protocol import to_line_protocol
 from tests.collector.store.auth_influxdb import ADMIN, READER, WRITER, AuthInfluxDB
 from tests.services import InfluxDB, VictoriaMetrics, free_port
 

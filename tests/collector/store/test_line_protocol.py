@@ -8,7 +8,7 @@ import pytest
 
 from citygw.wire import TELEMETRY_BATCH_DICT, ReadingDict
 from collector.store import Point
-from collector.store.influx import LineEncoder, library_line_protocol
+from collector.store.line_protocol import LineEncoder, library_line_protocol
 
 T0 = 1_700_000_000_000
 

@@ -8,7 +8,8 @@ import pytest
 
 from collector.store import TOKEN_ENV, Point, open_store, redact
 from collector.store.base import Retention
-from collector.store.influx import InfluxV1Store, InfluxV2Store
+from collector.store.influx_v1 import InfluxV1Store
+from collector.store.influx_v2 import InfluxV2Store
 from collector.store.sqlite import SqliteStore
 
 

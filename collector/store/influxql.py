@@ -1,4 +1,4 @@
-"""InfluxDB stores: line protocol writes over the v1 or v2 API, InfluxQL reads over ``/query``.
+"""InfluxQL reads over ``/query``: what the InfluxDB stores answer the API and the collector with.
 
 Every InfluxDB generation answers InfluxQL (2.x through its v1-compatible ``/query``), so one
 reader serves both writers. Values go in as bound parameters; identifiers are checked against
@@ -7,33 +7,19 @@ the wire contract's name pattern and double-quoted.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from math import isfinite as _isfinite
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
-import orjson
-import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write import point as library_point
-from influxdb_client.client.write.point import Point as LineProtocolPoint
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
 
-from citygw.wire import NAME_PATTERN, ReadingDict, is_name
+from citygw.wire import NAME_PATTERN, is_name
 from collector.store.base import (
-    INT64_MAX,
-    INT64_MIN,
     Aggregate,
     DeviceKey,
     FieldValue,
-    LinesRejected,
     Point,
-    PointsRejected,
     Retention,
     Row,
     StoreError,
@@ -41,205 +27,11 @@ from collector.store.base import (
     device_key,
     newest_per_device,
 )
+from collector.store.influx_write import PermissionDenied, error_text, refused
 
-_DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NS_PER_MS = 1_000_000
 _MAX_TIME_MS = (2**63 - 2) // _NS_PER_MS
 _NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
-NUMBER_TYPES = frozenset({float, int, bool})  # what orjson writes as line protocol does
-_MS: Any = WritePrecision.MS  # a str constant; WriteApi.write is annotated with the class
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
-
-
-def library_line_protocol(point: Point) -> str:
-    """The point as influxdb_client's own Point writes it (the reference for LineEncoder)."""
-    record = LineProtocolPoint.from_dict(
-        {"measurement": point.measurement, "tags": point.tags, "fields": point.fields, "time": point.ts_ms},
-        write_precision=_MS,
-    )
-    line: str = record.to_line_protocol()
-    return line
-
-
-class _Layout(NamedTuple):
-    names: tuple[str, ...]
-    keys: tuple[str, ...]  # escaped, with '='
-    pairs: tuple[tuple[str, str], ...]  # (name, key)
-
-
-class LineEncoder:
-    """Points to line protocol, byte for byte as influxdb_client's Point writes them, ten times faster.
-
-    The escaping is the library's own (its translation tables; a test pins the output to
-    ``library_line_protocol``). What makes it fast: the escaped series prefix (measurement and
-    sorted tags) and the sorted, escaped field keys are computed once per series and per set of
-    field names and cached, and no intermediate object is built per point. Anything unusual (a
-    subclass of a field type) goes to the library.
-    """
-
-    def __init__(self, max_cached: int = 100_000) -> None:
-        self.max_cached = max_cached
-        self._prefixes: dict[tuple[Any, ...], str] = {}
-        self._layouts: dict[tuple[str, ...], _Layout] = {}
-
-    def line(self, point: Point) -> str:
-        """One line (no newline); '' if the point has no writable field (all NaN or infinite)."""
-        series = (point.measurement, tuple(point.tags.items()))
-        prefix = self._prefixes.get(series) or self._prefix(series, point.measurement, point.tags)
-        fields = self._fields(point.fields)
-        if fields is None:
-            return library_line_protocol(point)
-        return f"{prefix}{fields} {point.ts_ms}" if fields else ""
-
-    def reading_line(self, agent: str, reading: ReadingDict) -> str:
-        """The line of ``Point(measurement, {**tags, "device": device, "agent": agent}, ts, fields)``."""
-        fields = self._fields(reading["fields"])
-        if not fields:  # nothing writable, or a value for the library
-            tags = {**reading.get("tags", {}), "device": reading["device"], "agent": agent}
-            return self.line(Point(reading["measurement"], tags, reading["ts"], reading["fields"]))
-        return f"{self._reading_prefix(agent, reading)}{fields} {reading['ts']}"
-
-    def reading_lines(self, agent: str, readings: Sequence[ReadingDict]) -> list[str]:
-        """``reading_line`` of each of a message's validated readings, its numbers formatted at once.
-
-        Float ``repr`` was the bulk of encoding: here orjson formats every number and boolean of
-        the message in one call (the same shortest round-trip digits as ``repr``; ``5.0`` where
-        the library writes ``5``, the same float to InfluxDB). A message with a string field, a
-        value orjson would write as ``null`` (NaN, infinity: validated readings have none) or an
-        integer beyond 64 bits takes ``reading_line``.
-        """
-        layouts = []
-        values: list[FieldValue] = []
-        for reading in readings:
-            fields = reading["fields"]
-            names = tuple(fields)
-            layout = self._layouts.get(names) or self._layout(names)
-            layouts.append(layout)
-            values.extend(map(fields.__getitem__, layout.names))
-        texts = number_texts(values)
-        if texts is None:
-            return [self.reading_line(agent, reading) for reading in readings]
-        lines = []
-        start = 0
-        for reading, layout in zip(readings, layouts, strict=True):
-            end = start + len(layout.keys)
-            field_set = ",".join(map(str.__add__, layout.keys, texts[start:end]))
-            lines.append(f"{self._reading_prefix(agent, reading)}{field_set} {reading['ts']}")
-            start = end
-        return lines
-
-    def _reading_prefix(self, agent: str, reading: ReadingDict) -> str:
-        tags = reading.get("tags")
-        measurement, device = reading["measurement"], reading["device"]
-        series = (measurement, device, agent, tuple(tags.items()) if tags else ())
-        prefix = self._prefixes.get(series)
-        if prefix is None:
-            prefix = self._prefix(series, measurement, {**(tags or {}), "device": device, "agent": agent})
-        return prefix
-
-    def _prefix(self, series: tuple[Any, ...], measurement: str, tags: Mapping[str, str]) -> str:
-        prefix = _series_prefix(measurement, tags)
-        if len(self._prefixes) >= self.max_cached:
-            self._prefixes.clear()
-        self._prefixes[series] = prefix
-        return prefix
-
-    def _fields(self, fields: Mapping[str, FieldValue]) -> str | None:
-        """The field set ('' if no value is writable), or None if a value needs the library."""
-        names = tuple(fields)
-        layout = self._layouts.get(names) or self._layout(names)
-        parts = []
-        for name, key in layout.pairs:
-            value = fields[name]
-            # type() is, not isinstance: a bool is an int, and subclasses go to the library.
-            if type(value) is float:
-                if not _isfinite(value):
-                    continue
-                text = repr(value)
-                parts.append(key + (text[:-2] if text[-2:] == ".0" else text))
-            elif type(value) is int:
-                parts.append(f"{key}{value}i")
-            elif type(value) is bool:
-                parts.append(key + ("true" if value else "false"))
-            elif type(value) is str:
-                parts.append(f'{key}"{value.translate(library_point._ESCAPE_STRING)}"')
-            else:
-                return None
-        return ",".join(parts)
-
-    def _layout(self, names: tuple[str, ...]) -> _Layout:
-        """The names and their escaped keys with '=' in the library's order (sorted by name)."""
-        ordered = tuple(sorted(names))
-        keys = tuple(map(_field_key, ordered))
-        layout = _Layout(ordered, keys, tuple(zip(ordered, keys, strict=True)))
-        if len(self._layouts) >= self.max_cached:
-            self._layouts.clear()
-        self._layouts[names] = layout
-        return layout
-
-
-def number_texts(values: list[FieldValue], *, large: bool = True) -> list[str] | None:
-    """Each value as line protocol writes it (an int with its ``i``), all formatted by one
-    ``orjson.dumps``: the shortest round-trip digits, as ``repr``. None if a value is not a number
-    or a boolean, is NaN or infinite (orjson writes null) or is an integer beyond 64 bits; with
-    ``large=False`` also if one is 1e16 or more (written with an exponent: for values orjson parsed,
-    perhaps an integer beyond 64 bits read as a float). The caller then takes another way.
-    """
-    kinds = set(map(type, values))
-    if not kinds <= NUMBER_TYPES:
-        return None
-    try:
-        text = orjson.dumps(values)
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits
-        return None
-    if b"null" in text or (not large and b"e+" in text):
-        return None
-    texts = text.decode()[1:-1].split(",")
-    if int in kinds:
-        for index, value in enumerate(values):
-            if type(value) is int:
-                if not INT64_MIN <= value <= INT64_MAX:
-                    return None
-                texts[index] += "i"
-    return texts
-
-
-def line_template(measurement: str, tags: Mapping[str, str], names: Sequence[str]) -> str:
-    """The lines of a series with these field names, to fill in twice with ``%``.
-
-    ``template % field_texts`` puts each field's text (in the order of ``names``, ints already
-    with their ``i``), then ``% ts_ms`` the time: ``m,t=v a=%s,b=%s %%d``. The escaping is the
-    library's, as in ``LineEncoder``; a ``%`` in a name or tag is doubled.
-    """
-    prefix = _series_prefix(measurement, tags).replace("%", "%%%%")
-    fields = ",".join(_field_key(name).replace("%", "%%%%") + "%s" for name in names)
-    return f"{prefix}{fields} %%d"
-
-
-def _series_prefix(measurement: str, tags: Mapping[str, str]) -> str:
-    """Escaped measurement and tags (sorted by key, as the library writes them), then a space."""
-    escaped_tags = []
-    for key, value in sorted(tags.items()):
-        escaped_key = str(key).translate(library_point._ESCAPE_KEY)
-        escaped_value = str(value).translate(library_point._ESCAPE_KEY)
-        if escaped_value.endswith("\\"):
-            escaped_value += " "
-        if escaped_key and escaped_value:
-            escaped_tags.append(f"{escaped_key}={escaped_value}")
-    escaped = measurement.translate(library_point._ESCAPE_MEASUREMENT)
-    return f"{escaped}{',' if escaped_tags else ''}{','.join(escaped_tags)} "
-
-
-def _field_key(name: str) -> str:
-    return str(name).translate(library_point._ESCAPE_KEY) + "="
-
-
-_ENCODER = LineEncoder()
-
-
-def to_line_protocol(point: Point) -> str:
-    """The point as one line of line protocol (influxdb_client's escaping); '' if it has no usable field."""
-    return _ENCODER.line(point)
 
 
 def quote_identifier(name: str, what: str = "name") -> str:
@@ -247,82 +39,6 @@ def quote_identifier(name: str, what: str = "name") -> str:
     if not is_name(name):
         raise ValueError(f"{what} {name!r} does not match {NAME_PATTERN}")
     return f'"{name}"'
-
-
-class _PermissionDenied(StoreUnavailable):
-    """HTTP 403: the user was recognised and may not do this (retried: an admin may grant it)."""
-
-
-def _refused(server: object, status: int, reason: str) -> StoreUnavailable:
-    """401: who we are was not accepted; 403: it was, and may not do this (e.g. a read-only user writing)."""
-    if status == 401:
-        return StoreUnavailable(f"InfluxDB at {server}: authentication failed ({reason})")
-    return _PermissionDenied(f"InfluxDB at {server}: permission denied ({reason})")
-
-
-class _BadRequest(Exception):
-    """The server refused (part of) a batch for good (HTTP 400)."""
-
-
-class _TooLarge(Exception):
-    """The batch is larger than the server accepts (HTTP 413)."""
-
-
-def write_bisecting(points: Sequence[Point], send: Callable[[list[str]], None]) -> None:
-    """``write_lines_bisecting`` for points: raises PointsRejected with exactly the refused points."""
-    try:
-        write_lines_bisecting([to_line_protocol(point) for point in points], send)
-    except LinesRejected as exc:
-        raise PointsRejected([(points[index], reason) for index, reason in exc.rejected]) from None
-
-
-def write_lines_bisecting(lines: Sequence[str], send: Callable[[list[str]], None]) -> None:
-    """Send ``lines`` through ``send``; on a refusal, find the bad lines by writing halves.
-
-    Rewriting the lines a partial write already stored is harmless (same identity). Raises
-    LinesRejected with exactly the refused lines (by index, in order) once all the others are
-    written; an empty line stands for a point without a writable field.
-    """
-    rejected = [(index, _NO_FIELD) for index, line in enumerate(lines) if not line]
-    usable = [index for index, line in enumerate(lines) if line] if rejected else range(len(lines))
-    rejected += _send_halves(lines, usable, send)
-    if rejected:
-        raise LinesRejected(sorted(rejected))
-
-
-_NO_FIELD = "point has no field with a writable value (NaN or infinite?)"
-
-
-def _send_halves(
-    lines: Sequence[str], indices: Sequence[int], send: Callable[[list[str]], None]
-) -> list[tuple[int, str]]:
-    if not indices:
-        return []
-    try:
-        send([lines[index] for index in indices])
-        return []
-    except _BadRequest as exc:
-        if len(indices) == 1:
-            return [(indices[0], str(exc))]
-    except _TooLarge:
-        if len(indices) == 1:
-            return [(indices[0], "point is larger than the server accepts (HTTP 413)")]
-    middle = len(indices) // 2
-    return _send_halves(lines, indices[:middle], send) + _send_halves(lines, indices[middle:], send)
-
-
-def _error_text(body: bytes | str | None) -> str:
-    """The server's reason from an error body (v1 says "error", v2 says "message")."""
-    if body is None:
-        return ""
-    text = body.decode(errors="replace") if isinstance(body, bytes) else body
-    try:
-        decoded = json.loads(text)
-    except ValueError:
-        return text.strip()[:500]
-    if isinstance(decoded, dict):
-        return str(decoded.get("error") or decoded.get("message") or decoded)[:500]
-    return text.strip()[:500]
 
 
 class InfluxQLReader:
@@ -342,13 +58,13 @@ class InfluxQLReader:
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"InfluxDB query at {self._http.base_url}: {exc!r}") from exc
         if response.status_code in (401, 403):
-            raise _refused(self._http.base_url, response.status_code, _error_text(response.content))
+            raise refused(self._http.base_url, response.status_code, error_text(response.content))
         if response.status_code == 400:
-            raise StoreError(f"InfluxQL {statement!r} refused: {_error_text(response.content)}")
+            raise StoreError(f"InfluxQL {statement!r} refused: {error_text(response.content)}")
         if response.status_code != 200:
             raise StoreUnavailable(
                 f"InfluxDB query at {self._http.base_url}: HTTP {response.status_code} "
-                f"{_error_text(response.content)}"
+                f"{error_text(response.content)}"
             )
         (result,) = response.json()["results"]
         if "error" in result:
@@ -718,7 +434,7 @@ def _rows(series: Mapping[str, Any], types: Mapping[str, str]) -> list[tuple[int
     return rows
 
 
-class _InfluxReads:
+class InfluxQLReads:
     """The read half shared by both writers: delegates to one InfluxQLReader."""
 
     reader: InfluxQLReader
@@ -808,196 +524,15 @@ class _InfluxReads:
         """``{measurement: {field: type}}`` of the whole database (SHOW FIELD KEYS)."""
         try:
             return self.reader.field_types()
-        except _PermissionDenied as exc:
+        except PermissionDenied as exc:
             raise StoreError(f"{exc}; {_READ_TOO}") from exc
 
     def retention(self) -> Retention | None:
         """The duration of the database's default retention policy (None: infinite)."""
         try:
             return self.reader.default_retention()
-        except _PermissionDenied as exc:
+        except PermissionDenied as exc:
             raise StoreError(f"{exc}; {_READ_TOO}") from exc
 
 
 _READ_TOO = "grant the collector's user READ too (GRANT ALL, docs/deploy.md) so it knows them from the start"
-
-
-class InfluxV1Store(_InfluxReads):
-    """InfluxDB 1.x API: POST /write (ms precision) with user/password, InfluxQL reads.
-
-    Writes are gzip-compressed unless ``gzip=False``: for an InfluxDB on the same host, where
-    compressing costs both sides CPU and saves no network (see collector/README.md, "Speed").
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        database: str,
-        username: str | None = None,
-        password: str | None = None,
-        *,
-        gzip: bool = True,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-    ) -> None:
-        if not _DATABASE_RE.fullmatch(database):
-            raise ValueError(f"InfluxDB database name {database!r} does not match {_DATABASE_RE.pattern}")
-        self.database = database
-        self.gzip = gzip
-        auth = httpx.BasicAuth(username, password or "") if username else None
-        self._http = httpx.Client(base_url=base_url, auth=auth, timeout=timeout)
-        self.reader = InfluxQLReader(self._http, database)
-
-    def ensure_database(self) -> None:
-        """Create the database if this user cannot see it yet; call at start-up.
-
-        With auth on, CREATE DATABASE needs an admin, while SHOW DATABASES lists to any user the
-        databases it has a privilege on: a least-privilege writer or reader whose database exists
-        carries on; one whose database is missing gets a StoreError naming the admin's step.
-        """
-        listed = self.reader.query("SHOW DATABASES")
-        if any(row[0] == self.database for series in listed for row in series.get("values", [])):
-            return
-        try:
-            self.reader.query(f'CREATE DATABASE "{self.database}"')
-        except StoreUnavailable as exc:
-            if "privilege" not in str(exc):
-                raise
-            raise StoreError(
-                f"InfluxDB at {self._http.base_url}: database {self.database!r} does not exist or this "
-                f"user has no privilege on it, and only an admin may create it: as an admin run "
-                f'CREATE DATABASE "{self.database}" and GRANT WRITE (collector, API) or READ (Grafana) '
-                f'ON "{self.database}" TO the user (docs/deploy.md, step 3); the server said: {exc}'
-            ) from exc
-
-    def write(self, points: Sequence[Point]) -> None:
-        """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
-        write_bisecting(points, self._send)
-
-    def write_lines(self, lines: Sequence[str]) -> None:
-        """Write all lines or raise StoreUnavailable (retry later) or LinesRejected (the rest written)."""
-        write_lines_bisecting(lines, self._send)
-
-    def _send(self, lines: list[str]) -> None:
-        body = "\n".join(lines).encode()
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if self.gzip:
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        try:
-            response = self._http.post(
-                "/write", params={"db": self.database, "precision": "ms"}, content=body, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: {exc!r}") from exc
-        status = response.status_code
-        if status == 204:
-            return
-        reason = _error_text(response.content)
-        if status == 400:
-            raise _BadRequest(reason)
-        if status == 413:
-            raise _TooLarge(reason)
-        if status in (401, 403):
-            raise _refused(self._http.base_url, status, reason)
-        if status == 404:
-            raise StoreUnavailable(
-                f"InfluxDB at {self._http.base_url}: database {self.database!r} not found ({reason}); "
-                "create it, e.g. with InfluxV1Store.ensure_database() at start-up"
-            )
-        raise StoreUnavailable(f"InfluxDB at {self._http.base_url}: HTTP {status} {reason}")
-
-    def close(self) -> None:
-        self._http.close()
-
-
-class InfluxV2Store(_InfluxReads):
-    """InfluxDB v2 API (2.x, 3.x, Cloud, VictoriaMetrics): token, org and bucket.
-
-    Writes go through influxdb_client's synchronous WriteApi (gzip); reads through the
-    v1-compatible ``/query`` with ``db`` = bucket.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        org: str,
-        bucket: str,
-        token: str,
-        *,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        retention: str | None = None,
-    ) -> None:
-        self.url = url
-        self.org = org
-        self.bucket = bucket
-        # The bucket's retention as a duration (720h0m0s): its API is not every server's, so a setting.
-        ms = None if retention is None else go_duration_ms(retention)
-        self._retention = None if ms is None else Retention(f"bucket retention {retention} (store URL)", ms)
-        read_timeout = timeout.read if timeout.read is not None else 10.0
-        self._client = InfluxDBClient(
-            url=url, token=token, org=org, timeout=int(read_timeout * 1000), enable_gzip=True
-        )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._http = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=timeout)
-        self.reader = InfluxQLReader(self._http, bucket)
-
-    def retention(self) -> Retention | None:
-        """The ``retention`` given (None: for ever, or not said)."""
-        return self._retention
-
-    def field_types(self) -> dict[str, dict[str, str]]:
-        """As the v1 store, if the server answers InfluxQL for the bucket; StoreError if it answers
-        but cannot (VictoriaMetrics, an InfluxDB 2.x bucket without a DBRP mapping)."""
-        try:
-            return self.reader.field_types()
-        except StoreUnavailable as exc:
-            if isinstance(exc.__cause__, httpx.HTTPError):
-                raise  # not reachable: ask again
-            raise StoreError(f"{self.url} answers no InfluxQL for bucket {self.bucket!r}: {exc}") from exc
-
-    def write(self, points: Sequence[Point]) -> None:
-        """Write all points or raise StoreUnavailable (retry later) or PointsRejected (the rest written)."""
-        write_bisecting(points, self._send)
-
-    def write_lines(self, lines: Sequence[str]) -> None:
-        """Write all lines or raise StoreUnavailable (retry later) or LinesRejected (the rest written)."""
-        write_lines_bisecting(lines, self._send)
-
-    def _send(self, lines: list[str]) -> None:
-        try:
-            self._write_api.write(bucket=self.bucket, org=self.org, record=lines, write_precision=_MS)
-        except ApiException as exc:
-            status = exc.status or 0
-            reason = _error_text(exc.body) or str(exc.reason)
-            # InfluxDB 2.x answers 422 for points it can never take (a field's type conflict, a time
-            # outside the bucket's retention): dead letters, like 1.x's 400, not a retry for ever.
-            if status in (400, 422):
-                raise _BadRequest(reason) from exc
-            if status == 413:
-                raise _TooLarge(reason) from exc
-            if status in (401, 403):
-                raise _refused(self.url, status, reason) from exc
-            raise StoreUnavailable(f"InfluxDB at {self.url}: HTTP {status} {reason}") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StoreUnavailable(f"InfluxDB at {self.url}: {exc!r}") from exc
-
-    def close(self) -> None:
-        self._write_api.close()  # type: ignore[no-untyped-call]
-        self._client.close()  # type: ignore[no-untyped-call]
-        self._http.close()
-
-
-__all__ = [
-    "InfluxQLReader",
-    "InfluxV1Store",
-    "InfluxV2Store",
-    "LineEncoder",
-    "go_duration_ms",
-    "library_line_protocol",
-    "line_template",
-    "number_texts",
-    "quote_identifier",
-    "to_line_protocol",
-    "write_bisecting",
-    "write_lines_bisecting",
-]
