@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,16 +62,16 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from api import create_app  # noqa: E402
 from api.registry import open_registry  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from api.transit.accuracy import Score, Tally, overall, score, tally  # noqa: E402
+from api.transit.accuracy import WINDOWS, Score, Tally, overall, score, tally  # noqa: E402
 from api.transit.accuracy_watch import published_predictions  # noqa: E402
 from api.transit.feeds import FeedKind, TransitService  # noqa: E402
 from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
-from api.transit.history import LearnedTimes  # noqa: E402
+from api.transit.history import LearnedTimes, LocalHours, Spread  # noqa: E402
 from api.transit.simulated_buses import Bus, fixes_between  # noqa: E402
 from api.transit.timetable import Timetable  # noqa: E402
 from api.transit.trip_updates import predict  # noqa: E402
-from bench.bus_model import drive_day  # noqa: E402
+from bench.bus_model import drive_day, segment_times  # noqa: E402
 from citygw import wire  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store.base import Aggregate, DeviceKey, Point, Row, device_key, newest_per_device  # noqa: E402
@@ -341,6 +342,9 @@ def weekdays_before(day: dt.date, count: int) -> list[dt.date]:
     return found[::-1]
 
 
+K = TypeVar("K")
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """What the learner was given and what it made of it."""
@@ -349,6 +353,18 @@ class History:
     fixes: int
     learn_s: float  # HistoryLearner.refresh over the store, what the API does at startup
     learned: LearnedTimes
+    run_error_s: float | None  # median |learned - the model's| over learned segment-hours
+    dwell_error_s: float | None  # the same over learned stop-hours
+
+
+def learning_error_s(learned: Mapping[K, Spread], truth: Mapping[K, list[float]]) -> float | None:
+    """The median, over what was learned, of how far its median is from the model's true median."""
+    off = [
+        abs(spread.median_s - statistics.median(truth[key]))
+        for key, spread in learned.items()
+        if key in truth
+    ]
+    return statistics.median(off) if off else None
 
 
 def learn_history(
@@ -362,18 +378,19 @@ def learn_history(
     settings = transit_settings(gtfs.parent, gtfs, transit_history_days=min(90.0, span_days))
     store = SqliteStore(folder / "history.sqlite")
     fixes = 0
+    hours = LocalHours(timetable.timezone)
+    true_runs: dict[tuple[str, str, int], list[float]] = {}
+    true_dwells: dict[tuple[str, int], list[float]] = {}
     try:
         for date in dates:
             start_s = timetable.day_start(date)
-            points = list(
-                fixes_between(
-                    timetable,
-                    drive_day(timetable, date, seed=seed),
-                    start_s,
-                    start_s + 28 * 3600,
-                    period_s=period_s,
-                )
-            )
+            buses = drive_day(timetable, date, seed=seed)
+            runs, dwells = segment_times(buses, hours)
+            for key, found in runs.items():
+                true_runs.setdefault(key, []).extend(found)
+            for stop_key, found in dwells.items():
+                true_dwells.setdefault(stop_key, []).extend(found)
+            points = list(fixes_between(timetable, buses, start_s, start_s + 28 * 3600, period_s=period_s))
             store.write(points)
             fixes += len(points)
         service = TransitService(settings)
@@ -384,16 +401,23 @@ def learn_history(
         store.close()
     learned = service.history.learned
     assert learned is not None
-    return History(len(dates), fixes, learn_s, learned)
+    return History(
+        len(dates),
+        fixes,
+        learn_s,
+        learned,
+        learning_error_s(learned.runs, true_runs),
+        learning_error_s(learned.dwells, true_dwells),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class EtaScores:
-    """Per bucket, the same predicted stops scored three ways."""
+    """The same predicted stops scored three ways."""
 
-    carried: list[Tally]  # the delay carried along the schedule: no history
-    learned: list[Tally]  # running times and dwells learned from history
-    schedule: list[Tally]  # the timetable alone
+    carried: list[Score]  # the delay carried along the schedule: no history
+    learned: list[Score]  # running times and dwells learned from history
+    schedule: list[Score]  # the timetable alone
 
 
 def eta_accuracy(
@@ -433,7 +457,7 @@ def eta_accuracy(
                     for scored, found in zip((carried, ours, schedule), scores, strict=True):
                         assert found is not None
                         scored.append(found)
-    return EtaScores(tally(carried), tally(ours), tally(schedule))
+    return EtaScores(carried, ours, schedule)
 
 
 def validator_errors(timetable: Timetable, buses: list[Bus], gtfs: Path, folder: Path) -> int:
@@ -472,20 +496,41 @@ def _share(counted: Tally) -> str:
     return _figure(counted.share)
 
 
+def _tenths(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def _lateness(scores: list[Score]) -> dict[str, float]:
+    """Per bucket, the median of how much later than predicted the bus arrived (s)."""
+    late: dict[str, list[float]] = {window.bucket: [] for window in WINDOWS}
+    for found in scores:
+        late[found.window.bucket].append(found.arrived_s - found.predicted_s)
+    return {bucket: round(statistics.median(seconds), 1) for bucket, seconds in late.items() if seconds}
+
+
 def _buckets(tallies: list[Tally]) -> dict[str, float | None]:
     return {t.window.bucket: _rounded(t.share) for t in tallies}
 
 
 def eta_report(scores: EtaScores, history: History) -> dict[str, object]:
     """Print the ETA figures; their JSON keys."""
-    carried, learned, schedule = (overall(t) for t in (scores.carried, scores.learned, scores.schedule))
+    by_bucket = {
+        "carried": tally(scores.carried),
+        "learned": tally(scores.learned),
+        "schedule": tally(scores.schedule),
+    }
+    carried, learned, schedule = (overall(tallies) for tallies in by_bucket.values())
     print(
         f"history: {history.days} weekdays, {history.fixes} fixes, learned in {history.learn_s:.1f} s:"
-        f" {len(history.learned.runs)} segment-hours, {len(history.learned.dwells)} stop-hours"
+        f" {len(history.learned.runs)} segment-hours, {len(history.learned.dwells)} stop-hours;"
+        f" their medians off the model's by {_seconds(history.run_error_s)} (running times),"
+        f" {_seconds(history.dwell_error_s)} (dwells) at the median"
     )
-    for mine, with_history, timetable_only in zip(
-        scores.carried, scores.learned, scores.schedule, strict=True
-    ):
+    for mine, with_history, timetable_only in zip(*by_bucket.values(), strict=True):
         print(
             f"ETA {mine.window.bucket} min ahead within -{mine.window.early_s}/+{mine.window.late_s} s:"
             f" delay carried {_share(mine)}, learned {_share(with_history)},"
@@ -499,14 +544,17 @@ def eta_report(scores: EtaScores, history: History) -> dict[str, object]:
         "eta_within_windows": _rounded(carried),
         "eta_within_windows_learned": _rounded(learned),
         "eta_within_windows_schedule_only": _rounded(schedule),
-        "eta_by_bucket": _buckets(scores.carried),
-        "eta_by_bucket_learned": _buckets(scores.learned),
-        "eta_by_bucket_schedule_only": _buckets(scores.schedule),
-        "eta_predictions": sum(t.predictions for t in scores.carried),
+        "eta_by_bucket": _buckets(by_bucket["carried"]),
+        "eta_by_bucket_learned": _buckets(by_bucket["learned"]),
+        "eta_by_bucket_schedule_only": _buckets(by_bucket["schedule"]),
+        "eta_predictions": len(scores.carried),
         "history_days": history.days,
         "history_fixes": history.fixes,
         "history_learn_s": round(history.learn_s, 1),
         "history_segment_hours": len(history.learned.runs),
+        "history_run_error_s": _tenths(history.run_error_s),
+        "history_dwell_error_s": _tenths(history.dwell_error_s),
+        "eta_median_late_s": {"carried": _lateness(scores.carried), "learned": _lateness(scores.learned)},
     }
 
 
