@@ -374,6 +374,7 @@ def learn_history(
     by a TransitService's own HistoryLearner at 06:00 on FRIDAY (its startup refresh)."""
     dates = weekdays_before(FRIDAY, days)
     now_s = int(dt.datetime.combine(FRIDAY, dt.time(6), tzinfo=timetable._zone).timestamp())
+    # The learner keeps what reaches back to the first of them (production: 14 days, weekends too).
     span_days = (now_s - timetable.day_start(dates[0])) / 86_400 if dates else 1.0
     settings = transit_settings(gtfs.parent, gtfs, transit_history_days=min(90.0, span_days))
     store = SqliteStore(folder / "history.sqlite")
