@@ -29,11 +29,13 @@ from firmware_bridge.roles import ROLES, LampBit, Role
 NGSI_LD_CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 _MODELS = "https://raw.githubusercontent.com/smart-data-models/{domain}/master/context.jsonld"
 # UN/CEFACT unit codes, as the Smart Data Models use them, of the roles' canonical units.
-UGM3, PPB, PPM, CELSIUS, CUBIC_METRE, KWH, WATT, VOLT, AMPERE, HERTZ = (
-    "GQ", "61", "59", "CEL", "MTQ", "KWH", "WTT", "VLT", "AMP", "HTZ"
+UGM3, PPB, PPM, CELSIUS, CUBIC_METRE, KWH, WATT, VOLT, AMPERE, HERTZ, MG_L = (
+    "GQ", "61", "59", "CEL", "MTQ", "KWH", "WTT", "VLT", "AMP", "HTZ", "M1"
 )  # fmt: skip
 UNIT_CODES = {"µg/m³": UGM3, "ppb": PPB, "ppm": PPM, "°C": CELSIUS, "m³": CUBIC_METRE, "kWh": KWH,
-              "W": WATT, "V": VOLT, "A": AMPERE, "Hz": HERTZ}  # fmt: skip
+              "W": WATT, "V": VOLT, "A": AMPERE, "Hz": HERTZ, "mg/L": MG_L}  # fmt: skip
+# A bin's alarm channels (role alarm) as the WasteContainer's safety status, the gravest first.
+BIN_ALARMS = (("fire", "burning"), ("tilt", "dropped"))
 
 Properties = dict[str, dict[str, Any]]
 
@@ -43,6 +45,9 @@ class DatasetName(StrEnum):
     STREETLIGHTS = "streetlights"
     WATER_CONSUMPTION = "water-consumption"
     ELECTRICITY = "electricity"
+    WASTE_CONTAINERS = "waste-containers"
+    PARKING_SPOTS = "parking-spots"
+    WATER_QUALITY = "water-quality"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ class Observed:
     point: Point
     roles: RoleCatalogue
     station: StationIndex | None = None
+    city: str = ""
 
     @property
     def at(self) -> str:
@@ -88,6 +94,8 @@ class Dataset:
     roles: tuple[Role, ...]  # a measurement holding a field of one of them is in the dataset
     domain: str
     subjects: Callable[[Observed], list[Subject]]
+    located: bool = False  # the model requires a location: a device the registry places nowhere is left out
+    device_list: bool = False  # the model's refDevice is a list of devices
 
     @property
     def context(self) -> list[str]:
@@ -196,6 +204,53 @@ def electricity_subjects(seen: Observed) -> list[Subject]:
     return [Subject(seen.point.tags["device"], props)] if props else []
 
 
+def waste_container_subjects(seen: Observed) -> list[Subject]:
+    """A bin: its fill level as a fraction (0..1), the temperature inside, its safety status from its
+    alarm flags (fire: burning, tilt: dropped, none raised: ok)."""
+    props: Properties = {}
+    fill = seen.chosen(Role.FILL_LEVEL).get(None)
+    if fill is None:
+        return []
+    props["fillingLevel"] = _property(round(min(100.0, max(0.0, fill)) / 100, 4), seen.at)
+    props |= _named(seen, {"temperature": Role.TEMPERATURE})
+    alarms = seen.chosen(Role.ALARM)
+    if alarms:
+        raised = [status for channel, status in BIN_ALARMS if alarms.get(channel)]
+        unnamed = any(value for channel, value in alarms.items() if channel not in dict(BIN_ALARMS))
+        if raised or not unnamed:  # an alarm the model has no word for leaves the status out
+            props["status"] = _property(raised[0] if raised else "ok", seen.at)
+    return [Subject(seen.point.tags["device"], props)]
+
+
+def parking_spot_subjects(seen: Observed) -> list[Subject]:
+    """A bay: free or occupied, on-street, in the parking site of its ``zone`` tag (else its district;
+    never its site, which may name who operates it). The model requires a parking site: a bay with
+    neither tag is left out."""
+    taken = seen.chosen(Role.OCCUPIED).get(None)
+    area = seen.point.tags.get("zone") or seen.point.tags.get("district")
+    if taken is None or not area:
+        return []
+    props: Properties = {
+        "status": _property("occupied" if taken else "free", seen.at),
+        "category": _property(["onStreet"], seen.at),
+        "refParkingSite": {"type": "Relationship", "object": urn("OnStreetParking", seen.city, area)},
+    }
+    return [Subject(seen.point.tags["device"], props)]
+
+
+def water_quality_subjects(seen: Observed) -> list[Subject]:
+    """A probe's pH, turbidity (NTU), temperature; free chlorine, which the model has no attribute for, as
+    one of its ``measurand`` strings ("code, value, UN/CEFACT unit, description")."""
+    props = _named(seen, {"pH": Role.WATER_PH, "turbidity": Role.TURBIDITY, "temperature": Role.TEMPERATURE})
+    chlorine = seen.chosen(Role.FREE_CHLORINE).get(None)
+    if chlorine is not None:
+        props["measurand"] = _property([f"Cl2, {chlorine:g}, {MG_L}, free chlorine"], seen.at)
+    if not props:
+        return []
+    props["dateObserved"] = _property(seen.at, seen.at)
+    return [Subject(seen.point.tags["device"], props)]
+
+
 _POLLUTANTS = tuple(Role(p) for p in air_quality.POLLUTANTS)
 DATASETS: dict[DatasetName, Dataset] = {
     d.name: d
@@ -227,6 +282,32 @@ DATASETS: dict[DatasetName, Dataset] = {
             (Role.ACTIVE_POWER, Role.ACTIVE_ENERGY_IMPORT, Role.VOLTAGE),
             "dataModel.Energy",
             electricity_subjects,
+        ),
+        Dataset(
+            DatasetName.WASTE_CONTAINERS,
+            "WasteContainer",
+            (Role.FILL_LEVEL,),
+            "dataModel.WasteManagement",
+            waste_container_subjects,
+            located=True,
+            device_list=True,
+        ),
+        Dataset(
+            DatasetName.PARKING_SPOTS,
+            "ParkingSpot",
+            (Role.OCCUPIED,),
+            "dataModel.Parking",
+            parking_spot_subjects,
+            located=True,
+            device_list=True,
+        ),
+        Dataset(
+            DatasetName.WATER_QUALITY,
+            "WaterQualityObserved",
+            (Role.WATER_PH, Role.TURBIDITY, Role.FREE_CHLORINE),
+            "dataModel.WaterQuality",
+            water_quality_subjects,
+            located=True,
         ),
     )
 }
@@ -261,7 +342,11 @@ def entities(
         for point in newest_per_device(store.latest(measurement=measurement)):
             device = point.tags["device"]
             registered = devices.get(device)
-            for subject in dataset.subjects(Observed(point, roles, stations.get(device))):
+            placed = registered is not None and registered.lat is not None and registered.lon is not None
+            if dataset.located and not placed:
+                continue
+            device_urn = urn("Device", city, device)
+            for subject in dataset.subjects(Observed(point, roles, stations.get(device), city)):
                 entity: dict[str, Any] = {
                     "id": urn(dataset.entity_type, city, subject.key),
                     "type": dataset.entity_type,
@@ -272,7 +357,10 @@ def entities(
                         "value": {"type": "Point", "coordinates": [registered.lon, registered.lat]},
                     }
                 entity |= subject.properties
-                entity["refDevice"] = {"type": "Relationship", "object": urn("Device", city, device)}
+                entity["refDevice"] = {
+                    "type": "Relationship",
+                    "object": [device_urn] if dataset.device_list else device_urn,
+                }
                 yield entity
 
 
@@ -295,6 +383,8 @@ def flat_row(entity: Mapping[str, Any]) -> dict[str, str]:
         value = prop["value"]
         if isinstance(value, dict):
             row |= {f"{name}_{part}": csv_cell(v) for part, v in value.items()}
+        elif isinstance(value, list):
+            row[name] = csv_cell("; ".join(str(v) for v in value))
         else:
             row[name] = csv_cell(value)
     return row

@@ -10,8 +10,10 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citygw import air_quality
+from citygw.water_quality import LIMITS, Limit
 from firmware_bridge.catalogue import RoleCatalogue, catalogue
 from firmware_bridge.profile import ProfileError
+from firmware_bridge.roles import Role
 
 ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
@@ -170,6 +172,37 @@ class ApiSettings(BaseSettings):
         le=30 * 86400,
         description="no flow at all this long alerts (stuck meter, closed main)",
     )
+    alert_bin_full_percent: float = Field(
+        default=90, gt=0, le=100, description="a bin at least this full (%) for the whole window alerts"
+    )
+    alert_bin_full_window_s: int = Field(
+        default=1800, ge=60, le=7 * 86400, description="how long a bin stays that full before it alerts"
+    )
+    alert_ph_min: float | None = Field(
+        default=LIMITS["water_ph"].low, ge=0, le=14, description="pH below this alerts (ДСанПіН 2.2.4-171-10)"
+    )
+    alert_ph_max: float | None = Field(
+        default=LIMITS["water_ph"].high,
+        ge=0,
+        le=14,
+        description="pH above this alerts (ДСанПіН 2.2.4-171-10: 8.5; EU 2020/2184 Annex I: 9.5)",
+    )
+    alert_turbidity_max: float | None = Field(
+        default=LIMITS["turbidity"].high, gt=0, description="NTU: more turbid water alerts (ДСанПіН; WHO < 1)"
+    )
+    alert_chlorine_min: float | None = Field(
+        default=LIMITS["free_chlorine"].low, ge=0, description="mg/L of free chlorine below this alerts"
+    )
+    alert_chlorine_max: float | None = Field(
+        default=LIMITS["free_chlorine"].high, gt=0, description="mg/L of free chlorine above this alerts"
+    )
+    alert_silent_intervals: float = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="a parking sensor whose newest reading is this many of its reporting intervals old "
+        "(heartbeat_s, else poll_s) alerts",
+    )
     alert_webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON")
     alert_webhook_secret: str | None = Field(
         default=None, description="HMAC-SHA256 key: the body's signature goes in X-CityGW-Signature"
@@ -227,6 +260,13 @@ class ApiSettings(BaseSettings):
     )
     transit_match_window_s: float = Field(
         default=120.0, ge=10, le=900, description="seconds of fixes trip matching starts a bus from"
+    )
+    transit_stale_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="a vehicle silent past feed_max_vehicle_age_s stays in the transit feeds this long"
+        " (its last position and time, its run's TripUpdate), then leaves them",
     )
     transit_vehicle_capacity: int = Field(
         default=90, ge=1, le=400, description="passengers per vehicle, for occupancy"
@@ -294,6 +334,18 @@ class ApiSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _water_limits_ordered(self) -> ApiSettings:
+        for name, low, high in (
+            ("PH", self.alert_ph_min, self.alert_ph_max),
+            ("CHLORINE", self.alert_chlorine_min, self.alert_chlorine_max),
+        ):
+            if low is not None and high is not None and low >= high:
+                raise ValueError(
+                    f"CITYGW_ALERT_{name}_MIN ({low:g}) must be below CITYGW_ALERT_{name}_MAX ({high:g})"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _profiles_load(self) -> ApiSettings:
         """The catalogue of fields by role, read at start-up (a profile changed later needs a restart)."""
         try:
@@ -306,6 +358,23 @@ class ApiSettings(BaseSettings):
     def roles(self) -> RoleCatalogue:
         """Which stored field has which role, from the shipped profiles and ``profile_dirs``."""
         return self._roles
+
+    @property
+    def water_limits(self) -> dict[Role, Limit]:
+        """The water-quality alert's limits per role, from the settings (unset bounds stay open; a
+        parameter with neither bound is not checked)."""
+        bounds = {
+            Role.WATER_PH: (self.alert_ph_min, self.alert_ph_max),
+            Role.TURBIDITY: (None, self.alert_turbidity_max),
+            Role.FREE_CHLORINE: (self.alert_chlorine_min, self.alert_chlorine_max),
+        }
+        limits = {}
+        for role, (low, high) in bounds.items():
+            if low is not None or high is not None:
+                base = LIMITS[role.value]
+                source = base.source if (low, high) == (base.low, base.high) else "CITYGW_ALERT_* settings"
+                limits[role] = Limit(low, high, base.unit, source)
+        return limits
 
     @field_validator("aq_table")
     @classmethod

@@ -443,6 +443,8 @@ def _probe(args: argparse.Namespace) -> int:
 
     if args.mbus:
         return _probe_mbus(args)
+    if args.dlms:
+        return _probe_dlms(args)
     if args.capture and not args.profile:
         raise ConfigError("--capture needs --profile: the profile says which ranges to read")
     if args.scan_units and (args.profile or args.capture):
@@ -585,6 +587,8 @@ def _serve(args: argparse.Namespace) -> int:
     """Replay a capture case as a Modbus TCP device or an RTU device behind a pseudo-terminal."""
     if args.mbus:
         return _serve_mbus(args)
+    if args.dlms:
+        return _serve_dlms(args)
     from firmware_bridge.capture import CaptureError, load_case
     from firmware_bridge.profile import ProfileError, load_profile
     from firmware_bridge.simulators import CaptureReplay, serve_serial_pty, serve_tcp
@@ -641,6 +645,109 @@ def _serve_mbus(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+    return 0
+
+
+def _serve_dlms(args: argparse.Namespace) -> int:
+    """A simulated DLMS meter (Gurux' server): HDLC on a pty, or on TCP (HDLC or the wrapper)."""
+    from firmware_bridge.dlms import Transport
+    from firmware_bridge.simulators.dlms import (
+        DlmsMeterSimulator,
+        demo_registers,
+        serve_dlms_pty,
+        serve_dlms_tcp,
+        ticking,
+    )
+
+    transport: Transport = "wrapper" if args.transport == "wrapper" and not args.pty else "hdlc"
+    meter = DlmsMeterSimulator(
+        demo_registers(),
+        physical=args.physical,
+        password=args.password,
+        transport=transport,
+        capture_period_s=args.capture_period,
+    )
+    host, port = _host_port("--tcp", args.tcp)
+
+    async def serve() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.pty:
+                where = await stack.enter_async_context(serve_dlms_pty([meter]))
+            else:
+                where = await stack.enter_async_context(serve_dlms_tcp(meter, host=host, port=port))
+            await stack.enter_async_context(ticking([meter]))
+            security = "LLS password" if args.password else "no security"
+            address = "" if args.physical is None else f", physical address {args.physical}"
+            print(f"DLMS meter ({transport}{address}, {security}) on {where}", flush=True)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.duration)
+
+    with _failing_as(f"serve on {args.tcp}"), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _probe_dlms(args: argparse.Namespace) -> int:
+    """``citygw probe --dlms --port P --profile NAME``: a meter's fields, clock and recent load profile."""
+    from datetime import UTC, datetime
+
+    from firmware_bridge.dlms import DlmsLine, Meter
+    from firmware_bridge.errors import DeviceError, DeviceTimeout
+    from firmware_bridge.profile import ProfileError, load_dlms_profile
+
+    if not args.port:
+        raise ConfigError(
+            "--dlms needs --port: a serial port (/dev/ttyUSB0) or socket://HOST:PORT of a meter"
+        )
+    if "://" not in args.port and not Path(args.port).exists():
+        raise ConfigError(f"--port {args.port}: no such port; serial ports here: {_serial_ports()}")
+    if args.transport == "wrapper" and not args.port.startswith("socket://"):
+        raise ConfigError("--transport wrapper runs on TCP: --port socket://HOST:4059")
+    if not args.profile:
+        raise ConfigError("--dlms needs --profile: the dlms profile naming the OBIS codes to read")
+    try:
+        profile = load_dlms_profile(args.profile)
+    except ProfileError as exc:
+        raise ConfigError(f"--profile: {exc}") from exc
+    meter = Meter(
+        logical=args.logical,
+        physical=args.physical,
+        client=args.client if args.client is not None else (17 if args.password else 16),
+        password=args.password,
+    )
+    line = DlmsLine(
+        args.port,
+        transport=args.transport,
+        baudrate=args.baudrate or 9600,
+        timeout=args.timeout if args.timeout is not None else 2.0,
+    )
+
+    async def probe() -> str:
+        async with line:
+            fields = await line.read(meter, profile)
+            shown = [f"{name} = {value!r}" for name, value in fields.items()]
+            shown += [f"{name}: {error}" for name, error in line.field_errors(meter).items()]
+            clock = await line.read_clock(meter)
+            shown.append(f"clock: {datetime.fromtimestamp(clock / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC")
+            if args.load_profile and profile.load_profile:
+                until = int(time.time() * 1000)
+                rows = await line.read_load_profile(
+                    meter, profile, until - int(args.load_profile * 3600e3), until
+                )
+                shown.append(f"load profile {profile.load_profile}: {len(rows)} row(s)")
+                for stamp, row in rows:
+                    values = ", ".join(f"{name}={value!r}" for name, value in row.items())
+                    shown.append(f"  {datetime.fromtimestamp(stamp / 1000, UTC):%Y-%m-%d %H:%M:%S} {values}")
+            return "\n".join(shown)
+
+    try:
+        print(asyncio.run(probe()))
+    except DeviceTimeout as exc:
+        raise CommandFailed(str(exc), EX_TEMPFAIL) from exc
+    except DeviceError as exc:
+        raise CommandFailed(str(exc), EX_DEVICE) from exc
     return 0
 
 
@@ -738,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
     where.add_argument("--serial", metavar="PORT", help="Modbus RTU serial port (e.g. /dev/ttyUSB0)")
     where.add_argument("--mbus", action="store_true", help="an M-Bus line on --port (8E1)")
+    where.add_argument("--dlms", action="store_true", help="a DLMS/COSEM meter on --port (needs --profile)")
     probe.add_argument("--port", help="--mbus: serial port (/dev/ttyUSB0) or socket://HOST:PORT of a gateway")
     probe.add_argument(
         "--scan",
@@ -748,7 +856,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--addresses", default="0-250", help="--mbus --scan primary: FIRST-LAST (default 0-250)"
     )
-    probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU), 2400 (M-Bus)")
+    probe.add_argument("--baudrate", type=int, help="default 9600 (Modbus RTU, DLMS), 2400 (M-Bus)")
+    dlms = probe.add_argument_group("DLMS/COSEM (--dlms)")
+    dlms.add_argument("--transport", choices=("hdlc", "wrapper"), default="hdlc", help="default hdlc")
+    dlms.add_argument("--logical", type=int, default=1, help="server (logical) address, default 1")
+    dlms.add_argument("--physical", type=int, help="HDLC physical address of a meter on a shared bus")
+    dlms.add_argument("--client", type=int, help="client address (default 16 public, 17 with --password)")
+    dlms.add_argument("--password", help="Low Level Security password")
+    dlms.add_argument("--load-profile", type=float, metavar="HOURS", help="also show the last HOURS of rows")
     probe.add_argument("--parity", choices=("N", "E", "O"), default="N")
     probe.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     probe.add_argument("--table", choices=("holding", "input", "coil", "discrete"), default="holding")
@@ -793,8 +908,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_where.add_argument(
         "--tcp", metavar="HOST:PORT", default=REPLAY_ADDRESS, help=f"listen here (default {REPLAY_ADDRESS})"
     )
+    serving.add_argument("--dlms", action="store_true", help="a simulated DLMS/COSEM meter (Gurux' server)")
     serve_where.add_argument(
-        "--pty", action="store_true", help="Modbus RTU on a pseudo-terminal (path printed)"
+        "--pty", action="store_true", help="Modbus RTU or DLMS HDLC on a pseudo-terminal (path printed)"
+    )
+    serve.add_argument("--transport", choices=("hdlc", "wrapper"), default="wrapper", help="--dlms on TCP")
+    serve.add_argument("--physical", type=int, help="--dlms: HDLC physical address")
+    serve.add_argument("--password", help="--dlms: Low Level Security password (none: no security)")
+    serve.add_argument(
+        "--capture-period", type=float, default=900.0, help="--dlms: load profile period, s (default 900)"
     )
     serve.add_argument("--unit", type=int, help="answer as this unit id (default: the captured one)")
     serve.add_argument("--profile", help="profile naming the device (default: the capture's)")

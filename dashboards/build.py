@@ -10,7 +10,7 @@ from typing import Any
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards import air_quality, electricity, lighting, system_health, transport, water
+from dashboards import air_quality, electricity, lighting, parking, system_health, transport, waste, water
 from firmware_bridge.catalogue import RoleCatalogue, catalogue
 
 GENERATED = Path(__file__).parent / "generated"
@@ -20,6 +20,8 @@ DASHBOARDS: tuple[Callable[[RoleCatalogue], Dashboard], ...] = (
     air_quality.dashboard,
     electricity.dashboard,
     water.dashboard,
+    waste.dashboard,
+    parking.dashboard,
     lighting.dashboard,
     lambda _roles: transport.dashboard(),
     system_health.dashboard,

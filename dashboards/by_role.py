@@ -18,9 +18,16 @@ Wanted = Role | tuple[Role, str | None] | str
 """A role (its channel-less fields), a role and channel, or a field the wire contract names (lat)."""
 
 
+# Roles stored as booleans: selected as they are, InfluxQL does no arithmetic on a boolean.
+BOOLEAN_ROLES = frozenset({Role.OCCUPIED})
+
+
 def converted(field: RoleField) -> str:
     """The field in its role's canonical unit, as an InfluxQL expression; always a float: InfluxDB 1.6
-    answers null for an integer column read with another from a union of subqueries."""
+    answers null for an integer column read with another from a union of subqueries. A boolean role's
+    field as it is."""
+    if field.role in BOOLEAN_ROLES:
+        return f'"{field.field}"'
     return f'"{field.field}" * {float(ROLES[field.role].units[field.unit])!r}'
 
 

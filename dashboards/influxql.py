@@ -10,10 +10,15 @@ from __future__ import annotations
 import enum
 import typing
 
-from grafana_foundation_sdk.builders.dashboard import QueryVariable
+from grafana_foundation_sdk.builders.dashboard import CustomVariable, QueryVariable
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 DATASOURCE_UID = "citygw-influxdb"
 DATASOURCE = DataSourceRef(type_val="influxdb", uid=DATASOURCE_UID)
@@ -97,3 +102,16 @@ def matches(tag: str, variable: str) -> str:
     ``::tag``: InfluxQL takes an unqualified name for a field of that name when one exists.
     """
     return f'"{tag}"::tag =~ /^${variable}$/'
+
+
+def choice(name: str, label: str, choices: tuple[float, ...], default: float) -> CustomVariable:
+    """A single-value variable choosing one of ``choices`` (a threshold), ``default`` when opened."""
+    options = [VariableOption(selected=c == default, text=f"{c:g}", value=f"{c:g}") for c in choices]
+    return (
+        CustomVariable(name)
+        .label(label)
+        .values(",".join(f"{c:g}" for c in choices))
+        .options(options)
+        .current(VariableOption(selected=True, text=f"{default:g}", value=f"{default:g}"))
+        .multi(False)
+    )

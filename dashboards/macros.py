@@ -70,3 +70,11 @@ def targets(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str
 
 def variables(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(board.get("templating", {}).get("list", []))
+
+
+def fixed_value(variable: Mapping[str, Any]) -> list[str] | None:
+    """The value a custom variable (a list of choices, no query) has when the dashboard opens; None for a
+    variable whose values a query gives."""
+    if variable.get("type") != "custom":
+        return None
+    return [str(variable["current"]["value"])]

@@ -33,7 +33,10 @@ def thresholds(steps: Steps) -> dashboard_builders.ThresholdsConfig:
 
 
 def city_dashboard(
-    uid: str, title: str, description: str, variables: Iterable[dashboard_builders.QueryVariable] = ()
+    uid: str,
+    title: str,
+    description: str,
+    variables: Iterable[dashboard_builders.QueryVariable | dashboard_builders.CustomVariable] = (),
 ) -> dashboard_builders.Dashboard:
     """A dashboard with CityGW's defaults: last 24 h, refresh every minute, shared crosshair."""
     board = (

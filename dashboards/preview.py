@@ -23,7 +23,7 @@ from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dashboards.macros import TimeRange, panels, render, variables
+from dashboards.macros import TimeRange, fixed_value, panels, render, variables
 
 Query = Callable[[str], list[dict[str, Any]]]
 """Run one InfluxQL statement; its series (``name``, ``tags``, ``columns``, ``values``; times in ms)."""
@@ -65,6 +65,10 @@ def variable_values(board: Mapping[str, Any], query: Query) -> dict[str, list[st
     """Every template variable set to All: queries run in order, earlier ones substituted, as Grafana does."""
     chosen: dict[str, list[str]] = {}
     for variable in variables(board):
+        fixed = fixed_value(variable)
+        if fixed is not None:
+            chosen[variable["name"]] = fixed
+            continue
         series = query(render(variable["query"], chosen))
         values = sorted({str(value) for s in series for _key, value in s.get("values", [])})
         chosen[variable["name"]] = values or [""]

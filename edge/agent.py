@@ -18,7 +18,11 @@ from edge import systemd
 from edge.commands import Commands, Refused
 from edge.config import (
     AgentConfig,
+    AnyLine,
     Device,
+    DialinLine,
+    DlmsLine,
+    LorawanLine,
     MbusLine,
     NmeaLine,
     OpcUaLine,
@@ -26,18 +30,22 @@ from edge.config import (
     TcpLine,
     load_agent_config,
 )
+from edge.dialin import dialin_listener
 from edge.journal import Journal
+from edge.lorawan import LorawanBridge
 from edge.opcua_poller import OpcUaPoller
-from edge.poller import GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
+from edge.poller import DlmsPoller, GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
 from edge.update import Updater
 from edge.vehicles import Vehicles
-from firmware_bridge import mbus
+from firmware_bridge import dlms, mbus
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.profile import (
     Profile,
+    load_dlms_profile,
+    load_lorawan_profile,
     load_mbus_profile,
     load_nmea_profile,
     load_opcua_profile,
@@ -78,6 +86,10 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
         # One per Modbus line, the only way onto it: commands go through submit_priority().
         self.pollers: dict[str, ModbusPoller] = {}
+        # One per LoRaWAN line: its network server session, the way downlinks go out.
+        self.bridges: dict[str, LorawanBridge] = {}
+        # A dialin line's pollers (one per modem), by line id and device id.
+        self.modem_pollers: dict[str, dict[str, ModbusPoller]] = {}
         self._lines: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -146,7 +158,7 @@ class Agent:
         assert self.journal is not None
         self.config = config
         self.vehicles.configure(config.devices)
-        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine)}
+        modbus_lines = {line.id for line in config.lines if isinstance(line, TcpLine | RtuLine | DialinLine)}
         names = {d.profile for d in config.devices if d.profile is not None and d.line in modbus_lines}
         for name in names - self.profiles.keys():
             self.profiles[name] = self._load_profile(name)
@@ -168,6 +180,9 @@ class Agent:
                 poller = self.pollers.pop(line_id, None)
                 if poller is not None:
                     poller.close()
+                self.bridges.pop(line_id, None)
+                for modem_poller in set(self.modem_pollers.pop(line_id, {}).values()):
+                    modem_poller.close()
                 changed.add(line_id)
         for line_id, (signature, line) in wanted.items():
             if line_id not in self._lines:
@@ -189,14 +204,24 @@ class Agent:
             self.publisher.config_version = self.remote.applied_version
         return changed
 
-    def _start_line(
-        self, line: TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, config: AgentConfig
-    ) -> asyncio.Task[None]:
+    def _start_line(self, line: AnyLine, config: AgentConfig) -> asyncio.Task[None]:
         assert self._tasks is not None
         assert self.journal is not None
         devices = config.devices_on(line.id)
         run: Callable[[], Awaitable[None]]
-        if isinstance(line, NmeaLine):
+        if isinstance(line, LorawanLine):
+            bridge = LorawanBridge(
+                line,
+                [(d, load_lorawan_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                client_id=f"citygw-{config.agent_id}-{line.id}",
+                vehicles=self.vehicles,
+            )
+            self.bridges[line.id] = bridge
+            run = bridge.run
+        elif isinstance(line, NmeaLine):
             device = devices[0]
             profile = load_nmea_profile(device.profile) if device.profile else None
             run = GpsPoller(
@@ -226,6 +251,26 @@ class Agent:
                 site=config.site,
                 vehicles=self.vehicles,
             ).run
+        elif isinstance(line, DialinLine):
+            run = partial(self._listen, line, devices, config)
+        elif isinstance(line, DlmsLine):
+            dlms_poller = DlmsPoller(
+                [(d, load_dlms_profile(d.profile or "")) for d in devices],
+                journal=self.journal,
+                board=self.board,
+                site=config.site,
+                vehicles=self.vehicles,
+            )
+            link = partial(
+                dlms.DlmsLine,
+                line.port,
+                transport=line.transport,
+                baudrate=line.baudrate,
+                timeout=line.timeout,
+                retries=line.retries,
+                name=line.id,
+            )
+            run = partial(self._own_line, line.id, link, dlms_poller)
         else:
             profiled = [(d, self.device_profiles[d.id]) for d in devices]
             poller = ModbusPoller(
@@ -253,11 +298,39 @@ class Agent:
                     self.board.failed(device.id, wire.DeviceState.TIMEOUT, error)
             await asyncio.sleep(LINE_RETRY_S)
 
+    def lorawan_bridge(self, device_id: str) -> LorawanBridge | None:
+        """The bridge of the LoRaWAN line ``device_id`` is on; None for a device on another line."""
+        for device in self.config.devices:
+            if device.id == device_id:
+                return self.bridges.get(device.line)
+        return None
+
+    async def _listen(self, line: DialinLine, devices: list[Device], config: AgentConfig) -> None:
+        """Listen for the line's modems and poll each modem's devices over its connection."""
+        assert self.journal is not None
+        listener, behind = dialin_listener(line, devices, self.device_profiles)
+        pollers = self.modem_pollers.setdefault(line.id, {})
+        async with listener, asyncio.TaskGroup() as tasks:
+            for name, modem_devices in behind.items():
+                poller = ModbusPoller(
+                    [(d, self.device_profiles[d.id]) for d in modem_devices],
+                    journal=self.journal,
+                    board=self.board,
+                    site=config.site,
+                    vehicles=self.vehicles,
+                )
+                pollers.update((d.id, poller) for d in modem_devices)
+                modem = listener.modems[name]
+                open_line = partial(modem.modbus_line, timeout=line.timeout)
+                tasks.create_task(self._own_line(line.id, open_line, poller), name=f"line:{line.id}:{name}")
+
     def commandable(self, device_id: str) -> tuple[Device, Profile, ModbusPoller]:
         """The device a command names, its profile and its line's poller; raises Refused."""
         for device in self.config.devices:
             if device.id == device_id:
-                poller = self.pollers.get(device.line)
+                poller = self.pollers.get(device.line) or self.modem_pollers.get(device.line, {}).get(
+                    device.id
+                )
                 if device.profile is None or poller is None:
                     raise Refused(f"device {device_id} is not on a Modbus line")
                 return device, self.device_profiles[device.id], poller

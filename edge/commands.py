@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiomqtt
 from pydantic import ValidationError
 
 from citygw import wire
@@ -42,6 +43,7 @@ from firmware_bridge.roles import lamp_faults
 
 if TYPE_CHECKING:
     from edge.agent import Agent
+    from edge.lorawan import LorawanBridge
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +327,10 @@ class Commands:
         if now_ms() > command.expires_at:
             await self._answer(command.id, wire.CommandOutcome.EXPIRED, detail="arrived after expires_at")
             return
+        bridge = self.agent.lorawan_bridge(command.device)
+        if bridge is not None:
+            await self._downlink(command, bridge)
+            return
         try:
             device, profile, poller = self.agent.commandable(command.device)
             writes = plan_writes(command, profile)
@@ -405,6 +411,46 @@ class Commands:
             level=levels.pop() if command.target is not None and len(levels) == 1 else None,
             read=read or None,
         )
+
+    async def _downlink(self, command: wire.Command, bridge: LorawanBridge) -> None:
+        """A command for a LoRaWAN device: the downlink its profile declares, queued at the network server.
+
+        ``done`` says the server took it: a class A device receives it after its next uplink, and
+        its effect shows in the uplinks after that.
+        """
+        if (
+            command.action is not wire.CommandAction.SET_FIELD
+            or command.field is None
+            or command.value is None
+        ):
+            await self._answer(
+                command.id,
+                wire.CommandOutcome.REFUSED,
+                detail=f"{command.device} is a LoRaWAN device: it takes set_field for a command of its "
+                "profile",
+            )
+            return
+        self.log.started(command.id)
+        log.info(
+            "command %s from %s: downlink %s to %s",
+            command.id,
+            command.requested_by,
+            command.field,
+            command.device,
+        )
+        try:
+            async with asyncio.timeout(max(0.0, (command.expires_at - now_ms()) / 1000)):
+                detail = await bridge.send(command.device, command.field, command.value)
+        except TimeoutError:
+            await self._answer(
+                command.id, wire.CommandOutcome.EXPIRED, detail="network server broker down until expires_at"
+            )
+        except (ValueError, LookupError) as exc:
+            await self._answer(command.id, wire.CommandOutcome.REFUSED, detail=str(exc))
+        except aiomqtt.MqttError as exc:
+            await self._answer(command.id, wire.CommandOutcome.FAILED, detail=f"downlink not queued: {exc}")
+        else:
+            await self._answer(command.id, wire.CommandOutcome.DONE, detail=detail, value=command.value)
 
     async def _look(
         self, poller: ModbusPoller, unit: int, profile: Profile, looks: list[Look]

@@ -277,7 +277,208 @@ class OpcUaLine(_Line):
         return self
 
 
-Line = Annotated[TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine, Field(discriminator="kind")]
+class LorawanLine(_Line):
+    """A LoRaWAN network server's MQTT integration: its uplinks become readings, commands downlinks.
+
+    ``server``: chirpstack (v4) or tts (The Things Stack v3); ``application``: the ChirpStack
+    application id, or the TTS ``<application id>@<tenant id>`` (the id alone on TTS Open Source).
+    ``broker`` is the network server's MQTT broker, not CityGW's (the password: a TTS API key).
+    """
+
+    kind: Literal["lorawan"]
+    server: Literal["chirpstack", "tts"]
+    application: str = Field(min_length=1, pattern=r"^[^/#+\s]+$")
+    broker: BrokerConfig
+    qos: Literal[0, 1] | None = Field(
+        default=None,
+        description="subscription QoS; default 1 for chirpstack, 0 for tts (it serves QoS 0 only)",
+    )
+    missed_uplinks: int = Field(
+        default=3, ge=1, le=100, description="a device silent this many poll_s is reported as timeout"
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="the environment variable holding the broker password (a TTS API key), so that no "
+        "config file or pushed config carries it",
+    )
+
+    @model_validator(mode="after")
+    def _tts_qos(self) -> LorawanLine:
+        if self.server == "tts" and self.qos == 1:
+            raise ValueError("The Things Stack's MQTT server serves QoS 0 only: set qos 0 or remove it")
+        if self.password_env is not None and self.broker.password is not None:
+            raise ValueError(
+                "a password in broker.url and password_env: keep the password in the environment only"
+            )
+        return self
+
+    def password(self) -> str | None:
+        """The broker password: ``password_env``'s (KeyError naming it when unset), else the URL's."""
+        if self.password_env is None:
+            return self.broker.password
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise KeyError(
+                f"environment variable {self.password_env} (password_env of line {self.id}) is not set"
+            )
+        return value
+
+    @property
+    def subscription_qos(self) -> int:
+        return self.qos if self.qos is not None else (1 if self.server == "chirpstack" else 0)
+
+
+class Packet(_Section):
+    """Bytes a modem sends of its own accord (a heartbeat), written as ``text`` or as ``hex``."""
+
+    text: str | None = Field(default=None, min_length=1, max_length=80)
+    hex: str | None = Field(default=None, min_length=2, max_length=160)
+
+    @field_validator("hex")
+    @classmethod
+    def _hex_digits(cls, value: str | None) -> str | None:
+        return None if value is None else parse_hex(value).hex()
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Packet:
+        if (self.text is None) == (self.hex is None):
+            raise ValueError("give the bytes as text: ... or as hex: ..., one of the two")
+        return self
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode() if self.text is not None else bytes.fromhex(self.hex or "")
+
+
+class Registration(_Section):
+    """How a dial-in modem names itself in the first bytes it sends: each device's ``modem`` is that name.
+
+    ``text``: ASCII text (a user-defined packet, "LOGIN:1001"); ``hex``: raw bytes, written as hex
+    digits (a MAC, a binary id); ``imei``: the modem's 15-digit IMEI in ASCII.
+    """
+
+    kind: Literal["text", "hex", "imei"]
+    timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a new connection has to send its registration"
+    )
+
+
+class DialinLine(_Line):
+    """Cellular modems (DTUs) that connect in to the agent and carry Modbus RTU or TCP frames.
+
+    The agent listens on ``listen`` (host:port); each modem names itself by its ``registration``
+    packet, or, without one, by the unit id that answers on its connection.
+    """
+
+    kind: Literal["dialin"]
+    listen: str = Field(min_length=3, description="host:port the agent listens on (0.0.0.0:PORT for all)")
+    framing: Literal["rtu", "tcp"] = Field(
+        default="rtu", description="rtu: transparent RTU frames (CRC); tcp: Modbus TCP frames (MBAP)"
+    )
+    registration: Registration | None = None
+    heartbeat: Packet | None = Field(default=None, description="bytes the modem sends while idle (dropped)")
+    timeout: float = Field(default=3.0, gt=0, le=60, description="seconds to wait for an answer")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return listen_address(self.listen)
+
+
+def parse_hex(value: str) -> bytes:
+    """Hex digits, spaces and colons allowed between bytes ("4C 4F 47", "00:1a:2b"); ValueError else."""
+    digits = value.replace(" ", "").replace(":", "")
+    try:
+        data = bytes.fromhex(digits)
+    except ValueError:
+        raise ValueError(f"{value!r} is not hex: write byte by byte, e.g. 4C4F47 or 4C 4F 47") from None
+    if not data:
+        raise ValueError("no bytes given")
+    return data
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """(host, port) of ``host:port``; ValueError naming the form."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"listen is host:port, e.g. 0.0.0.0:9502 (got {value!r})")
+    return host.strip("[]"), int(port)
+
+
+def _luhn(digits: str) -> bool:
+    """Whether the last digit is the Luhn check digit of the others (an IMEI's 15th digit)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        digit = int(char) * (2 if i % 2 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
+def modem_id(registration: Registration, value: str) -> bytes:
+    """The registration packet a device's ``modem`` names, as the modem sends it; ValueError if malformed."""
+    if registration.kind == "hex":
+        return parse_hex(value)
+    if registration.kind == "imei":
+        if not (len(value) == 15 and value.isdigit()):
+            raise ValueError(f"{value!r} is no IMEI: 15 digits (the modem's label, or AT+CGSN)")
+        if not _luhn(value):
+            raise ValueError(f"IMEI {value} fails its check digit (the last): a typo?")
+    try:
+        return value.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} is not ASCII text") from None
+
+
+class DlmsLine(_Line):
+    """A DLMS/COSEM line (IEC 62056): HDLC on a serial port (optical probe or RS-485; device path or
+    pyserial URL) or over TCP (``socket://host:port``), or the IEC 62056-47 wrapper on TCP."""
+
+    kind: Literal["dlms"]
+    port: str = Field(min_length=1)
+    transport: Literal["hdlc", "wrapper"] = "hdlc"
+    baudrate: int = Field(default=9600, gt=0)
+    timeout: float = Field(default=2.0, gt=0, le=60, description="seconds to wait for an answer")
+    retries: int = Field(default=1, ge=0, le=5, description="repeats of a frame that got no usable answer")
+
+    @model_validator(mode="after")
+    def _wrapper_on_tcp(self) -> DlmsLine:
+        if self.transport == "wrapper" and not self.port.startswith(SOCKET_SCHEME):
+            raise ValueError(
+                "the wrapper runs on TCP: write port: socket://host:4059, or use transport: hdlc"
+            )
+        return self
+
+
+AnyLine = TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine | LorawanLine | DialinLine | DlmsLine
+Line = Annotated[
+    AnyLine,
+    Field(discriminator="kind"),
+]
+
+
+class DlmsAddress(_Section):
+    """How a DLMS meter is reached: server (logical) address, HDLC physical address on a shared bus,
+    client address, and the Low Level Security password (none: the public client, no security)."""
+
+    logical: int = Field(default=1, ge=0, le=0x3FFF)
+    physical: int | None = Field(default=None, ge=0, le=0x3FFF)
+    client: int = Field(
+        default=16, ge=0, le=0x7F, description="16: public client; 17 or as the meter says: LLS"
+    )
+    password: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @property
+    def meter(self) -> Any:
+        """The ``firmware_bridge.dlms.Meter`` this address stands for."""
+        from firmware_bridge.dlms import Meter
+
+        return Meter(logical=self.logical, physical=self.physical, client=self.client, password=self.password)
 
 
 class Location(_Section):
@@ -318,6 +519,12 @@ class Device(_Section):
         description="device profile name (Modbus and OPC UA lines; GPS lines default to gps_nmea)",
     )
     unit: int | None = Field(default=None, ge=1, le=247, description="Modbus unit id (Modbus lines)")
+    modem: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description="dialin lines with a registration: the registration id of the modem the device is behind",
+    )
     address: int | str | None = Field(
         default=None,
         description="M-Bus meter (mbus lines): primary address 0-250, or secondary address as 16 hex digits "
@@ -355,10 +562,25 @@ class Device(_Section):
         description="OPC UA: the NodeId of the device's object (nsu=<URI>;s=PS1), the start of its "
         "profile's browse paths (default: the Objects folder)",
     )
+    dlms: DlmsAddress | None = Field(
+        default=None,
+        description="DLMS meter (dlms lines): its addresses and password; none: logical 1, public",
+    )
     overlay: ProfileOverlay | None = Field(
         default=None,
         description="what this device does differently from its profile: timing, max_registers, a subset "
         "of fields, per-field scale/offset/order/write_function (docs/profiles.md)",
+    )
+    dev_eui: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Fa-f]{16}$",
+        description="LoRaWAN lines: the device's DevEUI (16 hex digits), how its uplinks are known",
+    )
+    ns_device_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[-]?[a-z0-9]){1,35}$",
+        description="The Things Stack lines: the device id there (downlinks go to it); default: the id in "
+        "the device's last uplink",
     )
 
 
@@ -429,7 +651,7 @@ class AgentConfig(_Section):
     def _journal_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
-    def line(self, line_id: str) -> TcpLine | RtuLine | NmeaLine | MbusLine | OpcUaLine:
+    def line(self, line_id: str) -> AnyLine:
         """The line called ``line_id``."""
         for line in self.lines:
             if line.id == line_id:
@@ -566,6 +788,7 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
     gps_lines: dict[str, str] = {}
     meters: dict[tuple[str, int | str], str] = {}  # (M-Bus line, address) -> device id
     checked_profiles: dict[str, str | None] = {}
+    lorawan_euis: dict[tuple[str, str], str] = {}
     for i, device in enumerate(config.devices):
         at = f"devices[{i}]"
         if device.id in device_ids[:i]:
@@ -584,6 +807,14 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             )
             continue
         line = config.line(device.line)
+        problems += _modem_problems(at, device, line)
+        if device.dev_eui is not None and line.kind != "lorawan":
+            problems.append(
+                Problem(f"{at}.dev_eui", f"line {line.id!r} is no LoRaWAN line", "remove dev_eui")
+            )
+        if isinstance(line, LorawanLine):
+            problems += _lorawan_device_problems(at, device, line, lorawan_euis)
+            continue
         if line.kind == "opcua":
             problems += _opcua_device_problems(at, device, line.id)
             continue
@@ -592,6 +823,13 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
         if line.kind == "mbus":
             problems += _mbus_device_problems(at, device, line, meters)
             continue
+        if isinstance(line, DlmsLine):
+            problems += _dlms_device_problems(at, device, line, meters)
+            continue
+        if device.dlms is not None:
+            problems.append(
+                Problem(f"{at}.dlms", f"line {line.id!r} is no DLMS line", "remove dlms (DLMS meters only)")
+            )
         if device.address is not None:
             problems.append(
                 Problem(
@@ -635,18 +873,19 @@ def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Proble
             continue
         if device.vehicle is not None:
             on_board.append((at, device.vehicle))
+        bus, key = _modem_bus(line, device)
         if device.unit is None:
             problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a Modbus line", "add unit: <1-247>"))
-        elif (line.id, device.unit) in units:
+        elif (key, device.unit) in units:
             problems.append(
                 Problem(
                     f"{at}.unit",
-                    f"unit {device.unit} on line {line.id!r} is already {units[line.id, device.unit]!r}",
+                    f"unit {device.unit} on line {bus!r} is already {units[key, device.unit]!r}",
                     "set the unit id the device answers to (each device on a line has its own)",
                 )
             )
         else:
-            units[(line.id, device.unit)] = device.id
+            units[(key, device.unit)] = device.id
         if device.profile is None:
             problems.append(
                 Problem(f"{at}.profile", "a Modbus device needs a profile", "add profile: <name>")
@@ -695,13 +934,28 @@ def check_overlays(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
             continue
         at = f"devices[{i}].overlay"
         line = config.line(device.line)
-        if line.kind in ("nmea", "mbus", "opcua"):
-            what = {"nmea": "a GPS device", "mbus": "an M-Bus meter", "opcua": "an OPC UA device"}[line.kind]
+        if line.kind in ("nmea", "mbus", "opcua", "lorawan", "dlms"):
+            what = {
+                "nmea": "a GPS device",
+                "mbus": "an M-Bus meter",
+                "opcua": "an OPC UA device",
+                "lorawan": "a LoRaWAN device",
+                "dlms": "a DLMS meter",
+            }[line.kind]
             problems.append(
                 Problem(at, f"device {device.id!r} is {what}, it has no register map", "remove overlay")
             )
             continue
         tcp_only = sorted({"connect_delay_s", "close_between_polls"} & set(device.overlay.timing or {}))
+        if isinstance(line, DialinLine) and "close_between_polls" in tcp_only:
+            problems.append(
+                Problem(
+                    f"{at}.timing.close_between_polls",
+                    f"device {device.id!r} is behind a dialin modem: the modem opens the connection, "
+                    "the agent cannot open it again",
+                    "remove close_between_polls",
+                )
+            )
         if isinstance(line, RtuLine) and not line.over_tcp and tcp_only:
             problems.append(
                 Problem(
@@ -762,7 +1016,13 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
         )
         if console is None:
             problems.append(Problem(at, f"no device {vehicle.console!r} on this agent", fix))
-        elif console.profile is None or config.line(console.line).kind in ("nmea", "mbus", "opcua"):
+        elif console.profile is None or config.line(console.line).kind in (
+            "nmea",
+            "mbus",
+            "opcua",
+            "lorawan",
+            "dlms",
+        ):
             problems.append(Problem(at, f"device {console.id!r} is not a Modbus device", fix))
         elif console.vehicle is not None and console.vehicle.id != vehicle.id:
             problems.append(
@@ -790,7 +1050,14 @@ def check_consoles(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]
 
 def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """Report by exception: a heartbeat no shorter than the poll, deadbands on fields the profile reads."""
-    from firmware_bridge.profile import MbusField, RegisterSpec, deadband_problem, load_mbus_profile
+    from firmware_bridge.profile import (
+        DlmsField,
+        MbusField,
+        RegisterSpec,
+        deadband_problem,
+        load_dlms_profile,
+        load_mbus_profile,
+    )
 
     problems: list[Problem] = []
     for i, device in enumerate(config.devices):
@@ -804,6 +1071,15 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                         "add heartbeat_s: <seconds> (e.g. 900), or remove report",
                     )
                 )
+            continue
+        if config.line(device.line).kind == "lorawan":
+            problems.append(
+                Problem(
+                    f"{at}.heartbeat_s",
+                    "a LoRaWAN device reports when it transmits; each uplink is published",
+                    "remove heartbeat_s and report",
+                )
+            )
             continue
         if config.line(device.line).kind == "opcua":
             problems.append(
@@ -833,9 +1109,11 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     "every poll",
                 )
             )
-        fields: dict[str, RegisterSpec | MbusField]
+        fields: dict[str, RegisterSpec | MbusField | DlmsField]
         if config.line(device.line).kind == "mbus":  # its profile was checked by check_references
             fields = {spec.field: spec for spec in load_mbus_profile(device.profile or "").field_specs}
+        elif config.line(device.line).kind == "dlms":
+            fields = {spec.field: spec for spec in load_dlms_profile(device.profile or "").field_specs}
         else:
             profile = device_profile(device, profiles)  # a stand-in (tests) is taken on trust
             if profile is None:
@@ -946,6 +1224,96 @@ def _mbus_device_problems(
     return problems
 
 
+def _modem_bus(line: Any, device: Device) -> tuple[str, str]:
+    """Where a device's unit must be unique: its line, or the modem it is behind (named, and as bytes)."""
+    if device.modem is None or not isinstance(line, DialinLine) or line.registration is None:
+        return line.id, line.id
+    try:
+        packet = modem_id(line.registration, device.modem).hex()
+    except ValueError:  # reported on its own
+        packet = device.modem
+    return f"{line.id} modem {device.modem}", f"{line.id} modem {packet}"
+
+
+def _modem_problems(at: str, device: Device, line: Any) -> list[Problem]:
+    """``modem`` names a registration id on a dialin line that has a registration, and nowhere else."""
+    if not isinstance(line, DialinLine):
+        if device.modem is None:
+            return []
+        return [Problem(f"{at}.modem", f"line {line.id!r} is no dialin line", "remove modem")]
+    if line.registration is None:
+        if device.modem is None:
+            return []
+        return [
+            Problem(
+                f"{at}.modem",
+                f"dialin line {line.id!r} has no registration: its modems are known by unit id",
+                f"remove modem, or add registration: {{kind: text|hex|imei}} to line {line.id!r}",
+            )
+        ]
+    kind = line.registration.kind
+    if device.modem is None:
+        example = {"text": "LOGIN:1001", "hex": "001A2B3C4D5E", "imei": "356307042441013"}[kind]
+        return [
+            Problem(
+                f"{at}.modem",
+                f"dialin line {line.id!r} knows its modems by their {kind} registration",
+                f"add modem: <the registration the modem sends, e.g. {example}>",
+            )
+        ]
+    try:
+        modem_id(line.registration, device.modem)
+    except ValueError as exc:
+        return [
+            Problem(f"{at}.modem", str(exc), f"write the modem's {kind} registration as it is configured")
+        ]
+    return []
+
+
+def _dlms_device_problems(
+    at: str, device: Device, line: DlmsLine, meters: dict[tuple[str, int | str], str]
+) -> list[Problem]:
+    """A DLMS meter: a dlms profile, addresses of its own on its line; no Modbus unit, no M-Bus address."""
+    from firmware_bridge.profile import available_profiles, load_dlms_profile
+
+    problems: list[Problem] = []
+    for key, what in (("unit", device.unit), ("address", device.address)):
+        if what is not None:
+            problems.append(
+                Problem(
+                    f"{at}.{key}",
+                    f"line {line.id!r} is a DLMS line",
+                    f"remove {key}; use dlms: {{physical: N}}",
+                )
+            )
+    address = device.dlms or DlmsAddress()
+    key = f"{address.logical}/{address.physical}"
+    other = meters.setdefault((line.id, key), device.id)
+    if other != device.id:
+        problems.append(
+            Problem(
+                f"{at}.dlms",
+                f"meter address {key} (logical/physical) on line {line.id!r} is already {other!r}",
+                "give each meter on a shared bus its own dlms.physical address",
+            )
+        )
+    known = ", ".join(available_profiles("dlms")) or "none"
+    if device.profile is None:
+        problems.append(Problem(f"{at}.profile", "a DLMS meter needs a profile", f"add profile: ({known})"))
+        return problems
+    try:
+        load_dlms_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load DLMS profile {device.profile!r}: {exc}",
+                f"use a dlms profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     """A problem when ``name`` is not an NMEA (GPS receiver) profile."""
     from firmware_bridge.profile import available_profiles, load_nmea_profile
@@ -959,17 +1327,68 @@ def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
     return []
 
 
+def _lorawan_device_problems(
+    at: str, device: Device, line: LorawanLine, euis: dict[tuple[str, str], str]
+) -> list[Problem]:
+    """A device on a LoRaWAN line: a DevEUI of its own on the line, a lorawan profile, no Modbus unit."""
+    from firmware_bridge.profile import available_profiles, load_lorawan_profile
+
+    problems: list[Problem] = []
+    if device.unit is not None:
+        problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a LoRaWAN line", "remove unit"))
+    if device.address is not None:
+        problems.append(Problem(f"{at}.address", f"line {line.id!r} is a LoRaWAN line", "remove address"))
+    if device.node is not None:
+        problems.append(Problem(f"{at}.node", f"line {line.id!r} is a LoRaWAN line", "remove node"))
+    if device.dev_eui is None:
+        problems.append(
+            Problem(f"{at}.dev_eui", f"line {line.id!r} is a LoRaWAN line", "add dev_eui: <16 hex digits>")
+        )
+    else:
+        key = (line.id, device.dev_eui.lower())
+        if key in euis:
+            problems.append(
+                Problem(
+                    f"{at}.dev_eui",
+                    f"DevEUI {device.dev_eui} on line {line.id!r} is already {euis[key]!r}",
+                    "give each device its own DevEUI",
+                )
+            )
+        euis.setdefault(key, device.id)
+    if device.ns_device_id is not None and line.server != "tts":
+        problems.append(
+            Problem(f"{at}.ns_device_id", "ChirpStack addresses devices by DevEUI", "remove ns_device_id")
+        )
+    known = ", ".join(available_profiles("lorawan")) or "none"
+    if device.profile is None:
+        problems.append(
+            Problem(f"{at}.profile", "a LoRaWAN device needs a profile", f"add profile: ({known})")
+        )
+        return problems
+    try:
+        load_lorawan_profile(device.profile)
+    except Exception as exc:
+        problems.append(
+            Problem(
+                f"{at}.profile",
+                f"cannot load LoRaWAN profile {device.profile!r}: {exc}",
+                f"use a lorawan profile ({known}) or a path to one",
+            )
+        )
+    return problems
+
+
 _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it or correct its spelling",
     "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus or opcua",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus or opcua",
+    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
+    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
 }
 
 
 def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua")
+    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin", "dlms")
     loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
     field = ""
     for part in loc:
@@ -980,7 +1399,7 @@ def _problem(error: Any, env_url: str | None) -> Problem:
         field += f" (from {BROKER_URL_ENV})"
     message = str(error["msg"])
     cause = error.get("ctx", {}).get("error")
-    secret = field.startswith("broker.url")  # may carry a password
+    secret = field.startswith("broker.url") or ".broker.url" in field  # may carry a password
     if not secret and "input" in error and not isinstance(error["input"], dict | list):
         message += f" (got {error['input']!r})"
     fix = _FIXES.get(error["type"], "correct the value")

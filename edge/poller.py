@@ -30,6 +30,7 @@ from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
 from edge.report import ExceptionReport
 from edge.vehicles import TRIP_FIELD, Vehicles
+from firmware_bridge.dlms import DlmsLine, Meter
 from firmware_bridge.errors import DeviceError, DeviceExceptionResponse
 from firmware_bridge.mbus import MbusLine
 from firmware_bridge.modbus import ModbusLine
@@ -42,7 +43,7 @@ from firmware_bridge.nmea import (
     parse_sentence,
     read_lines,
 )
-from firmware_bridge.profile import MbusProfile, NmeaProfile, Poll, Profile, load_nmea_profile
+from firmware_bridge.profile import DlmsProfile, MbusProfile, NmeaProfile, Poll, Profile, load_nmea_profile
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ RESPONSE_BUCKETS_MS = (50, 100, 250, 500, 1000)
 RESET_SUFFIX = "_reset"
 
 T = TypeVar("T")
-L = TypeVar("L")  # the line a poller owns: a ModbusLine, an MbusLine
+L = TypeVar("L")  # the line a poller owns: a ModbusLine, an MbusLine, a DlmsLine
 
 
 def now_ms() -> int:
@@ -254,7 +255,7 @@ def device_reading(
 @dataclass
 class _Slot:
     device: Device
-    profile: Profile | MbusProfile
+    profile: Profile | MbusProfile | DlmsProfile
     polls: int = 0
     due: float = 0.0
     # How long this slot may wait past ``due`` before it competes as a fast poll.
@@ -300,7 +301,7 @@ class LinePoller(ABC, Generic[L]):
 
     def __init__(
         self,
-        devices: Sequence[tuple[Device, Profile | MbusProfile]],
+        devices: Sequence[tuple[Device, Profile | MbusProfile | DlmsProfile]],
         *,
         journal: Journal,
         board: HealthBoard,
@@ -556,6 +557,69 @@ class MbusPoller(LinePoller[MbusLine]):
 
     def _left_out(self, line: MbusLine, slot: _Slot) -> Mapping[str, Exception]:
         return line.field_errors(slot.device.address) if slot.device.address is not None else {}
+
+
+def dlms_meter(device: Device) -> Meter:
+    """How the DLMS meter ``device`` is reached (its ``dlms`` section, else logical 1, public client)."""
+    return device.dlms.meter if device.dlms is not None else Meter()
+
+
+class DlmsPoller(LinePoller[DlmsLine]):
+    """Owns one DLMS line: reads each meter's objects in one association, and backfills outages.
+
+    The poller remembers, per meter, the time up to which its readings are published (the last
+    good poll, or the last load profile row published). A meter that answers again after failed
+    polls first has its load profile read from that time to now: each row is journaled as a
+    reading stamped with the meter's own capture time, then the poll's reading as usual. A
+    backfill cut short by silence fails the poll and leaves the mark where it was, so the next
+    good poll asks for the same interval again: nothing is lost, and no row is published twice.
+    A load profile the meter answers but that cannot be used (refused, garbled past the retries)
+    is logged and noted on the device's health, and live reading goes on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.published_up_to: dict[str, int] = {}  # device id -> ms: readings published up to here
+
+    async def _read(self, line: DlmsLine, slot: _Slot, polls: tuple[Poll, ...]) -> dict[str, wire.FieldValue]:
+        assert isinstance(slot.profile, DlmsProfile)
+        device, meter = slot.device, dlms_meter(slot.device)
+        since = self.published_up_to.get(device.id)
+        failed_before = self.board.record(device.id).consecutive_failures > 0
+        if since is not None and failed_before and slot.profile.load_profile is not None:
+            try:
+                await self._backfill(line, slot, meter, since)
+            except DeviceError as exc:
+                if exc.state is wire.DeviceState.TIMEOUT:
+                    raise  # silent again: the next good poll asks for the same interval
+                # an answer that cannot be used would block every poll: say so, and read on live
+                log.warning("device %s: load profile not backfilled: %s", device.id, exc)
+                self.board.noted(device.id, f"load profile not backfilled: {exc}")
+        fields = await line.read(meter, slot.profile)
+        self.published_up_to[device.id] = max(now_ms(), self.published_up_to.get(device.id, 0))
+        return fields
+
+    async def _backfill(self, line: DlmsLine, slot: _Slot, meter: Meter, since: int) -> None:
+        assert isinstance(slot.profile, DlmsProfile)
+        rows = await line.read_load_profile(meter, slot.profile, since, now_ms())
+        readings = [
+            device_reading(
+                slot.device,
+                self.site,
+                self.vehicles,
+                measurement=slot.profile.measurement,
+                ts=ts,
+                fields=fields,
+            )
+            for ts, fields in rows
+        ]
+        if readings and self.journal.append(readings):
+            self.published_up_to[slot.device.id] = rows[-1][0]
+            self.board.published(slot.device.id, rows[-1][0])
+        log.info("device %s: %d load profile rows backfilled after %d ms", slot.device.id, len(rows), since)
+
+    def _left_out(self, line: DlmsLine, slot: _Slot) -> Mapping[str, Exception]:
+        return line.field_errors(dlms_meter(slot.device))
 
 
 def reset_field(counter: str) -> str:

@@ -12,7 +12,8 @@ answer within ``remote.grace_s``, and when the settings changed the agent must s
 connected, able to write its journal and get its readings acknowledged (``settings_check``); if
 not, the version is reported ``rolled_back`` with what failed, and the last healthy config comes
 back: the last applied one whose devices all answered (a config without devices proves nothing
-and is never the target), or the one running before when none was.
+and is never the target), or the one running before when none was. Devices on a LoRaWAN line
+are not awaited: they transmit on their own schedule, which may be once a day.
 
 The last applied config is kept in ``remote-config.json`` next to the journal, so an agent
 that reboots without a broker runs it rather than the file; the file is the fallback when
@@ -32,7 +33,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from citygw import wire
-from edge.config import AgentConfig, AgentConfigError, Problem, ProfileCheck, validate_agent_config
+from edge.config import (
+    AgentConfig,
+    AgentConfigError,
+    Device,
+    Problem,
+    ProfileCheck,
+    validate_agent_config,
+)
 from edge.poller import HealthBoard, now_ms
 
 log = logging.getLogger(__name__)
@@ -134,7 +142,8 @@ class RemoteConfig:
             d.id
             for line_id in changed
             for d in config.devices_on(line_id)
-            if d.id in answering_before or d.id not in {p.id for p in previous.devices}
+            if (d.id in answering_before or d.id not in {p.id for p in previous.devices})
+            and _polled(config, d)
         ]
         grace_s = self.base.remote.grace_s
         silent = await self._silent_after(watched, since, grace_s)
@@ -162,6 +171,7 @@ class RemoteConfig:
         if config.devices and all(
             (record := self._board.devices.get(d.id)) is not None and record.state is wire.DeviceState.OK
             for d in config.devices
+            if _polled(config, d)
         ):
             self.healthy_version, self._healthy_body = version, body
         self._handled(version)
@@ -276,3 +286,9 @@ def _version_of(payload: bytes) -> int | None:
 
 def _settings_of(config: AgentConfig) -> str:
     return "|".join(getattr(config, section).model_dump_json() for section in SETTINGS_SECTIONS)
+
+
+def _polled(config: AgentConfig, device: Device) -> bool:
+    """Whether the agent asks the device (and so can see it answer within the grace period): not a
+    LoRaWAN sensor, which transmits on its own schedule (once a day, maybe)."""
+    return config.line(device.line).kind != "lorawan"

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from citygw import wire
 from edge.config import Device
-from firmware_bridge.profile import MbusProfile, Profile, ReportRule, report_rule
+from firmware_bridge.profile import DlmsProfile, MbusProfile, Profile, ReportRule, report_rule
 
 ANY_CHANGE = ReportRule("change")
 
 
-def rules_for(device: Device, profile: Profile | MbusProfile) -> dict[str, ReportRule]:
+def rules_for(device: Device, profile: Profile | MbusProfile | DlmsProfile) -> dict[str, ReportRule]:
     """Each field's rule: a counter's is any change; else the device config's, the profile's, any change."""
     rules: dict[str, ReportRule] = {}
     for spec in profile.field_specs:
@@ -42,7 +42,9 @@ class ExceptionReport:
     published_at: float | None = None  # monotonic seconds
 
     @classmethod
-    def for_device(cls, device: Device, profile: Profile | MbusProfile) -> ExceptionReport | None:
+    def for_device(
+        cls, device: Device, profile: Profile | MbusProfile | DlmsProfile
+    ) -> ExceptionReport | None:
         """The device's state, or None when it publishes every poll (no ``heartbeat_s``)."""
         if device.heartbeat_s is None:
             return None

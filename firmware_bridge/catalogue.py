@@ -16,6 +16,8 @@ from pathlib import Path
 
 from firmware_bridge.profile import (
     PROFILES_DIR,
+    DlmsProfile,
+    LorawanProfile,
     MbusProfile,
     NmeaProfile,
     OpcUaProfile,
@@ -120,7 +122,9 @@ class RoleCatalogue:
         return None if chosen is None else chosen[1]
 
 
-def _role_fields(profile: Profile | MbusProfile | OpcUaProfile) -> Iterable[RoleField]:
+def _role_fields(
+    profile: Profile | MbusProfile | OpcUaProfile | LorawanProfile | DlmsProfile,
+) -> Iterable[RoleField]:
     for spec in profile.field_specs:
         if spec.role is not None:
             registers = spec if isinstance(spec, RegisterSpec) else None

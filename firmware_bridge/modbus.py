@@ -116,6 +116,8 @@ class ModbusLine:
         self._lock = asyncio.Lock()
         self._received = bytearray()
         self.serial: SerialLine | None = None
+        # Answers come as RTU frames (CRC, no MBAP header): a serial port, a serial server, a dial-in modem.
+        self.rtu_frames = False
         self._lost = asyncio.Event()
         # A TCP connection (Modbus TCP, or RTU frames to a serial server): profiles' connect_delay_s and
         # close_between_polls apply to it.
@@ -190,6 +192,7 @@ class ModbusLine:
 
         line = cls(make, name=f"socket://{host}:{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
         line.serial = serial_line
+        line.rtu_frames = True
         line.over_tcp = True
         return line
 
@@ -227,6 +230,7 @@ class ModbusLine:
 
         line = cls(make, name=f"{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
         line.serial = serial_line
+        line.rtu_frames = True
         return line
 
     async def __aenter__(self) -> Self:
@@ -471,15 +475,15 @@ class ModbusLine:
                 request.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await request
-                if self.serial is None and self._received and not _valid_mbap(bytes(self._received)):
+                if not self.rtu_frames and self._received and not _valid_mbap(bytes(self._received)):
                     raise NotModbus(f"{what} on {self.name}: {_not_modbus(bytes(self._received))}")
                 raise LineUnavailable(f"{what} on {self.name}: line unavailable (connection lost)")
             try:
                 response = request.result()
             except ModbusIOException as exc:
-                if self.serial is not None and self._received and not _valid_rtu_frame(bytes(self._received)):
+                if self.rtu_frames and self._received and not _valid_rtu_frame(bytes(self._received)):
                     raise DeviceCrcError(f"{what} on {self.name}: corrupted answer (CRC mismatch)") from exc
-                if self.serial is None and self._received and not _valid_mbap(bytes(self._received)):
+                if not self.rtu_frames and self._received and not _valid_mbap(bytes(self._received)):
                     raise NotModbus(f"{what} on {self.name}: {_not_modbus(bytes(self._received))}") from exc
                 raise DeviceTimeout(f"{what} on {self.name}: no answer within {timeout:g} s") from exc
             except ConnectionException as exc:

@@ -4,8 +4,11 @@ A ``modbus`` profile says which registers hold which field, how to decode them a
 they are worth polling; an ``nmea`` profile (a GPS receiver) names the fields a fix yields and
 the sentences used; an ``mbus`` profile (an M-Bus meter) maps data records, found by DIF/VIF,
 storage number, tariff and subunit, to fields; an ``opcua`` profile names the nodes of an object
-(a pump station) that hold each field. Adding a device model is adding a file under ``profiles/``,
-not code.
+(a pump station) that hold each field; a ``lorawan`` profile maps the object a network server's
+codec decoded (JSON paths) to fields and says how commands are encoded as downlinks; a ``dlms``
+profile (a DLMS/COSEM electricity meter) maps COSEM objects, found by OBIS code, to fields and names
+the load profile that backfills an outage. Adding a device model is adding a file under
+``profiles/``, not code.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ WriteFunction = Literal[6, 16]
 # Where a register map was checked: against the vendor's published document, against a capture of
 # a real device, or not at all (a map modelled on typical devices of a class).
 Verified = Literal["datasheet", "capture", "modelled"]
-Protocol = Literal["modbus", "nmea", "mbus", "opcua"]
+Protocol = Literal["modbus", "nmea", "mbus", "opcua", "lorawan", "dlms"]
 NmeaSentence = Literal["RMC", "GGA", "GLL", "VTG", "GSA", "ZDA"]
 POSITION_SENTENCES: tuple[NmeaSentence, ...] = ("RMC", "GGA", "GLL")
 # What a GPS fix yields (``firmware_bridge.nmea.GpsFix``, without its time).
@@ -332,7 +335,9 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(spec: RegisterSpec | MbusField, setting: float | str) -> DeadbandError | None:
+def deadband_problem(
+    spec: RegisterSpec | MbusField | DlmsField, setting: float | str
+) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -853,9 +858,239 @@ class OpcUaProfile(Provenance):
         return self.nodes
 
 
-AnyProfile = Annotated[Profile | NmeaProfile | MbusProfile | OpcUaProfile, Field(discriminator="protocol")]
-_ANY_PROFILE: TypeAdapter[Profile | NmeaProfile | MbusProfile | OpcUaProfile] = TypeAdapter(AnyProfile)
-P = TypeVar("P", Profile, NmeaProfile, MbusProfile, OpcUaProfile)
+# A JSON path into a decoded uplink object: keys joined by dots, a list index as a number.
+JSON_PATH_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+ValueKind = Literal["number", "bool", "string"]
+# How a command's engineering value becomes bytes in a downlink (big or little endian).
+DownlinkEncoding = Literal["u8", "u16be", "u16le", "u32be", "u32le", "i8", "i16be", "i16le"]
+
+
+class LorawanField(BaseModel):
+    """One field of a reading, taken from the object the network server's codec decoded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    path: str = Field(
+        pattern=JSON_PATH_PATTERN,
+        description="where the value sits in the decoded object: keys joined by dots (battery, "
+        "sensors.0.value)",
+    )
+    kind: ValueKind = Field(
+        default="number", description="number (a numeric string is read as a number), bool or string"
+    )
+    scale: float = 1
+    offset: float = 0
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="which of the device's things the role describes"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LorawanField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
+        if self.kind != "number" and (self.scale != 1 or self.offset != 0 or self.unit is not None):
+            raise ValueError(f"a {self.kind} has no scale, offset or unit: remove them")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        return self
+
+
+class LorawanCommand(BaseModel):
+    """A field a command may set (``set_field``), sent to the device as a downlink.
+
+    ``template`` is the downlink in hex with ``{value}`` where the encoded value goes; with
+    ``payload: ascii_hex`` the hex text itself is what the device expects, as ASCII characters.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    f_port: int = Field(ge=1, le=223, description="LoRaWAN application port of the downlink")
+    template: str = Field(pattern=r"^([0-9A-Fa-f]{2}|\{value\})+$")
+    encoding: DownlinkEncoding
+    payload: Literal["bytes", "ascii_hex"] = "bytes"
+    scale: float = Field(default=1, description="engineering value = raw value x scale")
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    confirmed: bool = Field(default=False, description="ask the device to acknowledge the downlink")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> LorawanCommand:
+        if self.template.count("{value}") != 1:
+            raise ValueError("template needs {value} exactly once, where the encoded value goes")
+        if self.scale == 0:
+            raise ValueError("scale 0 cannot encode a value; use a non-zero scale")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: swap them")
+        return self
+
+
+class LorawanProfile(Provenance):
+    """A LoRaWAN device: what of its decoded uplinks goes into a reading, and its downlink commands.
+
+    The network server decodes the payload with the vendor's codec; this profile maps the
+    decoded object's paths to fields (``firmware_bridge.lorawan``).
+    """
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["lorawan"]
+    uplink_interval_s: float = Field(
+        gt=0, description="the device's factory uplink interval (a device config's poll_s may differ)"
+    )
+    fields: list[LorawanField] = Field(min_length=1)
+    commands: list[LorawanCommand] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> LorawanProfile:
+        for names, what in (
+            ([f.field for f in self.fields], "field"),
+            ([c.field for c in self.commands], "command"),
+        ):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{what} {twice[0]} appears twice: list each {what} once")
+        return self
+
+    @property
+    def field_specs(self) -> list[LorawanField]:
+        """The fields read (the role catalogue's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+    def command(self, field: str) -> LorawanCommand:
+        """The command that sets ``field``; KeyError naming the known ones otherwise."""
+        for command in self.commands:
+            if command.field == field:
+                return command
+        known = ", ".join(c.field for c in self.commands) or "none"
+        raise KeyError(f"profile {self.model} has no command for {field!r} (commands: {known})")
+
+
+OBIS_PATTERN = r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"
+DlmsClass = Literal["register", "data"]
+
+
+class DlmsField(BaseModel):
+    """One field of a DLMS/COSEM meter: the object (by OBIS code) whose value becomes the field.
+
+    A ``register`` (interface class 3) carries its scaler and unit in attribute 3: the value read
+    is scaled by it, and ``cosem_unit`` (the Blue Book's unit code: 30 Wh, 27 W, 35 V, 33 A) must
+    match what the meter says, so that a meter configured in kWh is never read as Wh. A ``data``
+    object (class 1) has no unit: its value is taken as it is. ``scale`` then converts into ``unit``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    obis: str = Field(
+        pattern=OBIS_PATTERN, description="the object's logical name, A.B.C.D.E.F (1.0.1.8.0.255)"
+    )
+    cosem_class: DlmsClass = Field(default="register", alias="class")
+    cosem_unit: int | None = Field(
+        default=None, ge=0, le=255, description="the unit code the meter must report (registers)"
+    )
+    type: Literal["float", "int", "string"] = "float"
+    scale: float = 1
+    unit: str | None = None
+    counter: bool = Field(default=False, description="only grows (energy)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the meter's things the role describes: a phase (l1), a tariff (t1)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DlmsField:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
+        if self.cosem_class == "register" and self.cosem_unit is None:
+            raise ValueError("a register needs cosem_unit: the unit code its attribute 3 must report")
+        if self.cosem_class == "data" and self.cosem_unit is not None:
+            raise ValueError("a data object has no scaler/unit: remove cosem_unit or use class: register")
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
+class DlmsProfile(Provenance):
+    """A DLMS/COSEM meter (IEC 62056): the measurement, its objects by OBIS, and its load profile."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    vendor: str
+    description: str = ""
+    measurement: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms"]
+    load_profile: str | None = Field(
+        default=None,
+        pattern=OBIS_PATTERN,
+        description="the profile generic read to backfill an outage (1.0.99.1.0.255); its columns are "
+        "matched to fields by OBIS code",
+    )
+    fields: list[DlmsField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DlmsProfile:
+        names = [f.field for f in self.fields]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"field {twice[0]} appears twice: give each object its own field name")
+        codes = [f.obis for f in self.fields]
+        again = sorted({c for c in codes if codes.count(c) > 1})
+        if again:
+            raise ValueError(f"OBIS code {again[0]} is read by two fields: keep one")
+        return self
+
+    @property
+    def field_specs(self) -> list[DlmsField]:
+        """The fields read (the scheduler's and report-by-exception's view, as ``Profile.field_specs``)."""
+        return self.fields
+
+
+AnyProfile = Annotated[
+    Profile | NmeaProfile | MbusProfile | OpcUaProfile | LorawanProfile | DlmsProfile,
+    Field(discriminator="protocol"),
+]
+_ANY_PROFILE: TypeAdapter[
+    Profile | NmeaProfile | MbusProfile | OpcUaProfile | LorawanProfile | DlmsProfile
+] = TypeAdapter(AnyProfile)
+P = TypeVar("P", Profile, NmeaProfile, MbusProfile, OpcUaProfile, LorawanProfile, DlmsProfile)
 
 
 def _share_register(a: RegisterSpec, b: RegisterSpec) -> bool:
@@ -890,9 +1125,21 @@ def load_mbus_profile(name_or_path: str | Path) -> MbusProfile:
     return _expect(MbusProfile, name_or_path, "a meter on an M-Bus line (mbus) needs an mbus profile")
 
 
+def load_dlms_profile(name_or_path: str | Path) -> DlmsProfile:
+    """Load and validate a DLMS/COSEM meter profile, by shipped name or path."""
+    return _expect(DlmsProfile, name_or_path, "a meter on a DLMS line (dlms) needs a dlms profile")
+
+
 def load_opcua_profile(name_or_path: str | Path) -> OpcUaProfile:
     """Load and validate an OPC UA profile (the object model of a SCADA server's device), by name or path."""
     return _expect(OpcUaProfile, name_or_path, "a device on an OPC UA line (opcua) needs an opcua profile")
+
+
+def load_lorawan_profile(name_or_path: str | Path) -> LorawanProfile:
+    """Load and validate a LoRaWAN profile, by shipped name or path."""
+    return _expect(
+        LorawanProfile, name_or_path, "a device on a LoRaWAN line (lorawan) needs a lorawan profile"
+    )
 
 
 def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
@@ -903,14 +1150,22 @@ def load_nmea_profile(name_or_path: str | Path) -> NmeaProfile:
 def _expect(kind: type[P], name_or_path: str | Path, fix: str) -> P:
     profile = load_any_profile(name_or_path)
     if not isinstance(profile, kind):
-        protocols: dict[type, Protocol] = {NmeaProfile: "nmea", MbusProfile: "mbus", OpcUaProfile: "opcua"}
+        protocols: dict[type, Protocol] = {
+            NmeaProfile: "nmea",
+            MbusProfile: "mbus",
+            OpcUaProfile: "opcua",
+            LorawanProfile: "lorawan",
+            DlmsProfile: "dlms",
+        }
         wanted = protocols.get(kind, "modbus")
         names = ", ".join(available_profiles(wanted)) or "none"
         raise ProfileError(f"{_resolve(name_or_path)}: speaks {profile.protocol}; {fix} (shipped: {names})")
     return profile
 
 
-def load_any_profile(name_or_path: str | Path) -> Profile | NmeaProfile | MbusProfile | OpcUaProfile:
+def load_any_profile(
+    name_or_path: str | Path,
+) -> Profile | NmeaProfile | MbusProfile | OpcUaProfile | LorawanProfile | DlmsProfile:
     """Load and validate a profile of any protocol (``protocol`` defaults to modbus)."""
     path = _resolve(name_or_path)
     try:
@@ -948,7 +1203,7 @@ def _resolve(name_or_path: str | Path) -> Path:
 def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
     """One readable line: where (with the register's field name), what, and how to fix it."""
     loc = list(error["loc"])
-    if loc and loc[0] in ("modbus", "nmea", "mbus", "opcua"):
+    if loc and loc[0] in ("modbus", "nmea", "mbus", "opcua", "lorawan", "dlms"):
         loc = loc[1:]  # the union's tag, not a key of the file
     where = ""
     node: Any = data

@@ -10,7 +10,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.alerts.delivery import AlertEvent
-from api.alerts.rules import Finding, Rule, aq_band, lamp_failure, offline, water_patterns
+from api.alerts.rules import (
+    Finding,
+    Rule,
+    aq_band,
+    bin_full,
+    lamp_failure,
+    offline,
+    parking_silent,
+    water_patterns,
+    water_quality,
+)
 from api.registry import Registry, audit
 from api.registry.models import Agent, Alert, Device
 from api.settings import ApiSettings
@@ -31,18 +41,23 @@ def evaluate(
     """
     with registry.session() as session:
         agents = list(session.scalars(select(Agent)))
-        on_agents = {
-            (agent, device)
-            for agent, device in session.execute(
-                select(Device.agent_id, Device.device_id).where(Device.retired_at.is_(None))
+        active_devices = list(
+            session.execute(
+                select(Device.agent_id, Device.device_id, Device.spec).where(Device.retired_at.is_(None))
             )
-        }
+        )
+    on_agents = {(agent, device) for agent, device, _spec in active_devices}
+    registered = {device for _agent, device in on_agents}
+    intervals = {device: interval for _agent, device, spec in active_devices if (interval := _interval(spec))}
     # Each check gives its findings and the (rule, subject) pairs it could not judge this time.
     checks: list[tuple[tuple[Rule, ...], Callable[[], tuple[list[Finding], set[tuple[Rule, str]]]]]] = [
         ((Rule.AQ_BAND,), lambda: (aq_band(store, settings, now_ms), set())),
         ((Rule.LAMP_FAILURE,), lambda: (lamp_failure(store, settings.roles), set())),
         ((Rule.WATER_LEAK, Rule.WATER_NO_FLOW), lambda: water_patterns(store, settings, now_ms)),
         ((Rule.DEVICE_OFFLINE, Rule.AGENT_OFFLINE), lambda: (offline(agents, on_agents), set())),
+        ((Rule.BIN_FULL,), lambda: bin_full(store, settings, now_ms, registered)),
+        ((Rule.WATER_QUALITY,), lambda: (water_quality(store, settings, registered), set())),
+        ((Rule.PARKING_SILENT,), lambda: (parking_silent(store, settings, now_ms, intervals), set())),
     ]
     found: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()
@@ -73,6 +88,16 @@ def evaluate(
         if key not in found and key not in undecided and alert.rule in evaluated
     ]
     return [event for event in changes if event is not None]
+
+
+def _interval(spec: dict[str, object]) -> float | None:
+    """Seconds between a registered device's published readings: its heartbeat when it reports by
+    exception, else its poll interval; None when its spec gives neither."""
+    for key in ("heartbeat_s", "poll_s"):
+        value = spec.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
 
 
 def _raise(registry: Registry, finding: Finding, now_ms: int) -> AlertEvent | None:

@@ -11,7 +11,7 @@ from api.air import station_indices
 from api.registry.models import Agent
 from api.settings import ApiSettings
 from citygw import air_quality, wire
-from collector.store.base import Aggregate, TelemetryReader, newest_per_device
+from collector.store.base import Aggregate, Point, TelemetryReader, newest_per_device
 from firmware_bridge.catalogue import RoleCatalogue
 from firmware_bridge.roles import Role
 
@@ -25,6 +25,9 @@ class Rule(StrEnum):
     WATER_NO_FLOW = "water_no_flow"
     DEVICE_OFFLINE = "device_offline"
     AGENT_OFFLINE = "agent_offline"
+    BIN_FULL = "bin_full"
+    WATER_QUALITY = "water_quality"
+    PARKING_SILENT = "parking_sensor_silent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,7 @@ COVERAGE_PARTS = 12
 
 @dataclass(frozen=True, slots=True)
 class FlowWindow:
-    """Per meter, ``aggregate`` of flow_rate over a window: judged (readings span it) or not."""
+    """Per device, ``aggregate`` of a role's value over a window: judged (readings span it) or not."""
 
     spanning: dict[str, float]
     partial: frozenset[str]
@@ -103,28 +106,35 @@ class FlowWindow:
 def _flow_over(
     store: TelemetryReader, roles: RoleCatalogue, now_ms: int, window_s: int, aggregate: Aggregate
 ) -> FlowWindow:
-    """``aggregate`` of the flow rate (m³/h) over the last ``window_s`` per meter, for the meters whose
-    readings span it (one in the window's first and one in its last ``1/COVERAGE_PARTS``); the others with
-    readings in it are ``partial``: two readings 30 s apart say nothing about four hours."""
+    """``aggregate`` of the flow rate (m³/h) over the last ``window_s`` per meter (``_over``)."""
+    return _over(store, roles, Role.FLOW_RATE, now_ms, window_s, aggregate)
+
+
+def _over(
+    store: TelemetryReader, roles: RoleCatalogue, role: Role, now_ms: int, window_s: int, aggregate: Aggregate
+) -> FlowWindow:
+    """``aggregate`` of ``role`` (canonical unit) over the last ``window_s`` per device, for the devices
+    whose readings span it (one in the window's first and one in its last ``1/COVERAGE_PARTS``); the others
+    with readings in it are ``partial``: two readings 30 s apart say nothing about four hours."""
     start_ms, end_ms = now_ms - window_s * 1000, now_ms + 1  # a reading taken this very millisecond counts
 
     def per_device(how: Aggregate, first_ms: int, last_ms: int) -> dict[str, list[float]]:
         values: dict[str, list[float]] = {}
-        for measurement in roles.measurements(Role.FLOW_RATE):
+        for measurement in roles.measurements(role):
             rows = store.range(
                 measurement=measurement,
                 start_ms=first_ms,
                 end_ms=last_ms,
-                fields=[f.field for f in roles.of(Role.FLOW_RATE, measurement)],
+                fields=[f.field for f in roles.of(role, measurement)],
                 window_s=window_s,  # one window, or two when the range straddles a boundary
                 aggregate=how,
             )
             for row in rows:
-                # A count stays a count; a min or max is converted to m³/h like any reading.
+                # A count stays a count; a min or max is converted to the role's unit like any reading.
                 value = (
                     _count(row.values)
                     if how is Aggregate.COUNT
-                    else roles.value(Role.FLOW_RATE, measurement, row.values)
+                    else roles.value(role, measurement, row.values)
                 )
                 if "device" in row.tags and value is not None:
                     values.setdefault(row.tags["device"], []).append(value)
@@ -227,4 +237,99 @@ def offline(agents: Sequence[Agent], registered: Set[tuple[str, str]]) -> list[F
                         },
                     )
                 )
+    return found
+
+
+def _newest(store: TelemetryReader, roles: RoleCatalogue, *with_roles: Role) -> list[Point]:
+    """The newest point of each device in every measurement holding a field of ``with_roles``."""
+    return [
+        point
+        for measurement in roles.measurements(*with_roles)
+        for point in newest_per_device(store.latest(measurement=measurement))
+    ]
+
+
+def bin_full(
+    store: TelemetryReader, settings: ApiSettings, now_ms: int, registered: Set[str]
+) -> tuple[list[Finding], set[tuple[Rule, str]]]:
+    """Registered bins whose fill level stayed at or above the threshold for the whole window (a bag
+    dropped on the sensor for a minute is no full bin), and the bins it cannot judge (readings in the
+    window that do not span it: such a bin's alert stays as it is)."""
+    roles, window_s, full = settings.roles, settings.alert_bin_full_window_s, settings.alert_bin_full_percent
+    tags = {p.tags["device"]: p.tags for p in _newest(store, roles, Role.FILL_LEVEL)}
+    lowest = _over(store, roles, Role.FILL_LEVEL, now_ms, window_s, Aggregate.MIN)
+    found = [
+        Finding(
+            Rule.BIN_FULL,
+            device,
+            f"bin {device} at least {level:g} % full for {window_s} s (threshold {full:g} %)",
+            site=tags.get(device, {}).get("site"),
+            district=tags.get(device, {}).get("district"),
+            data={"fill_level": level, "threshold": full, "window_s": window_s},
+        )
+        for device, level in sorted(lowest.spanning.items())
+        if device in registered and level >= full
+    ]
+    return found, {(Rule.BIN_FULL, device) for device in lowest.partial}
+
+
+def water_quality(store: TelemetryReader, settings: ApiSettings, registered: Set[str]) -> list[Finding]:
+    """Registered probes whose newest reading has pH, turbidity or free chlorine outside its limit
+    (``ApiSettings.water_limits``); one alert per probe and parameter (``wq-1:turbidity``)."""
+    roles, limits = settings.roles, settings.water_limits
+    found = []
+    for point in _newest(store, roles, *limits):
+        device = point.tags["device"]
+        if device not in registered:
+            continue
+        for role, limit in limits.items():
+            value = roles.value(role, point.measurement, point.fields)
+            breach = None if value is None else limit.breached(value)
+            if value is None or breach is None:
+                continue
+            found.append(
+                Finding(
+                    Rule.WATER_QUALITY,
+                    f"{device}:{role.value}",
+                    f"{role.value} of {device} is {value:g} {limit.unit}, {breach} ({limit.describe()})",
+                    site=point.tags.get("site"),
+                    district=point.tags.get("district"),
+                    data={
+                        "device": device,
+                        "parameter": role.value,
+                        "value": value,
+                        "low": limit.low,
+                        "high": limit.high,
+                    },
+                )
+            )
+    return found
+
+
+def parking_silent(
+    store: TelemetryReader, settings: ApiSettings, now_ms: int, intervals: Mapping[str, float]
+) -> list[Finding]:
+    """Registered parking-bay sensors (role occupied) whose newest reading is older than
+    ``alert_silent_intervals`` times the interval they report at (``intervals``: the registered device's
+    heartbeat_s when it reports by exception, else its poll_s). A bay's state changes rarely: its sensor
+    dying looks like a bay nobody parks in, unless its silence is noticed."""
+    found = []
+    for point in _newest(store, settings.roles, Role.OCCUPIED):
+        device = point.tags["device"]
+        interval = intervals.get(device)
+        if interval is None:
+            continue
+        silent_s = (now_ms - point.ts_ms) / 1000
+        limit_s = settings.alert_silent_intervals * interval
+        if silent_s > limit_s:
+            found.append(
+                Finding(
+                    Rule.PARKING_SILENT,
+                    device,
+                    f"parking sensor {device} silent for {silent_s:.0f} s (expected every {interval:g} s)",
+                    site=point.tags.get("site"),
+                    district=point.tags.get("district"),
+                    data={"last_reading": point.ts_ms, "silent_s": silent_s, "interval_s": interval},
+                )
+            )
     return found

@@ -24,7 +24,7 @@ from api.sun import SunEvent, next_sun_event
 from api.timespec import iso, parse_instant
 from citygw import wire
 from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
-from firmware_bridge.profile import load_profile
+from firmware_bridge.profile import ProfileError, load_any_profile
 
 router = APIRouter(prefix="/v1/agents", tags=["commands"])
 
@@ -113,6 +113,14 @@ def _due_at(body: CommandCreate, agent: Agent, now_ms: int) -> tuple[int, dict[s
     return now_ms, None
 
 
+def _measurement(profile: object) -> str | None:
+    """The measurement of a device's profile (a GPS receiver's, a LoRaWAN sensor's too); None: none."""
+    try:
+        return load_any_profile(str(profile)).measurement
+    except ProfileError:
+        return None
+
+
 @router.post("/{agent_id}/commands", response_model=CommandPublic, status_code=status.HTTP_202_ACCEPTED)
 def send_command(
     agent_id: AgentPath, body: CommandCreate, principal: EngineerDep, session: SessionDep, now_ms: NowMsDep
@@ -126,7 +134,7 @@ def send_command(
     device = next((d for d in active_devices(session, agent_id) if d.device_id == body.device), None)
     if device is None:
         problems.append(f"device: no device {body.device!r} on agent {agent_id!r}")
-    elif load_profile(str(device.spec.get("profile"))).measurement not in COMMANDABLE_MEASUREMENTS:
+    elif _measurement(device.spec.get("profile")) not in COMMANDABLE_MEASUREMENTS:
         problems.append(f"device: {body.device!r} is not a lighting controller")
     target = f"device:{agent_id}/{body.device}"
     request = body.model_dump(mode="json", exclude_none=True)

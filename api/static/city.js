@@ -266,7 +266,8 @@
         const delay = typeof u.delay === "number" ? u.delay
           : next && next.arrival && typeof next.arrival.delay === "number" ? next.arrival.delay : null;
         const arrival = next && next.arrival && next.arrival.time ? Number(next.arrival.time) : null;
-        byVehicle[id] = { nextStop: next && next.stop_id, arrival, delay };
+        // A bus's runs come in driving order (its next run of its block last): the first is the one it is on.
+        if (!(id in byVehicle)) byVehicle[id] = { nextStop: next && next.stop_id, arrival, delay };
       }
     }
     const rows = [];

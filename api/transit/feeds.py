@@ -19,6 +19,7 @@ from google.transit import gtfs_realtime_pb2
 
 from api.settings import ApiSettings
 from api.transit.alerts import AlertBoard, add_operator_alerts, add_silent_route_alerts
+from api.transit.blocks import next_runs
 from api.transit.fleet import Fleet
 from api.transit.history import HistoryLearner
 from api.transit.isolation import vehicle_extra
@@ -256,6 +257,7 @@ class TransitService:
             now_ms=now_ms,
             max_age_s=max_age_s,
             max_ahead_s=max_ahead_s,
+            grace_s=self.settings.transit_stale_grace_s,
         )
         if timetable is None:
             return Snapshot(
@@ -293,14 +295,22 @@ class TransitService:
         )
         trip_updates = _empty_feed(now_ms)
         trip_updates.header.timestamp = vehicle_positions.header.timestamp
+        progress = [
+            TripProgress(v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id))
+            for v, m in matches.items()
+        ]
+        # A bus silent past its max age keeps its run's TripUpdate (its time says how old) but no next run;
+        # a next run an operator changed is published as changed.
+        heard_since_ms = now_ms - max_age_s * 1000
+        heard_lately = [bus for bus in progress if newest[bus.vehicle_id].ts_ms >= heard_since_ms]
+        following = [
+            bus
+            for bus in next_runs(heard_lately, timetable, now_s=now_s, learned=self.history.learned)
+            if bus.match.run.key not in changes
+        ]
         add_trip_updates(
             trip_updates,
-            (
-                TripProgress(
-                    v, newest[v].label, newest[v].ts_ms // 1000, m, timetable.path(m.run.trip.trip_id)
-                )
-                for v, m in matches.items()
-            ),
+            progress + following,
             now_s=now_s,
             learned=self.history.learned,
             skipped={key: change.skipped for key, change in changes.items()},
@@ -314,7 +324,8 @@ class TransitService:
                 k: ms for k, ms in self._served_runs.items() if ms > now_ms - SERVED_MEMORY_MS
             }
             self._served_runs.update((key, now_ms) for key in with_bus)
-            seen = changes.keys() | self._served_runs.keys()
+            # A run a bus's block says it drives next is coming, not missed.
+            seen = changes.keys() | self._served_runs.keys() | {bus.match.run.key for bus in following}
             missed = missed_runs(timetable, matches, newest, now_s=now_s, after_s=after_s, known=seen)
             add_changed_runs(
                 trip_updates,

@@ -3,7 +3,8 @@
 Two tram and two bus routes, both directions, drawn as street-like shapes through the centre;
 weekday and weekend calendars with a holiday exception; bus 29 runs by headway
 (frequencies.txt, exact_times=0); the last tram of the evening finishes after midnight
-(times past 24:00). ``python -m api.transit.fixtures PATH`` writes the zip.
+(times past 24:00); timed trips carry the ``block_id`` of the vehicle working them back and forth.
+``python -m api.transit.fixtures PATH`` writes the zip.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from api.transit.geometry import CityPlane, Polyline
-from api.transit.timetable import gtfs_time
+from api.transit.timetable import chain_blocks, gtfs_time
 
 AGENCY_ID = "lvivelektrotrans"
 TIMEZONE = "Europe/Kyiv"
@@ -29,6 +30,7 @@ HOLIDAY = "20270107"  # a weekday that runs the weekend timetable (calendar_date
 STOP_SPACING_M = 450.0
 DWELL_S = 20
 HUB_DWELL_S = 90  # recovery time at the hub: the schedule's slack
+LAYOVER_S = 120  # the shortest turnaround at a terminus when trips are chained into blocks
 _ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 _WEEKDAY_COLUMNS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -237,6 +239,8 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
     stop_times: list[tuple[object, ...]] = []
     shapes: list[tuple[object, ...]] = []
     frequencies: list[tuple[object, ...]] = []
+    # (route, service) -> (trip_id, first stop name, departure, last stop name, arrival) of timed trips
+    legs: dict[tuple[str, str], list[tuple[str, str, int, str, int]]] = {}
     for line in LINES:
         routes.append(
             (
@@ -300,6 +304,11 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
                     )
                     trips.append((line.route_id, service_id, trip_id, names[-1], direction, shape_id))
                     _trip_times(stop_times, trip_id, pattern, start)
+                    legs.setdefault((line.route_id, service_id), []).append(
+                        (trip_id, names[0], start + pattern[0][2], names[-1], start + pattern[-1][1])
+                    )
+    blocks = _block_ids(legs)
+    trips = [(*trip, blocks.get(str(trip[2]), "")) for trip in trips]
     weekdays = ("weekday", 1, 1, 1, 1, 1, 0, 0, CALENDAR_START, CALENDAR_END)
     weekend = ("weekend", 0, 0, 0, 0, 0, 1, 1, CALENDAR_START, CALENDAR_END)
     return {
@@ -316,7 +325,8 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
             routes,
         ),
         "trips.txt": _csv(
-            ("route_id", "service_id", "trip_id", "trip_headsign", "direction_id", "shape_id"), trips
+            ("route_id", "service_id", "trip_id", "trip_headsign", "direction_id", "shape_id", "block_id"),
+            trips,
         ),
         "stop_times.txt": _csv(
             ("trip_id", "arrival_time", "departure_time", "stop_id", "stop_sequence", "timepoint"), stop_times
@@ -362,6 +372,22 @@ def network_files(*, all_day: bool = False) -> dict[str, bytes]:
             ],
         ),
     }
+
+
+def _block_ids(legs: dict[tuple[str, str], list[tuple[str, str, int, str, int]]]) -> dict[str, str]:
+    """block_id of each timed trip: a route's trips of a service chained back and forth between its
+    termini, a turnaround of at least ``LAYOVER_S`` (headway trips have none: any vehicle takes them)."""
+    found: dict[str, str] = {}
+    for (route_id, service_id), trips in sorted(legs.items()):
+        chained = chain_blocks(
+            [(first, depart, last, arrive) for _, first, depart, last, arrive in trips],
+            layover_s=LAYOVER_S,
+            same_place=str.__eq__,
+        )
+        for number, block in enumerate(chained, start=1):
+            for index in block:
+                found[trips[index][0]] = f"{route_id}-{service_id}-{number:02d}"
+    return found
 
 
 def _after(time_text: str, minutes: int) -> str:

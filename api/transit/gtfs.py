@@ -519,6 +519,7 @@ def _read(reader: _Reader) -> Timetable | None:
             headsign=values.get("trip_headsign", ""),
             stop_times=stop_times,
             frequencies=tuple(sorted(frequencies.get(trip_id, []), key=lambda f: f.start_s)),
+            block_id=values.get("block_id") or None,
         )
     if not trips and not reader.problems:
         reader.problem("trips.txt", None, None, "no trip with stop times")

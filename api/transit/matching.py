@@ -46,6 +46,14 @@ class MatchRules:
     ambiguity_s: float = 180.0  # two runs whose delays differ by less than this are confusable
     early_weight: float = 2.0  # a minute early mid-trip counts as two minutes late when ranking runs
     end_of_trip_m: float = 30.0
+    moved_m: float = 50.0  # progress along a run that shows the bus drives it (GPS jitter stays below)
+    # From a cold start a bus is put on a run only with evidence (movement along it, block continuity,
+    # its console's trip id), and a run held by a moving bus is never given to a standing one.
+    # False: the behaviour before, for the cold start benchmark's baseline.
+    require_evidence: bool = True
+    # Buses do not leave their first stop early, nor cover their run in less than this share of its
+    # scheduled running time: a run that left too recently for the bus to be where it is is not its.
+    min_pace: float = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,7 @@ class TripMatch:
     delay_s: float
     confidence: float
     next_stop: int  # index in the trip's stop_times of the stop the bus is at or heading to
+    moved_m: float = 0.0  # how far the bus has been seen to advance along the run
 
 
 def scheduled_time(run: TripRun, path: TripPath, along_m: float) -> float:
@@ -87,6 +96,7 @@ class _Fit:
     rank_s: float  # how far off its schedule the bus is, early waiting included: smaller fits better
     on_line: int
     delays: list[float]
+    moved_m: float
 
 
 def match_bus(
@@ -159,7 +169,12 @@ def match_bus(
         return None
     path = timetable.path(best.run.trip.trip_id)
     return TripMatch(
-        best.run, best.along_m, best.delay_s, round(confidence, 3), next_stop_index(path, best.along_m)
+        best.run,
+        best.along_m,
+        best.delay_s,
+        round(confidence, 3),
+        next_stop_index(path, best.along_m),
+        best.moved_m,
     )
 
 
@@ -194,6 +209,12 @@ def _fit(
         early_limit = rules.max_layover_early_s if at_first_stop else rules.max_early_s
         if not -early_limit <= delay <= rules.max_late_s:
             continue
+        if (
+            rules.require_evidence
+            and not at_first_stop
+            and _left_too_recently(run, path, along, newest, rules)
+        ):
+            continue
         if best is None or abs(delay) < abs(best[1]):
             best = (along, delay)
     if best is None:
@@ -214,7 +235,15 @@ def _fit(
         on_line += 1
         delays.append(fix.ts_s - scheduled_time(run, path, along))
         ahead = along
-    return _Fit(run, along_now, delay_now, rank_s, on_line, delays)
+    return _Fit(run, along_now, delay_now, rank_s, on_line, delays, along_now - ahead)
+
+
+def _left_too_recently(
+    run: TripRun, path: TripPath, along_m: float, fix: Sighting, rules: MatchRules
+) -> bool:
+    """Whether the run left its first stop too recently for a bus on it to be ``along_m`` by now."""
+    running_s = scheduled_time(run, path, along_m) - run.departure(0)
+    return fix.ts_s - run.departure(0) < rules.min_pace * running_s
 
 
 def follow(
@@ -242,7 +271,9 @@ def follow(
         ]
         if not ahead:
             return None
-        along = max(along, min(ahead))
+        waiting = along <= path.stop_along_m[0] + 25.0 and fix.speed_mps is not None and fix.speed_mps < 1.0
+        if not (waiting and min(ahead) - along <= rules.off_line_m):
+            along = max(along, min(ahead))  # (a bus waiting to leave is not moved on by a scattered fix)
     if not fixes or along >= path.stop_along_m[-1] - rules.end_of_trip_m:
         return None
     raw_s = fixes[-1].ts_s - scheduled_time(run, path, along)
@@ -251,4 +282,5 @@ def follow(
     if not -early_limit <= raw_s <= rules.max_late_s:
         return None
     delay_s = max(0.0, raw_s) if waiting else raw_s
-    return TripMatch(run, along, delay_s, match.confidence, next_stop_index(path, along))
+    moved_m = match.moved_m + along - match.along_m
+    return TripMatch(run, along, delay_s, match.confidence, next_stop_index(path, along), moved_m)

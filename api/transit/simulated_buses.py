@@ -1,10 +1,11 @@
 """Buses driving a timetable the way buses do, as the points the collector stores.
 
-Every bus works a block (runs of one route back and forth); it leaves late now and then, loses
-time in traffic, dwells longer or shorter than planned, waits at the hub when early, and its
-GPS jitters. One route passes a tunnel (no fix there, so no point), and one run of bus 3A
-drives a detour off its line. Everything follows from ``seed``: the same day twice gives the
-same points. ``Ride.actual_arrivals`` is the truth predictions are scored against.
+Every bus works a block (the timetable's ``block_id``, else runs of one route chained back and
+forth); it leaves late now and then, loses time in traffic, dwells longer or shorter than
+planned, waits at the hub when early, and its GPS jitters. One route passes a tunnel (no fix
+there, so no point), and one run of bus 3A drives a detour off its line. Everything follows from
+``seed``: the same day twice gives the same points. ``Ride.actual_arrivals`` is the truth
+predictions are scored against.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from api.transit.timetable import Timetable, TripPath, TripRun
+from api.transit.timetable import Timetable, TripPath, TripRun, chain_blocks
 from collector.store.base import FieldValue, Point
 
 TUNNEL = ("T1", 1500.0, 1800.0)  # route, from, to (metres along its line): an underpass, no sky
@@ -88,18 +89,7 @@ def blocks_of_day(timetable: Timetable, service_date: dt.date) -> list[tuple[str
         by_route[run.trip.route_id].append(run)
     found: list[tuple[str, int, list[TripRun]]] = []
     for route_id in sorted(by_route):
-        blocks: list[list[TripRun]] = []
-        for run in sorted(by_route[route_id], key=lambda r: (r.departure(0), r.key)):
-            first_stop = timetable.stops[run.trip.stop_times[0].stop_id]
-            for block in blocks:
-                last = block[-1]
-                end_stop = timetable.stops[last.trip.stop_times[-1].stop_id]
-                same_place = abs(end_stop.lat - first_stop.lat) + abs(end_stop.lon - first_stop.lon) < 0.001
-                if same_place and last.arrival(len(last.trip.stop_times) - 1) + LAYOVER_S <= run.departure(0):
-                    block.append(run)
-                    break
-            else:
-                blocks.append([run])
+        blocks = _blocks(timetable, sorted(by_route[route_id], key=lambda r: (r.departure(0), r.key)))
         found += [(route_id, number, block) for number, block in enumerate(blocks, start=1)]
     return found
 
@@ -133,6 +123,38 @@ def simulate_day(timetable: Timetable, service_date: dt.date, *, seed: int = 7) 
             not_before = ride.actual_arrivals[-1] + 60
         buses.append(make_bus(timetable, route_id, number, tuple(rides)))
     return buses
+
+
+def _blocks(timetable: Timetable, runs: list[TripRun]) -> list[list[TripRun]]:
+    """The runs (in order of departure) as the timetable's blocks, in order of their first departure;
+    runs without a ``block_id`` (headway trips) chained back and forth between termini."""
+    published: dict[str, list[TripRun]] = defaultdict(list)
+    loose: list[TripRun] = []
+    for run in runs:
+        if run.trip.block_id is not None and not run.trip.frequencies:
+            published[run.trip.block_id].append(run)
+        else:
+            loose.append(run)
+
+    def same_place(a: str, b: str) -> bool:
+        one, other = timetable.stops[a], timetable.stops[b]
+        return abs(one.lat - other.lat) + abs(one.lon - other.lon) < 0.001
+
+    chained = chain_blocks(
+        [
+            (
+                r.trip.stop_times[0].stop_id,
+                r.departure(0),
+                r.trip.stop_times[-1].stop_id,
+                r.arrival(len(r.trip.stop_times) - 1),
+            )
+            for r in loose
+        ],
+        layover_s=LAYOVER_S,
+        same_place=same_place,
+    )
+    blocks = [*published.values(), *([loose[i] for i in block] for block in chained)]
+    return sorted(blocks, key=lambda block: (block[0].departure(0), block[0].key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from api.transit.geometry import CityPlane, Polyline
 
 STOP_SNAP_M = 150.0  # a stop this near its trip's line is on it
 STOP_SNAP_SLACK_M = 40.0  # about a road's width: the two sides of one street are one place
+P = TypeVar("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class Trip:
     headsign: str
     stop_times: tuple[StopTime, ...]
     frequencies: tuple[Frequency, ...] = ()
+    block_id: str | None = None  # trips.txt: the trips one vehicle drives in turn
 
     @property
     def first_s(self) -> int:
@@ -136,6 +139,28 @@ class TripRun:
         return f"{self.trip.trip_id}@{self.start_date}"
 
 
+def chain_blocks(
+    legs: Sequence[tuple[P, float, P, float]], *, layover_s: float, same_place: Callable[[P, P], bool]
+) -> list[list[int]]:
+    """Trips chained into blocks: each (start, depart, end, arrive) goes, in order of departure, to the
+    first block whose last trip ended where it starts at least ``layover_s`` before it leaves.
+
+    Returns the blocks as lists of indices into ``legs``, each in driving order, blocks in order of
+    their first departure.
+    """
+    blocks: list[list[int]] = []
+    for index in sorted(range(len(legs)), key=lambda i: legs[i][1]):
+        start, depart_s, _, _ = legs[index]
+        for block in blocks:
+            _, _, end, arrive_s = legs[block[-1]]
+            if same_place(end, start) and arrive_s + layover_s <= depart_s:
+                block.append(index)
+                break
+        else:
+            blocks.append([index])
+    return blocks
+
+
 def city_plane(stops: Iterable[Stop]) -> CityPlane:
     """The flat map of a network, centred on its stops."""
     lats, lons = zip(*((stop.lat, stop.lon) for stop in stops), strict=True)
@@ -204,6 +229,8 @@ class Timetable:
     plane: CityPlane = field(init=False)
     _trips_by_service: dict[str, list[Trip]] = field(init=False, repr=False)
     _paths: dict[str, TripPath] = field(init=False, repr=False)
+    _blocks: dict[str, list[Trip]] = field(init=False, repr=False)
+    _place_in_block: dict[str, int] = field(init=False, repr=False)
     _zone: ZoneInfo = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -212,6 +239,14 @@ class Timetable:
         self._trips_by_service = defaultdict(list)
         for trip in self.trips.values():
             self._trips_by_service[trip.service_id].append(trip)
+        self._blocks = defaultdict(list)
+        for trip in self.trips.values():
+            if trip.block_id is not None and not trip.frequencies:
+                self._blocks[trip.block_id].append(trip)
+        self._place_in_block: dict[str, int] = {}
+        for block in self._blocks.values():
+            block.sort(key=lambda trip: (trip.first_s, trip.trip_id))
+            self._place_in_block.update((trip.trip_id, index) for index, trip in enumerate(block))
         self._paths = {}
         lines: dict[str, Polyline] = {}
         # Most trips of a route share a shape and a stop pattern: place their stops once.
@@ -233,6 +268,25 @@ class Timetable:
 
     def path(self, trip_id: str) -> TripPath:
         return self._paths[trip_id]
+
+    def next_in_block(self, run: TripRun) -> TripRun | None:
+        """The run the vehicle of ``run`` drives next (trips.txt ``block_id``), on the same service day.
+
+        A block may hold trips of several services: the next is the first trip after this one whose
+        service runs that day. None for the last trip of a block, a trip without one, or a headway trip.
+        """
+        trip = run.trip
+        if trip.block_id is None or trip.frequencies:
+            return None
+        block = self._blocks[trip.block_id]
+        for following in block[self._place_in_block[trip.trip_id] + 1 :]:
+            if (
+                following.first_s >= trip.last_s
+                and following.trip_id != trip.trip_id
+                and self.service_runs(following.service_id, run.service_date)
+            ):
+                return TripRun(following, run.service_date, run.day_start)
+        return None
 
     def runs_on(self, service_date: dt.date) -> bool:
         """Whether any trip runs on ``service_date``."""

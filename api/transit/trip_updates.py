@@ -178,10 +178,11 @@ def add_trip_updates(
 
     Entities come in vehicle order, as in VehiclePositions: several buses run one frequency-based
     trip_id at once, and consumers that pair vehicles and trips by trip_id alone (MobilityData's
-    E047) then pair them alike in both feeds. ``skipped`` names the stop_sequences operators took
-    out of a run (by run key).
+    E047) then pair them alike in both feeds; a bus's runs come in the order it drives them (its
+    next run of its block after its current one). ``skipped`` names the stop_sequences operators
+    took out of a run (by run key).
     """
-    for bus in sorted(buses, key=lambda b: (b.vehicle_id, b.match.run.key)):
+    for bus in sorted(buses, key=lambda b: (b.vehicle_id, b.match.run.departure(0), b.match.run.key)):
         gone = (skipped or {}).get(bus.match.run.key, ())
         entity = vehicle_extra(bus.vehicle_id, "trip update", _trip_update_entity, bus, now_s, learned, gone)
         if entity is not None:

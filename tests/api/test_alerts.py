@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import event, func, select
 
 from api.alerts.delivery import AlertEvent
@@ -311,3 +314,122 @@ def test_a_steady_device_reporting_by_exception_is_not_offline_a_silent_one_is(
     }
     silent_alert = next(e for e in raised if e.subject == "aq-silent")
     assert silent_alert.data["last_ok"] == NOW_MS - HOUR_MS
+
+
+def register(registry: Registry, *devices: tuple[str, dict[str, Any]]) -> None:
+    """Active devices on one agent, each with its spec's reporting settings (poll_s, heartbeat_s)."""
+    with registry.session() as session:
+        session.add(Agent(id="edge-seeds", site=ENGINEER_SITE, lines=[], created_at=0, state="online"))
+        for device, spec in devices:
+            session.add(
+                Device(agent_id="edge-seeds", device_id=device, spec=spec, created_at=0, updated_at=0)
+            )
+        session.commit()
+
+
+def every(device: str, measurement: str, fields: list[dict[str, Any]], *, step_min: int = 5) -> list[Point]:
+    """Readings ``step_min`` apart, the last at NOW_MS."""
+    return [
+        reading(
+            measurement, device, NOW_MS - (len(fields) - 1 - i) * step_min * MINUTE_MS, f, agent="edge-seeds"
+        )
+        for i, f in enumerate(fields)
+    ]
+
+
+def test_seed_device_rules_raise_for_registered_devices_and_end_when_cured(
+    store: SqliteStore, registry: Registry, settings: ApiSettings
+) -> None:
+    polled = {"poll_s": 60}
+    register(
+        registry,
+        *((d, polled) for d in ("bin-full", "bin-emptied", "bin-half", "bin-new", "wq-bad", "wq-ok")),
+        ("bay-quiet", polled),
+        ("bay-live", polled),
+        ("bay-rbe", {"poll_s": 60, "heartbeat_s": 900}),  # reports by exception: a heartbeat every 15 min
+    )
+    fill = "fill_level"
+    store.write(
+        [
+            # The default: at least 90 % for 30 min. Readings every 5 min over 40 min.
+            *every("bin-full", "waste_bin", [{fill: 92.0}] * 4 + [{fill: 95.5}] * 5),
+            *every("bin-emptied", "waste_bin", [{fill: 95.0}] * 7 + [{fill: 4.0}] * 2),
+            *every("bin-half", "waste_bin", [{fill: 50.0}] * 9),
+            *every("bin-new", "waste_bin", [{fill: 99.0}] * 2),  # 5 min of readings: too few to judge
+            *every("bin-ghost", "waste_bin", [{fill: 99.0}] * 9),  # registered nowhere
+            *every("wq-bad", "water_quality", [{"ph": 8.9, "turbidity": 1.6, "free_chlorine": 0.12}]),
+            *every("wq-ok", "water_quality", [{"ph": 7.4, "turbidity": 0.3, "free_chlorine": 0.4}]),
+            *every("wq-ghost", "water_quality", [{"ph": 3.0}]),
+            reading("parking", "bay-quiet", NOW_MS - 10 * MINUTE_MS, {"occupied": True}, agent="edge-seeds"),
+            reading("parking", "bay-live", NOW_MS - MINUTE_MS, {"occupied": False}, agent="edge-seeds"),
+            reading("parking", "bay-rbe", NOW_MS - 40 * MINUTE_MS, {"occupied": True}, agent="edge-seeds"),
+            reading("parking", "bay-ghost", NOW_MS - 600 * MINUTE_MS, {"occupied": True}, agent="edge-seeds"),
+        ]
+    )
+    raised = evaluate(registry, store, settings, NOW_MS)
+    assert subjects(raised) == {
+        ("raised", "bin_full", "bin-full"),
+        ("raised", "water_quality", "wq-bad:water_ph"),
+        ("raised", "water_quality", "wq-bad:turbidity"),
+        ("raised", "water_quality", "wq-bad:free_chlorine"),
+        ("raised", "parking_sensor_silent", "bay-quiet"),
+    }
+    by_subject = {e.subject: e for e in raised}
+    assert by_subject["bin-full"].data == {"fill_level": 92.0, "threshold": 90.0, "window_s": 1800}
+    assert by_subject["wq-bad:free_chlorine"].data == {
+        "device": "wq-bad",
+        "parameter": "free_chlorine",
+        "value": 0.12,
+        "low": 0.3,
+        "high": 0.5,
+    }
+    assert "below 0.3" in by_subject["wq-bad:free_chlorine"].detail
+    assert by_subject["bay-quiet"].data["silent_s"] == 600  # more than 3 polls of 60 s
+    # bay-rbe's 40 min are less than 3 heartbeats of 15 min: a quiet bay, not a dead sensor.
+
+    later = NOW_MS + 5 * MINUTE_MS  # the bins' readings span the window again
+    store.write(
+        [
+            reading("waste_bin", "bin-full", later, {fill: 3.0}, agent="edge-seeds"),  # collected
+            reading(
+                "water_quality",
+                "wq-bad",
+                later,
+                {"ph": 8.9, "turbidity": 0.4, "free_chlorine": 0.35},
+                agent="edge-seeds",
+            ),
+            reading("parking", "bay-quiet", later, {"occupied": False}, agent="edge-seeds"),
+            reading("parking", "bay-live", later, {"occupied": False}, agent="edge-seeds"),
+        ]
+    )
+    assert subjects(evaluate(registry, store, settings, later)) == {
+        ("ended", "bin_full", "bin-full"),
+        ("ended", "water_quality", "wq-bad:turbidity"),
+        ("ended", "water_quality", "wq-bad:free_chlorine"),
+        ("ended", "parking_sensor_silent", "bay-quiet"),
+    }
+
+
+def test_water_quality_limits_and_bin_threshold_come_from_the_settings(
+    store: SqliteStore, registry: Registry, tmp_path: Path
+) -> None:
+    register(registry, ("wq-1", {"poll_s": 60}), ("bin-1", {"poll_s": 60}))
+    store.write(
+        [
+            *every("wq-1", "water_quality", [{"ph": 9.0, "turbidity": 1.6, "free_chlorine": 0.25}]),
+            *every("bin-1", "waste_bin", [{"fill_level": 85.0}] * 3),
+        ]
+    )
+    # EU Directive 2020/2184's pH range, a looser turbidity limit, WHO's 0.2 mg/l of chlorine; full at 80 %
+    # for 10 min.
+    eu = ApiSettings(
+        registry_url=f"sqlite:///{tmp_path}/registry.sqlite",
+        alert_ph_max=9.5,
+        alert_turbidity_max=4.0,
+        alert_chlorine_min=0.2,
+        alert_bin_full_percent=80,
+        alert_bin_full_window_s=600,
+    )
+    assert subjects(evaluate(registry, store, eu, NOW_MS)) == {("raised", "bin_full", "bin-1")}
+    with pytest.raises(ValidationError, match="CITYGW_ALERT_PH_MIN"):
+        ApiSettings(registry_url="sqlite://", alert_ph_min=9, alert_ph_max=8)

@@ -134,10 +134,12 @@ def test_times_beyond_any_calendar_are_refused() -> None:
 def test_citygws_own_tags_are_never_field_names() -> None:
     """Issue 22.1: the collector refuses fields named like a tag; none of CityGW's own may be one."""
     from edge.config import AGENT_TAGS, CONSOLE_FIELDS, VEHICLE_TAGS
+    from firmware_bridge.lorawan import FCNT_FIELD, LOST_FIELD, RESET_FIELD, RSSI_FIELD, SNR_FIELD
     from firmware_bridge.profile import NmeaProfile, available_profiles, load_any_profile
 
     assert AGENT_TAGS | VEHICLE_TAGS | wire.RESERVED_TAGS <= wire.CITYGW_TAGS
-    names = {"lat", "lon", *CONSOLE_FIELDS}  # the fields the agent adds itself
+    # the fields the agent adds itself
+    names = {"lat", "lon", *CONSOLE_FIELDS, FCNT_FIELD, LOST_FIELD, RESET_FIELD, RSSI_FIELD, SNR_FIELD}
     for name in available_profiles(None):
         profile = load_any_profile(name)
         specs = profile.fields if isinstance(profile, NmeaProfile) else profile.field_specs

@@ -44,6 +44,33 @@ class Device:
     location: Location | None = None
 
 
+# Bin → (district, fill level %, knocked over).
+FILL = {
+    "bin-rynok-1": ("halytskyi", 91.5, 0),
+    "bin-rynok-2": ("halytskyi", 63.5, 0),
+    "bin-sykhiv-1": ("sykhivskyi", 82.0, 1),
+}
+BINS = tuple(
+    Device(
+        bin_id,
+        "waste_bin_fill",
+        "depot-north-1",
+        {"district": district},
+        {"fill_level": fill, "tilt_alarm": tilted},
+    )
+    for bin_id, (district, fill, tilted) in FILL.items()
+)
+# Bay → (zone, taken).
+TAKEN = {
+    "bay-rynok-1": ("rynok", True),
+    "bay-rynok-2": ("rynok", False),
+    "bay-rynok-3": ("rynok", True),
+    "bay-sykhiv-1": ("sykhiv", False),
+}
+BAYS = tuple(
+    Device(bay, "parking_bay", "depot-south-1", {"zone": zone}, {"occupied": taken})
+    for bay, (zone, taken) in TAKEN.items()
+)
 DEVICES = (
     Device(
         "aq-rynok",
@@ -102,6 +129,24 @@ DEVICES = (
         "depot-north-1",
         {"district": "halytskyi"},
         {"a_state": 0b1000, "a_dim": 0, "controller_alarm": 1},
+    ),
+    # Seed devices of issue 18: bins (two at or above 80 % full, one knocked over), parking bays in two
+    # zones (two of four taken, both in rynok), water-quality probes (one with turbid, alkaline water).
+    *BINS,
+    *BAYS,
+    Device(
+        "wq-zboishcha",
+        "water_quality_probe",
+        "depot-north-1",
+        {"district": "shevchenkivskyi"},
+        {"free_chlorine": 0.4},
+    ),
+    Device(
+        "wq-sykhiv",
+        "water_quality_probe",
+        "depot-south-1",
+        {"district": "sykhivskyi"},
+        {"turbidity": 1.6, "ph": 8.7},
     ),
 )
 # (vehicle, route, lat, lon, speed m/s): fields as edge/poller.py writes vehicle_position.

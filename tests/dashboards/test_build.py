@@ -23,11 +23,13 @@ def test_committed_files_equal_a_fresh_build() -> None:
     assert not stale, f"{stale} differ from the code: run `python -m dashboards build` and commit the result"
 
 
-def test_the_six_dashboards_have_stable_unique_uids() -> None:
+def test_the_eight_dashboards_have_stable_unique_uids() -> None:
     assert set(BOARDS) == {
         "citygw-air-quality",
         "citygw-electricity",
         "citygw-water",
+        "citygw-waste",
+        "citygw-parking",
         "citygw-street-lighting",
         "citygw-transport",
         "citygw-system-health",
@@ -56,6 +58,9 @@ def test_dashboard_json(board: dict[str, object]) -> None:
         assert target["resultFormat"] in ("time_series", "table")
         assert selected_names(target["query"]), panel["title"]
     for variable in variables(board):
+        if variable["type"] == "custom":  # a choice (a threshold): its options and the one chosen at start
+            assert variable["current"]["value"] in variable["query"].split(","), variable["name"]
+            continue
         assert variable["datasource"] == {"type": "influxdb", "uid": DATASOURCE_UID}
         assert variable["query"].startswith("SHOW TAG VALUES FROM ")
 

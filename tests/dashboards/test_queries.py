@@ -14,10 +14,11 @@ import pytest
 
 from api.transit.accuracy import WINDOWS
 from dashboards import build_all
+from dashboards.macros import fixed_value
 from dashboards.transport import BUCKETS
 from firmware_bridge.catalogue import catalogue
 from tests.dashboards.grafana import TimeRange, group_by_tags, render, selected_names, targets, variables
-from tests.dashboards.seed import PROFILES
+from tests.dashboards.seed import FILL, PROFILES, TAKEN
 
 pytestmark = pytest.mark.integration
 Query = Callable[[str], list[dict[str, Any]]]
@@ -34,6 +35,10 @@ def all_values(board: dict[str, Any], influxql: Query) -> dict[str, list[str]]:
     """Every variable set to All: queries run in order, earlier ones substituted (Grafana chains them)."""
     chosen: dict[str, list[str]] = {}
     for variable in variables(board):
+        fixed = fixed_value(variable)
+        if fixed is not None:
+            chosen[variable["name"]] = fixed
+            continue
         series = influxql(render(variable["query"], chosen))
         values = [value for s in series for _key, value in s["values"]]
         assert values, f"variable {variable['name']!r} has no values: {variable['query']}"
@@ -119,7 +124,7 @@ def test_system_health_reads_what_the_collector_makes_of_health_and_status(
         s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True))
         for s in influxql(render(queries["Devices"], chosen, city))
     }
-    assert len(devices) == 14
+    assert len(devices) == 23
     assert devices["aq-sykhiv"] | {"time": 0} == {
         "time": 0,
         "state": "timeout",
@@ -251,3 +256,95 @@ def test_the_second_models_fill_the_panels_in_the_roles_units(influxql: Query, c
         "bus_load": 20.0,
         "fault": 1,
     }
+
+
+def numbers(uid: str, influxql: Query, city: TimeRange, **chosen: list[str]) -> dict[str, Any]:
+    """Each single-number panel's value, with the variables at their defaults except ``chosen``."""
+    board = BOARDS[uid]
+    values = all_values(board, influxql) | chosen
+    found = {}
+    for panel, target in targets(board):
+        if panel["type"] == "stat":
+            series = influxql(render(target["query"], values, city))
+            found[panel["title"]] = series[0]["values"][0][1] if series else None
+    return found
+
+
+def rows_of(
+    uid: str, title: str, influxql: Query, city: TimeRange, **chosen: list[str]
+) -> list[dict[str, Any]]:
+    board = BOARDS[uid]
+    (target,) = [t for p, t in targets(board) if p["title"] == title and p["type"] == "table"]
+    series = influxql(render(target["query"], all_values(board, influxql) | chosen, city))
+    return [
+        s["tags"] | dict(zip(s["columns"][1:], row[1:], strict=True)) for s in series for row in s["values"]
+    ]
+
+
+def test_bins_due_for_collection_follow_the_threshold(influxql: Query, city: TimeRange) -> None:
+    due = {bin_id for bin_id, (_district, fill, _tilt) in FILL.items() if fill >= 80}
+    assert due == {"bin-rynok-1", "bin-sykhiv-1"}
+    assert numbers("citygw-waste", influxql, city) == {
+        "Bins due for collection": len(due),
+        "Bins reporting": len(FILL),
+        "Bins with an alarm": 1,  # bin-sykhiv-1 knocked over
+    }
+    assert numbers("citygw-waste", influxql, city, threshold=["90"])["Bins due for collection"] == 1
+    table = rows_of("citygw-waste", "Bins to collect", influxql, city)
+    assert {(r["device"], r["fill_level"]) for r in table} == {(b, FILL[b][1]) for b in due}
+    bins = {r["device"]: r for r in rows_of("citygw-waste", "Bins", influxql, city)}
+    assert bins["bin-rynok-2"] | {"district": "", "time": 0} == {
+        "device": "bin-rynok-2",
+        "district": "",
+        "time": 0,
+        "fill_level": 63.5,
+        "temperature": 11.2,
+        "battery_voltage": pytest.approx(3.61),  # 3610 mV
+    }
+
+
+def test_parking_occupancy_per_zone(influxql: Query, city: TimeRange) -> None:
+    taken = sum(t for _zone, t in TAKEN.values())
+    assert numbers("citygw-parking", influxql, city) == {
+        "Bays occupied": taken,
+        "Bays free": len(TAKEN) - taken,
+    }
+    per_zone = {
+        r["zone"]: r["bays"] for r in rows_of("citygw-parking", "Occupied bays per zone", influxql, city)
+    }
+    assert per_zone == {"rynok": 2}  # sykhiv's one bay is free
+    board = BOARDS["citygw-parking"]
+    chosen = all_values(board, influxql)
+    newest = {}
+    for panel, target in targets(board):
+        if panel["title"] == "Bays occupied and free per zone":
+            for series in influxql(render(target["query"], chosen, city)):
+                newest[(target["alias"].split(" ", 1)[1], series["tags"]["zone"])] = series["values"][-1][1]
+    assert newest == {("occupied", "rynok"): 2, ("free", "rynok"): 1, ("free", "sykhiv"): 1}
+    bays = {r["device"]: r["occupied"] for r in rows_of("citygw-parking", "Bays", influxql, city)}
+    assert bays == {bay: taken for bay, (_zone, taken) in TAKEN.items()}
+    only = numbers("citygw-parking", influxql, city, zone=["sykhiv"])
+    assert only == {"Bays occupied": None, "Bays free": 1}
+
+
+def test_water_quality_against_its_limits(influxql: Query, city: TimeRange) -> None:
+    probes = {r["device"]: r for r in rows_of("citygw-water", "Water quality probes", influxql, city)}
+    values = {
+        d: (r["water_ph"], r["turbidity"], r["free_chlorine"], r["temperature"]) for d, r in probes.items()
+    }
+    # tests/dashboards/seed.py: wq-sykhiv's water is turbid and alkaline, its chlorine the profile's 0.28.
+    assert values == {"wq-zboishcha": (7.42, 0.35, 0.4, 12.6), "wq-sykhiv": (8.7, 1.6, 0.28, 12.6)}
+    board = BOARDS["citygw-water"]
+    (table,) = [p for p in board["panels"] if p["title"] == "Water quality probes"]
+    colours = {
+        o["matcher"]["options"]: p["value"]["steps"]
+        for o in table["fieldConfig"]["overrides"]
+        for p in o["properties"]
+        if p["id"] == "thresholds"
+    }
+    assert colours["water_ph"] == [
+        {"color": "red", "value": None},
+        {"color": "green", "value": 6.5},
+        {"color": "red", "value": 8.5},
+    ]
+    assert colours["turbidity"] == [{"color": "green", "value": None}, {"color": "red", "value": 1.0}]

@@ -183,7 +183,7 @@ def test_unknown_line_kind(tmp_path: Path) -> None:
     data["lines"][0]["kind"] = "rs232"
     text = errors(tmp_path, data)
     assert "lines[0].kind: Input tag 'rs232' found using 'kind' does not match" in text
-    assert "fix: set kind to tcp, rtu, nmea, mbus or opcua" in text
+    assert "fix: set kind to tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms" in text
 
 
 def test_broker_url_from_environment_without_leaking_password(

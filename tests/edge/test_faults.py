@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -267,3 +268,139 @@ async def test_config_pushed_while_the_broker_flaps(tmp_path: Path, mosquitto: M
 async def save_and_stop(mosquitto: Mosquitto) -> None:
     """Stop the broker cleanly (it saves its sessions and the retained config)."""
     await asyncio.to_thread(mosquitto.stop)
+
+
+async def test_lorawan_agent_sigkilled_mid_stream_loses_no_uplink(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """An uplink is acknowledged to the network server's broker only once journaled: one the agent
+    was killed holding comes again after the restart, and the store absorbs a repeat."""
+    from firmware_bridge.simulators.lorawan import NetworkServerSimulator
+
+    ns_broker = Mosquitto(tmp_path / "ns-mosquitto")
+    ns_broker.start()
+    application, dev_eui = "17c82e96-be03-4f38-aef3-f83d48582d97", "70b3d57ed0000002"
+    store_path = tmp_path / "store.sqlite"
+    collector = Collector(mosquitto.url, SqliteStore(store_path), client_id="judge", keepalive=5)
+    collector.start()
+    line = {
+        "id": "lora",
+        "kind": "lorawan",
+        "server": "chirpstack",
+        "application": application,
+        "broker": {"url": ns_broker.url, "keepalive": 5, "reconnect_min": 0.1, "reconnect_max": 0.5},
+    }
+    bay = {"id": "bay-7", "line": "lora", "profile": "nwave_nps405", "dev_eui": dev_eui, "poll_s": 60}
+    # fsync full: each uplink's journaling takes a sync, so the agent lags the burst below and holds
+    # uplinks it received but has not journaled when it is killed.
+    journal = {"path": str(tmp_path / "journal.sqlite"), "fsync": "full"}
+    config = agent_config(tmp_path, mosquitto.url, lines=[line], devices=[bay], journal=journal)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    ns = NetworkServerSimulator("chirpstack", application, ns_broker.url)
+    total = 600
+
+    def stored() -> tuple[int, list[int]]:
+        with contextlib.closing(sqlite3.connect(store_path)) as db:
+            rows = db.execute(
+                "SELECT json_extract(fields, '$.f_cnt') FROM points WHERE measurement = 'parking'"
+            )
+            f_cnts = [int(f_cnt) for (f_cnt,) in rows]
+        return len(f_cnts), sorted(set(f_cnts))
+
+    agent = agent_process(path)
+    try:
+        assert await asyncio.to_thread(collector.wait_subscribed, 15)
+        async with ns.running():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while True:  # until the agent's session is up (persistent from then on); repeats are one row
+                await ns.uplink(dev_eui, {"occupied": True}, f_cnt=1, f_port=1)
+                if stored()[0] or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+            # A burst (a gateway back after an outage): the agent holds many received, unjournaled.
+            start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+            for f_cnt in range(2, total + 1):
+                at = start + dt.timedelta(seconds=f_cnt)  # the server's receive time: a reading's identity
+                await ns.uplink(dev_eui, {"occupied": f_cnt % 2 == 0}, f_cnt=f_cnt, f_port=1, at=at)
+            agent.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(agent.wait, 10)
+            agent = agent_process(path)
+        deadline = loop.time() + 60
+        while True:
+            rows, f_cnts = stored()
+            if len(f_cnts) >= total or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert f_cnts == list(range(1, total + 1))
+        assert rows == total  # a repeat overwrote itself
+    finally:
+        agent.kill()
+        agent.wait(10)
+        await asyncio.to_thread(collector.stop)
+        ns_broker.stop()
+
+
+async def test_lorawan_uplinks_through_both_brokers_down_lose_nothing(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The LoRaWAN path: a network server publishing uplinks while CityGW's broker is down (the journal
+    keeps them), then while its own broker restarts (the agent's persistent session keeps them).
+    The store must hold every frame counter once."""
+    from firmware_bridge.simulators.lorawan import NetworkServerSimulator
+
+    ns_broker = Mosquitto(tmp_path / "ns-mosquitto")
+    ns_broker.start()
+    application, dev_eui = "17c82e96-be03-4f38-aef3-f83d48582d97", "70b3d57ed0000002"
+    store_path = tmp_path / "store.sqlite"
+    collector = Collector(mosquitto.url, SqliteStore(store_path), client_id="judge", keepalive=5)
+    collector.start()
+    line = {
+        "id": "lora",
+        "kind": "lorawan",
+        "server": "chirpstack",
+        "application": application,
+        "broker": {"url": ns_broker.url, "keepalive": 5, "reconnect_min": 0.1, "reconnect_max": 0.5},
+    }
+    bay = {"id": "bay-7", "line": "lora", "profile": "nwave_nps405", "dev_eui": dev_eui, "poll_s": 60}
+    agent = Agent(agent_config(tmp_path, mosquitto.url, lines=[line], devices=[bay]))
+    ns = NetworkServerSimulator("chirpstack", application, ns_broker.url)
+    sent = 0
+
+    async def uplinks(count: int) -> None:
+        nonlocal sent
+        async with ns.running():
+            for _ in range(count):
+                sent += 1
+                await ns.uplink(dev_eui, {"occupied": sent % 2 == 0}, f_cnt=sent, f_port=1)
+                await asyncio.sleep(0.005)
+
+    def stored() -> list[int]:
+        with contextlib.closing(sqlite3.connect(store_path)) as db:
+            rows = db.execute(
+                "SELECT json_extract(fields, '$.f_cnt') FROM points WHERE measurement = 'parking'"
+            )
+            return sorted(int(f_cnt) for (f_cnt,) in rows)
+
+    try:
+        assert await asyncio.to_thread(collector.wait_subscribed, 15)
+        async with running(agent):
+            await asyncio.wait_for(agent.bridges["lora"].connected.wait(), 10)
+            await uplinks(100)
+            mosquitto.stop()  # CityGW's broker: the journal holds what comes
+            await uplinks(100)
+            ns_broker.stop()  # the network server's broker: the agent's session there holds it
+            ns_broker.start()
+            await uplinks(100)
+            mosquitto.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while True:
+                if len(stored()) >= sent or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert stored() == list(range(1, sent + 1))  # each once: no loss, no duplicate row
+    finally:
+        await asyncio.to_thread(collector.stop)
+        ns_broker.stop()

@@ -16,6 +16,8 @@ from firmware_bridge.profile import Poll, available_profiles, load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator
 from firmware_bridge.simulators.modbus_device import TABLE_OF_FUNCTION
 from tests.firmware_bridge.lines import TRANSPORTS, Transport, line_to
+from tests.firmware_bridge.test_dlms_golden import PROFILE_CAPTURES as DLMS_PROFILE_CAPTURES
+from tests.firmware_bridge.test_lorawan import GOLDEN as LORAWAN_GOLDEN
 from tests.firmware_bridge.test_mbus_golden import PROFILE_CAPTURES as MBUS_PROFILE_CAPTURES
 
 CASES_DIR = Path(__file__).parent / "testcases"
@@ -70,6 +72,9 @@ def test_every_shipped_profile_has_a_golden_case() -> None:
     for name in NMEA_CASES:
         covered.add(yaml.safe_load((CASES_DIR / name / "expected.yaml").read_text("utf-8"))["profile"])
     covered |= set(MBUS_PROFILE_CAPTURES)  # M-Bus meters: recorded telegrams (test_mbus_golden.py)
+    covered |= set(LORAWAN_GOLDEN)  # tests/firmware_bridge/test_lorawan.py: the vendors' examples
+    covered |= {"water_pump_station", "opc_40223_pump"}  # OPC UA: test_opcua.py, test_opcua_nodeset.py
+    covered |= set(DLMS_PROFILE_CAPTURES)  # DLMS meters: a recorded HAN push (test_dlms_golden.py)
     assert set(available_profiles(None)) <= covered
 
 

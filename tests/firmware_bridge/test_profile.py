@@ -324,11 +324,21 @@ def test_verified_takes_only_the_three_kinds_of_check(tmp_path: Path) -> None:
     assert "verified: Input should be 'datasheet', 'capture' or 'modelled'" in message
 
 
-# tests/firmware_bridge/captures/nmea and captures/mbus
-CAPTURED = {"gps_nmea", "emu_professional_375", "itron_cyble_water", "kamstrup_multical_601"}
+# tests/firmware_bridge/captures/nmea and captures/mbus; the LoRaWAN ones: the vendors' codec examples
+# (captures/lorawan)
+CAPTURED = {
+    "gps_nmea",
+    "emu_professional_375",
+    "itron_cyble_water",
+    "kamstrup_multical_601",
+    "dingtek_df703",
+    "milesight_em400_udl",
+    "nwave_nps405",
+}
 MODELLED = {
     "eastron_sdm120",
     "ecodim_dali_gw2",
+    "generic_dlms_meter",
     "jxbs_3001",
     "onboard_console",
     "parking_bay",

@@ -34,8 +34,10 @@ def test_feed_has_exactly_the_fresh_buses(client: TestClient, city_store: Sqlite
     assert feed.header.gtfs_realtime_version == "2.0"
     assert feed.header.incrementality == gtfs_realtime_pb2.FeedHeader.FULL_DATASET
     assert feed.header.timestamp == NOW_MS // 1000  # when it was built, not the newest fix
-    assert [entity.id for entity in feed.entity] == ["0877", "1204"]  # 0999 is 120 s old
-    parked, moving = (entity.vehicle for entity in feed.entity)
+    assert [entity.id for entity in feed.entity] == ["0877", "0999", "1204"]
+    parked, fading, moving = (entity.vehicle for entity in feed.entity)
+    # 0999 is 120 s old: past the 90 s it is live, fading out where it was last heard, with that time.
+    assert fading.timestamp == NOW_MS // 1000 - 120
 
     assert (moving.vehicle.id, moving.trip.route_id, moving.timestamp) == ("1204", "M41", NOW_MS // 1000 - 5)
     assert (moving.position.latitude, moving.position.longitude) == (f32(52.520008), f32(13.404954))
@@ -56,7 +58,7 @@ def test_json_and_suffix_aliases_carry_the_same_message(client: TestClient, city
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
         assert response.json() == expected
-    entity = expected["entity"][1]
+    entity = expected["entity"][2]
     assert entity["id"] == "1204"
     assert entity["vehicle"]["trip"] == {"route_id": "M41"}
     assert entity["vehicle"]["position"]["bearing"] == 271.5
@@ -95,19 +97,21 @@ def test_header_timestamp_never_goes_back(client: TestClient, store: SqliteStore
     store.write([bus_fix("1204", 5, lat=1.0, lon=1.0)])
     assert parse(client.get(FEED).content).header.timestamp == NOW_MS // 1000
 
-    clock.now_ms += 200_000  # the bus went quiet: an empty feed, stamped now
+    clock.now_ms += (
+        300_000  # the bus went quiet (past 90 s live and 120 s fading): an empty feed, stamped now
+    )
     empty = parse(client.get(FEED).content)
-    assert (len(empty.entity), empty.header.timestamp) == (0, NOW_MS // 1000 + 200)
+    assert (len(empty.entity), empty.header.timestamp) == (0, NOW_MS // 1000 + 300)
 
     store.write([bus_fix("1204", 3, lat=1.0, lon=1.0, now_ms=clock.now_ms)])  # a fix older than that stamp
     clock.now_ms += 1000  # the next build (feeds are rebuilt once a second)
     back = parse(client.get(FEED).content)
     assert [entity.id for entity in back.entity] == ["1204"]
-    assert back.entity[0].vehicle.timestamp == NOW_MS // 1000 + 197
-    assert back.header.timestamp == NOW_MS // 1000 + 201  # the build time, not the older fix
+    assert back.entity[0].vehicle.timestamp == NOW_MS // 1000 + 297
+    assert back.header.timestamp == NOW_MS // 1000 + 301  # the build time, not the older fix
 
     clock.now_ms -= 5000  # the server's clock stepped back
-    assert parse(client.get(FEED).content).header.timestamp == NOW_MS // 1000 + 201
+    assert parse(client.get(FEED).content).header.timestamp == NOW_MS // 1000 + 301
 
 
 def test_bad_format_is_422(client: TestClient) -> None:

@@ -471,20 +471,21 @@ def e047_vehicle_trip_pairs_agree(feeds: Feeds) -> list[str]:
     """E047: a vehicle id and trip id paired in VehiclePositions are paired the same way in TripUpdates.
 
     Pairs are keyed by trip_id alone, the later entity of a feed winning, as MobilityData's validator
-    does: several buses on one frequency-based trip_id must come in the same order in both feeds.
+    does: several buses on one frequency-based trip_id must come in the same order in both feeds. A
+    vehicle's trip in VehiclePositions and another in TripUpdates agree when both trips have one
+    ``block_id`` (the next trip of its block; upstream issue #255).
     """
     vp = [(p.trip.trip_id, p.vehicle.id) for p in feeds.positions() if p.trip.trip_id and p.vehicle.id]
     tu = [(u.trip.trip_id, u.vehicle.id) for u in feeds.updates() if u.trip.trip_id and u.vehicle.id]
-    found = []
-    for vp_map, tu_map in (
-        ({t: v for t, v in vp}, {t: v for t, v in tu}),
-        ({v: t for t, v in vp}, {v: t for t, v in tu}),
-    ):
-        found += [
-            f"{key}: {value} vs {tu_map[key]}"
-            for key, value in vp_map.items()
-            if tu_map.get(key, value) != value
-        ]
+    by_trip_vp, by_trip_tu = {t: v for t, v in vp}, {t: v for t, v in tu}
+    found = [f"{t}: {v} vs {by_trip_tu[t]}" for t, v in by_trip_vp.items() if by_trip_tu.get(t, v) != v]
+    by_vehicle_tu = {v: t for t, v in tu}
+    for vehicle, trip_id in {v: t for t, v in vp}.items():
+        other = by_vehicle_tu.get(vehicle, trip_id)
+        one, two = feeds.timetable.trips.get(trip_id), feeds.timetable.trips.get(other)
+        same_block = one is not None and two is not None and one.block_id and one.block_id == two.block_id
+        if other != trip_id and not same_block:
+            found.append(f"{vehicle}: {trip_id} vs {other}")
     return found
 
 
@@ -516,11 +517,10 @@ def e050_not_in_the_future(feeds: Feeds) -> list[str]:
 
 
 def e052_vehicle_ids_unique(feeds: Feeds) -> list[str]:
-    """E052: vehicle.id is unique within a feed."""
+    """E052: vehicle.id is unique within VehiclePositions (TripUpdates may give one vehicle's next
+    trips of its block, as gtfs-realtime allows)."""
     counts = Counter(p.vehicle.id for p in feeds.positions() if p.vehicle.id)
-    found = [v for v, n in counts.items() if n > 1]
-    counts = Counter(u.vehicle.id for u in feeds.updates() if u.vehicle.id)
-    return found + [v for v, n in counts.items() if n > 1]
+    return [v for v, n in counts.items() if n > 1]
 
 
 def w001_timestamps(feeds: Feeds) -> list[str]:

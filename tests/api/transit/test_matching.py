@@ -58,7 +58,9 @@ def test_buses_are_put_on_their_true_runs_or_left_unassigned(
 ) -> None:
     right, wrong, on_road, _ = _score(transit, store, timetable, friday, running_s=0)
     assert wrong == 0
-    assert right >= 0.65 * on_road, (right, on_road)  # 56 of 78 when written; the rest unassigned
+    # 41 of 78 when written, 56 before a fresh start asked for evidence: a bus standing at a terminus
+    # or a stop fits the run that just left as well as its own, and waits until it moves (test_cold_start).
+    assert right >= 0.5 * on_road, (right, on_road)
 
 
 def test_a_running_service_follows_buses_through_the_hub_and_never_guesses(
@@ -96,7 +98,8 @@ def test_a_bus_that_stops_reporting_leaves_the_feeds(
     now_s = _local(timetable, 10, 0)
     store.write(list(fixes_between(timetable, friday, now_s - 150, now_s + 1)))
     assert transit.snapshot(store, now_ms=now_s * 1000, max_age_s=90, max_ahead_s=30).matches
-    later = transit.snapshot(store, now_ms=(now_s + 91) * 1000, max_age_s=90, max_ahead_s=30)
+    gone_s = now_s + 91 + int(transit.settings.transit_stale_grace_s)  # fading first: test_silent_vehicles
+    later = transit.snapshot(store, now_ms=gone_s * 1000, max_age_s=90, max_ahead_s=30)
     assert later.matches == {}
     assert all(len(feed.entity) == 0 for kind, feed in later.feeds.items() if kind.value != "alerts")
     assert (

@@ -23,7 +23,7 @@ from gtfs_validator.cli import main as gtfs_validator_main
 
 from api.security import Role
 from api.transit.feeds import TransitService
-from api.transit.fixtures import zip_files
+from api.transit.fixtures import network_zip, zip_files
 from api.transit.gtfs import load_gtfs
 from api.transit.history import LearnedTimes, LocalHours, Spread
 from api.transit.simulated_buses import Bus, fixes_between, validator_point
@@ -218,6 +218,20 @@ def test_gtfs_validator_finds_no_error_in_the_served_zip(transit_client: TestCli
     assert json.loads((out / "system_errors.json").read_text())["notices"] == []
     assert _notices(report, "ERROR") == {}
     assert _notices(report, "WARNING") == {}
+
+
+def test_gtfs_validator_finds_no_error_in_the_demo_network_and_its_blocks(tmp_path: Path) -> None:
+    """The demo's round-the-clock network: blocks of trips chained all day long, none overlapping."""
+    zip_path = tmp_path / "lviv.zip"
+    zip_path.write_bytes(network_zip(all_day=True))
+    out = tmp_path / "report"
+    assert gtfs_validator_main(["-i", str(zip_path), "-o", str(out), "-d", "2027-01-15"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert _notices(report, "ERROR") == {}
+    assert _notices(report, "WARNING") == {}
+    assert all(
+        trip.block_id for trip in load_gtfs(zip_path.read_bytes()).trips.values() if not trip.frequencies
+    )
 
 
 def test_gtfs_validator_and_our_loader_both_take_a_published_feed_with_blank_times(tmp_path: Path) -> None:

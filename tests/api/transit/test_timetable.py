@@ -54,3 +54,36 @@ def test_runs_of_a_headway_route_start_every_headway(timetable: Timetable) -> No
     starts = sorted({run.start_time for run in runs if run.trip.direction_id == 0})
     assert starts[:3] == ["08:50:00", "09:00:00", "09:10:00"]
     assert len({run.key for run in runs}) == len(runs)
+
+
+def test_timed_trips_are_chained_into_blocks_the_loader_reads(timetable: Timetable) -> None:
+    friday = dt.date(2027, 1, 15)
+    blocks: dict[str, list[str]] = {}
+    for trip in timetable.trips.values():
+        if trip.frequencies:
+            assert trip.block_id is None  # any bus of route 29 takes the next headway run
+            continue
+        assert trip.block_id is not None
+        blocks.setdefault(trip.block_id, []).append(trip.trip_id)
+    assert len(blocks) < len(timetable.trips) // 10  # a vehicle drives many trips a day
+    run = next(
+        r
+        for r in timetable.runs_between(NOW_S, NOW_S)
+        if r.trip.route_id == "T1" and r.trip.direction_id == 0
+    )
+    following = timetable.next_in_block(run)
+    assert following is not None
+    end = timetable.stops[run.trip.stop_times[-1].stop_id]
+    start = timetable.stops[following.trip.stop_times[0].stop_id]
+    assert end.name == start.name  # back from the terminus it reached
+    assert following.trip.direction_id == 1
+    assert following.service_date == friday
+    turnaround = following.departure(0) - run.arrival(len(run.trip.stop_times) - 1)
+    assert 120 <= turnaround < 12 * 60  # at least the layover, less than a headway of waiting
+    assert following.trip.block_id == run.trip.block_id
+    last = run
+    while (after := timetable.next_in_block(last)) is not None:
+        assert after.departure(0) >= last.arrival(len(last.trip.stop_times) - 1)
+        last = after
+    block = blocks[following.trip.block_id or ""]
+    assert last.trip.trip_id == max(block, key=lambda t: timetable.trips[t].first_s)

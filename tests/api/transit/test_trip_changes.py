@@ -210,9 +210,11 @@ def test_a_run_long_past_its_start_with_no_bus_is_detected_as_missed_and_comes_b
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
     bus, run = _bus_run(_probe(transit, store), timetable, friday, started_s=MISSED_AFTER_S)
-    clock.now_ms += 200_000  # its fixes, and only its, stop coming: older than the feeds keep
+    clock.now_ms += (
+        260_000  # its fixes, and only its, stop coming: older than the feeds keep (90 s + 120 s fading)
+    )
     others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
-    store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
+    store.write(list(fixes_between(timetable, others, NOW_S + 110, NOW_S + 261)))
     update = _updates(transit_client)[run.key]
     assert update.trip.schedule_relationship == rt.TripDescriptor.CANCELED
     alert = _alerts(transit_client)[f"auto-missed-{run.key}"]
@@ -227,8 +229,10 @@ def test_a_run_long_past_its_start_with_no_bus_is_detected_as_missed_and_comes_b
     ]
     assert canceled == [run.key]
 
-    store.write(list(fixes_between(timetable, [bus], NOW_S + 50, NOW_S + 201)))
-    clock.now_ms += 1000
+    # Heard again for half a minute (moving along its run: evidence enough to be put back on it).
+    store.write(list(fixes_between(timetable, [bus], NOW_S + 110, NOW_S + 291)))
+    store.write(list(fixes_between(timetable, others, NOW_S + 261, NOW_S + 291)))
+    clock.now_ms += 30_000
     assert _updates(transit_client)[run.key].vehicle.id == bus.vehicle_id
     assert f"auto-missed-{run.key}" not in _alerts(transit_client)
 
@@ -243,11 +247,13 @@ def test_a_run_with_an_unmatched_bus_near_its_line_is_not_taken_as_missed(
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
     bus, run = _bus_run(_probe(transit, store), timetable, friday, started_s=MISSED_AFTER_S)
-    clock.now_ms += 200_000  # its fixes, and only its, stop coming: older than the feeds keep
+    clock.now_ms += (
+        260_000  # its fixes, and only its, stop coming: older than the feeds keep (90 s + 120 s fading)
+    )
     others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
-    store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
+    store.write(list(fixes_between(timetable, others, NOW_S + 110, NOW_S + 261)))
     # The bus is heard 200 m off its line (a detour): not on the run, but maybe its bus.
-    for point in fixes_between(timetable, [bus], NOW_S + 50, NOW_S + 201):
+    for point in fixes_between(timetable, [bus], NOW_S + 110, NOW_S + 261):
         fields = {**point.fields, "lat": float(point.fields["lat"]) + 0.0018}
         tags = {k: v for k, v in point.tags.items() if k != "route"}  # and says no route
         store.write([Point(point.measurement, tags, point.ts_ms, fields)])
@@ -260,8 +266,9 @@ def test_a_run_seen_with_its_bus_is_not_taken_as_missed_when_the_bus_goes_silent
 ) -> None:
     store.write(list(fixes_between(timetable, friday, NOW_S - 150, NOW_S + 1)))
     bus, run = _bus_run(_updates(transit_client), timetable, friday, started_s=MISSED_AFTER_S)
-    clock.now_ms += 200_000  # its tracker dies (or it ran early and is done): the run was not missed
+    # Its tracker dies (or it ran early and is done), past the 90 s + 120 s fading: the run was not missed.
+    clock.now_ms += 260_000
     others = [b for b in friday if b.vehicle_id != bus.vehicle_id]
-    store.write(list(fixes_between(timetable, others, NOW_S + 50, NOW_S + 201)))
+    store.write(list(fixes_between(timetable, others, NOW_S + 110, NOW_S + 261)))
     assert run.key not in _updates(transit_client)
     assert f"auto-missed-{run.key}" not in _alerts(transit_client)
