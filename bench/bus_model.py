@@ -24,6 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections import defaultdict
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from api.transit.fixtures import LINES, TIMEZONE
@@ -130,3 +132,26 @@ def drive_day(timetable: Timetable, service_date: dt.date, *, seed: int = 2027) 
             ready = ride.actual_arrivals[-1] + LAYOVER_S
         buses.append(make_bus(timetable, route_id, number, tuple(rides)))
     return buses
+
+
+def segment_times(
+    buses: list[Bus], hour_of: Callable[[float], int]
+) -> tuple[dict[tuple[str, str, int], list[float]], dict[tuple[str, int], list[float]]]:
+    """What the buses really took, keyed as api/transit/history.py learns it: running times per
+    (stop, next stop, hour it left) and dwells at stops between the first and last per (stop, hour
+    it arrived). To check a learner against, never for a predictor."""
+    runs: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    dwells: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for bus in buses:
+        for ride in bus.rides:
+            stop_times = ride.run.trip.stop_times
+            for index in range(1, len(stop_times)):
+                leave, reach = ride.actual_departures[index - 1], ride.actual_arrivals[index]
+                runs[(stop_times[index - 1].stop_id, stop_times[index].stop_id, hour_of(leave))].append(
+                    reach - leave
+                )
+                if index < len(stop_times) - 1:
+                    dwells[(stop_times[index].stop_id, hour_of(reach))].append(
+                        ride.actual_departures[index] - reach
+                    )
+    return dict(runs), dict(dwells)

@@ -1,6 +1,7 @@
 """Transit benchmark: fix-to-feed latency, feed build cost, cached feed rate, ETA accuracy.
 
     .venv/bin/python bench/transit.py [--fixes 200] [--vehicles 2000] [--requests 3000] [--seed 2027]
+                                      [--history-days 10] [--history-period 10] [--eta-only]
 
 1. fix to feed: a bus agent publishes positions (TelemetryBatch, QoS 1) to a real Mosquitto; a
    Collector writes them to a SqliteStore; the API (uvicorn on loopback) serves VehiclePositions
@@ -17,10 +18,18 @@
    arrival is scored against when the bus really arrived, in TransitApp's ETA Accuracy Benchmark
    buckets and windows (api/transit/accuracy.py); the timetable's arrival for the same stops is
    scored alike. The figure is the mean of the four buckets' shares (target >= 0.85).
+   Predictions are scored three ways in the same run: the timetable alone; carrying the bus's
+   current delay along the schedule (no history: the API's first day); and with running times and
+   dwells learned from history, as production has them: the same model drives ``--history-days``
+   weekdays before the Friday (the same parameters, other draws: every bus's seed holds its date),
+   their positions (one per ``--history-period`` s per bus) are written to a SqliteStore, and the
+   service's own ``HistoryLearner`` reads them back at startup (api/transit/history.py); the
+   Friday's feed is then published with what it learned.
 5. validator ERRORs: MobilityData's gtfs-rt-validator on the three feeds of the model's buses,
    fetched three times 12 s apart at 08:00, 13:00 and 17:30 (target 0).
 
-The last line printed is one JSON object with the figures.
+``--eta-only`` runs part 4 alone (for scoring several seeds). The last line printed is one JSON
+object with the figures.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,14 +62,16 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from api import create_app  # noqa: E402
 from api.registry import open_registry  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from api.transit.accuracy import Score, Tally, overall, score, tally  # noqa: E402
+from api.transit.accuracy import WINDOWS, Score, Tally, overall, score, tally  # noqa: E402
 from api.transit.accuracy_watch import published_predictions  # noqa: E402
 from api.transit.feeds import FeedKind, TransitService  # noqa: E402
 from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
+from api.transit.history import LearnedTimes, LocalHours, Spread  # noqa: E402
 from api.transit.simulated_buses import Bus, fixes_between  # noqa: E402
 from api.transit.timetable import Timetable  # noqa: E402
-from bench.bus_model import drive_day  # noqa: E402
+from api.transit.trip_updates import predict  # noqa: E402
+from bench.bus_model import drive_day, segment_times  # noqa: E402
 from citygw import wire  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store.base import Aggregate, DeviceKey, Point, Row, device_key, newest_per_device  # noqa: E402
@@ -70,6 +83,8 @@ SAMPLE_EVERY_S = 120
 VALIDATED_AT = (dt.time(8), dt.time(13), dt.time(17, 30))
 SNAPSHOT_GAP_S = 12  # >= 10 s between fetches, under W007's 35 s refresh limit
 VALIDATED_ROLES = {"vp": FeedKind.VEHICLE_POSITIONS, "tu": FeedKind.TRIP_UPDATES, "sa": FeedKind.ALERTS}
+HISTORY_DAYS = 10  # two working weeks: production learns from 14 days (ApiSettings.transit_history_days)
+HISTORY_PERIOD_S = 10  # a fix every 10 s: one per window the learner averages over (its sample_s)
 
 
 class PointsInMemory:
@@ -316,12 +331,107 @@ def cached_rps(folder: Path, gtfs: Path, requests: int) -> tuple[float, float]:
     return feed_rate, health_rate
 
 
-def eta_accuracy(timetable: Timetable, buses: list[Bus], gtfs: Path) -> tuple[list[Tally], list[Tally]]:
-    """Per bucket, our published arrival predictions and the timetable's for the same stops, scored
-    against when the model's buses really arrived (api/transit/accuracy.py: TransitApp's windows)."""
+def weekdays_before(day: dt.date, count: int) -> list[dt.date]:
+    """The ``count`` weekdays (Monday to Friday) before ``day``, oldest first."""
+    found: list[dt.date] = []
+    date = day
+    while len(found) < count:
+        date -= dt.timedelta(days=1)
+        if date.weekday() < 5:
+            found.append(date)
+    return found[::-1]
+
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the learner was given and what it made of it."""
+
+    days: int
+    fixes: int
+    learn_s: float  # HistoryLearner.refresh over the store, what the API does at startup
+    learned: LearnedTimes
+    run_error_s: float | None  # median |learned - the model's| over learned segment-hours
+    dwell_error_s: float | None  # the same over learned stop-hours
+
+
+def learning_error_s(learned: Mapping[K, Spread], truth: Mapping[K, list[float]]) -> float | None:
+    """The median, over what was learned, of how far its median is from the model's true median."""
+    off = [
+        abs(spread.median_s - statistics.median(truth[key]))
+        for key, spread in learned.items()
+        if key in truth
+    ]
+    return statistics.median(off) if off else None
+
+
+def learn_history(
+    timetable: Timetable, gtfs: Path, folder: Path, *, seed: int, days: int, period_s: int
+) -> History:
+    """The model's buses on the ``days`` weekdays before FRIDAY, stored in a SqliteStore and learned
+    by a TransitService's own HistoryLearner at 06:00 on FRIDAY (its startup refresh)."""
+    dates = weekdays_before(FRIDAY, days)
+    now_s = int(dt.datetime.combine(FRIDAY, dt.time(6), tzinfo=timetable._zone).timestamp())
+    # The learner keeps what reaches back to the first of them (production: 14 days, weekends too).
+    span_days = (now_s - timetable.day_start(dates[0])) / 86_400 if dates else 1.0
+    settings = transit_settings(gtfs.parent, gtfs, transit_history_days=min(90.0, span_days))
+    store = SqliteStore(folder / "history.sqlite")
+    fixes = 0
+    hours = LocalHours(timetable.timezone)
+    true_runs: dict[tuple[str, str, int], list[float]] = {}
+    true_dwells: dict[tuple[str, int], list[float]] = {}
+    try:
+        for date in dates:
+            start_s = timetable.day_start(date)
+            buses = drive_day(timetable, date, seed=seed)
+            runs, dwells = segment_times(buses, hours)
+            for key, found in runs.items():
+                true_runs.setdefault(key, []).extend(found)
+            for stop_key, found in dwells.items():
+                true_dwells.setdefault(stop_key, []).extend(found)
+            points = list(fixes_between(timetable, buses, start_s, start_s + 28 * 3600, period_s=period_s))
+            store.write(points)
+            fixes += len(points)
+        service = TransitService(settings)
+        started = time.perf_counter()
+        service.history.refresh(store, timetable, now_ms=now_s * 1000)
+        learn_s = time.perf_counter() - started
+    finally:
+        store.close()
+    learned = service.history.learned
+    assert learned is not None
+    return History(
+        len(dates),
+        fixes,
+        learn_s,
+        learned,
+        learning_error_s(learned.runs, true_runs),
+        learning_error_s(learned.dwells, true_dwells),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EtaScores:
+    """The same predicted stops scored three ways."""
+
+    carried: list[Score]  # the delay carried along the schedule: no history
+    learned: list[Score]  # running times and dwells learned from history
+    schedule: list[Score]  # the timetable alone
+
+
+def eta_accuracy(
+    timetable: Timetable, buses: list[Bus], gtfs: Path, learned: LearnedTimes | None
+) -> EtaScores:
+    """Per bucket, our published arrival predictions with ``learned`` history, the ones carrying the
+    delay for the same matched buses and stops, and the timetable's, scored against when the model's
+    buses really arrived (api/transit/accuracy.py: TransitApp's windows)."""
     truth = {ride.run.key: ride for bus in buses for ride in bus.rides}
     service = TransitService(transit_settings(gtfs.parent, gtfs, transit_silent_route_alerts=False))
+    service.history.learned = learned
     day = int(dt.datetime.combine(FRIDAY, dt.time(6), tzinfo=timetable._zone).timestamp())
+    carried: list[Score] = []
     ours: list[Score] = []
     schedule: list[Score] = []
     for now_s in range(day, day + 16 * 3600 + 1, SAMPLE_EVERY_S):
@@ -332,14 +442,23 @@ def eta_accuracy(timetable: Timetable, buses: list[Bus], gtfs: Path) -> tuple[li
             if ride is None:
                 continue
             route = match.run.trip.route_id
+            # What the feed says without history: the same code with nothing learned.
+            without = {
+                p.index: p.arrival_s
+                for p in predict(match, timetable.path(match.run.trip.trip_id), now_s=now_s)
+            }
             for index, predicted_s in predictions:
                 actual_s = ride.actual_arrivals[index]
-                mine = score(route, now_s, predicted_s, actual_s)
-                timetable_only = score(route, now_s, ride.run.arrival(index), actual_s)
-                if mine is not None and timetable_only is not None:
-                    ours.append(mine)
-                    schedule.append(timetable_only)
-    return tally(ours), tally(schedule)
+                scores = (
+                    score(route, now_s, without[index], actual_s),
+                    score(route, now_s, predicted_s, actual_s),
+                    score(route, now_s, ride.run.arrival(index), actual_s),
+                )
+                if all(s is not None for s in scores):
+                    for scored, found in zip((carried, ours, schedule), scores, strict=True):
+                        assert found is not None
+                        scored.append(found)
+    return EtaScores(carried, ours, schedule)
 
 
 def validator_errors(timetable: Timetable, buses: list[Bus], gtfs: Path, folder: Path) -> int:
@@ -378,6 +497,68 @@ def _share(counted: Tally) -> str:
     return _figure(counted.share)
 
 
+def _tenths(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def _lateness(scores: list[Score]) -> dict[str, float]:
+    """Per bucket, the median of how much later than predicted the bus arrived (s)."""
+    late: dict[str, list[float]] = {window.bucket: [] for window in WINDOWS}
+    for found in scores:
+        late[found.window.bucket].append(found.arrived_s - found.predicted_s)
+    return {bucket: round(statistics.median(seconds), 1) for bucket, seconds in late.items() if seconds}
+
+
+def _buckets(tallies: list[Tally]) -> dict[str, float | None]:
+    return {t.window.bucket: _rounded(t.share) for t in tallies}
+
+
+def eta_report(scores: EtaScores, history: History) -> dict[str, object]:
+    """Print the ETA figures; their JSON keys."""
+    by_bucket = {
+        "carried": tally(scores.carried),
+        "learned": tally(scores.learned),
+        "schedule": tally(scores.schedule),
+    }
+    carried, learned, schedule = (overall(tallies) for tallies in by_bucket.values())
+    print(
+        f"history: {history.days} weekdays, {history.fixes} fixes, learned in {history.learn_s:.1f} s:"
+        f" {len(history.learned.runs)} segment-hours, {len(history.learned.dwells)} stop-hours;"
+        f" their medians off the model's by {_seconds(history.run_error_s)} (running times),"
+        f" {_seconds(history.dwell_error_s)} (dwells) at the median"
+    )
+    for mine, with_history, timetable_only in zip(*by_bucket.values(), strict=True):
+        print(
+            f"ETA {mine.window.bucket} min ahead within -{mine.window.early_s}/+{mine.window.late_s} s:"
+            f" delay carried {_share(mine)}, learned {_share(with_history)},"
+            f" timetable alone {_share(timetable_only)} ({mine.predictions} predictions)"
+        )
+    print(
+        f"ETA within TransitApp windows (mean of the buckets): delay carried {_figure(carried)},"
+        f" learned {_figure(learned)}, timetable alone {_figure(schedule)} (target >= 0.85)"
+    )
+    return {
+        "eta_within_windows": _rounded(carried),
+        "eta_within_windows_learned": _rounded(learned),
+        "eta_within_windows_schedule_only": _rounded(schedule),
+        "eta_by_bucket": _buckets(by_bucket["carried"]),
+        "eta_by_bucket_learned": _buckets(by_bucket["learned"]),
+        "eta_by_bucket_schedule_only": _buckets(by_bucket["schedule"]),
+        "eta_predictions": len(scores.carried),
+        "history_days": history.days,
+        "history_fixes": history.fixes,
+        "history_learn_s": round(history.learn_s, 1),
+        "history_segment_hours": len(history.learned.runs),
+        "history_run_error_s": _tenths(history.run_error_s),
+        "history_dwell_error_s": _tenths(history.dwell_error_s),
+        "eta_median_late_s": {"carried": _lateness(scores.carried), "learned": _lateness(scores.learned)},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -388,54 +569,54 @@ def main() -> int:
     parser.add_argument("--vehicles", type=int, default=2000, help="vehicles in the build benchmark")
     parser.add_argument("--requests", type=int, default=3000, help="requests per cached-rate measurement")
     parser.add_argument("--seed", type=int, default=2027, help="seed of bench/bus_model.py's buses")
+    parser.add_argument(
+        "--history-days", type=int, default=HISTORY_DAYS, help="weekdays learned from before the Friday"
+    )
+    parser.add_argument(
+        "--history-period", type=int, default=HISTORY_PERIOD_S, help="seconds between a bus's stored fixes"
+    )
+    parser.add_argument("--eta-only", action="store_true", help="score the ETAs only (part 4)")
     args = parser.parse_args()
+    if args.history_days < 1 or args.history_period < 1:
+        parser.error("--history-days and --history-period must be at least 1")
+    figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="citygw-transit-bench-") as name:
         folder = Path(name)
         gtfs = folder / "lviv.zip"
         gtfs.write_bytes(network_zip())
         timetable = load_gtfs(gtfs.read_bytes())
         buses = drive_day(timetable, FRIDAY, seed=args.seed)
-        latencies = fix_to_feed(folder, gtfs, args.fixes)
-        cold_s, build_s, serialise_s, ratio = build_ratio(timetable, buses, gtfs, args.vehicles)
-        feed_rate, health_rate = cached_rps(folder, gtfs, args.requests)
-        ours, schedule_only = eta_accuracy(timetable, buses, gtfs)
-        (folder / "validator").mkdir()
-        errors = validator_errors(timetable, buses, gtfs, folder / "validator")
-    accuracy, schedule_accuracy = overall(ours), overall(schedule_only)
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    print(f"fix to feed over {len(latencies)} fixes: p50 {p50:.3f} s, p99 {p99:.3f} s (target p99 < 1 s)")
-    print(
-        f"build for {args.vehicles} vehicles {build_s:.3f} s once a second (first build {cold_s:.3f} s),"
-        f" serialise {serialise_s:.4f} s"
-    )
-    print(f"cached feed {feed_rate:.0f} req/s (304), /health baseline {health_rate:.0f} req/s")
-    for mine, timetable_only in zip(ours, schedule_only, strict=True):
-        print(
-            f"ETA {mine.window.bucket} min ahead within -{mine.window.early_s}/+{mine.window.late_s} s:"
-            f" ours {_share(mine)}, timetable alone {_share(timetable_only)} ({mine.predictions} predictions)"
-        )
-    print(
-        f"ETA within TransitApp windows (mean of the buckets): ours {_figure(accuracy)},"
-        f" timetable alone {_figure(schedule_accuracy)} (target >= 0.85)"
-    )
-    print(f"gtfs-rt-validator ERROR notices on the model's feeds: {errors}")
-    print(
-        json.dumps(
-            {
+        if not args.eta_only:
+            latencies = fix_to_feed(folder, gtfs, args.fixes)
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+            print(
+                f"fix to feed over {len(latencies)} fixes: p50 {p50:.3f} s, p99 {p99:.3f} s"
+                " (target p99 < 1 s)"
+            )
+            cold_s, build_s, serialise_s, ratio = build_ratio(timetable, buses, gtfs, args.vehicles)
+            print(
+                f"build for {args.vehicles} vehicles {build_s:.3f} s once a second"
+                f" (first build {cold_s:.3f} s), serialise {serialise_s:.4f} s"
+            )
+            feed_rate, health_rate = cached_rps(folder, gtfs, args.requests)
+            print(f"cached feed {feed_rate:.0f} req/s (304), /health baseline {health_rate:.0f} req/s")
+            figures |= {
                 "fix_to_feed_p50_s": round(p50, 4),
                 "fix_to_feed_p99_s": round(p99, 4),
                 "build_ratio": round(ratio, 1),
                 "cached_rps": round(feed_rate),
-                "eta_within_windows": _rounded(accuracy),
-                "eta_within_windows_schedule_only": _rounded(schedule_accuracy),
-                "eta_by_bucket": {t.window.bucket: _rounded(t.share) for t in ours},
-                "eta_by_bucket_schedule_only": {t.window.bucket: _rounded(t.share) for t in schedule_only},
-                "eta_predictions": sum(t.predictions for t in ours),
-                "validator_errors": errors,
             }
+        history = learn_history(
+            timetable, gtfs, folder, seed=args.seed, days=args.history_days, period_s=args.history_period
         )
-    )
+        figures |= eta_report(eta_accuracy(timetable, buses, gtfs, history.learned), history)
+        if not args.eta_only:
+            (folder / "validator").mkdir()
+            errors = validator_errors(timetable, buses, gtfs, folder / "validator")
+            print(f"gtfs-rt-validator ERROR notices on the model's feeds: {errors}")
+            figures["validator_errors"] = errors
+    print(json.dumps(figures))
     return 0
 
 
