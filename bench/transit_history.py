@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from transit import FRIDAY, WINDOWS, PointsInMemory, transit_settings  # noqa: E402
+from transit import FRIDAY, PointsInMemory, transit_settings  # noqa: E402
 
+from api.transit.accuracy import window_for  # noqa: E402
 from api.transit.feeds import TransitService  # noqa: E402
 from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
@@ -82,13 +83,12 @@ def score(timetable: Timetable, learned: LearnedTimes, gtfs: Path) -> dict[str, 
                 tally = tallies[name]
                 for prediction in predict(match, path, now_s=now_s, learned=history):
                     actual = ride.actual_arrivals[prediction.index]
-                    window = next((w for w in WINDOWS if 0 < actual - now_s <= w[0]), None)
+                    window = window_for(actual - now_s) if actual > now_s else None
                     if window is None:
                         continue
-                    _, early, late = window
                     off = actual - prediction.arrival_s
                     tally["scored"] += 1
-                    tally["good"] += -early <= off <= late
+                    tally["good"] += window.accurate(prediction.arrival_s, actual)
                     tally["error_s"] += abs(off)
                     if prediction.arrival_uncertainty_s is not None:
                         tally["stated"] += 1

@@ -95,11 +95,14 @@ async def test_the_model_matches_the_baud_paced_line() -> None:
         ModbusLine.rtu(port=port, baudrate=9600, timeout=0.2) as modbus,
     ):
         await modbus.read(1, sims[0].profile, "fast")
-        started = time.monotonic()
+        durations = []
         for _ in range(3):
             for sim in sims:
+                started = time.monotonic()
                 await modbus.read(sim.unit, sim.profile, "fast")
-        took = (time.monotonic() - started) / 6
+                durations.append(time.monotonic() - started)
+    # The fastest poll: a loaded machine only ever adds time, the wire's pace is the floor.
+    took = min(durations)
     assert expected <= took * 1.02
     assert took < 1.25 * expected
     await asyncio.sleep(0)
