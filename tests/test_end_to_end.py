@@ -178,7 +178,7 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
 
 def _feed(base: str, name: str) -> gtfs_realtime_pb2.FeedMessage:
     message = gtfs_realtime_pb2.FeedMessage()
-    message.ParseFromString(httpx.get(f"{base}/v1/transit/{name}", timeout=5).content)
+    message.ParseFromString(httpx.get(f"{base}/v1/transit/{name}", timeout=15).content)
     return message
 
 
@@ -187,7 +187,7 @@ def test_demo_shows_every_device_and_the_networks_vehicles_on_their_trips(
     tmp_path: Path, services: str, request: pytest.FixtureRequest
 ) -> None:
     """`citygw demo`: readings from every device within 15 s; the generated network's trams and buses
-    (GPS and validator through an agent each) on trips with predictions within 45 s, the timetable they
+    (GPS and validator through an agent each) on trips with predictions within 75 s, the timetable they
     run and an operator alert; with nothing external (embedded broker and store) and with `--broker` /
     `--store` on real Mosquitto and InfluxDB."""
     port = free_port()
@@ -234,7 +234,9 @@ def test_demo_shows_every_device_and_the_networks_vehicles_on_their_trips(
         assert len(vehicles("validator")) >= 10, sorted(seen)
         timetable = load_gtfs(httpx.get(f"{base}/v1/transit/gtfs.zip", timeout=5).raise_for_status().content)
         on_trips: list[Any] = []
-        while time.monotonic() - started < 45 and len(on_trips) < 10:
+        # A cold start puts a bus on a run only with evidence (it moved along it, #17): here 10 of the 16
+        # are on their trips after about 43 s on an idle machine, so the wait is 75 s (the demo runs 90).
+        while time.monotonic() - started < 75 and len(on_trips) < 10:
             time.sleep(1)
             positions = _feed(base, "vehicle-positions").entity
             on_trips = [e for e in positions if e.vehicle.trip.trip_id in timetable.trips]
