@@ -234,12 +234,16 @@ def test_demo_shows_every_device_and_the_networks_vehicles_on_their_trips(
         assert len(vehicles("validator")) >= 10, sorted(seen)
         timetable = load_gtfs(httpx.get(f"{base}/v1/transit/gtfs.zip", timeout=5).raise_for_status().content)
         on_trips: list[Any] = []
+        positions: Any = []
         # A cold start puts a bus on a run only with evidence (it moved along it, #17): here 10 of the 16
         # are on their trips after about 43 s on an idle machine, so the wait is 75 s (the demo runs 90).
         while time.monotonic() - started < 75 and len(on_trips) < 10:
             time.sleep(1)
-            positions = _feed(base, "vehicle-positions").entity
-            on_trips = [e for e in positions if e.vehicle.trip.trip_id in timetable.trips]
+            # Under CI load one request of the embedded demo has stalled past its timeout at ~46 s (not
+            # reproduced on an idle or CPU-loaded machine; see the closing note): ask again within the wait.
+            with contextlib.suppress(httpx.ReadTimeout):
+                positions = _feed(base, "vehicle-positions").entity
+                on_trips = [e for e in positions if e.vehicle.trip.trip_id in timetable.trips]
         assert len(on_trips) >= 10, f"{len(on_trips)} of {len(positions)} vehicles on a trip of the timetable"
         updates = _feed(base, "trip-updates").entity
         assert len([e for e in updates if e.trip_update.stop_time_update]) >= 10
