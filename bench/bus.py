@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.config import Device
+from citygw.contract.agent_config import Device
 from edge.journal import Journal
 from edge.poller import SLOW_EVERY, HealthBoard, ModbusPoller
 from firmware_bridge.modbus import ModbusLine

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from citygw import wire
-from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
+from citygw.contract import wire
+from citygw.contract.agent_config import DEFAULT_GPS_PROFILE, Device, NmeaLine
 from edge.journal import Journal
 from edge.report import ExceptionReport
 from edge.vehicles import TRIP_FIELD, Vehicles

@@ -18,7 +18,7 @@ FORBIDDEN = {
     "api": {"dashboards"},
     "dashboards": {"edge", "api"},
 }
-LEAVES = ("citygw/wire.py", "citygw/errors.py")
+LEAVES = ("citygw/contract/wire.py", "citygw/contract/errors.py")
 
 
 def imported_rooms(path: Path) -> set[str]:

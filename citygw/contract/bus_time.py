@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.config import AgentConfig, Device, Problem, RtuLine
+from citygw.contract.agent_config import AgentConfig, Device, Problem, RtuLine
 from edge.poller import SLOW_EVERY
 from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.planner import plan_reads

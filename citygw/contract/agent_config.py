@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from citygw import wire
-from citygw.errors import ConfigError
-from citygw.tls import client_context
+from citygw.contract import wire
+from citygw.contract.errors import ConfigError
+from citygw.contract.tls import client_context
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
 from firmware_bridge.profile import DeadbandError, DeadbandSetting, Profile
 
@@ -616,7 +615,7 @@ class UpdateSettings(_Section):
     @field_validator("public_keys")
     @classmethod
     def _keys_parse(cls, keys: list[str]) -> list[str]:
-        from citygw.release import parse_public_key
+        from citygw.contract.release import parse_public_key
 
         for index, key in enumerate(keys):
             try:
@@ -692,60 +691,6 @@ def _default_profile_check(name: str) -> object:
     return load_profile(name)
 
 
-def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None) -> AgentConfig:
-    """Read, validate and cross-check an agent config file; raises AgentConfigError.
-
-    ``CITYGW_BROKER_URL`` in the environment replaces ``broker.url`` (so a URL with a
-    password need not sit in the file). ``profiles`` loads a profile by name (default:
-    ``firmware_bridge.profile.load_profile``) and raises if it does not exist.
-    """
-    file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AgentConfigError(
-            file, [Problem("(file)", f"cannot read it: {exc.strerror}", "check the path")]
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise AgentConfigError(
-            file, [Problem(where, f"not valid YAML: {exc}", "fix the YAML syntax")]
-        ) from exc
-    if not isinstance(raw, dict):
-        raise AgentConfigError(
-            file, [Problem("(file)", "the top level is not a mapping", "start with agent_id: ...")]
-        )
-    env_url = os.environ.get(BROKER_URL_ENV)
-    if env_url:
-        broker = raw.get("broker")
-        raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}
-    config = validate_agent_config(raw, file, profiles=profiles, env_url=env_url)
-    problems = check_files(config)
-    if problems:
-        raise AgentConfigError(file, problems)
-    return config
-
-
-def check_files(config: AgentConfig) -> list[Problem]:
-    """Files the config names that the agent must read later (TLS): readable now, or a problem."""
-    fixes = {
-        "ca_file": "give the path of a PEM CA bundle the agent's user can read (relative to the agent's "
-        "working directory), or remove ca_file to trust the system CAs",
-        "cert_file": "give the path of the agent's certificate (citygw pki issue agent ID, docs/deploy.md), "
-        "readable by the agent's user, or remove cert_file and key_file to log in with a password",
-        "key_file": "give the path of the key issued with cert_file, readable by the agent's user (0600)",
-    }
-    problems = []
-    for field, path in config.broker.tls_files.items():
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            problems.append(Problem(f"broker.{field}", f"cannot read {path}: {exc.strerror}", fixes[field]))
-    return problems
-
-
 def validate_agent_config(
     raw: dict[str, Any], source: Path, *, profiles: ProfileCheck | None = None, env_url: str | None = None
 ) -> AgentConfig:
@@ -763,7 +708,7 @@ def validate_agent_config(
     if not problems:
         problems = check_reporting(config, profiles or _default_profile_check)
     if not problems:
-        from edge.bus_plan import check_bus_time  # it needs the poller, which needs this module
+        from citygw.contract.bus_time import check_bus_time  # it needs the poller, which needs this module
 
         problems = check_bus_time(config, profiles or _default_profile_check)
     if problems:
