@@ -12,14 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from citygw.contract.agent_config import (
-    BROKER_URL_ENV,
-    AgentConfig,
-    AgentConfigError,
-    Problem,
-    ProfileCheck,
-    validate_agent_config,
-)
+from citygw.contract.agent_config import BROKER_URL_ENV, AgentConfig, AgentConfigError, Problem, ProfileCheck
+from citygw.contract.agent_config_check import validate_agent_config
 
 
 def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None) -> AgentConfig:

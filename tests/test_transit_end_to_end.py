@@ -25,7 +25,8 @@ from api.app import create_app
 from api.settings import load_settings
 from api.transit.gtfs import load_gtfs
 from api.transit.timetable import Timetable, TripRun
-from citygw.contract.agent_config import AgentConfig, validate_agent_config
+from citygw.contract.agent_config import AgentConfig
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge import poller

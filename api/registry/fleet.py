@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, ConfigVersion, Device
 from citygw.contract import wire
-from citygw.contract.agent_config import AgentConfig, AgentConfigError, Problem, validate_agent_config
+from citygw.contract.agent_config import AgentConfig, AgentConfigError, Problem
+from citygw.contract.agent_config_check import validate_agent_config
 
 # The agent's broker and journal stay local to it; the check needs placeholders for them.
 _LOCAL_SECTIONS = {"broker": {"url": "mqtt://agent.invalid"}, "journal": {"path": "journal.sqlite"}}

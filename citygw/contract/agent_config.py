@@ -1,8 +1,10 @@
-"""The agent's YAML config, validated at the edge of the program.
+"""The agent's config: its schema (sections, lines, devices, overlays, vehicles) and the cross-checks
+a schema cannot express (unique ids, profiles that exist, consoles, reporting by exception).
 
-Every problem is reported as ``FILE: FIELD: what is wrong; fix: what to do``, where FIELD
-is a dotted path such as ``devices[2].line``, so a field engineer can fix the file without
-reading this code.
+The agent reads it from its file (``edge.config_file``) and from pushed configs, the API checks a
+config with it before pushing one; ``agent_config_check.validate_agent_config`` runs it all. Every
+problem is reported as ``FILE: FIELD: what is wrong; fix: what to do``, where FIELD is a dotted path
+such as ``devices[2].line``, so a field engineer can fix the file without reading this code.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citygw.contract import wire
 from citygw.contract.errors import ConfigError
 from citygw.contract.tls import client_context
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
-from firmware_bridge.profile import DeadbandError, DeadbandSetting, Profile
+from firmware_bridge.profile import DeadbandSetting, Profile
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -685,37 +687,6 @@ class AgentConfigError(ConfigError, ValueError):
 ProfileCheck = Callable[[str], object]
 
 
-def _default_profile_check(name: str) -> object:
-    from firmware_bridge.profile import load_profile
-
-    return load_profile(name)
-
-
-def validate_agent_config(
-    raw: dict[str, Any], source: Path, *, profiles: ProfileCheck | None = None, env_url: str | None = None
-) -> AgentConfig:
-    """Validate and cross-check a config already parsed (a file, or a remote ``config`` message)."""
-    file = source
-    try:
-        config = AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
-    problems = check_references(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_overlays(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_consoles(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_reporting(config, profiles or _default_profile_check)
-    if not problems:
-        from citygw.contract.bus_time import check_bus_time  # it needs the poller, which needs this module
-
-        problems = check_bus_time(config, profiles or _default_profile_check)
-    if problems:
-        raise AgentConfigError(file, problems)
-    return config
-
-
 def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
     """What a schema cannot see: ids that must be unique, lines and profiles that must exist."""
     problems: list[Problem] = []
@@ -1321,35 +1292,3 @@ def _lorawan_device_problems(
             )
         )
     return problems
-
-
-_FIXES = {
-    "missing": "add it",
-    "extra_forbidden": "remove it or correct its spelling",
-    "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
-}
-
-
-def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin", "dlms")
-    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
-    field = ""
-    for part in loc:
-        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        field += ".kind"
-    if env_url and field.startswith("broker.url"):
-        field += f" (from {BROKER_URL_ENV})"
-    message = str(error["msg"])
-    cause = error.get("ctx", {}).get("error")
-    secret = field.startswith("broker.url") or ".broker.url" in field  # may carry a password
-    if not secret and "input" in error and not isinstance(error["input"], dict | list):
-        message += f" (got {error['input']!r})"
-    fix = _FIXES.get(error["type"], "correct the value")
-    if error["type"] == "string_pattern_mismatch":
-        fix = f"match {error['ctx']['pattern']}"
-    if isinstance(cause, DeadbandError):
-        message, fix = cause.what, cause.fix
-    return Problem(field or "(file)", message, fix)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from citygw.contract import wire
-from citygw.contract.agent_config import AgentConfig, AgentConfigError, Device, validate_agent_config
+from citygw.contract.agent_config import AgentConfig, AgentConfigError, Device
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.poller import device_reading
 from edge.vehicles import Vehicles
 

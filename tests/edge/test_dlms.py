@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from citygw.contract import wire
-from citygw.contract.agent_config import AgentConfigError, validate_agent_config
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent

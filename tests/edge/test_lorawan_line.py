@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from citygw.contract import wire
-from citygw.contract.agent_config import AgentConfigError, validate_agent_config
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.agent import Agent
 from edge.config_file import load_agent_config
 from edge.poller import now_ms
