@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from citygw import air_quality
-from citygw.water_quality import LIMITS, Limit
+from citygw.contract import air_quality
+from citygw.contract.water_quality import LIMITS, Limit
 from firmware_bridge.catalogue import RoleCatalogue, catalogue
 from firmware_bridge.profile import ProfileError
 from firmware_bridge.roles import Role
@@ -449,7 +449,7 @@ class ApiSettings(BaseSettings):
     @field_validator("release_public_keys")
     @classmethod
     def _keys_are_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        from citygw.release import parse_public_key
+        from citygw.contract.release import parse_public_key
 
         for key in keys:
             parse_public_key(key)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citygw.errors import ConfigError
+from citygw.contract.errors import ConfigError
 
 if TYPE_CHECKING:
     from collector.owners import OwnerPolicy
@@ -179,7 +179,7 @@ def _edge_launch(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from citygw import release
+    from citygw.contract import release
 
     if args.action == "keygen":
         path, public = release.keygen(Path(args.dir), args.name)

@@ -21,13 +21,13 @@ from typing import Any
 
 from api.transit.alerts import ActivePeriod, AlertCreate, InformedEntity
 from api.transit.feeds import Snapshot
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import Bus, simulate_day, where
 from api.transit.timetable import Timetable
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty
 from firmware_bridge.simulators.gps import Track
+from simulators.transit.buses import Bus, simulate_day, where
+from simulators.transit.network import network_zip
 
 TRANSIT_SITE = "lviv-transit"
 

@@ -24,11 +24,11 @@ from google.transit import gtfs_realtime_pb2
 from api.app import create_app
 from api.settings import load_settings
 from api.transit.gtfs import load_gtfs
+from citygw.contract.agent_config import AgentConfig
 from collector.service import Collector
 from collector.store import open_store
 from collector.store.influx_v1 import InfluxV1Store
 from edge.agent import Agent
-from edge.config import AgentConfig
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp
 from tests.services import InfluxDB, Mosquitto, free_port
 
