@@ -1,6 +1,6 @@
 """The demo's public transport: the generated Lviv network's trams and buses, driven through real agents.
 
-Every vehicle of today's simulated service (``api.transit.simulated_buses``: late starts, traffic,
+Every vehicle of today's simulated service (``simulators.transit.buses``: late starts, traffic,
 dwell) gets a GPS receiver that follows its block on the real clock, printing NMEA into a
 pseudo-terminal, and a ticket validator on its own RS-485 line; three in four vehicles also have a
 driver's console on that line, logged in to the trip the vehicle drives (evidence that puts it on its run at

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from api.transit.simulated_buses import where
 from api.transit.timetable import Timetable
 from citygw.demo_transit import driven_console, logged_in, todays_fleet, write_network
 from firmware_bridge.simulators import ModbusDeviceSimulator
+from simulators.transit.buses import where
 
 
 @pytest.fixture(scope="module")
