@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeGuard, TypeVar
 
 import yaml
 from pydantic import (
@@ -335,9 +335,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(
-    spec: RegisterSpec | MbusField | DlmsField, setting: float | str
-) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | ReportedField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -536,6 +534,68 @@ class Profile(Provenance):
         return next((s for s in self.registers if s.follows == field), None)
 
 
+class ProfileField(BaseModel):
+    """What a field of any profile says beside where it comes from: its name, scale and unit, and
+    what it measures (role) of which of the device's things (channel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    scale: float = 1
+    unit: str | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a phase (l1), a tariff (t1), "
+        "a pump (pump1), an inlet",
+    )
+
+    @model_validator(mode="after")
+    def _check_field(self) -> Self:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            into = "the offset" if "offset" in type(self).model_fields else "0"
+            raise ValueError(f"scale 0 would turn every value into {into}; use a non-zero scale")
+        return self
+
+
+class ReportedField(ProfileField):
+    """A field of a meter read by the agent's own polls, and so reported by exception by the agent
+    (a counter on any change, else by its deadband or ``report``)."""
+
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+
+    @model_validator(mode="after")
+    def _check_reporting(self) -> Self:
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        if self.deadband is not None:
+            problem = deadband_problem(self, self.deadband)
+            if problem:
+                raise problem
+            if self.report is not None:
+                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        return self
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        if self.counter or self.report == ON_CHANGE:
+            return ReportRule("change")
+        return None if self.deadband is None else report_rule(self.deadband)
+
+
 class NmeaField(BaseModel):
     """One field of a GPS fix that goes into the reading."""
 
@@ -611,7 +671,7 @@ MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
 _HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
 
 
-class MbusField(BaseModel):
+class MbusField(ReportedField):
     """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
 
     A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
@@ -620,62 +680,22 @@ class MbusField(BaseModel):
     ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
     function: MbusFunction = "instantaneous"
     storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
     tariff: int = Field(default=0, ge=0, le=2**20)
     subunit: int = Field(default=0, ge=0, le=2**10)
-    type: Literal["float", "int", "string"] = Field(
-        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
-    )
-    scale: float = 1
-    unit: str | None = None
-    counter: bool = Field(default=False, description="only grows (energy, volume)")
-    deadband: DeadbandSetting | None = None
-    report: Literal["on_change"] | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> MbusField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
-        if self.counter and self.type == "string":
-            raise ValueError("a string cannot count: remove counter")
         if self.type == "string" and self.scale != 1:
             raise ValueError("a string has no scale: remove scale")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
         return self
 
     @property
     def key(self) -> tuple[str, str, int, int, int]:
         """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
         return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
-
-    @property
-    def report_rule(self) -> ReportRule | None:
-        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
 
 
 class MbusProfile(Provenance):
@@ -721,12 +741,9 @@ OPCUA_STANDARD_URI = "http://opcfoundation.org/UA/"
 TimestampSource = Literal["source", "server", "agent"]
 
 
-class OpcUaNode(BaseModel):
+class OpcUaNode(ProfileField):
     """One field of an OPC UA device: the node that holds it and how its value becomes the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     node: str | None = Field(
         default=None,
         pattern=NODE_ID_PATTERN,
@@ -739,8 +756,6 @@ class OpcUaNode(BaseModel):
         "profile's first namespace unless written alias:Name (an alias of namespaces, or ua: for the "
         "standard namespace)",
     )
-    unit: str | None = None
-    scale: float = 1
     offset: float = 0
     sampling_ms: float | None = Field(
         default=None, ge=0, description="subscriptions: how often the server samples the node (ms)"
@@ -754,27 +769,13 @@ class OpcUaNode(BaseModel):
     typical: bool | int | float | str | None = Field(
         default=None, description="a plausible value, the simulator's starting point"
     )
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the device's things the role describes: a pump (pump1), an inlet, an outlet",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaNode:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
         if (self.node is None) == (self.path is None):
             raise ValueError(
                 "name the node either as node (a NodeId) or as path (a browse path): one of them"
             )
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.path is not None and any(not step.strip() for step in self.path.split("/")):
             raise ValueError(f"browse path {self.path!r} has an empty step: write Name/Name")
         return self
@@ -865,12 +866,9 @@ ValueKind = Literal["number", "bool", "string"]
 DownlinkEncoding = Literal["u8", "u16be", "u16le", "u32be", "u32le", "i8", "i16be", "i16le"]
 
 
-class LorawanField(BaseModel):
+class LorawanField(ProfileField):
     """One field of a reading, taken from the object the network server's codec decoded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     path: str = Field(
         pattern=JSON_PATH_PATTERN,
         description="where the value sits in the decoded object: keys joined by dots (battery, "
@@ -879,26 +877,12 @@ class LorawanField(BaseModel):
     kind: ValueKind = Field(
         default="number", description="number (a numeric string is read as a number), bool or string"
     )
-    scale: float = 1
     offset: float = 0
-    unit: str | None = None
     min: float | None = None
     max: float | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None, pattern=NAME_PATTERN, description="which of the device's things the role describes"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> LorawanField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.kind != "number" and (self.scale != 1 or self.offset != 0 or self.unit is not None):
             raise ValueError(f"a {self.kind} has no scale, offset or unit: remove them")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -985,7 +969,7 @@ OBIS_PATTERN = r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"
 DlmsClass = Literal["register", "data"]
 
 
-class DlmsField(BaseModel):
+class DlmsField(ReportedField):
     """One field of a DLMS/COSEM meter: the object (by OBIS code) whose value becomes the field.
 
     A ``register`` (interface class 3) carries its scaler and unit in attribute 3: the value read
@@ -996,7 +980,6 @@ class DlmsField(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    field: str = Field(pattern=NAME_PATTERN)
     obis: str = Field(
         pattern=OBIS_PATTERN, description="the object's logical name, A.B.C.D.E.F (1.0.1.8.0.255)"
     )
@@ -1004,49 +987,14 @@ class DlmsField(BaseModel):
     cosem_unit: int | None = Field(
         default=None, ge=0, le=255, description="the unit code the meter must report (registers)"
     )
-    type: Literal["float", "int", "string"] = "float"
-    scale: float = 1
-    unit: str | None = None
-    counter: bool = Field(default=False, description="only grows (energy)")
-    deadband: DeadbandSetting | None = None
-    report: Literal["on_change"] | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the meter's things the role describes: a phase (l1), a tariff (t1)",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> DlmsField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
         if self.cosem_class == "register" and self.cosem_unit is None:
             raise ValueError("a register needs cosem_unit: the unit code its attribute 3 must report")
         if self.cosem_class == "data" and self.cosem_unit is not None:
             raise ValueError("a data object has no scaler/unit: remove cosem_unit or use class: register")
-        if self.counter and self.type == "string":
-            raise ValueError("a string cannot count: remove counter")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
         return self
-
-    @property
-    def report_rule(self) -> ReportRule | None:
-        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
 
 
 class DlmsProfile(Provenance):
