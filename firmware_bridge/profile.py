@@ -316,9 +316,7 @@ class RegisterSpec(BaseModel):
     @property
     def report_rule(self) -> ReportRule | None:
         """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
+        return profile_rule(self)
 
     def allows(self, value: object) -> bool:
         """True when a numeric value lies within min..max (values of other kinds are not limited)."""
@@ -346,6 +344,13 @@ def deadband_problem(spec: RegisterSpec | ReportedField, setting: float | str) -
     if spec.type in ("bit", "string"):
         return DeadbandError(f"a {spec.type} has no deadband", f"use {ON_CHANGE} for {spec.field}")
     return None
+
+
+def profile_rule(spec: RegisterSpec | ReportedField) -> ReportRule | None:
+    """How the profile reports ``spec`` by exception (counters: any change); None if it says nothing."""
+    if spec.counter or spec.report == ON_CHANGE:
+        return ReportRule("change")
+    return None if spec.deadband is None else report_rule(spec.deadband)
 
 
 class SerialSettings(BaseModel):
@@ -443,13 +448,23 @@ class Provenance(BaseModel):
     )
 
 
-class Profile(Provenance):
-    """The register map of one device model."""
+class DeviceModel(Provenance):
+    """What every profile says of its device model: its name, its vendor and its measurement."""
 
     model: str = Field(pattern=NAME_PATTERN)
     vendor: str
     description: str = ""
     measurement: str = Field(pattern=NAME_PATTERN)
+
+
+def _twice(names: list[str]) -> str | None:
+    """The first, in sorted order, of the names listed more than once; None when each is listed once."""
+    return min((n for n in names if names.count(n) > 1), default=None)
+
+
+class Profile(DeviceModel):
+    """The register map of one device model."""
+
     protocol: Literal["modbus"] = "modbus"
     serial: SerialSettings = SerialSettings()
     word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
@@ -591,9 +606,7 @@ class ReportedField(ProfileField):
     @property
     def report_rule(self) -> ReportRule | None:
         """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
+        return profile_rule(self)
 
 
 class NmeaField(BaseModel):
@@ -613,13 +626,9 @@ class NmeaField(BaseModel):
         return self
 
 
-class NmeaProfile(Provenance):
+class NmeaProfile(DeviceModel):
     """A GPS receiver speaking NMEA 0183: the measurement, the fields of a fix, the sentences used."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["nmea"]
     serial: SerialSettings = SerialSettings()
     sentences: list[NmeaSentence] = Field(min_length=1)
@@ -642,9 +651,9 @@ class NmeaProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> NmeaProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: list each field once")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: list each field once")
         if not {"lat", "lon"} <= set(names):
             raise ValueError("a position needs the fields lat and lon: add them")
         if not set(POSITION_SENTENCES) & set(self.sentences):
@@ -698,13 +707,9 @@ class MbusField(ReportedField):
         return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
 
 
-class MbusProfile(Provenance):
+class MbusProfile(DeviceModel):
     """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["mbus"]
     manufacturer: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
@@ -715,9 +720,9 @@ class MbusProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> MbusProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each record its own field name")
         keys = [f.key for f in self.fields]
         for spec in self.fields:
             if keys.count(spec.key) > 1:
@@ -791,13 +796,9 @@ class OpcUaNode(ProfileField):
         return self.node if self.node is not None else f"path {self.path}"
 
 
-class OpcUaProfile(Provenance):
+class OpcUaProfile(DeviceModel):
     """The object model of one kind of device on an OPC UA server: which node holds which field."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["opcua"]
     namespaces: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")], str] = Field(
         default_factory=dict,
@@ -815,9 +816,9 @@ class OpcUaProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> OpcUaProfile:
         names = [n.field for n in self.nodes]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each node its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each node its own field name")
         if STANDARD_NAMESPACE in self.namespaces:
             raise ValueError(f"namespace alias {STANDARD_NAMESPACE} is the standard namespace: use another")
         for spec in self.nodes:
@@ -922,17 +923,13 @@ class LorawanCommand(BaseModel):
         return self
 
 
-class LorawanProfile(Provenance):
+class LorawanProfile(DeviceModel):
     """A LoRaWAN device: what of its decoded uplinks goes into a reading, and its downlink commands.
 
     The network server decodes the payload with the vendor's codec; this profile maps the
     decoded object's paths to fields (``firmware_bridge.lorawan``).
     """
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["lorawan"]
     uplink_interval_s: float = Field(
         gt=0, description="the device's factory uplink interval (a device config's poll_s may differ)"
@@ -946,9 +943,9 @@ class LorawanProfile(Provenance):
             ([f.field for f in self.fields], "field"),
             ([c.field for c in self.commands], "command"),
         ):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ValueError(f"{what} {twice[0]} appears twice: list each {what} once")
+            twice = _twice(names)
+            if twice is not None:
+                raise ValueError(f"{what} {twice} appears twice: list each {what} once")
         return self
 
     @property
@@ -997,13 +994,9 @@ class DlmsField(ReportedField):
         return self
 
 
-class DlmsProfile(Provenance):
+class DlmsProfile(DeviceModel):
     """A DLMS/COSEM meter (IEC 62056): the measurement, its objects by OBIS, and its load profile."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["dlms"]
     load_profile: str | None = Field(
         default=None,
@@ -1016,13 +1009,13 @@ class DlmsProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> DlmsProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each object its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each object its own field name")
         codes = [f.obis for f in self.fields]
-        again = sorted({c for c in codes if codes.count(c) > 1})
-        if again:
-            raise ValueError(f"OBIS code {again[0]} is read by two fields: keep one")
+        again = _twice(codes)
+        if again is not None:
+            raise ValueError(f"OBIS code {again} is read by two fields: keep one")
         return self
 
     @property
