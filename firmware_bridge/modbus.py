@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
@@ -26,6 +25,7 @@ from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from citygw.wire import FieldValue
+from firmware_bridge.diagnosis import tcp_problem
 from firmware_bridge.errors import (
     DeviceCrcError,
     DeviceError,
@@ -548,18 +548,8 @@ async def read_table(
 
 async def _why_no_connection(host: str, port: int, wait: float) -> str:
     """Why a TCP endpoint cannot be reached, as an engineer would check it."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
-    except ConnectionRefusedError:
-        return f"connection refused: nothing listens on {host}:{port} (wrong port, or the device is off)"
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {wait:g} s (host down, wrong address or a firewall)"
-    except socket.gaierror as exc:
-        return f"{host} is no known host name ({exc.strerror})"
-    except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-    writer.close()
-    return f"connecting to {host}:{port} failed, and worked when tried again: a flaky network?"
+    problem = await tcp_problem(host, port, wait, peer="device")
+    return problem or f"connecting to {host}:{port} failed, and worked when tried again: a flaky network?"
 
 
 def _why_port_unusable(port: str) -> str:
