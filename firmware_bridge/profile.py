@@ -255,12 +255,9 @@ class RegisterSpec(BaseModel):
                 raise ValueError(f"mask {self.mask} shifted by {self.shift} does not fit in a {self.type}")
         if self.counter and self.type in ("bit", "string"):
             raise ValueError(f"a {self.type} cannot count: remove counter")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        reporting = reporting_problem(self)
+        if reporting is not None:
+            raise reporting
         if self.typical_rate is not None and not self.counter:
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -343,6 +340,18 @@ def deadband_problem(spec: RegisterSpec | ReportedField, setting: float | str) -
         )
     if spec.type in ("bit", "string"):
         return DeadbandError(f"a {spec.type} has no deadband", f"use {ON_CHANGE} for {spec.field}")
+    return None
+
+
+def reporting_problem(spec: RegisterSpec | ReportedField) -> ValueError | None:
+    """Why ``spec``'s deadband cannot be used (``deadband_problem``, or beside ``report``), or None."""
+    if spec.deadband is None:
+        return None
+    problem = deadband_problem(spec, spec.deadband)
+    if problem:
+        return problem
+    if spec.report is not None:
+        return ValueError("deadband and report: on_change exclude each other: keep one")
     return None
 
 
@@ -595,12 +604,9 @@ class ReportedField(ProfileField):
     def _check_reporting(self) -> Self:
         if self.counter and self.type == "string":
             raise ValueError("a string cannot count: remove counter")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        reporting = reporting_problem(self)
+        if reporting is not None:
+            raise reporting
         return self
 
     @property
