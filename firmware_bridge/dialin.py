@@ -29,7 +29,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.transport import ModbusProtocol
 
-from firmware_bridge.modbus import ModbusLine
+from firmware_bridge.modbus import ModbusLine, read_table
 from firmware_bridge.planner import ReadRequest
 
 log = logging.getLogger(__name__)
@@ -360,25 +360,14 @@ class DialinListener:
         connection.attach(client.ctx)
         request = probe.request
         try:
-            response: ModbusPDU = await _read(client, probe.unit, request)
+            response: ModbusPDU = await read_table(
+                client, probe.unit, request.table, request.address, min(request.count, 1)
+            )
         except Exception:  # silence or garbage: not this unit
             return False
         finally:
             connection.client = None  # detached without closing: the connection stays open
         return response is not None  # an exception response is an answer too: the unit is there
-
-
-async def _read(client: AsyncModbusTcpClient, unit: int, request: ReadRequest) -> ModbusPDU:
-    address, count = request.address, min(request.count, 1)
-    match request.table:
-        case "coil":
-            return await client.read_coils(address, count=count, device_id=unit)
-        case "discrete":
-            return await client.read_discrete_inputs(address, count=count, device_id=unit)
-        case "holding":
-            return await client.read_holding_registers(address, count=count, device_id=unit)
-        case "input":
-            return await client.read_input_registers(address, count=count, device_id=unit)
 
 
 def unit_probes(devices: Sequence[tuple[str, int, ReadRequest]]) -> dict[str, UnitProbe]:

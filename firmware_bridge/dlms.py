@@ -11,31 +11,27 @@ moves them and names every failure: the line, the meter, what was sent and what 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import termios
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
-import serial
 from gurux_dlms import GXByteBuffer, GXDateTime, GXDLMSClient, GXDLMSException, GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSData, GXDLMSProfileGeneric, GXDLMSRegister
 
 from citygw.contract.wire import DeviceState, FieldValue
-from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout, LineUnavailable
+from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout
+from firmware_bridge.meter_line import MeterLine
 from firmware_bridge.profile import DlmsField, DlmsProfile
 
 Transport = Literal["hdlc", "wrapper"]
 HDLC_FLAG = 0x7E
 WRAPPER_HEADER = 8  # version (2), source wPort (2), destination wPort (2), length (2)
 PUBLIC_CLIENT = 16  # the public client: no security
-POLL_S = 0.01
 # What Gurux raises on an answer it cannot make sense of (its own checks are plain exceptions).
 DECODING_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError)
 R = TypeVar("R")
@@ -126,8 +122,10 @@ def gurux_client(meter: Meter, transport: Transport) -> GXDLMSClient:
     )
 
 
-class DlmsLine:
+class DlmsLine(MeterLine[Meter]):
     """The client on one DLMS line; ``async with`` opens the port, then read meters one at a time."""
+
+    kind = "DLMS"
 
     def __init__(
         self,
@@ -139,40 +137,13 @@ class DlmsLine:
         retries: int = 1,
         name: str | None = None,
     ) -> None:
-        self.port = port
+        super().__init__(port, baudrate=baudrate, timeout=timeout, retries=retries, name=name)
         self.transport = transport
-        self.baudrate = baudrate
-        self.timeout = timeout
-        self.retries = retries
-        self.name = name or port
-        self._serial: Any = None
-        self._lock = asyncio.Lock()
-        self._missing: dict[Meter, dict[str, DecodeError]] = {}
-
-    async def __aenter__(self) -> Self:
-        try:
-            self._serial = await asyncio.to_thread(
-                serial.serial_for_url, self.port, baudrate=self.baudrate, timeout=POLL_S
-            )
-        except (OSError, ValueError, termios.error) as exc:
-            raise LineUnavailable(f"DLMS line {self.name}: cannot open {self.port}: {exc}") from exc
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._serial is not None:
-            await asyncio.to_thread(self._serial.close)
-            self._serial = None
 
     async def read(self, meter: Meter, profile: DlmsProfile) -> dict[str, FieldValue]:
         """The profile's fields from one association; a field whose object is missing or whose unit is
         not the profile's is left out (see ``field_errors``)."""
         return await self._run(self._session, meter, lambda c: self._read_fields(c, meter, profile))
-
-    def field_errors(self, meter: Meter) -> dict[str, DecodeError]:
-        """The profile fields left out of the meter's last read, each with why."""
-        return dict(self._missing.get(meter, {}))
 
     async def read_clock(self, meter: Meter) -> int:
         """The meter's clock (0.0.1.0.0.255), ms since the epoch."""
@@ -188,12 +159,6 @@ class DlmsLine:
         return await self._run(
             self._session, meter, lambda c: self._read_rows(c, meter, profile, since_ms, until_ms)
         )
-
-    async def _run(self, job: Callable[..., R], *args: Any) -> R:
-        if self._serial is None:
-            raise LineUnavailable(f"DLMS line {self.name} is not open")
-        async with self._lock:
-            return await asyncio.to_thread(job, *args)
 
     # The blocking side, run in a worker thread under the lock.
 
@@ -341,66 +306,54 @@ class DlmsLine:
         retries: int | None,
     ) -> None:
         """One frame out, one whole frame back into ``reply``; a lost or garbled answer is sent again."""
-        error: DeviceError | None = None
-        for _ in range((self.retries if retries is None else retries) + 1):
+
+        def attempt() -> None:
             self._send(frame)
-            try:
-                data = self._receive(meter, what)
-            except DeviceTimeout as exc:
-                error = exc
-                continue
+            data = self._receive(meter, what)
             try:
                 complete = client.getData(GXByteBuffer(data), reply)
             except GXDLMSException as exc:
                 raise DlmsRefused(self._where(meter, f"{what}: the meter answers {one_line(exc)}")) from None
             except Exception as exc:  # Gurux raises plain errors on a frame it cannot parse
-                error = DeviceCrcError(
+                raise DeviceCrcError(
                     self._where(meter, f"{what}: bad frame ({exc}): received {data.hex(' ')}")
-                )
-                continue
+                ) from None
             if not complete:
-                error = DeviceCrcError(
+                raise DeviceCrcError(
                     self._where(meter, f"{what}: not a whole frame: received {data.hex(' ')}")
                 )
-                continue
             if reply.error:
                 why = one_line(Exception(reply.getErrorMessage()))
                 raise DlmsRefused(self._where(meter, f"{what}: the meter answers error {reply.error}: {why}"))
-            return
-        assert error is not None
-        raise error
 
-    def _send(self, frame: bytes) -> None:
-        self._serial.reset_input_buffer()
-        self._serial.write(frame)
-        self._serial.flush()
+        self._asking_again(attempt, (DeviceTimeout, DeviceCrcError), retries)
 
     def _receive(self, meter: Meter, what: str) -> bytes:
         """One whole HDLC frame or wrapper message (DeviceTimeout on silence or a frame cut short)."""
         deadline = time.monotonic() + self.timeout
         if self.transport == "wrapper":
-            header = self._read(WRAPPER_HEADER, deadline)
+            header = self._read_by(WRAPPER_HEADER, deadline)
             if len(header) == WRAPPER_HEADER:
-                body = self._read(int.from_bytes(header[6:8], "big"), deadline + self.timeout)
+                body = self._read_by(int.from_bytes(header[6:8], "big"), deadline + self.timeout)
                 data = header + body
                 if len(body) == int.from_bytes(header[6:8], "big"):
                     return data
             else:
                 data = header
         else:
-            data = self._read(1, deadline)
+            data = self._read_by(1, deadline)
             while data and data[-1] != HDLC_FLAG:  # noise before the opening flag
-                data = self._read(1, deadline)
-            first = self._read(1, deadline) if data else b""
+                data = self._read_by(1, deadline)
+            first = self._read_by(1, deadline) if data else b""
             while first == bytes([HDLC_FLAG]):  # a closing flag before the opening one
-                first = self._read(1, deadline)
+                first = self._read_by(1, deadline)
             data += first
             if first:
-                second = self._read(1, deadline)
+                second = self._read_by(1, deadline)
                 data += second
                 if second:
                     length = ((first[0] & 0x07) << 8) | second[0]  # frame format: type, S, length
-                    rest = self._read(length - 1, deadline + self.timeout)
+                    rest = self._read_by(length - 1, deadline + self.timeout)
                     data += rest
                     if len(rest) == length - 1:
                         return data
@@ -411,12 +364,6 @@ class DlmsLine:
                 meter, f"{what}: the answer stopped after {len(data)} bytes: received {data.hex(' ')}"
             )
         )
-
-    def _read(self, count: int, deadline: float) -> bytes:
-        data = b""
-        while len(data) < count and time.monotonic() < deadline:
-            data += self._serial.read(count - len(data))
-        return data
 
     def _where(self, meter: Meter, what: str) -> str:
         return f"DLMS line {self.name}, {meter}: {what}"

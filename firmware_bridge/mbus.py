@@ -10,18 +10,14 @@ the meter repeats it rather than skipping on. Frames are built and decoded by py
 
 from __future__ import annotations
 
-import asyncio
-import termios
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeVar
 
 import serial
 
 from citygw.contract.wire import FieldValue
-from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout, LineUnavailable
+from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout
 from firmware_bridge.mbus_frames import (
     ACK,
     LONG_START,
@@ -41,15 +37,14 @@ from firmware_bridge.mbus_frames import (
     show,
     snd_nke,
 )
+from firmware_bridge.meter_line import MeterLine
 from firmware_bridge.profile import MbusProfile
 
 DEFAULT_BAUDRATE = 2400
 MAX_TELEGRAMS = 16  # a meter sending more "more records follow" than this is stuck in a loop
 BITS_PER_CHARACTER = 11  # start, 8 data, even parity, stop
 QUIET_CHARACTERS = 4  # silence that ends an answer when looking for a second one (collisions)
-POLL_S = 0.01  # the port's read timeout: how often a wait for bytes looks at its own deadline
 
-R = TypeVar("R")
 Address = int | str
 """A meter's primary address (0-250) or secondary address (16 hex digits, F wildcards)."""
 
@@ -81,8 +76,11 @@ class Found:
     error: str | None = None
 
 
-class MbusLine:
+class MbusLine(MeterLine[Address]):
     """The master on one M-Bus line; ``async with`` opens the port, then read meters one at a time."""
+
+    kind = "M-Bus"
+    parity = serial.PARITY_EVEN
 
     def __init__(
         self,
@@ -93,36 +91,7 @@ class MbusLine:
         retries: int = 1,
         name: str | None = None,
     ) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self.timeout = timeout
-        self.retries = retries
-        self.name = name or port
-        self._serial: Any = None
-        self._lock = asyncio.Lock()
-        self._missing: dict[Address, dict[str, DecodeError]] = {}
-
-    async def __aenter__(self) -> Self:
-        try:
-            self._serial = await asyncio.to_thread(
-                serial.serial_for_url,
-                self.port,
-                baudrate=self.baudrate,
-                parity=serial.PARITY_EVEN,
-                bytesize=8,
-                stopbits=1,
-                timeout=POLL_S,
-            )
-        except (OSError, ValueError, termios.error) as exc:  # SerialException is an OSError
-            raise LineUnavailable(f"M-Bus line {self.name}: cannot open {self.port}: {exc}") from exc
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._serial is not None:
-            await asyncio.to_thread(self._serial.close)
-            self._serial = None
+        super().__init__(port, baudrate=baudrate, timeout=timeout, retries=retries, name=name)
 
     async def read_telegrams(self, address: Address) -> list[Telegram]:
         """Every telegram of one readout of the meter, following "more records follow" to the last."""
@@ -147,10 +116,6 @@ class MbusLine:
             name: DecodeError(self._where(address, why)) for name, why in missing.items()
         }
         return fields
-
-    def field_errors(self, address: Address) -> dict[str, DecodeError]:
-        """The profile fields left out of the meter's last readout, each with why."""
-        return dict(self._missing.get(address, {}))
 
     async def ping(self, address: int) -> bool:
         """True when a meter at ``address`` acknowledges SND_NKE."""
@@ -177,12 +142,6 @@ class MbusLine:
         """The meters found by wildcard search: one id digit narrowed at a time while selections collide."""
         return await self._run(self._search, check_secondary(mask), 0)
 
-    async def _run(self, job: Callable[..., R], *args: Any) -> R:
-        if self._serial is None:
-            raise LineUnavailable(f"M-Bus line {self.name} is not open")
-        async with self._lock:
-            return await asyncio.to_thread(job, *args)
-
     # The blocking side, run in a worker thread under the lock.
 
     def _read_telegrams(self, address: Address) -> list[Telegram]:
@@ -208,36 +167,29 @@ class MbusLine:
 
     def _reset(self, address: int) -> None:
         """SND_NKE: the meter acknowledges and starts its telegram sequence again."""
-        error: DeviceError | None = None
-        for _ in range(self.retries + 1):
+
+        def attempt() -> None:
             self._send(snd_nke(address))
-            try:
-                answer = self._receive(address, "SND_NKE")
-            except DeviceError as exc:
-                error = exc
-                continue
-            if answer == bytes([ACK]):
-                return
-            error = DecodeError(self._where(address, f"SND_NKE answered with {show(answer)}, not E5"))
-        assert error is not None
-        raise error
+            answer = self._receive(address, "SND_NKE")
+            if answer != bytes([ACK]):
+                raise DecodeError(self._where(address, f"SND_NKE answered with {show(answer)}, not E5"))
+
+        self._asking_again(attempt)
 
     def _request(self, frame: bytes, address: Address, what: str) -> Telegram:
         """Send ``frame`` and decode the telegram; a lost or garbled answer is asked for again as it was."""
-        error: DeviceError | None = None
-        for _ in range(self.retries + 1):
+
+        def attempt() -> Telegram:
             self._send(frame)
+            data = self._receive(address, what)
             try:
-                data = self._receive(address, what)
                 return decode(data)
             except RecordsError as exc:
-                error = DecodeError(self._where(address, f"{what}: {exc}"))
+                raise DecodeError(self._where(address, f"{what}: {exc}")) from None
             except FrameError as exc:
-                error = DeviceCrcError(self._where(address, f"{what}: {exc}"))
-            except DeviceError as exc:
-                error = exc
-        assert error is not None
-        raise error
+                raise DeviceCrcError(self._where(address, f"{what}: {exc}")) from None
+
+        return self._asking_again(attempt)
 
     def _select(self, secondary: str) -> None:
         """Select the meter(s) matching ``secondary``; raises unless exactly one acknowledged."""
@@ -279,11 +231,6 @@ class MbusLine:
                 found.append(Found(telegram.secondary, telegram))
         return found
 
-    def _send(self, frame: bytes) -> None:
-        self._serial.reset_input_buffer()
-        self._serial.write(frame)
-        self._serial.flush()
-
     def _receive(self, address: Address, what: str) -> bytes:
         """One whole frame; DeviceTimeout on silence, DeviceCrcError on a frame that is not whole."""
         first = self._read(1, self.timeout)
@@ -302,13 +249,8 @@ class MbusLine:
         return data
 
     def _read(self, count: int, timeout: float) -> bytes:
-        """Up to ``count`` bytes arriving within ``timeout`` (the port's own timeout stays as opened:
-        changing it reconfigures the port, which some drivers refuse)."""
-        data = b""
-        deadline = time.monotonic() + timeout
-        while len(data) < count and time.monotonic() < deadline:
-            data += self._serial.read(count - len(data))
-        return data
+        """Up to ``count`` bytes arriving within ``timeout`` seconds."""
+        return self._read_by(count, time.monotonic() + timeout)
 
     def _read_until_quiet(self) -> bytes:
         """Whatever still arrives until the line is quiet for a few characters' time."""

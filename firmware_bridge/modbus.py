@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
@@ -26,6 +25,7 @@ from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from citygw.contract.wire import FieldValue
+from firmware_bridge.diagnosis import tcp_problem
 from firmware_bridge.errors import (
     DeviceCrcError,
     DeviceError,
@@ -42,7 +42,7 @@ from firmware_bridge.planner import (
     plan_requests,
     split_request,
 )
-from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile
+from firmware_bridge.profile import AddressRange, DeviceTiming, Poll, Profile, Table
 from firmware_bridge.registers import BadFieldValue, decode, encode
 from firmware_bridge.timing import SerialLine
 
@@ -137,11 +137,17 @@ class ModbusLine:
     @classmethod
     def tcp(cls, *, host: str, port: int = 502, timeout: float = DEFAULT_TIMEOUT) -> ModbusLine:
         """A Modbus TCP endpoint (a device or a gateway in front of an RS-485 bus)."""
+        return cls._over_tcp(host, port, timeout, name=f"tcp://{host}:{port}", framer=FramerType.SOCKET)
+
+    @classmethod
+    def _over_tcp(cls, host: str, port: int, timeout: float, *, name: str, framer: FramerType) -> ModbusLine:
+        """A line whose frames (``framer``) go through a TCP connection to ``host``:``port``."""
 
         def make() -> ModbusBaseClient:
             return AsyncModbusTcpClient(
                 host,
                 port=port,
+                framer=framer,
                 timeout=timeout,
                 retries=0,
                 reconnect_delay=0,
@@ -152,7 +158,7 @@ class ModbusLine:
         async def diagnose() -> str:
             return await _why_no_connection(host, port, timeout)
 
-        line = cls(make, name=f"tcp://{host}:{port}", timeout=timeout, diagnose=diagnose)
+        line = cls(make, name=name, timeout=timeout, diagnose=diagnose)
         line.over_tcp = True
         return line
 
@@ -173,27 +179,10 @@ class ModbusLine:
         The frames are RTU (CRC, no MBAP header); the serial settings are those of the server's
         RS-485 side, where the frames take their wire time and the line's silences still apply.
         """
-        serial_line = _serial_line(f"socket://{host}:{port}", baudrate, parity, stopbits, bytesize)
-
-        def make() -> ModbusBaseClient:
-            return AsyncModbusTcpClient(
-                host,
-                port=port,
-                framer=FramerType.RTU,
-                timeout=timeout,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=line._trace_packet,
-                trace_connect=line._trace_connect,
-            )
-
-        async def diagnose() -> str:
-            return await _why_no_connection(host, port, timeout)
-
-        line = cls(make, name=f"socket://{host}:{port}@{baudrate}", timeout=timeout, diagnose=diagnose)
-        line.serial = serial_line
+        name = f"socket://{host}:{port}@{baudrate}"
+        line = cls._over_tcp(host, port, timeout, name=name, framer=FramerType.RTU)
+        line.serial = _serial_line(f"socket://{host}:{port}", baudrate, parity, stopbits, bytesize)
         line.rtu_frames = True
-        line.over_tcp = True
         return line
 
     @classmethod
@@ -356,16 +345,7 @@ class ModbusLine:
         what = f"unit {unit} read {request.table} {request.address}+{request.count}"
 
         async def send(client: ModbusBaseClient) -> ModbusPDU:
-            address, count = request.address, request.count
-            match request.table:
-                case "coil":
-                    return await client.read_coils(address, count=count, device_id=unit)
-                case "discrete":
-                    return await client.read_discrete_inputs(address, count=count, device_id=unit)
-                case "holding":
-                    return await client.read_holding_registers(address, count=count, device_id=unit)
-                case "input":
-                    return await client.read_input_registers(address, count=count, device_id=unit)
+            return await read_table(client, unit, request.table, request.address, request.count)
 
         wire = self.serial.read_time(request) if self.serial is not None else 0.0
         response = await self._execute(what, send, wire=wire, timing=timing)
@@ -551,20 +531,25 @@ def _not_modbus(data: bytes) -> str:
     return f"not a Modbus peer: it answered {text}{more}{guess}"
 
 
+async def read_table(
+    client: ModbusBaseClient, unit: int, table: Table, address: int, count: int
+) -> ModbusPDU:
+    """One read of ``count`` values of ``table`` from ``address`` of ``unit``: the table's function code."""
+    match table:
+        case "coil":
+            return await client.read_coils(address, count=count, device_id=unit)
+        case "discrete":
+            return await client.read_discrete_inputs(address, count=count, device_id=unit)
+        case "holding":
+            return await client.read_holding_registers(address, count=count, device_id=unit)
+        case "input":
+            return await client.read_input_registers(address, count=count, device_id=unit)
+
+
 async def _why_no_connection(host: str, port: int, wait: float) -> str:
     """Why a TCP endpoint cannot be reached, as an engineer would check it."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
-    except ConnectionRefusedError:
-        return f"connection refused: nothing listens on {host}:{port} (wrong port, or the device is off)"
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {wait:g} s (host down, wrong address or a firewall)"
-    except socket.gaierror as exc:
-        return f"{host} is no known host name ({exc.strerror})"
-    except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-    writer.close()
-    return f"connecting to {host}:{port} failed, and worked when tried again: a flaky network?"
+    problem = await tcp_problem(host, port, wait, peer="device")
+    return problem or f"connecting to {host}:{port} failed, and worked when tried again: a flaky network?"
 
 
 def _why_port_unusable(port: str) -> str:

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import re
-import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +31,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from citygw.contract.wire import MAX_TS_MS, DeviceState, FieldValue
+from firmware_bridge.diagnosis import tcp_problem
 from firmware_bridge.errors import DeviceError, LineUnavailable
 from firmware_bridge.profile import OPCUA_STANDARD_URI, OpcUaNode, OpcUaProfile
 
@@ -279,19 +279,8 @@ class OpcUaConnection:
                 f"the server offers no endpoint of security {self.endpoint.security}: set the line's "
                 "security (none, sign, sign_and_encrypt with Basic256Sha256) to one it offers"
             )
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.endpoint.timeout)
-        except ConnectionRefusedError:
-            return f"connection refused: nothing listens on {host}:{port} (wrong port, or the server is off)"
-        except TimeoutError:
-            wait = self.endpoint.timeout
-            return f"no answer from {host}:{port} within {wait:g} s (host down, wrong address?)"
-        except socket.gaierror as exc2:
-            return f"{host} is no known host name ({exc2.strerror})"
-        except OSError as exc2:
-            return f"cannot connect to {host}:{port}: {exc2.strerror or exc2}"
-        writer.close()
-        return f"{host}:{port} accepts TCP but no OPC UA session was made: {_why(exc)}"
+        problem = await tcp_problem(host, port, self.endpoint.timeout, peer="server")
+        return problem or f"{host}:{port} accepts TCP but no OPC UA session was made: {_why(exc)}"
 
     def _namespace_index(self, uri: str, where: str) -> int:
         """The server's index of namespace ``uri``; NodeNotFound saying ``where`` it was named otherwise."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeGuard, TypeVar
 
 import yaml
 from pydantic import (
@@ -255,12 +255,9 @@ class RegisterSpec(BaseModel):
                 raise ValueError(f"mask {self.mask} shifted by {self.shift} does not fit in a {self.type}")
         if self.counter and self.type in ("bit", "string"):
             raise ValueError(f"a {self.type} cannot count: remove counter")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
+        reporting = reporting_problem(self)
+        if reporting is not None:
+            raise reporting
         if self.typical_rate is not None and not self.counter:
             raise ValueError("typical_rate is for counters: set counter true or remove typical_rate")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -316,9 +313,7 @@ class RegisterSpec(BaseModel):
     @property
     def report_rule(self) -> ReportRule | None:
         """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
+        return profile_rule(self)
 
     def allows(self, value: object) -> bool:
         """True when a numeric value lies within min..max (values of other kinds are not limited)."""
@@ -335,9 +330,7 @@ class RegisterSpec(BaseModel):
         return max(0, *places)
 
 
-def deadband_problem(
-    spec: RegisterSpec | MbusField | DlmsField, setting: float | str
-) -> DeadbandError | None:
+def deadband_problem(spec: RegisterSpec | ReportedField, setting: float | str) -> DeadbandError | None:
     """Why ``setting`` cannot report ``spec`` by exception (a deadband on text, bit or counter), or None."""
     if report_rule(setting).kind == "change":
         return None
@@ -348,6 +341,25 @@ def deadband_problem(
     if spec.type in ("bit", "string"):
         return DeadbandError(f"a {spec.type} has no deadband", f"use {ON_CHANGE} for {spec.field}")
     return None
+
+
+def reporting_problem(spec: RegisterSpec | ReportedField) -> ValueError | None:
+    """Why ``spec``'s deadband cannot be used (``deadband_problem``, or beside ``report``), or None."""
+    if spec.deadband is None:
+        return None
+    problem = deadband_problem(spec, spec.deadband)
+    if problem:
+        return problem
+    if spec.report is not None:
+        return ValueError("deadband and report: on_change exclude each other: keep one")
+    return None
+
+
+def profile_rule(spec: RegisterSpec | ReportedField) -> ReportRule | None:
+    """How the profile reports ``spec`` by exception (counters: any change); None if it says nothing."""
+    if spec.counter or spec.report == ON_CHANGE:
+        return ReportRule("change")
+    return None if spec.deadband is None else report_rule(spec.deadband)
 
 
 class SerialSettings(BaseModel):
@@ -445,13 +457,23 @@ class Provenance(BaseModel):
     )
 
 
-class Profile(Provenance):
-    """The register map of one device model."""
+class DeviceModel(Provenance):
+    """What every profile says of its device model: its name, its vendor and its measurement."""
 
     model: str = Field(pattern=NAME_PATTERN)
     vendor: str
     description: str = ""
     measurement: str = Field(pattern=NAME_PATTERN)
+
+
+def _twice(names: list[str]) -> str | None:
+    """The first, in sorted order, of the names listed more than once; None when each is listed once."""
+    return min((n for n in names if names.count(n) > 1), default=None)
+
+
+class Profile(DeviceModel):
+    """The register map of one device model."""
+
     protocol: Literal["modbus"] = "modbus"
     serial: SerialSettings = SerialSettings()
     word_order: WordOrder = Field(default="ABCD", description="order of registers that do not set their own")
@@ -536,6 +558,63 @@ class Profile(Provenance):
         return next((s for s in self.registers if s.follows == field), None)
 
 
+class ProfileField(BaseModel):
+    """What a field of any profile says beside where it comes from: its name, scale and unit, and
+    what it measures (role) of which of the device's things (channel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(pattern=NAME_PATTERN)
+    scale: float = 1
+    unit: str | None = None
+    description: str = ""
+    role: Role | None = Field(
+        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
+    )
+    channel: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="which of the device's things the role describes: a phase (l1), a tariff (t1), "
+        "a pump (pump1), an inlet",
+    )
+
+    @model_validator(mode="after")
+    def _check_field(self) -> Self:
+        role_issue = role_problem(self.role, self.unit, None, None, 64)
+        if role_issue:
+            raise ValueError(role_issue)
+        if self.scale == 0:
+            into = "the offset" if "offset" in type(self).model_fields else "0"
+            raise ValueError(f"scale 0 would turn every value into {into}; use a non-zero scale")
+        return self
+
+
+class ReportedField(ProfileField):
+    """A field of a meter read by the agent's own polls, and so reported by exception by the agent
+    (a counter on any change, else by its deadband or ``report``)."""
+
+    type: Literal["float", "int", "string"] = Field(
+        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
+    )
+    counter: bool = Field(default=False, description="only grows (energy, volume)")
+    deadband: DeadbandSetting | None = None
+    report: Literal["on_change"] | None = None
+
+    @model_validator(mode="after")
+    def _check_reporting(self) -> Self:
+        if self.counter and self.type == "string":
+            raise ValueError("a string cannot count: remove counter")
+        reporting = reporting_problem(self)
+        if reporting is not None:
+            raise reporting
+        return self
+
+    @property
+    def report_rule(self) -> ReportRule | None:
+        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
+        return profile_rule(self)
+
+
 class NmeaField(BaseModel):
     """One field of a GPS fix that goes into the reading."""
 
@@ -553,13 +632,9 @@ class NmeaField(BaseModel):
         return self
 
 
-class NmeaProfile(Provenance):
+class NmeaProfile(DeviceModel):
     """A GPS receiver speaking NMEA 0183: the measurement, the fields of a fix, the sentences used."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["nmea"]
     serial: SerialSettings = SerialSettings()
     sentences: list[NmeaSentence] = Field(min_length=1)
@@ -582,9 +657,9 @@ class NmeaProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> NmeaProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: list each field once")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: list each field once")
         if not {"lat", "lon"} <= set(names):
             raise ValueError("a position needs the fields lat and lon: add them")
         if not set(POSITION_SENTENCES) & set(self.sentences):
@@ -611,7 +686,7 @@ MbusFunction = Literal["instantaneous", "maximum", "minimum", "error"]
 _HEX_BYTES = r"^(?:[0-9A-Fa-f]{2})+$"
 
 
-class MbusField(BaseModel):
+class MbusField(ReportedField):
     """One field of an M-Bus meter: the data record it comes from and how to turn its value into the field.
 
     A record is found by its VIF (with VIFEs, as the hex bytes on the wire; a VIF of the same
@@ -620,49 +695,16 @@ class MbusField(BaseModel):
     ``firmware_bridge.mbus_frames.Record``), times ``scale`` gives the field in ``unit``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     vif: str = Field(pattern=_HEX_BYTES, description="VIF and VIFEs as on the wire, hex (06, 13, FD17)")
     function: MbusFunction = "instantaneous"
     storage: int = Field(default=0, ge=0, le=2**41, description="storage number (0: the current value)")
     tariff: int = Field(default=0, ge=0, le=2**20)
     subunit: int = Field(default=0, ge=0, le=2**10)
-    type: Literal["float", "int", "string"] = Field(
-        default="float", description="float (a quantity), int (a count or code), string (a date, text)"
-    )
-    scale: float = 1
-    unit: str | None = None
-    counter: bool = Field(default=False, description="only grows (energy, volume)")
-    deadband: DeadbandSetting | None = None
-    report: Literal["on_change"] | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the meter's things the role describes: a phase (l1), a tariff (t1), flow",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> MbusField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
-        if self.counter and self.type == "string":
-            raise ValueError("a string cannot count: remove counter")
         if self.type == "string" and self.scale != 1:
             raise ValueError("a string has no scale: remove scale")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
         return self
 
     @property
@@ -670,21 +712,10 @@ class MbusField(BaseModel):
         """What identifies the record in a telegram: VIF bytes, function, storage, tariff, subunit."""
         return (self.vif.upper(), self.function, self.storage, self.tariff, self.subunit)
 
-    @property
-    def report_rule(self) -> ReportRule | None:
-        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
 
-
-class MbusProfile(Provenance):
+class MbusProfile(DeviceModel):
     """An M-Bus meter (EN 13757-3): the measurement and the data records that become its fields."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["mbus"]
     manufacturer: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="the FLAG id in the meter's header (KAM)"
@@ -695,9 +726,9 @@ class MbusProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> MbusProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each record its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each record its own field name")
         keys = [f.key for f in self.fields]
         for spec in self.fields:
             if keys.count(spec.key) > 1:
@@ -721,12 +752,9 @@ OPCUA_STANDARD_URI = "http://opcfoundation.org/UA/"
 TimestampSource = Literal["source", "server", "agent"]
 
 
-class OpcUaNode(BaseModel):
+class OpcUaNode(ProfileField):
     """One field of an OPC UA device: the node that holds it and how its value becomes the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     node: str | None = Field(
         default=None,
         pattern=NODE_ID_PATTERN,
@@ -739,8 +767,6 @@ class OpcUaNode(BaseModel):
         "profile's first namespace unless written alias:Name (an alias of namespaces, or ua: for the "
         "standard namespace)",
     )
-    unit: str | None = None
-    scale: float = 1
     offset: float = 0
     sampling_ms: float | None = Field(
         default=None, ge=0, description="subscriptions: how often the server samples the node (ms)"
@@ -754,27 +780,13 @@ class OpcUaNode(BaseModel):
     typical: bool | int | float | str | None = Field(
         default=None, description="a plausible value, the simulator's starting point"
     )
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the device's things the role describes: a pump (pump1), an inlet, an outlet",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaNode:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
         if (self.node is None) == (self.path is None):
             raise ValueError(
                 "name the node either as node (a NodeId) or as path (a browse path): one of them"
             )
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.path is not None and any(not step.strip() for step in self.path.split("/")):
             raise ValueError(f"browse path {self.path!r} has an empty step: write Name/Name")
         return self
@@ -790,13 +802,9 @@ class OpcUaNode(BaseModel):
         return self.node if self.node is not None else f"path {self.path}"
 
 
-class OpcUaProfile(Provenance):
+class OpcUaProfile(DeviceModel):
     """The object model of one kind of device on an OPC UA server: which node holds which field."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["opcua"]
     namespaces: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")], str] = Field(
         default_factory=dict,
@@ -814,9 +822,9 @@ class OpcUaProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> OpcUaProfile:
         names = [n.field for n in self.nodes]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each node its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each node its own field name")
         if STANDARD_NAMESPACE in self.namespaces:
             raise ValueError(f"namespace alias {STANDARD_NAMESPACE} is the standard namespace: use another")
         for spec in self.nodes:
@@ -865,12 +873,9 @@ ValueKind = Literal["number", "bool", "string"]
 DownlinkEncoding = Literal["u8", "u16be", "u16le", "u32be", "u32le", "i8", "i16be", "i16le"]
 
 
-class LorawanField(BaseModel):
+class LorawanField(ProfileField):
     """One field of a reading, taken from the object the network server's codec decoded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field(pattern=NAME_PATTERN)
     path: str = Field(
         pattern=JSON_PATH_PATTERN,
         description="where the value sits in the decoded object: keys joined by dots (battery, "
@@ -879,26 +884,12 @@ class LorawanField(BaseModel):
     kind: ValueKind = Field(
         default="number", description="number (a numeric string is read as a number), bool or string"
     )
-    scale: float = 1
     offset: float = 0
-    unit: str | None = None
     min: float | None = None
     max: float | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None, pattern=NAME_PATTERN, description="which of the device's things the role describes"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> LorawanField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into the offset; use a non-zero scale")
         if self.kind != "number" and (self.scale != 1 or self.offset != 0 or self.unit is not None):
             raise ValueError(f"a {self.kind} has no scale, offset or unit: remove them")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -938,17 +929,13 @@ class LorawanCommand(BaseModel):
         return self
 
 
-class LorawanProfile(Provenance):
+class LorawanProfile(DeviceModel):
     """A LoRaWAN device: what of its decoded uplinks goes into a reading, and its downlink commands.
 
     The network server decodes the payload with the vendor's codec; this profile maps the
     decoded object's paths to fields (``firmware_bridge.lorawan``).
     """
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["lorawan"]
     uplink_interval_s: float = Field(
         gt=0, description="the device's factory uplink interval (a device config's poll_s may differ)"
@@ -962,9 +949,9 @@ class LorawanProfile(Provenance):
             ([f.field for f in self.fields], "field"),
             ([c.field for c in self.commands], "command"),
         ):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ValueError(f"{what} {twice[0]} appears twice: list each {what} once")
+            twice = _twice(names)
+            if twice is not None:
+                raise ValueError(f"{what} {twice} appears twice: list each {what} once")
         return self
 
     @property
@@ -985,7 +972,7 @@ OBIS_PATTERN = r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"
 DlmsClass = Literal["register", "data"]
 
 
-class DlmsField(BaseModel):
+class DlmsField(ReportedField):
     """One field of a DLMS/COSEM meter: the object (by OBIS code) whose value becomes the field.
 
     A ``register`` (interface class 3) carries its scaler and unit in attribute 3: the value read
@@ -996,7 +983,6 @@ class DlmsField(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    field: str = Field(pattern=NAME_PATTERN)
     obis: str = Field(
         pattern=OBIS_PATTERN, description="the object's logical name, A.B.C.D.E.F (1.0.1.8.0.255)"
     )
@@ -1004,58 +990,19 @@ class DlmsField(BaseModel):
     cosem_unit: int | None = Field(
         default=None, ge=0, le=255, description="the unit code the meter must report (registers)"
     )
-    type: Literal["float", "int", "string"] = "float"
-    scale: float = 1
-    unit: str | None = None
-    counter: bool = Field(default=False, description="only grows (energy)")
-    deadband: DeadbandSetting | None = None
-    report: Literal["on_change"] | None = None
-    description: str = ""
-    role: Role | None = Field(
-        default=None, description="what the field measures, from the vocabulary in docs/profiles.md"
-    )
-    channel: str | None = Field(
-        default=None,
-        pattern=NAME_PATTERN,
-        description="which of the meter's things the role describes: a phase (l1), a tariff (t1)",
-    )
 
     @model_validator(mode="after")
     def _check(self) -> DlmsField:
-        role_issue = role_problem(self.role, self.unit, None, None, 64)
-        if role_issue:
-            raise ValueError(role_issue)
-        if self.scale == 0:
-            raise ValueError("scale 0 would turn every value into 0; use a non-zero scale")
         if self.cosem_class == "register" and self.cosem_unit is None:
             raise ValueError("a register needs cosem_unit: the unit code its attribute 3 must report")
         if self.cosem_class == "data" and self.cosem_unit is not None:
             raise ValueError("a data object has no scaler/unit: remove cosem_unit or use class: register")
-        if self.counter and self.type == "string":
-            raise ValueError("a string cannot count: remove counter")
-        if self.deadband is not None:
-            problem = deadband_problem(self, self.deadband)
-            if problem:
-                raise problem
-            if self.report is not None:
-                raise ValueError("deadband and report: on_change exclude each other: keep one")
         return self
 
-    @property
-    def report_rule(self) -> ReportRule | None:
-        """How the profile reports this field by exception (counters: any change); None if it says nothing."""
-        if self.counter or self.report == ON_CHANGE:
-            return ReportRule("change")
-        return None if self.deadband is None else report_rule(self.deadband)
 
-
-class DlmsProfile(Provenance):
+class DlmsProfile(DeviceModel):
     """A DLMS/COSEM meter (IEC 62056): the measurement, its objects by OBIS, and its load profile."""
 
-    model: str = Field(pattern=NAME_PATTERN)
-    vendor: str
-    description: str = ""
-    measurement: str = Field(pattern=NAME_PATTERN)
     protocol: Literal["dlms"]
     load_profile: str | None = Field(
         default=None,
@@ -1068,13 +1015,13 @@ class DlmsProfile(Provenance):
     @model_validator(mode="after")
     def _check(self) -> DlmsProfile:
         names = [f.field for f in self.fields]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"field {twice[0]} appears twice: give each object its own field name")
+        twice = _twice(names)
+        if twice is not None:
+            raise ValueError(f"field {twice} appears twice: give each object its own field name")
         codes = [f.obis for f in self.fields]
-        again = sorted({c for c in codes if codes.count(c) > 1})
-        if again:
-            raise ValueError(f"OBIS code {again[0]} is read by two fields: keep one")
+        again = _twice(codes)
+        if again is not None:
+            raise ValueError(f"OBIS code {again} is read by two fields: keep one")
         return self
 
     @property

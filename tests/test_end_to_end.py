@@ -47,8 +47,8 @@ AQ_VALUES = {
 METER_VALUES = {"voltage_l1": 229.7, "current_l1": 12.25, "total_power": 8450.5, "frequency": 49.98}
 
 
-async def _eventually(check: Callable[[], Awaitable[Any]], within_s: float = 20.0) -> Any:
-    """Await ``check`` until it returns something truthy; fail with its last answer."""
+async def eventually(what: str, check: Callable[[], Awaitable[Any]], within_s: float = 20.0) -> Any:
+    """Await ``check`` until it returns something truthy; fail naming ``what`` with its last answer."""
     deadline = time.monotonic() + within_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -56,7 +56,7 @@ async def _eventually(check: Callable[[], Awaitable[Any]], within_s: float = 20.
         if last:
             return last
         await asyncio.sleep(0.2)
-    pytest.fail(f"not reached within {within_s} s; last answer: {last!r}")
+    pytest.fail(f"{what}: not within {within_s} s; last answer: {last!r}")
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +146,7 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
                     return values
 
                 for device, simulator in (("aq-1", air), ("meter-1", meter)):
-                    body = await _eventually(lambda d=device: latest(d))  # type: ignore[misc]
+                    body = await eventually(f"{device}'s reading", lambda d=device: latest(d))  # type: ignore[misc]
                     [reading] = body["readings"]
                     assert reading["agent"] == "e2e-depot"
                     polled = {spec.field for spec in simulator.profile.select(("fast", "slow"))}
@@ -162,7 +162,7 @@ async def test_simulated_devices_reach_the_api_through_mosquitto_and_influxdb(
                     message.ParseFromString(response.content)
                     return message if len(message.entity) == 1 else None
 
-                message = await _eventually(feed)
+                message = await eventually("the bus in the feed", feed)
                 position = message.entity[0].vehicle.position
                 emitted = [(f.lat, f.lon) for f in gps.emitted if hasattr(f, "lat")]
                 assert any(

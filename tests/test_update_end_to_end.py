@@ -9,13 +9,11 @@ seen in ``GET /v1/agents`` and in the audit log.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +33,7 @@ from collector.store.sqlite import SqliteStore
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.api.factories import bearer, insert_key
 from tests.services import Mosquitto, serving
+from tests.test_end_to_end import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -139,17 +138,6 @@ def _launch(config_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def _eventually(what: str, check: Any, within_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + within_s
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    pytest.fail(f"{what}: not within {within_s} s; last answer: {last!r}")
-
-
 async def test_a_release_is_taken_a_broken_one_rolled_back_bad_and_older_ones_refused(
     launched: tuple[str, str, Ed25519PrivateKey, Path], mosquitto: Mosquitto, wheels: dict[str, Path]
 ) -> None:
@@ -168,7 +156,7 @@ async def test_a_release_is_taken_a_broken_one_rolled_back_bad_and_older_ones_re
                 body = await seen()
                 return body is not None and body["device_health"].get("meter-1", {}).get("state") == "ok"
 
-            await _eventually("the agent online with its meter answering", answering)
+            await eventually("the agent online with its meter answering", answering, within_s=60)
             assert (await seen() or {})["version"] == "0.1.0"
 
             async def outcome(rollout: int) -> dict[str, Any] | None:
@@ -190,14 +178,14 @@ async def test_a_release_is_taken_a_broken_one_rolled_back_bad_and_older_ones_re
             # Signed by a key the agent does not pin: refused, nothing changes.
             stranger = Ed25519PrivateKey.generate()
             rollout = await roll_out(_bundle(stranger, wheels["0.2.0"], "0.9.0"), "0.9.0")
-            body = await _eventually("the forged release refused", lambda: outcome(rollout))
+            body = await eventually("the forged release refused", lambda: outcome(rollout), within_s=60)
             assert body["update"]["state"] == "refused"
             assert "bad signature" in body["update"]["reason"]
             assert body["version"] == "0.1.0"
 
             # The real next version: staged, restarted into, healthy (the meter answers again), kept.
             rollout = await roll_out(_bundle(key, wheels["0.2.0"], "0.2.0"), "0.2.0")
-            body = await _eventually("0.2.0 applied", lambda: outcome(rollout), within_s=90)
+            body = await eventually("0.2.0 applied", lambda: outcome(rollout), within_s=90)
             assert body["update"]["state"] == "applied", body["update"]
             assert body["version"] == "0.2.0"
             assert os.readlink(config_path.parent / "releases" / "current") == "0.2.0"
@@ -206,7 +194,7 @@ async def test_a_release_is_taken_a_broken_one_rolled_back_bad_and_older_ones_re
 
             # A version that crashes at import: the launcher goes back to 0.2.0, which says why.
             rollout = await roll_out(_bundle(key, wheels["0.3.0"], "0.3.0"), "0.3.0")
-            body = await _eventually("0.3.0 rolled back", lambda: outcome(rollout), within_s=90)
+            body = await eventually("0.3.0 rolled back", lambda: outcome(rollout), within_s=90)
             assert body["update"]["state"] == "rolled_back", body["update"]
             assert "exited with code 1 before it was healthy" in body["update"]["reason"]
             assert os.readlink(config_path.parent / "releases" / "current") == "0.2.0"
@@ -215,11 +203,11 @@ async def test_a_release_is_taken_a_broken_one_rolled_back_bad_and_older_ones_re
                 again = await seen()
                 return again is not None and again["version"] == "0.2.0" and again["state"] == "online"
 
-            await _eventually("0.2.0 online again", back_on_0_2_0)
+            await eventually("0.2.0 online again", back_on_0_2_0, within_s=60)
 
             # Older than the running 0.2.0 (signed by the right key): refused, no downgrade.
             rollout = await roll_out(_bundle(key, wheels["0.2.0"], "0.1.5"), "0.1.5")
-            body = await _eventually("the downgrade refused", lambda: outcome(rollout))
+            body = await eventually("the downgrade refused", lambda: outcome(rollout), within_s=60)
             assert body["update"]["state"] == "refused"
             assert "not newer than the running 0.2.0" in body["update"]["reason"]
 

@@ -54,6 +54,11 @@ def newest_per_device(points: Iterable[Point]) -> list[Point]:
     return [newest[key] for key in sorted(newest)]
 
 
+def point_order(point: Point) -> tuple[str, list[tuple[str, str]]]:
+    """How ``latest`` sorts its points: by measurement, then tags."""
+    return point.measurement, sorted(point.tags.items())
+
+
 class Aggregate(StrEnum):
     MEAN = "mean"
     MIN = "min"
@@ -63,6 +68,16 @@ class Aggregate(StrEnum):
     COUNT = "count"
 
 
+NUMERIC_ONLY = frozenset({Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM})
+"""The aggregates of numbers: a window's strings and booleans are left out of them."""
+
+
+def check_window(window_s: int | None) -> None:
+    """ValueError unless ``window_s`` (of ``range``) is None or a positive number of seconds."""
+    if window_s is not None and window_s <= 0:
+        raise ValueError(f"window_s must be a positive number of seconds, not {window_s}")
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row of a range query: a window start (or a raw point's time) and its values."""
@@ -70,6 +85,11 @@ class Row:
     ts_ms: int
     tags: Mapping[str, str]
     values: Mapping[str, FieldValue | None] = field(default_factory=dict)
+
+
+def row_order(row: Row) -> tuple[int, list[tuple[str, str]]]:
+    """How ``range`` sorts its rows: by time, then tags."""
+    return row.ts_ms, sorted(row.tags.items())
 
 
 class StoreError(Exception):
@@ -238,6 +258,7 @@ Tags = Mapping[str, str]
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "NUMERIC_ONLY",
     "Aggregate",
     "DeviceKey",
     "FieldValue",
@@ -254,6 +275,9 @@ __all__ = [
     "StoreUnavailable",
     "Tags",
     "TelemetryReader",
+    "check_window",
     "device_key",
     "newest_per_device",
+    "point_order",
+    "row_order",
 ]

@@ -7,15 +7,17 @@ the wire contract's name pattern and double-quoted.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import httpx
 
 from citygw.contract.wire import NAME_PATTERN, is_name
 from collector.store.base import (
+    NUMERIC_ONLY,
     Aggregate,
     DeviceKey,
     FieldValue,
@@ -24,14 +26,18 @@ from collector.store.base import (
     Row,
     StoreError,
     StoreUnavailable,
+    check_window,
     device_key,
     newest_per_device,
+    point_order,
+    row_order,
 )
 from collector.store.influx_write import PermissionDenied, error_text, refused
 
+P = ParamSpec("P")
+R = TypeVar("R")
 _NS_PER_MS = 1_000_000
 _MAX_TIME_MS = (2**63 - 2) // _NS_PER_MS
-_NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
 
 
 def quote_identifier(name: str, what: str = "name") -> str:
@@ -115,11 +121,9 @@ class InfluxQLReader:
         types = self.field_types(measurement)
         points: list[Point] = []
         for series in series_list:
-            name = series["name"]
-            for ts, values in _rows(series, types.get(name, {})):
-                if values:
-                    points.append(Point(name, _tags(series), ts, values))
-        points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
+            shaped = _grouped(series, types.get(series["name"], {}))
+            points += [Point(series["name"], tags, ts, values) for ts, tags, values in shaped]
+        points.sort(key=point_order)
         return points
 
     def latest_page(
@@ -196,12 +200,8 @@ class InfluxQLReader:
         types = self.field_types()
         points = []
         for series in self.query(statement, {"agent": agent_id}):
-            fields_of = types.get(series["name"], {})
-            for ts, values in _rows(series, fields_of):
-                fields = {name: value for name, value in values.items() if name in fields_of}
-                tags = {name: str(v) for name, v in values.items() if name not in fields_of and v != ""}
-                if fields:
-                    points.append(Point(series["name"], {**tags, **_tags(series)}, ts, fields))
+            shaped = _ungrouped(series, types.get(series["name"], {}))
+            points += [Point(series["name"], tags, ts, fields) for ts, tags, fields in shaped]
         return points
 
     def range(
@@ -216,8 +216,7 @@ class InfluxQLReader:
         aggregate: Aggregate = Aggregate.MEAN,
     ) -> list[Row]:
         """Points of ``measurement`` in [start_ms, end_ms), raw or aggregated per device and window."""
-        if window_s is not None and window_s <= 0:
-            raise ValueError(f"window_s must be a positive number of seconds, not {window_s}")
+        check_window(window_s)
         source = quote_identifier(measurement, "measurement")
         wanted = None if fields is None else [quote_identifier(name, "field") for name in fields]
         where, params = _conditions(device=device, start_ms=start_ms, end_ms=end_ms)
@@ -228,10 +227,10 @@ class InfluxQLReader:
         if window_s is None:
             selection = "*" if wanted is None else ", ".join(wanted)
             for series in self.query(f"SELECT {selection} FROM {source}{where} GROUP BY *", params):
-                rows += [Row(ts, _tags(series), values) for ts, values in _rows(series, types) if values]
+                rows += [Row(*row) for row in _grouped(series, types)]
         else:
             chosen = [name for name in types if fields is None or name in fields]
-            if aggregate in _NUMERIC_ONLY:
+            if aggregate in NUMERIC_ONLY:
                 chosen = [name for name in chosen if types[name] in ("integer", "float")]
             if not chosen:
                 return []
@@ -242,10 +241,8 @@ class InfluxQLReader:
             )
             result_types = {name: _aggregate_type(aggregate, types[name]) for name in chosen}
             for series in self.query(statement, params):
-                rows += [
-                    Row(ts, _tags(series), values) for ts, values in _rows(series, result_types) if values
-                ]
-        rows.sort(key=lambda r: (r.ts_ms, sorted(r.tags.items())))
+                rows += [Row(*row) for row in _grouped(series, result_types)]
+        rows.sort(key=row_order)
         return rows
 
     def count_devices(
@@ -302,14 +299,8 @@ class InfluxQLReader:
         where, params = _conditions(device=None, start_ms=start_ms, end_ms=end_ms, tags=tags)
         source = quote_identifier(measurement, "measurement")
         statement = f"SELECT * FROM {source}{where} ORDER BY time DESC LIMIT {int(limit)}"
-        rows: list[Row] = []
-        for series in self.query(statement, params):  # one series: no GROUP BY, tags are columns
-            for ts, values in _rows(series, types):
-                fields = {name: value for name, value in values.items() if name in types}
-                tag_values = {name: str(v) for name, v in values.items() if name not in types and v != ""}
-                if fields:
-                    rows.append(Row(ts, tag_values, fields))
-        return rows
+        # One series: no GROUP BY, tags are columns.
+        return [Row(*row) for series in self.query(statement, params) for row in _ungrouped(series, types)]
 
     def count_by_tag(
         self,
@@ -411,6 +402,27 @@ def _tags(series: Mapping[str, Any]) -> dict[str, str]:
     return {key: value for key, value in series.get("tags", {}).items() if value != ""}
 
 
+Shaped = tuple[int, dict[str, str], dict[str, FieldValue]]
+"""A row of a series as a point or row takes it: (ts_ms, tags, values)."""
+
+
+def _grouped(series: Mapping[str, Any], types: Mapping[str, str]) -> list[Shaped]:
+    """The rows with a value of a series grouped by its tags (GROUP BY *), each with those tags."""
+    return [(ts, _tags(series), values) for ts, values in _rows(series, types) if values]
+
+
+def _ungrouped(series: Mapping[str, Any], fields: Mapping[str, str]) -> list[Shaped]:
+    """The rows with a value of ``fields`` of a series whose other columns are tags (a query not grouped
+    by every tag): those columns ("" left out) join the series' own tags."""
+    shaped: list[Shaped] = []
+    for ts, values in _rows(series, fields):
+        found = {name: value for name, value in values.items() if name in fields}
+        tags = {name: str(v) for name, v in values.items() if name not in fields and v != ""}
+        if found:
+            shaped.append((ts, {**tags, **_tags(series)}, found))
+    return shaped
+
+
 def _rows(series: Mapping[str, Any], types: Mapping[str, str]) -> list[tuple[int, dict[str, FieldValue]]]:
     """(ts_ms, values) of a series, nulls left out and numbers given their stored type back.
 
@@ -434,91 +446,33 @@ def _rows(series: Mapping[str, Any], types: Mapping[str, str]) -> list[tuple[int
     return rows
 
 
+class _Delegated(Generic[P, R]):
+    """A method of ``InfluxQLReader`` as a method of ``InfluxQLReads``: called on its ``reader``."""
+
+    def __init__(self, method: Callable[Concatenate[InfluxQLReader, P], R]) -> None:
+        self._method = method
+
+    def __get__(self, reads: InfluxQLReads, owner: type | None = None) -> Callable[P, R]:
+        method, reader = self._method, reads.reader
+
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return method(reader, *args, **kwargs)
+
+        return call
+
+
 class InfluxQLReads:
     """The read half shared by both writers: delegates to one InfluxQLReader."""
 
     reader: InfluxQLReader
 
-    def latest(
-        self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
-    ) -> list[Point]:
-        """The newest point of each series (measurement + tags), optionally filtered."""
-        return self.reader.latest(measurement=measurement, device=device, since_ms=since_ms)
-
-    def latest_page(
-        self,
-        *,
-        limit: int,
-        after: DeviceKey | None = None,
-        measurement: str | None = None,
-        agent: str | None = None,
-    ) -> list[Point]:
-        """One page of newest points per device, listed and cut inside InfluxDB."""
-        return self.reader.latest_page(limit=limit, after=after, measurement=measurement, agent=agent)
-
-    def range(
-        self,
-        *,
-        measurement: str,
-        start_ms: int,
-        end_ms: int,
-        device: str | None = None,
-        fields: Sequence[str] | None = None,
-        window_s: int | None = None,
-        aggregate: Aggregate = Aggregate.MEAN,
-    ) -> list[Row]:
-        """Points of ``measurement`` in [start_ms, end_ms), raw or aggregated per device and window."""
-        return self.reader.range(
-            measurement=measurement,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            device=device,
-            fields=fields,
-            window_s=window_s,
-            aggregate=aggregate,
-        )
-
-    def count_devices(
-        self,
-        *,
-        measurement: str,
-        start_ms: int,
-        end_ms: int,
-        device: str | None = None,
-        fields: Sequence[str] | None = None,
-    ) -> int:
-        """Devices with points (with one of ``fields``) in [start_ms, end_ms), counted inside InfluxDB."""
-        return self.reader.count_devices(
-            measurement=measurement, start_ms=start_ms, end_ms=end_ms, device=device, fields=fields
-        )
-
-    def newest(
-        self,
-        *,
-        measurement: str,
-        start_ms: int,
-        end_ms: int,
-        limit: int,
-        tags: Mapping[str, str] | None = None,
-    ) -> list[Row]:
-        """The ``limit`` newest points, newest first, sorted and cut inside InfluxDB."""
-        return self.reader.newest(
-            measurement=measurement, start_ms=start_ms, end_ms=end_ms, limit=limit, tags=tags
-        )
-
-    def count_by_tag(
-        self,
-        *,
-        measurement: str,
-        start_ms: int,
-        end_ms: int,
-        tag: str,
-        tags: Mapping[str, str] | None = None,
-    ) -> dict[str, int]:
-        """Points per value of ``tag``, counted inside InfluxDB."""
-        return self.reader.count_by_tag(
-            measurement=measurement, start_ms=start_ms, end_ms=end_ms, tag=tag, tags=tags
-        )
+    latest = _Delegated(InfluxQLReader.latest)
+    latest_page = _Delegated(InfluxQLReader.latest_page)
+    range = _Delegated(InfluxQLReader.range)
+    count_devices = _Delegated(InfluxQLReader.count_devices)
+    newest = _Delegated(InfluxQLReader.newest)
+    count_by_tag = _Delegated(InfluxQLReader.count_by_tag)
 
     def field_types(self) -> dict[str, dict[str, str]]:
         """``{measurement: {field: type}}`` of the whole database (SHOW FIELD KEYS)."""

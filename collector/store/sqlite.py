@@ -13,6 +13,7 @@ from typing import Any
 from collector.store.base import (
     INT64_MAX,
     INT64_MIN,
+    NUMERIC_ONLY,
     Aggregate,
     DeviceKey,
     FieldValue,
@@ -20,6 +21,9 @@ from collector.store.base import (
     PointsRejected,
     Row,
     StoreUnavailable,
+    check_window,
+    point_order,
+    row_order,
 )
 
 _SCHEMA = """
@@ -50,7 +54,6 @@ ON CONFLICT (measurement, tags_key, ts_ms) DO UPDATE SET fields = json_patch(fie
 # Window start of ts_ms for a window of ? ms (the same ? bound twice), correct for negative times too.
 _WINDOW_START = "(ts_ms - (((ts_ms % ?) + ?) % ?))"
 
-_NUMERIC_ONLY = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX, Aggregate.SUM}
 _SQL_AGGREGATE = {
     Aggregate.MEAN: "AVG(j.value)",
     Aggregate.MIN: "MIN(j.value)",
@@ -88,10 +91,6 @@ def _invalid(point: Point) -> str | None:
         if not isinstance(value, bool | int | float | str):
             return f'field "{name}" has unsupported type {type(value).__name__}'
     return None
-
-
-def _row_order(row: Row) -> tuple[int, list[tuple[str, str]]]:
-    return row.ts_ms, sorted(row.tags.items())
 
 
 class SqliteStore:
@@ -189,7 +188,7 @@ class SqliteStore:
             Point(m, json.loads(tags), ts, json.loads(fields))
             for m, tags, ts, fields in self._query(sql, params)
         ]
-        points.sort(key=lambda p: (p.measurement, sorted(p.tags.items())))
+        points.sort(key=point_order)
         return points
 
     def latest_page(
@@ -239,8 +238,7 @@ class SqliteStore:
         Rows carry only the fields a point (or window) has; raw rows with none of the wanted
         fields are left out, as InfluxDB does.
         """
-        if window_s is not None and window_s <= 0:
-            raise ValueError(f"window_s must be a positive number of seconds, not {window_s}")
+        check_window(window_s)
         where, params = self._filters(measurement=measurement, device=device)
         where.append("ts_ms >= ? AND ts_ms < ?")
         params += [start_ms, end_ms]
@@ -322,7 +320,7 @@ class SqliteStore:
                 values = {name: values[name] for name in fields if name in values}
             if values:
                 result.append(Row(ts, json.loads(tags), values))
-        result.sort(key=_row_order)
+        result.sort(key=row_order)
         return result
 
     def _aggregated(
@@ -338,7 +336,7 @@ class SqliteStore:
                 return []
             where.append(f"j.key IN ({', '.join('?' for _ in fields)})")
             params += list(fields)
-        if aggregate in _NUMERIC_ONLY:
+        if aggregate in NUMERIC_ONLY:
             where.append("j.type IN ('integer', 'real')")
         if aggregate is Aggregate.LAST:
             # Bare column j.value comes from the row with the newest ts_ms in the group.
@@ -359,7 +357,7 @@ class SqliteStore:
             Row(win, {} if device is None else {"device": device}, values)
             for (win, device), values in grouped.items()
         ]
-        rows.sort(key=_row_order)
+        rows.sort(key=row_order)
         return rows
 
     @staticmethod

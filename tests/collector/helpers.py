@@ -7,7 +7,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from paho.mqtt.client import Client
@@ -16,7 +17,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from citygw.contract import wire
 from collector.service import Collector
 from collector.store import PointWriter, Row, Store
-from tests.services import Mosquitto
+from collector.store.base import row_order
+from collector.store.influx_v1 import InfluxV1Store
+from tests.services import InfluxDB, Mosquitto
 
 END = 2**62
 
@@ -107,8 +110,36 @@ def expected_rows(agent: Agent, seqs: range, count: int) -> list[Row]:
             for seq in seqs
             for r in agent.readings(seq, count)
         ),
-        key=lambda row: (row.ts_ms, sorted(row.tags.items())),
+        key=row_order,
     )
+
+
+@contextlib.contextmanager
+def redelivered(
+    broker: Mosquitto, folder: Path, publish: Callable[[], None], messages: int
+) -> Iterator[InfluxV1Store]:
+    """What ``publish`` sends while the store is down: a first collector, stopped before the store is
+    back, must acknowledge none of it; a second one, on the same client id, is sent ``messages``
+    messages again once it is back. Yields the store while the second collector runs."""
+    influxdb = InfluxDB(folder / "influxdb")
+    influxdb.start()
+    try:
+        store = InfluxV1Store(influxdb.url, "city")
+        store.ensure_database()
+        influxdb.stop()
+        first = started(fast(broker, store))
+        publish()
+        wait_until(lambda: first.stats.store_retries >= 2, "retries")
+        first.stop(timeout=5)
+        assert first.stats.messages == 0
+
+        influxdb.start()
+        with started(fast(broker, store)) as second:
+            wait_until(lambda: second.stats.messages >= messages, "the redelivered messages")
+            yield store
+        store.close()
+    finally:
+        influxdb.stop()
 
 
 class ByteCountingRelay:

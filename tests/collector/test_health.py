@@ -10,10 +10,9 @@ from citygw.contract import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import AGENT_HEALTH, STATE_CODES, DeviceHealthGate, health_points
 from collector.store import Store
-from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
-from tests.collector.helpers import Agent, fast, now_ms, started, stored, wait_until
-from tests.services import InfluxDB, Mosquitto
+from tests.collector.helpers import Agent, fast, now_ms, redelivered, started, stored, wait_until
+from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
 HEALTH, STATUS = wire.Channel.HEALTH, wire.Channel.STATUS
@@ -166,26 +165,13 @@ def test_bad_health_and_status_are_dead_lettered_and_good_ones_stored(
 
 def test_health_is_acknowledged_only_once_stored(mosquitto: Mosquitto, agent: Agent, tmp_path: Path) -> None:
     """A QoS 1 health message taken while the store is down comes back to the same client id."""
-    influxdb = InfluxDB(tmp_path / "influxdb")
-    influxdb.start()
-    try:
-        store = InfluxV1Store(influxdb.url, "city")
-        store.ensure_database()
-        influxdb.stop()
-        ts = now_ms()
-        first = started(fast(mosquitto, store))
-        agent.publish(wire.encode(health("agent-1", ts)), channel=HEALTH)
-        wait_until(lambda: first.stats.store_retries >= 2, "retries")
-        first.stop(timeout=5)
-        assert first.stats.messages == 0
+    ts = now_ms()
 
-        influxdb.start()
-        with started(fast(mosquitto, store)) as second:
-            wait_until(lambda: second.stats.messages >= 1, "the redelivered health")
+    def publish() -> None:
+        agent.publish(wire.encode(health("agent-1", ts)), channel=HEALTH)
+
+    with redelivered(mosquitto, tmp_path, publish, 1) as store:
         assert len([row for row in stored(store, AGENT_HEALTH) if row.ts_ms == ts]) == 4
-        store.close()
-    finally:
-        influxdb.stop()
 
 
 def test_unchanged_devices_are_stored_every_device_health_every_s_changed_ones_at_once(

@@ -17,7 +17,16 @@ from collector.service import BrokerAddress, Collector
 from collector.store import Point, Store
 from collector.store.influx_v1 import InfluxV1Store
 from collector.store.sqlite import SqliteStore
-from tests.collector.helpers import Agent, expected_rows, fast, now_ms, started, stored, wait_until
+from tests.collector.helpers import (
+    Agent,
+    expected_rows,
+    fast,
+    now_ms,
+    redelivered,
+    started,
+    stored,
+    wait_until,
+)
 from tests.services import InfluxDB, Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -163,26 +172,13 @@ def test_unacknowledged_messages_come_back_to_the_next_collector_with_the_same_i
     mosquitto: Mosquitto, agent: Agent, tmp_path: Path
 ) -> None:
     """The store stays down until the collector stops: the broker must keep and resend it all."""
-    influxdb = InfluxDB(tmp_path / "influxdb")
-    influxdb.start()
-    try:
-        store = InfluxV1Store(influxdb.url, "city")
-        store.ensure_database()
-        influxdb.stop()
-        first = started(fast(mosquitto, store))
+
+    def publish() -> None:
         for _ in range(10):
             agent.publish(agent.batch(count=2))
-        wait_until(lambda: first.stats.store_retries >= 2, "retries")
-        first.stop(timeout=5)
-        assert first.stats.messages == 0
 
-        influxdb.start()
-        with started(fast(mosquitto, store)) as second:
-            wait_until(lambda: second.stats.messages >= 10, "the redelivered messages")
-            assert stored(store) == expected_rows(agent, range(10), 2)
-        store.close()
-    finally:
-        influxdb.stop()
+    with redelivered(mosquitto, tmp_path, publish, 10) as store:
+        assert stored(store) == expected_rows(agent, range(10), 2)
 
 
 def test_collector_restarted_while_agents_publish_loses_nothing(

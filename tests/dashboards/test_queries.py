@@ -14,7 +14,7 @@ import pytest
 
 from api.transit.accuracy import WINDOWS
 from dashboards import build_all
-from dashboards.macros import fixed_value
+from dashboards.preview import variable_values
 from dashboards.transport import BUCKETS
 from firmware_bridge.catalogue import catalogue
 from tests.dashboards.grafana import TimeRange, group_by_tags, render, selected_names, targets, variables
@@ -32,17 +32,10 @@ PANELS = [
 
 
 def all_values(board: dict[str, Any], influxql: Query) -> dict[str, list[str]]:
-    """Every variable set to All: queries run in order, earlier ones substituted (Grafana chains them)."""
-    chosen: dict[str, list[str]] = {}
-    for variable in variables(board):
-        fixed = fixed_value(variable)
-        if fixed is not None:
-            chosen[variable["name"]] = fixed
-            continue
-        series = influxql(render(variable["query"], chosen))
-        values = [value for s in series for _key, value in s["values"]]
-        assert values, f"variable {variable['name']!r} has no values: {variable['query']}"
-        chosen[variable["name"]] = sorted(set(values))
+    """Every variable set to All, as the preview chains them (Grafana's way); each must have values."""
+    chosen = variable_values(board, influxql)
+    empty = {v["name"]: v["query"] for v in variables(board) if chosen[v["name"]] == [""]}
+    assert not empty, f"variables without values: {empty}"
     return chosen
 
 

@@ -20,23 +20,12 @@ from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
-from firmware_bridge.simulators.dlms import DlmsMeterSimulator, SimRegister, serve_dlms_pty, ticking
+from firmware_bridge.simulators.dlms import DlmsMeterSimulator, serve_dlms_pty, ticking
 from tests.edge.conftest import agent_config, watching
 from tests.edge.test_agent import readings_of, running
 from tests.edge.test_faults import drained
+from tests.firmware_bridge.test_dlms_line import PASSWORD, registers
 from tests.services import Mosquitto
-
-PASSWORD = "12345678"
-
-
-def registers(energy: int) -> list[SimRegister]:
-    return [
-        SimRegister("1.0.1.8.0.255", energy, 0, 30, step=250),
-        SimRegister("1.0.2.8.0.255", 1000, 0, 30),
-        SimRegister("1.0.1.7.0.255", 2305, -1, 27, in_load_profile=False),
-        SimRegister("1.0.32.7.0.255", 2301, -1, 35, in_load_profile=False),
-        SimRegister("1.0.31.7.0.255", 105, -2, 33, in_load_profile=False),
-    ]
 
 
 def meters_config(port: str, poll_s: float = 0.2) -> dict[str, Any]:

@@ -270,6 +270,37 @@ async def save_and_stop(mosquitto: Mosquitto) -> None:
     await asyncio.to_thread(mosquitto.stop)
 
 
+LORA_APPLICATION, LORA_DEV_EUI = "17c82e96-be03-4f38-aef3-f83d48582d97", "70b3d57ed0000002"
+
+
+def lorawan_bay(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> tuple[Mosquitto, Collector, dict[str, Any], dict[str, Any]]:
+    """A parking bay on a LoRaWAN line: the network server's own broker (started), a collector judging
+    what reaches ``tmp_path``/store.sqlite (started), the line's and the bay's config."""
+    ns_broker = Mosquitto(tmp_path / "ns-mosquitto")
+    ns_broker.start()
+    store = SqliteStore(tmp_path / "store.sqlite")
+    collector = Collector(mosquitto.url, store, client_id="judge", keepalive=5)
+    collector.start()
+    line = {
+        "id": "lora",
+        "kind": "lorawan",
+        "server": "chirpstack",
+        "application": LORA_APPLICATION,
+        "broker": {"url": ns_broker.url, "keepalive": 5, "reconnect_min": 0.1, "reconnect_max": 0.5},
+    }
+    bay = {"id": "bay-7", "line": "lora", "profile": "nwave_nps405", "dev_eui": LORA_DEV_EUI, "poll_s": 60}
+    return ns_broker, collector, line, bay
+
+
+def stored_f_cnts(tmp_path: Path) -> list[int]:
+    """The frame counters of the parking points in ``lorawan_bay``'s store, a repeat as often as stored."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "store.sqlite")) as db:
+        rows = db.execute("SELECT json_extract(fields, '$.f_cnt') FROM points WHERE measurement = 'parking'")
+        return [int(f_cnt) for (f_cnt,) in rows]
+
+
 async def test_lorawan_agent_sigkilled_mid_stream_loses_no_uplink(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -277,35 +308,18 @@ async def test_lorawan_agent_sigkilled_mid_stream_loses_no_uplink(
     was killed holding comes again after the restart, and the store absorbs a repeat."""
     from firmware_bridge.simulators.lorawan import NetworkServerSimulator
 
-    ns_broker = Mosquitto(tmp_path / "ns-mosquitto")
-    ns_broker.start()
-    application, dev_eui = "17c82e96-be03-4f38-aef3-f83d48582d97", "70b3d57ed0000002"
-    store_path = tmp_path / "store.sqlite"
-    collector = Collector(mosquitto.url, SqliteStore(store_path), client_id="judge", keepalive=5)
-    collector.start()
-    line = {
-        "id": "lora",
-        "kind": "lorawan",
-        "server": "chirpstack",
-        "application": application,
-        "broker": {"url": ns_broker.url, "keepalive": 5, "reconnect_min": 0.1, "reconnect_max": 0.5},
-    }
-    bay = {"id": "bay-7", "line": "lora", "profile": "nwave_nps405", "dev_eui": dev_eui, "poll_s": 60}
+    ns_broker, collector, line, bay = lorawan_bay(tmp_path, mosquitto)
     # fsync full: each uplink's journaling takes a sync, so the agent lags the burst below and holds
     # uplinks it received but has not journaled when it is killed.
     journal = {"path": str(tmp_path / "journal.sqlite"), "fsync": "full"}
     config = agent_config(tmp_path, mosquitto.url, lines=[line], devices=[bay], journal=journal)
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
-    ns = NetworkServerSimulator("chirpstack", application, ns_broker.url)
+    ns = NetworkServerSimulator("chirpstack", LORA_APPLICATION, ns_broker.url)
     total = 600
 
     def stored() -> tuple[int, list[int]]:
-        with contextlib.closing(sqlite3.connect(store_path)) as db:
-            rows = db.execute(
-                "SELECT json_extract(fields, '$.f_cnt') FROM points WHERE measurement = 'parking'"
-            )
-            f_cnts = [int(f_cnt) for (f_cnt,) in rows]
+        f_cnts = stored_f_cnts(tmp_path)
         return len(f_cnts), sorted(set(f_cnts))
 
     agent = agent_process(path)
@@ -315,7 +329,7 @@ async def test_lorawan_agent_sigkilled_mid_stream_loses_no_uplink(
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 20
             while True:  # until the agent's session is up (persistent from then on); repeats are one row
-                await ns.uplink(dev_eui, {"occupied": True}, f_cnt=1, f_port=1)
+                await ns.uplink(LORA_DEV_EUI, {"occupied": True}, f_cnt=1, f_port=1)
                 if stored()[0] or loop.time() > deadline:
                     break
                 await asyncio.sleep(0.3)
@@ -323,7 +337,7 @@ async def test_lorawan_agent_sigkilled_mid_stream_loses_no_uplink(
             start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
             for f_cnt in range(2, total + 1):
                 at = start + dt.timedelta(seconds=f_cnt)  # the server's receive time: a reading's identity
-                await ns.uplink(dev_eui, {"occupied": f_cnt % 2 == 0}, f_cnt=f_cnt, f_port=1, at=at)
+                await ns.uplink(LORA_DEV_EUI, {"occupied": f_cnt % 2 == 0}, f_cnt=f_cnt, f_port=1, at=at)
             agent.send_signal(signal.SIGKILL)
             await asyncio.to_thread(agent.wait, 10)
             agent = agent_process(path)
@@ -350,22 +364,9 @@ async def test_lorawan_uplinks_through_both_brokers_down_lose_nothing(
     The store must hold every frame counter once."""
     from firmware_bridge.simulators.lorawan import NetworkServerSimulator
 
-    ns_broker = Mosquitto(tmp_path / "ns-mosquitto")
-    ns_broker.start()
-    application, dev_eui = "17c82e96-be03-4f38-aef3-f83d48582d97", "70b3d57ed0000002"
-    store_path = tmp_path / "store.sqlite"
-    collector = Collector(mosquitto.url, SqliteStore(store_path), client_id="judge", keepalive=5)
-    collector.start()
-    line = {
-        "id": "lora",
-        "kind": "lorawan",
-        "server": "chirpstack",
-        "application": application,
-        "broker": {"url": ns_broker.url, "keepalive": 5, "reconnect_min": 0.1, "reconnect_max": 0.5},
-    }
-    bay = {"id": "bay-7", "line": "lora", "profile": "nwave_nps405", "dev_eui": dev_eui, "poll_s": 60}
+    ns_broker, collector, line, bay = lorawan_bay(tmp_path, mosquitto)
     agent = Agent(agent_config(tmp_path, mosquitto.url, lines=[line], devices=[bay]))
-    ns = NetworkServerSimulator("chirpstack", application, ns_broker.url)
+    ns = NetworkServerSimulator("chirpstack", LORA_APPLICATION, ns_broker.url)
     sent = 0
 
     async def uplinks(count: int) -> None:
@@ -373,15 +374,11 @@ async def test_lorawan_uplinks_through_both_brokers_down_lose_nothing(
         async with ns.running():
             for _ in range(count):
                 sent += 1
-                await ns.uplink(dev_eui, {"occupied": sent % 2 == 0}, f_cnt=sent, f_port=1)
+                await ns.uplink(LORA_DEV_EUI, {"occupied": sent % 2 == 0}, f_cnt=sent, f_port=1)
                 await asyncio.sleep(0.005)
 
     def stored() -> list[int]:
-        with contextlib.closing(sqlite3.connect(store_path)) as db:
-            rows = db.execute(
-                "SELECT json_extract(fields, '$.f_cnt') FROM points WHERE measurement = 'parking'"
-            )
-            return sorted(int(f_cnt) for (f_cnt,) in rows)
+        return sorted(stored_f_cnts(tmp_path))
 
     try:
         assert await asyncio.to_thread(collector.wait_subscribed, 15)

@@ -22,6 +22,7 @@ from firmware_bridge.overlay import ProfileOverlay, apply_overlay
 from firmware_bridge.simulators import ModbusDeviceSimulator, TcpEndpoint, serve_tcp
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching
 from tests.edge.test_agent import readings_of, running
+from tests.edge.test_remote import settings_push
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -200,19 +201,10 @@ async def test_a_pushed_overlay_is_applied_and_a_bad_one_refused_keeping_the_run
         agent = Agent(agent_config(tmp_path, mosquitto.url, lines=lines, devices=[plain]))
 
         async def push(version: int, overlay: dict[str, Any]) -> wire.ConfigState:
-            body = wire.DesiredConfig(
-                agent=AGENT,
-                version=version,
-                issued_at=now_ms(),
-                site="test-site",
-                lines=lines,
-                devices=[{**plain, "overlay": overlay}],
-            )
+            body = settings_push(version, lines, [{**plain, "overlay": overlay}])
             port = int(mosquitto.url.rsplit(":", 1)[1])
             async with aiomqtt.Client("127.0.0.1", port, identifier=f"api-{uuid.uuid4().hex[:6]}") as client:
-                await client.publish(
-                    wire.topic(AGENT, wire.Channel.CONFIG), wire.encode(body), qos=1, retain=True
-                )
+                await client.publish(wire.topic(AGENT, wire.Channel.CONFIG), body, qos=1, retain=True)
 
             def answered() -> list[wire.ConfigState]:
                 found = [
