@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from citygw import air_quality
@@ -46,6 +46,10 @@ class ApiSettings(ServiceSettings):
 
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
+    )
+    influx_token: SecretStr | None = Field(
+        default=None,
+        description="InfluxDB v2 API token, for an influxdb2:// store_url without one in its password",
     )
     registry_url: str = Field(
         default="sqlite:///var/citygw-registry.sqlite",

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, TypeVar
 from citygw.errors import ConfigError
 
 if TYPE_CHECKING:
+    from api.settings import ApiSettings
     from citygw.settings import ServiceSettings
+    from collector.settings import CollectorSettings
     from collector.store.base import Store
     from firmware_bridge.capture import Exchange
     from firmware_bridge.modbus import ModbusLine
@@ -199,7 +201,9 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_URL") -> Store:
+def open_store_for_service(
+    url: str, *, option: str = "--store / CITYGW_STORE_URL", token: str | None = None
+) -> Store:
     """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing).
 
     A store that cannot serve this user (no database, no privilege to create it) is a ConfigError;
@@ -209,7 +213,7 @@ def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_UR
     from collector.store import StoreError, StoreUnavailable, open_store, prepare
 
     try:
-        store = open_store(url)
+        store = open_store(url, token=token)
     except ValueError as exc:
         raise ConfigError(f"{option}: {exc}") from exc
     try:
@@ -257,15 +261,22 @@ def _pki(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_store(settings: ApiSettings | CollectorSettings) -> Store:
+    """The store of a service's settings, opened and prepared; errors name the setting and its source."""
+    from collector.store import redact
+
+    token = settings.influx_token.get_secret_value() if settings.influx_token is not None else None
+    with _failing_as(f"store at {redact(settings.store_url)}"):
+        return open_store_for_service(settings.store_url, option=settings.describe("store_url"), token=token)
+
+
 def _collector_run(args: argparse.Namespace) -> int:
     from collector.service import Collector, TlsFiles
     from collector.settings import CollectorSettings
-    from collector.store import redact
     from collector.tuning import tune_process
 
     settings = _settings(args, CollectorSettings)
-    with _failing_as(f"store at {redact(settings.store_url)}"):
-        store = open_store_for_service(settings.store_url, option=settings.describe("store_url"))
+    store = _service_store(settings)
     files = TlsFiles(settings.broker_ca_file, settings.broker_cert_file, settings.broker_key_file)
     tls_settings = [
         name for name in ("broker_ca_file", "broker_cert_file", "broker_key_file") if getattr(settings, name)
@@ -365,11 +376,9 @@ def _api_run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.settings import ApiSettings
-    from collector.store import redact
 
     settings = _settings(args, ApiSettings)
-    with _failing_as(f"store at {redact(settings.store_url)}"):
-        store = open_store_for_service(settings.store_url, option=settings.describe("store_url"))
+    store = _service_store(settings)
     app = create_app(store, settings=settings)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from citygw.settings import ServiceSettings
 from collector.owners import OwnerPolicy
@@ -36,6 +36,10 @@ class CollectorSettings(ServiceSettings):
         default=DEFAULT_STORE,
         min_length=1,
         description="where readings are written: sqlite:///path, influxdb://…/db or influxdb2://…",
+    )
+    influx_token: SecretStr | None = Field(
+        default=None,
+        description="InfluxDB v2 API token, for an influxdb2:// store_url without one in its password",
     )
     collector_id: str = Field(
         default="citygw-collector",

@@ -26,12 +26,14 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CITYGW_CORS_ORIGINS", "https://maps.example.org, http://localhost:5173")
     monkeypatch.setenv("CITYGW_FEED_MAX_VEHICLE_AGE_S", "120")
     monkeypatch.setenv("CITYGW_API_PORT", "9000")
-    monkeypatch.setenv("CITYGW_INFLUX_TOKEN", "not ours, ignored")
+    monkeypatch.setenv("CITYGW_INFLUX_TOKEN", "t0ken")
     settings = load_settings()
     assert settings.store_url == "influxdb://citygw:secret@influx.internal:8086/citygw"
     assert settings.cors_origins == ("https://maps.example.org", "http://localhost:5173")
     assert settings.feed_max_vehicle_age_s == 120.0
     assert settings.api_port == 9000
+    assert settings.influx_token is not None
+    assert settings.influx_token.get_secret_value() == "t0ken"
 
 
 def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
