@@ -830,12 +830,35 @@ def _serial_ports() -> str:
     return ", ".join(found) or "none"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from api.settings import ApiSettings
+def _settings_flags(argv: Sequence[str] | None, command: str) -> Callable[[argparse.ArgumentParser], None]:
+    """Adds the flags of ``command``'s settings model (``"api run"``) to its parser, if ``argv`` runs
+    that command (None: every command): importing a model imports its room, which ``citygw --help``
+    and the other commands need not wait for on a Pi."""
     from citygw.settings import add_arguments
-    from collector.settings import CollectorSettings
-    from edge.settings import EdgeSettings
 
+    words = [word for word in argv if not word.startswith("-")][:2] if argv is not None else None
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        if words is not None and words != command.split():
+            return
+        if command.startswith("api"):
+            from api.settings import ApiSettings
+
+            add_arguments(parser, ApiSettings)
+        elif command.startswith("collector"):
+            from collector.settings import CollectorSettings
+
+            add_arguments(parser, CollectorSettings)
+        else:
+            from edge.settings import EdgeSettings
+
+            add_arguments(parser, EdgeSettings)
+
+    return add
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``argv``, only the settings flags of the service it runs are made."""
     parser = argparse.ArgumentParser(prog="citygw", description="CityGW smart-city telemetry gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -936,12 +959,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
     edge_run = edge.add_parser("run", help="run an edge agent")
-    add_arguments(edge_run, EdgeSettings)
+    _settings_flags(argv, "edge run")(edge_run)
     edge_run.set_defaults(func=_edge_run)
     edge_launch = edge.add_parser(
         "launch", help="run the agent of the current release; roll a release that fails its trial back"
     )
-    add_arguments(edge_launch, EdgeSettings)
+    _settings_flags(argv, "edge launch")(edge_launch)
     edge_launch.set_defaults(func=_edge_launch)
     _add_release_parser(sub)
 
@@ -975,12 +998,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     collector_run = collector.add_parser("run", help="run a collector")
-    add_arguments(collector_run, CollectorSettings)
+    _settings_flags(argv, "collector run")(collector_run)
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
     api_run = api.add_parser("run", help="serve the HTTP API")
-    add_arguments(api_run, ApiSettings)
+    _settings_flags(argv, "api run")(api_run)
     api_run.set_defaults(func=_api_run)
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
@@ -1061,7 +1084,8 @@ def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -340,3 +340,23 @@ def test_the_variables_deploy_sets_are_settings_of_the_service(
         used = set(re.findall(r"\bCITYGW_[A-Z0-9_]*[A-Z0-9]", (ROOT / file).read_text(encoding="utf-8")))
         assert used, file
         assert used <= known, f"{file}: {sorted(used - known)} are no {model.service} settings"
+
+
+def test_only_the_service_run_imports_its_settings_model() -> None:
+    """`citygw --help` and the tools stay fast on a Pi: a model imports its room (api/, edge/)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from citygw.cli import build_parser; build_parser({argv!r}); "
+        "models = ('api.settings', 'collector.settings', 'edge.settings'); "
+        "print(sorted(m for m in models if m in sys.modules))"
+    )
+    for argv, imported in (
+        (["keys", "list"], "[]"),
+        (["-v", "collector", "run", "--store", "sqlite:///x"], "['collector.settings']"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", code.format(argv=argv)], capture_output=True, text=True, check=True
+        )
+        assert result.stdout.strip() == imported
