@@ -215,10 +215,11 @@ def _error_line(cls: type[ServiceSettings], error: Any, sources: Mapping[str, So
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -> None:
     """A flag per setting of ``cls`` (absent from the namespace unless given), and ``--config``."""
+    also = "a key of the settings file and a CITYGW_* variable" if cls.has_file else "a CITYGW_* variable"
     group = parser.add_argument_group(
         f"{cls.service} settings",
-        "each also a key of the settings file and a CITYGW_* variable; the command line wins over "
-        "the environment, which wins over the file (docs/configuration.md)",
+        f"each also {also}; the command line wins over the environment, which wins over the file "
+        "(docs/configuration.md)",
     )
     if cls.has_file:
         group.add_argument(
@@ -232,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -
         if field.annotation is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            options["metavar"] = "VALUE"
+            options["metavar"] = "FILE" if field.annotation in (Path, Path | None) else "VALUE"
         text = (field.description or "").replace("%", "%%")
         group.add_argument(
             cls.flag(name), help=f"{text}; ${cls.env_name(name)} (default {show_default(field)})", **options

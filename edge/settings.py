@@ -27,7 +27,8 @@ class EdgeSettings(ServiceSettings):
     file_keys = {"broker_url": BROKER_FILE_KEY}
 
     agent_config: Path = Field(
-        description="the agent config file, YAML (edge/examples/agent.yaml; docs/interfaces.md)",
+        description="the agent config file, YAML (edge/examples/agent.yaml; docs/reference.md, "
+        "Edge agent configuration)",
     )
     broker_url: str | None = Field(
         default=None,
