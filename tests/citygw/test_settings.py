@@ -360,3 +360,51 @@ def test_only_the_service_run_imports_its_settings_model() -> None:
             [sys.executable, "-c", code.format(argv=argv)], capture_output=True, text=True, check=True
         )
         assert result.stdout.strip() == imported
+
+
+def test_api_run_serves_as_its_settings_file_says(tmp_path: Path) -> None:
+    """`citygw api run --config FILE`: the file's port and store, the environment's city, the flag's host."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.services import free_port
+
+    port = free_port()
+    path = tmp_path / "api.toml"
+    path.write_text(
+        f'api_port = {port}\nstore_url = "sqlite:///{tmp_path}/store.sqlite"\n'
+        f'registry_url = "sqlite:///{tmp_path}/registry.sqlite"\nhost = "typo"\n'
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "citygw.cli", "api", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "host: no such api setting; fix: did you mean" in refused.stderr
+    path.write_text(path.read_text().replace('host = "typo"\n', 'city = "kyiv"\n'))
+    # CITYGW_API_PORT beats the file's api_port, and loses to --port.
+    env = dict(os.environ, CITYGW_OPEN_TELEMETRY="true", CITYGW_API_PORT="1")
+    argv = ["api", "run", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen([sys.executable, "-m", "citygw.cli", *argv], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/devices", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the API did not answer within 60 s"
+                time.sleep(0.3)
+        assert response.status_code == 200  # open telemetry, from the environment: no key asked
+        assert (tmp_path / "registry.sqlite").exists()  # the file's registry
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
