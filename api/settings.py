@@ -42,7 +42,7 @@ class ApiSettings(ServiceSettings):
     """Everything the API needs to know that is not code."""
 
     service = "api"
-    cli_flags = {"store_url": "--store", "api_host": "--host", "api_port": "--port"}
+    cli_flags = {"store_url": "--store", "broker_url": "--broker", "api_host": "--host", "api_port": "--port"}
 
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
