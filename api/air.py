@@ -3,7 +3,7 @@
 Pollutants are found by role (``pm2_5``, ``no2``...) in every measurement a profile gives such a
 role, and converted to µg/m³ from the unit the profile gives the field (a gas in ppb by its molar
 mass), whether or not the station is registered. The index takes the averages the EEA defines
-(``citygw.air_quality.AVERAGING_S``): the gases' mean over the past hour, PM's over the past 24
+(``citygw.contract.air_quality.AVERAGING_S``): the gases' mean over the past hour, PM's over the past 24
 hours. Values that are not concentrations (negative sensor noise) are left out.
 """
 
@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from citygw import air_quality
+from citygw.contract import air_quality
 from collector.store.base import Aggregate, TelemetryReader, newest_per_device
 from firmware_bridge.catalogue import RoleCatalogue
 from firmware_bridge.roles import Role

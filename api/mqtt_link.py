@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from api.registry import Registry, live
-from citygw import wire
-from edge.config import BrokerConfig
+from citygw.contract import wire
+from citygw.contract.agent_config import BrokerConfig
 
 log = logging.getLogger(__name__)
 LISTENED = (

@@ -78,7 +78,11 @@ class IssuerKeys:
         if key is not None:
             return key
         if not self._keys:
-            raise TokenRefused("the sign-on's keys cannot be fetched; try again later", status=503)
+            raise TokenRefused(
+                "the sign-on's keys cannot be fetched; try again later",
+                status=503,
+                retry_after_s=JWKS_RETRY_S,
+            )
         raise TokenRefused(f"the token's key id {kid!r} is not one of the issuer's keys")
 
     def _lookup(self, kid: str | None) -> SigningKey | None:

@@ -21,7 +21,7 @@ from api.registry.catalogue import RegisteredDevice
 from api.settings import ApiSettings
 from api.spreadsheet import csv_cell
 from api.timespec import iso
-from citygw import air_quality
+from citygw.contract import air_quality
 from collector.store.base import Point, TelemetryReader, newest_per_device
 from firmware_bridge.catalogue import RoleCatalogue
 from firmware_bridge.roles import ROLES, LampBit, Role

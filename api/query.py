@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 
 from api.settings import ApiSettings
 from api.timespec import iso, parse_duration, parse_instant
-from citygw.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN, is_name
+from citygw.contract.wire import LABEL_PATTERN, MAX_FIELDS_PER_READING, NAME_PATTERN, is_name
 from collector.store.base import Aggregate, TelemetryReader
 
 StartQuery = Annotated[

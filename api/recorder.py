@@ -27,7 +27,7 @@ from api.transit.accuracy import accuracy_points
 from api.transit.accuracy_watch import AccuracyWatch
 from api.transit.feeds import TransitService
 from api.transit.occupancy import Occupancy
-from citygw import wire
+from citygw.contract import wire
 from collector.store.base import FieldValue, Point, PointsRejected, PointWriter, TelemetryReader
 
 log = logging.getLogger(__name__)

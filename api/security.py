@@ -87,11 +87,13 @@ ANONYMOUS = Principal(Role.PUBLIC, "anonymous")
 
 
 class TokenRefused(Exception):
-    """A bearer token that is not accepted: ``status`` 401, or 503 when it cannot be checked now."""
+    """A bearer token that is not accepted: ``status`` 401, or 503 when it cannot be checked now
+    (then ``retry_after_s`` says when to try again)."""
 
-    def __init__(self, message: str, *, status: int = 401) -> None:
+    def __init__(self, message: str, *, status: int = 401, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 def _b64(data: bytes) -> str:
@@ -253,9 +255,8 @@ def _sign_on_principal(oidc: OidcVerifier, token: str, now_ms: int) -> Principal
     except TokenRefused as exc:
         if exc.status == status.HTTP_401_UNAUTHORIZED:
             raise _unauthorized(str(exc)) from None
-        from api.oidc import JWKS_RETRY_S  # not at import: api.oidc is loaded only with sign-on
-
-        raise HTTPException(exc.status, str(exc), headers={"Retry-After": f"{JWKS_RETRY_S:.0f}"}) from None
+        headers = {"Retry-After": f"{exc.retry_after_s:.0f}"} if exc.retry_after_s is not None else None
+        raise HTTPException(exc.status, str(exc), headers=headers) from None
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -1,5 +1,5 @@
 """The API's one settings model: file, ``CITYGW_*`` environment and ``citygw api run`` flags
-(citygw/settings.py layers them; docs/configuration.md lists them), validated once at start-up."""
+(citygw/contract/settings.py layers them; docs/configuration.md lists them), validated once at start-up."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from citygw import air_quality
-from citygw.settings import ServiceSettings, load
-from citygw.settings import SettingsError as SettingsError
-from citygw.water_quality import LIMITS, Limit
+from citygw.contract import air_quality
+from citygw.contract.settings import ServiceSettings, load
+from citygw.contract.settings import SettingsError as SettingsError
+from citygw.contract.water_quality import LIMITS, Limit
 from firmware_bridge.catalogue import RoleCatalogue, catalogue
 from firmware_bridge.profile import ProfileError
 from firmware_bridge.roles import Role
@@ -443,7 +443,7 @@ class ApiSettings(ServiceSettings):
     @field_validator("release_public_keys")
     @classmethod
     def _keys_are_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        from citygw.release import parse_public_key
+        from citygw.contract.release import parse_public_key
 
         for key in keys:
             parse_public_key(key)

@@ -46,11 +46,11 @@ import httpx  # noqa: E402
 from api.registry import open_registry  # noqa: E402
 from api.registry.keys import create_key  # noqa: E402
 from api.security import Role  # noqa: E402
-from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
-from api.transit.simulated_buses import fixes_between, simulate_day  # noqa: E402
 from collector.store.base import Point  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
+from simulators.transit.buses import fixes_between, simulate_day  # noqa: E402
+from simulators.transit.network import network_zip  # noqa: E402
 from tests.services import free_port  # noqa: E402
 
 METERS = 20

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api.air import concentrations_ugm3, station_indices
-from citygw import air_quality
+from citygw.contract import air_quality
 from collector.store import open_store, prepare
 from collector.store.base import Point, newest_per_device
 from firmware_bridge.catalogue import catalogue

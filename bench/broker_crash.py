@@ -34,11 +34,11 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from citygw import wire  # noqa: E402
+from citygw.contract import wire  # noqa: E402
+from citygw.contract.agent_config import AgentConfig  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
 from edge.agent import open_journal  # noqa: E402
-from edge.config import AgentConfig  # noqa: E402
 from edge.publisher import Publisher  # noqa: E402
 from tests.deploy.broker import PASSWORD, SecuredMosquitto  # noqa: E402
 

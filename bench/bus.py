@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.config import Device
+from citygw.contract.agent_config import Device
+from citygw.contract.bus_time import SLOW_EVERY
 from edge.journal import Journal
-from edge.poller import SLOW_EVERY, HealthBoard, ModbusPoller
+from edge.poller import HealthBoard, ModbusPoller
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.planner import ReadRequest, fewest_reads, plan_reads
 from firmware_bridge.profile import Poll, Profile

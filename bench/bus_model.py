@@ -1,6 +1,6 @@
 """Buses for scoring ETAs, driven by a model the predictor knows nothing of (bench/transit.py only).
 
-api/transit/simulated_buses.py drives buses by the rules the predictor assumes (delay carried on,
+simulators/transit/buses.py drives buses by the rules the predictor assumes (delay carried on,
 slack absorbed at the timetable's long dwells), so scoring on it is circular. Here:
 
 - Running time of each stop-to-stop segment: the timetable's, times a time-of-day traffic factor
@@ -15,7 +15,7 @@ slack absorbed at the timetable's long dwells), so scoring on it is circular. He
 - Start: at the first stop on time or, half the time, late by an exponential 60 s on average;
   never before the previous run's arrival plus a 3-minute layover.
 
-The positions are drawn by simulated_buses' GPS renderer (same shapes, noise and tunnel), which
+The positions are drawn by simulators.transit.buses' GPS renderer (same shapes, noise and tunnel), which
 knows nothing of how the rides were made. Everything follows from ``seed``.
 """
 
@@ -28,9 +28,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-from api.transit.fixtures import LINES, TIMEZONE
-from api.transit.simulated_buses import Bus, Ride, blocks_of_day, make_bus
 from api.transit.timetable import Timetable, TripRun
+from simulators.transit.buses import Bus, Ride, blocks_of_day, make_bus
+from simulators.transit.network import LINES, TIMEZONE
 
 ZONE = ZoneInfo(TIMEZONE)
 LAYOVER_S = 180.0

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ingest import make_messages, make_readings  # noqa: E402
-from citygw import wire  # noqa: E402
+from citygw.contract import wire  # noqa: E402
 from collector.convert import EARLIEST_TS_MS, Batch, Received  # noqa: E402
 from collector.fastpath import TelemetryFastPath  # noqa: E402
 from collector.owners import OwnerPolicy  # noqa: E402

@@ -47,8 +47,8 @@ import yaml  # noqa: E402
 from paho.mqtt.client import Client, MQTTMessage  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from citygw import wire  # noqa: E402
-from edge.config import AgentConfig  # noqa: E402
+from citygw.contract import wire  # noqa: E402
+from citygw.contract.agent_config import AgentConfig  # noqa: E402
 from edge.journal import Journal  # noqa: E402
 from edge.publisher import Publisher  # noqa: E402
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp  # noqa: E402

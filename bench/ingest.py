@@ -50,7 +50,7 @@ import httpx  # noqa: E402
 from paho.mqtt.client import Client, MQTTMessage  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from citygw import wire  # noqa: E402
+from citygw.contract import wire  # noqa: E402
 from collector import tuning  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store import Point  # noqa: E402

@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from citygw import wire
-from edge.config import Device
+from citygw.contract import wire
+from citygw.contract.agent_config import Device
 from edge.journal import Journal
 from edge.poller import HealthBoard, ModbusPoller
 from firmware_bridge.modbus import ModbusLine

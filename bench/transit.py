@@ -65,17 +65,17 @@ from api.settings import ApiSettings  # noqa: E402
 from api.transit.accuracy import WINDOWS, Score, Tally, overall, score, tally  # noqa: E402
 from api.transit.accuracy_watch import published_predictions  # noqa: E402
 from api.transit.feeds import FeedKind, TransitService  # noqa: E402
-from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
 from api.transit.history import LearnedTimes, LocalHours, Spread  # noqa: E402
-from api.transit.simulated_buses import Bus, fixes_between  # noqa: E402
 from api.transit.timetable import Timetable  # noqa: E402
 from api.transit.trip_updates import predict  # noqa: E402
 from bench.bus_model import drive_day, segment_times  # noqa: E402
-from citygw import wire  # noqa: E402
+from citygw.contract import wire  # noqa: E402
 from collector.service import Collector  # noqa: E402
 from collector.store.base import Aggregate, DeviceKey, Point, Row, device_key, newest_per_device  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
+from simulators.transit.buses import Bus, fixes_between  # noqa: E402
+from simulators.transit.network import network_zip  # noqa: E402
 from tests.services import Mosquitto, free_port  # noqa: E402
 
 FRIDAY = dt.date(2027, 1, 15)

@@ -37,13 +37,13 @@ sys.path.insert(0, str(REPO))
 
 from api.settings import ApiSettings  # noqa: E402
 from api.transit.feeds import TransitService  # noqa: E402
-from api.transit.fixtures import network_files, zip_files  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
 from api.transit.matching import MatchRules, TripMatch  # noqa: E402
-from api.transit.simulated_buses import Bus, fixes_between, simulate_day, where  # noqa: E402
 from api.transit.source import ZIP_MAX_AGE_S  # noqa: E402
 from api.transit.timetable import Timetable  # noqa: E402
 from collector.store.sqlite import SqliteStore  # noqa: E402
+from simulators.transit.buses import Bus, fixes_between, simulate_day, where  # noqa: E402
+from simulators.transit.network import network_files, zip_files  # noqa: E402
 
 FRIDAY = dt.date(2027, 1, 15)
 STEP_S = 10

@@ -34,12 +34,12 @@ from transit import FRIDAY, PointsInMemory, transit_settings  # noqa: E402
 
 from api.transit.accuracy import window_for  # noqa: E402
 from api.transit.feeds import TransitService  # noqa: E402
-from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
 from api.transit.history import HistoryLearner, LearnedTimes  # noqa: E402
-from api.transit.simulated_buses import fixes_between, simulate_day  # noqa: E402
 from api.transit.timetable import Timetable  # noqa: E402
 from api.transit.trip_updates import predict  # noqa: E402
+from simulators.transit.buses import fixes_between, simulate_day  # noqa: E402
+from simulators.transit.network import network_zip  # noqa: E402
 
 
 def learn(timetable: Timetable, days: int, period_s: int) -> tuple[LearnedTimes, float, int]:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from citygw.errors import ConfigError
+from citygw.contract.errors import ConfigError
 
 if TYPE_CHECKING:
     from api.settings import ApiSettings
-    from citygw.settings import ServiceSettings
+    from citygw.contract.settings import ServiceSettings
     from collector.settings import CollectorSettings
     from collector.store.base import Store
     from firmware_bridge.capture import Exchange
@@ -153,7 +153,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, model: type[SettingsT]) -> SettingsT:
     """The service's settings from its file, the environment and ``args``; their log level applies."""
-    from citygw.settings import load_from_args
+    from citygw.contract.settings import load_from_args
 
     settings = load_from_args(args, model)
     if not args.verbose:
@@ -178,7 +178,7 @@ def _edge_launch(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from citygw import release
+    from citygw.contract import release
 
     if args.action == "keygen":
         path, public = release.keygen(Path(args.dir), args.name)
@@ -834,7 +834,7 @@ def _settings_flags(argv: Sequence[str] | None, command: str) -> Callable[[argpa
     """Adds the flags of ``command``'s settings model (``"api run"``) to its parser, if ``argv`` runs
     that command (None: every command): importing a model imports its room, which ``citygw --help``
     and the other commands need not wait for on a Pi."""
-    from citygw.settings import add_arguments
+    from citygw.contract.settings import add_arguments
 
     words = [word for word in argv if not word.startswith("-")][:2] if argv is not None else None
 

@@ -24,6 +24,7 @@ import uvicorn
 import yaml
 
 import edge
+from citygw.contract.agent_config import AgentConfig
 from citygw.embedded_broker import EmbeddedBroker
 from collector.dead_letter import DEAD_LETTER
 from collector.health import AGENT_HEALTH
@@ -32,15 +33,14 @@ from collector.store import open_store, prepare
 from collector.store.base import StoreError, TelemetryReader
 from collector.tuning import tune_process
 from edge.agent import Agent
-from edge.config import AgentConfig
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty, serve_tcp
 
 if TYPE_CHECKING:
     from api.settings import ApiSettings
     from api.transit.feeds import TransitService
-    from api.transit.simulated_buses import Bus
     from api.transit.timetable import Timetable
+    from simulators.transit.buses import Bus
 
 # The api package is imported where it is used: importing it logs (alembic's plugins at INFO), and
 # a demo that refuses to start says so in one line.

@@ -14,7 +14,7 @@ from api.registry.fleet import active_devices
 from api.registry.keys import create_key, list_keys, revoke_key
 from api.registry.models import Agent, Device
 from api.security import Role
-from edge.config import AgentConfig
+from citygw.contract.agent_config import AgentConfig
 
 DEMO_ACTOR = "citygw demo"
 DEMO_KEY_NAME = "demo admin"

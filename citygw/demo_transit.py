@@ -2,27 +2,32 @@
 
 Every vehicle of today's simulated service (``api.transit.simulated_buses``: late starts, traffic,
 dwell) gets a GPS receiver that follows its block on the real clock, printing NMEA into a
-pseudo-terminal, and a ticket validator on its own RS-485 line; one edge agent per vehicle reads
-both, as a bus's Raspberry Pi does. The API serves the same network as the static GTFS, so the
+pseudo-terminal, and a ticket validator on its own RS-485 line; three in four vehicles also have a
+driver's console on that line, logged in to the trip the vehicle drives (evidence that puts it on its run at
+once after a start; the others are matched from their movement). One edge agent per vehicle reads
+them all, as a bus's Raspberry Pi does. The API serves the same network as the static GTFS, so the
 feeds carry trips, predictions and occupancy as they would in the city.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from api.transit.alerts import ActivePeriod, AlertCreate, InformedEntity
 from api.transit.feeds import Snapshot
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import Bus, simulate_day, where
 from api.transit.timetable import Timetable
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty
 from firmware_bridge.simulators.gps import Track
+from simulators.transit.buses import Bus, simulate_day, where
+from simulators.transit.network import network_zip
 
 TRANSIT_SITE = "lviv-transit"
 
@@ -59,22 +64,76 @@ def track(timetable: Timetable, bus: Bus) -> Track:
     return at
 
 
+def logged_in(timetable: Timetable, bus: Bus, now_s: float) -> tuple[str, str]:
+    """(route_id, trip_id) the driver's console shows at ``now_s``: the run the bus drives or waits to
+    start (its layover), nothing in the depot."""
+    state = where(timetable, bus, now_s)
+    if state is None:
+        return "", ""
+    trip = state.ride.run.trip
+    return trip.route_id, trip.trip_id
+
+
+@contextlib.asynccontextmanager
+async def driven_console(
+    console: ModbusDeviceSimulator, timetable: Timetable, bus: Bus, *, period_s: float = 1.0
+) -> AsyncIterator[None]:
+    """Keep ``console`` logged in to the trip ``bus`` drives, as its driver would, while in the block."""
+
+    def log_in() -> None:
+        route_id, trip_id = logged_in(timetable, bus, time.time())
+        console.set("route_id", route_id)
+        console.set("trip_id", trip_id)
+        console.set("login", 1 if trip_id else 0)
+
+    async def drive() -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            log_in()
+
+    log_in()
+    task = asyncio.create_task(drive(), name=f"console-{bus.vehicle_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def vehicle_agents(
     stack: contextlib.AsyncExitStack, timetable: Timetable, fleet: list[Bus]
 ) -> list[dict[str, Any]]:
     """Start each vehicle's GPS receiver and validator; the configs of the agents that read them."""
     validator_profile = load_profile("ticket_validator")
+    console_profile = load_profile("onboard_console")
     agents = []
-    for bus in fleet:
+    for number, bus in enumerate(fleet):
         gps = await stack.enter_async_context(
             BusGpsSimulator([], track=track(timetable, bus), vehicle_id=bus.vehicle_id)
         )
         validator = ModbusDeviceSimulator(validator_profile, unit=1, animate=True)
-        rs485 = await stack.enter_async_context(serve_serial_pty([validator]))
-        # Half the fleet's consoles say the route; the others are matched from their positions.
+        on_line = [validator]
         vehicle = {"id": bus.vehicle_id, "label": bus.label.replace(" #", "/")}  # '29 #1': no '#' in labels
-        if bus.reports_route:
+        consoles: list[dict[str, Any]] = []
+        if number % 4 != 3:  # three in four have a driver's console; the others are matched by movement
+            console = ModbusDeviceSimulator(console_profile, unit=2)
+            await stack.enter_async_context(driven_console(console, timetable, bus))
+            on_line.append(console)
+            vehicle["console"] = f"{bus.vehicle_id}-console"
+            consoles.append(
+                {
+                    "id": vehicle["console"],
+                    "profile": "onboard_console",
+                    "line": "rs485-validator",
+                    "unit": 2,
+                    "poll_s": 5,
+                    "vehicle": vehicle,
+                }
+            )
+        elif bus.reports_route:  # the depot told its agent the route: narrows the match
             vehicle["route"] = bus.route_id
+        rs485 = await stack.enter_async_context(serve_serial_pty(on_line))
         agents.append(
             {
                 "agent_id": f"vehicle-{bus.vehicle_id}",
@@ -94,6 +153,7 @@ async def vehicle_agents(
                         "poll_s": 15,
                         "vehicle": vehicle,
                     },
+                    *consoles,
                 ],
             }
         )

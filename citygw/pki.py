@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from citygw import wire
-from citygw.errors import ConfigError
+from citygw.contract import wire
+from citygw.contract.errors import ConfigError
 
 # As citygw-broker-users names them; the kind only decides which names are valid.
 Kind = Literal["agent", "collector", "api", "alerts-reader"]

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from citygw import wire
+from citygw.contract import wire
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import DeadLetters, Reason
 from collector.fastpath import TelemetryFastPath
 from collector.field_types import FieldTypes

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from citygw import wire
+from citygw.contract import wire
 from collector.field_types import FieldTypes
 from collector.owners import Owners
 from collector.series_budget import SeriesBudget

@@ -22,7 +22,7 @@ One measurement, two kinds of series (tags are identity only, every value is a f
 
 from __future__ import annotations
 
-from citygw import wire
+from citygw.contract import wire
 from collector.store.base import FieldValue, Point
 
 AGENT_HEALTH = "agent_health"

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-from citygw import wire
+from citygw.contract import wire
 
 
 class OwnerPolicy(StrEnum):

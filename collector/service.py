@@ -78,8 +78,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citygw import wire
-from citygw.tls import client_context
+from citygw.contract import wire
+from citygw.contract.tls import client_context
 from collector.acks import InOrder, agent_acks
 from collector.convert import CHANNELS, Batch, Converter, Received
 from collector.dead_letter import DeadLetterLog, DeadLetters

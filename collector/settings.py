@@ -1,5 +1,5 @@
 """The collector's one settings model: file, ``CITYGW_*`` environment and ``citygw collector run``
-flags (citygw/settings.py layers them; docs/configuration.md lists them), the process tuning of
+flags (citygw/contract/settings.py layers them; docs/configuration.md lists them), the process tuning of
 collector/tuning.py included."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from citygw.settings import ServiceSettings
+from citygw.contract.settings import ServiceSettings
 from collector.owners import OwnerPolicy
 from collector.series_budget import MAX_SERIES_PER_AGENT
 from collector.tuning import GC_YOUNG_THRESHOLD, GIL_SWITCH_INTERVAL_S

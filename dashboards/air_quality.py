@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
-from citygw.air_quality import AVERAGING_S, CURRENT, POLLUTANTS, IndexTable
+from citygw.contract.air_quality import AVERAGING_S, CURRENT, POLLUTANTS, IndexTable
 from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import Steps, city_dashboard, positions_map, rows, time_series

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
-from citygw.errors import ConfigError
+from citygw.contract.errors import ConfigError
 from collector.store import redact
 from dashboards.build import build_all, text
 from firmware_bridge.catalogue import catalogue

@@ -220,7 +220,7 @@ def dashboard(roles: RoleCatalogue | None = None) -> Dashboard:
                     "ok": ((None, BAD), (1, OK)),
                     "quarantined": ((None, OK), (1, WARN)),
                     "last_ok_age": ((None, OK), (300, WARN), (3600, BAD)),
-                    # heartbeat_s is at most 3600 s (edge.config.MAX_HEARTBEAT_S), plus a poll.
+                    # heartbeat_s is at most 3600 s (agent_config.MAX_HEARTBEAT_S), plus a poll.
                     "published_age": ((None, OK), (3900, WARN)),
                 },
                 width=12,

@@ -1,6 +1,6 @@
 """Water: flow, consumption and the night-flow pattern that gives leaks away, every meter model's
 fields by role (flow in m³/h, volumes in m³); the drinking water's quality from the network's probes
-(pH, turbidity, free chlorine) against the limits of ``citygw.water_quality``."""
+(pH, turbidity, free chlorine) against the limits of ``citygw.contract.water_quality``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.builders.timeseries import Panel
 
-from citygw.water_quality import LIMITS, Limit
+from citygw.contract.water_quality import LIMITS, Limit
 from dashboards.by_role import Wanted, sources
 from dashboards.influxql import InfluxQL, matches, tag_values
 from dashboards.panels import BAD, OK, WARN, Steps, city_dashboard, rows, time_series

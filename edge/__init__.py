@@ -1,14 +1,12 @@
 """The CityGW edge agent: polls field devices, journals Readings on disk, publishes them over MQTT."""
 
 from edge.agent import Agent, run_agent
-from edge.config import AgentConfig, AgentConfigError, load_agent_config
+from edge.config_file import load_agent_config
 from edge.journal import Journal
 from edge.publisher import Publisher
 
 __all__ = [
     "Agent",
-    "AgentConfig",
-    "AgentConfigError",
     "Journal",
     "Publisher",
     "load_agent_config",

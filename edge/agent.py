@@ -13,10 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from citygw import wire
-from edge import systemd
-from edge.commands import Commands, Refused
-from edge.config import (
+from citygw.contract import wire
+from citygw.contract.agent_config import (
     AgentConfig,
     AnyLine,
     Device,
@@ -28,8 +26,10 @@ from edge.config import (
     OpcUaLine,
     RtuLine,
     TcpLine,
-    load_agent_config,
 )
+from edge import systemd
+from edge.commands import Commands, Refused
+from edge.config_file import load_agent_config
 from edge.dialin import dialin_listener
 from edge.journal import Journal
 from edge.lorawan import LorawanBridge

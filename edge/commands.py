@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 from pydantic import ValidationError
 
-from citygw import wire
+from citygw.contract import wire
 from edge.poller import LineStopped, ModbusPoller, now_ms
 from firmware_bridge.errors import DeviceError
 from firmware_bridge.modbus import ModbusLine

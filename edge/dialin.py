@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from edge.config import Device, DialinLine, modem_id
+from citygw.contract.agent_config import Device, DialinLine, modem_id
 from firmware_bridge.dialin import DialinListener, UnitProbe, modem_name
 from firmware_bridge.planner import plan_reads
 from firmware_bridge.profile import Profile

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from citygw import wire
+from citygw.contract import wire
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiomqtt
 
-from citygw import wire
-from edge.config import Device, LorawanLine
+from citygw.contract import wire
+from citygw.contract.agent_config import Device, LorawanLine
 from edge.journal import Journal
 from edge.poller import HealthBoard, device_reading, now_ms
 from edge.publisher import Backoff, MqttClient

@@ -18,8 +18,8 @@ import random
 import time
 from collections.abc import Sequence
 
-from citygw import wire
-from edge.config import Device, OpcUaLine
+from citygw.contract import wire
+from citygw.contract.agent_config import Device, OpcUaLine
 from edge.journal import Journal
 from edge.poller import FAILURE_LOG_EVERY_S, HealthBoard, device_reading, now_ms
 from edge.vehicles import Vehicles

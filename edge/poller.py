@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from citygw import wire
-from edge.config import DEFAULT_GPS_PROFILE, Device, NmeaLine
+from citygw.contract import wire
+from citygw.contract.agent_config import DEFAULT_GPS_PROFILE, Device, NmeaLine
+from citygw.contract.bus_time import SLOW_EVERY
 from edge.journal import Journal
 from edge.report import ExceptionReport
 from edge.vehicles import TRIP_FIELD, Vehicles
@@ -48,8 +49,6 @@ from firmware_bridge.profile import DlmsProfile, MbusProfile, NmeaProfile, Poll,
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
-# Slow registers (totals, configuration) are read on the first poll and every this many polls.
-SLOW_EVERY = 10
 # A device that keeps failing the same way is logged again at most this often (seconds).
 FAILURE_LOG_EVERY_S = 300.0
 GPS_REOPEN_S = 2.0

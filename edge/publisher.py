@@ -37,8 +37,8 @@ from typing import TypeVar
 
 import aiomqtt
 
-from citygw import wire
-from edge.config import AgentConfig
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from edge.journal import Batch, Journal
 
 log = logging.getLogger(__name__)

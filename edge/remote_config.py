@@ -3,7 +3,7 @@
 A ``DesiredConfig`` carries the site, lines and devices, and may carry publish, journal (all
 but its path) and health settings; the rest (broker, journal path, remote, update) stays as the
 local file says, and so does a settings section the config leaves out. It is validated by the
-same code as the file (``edge.config.validate_agent_config``), applied without touching lines
+same code as the file (the contract's ``validate_agent_config``), applied without touching lines
 whose settings and devices did not change, and reported on ``config/state`` (retained). Versions
 only go up: a redelivery of a version already handled (applied, refused or rolled back) is a no-op.
 
@@ -32,15 +32,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from citygw import wire
-from edge.config import (
-    AgentConfig,
-    AgentConfigError,
-    Device,
-    Problem,
-    ProfileCheck,
-    validate_agent_config,
-)
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig, AgentConfigError, Device, Problem, ProfileCheck
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.poller import HealthBoard, now_ms
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from citygw import wire
-from edge.config import Device
+from citygw.contract import wire
+from citygw.contract.agent_config import Device
 from firmware_bridge.profile import DlmsProfile, MbusProfile, Profile, ReportRule, report_rule
 
 ANY_CHANGE = ReportRule("change")

@@ -1,6 +1,6 @@
 """The edge agent's process settings: which agent config file, the broker URL, the log level.
 
-Environment (``CITYGW_*``) and ``citygw edge run|launch`` flags (citygw/settings.py layers them;
+Environment (``CITYGW_*``) and ``citygw edge run|launch`` flags (citygw/contract/settings.py layers them;
 docs/configuration.md lists them). What the agent polls and publishes is its agent config file
 (edge/config.py, ``--config``), not these: the broker URL is the one setting of both, the file's
 ``broker.url``, which the environment and then ``--broker`` replace.
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from citygw.settings import ServiceSettings
+from citygw.contract.settings import ServiceSettings
 
 BROKER_FILE_KEY = "broker.url"  # in the agent config file (--config)
 

@@ -33,8 +33,8 @@ from typing import BinaryIO, cast
 import httpx
 from pydantic import ValidationError
 
-from citygw import release, wire
-from edge.config import UpdateSettings
+from citygw.contract import release, wire
+from citygw.contract.agent_config import UpdateSettings
 from edge.launcher import EXIT_RESTART, EXIT_UNHEALTHY, LAUNCHED_ENV
 from edge.publisher import Backoff
 from edge.releases import DOWNLOADS, Releases, Trial

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from citygw import wire
-from edge.config import CONSOLE_FIELDS, Device, Vehicle
+from citygw.contract import wire
+from citygw.contract.agent_config import CONSOLE_FIELDS, Device, Vehicle
 
 _FIELD_VALUE: TypeAdapter[wire.FieldValue] = TypeAdapter(wire.FieldValue)
 TRIP_FIELD = "trip_id"  # the field of a reading that names the trip its vehicle is on

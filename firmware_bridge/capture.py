@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import DecodeError, DeviceExceptionResponse, DeviceTimeout, LineUnavailable
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.planner import ILLEGAL_DATA_ADDRESS, ReadRequest, covering, plan_reads

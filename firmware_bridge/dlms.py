@@ -27,7 +27,7 @@ from gurux_dlms import GXByteBuffer, GXDateTime, GXDLMSClient, GXDLMSException, 
 from gurux_dlms.enums import Authentication, InterfaceType
 from gurux_dlms.objects import GXDLMSClock, GXDLMSData, GXDLMSProfileGeneric, GXDLMSRegister
 
-from citygw.wire import DeviceState, FieldValue
+from citygw.contract.wire import DeviceState, FieldValue
 from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout, LineUnavailable
 from firmware_bridge.profile import DlmsField, DlmsProfile
 

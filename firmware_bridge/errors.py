@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from citygw.wire import DeviceState
+from citygw.contract.wire import DeviceState
 
 # Modbus exception codes as the specification names them.
 EXCEPTION_NAMES: dict[int, str] = {

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from citygw import wire
+from citygw.contract import wire
 from firmware_bridge.profile import LorawanCommand, LorawanField, LorawanProfile
 
 Server = Literal["chirpstack", "tts"]

@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 
 import serial
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import DecodeError, DeviceCrcError, DeviceError, DeviceTimeout, LineUnavailable
 from firmware_bridge.mbus_frames import (
     ACK,

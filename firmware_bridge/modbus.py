@@ -25,7 +25,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import (
     DeviceCrcError,
     DeviceError,

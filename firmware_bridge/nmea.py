@@ -11,7 +11,7 @@ from typing import Any, get_args
 import pynmea2
 import serial_asyncio
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.profile import NmeaProfile, NmeaSentence
 
 KNOT_MPS = 1852 / 3600

@@ -31,7 +31,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from citygw.wire import MAX_TS_MS, DeviceState, FieldValue
+from citygw.contract.wire import MAX_TS_MS, DeviceState, FieldValue
 from firmware_bridge.errors import DeviceError, LineUnavailable
 from firmware_bridge.profile import OPCUA_STANDARD_URI, OpcUaNode, OpcUaProfile
 

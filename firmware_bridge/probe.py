@@ -14,7 +14,7 @@ from itertools import groupby
 
 from pymodbus.client.mixin import ModbusClientMixin
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import (
     DecodeError,
     DeviceCrcError,

@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from citygw.wire import NAME_PATTERN
+from citygw.contract.wire import NAME_PATTERN
 from firmware_bridge.roles import LampBit, Role, role_problem
 
 PROFILES_DIR = Path(__file__).parent / "profiles"

@@ -15,7 +15,7 @@ from typing import Literal
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ModbusException
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import FLOAT_TYPES, INTEGER_TYPES, DataType, RegisterSpec, WordOrder
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from citygw.air_quality import PPB_TO_UGM3
+from citygw.contract.air_quality import PPB_TO_UGM3
 
 
 class Role(StrEnum):

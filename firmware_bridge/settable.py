@@ -8,7 +8,7 @@ Other profiles have nothing settable.
 
 from __future__ import annotations
 
-from citygw import wire
+from citygw.contract import wire
 from firmware_bridge.lorawan import encode_command
 from firmware_bridge.profile import LorawanProfile, Profile
 from firmware_bridge.registers import encode

@@ -11,7 +11,7 @@ import ast
 import re
 from pathlib import Path
 
-from edge.config import CONSOLE_FIELDS
+from citygw.contract.agent_config import CONSOLE_FIELDS
 from firmware_bridge.profile import NMEA_FIX_FIELDS, Profile, available_profiles, load_profile
 from firmware_bridge.roles import Role
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Transit (GPS fixes, drivers' consoles, ticket validators: api/transit, the transport board) reads the
 # transit contract of edge/vehicles.py, and simulators write readings as the devices would.
 OUT_OF_SCOPE = ("api/transit/", "dashboards/transport.py")
-# Words of the wire contract (a located reading's lat/lon, a bus's trip_id: edge.config.CONSOLE_FIELDS)
+# Words of the wire contract (a located reading's lat/lon, a bus's trip_id: agent_config.CONSOLE_FIELDS)
 # or of plain English (an alert's status).
 CONTRACT = {"lat", "lon", "status", *CONSOLE_FIELDS, *NMEA_FIX_FIELDS}
 
@@ -56,7 +56,7 @@ def test_no_model_field_name_in_the_api_or_the_dashboards() -> None:
     paths = [
         *(ROOT / "api").rglob("*.py"),
         *(ROOT / "dashboards").rglob("*.py"),
-        ROOT / "citygw/air_quality.py",
+        ROOT / "citygw/contract/air_quality.py",
     ]
     wrong = {
         str(path.relative_to(ROOT)): named_fields(path, fields)

@@ -11,7 +11,7 @@ from pathlib import Path
 import api
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("citygw", "edge", "firmware_bridge", "collector", "api", "dashboards")
+PACKAGES = ("citygw", "edge", "firmware_bridge", "collector", "api", "dashboards", "simulators")
 
 
 def test_the_wheel_ships_the_city_page(tmp_path: Path) -> None:

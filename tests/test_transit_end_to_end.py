@@ -23,16 +23,17 @@ import pytest
 
 from api.app import create_app
 from api.settings import load_settings
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
 from api.transit.timetable import Timetable, TripRun
+from citygw.contract.agent_config import AgentConfig
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge import poller
 from edge.agent import Agent
-from edge.config import AgentConfig, validate_agent_config
 from firmware_bridge.nmea import GpsFix
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty
+from simulators.transit.network import network_zip
 from tests.services import Mosquitto
 from tests.test_end_to_end import _eventually, _running
 

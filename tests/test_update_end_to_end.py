@@ -30,7 +30,7 @@ from api.app import create_app
 from api.registry import open_registry
 from api.security import Role
 from api.settings import load_settings
-from citygw import release
+from citygw.contract import release
 from collector.store.sqlite import SqliteStore
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.api.factories import bearer, insert_key

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from api.mqtt_link import AgentLink, LinkUnavailable
 from api.registry.models import Alert
 from api.settings import ApiSettings, redact_url
-from citygw import wire
+from citygw.contract import wire
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT_S = 5.0

@@ -10,7 +10,7 @@ from typing import Any
 from api.air import station_indices
 from api.registry.models import Agent
 from api.settings import ApiSettings
-from citygw import air_quality, wire
+from citygw.contract import air_quality, wire
 from collector.store.base import Aggregate, Point, TelemetryReader, newest_per_device
 from firmware_bridge.catalogue import RoleCatalogue
 from firmware_bridge.roles import Role

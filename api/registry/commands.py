@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.registry.database import Registry
 from api.registry.models import Command
-from citygw import wire
+from citygw.contract import wire
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Agents and their devices in the registry, checked as the agent would check its config before a push.
 
-A change is validated by the edge agent's own code (``edge.config.validate_agent_config``: schema,
+A change is validated by the code the agent runs (the contract's ``validate_agent_config``: schema,
 unique ids, unit id clashes on a line, profiles that load, the bus time an RS-485 line can carry),
 so the API refuses exactly what the agent would, with every problem named; nothing is pushed then.
 """
@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, ConfigVersion, Device
-from citygw import wire
-from edge.config import AgentConfig, AgentConfigError, Problem, validate_agent_config
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig, AgentConfigError, Problem
+from citygw.contract.agent_config_check import validate_agent_config
 
 # The agent's broker and journal stay local to it; the check needs placeholders for them.
 _LOCAL_SECTIONS = {"broker": {"url": "mqtt://agent.invalid"}, "journal": {"path": "journal.sqlite"}}

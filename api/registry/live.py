@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.registry import audit
 from api.registry.models import Agent, Command, ConfigVersion, Device, RolloutAgent
-from citygw import wire
+from citygw.contract import wire
 
 UNASSIGNED_SITE = ""
 """Site of an agent heard on the broker before anybody registered it: only admins manage it."""

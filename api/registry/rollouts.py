@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.registry.models import Agent, Release, Rollout, RolloutAgent
-from citygw import release, wire
+from citygw.contract import release, wire
 
 
 @dataclass(frozen=True)

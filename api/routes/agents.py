@@ -33,9 +33,9 @@ from api.registry.models import Agent, ConfigVersion, Device
 from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import EngineerDep, Principal, Role, ensure_site
 from api.timespec import iso
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, DesiredConfig
-from edge.config import DEFAULT_GPS_PROFILE, Line, Location
-from edge.config import Device as DeviceSpec
+from citygw.contract.agent_config import DEFAULT_GPS_PROFILE, Line, Location
+from citygw.contract.agent_config import Device as DeviceSpec
+from citygw.contract.wire import AGENT_ID_PATTERN, LABEL_PATTERN, DesiredConfig
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 

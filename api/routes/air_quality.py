@@ -11,7 +11,7 @@ from api.air import StationIndex, station_indices, worst
 from api.deps import ContextDep, NowMsDep, SettingsDep
 from api.query import invalid
 from api.timespec import iso
-from citygw import air_quality
+from citygw.contract import air_quality
 
 router = APIRouter(prefix="/v1/air-quality", tags=["air quality"])
 

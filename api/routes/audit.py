@@ -13,7 +13,7 @@ from api.registry.models import AuditEntry
 from api.routes.paging import DEFAULT_LIMIT, ID_MAX, CursorQuery, LimitQuery, decode_cursor, trim
 from api.security import AdminDep
 from api.timespec import iso
-from citygw.wire import MAX_TS_MS
+from citygw.contract.wire import MAX_TS_MS
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

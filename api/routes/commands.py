@@ -24,8 +24,8 @@ from api.registry.models import Agent, Command
 from api.security import EngineerDep, ensure_site
 from api.sun import SunEvent, next_sun_event
 from api.timespec import iso, parse_instant
-from citygw import wire
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
+from citygw.contract import wire
+from citygw.contract.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
 from firmware_bridge.overlay import ProfileOverlay, apply_overlay
 from firmware_bridge.profile import AnyProfile, Profile, ProfileError, load_any_profile
 from firmware_bridge.settable import check_set_field

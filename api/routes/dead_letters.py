@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from api.deps import NowMsDep, SettingsDep, StoreDep
 from api.query import EndQuery, StartQuery, time_range
 from api.timespec import iso
-from citygw.wire import AGENT_ID_PATTERN, NAME_PATTERN
+from citygw.contract.wire import AGENT_ID_PATTERN, NAME_PATTERN
 from collector.dead_letter import DEAD_LETTER, REASONS
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])

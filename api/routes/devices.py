@@ -11,7 +11,7 @@ from api.deps import StoreDep
 from api.routes.paging import DEFAULT_LIMIT, CursorQuery, Key, LimitQuery, decode_cursor, trim
 from api.series import descriptive_tags
 from api.timespec import iso
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
+from citygw.contract.wire import AGENT_ID_PATTERN, LABEL_PATTERN, NAME_PATTERN
 from collector.store.base import DeviceKey, FieldValue, Point, TelemetryReader, newest_per_device
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])

@@ -34,7 +34,7 @@ from api.query import (
 )
 from api.spreadsheet import csv_cell
 from api.timespec import iso
-from citygw.wire import NAME_PATTERN
+from citygw.contract.wire import NAME_PATTERN
 from collector.store.base import Aggregate, Row, TelemetryReader, newest_per_device
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])

@@ -12,7 +12,7 @@ from api.registry.keys import UnknownKey, create_key, list_keys, revoke_key
 from api.registry.models import ApiKey
 from api.security import KEY_ID_PATTERN, AdminDep, Role
 from api.timespec import iso
-from citygw.wire import LABEL_PATTERN, Label
+from citygw.contract.wire import LABEL_PATTERN, Label
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

@@ -23,8 +23,8 @@ from api.registry.models import Release, Rollout
 from api.routes.paging import ID_MAX
 from api.security import AdminDep
 from api.timespec import iso
-from citygw import release
-from citygw.wire import AGENT_ID_PATTERN, LABEL_PATTERN
+from citygw.contract import release
+from citygw.contract.wire import AGENT_ID_PATTERN, LABEL_PATTERN
 
 router = APIRouter(tags=["releases"])
 

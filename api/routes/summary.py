@@ -11,7 +11,7 @@ from api.deps import NowMsDep, StoreDep
 from api.routes.devices import device_key, newest_page
 from api.routes.paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, trim
 from api.timespec import iso
-from citygw.wire import NAME_PATTERN
+from citygw.contract.wire import NAME_PATTERN
 from collector.store.base import FieldValue
 
 router = APIRouter(prefix="/v1/summary", tags=["summary"])

@@ -31,7 +31,7 @@ from api.query import (
 )
 from api.series import descriptive_tags
 from api.timespec import iso
-from citygw.wire import NAME_PATTERN
+from citygw.contract.wire import NAME_PATTERN
 from collector.store.base import Aggregate, FieldValue
 from firmware_bridge.catalogue import RoleCatalogue, RoleField
 from firmware_bridge.roles import ROLES, Role, StateClass

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from citygw.wire import NAME_PATTERN, is_name
+from citygw.contract.wire import NAME_PATTERN, is_name
 from collector.store.base import (
     Aggregate,
     DeviceKey,

@@ -15,7 +15,7 @@ from influxdb_client.client.write import point as library_point
 from influxdb_client.client.write.point import Point as LineProtocolPoint
 from influxdb_client.domain.write_precision import WritePrecision
 
-from citygw.wire import ReadingDict
+from citygw.contract.wire import ReadingDict
 from collector.store.base import (
     INT64_MAX,
     INT64_MIN,

@@ -37,7 +37,7 @@ if [ ! -e /etc/citygw/edge.env ]; then
 fi
 
 # Refuse a config that would not start, before systemd tries (exit 2 names file, field and fix).
-"$PREFIX/.venv/bin/python" -c "from edge.config import load_agent_config; load_agent_config('/etc/citygw/agent.yaml')" \
+"$PREFIX/.venv/bin/python" -c "from edge.config_file import load_agent_config; load_agent_config('/etc/citygw/agent.yaml')" \
     || echo "warning: /etc/citygw/agent.yaml does not validate yet; fix it before starting" >&2
 
 install -o root -g root -m 0644 "$SRC/deploy/edge/citygw-edge.service" /etc/systemd/system/citygw-edge.service

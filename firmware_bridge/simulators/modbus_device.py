@@ -17,7 +17,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import (
     BIT_TABLES,

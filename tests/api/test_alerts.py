@@ -19,7 +19,7 @@ from api.registry.live import apply_health, apply_status
 from api.registry.models import Agent, Alert, AuditEntry, Device
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import wire
+from citygw.contract import wire
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, MINUTE_MS, NOW_MS, bearer, on_every_registry, reading

@@ -31,10 +31,10 @@ from api.registry import Registry
 from api.registry.models import Command
 from api.security import Role
 from api.settings import ApiSettings
-from api.transit.fixtures import network_files, network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import fixes_between, simulate_day, validator_point
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import fixes_between, simulate_day, validator_point
+from simulators.transit.network import network_files, network_zip
 from tests.api.factories import MINUTE_MS, NOW_MS, FakeClock, reading, register_device
 from tests.api.transit.conftest import FRIDAY
 from tests.browser import chromium, console_errors, requests_of, screenshot

@@ -19,7 +19,7 @@ from api.registry.live import UNKNOWN_DEVICES_KEPT
 from api.registry.models import Agent
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import wire
+from citygw.contract import wire
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer
 from tests.api.routes.test_agents import AGENT, LINES, LVIV, METER, eventually

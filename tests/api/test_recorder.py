@@ -19,13 +19,13 @@ from api.settings import ApiSettings
 from api.transit.accuracy import MEASUREMENT as ACCURACY_MEASUREMENT
 from api.transit.accuracy import tally_rows
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import Bus, fixes_between, simulate_day, validator_point
 from api.transit.timetable import Timetable
-from citygw import wire
+from citygw.contract import wire
 from collector.store import Aggregate, Point, Row, Store, StoreUnavailable, open_store, prepare
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between, simulate_day, validator_point
+from simulators.transit.network import network_zip
 from tests.api.factories import NOW_MS, FakeClock
 from tests.api.transit.conftest import FRIDAY
 from tests.services import InfluxDB

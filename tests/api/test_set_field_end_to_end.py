@@ -16,7 +16,7 @@ from api import create_app
 from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import wire
+from citygw.contract import wire
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
 from tests.api.factories import ENGINEER_SITE, bearer

@@ -7,11 +7,11 @@ import statistics
 
 import pytest
 
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import Bus, simulate_day
 from api.transit.timetable import Timetable
 from bench.bus_model import drive_day
+from simulators.transit.buses import Bus, simulate_day
+from simulators.transit.network import network_zip
 from tests.api.transit.conftest import FRIDAY
 
 HOLD_DWELL_S = 60  # what api/transit/trip_updates.py takes for a timepoint

@@ -6,13 +6,13 @@ import datetime as dt
 import statistics
 from pathlib import Path
 
-from api.transit.fixtures import network_zip
 from api.transit.gtfs import load_gtfs
 from api.transit.history import HistoryLearner, LocalHours
-from api.transit.simulated_buses import fixes_between
 from bench.bus_model import drive_day, segment_times
 from bench.transit import FRIDAY, weekdays_before
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import fixes_between
+from simulators.transit.network import network_zip
 
 
 def test_history_is_the_weekdays_before_the_scored_friday() -> None:

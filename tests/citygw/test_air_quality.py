@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from citygw.air_quality import (
+from citygw.contract.air_quality import (
     AVERAGING_S,
     EEA_2017,
     EEA_2024,

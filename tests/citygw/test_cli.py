@@ -114,7 +114,7 @@ def test_edge_run_names_file_field_and_fix(tmp_path: Path) -> None:
 def test_services_start_as_the_documented_least_privilege_influxdb_users(tmp_path: Path) -> None:
     """docs/deploy.md: a writer for the collector, a reader for Grafana; not admins (CREATE DATABASE)."""
     from citygw.cli import open_store_for_service
-    from citygw.errors import ConfigError
+    from citygw.contract.errors import ConfigError
     from tests.collector.store.auth_influxdb import WRITER, AuthInfluxDB
 
     server = AuthInfluxDB(tmp_path / "influxdb")
@@ -320,7 +320,7 @@ def test_the_collectors_series_budget_comes_from_the_option_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from citygw.cli import build_parser
-    from citygw.settings import load_from_args
+    from citygw.contract.settings import load_from_args
     from collector.series_budget import MAX_SERIES_PER_AGENT
     from collector.settings import CollectorSettings
 

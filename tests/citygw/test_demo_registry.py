@@ -11,8 +11,8 @@ from api.registry import open_registry
 from api.registry.keys import list_keys
 from api.registry.models import Agent, Device
 from api.security import parse_api_key
+from citygw.contract.agent_config import AgentConfig
 from citygw.demo_registry import DEMO_KEY_NAME, register_city
-from edge.config import AgentConfig
 
 
 def _config(port: str, *devices: str) -> AgentConfig:

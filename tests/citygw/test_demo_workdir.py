@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from citygw.demo import simulated_city
-from edge.config import AgentConfig
 from edge.poller import HealthBoard
 from edge.remote_config import RemoteConfig
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from citygw import release
-from citygw.release import Bundle, Manifest, ReleaseError
+from citygw.contract import release
+from citygw.contract.release import Bundle, Manifest, ReleaseError
 
 
 def _wheel(version: str = "0.2.0", *, pure: bool = True) -> bytes:

@@ -1,6 +1,6 @@
-"""One way to configure every service (citygw/settings.py): defaults < file < environment < command
-line, errors naming the setting, its source and the fix, and docs/configuration.md's table equal to
-the models."""
+"""One way to configure every service (citygw/contract/settings.py): defaults < file < environment
+< command line, errors naming the setting, its source and the fix, and docs/configuration.md's table
+equal to the models."""
 
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ import pytest
 
 from api.settings import ApiSettings
 from citygw.cli import build_parser, main
-from citygw.settings import (
+from citygw.contract.settings import (
     ServiceSettings,
     SettingsError,
     add_arguments,
     load,
     load_from_args,
-    markdown_table,
-    service_models,
 )
+from citygw.settings_table import markdown_table, service_models
 from collector.owners import OwnerPolicy
 from collector.settings import CollectorSettings
-from edge.config import load_agent_config
+from edge.config_file import load_agent_config
 from edge.launcher import Launcher
 from edge.releases import Releases
 from edge.settings import EdgeSettings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from citygw import wire
+from citygw.contract import wire
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,9 +95,9 @@ def test_invalid_batches_are_refused_with_a_reason(raw: str, needle: str) -> Non
 def test_published_schemas_match_the_models() -> None:
     for name, schema in wire.json_schemas().items():
         path = REPO / "docs" / "wire" / name
-        assert path.exists(), f"{path} missing: run `.venv/bin/python -m citygw.wire`"
+        assert path.exists(), f"{path} missing: run `.venv/bin/python -m citygw.contract.wire`"
         assert json.loads(path.read_text()) == schema, (
-            f"{path} is stale: run `.venv/bin/python -m citygw.wire`"
+            f"{path} is stale: run `.venv/bin/python -m citygw.contract.wire`"
         )
 
 
@@ -133,7 +133,7 @@ def test_times_beyond_any_calendar_are_refused() -> None:
 
 def test_citygws_own_tags_are_never_field_names() -> None:
     """Issue 22.1: the collector refuses fields named like a tag; none of CityGW's own may be one."""
-    from edge.config import AGENT_TAGS, CONSOLE_FIELDS, VEHICLE_TAGS
+    from citygw.contract.agent_config import AGENT_TAGS, CONSOLE_FIELDS, VEHICLE_TAGS
     from firmware_bridge.lorawan import FCNT_FIELD, LOST_FIELD, RESET_FIELD, RSSI_FIELD, SNR_FIELD
     from firmware_bridge.profile import NmeaProfile, available_profiles, load_any_profile
 

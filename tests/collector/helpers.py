@@ -13,7 +13,7 @@ from typing import Any
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citygw import wire
+from citygw.contract import wire
 from collector.service import Collector
 from collector.store import PointWriter, Row, Store
 from tests.services import Mosquitto

@@ -10,7 +10,7 @@ import pytest
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import DEAD_LETTER
 from collector.store.base import Point, StoreUnavailable
 from collector.store.sqlite import SqliteStore

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.service import Collector
 from collector.store import Point, StoreUnavailable
 from collector.store.influx_v1 import InfluxV1Store

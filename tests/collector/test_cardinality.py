@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import Reason
 from collector.store import Point, Store
 from collector.store.base import newest_per_device

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import MAX_FUTURE_MS, MAX_PAYLOAD_BYTES, WHOLE_MESSAGE, Batch, Converter, Received
 from collector.dead_letter import DEAD_LETTER, REASONS, DeadLetters, Reason
 from collector.health import AGENT_HEALTH

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import EARLIEST_TS_MS, MAX_FUTURE_MS, Batch, Received
 from collector.dead_letter import Reason
 from collector.fastpath import TelemetryFastPath

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.store import Point
 from collector.store.influx_v1 import InfluxV1Store

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import AGENT_HEALTH, STATE_CODES, DeviceHealthGate, health_points
 from collector.store import Store

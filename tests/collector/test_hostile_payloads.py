@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import MAX_PAYLOAD_BYTES
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.store import Row

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.acks import InOrder, agent_acks
 
 

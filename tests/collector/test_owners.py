@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import EARLIEST_TS_MS, MAX_FUTURE_MS
 from collector.dead_letter import Reason
 from collector.owners import OwnerPolicy

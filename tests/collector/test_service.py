@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import MAX_PAYLOAD_BYTES
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.service import BrokerAddress, Collector

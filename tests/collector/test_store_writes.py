@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from citygw import wire
+from citygw.contract import wire
 from collector.convert import Batch, Converter, Received
 from collector.dead_letter import DEAD_LETTER, DeadLetters, Reason
 from collector.store.base import Point, StoreUnavailable

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from citygw import wire
+from citygw.contract import wire
 from tests.collector.helpers import now_ms
 from tests.collector.test_hostile_payloads import hostile_payloads, many_readings
 

@@ -18,13 +18,13 @@ from api.recorder import VehicleState, command_point, vehicle_point
 from api.registry.models import Command
 from api.transit.accuracy import WINDOWS, Score, accuracy_points, score
 from api.transit.occupancy import Occupancy
-from citygw import wire
-from citygw.wire import FieldValue
+from citygw.contract import wire
+from citygw.contract.agent_config import Device as AgentDevice
+from citygw.contract.agent_config import Location
+from citygw.contract.wire import FieldValue
 from collector.dead_letter import DEAD_LETTER, Reason
 from collector.health import health_points, status_point
 from collector.store import Point, open_store, prepare
-from edge.config import Device as AgentDevice
-from edge.config import Location
 from edge.poller import with_location
 from firmware_bridge.profile import load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator

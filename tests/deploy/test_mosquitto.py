@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.owners import OwnerPolicy
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore

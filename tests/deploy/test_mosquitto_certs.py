@@ -23,7 +23,7 @@ from cryptography import x509
 
 from api.mqtt_link import AgentLink
 from api.registry import open_registry
-from citygw import wire
+from citygw.contract import wire
 from citygw.pki import Pki
 from collector.service import Collector, TlsFiles
 from collector.store.sqlite import SqliteStore

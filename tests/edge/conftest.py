@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import aiomqtt
 import pytest
 
-from citygw import wire
-from edge.config import AgentConfig
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from edge.publisher import MqttClient
 from tests.services import Mosquitto
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 from unittest import mock
 
-from citygw import wire
+from citygw.contract import wire
 from edge import journal as journal_module
 from edge.journal import Journal
 from tests.edge.blackout_disk import FLUSH, HEADER, records

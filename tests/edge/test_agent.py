@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from edge.agent import Agent
 from firmware_bridge.nmea import GpsFix
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty, serve_tcp

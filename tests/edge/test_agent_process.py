@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from citygw import wire
+from citygw.contract import wire
 from tests.edge.conftest import AGENT, watching
 from tests.services import Mosquitto
 

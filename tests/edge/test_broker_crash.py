@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.service import Collector
 from collector.store.influx_v1 import InfluxV1Store
 from edge.agent import open_journal

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citygw import wire
+from citygw.contract import wire
 from edge.commands import Look, Write, judge, looks_for
 from firmware_bridge import dali
 from firmware_bridge.profile import load_profile

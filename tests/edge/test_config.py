@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import BROKER_URL_ENV, AgentConfigError, load_agent_config
+from citygw.contract.agent_config import BROKER_URL_ENV, AgentConfigError
+from edge.config_file import load_agent_config
 
 EXAMPLE = Path(__file__).parents[2] / "edge" / "examples" / "agent.yaml"
 

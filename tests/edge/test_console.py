@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
-from edge.config import AgentConfig, AgentConfigError, Device, validate_agent_config
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig, AgentConfigError, Device
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.poller import device_reading
 from edge.vehicles import Vehicles
 

@@ -14,8 +14,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from citygw import wire
-from edge.config import AgentConfig, NmeaLine, RtuLine, validate_agent_config
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig, NmeaLine, RtuLine
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.poller import GpsPoller, HealthBoard, ModbusPoller
 from edge.vehicles import Vehicles
 from firmware_bridge.modbus import ModbusLine

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from edge.agent import Agent
 from firmware_bridge.simulators.dialin_modem import DialinModem
 from firmware_bridge.simulators.modbus_device import ModbusDeviceSimulator

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge.config import load_agent_config
+from edge.config_file import load_agent_config
 from tests.edge.test_config import accept_aq, base, errors, write
 
 

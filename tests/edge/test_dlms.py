@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
-from edge.config import AgentConfigError, validate_agent_config
 from firmware_bridge.simulators.dlms import DlmsMeterSimulator, SimRegister, serve_dlms_pty, ticking
 from tests.edge.conftest import agent_config, watching
 from tests.edge.test_agent import readings_of, running

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from citygw import wire
-from edge.config import Device
+from citygw.contract import wire
+from citygw.contract.agent_config import Device
 from edge.journal import Journal
 from edge.poller import DlmsPoller, HealthBoard
 from firmware_bridge.dlms import DlmsLine

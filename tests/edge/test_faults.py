@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
-from edge.config import AgentConfig
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_tcp
 from tests.edge.conftest import agent_config, watching
 from tests.edge.tcp_proxy import TcpProxy

@@ -10,8 +10,9 @@ from typing import cast
 
 import pytest
 
-from citygw import wire
-from edge.config import AgentConfigError, Device, NmeaLine, Vehicle, load_agent_config
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfigError, Device, NmeaLine, Vehicle
+from edge.config_file import load_agent_config
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard, reading_tags
 from firmware_bridge.nmea import GpsFix

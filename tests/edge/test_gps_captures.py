@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from citygw import wire
-from edge.config import Device, NmeaLine, Vehicle
+from citygw.contract import wire
+from citygw.contract.agent_config import Device, NmeaLine, Vehicle
 from edge.journal import Journal
 from edge.poller import GpsPoller, HealthBoard
 from tests.edge.test_gps import _Positions

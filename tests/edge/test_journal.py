@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from edge.journal import FIRST_SEQ, Journal, JournalMismatch
 
 
@@ -93,7 +93,7 @@ def test_seq_is_monotonic_across_reopen(tmp_path: Path) -> None:
 
 CRASHING_WRITER = """
 import os, signal, sys
-from citygw import wire
+from citygw.contract import wire
 from edge.journal import Journal
 journal = Journal(sys.argv[1], "pi-1")
 def reading(n):

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from citygw import wire
-from edge.config import Device, Location
+from citygw.contract import wire
+from citygw.contract.agent_config import Device, Location
 from edge.poller import HealthBoard, ModbusPoller, with_location
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.simulators import ModbusDeviceSimulator, serve_serial_pty

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from edge.agent import Agent
-from edge.config import AgentConfigError, load_agent_config, validate_agent_config
+from edge.config_file import load_agent_config
 from edge.poller import now_ms
 from firmware_bridge.simulators.lorawan import NetworkServerSimulator
 from tests.edge.conftest import AGENT, Watcher, agent_config, watching

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
-from edge.config import AgentConfigError, validate_agent_config
 from firmware_bridge.mbus_frames import decode, profile_fields
 from firmware_bridge.profile import load_mbus_profile
 from firmware_bridge.simulators.mbus import MbusMeterSimulator, load_capture, serve_mbus_pty

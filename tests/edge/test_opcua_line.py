@@ -21,11 +21,12 @@ import pytest
 import yaml
 from asyncua.ua.status_codes import StatusCodes
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfigError
+from citygw.contract.agent_config_check import validate_agent_config
 from collector.service import Collector
 from collector.store.sqlite import SqliteStore
 from edge.agent import Agent
-from edge.config import AgentConfigError, validate_agent_config
 from firmware_bridge.simulators.opcua import OpcUaStationSimulator
 from tests.edge.conftest import Watcher, agent_config, watching
 from tests.edge.tcp_proxy import TcpProxy
@@ -321,7 +322,8 @@ async def test_a_half_open_link_to_the_server_is_noticed_and_healed(
 
 
 def test_the_scada_example_config_loads() -> None:
-    from edge.config import OpcUaLine, load_agent_config
+    from citygw.contract.agent_config import OpcUaLine
+    from edge.config_file import load_agent_config
 
     config = load_agent_config(Path(__file__).parents[2] / "edge" / "examples" / "water_scada.yaml")
     line = config.line("scada")

@@ -13,7 +13,7 @@ import aiomqtt
 import pytest
 import yaml
 
-from citygw import wire
+from citygw.contract import wire
 from edge.agent import Agent
 from edge.poller import now_ms
 from firmware_bridge.errors import DeviceError

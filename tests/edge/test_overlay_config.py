@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import AgentConfigError, Problem, load_agent_config
+from citygw.contract.agent_config import AgentConfigError, Problem
+from edge.config_file import load_agent_config
 
 
 def config(*devices: dict[str, Any], lines: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from citygw import wire
-from edge.config import Device
+from citygw.contract import wire
+from citygw.contract.agent_config import Device
 from edge.journal import ROW_OVERHEAD_BYTES, Journal
 from edge.poller import FAST, QUARANTINED, WITH_SLOW, HealthBoard, ModbusPoller, reset_field
 from firmware_bridge.modbus import ModbusLine

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from citygw import wire
-from edge.config import AgentConfig
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from edge.journal import Journal
 from edge.publisher import MqttClient, Publisher
 from tests.edge.conftest import AGENT, Watcher, agent_config, save_sessions, watching

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from citygw import wire
+from citygw.contract import wire
 from edge.agent import open_journal
 from edge.journal import Journal
 from edge.publisher import Publisher

@@ -11,10 +11,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from edge.agent import Agent
 from edge.commands import dali_arc_level, dali_percent, holds
-from edge.config import AgentConfig
 from edge.poller import now_ms
 from firmware_bridge import dali
 from firmware_bridge.profile import PROFILES_DIR, load_profile

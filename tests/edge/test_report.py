@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.config import Device
+from citygw.contract.agent_config import Device
 from edge.report import ExceptionReport, rules_for
 from firmware_bridge.profile import ReportRule, load_profile
 

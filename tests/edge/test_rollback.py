@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from citygw import wire
-from edge.config import AgentConfig
+from citygw.contract import wire
+from citygw.contract.agent_config import AgentConfig
 from edge.poller import HealthBoard, now_ms
 from edge.remote_config import RemoteConfig
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from citygw.pki import Pki
 from edge.journal import Journal
 from edge.publisher import Publisher

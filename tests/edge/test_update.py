@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from citygw import release, wire
-from edge.config import UpdateSettings
+from citygw.contract import release, wire
+from citygw.contract.agent_config import UpdateSettings
 from edge.launcher import EXIT_RESTART, LAUNCHED_ENV
 from edge.releases import Releases
 from edge.update import Updater

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from citygw.wire import DeviceState
+from citygw.contract.wire import DeviceState
 from firmware_bridge.errors import (
     DecodeError,
     DeviceCrcError,

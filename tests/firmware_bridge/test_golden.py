@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.planner import plan_requests
 from firmware_bridge.profile import Poll, available_profiles, load_profile
 from firmware_bridge.simulators import ModbusDeviceSimulator

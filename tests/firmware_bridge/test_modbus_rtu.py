@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from citygw.wire import DeviceState
+from citygw.contract.wire import DeviceState
 from firmware_bridge.errors import DeviceCrcError, DeviceExceptionResponse, DeviceTimeout, LineUnavailable
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.profile import available_profiles

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from citygw.wire import FieldValue
+from citygw.contract.wire import FieldValue
 from firmware_bridge.errors import DecodeError
 from firmware_bridge.profile import RegisterSpec
 from firmware_bridge.registers import BadFieldValue, decode, decode_raw, encode

@@ -21,7 +21,7 @@ from api import create_app
 from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import wire
+from citygw.contract import wire
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer, insert_key, on_every_registry
 from tests.services import Mosquitto
@@ -130,7 +130,7 @@ def test_device_checked_against_the_line_before_anything_is_stored(
         f"/v1/agents/{AGENT}/devices", json={**METER, "id": "meter-3", "unit": 3, "poll_s": 0.05}
     )
     assert too_fast.status_code == 422
-    # The same check as the agent's own (edge.bus_plan): wire time, guard intervals, per line.
+    # The same check as the agent's own (citygw.contract.bus_time): wire time, guard intervals, per line.
     [overload] = too_fast.json()["detail"]["problems"]
     assert overload["field"] == "lines[0]"
     assert "line bus1 needs" in overload["message"]

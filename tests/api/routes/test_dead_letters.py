@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from citygw import wire
+from citygw.contract import wire
 from collector.dead_letter import Reason
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import FakeClock

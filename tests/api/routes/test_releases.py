@@ -16,7 +16,7 @@ from api.registry import Registry, audit, live, rollouts
 from api.registry.models import Agent, Release
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import release, wire
+from citygw.contract import release, wire
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import NOW_MS, FakeClock, bearer
 

@@ -14,7 +14,7 @@ from api import create_app
 from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
-from citygw import wire
+from citygw.contract import wire
 from collector.store.sqlite import SqliteStore
 from tests.api.factories import ENGINEER_SITE, NOW_MS, FakeClock, bearer, on_every_registry
 from tests.api.routes.test_agents import AGENT, CABINET, LINES, LVIV, METER, audit_log, eventually

@@ -16,11 +16,11 @@ from api import create_app
 from api.registry import Registry
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_files, network_zip
 from api.transit.gtfs import load_gtfs
-from api.transit.simulated_buses import Bus, simulate_day
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, simulate_day
+from simulators.transit.network import network_files, network_zip
 from tests.api.factories import FakeClock
 
 FRIDAY = dt.date(2027, 1, 15)  # tests.api.factories.NOW_MS is 10:00 in Lviv that day

@@ -9,9 +9,9 @@ from pathlib import Path
 from api.transit.accuracy import WINDOWS, score, tally
 from api.transit.accuracy_watch import AccuracyWatch
 from api.transit.feeds import TransitService
-from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between
 from tests.api.transit.conftest import FRIDAY
 
 ROUND_S = 30  # CITYGW_RECORD_INTERVAL_S's default

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_files, zip_files
 from api.transit.matching import TripMatch, scheduled_time
-from api.transit.simulated_buses import Bus, fixes_between, where
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between, where
+from simulators.transit.network import network_files, zip_files
 from tests.api.transit.conftest import FRIDAY
 from tests.api.transit.test_matching import HEADWAY_S
 

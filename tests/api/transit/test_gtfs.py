@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from api.transit.fixtures import network_files, network_zip, zip_files
 from api.transit.gtfs import GtfsError, load_gtfs
 from api.transit.timetable import Stop, Timetable
+from simulators.transit.network import network_files, network_zip, zip_files
 from tests.api.transit.conftest import damaged_zip
 
 

@@ -22,10 +22,10 @@ from api.registry import Registry
 from api.security import Role
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_files
 from api.transit.gtfs import GtfsError, load_gtfs
 from api.transit.gtfs_archive import MAX_LINE_BYTES, text_lines
 from collector.store.sqlite import SqliteStore
+from simulators.transit.network import network_files
 from tests.api.factories import bearer
 
 MIB = 1024 * 1024

@@ -27,11 +27,11 @@ from api.transit.history import (
     tracks,
     visits,
 )
-from api.transit.simulated_buses import Bus, Ride, fixes_between
 from api.transit.timetable import Timetable, TripRun
 from collector.store import Store, open_store, prepare
 from collector.store.base import Point, Row
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, Ride, fixes_between
 from tests.api.factories import FakeClock
 from tests.api.transit.conftest import FRIDAY
 from tests.services import InfluxDB

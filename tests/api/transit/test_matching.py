@@ -6,9 +6,9 @@ import datetime as dt
 
 from api.transit.feeds import TransitService
 from api.transit.matching import scheduled_time
-from api.transit.simulated_buses import DETOUR_ROUTE, Bus, fixes_between, where
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import DETOUR_ROUTE, Bus, fixes_between, where
 from tests.api.transit.conftest import FRIDAY
 
 HEADWAY_S = {"T1": 12 * 60, "T6": 10 * 60, "A3": 15 * 60, "A29": 10 * 60}  # weekday daytime

@@ -23,12 +23,12 @@ from gtfs_validator.cli import main as gtfs_validator_main
 
 from api.security import Role
 from api.transit.feeds import TransitService
-from api.transit.fixtures import network_zip, zip_files
 from api.transit.gtfs import load_gtfs
 from api.transit.history import LearnedTimes, LocalHours, Spread
-from api.transit.simulated_buses import Bus, fixes_between, validator_point
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between, validator_point
+from simulators.transit.network import network_zip, zip_files
 from tests.api.factories import FakeClock, bearer
 from tests.api.transit import rules
 from tests.api.transit.test_gtfs import IRVINE

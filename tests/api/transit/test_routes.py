@@ -15,13 +15,13 @@ from api.registry import Registry
 from api.registry.audit import entries
 from api.security import Role
 from api.transit.feeds import TransitService
-from api.transit.fixtures import FEED_VERSION, network_files, zip_files
 from api.transit.matching import scheduled_time
-from api.transit.simulated_buses import Bus, bus_tags, fixes_between, where
 from api.transit.source import ZIP_MAX_AGE_S
 from api.transit.timetable import Timetable
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, bus_tags, fixes_between, where
+from simulators.transit.network import FEED_VERSION, network_files, zip_files
 from tests.api.factories import NOW_MS, FakeClock, bearer
 from tests.api.transit.conftest import damaged_zip
 

@@ -8,9 +8,9 @@ import pytest
 from google.transit import gtfs_realtime_pb2 as rt
 
 from api.transit.feeds import FeedKind, TransitService
-from api.transit.simulated_buses import Bus, fixes_between, validator_point
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between, validator_point
 from tests.api.transit import rules
 from tests.api.transit.conftest import FRIDAY
 

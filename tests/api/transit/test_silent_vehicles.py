@@ -14,9 +14,9 @@ from google.transit import gtfs_realtime_pb2 as rt
 
 from api.settings import ApiSettings
 from api.transit.feeds import FeedKind, TransitService
-from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between
 from tests.api.transit import rules
 from tests.api.transit.conftest import FRIDAY
 

@@ -14,9 +14,9 @@ from api import create_app
 from api.registry import Registry
 from api.settings import ApiSettings
 from api.transit.feeds import TransitService
-from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between
 from tests.api.factories import NOW_MS, FakeClock
 from tests.services import serving
 

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from api.transit.fixtures import latin, network_files
+from simulators.transit.network import latin, network_files
 
 # The examples given in the transliteration table of the Cabinet of Ministers of Ukraine's resolution
 # No. 55 of 27 January 2010 ("Про впорядкування транслітерації українського алфавіту латиницею").

@@ -14,10 +14,10 @@ from api.registry.audit import entries
 from api.security import Role
 from api.settings import ApiSettings
 from api.transit.feeds import FeedKind, TransitService
-from api.transit.simulated_buses import Bus, fixes_between, where
 from api.transit.timetable import Timetable, TripRun
 from collector.store.base import Point
 from collector.store.sqlite import SqliteStore
+from simulators.transit.buses import Bus, fixes_between, where
 from tests.api.factories import NOW_MS, FakeClock, bearer
 
 NOW_S = NOW_MS // 1000

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from citygw import wire
+from citygw.contract import wire
 from collector.store import Point, PointsRejected, StoreError, StoreUnavailable, open_store, prepare
 from collector.store.base import LinesRejected
 from collector.store.influx_v1 import InfluxV1Store

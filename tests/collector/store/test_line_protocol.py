@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from citygw.wire import TELEMETRY_BATCH_DICT, ReadingDict
+from citygw.contract.wire import TELEMETRY_BATCH_DICT, ReadingDict
 from collector.store import Point
 from collector.store.line_protocol import LineEncoder, library_line_protocol
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.config import AgentConfig, Device, Problem, RtuLine
-from edge.poller import SLOW_EVERY
+from citygw.contract.agent_config import AgentConfig, Device, Problem, RtuLine
 from firmware_bridge.overlay import apply_overlay
 from firmware_bridge.planner import plan_reads
 from firmware_bridge.profile import Profile
 from firmware_bridge.timing import SerialLine
 
+# Slow registers (totals, configuration) are read on a device's first poll and every this many polls.
+SLOW_EVERY = 10
 SPARE = 1.1  # a fix leaves this much headroom: the plan at most 1/1.1 of the wire
 
 

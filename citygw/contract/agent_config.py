@@ -1,8 +1,10 @@
-"""The agent's YAML config, validated at the edge of the program.
+"""The agent's config: its schema (sections, lines, devices, overlays, vehicles) and the cross-checks
+a schema cannot express (unique ids, profiles that exist, consoles, reporting by exception).
 
-Every problem is reported as ``FILE: FIELD: what is wrong; fix: what to do``, where FIELD
-is a dotted path such as ``devices[2].line``, so a field engineer can fix the file without
-reading this code.
+The agent reads it from its file (``edge.config_file``) and from pushed configs, the API checks a
+config with it before pushing one; ``agent_config_check.validate_agent_config`` runs it all. Every
+problem is reported as ``FILE: FIELD: what is wrong; fix: what to do``, where FIELD is a dotted path
+such as ``devices[2].line``, so a field engineer can fix the file without reading this code.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from citygw import wire
-from citygw.errors import ConfigError
-from citygw.tls import client_context
+from citygw.contract import wire
+from citygw.contract.errors import ConfigError
+from citygw.contract.tls import client_context
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
-from firmware_bridge.profile import DeadbandError, DeadbandSetting, Profile
+from firmware_bridge.profile import DeadbandSetting, Profile
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -616,7 +617,7 @@ class UpdateSettings(_Section):
     @field_validator("public_keys")
     @classmethod
     def _keys_parse(cls, keys: list[str]) -> list[str]:
-        from citygw.release import parse_public_key
+        from citygw.contract.release import parse_public_key
 
         for index, key in enumerate(keys):
             try:
@@ -684,93 +685,6 @@ class AgentConfigError(ConfigError, ValueError):
 
 
 ProfileCheck = Callable[[str], object]
-
-
-def _default_profile_check(name: str) -> object:
-    from firmware_bridge.profile import load_profile
-
-    return load_profile(name)
-
-
-def load_agent_config(
-    path: str | Path, *, profiles: ProfileCheck | None = None, broker_url: str | None = None
-) -> AgentConfig:
-    """Read, validate and cross-check an agent config file; raises AgentConfigError.
-
-    ``broker_url`` (edge/settings.py: ``--broker``, else ``CITYGW_BROKER_URL``), else that variable,
-    replaces ``broker.url`` (so a URL with a password need not sit in the file). ``profiles`` loads a
-    profile by name (default: ``firmware_bridge.profile.load_profile``) and raises if it does not exist.
-    """
-    file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AgentConfigError(
-            file, [Problem("(file)", f"cannot read it: {exc.strerror}", "check the path")]
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise AgentConfigError(
-            file, [Problem(where, f"not valid YAML: {exc}", "fix the YAML syntax")]
-        ) from exc
-    if not isinstance(raw, dict):
-        raise AgentConfigError(
-            file, [Problem("(file)", "the top level is not a mapping", "start with agent_id: ...")]
-        )
-    env_url = broker_url or os.environ.get(BROKER_URL_ENV)
-    if env_url:
-        broker = raw.get("broker")
-        raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}
-    config = validate_agent_config(raw, file, profiles=profiles, env_url=env_url)
-    problems = check_files(config)
-    if problems:
-        raise AgentConfigError(file, problems)
-    return config
-
-
-def check_files(config: AgentConfig) -> list[Problem]:
-    """Files the config names that the agent must read later (TLS): readable now, or a problem."""
-    fixes = {
-        "ca_file": "give the path of a PEM CA bundle the agent's user can read (relative to the agent's "
-        "working directory), or remove ca_file to trust the system CAs",
-        "cert_file": "give the path of the agent's certificate (citygw pki issue agent ID, docs/deploy.md), "
-        "readable by the agent's user, or remove cert_file and key_file to log in with a password",
-        "key_file": "give the path of the key issued with cert_file, readable by the agent's user (0600)",
-    }
-    problems = []
-    for field, path in config.broker.tls_files.items():
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            problems.append(Problem(f"broker.{field}", f"cannot read {path}: {exc.strerror}", fixes[field]))
-    return problems
-
-
-def validate_agent_config(
-    raw: dict[str, Any], source: Path, *, profiles: ProfileCheck | None = None, env_url: str | None = None
-) -> AgentConfig:
-    """Validate and cross-check a config already parsed (a file, or a remote ``config`` message)."""
-    file = source
-    try:
-        config = AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise AgentConfigError(file, [_problem(error, env_url) for error in exc.errors()]) from None
-    problems = check_references(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_overlays(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_consoles(config, profiles or _default_profile_check)
-    if not problems:
-        problems = check_reporting(config, profiles or _default_profile_check)
-    if not problems:
-        from edge.bus_plan import check_bus_time  # it needs the poller, which needs this module
-
-        problems = check_bus_time(config, profiles or _default_profile_check)
-    if problems:
-        raise AgentConfigError(file, problems)
-    return config
 
 
 def check_references(config: AgentConfig, profiles: ProfileCheck) -> list[Problem]:
@@ -1378,35 +1292,3 @@ def _lorawan_device_problems(
             )
         )
     return problems
-
-
-_FIXES = {
-    "missing": "add it",
-    "extra_forbidden": "remove it or correct its spelling",
-    "string_pattern_mismatch": "use letters, digits and the allowed punctuation only",
-    "union_tag_invalid": "set kind to tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
-    "union_tag_not_found": "add kind: tcp, rtu, nmea, mbus, opcua, lorawan, dialin or dlms",
-}
-
-
-def _problem(error: Any, env_url: str | None) -> Problem:
-    kinds = ("tcp", "rtu", "nmea", "mbus", "opcua", "lorawan", "dialin", "dlms")
-    loc = [part for part in error["loc"] if part not in kinds or error["loc"][0] != "lines"]
-    field = ""
-    for part in loc:
-        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        field += ".kind"
-    if env_url and field.startswith("broker.url"):
-        field += f" (from {BROKER_URL_ENV})"
-    message = str(error["msg"])
-    cause = error.get("ctx", {}).get("error")
-    secret = field.startswith("broker.url") or ".broker.url" in field  # may carry a password
-    if not secret and "input" in error and not isinstance(error["input"], dict | list):
-        message += f" (got {error['input']!r})"
-    fix = _FIXES.get(error["type"], "correct the value")
-    if error["type"] == "string_pattern_mismatch":
-        fix = f"match {error['ctx']['pattern']}"
-    if isinstance(cause, DeadbandError):
-        message, fix = cause.what, cause.fix
-    return Problem(field or "(file)", message, fix)

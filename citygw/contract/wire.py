@@ -304,8 +304,9 @@ class DesiredConfig(_Payload):
     """Payload of ``citygw/v1/<agent>/config`` (retained, written by the API): lines and devices, and
     optionally publish, journal and health settings.
 
-    Each is the section of the agent's YAML config of that name (see edge/config.py); a settings
-    section left out keeps the agent's file's. The broker and the journal's path stay local to the agent.
+    Each is the section of the agent's YAML config of that name (see citygw/contract/agent_config.py); a
+    settings section left out keeps the agent's file's. The broker and the journal's path stay local to
+    the agent.
     """
 
     schema_version: SchemaVersion = Field(default=SCHEMA_VERSION, alias="schema")
@@ -479,7 +480,7 @@ def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
 class UpdateOrder(_Payload):
     """Payload of ``citygw/v1/<agent>/update`` (retained, written by the API): take this signed release.
 
-    ``manifest`` is the exact text the release key signed (citygw/release.py); the agent checks the
+    ``manifest`` is the exact text the release key signed (citygw/contract/release.py); the agent checks the
     signature against the keys its config pins, then fetches the wheel from its ``update.api_url``
     plus ``path`` (HTTP Range: a dropped link resumes), and checks size and sha256.
     """
@@ -550,7 +551,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 
 def write_json_schemas(folder: str = "docs/wire") -> list[str]:
-    """Regenerate the JSON Schema files of the wire contract (``python -m citygw.wire``)."""
+    """Regenerate the JSON Schema files of the wire contract (``python -m citygw.contract.wire``)."""
     import json
     from pathlib import Path
 

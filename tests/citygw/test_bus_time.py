@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.bus_plan import line_load, poll_wire_time, serial_line
-from edge.config import AgentConfigError, Device, RtuLine, load_agent_config
-from edge.poller import SLOW_EVERY
+from citygw.contract.agent_config import AgentConfigError, Device, RtuLine
+from citygw.contract.bus_time import SLOW_EVERY, line_load, poll_wire_time, serial_line
+from edge.config_file import load_agent_config
 from firmware_bridge.modbus import ModbusLine
 from firmware_bridge.planner import plan_reads
 from firmware_bridge.profile import DeviceTiming, load_profile

@@ -5,8 +5,8 @@ collector.settings.CollectorSettings, edge.settings.EdgeSettings). A setting ``n
 ``name`` in the service's file (TOML or YAML, ``--config FILE``), the variable ``CITYGW_NAME`` and
 the flag ``--name`` (or an older flag the model keeps in ``cli_flags``). ``load`` layers the sources
 and remembers where each value came from, so an error names the setting, its source and the fix;
-``add_arguments`` makes the flags from the model. docs/configuration.md's table is ``markdown_table()``
-(a test holds the two equal): ``python -m citygw.settings`` prints it.
+``add_arguments`` makes the flags from the model, ``table_rows`` its rows of docs/configuration.md's
+table (citygw/settings_table.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvError
 
-from citygw.errors import ConfigError
+from citygw.contract.errors import ConfigError
 
 ENV_PREFIX = "CITYGW_"
 FILE_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -290,21 +290,3 @@ def table_rows(cls: type[ServiceSettings]) -> list[str]:
         )
         rows.append("| " + " | ".join(cells) + " |")
     return rows
-
-
-def service_models() -> list[type[ServiceSettings]]:
-    """Every service's settings model, in the table's order."""
-    from api.settings import ApiSettings
-    from collector.settings import CollectorSettings
-    from edge.settings import EdgeSettings
-
-    return [ApiSettings, CollectorSettings, EdgeSettings]
-
-
-def markdown_table() -> str:
-    """docs/configuration.md's table of every setting of every service."""
-    return "\n".join([TABLE_HEAD, *(row for model in service_models() for row in table_rows(model))])
-
-
-if __name__ == "__main__":
-    print(markdown_table())

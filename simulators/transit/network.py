@@ -4,7 +4,7 @@ Two tram and two bus routes, both directions, drawn as street-like shapes throug
 weekday and weekend calendars with a holiday exception; bus 29 runs by headway
 (frequencies.txt, exact_times=0); the last tram of the evening finishes after midnight
 (times past 24:00); timed trips carry the ``block_id`` of the vehicle working them back and forth.
-``python -m api.transit.fixtures PATH`` writes the zip.
+``python -m simulators.transit.network PATH`` writes the zip.
 """
 
 from __future__ import annotations
@@ -423,6 +423,6 @@ def network_zip(*, all_day: bool = False) -> bytes:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m api.transit.fixtures PATH.zip")
+        sys.exit("usage: python -m simulators.transit.network PATH.zip")
     with open(sys.argv[1], "wb") as target:
         target.write(network_zip())

@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from citygw.errors import ConfigError
+from citygw.contract.errors import ConfigError
 
 PACKAGE = "citygw"
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 KEY_PREFIX = "ed25519:"
 MAX_MANIFEST_BYTES = 4096
-PACKAGES = ("citygw", "edge", "firmware_bridge", "collector", "api", "dashboards")
+PACKAGES = ("citygw", "edge", "firmware_bridge", "collector", "api", "dashboards", "simulators")
 _WHEEL_NAME = re.compile(r"^citygw-([^-]+)-py3-none-any\.whl$")
 
 
