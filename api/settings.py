@@ -1,4 +1,5 @@
-"""API settings: environment variables prefixed ``CITYGW_``, validated once at start-up."""
+"""The API's one settings model: file, ``CITYGW_*`` environment and ``citygw api run`` flags
+(citygw/contract/settings.py layers them; docs/configuration.md lists them), validated once at start-up."""
 
 from __future__ import annotations
 
@@ -6,22 +7,19 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from citygw.contract import air_quality
+from citygw.contract.settings import ServiceSettings, load
+from citygw.contract.settings import SettingsError as SettingsError
 from citygw.contract.water_quality import LIMITS, Limit
 from firmware_bridge.catalogue import RoleCatalogue, catalogue
 from firmware_bridge.profile import ProfileError
 from firmware_bridge.roles import Role
 
-ENV_PREFIX = "CITYGW_"
 STORE_SCHEMES = frozenset({"sqlite", "influxdb", "influxdb2", "influxdb+https", "influxdb2+https"})
 _STORE_URL_HELP = "expected sqlite:///path.sqlite, influxdb://[user:pass@]host:port/db or influxdb2://host:port/?org=O&bucket=B"
-
-
-class SettingsError(ValueError):
-    """Settings that cannot work; the message names each environment variable and what is wrong."""
 
 
 def redact_url(url: str, *, keep_path: bool = True) -> str:
@@ -40,16 +38,18 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}"
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(ServiceSettings):
     """Everything the API needs to know that is not code."""
 
-    # Inputs stay out of a ValidationError's text: URLs may carry passwords and tokens.
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
-    )
+    service = "api"
+    cli_flags = {"store_url": "--store", "broker_url": "--broker", "api_host": "--host", "api_port": "--port"}
 
     store_url: str = Field(
         default="sqlite:///var/citygw.sqlite", description="where telemetry is read from (see open_store)"
+    )
+    influx_token: SecretStr | None = Field(
+        default=None,
+        description="InfluxDB v2 API token, for an influxdb2:// store_url without one in its password",
     )
     registry_url: str = Field(
         default="sqlite:///var/citygw-registry.sqlite",
@@ -336,13 +336,11 @@ class ApiSettings(BaseSettings):
     @model_validator(mode="after")
     def _water_limits_ordered(self) -> ApiSettings:
         for name, low, high in (
-            ("PH", self.alert_ph_min, self.alert_ph_max),
-            ("CHLORINE", self.alert_chlorine_min, self.alert_chlorine_max),
+            ("ph", self.alert_ph_min, self.alert_ph_max),
+            ("chlorine", self.alert_chlorine_min, self.alert_chlorine_max),
         ):
             if low is not None and high is not None and low >= high:
-                raise ValueError(
-                    f"CITYGW_ALERT_{name}_MIN ({low:g}) must be below CITYGW_ALERT_{name}_MAX ({high:g})"
-                )
+                raise ValueError(f"alert_{name}_min ({low:g}) must be below alert_{name}_max ({high:g})")
         return self
 
     @model_validator(mode="after")
@@ -351,7 +349,7 @@ class ApiSettings(BaseSettings):
         try:
             self._roles = catalogue(self.profile_dirs)
         except ProfileError as exc:
-            raise ValueError(f"CITYGW_PROFILE_DIRS: {exc}") from exc
+            raise ValueError(f"profile_dirs: {exc}") from exc
         return self
 
     @property
@@ -372,7 +370,7 @@ class ApiSettings(BaseSettings):
         for role, (low, high) in bounds.items():
             if low is not None or high is not None:
                 base = LIMITS[role.value]
-                source = base.source if (low, high) == (base.low, base.high) else "CITYGW_ALERT_* settings"
+                source = base.source if (low, high) == (base.low, base.high) else "alert_* settings"
                 limits[role] = Limit(low, high, base.unit, source)
         return limits
 
@@ -407,26 +405,22 @@ class ApiSettings(BaseSettings):
         if self.oidc_issuer is None:
             return self
         if not self.oidc_audience:
-            raise ValueError(
-                "oidc_issuer is set but not oidc_audience (CITYGW_OIDC_AUDIENCE): both are checked"
-            )
+            raise ValueError("oidc_issuer is set but not oidc_audience: both are checked")
         if (self.oidc_jwks_url is None) == (self.oidc_jwks_file is None):
-            raise ValueError(
-                "with oidc_issuer, set exactly one of CITYGW_OIDC_JWKS_URL and CITYGW_OIDC_JWKS_FILE"
-            )
+            raise ValueError("with oidc_issuer, set exactly one of oidc_jwks_url and oidc_jwks_file")
         if self.oidc_jwks_file is not None and not self.oidc_jwks_file.is_file():
-            raise ValueError(f"CITYGW_OIDC_JWKS_FILE {self.oidc_jwks_file} is not a readable file")
+            raise ValueError(f"oidc_jwks_file {self.oidc_jwks_file} is not a readable file")
         return self
 
     @model_validator(mode="after")
     def _broker_tls_files(self) -> ApiSettings:
         files = {"ca": self.broker_ca_file, "cert": self.broker_cert_file, "key": self.broker_key_file}
         if (self.broker_cert_file is None) != (self.broker_key_file is None):
-            raise ValueError("set both CITYGW_BROKER_CERT_FILE and CITYGW_BROKER_KEY_FILE, or neither")
+            raise ValueError("set both broker_cert_file and broker_key_file, or neither")
         given = {kind: path for kind, path in files.items() if path is not None}
         if given and (self.broker_url is None or urlsplit(self.broker_url).scheme != "mqtts"):
             raise ValueError(
-                "CITYGW_BROKER_CA_FILE, _CERT_FILE and _KEY_FILE need an mqtts:// CITYGW_BROKER_URL"
+                "broker_ca_file, broker_cert_file and broker_key_file need an mqtts:// broker_url"
             )
         for kind, path in given.items():
             try:
@@ -434,7 +428,7 @@ class ApiSettings(BaseSettings):
                     pass
             except OSError as exc:
                 raise ValueError(
-                    f"CITYGW_BROKER_{kind.upper()}_FILE {path}: cannot read it ({exc.strerror}); "
+                    f"broker_{kind}_file {path}: cannot read it ({exc.strerror}); "
                     "give a PEM file the API's user can read"
                 ) from None
         return self
@@ -478,12 +472,5 @@ class ApiSettings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> ApiSettings:
-    """Settings from the environment (``overrides`` win), or SettingsError naming each bad variable."""
-    try:
-        return ApiSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"])
-            lines.append(f"{ENV_PREFIX}{name.upper()} ({name}): {error['msg']}")
-        raise SettingsError("invalid API settings:\n  " + "\n  ".join(lines)) from None
+    """Settings from the environment (``overrides`` win), or SettingsError naming each bad setting."""
+    return load(ApiSettings, overrides=overrides)

@@ -18,17 +18,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from citygw.contract.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collector.owners import OwnerPolicy
+    from api.settings import ApiSettings
+    from citygw.contract.settings import ServiceSettings
+    from collector.settings import CollectorSettings
     from collector.store.base import Store
     from firmware_bridge.capture import Exchange
     from firmware_bridge.modbus import ModbusLine
     from firmware_bridge.profile import Profile
 
+SettingsT = TypeVar("SettingsT", bound="ServiceSettings")
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = "sqlite:///var/citygw.sqlite"
 DEFAULT_REGISTRY = "sqlite:///var/citygw-registry.sqlite"
@@ -51,17 +54,6 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _owner_policy(value: str) -> OwnerPolicy:
-    """An ownership policy (collector/owners.py); argparse applies it to the env's default too."""
-    from collector.owners import OwnerPolicy
-
-    try:
-        return OwnerPolicy(value)
-    except ValueError:
-        choices = ", ".join(policy.value for policy in OwnerPolicy)
-        raise argparse.ArgumentTypeError(f"{value!r} is no ownership policy ({choices})") from None
-
-
 def _port(value: str) -> int:
     """A TCP port number (0: any free port); argparse applies it to a string default (the env) too."""
     if not (value.isascii() and value.isdigit()) or int(value) > 65535:
@@ -75,13 +67,6 @@ class CommandFailed(Exception):
     def __init__(self, line: str, code: int) -> None:
         super().__init__(line)
         self.code = code
-
-
-def _series_budget(value: str) -> int:
-    """Series one agent may create (collector/series_budget.py); applied to the env default too."""
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is no whole number of series of at least 1")
-    return int(value)
 
 
 def _why(exc: BaseException) -> tuple[str, int] | None:
@@ -166,16 +151,30 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(options))
 
 
+def _settings(args: argparse.Namespace, model: type[SettingsT]) -> SettingsT:
+    """The service's settings from its file, the environment and ``args``; their log level applies."""
+    from citygw.contract.settings import load_from_args
+
+    settings = load_from_args(args, model)
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level)
+    return settings
+
+
 def _edge_run(args: argparse.Namespace) -> int:
     from edge.agent import run_agent
+    from edge.settings import EdgeSettings
 
-    return asyncio.run(run_agent(args.config))
+    settings = _settings(args, EdgeSettings)
+    return asyncio.run(run_agent(settings.agent_config, broker_url=settings.broker_url))
 
 
 def _edge_launch(args: argparse.Namespace) -> int:
     from edge.launcher import launch
+    from edge.settings import EdgeSettings
 
-    return launch(args.config)
+    settings = _settings(args, EdgeSettings)
+    return launch(settings.agent_config, env=settings.child_env())
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -202,7 +201,9 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_URL") -> Store:
+def open_store_for_service(
+    url: str, *, option: str = "--store / CITYGW_STORE_URL", token: str | None = None
+) -> Store:
     """Open the store at ``url`` and prepare it (an InfluxDB v1 database is created if missing).
 
     A store that cannot serve this user (no database, no privilege to create it) is a ConfigError;
@@ -212,7 +213,7 @@ def open_store_for_service(url: str, *, option: str = "--store / CITYGW_STORE_UR
     from collector.store import StoreError, StoreUnavailable, open_store, prepare
 
     try:
-        store = open_store(url)
+        store = open_store(url, token=token)
     except ValueError as exc:
         raise ConfigError(f"{option}: {exc}") from exc
     try:
@@ -260,44 +261,47 @@ def _pki(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_store(settings: ApiSettings | CollectorSettings) -> Store:
+    """The store of a service's settings, opened and prepared; errors name the setting and its source."""
+    from collector.store import redact
+
+    token = settings.influx_token.get_secret_value() if settings.influx_token is not None else None
+    with _failing_as(f"store at {redact(settings.store_url)}"):
+        return open_store_for_service(settings.store_url, option=settings.describe("store_url"), token=token)
+
+
 def _collector_run(args: argparse.Namespace) -> int:
     from collector.service import Collector, TlsFiles
-    from collector.store import redact
+    from collector.settings import CollectorSettings
     from collector.tuning import tune_process
 
-    with _failing_as(f"store at {redact(args.store)}"):
-        store = open_store_for_service(args.store)
-    files = TlsFiles(
-        *(
-            Path(path) if path else None
-            for path in (args.broker_ca_file, args.broker_cert_file, args.broker_key_file)
-        )
-    )
+    settings = _settings(args, CollectorSettings)
+    store = _service_store(settings)
+    files = TlsFiles(settings.broker_ca_file, settings.broker_cert_file, settings.broker_key_file)
+    tls_settings = [
+        name for name in ("broker_ca_file", "broker_cert_file", "broker_key_file") if getattr(settings, name)
+    ]
     try:
         collector = Collector(
-            args.broker,
+            settings.broker_url,
             store,
-            client_id=args.client_id,
-            share_group=args.share_group,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-            max_series_per_agent=args.max_series_per_agent,
+            client_id=settings.collector_id,
+            share_group=settings.share_group,
+            metrics_port=settings.metrics_port,
+            metrics_host=settings.metrics_host,
+            max_series_per_agent=settings.max_series_per_agent,
             tls_files=files,
-            owners=args.owners,
-            acks=not args.no_acks,
+            owners=settings.collector_owners,
+            acks=settings.acks,
         )
     except ValueError as exc:  # ssl.SSLError is an OSError, not one of these
-        raise ConfigError(f"--broker / CITYGW_BROKER_URL and its --broker-*-file: {exc}") from exc
+        named = ", ".join(settings.describe(name) for name in ["broker_url", *tls_settings])
+        raise ConfigError(f"{named}: {exc}") from exc
     except OSError as exc:
-        given = {
-            name: path
-            for name, path in (("ca", files.ca_file), ("cert", files.cert_file), ("key", files.key_file))
-            if path is not None
-        }
-        options = " / ".join(f"--broker-{name}-file" for name in given)
-        named = ", ".join(str(path) for path in given.values())
-        raise ConfigError(f"{options or 'the system CAs'} ({named}): {exc}") from exc
-    tune_process()  # the process is the collector's: its GIL switch interval and GC threshold
+        named = ", ".join(f"{settings.describe(name)}: {getattr(settings, name)}" for name in tls_settings)
+        raise ConfigError(f"{named or 'the system CAs'}: {exc}") from exc
+    # The process is the collector's: its GIL switch interval and GC threshold (0: Python's own).
+    tune_process(settings.gil_switch_interval_s or None, settings.gc_young_threshold or None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with collector, contextlib.suppress(KeyboardInterrupt):
@@ -371,11 +375,12 @@ def _api_run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from collector.store import redact
+    from api.settings import ApiSettings
 
-    with _failing_as(f"store at {redact(args.store)}"):
-        store = open_store_for_service(args.store)
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info")
+    settings = _settings(args, ApiSettings)
+    store = _service_store(settings)
+    app = create_app(store, settings=settings)
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
     return 0
 
 
@@ -825,9 +830,35 @@ def _serial_ports() -> str:
     return ", ".join(found) or "none"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from collector.series_budget import MAX_SERIES_PER_AGENT  # a few lines, no dependencies
+def _settings_flags(argv: Sequence[str] | None, command: str) -> Callable[[argparse.ArgumentParser], None]:
+    """Adds the flags of ``command``'s settings model (``"api run"``) to its parser, if ``argv`` runs
+    that command (None: every command): importing a model imports its room, which ``citygw --help``
+    and the other commands need not wait for on a Pi."""
+    from citygw.contract.settings import add_arguments
 
+    words = [word for word in argv if not word.startswith("-")][:2] if argv is not None else None
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        if words is not None and words != command.split():
+            return
+        if command.startswith("api"):
+            from api.settings import ApiSettings
+
+            add_arguments(parser, ApiSettings)
+        elif command.startswith("collector"):
+            from collector.settings import CollectorSettings
+
+            add_arguments(parser, CollectorSettings)
+        else:
+            from edge.settings import EdgeSettings
+
+            add_arguments(parser, EdgeSettings)
+
+    return add
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``argv``, only the settings flags of the service it runs are made."""
     parser = argparse.ArgumentParser(prog="citygw", description="CityGW smart-city telemetry gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -928,12 +959,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     edge = sub.add_parser("edge", help="edge agent").add_subparsers(dest="action", required=True)
     edge_run = edge.add_parser("run", help="run an edge agent")
-    edge_run.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    _settings_flags(argv, "edge run")(edge_run)
     edge_run.set_defaults(func=_edge_run)
     edge_launch = edge.add_parser(
         "launch", help="run the agent of the current release; roll a release that fails its trial back"
     )
-    edge_launch.add_argument("--config", required=True, help="agent YAML file (see edge/examples/agent.yaml)")
+    _settings_flags(argv, "edge launch")(edge_launch)
     edge_launch.set_defaults(func=_edge_launch)
     _add_release_parser(sub)
 
@@ -967,64 +998,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     collector_run = collector.add_parser("run", help="run a collector")
-    collector_run.add_argument("--broker", default=_env("CITYGW_BROKER_URL", DEFAULT_BROKER))
-    collector_run.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE))
-    collector_run.add_argument(
-        "--share-group", default=os.environ.get("CITYGW_SHARE_GROUP"), help="MQTT shared subscription group"
-    )
-    collector_run.add_argument("--client-id", default=_env("CITYGW_COLLECTOR_ID", "citygw-collector"))
-    for name, what in (
-        ("ca", "CA of the broker's certificate for mqtts:// (default: the system CAs)"),
-        ("cert", "this collector's certificate, for the broker's certificate listener (citygw pki)"),
-        ("key", "the key of --broker-cert-file"),
-    ):
-        env = f"CITYGW_BROKER_{name.upper()}_FILE"
-        collector_run.add_argument(
-            f"--broker-{name}-file", default=os.environ.get(env), help=f"{what}, ${env}"
-        )
-    collector_run.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=os.environ.get("CITYGW_METRICS_PORT") or None,
-        help="serve Prometheus metrics on http://HOST:PORT/metrics, $CITYGW_METRICS_PORT (default: off)",
-    )
-    collector_run.add_argument(
-        "--metrics-host",
-        default=_env("CITYGW_METRICS_HOST", "127.0.0.1"),
-        help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
-    )
-    collector_run.add_argument(
-        "--max-series-per-agent",
-        type=_series_budget,
-        default=_env("CITYGW_MAX_SERIES_PER_AGENT", str(MAX_SERIES_PER_AGENT)),
-        help="series (measurement, device, tags) one agent may create; readings of a new series beyond "
-        f"them are dead letters, $CITYGW_MAX_SERIES_PER_AGENT (default {MAX_SERIES_PER_AGENT})",
-    )
-    collector_run.add_argument(
-        "--owners",
-        type=_owner_policy,
-        default=_env("CITYGW_COLLECTOR_OWNERS", "off"),
-        help="hold agents to their pushed config: the devices and vehicles they speak for, their site "
-        "(known: agents that have one; strict: every agent), $CITYGW_COLLECTOR_OWNERS (default off)",
-    )
-    collector_run.add_argument(
-        "--no-acks",
-        action="store_true",
-        help="publish no end-to-end acks (citygw/v1/<agent>/ack) to the agents: for a broker whose roles "
-        "do not let the collector publish them yet; agents then take the broker's PUBACK as final",
-    )
+    _settings_flags(argv, "collector run")(collector_run)
     collector_run.set_defaults(func=_collector_run)
 
     api = sub.add_parser("api", help="HTTP API").add_subparsers(dest="action", required=True)
     api_run = api.add_parser("run", help="serve the HTTP API")
-    api_run.add_argument("--store", default=_env("CITYGW_STORE_URL", DEFAULT_STORE))
-    api_run.add_argument("--host", default=_env("CITYGW_API_HOST", "127.0.0.1"))
-    api_run.add_argument(
-        "--port",
-        type=_port,
-        default=_env("CITYGW_API_PORT", "8000"),
-        help="API port, $CITYGW_API_PORT (default 8000)",
-    )
+    _settings_flags(argv, "api run")(api_run)
     api_run.set_defaults(func=_api_run)
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
@@ -1105,7 +1084,8 @@ def _add_pki_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

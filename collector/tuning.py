@@ -2,8 +2,9 @@
 
 They belong to the process, not to one ``Collector``: a library class that changed them would
 change them for everything else in the process (the demo runs the API beside its collector,
-tests run many collectors). The entry points (``citygw collector run``, the demo, bench/ingest.py)
-call ``tune_process`` once before they start their collector.
+tests run many collectors). The entry points (``citygw collector run``, with the values of its
+settings (collector/settings.py), the demo, bench/ingest.py) call ``tune_process`` once before they
+start their collector.
 
 - GIL switch interval: each time the store answers, a writer thread needs the GIL back from the
   converter; at Python's default 5 ms a busy converter halved the write rate (collector/README.md,

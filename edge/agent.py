@@ -486,12 +486,13 @@ def open_journal(config: AgentConfig) -> Journal:
     )
 
 
-async def run_agent(config_path: str | Path) -> int:
-    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``).
+async def run_agent(config_path: str | Path, *, broker_url: str | None = None) -> int:
+    """Load the config file and run the agent until SIGTERM or Ctrl-C (``citygw edge run``);
+    ``broker_url`` replaces the file's (edge/settings.py).
 
     Returns the exit code: 0, or the launcher's EXIT_RESTART / EXIT_UNHEALTHY (edge/launcher.py).
     """
-    agent = Agent(load_agent_config(config_path))
+    agent = Agent(load_agent_config(config_path, broker_url=broker_url))
     task = asyncio.current_task()
     assert task is not None
     # systemd stops with SIGTERM: shut down like Ctrl-C (say offline, close the journal).

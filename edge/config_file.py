@@ -16,12 +16,14 @@ from citygw.contract.agent_config import BROKER_URL_ENV, AgentConfig, AgentConfi
 from citygw.contract.agent_config_check import validate_agent_config
 
 
-def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None) -> AgentConfig:
+def load_agent_config(
+    path: str | Path, *, profiles: ProfileCheck | None = None, broker_url: str | None = None
+) -> AgentConfig:
     """Read, validate and cross-check an agent config file; raises AgentConfigError.
 
-    ``CITYGW_BROKER_URL`` in the environment replaces ``broker.url`` (so a URL with a
-    password need not sit in the file). ``profiles`` loads a profile by name (default:
-    ``firmware_bridge.profile.load_profile``) and raises if it does not exist.
+    ``broker_url`` (edge/settings.py: ``--broker``, else ``CITYGW_BROKER_URL``), else that variable,
+    replaces ``broker.url`` (so a URL with a password need not sit in the file). ``profiles`` loads a
+    profile by name (default: ``firmware_bridge.profile.load_profile``) and raises if it does not exist.
     """
     file = Path(path)
     try:
@@ -40,7 +42,7 @@ def load_agent_config(path: str | Path, *, profiles: ProfileCheck | None = None)
         raise AgentConfigError(
             file, [Problem("(file)", "the top level is not a mapping", "start with agent_id: ...")]
         )
-    env_url = os.environ.get(BROKER_URL_ENV)
+    env_url = broker_url or os.environ.get(BROKER_URL_ENV)
     if env_url:
         broker = raw.get("broker")
         raw["broker"] = {**(broker if isinstance(broker, dict) else {}), "url": env_url}

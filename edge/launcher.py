@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -61,8 +62,10 @@ class Launcher:
         *,
         python: str = sys.executable,
         start_grace_s: float = START_GRACE_S,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.config_path = config_path
+        self.env = dict(env or {})
         self.releases = releases
         self.python = python
         self.start_grace_s = start_grace_s
@@ -72,6 +75,7 @@ class Launcher:
     def command(self) -> tuple[list[str], dict[str, str], str | None]:
         """The child's command line, environment and release (None: the installed package)."""
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WATCHDOG_PID")}
+        env.update(self.env)
         env[LAUNCHED_ENV] = "1"
         version = self.releases.current()
         if version is not None:
@@ -150,10 +154,11 @@ class Launcher:
         self.releases.roll_back(trial, reason)
 
 
-def launch(config_path: str | Path) -> int:
-    """``citygw edge launch --config FILE``: run the agent under the launcher until SIGTERM."""
+def launch(config_path: str | Path, env: Mapping[str, str] | None = None) -> int:
+    """``citygw edge launch --config FILE``: run the agent under the launcher until SIGTERM; ``env``:
+    settings for the agent (edge/settings.py EdgeSettings.child_env)."""
     path = Path(config_path)
-    launcher = Launcher(path, Releases(releases_of(path)))
+    launcher = Launcher(path, Releases(releases_of(path)), env=env)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, launcher.stop)
     return launcher.run()

@@ -43,8 +43,11 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, token: str | None = None) -> Store:
     """The store named by ``url``; ValueError names the bad part and the expected form.
+
+    ``token``: an InfluxDB v2 token for a URL without one (the services' ``influx_token`` setting);
+    None: ``$CITYGW_INFLUX_TOKEN`` (tools such as ``citygw dashboards preview``).
 
     Opening does no network I/O; call ``InfluxV1Store.ensure_database()`` at start-up to create
     the database of a v1 store.
@@ -70,7 +73,7 @@ def open_store(url: str) -> Store:
     http_url = f"{'https' if tls else 'http'}://{host}:{port}"
     if base == "influxdb":
         return _open_influx_v1(url, parts, http_url)
-    return _open_influx_v2(url, parts, http_url)
+    return _open_influx_v2(url, parts, http_url, token)
 
 
 def prepare(store: Store) -> None:
@@ -118,7 +121,7 @@ def _open_influx_v1(url: str, parts: SplitResult, http_url: str) -> Store:
     return InfluxV1Store(http_url, database, username=username, password=password, gzip=gzip[0] == "true")
 
 
-def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
+def _open_influx_v2(url: str, parts: SplitResult, http_url: str, given_token: str | None) -> Store:
     from collector.store.influx_v2 import InfluxV2Store
 
     if parts.path not in ("", "/"):
@@ -138,11 +141,14 @@ def _open_influx_v2(url: str, parts: SplitResult, http_url: str) -> Store:
         if len(given) != 1 or not given[0]:
             raise ValueError(f"store URL {redact(url)!r}: missing {name}=; expected {_FORMS['influxdb2']}")
         values[name] = given[0]
-    token = unquote(parts.password) if parts.password else os.environ.get(TOKEN_ENV, "")
+    if parts.password:
+        token = unquote(parts.password)
+    else:
+        token = given_token if given_token is not None else os.environ.get(TOKEN_ENV, "")
     if not token:
         raise ValueError(
-            f"store URL {redact(url)!r}: no token; put it in the URL password or ${TOKEN_ENV}; "
-            f"expected {_FORMS['influxdb2']}"
+            f"store URL {redact(url)!r}: no token; put it in the URL password or influx_token "
+            f"(${TOKEN_ENV}); expected {_FORMS['influxdb2']}"
         )
     retention = query.get("retention", [None])
     if len(retention) != 1 or (retention[0] is not None and not _is_duration(retention[0])):

@@ -431,5 +431,5 @@ def test_water_quality_limits_and_bin_threshold_come_from_the_settings(
         alert_bin_full_window_s=600,
     )
     assert subjects(evaluate(registry, store, eu, NOW_MS)) == {("raised", "bin_full", "bin-1")}
-    with pytest.raises(ValidationError, match="CITYGW_ALERT_PH_MIN"):
+    with pytest.raises(ValidationError, match="alert_ph_min"):
         ApiSettings(registry_url="sqlite://", alert_ph_min=9, alert_ph_max=8)

@@ -1,4 +1,5 @@
-"""ApiSettings: CITYGW_* environment variables, and clear refusals of nonsense."""
+"""ApiSettings: CITYGW_* environment variables, and clear refusals of nonsense naming the setting,
+where its value came from and the fix."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CITYGW_CORS_ORIGINS", "https://maps.example.org, http://localhost:5173")
     monkeypatch.setenv("CITYGW_FEED_MAX_VEHICLE_AGE_S", "120")
     monkeypatch.setenv("CITYGW_API_PORT", "9000")
-    monkeypatch.setenv("CITYGW_INFLUX_TOKEN", "not ours, ignored")
+    monkeypatch.setenv("CITYGW_INFLUX_TOKEN", "t0ken")
     settings = load_settings()
     assert settings.store_url == "influxdb://citygw:secret@influx.internal:8086/citygw"
     assert settings.cors_origins == ("https://maps.example.org", "http://localhost:5173")
     assert settings.feed_max_vehicle_age_s == 120.0
     assert settings.api_port == 9000
+    assert settings.influx_token is not None
+    assert settings.influx_token.get_secret_value() == "t0ken"
 
 
 def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +47,8 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         (
             "CITYGW_FEED_MAX_VEHICLE_AGE_S",
             "-1",
-            "CITYGW_FEED_MAX_VEHICLE_AGE_S (feed_max_vehicle_age_s): Input should be greater than 0",
+            "feed_max_vehicle_age_s (environment CITYGW_FEED_MAX_VEHICLE_AGE_S): Input should be greater "
+            "than 0; fix: change or unset CITYGW_FEED_MAX_VEHICLE_AGE_S",
         ),
         ("CITYGW_FEED_MAX_VEHICLE_AGE_S", "soon", "CITYGW_FEED_MAX_VEHICLE_AGE_S"),
         ("CITYGW_STORE_URL", "postgres://db/citygw", "unknown store scheme 'postgres'"),
@@ -131,7 +135,7 @@ def test_a_webhook_url_is_shown_without_its_path(url: str, redacted: str) -> Non
 
 
 def test_typos_in_arguments_are_refused() -> None:
-    with pytest.raises(SettingsError, match="CITYGW_FEED_MAX_AGE"):
+    with pytest.raises(SettingsError, match="feed_max_age: no such api setting"):
         load_settings(feed_max_age=90)
 
 
@@ -144,18 +148,18 @@ def test_the_broker_tls_files_are_checked_at_start(tmp_path: Path) -> None:
     cert.write_text("-----BEGIN CERTIFICATE-----\n")
     tls_url = "mqtts://127.0.0.1:8884"
     for settings, says in (
-        ({"broker_url": tls_url, "broker_cert_file": cert}, "set both CITYGW_BROKER_CERT_FILE and"),
+        ({"broker_url": tls_url, "broker_cert_file": cert}, "set both broker_cert_file and"),
         (
             {"broker_url": "mqtt://127.0.0.1:1883", "broker_cert_file": cert, "broker_key_file": cert},
             "mqtts://",
         ),
-        ({"broker_cert_file": cert, "broker_key_file": cert}, "need an mqtts:// CITYGW_BROKER_URL"),
+        ({"broker_cert_file": cert, "broker_key_file": cert}, "need an mqtts:// broker_url"),
         (
             {"broker_url": tls_url, "broker_cert_file": cert, "broker_key_file": key},
-            f"CITYGW_BROKER_KEY_FILE {key}: cannot read it (No such file or directory)",
+            f"broker_key_file {key}: cannot read it (No such file or directory)",
         ),
     ):
-        with pytest.raises(SettingsError, match="invalid API settings") as refused:
+        with pytest.raises(SettingsError, match="invalid api settings") as refused:
             load_settings(**settings)
         assert says in str(refused.value)
     key.write_text("-----BEGIN PRIVATE KEY-----\n")

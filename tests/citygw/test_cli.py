@@ -88,7 +88,7 @@ def test_probe_of_a_port_or_host_that_is_not_there_is_one_line_and_exit_2(
     [
         (("probe", "--tcp", "nonsense"), "expected HOST:PORT"),
         (("probe", "--tcp", "127.0.0.1:502", "--profile", "no_such_device"), "no_such_device"),
-        (("collector", "run", "--store", "mysql://x"), "CITYGW_STORE_URL"),
+        (("collector", "run", "--store", "mysql://x"), "store_url (command line --store)"),
     ],
 )
 def test_bad_settings_exit_2_with_the_fix(args: tuple[str, ...], needle: str) -> None:
@@ -132,7 +132,7 @@ def test_services_start_as_the_documented_least_privilege_influxdb_users(tmp_pat
     finally:
         server.stop()
     assert result.returncode == 2, result.stderr
-    assert "CITYGW_STORE_URL" in result.stderr
+    assert "store_url (command line --store)" in result.stderr
     assert "GRANT WRITE" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -170,7 +170,7 @@ def test_collector_run_serves_its_metrics_on_the_port_asked(
 def test_a_bad_metrics_port_exits_2() -> None:
     result = _citygw("collector", "run", "--metrics-port", "http")
     assert result.returncode == 2
-    assert "--metrics-port" in result.stderr
+    assert "metrics_port (command line --metrics-port): Input should be a valid integer" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -180,14 +180,15 @@ def test_a_bad_api_port_in_the_environment_fails_only_the_api_and_says_so() -> N
     assert helped.returncode == 0, helped.stderr
     result = _citygw("api", "run", env=env)
     assert result.returncode == 2
-    assert "--port: 'abc' is no TCP port" in result.stderr
+    assert "api_port (environment CITYGW_API_PORT): Input should be a valid integer" in result.stderr
+    assert "fix: change or unset CITYGW_API_PORT" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_an_api_port_out_of_range_exits_2() -> None:
     result = _citygw("api", "run", "--port", "99999")
     assert result.returncode == 2
-    assert "--port: '99999' is no TCP port" in result.stderr
+    assert "api_port (command line --port): Input should be less than or equal to 65535" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -319,16 +320,25 @@ def test_the_collectors_series_budget_comes_from_the_option_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from citygw.cli import build_parser
+    from citygw.contract.settings import load_from_args
     from collector.series_budget import MAX_SERIES_PER_AGENT
+    from collector.settings import CollectorSettings
 
-    parse = build_parser().parse_args
-    assert parse(["collector", "run"]).max_series_per_agent == MAX_SERIES_PER_AGENT
-    assert parse(["collector", "run", "--max-series-per-agent", "250"]).max_series_per_agent == 250
+    def budget(*args: str) -> int:
+        parsed = build_parser().parse_args(["collector", "run", *args])
+        return load_from_args(parsed, CollectorSettings).max_series_per_agent
+
+    assert budget() == MAX_SERIES_PER_AGENT
+    assert budget("--max-series-per-agent", "250") == 250
     monkeypatch.setenv("CITYGW_MAX_SERIES_PER_AGENT", "40")
-    assert build_parser().parse_args(["collector", "run"]).max_series_per_agent == 40
+    assert budget() == 40
+    assert budget("--max-series-per-agent", "250") == 250
     result = _citygw("collector", "run", "--max-series-per-agent", "0")
     assert result.returncode == 2
-    assert "--max-series-per-agent: '0' is no whole number of series of at least 1" in result.stderr
+    assert (
+        "max_series_per_agent (command line --max-series-per-agent): "
+        "Input should be greater than or equal to 1" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -339,7 +349,11 @@ def test_collector_run_names_the_broker_tls_file_it_cannot_use(
     missing = tmp_path / "svc.collector-1.crt"
     files = ["--broker-cert-file", str(missing), "--broker-key-file", str(missing)]
     for broker, says in (
-        ("mqtts://127.0.0.1:8884", f"--broker-cert-file / --broker-key-file ({missing}, {missing}): "),
+        (
+            "mqtts://127.0.0.1:8884",
+            f"broker_cert_file (command line --broker-cert-file): {missing}, "
+            f"broker_key_file (command line --broker-key-file): {missing}: ",
+        ),
         ("mqtt://127.0.0.1:1883", "need mqtts://"),
     ):
         code = main(["collector", "run", "--broker", broker, "--store", store, *files])
@@ -393,7 +407,10 @@ def test_collector_run_holds_agents_to_their_configs_when_asked(
 def test_a_bad_ownership_policy_exits_2_and_names_the_choices() -> None:
     result = _citygw("collector", "run", env=dict(os.environ, CITYGW_COLLECTOR_OWNERS="yes"))
     assert result.returncode == 2
-    assert "--owners: 'yes' is no ownership policy (off, known, strict)" in result.stderr
+    assert (
+        "collector_owners (environment CITYGW_COLLECTOR_OWNERS): Input should be 'off', 'known' or 'strict'"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -63,6 +63,20 @@ def test_influxdb_v2_token_from_url_or_environment(monkeypatch: pytest.MonkeyPat
     from_env.close()
 
 
+def test_influxdb_v2_token_given_by_the_settings_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The services pass their influx_token setting (file, environment or flag); tools read the variable."""
+    monkeypatch.setenv(TOKEN_ENV, "from-env")
+    store = open_store("influxdb2://localhost:8086/?org=city&bucket=b", token="from-settings")
+    assert isinstance(store, InfluxV2Store)
+    assert store._http.headers["Authorization"] == "Token from-settings"
+    store.close()
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(ValueError, match="no token; put it in the URL password or influx_token"):
+        open_store("influxdb2://localhost:8086/?org=city&bucket=b")
+
+
 def test_influxdb_v2_retention_is_a_setting_of_the_url() -> None:
     """Issue 22.8: what the bucket keeps, so the collector refuses older readings before writing."""
     store = open_store("influxdb2://:t@localhost:8086/?org=city&bucket=b&retention=720h")
