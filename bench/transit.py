@@ -92,7 +92,10 @@ class PointsInMemory:
 
     def __init__(self, points: Sequence[Point]) -> None:
         self.points = sorted(points, key=lambda p: p.ts_ms)  # a database reads a time range by index
-        self._times = [p.ts_ms for p in self.points]
+        self._by_measurement: dict[str, list[Point]] = {}  # ... of one measurement
+        for p in self.points:
+            self._by_measurement.setdefault(p.measurement, []).append(p)
+        self._times = {name: [p.ts_ms for p in kept] for name, kept in self._by_measurement.items()}
 
     def latest(
         self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
@@ -125,12 +128,9 @@ class PointsInMemory:
         window_s: int | None = None,
         aggregate: Aggregate = Aggregate.MEAN,
     ) -> list[Row]:
-        first, last = bisect.bisect_left(self._times, start_ms), bisect.bisect_left(self._times, end_ms)
-        return [
-            Row(p.ts_ms, p.tags, dict(p.fields))
-            for p in self.points[first:last]
-            if p.measurement == measurement
-        ]
+        times, kept = self._times.get(measurement, []), self._by_measurement.get(measurement, [])
+        first, last = bisect.bisect_left(times, start_ms), bisect.bisect_left(times, end_ms)
+        return [Row(p.ts_ms, p.tags, dict(p.fields)) for p in kept[first:last]]
 
     def count_devices(
         self,
