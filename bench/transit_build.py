@@ -10,7 +10,9 @@ bench/transit.py's; 720 fills the whole warm-up and match window). A TransitServ
 all feeds from points in memory: the cold build (first build: the warm-up is replayed, then every
 bus matched from its fixes), then ``--steady`` builds once a second with the fixes that arrived
 meanwhile; the steady figure is their median. Times are the process's CPU seconds (the build is
-single-threaded), so that other processes on the machine weigh less.
+single-threaded), so that other processes on the machine weigh less. The benchmark's own points
+(what a database would hold) are frozen out of the garbage collector's scans and garbage is
+collected before each build: a full collection over them would otherwise land in some builds.
 
 Baseline in the same run: the same builds with ``MatchRules(require_evidence=False)``, the matcher
 before cold-start evidence (no warm-up, no evidence asked). Targets for 2 000 vehicles: cold build
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import gc
 import json
 import statistics
 import sys
@@ -63,6 +66,7 @@ def builds(
     times: list[float] = []
     for at_s in range(start_s, start_s + steady + 1):
         reader = PointsInMemory([p for p in points if p.ts_ms <= at_s * 1000])  # nothing from the future
+        gc.collect()
         if profile is not None:
             profile.enable()
         started = time.process_time()
@@ -97,6 +101,8 @@ def main() -> int:
         points = fleet_points(
             timetable, buses, start_s - args.history_s, at_s + 1, vehicles=args.vehicles, fresh_at_s=start_s
         )
+        gc.collect()
+        gc.freeze()
         times: dict[str, tuple[float, float]] = {}
         profile = cProfile.Profile() if args.profile else None
         for run, rules in (("evidence", MatchRules()), ("baseline", MatchRules(require_evidence=False))):

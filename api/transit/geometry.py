@@ -6,6 +6,7 @@ is accurate to centimetres, far below GPS noise, and keeps every distance a chea
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ class Polyline:
             dx, dy = x1 - x0, y1 - y0
             length_sq = dx * dx + dy * dy
             self._segments.append((x0, y0, dx, dy, length_sq, math.sqrt(length_sq), self.cumulative[index]))
+        self._headings = [heading_deg(dx, dy) for _, _, dx, dy, *_ in self._segments]
         self._near: dict[int, dict[tuple[int, int], tuple[int, ...]]] = {}
 
     def _near_cells(self, reach: int) -> dict[tuple[int, int], tuple[int, ...]]:
@@ -118,18 +120,20 @@ class Polyline:
 
     def point_at(self, along_m: float) -> tuple[float, float, float]:
         """x, y and heading (degrees clockwise from north) at ``along_m`` metres along the line."""
+        low = self._segment_at(along_m)
+        (x0, y0), (x1, y1) = self.points[low], self.points[low + 1]
+        span = self.cumulative[low + 1] - self.cumulative[low]
+        t = (max(0.0, min(self.length_m, along_m)) - self.cumulative[low]) / span if span else 0.0
+        return x0 + t * (x1 - x0), y0 + t * (y1 - y0), self._headings[low]
+
+    def heading_at(self, along_m: float) -> float:
+        """The heading of ``point_at``, alone."""
+        return self._headings[self._segment_at(along_m)]
+
+    def _segment_at(self, along_m: float) -> int:
+        """The last segment starting at or before ``along_m`` (clamped to the line)."""
         along_m = max(0.0, min(self.length_m, along_m))
-        low, high = 0, len(self.cumulative) - 1
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.cumulative[middle] <= along_m:
-                low = middle
-            else:
-                high = middle
-        (x0, y0), (x1, y1) = self.points[low], self.points[high]
-        span = self.cumulative[high] - self.cumulative[low]
-        t = (along_m - self.cumulative[low]) / span if span else 0.0
-        return x0 + t * (x1 - x0), y0 + t * (y1 - y0), heading_deg(x1 - x0, y1 - y0)
+        return min(bisect.bisect_right(self.cumulative, along_m) - 1, len(self.points) - 2)
 
 
 def heading_deg(dx: float, dy: float) -> float:

@@ -32,7 +32,7 @@ class Sighting:
 # A bus's fixes placed on the lines looked at, by fix and the line's path (its ``id``): a fleet keeps
 # them for each bus so that matching it again projects only its new fixes. Valid for one timetable
 # and one ``MatchRules``.
-Projections = dict[tuple["Sighting", int], list[OnLine]]
+Projections = dict[tuple[Sighting, int], list[OnLine]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +198,7 @@ def _heading_along(path: TripPath, fix: Sighting, found: list[OnLine], rules: Ma
         return found
     kept = []
     for on in found:
-        heading = path.line.point_at(on.along_m)[2]
+        heading = path.line.heading_at(on.along_m)
         if abs((fix.course_deg - heading + 180) % 360 - 180) <= rules.max_course_error_deg:
             kept.append(on)
     return kept

@@ -52,6 +52,8 @@ class Fix:
 
 def _number(fields: Mapping[str, FieldValue | None], name: str) -> float | None:
     value = fields.get(name)
+    if type(value) is float:  # the usual case, first
+        return value if math.isfinite(value) else None
     # bool is an int in Python, but a true/false field is no coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
