@@ -92,7 +92,10 @@ class PointsInMemory:
 
     def __init__(self, points: Sequence[Point]) -> None:
         self.points = sorted(points, key=lambda p: p.ts_ms)  # a database reads a time range by index
-        self._times = [p.ts_ms for p in self.points]
+        self._by_measurement: dict[str, list[Point]] = {}  # ... of one measurement
+        for p in self.points:
+            self._by_measurement.setdefault(p.measurement, []).append(p)
+        self._times = {name: [p.ts_ms for p in kept] for name, kept in self._by_measurement.items()}
 
     def latest(
         self, *, measurement: str | None = None, device: str | None = None, since_ms: int | None = None
@@ -125,12 +128,9 @@ class PointsInMemory:
         window_s: int | None = None,
         aggregate: Aggregate = Aggregate.MEAN,
     ) -> list[Row]:
-        first, last = bisect.bisect_left(self._times, start_ms), bisect.bisect_left(self._times, end_ms)
-        return [
-            Row(p.ts_ms, p.tags, dict(p.fields))
-            for p in self.points[first:last]
-            if p.measurement == measurement
-        ]
+        times, kept = self._times.get(measurement, []), self._by_measurement.get(measurement, [])
+        first, last = bisect.bisect_left(times, start_ms), bisect.bisect_left(times, end_ms)
+        return [Row(p.ts_ms, p.tags, dict(p.fields)) for p in kept[first:last]]
 
     def count_devices(
         self,
@@ -255,20 +255,15 @@ def fix_to_feed(folder: Path, gtfs: Path, fixes: int) -> list[float]:
     return sorted(seen.values()) + [float("inf")] * missing
 
 
-def build_ratio(
-    timetable: Timetable, buses: list[Bus], gtfs: Path, vehicles: int
-) -> tuple[float, float, float, float]:
-    """(cold build s, steady build s, serialise s, steady build / serialise) for ``vehicles`` at 10:00.
-
-    The cold build matches every bus from its fixes; then the service builds once a second (the
-    default rebuild interval) for 30 s with the fixes that arrived meanwhile: the median of those
-    is the steady build.
-    """
-    now_s = int(dt.datetime.combine(FRIDAY, dt.time(10), tzinfo=timetable._zone).timestamp())
-    start_s = now_s - 30
-    base = list(fixes_between(timetable, buses, start_s - 120, now_s + 1))
+def fleet_points(
+    timetable: Timetable, buses: list[Bus], start_s: int, end_s: int, *, vehicles: int, fresh_at_s: int
+) -> list[Point]:
+    """The buses' fixes in [start_s, end_s), copied under new vehicle ids until ``vehicles`` of them
+    have a fix in the 90 s before ``fresh_at_s`` (a larger city's fleet); only those are kept."""
+    base = list(fixes_between(timetable, buses, start_s, end_s))
+    fresh_ms = (fresh_at_s - 90) * 1000
+    copies = vehicles // len({p.tags["vehicle"] for p in base if p.ts_ms >= fresh_ms}) + 1
     points: list[Point] = []
-    copies = vehicles // len({p.tags["vehicle"] for p in base if p.ts_ms >= (start_s - 90) * 1000}) + 1
     for copy in range(copies):
         for p in base:
             tags = {
@@ -277,14 +272,28 @@ def build_ratio(
                 "device": f"{p.tags['device']}-{copy}",
             }
             points.append(Point(p.measurement, tags, p.ts_ms, p.fields))
-    fresh = sorted({p.tags["vehicle"] for p in points if p.ts_ms >= (start_s - 90) * 1000})[:vehicles]
-    keep = set(fresh)
+    keep = set(sorted({p.tags["vehicle"] for p in points if p.ts_ms >= fresh_ms})[:vehicles])
+    return [p for p in points if p.tags["vehicle"] in keep]
+
+
+def build_ratio(
+    timetable: Timetable, buses: list[Bus], gtfs: Path, vehicles: int
+) -> tuple[float, float, float, float]:
+    """(cold build s, steady build s, serialise s, steady build / serialise) for ``vehicles`` at 10:00.
+
+    The cold build matches every bus from its fixes; then the service builds once a second (the
+    default rebuild interval) for 30 s with the fixes that arrived meanwhile: the median of those
+    is the steady build (bench/transit_build.py times them against a baseline).
+    """
+    now_s = int(dt.datetime.combine(FRIDAY, dt.time(10), tzinfo=timetable._zone).timestamp())
+    start_s = now_s - 30
+    points = fleet_points(timetable, buses, start_s - 120, now_s + 1, vehicles=vehicles, fresh_at_s=start_s)
     service = TransitService(transit_settings(gtfs.parent, gtfs))
     service.source.current()
     builds: list[float] = []
     for at_s in range(start_s, now_s + 1):
         # What the store holds at ``at_s``: nothing from the future.
-        reader = PointsInMemory([p for p in points if p.tags["vehicle"] in keep and p.ts_ms <= at_s * 1000])
+        reader = PointsInMemory([p for p in points if p.ts_ms <= at_s * 1000])
         started = time.perf_counter()
         snapshot = service.build(reader, now_ms=at_s * 1000, max_age_s=90, max_ahead_s=30)
         builds.append(time.perf_counter() - started)

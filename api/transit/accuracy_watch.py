@@ -16,8 +16,8 @@ from api.transit.accuracy import BACK_JITTER_M, MAX_GAP_S, PredictionLedger, Sco
 from api.transit.feeds import FeedKind, Snapshot
 from api.transit.matching import MatchRules, TripMatch
 from api.transit.timetable import Timetable
-from api.transit.vehicle_positions import MEASUREMENT, fix_of
-from collector.store.base import Point, TelemetryReader
+from api.transit.vehicle_positions import MEASUREMENT, fix_of_row
+from collector.store.base import TelemetryReader
 
 _SKIPPED = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate.SKIPPED
 LATE_POINTS_MS = 10_000  # positions this much older than the previous round may still be arriving
@@ -54,8 +54,7 @@ class AccuracyWatch:
         rows = reader.range(measurement=MEASUREMENT, start_ms=start_ms, end_ms=now_ms + 1)
         scores = []
         for row in sorted(rows, key=lambda r: r.ts_ms):
-            values = {k: v for k, v in row.values.items() if v is not None}
-            fix = fix_of(Point(MEASUREMENT, row.tags, row.ts_ms, values))
+            fix = fix_of_row(row)
             if fix is None or fix.vehicle_id not in watching:
                 continue
             x, y = timetable.plane.to_xy(fix.lat, fix.lon)

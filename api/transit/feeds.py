@@ -37,7 +37,7 @@ from api.transit.vehicle_positions import (
     Placement,
     vehicle_feed,
 )
-from collector.store.base import Point, Row, TelemetryReader
+from collector.store.base import Row, TelemetryReader
 
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
 SERVED_MEMORY_MS = 36 * 3_600_000  # longer than any run lasts, a service day and its night included
@@ -247,12 +247,7 @@ class TransitService:
             end_ms=now_ms + int(max_ahead_s * 1000) + 1,
         )
         newest, matches = self.fleet.update(
-            (
-                Point(
-                    MEASUREMENT, row.tags, row.ts_ms, {k: v for k, v in row.values.items() if v is not None}
-                )
-                for row in rows
-            ),
+            rows,
             timetable,
             now_ms=now_ms,
             max_age_s=max_age_s,

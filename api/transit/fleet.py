@@ -26,10 +26,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from api.transit.matching import MatchRules, Sighting, TripMatch, follow, match_bus
+from api.transit.matching import MatchRules, Projections, Sighting, TripMatch, follow, match_bus
 from api.transit.timetable import Timetable, TripRun
-from api.transit.vehicle_positions import Fix, fix_of
-from collector.store.base import Point
+from api.transit.vehicle_positions import Fix, fix_of_row
+from collector.store.base import Row
 
 LATE_POINTS_MS = 10_000  # fixes this much older than the previous build may still be arriving
 HUB_RADIUS_M = 150.0  # a run "starts where the previous ended" within this
@@ -53,6 +53,7 @@ class _Track:
     tried: Fix | None = None  # the newest fix of the last match from scratch that found nothing
     finished: TripRun | None = None
     held: bool = False  # ``match`` was published in the last build (no other bus had a better claim)
+    projected: Projections = field(default_factory=dict)  # its fixes on the lines it was matched against
 
     def has(self, ts_ms: int) -> bool:
         for fix in reversed(self.fixes):
@@ -104,7 +105,7 @@ class Fleet:
 
     def update(
         self,
-        points: Iterable[Point],
+        rows: Iterable[Row],
         timetable: Timetable | None,
         *,
         now_ms: int,
@@ -112,16 +113,16 @@ class Fleet:
         max_ahead_s: float,
         grace_s: float = 0.0,
     ) -> tuple[dict[str, Fix], dict[str, TripMatch]]:
-        """Take the points read from ``read_from_ms``; the newest fix and the run of each bus.
+        """Take the rows of fixes read from ``read_from_ms``; the newest fix and the run of each bus.
 
         A bus silent for more than ``max_age_s`` is kept ``grace_s`` longer (its newest fix, the run
         it was on), then forgotten; any bus heard since wins a run over it. From a cold start the
-        points of the warm-up are replayed first, a build every ``WARM_UP_STEP_MS``.
+        rows of the warm-up are replayed first, a build every ``WARM_UP_STEP_MS``.
         """
         if self._continues(now_ms, timetable) or timetable is None or not self.warm_up_ms:
-            return self._step(points, timetable, now_ms, max_age_s, max_ahead_s, grace_s)
-        ordered = sorted(points, key=lambda point: point.ts_ms)
-        times = [point.ts_ms for point in ordered]
+            return self._step(rows, timetable, now_ms, max_age_s, max_ahead_s, grace_s)
+        ordered = sorted(rows, key=lambda row: row.ts_ms)
+        times = [row.ts_ms for row in ordered]
         self._last_now_ms, done = None, 0
         for step_ms in range(now_ms - self.warm_up_ms, now_ms, WARM_UP_STEP_MS):
             upto = bisect.bisect_right(times, step_ms)
@@ -131,7 +132,7 @@ class Fleet:
 
     def _step(
         self,
-        points: Iterable[Point],
+        rows: Iterable[Row],
         timetable: Timetable | None,
         now_ms: int,
         max_age_s: float,
@@ -141,11 +142,11 @@ class Fleet:
         if not self._continues(now_ms, timetable):
             self.tracks.clear()
         self._timetable, self._last_now_ms = timetable, now_ms
-        for point in points:
-            known = self.tracks.get(point.tags.get("vehicle") or point.tags.get("device") or "")
-            if known is not None and known.has(point.ts_ms):
+        for row in rows:
+            known = self.tracks.get(row.tags.get("vehicle") or row.tags.get("device") or "")
+            if known is not None and known.has(row.ts_ms):
                 continue  # read again in the overlap with the previous build
-            fix = fix_of(point)
+            fix = fix_of_row(row)
             if fix is not None and fix.ts_ms <= now_ms + max_ahead_s * 1000:
                 self.tracks.setdefault(fix.vehicle_id, _Track()).add(fix)
         oldest_ms = now_ms - max(self.window_ms, int((max_age_s + grace_s) * 1000))
@@ -235,13 +236,17 @@ class Fleet:
         else:
             match, candidates = None, self._after_finished(track, latest, timetable, runs)
         if match is None:
+            sightings = [_sighting(fix) for fix in window]
+            since_s = sightings[0].ts_s
+            track.projected = {key: on for key, on in track.projected.items() if key[0].ts_s >= since_s}
             match = match_bus(
-                [_sighting(fix) for fix in window],
+                sightings,
                 timetable,
                 route_id=reported_route,
                 trip_id=reported_trip,
                 rules=self.rules,
                 runs=candidates,
+                projected=track.projected,
             )
         evidence = reported_trip is not None or following is not None
         if match is not None and not evidence and not self._moved(match):

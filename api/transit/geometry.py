@@ -6,6 +6,7 @@ is accurate to centimetres, far below GPS noise, and keeps every distance a chea
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -50,7 +51,8 @@ class Polyline:
     """A line on the city plane (a route's shape) that points can be projected onto quickly.
 
     Segments are bucketed in a 100 m grid so a projection looks only at the segments near the
-    point, not at the whole line.
+    point, not at the whole line; the buckets within reach of each cell are gathered once per
+    reach, so that a projection reads one of them.
     """
 
     def __init__(self, points: Sequence[tuple[float, float]]) -> None:
@@ -62,29 +64,40 @@ class Polyline:
             self.cumulative.append(self.cumulative[-1] + math.hypot(x1 - x0, y1 - y0))
         self.length_m = self.cumulative[-1]
         self._grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+        # Per segment: start, direction, squared length, length, distance along the line to its start.
+        self._segments: list[tuple[float, float, float, float, float, float, float]] = []
         for index, ((x0, y0), (x1, y1)) in enumerate(zip(self.points, self.points[1:], strict=False)):
             for cell in _cells_along(x0, y0, x1, y1):
                 self._grid[cell].append(index)
+            dx, dy = x1 - x0, y1 - y0
+            length_sq = dx * dx + dy * dy
+            self._segments.append((x0, y0, dx, dy, length_sq, math.sqrt(length_sq), self.cumulative[index]))
+        self._headings = [heading_deg(dx, dy) for _, _, dx, dy, *_ in self._segments]
+        self._near: dict[int, dict[tuple[int, int], tuple[int, ...]]] = {}
+
+    def _near_cells(self, reach: int) -> dict[tuple[int, int], tuple[int, ...]]:
+        """Each cell within ``reach`` cells of the line: the segments in the cells that near it, in order."""
+        near = self._near.get(reach)
+        if near is None:
+            gathered: dict[tuple[int, int], set[int]] = defaultdict(set)
+            for (cx, cy), segments in self._grid.items():
+                for gx in range(cx - reach, cx + reach + 1):
+                    for gy in range(cy - reach, cy + reach + 1):
+                        gathered[gx, gy].update(segments)
+            near = self._near[reach] = {cell: tuple(sorted(found)) for cell, found in gathered.items()}
+        return near
 
     def project(self, x: float, y: float, *, within_m: float) -> list[OnLine]:
         """Every local nearest point of the line within ``within_m`` (a loop may pass twice)."""
-        reach = math.ceil(within_m / _CELL_M)
-        cx, cy = math.floor(x / _CELL_M), math.floor(y / _CELL_M)
-        segments: set[int] = set()
-        for gx in range(cx - reach, cx + reach + 1):
-            for gy in range(cy - reach, cy + reach + 1):
-                segments.update(self._grid.get((gx, gy), ()))
+        near = self._near_cells(math.ceil(within_m / _CELL_M))
         found: list[OnLine] = []
-        for index in sorted(segments):
-            (x0, y0), (x1, y1) = self.points[index], self.points[index + 1]
-            dx, dy = x1 - x0, y1 - y0
-            length_sq = dx * dx + dy * dy
+        for index in near.get((math.floor(x / _CELL_M), math.floor(y / _CELL_M)), ()):
+            x0, y0, dx, dy, length_sq, length, start_m = self._segments[index]
             t = 0.0 if length_sq == 0 else max(0.0, min(1.0, ((x - x0) * dx + (y - y0) * dy) / length_sq))
-            px, py = x0 + t * dx, y0 + t * dy
-            off = math.hypot(x - px, y - py)
+            off = math.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
             if off <= within_m:
-                found.append(OnLine(self.cumulative[index] + t * math.sqrt(length_sq), off))
-        return _local_minima(found)
+                found.append(OnLine(start_m + t * length, off))
+        return _local_minima(found) if len(found) > 1 else found
 
     def nearest(self, x: float, y: float, *, after_m: float = 0.0) -> OnLine:
         """The nearest point of the line at or beyond ``after_m`` along it (a stop on its shape)."""
@@ -107,18 +120,20 @@ class Polyline:
 
     def point_at(self, along_m: float) -> tuple[float, float, float]:
         """x, y and heading (degrees clockwise from north) at ``along_m`` metres along the line."""
+        low = self._segment_at(along_m)
+        (x0, y0), (x1, y1) = self.points[low], self.points[low + 1]
+        span = self.cumulative[low + 1] - self.cumulative[low]
+        t = (max(0.0, min(self.length_m, along_m)) - self.cumulative[low]) / span if span else 0.0
+        return x0 + t * (x1 - x0), y0 + t * (y1 - y0), self._headings[low]
+
+    def heading_at(self, along_m: float) -> float:
+        """The heading of ``point_at``, alone."""
+        return self._headings[self._segment_at(along_m)]
+
+    def _segment_at(self, along_m: float) -> int:
+        """The last segment starting at or before ``along_m`` (clamped to the line)."""
         along_m = max(0.0, min(self.length_m, along_m))
-        low, high = 0, len(self.cumulative) - 1
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.cumulative[middle] <= along_m:
-                low = middle
-            else:
-                high = middle
-        (x0, y0), (x1, y1) = self.points[low], self.points[high]
-        span = self.cumulative[high] - self.cumulative[low]
-        t = (along_m - self.cumulative[low]) / span if span else 0.0
-        return x0 + t * (x1 - x0), y0 + t * (y1 - y0), heading_deg(x1 - x0, y1 - y0)
+        return min(bisect.bisect_right(self.cumulative, along_m) - 1, len(self.points) - 2)
 
 
 def heading_deg(dx: float, dy: float) -> float:

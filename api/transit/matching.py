@@ -29,6 +29,12 @@ class Sighting:
     course_deg: float | None = None
 
 
+# A bus's fixes placed on the lines looked at, by fix and the line's path (its ``id``): a fleet keeps
+# them for each bus so that matching it again projects only its new fixes. Valid for one timetable
+# and one ``MatchRules``.
+Projections = dict[tuple[Sighting, int], list[OnLine]]
+
+
 @dataclass(frozen=True, slots=True)
 class MatchRules:
     """How sure the matcher must be, and what it believes of buses."""
@@ -90,13 +96,14 @@ def next_stop_index(path: TripPath, along_m: float, *, at_stop_m: float = 25.0) 
 
 @dataclass(slots=True)
 class _Fit:
+    """A run the bus's newest fix fits: where along it the bus is now and how late."""
+
     run: TripRun
+    path: TripPath
     along_m: float
-    delay_s: float
+    raw_s: float  # newest fix's time against the run's schedule there
+    delay_s: float  # ... waiting at the first stop counted as on time
     rank_s: float  # how far off its schedule the bus is, early waiting included: smaller fits better
-    on_line: int
-    delays: list[float]
-    moved_m: float
 
 
 def match_bus(
@@ -107,11 +114,13 @@ def match_bus(
     trip_id: str | None = None,
     rules: MatchRules = MatchRules(),
     runs: Sequence[TripRun] | None = None,
+    projected: Projections | None = None,
 ) -> TripMatch | None:
     """The run the bus whose recent ``fixes`` (oldest first) are given is driving, or None.
 
     ``runs`` are the candidates (a fleet's matcher looks them up once for all its buses);
-    by default the runs on the road around the newest fix.
+    by default the runs on the road around the newest fix. ``projected`` keeps the fixes' places
+    on the lines looked at, for the next match of the same bus.
     """
     if len(fixes) < rules.min_fixes or fixes[-1].ts_s - fixes[0].ts_s < rules.min_span_s:
         return None
@@ -136,30 +145,23 @@ def match_bus(
         path = timetable.path(run.trip.trip_id)
         by_path[id(path)].append(run)
         paths[id(path)] = path
-    points = [timetable.plane.to_xy(fix.lat, fix.lon) for fix in fixes]
+    if projected is None:
+        projected = {}
     fits: list[_Fit] = []
     for key, path_runs in by_path.items():
         path = paths[key]
-        now_on = _heading_along(
-            path, newest, path.line.project(*points[-1], within_m=rules.off_line_m), rules
+        now_on = _on_path(path, newest, timetable, rules, projected)
+        fits.extend(
+            fit for run in path_runs if (fit := _fit_now(run, path, newest, now_on, rules)) is not None
         )
-        if not now_on:
-            continue  # the bus is not on this line now: no need to look at its past
-        projections = [
-            _heading_along(path, fix, path.line.project(x, y, within_m=rules.off_line_m), rules)
-            for fix, (x, y) in zip(fixes[:-1], points[:-1], strict=True)
-        ]
-        projections.append(now_on)
-        for run in path_runs:
-            fit = _fit(run, path, fixes, projections, rules)
-            if fit is not None:
-                fits.append(fit)
     if not fits:
         return None
     fits.sort(key=lambda fit: (fit.rank_s, fit.run.key))
     best = fits[0]
-    confidence = best.on_line / len(fixes)
-    if max(best.delays) - min(best.delays) > rules.delay_spread_s:
+    # Only the best run's line is followed back through the older fixes: the others are its rivals.
+    on_line, delays, moved_m = _followed_back(best, fixes, timetable, rules, projected)
+    confidence = on_line / len(fixes)
+    if max(delays) - min(delays) > rules.delay_spread_s:
         confidence *= 0.5
     rivals = [fit for fit in fits[1:] if fit.run.key != best.run.key]
     if rivals:
@@ -167,15 +169,27 @@ def match_bus(
         confidence *= min(1.0, 0.5 + margin / (2 * rules.ambiguity_s))
     if confidence < rules.min_confidence:
         return None
-    path = timetable.path(best.run.trip.trip_id)
     return TripMatch(
         best.run,
         best.along_m,
         best.delay_s,
         round(confidence, 3),
-        next_stop_index(path, best.along_m),
-        best.moved_m,
+        next_stop_index(best.path, best.along_m),
+        moved_m,
     )
+
+
+def _on_path(
+    path: TripPath, fix: Sighting, timetable: Timetable, rules: MatchRules, projected: Projections
+) -> list[OnLine]:
+    """Where ``fix`` lies on ``path``'s line, heading its way (``projected`` keeps it)."""
+    key = (fix, id(path))
+    found = projected.get(key)
+    if found is None:
+        x, y = timetable.plane.to_xy(fix.lat, fix.lon)
+        found = _heading_along(path, fix, path.line.project(x, y, within_m=rules.off_line_m), rules)
+        projected[key] = found
+    return found
 
 
 def _heading_along(path: TripPath, fix: Sighting, found: list[OnLine], rules: MatchRules) -> list[OnLine]:
@@ -184,23 +198,20 @@ def _heading_along(path: TripPath, fix: Sighting, found: list[OnLine], rules: Ma
         return found
     kept = []
     for on in found:
-        heading = path.line.point_at(on.along_m)[2]
+        heading = path.line.heading_at(on.along_m)
         if abs((fix.course_deg - heading + 180) % 360 - 180) <= rules.max_course_error_deg:
             kept.append(on)
     return kept
 
 
-def _fit(
-    run: TripRun,
-    path: TripPath,
-    fixes: Sequence[Sighting],
-    projections: list[list[OnLine]],
-    rules: MatchRules,
+def _fit_now(
+    run: TripRun, path: TripPath, newest: Sighting, now_on: list[OnLine], rules: MatchRules
 ) -> _Fit | None:
-    newest = fixes[-1]
+    """Where along ``run`` the bus is now (of its places on the line, the one nearest the schedule),
+    or None when none is short of the end at a believable delay."""
     last_stop_m = path.stop_along_m[-1]
     best: tuple[float, float] | None = None
-    for on in projections[-1]:
+    for on in now_on:
         along = on.along_m
         if along >= last_stop_m - rules.end_of_trip_m:
             continue  # at the end of the trip: it is over, the bus's next trip is not known yet
@@ -225,9 +236,19 @@ def _fit(
     # rarer than running late, so a late run fits better than an equally early one.
     delay_now = max(0.0, raw_s) if waiting else raw_s
     rank_s = abs(raw_s) if waiting or raw_s >= 0 else rules.early_weight * -raw_s
-    on_line, delays, ahead = 1, [raw_s], along_now
-    for fix, options in zip(reversed(fixes[:-1]), reversed(projections[:-1]), strict=True):
+    return _Fit(run, path, along_now, raw_s, delay_now, rank_s)
+
+
+def _followed_back(
+    fit: _Fit, fixes: Sequence[Sighting], timetable: Timetable, rules: MatchRules, projected: Projections
+) -> tuple[int, list[float], float]:
+    """How many of the bus's fixes lie on ``fit``'s line, each behind the next, their delays on its
+    run, and how far the bus advanced along it from the oldest of them."""
+    run, path = fit.run, fit.path
+    on_line, delays, ahead = 1, [fit.raw_s], fit.along_m
+    for fix in reversed(fixes[:-1]):
         # Going back in time the bus was behind (or, parked, at) where it was later.
+        options = _on_path(path, fix, timetable, rules, projected)
         behind = [on.along_m for on in options if on.along_m <= ahead + rules.back_jitter_m]
         if not behind:
             continue
@@ -235,7 +256,7 @@ def _fit(
         on_line += 1
         delays.append(fix.ts_s - scheduled_time(run, path, along))
         ahead = along
-    return _Fit(run, along_now, delay_now, rank_s, on_line, delays, along_now - ahead)
+    return on_line, delays, fit.along_m - ahead
 
 
 def _left_too_recently(

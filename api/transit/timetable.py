@@ -106,6 +106,7 @@ class TripRun:
     service_date: dt.date
     day_start: int
     shift_s: int = 0
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)  # ``key``, once asked
 
     @property
     def start_date(self) -> str:
@@ -134,9 +135,13 @@ class TripRun:
     @property
     def key(self) -> str:
         """Stable id of this run: trip, service day and, for repeated trips, the start time."""
-        if self.trip.frequencies:
-            return f"{self.trip.trip_id}@{self.start_date}T{self.start_time.replace(':', '')}"
-        return f"{self.trip.trip_id}@{self.start_date}"
+        key = self._key
+        if key is None:
+            key = f"{self.trip.trip_id}@{self.start_date}"
+            if self.trip.frequencies:
+                key += f"T{self.start_time.replace(':', '')}"
+            object.__setattr__(self, "_key", key)  # feeds ask each bus's run's key several times a build
+        return key
 
 
 def chain_blocks(

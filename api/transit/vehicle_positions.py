@@ -21,7 +21,7 @@ from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
 from api.transit.occupancy import Occupancy
 from api.transit.trip_updates import trip_descriptor
-from collector.store.base import FieldValue, Point
+from collector.store.base import FieldValue, Point, Row
 
 MEASUREMENT = "vehicle_position"
 GTFS_REALTIME_VERSION = "2.0"
@@ -50,8 +50,10 @@ class Fix:
     bearing_deg: float | None
 
 
-def _number(fields: Mapping[str, FieldValue], name: str) -> float | None:
+def _number(fields: Mapping[str, FieldValue | None], name: str) -> float | None:
     value = fields.get(name)
+    if type(value) is float:  # the usual case, first
+        return value if math.isfinite(value) else None
     # bool is an int in Python, but a true/false field is no coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
@@ -60,21 +62,27 @@ def _number(fields: Mapping[str, FieldValue], name: str) -> float | None:
 
 def fix_of(point: Point) -> Fix | None:
     """The fix a point describes, or None when it cannot be placed on a map."""
-    vehicle_id = point.tags.get("vehicle") or point.tags.get("device")
-    lat, lon = _number(point.fields, "lat"), _number(point.fields, "lon")
+    return fix_of_row(Row(point.ts_ms, point.tags, point.fields))
+
+
+def fix_of_row(row: Row) -> Fix | None:
+    """The fix a stored row of ``MEASUREMENT`` describes (a None value: no such field), or None."""
+    tags, fields = row.tags, row.values
+    vehicle_id = tags.get("vehicle") or tags.get("device")
+    lat, lon = _number(fields, "lat"), _number(fields, "lon")
     if not vehicle_id or lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None
-    if _number(point.fields, "fix_quality") == 0:  # NMEA quality 0: the receiver has no fix
+    if _number(fields, "fix_quality") == 0:  # NMEA quality 0: the receiver has no fix
         return None
-    speed = _number(point.fields, "speed_mps")
-    course = _number(point.fields, "course_deg")
-    trip = point.fields.get("trip_id")
+    speed = _number(fields, "speed_mps")
+    course = _number(fields, "course_deg")
+    trip = fields.get("trip_id")
     return Fix(
         vehicle_id=vehicle_id,
-        label=point.tags.get("vehicle_label"),
-        route_id=point.tags.get("route"),
+        label=tags.get("vehicle_label"),
+        route_id=tags.get("route"),
         trip_id=trip if isinstance(trip, str) and trip else None,
-        ts_ms=point.ts_ms,
+        ts_ms=row.ts_ms,
         lat=lat,
         lon=lon,
         speed_mps=speed if speed is not None and speed >= 0 else None,
