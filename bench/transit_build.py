@@ -39,12 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from api.transit.feeds import FeedKind, TransitService  # noqa: E402
-from api.transit.fixtures import network_zip  # noqa: E402
 from api.transit.gtfs import load_gtfs  # noqa: E402
 from api.transit.matching import MatchRules  # noqa: E402
 from bench.bus_model import drive_day  # noqa: E402
 from bench.transit import FRIDAY, PointsInMemory, fleet_points, transit_settings  # noqa: E402
 from collector.store.base import Point  # noqa: E402
+from simulators.transit.network import network_zip  # noqa: E402
 
 COLD_TARGET_S = 2.5
 STEADY_TARGET_S = 0.060

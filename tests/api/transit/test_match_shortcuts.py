@@ -10,9 +10,9 @@ import pytest
 
 from api.transit.geometry import OnLine, Polyline, _local_minima
 from api.transit.matching import Projections, Sighting, match_bus
-from api.transit.simulated_buses import Bus, fixes_between
 from api.transit.timetable import Timetable
 from api.transit.vehicle_positions import fix_of
+from simulators.transit.buses import Bus, fixes_between
 from tests.api.transit.conftest import FRIDAY
 
 
