@@ -10,12 +10,13 @@ Stops an operator skipped are driven by and published SKIPPED, without times.
 
 What is published is aimed (``aim_s``): riders forgive a late bus more than one gone before they
 reach the stop, and TransitApp's ETA windows say by how much (30 s early to 90 s late 0-3 minutes
-ahead, up to 90 s early to 270 s late 10-15 minutes ahead). A time is published that much earlier
-than expected that the expected time sits in the middle of its window.
+ahead, up to 90 s early to 270 s late 10-15 minutes ahead). Each time is published earlier than
+expected by half of what its window allows late beyond early: the expected time is in its middle.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,17 +46,14 @@ def aim_s(time_s: int, now_s: int) -> int:
     ``now_s``.
     """
     ahead = time_s - now_s
-    (x0, y0), *rest = _AIM_POINTS
-    shift = y0
-    for x1, y1 in rest:
-        if ahead >= x1:
-            shift = y1
-        elif ahead > x0:
-            shift = y0 + (y1 - y0) * (ahead - x0) / (x1 - x0)
-            break
-        else:
-            break
-        x0, y0 = x1, y1
+    (first_s, first_shift), (last_s, last_shift) = _AIM_POINTS[0], _AIM_POINTS[-1]
+    if ahead <= first_s:
+        shift = first_shift
+    elif ahead >= last_s:
+        shift = last_shift
+    else:
+        (x0, y0), (x1, y1) = next((a, b) for a, b in itertools.pairwise(_AIM_POINTS) if ahead <= b[0])
+        shift = y0 + (y1 - y0) * (ahead - x0) / (x1 - x0)
     return max(now_s, time_s - round(shift))
 
 
@@ -168,7 +166,7 @@ def predict(
 
 
 class _InOrder:
-    """Aimed times of one trip, kept in the order of the expected ones (rounding may not tie them)."""
+    """Aimed times of one trip, in the order of the expected ones (rounding never ties two that differ)."""
 
     def __init__(self, now_s: int) -> None:
         self.now_s = now_s
