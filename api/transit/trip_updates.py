@@ -7,16 +7,23 @@ the spread. Where the schedule has slack (a hub stop with a long planned dwell, 
 late bus wins time back down to a short dwell and an early bus waits for its departure time. A stop
 not yet served is never predicted in the past: a bus that has not reached it by now reaches it later.
 Stops an operator skipped are driven by and published SKIPPED, without times.
+
+What is published is aimed (``aim_s``): riders forgive a late bus more than one gone before they
+reach the stop, and TransitApp's ETA windows say by how much (30 s early to 90 s late 0-3 minutes
+ahead, up to 90 s early to 270 s late 10-15 minutes ahead). Each time is published earlier than
+expected by half of what its window allows late beyond early: the expected time is in its middle.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from google.transit import gtfs_realtime_pb2
 
+from api.transit.accuracy import WINDOWS
 from api.transit.history import LearnedTimes, Spread
 from api.transit.isolation import vehicle_extra
 from api.transit.matching import TripMatch
@@ -26,6 +33,28 @@ MIN_DWELL_S = 15
 AT_STOP_M = 30.0  # a bus this near a stop (and slow) is at it
 _STU = gtfs_realtime_pb2.TripUpdate.StopTimeUpdate
 HOLD_DWELL_S = 60  # a planned dwell this long is a timing point: buses wait there rather than leave early
+# (time ahead, how much earlier to publish): the middle of each TransitApp window, at its bucket's middle.
+_AIM_POINTS = tuple(((w.start_s + w.end_s) / 2, (w.late_s - w.early_s) / 2) for w in WINDOWS)
+
+
+def aim_s(time_s: int, now_s: int) -> int:
+    """The time to publish for a bus expected at ``time_s``: earlier by half of what TransitApp's window
+    for that horizon allows late beyond early, so the expected time is in the window's middle.
+
+    Between the middles of two buckets the shift is interpolated, beyond the first and last it
+    stays theirs: it changes slower than time, so later expected times stay later. Never before
+    ``now_s``.
+    """
+    ahead = time_s - now_s
+    (first_s, first_shift), (last_s, last_shift) = _AIM_POINTS[0], _AIM_POINTS[-1]
+    if ahead <= first_s:
+        shift = first_shift
+    elif ahead >= last_s:
+        shift = last_shift
+    else:
+        (x0, y0), (x1, y1) = next((a, b) for a, b in itertools.pairwise(_AIM_POINTS) if ahead <= b[0])
+        shift = y0 + (y1 - y0) * (ahead - x0) / (x1 - x0)
+    return max(now_s, time_s - round(shift))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +90,7 @@ def predict(
     now_s: int,
     learned: LearnedTimes | None = None,
     skipped: Collection[int] = (),
+    aim: bool = False,
 ) -> list[StopPrediction]:
     """Arrival and departure at each stop from the one the bus is at or heading to, strictly in order.
 
@@ -69,6 +99,7 @@ def predict(
     stop its learned dwell, and the uncertainty is the spread of all of them on the way (segments
     taken as independent); a segment without history keeps its scheduled running time and makes
     the uncertainty unknown from there on. ``skipped`` stop_sequences are driven by without a dwell.
+    With ``aim`` the times are those to publish (``aim_s``; a measured arrival stays as it was).
     """
     run = match.run
     stop_times = run.trip.stop_times
@@ -84,6 +115,7 @@ def predict(
         spread.add(learned.run(stop_times[first - 1].stop_id, stop_times[first].stop_id, leave_s), share)
     predictions: list[StopPrediction] = []
     previous_departure = -1
+    published = _InOrder(now_s) if aim else None
     for index in range(first, len(stop_times)):
         stop_time = stop_times[index]
         run_s = run.arrival(index) - run.departure(index - 1) if index else 0
@@ -116,13 +148,14 @@ def predict(
             spread.add(dwell)
             departure = arrival + (round(dwell.median_s) if dwell is not None else planned_dwell)
         departure = max(departure, now_s)
+        measured = arrived and index == first
         predictions.append(
             StopPrediction(
                 index,
                 stop_time.stop_sequence,
                 stop_time.stop_id,
-                arrival,
-                departure,
+                arrival if published is None else published.time(arrival, measured=measured),
+                departure if published is None else published.time(departure),
                 arrival_uncertainty,
                 spread.seconds(),
                 stop_time.stop_sequence in skipped,
@@ -130,6 +163,22 @@ def predict(
         )
         previous_departure = departure
     return predictions
+
+
+class _InOrder:
+    """Aimed times of one trip, in the order of the expected ones (rounding never ties two that differ)."""
+
+    def __init__(self, now_s: int) -> None:
+        self.now_s = now_s
+        self._last: tuple[int, int] | None = None  # (expected, published)
+
+    def time(self, expected_s: int, *, measured: bool = False) -> int:
+        published = expected_s if measured else aim_s(expected_s, self.now_s)
+        if self._last is not None:
+            last_expected, last_published = self._last
+            published = max(published, last_published + (expected_s > last_expected))
+        self._last = (expected_s, published)
+        return published
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +190,7 @@ class TripProgress:
     fix_ts_s: int
     match: TripMatch
     path: TripPath
+    aim: bool = True  # published aimed (``aim_s``); a block's next run starts from an aimed arrival already
 
 
 def trip_descriptor(match: TripMatch, descriptor: gtfs_realtime_pb2.TripDescriptor) -> None:
@@ -193,7 +243,7 @@ def _trip_update_entity(
     bus: TripProgress, now_s: int, learned: LearnedTimes | None, skipped: Collection[int]
 ) -> gtfs_realtime_pb2.FeedEntity | None:
     """The bus's TripUpdate, built apart so that a failure leaves the feed as it was."""
-    predictions = predict(bus.match, bus.path, now_s=now_s, learned=learned, skipped=skipped)
+    predictions = predict(bus.match, bus.path, now_s=now_s, learned=learned, skipped=skipped, aim=bus.aim)
     if not predictions:
         return None
     entity = gtfs_realtime_pb2.FeedEntity(id=bus.match.run.key)

@@ -28,6 +28,7 @@ from api.transit.history import (
     visits,
 )
 from api.transit.timetable import Timetable, TripRun
+from api.transit.trip_updates import aim_s
 from collector.store import Store, open_store, prepare
 from collector.store.base import Point, Row
 from collector.store.sqlite import SqliteStore
@@ -207,7 +208,8 @@ def test_trip_updates_over_the_store_predict_a_slow_segment_from_its_history(
         predicted[name] = stop.arrival
     truth_s = live.actual_arrivals[SLOW + 1]
     # History knows the segment is slow at this hour; carrying the delay along the schedule does not.
-    assert abs(predicted["learned"].time - truth_s) < 60
+    # (Published times are aimed into TransitApp's windows: the truth aimed alike is what to compare.)
+    assert abs(predicted["learned"].time - aim_s(truth_s, now_s)) < 60
     assert truth_s - predicted["carried"].time > 120
     assert 0 < predicted["learned"].uncertainty < 120
     assert not predicted["carried"].HasField("uncertainty")

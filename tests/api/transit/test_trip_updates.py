@@ -6,11 +6,13 @@ import itertools
 import math
 
 import pytest
+from google.transit import gtfs_realtime_pb2
 
+from api.transit.accuracy import WINDOWS
 from api.transit.history import LearnedTimes, LocalHours, Spread
 from api.transit.matching import TripMatch
 from api.transit.timetable import Timetable, TripRun
-from api.transit.trip_updates import HOLD_DWELL_S, predict
+from api.transit.trip_updates import HOLD_DWELL_S, TripProgress, add_trip_updates, aim_s, predict
 from tests.api.factories import NOW_MS
 
 
@@ -143,3 +145,49 @@ def test_a_skipped_stop_has_no_dwell(timetable: Timetable) -> None:
     assert passing[1].departure_s == passing[1].arrival_s
     dwell = plain[1].departure_s - plain[1].arrival_s
     assert passing[2].arrival_s == plain[2].arrival_s - dwell  # it drives on at once
+
+
+def test_published_times_put_the_expected_one_in_the_middle_of_transitapps_window() -> None:
+    now_s = 1_800_000_000
+    for window in WINDOWS:
+        middle = (window.start_s + window.end_s) // 2
+        # At each bucket's middle horizon: as much room for the bus to come late as to come early.
+        published = aim_s(now_s + middle, now_s)
+        expected_s = now_s + middle
+        assert published - window.early_s - expected_s == -(published + window.late_s - expected_s)
+    assert aim_s(now_s + 3600, now_s) == now_s + 3600 - 90  # beyond the last bucket: its shift
+    assert aim_s(now_s + 20, now_s) == now_s  # never before now
+    aimed = [aim_s(now_s + ahead, now_s) for ahead in range(0, 1200)]
+    assert aimed == sorted(aimed)  # a later expected time is never published earlier
+
+
+def test_aimed_predictions_keep_order_now_and_what_was_measured(timetable: Timetable) -> None:
+    run = _run(timetable)
+    path = timetable.path(run.trip.trip_id)
+    now_s = run.departure(2) - 5
+    learned = _learned(timetable, run, factor=1.0, sd_s=20.0, dwell_s=15.0)
+    at_stop = TripMatch(run, along_m=path.stop_along_m[2], delay_s=0.0, confidence=1.0, next_stop=2)
+    expected = predict(at_stop, path, now_s=now_s, learned=learned)
+    aimed = predict(at_stop, path, now_s=now_s, learned=learned, aim=True)
+    assert aimed[0].arrival_s == expected[0].arrival_s  # it is there: measured, not aimed
+    for was, now in zip(expected[1:], aimed[1:], strict=True):
+        assert now.arrival_s == aim_s(was.arrival_s, now_s) < was.arrival_s
+        assert now.arrival_uncertainty_s == was.arrival_uncertainty_s
+    times = [t for p in aimed for t in (p.arrival_s, p.departure_s)]
+    assert times == sorted(times)
+    assert all(a.departure_s < b.arrival_s for a, b in itertools.pairwise(aimed))
+    assert all(p.departure_s >= now_s for p in aimed)
+
+
+def test_the_trip_updates_feed_publishes_aimed_times(timetable: Timetable) -> None:
+    run = _run(timetable)
+    path = timetable.path(run.trip.trip_id)
+    now_s = run.arrival(2) - 60
+    moving = TripMatch(run, along_m=path.stop_along_m[2] - 300, delay_s=0.0, confidence=1.0, next_stop=2)
+    feed = gtfs_realtime_pb2.FeedMessage()
+    add_trip_updates(feed, [TripProgress("bus-1", None, now_s, moving, path)], now_s=now_s)
+    (entity,) = feed.entity
+    published = [stop.arrival.time for stop in entity.trip_update.stop_time_update]
+    expected = [p.arrival_s for p in predict(moving, path, now_s=now_s)]
+    assert published == [aim_s(t, now_s) for t in expected]
+    assert published[0] < expected[0]  # two minutes ahead: some 30 s earlier
