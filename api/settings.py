@@ -258,6 +258,13 @@ class ApiSettings(ServiceSettings):
     transit_rebuild_interval_s: float = Field(
         default=1.0, ge=0, le=60, description="reuse built transit feeds this long; 0: build per request"
     )
+    transit_feed_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="a feed request waits this long at most for a rebuild, then gets the previous feeds"
+        " (the build goes on in the background)",
+    )
     transit_match_window_s: float = Field(
         default=120.0, ge=10, le=900, description="seconds of fixes trip matching starts a bus from"
     )

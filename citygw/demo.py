@@ -14,8 +14,10 @@ import logging
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -453,11 +455,29 @@ def _is_edge_task(task: asyncio.Task[Any]) -> bool:
 
 
 async def _serve(server: uvicorn.Server) -> None:
-    """uvicorn raises SystemExit when it cannot listen, which would escape the event loop: an error here."""
-    try:
-        await server.serve()
-    except SystemExit as exc:
-        raise RuntimeError(f"the API could not listen on {server.config.host}:{server.config.port}") from exc
+    """The API on an event loop of its own, in a thread, until ``server.should_exit``.
+
+    The demo's loop runs every agent, and an agent does its journal's disk work on its loop (opening
+    it, WAL checkpoints: fsyncs), as on a bus's Raspberry Pi where nothing else waits for it. Sharing
+    that loop, every API request waited for those fsyncs, which a busy disk makes last seconds.
+    uvicorn raises SystemExit when it cannot listen: an error here.
+    """
+    served: Future[None] = Future()
+
+    def serve() -> None:
+        try:
+            asyncio.run(server.serve())
+        except SystemExit as exc:
+            error = RuntimeError(f"the API could not listen on {server.config.host}:{server.config.port}")
+            error.__cause__ = exc
+            served.set_exception(error)
+        except BaseException as exc:
+            served.set_exception(exc)
+        else:
+            served.set_result(None)
+
+    threading.Thread(target=serve, name="demo-api", daemon=True).start()
+    await asyncio.wrap_future(served)
 
 
 class _ApiServer(uvicorn.Server):

@@ -117,6 +117,7 @@ def _snapshot(context: AppContext, service: TransitService, now_ms: int) -> Snap
         now_ms=now_ms,
         max_age_s=settings.feed_max_vehicle_age_s,
         max_ahead_s=settings.feed_max_clock_ahead_s,
+        wait_s=settings.transit_feed_wait_s,
     )
 
 

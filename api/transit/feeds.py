@@ -2,15 +2,20 @@
 
 ``TransitService.snapshot`` reads the store once and builds VehiclePositions, TripUpdates and
 Alerts together, so the feeds agree with each other (same vehicles on the same runs). A snapshot
-is reused for ``rebuild_interval_s``, which bounds the store queries however many apps poll.
+is reused for ``rebuild_interval_s``, which bounds the store queries however many apps poll. It is
+rebuilt in a thread of its own, so a slow build (a busy store, a loaded machine) delays a feed
+request by ``transit_feed_wait_s`` at most: the request is then answered from the previous snapshot.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import defaultdict
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -37,7 +42,9 @@ from api.transit.vehicle_positions import (
     Placement,
     vehicle_feed,
 )
-from collector.store.base import Row, TelemetryReader
+from collector.store.base import Row, StoreError, TelemetryReader
+
+log = logging.getLogger(__name__)
 
 PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
 SERVED_MEMORY_MS = 36 * 3_600_000  # longer than any run lasts, a service day and its night included
@@ -189,44 +196,84 @@ class TransitService:
         self.rules = rules or MatchRules()
         self.fleet = Fleet(window_s=self.settings.transit_match_window_s, rules=self.rules)
         self.clocks = {kind: FeedClock() for kind in FeedKind}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _building
+        self._building: Future[Snapshot] | None = None  # the build under way, if any
         self._snapshot: Snapshot | None = None
         self._served_runs: dict[str, int] = {}  # run key → last build that had a bus on it (ms)
 
     def snapshot(
-        self, store: TelemetryReader, *, now_ms: int, max_age_s: float, max_ahead_s: float
+        self,
+        store: TelemetryReader,
+        *,
+        now_ms: int,
+        max_age_s: float,
+        max_ahead_s: float,
+        wait_s: float | None = None,
     ) -> Snapshot:
         """The feeds as of ``now_ms``; one built less than ``rebuild_interval_s`` ago is reused.
 
-        One caller rebuilds a snapshot that has aged out; callers that come meanwhile get the previous
-        one at once instead of queueing behind the build (the feed's p99 would be the build's time).
+        A snapshot that aged out is rebuilt in a thread of its own, one build at a time. The caller
+        that starts the build waits for it, at most ``wait_s`` (None: until it is done), and past that
+        gets the previous snapshot while the build goes on; callers that come meanwhile get the
+        previous one at once instead of queueing behind the build (the feed's p99 would be the build's
+        time). The first snapshot is waited for by everyone: there is nothing else to serve.
         """
         known = self._snapshot
         if known is not None and self._fresh(known, now_ms):
             return known
+        with self._lock:
+            building = self._building
+            starting = building is None
+            if building is None:
+                building = self._building = Future()
+                threading.Thread(
+                    target=self._build_into,
+                    args=(building, store, now_ms, max_age_s, max_ahead_s),
+                    name="transit-feed-build",
+                    daemon=True,
+                ).start()
         if known is None:
-            self._lock.acquire()
-        elif not self._lock.acquire(blocking=False):
+            return building.result()
+        if not starting:
             return known
         try:
-            known = self._snapshot
-            if known is not None and self._fresh(known, now_ms):
-                return known  # built by the caller we waited for
+            return building.result(timeout=wait_s)
+        except FutureTimeout:
+            return known  # the build goes on: the next callers get it once it is done
+
+    def _build_into(
+        self,
+        building: Future[Snapshot],
+        store: TelemetryReader,
+        now_ms: int,
+        max_age_s: float,
+        max_ahead_s: float,
+    ) -> None:
+        """Build a snapshot, publish it, then hand it (or why it failed) to the callers waiting for it."""
+        try:
             snapshot = self.build(store, now_ms=now_ms, max_age_s=max_age_s, max_ahead_s=max_ahead_s)
             for kind, feed in snapshot.feeds.items():
                 self.clocks[kind].stamp(feed, now_s=now_ms // 1000)
             self._snapshot = snapshot
-            return snapshot
-        finally:
-            self._lock.release()
+        except BaseException as exc:
+            # The caller that started it may have stopped waiting: the reason must not be lost.
+            unexpected = not isinstance(exc, StoreError)
+            log.warning("building the transit feeds failed: %r", exc, exc_info=unexpected)
+            with self._lock:
+                self._building = None
+            building.set_exception(exc)
+            return
+        with self._lock:
+            self._building = None
+        building.set_result(snapshot)
 
     def ready(self, now_ms: int) -> Snapshot | None:
         """The snapshot to answer with now without building: a fresh one, or the last one while
-        another caller rebuilds; None when the caller must build (``snapshot``)."""
+        a build is under way; None when the caller must build (``snapshot``)."""
         known = self._snapshot
         if known is None:
             return None
-        return known if self._fresh(known, now_ms) or self._lock.locked() else None
+        return known if self._fresh(known, now_ms) or self._building is not None else None
 
     def _fresh(self, snapshot: Snapshot, now_ms: int) -> bool:
         return 0 <= now_ms - snapshot.built_at_ms < self.settings.transit_rebuild_interval_s * 1000

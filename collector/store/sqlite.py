@@ -1,4 +1,9 @@
-"""The embedded store: one SQLite file (WAL), no server; same contract as the InfluxDB stores."""
+"""The embedded store: one SQLite file (WAL), no server; same contract as the InfluxDB stores.
+
+Writes go through one connection, one at a time; reads each take a connection of their own from a
+pool, so a read never waits for a write (a commit's fsync, a lock held by another process) nor for
+another read: in WAL mode SQLite lets readers and the writer work at once.
+"""
 
 from __future__ import annotations
 
@@ -96,16 +101,22 @@ def _invalid(point: Point) -> str | None:
 class SqliteStore:
     """Points in one SQLite table keyed by (measurement, tags, ts_ms); rewrites merge fields.
 
-    One connection shared by all threads behind a lock: the collector thread writes while the
-    API reads. Field types are fixed per measurement at first write, as in InfluxDB, so a type
-    conflict is rejected the same way by every store.
+    The collector's threads write through one connection behind a lock; the API's reads each
+    borrow a read-only connection of the pool (an in-memory database has one connection only, so
+    there reads take the lock too). Field types are fixed per measurement at first write, as in
+    InfluxDB, so a type conflict is rejected the same way by every store.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the write connection's
+        self._pool_lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
+        self._in_memory = self.path == ":memory:" or "mode=memory" in self.path
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+            self._db = _connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before write() returns, so what the collector acknowledges
             # next survives a power cut (NORMAL may roll the last commits back); one fsync a batch.
@@ -373,15 +384,52 @@ class SqliteStore:
         return where, params
 
     def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
-        with self._lock:
-            try:
-                return list(self._db.execute(sql, params))
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        if self._in_memory:
+            with self._lock:
+                return self._read(self._db, sql, params)
+        reader = self._borrow_reader()
+        try:
+            return self._read(reader, sql, params)
+        finally:
+            with self._pool_lock:
+                if not self._closed:
+                    self._idle_readers.append(reader)
+
+    def _read(self, db: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[Any]:
+        try:
+            return list(db.execute(sql, params))  # all rows: the read transaction ends here
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    def _borrow_reader(self) -> sqlite3.Connection:
+        """An idle read connection, or a new one (as many as reads run at once)."""
+        with self._pool_lock:
+            if self._closed:
+                raise StoreUnavailable(f"SQLite store {self.path} is closed")
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        try:
+            reader = _connect(self.path)
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        with self._pool_lock:
+            self._readers.append(reader)
+        return reader
 
     def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            readers, self._readers, self._idle_readers = self._readers, [], []
+        for reader in readers:
+            reader.close()
         with self._lock:
             self._db.close()
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """A connection usable from any thread (one at a time), in autocommit mode: reads see every commit."""
+    return sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
 
 
 def _json_path(key: str) -> str:

@@ -50,7 +50,7 @@ def test_the_table_in_the_docs_is_the_models() -> None:
     text = DOC.read_text(encoding="utf-8")
     found = re.search(r"<!-- settings table[^>]*-->\n(.*?)\n<!-- end of settings table -->", text, re.S)
     assert found, "docs/configuration.md lost its table's markers"
-    assert found.group(1) == markdown_table(), "regenerate it: python -m citygw.settings"
+    assert found.group(1) == markdown_table(), "regenerate it: python -m citygw.settings_table"
     assert text.count("| setting | service |") == 1  # one table
 
 
