@@ -514,11 +514,20 @@ class Journal:
                 if start is None or start >= end:
                     break
                 below = end if limit <= 0 else min(end, start + limit - count)
-                low, high, n, body = self._db.execute(
-                    "SELECT min(id), max(id), count(*), CAST(group_concat(payload, ',') AS BLOB) "
-                    f"FROM {table} WHERE id >= ? AND id < ?",
-                    (start, below),
-                ).fetchone()
+                if start >= self._whole_from:
+                    # Every id there has its row: no need to have SQLite count them (a third of the query).
+                    low, high, n = start, below - 1, below - start
+                    (body,) = self._db.execute(
+                        f"SELECT CAST(group_concat(payload, ',') AS BLOB) FROM {table} "
+                        "WHERE id >= ? AND id < ?",
+                        (start, below),
+                    ).fetchone()
+                else:
+                    low, high, n, body = self._db.execute(
+                        "SELECT min(id), max(id), count(*), CAST(group_concat(payload, ',') AS BLOB) "
+                        f"FROM {table} WHERE id >= ? AND id < ?",
+                        (start, below),
+                    ).fetchone()
                 first = first or int(low)
                 # Their bytes: the joined ones less the commas.
                 last, count, nbytes = int(high), count + int(n), nbytes + len(body) - (int(n) - 1)

@@ -88,7 +88,8 @@ class ModbusLine:
     the RTU inter-frame silence (t3.5). A profile's ``timing`` is the device's own: its response
     timeout replaces the line's on a serial line (on TCP it may only lengthen it, since the line's
     timeout also covers the network and a gateway's serial side), and a frame to it leaves only
-    after its guard interval of silence. Holes a device reveals (exception 02 on a merged read)
+    after its guard interval of silence. Silences count from the answer's last byte, not from
+    when this process got to it. Holes a device reveals (exception 02 on a merged read)
     are remembered per unit and planned around from then on.
 
     A field whose value is no measurement (NaN, infinity, outside the profile's range:
@@ -127,6 +128,8 @@ class ModbusLine:
         self._connected_at = 0.0
         # When the last frame on the line ended (monotonic seconds): the next waits its gap after it.
         self._last_frame_at = 0.0
+        # When the last byte came in (monotonic seconds): an answer ends there, not when it was handled.
+        self._last_byte_at = 0.0
         self._holes: dict[int, list[AddressRange]] = {}
         self._field_errors: dict[int, dict[str, BadFieldValue]] = {}
         # (unit, field) -> when its last warning was logged (monotonic seconds).
@@ -448,8 +451,11 @@ class ModbusLine:
                 raise
             finally:
                 lost.cancel()
-                self._last_frame_at = time.monotonic()
-                self.last_round_trip_s = self._last_frame_at - sent_at
+                now = time.monotonic()
+                # The line is silent from the answer's last byte (or, with none, from giving up): the
+                # time this process took to get to the answer counts towards the next frame's gap.
+                self._last_frame_at = self._last_byte_at if self._received else now
+                self.last_round_trip_s = now - sent_at
             if not request.done():
                 # pymodbus would wait for the full timeout on a connection that is already gone.
                 request.cancel()
@@ -498,6 +504,7 @@ class ModbusLine:
         # else (an HTTP server on port 502) from silence.
         if not sending:
             self._received += data
+            self._last_byte_at = time.monotonic()
         return data
 
 

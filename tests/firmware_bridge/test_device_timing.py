@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymodbus.transaction import TransactionManager
 
 from firmware_bridge.errors import DeviceTimeout
 from firmware_bridge.modbus import ModbusLine
@@ -90,3 +93,33 @@ async def test_a_silent_dali_gateway_times_out_after_its_100_ms_not_the_lines_se
             await line.read(2, cabinet.profile)
         took = time.monotonic() - started
     assert 0.1 <= took < 0.4
+
+
+async def test_the_guard_is_counted_from_the_answers_last_byte_not_from_when_it_was_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy agent takes the answer late: the silence it owes the line began when the answer's last
+    byte came, so that time is not waited again (bench/bus.py's utilisation), and the guard is kept."""
+    path = tmp_path / "test_gateway.yaml"
+    path.write_text(PROFILE + "timing: {guard_ms: 300}\n", encoding="utf-8")
+    gateway = ModbusDeviceSimulator(load_profile(path), unit=3)
+    busy_s = 0.2
+    execute = TransactionManager.execute
+
+    async def slow_to_take_the_answer(self: TransactionManager, *args: Any, **kwargs: Any) -> Any:
+        response = await execute(self, *args, **kwargs)
+        await asyncio.sleep(busy_s)  # the answer is in; the agent gets to it only now
+        return response
+
+    monkeypatch.setattr(TransactionManager, "execute", slow_to_take_the_answer)
+    frames: list[WireFrame] = []
+    async with (
+        serve_serial_pty([gateway], baudrate=9600, frames=frames) as port,
+        ModbusLine.rtu(port=port, baudrate=9600, timeout=0.5) as line,
+    ):
+        for _ in range(3):
+            assert await line.read(3, gateway.profile) == gateway.expected()
+    gaps = [frame.start - before.end for before, frame in itertools.pairwise(frames) if not frame.answer]
+    assert len(gaps) == 2
+    assert min(gaps) >= 0.3  # the guard, from the last byte on the wire
+    assert max(gaps) < 0.3 + busy_s - 0.05  # not the guard on top of the time taken to handle the answer
