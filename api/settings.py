@@ -342,12 +342,13 @@ class ApiSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _water_limits_ordered(self) -> ApiSettings:
-        for name, low, high in (
-            ("ph", self.alert_ph_min, self.alert_ph_max),
-            ("chlorine", self.alert_chlorine_min, self.alert_chlorine_max),
+        for low_name, high_name in (
+            ("alert_ph_min", "alert_ph_max"),
+            ("alert_chlorine_min", "alert_chlorine_max"),
         ):
+            low, high = getattr(self, low_name), getattr(self, high_name)
             if low is not None and high is not None and low >= high:
-                raise ValueError(f"alert_{name}_min ({low:g}) must be below alert_{name}_max ({high:g})")
+                raise ValueError(f"{low_name} ({low:g}) must be below {high_name} ({high:g})")
         return self
 
     @model_validator(mode="after")

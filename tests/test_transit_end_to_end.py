@@ -35,7 +35,7 @@ from firmware_bridge.nmea import GpsFix
 from firmware_bridge.simulators import BusGpsSimulator, ModbusDeviceSimulator, serve_serial_pty
 from simulators.transit.network import network_zip
 from tests.services import Mosquitto
-from tests.test_end_to_end import _eventually, _running
+from tests.test_end_to_end import _running, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ async def test_the_feed_shows_the_bus_on_its_console_trip_with_occupancy_from_it
                 async def taps_stored() -> bool:
                     return (await api.get("/v1/devices/validator-4711/latest")).status_code == 200
 
-                await _eventually(taps_stored)
+                await eventually("the taps stored", taps_stored)
                 before = validator.expected()["taps_resident"]
                 assert isinstance(before, int)
                 validator.set("taps_resident", before + TAPS)
@@ -167,7 +167,7 @@ async def test_the_feed_shows_the_bus_on_its_console_trip_with_occupancy_from_it
                         None,
                     )
 
-                vehicle = await _eventually(on_console_trip, within_s=25)
+                vehicle = await eventually("the bus on its console trip", on_console_trip, within_s=25)
         assert collector.stats.dead_letters == 0
     stored = [point for name in ("vehicle_position", "validator") for point in store.latest(measurement=name)]
     store.close()
