@@ -24,7 +24,7 @@ from citygw.contract import wire
 from citygw.contract.errors import ConfigError
 from citygw.contract.tls import client_context
 from firmware_bridge.overlay import OverlayError, ProfileOverlay, apply_overlay
-from firmware_bridge.profile import DeadbandSetting, Profile
+from firmware_bridge.profile import DeadbandSetting, Profile, Protocol
 
 BROKER_URL_ENV = "CITYGW_BROKER_URL"
 # Tags the agent sets on readings itself; a device's own tags may not use them.
@@ -1059,33 +1059,54 @@ def known_profiles() -> list[str]:
     return available_profiles()
 
 
+_REMOVE_UNIT_ADDRESS = {"unit": "remove unit", "address": "remove address"}
+# Per profile kind of a line of its own: (the kind's name, what a device of it is, an article for the kind).
+_LINE_PROFILE_KINDS: dict[Protocol, tuple[str, str, str]] = {
+    "opcua": ("OPC UA", "an OPC UA device", "an"),
+    "mbus": ("M-Bus", "an M-Bus meter", "an"),
+    "dlms": ("DLMS", "a DLMS meter", "a"),
+    "lorawan": ("LoRaWAN", "a LoRaWAN device", "a"),
+}
+
+
+def _keys_of_other_lines(at: str, device: Device, why: str, fixes: dict[str, str]) -> list[Problem]:
+    """A problem for each of ``fixes``' device keys that is set, though it belongs to other line kinds."""
+    return [
+        Problem(f"{at}.{key}", why, fix) for key, fix in fixes.items() if getattr(device, key) is not None
+    ]
+
+
+def _line_profile_problems(at: str, device: Device, kind: Protocol) -> list[Problem]:
+    """The device names a loadable profile of ``kind`` (its line's protocol)."""
+    from firmware_bridge import profile
+
+    name, a_device, article = _LINE_PROFILE_KINDS[kind]
+    known = ", ".join(profile.available_profiles(kind)) or "none"
+    if device.profile is None:
+        return [Problem(f"{at}.profile", f"{a_device} needs a profile", f"add profile: ({known})")]
+    try:
+        getattr(profile, f"load_{kind}_profile")(device.profile)
+    except Exception as exc:
+        return [
+            Problem(
+                f"{at}.profile",
+                f"cannot load {name} profile {device.profile!r}: {exc}",
+                f"use {article} {kind} profile ({known}) or a path to one",
+            )
+        ]
+    return []
+
+
 def _opcua_device_problems(at: str, device: Device, line_id: str) -> list[Problem]:
     """An OPC UA device names an opcua profile and no Modbus unit; its node is a NodeId."""
-    from firmware_bridge.profile import NODE_ID_PATTERN, available_profiles, load_opcua_profile
+    from firmware_bridge.profile import NODE_ID_PATTERN
 
-    problems: list[Problem] = []
-    if device.unit is not None:
-        problems.append(Problem(f"{at}.unit", f"line {line_id!r} is an OPC UA line", "remove unit"))
-    if device.address is not None:
-        problems.append(Problem(f"{at}.address", f"line {line_id!r} is an OPC UA line", "remove address"))
+    problems = _keys_of_other_lines(at, device, f"line {line_id!r} is an OPC UA line", _REMOVE_UNIT_ADDRESS)
     if device.node is not None and not re.match(NODE_ID_PATTERN, device.node):
         problems.append(
             Problem(f"{at}.node", f"{device.node!r} is no NodeId", "write nsu=<namespace URI>;s=<name>")
         )
-    if device.profile is None:
-        return [*problems, Problem(f"{at}.profile", "an OPC UA device needs a profile", "add profile")]
-    try:
-        load_opcua_profile(device.profile)
-    except Exception as exc:
-        known = ", ".join(available_profiles("opcua")) or "none"
-        problems.append(
-            Problem(
-                f"{at}.profile",
-                f"cannot load OPC UA profile {device.profile!r}: {exc}",
-                f"use an opcua profile ({known}) or a path to one",
-            )
-        )
-    return problems
+    return problems + _line_profile_problems(at, device, "opcua")
 
 
 def _mbus_device_problems(
@@ -1093,13 +1114,10 @@ def _mbus_device_problems(
 ) -> list[Problem]:
     """An M-Bus meter names an address (unique on its line) and an mbus profile, and no Modbus unit."""
     from firmware_bridge.mbus import parse_address
-    from firmware_bridge.profile import available_profiles, load_mbus_profile
 
-    problems: list[Problem] = []
-    if device.unit is not None:
-        problems.append(
-            Problem(f"{at}.unit", f"line {line.id!r} is an M-Bus line", "remove unit; use address")
-        )
+    problems = _keys_of_other_lines(
+        at, device, f"line {line.id!r} is an M-Bus line", {"unit": "remove unit; use address"}
+    )
     if device.address is None:
         problems.append(
             Problem(
@@ -1123,21 +1141,7 @@ def _mbus_device_problems(
                         "give each meter its own address (scan: citygw probe --mbus --scan secondary)",
                     )
                 )
-    known = ", ".join(available_profiles("mbus")) or "none"
-    if device.profile is None:
-        problems.append(Problem(f"{at}.profile", "an M-Bus meter needs a profile", f"add profile: ({known})"))
-        return problems
-    try:
-        load_mbus_profile(device.profile)
-    except Exception as exc:
-        problems.append(
-            Problem(
-                f"{at}.profile",
-                f"cannot load M-Bus profile {device.profile!r}: {exc}",
-                f"use an mbus profile ({known}) or a path to one",
-            )
-        )
-    return problems
+    return problems + _line_profile_problems(at, device, "mbus")
 
 
 def _modem_bus(line: Any, device: Device) -> tuple[str, str]:
@@ -1190,18 +1194,12 @@ def _dlms_device_problems(
     at: str, device: Device, line: DlmsLine, meters: dict[tuple[str, int | str], str]
 ) -> list[Problem]:
     """A DLMS meter: a dlms profile, addresses of its own on its line; no Modbus unit, no M-Bus address."""
-    from firmware_bridge.profile import available_profiles, load_dlms_profile
-
-    problems: list[Problem] = []
-    for key, what in (("unit", device.unit), ("address", device.address)):
-        if what is not None:
-            problems.append(
-                Problem(
-                    f"{at}.{key}",
-                    f"line {line.id!r} is a DLMS line",
-                    f"remove {key}; use dlms: {{physical: N}}",
-                )
-            )
+    problems = _keys_of_other_lines(
+        at,
+        device,
+        f"line {line.id!r} is a DLMS line",
+        {key: f"remove {key}; use dlms: {{physical: N}}" for key in ("unit", "address")},
+    )
     address = device.dlms or DlmsAddress()
     key = f"{address.logical}/{address.physical}"
     other = meters.setdefault((line.id, key), device.id)
@@ -1213,21 +1211,7 @@ def _dlms_device_problems(
                 "give each meter on a shared bus its own dlms.physical address",
             )
         )
-    known = ", ".join(available_profiles("dlms")) or "none"
-    if device.profile is None:
-        problems.append(Problem(f"{at}.profile", "a DLMS meter needs a profile", f"add profile: ({known})"))
-        return problems
-    try:
-        load_dlms_profile(device.profile)
-    except Exception as exc:
-        problems.append(
-            Problem(
-                f"{at}.profile",
-                f"cannot load DLMS profile {device.profile!r}: {exc}",
-                f"use a dlms profile ({known}) or a path to one",
-            )
-        )
-    return problems
+    return problems + _line_profile_problems(at, device, "dlms")
 
 
 def _nmea_profile_problems(at: str, name: str) -> list[Problem]:
@@ -1247,15 +1231,9 @@ def _lorawan_device_problems(
     at: str, device: Device, line: LorawanLine, euis: dict[tuple[str, str], str]
 ) -> list[Problem]:
     """A device on a LoRaWAN line: a DevEUI of its own on the line, a lorawan profile, no Modbus unit."""
-    from firmware_bridge.profile import available_profiles, load_lorawan_profile
-
-    problems: list[Problem] = []
-    if device.unit is not None:
-        problems.append(Problem(f"{at}.unit", f"line {line.id!r} is a LoRaWAN line", "remove unit"))
-    if device.address is not None:
-        problems.append(Problem(f"{at}.address", f"line {line.id!r} is a LoRaWAN line", "remove address"))
-    if device.node is not None:
-        problems.append(Problem(f"{at}.node", f"line {line.id!r} is a LoRaWAN line", "remove node"))
+    problems = _keys_of_other_lines(
+        at, device, f"line {line.id!r} is a LoRaWAN line", {**_REMOVE_UNIT_ADDRESS, "node": "remove node"}
+    )
     if device.dev_eui is None:
         problems.append(
             Problem(f"{at}.dev_eui", f"line {line.id!r} is a LoRaWAN line", "add dev_eui: <16 hex digits>")
@@ -1275,20 +1253,4 @@ def _lorawan_device_problems(
         problems.append(
             Problem(f"{at}.ns_device_id", "ChirpStack addresses devices by DevEUI", "remove ns_device_id")
         )
-    known = ", ".join(available_profiles("lorawan")) or "none"
-    if device.profile is None:
-        problems.append(
-            Problem(f"{at}.profile", "a LoRaWAN device needs a profile", f"add profile: ({known})")
-        )
-        return problems
-    try:
-        load_lorawan_profile(device.profile)
-    except Exception as exc:
-        problems.append(
-            Problem(
-                f"{at}.profile",
-                f"cannot load LoRaWAN profile {device.profile!r}: {exc}",
-                f"use a lorawan profile ({known}) or a path to one",
-            )
-        )
-    return problems
+    return problems + _line_profile_problems(at, device, "lorawan")
