@@ -11,11 +11,9 @@ feeds carry trips, predictions and occupancy as they would in the city.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -74,31 +72,20 @@ def logged_in(timetable: Timetable, bus: Bus, now_s: float) -> tuple[str, str]:
     return trip.route_id, trip.trip_id
 
 
-@contextlib.asynccontextmanager
-async def driven_console(
-    console: ModbusDeviceSimulator, timetable: Timetable, bus: Bus, *, period_s: float = 1.0
-) -> AsyncIterator[None]:
-    """Keep ``console`` logged in to the trip ``bus`` drives, as its driver would, while in the block."""
+class DrivenConsole(ModbusDeviceSimulator):
+    """A driver's console (unit 2) logged in to the trip ``bus`` drives or waits to start, whenever read."""
 
-    def log_in() -> None:
-        route_id, trip_id = logged_in(timetable, bus, time.time())
-        console.set("route_id", route_id)
-        console.set("trip_id", trip_id)
-        console.set("login", 1 if trip_id else 0)
+    def __init__(self, timetable: Timetable, bus: Bus) -> None:
+        self.timetable, self.bus = timetable, bus
+        super().__init__(load_profile("onboard_console"), unit=2)
+        self.advance()
 
-    async def drive() -> None:
-        while True:
-            await asyncio.sleep(period_s)
-            log_in()
-
-    log_in()
-    task = asyncio.create_task(drive(), name=f"console-{bus.vehicle_id}")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    def advance(self) -> None:
+        super().advance()
+        route_id, trip_id = logged_in(self.timetable, self.bus, time.time())
+        self.set("route_id", route_id)
+        self.set("trip_id", trip_id)
+        self.set("login", 1 if trip_id else 0)
 
 
 async def vehicle_agents(
@@ -106,20 +93,17 @@ async def vehicle_agents(
 ) -> list[dict[str, Any]]:
     """Start each vehicle's GPS receiver and validator; the configs of the agents that read them."""
     validator_profile = load_profile("ticket_validator")
-    console_profile = load_profile("onboard_console")
     agents = []
     for number, bus in enumerate(fleet):
         gps = await stack.enter_async_context(
             BusGpsSimulator([], track=track(timetable, bus), vehicle_id=bus.vehicle_id)
         )
         validator = ModbusDeviceSimulator(validator_profile, unit=1, animate=True)
-        on_line = [validator]
+        on_line: list[ModbusDeviceSimulator] = [validator]
         vehicle = {"id": bus.vehicle_id, "label": bus.label.replace(" #", "/")}  # '29 #1': no '#' in labels
         consoles: list[dict[str, Any]] = []
         if number % 4 != 3:  # three in four have a driver's console; the others are matched by movement
-            console = ModbusDeviceSimulator(console_profile, unit=2)
-            await stack.enter_async_context(driven_console(console, timetable, bus))
-            on_line.append(console)
+            on_line.append(DrivenConsole(timetable, bus))
             vehicle["console"] = f"{bus.vehicle_id}-console"
             consoles.append(
                 {

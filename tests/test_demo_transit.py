@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
 import pytest
 
 from api.transit.timetable import Timetable
-from citygw.demo_transit import driven_console, logged_in, todays_fleet, write_network
-from firmware_bridge.simulators import ModbusDeviceSimulator
+from citygw.demo_transit import DrivenConsole, logged_in, todays_fleet, write_network
 from simulators.transit.buses import where
 
 
@@ -35,21 +34,14 @@ def test_a_console_shows_the_run_driven_the_next_run_on_layover_and_nothing_in_t
     assert logged_in(timetable, bus, bus.rides[-1].actual_arrivals[-1] + 60) == ("", "")
 
 
-def test_a_driven_console_follows_its_vehicle_until_it_stops(timetable: Timetable) -> None:
+def test_a_driven_console_shows_its_vehicles_trip_whenever_read(timetable: Timetable) -> None:
     fleet = todays_fleet(timetable, time.time())
     bus = next(b for b in fleet if logged_in(timetable, b, time.time())[1])
-    console = ModbusDeviceSimulator("onboard_console", unit=2)
-    assert console.get("trip_id") == ""
-
-    async def drive() -> tuple[str, str, int]:
-        async with driven_console(console, timetable, bus, period_s=0.01):
-            console.set("trip_id", "")  # the driver logged out: the next round logs in again
-            await asyncio.sleep(0.1)
-            seen = str(console.get("route_id")), str(console.get("trip_id")), int(console.get("login"))
-        console.set("trip_id", "")
-        await asyncio.sleep(0.05)
-        return seen
-
+    console = DrivenConsole(timetable, bus)
     route_id, trip_id = logged_in(timetable, bus, time.time())
-    assert asyncio.run(drive()) == (route_id, trip_id, 1)
-    assert console.get("trip_id") == ""  # stopped with its context: nobody logs in any more
+    assert (console.get("route_id"), console.get("trip_id"), console.get("login")) == (route_id, trip_id, 1)
+    console.set("trip_id", "")  # as if the driver logged out: the next read (advance) logs in again
+    console.advance()
+    assert console.get("trip_id") == logged_in(timetable, bus, time.time())[1]
+    depot = DrivenConsole(timetable, dataclasses.replace(bus, rides=()))  # no run today: nobody logged in
+    assert (depot.get("route_id"), depot.get("trip_id"), depot.get("login")) == ("", "", 0)

@@ -988,32 +988,9 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
                     )
                 )
             continue
-        if config.line(device.line).kind == "lorawan":
-            problems.append(
-                Problem(
-                    f"{at}.heartbeat_s",
-                    "a LoRaWAN device reports when it transmits; each uplink is published",
-                    "remove heartbeat_s and report",
-                )
-            )
-            continue
-        if config.line(device.line).kind == "opcua":
-            problems.append(
-                Problem(
-                    f"{at}.heartbeat_s",
-                    "an OPC UA device reports by exception through its subscription (profile deadbands)",
-                    "remove heartbeat_s and report",
-                )
-            )
-            continue
-        if config.line(device.line).kind == "nmea":
-            problems.append(
-                Problem(
-                    f"{at}.heartbeat_s",
-                    "a GPS device already reports by exception (every poll_s, at once on a stop or a turn)",
-                    "remove heartbeat_s and report",
-                )
-            )
+        reports_itself = _REPORTS_ITSELF.get(config.line(device.line).kind)
+        if reports_itself is not None:
+            problems.append(Problem(f"{at}.heartbeat_s", reports_itself, "remove heartbeat_s and report"))
             continue
         if device.heartbeat_s < device.poll_s:
             problems.append(
@@ -1050,6 +1027,14 @@ def check_reporting(config: AgentConfig, profiles: ProfileCheck) -> list[Problem
             if problem is not None:
                 problems.append(Problem(f"{at}.report.{name}", problem.what, problem.fix))
     return problems
+
+
+# Line kinds whose devices report by exception on their own: why a heartbeat_s does not apply.
+_REPORTS_ITSELF = {
+    "lorawan": "a LoRaWAN device reports when it transmits; each uplink is published",
+    "opcua": "an OPC UA device reports by exception through its subscription (profile deadbands)",
+    "nmea": "a GPS device already reports by exception (every poll_s, at once on a stop or a turn)",
+}
 
 
 def known_profiles() -> list[str]:
