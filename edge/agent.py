@@ -33,7 +33,6 @@ from edge.config_file import load_agent_config
 from edge.dialin import dialin_listener
 from edge.journal import Journal
 from edge.lorawan import LorawanBridge
-from edge.opcua_poller import OpcUaPoller
 from edge.poller import DlmsPoller, GpsPoller, HealthBoard, LinePoller, MbusPoller, ModbusPoller, now_ms
 from edge.publisher import Publisher
 from edge.remote_config import RemoteConfig
@@ -243,6 +242,8 @@ class Agent:
                 self._own_line, line.id, partial(bus, retries=line.retries, name=line.id), mbus_poller
             )
         elif isinstance(line, OpcUaLine):
+            from edge.opcua_poller import OpcUaPoller  # asyncua: ~40 MB, loaded only by agents with OPC UA
+
             run = OpcUaPoller(
                 line,
                 [(d, load_opcua_profile(d.profile or "")) for d in devices],
